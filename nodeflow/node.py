@@ -1,0 +1,343 @@
+"""The node API: what a node type declares, what it gets when it runs, and how types are found.
+
+A node type is one class::
+
+    class Flatten(Node):
+        type = "layers.flatten"
+        title = "Flatten"
+        category = "Model"
+        inputs = (Port("model", MODEL),)
+        outputs = (Port("model", MODEL),)
+
+        class Params(NodeParams):
+            start_dim: int = Field(1, ge=1, description="First dimension to flatten")
+
+        def run(self, ctx, params, model):
+            return {"model": model.then(...)}
+
+This module imports neither torch nor any UI library: port values are opaque to it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import pkgutil
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+ENTRY_POINT_GROUP = "nodeflow.nodes"
+
+
+class Interrupted(Exception):
+    """Raised inside a node when the user asked the run to stop."""
+
+
+class Codec(Protocol):
+    """Writes a port value into a folder and reads it back, so cached outputs survive a restart."""
+
+    def save(self, value: Any, folder: Path) -> None: ...
+
+    def load(self, folder: Path) -> Any: ...
+
+
+@dataclass(frozen=True, eq=False)
+class PortType:
+    """A kind of value that flows along an edge.
+
+    ``parents`` lets a more specific type be used where a general one is expected
+    (a trained model wherever a model is accepted). ``codec`` makes values persistable.
+    """
+
+    name: str
+    color: str = "#90a4ae"
+    description: str = ""
+    parents: tuple[PortType, ...] = ()
+    codec: Codec | None = None
+
+    def ancestry(self) -> list[str]:
+        """This type's name followed by every type it can stand in for."""
+        names = [self.name]
+        for parent in self.parents:
+            names.extend(n for n in parent.ancestry() if n not in names)
+        return names
+
+    def fits(self, expected: PortType) -> bool:
+        """Whether a value of this type may be connected to an input of type ``expected``."""
+        return expected.name == ANY.name or expected.name in self.ancestry()
+
+    def __repr__(self) -> str:
+        return f"PortType({self.name})"
+
+
+ANY = PortType("Any", color="#bdbdbd", description="Accepts a value of any type")
+
+
+@dataclass(frozen=True)
+class Port:
+    name: str
+    type: PortType
+    description: str = ""
+    optional: bool = False
+
+
+class NodeParams(BaseModel):
+    """Base for every node's ``Params``: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class NoParams(NodeParams):
+    pass
+
+
+@dataclass
+class Event:
+    """Something the executor reports while it runs a graph.
+
+    kinds: node_started, progress, metric, log, preview, node_finished, node_failed,
+    node_skipped, interrupted, run_started, run_finished.
+    """
+
+    kind: str
+    node_id: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class RunContext:
+    """What a running node sees of the executor: progress, metrics, logs, interruption, device."""
+
+    def __init__(
+        self,
+        node_id: str,
+        workspace: Path,
+        device: str = "auto",
+        seed: int = 0,
+        emit: Callable[[Event], None] | None = None,
+        stop_flag: threading.Event | None = None,
+        scratch: Path | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.workspace = Path(workspace)
+        self.device = device
+        self.seed = seed
+        self._emit = emit or (lambda event: None)
+        self._stop = stop_flag or threading.Event()
+        self.metrics: dict[str, float] = {}
+        self._scratch = scratch
+
+    @property
+    def interrupted(self) -> bool:
+        return self._stop.is_set()
+
+    def check_interrupted(self) -> None:
+        """Raise :class:`Interrupted` if the user pressed stop; call it at batch boundaries."""
+        if self._stop.is_set():
+            raise Interrupted(f"node '{self.node_id}' was interrupted")
+
+    def progress(self, done: float, total: float, message: str = "") -> None:
+        self._emit(Event("progress", self.node_id, {"done": done, "total": total, "message": message}))
+        self.check_interrupted()
+
+    def log_metric(self, name: str, value: float, step: int | None = None, **extra: Any) -> None:
+        self.metrics[name] = float(value)
+        self._emit(Event("metric", self.node_id, {"name": name, "value": float(value), "step": step, **extra}))
+
+    def log(self, message: str) -> None:
+        self._emit(Event("log", self.node_id, {"message": message}))
+
+    def preview(self, kind: str, payload: Any) -> None:
+        """Publish something for the editor to show beside the node (sample images, a table)."""
+        self._emit(Event("preview", self.node_id, {"kind": kind, "payload": payload}))
+
+    @property
+    def scratch(self) -> Path:
+        """A folder this node may write files into; it is kept with the node's cached outputs."""
+        if self._scratch is None:
+            self._scratch = self.workspace / "scratch" / self.node_id
+        self._scratch.mkdir(parents=True, exist_ok=True)
+        return self._scratch
+
+
+class Node:
+    """Base class of every node type. Subclasses set the class attributes and implement ``run``."""
+
+    type: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    category: ClassVar[str] = "Other"
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[NodeParams]] = NoParams
+    inputs: ClassVar[tuple[Port, ...]] = ()
+    outputs: ClassVar[tuple[Port, ...]] = ()
+    #: Outputs are written to the workspace and reused by later processes (needs a codec per port).
+    persist: ClassVar[bool] = False
+    #: Bump when ``run`` changes meaning, so old cached results stop matching.
+    version: ClassVar[int] = 1
+
+    def run(self, ctx: RunContext, params: Any, **inputs: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def infer(cls, params: Any, inputs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Static check before anything runs: given what is known of the inputs (plain JSON-able
+        facts such as image size, each fact carrying the id of the node that set it), return the
+        facts of the outputs, or raise :class:`ParamProblem` naming what is wrong."""
+        return {}
+
+    @classmethod
+    def fingerprint(cls, params: Any) -> str | None:
+        """Part of the cache key that is not in the params, e.g. the state of files on disk."""
+        return None
+
+    @classmethod
+    def input_port(cls, name: str) -> Port | None:
+        return next((p for p in cls.inputs if p.name == name), None)
+
+    @classmethod
+    def output_port(cls, name: str) -> Port | None:
+        return next((p for p in cls.outputs if p.name == name), None)
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """The catalogue entry the CLI prints and the editor renders a node from."""
+
+        def port(p: Port) -> dict[str, Any]:
+            return {
+                "name": p.name,
+                "type": p.type.name,
+                "accepts_as": p.type.ancestry(),
+                "color": p.type.color,
+                "description": p.description,
+                "optional": p.optional,
+            }
+
+        return {
+            "type": cls.type,
+            "title": cls.title or cls.type,
+            "category": cls.category,
+            "description": cls.description or (inspect.getdoc(cls) or ""),
+            "inputs": [port(p) for p in cls.inputs],
+            "outputs": [port(p) for p in cls.outputs],
+            "params_schema": cls.Params.model_json_schema(),
+            "defaults": cls.Params().model_dump(mode="json") if _has_all_defaults(cls.Params) else {},
+            "persist": cls.persist,
+            "source": getattr(cls, "_nodeflow_source", "unknown"),
+        }
+
+
+class ParamProblem(Exception):
+    """Raised by ``Node.infer`` (or ``run``) to blame a parameter or an input, and to say what to do.
+
+    ``other_node`` names a second node the problem involves (e.g. a formatter whose image size
+    does not match an input layer), so the message can name both.
+    """
+
+    def __init__(self, message: str, param: str | None = None, port: str | None = None,
+                 other_node: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.port = port
+        self.other_node = other_node
+
+
+def _has_all_defaults(model: type[BaseModel]) -> bool:
+    return all(not f.is_required() for f in model.model_fields.values())
+
+
+class UnknownNodeType(KeyError):
+    def __init__(self, type_name: str, suggestions: list[str]) -> None:
+        hint = f"; did you mean {', '.join(repr(s) for s in suggestions)}?" if suggestions else ""
+        super().__init__(f"unknown node type '{type_name}'{hint}")
+        self.type_name = type_name
+        self.suggestions = suggestions
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+class Registry:
+    """Node types by their ``type`` id. Built from entry points or from explicit modules."""
+
+    def __init__(self, nodes: Iterable[type[Node]] = ()) -> None:
+        self._types: dict[str, type[Node]] = {}
+        for node in nodes:
+            self.add(node)
+
+    def add(self, node: type[Node], source: str | None = None) -> None:
+        if not node.type:
+            raise ValueError(f"{node.__qualname__} has no 'type'")
+        existing = self._types.get(node.type)
+        if existing is not None and existing is not node:
+            raise ValueError(
+                f"node type '{node.type}' is defined twice: {existing.__module__}.{existing.__qualname__}"
+                f" and {node.__module__}.{node.__qualname__}"
+            )
+        if node.persist:
+            missing = [p.name for p in node.outputs if p.type.codec is None]
+            if missing:
+                raise ValueError(f"node type '{node.type}' persists outputs {missing} whose types have no codec")
+        if source is not None:
+            node._nodeflow_source = source  # type: ignore[attr-defined]
+        self._types[node.type] = node
+
+    def add_module(self, module: ModuleType, source: str | None = None) -> None:
+        """Add every Node subclass defined in ``module`` and, for a package, in its submodules."""
+        for mod in _walk(module):
+            for _, obj in inspect.getmembers(mod, inspect.isclass):
+                if issubclass(obj, Node) and obj is not Node and obj.type and obj.__module__ == mod.__name__:
+                    self.add(obj, source or module.__name__)
+
+    @classmethod
+    def discover(cls, plugins: bool = True, group: str = ENTRY_POINT_GROUP) -> Registry:
+        """Load node types from the ``nodeflow.nodes`` entry points (the built-ins register there
+        too). With ``plugins=False`` only entry points of the nodeflow distribution are loaded."""
+        registry = cls()
+        for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.metadata["Name"] if dist is not None else "?"
+            if not plugins and dist_name != "nodeflow":
+                continue
+            target = ep.load()
+            source = "built-in" if dist_name == "nodeflow" else f"plugin {dist_name}"
+            if isinstance(target, ModuleType):
+                registry.add_module(target, source)
+            elif callable(target):
+                for node in target():
+                    registry.add(node, source)
+        return registry
+
+    def get(self, type_name: str) -> type[Node]:
+        try:
+            return self._types[type_name]
+        except KeyError:
+            close = difflib.get_close_matches(type_name, list(self._types), n=3, cutoff=0.5)
+            raise UnknownNodeType(type_name, close) from None
+
+    def __contains__(self, type_name: object) -> bool:
+        return type_name in self._types
+
+    def __iter__(self):
+        return iter(sorted(self._types.values(), key=lambda n: (n.category, n.type)))
+
+    def __len__(self) -> int:
+        return len(self._types)
+
+    def catalogue(self) -> list[dict[str, Any]]:
+        return [node.describe() for node in self]
+
+
+def _walk(module: ModuleType) -> Iterable[ModuleType]:
+    yield module
+    if hasattr(module, "__path__"):
+        for info in pkgutil.walk_packages(module.__path__, prefix=module.__name__ + "."):
+            if info.name.rsplit(".", 1)[-1].startswith("_"):
+                continue
+            yield importlib.import_module(info.name)

@@ -1,0 +1,325 @@
+"""One open graph, its executor and its cache: the only object the editor talks to.
+
+Edits go through :meth:`Session.edit` (recorded for undo/redo), runs happen on a worker thread
+so the caller's event loop stays free, and :meth:`Session.snapshot` gives the editor everything
+it shows (per-node state, progress, metric series, previews, errors) as plain JSON.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nodeflow.executor import Executor, GraphInvalid, GraphProblem, RunReport
+from nodeflow.graph import Edge, Graph, NodeSpec, Position
+from nodeflow.node import Event, Registry
+
+HISTORY_LIMIT = 200
+SERIES_LIMIT = 5000
+
+
+class EditError(ValueError):
+    """An edit the document cannot take; nothing was changed."""
+
+
+class Session:
+    def __init__(self, registry: Registry, workspace: Path, graph: Graph | None = None,
+                 path: Path | None = None, device: str = "auto") -> None:
+        self.registry = registry
+        self.workspace = Path(workspace)
+        self.executor = Executor(registry, self.workspace, device=device)
+        self.executor.subscribe(self._on_event)
+        self.path = Path(path) if path is not None else None
+        self._graph = graph or Graph()
+        self._undo: list[Graph] = []
+        self._redo: list[Graph] = []
+        self.version = 0
+        self._lock = threading.RLock()
+        self._thread: threading.Thread | None = None
+        self._live: dict[str, dict[str, Any]] = {}
+        self._log: list[dict[str, Any]] = []
+        self._listeners: list[Callable[[Event], None]] = []
+        self.last_report: RunReport | None = None
+        self.last_error: str | None = None
+        self.dirty = False
+
+    # -- document -------------------------------------------------------------------------------
+    @property
+    def graph(self) -> Graph:
+        return self._graph
+
+    def replace(self, graph: Graph, record: bool = True) -> None:
+        with self._lock:
+            if record:
+                self._push_undo()
+            self._graph = graph
+            self._changed()
+
+    def edit(self, op: str, **args: Any) -> Graph:
+        """Apply one edit (see ``_apply_*``); all-or-nothing, recorded for undo."""
+        return self.edits([{"op": op, **args}])
+
+    def edits(self, ops: list[dict[str, Any]]) -> Graph:
+        """Apply several edits as one undo step (a bulk move, a paste, deleting a selection)."""
+        with self._lock:
+            data = self._graph.model_dump(mode="json")
+            for item in ops:
+                item = dict(item)
+                op = item.pop("op", None)
+                handler = getattr(self, f"_apply_{op}", None)
+                if handler is None:
+                    raise EditError(f"unknown edit '{op}'")
+                handler(data, **item)
+            try:
+                graph = Graph.from_data(data, "edit")
+            except ValueError as exc:
+                raise EditError(str(exc)) from None
+            self._push_undo()
+            self._graph = graph
+            self._changed()
+            return graph
+
+    def undo(self) -> bool:
+        with self._lock:
+            if not self._undo:
+                return False
+            self._redo.append(self._graph)
+            self._graph = self._undo.pop()
+            self._changed()
+            return True
+
+    def redo(self) -> bool:
+        with self._lock:
+            if not self._redo:
+                return False
+            self._undo.append(self._graph)
+            self._graph = self._redo.pop()
+            self._changed()
+            return True
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def save(self, path: Path | None = None) -> Path:
+        target = Path(path) if path is not None else self.path
+        if target is None:
+            raise EditError("no file to save to: choose a name with 'save as'")
+        self._graph.save(target)
+        self.path = target
+        self.dirty = False
+        return target
+
+    def open(self, path: Path) -> None:
+        graph = Graph.load(path)
+        self.replace(graph)
+        self.path = Path(path)
+        self.dirty = False
+
+    def _push_undo(self) -> None:
+        self._undo.append(self._graph)
+        del self._undo[:-HISTORY_LIMIT]
+        self._redo.clear()
+
+    def _changed(self) -> None:
+        self.version += 1
+        self.dirty = True
+
+    # edit operations on the JSON form of the document
+    def _apply_add_node(self, data: dict, type: str, id: str | None = None, params: dict | None = None,
+                        position: dict | None = None) -> None:
+        node_cls = self.registry.get(type)
+        node_id = id or self._fresh_id(data, type.rsplit(".", 1)[-1])
+        data["nodes"].append(NodeSpec(id=node_id, type=node_cls.type, params=params or {},
+                                      position=Position(**(position or {}))).model_dump(mode="json"))
+
+    def _apply_remove_node(self, data: dict, id: str) -> None:
+        self._find(data, id)
+        data["nodes"] = [n for n in data["nodes"] if n["id"] != id]
+        data["edges"] = [e for e in data["edges"] if id not in (e["source"], e["target"])]
+
+    def _apply_set_params(self, data: dict, id: str, params: dict, replace: bool = False) -> None:
+        node = self._find(data, id)
+        merged = dict(params) if replace else {**node.get("params", {}), **params}
+        node_cls = self.registry.get(node["type"])
+        from pydantic import ValidationError
+        try:
+            node_cls.Params.model_validate(merged)
+        except ValidationError as exc:
+            reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise EditError(f"{id}: {reasons}") from None
+        node["params"] = merged
+
+    def _apply_move(self, data: dict, id: str, x: float, y: float) -> None:
+        self._find(data, id)["position"] = {"x": float(x), "y": float(y)}
+
+    def _apply_rename(self, data: dict, id: str, title: str | None) -> None:
+        self._find(data, id)["title"] = title or None
+
+    def _apply_connect(self, data: dict, source: str, source_port: str, target: str, target_port: str) -> None:
+        src = self.registry.get(self._find(data, source)["type"])
+        dst = self.registry.get(self._find(data, target)["type"])
+        out_port, in_port = src.output_port(source_port), dst.input_port(target_port)
+        if out_port is None or in_port is None:
+            raise EditError(f"no such port: {source}.{source_port} -> {target}.{target_port}")
+        if not out_port.type.fits(in_port.type):
+            raise EditError(f"{target}.{target_port} expects {in_port.type.name}, "
+                            f"{source}.{source_port} gives {out_port.type.name}")
+        # an input takes one edge: a new connection replaces the old one
+        data["edges"] = [e for e in data["edges"] if not (e["target"] == target and e["target_port"] == target_port)]
+        data["edges"].append(Edge(source=source, source_port=source_port, target=target,
+                                  target_port=target_port).model_dump())
+
+    def _apply_disconnect(self, data: dict, target: str, target_port: str, **_: Any) -> None:
+        data["edges"] = [e for e in data["edges"] if not (e["target"] == target and e["target_port"] == target_port)]
+
+    @staticmethod
+    def _find(data: dict, node_id: str) -> dict:
+        for node in data["nodes"]:
+            if node["id"] == node_id:
+                return node
+        raise EditError(f"no node with id '{node_id}'")
+
+    @staticmethod
+    def _fresh_id(data: dict, stem: str) -> str:
+        taken = {n["id"] for n in data["nodes"]}
+        stem = "".join(c if c.isalnum() or c in "_-" else "_" for c in stem) or "node"
+        if not stem[0].isalpha():
+            stem = f"n_{stem}"
+        if stem not in taken:
+            return stem
+        return next(f"{stem}_{i}" for i in range(2, 100_000) if f"{stem}_{i}" not in taken)
+
+    # -- checking -------------------------------------------------------------------------------
+    def validate(self) -> list[GraphProblem]:
+        return self.executor.validate(self._graph)
+
+    def input_facts(self, node_id: str) -> dict[str, dict[str, Any]]:
+        return self.executor.input_facts(self._graph, node_id)
+
+    # -- running --------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def run(self, target: str | None = None) -> dict[str, str]:
+        """Start a run on a worker thread; returns the plan (node -> run|cached) at once.
+        Raises GraphInvalid (nothing started) if the needed part of the graph is invalid."""
+        with self._lock:
+            if self.running:
+                raise RuntimeError("a run is already in progress")
+            graph = self._graph
+            plan = self.executor.plan(graph, target)
+            problems = [p for p in self.executor.validate(graph) if p.node_id is None or p.node_id in plan]
+            if problems:
+                raise GraphInvalid(problems)
+            for node_id, action in plan.items():
+                live = self._live.setdefault(node_id, {})
+                live.update(state="queued" if action == "run" else "cached", progress=0.0, error=None)
+            self.last_error = None
+            self._thread = threading.Thread(target=self._run_worker, args=(graph, target), daemon=True,
+                                            name="nodeflow-run")
+            self._thread.start()
+            return plan
+
+    def _run_worker(self, graph: Graph, target: str | None) -> None:
+        try:
+            self.last_report = self.executor.run(graph, target)
+        except Exception as exc:  # validation raced with an edit, or a bug: show it, keep the server up
+            self.last_error = str(exc)
+        finally:
+            for live in self._live.values():
+                if live.get("state") in ("queued", "running"):
+                    live["state"] = "stale"
+
+    def stop(self) -> None:
+        self.executor.interrupt()
+
+    def wait(self, timeout: float | None = None) -> RunReport | None:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self.last_report
+
+    # -- what the editor shows --------------------------------------------------------------------
+    def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _on_event(self, event: Event) -> None:
+        with self._lock:
+            if event.node_id is not None:
+                live = self._live.setdefault(event.node_id, {})
+                self._record(live, event)
+            if event.kind in ("log", "node_failed", "interrupted") or event.kind == "node_finished":
+                self._log.append({"time": time.time(), "node": event.node_id, "kind": event.kind,
+                                  "message": event.data.get("message") or _summary(event)})
+                del self._log[:-1000]
+        for listener in list(self._listeners):
+            listener(event)
+
+    @staticmethod
+    def _record(live: dict[str, Any], event: Event) -> None:
+        data = event.data
+        if event.kind == "node_started":
+            live.update(state="running", progress=0.0, error=None, series={}, message="", key=data.get("key"))
+        elif event.kind == "progress":
+            total = data.get("total") or 1
+            live.update(progress=min(1.0, float(data.get("done", 0)) / float(total)), message=data.get("message", ""))
+        elif event.kind == "metric":
+            series = live.setdefault("series", {}).setdefault(data["name"], [])
+            series.append({"step": data.get("step") if data.get("step") is not None else len(series),
+                           "value": data["value"], **{k: v for k, v in data.items()
+                                                       if k not in ("name", "value", "step")}})
+            del series[:-SERIES_LIMIT]
+            live.setdefault("metrics", {})[data["name"]] = data["value"]
+        elif event.kind == "node_finished":
+            live.update(state="cached" if data.get("from_cache") else "done", progress=1.0,
+                        seconds=data.get("seconds"), metrics=data.get("metrics") or live.get("metrics", {}))
+        elif event.kind == "node_failed":
+            live.update(state="failed", error=data.get("message"), traceback=data.get("traceback"), key=data.get("key"))
+        elif event.kind == "node_skipped":
+            live.update(state="stale")
+        elif event.kind == "interrupted":
+            live.update(state="stale", error=None)
+        elif event.kind == "preview":
+            live.setdefault("previews", {})[data["kind"]] = data["payload"]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Per-node state for the editor: the cache's view, overlaid with this session's live run."""
+        with self._lock:
+            graph = self._graph
+            base, problems, keys = self.executor.inspect(graph)
+            running = self.running
+            nodes = {}
+            for spec in graph.nodes:
+                live = copy.deepcopy(self._live.get(spec.id, {}))
+                state = live.get("state")
+                if state in ("queued", "running") and running:
+                    pass
+                elif state == "failed" and live.get("key") == keys.get(spec.id):
+                    pass  # failed with exactly these params and inputs: keep showing why
+                else:
+                    state = base[spec.id]
+                    live["error"] = None
+                live["state"] = state
+                live["problems"] = [str(p) for p in problems if p.node_id == spec.id]
+                nodes[spec.id] = live
+            return {"version": self.version, "running": self.running, "nodes": nodes,
+                    "problems": [p.to_json() for p in problems], "log": list(self._log[-200:]),
+                    "error": self.last_error, "dirty": self.dirty,
+                    "path": str(self.path) if self.path else None}
+
+
+def _summary(event: Event) -> str:
+    if event.kind == "node_finished":
+        return "cached" if event.data.get("from_cache") else f"done in {event.data.get('seconds', 0):.2f}s"
+    return event.kind

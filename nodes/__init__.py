@@ -1,0 +1,1 @@
+"""The built-in node catalogue. Every module here is scanned for Node classes."""
