@@ -438,14 +438,27 @@ class Executor:
     def plan(self, graph: Graph, target: str | None = None, force: Iterable[str] = ()) -> dict[str, str]:
         """Which needed nodes will run and which will come from the cache, without running."""
         checked = self._check(graph)
-        return self._plan(checked, self.needed(checked, target), set(force))
+        return self._plan(checked, self.needed(checked, target), set(force), target)
 
-    def _plan(self, checked: _Checked, needed: list[str], force: set[str]) -> dict[str, str]:
+    def _plan(self, checked: _Checked, needed: list[str], force: set[str], target: str | None) -> dict[str, str]:
+        """Decide, from the target backwards, what runs: a node runs when it is forced, or is not
+        cached and is the target (every node when there is none) or feeds a node that runs. A node
+        that is not cached but feeds only cached nodes (an in-memory value after a restart) is
+        left out altogether rather than recomputed for nothing."""
+        consumers: dict[str, list[str]] = {n: [] for n in needed}
+        for edge in checked.graph.edges:
+            if edge.source in consumers and edge.target in consumers:
+                consumers[edge.source].append(edge.target)
+        sinks = set(needed) if target is None else {target}
         action: dict[str, str] = {}
-        for node_id in needed:
-            key = checked.keys[node_id]
-            action[node_id] = "run" if node_id in force or not self.cache.has(key) else "cached"
-        return action
+        for node_id in reversed(needed):
+            cached = node_id not in force and self.cache.has(checked.keys[node_id])
+            feeds_a_run = any(action.get(c) == "run" for c in consumers[node_id])
+            if not cached and (node_id in sinks or node_id in force or feeds_a_run):
+                action[node_id] = "run"
+            elif cached:
+                action[node_id] = "cached"
+        return {n: action[n] for n in needed if n in action}
 
     # running
     def run(self, graph: Graph, target: str | None = None, force: Iterable[str] = ()) -> RunReport:
@@ -465,7 +478,8 @@ class Executor:
         blocking = [p for p in checked.problems if p.node_id is None or p.node_id in needed]
         if blocking:
             raise GraphInvalid(blocking)
-        actions = self._plan(checked, needed, force)
+        actions = self._plan(checked, needed, force, target)
+        needed = [n for n in needed if n in actions]
         self._emit(Event("run_started", None, {"target": target, "plan": actions}))
         reports: dict[str, NodeReport] = {}
         values: dict[str, dict[str, Any]] = {}
@@ -474,8 +488,8 @@ class Executor:
             node = checked.types[node_id]
             key = checked.keys[node_id]
             incoming = graph.incoming(node_id)
-            if interrupted or any(reports[e.source].status != "ran" and reports[e.source].status != "cached"
-                                  for e in incoming):
+            upstream = [reports[e.source].status for e in incoming if e.source in reports]
+            if interrupted or any(status not in ("ran", "cached") for status in upstream):
                 reports[node_id] = NodeReport("skipped")
                 self._emit(Event("node_skipped", node_id, {}))
                 continue

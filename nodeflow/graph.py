@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 FORMAT = "nodeflow.graph"
 VERSION = 1
@@ -33,11 +34,19 @@ class Position(_Strict):
 
 
 class NodeSpec(_Strict):
-    id: str = Field(pattern=NODE_ID_PATTERN, description="Unique id, used by --target and --set")
+    id: str = Field(description="Unique id, used by --target and --set")
     type: str = Field(min_length=1, max_length=200)
     params: dict[str, Any] = Field(default_factory=dict)
     position: Position = Field(default_factory=Position)
     title: str | None = Field(None, max_length=200, description="Label shown instead of the type's title")
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_addressable(cls, value: str) -> str:
+        if not re.fullmatch(NODE_ID_PATTERN, value):
+            raise ValueError(f"'{value}' is not a usable id: start with a letter or _, then letters, digits,"
+                             " _ or -, at most 64 characters (ids are used by --target and --set)")
+        return value
 
 
 class Edge(_Strict):

@@ -1,0 +1,125 @@
+"""The CLI as a user runs it: a subprocess, exit codes, one-line errors, the JSON report."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import make_graph
+
+ROOT = Path(__file__).resolve().parents[2]
+PACK = str(ROOT / "tests" / "nodepack.py")
+
+
+def nodeflow(*args, workspace=None, env=None, **kwargs):
+    cmd = [sys.executable, "-m", "nodeflow.cli", "--nodes", PACK, *args]
+    if workspace is not None and args and args[0] == "run":
+        cmd += ["--workspace", str(workspace)]
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=full_env, timeout=120, **kwargs)
+
+
+@pytest.fixture
+def chain_file(tmp_path, chain):
+    path = tmp_path / "chain.json"
+    chain.save(path)
+    return path
+
+
+def test_validate_names_every_node_in_a_cycle_and_every_mismatch(tmp_path):
+    graph = make_graph({"x": ("test.add", {}), "y": ("test.add", {}), "z": ("test.add", {}),
+                        "a": ("test.constant", {}), "l": ("test.length", {}),
+                        "l2": ("test.length", {})},
+                       ["x.value->y.a", "y.value->z.a", "z.value->x.a", "a.value->l.text", "a.value->l2.text"])
+    path = tmp_path / "bad.json"
+    graph.save(path)
+    result = nodeflow("validate", str(path))
+    assert result.returncode == 1
+    lines = result.stdout.strip().splitlines()
+    cycle = [line for line in lines if "cycle" in line]
+    assert len(cycle) == 1 and all(n in cycle[0] for n in ("x", "y", "z"))
+    assert any(line.endswith("l:text: input 'text' expects Text but a.value gives Number; connect a node that "
+                             "outputs Text") for line in lines)
+    assert any("l2:text: input 'text' expects Text" in line for line in lines)
+    assert "Traceback" not in result.stderr
+
+
+def test_validate_ok(chain_file):
+    result = nodeflow("validate", str(chain_file))
+    assert result.returncode == 0 and "valid (6 nodes, 4 edges)" in result.stdout
+
+
+def test_run_set_report_and_rerun_in_new_process(chain_file, workspace, tmp_path):
+    report = tmp_path / "report.json"
+    first = nodeflow("run", str(chain_file), "--report", str(report), workspace=workspace)
+    assert first.returncode == 0, first.stderr
+    data = json.loads(report.read_text())
+    assert data["ok"] and {n["status"] for n in data["nodes"].values()} == {"ran"}
+    assert data["nodes"]["sum"]["metrics"] == {"sum": 5.0}
+
+    second = nodeflow("run", str(chain_file), "--set", "b.value=10", "--target", "length",
+                      "--report", str(report), workspace=workspace)
+    assert second.returncode == 0, second.stderr
+    data = json.loads(report.read_text())
+    assert {k: v["status"] for k, v in data["nodes"].items()} == {
+        "a": "cached", "b": "ran", "sum": "ran", "text": "ran", "length": "ran"}
+    assert data["nodes"]["sum"]["metrics"] == {"sum": 12.0}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "nope.value=1"], "no node 'nope'"),
+    (["--set", "b.value"], "expected NODE.PARAM=VALUE"),
+    (["--set", "b.value=[1,2]"], "b.value: Input should be a valid number"),
+    (["--set", "b.colour=red"], "b.colour: unknown parameter"),
+    (["--target", "ghost"], "no node with id 'ghost'"),
+])
+def test_bad_input_is_one_clear_line_and_exit_1(chain_file, workspace, args, message):
+    result = nodeflow("run", str(chain_file), *args, workspace=workspace)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_failed_node_says_how_to_resume(tmp_path, workspace):
+    graph = make_graph({"a": ("test.constant", {}), "bad": ("test.fail", {"message": "bad value"})},
+                       ["a.value->bad.value"])
+    path = tmp_path / "g.json"
+    graph.save(path)
+    result = nodeflow("run", str(path), workspace=workspace)
+    assert result.returncode == 1
+    assert "node 'bad' failed: parameter 'message': bad value" in result.stderr
+    assert f"nodeflow run {path} --target bad" in result.stderr
+
+
+def test_missing_graph_file(workspace):
+    result = nodeflow("run", "no/such/graph.json", workspace=workspace)
+    assert result.returncode == 1 and "cannot read" in result.stderr
+
+
+def test_ctrl_c_stops_cleanly_with_130(tmp_path, workspace):
+    graph = make_graph({"slow": ("test.slow", {"steps": 100_000, "delay": 0.01})}, [])
+    path = tmp_path / "slow.json"
+    graph.save(path)
+    cmd = [sys.executable, "-m", "nodeflow.cli", "--nodes", PACK, "run", str(path), "--workspace", str(workspace)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "slow interrupted" in err
+
+
+def test_nodes_lists_the_catalogue_as_json():
+    result = nodeflow("nodes", "--json")
+    assert result.returncode == 0
+    types = {entry["type"]: entry for entry in json.loads(result.stdout)}
+    add = types["test.add"]
+    assert add["inputs"][0] == {"name": "a", "type": "Number", "accepts_as": ["Number"], "color": "#42a5f5",
+                                "description": "", "optional": False}
+    assert add["params_schema"]["properties"]["offset"]["type"] == "number"
+    assert add["source"].startswith("--nodes")

@@ -1,0 +1,86 @@
+import pytest
+
+from nodeflow.executor import GraphInvalid
+from nodeflow.session import EditError, Session
+
+
+@pytest.fixture
+def session(registry, workspace, chain):
+    return Session(registry, workspace, graph=chain)
+
+
+def test_edits_are_all_or_nothing_and_undoable(session):
+    v0 = session.version
+    session.edit("set_params", id="sum", params={"offset": 2})
+    assert session.graph.node("sum").params == {"offset": 2}
+    with pytest.raises(EditError, match="sum: offset: Input should be a valid number"):
+        session.edit("set_params", id="sum", params={"offset": "lots"})
+    with pytest.raises(EditError, match="expects Text"):
+        session.edit("connect", source="a", source_port="value", target="length", target_port="text")
+    assert session.graph.node("sum").params == {"offset": 2}
+    assert session.version == v0 + 1
+    assert session.undo() and session.graph.node("sum").params == {}
+    assert session.redo() and session.graph.node("sum").params == {"offset": 2}
+
+
+def test_bulk_edit_is_one_undo_step(session):
+    session.edits([{"op": "move", "id": "a", "x": 10, "y": 20}, {"op": "move", "id": "b", "x": 30, "y": 40},
+                   {"op": "add_node", "type": "test.add", "position": {"x": 5, "y": 5}}])
+    assert session.graph.node("add").position.x == 5
+    session.undo()
+    assert not session.graph.has_node("add") and session.graph.node("a").position.x == 0
+
+
+def test_connect_replaces_an_inputs_old_edge_and_remove_drops_edges(session):
+    session.edit("connect", source="c", source_port="value", target="sum", target_port="b")
+    assert [str(e) for e in session.graph.incoming("sum")] == ["a.value -> sum.a", "c.value -> sum.b"]
+    session.edit("remove_node", id="sum")
+    assert all("sum" not in (e.source, e.target) for e in session.graph.edges)
+
+
+def test_fresh_ids_do_not_collide(session):
+    session.edit("add_node", type="test.constant")
+    session.edit("add_node", type="test.constant")
+    assert {"constant", "constant_2"} <= {n.id for n in session.graph.nodes}
+
+
+def test_run_on_worker_thread_and_snapshot_follows(session):
+    plan = session.run(target="text")
+    assert plan == {"a": "run", "b": "run", "sum": "run", "text": "run"}
+    report = session.wait(10)
+    assert report.ok
+    snap = session.snapshot()
+    assert snap["nodes"]["sum"]["state"] == "cached"
+    assert snap["nodes"]["sum"]["series"]["sum"][0]["value"] == 5.0
+    assert snap["nodes"]["length"]["state"] == "idle"
+    session.edit("set_params", id="b", params={"value": 4})
+    snap = session.snapshot()
+    assert [snap["nodes"][n]["state"] for n in ("a", "b", "sum", "text")] == ["cached", "stale", "stale", "stale"]
+
+
+def test_failed_state_sticks_until_the_node_changes(registry, workspace):
+    from .conftest import make_graph
+
+    graph = make_graph({"bad": ("test.fail", {"message": "nope"})}, [])
+    session = Session(registry, workspace, graph=graph)
+    session.run()
+    session.wait(10)
+    snap = session.snapshot()["nodes"]["bad"]
+    assert snap["state"] == "failed" and snap["error"] == "parameter 'message': nope"
+    session.edit("set_params", id="bad", params={"message": "other"})
+    assert session.snapshot()["nodes"]["bad"]["state"] == "idle"
+
+
+def test_run_refuses_an_invalid_graph(session):
+    session.edit("disconnect", target="sum", target_port="a")
+    with pytest.raises(GraphInvalid, match="input 'a'"):
+        session.run()
+
+
+def test_save_and_open(session, tmp_path):
+    path = tmp_path / "saved.json"
+    session.save(path)
+    assert not session.dirty
+    session.edit("remove_node", id="c")
+    session.open(path)
+    assert session.graph.has_node("c")
