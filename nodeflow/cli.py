@@ -18,7 +18,7 @@ from typing import Any
 
 from nodeflow.executor import Executor, GraphInvalid
 from nodeflow.graph import Graph, GraphFileError, atomic_write_text
-from nodeflow.node import Event, Registry
+from nodeflow.node import Event, Registry, import_module_or_file
 from nodeflow.templates import list_templates
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
@@ -78,22 +78,9 @@ def registry_for(args: argparse.Namespace) -> Registry:
 
 
 def import_nodes(ref: str):
-    """A module name (``my_pkg.nodes``) or a ``.py`` file of node classes, for trying out nodes
-    before packaging them as a plugin."""
-    import importlib
-    import importlib.util
-
-    if ref.endswith(".py"):
-        path = Path(ref)
-        if not path.is_file():
-            raise CliError(f"--nodes {ref}: no such file")
-        spec = importlib.util.spec_from_file_location(f"nodeflow_user_nodes_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        return module
+    """Extra node classes for trying out nodes before packaging them as a plugin."""
     try:
-        return importlib.import_module(ref)
+        return import_module_or_file(ref)
     except ImportError as exc:
         raise CliError(f"--nodes {ref}: cannot import ({exc})") from None
 

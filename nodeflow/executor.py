@@ -136,6 +136,12 @@ class RunReport:
         return {"ok": self.ok, "interrupted": self.interrupted,
                 "nodes": {k: v.to_json() for k, v in self.nodes.items()}}
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunReport:
+        nodes = {k: NodeReport(v["status"], v.get("seconds", 0.0), v.get("metrics", {}), v.get("error"))
+                 for k, v in data["nodes"].items()}
+        return cls(ok=data["ok"], nodes=nodes, interrupted=data.get("interrupted", False))
+
     def failure(self) -> tuple[str, NodeReport] | None:
         return next(((k, v) for k, v in self.nodes.items() if v.status == "failed"), None)
 
@@ -150,13 +156,15 @@ class Cache:
     def __init__(self, folder: Path | None) -> None:
         self.folder = Path(folder) if folder is not None else None
         self._memory: dict[str, tuple[dict[str, Any], dict[str, float]]] = {}
+        #: keys whose values live in another process's memory (a worker's), with their metrics
+        self._elsewhere: dict[str, dict[str, float]] = {}
         self._lock = threading.Lock()
 
     def _entry(self, key: str) -> Path | None:
         return self.folder / key[:2] / key if self.folder is not None else None
 
     def has(self, key: str) -> bool:
-        if key in self._memory:
+        if key in self._memory or key in self._elsewhere:
             return True
         entry = self._entry(key)
         return entry is not None and (entry / "meta.json").is_file()
@@ -186,6 +194,8 @@ class Cache:
         with self._lock:
             if key in self._memory:
                 return dict(self._memory[key][1])
+            if key in self._elsewhere:
+                return dict(self._elsewhere[key])
         entry = self._entry(key)
         try:
             return dict(json.loads((entry / "meta.json").read_text()).get("metrics", {})) if entry else {}
@@ -218,9 +228,14 @@ class Cache:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
-    def forget_memory(self) -> None:
+    def memory_metrics(self) -> dict[str, dict[str, float]]:
         with self._lock:
-            self._memory.clear()
+            return {key: dict(metrics) for key, (_, metrics) in self._memory.items()}
+
+    def set_elsewhere(self, metrics_by_key: dict[str, dict[str, float]]) -> None:
+        """Record what a worker process holds in memory, so status and plans here count it."""
+        with self._lock:
+            self._elsewhere = dict(metrics_by_key)
 
 
 def persistent(node: type[Node]) -> bool:
@@ -252,13 +267,14 @@ class Executor:
     """Runs graphs. One executor keeps one cache; several graphs may share it."""
 
     def __init__(self, registry: Registry, workspace: Path | None = None, device: str = "auto",
-                 listeners: Iterable[Callable[[Event], None]] = ()) -> None:
+                 listeners: Iterable[Callable[[Event], None]] = (), stop_flag: Any = None) -> None:
         self.registry = registry
         self.workspace = Path(workspace) if workspace is not None else None
         self.device = device
         self.cache = Cache(self.workspace / "cache" if self.workspace is not None else None)
         self._listeners: list[Callable[[Event], None]] = list(listeners)
-        self._stop = threading.Event()
+        # a threading.Event, or a multiprocessing one when the executor lives in a worker process
+        self._stop = stop_flag if stop_flag is not None else threading.Event()
         self._run_lock = threading.Lock()
         self._last_keys: dict[str, str] = {}
 
@@ -278,6 +294,10 @@ class Executor:
     @property
     def running(self) -> bool:
         return self._run_lock.locked()
+
+    def remember_run(self, node_id: str, key: str) -> None:
+        """Note that ``node_id`` finished with ``key`` elsewhere (in a worker), for stale badges."""
+        self._last_keys[node_id] = key
 
     # validation
     def validate(self, graph: Graph) -> list[GraphProblem]:
@@ -497,7 +517,8 @@ class Executor:
                 metrics = self.cache.metrics(key)
                 reports[node_id] = NodeReport("cached", 0.0, metrics)
                 self._last_keys[node_id] = key
-                self._emit(Event("node_finished", node_id, {"seconds": 0.0, "from_cache": True, "metrics": metrics}))
+                self._emit(Event("node_finished", node_id, {"seconds": 0.0, "from_cache": True, "metrics": metrics,
+                                                            "key": key}))
                 continue
             try:
                 inputs = {e.target_port: self._output(values, checked, e.source)[e.source_port] for e in incoming}
@@ -555,7 +576,7 @@ class Executor:
         values[node_id] = outputs
         self._last_keys[node_id] = key
         self._emit(Event("node_finished", node_id, {"seconds": seconds, "from_cache": False,
-                                                    "metrics": dict(ctx.metrics)}))
+                                                    "metrics": dict(ctx.metrics), "key": key}))
         return NodeReport("ran", seconds, dict(ctx.metrics))
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import inspect
 import pkgutil
 import threading
@@ -268,6 +269,8 @@ class Registry:
 
     def __init__(self, nodes: Iterable[type[Node]] = ()) -> None:
         self._types: dict[str, type[Node]] = {}
+        #: How this registry was built, so a worker process can build the same one.
+        self.origins: list[tuple[str, Any]] = []
         for node in nodes:
             self.add(node)
 
@@ -290,6 +293,11 @@ class Registry:
 
     def add_module(self, module: ModuleType, source: str | None = None) -> None:
         """Add every Node subclass defined in ``module`` and, for a package, in its submodules."""
+        self.origins.append(("module", getattr(module, "__file__", None) if module.__name__.startswith(_FILE_MODULE)
+                             else module.__name__, source))
+        self._add_module_nodes(module, source)
+
+    def _add_module_nodes(self, module: ModuleType, source: str | None) -> None:
         for mod in _walk(module):
             for _, obj in inspect.getmembers(mod, inspect.isclass):
                 if issubclass(obj, Node) and obj is not Node and obj.type and obj.__module__ == mod.__name__:
@@ -300,6 +308,7 @@ class Registry:
         """Load node types from the ``nodeflow.nodes`` entry points (the built-ins register there
         too). With ``plugins=False`` only entry points of the nodeflow distribution are loaded."""
         registry = cls()
+        registry.origins.append(("discover", plugins, group))
         for ep in sorted(entry_points(group=group), key=lambda e: e.name):
             dist = getattr(ep, "dist", None)
             dist_name = dist.metadata["Name"] if dist is not None else "?"
@@ -308,10 +317,26 @@ class Registry:
             target = ep.load()
             source = "built-in" if dist_name == "nodeflow" else f"plugin {dist_name}"
             if isinstance(target, ModuleType):
-                registry.add_module(target, source)
+                registry._add_module_nodes(target, source)
             elif callable(target):
                 for node in target():
                     registry.add(node, source)
+        return registry
+
+    @classmethod
+    def rebuild(cls, origins: list[tuple[str, Any]]) -> Registry:
+        """The registry that ``origins`` (another registry's) describes, e.g. in a worker process."""
+        registry = cls()
+        for kind, *args in origins:
+            if kind == "discover":
+                plugins, group = args
+                found = cls.discover(plugins=plugins, group=group)
+                for node in found:
+                    registry.add(node)
+                registry.origins.extend(found.origins)
+            else:
+                ref, source = args
+                registry.add_module(import_module_or_file(ref), source)
         return registry
 
     def get(self, type_name: str) -> type[Node]:
@@ -332,6 +357,28 @@ class Registry:
 
     def catalogue(self) -> list[dict[str, Any]]:
         return [node.describe() for node in self]
+
+
+_FILE_MODULE = "nodeflow_user_nodes_"
+
+
+def import_module_or_file(ref: str) -> ModuleType:
+    """A module name (``my_pkg.nodes``) or the path of a ``.py`` file of node classes."""
+    import sys
+
+    if ref.endswith(".py"):
+        path = Path(ref)
+        if not path.is_file():
+            raise ImportError(f"no such file: {ref}")
+        name = f"{_FILE_MODULE}{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {ref}")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        return module
+    return importlib.import_module(ref)
 
 
 def _walk(module: ModuleType) -> Iterable[ModuleType]:

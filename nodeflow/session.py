@@ -17,6 +17,7 @@ from typing import Any
 from nodeflow.executor import Executor, GraphInvalid, GraphProblem, RunReport
 from nodeflow.graph import Edge, Graph, NodeSpec, Position
 from nodeflow.node import Event, Registry
+from nodeflow.worker import WorkerProcess
 
 HISTORY_LIMIT = 200
 SERIES_LIMIT = 5000
@@ -28,11 +29,14 @@ class EditError(ValueError):
 
 class Session:
     def __init__(self, registry: Registry, workspace: Path, graph: Graph | None = None,
-                 path: Path | None = None, device: str = "auto") -> None:
+                 path: Path | None = None, device: str = "auto", isolate: bool = False) -> None:
+        """``isolate`` runs graphs in a worker process (see :mod:`nodeflow.worker`), so a crash
+        while training cannot take the editor down; without it runs use a thread (faster start)."""
         self.registry = registry
         self.workspace = Path(workspace)
         self.executor = Executor(registry, self.workspace, device=device)
         self.executor.subscribe(self._on_event)
+        self.worker = WorkerProcess(registry, self.workspace, device) if isolate else None
         self.path = Path(path) if path is not None else None
         self._graph = graph or Graph()
         self._undo: list[Graph] = []
@@ -232,7 +236,11 @@ class Session:
 
     def _run_worker(self, graph: Graph, target: str | None) -> None:
         try:
-            self.last_report = self.executor.run(graph, target)
+            if self.worker is not None:
+                self.last_report = self.worker.run(graph, target, [], self._on_worker_event,
+                                                   self.executor.cache.set_elsewhere)
+            else:
+                self.last_report = self.executor.run(graph, target)
         except Exception as exc:  # validation raced with an edit, or a bug: show it, keep the server up
             self.last_error = str(exc)
         finally:
@@ -240,8 +248,22 @@ class Session:
                 if live.get("state") in ("queued", "running"):
                     live["state"] = "stale"
 
+    def _on_worker_event(self, event: Event) -> None:
+        if event.kind == "node_finished" and event.data.get("key"):
+            self.executor.remember_run(event.node_id, event.data["key"])
+        self._on_event(event)
+
     def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.interrupt()
         self.executor.interrupt()
+
+    def close(self) -> None:
+        """Stop any run and end the worker process."""
+        self.stop()
+        self.wait(10)
+        if self.worker is not None:
+            self.worker.close()
 
     def wait(self, timeout: float | None = None) -> RunReport | None:
         thread = self._thread
@@ -285,7 +307,8 @@ class Session:
             live.update(state="cached" if data.get("from_cache") else "done", progress=1.0,
                         seconds=data.get("seconds"), metrics=data.get("metrics") or live.get("metrics", {}))
         elif event.kind == "node_failed":
-            live.update(state="failed", error=data.get("message"), traceback=data.get("traceback"), key=data.get("key"))
+            live.update(state="failed", error=data.get("message"), traceback=data.get("traceback"),
+                        key=data.get("key") or live.get("key"))
         elif event.kind == "node_skipped":
             live.update(state="stale")
         elif event.kind == "interrupted":

@@ -1,0 +1,76 @@
+"""Graph runs in a worker process: a killed worker fails only the running node, the session
+stays usable, cached results survive, and the next run starts a new worker."""
+
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from nodeflow.session import Session
+from tests.core.conftest import make_graph
+
+
+@pytest.fixture
+def session(registry, workspace):
+    graph = make_graph({"a": ("test.constant", {"value": 2}), "slow": ("test.slow", {"steps": 100_000, "delay": 0.01}),
+                        "after": ("test.add", {})},
+                       ["a.value->slow.value", "slow.value->after.a"])
+    s = Session(registry, workspace, graph=graph, isolate=True)
+    yield s
+    s.close()
+
+
+def wait_for(condition, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_kill_9_mid_run_marks_the_node_failed_and_keeps_the_rest(session):
+    session.run()
+    assert wait_for(lambda: session.snapshot()["nodes"]["slow"]["state"] == "running")
+    worker_pid = session.worker.pid
+    assert worker_pid and worker_pid != os.getpid()
+    os.kill(worker_pid, signal.SIGKILL)
+    session.wait(30)
+    snap = session.snapshot()
+    assert snap["nodes"]["slow"]["state"] == "failed"
+    assert "killed by SIGKILL" in snap["nodes"]["slow"]["error"]
+    assert snap["nodes"]["a"]["state"] == "cached"
+    # the editor's session can run again: a new worker, and 'a' comes from the cache
+    session.edit("set_params", id="slow", params={"steps": 3, "delay": 0})
+    plan = session.run()
+    assert plan["a"] == "cached"
+    report = session.wait(60)
+    assert report.ok and report.nodes["slow"].status == "ran"
+    assert session.worker.pid != worker_pid
+
+
+def test_stop_ends_the_running_node_within_two_seconds(session):
+    session.run()
+    assert wait_for(lambda: session.snapshot()["nodes"]["slow"]["state"] == "running")
+    t0 = time.monotonic()
+    session.stop()
+    report = session.wait(10)
+    assert time.monotonic() - t0 < 2.0
+    assert report.interrupted and report.nodes["slow"].status == "interrupted"
+    snap = session.snapshot()["nodes"]
+    assert snap["slow"]["state"] == "idle" and snap["a"]["state"] == "cached"
+
+
+def test_in_memory_values_of_the_worker_count_as_cached(registry, workspace):
+    graph = make_graph({"h": ("test.handle", {}), "u": ("test.use_handle", {})}, ["h.handle->u.handle"])
+    session = Session(registry, workspace, graph=graph, isolate=True)
+    try:
+        session.run()
+        assert session.wait(60).ok
+        assert session.snapshot()["nodes"]["h"]["state"] == "cached"
+        assert session.run() == {"h": "cached", "u": "cached"}
+        session.wait(60)
+    finally:
+        session.close()
