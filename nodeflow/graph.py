@@ -29,8 +29,8 @@ class _Strict(BaseModel):
 
 
 class Position(_Strict):
-    x: float = 0.0
-    y: float = 0.0
+    x: float = Field(0.0, allow_inf_nan=False)
+    y: float = Field(0.0, allow_inf_nan=False)
 
 
 class NodeSpec(_Strict):

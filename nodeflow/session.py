@@ -21,6 +21,7 @@ from nodeflow.worker import WorkerProcess
 
 HISTORY_LIMIT = 200
 SERIES_LIMIT = 5000
+AUTOSAVE_KEEP = 10
 
 
 class EditError(ValueError):
@@ -29,7 +30,8 @@ class EditError(ValueError):
 
 class Session:
     def __init__(self, registry: Registry, workspace: Path, graph: Graph | None = None,
-                 path: Path | None = None, device: str = "auto", isolate: bool = False) -> None:
+                 path: Path | None = None, device: str = "auto", isolate: bool = False,
+                 autosave_delay: float | None = None) -> None:
         """``isolate`` runs graphs in a worker process (see :mod:`nodeflow.worker`), so a crash
         while training cannot take the editor down; without it runs use a thread (faster start)."""
         self.registry = registry
@@ -50,6 +52,8 @@ class Session:
         self.last_report: RunReport | None = None
         self.last_error: str | None = None
         self.dirty = False
+        self.autosave_delay = autosave_delay
+        self._autosave_timer: threading.Timer | None = None
 
     # -- document -------------------------------------------------------------------------------
     @property
@@ -74,10 +78,17 @@ class Session:
             for item in ops:
                 item = dict(item)
                 op = item.pop("op", None)
-                handler = getattr(self, f"_apply_{op}", None)
+                handler = getattr(self, f"_apply_{op}", None) if isinstance(op, str) else None
                 if handler is None:
-                    raise EditError(f"unknown edit '{op}'")
-                handler(data, **item)
+                    raise EditError(f"unknown edit {op!r}")
+                try:
+                    handler(data, **item)
+                except EditError:
+                    raise
+                except TypeError as exc:
+                    raise EditError(f"{op}: wrong arguments {sorted(item)} ({exc})") from None
+                except (KeyError, ValueError) as exc:
+                    raise EditError(f"{op}: {exc.args[0] if exc.args else exc}") from None
             try:
                 graph = Graph.from_data(data, "edit")
             except ValueError as exc:
@@ -136,6 +147,31 @@ class Session:
     def _changed(self) -> None:
         self.version += 1
         self.dirty = True
+        if self.autosave_delay is not None:
+            if self._autosave_timer is not None:
+                self._autosave_timer.cancel()
+            self._autosave_timer = threading.Timer(self.autosave_delay, self.autosave)
+            self._autosave_timer.daemon = True
+            self._autosave_timer.start()
+
+    @property
+    def autosave_folder(self) -> Path:
+        stem = self.path.stem if self.path is not None else _safe_name(self._graph.name)
+        return self.workspace / "autosave" / stem
+
+    def autosave(self) -> Path:
+        """Write the document beside the earlier autosaves, keeping the newest AUTOSAVE_KEEP."""
+        with self._lock:
+            folder = self.autosave_folder
+            path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{self.version:06d}.json"
+            self._graph.save(path)
+        for old in sorted(folder.glob("*.json"))[:-AUTOSAVE_KEEP]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def autosaves(self) -> list[Path]:
+        """Autosaved versions of this document, newest first."""
+        return sorted(self.autosave_folder.glob("*.json"), reverse=True)
 
     # edit operations on the JSON form of the document
     def _apply_add_node(self, data: dict, type: str, id: str | None = None, params: dict | None = None,
@@ -340,6 +376,10 @@ class Session:
                     "problems": [p.to_json() for p in problems], "log": list(self._log[-200:]),
                     "error": self.last_error, "dirty": self.dirty,
                     "path": str(self.path) if self.path else None}
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:64] or "untitled"
 
 
 def _summary(event: Event) -> str:

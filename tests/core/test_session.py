@@ -84,3 +84,17 @@ def test_save_and_open(session, tmp_path):
     session.edit("remove_node", id="c")
     session.open(path)
     assert session.graph.has_node("c")
+
+
+def test_autosave_keeps_the_newest_versions(registry, workspace, chain):
+    from nodeflow.session import AUTOSAVE_KEEP
+
+    session = Session(registry, workspace, graph=chain, autosave_delay=0.01)
+    for i in range(AUTOSAVE_KEEP + 3):
+        session.edit("move", id="a", x=i, y=0)
+        session.autosave()
+    saved = session.autosaves()
+    assert len(saved) == AUTOSAVE_KEEP
+    from nodeflow.graph import Graph
+
+    assert Graph.load(saved[0]).node("a").position.x == AUTOSAVE_KEEP + 2

@@ -1,0 +1,82 @@
+"""Thousands of malformed documents and edits: every one is refused with a GraphFileError or a
+list of problems, never an unexpected exception."""
+
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nodeflow.executor import Executor
+from nodeflow.graph import Graph, GraphFileError
+from nodeflow.session import EditError, Session
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+IDS = st.sampled_from(["a", "b", "sum", "text", "ghost", "", "1x", "a b"])
+TYPES = st.sampled_from(["test.constant", "test.add", "test.describe", "test.length", "test.slow", "nope", ""])
+PORTS = st.sampled_from(["value", "a", "b", "text", "items", "zzz"])
+NODE = st.fixed_dictionaries(
+    {"id": IDS | JSON, "type": TYPES | JSON},
+    optional={"params": st.dictionaries(st.sampled_from(["value", "offset", "style", "steps", "x"]), JSON, max_size=3) | JSON,
+              "position": st.fixed_dictionaries({"x": JSON, "y": JSON}) | JSON, "title": JSON},
+)
+EDGE = st.fixed_dictionaries({"source": IDS, "source_port": PORTS, "target": IDS, "target_port": PORTS}) | JSON
+DOC = st.fixed_dictionaries(
+    {"format": st.sampled_from(["nodeflow.graph", "other"]) | JSON, "version": st.sampled_from([1, 2]) | JSON},
+    optional={"name": JSON, "nodes": st.lists(NODE, max_size=6) | JSON, "edges": st.lists(EDGE, max_size=6) | JSON},
+)
+FUZZ = settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+
+
+@FUZZ
+@given(DOC)
+def test_loader_and_validator_refuse_cleanly(registry, doc):
+    try:
+        text = json.dumps(doc, allow_nan=True)
+    except (TypeError, ValueError):
+        return
+    try:
+        graph = Graph.loads(text, "fuzz.json")
+    except GraphFileError as exc:
+        assert str(exc).startswith("fuzz.json: ")
+        return
+    problems = Executor(registry).validate(graph)
+    assert all(p.node_id is None or graph.has_node(p.node_id) for p in problems)
+    assert all(str(p) for p in problems)
+
+
+@FUZZ
+@given(st.binary(max_size=200))
+def test_loader_refuses_arbitrary_bytes(data):
+    try:
+        Graph.loads(data, "bytes.json")
+    except GraphFileError:
+        pass
+
+
+EDIT = st.fixed_dictionaries({"op": st.sampled_from(["add_node", "remove_node", "set_params", "move", "rename",
+                                                     "connect", "disconnect", "explode"])},
+                             optional={"id": IDS | JSON, "type": TYPES, "params": JSON, "x": JSON, "y": JSON,
+                                       "title": JSON, "source": IDS, "source_port": PORTS, "target": IDS,
+                                       "target_port": PORTS, "position": JSON})
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(EDIT, min_size=1, max_size=5))
+def test_edits_apply_whole_or_not_at_all(registry, tmp_path_factory, ops):
+    from tests.core.conftest import make_graph
+
+    graph = make_graph({"a": ("test.constant", {}), "b": ("test.constant", {}), "sum": ("test.add", {}),
+                        "text": ("test.describe", {})}, ["a.value->sum.a", "sum.value->text.value"])
+    session = Session(registry, tmp_path_factory.mktemp("ws"), graph=graph)
+    before = session.graph
+    try:
+        session.edits(ops)
+    except EditError:
+        assert session.graph == before and not session.can_undo
+        return
+    Graph.loads(session.graph.dumps())  # whatever was accepted is a valid document
+    session.validate()
