@@ -1,0 +1,1 @@
+"""The browser editor: a NiceGUI page around a Vue Flow canvas, talking only to a Session."""

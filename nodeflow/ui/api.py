@@ -1,0 +1,99 @@
+"""The editor's HTTP API, on the same server and the same Session as the page, so a script and
+a browser tab always see one graph and one run."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from fastapi import Body, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from nodeflow.executor import GraphInvalid
+from nodeflow.graph import Graph, GraphFileError
+from nodeflow.session import EditError
+
+from .state import Hub
+
+
+def token_ok(request: Request, token: str | None) -> bool:
+    if token is None:
+        return True
+    given = request.query_params.get("token") or request.cookies.get("nodeflow_token") or ""
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        given = header[7:].strip()
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
+    session = hub.session
+
+    def guard(request: Request) -> None:
+        if not token_ok(request, token):
+            raise HTTPException(401, "missing or wrong token: pass ?token=... or 'Authorization: Bearer ...'")
+
+    @app.get("/api/graph")
+    def get_graph(request: Request) -> JSONResponse:
+        guard(request)
+        return JSONResponse(session.graph.model_dump(mode="json", exclude_none=True),
+                            headers={"X-Nodeflow-Version": str(session.version)})
+
+    @app.put("/api/graph")
+    def put_graph(request: Request, data: Any = Body(...)) -> dict[str, Any]:
+        guard(request)
+        try:
+            graph = Graph.from_data(data, "request body")
+        except GraphFileError as exc:
+            raise HTTPException(422, str(exc)) from None
+        session.replace(graph)
+        return {"version": session.version, "problems": [p.to_json() for p in session.validate()]}
+
+    @app.post("/api/edit")
+    def post_edit(request: Request, data: Any = Body(...)) -> dict[str, Any]:
+        """A list of edit ops (as Session.edits takes them), applied as one undo step."""
+        guard(request)
+        ops = data.get("ops") if isinstance(data, dict) else data
+        if not isinstance(ops, list):
+            raise HTTPException(422, 'send {"ops": [{"op": "move", "id": ..., "x": ..., "y": ...}, ...]}')
+        try:
+            session.edits(ops)
+        except (EditError, KeyError, TypeError) as exc:
+            raise HTTPException(422, str(exc).strip('"')) from None
+        return {"version": session.version}
+
+    @app.post("/api/run")
+    def post_run(request: Request, data: Any = Body(None)) -> dict[str, Any]:
+        guard(request)
+        target = data.get("target") if isinstance(data, dict) else None
+        try:
+            plan = session.run(target)
+        except GraphInvalid as exc:
+            raise HTTPException(422, {"message": "the graph is not valid", "problems":
+                                      [p.to_json() for p in exc.problems]}) from None
+        except KeyError as exc:
+            raise HTTPException(404, str(exc).strip('"')) from None
+        except RuntimeError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return {"plan": plan}
+
+    @app.post("/api/stop")
+    def post_stop(request: Request) -> dict[str, Any]:
+        guard(request)
+        session.stop()
+        return {"running": session.running}
+
+    @app.get("/api/status")
+    def get_status(request: Request) -> dict[str, Any]:
+        guard(request)
+        return hub.api_status()
+
+    @app.get("/api/nodes")
+    def get_nodes(request: Request) -> list[dict[str, Any]]:
+        guard(request)
+        return hub.catalogue_list
+
+    @app.get("/api/validate")
+    def get_validate(request: Request) -> dict[str, Any]:
+        guard(request)
+        return {"problems": [p.to_json() for p in session.validate()]}

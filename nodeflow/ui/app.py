@@ -1,0 +1,486 @@
+"""The editor page and ``serve``: palette, canvas, inspector, run bar, outputs, log and files.
+
+All tabs share one :class:`~nodeflow.ui.state.Hub` (one Session). Each tab polls the hub on a
+timer and sends its canvas only what changed: status deltas every tick, a whole graph only when
+the document's version moved without this tab having made the change.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from nicegui import app, ui
+
+from nodeflow.executor import GraphInvalid
+from nodeflow.graph import Graph, GraphFileError
+from nodeflow.node import UnknownNodeType
+from nodeflow.session import EditError, Session
+
+from .api import install_api, token_ok
+from .state import Hub, status_delta
+
+POLL_SECONDS = 0.3
+AUTOSAVE_SECONDS = 10.0
+LOCAL_KINDS = {"move", "connect", "delete"}  # edits the canvas has already drawn itself
+DRAG_TYPE = "application/x-nodeflow-type"
+BUNDLE = Path(__file__).parent / "dist" / "index.js"
+
+
+def _templates() -> dict[str, Path]:
+    try:
+        from nodeflow.templates import list_templates
+        return list_templates()
+    except ImportError:  # the helper may be absent in an old checkout: read the folder directly
+        folder = Path(__file__).resolve().parents[2] / "templates"
+        return {p.stem: p for p in sorted(folder.glob("*.json"))}
+
+
+class EditorPage:
+    """One browser tab."""
+
+    def __init__(self, hub: Hub) -> None:
+        from .flow_editor import FlowEditor
+        from .forms import ParamForm
+        from .outputs import OutputPanel
+
+        self._ParamForm = ParamForm
+        self.hub = hub
+        self.session: Session = hub.session
+        self.selected: list[str] = []
+        self.synced_version = self.session.version
+        self.form_sig: Any = None
+        self.log_seen = 0.0
+        self.last_key: tuple | None = None
+
+        ui.add_css(PAGE_CSS)
+        ui.page_title("nodeflow")
+        self._header()
+        self._palette()
+        with ui.right_drawer(value=True, fixed=True).props("width=380 bordered").classes("p-0 nf-right-drawer"):
+            with ui.column().classes("w-full p-3 gap-2"):
+                self.inspector = ui.column().classes("w-full gap-1 nf-inspector")
+                ui.separator()
+                ui.label("Output").classes("text-subtitle1 text-weight-medium")
+                self.output = OutputPanel()
+        with ui.footer(fixed=True).classes("bg-white text-black p-0 nf-footer").style("border-top: 1px solid #ddd"):
+            self.log = ui.log(max_lines=500).classes("w-full h-28 text-xs nf-log")
+        snap = hub.snapshot()
+        self.sent_status = hub.status_of(snap)
+        self.editor = FlowEditor(hub.canvas_catalogue(), hub.canvas_graph(), self.sent_status) \
+            .classes("w-full nf-editor").style("height: calc(100vh - 152px)")
+        self.editor.on("edit", self.on_edit)
+        self.editor.on("select", self.on_select)
+        self.editor.on("run", lambda e: self.run(e.args.get("target")))
+        self.editor.on("command", self.on_command)
+        self.render_inspector()
+        self.tick()
+        ui.timer(POLL_SECONDS, self.tick)
+
+    # -- layout ----------------------------------------------------------------------------------
+    def _header(self) -> None:
+        with ui.header(elevated=False).classes("items-center gap-1 px-3 py-1 bg-indigo-9 nf-header"):
+            ui.label("nodeflow").classes("text-h6 text-weight-bold q-mr-md")
+            self.file_label = ui.label("").classes("text-sm opacity-80 q-mr-md nf-file")
+            for label, icon, action in (("New", "note_add", self.new), ("Templates", "dashboard", self.templates),
+                                        ("Open", "folder_open", self.open_dialog), ("Save", "save", self.save),
+                                        ("Save as", "save_as", self.save_as)):
+                ui.button(icon=icon, on_click=action).props(f'flat dense color=white aria-label="{label}"') \
+                    .tooltip(label + (" (Ctrl+S)" if label == "Save" else ""))
+            ui.separator().props("vertical dark").classes("q-mx-sm")
+            self.undo_btn = ui.button(icon="undo", on_click=self.undo).props('flat dense color=white aria-label=Undo') \
+                .tooltip("Undo (Ctrl+Z)")
+            self.redo_btn = ui.button(icon="redo", on_click=self.redo).props('flat dense color=white aria-label=Redo') \
+                .tooltip("Redo (Ctrl+Shift+Z)")
+            ui.button(icon="fit_screen", on_click=lambda: self.editor.fit()) \
+                .props('flat dense color=white aria-label="Fit view"').tooltip("Fit view")
+            ui.space()
+            self.run_state = ui.label("").classes("text-sm q-mr-sm nf-run-state")
+            self.run_all_btn = ui.button("Run all", icon="play_arrow", on_click=lambda: self.run(None)) \
+                .props("unelevated dense color=green-7 no-caps").classes("px-2")
+            self.run_sel_btn = ui.button("Run selected", icon="play_circle", on_click=self.run_selected) \
+                .props("unelevated dense color=indigo-5 no-caps").classes("px-2") \
+                .tooltip("Run the selected node and only the stale nodes it needs")
+            self.stop_btn = ui.button("Stop", icon="stop", on_click=self.stop) \
+                .props("unelevated dense color=red-7 no-caps").classes("px-2")
+            ui.button("Validate", icon="rule", on_click=self.validate).props("flat dense color=white no-caps")
+
+    def _palette(self) -> None:
+        with ui.left_drawer(value=True, fixed=True).props("width=230 bordered").classes("p-2 nf-palette"):
+            ui.label("Nodes").classes("text-subtitle1 text-weight-medium")
+            search = ui.input(placeholder="search nodes…").props("dense clearable outlined").classes("w-full")
+            ui.label("Drag a node onto the canvas").classes("text-xs text-grey-7")
+            categories: dict[str, list[dict[str, Any]]] = {}
+            for entry in self.hub.catalogue_list:
+                categories.setdefault(entry["category"], []).append(entry)
+            self.palette_items: list[tuple[ui.element, str]] = []
+            self.palette_groups: list[tuple[ui.expansion, list[ui.element]]] = []
+            for category in sorted(categories):
+                with ui.expansion(category, value=True).props("dense dense-toggle header-class='text-weight-medium q-px-xs'") \
+                        .classes("w-full nf-category") as group:
+                    items = []
+                    for entry in categories[category]:
+                        item = ui.element("div").classes("nf-palette-item").props(
+                            f'draggable=true data-type="{entry["type"]}"')
+                        with item:
+                            ui.label(entry["title"]).classes("text-sm")
+                            ui.label(entry["type"]).classes("text-xs text-grey-6")
+                        item.tooltip(entry["description"].split("\n")[0] or entry["type"])
+                        item.on("dragstart", js_handler=(
+                            f"(e) => {{ e.dataTransfer.setData({json.dumps(DRAG_TYPE)}, {json.dumps(entry['type'])});"
+                            " e.dataTransfer.effectAllowed = 'copy'; }"))
+                        item.on("dblclick", lambda t=entry["type"]: self.add_node(t))
+                        text = f"{entry['title']} {entry['type']} {entry['category']} {entry['description']}".lower()
+                        self.palette_items.append((item, text))
+                        items.append(item)
+                    self.palette_groups.append((group, items))
+            search.on_value_change(lambda e: self.filter_palette(e.value or ""))
+
+    def filter_palette(self, query: str) -> None:
+        words = query.lower().split()
+        for item, text in self.palette_items:
+            item.set_visibility(all(w in text for w in words))
+        for group, items in self.palette_groups:
+            group.set_visibility(any(i.visible for i in items))
+
+    # -- polling ---------------------------------------------------------------------------------
+    def tick(self) -> None:
+        key = self.hub.key()
+        if key == self.last_key:
+            return
+        self.last_key = key
+        snap = self.hub.snapshot()
+        if self.session.version != self.synced_version:
+            self.synced_version = self.session.version
+            self.editor.set_graph(self.hub.canvas_graph())
+            self.selected = [i for i in self.selected if self.session.graph.has_node(i)]
+        status = self.hub.status_of(snap)
+        delta = status_delta(self.sent_status, status)
+        if delta:
+            self.editor.set_status(delta)
+            self.sent_status = status
+        running = snap["running"]
+        self.run_all_btn.set_enabled(not running)
+        self.run_sel_btn.set_enabled(not running and bool(self.selected))
+        self.stop_btn.set_enabled(running)
+        self.undo_btn.set_enabled(self.session.can_undo)
+        self.redo_btn.set_enabled(self.session.can_redo)
+        active = [i for i, s in status.items() if s["state"] == "running"]
+        self.run_state.set_text(f"running {active[0]} {status[active[0]]['progress']:.0%}" if active
+                                else "running…" if running else (f"error: {snap['error']}" if snap["error"] else ""))
+        name = snap["path"] and Path(snap["path"]).name or self.session.graph.name or "untitled"
+        self.file_label.set_text(f"{name}{' •' if snap['dirty'] else ''}")
+        self.render_inspector()
+        focus = self.selected[0] if len(self.selected) == 1 else (active[0] if active else None)
+        self.output.show(focus, snap["nodes"].get(focus) if focus else None)
+        for entry in snap["log"]:
+            if entry["time"] > self.log_seen:
+                stamp = time.strftime("%H:%M:%S", time.localtime(entry["time"]))
+                self.log.push(f"{stamp} {entry['node'] or ''} {entry['kind']}: {entry['message']}")
+                self.log_seen = entry["time"]
+
+    # -- canvas events ---------------------------------------------------------------------------
+    def on_edit(self, e) -> None:
+        msg = e.args
+        kind = msg.get("kind")
+        before = self.session.version
+        try:
+            self.session.edits(msg.get("ops") or [])
+        except (EditError, UnknownNodeType, KeyError, TypeError) as exc:
+            self.editor.ack({"rid": msg.get("rid"), "ok": False, "error": str(exc), "version": self.session.version})
+            ui.notify(f"Refused: {str(exc).strip(chr(34))}", type="warning")
+            self.synced_version = -1  # put the canvas back to the server's document
+            self.tick_now()
+            return
+        if kind in LOCAL_KINDS and msg.get("base") == before == self.synced_version:
+            self.synced_version = self.session.version  # the canvas already shows this change
+        self.editor.ack({"rid": msg.get("rid"), "ok": True, "version": self.session.version})
+        if kind == "add":
+            added = [n.id for n in self.session.graph.nodes][-1]
+            self.selected = [added]
+        self.tick_now()
+
+    def tick_now(self) -> None:
+        self.last_key = None
+        self.tick()
+
+    def on_select(self, e) -> None:
+        self.selected = [i for i in e.args.get("ids", []) if self.session.graph.has_node(i)]
+        self.run_sel_btn.set_enabled(not self.session.running and bool(self.selected))
+        self.tick_now()
+
+    def on_command(self, e) -> None:
+        name = e.args.get("name")
+        {"undo": self.undo, "redo": self.redo, "save": self.save}.get(name, lambda: None)()
+
+    def add_node(self, node_type: str) -> None:
+        count = len(self.session.graph.nodes)
+        self.session.edit("add_node", type=node_type, position={"x": 40 + 30 * (count % 10), "y": 40 + 30 * (count % 7)})
+        self.selected = [self.session.graph.nodes[-1].id]
+        self.tick_now()
+
+    # -- inspector -------------------------------------------------------------------------------
+    def render_inspector(self) -> None:
+        node_id = self.selected[0] if len(self.selected) == 1 else None
+        spec = self.session.graph.node(node_id) if node_id and self.session.graph.has_node(node_id) else None
+        sig = (node_id, spec and spec.type, spec and json.dumps(spec.params, sort_keys=True), spec and spec.title,
+               len(self.session.graph.edges) if spec else None,
+               tuple((e.source, e.source_port, e.target_port) for e in self.session.graph.incoming(node_id))
+               if spec else None)
+        if sig == self.form_sig:
+            return
+        self.form_sig = sig
+        self.inspector.clear()
+        with self.inspector:
+            if spec is None:
+                ui.label("Inspector").classes("text-subtitle1 text-weight-medium")
+                ui.label("Select a node to edit its parameters." if len(self.selected) != 1
+                         else "").classes("text-grey-7 text-sm")
+                if len(self.selected) > 1:
+                    ui.label(f"{len(self.selected)} nodes selected").classes("text-sm")
+                return
+            entry = self.hub.catalogue.get(spec.type)
+            with ui.row().classes("w-full items-center no-wrap"):
+                ui.label(spec.title or (entry or {}).get("title", spec.type)) \
+                    .classes("text-subtitle1 text-weight-medium grow nf-inspector-title")
+                ui.button(icon="play_arrow", on_click=lambda: self.run(node_id)) \
+                    .props("flat dense round color=indigo").tooltip("Run to here")
+            ui.label(f"{spec.id} · {spec.type}").classes("text-xs text-grey-7")
+            if entry is None:
+                ui.label(f"Unknown node type '{spec.type}'").classes("text-negative")
+                return
+            if entry["description"]:
+                ui.label(entry["description"].split("\n\n")[0]).classes("text-xs text-grey-8")
+            ui.input("Title", value=spec.title or "", on_change=lambda e: self.rename(node_id, e.value)) \
+                .props("dense debounce=500").classes("w-full")
+            self._ParamForm(self.session, node_id, entry, on_edit=self.after_form_edit)
+
+    def after_form_edit(self) -> None:
+        # the form already shows the new value: only the canvas and badges need the news
+        spec = self.session.graph.node(self.selected[0])
+        self.form_sig = self.form_sig[:2] + (json.dumps(spec.params, sort_keys=True),) + self.form_sig[3:]
+        self.tick_now()
+
+    def rename(self, node_id: str, title: str) -> None:
+        try:
+            self.session.edit("rename", id=node_id, title=title)
+        except EditError as exc:
+            ui.notify(str(exc), type="warning")
+            return
+        spec = self.session.graph.node(node_id)
+        self.form_sig = self.form_sig[:3] + (spec.title,) + self.form_sig[4:]
+        self.tick_now()
+
+    # -- running ---------------------------------------------------------------------------------
+    def run(self, target: str | None) -> None:
+        try:
+            plan = self.session.run(target)
+        except GraphInvalid as exc:
+            lines = [str(p) for p in exc.problems]
+            ui.notify("Cannot run: " + "; ".join(lines[:3]) + (f" (+{len(lines) - 3} more)" if len(lines) > 3 else ""),
+                      type="negative", multi_line=True, timeout=8000)
+            return
+        except (RuntimeError, KeyError) as exc:
+            ui.notify(str(exc).strip('"'), type="warning")
+            return
+        todo = sum(1 for a in plan.values() if a == "run")
+        ui.notify(f"Running {todo} node{'s' if todo != 1 else ''}, {len(plan) - todo} from cache"
+                  + (f" up to {target}" if target else ""), type="info", timeout=2500)
+        self.tick_now()
+
+    def run_selected(self) -> None:
+        if len(self.selected) != 1:
+            ui.notify("Select one node to run it and the stale nodes it needs", type="warning")
+            return
+        self.run(self.selected[0])
+
+    def stop(self) -> None:
+        self.session.stop()
+        ui.notify("Stopping at the next batch…", timeout=2000)
+
+    def validate(self) -> None:
+        problems = self.session.validate()
+        if not problems:
+            ui.notify("The graph is valid", type="positive")
+        else:
+            with ui.dialog() as dialog, ui.card().classes("w-[32rem]"):
+                ui.label(f"{len(problems)} problem{'s' if len(problems) != 1 else ''}").classes("text-h6")
+                for p in problems:
+                    ui.label(str(p)).classes("text-sm nf-problem-line")
+                ui.button("Close", on_click=dialog.close).props("flat")
+            dialog.open()
+        self.tick_now()
+
+    # -- files and history -----------------------------------------------------------------------
+    def undo(self) -> None:
+        if not self.session.undo():
+            ui.notify("Nothing to undo", timeout=1200)
+        self.form_sig = None
+        self.tick_now()
+
+    def redo(self) -> None:
+        if not self.session.redo():
+            ui.notify("Nothing to redo", timeout=1200)
+        self.form_sig = None
+        self.tick_now()
+
+    def _confirm_discard(self, then) -> None:
+        if not self.session.dirty:
+            then()
+            return
+        with ui.dialog() as dialog, ui.card():
+            ui.label("Discard unsaved changes?")
+            with ui.row():
+                ui.button("Cancel", on_click=dialog.close).props("flat")
+                ui.button("Discard", on_click=lambda: (dialog.close(), then())).props("color=negative")
+        dialog.open()
+
+    def _load(self, graph: Graph, path: Path | None) -> None:
+        self.session.replace(graph)
+        self.session.path = path
+        self.session.dirty = False
+        self.selected = []
+        self.tick_now()
+        self.editor.fit()
+
+    def new(self) -> None:
+        self._confirm_discard(lambda: self._load(Graph(), None))
+
+    def templates(self) -> None:
+        found = _templates()
+        with ui.dialog() as dialog, ui.card().classes("w-[40rem] nf-templates"):
+            ui.label("Start from a template").classes("text-h6")
+            if not found:
+                ui.label("No templates installed.").classes("text-grey-7")
+            for name, path in found.items():
+                try:
+                    graph = Graph.load(path)
+                except GraphFileError as exc:
+                    ui.label(f"{name}: {exc}").classes("text-negative text-sm")
+                    continue
+                with ui.card().classes("w-full cursor-pointer nf-template").props(f"data-template={name}") as card:
+                    ui.label(graph.name if graph.name != "untitled" else name).classes("text-subtitle1")
+                    ui.label(f"{len(graph.nodes)} nodes · {name}").classes("text-xs text-grey-7")
+                    if graph.description:
+                        ui.label(graph.description.split("\n")[0]).classes("text-sm")
+                card.on("click", lambda g=graph: (dialog.close(), self._confirm_discard(lambda: self._load(g, None))))
+            ui.button("Close", on_click=dialog.close).props("flat")
+        dialog.open()
+
+    def _workspace_path(self, name: str) -> Path | None:
+        name = name.strip()
+        if not name:
+            return None
+        if not name.endswith(".json"):
+            name += ".json"
+        root = self.session.workspace.resolve()
+        path = (root / name).resolve()
+        if root != path and root not in path.parents:
+            ui.notify("Choose a file inside the workspace", type="warning")
+            return None
+        return path
+
+    def open_dialog(self) -> None:
+        root = self.session.workspace
+        files = sorted(p for p in root.rglob("*.json") if ".nodeflow" not in p.parts and "cache" not in p.parts
+                       and p.is_file())[:200] if root.is_dir() else []
+
+        def open_path(path: Path) -> None:
+            try:
+                graph = Graph.load(path)
+            except GraphFileError as exc:
+                ui.notify(str(exc), type="negative", multi_line=True)
+                return
+            dialog.close()
+            self._confirm_discard(lambda: self._load(graph, path))
+
+        with ui.dialog() as dialog, ui.card().classes("w-[32rem]"):
+            ui.label("Open a graph from the workspace").classes("text-h6")
+            with ui.column().classes("w-full gap-0 max-h-80 overflow-auto"):
+                for path in files:
+                    ui.item(str(path.relative_to(root)), on_click=lambda p=path: open_path(p)).classes("w-full")
+                if not files:
+                    ui.label("No .json files in the workspace yet.").classes("text-grey-7 text-sm")
+            name = ui.input("or a file name in the workspace").classes("w-full")
+            with ui.row().classes("w-full justify-end"):
+                ui.button("Cancel", on_click=dialog.close).props("flat")
+                ui.button("Open", on_click=lambda: (p := self._workspace_path(name.value)) and open_path(p))
+        dialog.open()
+
+    def save(self) -> None:
+        if self.session.path is None:
+            self.save_as()
+            return
+        try:
+            path = self.session.save()
+        except (EditError, OSError) as exc:
+            ui.notify(f"Not saved: {exc}", type="negative")
+            return
+        ui.notify(f"Saved {path.name}", type="positive", timeout=1500)
+        self.tick_now()
+
+    def save_as(self) -> None:
+        def do_save() -> None:
+            path = self._workspace_path(name.value)
+            if path is None:
+                return
+            try:
+                self.session.save(path)
+            except OSError as exc:
+                ui.notify(f"Not saved: {exc}", type="negative")
+                return
+            dialog.close()
+            ui.notify(f"Saved {path.name}", type="positive", timeout=1500)
+            self.tick_now()
+
+        default = self.session.path.name if self.session.path else f"{self.session.graph.name or 'graph'}.json"
+        with ui.dialog() as dialog, ui.card().classes("w-96"):
+            ui.label("Save as (in the workspace)").classes("text-h6")
+            name = ui.input("file name", value=default).classes("w-full").on("keydown.enter", do_save)
+            with ui.row().classes("w-full justify-end"):
+                ui.button("Cancel", on_click=dialog.close).props("flat")
+                ui.button("Save", on_click=do_save)
+        dialog.open()
+
+
+PAGE_CSS = """
+.nf-palette-item { display: block; width: 100%; padding: 3px 8px; margin: 3px 0; border: 1px solid #e0e4ea; border-radius: 6px; background: #fff;
+  cursor: grab; user-select: none; }
+.nf-palette-item:hover { border-color: #3f51b5; background: #f3f5ff; }
+.nicegui-content { padding: 0 !important; }
+.nf-log { font-family: ui-monospace, monospace; }
+"""
+
+
+def create_app(session: Session, token: str | None = None) -> Hub:
+    """Register the page, the HTTP API and autosave on NiceGUI's app (once per process)."""
+    hub = Hub(session)
+    install_api(app, hub, token)
+
+    @ui.page("/")
+    def index(request: Request) -> None:
+        if not token_ok(request, token):
+            ui.label("This editor needs its access token: open the address that `nodeflow serve` printed.") \
+                .classes("m-8 text-lg")
+            return
+        EditorPage(hub)
+
+    app.on_shutdown(getattr(session, "close", session.stop))
+    return hub
+
+
+def serve(session: Session, host: str = "127.0.0.1", port: int = 8080, token: str | None = None) -> None:
+    """Start the editor on ``host:port`` and block until the server stops."""
+    if not BUNDLE.is_file():
+        raise SystemExit(f"nodeflow serve: the editor's front-end bundle is missing ({BUNDLE}).\n"
+                         "Build it with: scripts/build_frontend.sh   (needs Node.js 18+ and npm)")
+    if getattr(session, "autosave_delay", 0) is None:
+        session.autosave_delay = AUTOSAVE_SECONDS  # the editor autosaves; the CLI's one-shot runs need not
+    create_app(session, token)
+    address = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
+    print(f"nodeflow editor: {address}", flush=True)
+    ui.run(host=host, port=port, reload=False, show=False, title="nodeflow", favicon="🔀",
+           show_welcome_message=False)

@@ -1,0 +1,377 @@
+// The nodeflow canvas: a Vue Flow graph whose nodes are drawn from the catalogue's port metadata.
+// The server owns the graph document; this component edits its local copy at once (so dragging
+// and wiring feel instant) and tells the server each edit as plain JSON. The server answers with
+// `ack`, and pushes a whole graph (`setGraph`) only when the document changed elsewhere
+// (undo, another tab, the HTTP API). Node states arrive as small deltas through `setStatus`.
+import { reactive, ref, markRaw, computed, inject, provide, unref } from "vue";
+import { VueFlow, Handle, Position, MiniMap, Controls, Background, installStyles } from "nodeflow-vueflow";
+
+const DRAG_TYPE = "application/x-nodeflow-type";
+
+function fits(accepts, expected) {
+  return expected === "Any" || (accepts || []).includes(expected);
+}
+
+const STATE_LABEL = {
+  idle: "idle", stale: "stale", queued: "queued", running: "running", done: "done",
+  cached: "cached", failed: "error", invalid: "invalid",
+};
+
+const NfNode = {
+  props: ["id", "data", "selected"],
+  components: { Handle },
+  setup(props) {
+    const ctx = inject("nodeflow");
+    const spec = computed(() => ctx.catalogue[props.data.type] || { inputs: [], outputs: [], title: props.data.type });
+    const st = computed(() => ctx.status[props.id] || { state: "idle" });
+    const badge = computed(() => {
+      const s = st.value;
+      if (s.state === "running") return `running ${Math.round((s.progress || 0) * 100)}%`;
+      return STATE_LABEL[s.state] || s.state;
+    });
+    const handleClass = (port, side) => {
+      const c = ctx.connecting.value;
+      if (!c) return "";
+      if (side === "in" && c.side === "out") {
+        if (c.node === props.id) return "nf-refuse";
+        return fits(c.accepts, port.type) ? "nf-accept" : "nf-refuse";
+      }
+      if (side === "out" && c.side === "in") {
+        return fits(port.accepts_as, c.type) && c.node !== props.id ? "nf-accept" : "nf-refuse";
+      }
+      return "";
+    };
+    const run = (ev) => {
+      ev.stopPropagation();
+      ctx.emit("run", { target: props.id });
+    };
+    return { spec, st, badge, handleClass, run, Position };
+  },
+  template: `
+  <div class="nf-node" :class="['nf-state-' + st.state, selected ? 'nf-selected' : '']" :data-id="id">
+    <div class="nf-head">
+      <div class="nf-title" :title="data.type">{{ data.title || spec.title }}</div>
+      <span class="nf-badge" :class="'nf-badge-' + st.state" :data-state="st.state">{{ badge }}</span>
+      <button class="nf-run nodrag" title="Run to here (this node and the stale nodes it needs)" @click="run">&#9654;</button>
+    </div>
+    <div class="nf-sub">{{ data.id }}<span v-if="data.title"> · {{ spec.title }}</span></div>
+    <div v-if="st.state === 'running'" class="nf-progress"><div :style="{ width: Math.round((st.progress || 0) * 100) + '%' }"></div></div>
+    <div class="nf-ports">
+      <div class="nf-col">
+        <div v-for="p in spec.inputs" :key="'in-' + p.name" class="nf-port nf-in" :title="p.type + (p.description ? ': ' + p.description : '')">
+          <Handle type="target" :id="p.name" :position="Position.Left" :class="['nf-handle', handleClass(p, 'in')]"
+                  :style="{ background: p.color }" :data-port-type="p.type" />
+          <span>{{ p.name }}<i v-if="p.optional">?</i></span>
+        </div>
+      </div>
+      <div class="nf-col nf-right">
+        <div v-for="p in spec.outputs" :key="'out-' + p.name" class="nf-port nf-out" :title="p.type + (p.description ? ': ' + p.description : '')">
+          <span>{{ p.name }}</span>
+          <Handle type="source" :id="p.name" :position="Position.Right" :class="['nf-handle', handleClass(p, 'out')]"
+                  :style="{ background: p.color }" :data-port-type="p.type" />
+        </div>
+      </div>
+    </div>
+    <div v-if="data.summary" class="nf-summary" :title="data.summary">{{ data.summary }}</div>
+    <div v-if="st.error" class="nf-error" :title="st.error">{{ st.error }}</div>
+    <div v-else-if="st.problems && st.problems.length" class="nf-problem" :title="st.problems.join('\\n')">{{ st.problems[0] }}</div>
+    <div v-else-if="st.message && st.state === 'running'" class="nf-message">{{ st.message }}</div>
+  </div>`,
+};
+
+const CSS = `
+.nf-canvas { width: 100%; height: 100%; background: #f7f8fa; }
+.nf-node { background: #fff; border: 1px solid #c9ced6; border-radius: 8px; min-width: 190px; max-width: 240px;
+  font: 12px/1.35 system-ui, sans-serif; color: #1f2933; box-shadow: 0 1px 3px rgba(0,0,0,.08); }
+.nf-node.nf-selected { border-color: #3f51b5; box-shadow: 0 0 0 2px rgba(63,81,181,.35); }
+.nf-head { display: flex; align-items: center; gap: 6px; padding: 6px 8px 0 10px; }
+.nf-title { font-weight: 600; font-size: 13px; flex: 1; overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }
+.nf-sub { padding: 0 10px 4px; color: #7b8794; font-size: 11px; border-bottom: 1px solid #eef0f3; }
+.nf-badge { font-size: 10px; padding: 1px 6px; border-radius: 9px; background: #e4e7eb; color: #52606d; white-space: nowrap; }
+.nf-badge-stale { background: #fff3c4; color: #8d6708; }
+.nf-badge-queued { background: #e0e8f9; color: #35469c; }
+.nf-badge-running { background: #3f51b5; color: #fff; }
+.nf-badge-done { background: #c6f7e2; color: #0b6e4f; }
+.nf-badge-cached { background: #d9f0fb; color: #1565c0; }
+.nf-badge-failed { background: #ffcdd2; color: #b71c1c; }
+.nf-badge-invalid { background: #ffe0b2; color: #a84300; }
+.nf-state-running { border-color: #3f51b5; }
+.nf-state-failed { border-color: #e53935; }
+.nf-run { border: none; background: #eef0f3; color: #3f51b5; border-radius: 4px; cursor: pointer; font-size: 10px;
+  width: 20px; height: 18px; padding: 0; }
+.nf-run:hover { background: #3f51b5; color: #fff; }
+.nf-progress { height: 3px; background: #e0e8f9; }
+.nf-progress > div { height: 100%; background: #3f51b5; transition: width .2s; }
+.nf-ports { display: flex; justify-content: space-between; padding: 4px 0; gap: 8px; }
+.nf-col { display: flex; flex-direction: column; gap: 2px; }
+.nf-right { align-items: flex-end; }
+.nf-port { position: relative; padding: 1px 10px; font-size: 11px; color: #3e4c59; white-space: nowrap; }
+.nf-port i { color: #9aa5b1; }
+.nf-handle.vue-flow__handle { width: 11px; height: 11px; border: 2px solid #fff; box-shadow: 0 0 0 1px #9aa5b1; }
+.nf-handle.nf-accept { box-shadow: 0 0 0 3px #43a047; transform: translate(0, -50%) scale(1.25); }
+.nf-in .nf-handle.nf-accept { transform: translate(-50%, -50%) scale(1.25); }
+.nf-out .nf-handle.nf-accept { transform: translate(50%, -50%) scale(1.25); }
+.nf-handle.nf-refuse { opacity: .25; }
+.nf-summary { padding: 3px 10px 6px; color: #52606d; font-size: 11px; border-top: 1px solid #eef0f3;
+  overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }
+.nf-error, .nf-problem, .nf-message { padding: 4px 10px 6px; font-size: 11px; overflow: hidden; display: -webkit-box;
+  -webkit-line-clamp: 3; -webkit-box-orient: vertical; }
+.nf-error { color: #b71c1c; background: #fff5f5; border-radius: 0 0 8px 8px; }
+.nf-problem { color: #a84300; background: #fffaf0; border-radius: 0 0 8px 8px; }
+.nf-message { color: #52606d; }
+.nf-canvas.nf-connecting .vue-flow__connection-path { stroke: #3f51b5; stroke-width: 2; stroke-dasharray: 5 4; }
+.nf-canvas.nf-refused .vue-flow__connection-path { stroke: #e53935; }
+.nf-cue { position: absolute; left: 50%; top: 10px; transform: translateX(-50%); z-index: 10; background: #b71c1c;
+  color: #fff; padding: 4px 10px; border-radius: 4px; font: 12px system-ui, sans-serif; pointer-events: none; }
+.vue-flow__edge-path { stroke-width: 2; }
+.vue-flow__edge.selected .vue-flow__edge-path { stroke-width: 3.5; }
+.vue-flow__node-nf { padding: 0; border: none; background: transparent; }
+`;
+
+function installCss() {
+  installStyles();
+  if (document.getElementById("nodeflow-editor-css")) return;
+  const style = document.createElement("style");
+  style.id = "nodeflow-editor-css";
+  style.textContent = CSS;
+  document.head.appendChild(style);
+}
+
+export default {
+  components: { VueFlow, MiniMap, Controls, Background, NfNode },
+  props: {
+    catalogue: { type: Object, default: () => ({}) },
+    graph: { type: Object, default: () => ({ version: -1, nodes: [], edges: [] }) },
+    status: { type: Object, default: () => ({}) },
+  },
+  setup(props, { emit }) {
+    installCss();
+    const store = ref(null);
+    const status = reactive({ ...props.status });
+    const connecting = ref(null);
+    const cue = ref("");
+    const ctx = { catalogue: props.catalogue, status, connecting, emit };
+    provide("nodeflow", ctx);
+    const flowId = "nodeflow-" + Math.random().toString(36).slice(2);
+    return { store, statusMap: status, connecting, cue, ctx, flowId, nodeTypes: { nf: markRaw(NfNode) } };
+  },
+  data() {
+    return { version: -1, rid: 0, pending: {}, removing: null, selectedIds: [] };
+  },
+  template: `
+  <div class="nf-canvas" :class="{ 'nf-connecting': connecting, 'nf-refused': cue }" style="position: relative"
+       @dragover="onDragOver" @drop="onDrop">
+    <div v-if="cue" class="nf-cue">{{ cue }}</div>
+    <VueFlow :id="flowId" :node-types="nodeTypes" :is-valid-connection="isValidConnection"
+             :delete-key-code="['Delete', 'Backspace']" :min-zoom="0.1" :max-zoom="2.5" :snap-to-grid="false"
+             :default-edge-options="{ type: 'default' }" :only-render-visible-elements="false"
+             @init="onInit" @connect="onConnect" @node-drag-stop="onDragStop" @nodes-change="onNodesChange"
+             @edges-change="onEdgesChange" @connect-start="onConnectStart" @connect-end="onConnectEnd"
+             @pane-click="onPaneClick">
+      <Background pattern-color="#d5d9e0" :gap="20" />
+      <MiniMap pannable zoomable :node-color="minimapColor" />
+      <Controls />
+    </VueFlow>
+  </div>`,
+  mounted() {
+    this._onKey = (e) => this.onKey(e);
+    window.addEventListener("keydown", this._onKey);
+  },
+  unmounted() {
+    window.removeEventListener("keydown", this._onKey);
+  },
+  methods: {
+    // -- server -> canvas ------------------------------------------------------------------------
+    onInit(store) {
+      this.store = markRaw(store);
+      this.setGraph(this.graph, true);
+    },
+    setGraph(graph, fit = false) {
+      const store = this.store;
+      if (!store) return;
+      this.version = graph.version;
+      const wanted = new Map(graph.nodes.map((n) => [n.id, n]));
+      const gone = unref(store.nodes).filter((n) => !wanted.has(n.id)).map((n) => n.id);
+      if (gone.length) store.removeNodes(gone, false);
+      const fresh = [];
+      for (const n of graph.nodes) {
+        const have = store.findNode(n.id);
+        if (!have) {
+          fresh.push({ id: n.id, type: "nf", position: { ...n.position }, data: n.data });
+          continue;
+        }
+        if (!have.dragging && (have.position.x !== n.position.x || have.position.y !== n.position.y)) {
+          have.position = { ...n.position };
+        }
+        if (JSON.stringify(have.data) !== JSON.stringify(n.data)) have.data = n.data;
+      }
+      if (fresh.length) store.addNodes(fresh);
+      const edges = graph.edges.map((e) => this.edgeOf(e));
+      const wantedEdges = new Map(edges.map((e) => [e.id, e]));
+      const oldEdges = unref(store.edges).filter((e) => !wantedEdges.has(e.id) || !this.sameEdge(e, wantedEdges.get(e.id)));
+      if (oldEdges.length) store.removeEdges(oldEdges.map((e) => e.id));
+      const newEdges = edges.filter((e) => !store.findEdge(e.id));
+      if (newEdges.length) store.addEdges(newEdges);
+      if (fit) setTimeout(() => store.fitView({ padding: 0.15 }), 50);
+    },
+    sameEdge(a, b) {
+      return a.source === b.source && a.sourceHandle === b.sourceHandle && a.target === b.target && a.targetHandle === b.targetHandle;
+    },
+    edgeOf(e) {
+      const spec = this.catalogue[this.typeOf(e.source)] || { outputs: [] };
+      const port = spec.outputs.find((p) => p.name === e.source_port);
+      return {
+        id: `${e.target}.${e.target_port}`, source: e.source, sourceHandle: e.source_port,
+        target: e.target, targetHandle: e.target_port,
+        style: { stroke: port ? port.color : "#90a4ae" },
+      };
+    },
+    typeOf(nodeId) {
+      const node = this.store && this.store.findNode(nodeId);
+      return node ? node.data.type : null;
+    },
+    setStatus(delta) {
+      for (const [id, s] of Object.entries(delta)) {
+        if (s === null) delete this.statusMap[id];
+        else this.statusMap[id] = s;
+      }
+    },
+    ack(reply) {
+      const sent = this.pending[reply.rid];
+      delete this.pending[reply.rid];
+      if (sent) {
+        this.$emit("latency", { rid: reply.rid, kind: sent.kind, ms: performance.now() - sent.t });
+        if (window.__nodeflowLatency) window.__nodeflowLatency.push({ kind: sent.kind, ms: performance.now() - sent.t });
+      }
+      if (reply.ok) this.version = reply.version;
+    },
+    fit() {
+      this.store && this.store.fitView({ padding: 0.15 });
+    },
+    // -- canvas -> server ------------------------------------------------------------------------
+    send(kind, ops) {
+      const rid = ++this.rid;
+      this.pending[rid] = { t: performance.now(), kind };
+      this.$emit("edit", { rid, kind, base: this.version, ops });
+    },
+    isValidConnection(c) {
+      if (c.source === c.target) return false;
+      const src = this.catalogue[this.typeOf(c.source)];
+      const dst = this.catalogue[this.typeOf(c.target)];
+      if (!src || !dst) return false;
+      const out = src.outputs.find((p) => p.name === c.sourceHandle);
+      const inp = dst.inputs.find((p) => p.name === c.targetHandle);
+      return !!(out && inp && fits(out.accepts_as, inp.type));
+    },
+    onConnectStart(params) {
+      const node = this.store.findNode(params.nodeId);
+      const spec = node && this.catalogue[node.data.type];
+      if (!spec) return;
+      if (params.handleType === "source") {
+        const p = spec.outputs.find((q) => q.name === params.handleId);
+        this.connecting = p ? { side: "out", node: params.nodeId, type: p.type, accepts: p.accepts_as } : null;
+      } else {
+        const p = spec.inputs.find((q) => q.name === params.handleId);
+        this.connecting = p ? { side: "in", node: params.nodeId, type: p.type } : null;
+      }
+    },
+    onConnectEnd(event) {
+      const c = this.connecting;
+      this.connecting = null;
+      const el = event && event.target && event.target.closest ? event.target.closest(".vue-flow__handle") : null;
+      if (c && el && el.classList.contains("nf-refuse")) {
+        this.cue = `refused: ${el.dataset.portType || "this port"} does not take ${c.type}`;
+        setTimeout(() => (this.cue = ""), 2500);
+      }
+    },
+    onConnect(c) {
+      if (!this.isValidConnection(c)) return;
+      const stale = unref(this.store.edges).filter((e) => e.target === c.target && e.targetHandle === c.targetHandle);
+      if (stale.length) this.store.removeEdges(stale.map((e) => e.id));
+      this.store.addEdges([this.edgeOf({ source: c.source, source_port: c.sourceHandle, target: c.target, target_port: c.targetHandle })]);
+      this.send("connect", [{ op: "connect", source: c.source, source_port: c.sourceHandle, target: c.target, target_port: c.targetHandle }]);
+    },
+    onDragStop(ev) {
+      const nodes = ev.nodes && ev.nodes.length ? ev.nodes : [ev.node];
+      this.send("move", nodes.map((n) => ({ op: "move", id: n.id, x: Math.round(n.position.x), y: Math.round(n.position.y) })));
+    },
+    onNodesChange(changes) {
+      let selection = false;
+      for (const ch of changes) {
+        if (ch.type === "remove") this.queueRemove("nodes", ch.id);
+        if (ch.type === "select") selection = true;
+      }
+      if (selection) {
+        clearTimeout(this._selTimer);
+        this._selTimer = setTimeout(() => {
+          const ids = unref(this.store.getSelectedNodes).map((n) => n.id);
+          if (JSON.stringify(ids) !== JSON.stringify(this.selectedIds)) {
+            this.selectedIds = ids;
+            this.$emit("select", { ids });
+          }
+        }, 30);
+      }
+    },
+    onEdgesChange(changes) {
+      for (const ch of changes) {
+        if (ch.type === "remove") this.queueRemove("edges", ch.id);
+      }
+    },
+    queueRemove(kind, id) {
+      // Deleting a node also removes its edges: gather everything of one key press into one edit.
+      if (!this.removing) {
+        this.removing = { nodes: new Set(), edges: new Set() };
+        setTimeout(() => this.flushRemove(), 0);
+      }
+      this.removing[kind].add(id);
+    },
+    flushRemove() {
+      const { nodes, edges } = this.removing;
+      this.removing = null;
+      const ops = [...nodes].map((id) => ({ op: "remove_node", id }));
+      for (const edgeId of edges) {
+        const cut = edgeId.lastIndexOf(".");
+        const target = edgeId.slice(0, cut);
+        if (!nodes.has(target)) ops.push({ op: "disconnect", target, target_port: edgeId.slice(cut + 1) });
+      }
+      if (ops.length) this.send("delete", ops);
+    },
+    onPaneClick() {
+      if (this.selectedIds.length) {
+        this.selectedIds = [];
+        this.$emit("select", { ids: [] });
+      }
+    },
+    onDragOver(e) {
+      if (e.dataTransfer && [...e.dataTransfer.types].includes(DRAG_TYPE)) {
+        e.preventDefault();
+        e.dataTransfer.dropEffect = "copy";
+      }
+    },
+    onDrop(e) {
+      const type = e.dataTransfer && e.dataTransfer.getData(DRAG_TYPE);
+      if (!type || !this.store) return;
+      e.preventDefault();
+      const p = this.store.screenToFlowCoordinate({ x: e.clientX, y: e.clientY });
+      this.send("add", [{ op: "add_node", type, position: { x: Math.round(p.x), y: Math.round(p.y) } }]);
+    },
+    onKey(e) {
+      const t = e.target;
+      if (t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.isContentEditable)) return;
+      const mod = e.ctrlKey || e.metaKey;
+      if (!mod) return;
+      const key = e.key.toLowerCase();
+      if (key === "z" && !e.shiftKey) this.$emit("command", { name: "undo" });
+      else if ((key === "z" && e.shiftKey) || key === "y") this.$emit("command", { name: "redo" });
+      else if (key === "s") this.$emit("command", { name: "save" });
+      else return;
+      e.preventDefault();
+    },
+    minimapColor(node) {
+      const s = this.statusMap[node.id];
+      const state = s ? s.state : "idle";
+      return { running: "#3f51b5", done: "#2e7d32", cached: "#64b5f6", failed: "#e53935", stale: "#f9a825",
+               invalid: "#fb8c00" }[state] || "#b0b8c4";
+    },
+  },
+};

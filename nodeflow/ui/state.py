@@ -1,0 +1,128 @@
+"""What every open tab and the HTTP API share: one Session, its catalogue, and a cached snapshot.
+
+Pure Python (no NiceGUI), so the payloads the canvas gets are tested without a browser.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from nodeflow.graph import Graph
+from nodeflow.node import Event
+from nodeflow.session import Session
+
+SUMMARY_CHARS = 48
+
+
+class Hub:
+    """Wraps the session for the editor: snapshots are computed once per change, not once per tab
+    per tick, and an event counter tells pollers cheaply whether anything happened."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.catalogue_list = session.registry.catalogue()
+        self.catalogue = {entry["type"]: entry for entry in self.catalogue_list}
+        self.events = 0
+        #: nodes computed (not loaded from cache) by the latest run: their badge says "done"
+        self.ran: set[str] = set()
+        self._lock = threading.Lock()
+        self._snap_key: tuple | None = None
+        self._snap: dict[str, Any] | None = None
+        self._unsubscribe = session.subscribe(self._on_event)
+
+    def _on_event(self, event: Event) -> None:
+        # called on the run's thread: keep it tiny, the pollers do the rest
+        if event.kind == "run_started":
+            self.ran = set()
+        elif event.kind == "node_finished" and not event.data.get("from_cache"):
+            self.ran = self.ran | {event.node_id}
+        self.events += 1
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def key(self) -> tuple:
+        return (self.session.version, self.events, self.session.running, self.session.dirty)
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            key = self.key()
+            if key != self._snap_key or self._snap is None:
+                self._snap = self.session.snapshot()
+                self._snap_key = key
+            return self._snap
+
+    # -- canvas payloads -----------------------------------------------------------------------
+    def canvas_catalogue(self) -> dict[str, dict[str, Any]]:
+        """Only what a node needs to be drawn: ports with colours and accepted types, and title."""
+        return {t: {"type": t, "title": e["title"], "category": e["category"],
+                    "inputs": e["inputs"], "outputs": e["outputs"]} for t, e in self.catalogue.items()}
+
+    def canvas_graph(self, graph: Graph | None = None, version: int | None = None) -> dict[str, Any]:
+        graph = graph or self.session.graph
+        return {
+            "version": self.session.version if version is None else version,
+            "nodes": [{"id": n.id, "position": {"x": n.position.x, "y": n.position.y},
+                       "data": {"id": n.id, "type": n.type, "title": n.title,
+                                "summary": self.summary(n.type, n.params)}}
+                      for n in graph.nodes],
+            "edges": [e.model_dump() for e in graph.edges],
+        }
+
+    def summary(self, node_type: str, params: dict[str, Any]) -> str:
+        """One line of the params that matter: those set away from their defaults first."""
+        entry = self.catalogue.get(node_type)
+        if entry is None:
+            return f"unknown type {node_type}"
+        defaults = entry.get("defaults") or {}
+        props = entry["params_schema"].get("properties", {})
+        shown = {**defaults, **params}
+        changed = [k for k in props if k in params and params[k] != defaults.get(k)]
+        rest = [k for k in props if k not in changed and k in shown]
+        parts = []
+        for name in changed + rest:
+            parts.append(f"{name}={_short(shown[name])}")
+            if sum(len(p) + 3 for p in parts) > SUMMARY_CHARS:
+                break
+        return " · ".join(parts)
+
+    @staticmethod
+    def node_status(live: dict[str, Any]) -> dict[str, Any]:
+        """The small part of a node's snapshot that its badge needs (not the metric series)."""
+        return {"state": live.get("state", "idle"), "progress": round(float(live.get("progress") or 0.0), 3),
+                "message": (live.get("message") or "")[:200], "error": live.get("error"),
+                "problems": live.get("problems") or []}
+
+    def status_of(self, snap: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        out = {node_id: self.node_status(live) for node_id, live in snap["nodes"].items()}
+        ran = self.ran
+        for node_id, status in out.items():
+            if status["state"] == "cached" and node_id in ran:
+                status["state"] = "done"  # the cache holds what the latest run just computed
+        return out
+
+    # -- API view ------------------------------------------------------------------------------
+    def api_status(self) -> dict[str, Any]:
+        snap = self.snapshot()
+        return {
+            "version": snap["version"], "running": snap["running"], "dirty": snap["dirty"],
+            "path": snap["path"], "error": snap["error"], "problems": snap["problems"],
+            "nodes": {node_id: {**status, "metrics": snap["nodes"][node_id].get("metrics") or {},
+                                "seconds": snap["nodes"][node_id].get("seconds")}
+                      for node_id, status in self.status_of(snap).items()},
+        }
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return f"[{len(value)}]" if len(value) > 2 else "[" + ",".join(map(str, value)) + "]"
+    text = str(value)
+    return text if len(text) <= 18 else text[:16] + "…"
+
+
+def status_delta(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Nodes whose badge changed (None for nodes that went away)."""
+    delta: dict[str, Any] = {k: v for k, v in new.items() if old.get(k) != v}
+    delta.update({k: None for k in old if k not in new})
+    return delta
