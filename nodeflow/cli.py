@@ -19,6 +19,7 @@ from typing import Any
 from nodeflow.executor import Executor, GraphInvalid
 from nodeflow.graph import Graph, GraphFileError, atomic_write_text
 from nodeflow.node import Event, Registry, import_module_or_file
+from nodeflow.paths import path_params
 from nodeflow.templates import list_templates
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
@@ -54,7 +55,10 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def apply_overrides(graph: Graph, assignments: list[str]) -> Graph:
+def apply_overrides(graph: Graph, assignments: list[str], registry: Registry | None = None) -> Graph:
+    """Apply ``--set`` values. A relative path typed in the shell means the shell's folder, so
+    path params given that way are made absolute (paths inside graph files are relative to the
+    workspace)."""
     data = graph.model_dump(mode="json")
     nodes = {n["id"]: n for n in data["nodes"]}
     for item in assignments:
@@ -66,7 +70,12 @@ def apply_overrides(graph: Graph, assignments: list[str]) -> Graph:
             close = difflib.get_close_matches(node_id, list(nodes), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else f" (nodes: {', '.join(nodes)})"
             raise CliError(f"--set '{item}': no node '{node_id}'{hint}")
-        nodes[node_id].setdefault("params", {})[param] = parse_value(value)
+        parsed = parse_value(value)
+        if registry is not None and isinstance(parsed, str) and nodes[node_id]["type"] in registry:
+            paths = path_params(registry.get(nodes[node_id]["type"]).Params.model_json_schema())
+            if param in paths and parsed and parsed not in paths[param][1] and not Path(parsed).expanduser().is_absolute():
+                parsed = str(Path.cwd() / parsed)
+        nodes[node_id].setdefault("params", {})[param] = parsed
     return Graph.from_data(data, "graph with --set values")
 
 
@@ -89,8 +98,9 @@ def import_nodes(ref: str):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    graph = apply_overrides(load_graph(args.graph), args.set)
-    problems = Executor(registry_for(args)).validate(graph)
+    registry = registry_for(args)
+    graph = apply_overrides(load_graph(args.graph), args.set, registry)
+    problems = Executor(registry).validate(graph)
     if not problems:
         print(f"{args.graph}: valid ({len(graph.nodes)} nodes, {len(graph.edges)} edges)")
         return EXIT_OK
@@ -174,9 +184,10 @@ class _TerminalProgress:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    graph = apply_overrides(load_graph(args.graph), args.set)
+    registry = registry_for(args)
+    graph = apply_overrides(load_graph(args.graph), args.set, registry)
     workspace = Path(args.workspace) if args.workspace else default_workspace()
-    executor = Executor(registry_for(args), workspace, device=args.device)
+    executor = Executor(registry, workspace, device=args.device)
     executor.subscribe(_TerminalProgress(quiet=args.quiet))
     interrupted_by_user = threading.Event()
 
@@ -217,9 +228,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise CliError(f"the editor is not available ({exc})") from None
     workspace = Path(args.workspace) if args.workspace else default_workspace()
-    graph = apply_overrides(load_graph(args.graph), args.set)
+    registry = registry_for(args)
+    graph = apply_overrides(load_graph(args.graph), args.set, registry)
     path = Path(args.graph) if Path(args.graph).exists() else None
-    session = Session(registry_for(args), workspace, graph=graph, path=path, device=args.device)
+    session = Session(registry, workspace, graph=graph, path=path, device=args.device)
     serve(session, host=args.host, port=args.port, token=args.token)
     return EXIT_OK
 

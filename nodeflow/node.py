@@ -159,6 +159,12 @@ class RunContext:
         """Publish something for the editor to show beside the node (sample images, a table)."""
         self._emit(Event("preview", self.node_id, {"kind": kind, "payload": payload}))
 
+    def resolve_path(self, value: str) -> Path:
+        """A path param as a real path: ``~`` expanded, relative paths taken from the workspace
+        (graph files stay portable; the CLI makes paths typed in a shell absolute)."""
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else self.workspace / path
+
     @property
     def scratch(self) -> Path:
         """A folder this node may write files into; it is kept with the node's cached outputs."""

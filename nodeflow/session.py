@@ -17,6 +17,7 @@ from typing import Any
 from nodeflow.executor import Executor, GraphInvalid, GraphProblem, RunReport
 from nodeflow.graph import Edge, Graph, NodeSpec, Position
 from nodeflow.node import Event, Registry
+from nodeflow.paths import check_path_params
 from nodeflow.worker import WorkerProcess
 
 HISTORY_LIMIT = 200
@@ -31,7 +32,7 @@ class EditError(ValueError):
 class Session:
     def __init__(self, registry: Registry, workspace: Path, graph: Graph | None = None,
                  path: Path | None = None, device: str = "auto", isolate: bool = False,
-                 autosave_delay: float | None = None) -> None:
+                 autosave_delay: float | None = None, allowed_roots: list[Path] | None = None) -> None:
         """``isolate`` runs graphs in a worker process (see :mod:`nodeflow.worker`), so a crash
         while training cannot take the editor down; without it runs use a thread (faster start)."""
         self.registry = registry
@@ -53,6 +54,8 @@ class Session:
         self.last_error: str | None = None
         self.dirty = False
         self.autosave_delay = autosave_delay
+        #: folders that path params may point into; None = unrestricted (the user's own shell)
+        self.allowed_roots = None if allowed_roots is None else [self.workspace, *allowed_roots]
         self._autosave_timer: threading.Timer | None = None
 
     # -- document -------------------------------------------------------------------------------
@@ -61,6 +64,7 @@ class Session:
         return self._graph
 
     def replace(self, graph: Graph, record: bool = True) -> None:
+        self._check_paths(graph, graph.nodes)
         with self._lock:
             if record:
                 self._push_undo()
@@ -93,6 +97,8 @@ class Session:
                 graph = Graph.from_data(data, "edit")
             except ValueError as exc:
                 raise EditError(str(exc)) from None
+            before = {n.id: n.params for n in self._graph.nodes}
+            self._check_paths(graph, [n for n in graph.nodes if before.get(n.id) != n.params])
             self._push_undo()
             self._graph = graph
             self._changed()
@@ -220,6 +226,18 @@ class Session:
 
     def _apply_disconnect(self, data: dict, target: str, target_port: str, **_: Any) -> None:
         data["edges"] = [e for e in data["edges"] if not (e["target"] == target and e["target_port"] == target_port)]
+
+    def _check_paths(self, graph: Graph, nodes: list[NodeSpec]) -> None:
+        if self.allowed_roots is None:
+            return
+        problems = []
+        for spec in nodes:
+            if spec.type in self.registry:
+                schema = self.registry.get(spec.type).Params.model_json_schema()
+                problems += [f"{spec.id}.{p}" for p in check_path_params(schema, spec.params, self.allowed_roots,
+                                                                         self.workspace)]
+        if problems:
+            raise EditError("; ".join(problems))
 
     @staticmethod
     def _find(data: dict, node_id: str) -> dict:

@@ -6,11 +6,12 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, PortType
+from nodeflow.paths import FolderPath, path_field
 
 
 class JsonCodec:
@@ -220,3 +221,22 @@ class UseHandle(Node):
     def run(self, ctx, params, handle):
         record_run(ctx.node_id)
         return {"value": 1.0}
+
+
+class ReadFolder(Node):
+    """Lists a folder; its ``root`` is a path param, confined when the editor is served."""
+
+    type = "test.read_folder"
+    title = "Read folder"
+    category = "Test"
+    outputs = (Port("value", INTEGER),)
+
+    class Params(NodeParams):
+        root: FolderPath = Field("", description="Folder to count files in")
+        weights: Annotated[str, path_field("file", ["none"])] = "none"
+
+    def run(self, ctx, params):
+        record_run(ctx.node_id)
+        count = len(list(ctx.resolve_path(params.root).iterdir()))
+        ctx.log_metric("files", count)
+        return {"value": count}

@@ -123,3 +123,19 @@ def test_nodes_lists_the_catalogue_as_json():
                                 "description": "", "optional": False}
     assert add["params_schema"]["properties"]["offset"]["type"] == "number"
     assert add["source"].startswith("--nodes")
+
+
+def test_relative_paths_typed_in_the_shell_mean_the_shells_folder(tmp_path, workspace):
+    graph = make_graph({"r": ("test.read_folder", {})}, [])
+    path = tmp_path / "g.json"
+    graph.save(path)
+    (tmp_path / "three").mkdir()
+    for name in "abc":
+        (tmp_path / "three" / name).touch()
+    report = tmp_path / "r.json"
+    cmd = [sys.executable, "-m", "nodeflow.cli", "--nodes", PACK, "run", str(path), "--set", "r.root=three",
+           "--workspace", str(workspace), "--report", str(report), "--target", "r"]
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(report.read_text())["nodes"]["r"]["metrics"] == {"files": 3}

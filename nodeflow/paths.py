@@ -1,0 +1,73 @@
+"""Keep file paths that come from the browser or the HTTP API inside the allowed folders.
+
+Node params that name files or folders are declared with :data:`FolderPath` / :data:`FilePath`
+(or ``path_field``); a session that serves the editor checks every such value, after resolving
+symlinks, against its allowed roots (the workspace plus any the user named when starting it).
+The command line is the user's own shell, so it is not restricted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field
+
+PATH_KEY = "x-nodeflow-path"
+
+
+def path_field(kind: str = "folder", keywords: Iterable[str] = ()) -> Any:
+    """Mark a str param as a path (``folder`` or ``file``). ``keywords`` are values that are not
+    paths (e.g. ``"imagenet"`` for a weights param)."""
+    return Field(json_schema_extra={PATH_KEY: kind, "x-nodeflow-keywords": list(keywords)})
+
+
+FolderPath = Annotated[str, path_field("folder")]
+FilePath = Annotated[str, path_field("file")]
+
+
+class PathNotAllowed(ValueError):
+    pass
+
+
+def confine(value: str, roots: Iterable[Path], base: Path) -> Path:
+    """``value`` resolved (relative paths against ``base``, symlinks followed); raises
+    PathNotAllowed unless it lies inside one of ``roots``."""
+    roots = [Path(r).resolve() for r in roots]
+    candidate = Path(os.path.expanduser(value))
+    if not candidate.is_absolute():
+        candidate = base / candidate
+    resolved = candidate.resolve()
+    if any(resolved == root or resolved.is_relative_to(root) for root in roots):
+        return resolved
+    allowed = ", ".join(str(r) for r in roots)
+    raise PathNotAllowed(f"'{value}' is outside the folders this editor may use ({allowed})")
+
+
+def path_params(schema: dict[str, Any]) -> dict[str, tuple[str, list[str]]]:
+    """Param name -> (kind, keywords) for the params a node's JSON schema marks as paths."""
+    found = {}
+    for name, prop in schema.get("properties", {}).items():
+        for option in [prop, *prop.get("anyOf", [])]:
+            if PATH_KEY in option or PATH_KEY in prop:
+                source = option if PATH_KEY in option else prop
+                found[name] = (source[PATH_KEY], list(source.get("x-nodeflow-keywords", [])))
+                break
+    return found
+
+
+def check_path_params(schema: dict[str, Any], params: dict[str, Any], roots: Iterable[Path], base: Path) -> list[str]:
+    """One message per path param of ``params`` that escapes ``roots``."""
+    roots = list(roots)
+    problems = []
+    for name, (_, keywords) in path_params(schema).items():
+        value = params.get(name)
+        if not isinstance(value, str) or not value or value in keywords:
+            continue
+        try:
+            confine(value, roots, base)
+        except PathNotAllowed as exc:
+            problems.append(f"{name}: {exc}")
+    return problems
