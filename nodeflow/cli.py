@@ -56,9 +56,8 @@ def parse_value(text: str) -> Any:
 
 
 def apply_overrides(graph: Graph, assignments: list[str], registry: Registry | None = None) -> Graph:
-    """Apply ``--set`` values. A relative path typed in the shell means the shell's folder, so
-    path params given that way are made absolute (paths inside graph files are relative to the
-    workspace)."""
+    """Apply ``--set`` values. Path params typed in the shell are made absolute, so the graph
+    means the same file wherever it is run or saved from."""
     data = graph.model_dump(mode="json")
     nodes = {n["id"]: n for n in data["nodes"]}
     for item in assignments:
@@ -231,8 +230,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     registry = registry_for(args)
     graph = apply_overrides(load_graph(args.graph), args.set, registry)
     path = Path(args.graph) if Path(args.graph).exists() else None
-    session = Session(registry, workspace, graph=graph, path=path, device=args.device)
-    serve(session, host=args.host, port=args.port, token=args.token)
+    session = Session(registry, workspace, graph=graph, path=path, device=args.device, isolate=not args.in_process,
+                      autosave_delay=2.0, allowed_roots=[Path(p).expanduser().resolve() for p in args.allow_root])
+    try:
+        serve(session, host=args.host, port=args.port, token=args.token)
+    finally:
+        session.close()
     return EXIT_OK
 
 
@@ -285,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--token", default=os.environ.get("NODEFLOW_TOKEN"), help="access token (needed off localhost)")
+    p.add_argument("--allow-root", action="append", default=[], metavar="DIR",
+                   help="a folder besides the workspace that the editor may read data from or write to; repeatable")
+    p.add_argument("--in-process", action="store_true",
+                   help="run graphs in the server process instead of a worker process (faster start, less safe)")
     p.set_defaults(func=cmd_serve)
     return parser
 

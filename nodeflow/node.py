@@ -160,10 +160,9 @@ class RunContext:
         self._emit(Event("preview", self.node_id, {"kind": kind, "payload": payload}))
 
     def resolve_path(self, value: str) -> Path:
-        """A path param as a real path: ``~`` expanded, relative paths taken from the workspace
-        (graph files stay portable; the CLI makes paths typed in a shell absolute)."""
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else self.workspace / path
+        """A path param as an absolute path: ``~`` expanded, relative paths taken from the folder
+        nodeflow was started in (as in any command-line tool; ``infer`` sees the same)."""
+        return Path(value).expanduser().absolute()
 
     @property
     def scratch(self) -> Path:

@@ -235,7 +235,7 @@ class Session:
             if spec.type in self.registry:
                 schema = self.registry.get(spec.type).Params.model_json_schema()
                 problems += [f"{spec.id}.{p}" for p in check_path_params(schema, spec.params, self.allowed_roots,
-                                                                         self.workspace)]
+                                                                         Path.cwd())]
         if problems:
             raise EditError("; ".join(problems))
 

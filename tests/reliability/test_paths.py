@@ -19,8 +19,9 @@ def layout(tmp_path):
 
 
 @pytest.fixture
-def session(registry, layout):
+def session(registry, layout, monkeypatch):
     workspace, data, _ = layout
+    monkeypatch.chdir(workspace)  # relative paths are taken from the folder nodeflow runs in
     graph = make_graph({"r": ("test.read_folder", {"root": "inside"})}, [])
     return Session(registry, workspace, graph=graph, allowed_roots=[data])
 
