@@ -1,0 +1,242 @@
+"""Build networks from architecture specs, infer their shapes, load backbone weights.
+
+A spec is JSON: ``{"input_shape": [c, h, w], "layers": [...]}``. Each layer becomes one or more
+named top-level blocks of an ``nn.Sequential`` (``block1..block5`` for VGG, ``stem, layer1..4``
+for ResNet, then the head layers by name), so fine-tuning can pick blocks by name and the
+frozen prefix of a model is simply its first blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections import OrderedDict
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+#: Architectures the backbone node offers; all come from torchvision without their classifier.
+ARCHS = ("vgg11", "vgg16", "vgg19", "vgg16_bn", "resnet18", "resnet34", "resnet50", "resnet101",
+         "efficientnet_b0", "mobilenet_v3_small", "mobilenet_v3_large", "convnext_tiny")
+
+ACTIVATIONS = {"none": nn.Identity, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh,
+               "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU}
+
+
+class SpecError(ValueError):
+    """A spec that cannot be built; ``layer`` is the name of the offending layer."""
+
+    def __init__(self, message: str, layer: str | None = None) -> None:
+        super().__init__(message)
+        self.layer = layer
+
+
+# -- backbones ------------------------------------------------------------------------------------
+
+
+def torchvision_model(arch: str) -> nn.Module:
+    import torchvision
+
+    return torchvision.models.get_model(arch, weights=None)
+
+
+def split_blocks(arch: str, model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Cut a torchvision classifier into its named feature blocks (classifier dropped)."""
+    if arch.startswith("vgg"):
+        blocks, current = [], []
+        for layer in model.features:
+            current.append(layer)
+            if isinstance(layer, nn.MaxPool2d):
+                blocks.append((f"block{len(blocks) + 1}", nn.Sequential(*current)))
+                current = []
+        return blocks
+    if arch.startswith("resnet"):
+        stem = nn.Sequential(OrderedDict(conv1=model.conv1, bn1=model.bn1, relu=model.relu, maxpool=model.maxpool))
+        return [("stem", stem)] + [(f"layer{i}", getattr(model, f"layer{i}")) for i in range(1, 5)]
+    if hasattr(model, "features"):
+        children = list(model.features)
+        return [("stem", children[0])] + [(f"stage{i}", child) for i, child in enumerate(children[1:], 1)]
+    raise SpecError(f"don't know how to split '{arch}' into blocks")
+
+
+def backbone_blocks(layer: dict[str, Any], load_weights: bool = True) -> list[tuple[str, nn.Module]]:
+    arch = layer["arch"]
+    model = torchvision_model(arch)
+    weights_file = layer.get("weights_file")
+    if weights_file and load_weights:
+        state = read_state_dict(Path(weights_file))
+        blocks = split_blocks(arch, model)
+        load_backbone_state(arch, model, blocks, state, weights_file)
+        return blocks
+    return split_blocks(arch, model)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A state dict from .safetensors, or from a torch file loaded with weights_only=True."""
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file '{path}' does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ValueError(f"'{path}' does not hold a state dict (a mapping of names to tensors)")
+    return data
+
+
+def load_backbone_state(arch: str, model: nn.Module, blocks: list[tuple[str, nn.Module]],
+                        state: dict[str, torch.Tensor], source: str) -> None:
+    """Accept either torchvision's key names (``features.0.weight``) or ours (``block1.0.weight``,
+    as written by the export node); any head weights in the file are ignored."""
+    names = {name for name, _ in blocks}
+    ours = {k: v for k, v in state.items() if k.split(".", 1)[0] in names}
+    if ours:
+        target = nn.Sequential(OrderedDict(blocks))
+        missing, _ = target.load_state_dict(ours, strict=False)
+    else:
+        missing, _ = model.load_state_dict(state, strict=False)
+        kept = {id(p) for _, block in blocks for p in block.parameters()}
+        named = dict(model.named_parameters())
+        missing = [k for k in missing if k in named and id(named[k]) in kept]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise ValueError(f"weights file '{source}' does not fit {arch}: missing {len(missing)} tensors ({shown})")
+
+
+def imagenet_weights(arch: str, folder: Path, timeout: float = 15.0) -> Path:
+    """The ImageNet weights file of ``arch``: already in ``folder`` or torch's hub cache, else
+    downloaded into ``folder``. Fails fast with what to do when offline."""
+    import torchvision
+
+    enum = torchvision.models.get_model_weights(arch).DEFAULT
+    filename = enum.url.rsplit("/", 1)[-1]
+    for candidate in (folder / filename, Path(torch.hub.get_dir()) / "checkpoints" / filename):
+        if candidate.is_file():
+            return candidate
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / filename
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
+    try:
+        torch.hub.download_url_to_file(enum.url, str(target), progress=False)
+    except Exception as exc:
+        target.unlink(missing_ok=True)
+        raise WeightsUnavailable(
+            f"could not download the ImageNet weights of {arch} from {enum.url} ({exc}). "
+            f"If this machine is offline, put the file '{filename}' into '{folder}' (or into "
+            f"'{Path(torch.hub.get_dir()) / 'checkpoints'}'), or set weights to 'none' or to the path of a "
+            f"local weights file (.safetensors or .pth)") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+    return target
+
+
+class WeightsUnavailable(RuntimeError):
+    pass
+
+
+# -- layers ---------------------------------------------------------------------------------------
+
+
+def layer_blocks(layer: dict[str, Any], in_shape: list[int], num_classes: int | None,
+                 load_weights: bool) -> list[tuple[str, nn.Module]]:
+    kind = layer["kind"]
+    name = layer["name"]
+    if kind == "backbone":
+        if in_shape[0] != 3:
+            raise SpecError(f"{layer['arch']} takes 3-channel images but the input has {in_shape[0]} channels; "
+                            f"set the input layer's and formatter's channels to 3", name)
+        return backbone_blocks(layer, load_weights)
+    if kind == "flatten":
+        return [(name, nn.Flatten())]
+    if kind == "global_pool":
+        _need_image(in_shape, name)
+        pool = nn.AdaptiveAvgPool2d(1) if layer.get("mode", "avg") == "avg" else nn.AdaptiveMaxPool2d(1)
+        return [(name, nn.Sequential(pool, nn.Flatten()))]
+    if kind == "dense":
+        if len(in_shape) != 1:
+            raise SpecError(f"a dense layer needs a flat input but gets shape {in_shape}; "
+                            f"put a flatten or global average pool node before '{name}'", name)
+        units = layer["units"]
+        if units == "auto":
+            if num_classes is None:
+                raise SpecError(f"'{name}' has units 'auto', which needs the dataset's classes", name)
+            units = num_classes
+        parts = [nn.Linear(in_shape[0], int(units)), ACTIVATIONS[layer.get("activation", "none")]()]
+        if layer.get("dropout", 0):
+            parts.append(nn.Dropout(layer["dropout"]))
+        return [(name, nn.Sequential(*parts))]
+    if kind == "batchnorm":
+        norm = nn.BatchNorm1d(in_shape[0]) if len(in_shape) == 1 else nn.BatchNorm2d(in_shape[0])
+        return [(name, norm)]
+    if kind == "dropout":
+        return [(name, nn.Dropout(layer["p"]))]
+    raise SpecError(f"unknown layer kind '{kind}'", name)
+
+
+def _need_image(shape: list[int], name: str) -> None:
+    if len(shape) != 3:
+        raise SpecError(f"'{name}' pools feature maps (C×H×W) but gets shape {shape}", name)
+
+
+def build(spec: dict[str, Any], num_classes: int | None = None, load_weights: bool = True) -> nn.Sequential:
+    """The network of a spec, freshly initialised from the global torch seed (plus any backbone
+    weights file). ``num_classes`` resolves dense layers with units 'auto'."""
+    blocks: OrderedDict[str, nn.Module] = OrderedDict()
+    for layer, shape in zip(spec["layers"], summarize(spec)["layer_inputs"]):
+        blocks.update(layer_blocks(layer, shape, num_classes, load_weights))
+    return nn.Sequential(blocks)
+
+
+def _out_shape(module: nn.Module, shape: list[int], name: str) -> list[int]:
+    """Propagate a shape through a meta-device module, with the batch size 2 that batch-norm
+    needs in training mode."""
+    try:
+        out = module(torch.empty(2, *shape, device="meta"))
+    except RuntimeError as exc:
+        raise SpecError(f"'{name}' cannot take input of shape {shape}: {_short(exc)}", name) from None
+    if any(d == 0 for d in out.shape):
+        raise SpecError(f"input of shape {shape} is too small for '{name}' (output {list(out.shape[1:])})", name)
+    return list(out.shape[1:])
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:200]
+
+
+def summarize(spec: dict[str, Any]) -> dict[str, Any]:
+    """Output shape and per-block parameter counts of a spec, computed on the meta device."""
+    return json.loads(_summary(json.dumps(spec, sort_keys=True)))
+
+
+@lru_cache(maxsize=256)
+def _summary(spec_json: str) -> str:
+    spec = json.loads(spec_json)
+    blocks: list[dict[str, Any]] = []
+    inputs: list[list[Any]] = []
+    shape: list[Any] = list(spec["input_shape"])
+    with torch.device("meta"):
+        for layer in spec["layers"]:
+            inputs.append(shape)
+            if shape and shape[0] == "auto":
+                raise SpecError(f"'{layer['name']}' follows a layer with units 'auto'; only the last layer "
+                                f"may take its size from the dataset", layer["name"])
+            auto = layer["kind"] == "dense" and layer["units"] == "auto"
+            new = layer_blocks(layer, shape, 2 if auto else None, load_weights=False)
+            for name, module in new:
+                if any(b["name"] == name for b in blocks):
+                    raise SpecError(f"two layers are named '{name}'; give one of them another name", layer["name"])
+                count = sum(p.numel() for p in module.parameters())
+                blocks.append({"name": name, "layer": layer["name"], "kind": layer["kind"],
+                               "params": None if auto else count})
+            shape = _out_shape(nn.Sequential(OrderedDict(new)), shape, layer["name"])
+            if auto:
+                shape = ["auto"]
+    return json.dumps({"blocks": blocks, "output_shape": shape, "layer_inputs": inputs})

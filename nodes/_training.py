@@ -1,0 +1,168 @@
+"""The training loop pieces: build a network from a model value, one epoch, evaluation.
+
+Kept as plain functions (``train_one_epoch``, ``evaluate``) so later work can slot in a feature
+cache for the frozen prefix, mixup or an LR finder without touching the nodes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from nodes._models import build, summarize
+from nodes._torch import Device
+from nodes._values import ModelValue
+
+
+def resolve_spec(spec: dict[str, Any], num_classes: int) -> dict[str, Any]:
+    """The spec with dense units 'auto' replaced by the number of classes."""
+    layers = [{**layer, "units": num_classes} if layer.get("units") == "auto" else layer for layer in spec["layers"]]
+    return {**spec, "layers": layers}
+
+
+def network(model: ModelValue, num_classes: int) -> nn.Sequential:
+    """A fresh module for ``model``: its trained weights when it has them (new layers added after
+    training keep their fresh init), else the backbone's weights file or random init."""
+    spec = resolve_spec(model.spec, num_classes)
+    net = build(spec, load_weights=model.state is None)
+    if model.state is not None:
+        missing, unexpected = net.load_state_dict(model.state, strict=False)
+        if unexpected:
+            raise ValueError(f"the model's weights do not fit its layers (unexpected: {unexpected[:5]})")
+        known = {key.split(".", 1)[0] for key in model.state}
+        stale = [key for key in missing if key.split(".", 1)[0] in known]
+        if stale:
+            raise ValueError(f"the model's weights lack tensors of trained layers: {stale[:5]}")
+    return net
+
+
+def apply_freezing(net: nn.Sequential, frozen: tuple[str, ...]) -> None:
+    for name, block in net.named_children():
+        for param in block.parameters():
+            param.requires_grad_(name not in frozen)
+
+
+def frozen_prefix(net: nn.Sequential, frozen: tuple[str, ...]) -> int:
+    """How many leading blocks are frozen: their forward pass needs no graph for backprop."""
+    count = 0
+    for name, _ in net.named_children():
+        if name not in frozen:
+            break
+        count += 1
+    return count
+
+
+def set_mode(net: nn.Sequential, train: bool, frozen: tuple[str, ...], bn_frozen: bool) -> None:
+    """Training mode, except frozen blocks (and, if asked, every batch-norm) which stay in eval mode,
+    so their batch-norm statistics and dropout behave as at inference."""
+    net.train(train)
+    if not train:
+        return
+    for name, block in net.named_children():
+        if name in frozen:
+            block.eval()
+    if bn_frozen:
+        for module in net.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+
+
+def forward(net: nn.Sequential, images: torch.Tensor, prefix: int) -> torch.Tensor:
+    blocks = list(net.children())
+    if prefix:
+        with torch.no_grad():
+            for block in blocks[:prefix]:
+                images = block(images)
+    for block in blocks[prefix:]:
+        images = block(images)
+    return images
+
+
+def param_groups(net: nn.Sequential, model: ModelValue, lr: float, head_mult: float) -> list[dict[str, Any]]:
+    """Backbone blocks train at ``lr``; layers after it (the new head) at ``lr * head_mult``."""
+    backbone = {b["name"] for b in summarize(model.spec)["blocks"] if b["kind"] == "backbone"}
+    body, head = [], []
+    for name, block in net.named_children():
+        trainable = [p for p in block.parameters() if p.requires_grad]
+        (body if name in backbone else head).extend(trainable)
+    groups = []
+    if body:
+        groups.append({"params": body, "lr": lr, "name": "backbone"})
+    if head:
+        groups.append({"params": head, "lr": lr * head_mult, "name": "head"})
+    return groups
+
+
+def make_optimizer(name: str, groups: list[dict[str, Any]], momentum: float, weight_decay: float):
+    if name == "sgd":
+        return torch.optim.SGD(groups, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)
+    if name == "adam":
+        return torch.optim.Adam(groups, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(groups, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer '{name}'")
+
+
+def make_schedule(name: str, optimizer, epochs: int, steps_per_epoch: int, step_size: int, gamma: float):
+    """A per-batch LR schedule (None for a constant LR)."""
+    total = max(1, epochs * steps_per_epoch)
+    if name == "none":
+        return None
+    if name == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    if name == "step":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: gamma ** ((s // steps_per_epoch) // step_size))
+    if name == "onecycle":
+        peaks = [g["lr"] for g in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total)
+    raise ValueError(f"unknown schedule '{name}'")
+
+
+def train_one_epoch(net: nn.Sequential, loader, optimizer, loss_fn, device: Device, prefix: int, scaler,
+                    schedule, on_batch: Callable[[float], None]) -> tuple[float, float]:
+    """One pass over the training data; returns mean loss and accuracy."""
+    total_loss, correct, seen = 0.0, 0, 0
+    for images, labels in loader:
+        images, labels = device.batch(images), labels.to(device.torch)
+        with device.autocast():
+            logits = forward(net, images, prefix)
+            loss = loss_fn(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if schedule is not None:
+            schedule.step()
+        total_loss += loss.item() * len(labels)
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+        on_batch(loss.item())
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+@torch.no_grad()
+def evaluate(net: nn.Sequential, loader, loss_fn, device: Device) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+    """Mean loss, accuracy, and the predicted and true labels of a whole split."""
+    net.eval()
+    total_loss, preds, truth = 0.0, [], []
+    for images, labels in loader:
+        images, labels = device.batch(images), labels.to(device.torch)
+        with device.autocast():
+            logits = net(images)
+        total_loss += loss_fn(logits.float(), labels).item() * len(labels)
+        preds.append(logits.argmax(1).cpu())
+        truth.append(labels.cpu())
+    if not preds:
+        return math.nan, math.nan, torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
+    pred, true = torch.cat(preds), torch.cat(truth)
+    return total_loss / len(true), (pred == true).float().mean().item(), pred, true

@@ -1,0 +1,242 @@
+"""Data nodes: find labelled images, format them to a fixed size, augment the training split."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
+from nodes._images import DatasetLayoutError, build_image_set, find_split_dirs, sample_grid, tree_fingerprint
+from nodes._values import IMAGES, ImageSet
+
+
+def _class_names(root: str) -> list[str] | None:
+    """Class folder names under a dataset root, found by listing folders only (cheap enough to
+    run during validation); None when the root is unset or unreadable."""
+    folder = Path(root).expanduser()
+    try:
+        if (folder / "PetImages").is_dir():
+            folder = folder / "PetImages"
+        splits = find_split_dirs(folder)
+        if splits:
+            folder = splits["train"]
+        names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return None
+    return names or None
+
+
+class _SplitParams(NodeParams):
+    validation_fraction: float = Field(0.2, ge=0.0, lt=1.0, description=(
+        "Share of each class held out for validation, when the root has no train/validation/test folders"))
+    test_fraction: float = Field(0.1, ge=0.0, lt=1.0, description=(
+        "Share of each class held out for testing, when the root has no train/validation/test folders"))
+    seed: int = Field(0, ge=0, description="Seed of the random split and of max_per_class sampling")
+    max_per_class: int = Field(0, ge=0, description="Use at most this many images per class and split (0: all)")
+    verify: bool = Field(True, description="Decode every image once and skip unreadable files (counted)")
+
+
+def _dataset_facts(root: str, node_id: str | None) -> dict:
+    classes = _class_names(root) if root else None
+    return {"data": {"classes": classes, "dataset_node": node_id, "formatted": False}}
+
+
+def _load(ctx: RunContext, root: Path, params: _SplitParams) -> ImageSet:
+    if params.validation_fraction + params.test_fraction >= 1.0:
+        raise ParamProblem("validation_fraction + test_fraction must leave some images for training",
+                           param="validation_fraction")
+    try:
+        data = build_image_set(root, params.validation_fraction, params.test_fraction, params.seed,
+                               params.max_per_class, params.verify)
+    except DatasetLayoutError as exc:
+        raise ParamProblem(str(exc), param="root") from None
+    data = data.with_(sources={"dataset": ctx.node_id})
+    counts = data.counts()
+    ctx.log(f"{len(data.classes)} classes {list(data.classes)}; images per split {counts}; "
+            f"skipped {data.skipped} unreadable file(s)")
+    for split, n in counts.items():
+        ctx.log_metric(f"{split}_images", n)
+    ctx.log_metric("skipped_images", data.skipped)
+    if not data.split("train"):
+        raise ParamProblem(f"no training images found under '{root}'", param="root")
+    ctx.preview("samples", sample_grid(data, seed=params.seed))
+    return data
+
+
+class ImageFolderDataset(Node):
+    """Labelled images from a folder: either train/ validation/ test/ folders each holding one
+    sub-folder per class, or one folder of class sub-folders split by fractions with a seed."""
+
+    type = "data.image_folder"
+    title = "Image folder dataset"
+    category = "Data"
+    outputs = (Port("data", IMAGES, "Image files with labels and splits"),)
+
+    class Params(_SplitParams):
+        root: str = Field("", description="Folder of the dataset (class sub-folders, or train/validation/test)")
+
+    @classmethod
+    def fingerprint(cls, params: Params) -> str:
+        return tree_fingerprint(Path(params.root)) if params.root else "no-root"
+
+    @classmethod
+    def infer(cls, params: Params, inputs, node_id: str | None = None):
+        if not params.root:
+            raise ParamProblem("set root to a folder of images", param="root")
+        return _dataset_facts(params.root, node_id)
+
+    def run(self, ctx: RunContext, params: Params) -> dict:
+        return {"data": _load(ctx, Path(params.root), params)}
+
+
+PET_URL_NOTE = ("set root to a local folder instead: an image-folder layout (train/ validation/ test/ "
+                "with a folder per class, e.g. cat/ and dog/), or one folder of class folders such as "
+                "Microsoft's PetImages (PetImages/Cat, PetImages/Dog)")
+
+
+class CatsVsDogsDataset(Node):
+    """Cats vs dogs. With no root, downloads the Oxford-IIIT Pet images (cat/dog labels) into the
+    workspace; with a root, reads a local copy (an image-folder layout or Microsoft's PetImages,
+    whose corrupt and non-RGB files are skipped or converted)."""
+
+    type = "data.cats_vs_dogs"
+    title = "Cats vs dogs dataset"
+    category = "Data"
+    outputs = (Port("data", IMAGES, "Cat and dog images with labels and splits"),)
+
+    class Params(_SplitParams):
+        root: str = Field("", description="Local copy of the data; empty downloads Oxford-IIIT Pet when online")
+        download_timeout: float = Field(20.0, gt=0, le=600, description="Seconds to wait for the server")
+
+    @classmethod
+    def fingerprint(cls, params: Params) -> str:
+        return tree_fingerprint(Path(params.root)) if params.root else "download:oxford-iiit-pet"
+
+    @classmethod
+    def infer(cls, params: Params, inputs, node_id: str | None = None):
+        return _dataset_facts(params.root, node_id)
+
+    def run(self, ctx: RunContext, params: Params) -> dict:
+        root = Path(params.root) if params.root else self._download(ctx, params.download_timeout)
+        return {"data": _load(ctx, root, params)}
+
+    def _download(self, ctx: RunContext, timeout: float) -> Path:
+        """Oxford-IIIT Pet into the workspace, re-sorted into cat/ and dog/ folders (links, not copies)."""
+        from torchvision.datasets import OxfordIIITPet
+
+        base = ctx.workspace / "datasets"
+        target = base / "cats_vs_dogs"
+        if (target / "train").is_dir():
+            return target
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(timeout)
+        try:
+            ctx.log("downloading Oxford-IIIT Pet (about 800 MB)")
+            OxfordIIITPet(str(base), split="trainval", target_types="binary-category", download=True)
+        except Exception as exc:
+            raise RuntimeError(f"node '{ctx.node_id}' could not download the cats-vs-dogs images "
+                               f"({type(exc).__name__}: {exc}); this machine may be offline: {PET_URL_NOTE}") from None
+        finally:
+            socket.setdefaulttimeout(previous)
+        pets = base / "oxford-iiit-pet"
+        staging = base / ".cats_vs_dogs.tmp"
+        for split, listing in (("train", "trainval.txt"), ("test", "test.txt")):
+            for line in (pets / "annotations" / listing).read_text().splitlines():
+                name, _, species, *_ = line.split()
+                folder = staging / split / ("cat" if species == "1" else "dog")
+                folder.mkdir(parents=True, exist_ok=True)
+                link = folder / f"{name}.jpg"
+                if not link.exists():
+                    link.symlink_to((pets / "images" / f"{name}.jpg").resolve())
+        staging.rename(target)
+        return target
+
+
+class ImageFormatter(Node):
+    """Makes every image the same shape: resize, then crop to height×width, pick channels and
+    normalise (ImageNet statistics suit ImageNet-pretrained backbones)."""
+
+    type = "data.format"
+    title = "Image formatter"
+    category = "Data"
+    inputs = (Port("data", IMAGES),)
+    outputs = (Port("data", IMAGES, "The same images, with their size and normalisation set"),)
+
+    class Params(NodeParams):
+        height: int = Field(150, ge=8, le=2048, description="Output image height in pixels")
+        width: int = Field(150, ge=8, le=2048, description="Output image width in pixels")
+        channels: Literal[1, 3] = Field(3, description="3 for RGB, 1 for grayscale")
+        resize: Literal["shorter_side", "stretch"] = Field("shorter_side", description=(
+            "shorter_side keeps the aspect ratio and crops; stretch resizes straight to height×width"))
+        crop: Literal["center", "random"] = Field("center", description=(
+            "How to crop after resizing; random crops apply to the training split only"))
+        normalize: Literal["imagenet", "none"] = Field("imagenet", description="Per-channel normalisation")
+
+    @classmethod
+    def infer(cls, params: Params, inputs, node_id: str | None = None):
+        return {"data": {**inputs.get("data", {}), "formatted": True, "image_size": [params.height, params.width],
+                         "channels": params.channels, "format_node": node_id}}
+
+    def run(self, ctx: RunContext, params: Params, data: ImageSet) -> dict:
+        formatted = data.with_(format=params.model_dump(mode="json"),
+                               sources={**data.sources, "format": ctx.node_id})
+        ctx.preview("samples", sample_grid(formatted, seed=ctx.seed))
+        return {"data": formatted}
+
+
+class Augmentation(Node):
+    """Random changes to training images (flips, crops, rotation, colour, blur, policies, erasing)
+    so a small dataset goes further. Validation and test images are never augmented."""
+
+    type = "data.augment"
+    title = "Augmentation"
+    category = "Data"
+    inputs = (Port("data", IMAGES),)
+    outputs = (Port("data", IMAGES, "The same images with training-time augmentation"),)
+
+    class Params(NodeParams):
+        hflip: float = Field(0.5, ge=0, le=1, description="Probability of a horizontal flip")
+        vflip: float = Field(0.0, ge=0, le=1, description="Probability of a vertical flip")
+        random_resized_crop: bool = Field(False, description="Crop a random area and resize it (replaces the formatter's crop)")
+        min_scale: float = Field(0.5, gt=0, le=1, description="Smallest area kept by the random resized crop")
+        rotation: float = Field(0.0, ge=0, le=180, description="Maximum rotation in degrees")
+        color_jitter: float = Field(0.0, ge=0, le=1, description="Brightness/contrast/saturation jitter strength")
+        blur: float = Field(0.0, ge=0, le=1, description="Probability of a Gaussian blur")
+        blur_sigma: float = Field(1.5, gt=0, le=10, description="Largest blur sigma")
+        policy: Literal["none", "autoaugment", "randaugment", "trivialaugment"] = Field(
+            "none", description="A learned or random augmentation policy")
+        random_erasing: float = Field(0.0, ge=0, le=1, description="Probability of erasing a random rectangle")
+
+    @classmethod
+    def infer(cls, params: Params, inputs, node_id: str | None = None):
+        return {"data": {**inputs.get("data", {}), "augmented": True}}
+
+    @staticmethod
+    def ops(params: Params) -> list[dict]:
+        ops: list[dict] = []
+        if params.random_resized_crop:
+            ops.append({"op": "random_resized_crop", "min_scale": params.min_scale})
+        if params.hflip:
+            ops.append({"op": "hflip", "p": params.hflip})
+        if params.vflip:
+            ops.append({"op": "vflip", "p": params.vflip})
+        if params.rotation:
+            ops.append({"op": "rotation", "degrees": params.rotation})
+        if params.color_jitter:
+            ops.append({"op": "color_jitter", "strength": params.color_jitter})
+        if params.blur:
+            ops.append({"op": "gaussian_blur", "p": params.blur, "sigma": params.blur_sigma, "kernel": 5})
+        if params.policy != "none":
+            ops.append({"op": params.policy})
+        if params.random_erasing:
+            ops.append({"op": "random_erasing", "p": params.random_erasing})
+        return ops
+
+    def run(self, ctx: RunContext, params: Params, data: ImageSet) -> dict:
+        augmented = data.with_(augment=tuple(self.ops(params)), sources={**data.sources, "augment": ctx.node_id})
+        if augmented.format:
+            ctx.preview("samples", sample_grid(augmented, train=True, seed=ctx.seed))
+        return {"data": augmented}

@@ -1,0 +1,294 @@
+"""Model nodes: each adds a layer to an architecture spec; shapes propagate, so nobody types in_features.
+
+The value is a JSON spec (see ``nodes._models``), cheap to cache; the network itself is built by
+the trainer. Every node's ``infer`` builds the same spec on the meta device to report the output
+shape and the blocks with their parameter counts (which the fine-tune layer picker shows).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
+from nodes._models import ACTIVATIONS, ARCHS, SpecError, WeightsUnavailable, imagenet_weights, summarize
+from nodes._values import MODEL, ModelValue
+
+NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+
+
+def model_facts(model: ModelValue | dict[str, Any], param: str | None = None) -> dict[str, Any]:
+    """What static checking knows of a model: shapes, and the blocks with parameter counts and
+    whether each trains. Raises ParamProblem when the spec cannot be built."""
+    if isinstance(model, ModelValue):
+        spec, frozen, input_node = model.spec, list(model.frozen), model.spec.get("input_node")
+    else:
+        spec, frozen, input_node = model["spec"], list(model.get("frozen", [])), model.get("input_node")
+    try:
+        summary = summarize(spec)
+    except SpecError as exc:
+        raise ParamProblem(str(exc), param=param) from None
+    layers = [{**b, "trainable": b["name"] not in frozen} for b in summary["blocks"]]
+    return {"spec": spec, "frozen": frozen, "input_node": input_node, "input_shape": spec["input_shape"],
+            "output_shape": summary["output_shape"], "layers": layers}
+
+
+class _LayerNode(Node):
+    """A node that appends one layer to the incoming model."""
+
+    category = "Model"
+    inputs = (Port("model", MODEL),)
+    outputs = (Port("model", MODEL),)
+    #: the param blamed when the layer does not fit the incoming shape
+    blame: str | None = None
+
+    @classmethod
+    def layer(cls, params: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @classmethod
+    def frozen_after(cls, params: Any, frozen: list[str], spec: dict[str, Any]) -> list[str]:
+        return frozen
+
+    @classmethod
+    def _extend(cls, params: Any, spec: dict[str, Any], frozen: list[str]) -> tuple[dict[str, Any], list[str]]:
+        new_spec = {**spec, "layers": [*spec["layers"], cls.layer(params)]}
+        return new_spec, cls.frozen_after(params, frozen, new_spec)
+
+    @classmethod
+    def infer(cls, params: Any, inputs, node_id: str | None = None):
+        incoming = inputs.get("model") or {}
+        if "spec" not in incoming:
+            return {}
+        spec, frozen = cls._extend(params, incoming["spec"], list(incoming.get("frozen", [])))
+        return {"model": model_facts({"spec": spec, "frozen": frozen, "input_node": incoming.get("input_node")},
+                                     cls.blame)}
+
+    def run(self, ctx: RunContext, params: Any, model: ModelValue) -> dict:
+        spec, frozen = self._extend(params, model.spec, list(model.frozen))
+        extended = model.with_(spec=spec, frozen=tuple(frozen))
+        facts = model_facts(extended, self.blame)
+        ctx.log(f"output shape {facts['output_shape']}")
+        return {"model": extended}
+
+
+class _NamedParams(NodeParams):
+    name: str = Field("", description="Layer name used by fine-tuning (default: the kind and a number)")
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if value and not re.match(NAME_PATTERN, value):
+            raise ValueError("use letters, digits and underscores, starting with a letter")
+        return value
+
+
+def _auto_name(kind: str, spec: dict[str, Any], wanted: str) -> str:
+    if wanted:
+        return wanted
+    taken = {layer["name"] for layer in spec["layers"]}
+    n = 1
+    while f"{kind}{n}" in taken:
+        n += 1
+    return f"{kind}{n}"
+
+
+class InputLayer(Node):
+    """Where a model starts: the shape of the images it takes (channels × height × width)."""
+
+    type = "model.input"
+    title = "Input layer"
+    category = "Model"
+    outputs = (Port("model", MODEL, "An empty model that takes images of this shape"),)
+
+    class Params(NodeParams):
+        height: int = Field(150, ge=8, le=2048, description="Image height in pixels")
+        width: int = Field(150, ge=8, le=2048, description="Image width in pixels")
+        channels: Literal[1, 3] = Field(3, description="3 for RGB, 1 for grayscale")
+
+    @staticmethod
+    def spec(params: Params, node_id: str | None) -> dict[str, Any]:
+        return {"input_shape": [params.channels, params.height, params.width], "layers": [], "input_node": node_id}
+
+    @classmethod
+    def infer(cls, params: Params, inputs, node_id: str | None = None):
+        return {"model": model_facts({"spec": cls.spec(params, node_id)})}
+
+    def run(self, ctx: RunContext, params: Params) -> dict:
+        return {"model": ModelValue(spec=self.spec(params, ctx.node_id))}
+
+
+class Backbone(_LayerNode):
+    """A torchvision network without its classifier, used as a feature extractor: its feature
+    blocks are added under their names (VGG: block1..block5; ResNet: stem, layer1..layer4)."""
+
+    type = "model.backbone"
+    title = "Backbone"
+    blame = "arch"
+
+    class Params(NodeParams):
+        arch: Literal[ARCHS] = Field("vgg16", description="Which torchvision architecture")  # type: ignore[valid-type]
+        weights: str = Field("imagenet", description=(
+            "imagenet (downloaded once into the workspace), none (random init), or a path to a weights file "
+            "(.safetensors or .pth: torchvision's keys, or a state dict exported by nodeflow)"))
+        feature_extractor: bool = Field(True, description="Freeze every backbone parameter (unfreeze later with fine-tune)")
+
+    @classmethod
+    def fingerprint(cls, params: Params) -> str | None:
+        if params.weights in ("imagenet", "none"):
+            return None
+        path = Path(params.weights).expanduser()
+        if not path.is_file():
+            return "missing"
+        stat = path.stat()
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+    @classmethod
+    def layer(cls, params: Params) -> dict[str, Any]:
+        return {"kind": "backbone", "name": "backbone", "arch": params.arch, "weights": params.weights}
+
+    @classmethod
+    def frozen_after(cls, params: Params, frozen: list[str], spec: dict[str, Any]) -> list[str]:
+        if not params.feature_extractor:
+            return frozen
+        blocks = [b["name"] for b in summarize(spec)["blocks"] if b["kind"] == "backbone"]
+        return frozen + [b for b in blocks if b not in frozen]
+
+    @classmethod
+    def infer(cls, params: Params, inputs, node_id: str | None = None):
+        if params.weights not in ("imagenet", "none") and not Path(params.weights).expanduser().is_file():
+            raise ParamProblem(f"weights file '{params.weights}' does not exist; give an existing file, "
+                               f"or 'imagenet' or 'none'", param="weights")
+        try:
+            return super().infer(params, inputs, node_id)
+        except SpecError as exc:
+            raise ParamProblem(str(exc), param="arch") from None
+
+    def run(self, ctx: RunContext, params: Params, model: ModelValue) -> dict:
+        result = super().run(ctx, params, model)["model"]
+        if params.weights == "none":
+            return {"model": result}
+        if params.weights == "imagenet":
+            try:
+                path = imagenet_weights(params.arch, ctx.workspace / "weights")
+            except WeightsUnavailable as exc:
+                raise RuntimeError(f"node '{ctx.node_id}': {exc}") from None
+        else:
+            path = Path(params.weights).expanduser().resolve()
+        layers = [dict(layer) for layer in result.spec["layers"]]
+        layers[-1]["weights_file"] = str(path)
+        from nodes._models import backbone_blocks
+
+        backbone_blocks(layers[-1])  # fail here, naming this node, if the file does not fit the arch
+        ctx.log(f"{params.arch} weights from {path}")
+        return {"model": result.with_(spec={**result.spec, "layers": layers})}
+
+
+class Flatten(_LayerNode):
+    """Flattens feature maps (C×H×W) into one vector per image, as a dense layer needs."""
+
+    type = "model.flatten"
+    title = "Flatten"
+
+    class Params(_NamedParams):
+        pass
+
+    @classmethod
+    def layer(cls, params: Params) -> dict[str, Any]:
+        return {"kind": "flatten", "name": params.name or "flatten"}
+
+    @classmethod
+    def _extend(cls, params, spec, frozen):
+        named = params.model_copy(update={"name": _auto_name("flatten", spec, params.name)})
+        return super()._extend(named, spec, frozen)
+
+
+class GlobalPool(_LayerNode):
+    """Averages (or maxes) each feature map to one number: a small head that suits any input size."""
+
+    type = "model.global_pool"
+    title = "Global average pool"
+
+    class Params(_NamedParams):
+        mode: Literal["avg", "max"] = Field("avg", description="Average or maximum over each feature map")
+
+    @classmethod
+    def layer(cls, params: Params) -> dict[str, Any]:
+        return {"kind": "global_pool", "name": params.name, "mode": params.mode}
+
+    @classmethod
+    def _extend(cls, params, spec, frozen):
+        named = params.model_copy(update={"name": _auto_name("pool", spec, params.name)})
+        return super()._extend(named, spec, frozen)
+
+
+class Dense(_LayerNode):
+    """A fully connected layer. With units 'auto' it becomes the output layer with one unit per
+    class of the dataset the trainer gets."""
+
+    type = "model.dense"
+    title = "Dense"
+    blame = "units"
+
+    class Params(_NamedParams):
+        units: int | Literal["auto"] = Field(256, description="Output size; 'auto' = number of classes")
+        activation: Literal[tuple(ACTIVATIONS)] = Field("relu", description="Activation after the layer")  # type: ignore[valid-type]
+        dropout: float = Field(0.0, ge=0, lt=1, description="Dropout after the activation")
+
+        @field_validator("units")
+        @classmethod
+        def _positive(cls, value):
+            if value != "auto" and value < 1:
+                raise ValueError("units must be at least 1, or 'auto'")
+            return value
+
+    @classmethod
+    def layer(cls, params: Params) -> dict[str, Any]:
+        return {"kind": "dense", "name": params.name, "units": params.units, "activation": params.activation,
+                "dropout": params.dropout}
+
+    @classmethod
+    def _extend(cls, params, spec, frozen):
+        named = params.model_copy(update={"name": _auto_name("dense", spec, params.name)})
+        return super()._extend(named, spec, frozen)
+
+
+class BatchNorm(_LayerNode):
+    """Batch normalisation over features (after dense) or channels (after a backbone)."""
+
+    type = "model.batchnorm"
+    title = "Batch norm"
+
+    class Params(_NamedParams):
+        pass
+
+    @classmethod
+    def layer(cls, params: Params) -> dict[str, Any]:
+        return {"kind": "batchnorm", "name": params.name}
+
+    @classmethod
+    def _extend(cls, params, spec, frozen):
+        named = params.model_copy(update={"name": _auto_name("bn", spec, params.name)})
+        return super()._extend(named, spec, frozen)
+
+
+class Dropout(_LayerNode):
+    """Randomly zeroes a share of activations while training, against over-fitting."""
+
+    type = "model.dropout"
+    title = "Dropout"
+
+    class Params(_NamedParams):
+        p: float = Field(0.5, ge=0, lt=1, description="Share of activations dropped while training")
+
+    @classmethod
+    def layer(cls, params: Params) -> dict[str, Any]:
+        return {"kind": "dropout", "name": params.name, "p": params.p}
+
+    @classmethod
+    def _extend(cls, params, spec, frozen):
+        named = params.model_copy(update={"name": _auto_name("dropout", spec, params.name)})
+        return super()._extend(named, spec, frozen)

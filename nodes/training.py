@@ -1,0 +1,219 @@
+"""Training nodes: the trainer, and fine-tune (choose which blocks of a trained model train next)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
+from nodes._images import loader
+from nodes._torch import resolve_device, seed_everything
+from nodes._training import (apply_freezing, evaluate, frozen_prefix, make_optimizer, make_schedule, network,
+                             param_groups, resolve_spec, set_mode, train_one_epoch)
+from nodes._values import IMAGES, MODEL, TRAINED_MODEL, ImageSet, ModelValue
+from nodes.model import model_facts
+
+
+def check_fit(model: dict[str, Any], data: dict[str, Any]) -> None:
+    """Raise ParamProblem when the images a trainer gets cannot go into the model it gets; the
+    message names the nodes to change (formatter, input layer, output layer)."""
+    format_node = data.get("format_node") or "the image formatter"
+    input_node = model.get("input_node") or "the input layer"
+    if data.get("formatted") is False:
+        source = data.get("dataset_node") or "the dataset"
+        raise ParamProblem(f"the images from '{source}' have no fixed size; put an image formatter between "
+                           f"'{source}' and this node", port="data", other_node=data.get("dataset_node"))
+    if data.get("image_size") and model.get("input_shape"):
+        made = [data["channels"], *data["image_size"]]
+        wanted = list(model["input_shape"])
+        if made != wanted:
+            c, h, w = made
+            c2, h2, w2 = wanted
+            raise ParamProblem(
+                f"image formatter '{format_node}' makes {c}×{h}×{w} images (channels×height×width) but input "
+                f"layer '{input_node}' expects {c2}×{h2}×{w2}; set {format_node}.height/width/channels or "
+                f"{input_node}.height/width/channels so they match", port="data", other_node=data.get("format_node"))
+    out = model.get("output_shape")
+    if out is not None and len(out) != 1:
+        raise ParamProblem(f"the model's output has shape {out}; end it with flatten (or global pool) and a "
+                           f"dense layer with units 'auto'", port="model")
+    classes = data.get("classes")
+    if out and out[0] != "auto" and classes and out[0] != len(classes):
+        last = model["layers"][-1]["name"] if model.get("layers") else "the last layer"
+        raise ParamProblem(f"the model ends in {out[0]} outputs ('{last}') but the data has {len(classes)} classes "
+                           f"{classes}; set {last}.units to {len(classes)} or 'auto'", port="model")
+    if model.get("classes") and classes and list(model["classes"]) != list(classes):
+        raise ParamProblem(f"the model was trained on classes {model['classes']} but the data has {classes}",
+                           port="data")
+
+
+class Trainer(Node):
+    """Trains a model on the training split and scores it on the validation split after every
+    epoch (train loss, validation loss and accuracy are logged as metrics)."""
+
+    type = "train.trainer"
+    title = "Trainer"
+    category = "Training"
+    inputs = (Port("model", MODEL, "An architecture, or a trained model to keep training"),
+              Port("data", IMAGES, "Formatted images with train and validation splits"))
+    outputs = (Port("model", TRAINED_MODEL, "The trained model with its history"),)
+
+    class Params(NodeParams):
+        optimizer: Literal["sgd", "adam", "adamw", "rmsprop"] = Field("rmsprop", description="Optimisation algorithm")
+        lr: float = Field(2e-5, gt=0, le=10, description="Learning rate")
+        momentum: float = Field(0.9, ge=0, lt=1, description="Momentum (SGD only)")
+        weight_decay: float = Field(0.0, ge=0, le=1, description="L2 weight decay")
+        epochs: int = Field(30, ge=1, le=10_000, description="Passes over the training split")
+        batch_size: int = Field(20, ge=1, le=4096, description="Images per step")
+        loss: Literal["cross_entropy"] = Field("cross_entropy", description="Classification loss")
+        label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the loss")
+        schedule: Literal["none", "cosine", "step", "onecycle"] = Field("none", description="Learning-rate schedule")
+        step_size: int = Field(10, ge=1, description="Epochs between LR drops (step schedule)")
+        gamma: float = Field(0.1, gt=0, le=1, description="LR factor at each drop (step schedule)")
+        head_lr_mult: float = Field(1.0, gt=0, le=1000, description=(
+            "Learning-rate multiplier for the layers after the backbone (the new head)"))
+        early_stopping: int = Field(0, ge=0, description=(
+            "Stop after this many epochs without a lower validation loss and keep the best weights (0: off)"))
+        seed: int = Field(0, ge=0, description="Seed of weight init, data order and dropout")
+        mixed_precision: bool = Field(True, description="bf16/fp16 autocast on CUDA (ignored on CPU)")
+        workers: int = Field(0, ge=0, le=64, description="Data-loading worker processes (0: load in this process)")
+
+    @classmethod
+    def infer(cls, params: Params, inputs, node_id: str | None = None):
+        model, data = inputs.get("model") or {}, inputs.get("data") or {}
+        check_fit(model, data)
+        if "spec" not in model:
+            return {}
+        return {"model": {**model, "trained": True, "classes": data.get("classes")}}
+
+    def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
+        check_fit(self._value_facts(model), self._data_facts(data))
+        device = resolve_device(ctx.device, params.mixed_precision)
+        generator = seed_everything(params.seed)
+        num_classes = len(data.classes)
+        net = network(model, num_classes)
+        apply_freezing(net, model.frozen)
+        net = device.prepare(net)
+        prefix = frozen_prefix(net, model.frozen)
+        groups = param_groups(net, model, params.lr, params.head_lr_mult)
+        if not groups:
+            raise ParamProblem("every layer of the model is frozen: nothing to train; unfreeze some blocks "
+                               "(fine-tune node) or set the backbone's feature_extractor to false", port="model")
+        trainable = sum(p.numel() for g in groups for p in g["params"])
+        ctx.log(f"training {trainable:,} parameters on {device.torch} ({len(data.split('train'))} images, "
+                f"{num_classes} classes)")
+        ctx.log_metric("trainable_params", trainable)
+        optimizer = make_optimizer(params.optimizer, groups, params.momentum, params.weight_decay)
+        train_loader = loader(data, "train", params.batch_size, True, generator, params.workers, device.is_cuda)
+        val_loader = loader(data, "validation", params.batch_size, False, None, params.workers, device.is_cuda)
+        schedule = make_schedule(params.schedule, optimizer, params.epochs, len(train_loader), params.step_size,
+                                 params.gamma)
+        scaler = torch.amp.GradScaler(device.torch.type) if device.needs_scaler else None
+        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
+        history = list(model.history)
+        best: tuple[float, dict[str, Any]] | None = None
+        stale = 0
+        step = 0
+        total = params.epochs * len(train_loader)
+
+        def on_batch(loss: float) -> None:
+            nonlocal step
+            step += 1
+            ctx.log_metric("batch_loss", loss, step=step)
+            ctx.progress(step, total)
+
+        for epoch in range(1, params.epochs + 1):
+            set_mode(net, True, model.frozen, model.bn_frozen)
+            train_loss, train_acc = train_one_epoch(net, train_loader, optimizer, loss_fn, device, prefix, scaler,
+                                                    schedule, on_batch)
+            val_loss, val_acc, _, _ = evaluate(net, val_loader, loss_fn, device)
+            record = {"epoch": len(history) + 1, "train_loss": train_loss, "train_accuracy": train_acc,
+                      "val_loss": val_loss, "val_accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"]}
+            history.append(record)
+            for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+                if not math.isnan(record[name]):
+                    ctx.log_metric(name, record[name], step=epoch)
+            ctx.log(f"epoch {epoch}/{params.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f}, "
+                    f"val loss {val_loss:.4f} acc {val_acc:.3f}")
+            if params.early_stopping and not math.isnan(val_loss):
+                if best is None or val_loss < best[0]:
+                    best = (val_loss, {k: v.detach().cpu().clone() for k, v in net.state_dict().items()})
+                    stale = 0
+                else:
+                    stale += 1
+                    if stale >= params.early_stopping:
+                        ctx.log(f"early stop after epoch {epoch}: no better validation loss for {stale} epochs")
+                        break
+        state = best[1] if best is not None else {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        if best is not None:
+            ctx.log(f"kept the weights with the lowest validation loss ({best[0]:.4f})")
+        trained = ModelValue(spec=resolve_spec(model.spec, num_classes), frozen=model.frozen,
+                             bn_frozen=model.bn_frozen, state=state, classes=data.classes, format=data.format,
+                             history=tuple(history))
+        return {"model": trained}
+
+    @staticmethod
+    def _value_facts(model: ModelValue) -> dict[str, Any]:
+        facts = model_facts(model)
+        facts["classes"] = list(model.classes) if model.trained else None
+        return facts
+
+    @staticmethod
+    def _data_facts(data: ImageSet) -> dict[str, Any]:
+        fmt = data.format
+        facts: dict[str, Any] = {"classes": list(data.classes), "formatted": fmt is not None,
+                                 "dataset_node": data.sources.get("dataset"), "format_node": data.sources.get("format")}
+        if fmt:
+            facts.update(image_size=[fmt["height"], fmt["width"]], channels=fmt["channels"])
+        return facts
+
+
+class FineTune(Node):
+    """Chooses which blocks of a model train next: unfreeze blocks by name (e.g. block5 of VGG16,
+    layer4 of ResNet) or the last N frozen ones. Returns a new model; its input is never changed."""
+
+    type = "train.finetune"
+    title = "Fine-tune (unfreeze)"
+    category = "Training"
+    inputs = (Port("model", MODEL, "Usually a trained model"),)
+    outputs = (Port("model", MODEL, "The same weights with the chosen blocks trainable"),)
+
+    class Params(NodeParams):
+        unfreeze: list[str] = Field(default_factory=lambda: ["block5"], description=(
+            "Blocks or layers to make trainable, by name (see the model's layer list)"))
+        last_n: int = Field(0, ge=0, le=1000, description="Also unfreeze the last N frozen blocks")
+        freeze_batchnorm: bool = Field(True, description=(
+            "Keep batch-norm statistics fixed while fine-tuning (usual with small batches)"))
+
+    @classmethod
+    def _apply(cls, params: Params, layers: list[dict[str, Any]], frozen: list[str]) -> list[str]:
+        names = [layer["name"] for layer in layers]
+        unknown = [n for n in params.unfreeze if n not in names]
+        if unknown:
+            raise ParamProblem(f"the model has no layer {', '.join(repr(n) for n in unknown)}; its layers are "
+                               f"{', '.join(names)}", param="unfreeze")
+        chosen = set(params.unfreeze)
+        frozen_in_order = [n for n in names if n in frozen]
+        if params.last_n:
+            chosen.update(frozen_in_order[-params.last_n:])
+        return [n for n in frozen if n not in chosen]
+
+    @classmethod
+    def infer(cls, params: Params, inputs, node_id: str | None = None):
+        model = inputs.get("model") or {}
+        if "layers" not in model:
+            return {}
+        frozen = cls._apply(params, model["layers"], list(model.get("frozen", [])))
+        layers = [{**layer, "trainable": layer["name"] not in frozen} for layer in model["layers"]]
+        return {"model": {**model, "frozen": frozen, "layers": layers}}
+
+    def run(self, ctx: RunContext, params: Params, model: ModelValue) -> dict:
+        layers = model_facts(model, "unfreeze")["layers"]
+        frozen = self._apply(params, layers, list(model.frozen))
+        now_trainable = [layer["name"] for layer in layers if layer["name"] in model.frozen and layer["name"] not in frozen]
+        ctx.log(f"unfrozen: {', '.join(now_trainable) or 'nothing'}; still frozen: {', '.join(frozen) or 'nothing'}")
+        ctx.log_metric("trainable_params", sum(b["params"] or 0 for b in layers if b["name"] not in frozen))
+        return {"model": model.with_(frozen=tuple(frozen), bn_frozen=params.freeze_batchnorm)}
