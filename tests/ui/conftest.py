@@ -1,0 +1,139 @@
+"""Fixtures for the editor tests: an in-process simulated user (fast) and a real headless Chromium
+driving a server subprocess (the drag-and-wire paths)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from nodeflow.session import Session
+
+from .server import ROOT, demo_graph, pack_registry
+
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+# -- simulated user (nicegui.testing) --------------------------------------------------------------
+@pytest.fixture
+async def editor(workspace: Path, caplog: pytest.LogCaptureFixture):
+    """(user, session, hub) with the editor page registered on a fresh NiceGUI app."""
+    pytest.importorskip("nicegui")
+    from nicegui.testing.user_simulation import user_simulation
+
+    from nodeflow.ui.app import create_app
+
+    session = Session(pack_registry(), workspace, graph=demo_graph(), device="cpu")
+    async with user_simulation() as user:
+        hub = create_app(session)
+        yield user, session, hub
+    session.stop()
+    session.wait(5)
+    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
+    assert not errors, f"unexpected ERROR logs: {[r.getMessage() for r in errors]}"
+
+
+# -- real browser -----------------------------------------------------------------------------------
+def chromium_path() -> str | None:
+    candidates = [os.environ.get("NODEFLOW_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium"),
+                  shutil.which("chromium-browser")]
+    return next((c for c in candidates if c and Path(c).is_file()), None)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """``python -m tests.ui.server`` on a free port, with its own workspace."""
+
+    def __init__(self, workspace: Path, *extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workspace = workspace
+        self.log = workspace.parent / f"server-{self.port}.log"
+        # without pytest's variables: NiceGUI would think it runs under its own screen fixture
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "NICEGUI"))}
+        env["PYTHONUNBUFFERED"] = "1"
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.ui.server", "--port", str(self.port),
+                                      "--workspace", str(workspace), *extra], cwd=ROOT, env=env,
+                                     stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"editor server exited: {self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/api/status", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError(f"editor server did not start: {self.log.read_text()[-3000:]}")
+
+    def api(self, method: str, path: str, **kw):
+        response = httpx.request(method, self.url + path, timeout=30, **kw)
+        return response
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Module-scoped: sync Playwright keeps a loop alive in this thread, which the async
+    (simulated-user) tests in other modules must not find."""
+    path = chromium_path()
+    if path is None:
+        pytest.skip("no chromium found (apt-get install chromium, or set NODEFLOW_CHROMIUM)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=path, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def pack_server(tmp_path_factory):
+    server = Server(tmp_path_factory.mktemp("pack") / "workspace")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def page(browser, pack_server):
+    """A tab on the test-pack server, with the demo graph restored and the canvas drawn."""
+    pack_server.api("POST", "/api/stop")
+    pack_server.api("PUT", "/api/graph", json=demo_graph().model_dump(mode="json"))
+    context = browser.new_context(viewport={"width": 1500, "height": 900})
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    tab.goto(pack_server.url + "/")
+    tab.wait_for_selector(".vue-flow__node[data-id=desc]")
+    tab.wait_for_timeout(300)
+    yield tab
+    context.close()
+    assert not errors, f"errors in the page: {errors}"
+
+
+def shot(tab, name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    tab.screenshot(path=str(path))
+    return path

@@ -1,0 +1,144 @@
+"""Editor logic through NiceGUI's simulated user: no browser, milliseconds per test."""
+
+from __future__ import annotations
+
+from nicegui import ui
+
+from nodeflow.ui.flow_editor import FlowEditor
+from nodeflow.ui.forms import human_count, resolve, widget_kind
+from nodeflow.ui.state import Hub, status_delta
+
+
+def editor_element(user) -> FlowEditor:
+    return next(iter(user.find(FlowEditor).elements))
+
+
+async def test_page_shows_graph_palette_and_run_bar(editor):
+    user, session, hub = editor
+    await user.open("/")
+    await user.should_see("Run all")
+    await user.should_see("Run selected")
+    await user.should_see("Constant")  # palette
+    canvas = editor_element(user)
+    ids = [n["id"] for n in canvas.props["graph"]["nodes"]]
+    assert ids == [n.id for n in session.graph.nodes]
+    assert set(canvas.props["catalogue"]) == {entry["type"] for entry in hub.catalogue_list}
+    add = canvas.props["catalogue"]["test.add"]
+    assert [p["name"] for p in add["inputs"]] == ["a", "b"] and add["inputs"][0]["color"].startswith("#")
+
+
+async def test_canvas_edits_reach_the_session_and_undo(editor):
+    user, session, _ = editor
+    await user.open("/")
+    canvas = editor_element(user)
+    v = session.version
+    user.find(FlowEditor).trigger("edit", {"rid": 1, "kind": "move", "base": v,
+                                           "ops": [{"op": "move", "id": "c1", "x": 11, "y": 22}]})
+    assert session.graph.node("c1").position.x == 11 and session.version == v + 1
+    user.find(FlowEditor).trigger("edit", {"rid": 2, "kind": "connect", "base": v + 1, "ops": [
+        {"op": "connect", "source": "c1", "source_port": "value", "target": "add2", "target_port": "a"}]})
+    assert any(e.target == "add2" for e in session.graph.edges)
+    # an incompatible wire is refused by the session too, and changes nothing
+    before = session.graph
+    user.find(FlowEditor).trigger("edit", {"rid": 3, "kind": "connect", "base": v + 2, "ops": [
+        {"op": "connect", "source": "desc", "source_port": "text", "target": "add2", "target_port": "b"}]})
+    assert session.graph is before
+    await user.should_see("Refused")
+    # a deleted selection is one undo step
+    user.find(FlowEditor).trigger("edit", {"rid": 4, "kind": "delete", "base": session.version, "ops": [
+        {"op": "remove_node", "id": "add"}, {"op": "disconnect", "target": "desc", "target_port": "value"}]})
+    assert not session.graph.has_node("add") and not session.graph.incoming("desc")
+    user.find(FlowEditor).trigger("command", {"name": "undo"})
+    assert session.graph.has_node("add") and session.graph.incoming("desc")
+    user.find(FlowEditor).trigger("command", {"name": "redo"})
+    assert not session.graph.has_node("add")
+    assert canvas is editor_element(user)
+
+
+async def test_selecting_a_node_shows_its_form_and_refuses_bad_values(editor):
+    user, session, _ = editor
+    await user.open("/")
+    user.find(FlowEditor).trigger("select", {"ids": ["slow"]})
+    await user.should_see("Steps [1 … 100000]")
+    steps = next(iter(user.find(ui.number).elements))
+    steps.set_value(5)
+    assert session.graph.node("slow").params["steps"] == 5
+    steps.set_value(0)  # below the bound
+    await user.should_see("Refused")
+    assert session.graph.node("slow").params["steps"] == 5
+    user.find(FlowEditor).trigger("select", {"ids": ["desc"]})
+    select = next(iter(user.find(ui.select).elements))
+    assert set(select.options) == {"plain", "fancy"}
+    select.set_value("fancy")
+    assert session.graph.node("desc").params["style"] == "fancy"
+
+
+async def test_run_to_a_node_updates_badges_and_outputs(editor):
+    user, session, hub = editor
+    session.edit("set_params", id="slow", params={"steps": 3, "delay": 0.0})
+    await user.open("/")
+    user.find(FlowEditor).trigger("run", {"target": "slow"})
+    session.wait(10)
+    states = hub.status_of(hub.snapshot())
+    assert states["slow"]["state"] == "done" and states["add"]["state"] == "done"
+    assert states["desc"]["state"] == "idle"
+    session.run("slow")  # everything it needs is cached now
+    session.wait(10)
+    states = hub.status_of(hub.snapshot())
+    assert states["slow"]["state"] == "cached" and states["c1"]["state"] == "cached"
+    session.edit("set_params", id="slow", params={"steps": 4})
+    states = hub.status_of(hub.snapshot())
+    assert states["slow"]["state"] == "stale" and states["c1"]["state"] == "cached"
+
+
+async def test_http_api_shares_the_session(editor):
+    user, session, _ = editor
+    await user.open("/")
+    import httpx
+    from nicegui import app
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as http:
+        graph = (await http.get("/api/graph")).json()
+        assert [n["id"] for n in graph["nodes"]] == [n.id for n in session.graph.nodes]
+        graph["nodes"] = [n for n in graph["nodes"] if n["id"] != "add2"]
+        assert (await http.put("/api/graph", json=graph)).status_code == 200
+        assert not session.graph.has_node("add2")
+        nodes = (await http.get("/api/nodes")).json()
+        assert any(n["type"] == "test.slow" for n in nodes)
+        plan = (await http.post("/api/run", json={"target": "add"})).json()["plan"]
+        assert plan == {"c1": "run", "c2": "run", "add": "run"}
+        session.wait(10)
+        status = (await http.get("/api/status")).json()
+        assert status["nodes"]["add"]["state"] == "done" and status["nodes"]["add"]["metrics"]["sum"] == 3.0
+        bad = await http.put("/api/graph", json={"format": "nope"})
+        assert bad.status_code == 422
+        assert (await http.post("/api/stop")).status_code == 200
+
+
+def test_status_delta_sends_only_changes():
+    old = {"a": {"state": "idle"}, "b": {"state": "idle"}}
+    new = {"a": {"state": "idle"}, "c": {"state": "running"}}
+    assert status_delta(old, new) == {"c": {"state": "running"}, "b": None}
+
+
+def test_schema_widgets():
+    schema = {"properties": {
+        "lr": {"type": "number", "minimum": 0}, "n": {"type": "integer"}, "on": {"type": "boolean"},
+        "mode": {"enum": ["a", "b"]}, "root": {"anyOf": [{"type": "string"}, {"type": "null"}], "x-nodeflow-path": "folder"},
+        "unfreeze": {"type": "array", "items": {"type": "string"}}, "name": {"type": "string"},
+        "m": {"$ref": "#/$defs/M"}}, "$defs": {"M": {"enum": ["x", "y"]}}}
+    kinds = {n: widget_kind(n, resolve(schema, p)[0]) for n, p in schema["properties"].items()}
+    assert kinds == {"lr": "number", "n": "int", "on": "switch", "mode": "select", "root": "folder",
+                     "unfreeze": "layers", "name": "text", "m": "select"}
+    assert resolve(schema, schema["properties"]["root"])[1] is True
+    assert human_count(138_357_544) == "138.4M" and human_count(512) == "512"
+
+
+def test_summary_prefers_changed_params(workspace):
+    from nodeflow.session import Session
+
+    from .server import demo_graph, pack_registry
+
+    hub = Hub(Session(pack_registry(), workspace, graph=demo_graph()))
+    assert hub.summary("test.slow", {"delay": 0.5}).startswith("delay=0.5")
+    assert "unknown" in hub.summary("nope", {})
