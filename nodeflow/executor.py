@@ -552,7 +552,7 @@ class Executor:
         if scratch_root.exists():
             shutil.rmtree(scratch_root, ignore_errors=True)
         ctx = RunContext(node_id, workspace, device=self.device, seed=int(key[:8], 16), emit=self._emit,
-                         stop_flag=self._stop, scratch=scratch_root)
+                         stop_flag=self._stop, scratch=scratch_root, key=key)
         self._emit(Event("node_started", node_id, {"type": node.type, "key": key}))
         started = time.perf_counter()
         try:
@@ -574,6 +574,7 @@ class Executor:
                                                       "seconds": seconds}))
             return NodeReport("failed", seconds, dict(ctx.metrics), message)
         seconds = time.perf_counter() - started
+        shutil.rmtree(workspace / "checkpoints" / key, ignore_errors=True)  # the cached result supersedes them
         values[node_id] = outputs
         self._last_keys[node_id] = key
         self._emit(Event("node_finished", node_id, {"seconds": seconds, "from_cache": False,

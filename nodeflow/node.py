@@ -125,8 +125,10 @@ class RunContext:
         emit: Callable[[Event], None] | None = None,
         stop_flag: threading.Event | None = None,
         scratch: Path | None = None,
+        key: str = "",
     ) -> None:
         self.node_id = node_id
+        self.key = key
         self.workspace = Path(workspace)
         self.device = device
         self.seed = seed
@@ -163,6 +165,14 @@ class RunContext:
         """A path param as an absolute path: ``~`` expanded, relative paths taken from the folder
         nodeflow was started in (as in any command-line tool; ``infer`` sees the same)."""
         return Path(value).expanduser().absolute()
+
+    @property
+    def checkpoints(self) -> Path:
+        """A folder for this exact node run (same params, same inputs) that outlives an interrupted
+        or crashed attempt, so the next attempt can resume; removed once the node succeeds."""
+        folder = self.workspace / "checkpoints" / (self.key or self.node_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     @property
     def scratch(self) -> Path:

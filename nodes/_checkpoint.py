@@ -1,0 +1,135 @@
+"""Epoch checkpoints a trainer can resume from, with no pickles.
+
+One safetensors file holds every tensor (model weights, optimizer state, RNG states); its
+metadata holds the rest as JSON (epoch, config, history, scheduler state, optimizer structure).
+The file is written atomically, so an interrupted or killed run leaves the previous epoch's
+checkpoint whole.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save
+
+from nodeflow.graph import atomic_write_bytes
+
+FORMAT = "nodeflow.checkpoint/1"
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def _split(tree: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Move every tensor of a nested dict/list into ``tensors``; what is left is JSON."""
+    if isinstance(tree, torch.Tensor):
+        tensors[prefix] = tree.detach().cpu().contiguous()
+        return {"__tensor__": prefix}
+    if isinstance(tree, dict):
+        return {"__dict__": [[_key(k), _split(v, f"{prefix}.{k}", tensors)] for k, v in tree.items()]}
+    if isinstance(tree, (list, tuple)):
+        return [_split(v, f"{prefix}.{i}", tensors) for i, v in enumerate(tree)]
+    return tree
+
+
+def _join(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(tree, dict) and "__tensor__" in tree:
+        return tensors[tree["__tensor__"]]
+    if isinstance(tree, dict) and "__dict__" in tree:
+        return {_unkey(k): _join(v, tensors) for k, v in tree["__dict__"]}
+    if isinstance(tree, list):
+        return [_join(v, tensors) for v in tree]
+    return tree
+
+
+def _key(k: Any) -> Any:
+    return {"int": k} if isinstance(k, int) else k
+
+
+def _unkey(k: Any) -> Any:
+    return k["int"] if isinstance(k, dict) else k
+
+
+def rng_state(generator: torch.Generator | None) -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                             "numpy": list(np.random.get_state())}
+    state["numpy"][1] = torch.from_numpy(state["numpy"][1].astype(np.int64))
+    if generator is not None:
+        state["loader"] = generator.get_state()
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generator: torch.Generator | None) -> None:
+    torch.set_rng_state(state["torch"])
+    version, *rest = state["python"]
+    random.setstate((version, tuple(rest[0]), rest[1]))
+    numpy_state = list(state["numpy"])
+    numpy_state[1] = numpy_state[1].numpy().astype(np.uint32)
+    np.random.set_state(tuple(numpy_state))
+    if generator is not None and "loader" in state:
+        generator.set_state(state["loader"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, *, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, config: dict[str, Any], history: list[dict[str, Any]],
+                    generator: torch.Generator | None = None, extra: dict[str, Any] | None = None) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    meta = {
+        "format": FORMAT,
+        "epoch": epoch,
+        "config": config,
+        "history": history,
+        "model": _split(model.state_dict(), "model", tensors),
+        "optimizer": _split(optimizer.state_dict(), "optimizer", tensors),
+        "scheduler": _split(_scheduler_state(scheduler), "scheduler", tensors),
+        "rng": _split(rng_state(generator), "rng", tensors),
+        "extra": extra or {},
+    }
+    atomic_write_bytes(Path(path), save(tensors, metadata={"nodeflow": json.dumps(meta)}))
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The metadata and tensors of a checkpoint; CheckpointError if it is not one of ours."""
+    try:
+        data = Path(path).read_bytes()
+        tensors = load(data)
+        from safetensors import safe_open  # metadata is only exposed through safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            meta = json.loads((handle.metadata() or {})["nodeflow"])
+    except (OSError, SafetensorError, KeyError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {Path(path).name} is unreadable ({exc})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {Path(path).name} has an unknown format {meta.get('format')!r}")
+    return meta, tensors
+
+
+def restore_checkpoint(path: Path, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                       generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Load a checkpoint into the given objects; returns its metadata (epoch, config, history)."""
+    meta, tensors = read_checkpoint(path)
+    model.load_state_dict(_join(meta["model"], tensors))
+    optimizer.load_state_dict(_join(meta["optimizer"], tensors))
+    if scheduler is not None and meta["scheduler"]:
+        scheduler.load_state_dict(_join(meta["scheduler"], tensors))
+    set_rng_state(_join(meta["rng"], tensors), generator)
+    return meta
+
+
+def _scheduler_state(scheduler: Any) -> dict[str, Any] | None:
+    if scheduler is None:
+        return None
+    state = dict(scheduler.state_dict())
+    state.pop("lr_lambdas", None)  # functions: rebuilt from the config, not saved
+    return state
