@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
+from nodeflow.paths import FolderPath
 from nodes._images import DatasetLayoutError, build_image_set, find_split_dirs, sample_grid, tree_fingerprint
 from nodes._values import IMAGES, ImageSet
 
@@ -76,7 +77,7 @@ class ImageFolderDataset(Node):
     outputs = (Port("data", IMAGES, "Image files with labels and splits"),)
 
     class Params(_SplitParams):
-        root: str = Field("", description="Folder of the dataset (class sub-folders, or train/validation/test)")
+        root: FolderPath = Field("", description="Folder of the dataset (class sub-folders, or train/validation/test)")
 
     @classmethod
     def fingerprint(cls, params: Params) -> str:
@@ -89,7 +90,7 @@ class ImageFolderDataset(Node):
         return _dataset_facts(params.root, node_id)
 
     def run(self, ctx: RunContext, params: Params) -> dict:
-        return {"data": _load(ctx, Path(params.root), params)}
+        return {"data": _load(ctx, ctx.resolve_path(params.root), params)}
 
 
 PET_URL_NOTE = ("set root to a local folder instead: an image-folder layout (train/ validation/ test/ "
@@ -108,7 +109,7 @@ class CatsVsDogsDataset(Node):
     outputs = (Port("data", IMAGES, "Cat and dog images with labels and splits"),)
 
     class Params(_SplitParams):
-        root: str = Field("", description="Local copy of the data; empty downloads Oxford-IIIT Pet when online")
+        root: FolderPath = Field("", description="Local copy of the data; empty downloads Oxford-IIIT Pet when online")
         download_timeout: float = Field(20.0, gt=0, le=600, description="Seconds to wait for the server")
 
     @classmethod
@@ -120,7 +121,7 @@ class CatsVsDogsDataset(Node):
         return _dataset_facts(params.root, node_id)
 
     def run(self, ctx: RunContext, params: Params) -> dict:
-        root = Path(params.root) if params.root else self._download(ctx, params.download_timeout)
+        root = ctx.resolve_path(params.root) if params.root else self._download(ctx, params.download_timeout)
         return {"data": _load(ctx, root, params)}
 
     def _download(self, ctx: RunContext, timeout: float) -> Path:

@@ -13,6 +13,7 @@ from pydantic import Field
 
 from nodeflow.graph import atomic_write_bytes, atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
+from nodeflow.paths import FolderPath
 from nodes._images import LabelledImages, image_files, loader, make_transform
 from nodes._torch import resolve_device
 from nodes._training import evaluate, network
@@ -89,13 +90,13 @@ class Export(Node):
     outputs = (Port("files", FILES, "Paths of the written files by format"),)
 
     class Params(NodeParams):
-        folder: str = Field("", description="Where to write (empty: exports/<node id> in the workspace)")
+        folder: FolderPath = Field("", description="Where to write (empty: exports/<node id> in the workspace)")
         name: str = Field("model", pattern=r"^[A-Za-z0-9_.\-]{1,100}$", description="File name without extension")
         formats: list[Literal["safetensors", "torchscript", "onnx"]] = Field(
             default_factory=lambda: ["safetensors"], min_length=1, description="Which files to write")
 
     def run(self, ctx: RunContext, params: Params, model: ModelValue) -> dict:
-        folder = Path(params.folder).expanduser() if params.folder else ctx.workspace / "exports" / ctx.node_id
+        folder = ctx.resolve_path(params.folder) if params.folder else ctx.workspace / "exports" / ctx.node_id
         folder.mkdir(parents=True, exist_ok=True)
         files: dict[str, str] = {}
         net = network(model, len(model.classes)).eval()
@@ -155,7 +156,7 @@ class Predict(Node):
     outputs = (Port("predictions", PREDICTIONS, "file, label, confidence for each image"),)
 
     class Params(NodeParams):
-        folder: str = Field("", description="Folder of images to classify")
+        folder: FolderPath = Field("", description="Folder of images to classify")
         batch_size: int = Field(64, ge=1, le=4096, description="Images per forward pass")
 
     @classmethod
@@ -171,7 +172,7 @@ class Predict(Node):
         return {}
 
     def run(self, ctx: RunContext, params: Params, model: ModelValue) -> dict:
-        folder = Path(params.folder).expanduser()
+        folder = ctx.resolve_path(params.folder)
         if not folder.is_dir():
             raise ParamProblem(f"folder '{folder}' does not exist", param="folder")
         paths = [str(p) for p in image_files(folder)]

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
+from nodeflow.paths import path_field
 from nodes._models import ACTIVATIONS, ARCHS, SpecError, WeightsUnavailable, imagenet_weights, summarize
 from nodes._values import MODEL, ModelValue
 
@@ -24,15 +25,15 @@ def model_facts(model: ModelValue | dict[str, Any], param: str | None = None) ->
     """What static checking knows of a model: shapes, and the blocks with parameter counts and
     whether each trains. Raises ParamProblem when the spec cannot be built."""
     if isinstance(model, ModelValue):
-        spec, frozen, input_node = model.spec, list(model.frozen), model.spec.get("input_node")
+        spec, frozen = model.spec, list(model.frozen)
     else:
-        spec, frozen, input_node = model["spec"], list(model.get("frozen", [])), model.get("input_node")
+        spec, frozen = model["spec"], list(model.get("frozen", []))
     try:
         summary = summarize(spec)
     except SpecError as exc:
         raise ParamProblem(str(exc), param=param) from None
     layers = [{**b, "trainable": b["name"] not in frozen} for b in summary["blocks"]]
-    return {"spec": spec, "frozen": frozen, "input_node": input_node, "input_shape": spec["input_shape"],
+    return {"spec": spec, "frozen": frozen, "input_node": spec.get("input_node"), "input_shape": spec["input_shape"],
             "output_shape": summary["output_shape"], "layers": layers}
 
 
@@ -64,8 +65,7 @@ class _LayerNode(Node):
         if "spec" not in incoming:
             return {}
         spec, frozen = cls._extend(params, incoming["spec"], list(incoming.get("frozen", [])))
-        return {"model": model_facts({"spec": spec, "frozen": frozen, "input_node": incoming.get("input_node")},
-                                     cls.blame)}
+        return {"model": model_facts({"spec": spec, "frozen": frozen}, cls.blame)}
 
     def run(self, ctx: RunContext, params: Any, model: ModelValue) -> dict:
         spec, frozen = self._extend(params, model.spec, list(model.frozen))
@@ -131,7 +131,7 @@ class Backbone(_LayerNode):
 
     class Params(NodeParams):
         arch: Literal[ARCHS] = Field("vgg16", description="Which torchvision architecture")  # type: ignore[valid-type]
-        weights: str = Field("imagenet", description=(
+        weights: Annotated[str, path_field("file", ["imagenet", "none"])] = Field("imagenet", description=(
             "imagenet (downloaded once into the workspace), none (random init), or a path to a weights file "
             "(.safetensors or .pth: torchvision's keys, or a state dict exported by nodeflow)"))
         feature_extractor: bool = Field(True, description="Freeze every backbone parameter (unfreeze later with fine-tune)")
@@ -177,7 +177,7 @@ class Backbone(_LayerNode):
             except WeightsUnavailable as exc:
                 raise RuntimeError(f"node '{ctx.node_id}': {exc}") from None
         else:
-            path = Path(params.weights).expanduser().resolve()
+            path = ctx.resolve_path(params.weights)
         layers = [dict(layer) for layer in result.spec["layers"]]
         layers[-1]["weights_file"] = str(path)
         from nodes._models import backbone_blocks

@@ -173,7 +173,7 @@ class Trainer(Node):
 
 class FineTune(Node):
     """Chooses which blocks of a model train next: unfreeze blocks by name (e.g. block5 of VGG16,
-    layer4 of ResNet) or the last N frozen ones. Returns a new model; its input is never changed."""
+    layer4 of ResNet) or, with no names, the last N frozen ones. Returns a new model; its input is never changed."""
 
     type = "train.finetune"
     title = "Fine-tune (unfreeze)"
@@ -182,9 +182,10 @@ class FineTune(Node):
     outputs = (Port("model", MODEL, "The same weights with the chosen blocks trainable"),)
 
     class Params(NodeParams):
-        unfreeze: list[str] = Field(default_factory=lambda: ["block5"], description=(
-            "Blocks or layers to make trainable, by name (see the model's layer list)"))
-        last_n: int = Field(0, ge=0, le=1000, description="Also unfreeze the last N frozen blocks")
+        unfreeze: list[str] = Field(default_factory=list, description=(
+            "Blocks or layers to make trainable, by name (see the model's layer list), e.g. block5 or layer4"))
+        last_n: int = Field(1, ge=0, le=1000, description=(
+            "When 'unfreeze' is empty: unfreeze the last N frozen blocks (block5 of VGG16, layer4 of ResNet)"))
         freeze_batchnorm: bool = Field(True, description=(
             "Keep batch-norm statistics fixed while fine-tuning (usual with small batches)"))
 
@@ -196,9 +197,8 @@ class FineTune(Node):
             raise ParamProblem(f"the model has no layer {', '.join(repr(n) for n in unknown)}; its layers are "
                                f"{', '.join(names)}", param="unfreeze")
         chosen = set(params.unfreeze)
-        frozen_in_order = [n for n in names if n in frozen]
-        if params.last_n:
-            chosen.update(frozen_in_order[-params.last_n:])
+        if not chosen and params.last_n:
+            chosen.update([n for n in names if n in frozen][-params.last_n:])
         return [n for n in frozen if n not in chosen]
 
     @classmethod
