@@ -138,8 +138,8 @@ class CatsVsDogsDataset(Node):
             ctx.log("downloading Oxford-IIIT Pet (about 800 MB)")
             OxfordIIITPet(str(base), split="trainval", target_types="binary-category", download=True)
         except Exception as exc:
-            raise RuntimeError(f"node '{ctx.node_id}' could not download the cats-vs-dogs images "
-                               f"({type(exc).__name__}: {exc}); this machine may be offline: {PET_URL_NOTE}") from None
+            raise ParamProblem(f"could not download the cats-vs-dogs images ({type(exc).__name__}: {exc}); "
+                               f"this machine may be offline: {PET_URL_NOTE}", param="root") from None
         finally:
             socket.setdefaulttimeout(previous)
         pets = base / "oxford-iiit-pet"

@@ -175,7 +175,7 @@ class Backbone(_LayerNode):
             try:
                 path = imagenet_weights(params.arch, ctx.workspace / "weights")
             except WeightsUnavailable as exc:
-                raise RuntimeError(f"node '{ctx.node_id}': {exc}") from None
+                raise ParamProblem(str(exc), param="weights") from None
         else:
             path = ctx.resolve_path(params.weights)
         layers = [dict(layer) for layer in result.spec["layers"]]

@@ -80,7 +80,7 @@ def test_imagenet_weights_offline_fail_fast_naming_the_node(registry, shapes, wo
     report = run(registry, graph, workspace, target="vgg16")
     assert report.nodes["vgg16"].status == "failed"
     error = report.nodes["vgg16"].error
-    assert "node 'vgg16'" in error and "vgg16-397923af.pth" in error
+    assert error.startswith("parameter 'weights': could not download") and "vgg16-397923af.pth" in error
     assert str(workspace / "weights") in error and "'none'" in error
 
 
