@@ -116,11 +116,20 @@ def keep_readable(paths: Iterable[Path], workers: int = 4) -> set[Path]:
 
 def build_image_set(root: Path, validation: float, test: float, seed: int, max_per_class: int,
                     verify: bool) -> ImageSet:
+    """Scan, drop unreadable files (counted in ``skipped``), then split and sample, so the
+    fractions apply to images that can actually be used."""
     classes, found = scan(root)
+    groups = {"all": found} if isinstance(found, list) else dict(found)
+    skipped = 0
+    if verify:
+        good = keep_readable(p for items in groups.values() for p, _ in items)
+        kept = {name: [i for i in items if i[0] in good] for name, items in groups.items()}
+        skipped = sum(len(groups[n]) - len(kept[n]) for n in groups)
+        groups = kept
     if isinstance(found, list):
-        splits = split_by_fraction(found, classes, validation, test, seed)
+        splits = split_by_fraction(groups["all"], classes, validation, test, seed)
     else:
-        splits = {k: list(v) for k, v in found.items()}
+        splits = groups
     if max_per_class:
         rng = random.Random(seed)
         for name, items in splits.items():
@@ -129,13 +138,6 @@ def build_image_set(root: Path, validation: float, test: float, seed: int, max_p
                 mine = [i for i in items if i[1] == cls]
                 limited += rng.sample(mine, min(len(mine), max_per_class))
             splits[name] = limited
-    skipped = 0
-    if verify:
-        good = keep_readable(p for items in splits.values() for p, _ in items)
-        for name, items in splits.items():
-            kept = [i for i in items if i[0] in good]
-            skipped += len(items) - len(kept)
-            splits[name] = kept
     index = {c: i for i, c in enumerate(classes)}
     return ImageSet(classes=tuple(classes),
                     splits={k: tuple((str(p.resolve()), index[c]) for p, c in v) for k, v in splits.items()},
