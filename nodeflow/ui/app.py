@@ -60,12 +60,15 @@ class EditorPage:
         ui.page_title("nodeflow")
         self._header()
         self._palette()
-        with ui.right_drawer(value=True, fixed=True).props("width=380 bordered").classes("p-0 nf-right-drawer"):
-            with ui.column().classes("w-full p-3 gap-2"):
-                self.inspector = ui.column().classes("w-full gap-1 nf-inspector")
-                ui.separator()
-                ui.label("Output").classes("text-subtitle1 text-weight-medium")
-                self.output = OutputPanel()
+        with ui.right_drawer(value=True, fixed=True).props("width=370 bordered").classes("p-0 nf-right-drawer"):
+            with ui.tabs().props("dense inline-label align=justify narrow-indicator no-caps").classes("w-full text-indigo-9") as self.tabs:
+                ui.tab("params", "Parameters", icon="tune")
+                ui.tab("output", "Output", icon="insights")
+            with ui.tab_panels(self.tabs, value="params").classes("w-full"):
+                with ui.tab_panel("params").classes("p-3"):
+                    self.inspector = ui.column().classes("w-full gap-1 nf-inspector")
+                with ui.tab_panel("output").classes("p-3"):
+                    self.output = OutputPanel()
         with ui.footer(fixed=True).classes("bg-white text-black p-0 nf-footer").style("border-top: 1px solid #ddd"):
             self.log = ui.log(max_lines=500).classes("w-full h-28 text-xs nf-log")
         snap = hub.snapshot()
@@ -109,7 +112,7 @@ class EditorPage:
             ui.button("Validate", icon="rule", on_click=self.validate).props("flat dense color=white no-caps")
 
     def _palette(self) -> None:
-        with ui.left_drawer(value=True, fixed=True).props("width=230 bordered").classes("p-2 nf-palette"):
+        with ui.left_drawer(value=True, fixed=True).props("width=220 bordered").classes("p-2 nf-palette"):
             ui.label("Nodes").classes("text-subtitle1 text-weight-medium")
             search = ui.input(placeholder="search nodes…").props("dense clearable outlined").classes("w-full")
             ui.label("Drag a node onto the canvas").classes("text-xs text-grey-7")
@@ -236,7 +239,6 @@ class EditorPage:
         self.inspector.clear()
         with self.inspector:
             if spec is None:
-                ui.label("Inspector").classes("text-subtitle1 text-weight-medium")
                 ui.label("Select a node to edit its parameters." if len(self.selected) != 1
                          else "").classes("text-grey-7 text-sm")
                 if len(self.selected) > 1:
@@ -286,6 +288,7 @@ class EditorPage:
         except (RuntimeError, KeyError) as exc:
             ui.notify(str(exc).strip('"'), type="warning")
             return
+        self.tabs.set_value("output")  # the curves are what one watches while it runs
         todo = sum(1 for a in plan.values() if a == "run")
         ui.notify(f"Running {todo} node{'s' if todo != 1 else ''}, {len(plan) - todo} from cache"
                   + (f" up to {target}" if target else ""), type="info", timeout=2500)

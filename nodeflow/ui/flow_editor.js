@@ -7,6 +7,7 @@ import { reactive, ref, markRaw, computed, inject, provide, unref } from "vue";
 import { VueFlow, Handle, Position, MiniMap, Controls, Background, installStyles } from "nodeflow-vueflow";
 
 const DRAG_TYPE = "application/x-nodeflow-type";
+const READABLE_ZOOM = 0.65;
 
 function fits(accepts, expected) {
   return expected === "Any" || (accepts || []).includes(expected);
@@ -212,7 +213,7 @@ export default {
       if (oldEdges.length) store.removeEdges(oldEdges.map((e) => e.id));
       const newEdges = edges.filter((e) => !store.findEdge(e.id));
       if (newEdges.length) store.addEdges(newEdges);
-      if (fit) setTimeout(() => store.fitView({ padding: 0.15 }), 50);
+      if (fit) setTimeout(() => this.fit(), 50);
     },
     sameEdge(a, b) {
       return a.source === b.source && a.sourceHandle === b.sourceHandle && a.target === b.target && a.targetHandle === b.targetHandle;
@@ -246,7 +247,24 @@ export default {
       if (reply.ok) this.version = reply.version;
     },
     fit() {
-      this.store && this.store.fitView({ padding: 0.15 });
+      // Fit the whole graph, but never below a readable zoom: a long pipeline then starts at its
+      // left end (its sources) and the minimap shows the rest.
+      const store = this.store;
+      if (!store) return;
+      const nodes = unref(store.nodes);
+      if (!nodes.length) return;
+      const el = this.$el.getBoundingClientRect();
+      let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+      for (const n of nodes) {
+        const w = (n.dimensions && n.dimensions.width) || 220, hgt = (n.dimensions && n.dimensions.height) || 90;
+        x0 = Math.min(x0, n.position.x); y0 = Math.min(y0, n.position.y);
+        x1 = Math.max(x1, n.position.x + w); y1 = Math.max(y1, n.position.y + hgt);
+      }
+      const pad = 40;
+      const zoom = Math.min(1.1, Math.max(READABLE_ZOOM, Math.min((el.width - 2 * pad) / (x1 - x0), (el.height - 2 * pad) / (y1 - y0))));
+      const x = (x1 - x0) * zoom <= el.width - 2 * pad ? (el.width - (x1 - x0) * zoom) / 2 - x0 * zoom : pad - x0 * zoom;
+      const y = (y1 - y0) * zoom <= el.height - 2 * pad ? (el.height - (y1 - y0) * zoom) / 2 - y0 * zoom : pad - y0 * zoom;
+      store.setViewport({ x, y, zoom });
     },
     // -- canvas -> server ------------------------------------------------------------------------
     send(kind, ops) {

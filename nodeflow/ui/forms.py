@@ -146,7 +146,7 @@ class ParamForm:
         else:
             w = ui.textarea(label + " (JSON)", value=json.dumps(value, indent=1),
                             on_change=lambda e, n=name: self.set_json(n, e.value)).props("debounce=700 autogrow")
-        w.classes("w-full")
+        w.classes("w-full").mark(f"param-{name}")
         if help_text:
             w.tooltip(help_text)
             ui.label(help_text).classes("text-grey-6 text-xs nf-help")
@@ -182,12 +182,14 @@ class ParamForm:
 
 class LayerPicker:
     """Which layers of the incoming model train: checkboxes with parameter counts, plus a freeze
-    boundary (everything before it frozen, everything from it on trainable)."""
+    boundary (frozen blocks before it stay frozen, those from it on train). Layers the incoming
+    model already trains (a new head) are shown checked and locked."""
 
     def __init__(self, form: ParamForm, name: str, value: list[str]) -> None:
         self.form = form
         self.name = name
         self.layers = layer_facts(form.session.input_facts(form.node_id)) or []
+        self.frozen = [layer["name"] for layer in self.layers if not layer.get("trainable")]
         self.chosen = list(value)
         with ui.column().classes("w-full gap-1 nf-layer-picker"):
             ui.label("Layers to train").classes("text-subtitle2")
@@ -197,47 +199,45 @@ class LayerPicker:
                          on_change=lambda e: self.apply(_split(e.value, "string"))).props("debounce=500") \
                     .classes("w-full")
                 return
-            names = [layer["name"] for layer in self.layers]
-            self.boundary = ui.select({i: n for i, n in enumerate(names)} | {len(names): "(freeze all)"},
-                                      label="Freeze boundary: train from this layer on",
-                                      value=self._boundary(), on_change=self.on_boundary).classes("w-full")
-            self.boundary.props("data-role=freeze-boundary")
-            self.total = ui.label("").classes("text-xs text-grey-7")
-            with ui.row().classes("gap-1"):
-                ui.button("none", on_click=lambda: self.apply([])).props("flat dense size=sm")
-                ui.button("all", on_click=lambda: self.apply(names)).props("flat dense size=sm")
+            options = {i: f"from {n} on" for i, n in enumerate(self.frozen)}
+            options[len(self.frozen)] = "none picked (the node's default)"
+            self.boundary = ui.select(options, label="Freeze boundary", value=self._boundary(),
+                                      on_change=self.on_boundary).classes("w-full nf-freeze-boundary")
+            self.total = ui.label("").classes("text-xs text-grey-7 nf-layer-total")
             self.boxes: dict[str, ui.checkbox] = {}
             with ui.column().classes("w-full gap-0 nf-layers"):
                 for layer in self.layers:
                     lname = layer["name"]
+                    locked = bool(layer.get("trainable"))
                     with ui.row().classes("w-full items-center no-wrap gap-1 nf-layer").props(f"data-layer={lname}"):
-                        self.boxes[lname] = ui.checkbox(lname, value=lname in self.chosen,
-                                                        on_change=lambda e, n=lname: self.on_box(n, e.value)) \
+                        box = ui.checkbox(lname, value=locked or lname in self.chosen,
+                                          on_change=lambda e, n=lname: self.on_box(n, e.value)) \
                             .props("dense").classes("grow")
-                        kind = layer.get("kind") or layer.get("type") or ""
-                        ui.label(f"{kind} {human_count(layer.get('params'))}").classes("text-xs text-grey-7")
+                        if locked:
+                            box.disable()
+                            box.tooltip("Already trained by the incoming model")
+                        self.boxes[lname] = box
+                        kind = layer.get("kind") or ""
+                        ui.label(f"{kind} · {human_count(layer.get('params')) or '?'}").classes("text-xs text-grey-7")
             self._refresh()
 
     def _boundary(self) -> int | None:
-        """The boundary, if the chosen layers are exactly a tail of the model; else None."""
-        names = [layer["name"] for layer in self.layers]
-        for i in range(len(names) + 1):
-            if set(names[i:]) == set(self.chosen):
+        """The boundary, if the chosen layers are exactly the frozen tail; else None (a custom pick)."""
+        for i in range(len(self.frozen) + 1):
+            if set(self.frozen[i:]) == set(self.chosen):
                 return i
         return None
 
     def on_boundary(self, e) -> None:
         if e.value is None or e.value == self._boundary():
             return
-        names = [layer["name"] for layer in self.layers]
-        self.apply(names[int(e.value):])
+        self.apply(self.frozen[int(e.value):])
 
     def on_box(self, name: str, checked: bool) -> None:
-        if (name in self.chosen) == checked:
+        if name not in self.frozen or (name in self.chosen) == checked:
             return
-        order = [layer["name"] for layer in self.layers]
         chosen = set(self.chosen) | {name} if checked else set(self.chosen) - {name}
-        self.apply([n for n in order if n in chosen] + [n for n in self.chosen if n not in order])
+        self.apply([n for n in self.frozen if n in chosen] + [n for n in self.chosen if n not in self.frozen])
 
     def apply(self, names: list[str]) -> None:
         if self.form.set(self.name, names):
@@ -247,14 +247,17 @@ class LayerPicker:
     def _refresh(self) -> None:
         if not self.layers:
             return
-        for lname, box in self.boxes.items():
+        for lname in self.frozen:
+            box = self.boxes[lname]
             if box.value != (lname in self.chosen):
                 box.value = lname in self.chosen
         self.boundary.value = self._boundary()
         counts = {layer["name"]: layer.get("params") or 0 for layer in self.layers}
-        trainable = sum(counts[n] for n in self.chosen if n in counts)
-        self.total.set_text(f"{len(self.chosen)} of {len(self.layers)} layers train: "
-                            f"{human_count(trainable) or 0} of {human_count(sum(counts.values())) or 0} parameters")
+        training = [n for n in counts if n in self.chosen or n not in self.frozen]
+        self.total.set_text(f"{len(training)} of {len(self.layers)} layers train: "
+                            f"{human_count(sum(counts[n] for n in training)) or 0} of "
+                            f"{human_count(sum(counts.values())) or 0} parameters"
+                            + ("" if self.chosen else " (no block picked: the node's default applies)"))
 
 
 class FolderPicker:

@@ -16,9 +16,14 @@ def group_series(series: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str,
     groups: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for name, points in series.items():
         low = name.lower()
-        title = "Loss" if "loss" in low else "Accuracy" if "acc" in low else "Other metrics"
+        if len(points) < 2 and not low.startswith(("train_", "val_")):
+            continue  # a one-off number (image counts, parameter count): the metrics table has it
+        if low.startswith("batch"):
+            title = "Per batch"
+        else:
+            title = "Loss" if "loss" in low else "Accuracy" if "acc" in low else "Other metrics"
         groups.setdefault(title, {})[name] = points
-    order = ["Loss", "Accuracy", "Other metrics"]
+    order = ["Loss", "Accuracy", "Per batch", "Other metrics"]
     return {k: groups[k] for k in order if k in groups}
 
 
@@ -37,7 +42,8 @@ def chart_options(title: str, series: dict[str, list[dict[str, Any]]]) -> dict[s
         "tooltip": {"trigger": "axis"},
         "legend": {"top": 0, "right": 4, "textStyle": {"fontSize": 10}},
         "grid": {"left": 44, "right": 12, "top": 30, "bottom": 28},
-        "xAxis": {"type": "value", "name": "epoch" if by_epoch else "step", "nameLocation": "middle",
+        "xAxis": {"type": "value", "name": "batch" if title == "Per batch" else "epoch" if by_epoch or title in
+                  ("Loss", "Accuracy") else "step", "nameLocation": "middle",
                   "nameGap": 20, "minInterval": 1 if not by_epoch else 0},
         "yAxis": {"type": "value", "scale": True},
         "series": [{"name": name, "type": "line", "showSymbol": len(points) < 40, "smooth": False,
@@ -109,6 +115,13 @@ class OutputPanel:
             matrix = find_matrix(previews, metrics)
             if matrix:
                 self._matrix(matrix)
+            table = previews.get("metrics_table")
+            if isinstance(table, dict) and table.get("columns") and isinstance(table.get("rows"), list):
+                ui.table(columns=[{"name": c, "label": c, "field": c, "align": "left" if i == 0 else "right"}
+                                  for i, c in enumerate(table["columns"])],
+                         rows=[{c: (f"{r.get(c):.3g}" if isinstance(r.get(c), float) else r.get(c))
+                                for c in table["columns"]} for r in table["rows"]],
+                         row_key=table["columns"][0]).props("dense flat bordered").classes("w-full nf-class-metrics")
             for title, images in find_images(previews):
                 ui.label(f"What the model sees: {title}").classes("text-subtitle2")
                 with ui.element("div").classes("nf-samples grid grid-cols-4 gap-1 w-full"):
@@ -117,7 +130,7 @@ class OutputPanel:
                             ui.image(image["src"]).classes("w-full rounded").props("fit=contain no-spinner")
                             if image.get("label") is not None:
                                 ui.label(str(image["label"])).classes("text-xs text-grey-8")
-            if not (metrics or groups or matrix or previews):
+            if not (metrics or groups or matrix or previews or live.get("state") == "running"):
                 ui.label("No output yet: run this node (▶ on the node, or 'Run selected').") \
                     .classes("text-grey-7 text-sm")
 

@@ -43,7 +43,7 @@ def test_canvas_draws_nodes_typed_handles_and_badges(page, pack_server):
 
 def test_wire_two_compatible_ports(page, pack_server):
     drag_wire(page, handle(page, "c2", "value", "source"), handle(page, "add2", "a", "target"))
-    page.wait_for_selector('.vue-flow__edge[data-id="add2.a"]')
+    page.wait_for_selector('.vue-flow__edge[data-id="add2.a"]', state="attached")
     page.wait_for_timeout(300)
     edges = pack_server.api("GET", "/api/graph").json()["edges"]
     assert {"source": "c2", "source_port": "value", "target": "add2", "target_port": "a"} in edges
@@ -102,7 +102,8 @@ def test_delete_key_removes_the_selected_node_and_undo_restores_it(page, pack_se
     page.locator(".vue-flow__pane").click(position={"x": 20, "y": 20})
     page.keyboard.press("Control+z")
     page.wait_for_selector('.vue-flow__node[data-id="desc"]')
-    page.wait_for_selector('.vue-flow__edge[data-id="desc.value"]')
+    # attached, not visible: a level edge has a zero-height box, which Playwright calls hidden
+    page.wait_for_selector('.vue-flow__edge[data-id="desc.value"]', state="attached")
 
 
 def test_run_selected_shows_running_then_done_and_reload_keeps_the_graph(page, pack_server, browser):

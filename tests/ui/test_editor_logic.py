@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from nicegui import ui
-
 from nodeflow.ui.flow_editor import FlowEditor
 from nodeflow.ui.forms import human_count, resolve, widget_kind
 from nodeflow.ui.state import Hub, status_delta
@@ -60,14 +58,14 @@ async def test_selecting_a_node_shows_its_form_and_refuses_bad_values(editor):
     await user.open("/")
     user.find(FlowEditor).trigger("select", {"ids": ["slow"]})
     await user.should_see("Steps [1 … 100000]")
-    steps = next(iter(user.find(ui.number).elements))
+    steps = next(iter(user.find(marker="param-steps").elements))
     steps.set_value(5)
     assert session.graph.node("slow").params["steps"] == 5
     steps.set_value(0)  # below the bound
     await user.should_see("Refused")
     assert session.graph.node("slow").params["steps"] == 5
     user.find(FlowEditor).trigger("select", {"ids": ["desc"]})
-    select = next(iter(user.find(ui.select).elements))
+    select = next(iter(user.find(marker="param-style").elements))
     assert set(select.options) == {"plain", "fancy"}
     select.set_value("fancy")
     assert session.graph.node("desc").params["style"] == "fancy"
