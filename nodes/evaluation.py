@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import warnings
@@ -18,7 +19,7 @@ from nodes._images import LabelledImages, image_files, loader, make_transform
 from nodes._torch import resolve_device
 from nodes._training import evaluate, network
 from nodes._values import FILES, IMAGES, METRICS, PREDICTIONS, TRAINED_MODEL, FileList, ImageSet, Metrics, ModelValue
-from nodes.training import Trainer, check_fit
+from nodes.training import check_fit, data_facts, value_facts
 
 
 def scores(pred: torch.Tensor, true: torch.Tensor, classes: tuple[str, ...], beta: float) -> Metrics:
@@ -61,7 +62,7 @@ class Evaluate(Node):
         return {}
 
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
-        check_fit(Trainer._value_facts(model), Trainer._data_facts(data))
+        check_fit(value_facts(model), data_facts(data))
         if not data.split(params.split):
             raise ParamProblem(f"the data has no '{params.split}' images (splits: {data.counts()})", param="split")
         device = resolve_device(ctx.device)
@@ -132,12 +133,7 @@ class Export(Node):
 def onnx_bytes(net: torch.nn.Module, example: torch.Tensor) -> bytes:
     """ONNX through the torch.export-based exporter when onnxscript is installed, else the
     TorchScript-based one (which needs only torch)."""
-    try:
-        import onnxscript  # noqa: F401
-
-        dynamo = True
-    except ImportError:
-        dynamo = False
+    dynamo = importlib.util.find_spec("onnxscript") is not None
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -50,6 +50,23 @@ def check_fit(model: dict[str, Any], data: dict[str, Any]) -> None:
                            port="data")
 
 
+def value_facts(model: ModelValue) -> dict[str, Any]:
+    """The facts ``check_fit`` compares, taken from a model value at run time."""
+    facts = model_facts(model)
+    facts["classes"] = list(model.classes) if model.trained else None
+    return facts
+
+
+def data_facts(data: ImageSet) -> dict[str, Any]:
+    """The facts ``check_fit`` compares, taken from a dataset value at run time."""
+    fmt = data.format
+    facts: dict[str, Any] = {"classes": list(data.classes), "formatted": fmt is not None,
+                             "dataset_node": data.sources.get("dataset"), "format_node": data.sources.get("format")}
+    if fmt:
+        facts.update(image_size=[fmt["height"], fmt["width"]], channels=fmt["channels"])
+    return facts
+
+
 class Trainer(Node):
     """Trains a model on the training split and scores it on the validation split after every
     epoch (train loss, validation loss and accuracy are logged as metrics)."""
@@ -90,7 +107,7 @@ class Trainer(Node):
         return {"model": {**model, "trained": True, "classes": data.get("classes")}}
 
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
-        check_fit(self._value_facts(model), self._data_facts(data))
+        check_fit(value_facts(model), data_facts(data))
         device = resolve_device(ctx.device, params.mixed_precision)
         generator = seed_everything(params.seed)
         num_classes = len(data.classes)
@@ -154,21 +171,6 @@ class Trainer(Node):
                              bn_frozen=model.bn_frozen, state=state, classes=data.classes, format=data.format,
                              history=tuple(history))
         return {"model": trained}
-
-    @staticmethod
-    def _value_facts(model: ModelValue) -> dict[str, Any]:
-        facts = model_facts(model)
-        facts["classes"] = list(model.classes) if model.trained else None
-        return facts
-
-    @staticmethod
-    def _data_facts(data: ImageSet) -> dict[str, Any]:
-        fmt = data.format
-        facts: dict[str, Any] = {"classes": list(data.classes), "formatted": fmt is not None,
-                                 "dataset_node": data.sources.get("dataset"), "format_node": data.sources.get("format")}
-        if fmt:
-            facts.update(image_size=[fmt["height"], fmt["width"]], channels=fmt["channels"])
-        return facts
 
 
 class FineTune(Node):
