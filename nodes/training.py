@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
+from nodes._checkpoint import CheckpointError, restore_checkpoint, save_checkpoint
 from nodes._images import loader
 from nodes._torch import resolve_device, seed_everything
 from nodes._training import (apply_freezing, evaluate, frozen_prefix, make_optimizer, make_schedule, network,
@@ -142,7 +143,18 @@ class Trainer(Node):
             ctx.log_metric("batch_loss", loss, step=step)
             ctx.progress(step, total)
 
-        for epoch in range(1, params.epochs + 1):
+        checkpoint = ctx.checkpoints / "last.safetensors"
+        first = 1
+        if checkpoint.is_file():
+            try:
+                meta = restore_checkpoint(checkpoint, model=net, optimizer=optimizer, scheduler=schedule,
+                                          generator=generator)
+            except CheckpointError as exc:
+                ctx.log(f"starting afresh: {exc}")
+            else:
+                first, history, step = meta["epoch"] + 1, meta["history"], meta["extra"]["step"]
+                ctx.log(f"resuming after epoch {meta['epoch']} from an interrupted attempt")
+        for epoch in range(first, params.epochs + 1):
             set_mode(net, True, model.frozen, model.bn_frozen)
             train_loss, train_acc = train_one_epoch(net, train_loader, optimizer, loss_fn, device, prefix, scaler,
                                                     schedule, on_batch)
@@ -155,6 +167,9 @@ class Trainer(Node):
                     ctx.log_metric(name, record[name], step=epoch)
             ctx.log(f"epoch {epoch}/{params.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f}, "
                     f"val loss {val_loss:.4f} acc {val_acc:.3f}")
+            save_checkpoint(checkpoint, epoch=epoch, model=net, optimizer=optimizer, scheduler=schedule,
+                            config=params.model_dump(mode="json"), history=history, generator=generator,
+                            extra={"step": step})
             if params.early_stopping and not math.isnan(val_loss):
                 if best is None or val_loss < best[0]:
                     best = (val_loss, {k: v.detach().cpu().clone() for k, v in net.state_dict().items()})

@@ -118,3 +118,21 @@ def test_fine_tuning_a_pretrained_backbone_beats_training_from_scratch(registry,
     assert transfer.ok and scratch.ok
     tuned, fresh = transfer.nodes["eval"].metrics["accuracy"], scratch.nodes["eval"].metrics["accuracy"]
     assert tuned >= 0.8 and tuned >= fresh + 0.15, (tuned, fresh)
+
+
+def test_an_interrupted_trainer_resumes_from_its_last_epoch(registry, shapes, tmp_path):
+    from nodeflow.executor import Executor
+
+    graph = classifier_graph(shapes, epochs=3)
+    first = Executor(registry, tmp_path / "ws", device="cpu")
+    first.subscribe(lambda e: first.interrupt() if e.kind == "metric" and e.data["name"] == "val_loss"
+                    and e.data["step"] == 2 else None)
+    assert first.run(graph, target="train").nodes["train"].status == "interrupted"
+
+    logs: list[str] = []
+    again = Executor(registry, tmp_path / "ws", device="cpu",
+                     listeners=[lambda e: logs.append(e.data["message"]) if e.kind == "log" else None])
+    report = again.run(graph, target="train")
+    assert report.nodes["train"].status == "ran"
+    assert any("resuming after epoch 2" in line for line in logs)
+    assert [h["epoch"] for h in report.outputs["train"]["model"].history] == [1, 2, 3]
