@@ -124,22 +124,39 @@ def make_schedule(name: str, optimizer, epochs: int, steps_per_epoch: int, step_
     raise ValueError(f"unknown schedule '{name}'")
 
 
+class NonFiniteLoss(ArithmeticError):
+    """The loss became NaN or infinite; training cannot recover from there."""
+
+    def __init__(self, value: float, batch: int) -> None:
+        super().__init__(f"the training loss became {value} at batch {batch}")
+        self.value = value
+        self.batch = batch
+
+
 def train_one_epoch(net: nn.Sequential, loader, optimizer, loss_fn, device: Device, prefix: int, scaler,
-                    schedule, on_batch: Callable[[float], None]) -> tuple[float, float]:
-    """One pass over the training data; returns mean loss and accuracy."""
+                    schedule, on_batch: Callable[[float], None], grad_clip: float = 0.0) -> tuple[float, float]:
+    """One pass over the training data; returns mean loss and accuracy. Raises NonFiniteLoss as
+    soon as a batch's loss is NaN or infinite, before the optimizer applies it."""
     total_loss, correct, seen = 0.0, 0, 0
-    for images, labels in loader:
+    for batch, (images, labels) in enumerate(loader, start=1):
         images, labels = device.batch(images), labels.to(device.torch)
         with device.autocast():
             logits = forward(net, images, prefix)
             loss = loss_fn(logits.float(), labels)
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(loss.item(), batch)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
+            if grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
             optimizer.step()
         if schedule is not None:
             schedule.step()

@@ -11,8 +11,8 @@ from pydantic import Field
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodes._checkpoint import CheckpointError, restore_checkpoint, save_checkpoint
 from nodes._images import loader
-from nodes._torch import resolve_device, seed_everything
-from nodes._training import (apply_freezing, evaluate, frozen_prefix, make_optimizer, make_schedule, network,
+from nodes._torch import free_memory, is_out_of_memory, resolve_device, seed_everything
+from nodes._training import (NonFiniteLoss, apply_freezing, evaluate, frozen_prefix, make_optimizer, make_schedule, network,
                              param_groups, resolve_spec, set_mode, train_one_epoch)
 from nodes._values import IMAGES, MODEL, TRAINED_MODEL, ImageSet, ModelValue
 from nodes.model import model_facts
@@ -98,6 +98,8 @@ class Trainer(Node):
         seed: int = Field(0, ge=0, description="Seed of weight init, data order and dropout")
         mixed_precision: bool = Field(True, description="bf16/fp16 autocast on CUDA (ignored on CPU)")
         workers: int = Field(0, ge=0, le=64, description="Data-loading worker processes (0: load in this process)")
+        grad_clip: float = Field(0.0, ge=0, le=1e6, description=(
+            "Clip the gradient norm to this value (0: off); helps when the loss blows up"))
 
     @classmethod
     def infer(cls, params: Params, inputs, node_id: str | None = None):
@@ -108,6 +110,16 @@ class Trainer(Node):
         return {"model": {**model, "trained": True, "classes": data.get("classes")}}
 
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
+        try:
+            return self._train(ctx, params, model, data)
+        except (torch.OutOfMemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            free_memory()
+            raise ParamProblem(f"ran out of memory ({str(exc).splitlines()[0][:160]}); try a smaller batch_size "
+                               f"(now {params.batch_size}) or smaller images", param="batch_size") from None
+
+    def _train(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
         check_fit(value_facts(model), data_facts(data))
         device = resolve_device(ctx.device, params.mixed_precision)
         generator = seed_everything(params.seed)
@@ -156,8 +168,15 @@ class Trainer(Node):
                 ctx.log(f"resuming after epoch {meta['epoch']} from an interrupted attempt")
         for epoch in range(first, params.epochs + 1):
             set_mode(net, True, model.frozen, model.bn_frozen)
-            train_loss, train_acc = train_one_epoch(net, train_loader, optimizer, loss_fn, device, prefix, scaler,
-                                                    schedule, on_batch)
+            try:
+                train_loss, train_acc = train_one_epoch(net, train_loader, optimizer, loss_fn, device, prefix,
+                                                        scaler, schedule, on_batch, params.grad_clip)
+            except NonFiniteLoss as exc:
+                lr = optimizer.param_groups[0]["lr"]
+                clip = "a lower grad_clip" if params.grad_clip else "grad_clip (e.g. 1.0)"
+                raise ParamProblem(f"{exc} of epoch {epoch} (learning rate {lr:g}); lower lr or set {clip}. "
+                                   "Nothing after this node runs; the last finished epoch stays as a checkpoint",
+                                   param="lr") from None
             val_loss, val_acc, _, _ = evaluate(net, val_loader, loss_fn, device)
             record = {"epoch": len(history) + 1, "train_loss": train_loss, "train_accuracy": train_acc,
                       "val_loss": val_loss, "val_accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"]}
