@@ -189,6 +189,7 @@ class EditorPage:
     def on_edit(self, e) -> None:
         msg = e.args
         kind = msg.get("kind")
+        started = time.perf_counter()
         before = self.session.version
         try:
             self.session.edits(msg.get("ops") or [])
@@ -200,11 +201,12 @@ class EditorPage:
             return
         if kind in LOCAL_KINDS and msg.get("base") == before == self.synced_version:
             self.synced_version = self.session.version  # the canvas already shows this change
-        self.editor.ack({"rid": msg.get("rid"), "ok": True, "version": self.session.version})
+        self.editor.ack({"rid": msg.get("rid"), "ok": True, "version": self.session.version,
+                         "server_ms": round((time.perf_counter() - started) * 1000, 2)})
         if kind == "add":
-            added = [n.id for n in self.session.graph.nodes][-1]
-            self.selected = [added]
-        self.tick_now()
+            self.selected = [self.session.graph.nodes[-1].id]
+            self.tick_now()  # draw the new node now
+        # other edits are on the canvas already; badges follow on the next tick, after the ack left
 
     def tick_now(self) -> None:
         self.last_key = None

@@ -30,23 +30,12 @@ const NfNode = {
       if (s.state === "running") return `running ${Math.round((s.progress || 0) * 100)}%`;
       return STATE_LABEL[s.state] || s.state;
     });
-    const handleClass = (port, side) => {
-      const c = ctx.connecting.value;
-      if (!c) return "";
-      if (side === "in" && c.side === "out") {
-        if (c.node === props.id) return "nf-refuse";
-        return fits(c.accepts, port.type) ? "nf-accept" : "nf-refuse";
-      }
-      if (side === "out" && c.side === "in") {
-        return fits(port.accepts_as, c.type) && c.node !== props.id ? "nf-accept" : "nf-refuse";
-      }
-      return "";
-    };
+    const accepts = (port) => " " + (port.accepts_as || [port.type]).join(" ") + " ";
     const run = (ev) => {
       ev.stopPropagation();
       ctx.emit("run", { target: props.id });
     };
-    return { spec, st, badge, handleClass, run, Position };
+    return { spec, st, badge, accepts, run, Position };
   },
   template: `
   <div class="nf-node" :class="['nf-state-' + st.state, selected ? 'nf-selected' : '']" :data-id="id">
@@ -60,7 +49,7 @@ const NfNode = {
     <div class="nf-ports">
       <div class="nf-col">
         <div v-for="p in spec.inputs" :key="'in-' + p.name" class="nf-port nf-in" :title="p.type + (p.description ? ': ' + p.description : '')">
-          <Handle type="target" :id="p.name" :position="Position.Left" :class="['nf-handle', handleClass(p, 'in')]"
+          <Handle type="target" :id="p.name" :position="Position.Left" class="nf-handle"
                   :style="{ background: p.color }" :data-port-type="p.type" />
           <span>{{ p.name }}<i v-if="p.optional">?</i></span>
         </div>
@@ -68,8 +57,8 @@ const NfNode = {
       <div class="nf-col nf-right">
         <div v-for="p in spec.outputs" :key="'out-' + p.name" class="nf-port nf-out" :title="p.type + (p.description ? ': ' + p.description : '')">
           <span>{{ p.name }}</span>
-          <Handle type="source" :id="p.name" :position="Position.Right" :class="['nf-handle', handleClass(p, 'out')]"
-                  :style="{ background: p.color }" :data-port-type="p.type" />
+          <Handle type="source" :id="p.name" :position="Position.Right" class="nf-handle"
+                  :style="{ background: p.color }" :data-port-type="p.type" :data-accepts="accepts(p)" />
         </div>
       </div>
     </div>
@@ -80,7 +69,7 @@ const NfNode = {
   </div>`,
 };
 
-const CSS = `
+const EDITOR_CSS = `
 .nf-canvas { width: 100%; height: 100%; background: #f7f8fa; }
 .nf-node { background: #fff; border: 1px solid #c9ced6; border-radius: 8px; min-width: 190px; max-width: 240px;
   font: 12px/1.35 system-ui, sans-serif; color: #1f2933; box-shadow: 0 1px 3px rgba(0,0,0,.08); }
@@ -109,10 +98,6 @@ const CSS = `
 .nf-port { position: relative; padding: 1px 10px; font-size: 11px; color: #3e4c59; white-space: nowrap; }
 .nf-port i { color: #9aa5b1; }
 .nf-handle.vue-flow__handle { width: 11px; height: 11px; border: 2px solid #fff; box-shadow: 0 0 0 1px #9aa5b1; }
-.nf-handle.nf-accept { box-shadow: 0 0 0 3px #43a047; transform: translate(0, -50%) scale(1.25); }
-.nf-in .nf-handle.nf-accept { transform: translate(-50%, -50%) scale(1.25); }
-.nf-out .nf-handle.nf-accept { transform: translate(50%, -50%) scale(1.25); }
-.nf-handle.nf-refuse { opacity: .25; }
 .nf-summary { padding: 3px 10px 6px; color: #52606d; font-size: 11px; border-top: 1px solid #eef0f3;
   overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }
 .nf-error, .nf-problem, .nf-message { padding: 4px 10px 6px; font-size: 11px; overflow: hidden; display: -webkit-box;
@@ -120,7 +105,7 @@ const CSS = `
 .nf-error { color: #b71c1c; background: #fff5f5; border-radius: 0 0 8px 8px; }
 .nf-problem { color: #a84300; background: #fffaf0; border-radius: 0 0 8px 8px; }
 .nf-message { color: #52606d; }
-.nf-canvas.nf-connecting .vue-flow__connection-path { stroke: #3f51b5; stroke-width: 2; stroke-dasharray: 5 4; }
+.vue-flow__connection-path { stroke: #3f51b5; stroke-width: 2; stroke-dasharray: 5 4; }
 .nf-canvas.nf-refused .vue-flow__connection-path { stroke: #e53935; }
 .nf-cue { position: absolute; left: 50%; top: 10px; transform: translateX(-50%); z-index: 10; background: #b71c1c;
   color: #fff; padding: 4px 10px; border-radius: 4px; font: 12px system-ui, sans-serif; pointer-events: none; }
@@ -134,7 +119,7 @@ function installCss() {
   if (document.getElementById("nodeflow-editor-css")) return;
   const style = document.createElement("style");
   style.id = "nodeflow-editor-css";
-  style.textContent = CSS;
+  style.textContent = EDITOR_CSS;
   document.head.appendChild(style);
 }
 
@@ -149,23 +134,25 @@ export default {
     installCss();
     const store = ref(null);
     const status = reactive({ ...props.status });
-    const connecting = ref(null);
     const cue = ref("");
-    const ctx = { catalogue: props.catalogue, status, connecting, emit };
+    const ctx = { catalogue: props.catalogue, status, emit };
     provide("nodeflow", ctx);
     const flowId = "nodeflow-" + Math.random().toString(36).slice(2);
-    return { store, statusMap: status, connecting, cue, ctx, flowId, nodeTypes: { nf: markRaw(NfNode) } };
+    // constant props live here: literals in the template would be new objects on every render,
+    // and Vue Flow would re-apply them to the whole graph
+    return { store, statusMap: status, cue, ctx, flowId, nodeTypes: { nf: markRaw(NfNode) },
+             deleteKeys: ["Delete", "Backspace"], edgeOptions: { type: "default" } };
   },
   data() {
     return { version: -1, rid: 0, pending: {}, removing: null, selectedIds: [] };
   },
   template: `
-  <div class="nf-canvas" :class="{ 'nf-connecting': connecting, 'nf-refused': cue }" style="position: relative"
+  <div class="nf-canvas" :id="flowId + '-root'" :class="{ 'nf-refused': cue }" style="position: relative"
        @dragover="onDragOver" @drop="onDrop">
     <div v-if="cue" class="nf-cue">{{ cue }}</div>
     <VueFlow :id="flowId" :node-types="nodeTypes" :is-valid-connection="isValidConnection"
-             :delete-key-code="['Delete', 'Backspace']" :min-zoom="0.1" :max-zoom="2.5" :snap-to-grid="false"
-             :default-edge-options="{ type: 'default' }" :only-render-visible-elements="false"
+             :delete-key-code="deleteKeys" :min-zoom="0.1" :max-zoom="2.5" :snap-to-grid="false"
+             :default-edge-options="edgeOptions" :only-render-visible-elements="false"
              @init="onInit" @connect="onConnect" @node-drag-stop="onDragStop" @nodes-change="onNodesChange"
              @edges-change="onEdgesChange" @connect-start="onConnectStart" @connect-end="onConnectEnd"
              @pane-click="onPaneClick">
@@ -242,7 +229,9 @@ export default {
       delete this.pending[reply.rid];
       if (sent) {
         this.$emit("latency", { rid: reply.rid, kind: sent.kind, ms: performance.now() - sent.t });
-        if (window.__nodeflowLatency) window.__nodeflowLatency.push({ kind: sent.kind, ms: performance.now() - sent.t });
+        if (window.__nodeflowLatency) {
+          window.__nodeflowLatency.push({ kind: sent.kind, ms: performance.now() - sent.t, server_ms: reply.server_ms });
+        }
       }
       if (reply.ok) this.version = reply.version;
     },
@@ -282,32 +271,65 @@ export default {
       return !!(out && inp && fits(out.accepts_as, inp.type));
     },
     onConnectStart(params) {
+      // The cue is one generated stylesheet rule, so 200 nodes are not re-rendered per drag.
       const node = this.store.findNode(params.nodeId);
       const spec = node && this.catalogue[node.data.type];
       if (!spec) return;
+      const root = `#${this.$el.id} .vue-flow__node`;
+      const self = `${root}[data-id="${CSS.escape(params.nodeId)}"]`;
+      const ok = "box-shadow: 0 0 0 3px #43a047 !important; width: 14px; height: 14px;";
+      let rules;
       if (params.handleType === "source") {
         const p = spec.outputs.find((q) => q.name === params.handleId);
-        this.connecting = p ? { side: "out", node: params.nodeId, type: p.type, accepts: p.accepts_as } : null;
+        if (!p) return;
+        this._connecting = { side: "out", node: params.nodeId, type: p.type, accepts: p.accepts_as };
+        const good = [...p.accepts_as, "Any"].map((t) => `${root} .nf-in .nf-handle[data-port-type="${CSS.escape(t)}"]`);
+        rules = `${root} .nf-in .nf-handle { opacity: .25; } ${good.join(",")} { opacity: 1; ${ok} }
+                 ${self} .nf-in .nf-handle { opacity: .25; box-shadow: none !important; }`;
       } else {
         const p = spec.inputs.find((q) => q.name === params.handleId);
-        this.connecting = p ? { side: "in", node: params.nodeId, type: p.type } : null;
+        if (!p) return;
+        this._connecting = { side: "in", node: params.nodeId, type: p.type };
+        const good = p.type === "Any" ? `${root} .nf-out .nf-handle`
+          : `${root} .nf-out .nf-handle[data-accepts~="${CSS.escape(p.type)}"]`;
+        rules = `${root} .nf-out .nf-handle { opacity: .25; } ${good} { opacity: 1; ${ok} }
+                 ${self} .nf-out .nf-handle { opacity: .25; box-shadow: none !important; }`;
       }
+      this.cueStyle().textContent = rules;
+    },
+    cueStyle() {
+      if (!this._cueStyle) {
+        this._cueStyle = document.createElement("style");
+        document.head.appendChild(this._cueStyle);
+      }
+      return this._cueStyle;
     },
     onConnectEnd(event) {
-      const c = this.connecting;
-      this.connecting = null;
+      const c = this._connecting;
+      this._connecting = null;
+      this.cueStyle().textContent = "";
       const el = event && event.target && event.target.closest ? event.target.closest(".vue-flow__handle") : null;
-      if (c && el && el.classList.contains("nf-refuse")) {
-        this.cue = `refused: ${el.dataset.portType || "this port"} does not take ${c.type}`;
+      if (!c || !el) return;
+      const nodeEl = el.closest(".vue-flow__node");
+      const other = nodeEl && nodeEl.dataset.id;
+      const otherSpec = other && this.catalogue[this.typeOf(other)];
+      const otherPort = otherSpec && (c.side === "out" ? otherSpec.inputs : otherSpec.outputs)
+        .find((q) => q.name === el.dataset.handleid);
+      const fine = otherPort && other !== c.node &&
+        (c.side === "out" ? fits(c.accepts, otherPort.type) : fits(otherPort.accepts_as, c.type));
+      if (otherPort && !fine && el.classList.contains(c.side === "out" ? "target" : "source")) {
+        this.cue = other === c.node ? "refused: a node cannot feed itself"
+          : `refused: ${c.side === "out" ? otherPort.type : c.type} input does not take ${c.side === "out" ? c.type : otherPort.type}`;
         setTimeout(() => (this.cue = ""), 2500);
       }
     },
     onConnect(c) {
       if (!this.isValidConnection(c)) return;
+      // tell the server first: it checks the edge while this tab draws it
+      this.send("connect", [{ op: "connect", source: c.source, source_port: c.sourceHandle, target: c.target, target_port: c.targetHandle }]);
       const stale = unref(this.store.edges).filter((e) => e.target === c.target && e.targetHandle === c.targetHandle);
       if (stale.length) this.store.removeEdges(stale.map((e) => e.id));
       this.store.addEdges([this.edgeOf({ source: c.source, source_port: c.sourceHandle, target: c.target, target_port: c.targetHandle })]);
-      this.send("connect", [{ op: "connect", source: c.source, source_port: c.sourceHandle, target: c.target, target_port: c.targetHandle }]);
     },
     onDragStop(ev) {
       const nodes = ev.nodes && ev.nodes.length ? ev.nodes : [ev.node];

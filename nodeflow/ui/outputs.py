@@ -105,8 +105,7 @@ class OutputPanel:
                 ui.label("Select a node to see its output.").classes("text-grey-7 text-sm")
                 return
             if metrics:
-                rows = [{"metric": k, "value": f"{v:.4g}" if isinstance(v, (int, float)) else str(v)}
-                        for k, v in metrics.items()]
+                rows = [{"metric": k, "value": _number(v)} for k, v in metrics.items()]
                 ui.table(columns=[{"name": "metric", "label": "metric", "field": "metric", "align": "left"},
                                   {"name": "value", "label": "value", "field": "value", "align": "right"}],
                          rows=rows, row_key="metric").props("dense flat bordered").classes("w-full nf-metrics")
@@ -149,3 +148,11 @@ class OutputPanel:
             "visualMap": {"min": 0, "max": top, "show": False, "inRange": {"color": ["#f5f7fa", "#3f51b5"]}},
             "series": [{"type": "heatmap", "data": data, "label": {"show": True}}],
         }).classes("w-full h-64 nf-confusion")
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, (int, float)):
+        if float(value).is_integer() and abs(value) >= 1000:
+            return f"{int(value):,}"
+        return f"{value:.4g}"
+    return str(value)

@@ -42,7 +42,14 @@ def test_canvas_draws_nodes_typed_handles_and_badges(page, pack_server):
 
 
 def test_wire_two_compatible_ports(page, pack_server):
-    drag_wire(page, handle(page, "c2", "value", "source"), handle(page, "add2", "a", "target"))
+    src, dst = handle(page, "c2", "value", "source"), handle(page, "add2", "a", "target")
+    a = src.bounding_box()
+    page.mouse.move(a["x"] + a["width"] / 2, a["y"] + a["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(a["x"] + 60, a["y"] + 30, steps=4)
+    assert "67, 160, 71" in dst.evaluate("el => getComputedStyle(el).boxShadow")  # compatible inputs light up
+    page.mouse.up()
+    drag_wire(page, src, dst)
     page.wait_for_selector('.vue-flow__edge[data-id="add2.a"]', state="attached")
     page.wait_for_timeout(300)
     edges = pack_server.api("GET", "/api/graph").json()["edges"]
@@ -57,9 +64,9 @@ def test_incompatible_wire_is_refused_with_a_cue(page, pack_server):
     page.mouse.move(a["x"] + a["width"] / 2, a["y"] + a["height"] / 2)
     page.mouse.down()
     page.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2, steps=10)
-    # while dragging, the incompatible input is marked as refusing and a compatible one as accepting
-    assert "nf-refuse" in dst.get_attribute("class")
-    assert "nf-accept" not in dst.get_attribute("class")
+    # while dragging, the incompatible input fades and a compatible output lights up
+    assert float(dst.evaluate("el => getComputedStyle(el).opacity")) < 0.5
+    assert float(handle(page, "slow", "value", "target").evaluate("el => getComputedStyle(el).opacity")) < 0.5
     page.mouse.up()
     page.wait_for_selector(".nf-cue")
     assert "refused" in page.locator(".nf-cue").inner_text()
