@@ -531,7 +531,7 @@ class Executor:
             reports[node_id] = self._run_node(node_id, node, checked.params[node_id], inputs, key, values)
             if reports[node_id].status == "interrupted":
                 interrupted = True
-                self._emit(Event("interrupted", node_id, {}))
+                self._emit(Event("interrupted", node_id, {"key": key}))
         if target is not None and reports.get(target) and reports[target].status == "cached":
             self._output(values, checked, target)
         ok = all(r.status in ("ran", "cached") for r in reports.values())
@@ -563,6 +563,7 @@ class Executor:
             ctx.check_interrupted()
             self.cache.put(key, node, outputs, ctx.metrics, scratch_root if scratch_root.exists() else None)
         except Interrupted:
+            self._last_keys[node_id] = key  # shown as stale: it needs a run (and may resume)
             seconds = time.perf_counter() - started
             return NodeReport("interrupted", seconds, dict(ctx.metrics), "interrupted by the user")
         except Exception as exc:

@@ -303,7 +303,7 @@ class Session:
                     live["state"] = "stale"
 
     def _on_worker_event(self, event: Event) -> None:
-        if event.kind == "node_finished" and event.data.get("key"):
+        if event.kind in ("node_finished", "interrupted") and event.data.get("key"):
             self.executor.remember_run(event.node_id, event.data["key"])
         self._on_event(event)
 

@@ -9,6 +9,7 @@ frozen prefix of a model is simply its first blocks.
 from __future__ import annotations
 
 import json
+import pickle
 import socket
 from collections import OrderedDict
 from functools import lru_cache
@@ -82,7 +83,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"refused to load '{path}': it needs to run pickled code to load ({first[:200]}); "
+                         "nodeflow loads only plain tensors. Save the weights with "
+                         "torch.save(model.state_dict(), ...) or as .safetensors") from None
     for key in ("state_dict", "model", "model_state"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
