@@ -121,7 +121,8 @@ class ParamForm:
         elif kind in ("int", "number"):
             lo = prop.get("minimum", prop.get("exclusiveMinimum"))
             hi = prop.get("maximum", prop.get("exclusiveMaximum"))
-            bounds = f" [{_fmt(lo)} … {_fmt(hi)}]" if lo is not None or hi is not None else ""
+            bounds = (f" [{'−∞' if lo is None else _fmt(lo)} … {'∞' if hi is None else _fmt(hi)}]"
+                      if lo is not None or hi is not None else "")
             w = ui.number(label + bounds, value=value, min=lo, max=hi, step=1 if kind == "int" else None,
                           precision=0 if kind == "int" else None,
                           on_change=lambda e, n=name, k=kind: self.set(n, _number(e.value, k))).props("debounce=400")
