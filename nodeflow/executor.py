@@ -229,6 +229,17 @@ class Cache:
             shutil.rmtree(staging, ignore_errors=True)
             raise
 
+    def quarantine(self, key: str) -> Path | None:
+        """Move a damaged entry out of the way (never delete it silently); returns where it went."""
+        with self._lock:
+            self._memory.pop(key, None)
+        entry = self._entry(key)
+        if entry is None or not entry.exists():
+            return None
+        aside = entry.with_name(f"{entry.name}.damaged-{int(time.time())}")
+        entry.rename(aside)
+        return aside
+
     def memory_metrics(self) -> dict[str, dict[str, float]]:
         with self._lock:
             return {key: dict(metrics) for key, (_, metrics) in self._memory.items()}
@@ -522,11 +533,10 @@ class Executor:
                                                             "key": key}))
                 continue
             try:
-                inputs = {e.target_port: self._output(values, checked, e.source)[e.source_port] for e in incoming}
-            except Exception as exc:  # an unreadable cache entry: say which, keep the rest
-                message = f"cached outputs of '{incoming[0].source}' could not be read ({describe_exception(exc)})"
-                reports[node_id] = NodeReport("failed", 0.0, {}, message)
-                self._emit(Event("node_failed", node_id, {"message": message, "traceback": traceback.format_exc()}))
+                inputs = self._inputs(values, checked, incoming)
+            except _UnreadableEntry as exc:
+                reports[node_id] = NodeReport("failed", 0.0, {}, str(exc))
+                self._emit(Event("node_failed", node_id, {"message": str(exc), "traceback": exc.trace}))
                 continue
             reports[node_id] = self._run_node(node_id, node, checked.params[node_id], inputs, key, values)
             if reports[node_id].status == "interrupted":
@@ -538,6 +548,20 @@ class Executor:
         report = RunReport(ok=ok, nodes=reports, interrupted=interrupted, outputs=values)
         self._emit(Event("run_finished", None, report.to_json()))
         return report
+
+    def _inputs(self, values: dict[str, dict[str, Any]], checked: _Checked, incoming: list) -> dict[str, Any]:
+        inputs = {}
+        for edge in incoming:
+            try:
+                inputs[edge.target_port] = self._output(values, checked, edge.source)[edge.source_port]
+            except Exception as exc:  # damaged on disk: set it aside, say so, and recompute next run
+                trace = traceback.format_exc()
+                aside = self.cache.quarantine(checked.keys[edge.source])
+                kept = f"; the damaged entry was kept as {aside}" if aside else ""
+                raise _UnreadableEntry(
+                    f"cached outputs of '{edge.source}' could not be read ({describe_exception(exc)}){kept}; "
+                    f"run again to recompute '{edge.source}'", trace) from None
+        return inputs
 
     def _output(self, values: dict[str, dict[str, Any]], checked: _Checked, node_id: str) -> dict[str, Any]:
         """A finished node's outputs: from this run, else loaded from the cache on first use."""
@@ -589,6 +613,12 @@ def _call_infer(node: type[Node], params: Any, known: dict[str, Any], node_id: s
     if "node_id" in inspect.signature(node.infer).parameters:
         return node.infer(params, known, node_id=node_id) or {}
     return node.infer(params, known) or {}
+
+
+class _UnreadableEntry(Exception):
+    def __init__(self, message: str, trace: str) -> None:
+        super().__init__(message)
+        self.trace = trace
 
 
 def _node_message(exc: BaseException) -> str:

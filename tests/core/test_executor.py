@@ -179,7 +179,12 @@ def test_unreadable_cache_entry_fails_the_consumer_with_a_reason(registry, works
     fresh = Executor(registry, workspace)
     report = fresh.run(chain, target="length", force=["length"])
     assert report.nodes["length"].status == "failed"
-    assert "cached outputs of 'text' could not be read" in report.nodes["length"].error
+    error = report.nodes["length"].error
+    assert "cached outputs of 'text' could not be read" in error and "run again to recompute 'text'" in error
+    assert list((workspace / "cache" / key[:2]).glob(f"{key}.damaged-*"))  # kept for a post-mortem
+    again = fresh.run(chain, target="text")
+    assert statuses(again) == {"a": "cached", "b": "cached", "sum": "cached", "text": "ran"}
+    assert again.outputs["text"]["text"] == "5.0"
 
 
 # -- failures and interruption ------------------------------------------------------------------
