@@ -262,7 +262,8 @@ class LayerPicker:
 
 
 class FolderPicker:
-    """A dialog that browses folders inside the workspace only and returns a workspace-relative path."""
+    """A dialog that browses folders inside the workspace only; returns the folder relative to the
+    directory nodeflow runs in when it lies below it, else absolute."""
 
     def __init__(self, workspace: Path, on_pick: Callable[[str], None]) -> None:
         self.root = Path(workspace).resolve()
@@ -294,8 +295,10 @@ class FolderPicker:
             self.show()
 
     def choose(self) -> None:
-        rel = self.current.relative_to(self.root)
-        self.on_pick("." if str(rel) == "." else rel.as_posix())
+        # relative path params are read from the folder nodeflow runs in (RunContext.resolve_path)
+        cwd = Path.cwd().resolve()
+        chosen = self.current.relative_to(cwd) if self.current.is_relative_to(cwd) else self.current
+        self.on_pick(chosen.as_posix())
         self.dialog.close()
 
 
