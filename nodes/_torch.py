@@ -37,7 +37,9 @@ class Device:
 
     def batch(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.torch, non_blocking=self.is_cuda)
-        return images.contiguous(memory_format=torch.channels_last) if self.is_cuda else images
+        if self.is_cuda and images.dim() == 4:  # cached features may be flat vectors
+            return images.contiguous(memory_format=torch.channels_last)
+        return images
 
 
 def resolve_device(name: str = "auto", mixed_precision: bool = True) -> Device:
@@ -52,6 +54,8 @@ def resolve_device(name: str = "auto", mixed_precision: bool = True) -> Device:
             name = "cpu"
     device = torch.device(name)
     dtype = None
+    if device.type == "cuda":  # fixed input shapes: let cuDNN pick the fastest kernels once
+        torch.backends.cudnn.benchmark = True
     if device.type == "cuda" and mixed_precision:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return Device(device, dtype)
