@@ -134,15 +134,19 @@ class NonFiniteLoss(ArithmeticError):
 
 
 def train_one_epoch(net: nn.Sequential, loader, optimizer, loss_fn, device: Device, prefix: int, scaler,
-                    schedule, on_batch: Callable[[float], None], grad_clip: float = 0.0) -> tuple[float, float]:
+                    schedule, on_batch: Callable[[float], None], grad_clip: float = 0.0,
+                    prepare: Callable | None = None) -> tuple[float, float]:
     """One pass over the training data; returns mean loss and accuracy. Raises NonFiniteLoss as
-    soon as a batch's loss is NaN or infinite, before the optimizer applies it."""
+    soon as a batch's loss is NaN or infinite, before the optimizer applies it. ``prepare(images,
+    labels) -> (images, targets)`` lets batch augmentation / distillation (``nodes._techniques``)
+    change a batch and what ``loss_fn`` compares with; accuracy is still against the labels."""
     total_loss, correct, seen = 0.0, 0, 0
     for batch, (images, labels) in enumerate(loader, start=1):
         images, labels = device.batch(images), labels.to(device.torch)
+        images, targets = prepare(images, labels) if prepare is not None else (images, labels)
         with device.autocast():
             logits = forward(net, images, prefix)
-            loss = loss_fn(logits.float(), labels)
+            loss = loss_fn(logits.float(), targets)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(loss.item(), batch)
         optimizer.zero_grad(set_to_none=True)

@@ -14,6 +14,7 @@ from nodes._images import loader
 from nodes._torch import free_memory, is_out_of_memory, resolve_device, seed_everything
 from nodes._training import (NonFiniteLoss, apply_freezing, evaluate, frozen_prefix, make_optimizer, make_schedule, network,
                              param_groups, resolve_spec, set_mode, train_one_epoch)
+from nodes import _techniques as tech
 from nodes._values import IMAGES, MODEL, TRAINED_MODEL, ImageSet, ModelValue
 from nodes.model import model_facts
 
@@ -76,11 +77,14 @@ class Trainer(Node):
     title = "Trainer"
     category = "Training"
     inputs = (Port("model", MODEL, "An architecture, or a trained model to keep training"),
-              Port("data", IMAGES, "Formatted images with train and validation splits"))
+              Port("data", IMAGES, "Formatted images with train and validation splits"),
+              Port("teacher", TRAINED_MODEL, "Optional: a trained model to distil from (knowledge distillation)",
+                   optional=True))
     outputs = (Port("model", TRAINED_MODEL, "The trained model with its history"),)
 
     class Params(NodeParams):
-        optimizer: Literal["sgd", "adam", "adamw", "rmsprop"] = Field("rmsprop", description="Optimisation algorithm")
+        optimizer: Literal["sgd", "adam", "adamw", "rmsprop", "adabound"] = Field(
+            "rmsprop", description="Optimisation algorithm (adabound: Adam that turns into SGD as its bounds tighten)")
         lr: float = Field(2e-5, gt=0, le=10, description="Learning rate")
         momentum: float = Field(0.9, ge=0, lt=1, description="Momentum (SGD only)")
         weight_decay: float = Field(0.0, ge=0, le=1, description="L2 weight decay")
@@ -88,7 +92,8 @@ class Trainer(Node):
         batch_size: int = Field(20, ge=1, le=4096, description="Images per step")
         loss: Literal["cross_entropy"] = Field("cross_entropy", description="Classification loss")
         label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the loss")
-        schedule: Literal["none", "cosine", "step", "onecycle"] = Field("none", description="Learning-rate schedule")
+        schedule: Literal["none", "cosine", "step", "onecycle", "sgdr"] = Field(
+            "none", description="Learning-rate schedule (sgdr: cosine annealing with warm restarts)")
         step_size: int = Field(10, ge=1, description="Epochs between LR drops (step schedule)")
         gamma: float = Field(0.1, gt=0, le=1, description="LR factor at each drop (step schedule)")
         head_lr_mult: float = Field(1.0, gt=0, le=1000, description=(
@@ -100,6 +105,25 @@ class Trainer(Node):
         workers: int = Field(0, ge=0, le=64, description="Data-loading worker processes (0: load in this process)")
         grad_clip: float = Field(0.0, ge=0, le=1e6, description=(
             "Clip the gradient norm to this value (0: off); helps when the loss blows up"))
+        lr_decay: float = Field(1.0, gt=0, le=1, description=(
+            "Layer-wise LR decay: the last trainable backbone block trains at lr, each earlier one this many "
+            "times the next (1: all at lr)"))
+        block_lrs: list[float] = Field(default_factory=list, max_length=32, description=(
+            "Discriminative LRs, fastai style, e.g. 1e-5, 1e-4, 1e-2: the last is the head's, the others go to "
+            "consecutive chunks of the trainable backbone blocks, early to late (empty: lr, head_lr_mult, lr_decay)"))
+        batch_augment: Literal["none", "mixup", "cutmix", "ricap"] = Field("none", description=(
+            "Mix images within each batch, labels weighted to match: mixup blends whole images, CutMix pastes "
+            "a box, RICAP tiles four crops"))
+        mix_alpha: float = Field(0.4, gt=0, le=10, description=(
+            "Beta(α, α) of the mixing ratio (mixup, CutMix) or of the patch boundary (RICAP)"))
+        distill_alpha: float = Field(0.5, ge=0, le=1, description=(
+            "With a teacher wired: weight of the true labels' loss; the rest goes to the teacher's soft targets"))
+        distill_temperature: float = Field(4.0, gt=0, le=100, description=(
+            "With a teacher: softmax temperature of the soft targets (higher shares more of the teacher's "
+            "knowledge about wrong classes)"))
+        final_lr: float = Field(0.1, gt=0, le=10, description="AdaBound: the SGD learning rate its bounds converge to")
+        sgdr_cycle: int = Field(1, ge=1, le=10_000, description="SGDR: epochs of the first cosine cycle")
+        sgdr_mult: int = Field(2, ge=1, le=10, description="SGDR: each cycle is this many times longer than the last")
 
     @classmethod
     def infer(cls, params: Params, inputs, node_id: str | None = None):
@@ -109,9 +133,10 @@ class Trainer(Node):
             return {}
         return {"model": {**model, "trained": True, "classes": data.get("classes")}}
 
-    def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
+    def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
+            teacher: ModelValue | None = None) -> dict:
         try:
-            return self._train(ctx, params, model, data)
+            return self._train(ctx, params, model, data, teacher)
         except (torch.OutOfMemoryError, RuntimeError) as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -119,7 +144,8 @@ class Trainer(Node):
             raise ParamProblem(f"ran out of memory ({str(exc).splitlines()[0][:160]}); try a smaller batch_size "
                                f"(now {params.batch_size}) or smaller images", param="batch_size") from None
 
-    def _train(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
+    def _train(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
+               teacher: ModelValue | None = None) -> dict:
         check_fit(value_facts(model), data_facts(data))
         device = resolve_device(ctx.device, params.mixed_precision)
         generator = seed_everything(params.seed)
@@ -128,7 +154,7 @@ class Trainer(Node):
         apply_freezing(net, model.frozen)
         net = device.prepare(net)
         prefix = frozen_prefix(net, model.frozen)
-        groups = param_groups(net, model, params.lr, params.head_lr_mult)
+        groups = tech.layerwise_groups(net, model, params.lr, params.head_lr_mult, params.lr_decay, params.block_lrs)
         if not groups:
             raise ParamProblem("every layer of the model is frozen: nothing to train; unfreeze some blocks "
                                "(fine-tune node) or set the backbone's feature_extractor to false", port="model")
@@ -136,13 +162,14 @@ class Trainer(Node):
         ctx.log(f"training {trainable:,} parameters on {device.torch} ({len(data.split('train'))} images, "
                 f"{num_classes} classes)")
         ctx.log_metric("trainable_params", trainable)
-        optimizer = make_optimizer(params.optimizer, groups, params.momentum, params.weight_decay)
+        optimizer = tech.make_optimizer(params.optimizer, groups, params.momentum, params.weight_decay, params.final_lr)
         train_loader = loader(data, "train", params.batch_size, True, generator, params.workers, device.is_cuda)
         val_loader = loader(data, "validation", params.batch_size, False, None, params.workers, device.is_cuda)
-        schedule = make_schedule(params.schedule, optimizer, params.epochs, len(train_loader), params.step_size,
-                                 params.gamma)
+        schedule = tech.make_schedule(params.schedule, optimizer, params.epochs, len(train_loader), params.step_size,
+                                      params.gamma, params.sgdr_cycle, params.sgdr_mult)
         scaler = torch.amp.GradScaler(device.torch.type) if device.needs_scaler else None
         loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
+        objective = technique_objective(params, data, teacher, device)
         history = list(model.history)
         best: tuple[float, dict[str, Any]] | None = None
         stale = 0
@@ -169,8 +196,9 @@ class Trainer(Node):
         for epoch in range(first, params.epochs + 1):
             set_mode(net, True, model.frozen, model.bn_frozen)
             try:
-                train_loss, train_acc = train_one_epoch(net, train_loader, optimizer, loss_fn, device, prefix,
-                                                        scaler, schedule, on_batch, params.grad_clip)
+                train_loss, train_acc = train_one_epoch(net, train_loader, optimizer, objective or loss_fn, device,
+                                                        prefix, scaler, schedule, on_batch, params.grad_clip,
+                                                        prepare=objective.prepare if objective else None)
             except NonFiniteLoss as exc:
                 lr = optimizer.param_groups[0]["lr"]
                 clip = "a lower grad_clip" if params.grad_clip else "grad_clip (e.g. 1.0)"
@@ -205,6 +233,29 @@ class Trainer(Node):
                              bn_frozen=model.bn_frozen, state=state, classes=data.classes, format=data.format,
                              history=tuple(history))
         return {"model": trained}
+
+
+def technique_objective(params: Trainer.Params, data: ImageSet, teacher: ModelValue | None, device):
+    """The loss for batch augmentation and distillation (None when neither is on: plain
+    cross-entropy then). The teacher must take the student's images and know its classes."""
+    if teacher is None and not tech.uses_random_batch_augment(params):
+        return None
+    net = None
+    if teacher is not None:
+        facts = value_facts(teacher)
+        if list(teacher.classes) != list(data.classes):
+            raise ParamProblem(f"the teacher was trained on classes {list(teacher.classes)} but the data has "
+                               f"{list(data.classes)}", port="teacher")
+        made = data_facts(data)
+        if made.get("image_size") and list(facts["input_shape"]) != [made["channels"], *made["image_size"]]:
+            raise ParamProblem(f"the teacher takes {facts['input_shape']} images but the data is formatted to "
+                               f"{[made['channels'], *made['image_size']]}; give both the same input size",
+                               port="teacher")
+        net = device.prepare(network(teacher, len(data.classes)))
+        for p in net.parameters():
+            p.requires_grad_(False)
+    return tech.Objective(len(data.classes), params.label_smoothing, params.batch_augment, params.mix_alpha,
+                          params.seed, net, params.distill_alpha, params.distill_temperature, device.autocast)
 
 
 class FineTune(Node):
