@@ -187,7 +187,7 @@ def make_transform(fmt: dict[str, Any] | None, augment: Sequence[dict[str, Any]]
     elif fmt["resize"] == "stretch":
         ops.append(v2.Resize(size, antialias=True))
     else:
-        ops.append(v2.Resize(max(size), antialias=True))
+        ops.append(v2.Resize(fmt.get("resize_to") or max(size), antialias=True))
         ops.append(v2.RandomCrop(size) if train and fmt["crop"] == "random" else v2.CenterCrop(size))
     for aug in augment:
         op = aug["op"]

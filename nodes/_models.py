@@ -176,7 +176,9 @@ def layer_blocks(layer: dict[str, Any], in_shape: list[int], num_classes: int | 
             if num_classes is None:
                 raise SpecError(f"'{name}' has units 'auto', which needs the dataset's classes", name)
             units = num_classes
-        parts = [nn.Linear(in_shape[0], int(units)), ACTIVATIONS[layer.get("activation", "none")]()]
+        linear = nn.Linear(in_shape[0], int(units))
+        init_linear(linear, layer.get("init", "default"))
+        parts = [linear, ACTIVATIONS[layer.get("activation", "none")]()]
         if layer.get("dropout", 0):
             parts.append(nn.Dropout(layer["dropout"]))
         return [(name, nn.Sequential(*parts))]
@@ -186,6 +188,25 @@ def layer_blocks(layer: dict[str, Any], in_shape: list[int], num_classes: int | 
     if kind == "dropout":
         return [(name, nn.Dropout(layer["p"]))]
     raise SpecError(f"unknown layer kind '{kind}'", name)
+
+
+INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_normal")
+
+
+def init_linear(linear: nn.Linear, init: str) -> None:
+    """Re-initialise a new layer's weights (bias to zero); 'default' keeps torch's own init.
+    Xavier suits a new output layer fed by pooled features (the ResNet-18 hot-dog recipe)."""
+    if init == "default":
+        return
+    if init == "xavier_uniform":
+        nn.init.xavier_uniform_(linear.weight)
+    elif init == "xavier_normal":
+        nn.init.xavier_normal_(linear.weight)
+    elif init == "kaiming_normal":
+        nn.init.kaiming_normal_(linear.weight, nonlinearity="relu")
+    else:
+        raise SpecError(f"unknown init '{init}' (choose from {', '.join(INITS)})")
+    nn.init.zeros_(linear.bias)
 
 
 def _need_image(shape: list[int], name: str) -> None:

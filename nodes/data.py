@@ -172,12 +172,18 @@ class ImageFormatter(Node):
         channels: Literal[1, 3] = Field(3, description="3 for RGB, 1 for grayscale")
         resize: Literal["shorter_side", "stretch"] = Field("shorter_side", description=(
             "shorter_side keeps the aspect ratio and crops; stretch resizes straight to height×width"))
+        resize_to: int = Field(0, ge=0, le=4096, description=(
+            "shorter_side: resize the shorter side to this many pixels, then crop (0: the crop size); "
+            "256 with a 224 crop is the usual ImageNet evaluation"))
         crop: Literal["center", "random"] = Field("center", description=(
             "How to crop after resizing; random crops apply to the training split only"))
         normalize: Literal["imagenet", "none"] = Field("imagenet", description="Per-channel normalisation")
 
     @classmethod
     def infer(cls, params: Params, inputs, node_id: str | None = None):
+        if params.resize_to and params.resize_to < max(params.height, params.width):
+            raise ParamProblem(f"resize_to ({params.resize_to}) must be at least the crop size "
+                               f"({max(params.height, params.width)}), or 0", param="resize_to")
         return {"data": {**inputs.get("data", {}), "formatted": True, "image_size": [params.height, params.width],
                          "channels": params.channels, "format_node": node_id}}
 

@@ -237,6 +237,8 @@ class Dense(_LayerNode):
         units: int | Literal["auto"] = Field(256, description="Output size; 'auto' = number of classes")
         activation: Literal[tuple(ACTIVATIONS)] = Field("relu", description="Activation after the layer")  # type: ignore[valid-type]
         dropout: float = Field(0.0, ge=0, lt=1, description="Dropout after the activation")
+        init: Literal["default", "xavier_uniform", "xavier_normal", "kaiming_normal"] = Field(
+            "default", description="Weight initialisation of this new layer (default: torch's)")
 
         @field_validator("units")
         @classmethod
@@ -247,8 +249,11 @@ class Dense(_LayerNode):
 
     @classmethod
     def layer(cls, params: Params) -> dict[str, Any]:
-        return {"kind": "dense", "name": params.name, "units": params.units, "activation": params.activation,
-                "dropout": params.dropout}
+        layer = {"kind": "dense", "name": params.name, "units": params.units, "activation": params.activation,
+                 "dropout": params.dropout}
+        if params.init != "default":  # only then, so specs (and cache keys) of existing graphs stay the same
+            layer["init"] = params.init
+        return layer
 
     @classmethod
     def _extend(cls, params, spec, frozen):
