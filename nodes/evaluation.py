@@ -17,6 +17,7 @@ from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodeflow.paths import FolderPath
 from nodes._images import LabelledImages, image_files, loader, make_transform
 from nodes._torch import resolve_device
+from nodes._techniques import TopK
 from nodes._training import evaluate, network
 from nodes._values import FILES, IMAGES, METRICS, PREDICTIONS, TRAINED_MODEL, FileList, ImageSet, Metrics, ModelValue
 from nodes.training import check_fit, data_facts, value_facts
@@ -55,6 +56,8 @@ class Evaluate(Node):
         split: Literal["test", "validation", "train"] = Field("test", description="Which split to score")
         beta: float = Field(1.0, gt=0, le=100, description="β of the F-beta score (1: F1; >1 favours recall)")
         batch_size: int = Field(64, ge=1, le=4096, description="Images per forward pass")
+        top_k: int = Field(5, ge=1, le=1000, description=(
+            "Also report top-k accuracy (true class among the k most likely) when there are more than k classes"))
 
     @classmethod
     def infer(cls, params: Params, inputs, node_id: str | None = None):
@@ -68,8 +71,11 @@ class Evaluate(Node):
         device = resolve_device(ctx.device)
         net = device.prepare(network(model, len(model.classes)))
         batches = loader(data, params.split, params.batch_size, False, pin_memory=device.is_cuda)
-        loss, _, pred, true = evaluate(net, batches, torch.nn.CrossEntropyLoss(), device)
+        with TopK(net, params.top_k) as top:
+            loss, _, pred, true = evaluate(net, batches, torch.nn.CrossEntropyLoss(), device)
         metrics = scores(pred, true, model.classes, params.beta)
+        if 1 < params.top_k < len(model.classes):
+            metrics.values[f"top{params.top_k}_accuracy"] = top.accuracy(true)
         for name, value in metrics.values.items():
             ctx.log_metric(name, value)
         ctx.log_metric("loss", loss)
