@@ -8,7 +8,6 @@ so a param change makes exactly that node and its descendants stale.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import shutil
 import tempfile
@@ -416,7 +415,7 @@ class Executor:
                 continue
             known = {e.target_port: facts.get(e.source, {}).get(e.source_port, {}) for e in incoming}
             try:
-                facts[node_id] = _call_infer(node, params[node_id], known, node_id)
+                facts[node_id] = node.infer(params[node_id], known, node_id) or {}
             except ParamProblem as exc:
                 broken.add(node_id)
                 problems.append(ParamError(node_id, str(exc), param=exc.param, port=exc.port,
@@ -605,14 +604,6 @@ class Executor:
         self._emit(Event("node_finished", node_id, {"seconds": seconds, "from_cache": False,
                                                     "metrics": dict(ctx.metrics), "key": key}))
         return NodeReport("ran", seconds, dict(ctx.metrics))
-
-
-def _call_infer(node: type[Node], params: Any, known: dict[str, Any], node_id: str) -> dict[str, dict[str, Any]]:
-    """Call ``node.infer``, passing ``node_id`` when it accepts one: a node puts its own id in the
-    facts it sets, so a later node can name both ends of a mismatch (a formatter and an input layer)."""
-    if "node_id" in inspect.signature(node.infer).parameters:
-        return node.infer(params, known, node_id=node_id) or {}
-    return node.infer(params, known) or {}
 
 
 class _UnreadableEntry(Exception):

@@ -202,10 +202,12 @@ class Node:
         raise NotImplementedError
 
     @classmethod
-    def infer(cls, params: Any, inputs: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    def infer(cls, params: Any, inputs: Mapping[str, Mapping[str, Any]],
+              node_id: str | None = None) -> dict[str, dict[str, Any]]:
         """Static check before anything runs: given what is known of the inputs (plain JSON-able
-        facts such as image size, each fact carrying the id of the node that set it), return the
-        facts of the outputs, or raise :class:`ParamProblem` naming what is wrong."""
+        facts such as image size), return the facts of the outputs, or raise :class:`ParamProblem`
+        naming what is wrong. ``node_id`` lets a node put its own id into the facts it sets, so a
+        later node can name both ends of a mismatch (a formatter and an input layer)."""
         return {}
 
     @classmethod

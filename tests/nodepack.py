@@ -51,7 +51,7 @@ class Constant(Node):
         return {"value": params.value}
 
     @classmethod
-    def infer(cls, params, inputs):
+    def infer(cls, params, inputs, node_id=None):
         return {"value": {"value": params.value}}
 
 
@@ -95,7 +95,7 @@ class Divide(Node):
     outputs = (Port("value", NUMBER),)
 
     @classmethod
-    def infer(cls, params, inputs):
+    def infer(cls, params, inputs, node_id=None):
         if inputs.get("b", {}).get("value") == 0:
             raise ParamProblem("the divisor is the constant 0", port="b")
         return {}
