@@ -358,7 +358,7 @@ class Session:
             del series[:-SERIES_LIMIT]
             live.setdefault("metrics", {})[data["name"]] = data["value"]
         elif event.kind == "node_finished":
-            live.update(state="cached" if data.get("from_cache") else "done", progress=1.0,
+            live.update(state="cached" if data.get("from_cache") else "done", progress=1.0, key=data.get("key"),
                         seconds=data.get("seconds"), metrics=data.get("metrics") or live.get("metrics", {}))
         elif event.kind == "node_failed":
             live.update(state="failed", error=data.get("message"), traceback=data.get("traceback"),
@@ -384,6 +384,8 @@ class Session:
                     pass
                 elif state == "failed" and live.get("key") == keys.get(spec.id):
                     pass  # failed with exactly these params and inputs: keep showing why
+                elif state == "done" and live.get("key") == keys.get(spec.id) and base[spec.id] == "cached":
+                    pass  # computed by this session's latest run (not just loaded from the cache)
                 else:
                     state = base[spec.id]
                     live["error"] = None

@@ -24,8 +24,6 @@ class Hub:
         self.catalogue_list = session.registry.catalogue()
         self.catalogue = {entry["type"]: entry for entry in self.catalogue_list}
         self.events = 0
-        #: nodes computed (not loaded from cache) by the latest run: their badge says "done"
-        self.ran: set[str] = set()
         self._lock = threading.Lock()
         self._snap_key: tuple | None = None
         self._snap: dict[str, Any] | None = None
@@ -33,10 +31,6 @@ class Hub:
 
     def _on_event(self, event: Event) -> None:
         # called on the run's thread: keep it tiny, the pollers do the rest
-        if event.kind == "run_started":
-            self.ran = set()
-        elif event.kind == "node_finished" and not event.data.get("from_cache"):
-            self.ran = self.ran | {event.node_id}
         self.events += 1
 
     # -- snapshots ---------------------------------------------------------------------------
@@ -93,12 +87,7 @@ class Hub:
                 "problems": live.get("problems") or []}
 
     def status_of(self, snap: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        out = {node_id: self.node_status(live) for node_id, live in snap["nodes"].items()}
-        ran = self.ran
-        for node_id, status in out.items():
-            if status["state"] == "cached" and node_id in ran:
-                status["state"] = "done"  # the cache holds what the latest run just computed
-        return out
+        return {node_id: self.node_status(live) for node_id, live in snap["nodes"].items()}
 
     # -- API view ------------------------------------------------------------------------------
     def api_status(self) -> dict[str, Any]:

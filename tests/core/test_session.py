@@ -50,7 +50,7 @@ def test_run_on_worker_thread_and_snapshot_follows(session):
     report = session.wait(10)
     assert report.ok
     snap = session.snapshot()
-    assert snap["nodes"]["sum"]["state"] == "cached"
+    assert snap["nodes"]["sum"]["state"] == "done"
     assert snap["nodes"]["sum"]["series"]["sum"][0]["value"] == 5.0
     assert snap["nodes"]["length"]["state"] == "idle"
     session.edit("set_params", id="b", params={"value": 4})
@@ -98,3 +98,16 @@ def test_autosave_keeps_the_newest_versions(registry, workspace, chain):
     from nodeflow.graph import Graph
 
     assert Graph.load(saved[0]).node("a").position.x == AUTOSAVE_KEEP + 2
+
+
+def test_nodes_the_latest_run_computed_show_done_until_they_change(session):
+    session.run(target="sum")
+    session.wait(10)
+    states = {k: v["state"] for k, v in session.snapshot()["nodes"].items()}
+    assert states["sum"] == "done" and states["a"] == "done"
+    session.run(target="text")
+    session.wait(10)
+    states = {k: v["state"] for k, v in session.snapshot()["nodes"].items()}
+    assert states["sum"] == "cached" and states["text"] == "done"
+    session.edit("set_params", id="sum", params={"offset": 1})
+    assert session.snapshot()["nodes"]["sum"]["state"] == "stale"
