@@ -55,7 +55,7 @@ def test_run_on_worker_thread_and_snapshot_follows(session):
     assert snap["nodes"]["length"]["state"] == "idle"
     session.edit("set_params", id="b", params={"value": 4})
     snap = session.snapshot()
-    assert [snap["nodes"][n]["state"] for n in ("a", "b", "sum", "text")] == ["cached", "stale", "stale", "stale"]
+    assert [snap["nodes"][n]["state"] for n in ("a", "b", "sum", "text")] == ["done", "stale", "stale", "stale"]
 
 
 def test_failed_state_sticks_until_the_node_changes(registry, workspace):
