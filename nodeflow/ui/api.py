@@ -4,10 +4,12 @@ a browser tab always see one graph and one run."""
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import secrets
 from typing import Any
 
 from fastapi import Body, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 
 from nodeflow.executor import GraphInvalid
 from nodeflow.graph import Graph, GraphFileError
@@ -19,15 +21,53 @@ from .state import Hub
 def token_ok(request: Request, token: str | None) -> bool:
     if token is None:
         return True
-    given = request.query_params.get("token") or request.cookies.get("nodeflow_token") or ""
+    given = request.query_params.get("token") or request.cookies.get(COOKIE) or ""
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         given = header[7:].strip()
     return hmac.compare_digest(given.encode(), token.encode())
 
 
+#: NiceGUI's own scripts, styles and websocket: no data of ours, and the websocket only accepts
+#: clients whose page was served (which needs the token)
+PUBLIC_PREFIXES = ("/_nicegui/", "/_nicegui_ws/", "/favicon")
+COOKIE = "nodeflow_token"
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def access_token(host: str, token: str | None) -> tuple[str | None, bool]:
+    """The token to require, and whether it was made up here: off loopback one is always needed."""
+    if token or is_loopback(host):
+        return token or None, False
+    return secrets.token_urlsafe(24), True
+
+
+def install_token_check(app: FastAPI, token: str | None) -> None:
+    """Every page and API request needs the token (query, bearer header or the cookie the page
+    sets); anything else gets 401. Comparison is constant-time."""
+    if not token:
+        return
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next):
+        if not request.url.path.startswith(PUBLIC_PREFIXES) and not token_ok(request, token):
+            return PlainTextResponse("401: missing or wrong token; open the address `nodeflow serve` printed, "
+                                     "or send 'Authorization: Bearer <token>'", status_code=401)
+        response = await call_next(request)
+        if request.query_params.get("token"):
+            response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+        return response
+
+
 def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
     session = hub.session
+    install_token_check(app, token)
 
     def guard(request: Request) -> None:
         if not token_ok(request, token):
@@ -44,9 +84,9 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
         guard(request)
         try:
             graph = Graph.from_data(data, "request body")
-        except GraphFileError as exc:
+            session.replace(graph)
+        except (GraphFileError, EditError) as exc:
             raise HTTPException(422, str(exc)) from None
-        session.replace(graph)
         return {"version": session.version, "problems": [p.to_json() for p in session.validate()]}
 
     @app.post("/api/edit")

@@ -20,7 +20,7 @@ from nodeflow.graph import Graph, GraphFileError
 from nodeflow.node import UnknownNodeType
 from nodeflow.session import EditError, Session
 
-from .api import install_api, token_ok
+from .api import access_token, install_api, token_ok
 from .state import Hub, status_delta
 
 POLL_SECONDS = 0.3
@@ -484,8 +484,12 @@ def serve(session: Session, host: str = "127.0.0.1", port: int = 8080, token: st
                          "Build it with: scripts/build_frontend.sh   (needs Node.js 18+ and npm)")
     if getattr(session, "autosave_delay", 0) is None:
         session.autosave_delay = AUTOSAVE_SECONDS  # the editor autosaves; the CLI's one-shot runs need not
+    token, generated = access_token(host, token)
     create_app(session, token)
     address = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
+    if generated:
+        print(f"nodeflow: {host} is reachable from other machines, so the editor needs a token; "
+              f"generated one (set --token or NODEFLOW_TOKEN to choose it): {token}", flush=True)
     print(f"nodeflow editor: {address}", flush=True)
     ui.run(host=host, port=port, reload=False, show=False, title="nodeflow", favicon="🔀",
            show_welcome_message=False)

@@ -51,13 +51,16 @@ def main() -> None:
     parser.add_argument("--workspace", required=True)
     parser.add_argument("--builtin", action="store_true", help="the real catalogue instead of the test pack")
     parser.add_argument("--graph", help="graph file to open (default: the test pack's demo graph)")
+    parser.add_argument("--token", help="require this access token")
+    parser.add_argument("--allow-root", action="append", default=[], help="confine path params to these folders")
     args = parser.parse_args()
     registry = Registry.discover(plugins=False) if args.builtin else pack_registry()
     graph = Graph.load(args.graph) if args.graph else demo_graph()
-    session = Session(registry, Path(args.workspace), graph=graph, device="cpu")
+    roots = [Path(p) for p in args.allow_root] if args.allow_root else None
+    session = Session(registry, Path(args.workspace), graph=graph, device="cpu", allowed_roots=roots)
     from nodeflow.ui.app import serve
 
-    serve(session, port=args.port)
+    serve(session, port=args.port, token=args.token)
 
 
 if __name__ == "__main__":
