@@ -130,7 +130,7 @@ class EditorPage:
                             f'draggable=true data-type="{entry["type"]}"')
                         with item:
                             ui.label(entry["title"]).classes("text-sm")
-                            ui.label(entry["type"]).classes("text-xs text-grey-6")
+                            ui.label(f'{entry["type"]} · {entry["source"]}').classes("text-xs text-grey-6")
                         item.tooltip(entry["description"].split("\n")[0] or entry["type"])
                         item.on("dragstart", js_handler=(
                             f"(e) => {{ e.dataTransfer.setData({json.dumps(DRAG_TYPE)}, {json.dumps(entry['type'])});"
@@ -252,7 +252,8 @@ class EditorPage:
                     .classes("text-subtitle1 text-weight-medium grow nf-inspector-title")
                 ui.button(icon="play_arrow", on_click=lambda: self.run(node_id)) \
                     .props("flat dense round color=indigo").tooltip("Run to here")
-            ui.label(f"{spec.id} · {spec.type}").classes("text-xs text-grey-7")
+            ui.label(f"{spec.id} · {spec.type}" + (f" · from {entry['source']}" if entry else "")) \
+                .classes("text-xs text-grey-7")
             if entry is None:
                 ui.label(f"Unknown node type '{spec.type}'").classes("text-negative")
                 return

@@ -17,6 +17,7 @@ async def test_page_shows_graph_palette_and_run_bar(editor):
     await user.should_see("Run all")
     await user.should_see("Run selected")
     await user.should_see("Constant")  # palette
+    await user.should_see("test.constant · tests.nodepack")  # where each node type came from
     canvas = editor_element(user)
     ids = [n["id"] for n in canvas.props["graph"]["nodes"]]
     assert ids == [n.id for n in session.graph.nodes]
