@@ -171,7 +171,7 @@ def train_one_epoch(net: nn.Sequential, loader, optimizer, loss_fn, device: Devi
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(net: nn.Sequential, loader, loss_fn, device: Device) -> tuple[float, float, torch.Tensor, torch.Tensor]:
     """Mean loss, accuracy, and the predicted and true labels of a whole split."""
     net.eval()

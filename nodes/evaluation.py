@@ -16,6 +16,7 @@ from nodeflow.graph import atomic_write_bytes, atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodeflow.paths import FolderPath
 from nodes._images import LabelledImages, image_files, loader, make_transform
+from nodes._features import prepare_evaluation
 from nodes._torch import resolve_device
 from nodes._techniques import TopK
 from nodes._training import evaluate, network
@@ -70,7 +71,7 @@ class Evaluate(Node):
             raise ParamProblem(f"the data has no '{params.split}' images (splits: {data.counts()})", param="split")
         device = resolve_device(ctx.device)
         net = device.prepare(network(model, len(model.classes)))
-        batches = loader(data, params.split, params.batch_size, False, pin_memory=device.is_cuda)
+        net, batches = prepare_evaluation(ctx, net, model, data, params.split, device, params.batch_size)
         with TopK(net, params.top_k) as top:
             loss, _, pred, true = evaluate(net, batches, torch.nn.CrossEntropyLoss(), device)
         metrics = scores(pred, true, model.classes, params.beta)
@@ -183,7 +184,7 @@ class Predict(Node):
         batches = torch.utils.data.DataLoader(LabelledImages([(p, -1) for p in paths], make_transform(model.format)),
                                               batch_size=params.batch_size)
         rows = []
-        with torch.no_grad():
+        with torch.inference_mode():
             for i, (images, _) in enumerate(batches):
                 with device.autocast():
                     probs = net(device.batch(images)).float().softmax(1).cpu()

@@ -10,7 +10,9 @@ from pydantic import Field
 
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodes._checkpoint import CheckpointError, restore_checkpoint, save_checkpoint
-from nodes._images import loader
+from nodes._distributed import current as current_group, launching
+from nodes._features import prepare_training, technique_blockers
+from nodes._pipeline import resolve_workers
 from nodes._torch import free_memory, is_out_of_memory, resolve_device, seed_everything
 from nodes._training import (NonFiniteLoss, apply_freezing, evaluate, frozen_prefix, make_optimizer, make_schedule, network,
                              param_groups, resolve_spec, set_mode, train_one_epoch)
@@ -102,7 +104,21 @@ class Trainer(Node):
             "Stop after this many epochs without a lower validation loss and keep the best weights (0: off)"))
         seed: int = Field(0, ge=0, description="Seed of weight init, data order and dropout")
         mixed_precision: bool = Field(True, description="bf16/fp16 autocast on CUDA (ignored on CPU)")
-        workers: int = Field(0, ge=0, le=64, description="Data-loading worker processes (0: load in this process)")
+        workers: int = Field(-1, ge=-1, le=64, description=(
+            "Threads that decode images once, or worker processes when images are read every epoch "
+            "(random resized crop); -1: every available core, 0: in the training process"))
+        feature_cache: Literal["auto", "off"] = Field("auto", description=(
+            "auto: compute the frozen leading blocks' outputs once and train the rest on them, when the "
+            "training images are the same every epoch (re-used across runs; validation always)"))
+        augmented_copies: int = Field(0, ge=0, le=100, description=(
+            "With random augmentation: cache this many augmented copies of each image's frozen-block "
+            "outputs and cycle through them by epoch (0: no cache while augmenting)"))
+        devices: int = Field(1, ge=1, le=64, description=(
+            "Processes to train in, one per GPU (or CPU processes): more than 1 runs DistributedDataParallel; "
+            "batch_size stays the total over all devices"))
+        strategy: Literal["auto", "ddp"] = Field("auto", description=(
+            "How several devices train together: DistributedDataParallel (the only one, for now)"))
+        compile: bool = Field(False, description="torch.compile the trained part (pays off on long GPU runs)")
         grad_clip: float = Field(0.0, ge=0, le=1e6, description=(
             "Clip the gradient norm to this value (0: off); helps when the loss blows up"))
         lr_decay: float = Field(1.0, gt=0, le=1, description=(
@@ -133,6 +149,7 @@ class Trainer(Node):
             return {}
         return {"model": {**model, "trained": True, "classes": data.get("classes")}}
 
+    @launching
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
             teacher: ModelValue | None = None) -> dict:
         try:
@@ -163,8 +180,15 @@ class Trainer(Node):
                 f"{num_classes} classes)")
         ctx.log_metric("trainable_params", trainable)
         optimizer = tech.make_optimizer(params.optimizer, groups, params.momentum, params.weight_decay, params.final_lr)
-        train_loader = loader(data, "train", params.batch_size, True, generator, params.workers, device.is_cuda)
-        val_loader = loader(data, "validation", params.batch_size, False, None, params.workers, device.is_cuda)
+        group = current_group()
+        inputs = prepare_training(ctx, net, model, data, device, batch_size=group.per_rank(params.batch_size),
+                                  generator=generator, mode=params.feature_cache, copies=params.augmented_copies,
+                                  seed=params.seed, workers=resolve_workers(params.workers),
+                                  blockers=technique_blockers(params, teacher), shard=group.shard(params.seed),
+                                  main_first=group.main_first)
+        train_loader, val_loader = inputs.train, inputs.validation
+        body, prefix = group.wrap(inputs.body, inputs.prefix, device.torch, params.compile)
+        save_on_main = group.main_only(save_checkpoint)
         schedule = tech.make_schedule(params.schedule, optimizer, params.epochs, len(train_loader), params.step_size,
                                       params.gamma, params.sgdr_cycle, params.sgdr_mult)
         scaler = torch.amp.GradScaler(device.torch.type) if device.needs_scaler else None
@@ -195,8 +219,9 @@ class Trainer(Node):
                 ctx.log(f"resuming after epoch {meta['epoch']} from an interrupted attempt")
         for epoch in range(first, params.epochs + 1):
             set_mode(net, True, model.frozen, model.bn_frozen)
+            inputs.set_epoch(epoch)
             try:
-                train_loss, train_acc = train_one_epoch(net, train_loader, optimizer, objective or loss_fn, device,
+                train_loss, train_acc = train_one_epoch(body, train_loader, optimizer, objective or loss_fn, device,
                                                         prefix, scaler, schedule, on_batch, params.grad_clip,
                                                         prepare=objective.prepare if objective else None)
             except NonFiniteLoss as exc:
@@ -205,7 +230,9 @@ class Trainer(Node):
                 raise ParamProblem(f"{exc} of epoch {epoch} (learning rate {lr:g}); lower lr or set {clip}. "
                                    "Nothing after this node runs; the last finished epoch stays as a checkpoint",
                                    param="lr") from None
-            val_loss, val_acc, _, _ = evaluate(net, val_loader, loss_fn, device)
+            val_loss, val_acc, _, val_true = evaluate(inputs.eval_body, val_loader, loss_fn, device)
+            train_loss, train_acc, val_loss, val_acc = group.reduce((train_loss, train_acc, 1),
+                                                                    (val_loss, val_acc, len(val_true)))
             record = {"epoch": len(history) + 1, "train_loss": train_loss, "train_accuracy": train_acc,
                       "val_loss": val_loss, "val_accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"]}
             history.append(record)
@@ -214,7 +241,7 @@ class Trainer(Node):
                     ctx.log_metric(name, record[name], step=epoch)
             ctx.log(f"epoch {epoch}/{params.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f}, "
                     f"val loss {val_loss:.4f} acc {val_acc:.3f}")
-            save_checkpoint(checkpoint, epoch=epoch, model=net, optimizer=optimizer, scheduler=schedule,
+            save_on_main(checkpoint, epoch=epoch, model=net, optimizer=optimizer, scheduler=schedule,
                             config=params.model_dump(mode="json"), history=history, generator=generator,
                             extra={"step": step})
             if params.early_stopping and not math.isnan(val_loss):
