@@ -7,7 +7,7 @@ import { reactive, ref, markRaw, computed, inject, provide, unref } from "vue";
 import { VueFlow, Handle, Position, MiniMap, Controls, Background, installStyles } from "nodeflow-vueflow";
 
 const DRAG_TYPE = "application/x-nodeflow-type";
-const READABLE_ZOOM = 0.65;
+const READABLE_ZOOM = 0.6;
 
 function fits(accepts, expected) {
   return expected === "Any" || (accepts || []).includes(expected);
@@ -71,7 +71,7 @@ const NfNode = {
 
 const EDITOR_CSS = `
 .nf-canvas { width: 100%; height: 100%; background: #f7f8fa; }
-.nf-node { background: #fff; border: 1px solid #c9ced6; border-radius: 8px; min-width: 190px; max-width: 240px;
+.nf-node { background: #fff; border: 1px solid #c9ced6; border-radius: 8px; min-width: 180px; max-width: 210px;
   font: 12px/1.35 system-ui, sans-serif; color: #1f2933; box-shadow: 0 1px 3px rgba(0,0,0,.08); }
 .nf-node.nf-selected { border-color: #3f51b5; box-shadow: 0 0 0 2px rgba(63,81,181,.35); }
 .nf-head { display: flex; align-items: center; gap: 6px; padding: 6px 8px 0 10px; }
