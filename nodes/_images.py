@@ -72,12 +72,22 @@ def scan(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, str]]] | lis
                 raise DatasetLayoutError(f"'{folder}' has classes {extra} that the train split lacks")
             result[split] = [(f, c) for c in classes if (folder / c).is_dir() for f in image_files(folder / c)]
         return classes, result
-    classes = [p.name for p in _subdirs(root) if image_files(p)]
+    classes = [p.name for p in _subdirs(root)]
     if len(classes) < 2:
         raise DatasetLayoutError(
             f"'{root}' should hold either train/ validation/ test/ folders or at least two class "
             f"sub-folders of images (found {len(classes)})")
     return classes, [(f, c) for c in classes for f in image_files(root / c)]
+
+
+def other_files(root: Path) -> int:
+    """Files under ``root`` that are not images by their name (notes, Thumbs.db...): skipped, but
+    counted so the user learns of them."""
+    count = 0
+    for _, dirs, files in os.walk(Path(root).expanduser()):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        count += sum(1 for f in files if not f.startswith(".") and Path(f).suffix.lower() not in IMAGE_SUFFIXES)
+    return count
 
 
 def split_by_fraction(items: Sequence[tuple[Path, str]], classes: Sequence[str], validation: float,
@@ -120,12 +130,18 @@ def build_image_set(root: Path, validation: float, test: float, seed: int, max_p
     fractions apply to images that can actually be used."""
     classes, found = scan(root)
     groups = {"all": found} if isinstance(found, list) else dict(found)
-    skipped = 0
+    skipped = other_files(root)
     if verify:
         good = keep_readable(p for items in groups.values() for p, _ in items)
         kept = {name: [i for i in items if i[0] in good] for name, items in groups.items()}
-        skipped = sum(len(groups[n]) - len(kept[n]) for n in groups)
+        skipped += sum(len(groups[n]) - len(kept[n]) for n in groups)
         groups = kept
+    training = groups.get("train", groups.get("all", []))
+    empty = [c for c in classes if not any(label == c for _, label in training)]
+    if empty:
+        where = "the train split" if "train" in groups else f"'{root}'"
+        raise DatasetLayoutError(f"class folder(s) {empty} have no usable images in {where}; add images or "
+                                 "remove the folder(s)")
     if isinstance(found, list):
         splits = split_by_fraction(groups["all"], classes, validation, test, seed)
     else:

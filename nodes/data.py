@@ -57,7 +57,7 @@ def _load(ctx: RunContext, root: Path, params: _SplitParams) -> ImageSet:
     data = data.with_(sources={"dataset": ctx.node_id})
     counts = data.counts()
     ctx.log(f"{len(data.classes)} classes {list(data.classes)}; images per split {counts}; "
-            f"skipped {data.skipped} unreadable file(s)")
+            f"skipped {data.skipped} unreadable or non-image file(s)")
     for split, n in counts.items():
         ctx.log_metric(f"{split}_images", n)
     ctx.log_metric("skipped_images", data.skipped)
