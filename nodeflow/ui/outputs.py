@@ -9,6 +9,8 @@ from typing import Any
 from nicegui import ui
 
 CHART_HEIGHT = "h-56"
+#: series whose points carry an ``lr`` (the learning-rate finder's) are drawn against it, log scale
+LR_CHART = "Loss vs learning rate"
 
 
 def group_series(series: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -18,12 +20,14 @@ def group_series(series: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str,
         low = name.lower()
         if len(points) < 2 and not low.startswith(("train_", "val_")):
             continue  # a one-off number (image counts, parameter count): the metrics table has it
-        if low.startswith("batch"):
+        if points and points[0].get("lr") is not None:
+            title = LR_CHART
+        elif low.startswith("batch"):
             title = "Per batch"
         else:
             title = "Loss" if "loss" in low else "Accuracy" if "acc" in low else "Other metrics"
         groups.setdefault(title, {})[name] = points
-    order = ["Loss", "Accuracy", "Per batch", "Other metrics"]
+    order = [LR_CHART, "Loss", "Accuracy", "Per batch", "Other metrics"]
     return {k: groups[k] for k in order if k in groups}
 
 
@@ -36,6 +40,8 @@ def _x(point: dict[str, Any]) -> float:
 
 def chart_options(title: str, series: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     by_epoch = any(p.get("epoch") is not None for pts in series.values() for p in pts)
+    if title == LR_CHART:
+        return lr_chart_options(series)
     return {
         "animation": False,
         "title": {"text": title, "textStyle": {"fontSize": 12}, "left": 4, "top": 0},
@@ -48,6 +54,20 @@ def chart_options(title: str, series: dict[str, list[dict[str, Any]]]) -> dict[s
         "yAxis": {"type": "value", "scale": True},
         "series": [{"name": name, "type": "line", "showSymbol": len(points) < 40, "smooth": False,
                     "sampling": "lttb", "data": [[_x(p), p["value"]] for p in points]}
+                   for name, points in series.items()],
+    }
+
+
+def lr_chart_options(series: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Loss against the learning rate on a log axis, as an LR range test is read."""
+    return {
+        "animation": False,
+        "title": {"text": LR_CHART, "textStyle": {"fontSize": 12}, "left": 4, "top": 0},
+        "tooltip": {"trigger": "axis"},
+        "grid": {"left": 44, "right": 12, "top": 30, "bottom": 28},
+        "xAxis": {"type": "log", "name": "learning rate", "nameLocation": "middle", "nameGap": 20},
+        "yAxis": {"type": "value", "scale": True},
+        "series": [{"name": name, "type": "line", "showSymbol": False, "data": [[p["lr"], p["value"]] for p in points]}
                    for name, points in series.items()],
     }
 

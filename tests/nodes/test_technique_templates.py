@@ -98,3 +98,13 @@ def test_forms_offer_every_technique(registry):
 def test_templates_keep_no_machine_paths(template):
     text = template_path(template).read_text()
     assert "/home/" not in text and "/tmp/" not in text and "\\\\" not in text
+
+
+def test_lr_finder_curve_is_charted_against_the_learning_rate():
+    from nodeflow.ui.outputs import LR_CHART, chart_options, group_series
+
+    points = [{"step": i, "value": 1.0 - i / 10, "lr": 10.0 ** (i - 6)} for i in range(5)]
+    charts = group_series({"lr_finder_loss": points, "val_loss": [{"step": 1, "value": 0.5}]})
+    assert list(charts) == [LR_CHART, "Loss"]
+    options = chart_options(LR_CHART, charts[LR_CHART])
+    assert options["xAxis"]["type"] == "log" and options["series"][0]["data"][0] == [1e-6, 1.0]
