@@ -139,3 +139,26 @@ def test_relative_paths_typed_in_the_shell_mean_the_shells_folder(tmp_path, work
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     assert json.loads(report.read_text())["nodes"]["r"]["metrics"] == {"files": 3}
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{\"format\": \"nodeflow.graph\", \"version\": 1, \"nodes\": [", "not valid JSON"),
+    ("{\"format\": \"nodeflow.graph\", \"version\": 1, \"nodes\": {\"a\": 1}}", "nodes: Input should be a valid list"),
+    ("{\"format\": \"nodeflow.graph\", \"version\": 1, \"nodes\": [{\"id\": \"a\", \"type\": 5}]}",
+     "node 'a' field 'type'"),
+    ("\"just a string\"", "a graph document is a JSON object"),
+])
+def test_malformed_graph_files_exit_1_with_one_line(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    for command in ("validate", "run"):
+        result = nodeflow(command, str(path), workspace=tmp_path / "ws")
+        assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_huge_document_is_refused_cleanly(tmp_path):
+    nodes = [{"id": f"n{i}", "type": "test.constant"} for i in range(10_001)]
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps({"format": "nodeflow.graph", "version": 1, "nodes": nodes}))
+    result = nodeflow("validate", str(path))
+    assert result.returncode == 1 and "at most 10000" in result.stderr and "Traceback" not in result.stderr

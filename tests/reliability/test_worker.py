@@ -74,3 +74,33 @@ def test_in_memory_values_of_the_worker_count_as_cached(registry, workspace):
         session.wait(60)
     finally:
         session.close()
+
+
+def test_kill_9_mid_epoch_of_real_training_then_resume(tmp_path):
+    """The real trainer in the worker: killed in epoch 2, the node fails with the signal, the data
+    nodes stay cached, and the next run resumes training after epoch 1."""
+    from nodeflow.node import Registry
+    from tests.imagegen import make_image_set
+    from tests.nodes.graphs import classifier_graph
+
+    images = make_image_set(tmp_path / "images", ("circle", "stripes"), per_class=24, size=32)
+    graph = classifier_graph(images, epochs=40, trainer={"batch_size": 8})
+    session = Session(Registry.discover(plugins=False), tmp_path / "ws", graph=graph, device="cpu", isolate=True)
+    try:
+        session.run(target="train")
+        assert wait_for(lambda: any(p["step"] == 1 for p in session.snapshot()["nodes"]["train"]
+                                    .get("series", {}).get("val_loss", [])), timeout=180)
+        assert wait_for(lambda: session.snapshot()["nodes"]["train"].get("progress", 0) > 1.2 / 40, timeout=60)
+        os.kill(session.worker.pid, signal.SIGKILL)
+        session.wait(60)
+        snap = session.snapshot()["nodes"]
+        assert snap["train"]["state"] == "failed" and "SIGKILL" in snap["train"]["error"]
+        assert snap["data"]["state"] in ("done", "cached") and snap["fmt"]["state"] in ("done", "cached")
+        logs = []
+        session.subscribe(lambda e: logs.append(e.data.get("message", "")) if e.kind == "log" else None)
+        session.run(target="train")
+        assert wait_for(lambda: any("resuming after epoch" in m for m in logs), timeout=120)
+        session.stop()
+        session.wait(60)
+    finally:
+        session.close()
