@@ -1,11 +1,13 @@
 """More than one device: PyTorch's DistributedDataParallel, launched the way torchrun does it.
 
-A trainer with ``devices > 1`` starts one process per device with torchrun's environment (RANK,
-LOCAL_RANK, WORLD_SIZE, MASTER_ADDR=127.0.0.1, a free MASTER_PORT) and the env:// rendezvous;
-NCCL on CUDA, gloo on CPU. Every rank runs the same trainer code on its shard of the data
+A trainer with ``devices > 1`` runs itself under ``python -m torch.distributed.run`` (torchrun),
+one process per device on 127.0.0.1 and a free port, env:// rendezvous, NCCL on CUDA and gloo on
+CPU. A subprocess rather than multiprocessing, because the editor's own worker is a daemon process
+(which may not have children) and because torchrun is what users run by hand anyway. Inputs go
+to the ranks as files through the port codecs (no pickles). Every rank runs the same trainer code on its shard of the data
 (``Shard``), gradients are averaged by DDP, epoch metrics are reduced across ranks, rank 0
-alone writes checkpoints and the result, and only rank 0's events reach the editor (through a
-queue). When nodeflow itself already runs under ``torchrun`` the trainer joins that group
+alone writes checkpoints and the result, and only rank 0's events reach the editor (over an
+authenticated loopback connection). When nodeflow itself already runs under ``torchrun`` the trainer joins that group
 instead of starting processes.
 
 ``batch_size`` stays the global batch: each rank takes its share, so the same settings give the
@@ -16,11 +18,16 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import inspect
+import json
 import math
 import os
 import queue as queue_module
+import secrets
 import shutil
 import socket
+import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -133,17 +140,19 @@ def current() -> Group:
 
 
 def launching(run: Callable[..., dict]) -> Callable[..., dict]:
-    """Decorates a trainer's ``run``: with ``devices > 1`` (and not already inside a group) it starts
-    one process per device and returns rank 0's result."""
+    """Decorates a trainer's ``run``: with ``devices > 1`` (and not already inside a group) it runs
+    the node under torchrun, one process per device, and returns rank 0's result."""
 
     @functools.wraps(run)
     def wrapper(self, ctx: RunContext, params: Any, *args: Any, **kwargs: Any) -> dict:
         devices = getattr(params, "devices", 1)
         if devices > 1 and not current().active:
-            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # nodeflow itself was started by torchrun
                 _join_torchrun_group(ctx)
                 return run(self, ctx, params, *args, **kwargs)
-            return launch(type(self), ctx, params, args, kwargs, devices)
+            bound = inspect.signature(run).bind(self, ctx, params, *args, **kwargs)
+            inputs = {k: v for k, v in bound.arguments.items() if k not in ("self", "ctx", "params")}
+            return launch(type(self), ctx, params, inputs, devices)
         return run(self, ctx, params, *args, **kwargs)
 
     return wrapper
@@ -175,75 +184,124 @@ def _backend(device: str, devices: int) -> tuple[str, str]:
     return "gloo", "cpu"
 
 
-def launch(node_cls: type, ctx: RunContext, params: Any, args: tuple, kwargs: dict, devices: int) -> dict:
-    """Run ``node_cls().run`` in ``devices`` processes (torchrun semantics) and return rank 0's outputs,
-    forwarding its events to ``ctx`` and ``ctx``'s stop button to every rank."""
-    import torch.multiprocessing as mp
+# -- the launcher side ----------------------------------------------------------------------------
+
+
+def _save_inputs(inputs: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """Port values as files (their codecs: JSON and safetensors, no pickles) for the ranks to load."""
+    from nodes._values import MODEL, ImageSet, ModelValue
+
+    saved: dict[str, Any] = {}
+    for name, value in inputs.items():
+        if value is None:
+            saved[name] = None
+        elif isinstance(value, ModelValue):
+            MODEL.codec.save(value, folder / name)
+            saved[name] = {"model": name}
+        elif isinstance(value, ImageSet):
+            saved[name] = {"images": value.to_json()}
+        else:
+            raise TypeError(f"cannot hand input '{name}' ({type(value).__name__}) to training processes")
+    return saved
+
+
+def _load_inputs(saved: dict[str, Any], folder: Path) -> dict[str, Any]:
+    from nodes._values import MODEL, ImageSet
+
+    out: dict[str, Any] = {}
+    for name, spec in saved.items():
+        if spec is None:
+            out[name] = None
+        elif "model" in spec:
+            out[name] = MODEL.codec.load(folder / spec["model"])
+        else:
+            out[name] = ImageSet.from_json(spec["images"])
+    return out
+
+
+def launch(node_cls: type, ctx: RunContext, params: Any, inputs: dict[str, Any], devices: int,
+           grace: float = 15.0) -> dict:
+    """``python -m torch.distributed.run --nproc-per-node DEVICES -m nodes._distributed JOB``: every
+    rank runs ``node_cls().run`` on the inputs saved in JOB; rank 0 streams its events back over an
+    authenticated loopback connection and writes the result. The stop button becomes a stop file."""
+    import subprocess
+    import sys
+    from multiprocessing.connection import Listener
 
     from nodes._values import TRAINED_MODEL
 
     backend, kind = _backend(ctx.device, devices)
-    spawn = mp.get_context("spawn")
-    events, stop = spawn.Queue(), spawn.Event()
-    result = ctx.checkpoints / "ddp-result"
-    shutil.rmtree(result, ignore_errors=True)
-    setup = {"port": free_port(), "world": devices, "backend": backend, "kind": kind, "node_id": ctx.node_id,
-             "workspace": str(ctx.workspace), "seed": ctx.seed, "key": ctx.key, "result": str(result)}
-    ctx.log(f"starting {devices} {kind.upper()} processes for DistributedDataParallel ({backend})")
-    procs = [spawn.Process(target=_worker, args=(rank, setup, node_cls, params, args, kwargs, events, stop),
-                           daemon=True) for rank in range(devices)]
-    for proc in procs:
-        proc.start()
-    failure: tuple | None = None
+    job = ctx.checkpoints / "ddp-job"
+    shutil.rmtree(job, ignore_errors=True)
+    job.mkdir(parents=True)
+    authkey = secrets.token_bytes(16)
+    listener = Listener(("127.0.0.1", 0), authkey=authkey)
+    spec = {"node": f"{node_cls.__module__}:{node_cls.__qualname__}", "params": params.model_dump(mode="json"),
+            "inputs": _save_inputs(inputs, job / "inputs"), "node_id": ctx.node_id, "workspace": str(ctx.workspace),
+            "seed": ctx.seed, "key": ctx.key, "backend": backend, "kind": kind, "events": list(listener.address)}
+    (job / "job.json").write_text(json.dumps(spec))
+    messages: queue_module.Queue = queue_module.Queue()
+
+    def receive() -> None:
+        try:
+            with listener.accept() as connection:
+                while True:
+                    messages.put(json.loads(connection.recv_bytes()))
+        except (EOFError, OSError):
+            pass
+
+    threading.Thread(target=receive, daemon=True, name="ddp-events").start()
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(devices),
+               "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "nodes._distributed", str(job)]
+    env = {**os.environ, "NODEFLOW_DDP_AUTHKEY": authkey.hex(), "OMP_NUM_THREADS":
+           str(max(1, available_cores() // devices)) if kind == "cpu" else os.environ.get("OMP_NUM_THREADS", "1")}
+    ctx.log(f"training in {devices} {kind.upper()} processes with DistributedDataParallel ({backend}, torchrun)")
+    with open(job / "torchrun.log", "wb") as output:
+        proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
     interrupted = False
-    finished: set[int] = set()
+    stopped_at = None
     try:
-        while len(finished) < devices:
+        while True:
             try:
-                message = events.get(timeout=0.2)
+                message = messages.get(timeout=0.2)
             except queue_module.Empty:
                 message = None
             if message is not None:
-                if message[0] == "event":
-                    try:
-                        _forward(ctx, message[1])
-                    except Interrupted:
-                        interrupted = True
-                        stop.set()
-                elif message[0] == "done":
-                    finished.add(message[1])
-                elif message[0] == "error":
-                    failure = failure or message
-                    finished.add(message[1])
-                    stop.set()
-                    break
-            if ctx.interrupted and not stop.is_set():
+                try:
+                    _forward(ctx, Event(message["kind"], ctx.node_id, message["data"]))
+                except Interrupted:
+                    interrupted = True
+            if (interrupted or ctx.interrupted) and stopped_at is None:
                 interrupted = True
-                stop.set()
-            dead = [rank for rank, proc in enumerate(procs) if not proc.is_alive() and rank not in finished]
-            if dead and message is None:
-                failure = failure or ("error", dead[0], "RuntimeError",
-                                      f"training process {dead[0]} exited with code {procs[dead[0]].exitcode}",
-                                      None, None, "")
+                (job / "stop").touch()
+                stopped_at = time.monotonic()
+            if proc.poll() is not None and messages.empty():
+                break
+            if stopped_at is not None and time.monotonic() - stopped_at > grace:
+                proc.terminate()  # ranks stuck in a collective after another one stopped
+                proc.wait(timeout=30)
                 break
     finally:
-        for proc in procs:
-            proc.join(timeout=5 if failure is None else 1)
-        for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(timeout=5)
-    if failure is not None:
-        _, rank, kind_name, message, param, port, trace = failure
-        if kind_name == "Interrupted" or interrupted:
-            raise Interrupted(f"node '{ctx.node_id}' was interrupted")
-        if kind_name == "ParamProblem":
-            raise ParamProblem(message, param=param, port=port)
-        raise RuntimeError(f"rank {rank} of {devices}: {kind_name}: {message}\n{trace}")
-    if interrupted:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+        listener.close()
+    errors = sorted(job.glob("error-*.json"))
+    if interrupted and not (job / "result").is_dir():
         raise Interrupted(f"node '{ctx.node_id}' was interrupted")
-    value = TRAINED_MODEL.codec.load(result)
-    shutil.rmtree(result, ignore_errors=True)
+    if errors:
+        error = json.loads(errors[0].read_text())
+        if error["kind"] == "Interrupted":
+            raise Interrupted(f"node '{ctx.node_id}' was interrupted")
+        if error["kind"] == "ParamProblem":
+            raise ParamProblem(error["message"], param=error["param"], port=error["port"])
+        raise RuntimeError(f"rank {error['rank']} of {devices} failed: {error['kind']}: {error['message']}\n"
+                           f"{error['traceback']}")
+    if proc.returncode != 0 or not (job / "result").is_dir():
+        tail = (job / "torchrun.log").read_text(errors="replace")[-3000:]
+        raise RuntimeError(f"torchrun exited with code {proc.returncode}:\n{tail}")
+    value = TRAINED_MODEL.codec.load(job / "result")
+    shutil.rmtree(job, ignore_errors=True)
     return {"model": value}
 
 
@@ -260,35 +318,68 @@ def _forward(ctx: RunContext, event: Event) -> None:
         ctx.preview(data["kind"], data["payload"])
 
 
-def _worker(rank: int, setup: dict, node_cls: type, params: Any, args: tuple, kwargs: dict, events, stop) -> None:
-    """One rank: torchrun's environment, the process group, then the trainer's own ``run``."""
-    world = setup["world"]
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(setup["port"]), RANK=str(rank),
-                      LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world))
-    device = "cpu"
+# -- the rank side --------------------------------------------------------------------------------
+
+
+class _StopFile:
+    """The launcher's stop button as seen by a rank: a file that appears."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def is_set(self) -> bool:
+        return self.path.exists()
+
+
+def main(job: Path) -> int:
+    """One rank, started by torchrun (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT set by it)."""
+    import importlib
+
+    spec = json.loads((job / "job.json").read_text())
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    connection = None
     try:
-        if setup["kind"] == "cuda":
-            torch.cuda.set_device(rank)
-            device = f"cuda:{rank}"
-        else:
-            torch.set_num_threads(max(1, available_cores() // world))
-        torch.distributed.init_process_group(setup["backend"], init_method="env://", rank=rank, world_size=world)
-        _GROUP.set(Group(rank, world, rank))
-        emit = (lambda event: events.put(("event", event))) if rank == 0 else (lambda event: None)
-        ctx = RunContext(setup["node_id"], Path(setup["workspace"]), device=device, seed=setup["seed"], emit=emit,
-                         stop_flag=stop, key=setup["key"])
-        outputs = node_cls().run(ctx, params, *args, **kwargs)
+        device = "cpu"
+        if spec["kind"] == "cuda":
+            torch.cuda.set_device(local_rank)
+            device = f"cuda:{local_rank}"
+        torch.distributed.init_process_group(spec["backend"], init_method="env://")
+        _GROUP.set(Group(rank, world, local_rank))
+        emit: Callable[[Event], None] = lambda event: None  # noqa: E731
+        if rank == 0:
+            from multiprocessing.connection import Client
+
+            connection = Client(tuple(spec["events"]), authkey=bytes.fromhex(os.environ["NODEFLOW_DDP_AUTHKEY"]))
+
+            def emit(event: Event) -> None:
+                connection.send_bytes(json.dumps({"kind": event.kind, "data": event.data}, default=str).encode())
+
+        module, _, name = spec["node"].partition(":")
+        node_cls = getattr(importlib.import_module(module), name)
+        params = node_cls.Params.model_validate(spec["params"])
+        ctx = RunContext(spec["node_id"], Path(spec["workspace"]), device=device, seed=spec["seed"], emit=emit,
+                         stop_flag=_StopFile(job / "stop"), key=spec["key"])  # type: ignore[arg-type]
+        outputs = node_cls().run(ctx, params, **_load_inputs(spec["inputs"], job / "inputs"))
         if rank == 0:
             from nodes._values import TRAINED_MODEL
 
-            result = Path(setup["result"])
-            result.mkdir(parents=True, exist_ok=True)
-            TRAINED_MODEL.codec.save(outputs["model"], result)
-        events.put(("done", rank))
+            TRAINED_MODEL.codec.save(outputs["model"], job / "result.tmp")
+            os.replace(job / "result.tmp", job / "result")
+        return 0
     except BaseException as exc:  # reported to the launcher, which raises it in the editor's process
-        param = getattr(exc, "param", None)
-        port = getattr(exc, "port", None)
-        events.put(("error", rank, type(exc).__name__, str(exc), param, port, traceback.format_exc()))
+        (job / f"error-{rank}.json").write_text(json.dumps({
+            "rank": rank, "kind": type(exc).__name__, "message": str(exc), "param": getattr(exc, "param", None),
+            "port": getattr(exc, "port", None), "traceback": traceback.format_exc()}))
+        return 1
     finally:
+        if connection is not None:
+            connection.close()
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(Path(sys.argv[1])))
