@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -148,6 +149,8 @@ class RunReport:
 
 # -- the cache -------------------------------------------------------------------------------
 
+MEMORY_ENTRIES = 64
+
 
 class Cache:
     """Node outputs by cache key: in memory for this process, on disk for nodes whose outputs
@@ -155,7 +158,7 @@ class Cache:
 
     def __init__(self, folder: Path | None) -> None:
         self.folder = Path(folder) if folder is not None else None
-        self._memory: dict[str, tuple[dict[str, Any], dict[str, float]]] = {}
+        self._memory: OrderedDict[str, tuple[dict[str, Any], dict[str, float]]] = OrderedDict()
         #: keys whose values live in another process's memory (a worker's), with their metrics
         self._elsewhere: dict[str, dict[str, float]] = {}
         self._lock = threading.Lock()
@@ -169,12 +172,10 @@ class Cache:
         entry = self._entry(key)
         return entry is not None and (entry / "meta.json").is_file()
 
-    def in_memory(self, key: str) -> bool:
-        return key in self._memory
-
     def get(self, key: str, node: type[Node]) -> tuple[dict[str, Any], dict[str, float]]:
         with self._lock:
             if key in self._memory:
+                self._memory.move_to_end(key)
                 return self._memory[key]
         entry = self._entry(key)
         if entry is None:
@@ -186,9 +187,17 @@ class Cache:
                 assert port.type.codec is not None
                 outputs[port.name] = port.type.codec.load(entry / port.name)
         value = (outputs, meta.get("metrics", {}))
+        self._remember(key, value)
+        return value
+
+    def _remember(self, key: str, value: tuple[dict[str, Any], dict[str, float]]) -> None:
+        """Keep the most recently used results in memory; older ones are reloaded from disk (or,
+        without a codec, recomputed), so a long editing session does not hoard every model."""
         with self._lock:
             self._memory[key] = value
-        return value
+            self._memory.move_to_end(key)
+            while len(self._memory) > MEMORY_ENTRIES:
+                self._memory.popitem(last=False)
 
     def metrics(self, key: str) -> dict[str, float]:
         with self._lock:
@@ -203,12 +212,12 @@ class Cache:
             return {}
 
     def put(self, key: str, node: type[Node], outputs: dict[str, Any], metrics: dict[str, float],
-            scratch: Path | None = None) -> None:
-        with self._lock:
-            self._memory[key] = (outputs, dict(metrics))
+            scratch: Path | None = None) -> Path | None:
+        """Keep a node's results; returns where the files of ``scratch`` were moved to, if anywhere."""
+        self._remember(key, (outputs, dict(metrics)))
         entry = self._entry(key)
         if entry is None or not persistent(node):
-            return
+            return None
         entry.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key[:8]}-", dir=entry.parent))
         try:
@@ -227,6 +236,7 @@ class Cache:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        return entry / "files" if scratch is not None and scratch.exists() else None
 
     def quarantine(self, key: str) -> Path | None:
         """Move a damaged entry out of the way (never delete it silently); returns where it went."""
@@ -250,11 +260,9 @@ class Cache:
 
 
 def persistent(node: type[Node]) -> bool:
-    """Whether a node's outputs are written to disk: explicit ``persist``, else when every output
-    type can be saved."""
-    if node.persist:
-        return True
-    return getattr(node, "persist_auto", True) and all(p.type.codec is not None for p in node.outputs)
+    """Whether a node's outputs are written to disk: unless it opts out, when every output type
+    can be saved."""
+    return node.persist and all(p.type.codec is not None for p in node.outputs)
 
 
 # -- the executor ----------------------------------------------------------------------------
@@ -584,7 +592,13 @@ class Executor:
             if missing:
                 raise RuntimeError(f"{node.type}.run() returned no value for output(s) {missing}")
             ctx.check_interrupted()
-            self.cache.put(key, node, outputs, ctx.metrics, scratch_root if scratch_root.exists() else None)
+            has_files = scratch_root.exists() and any(scratch_root.iterdir())
+            kept = self.cache.put(key, node, outputs, ctx.metrics, scratch_root if has_files else None)
+            if has_files:
+                if kept is not None:
+                    shutil.rmtree(scratch_root, ignore_errors=True)  # its files now live in the cache entry
+                names = ", ".join(sorted(p.name for p in (kept or scratch_root).iterdir()))
+                self._emit(Event("log", node_id, {"message": f"files written: {names} (in {kept or scratch_root})"}))
         except Interrupted:
             self._last_keys[node_id] = key  # shown as stale: it needs a run (and may resume)
             seconds = time.perf_counter() - started

@@ -176,7 +176,8 @@ class RunContext:
 
     @property
     def scratch(self) -> Path:
-        """A folder this node may write files into; it is kept with the node's cached outputs."""
+        """A folder this node may write files into (plots, CSVs); when the node succeeds they are
+        moved into its cache entry and the run's log says where."""
         if self._scratch is None:
             self._scratch = self.workspace / "scratch" / self.node_id
         self._scratch.mkdir(parents=True, exist_ok=True)
@@ -193,8 +194,9 @@ class Node:
     Params: ClassVar[type[NodeParams]] = NoParams
     inputs: ClassVar[tuple[Port, ...]] = ()
     outputs: ClassVar[tuple[Port, ...]] = ()
-    #: Outputs are written to the workspace and reused by later processes (needs a codec per port).
-    persist: ClassVar[bool] = False
+    #: Write outputs to the workspace, for later processes, when every output type has a codec;
+    #: False for values cheaper to recompute than to store.
+    persist: ClassVar[bool] = True
     #: Bump when ``run`` changes meaning, so old cached results stop matching.
     version: ClassVar[int] = 1
 
@@ -300,10 +302,6 @@ class Registry:
                 f"node type '{node.type}' is defined twice: {existing.__module__}.{existing.__qualname__}"
                 f" and {node.__module__}.{node.__qualname__}"
             )
-        if node.persist:
-            missing = [p.name for p in node.outputs if p.type.codec is None]
-            if missing:
-                raise ValueError(f"node type '{node.type}' persists outputs {missing} whose types have no codec")
         if source is not None:
             node._nodeflow_source = source  # type: ignore[attr-defined]
         self._types[node.type] = node

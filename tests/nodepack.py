@@ -240,3 +240,18 @@ class ReadFolder(Node):
         count = len(list(ctx.resolve_path(params.root).iterdir()))
         ctx.log_metric("files", count)
         return {"value": count}
+
+
+class WriteNote(Node):
+    """Writes a file into its scratch folder, as a plot-making node would."""
+
+    type = "test.write_note"
+    title = "Write note"
+    category = "Test"
+    inputs = (Port("value", NUMBER),)
+    outputs = (Port("value", NUMBER),)
+
+    def run(self, ctx, params, value):
+        record_run(ctx.node_id)
+        (ctx.scratch / "note.txt").write_text(f"value={value}")
+        return {"value": value}

@@ -106,8 +106,12 @@ def test_ctrl_c_stops_cleanly_with_130(tmp_path, workspace):
     path = tmp_path / "slow.json"
     graph.save(path)
     cmd = [sys.executable, "-m", "nodeflow.cli", "--nodes", PACK, "run", str(path), "--workspace", str(workspace)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(2.0)
+    started = tmp_path / "runs.log"
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "NODEPACK_RUN_LOG": str(started)})
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:  # the node is running
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err

@@ -252,3 +252,30 @@ def test_one_run_at_a_time(registry, workspace):
         ex.run(graph)
     ex.interrupt()
     worker.join(10)
+
+
+def test_files_a_node_writes_move_into_its_cache_entry(registry, workspace):
+    graph = make_graph({"a": ("test.constant", {"value": 4}), "w": ("test.write_note", {})}, ["a.value->w.value"])
+    logs = []
+    ex = Executor(registry, workspace, listeners=[lambda e: e.kind == "log" and logs.append(e.data["message"])])
+    ex.run(graph)
+    key = ex.keys(graph)["w"]
+    kept = workspace / "cache" / key[:2] / key / "files" / "note.txt"
+    assert kept.read_text() == "value=4.0"
+    assert any(f"files written: note.txt (in {kept.parent})" == line for line in logs)
+    assert not (workspace / "scratch" / key).exists()
+
+
+def test_memory_keeps_only_recent_results(registry, workspace, monkeypatch):
+    import nodeflow.executor as executor_module
+
+    monkeypatch.setattr(executor_module, "MEMORY_ENTRIES", 3)
+    ex = Executor(registry, workspace)
+    handle = make_graph({"h": ("test.handle", {})}, [])
+    ex.run(handle)
+    for value in range(4):
+        ex.run(make_graph({"n": ("test.constant", {"value": value})}, []))
+    assert len(ex.cache._memory) == 3
+    # an evicted value that lives only in memory is recomputed; a persisted one comes from disk
+    assert statuses(ex.run(handle)) == {"h": "ran"}
+    assert statuses(ex.run(make_graph({"n": ("test.constant", {"value": 0})}, []))) == {"n": "cached"}

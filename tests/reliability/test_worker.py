@@ -41,7 +41,7 @@ def test_kill_9_mid_run_marks_the_node_failed_and_keeps_the_rest(session):
     snap = session.snapshot()
     assert snap["nodes"]["slow"]["state"] == "failed"
     assert "killed by SIGKILL" in snap["nodes"]["slow"]["error"]
-    assert snap["nodes"]["a"]["state"] == "cached"
+    assert snap["nodes"]["a"]["state"] == "done"  # computed before the kill, and kept
     # the editor's session can run again: a new worker, and 'a' comes from the cache
     session.edit("set_params", id="slow", params={"steps": 3, "delay": 0})
     plan = session.run()
@@ -60,7 +60,7 @@ def test_stop_ends_the_running_node_within_two_seconds(session):
     assert time.monotonic() - t0 < 2.0
     assert report.interrupted and report.nodes["slow"].status == "interrupted"
     snap = session.snapshot()["nodes"]
-    assert snap["slow"]["state"] == "stale" and snap["a"]["state"] == "cached"
+    assert snap["slow"]["state"] == "stale" and snap["a"]["state"] == "done"
 
 
 def test_in_memory_values_of_the_worker_count_as_cached(registry, workspace):
@@ -69,9 +69,10 @@ def test_in_memory_values_of_the_worker_count_as_cached(registry, workspace):
     try:
         session.run()
         assert session.wait(60).ok
-        assert session.snapshot()["nodes"]["h"]["state"] == "cached"
-        assert session.run() == {"h": "cached", "u": "cached"}
+        assert session.snapshot()["nodes"]["h"]["state"] == "done"
+        assert session.run() == {"h": "cached", "u": "cached"}  # the worker still holds 'h'
         session.wait(60)
+        assert session.snapshot()["nodes"]["h"]["state"] == "cached"
     finally:
         session.close()
 
