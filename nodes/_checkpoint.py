@@ -8,8 +8,11 @@ checkpoint whole.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +84,16 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None) -> N
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, *, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, config: dict[str, Any], history: list[dict[str, Any]],
-                    generator: torch.Generator | None = None, extra: dict[str, Any] | None = None) -> None:
+def save_checkpoint(path: Path, **state: Any) -> None:
+    tensors, meta = checkpoint_payload(**state)
+    atomic_write_bytes(Path(path), save(tensors, metadata={"nodeflow": json.dumps(meta)}))
+
+
+def checkpoint_payload(*, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                       scheduler: Any, config: dict[str, Any], history: list[dict[str, Any]],
+                       generator: torch.Generator | None = None,
+                       extra: dict[str, Any] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The tensors and the JSON of a checkpoint, taken now (RNG states included)."""
     tensors: dict[str, torch.Tensor] = {}
     meta = {
         "format": FORMAT,
@@ -96,7 +106,7 @@ def save_checkpoint(path: Path, *, epoch: int, model: torch.nn.Module, optimizer
         "rng": _split(rng_state(generator), "rng", tensors),
         "extra": extra or {},
     }
-    atomic_write_bytes(Path(path), save(tensors, metadata={"nodeflow": json.dumps(meta)}))
+    return tensors, meta
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -133,3 +143,69 @@ def _scheduler_state(scheduler: Any) -> dict[str, Any] | None:
     state = dict(scheduler.state_dict())
     state.pop("lr_lambdas", None)  # functions: rebuilt from the config, not saved
     return state
+
+
+class BackgroundCheckpoints:
+    """Epoch checkpoints written on a thread. The state is copied when ``save`` is called (a
+    memcpy); serialising and fsync, which take longer than a whole epoch of a cached head or a
+    fast GPU, overlap the next epoch. One write at a time, so memory stays bounded."""
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, path: Path, **state: Any) -> None:
+        self.wait()
+        tensors, meta = checkpoint_payload(**state)
+        tensors = {k: v.clone() for k, v in tensors.items()}  # training goes on changing the originals
+        self._thread = threading.Thread(target=self._write, args=(Path(path), tensors, meta), daemon=True,
+                                        name="checkpoint-writer")
+        self._thread.start()
+
+    def _write(self, path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        try:
+            atomic_write_bytes(path, save(tensors, metadata={"nodeflow": json.dumps(meta)}))
+        except BaseException as exc:  # raised by the next save() or wait()
+            self._error = exc
+
+    def wait(self) -> None:
+        """Block until the last checkpoint is on disk; raise its write error, if any."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+
+_PENDING: contextvars.ContextVar[BackgroundCheckpoints | None] = contextvars.ContextVar("nodeflow_checkpoints",
+                                                                                         default=None)
+
+
+@contextlib.contextmanager
+def background_checkpoints():
+    """Scope of a trainer run: checkpoints saved inside are on disk when it ends, however it ends."""
+    writer = BackgroundCheckpoints()
+    token = _PENDING.set(writer)
+    try:
+        yield writer
+    except BaseException:
+        try:
+            writer.wait()
+        except Exception:
+            pass
+        raise
+    else:
+        writer.wait()
+    finally:
+        _PENDING.reset(token)
+
+
+def pending_checkpoints() -> BackgroundCheckpoints:
+    """The writer of the current trainer run (a fresh one outside ``background_checkpoints``)."""
+    return _PENDING.get() or _Synchronous()
+
+
+class _Synchronous(BackgroundCheckpoints):
+    def save(self, path: Path, **state: Any) -> None:
+        save_checkpoint(path, **state)

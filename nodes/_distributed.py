@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from nodeflow.node import Event, Interrupted, ParamProblem, RunContext
+from nodes._checkpoint import background_checkpoints
 from nodes._pipeline import Shard, available_cores
 from nodes._training import forward
 
@@ -153,7 +154,8 @@ def launching(run: Callable[..., dict]) -> Callable[..., dict]:
             bound = inspect.signature(run).bind(self, ctx, params, *args, **kwargs)
             inputs = {k: v for k, v in bound.arguments.items() if k not in ("self", "ctx", "params")}
             return launch(type(self), ctx, params, inputs, devices)
-        return run(self, ctx, params, *args, **kwargs)
+        with background_checkpoints():
+            return run(self, ctx, params, *args, **kwargs)
 
     return wrapper
 

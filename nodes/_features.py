@@ -86,10 +86,11 @@ class Decision:
 def technique_blockers(params: Any, teacher: Any = None) -> list[str]:
     """Trainer settings that change the images inside each step, after the loader, so the step
     needs the images themselves rather than the prefix's outputs."""
+    from nodes._techniques import uses_random_batch_augment
+
     found = []
-    mix = getattr(params, "batch_augment", "none")
-    if mix != "none":
-        found.append(f"batch augmentation ({mix}) mixes images inside each step")
+    if uses_random_batch_augment(params):
+        found.append(f"batch augmentation ({params.batch_augment}) mixes images inside each step")
     if teacher is not None:
         found.append("distillation runs the teacher on the images")
     return found
@@ -118,6 +119,8 @@ class FeatureSet:
 
     def __init__(self, features: torch.Tensor | np.ndarray, labels: torch.Tensor, device: torch.device,
                  hit: str) -> None:
+        if isinstance(features, torch.Tensor) and features.device.type == "cuda":
+            labels = labels.to(features.device)  # no per-batch copy
         self.features, self.labels, self.device, self.hit = features, labels, device, hit
         self.copy = 0
 

@@ -241,6 +241,8 @@ class DecodedImages:
                 MEMORY.put(f"decoded:{self.key}:{self.device}", cached, nbytes(cached))
         self.pixels, self.shapes, self.offsets = cached["pixels"], cached["shapes"], cached["offsets"]
         self.on_device = isinstance(self.pixels, torch.Tensor) and self.pixels.device == self.device
+        if self.on_device and self.device.type == "cuda":  # labels next to the images: no per-batch copy
+            self.labels = self.labels.to(self.device)
 
     def _build(self, workers: int) -> None:
         paths = [path for path, _ in self.items]

@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
-from nodes._checkpoint import CheckpointError, restore_checkpoint, save_checkpoint
+from nodes._checkpoint import CheckpointError, pending_checkpoints, restore_checkpoint
 from nodes._distributed import current as current_group, launching
 from nodes._features import prepare_training, technique_blockers
 from nodes._pipeline import resolve_workers
@@ -188,7 +188,7 @@ class Trainer(Node):
                                   main_first=group.main_first)
         train_loader, val_loader = inputs.train, inputs.validation
         body, prefix = group.wrap(inputs.body, inputs.prefix, device.torch, params.compile)
-        save_on_main = group.main_only(save_checkpoint)
+        save_on_main = group.main_only(pending_checkpoints().save)
         schedule = tech.make_schedule(params.schedule, optimizer, params.epochs, len(train_loader), params.step_size,
                                       params.gamma, params.sgdr_cycle, params.sgdr_mult)
         scaler = torch.amp.GradScaler(device.torch.type) if device.needs_scaler else None
