@@ -368,6 +368,9 @@ def main(job: Path) -> int:
 
             TRAINED_MODEL.codec.save(outputs["model"], job / "result.tmp")
             os.replace(job / "result.tmp", job / "result")
+        # every rank finishes its collectives before any tears the group down: gloo aborts a rank
+        # whose peer disappears mid-teardown
+        torch.distributed.barrier()
         return 0
     except BaseException as exc:  # reported to the launcher, which raises it in the editor's process
         (job / f"error-{rank}.json").write_text(json.dumps({

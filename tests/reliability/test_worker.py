@@ -92,6 +92,8 @@ def test_kill_9_mid_epoch_of_real_training_then_resume(tmp_path):
         assert wait_for(lambda: any(p["step"] == 1 for p in session.snapshot()["nodes"]["train"]
                                     .get("series", {}).get("val_loss", [])), timeout=180)
         assert wait_for(lambda: session.snapshot()["nodes"]["train"].get("progress", 0) > 1.2 / 40, timeout=60)
+        # the epoch-1 checkpoint is written in the background; what a kill keeps is the last one on disk
+        assert wait_for(lambda: any((tmp_path / "ws" / "checkpoints").glob("*/last.safetensors")), timeout=60)
         os.kill(session.worker.pid, signal.SIGKILL)
         session.wait(60)
         snap = session.snapshot()["nodes"]
