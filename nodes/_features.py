@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from nodes._pipeline import Batches, Shard, default_format, files_digest, image_batches, random_reason
-from nodes._store import MEMORY, EntryWriter, memory_budget, nbytes, read_entry
+from nodes._store import MEMORY, EntryWriter, fits_gpu, memory_budget, nbytes, read_entry
 from nodes._torch import Device
 from nodes._training import frozen_prefix
 from nodes._values import ImageSet, ModelValue
@@ -177,18 +177,10 @@ def features_for(net: nn.Sequential, cut: int, digest: str, data: ImageSet, spli
                             augmented=augmented, copies=copies, seed=seed, workers=workers, log=log, progress=progress)
     features = tensors["features"]
     if isinstance(features, torch.Tensor):
-        if device.is_cuda and _fits_gpu(features.nbytes):
+        if device.is_cuda and fits_gpu(features.nbytes):
             features = features.to(device.torch)
         MEMORY.put(f"features:{key}:{device.torch}", features, nbytes({"f": features}))
     return FeatureSet(features, labels, device.torch, hit)
-
-
-def _fits_gpu(size: int) -> bool:
-    try:
-        free, _ = torch.cuda.mem_get_info()
-    except Exception:
-        return False
-    return size <= free // 4
 
 
 def _compute(net: nn.Sequential, cut: int, data: ImageSet, split: str, path: Path, device: Device, batch_size: int,

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from nodes._images import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, load_rgb, make_transform
-from nodes._store import MEMORY, EntryWriter, nbytes, read_entry
+from nodes._store import MEMORY, EntryWriter, fits_gpu, memory_budget, nbytes, read_entry
 from nodes._values import ImageSet
 
 #: bump when the stored layout or the decode/resize rule changes
@@ -227,13 +227,13 @@ class DecodedImages:
                 self._build(workers)
             try:
                 size = self.path.stat().st_size
-                tensors, _ = read_entry(self.path, in_memory=size <= _memory_room())
+                tensors, _ = read_entry(self.path, in_memory=size <= memory_budget())
             except (OSError, ValueError):
                 self.path.unlink(missing_ok=True)
                 self._build(workers)
                 tensors, _ = read_entry(self.path, in_memory=True)
             pixels = tensors["pixels"]
-            if isinstance(pixels, torch.Tensor) and self.device.type == "cuda" and _fits_gpu(pixels.nbytes):
+            if isinstance(pixels, torch.Tensor) and self.device.type == "cuda" and fits_gpu(pixels.nbytes):
                 pixels = pixels.to(self.device)
             cached = {"pixels": pixels, "shapes": torch.as_tensor(np.asarray(tensors["shapes"])),
                       "offsets": torch.as_tensor(np.asarray(tensors["offsets"]))}
@@ -337,21 +337,6 @@ def make_transform_op(aug: dict[str, Any]):
     if op == "trivialaugment":
         return v2.TrivialAugmentWide()
     raise ValueError(f"augmentation '{op}' has no tensor form")
-
-
-def _memory_room() -> int:
-    from nodes._store import memory_budget
-
-    return memory_budget()
-
-
-def _fits_gpu(size: int) -> bool:
-    """Keep cached tensors on the GPU when they take at most a quarter of its free memory."""
-    try:
-        free, _ = torch.cuda.mem_get_info()
-    except Exception:
-        return False
-    return size <= free // 4
 
 
 def decodable(data: ImageSet, train: bool) -> bool:

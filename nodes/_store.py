@@ -112,6 +112,15 @@ def memory_budget() -> int:
         return 2 * 2**30
 
 
+def fits_gpu(size: int) -> bool:
+    """Keep cached tensors on the GPU when they take at most a quarter of its free memory."""
+    try:
+        free, _ = torch.cuda.mem_get_info()
+    except Exception:  # no CUDA, or no device visible
+        return False
+    return size <= free // 4
+
+
 class MemoryLRU:
     """Entries by key, least recently used dropped first once their bytes exceed the budget."""
 

@@ -45,6 +45,8 @@ class _LayerNode(Node):
     outputs = (Port("model", MODEL),)
     #: the param blamed when the layer does not fit the incoming shape
     blame: str | None = None
+    #: layers of this kind left unnamed are called kind1, kind2, ... (the names fine-tuning picks by)
+    auto_name: str | None = None
 
     @classmethod
     def layer(cls, params: Any) -> dict[str, Any]:
@@ -56,6 +58,8 @@ class _LayerNode(Node):
 
     @classmethod
     def _extend(cls, params: Any, spec: dict[str, Any], frozen: list[str]) -> tuple[dict[str, Any], list[str]]:
+        if cls.auto_name:
+            params = params.model_copy(update={"name": _auto_name(cls.auto_name, spec, params.name)})
         new_spec = {**spec, "layers": [*spec["layers"], cls.layer(params)]}
         return new_spec, cls.frozen_after(params, frozen, new_spec)
 
@@ -192,6 +196,7 @@ class Flatten(_LayerNode):
 
     type = "model.flatten"
     title = "Flatten"
+    auto_name = "flatten"
 
     class Params(_NamedParams):
         pass
@@ -200,17 +205,13 @@ class Flatten(_LayerNode):
     def layer(cls, params: Params) -> dict[str, Any]:
         return {"kind": "flatten", "name": params.name or "flatten"}
 
-    @classmethod
-    def _extend(cls, params, spec, frozen):
-        named = params.model_copy(update={"name": _auto_name("flatten", spec, params.name)})
-        return super()._extend(named, spec, frozen)
-
 
 class GlobalPool(_LayerNode):
     """Averages (or maxes) each feature map to one number: a small head that suits any input size."""
 
     type = "model.global_pool"
     title = "Global average pool"
+    auto_name = "pool"
 
     class Params(_NamedParams):
         mode: Literal["avg", "max"] = Field("avg", description="Average or maximum over each feature map")
@@ -219,11 +220,6 @@ class GlobalPool(_LayerNode):
     def layer(cls, params: Params) -> dict[str, Any]:
         return {"kind": "global_pool", "name": params.name, "mode": params.mode}
 
-    @classmethod
-    def _extend(cls, params, spec, frozen):
-        named = params.model_copy(update={"name": _auto_name("pool", spec, params.name)})
-        return super()._extend(named, spec, frozen)
-
 
 class Dense(_LayerNode):
     """A fully connected layer. With units 'auto' it becomes the output layer with one unit per
@@ -231,6 +227,7 @@ class Dense(_LayerNode):
 
     type = "model.dense"
     title = "Dense"
+    auto_name = "dense"
     blame = "units"
 
     class Params(_NamedParams):
@@ -255,17 +252,13 @@ class Dense(_LayerNode):
             layer["init"] = params.init
         return layer
 
-    @classmethod
-    def _extend(cls, params, spec, frozen):
-        named = params.model_copy(update={"name": _auto_name("dense", spec, params.name)})
-        return super()._extend(named, spec, frozen)
-
 
 class BatchNorm(_LayerNode):
     """Batch normalisation over features (after dense) or channels (after a backbone)."""
 
     type = "model.batchnorm"
     title = "Batch norm"
+    auto_name = "bn"
 
     class Params(_NamedParams):
         pass
@@ -274,17 +267,13 @@ class BatchNorm(_LayerNode):
     def layer(cls, params: Params) -> dict[str, Any]:
         return {"kind": "batchnorm", "name": params.name}
 
-    @classmethod
-    def _extend(cls, params, spec, frozen):
-        named = params.model_copy(update={"name": _auto_name("bn", spec, params.name)})
-        return super()._extend(named, spec, frozen)
-
 
 class Dropout(_LayerNode):
     """Randomly zeroes a share of activations while training, against over-fitting."""
 
     type = "model.dropout"
     title = "Dropout"
+    auto_name = "dropout"
 
     class Params(_NamedParams):
         p: float = Field(0.5, ge=0, lt=1, description="Share of activations dropped while training")
@@ -293,7 +282,3 @@ class Dropout(_LayerNode):
     def layer(cls, params: Params) -> dict[str, Any]:
         return {"kind": "dropout", "name": params.name, "p": params.p}
 
-    @classmethod
-    def _extend(cls, params, spec, frozen):
-        named = params.model_copy(update={"name": _auto_name("dropout", spec, params.name)})
-        return super()._extend(named, spec, frozen)
