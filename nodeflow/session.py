@@ -140,9 +140,12 @@ class Session:
         return target
 
     def open(self, path: Path) -> None:
-        graph = Graph.load(path)
+        self.load(Graph.load(path), Path(path))
+
+    def load(self, graph: Graph, path: Path | None = None) -> None:
+        """Make ``graph`` the open document (undoable), saved at ``path`` (None: not saved yet)."""
         self.replace(graph)
-        self.path = Path(path)
+        self.path = path
         self.dirty = False
 
     def _push_undo(self) -> None:

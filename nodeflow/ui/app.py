@@ -18,7 +18,9 @@ from nicegui import app, ui
 from nodeflow.executor import GraphInvalid
 from nodeflow.graph import Graph, GraphFileError
 from nodeflow.node import UnknownNodeType
+from nodeflow.paths import PathNotAllowed, confine
 from nodeflow.session import EditError, Session
+from nodeflow.templates import list_templates
 
 from .api import access_token, install_api, token_ok
 from .state import Hub, status_delta
@@ -28,15 +30,6 @@ AUTOSAVE_SECONDS = 10.0
 LOCAL_KINDS = {"move", "connect", "delete"}  # edits the canvas has already drawn itself
 DRAG_TYPE = "application/x-nodeflow-type"
 BUNDLE = Path(__file__).parent / "dist" / "index.js"
-
-
-def _templates() -> dict[str, Path]:
-    try:
-        from nodeflow.templates import list_templates
-        return list_templates()
-    except ImportError:  # the helper may be absent in an old checkout: read the folder directly
-        folder = Path(__file__).resolve().parents[2] / "templates"
-        return {p.stem: p for p in sorted(folder.glob("*.json"))}
 
 
 class EditorPage:
@@ -345,9 +338,11 @@ class EditorPage:
         dialog.open()
 
     def _load(self, graph: Graph, path: Path | None) -> None:
-        self.session.replace(graph)
-        self.session.path = path
-        self.session.dirty = False
+        try:
+            self.session.load(graph, path)
+        except EditError as exc:  # e.g. a dataset path outside the folders this editor may use
+            ui.notify(str(exc), type="negative", multi_line=True)
+            return
         self.selected = []
         self.tick_now()
         self.editor.fit()
@@ -356,7 +351,7 @@ class EditorPage:
         self._confirm_discard(lambda: self._load(Graph(), None))
 
     def templates(self) -> None:
-        found = _templates()
+        found = list_templates()
         with ui.dialog() as dialog, ui.card().classes("w-[40rem] nf-templates"):
             ui.label("Start from a template").classes("text-h6")
             if not found:
@@ -382,12 +377,11 @@ class EditorPage:
             return None
         if not name.endswith(".json"):
             name += ".json"
-        root = self.session.workspace.resolve()
-        path = (root / name).resolve()
-        if root != path and root not in path.parents:
+        try:
+            return confine(name, [self.session.workspace], self.session.workspace)
+        except PathNotAllowed:
             ui.notify("Choose a file inside the workspace", type="warning")
             return None
-        return path
 
     def open_dialog(self) -> None:
         root = self.session.workspace
@@ -483,7 +477,7 @@ def serve(session: Session, host: str = "127.0.0.1", port: int = 8080, token: st
     if not BUNDLE.is_file():
         raise SystemExit(f"nodeflow serve: the editor's front-end bundle is missing ({BUNDLE}).\n"
                          "Build it with: scripts/build_frontend.sh   (needs Node.js 18+ and npm)")
-    if getattr(session, "autosave_delay", 0) is None:
+    if session.autosave_delay is None:
         session.autosave_delay = AUTOSAVE_SECONDS  # the editor autosaves; the CLI's one-shot runs need not
     token, generated = access_token(host, token)
     create_app(session, token)
