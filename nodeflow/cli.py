@@ -79,8 +79,8 @@ def apply_overrides(graph: Graph, assignments: list[str], registry: Registry | N
 
 
 def registry_for(args: argparse.Namespace) -> Registry:
-    registry = Registry.discover(plugins=not getattr(args, "no_plugins", False))
-    for ref in getattr(args, "nodes", None) or []:
+    registry = Registry.discover(plugins=not args.no_plugins)
+    for ref in args.nodes or []:
         registry.add_module(import_nodes(ref), source=f"--nodes {ref}")
     return registry
 

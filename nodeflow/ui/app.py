@@ -468,7 +468,7 @@ def create_app(session: Session, token: str | None = None) -> Hub:
             return
         EditorPage(hub)
 
-    app.on_shutdown(getattr(session, "close", session.stop))
+    app.on_shutdown(session.close)
     return hub
 
 
