@@ -348,14 +348,16 @@ def main(job: Path) -> int:
             device = f"cuda:{local_rank}"
         torch.distributed.init_process_group(spec["backend"], init_method="env://")
         _GROUP.set(Group(rank, world, local_rank))
-        emit: Callable[[Event], None] = lambda event: None  # noqa: E731
+        emit: Callable[[Event], None] | None = None  # only rank 0 reports progress to the editor
         if rank == 0:
             from multiprocessing.connection import Client
 
             connection = Client(tuple(spec["events"]), authkey=bytes.fromhex(os.environ["NODEFLOW_DDP_AUTHKEY"]))
 
-            def emit(event: Event) -> None:
+            def send(event: Event) -> None:
                 connection.send_bytes(json.dumps({"kind": event.kind, "data": event.data}, default=str).encode())
+
+            emit = send
 
         module, _, name = spec["node"].partition(":")
         node_cls = getattr(importlib.import_module(module), name)

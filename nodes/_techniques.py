@@ -298,23 +298,37 @@ def sgdr_factor(step: int, steps_per_epoch: int, cycle_epochs: float, mult: floa
 
 def make_optimizer(name: str, groups: list[dict[str, Any]], momentum: float, weight_decay: float,
                    final_lr: float = 0.1):
-    """The trainer's optimizers: AdaBound here, the others as before."""
+    """The trainer's optimizers, by the name its ``optimizer`` param takes."""
+    if name == "sgd":
+        return torch.optim.SGD(groups, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)
+    if name == "adam":
+        return torch.optim.Adam(groups, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(groups, weight_decay=weight_decay)
     if name == "adabound":
         return AdaBound(groups, final_lr=final_lr, weight_decay=weight_decay)
-    from nodes._training import make_optimizer as plain
-
-    return plain(name, groups, momentum, weight_decay)
+    raise ValueError(f"unknown optimizer '{name}'")
 
 
 def make_schedule(name: str, optimizer, epochs: int, steps_per_epoch: int, step_size: int, gamma: float,
                   cycle_epochs: int = 1, cycle_mult: int = 2):
-    """The trainer's per-batch LR schedules: SGDR here, the others as before."""
+    """A per-batch LR schedule (None for a constant LR)."""
+    total = max(1, epochs * steps_per_epoch)
+    if name == "none":
+        return None
+    if name == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    if name == "step":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: gamma ** ((s // steps_per_epoch) // step_size))
+    if name == "onecycle":
+        peaks = [g["lr"] for g in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total)
     if name == "sgdr":
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: sgdr_factor(s, steps_per_epoch, cycle_epochs, cycle_mult))
-    from nodes._training import make_schedule as plain
-
-    return plain(name, optimizer, epochs, steps_per_epoch, step_size, gamma)
+    raise ValueError(f"unknown schedule '{name}'")
 
 
 # -- LR range test ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nodes._models import build, summarize
+from nodes._models import build
 from nodes._torch import Device
 from nodes._values import ModelValue
 
@@ -80,48 +80,6 @@ def forward(net: nn.Sequential, images: torch.Tensor, prefix: int) -> torch.Tens
     for block in blocks[prefix:]:
         images = block(images)
     return images
-
-
-def param_groups(net: nn.Sequential, model: ModelValue, lr: float, head_mult: float) -> list[dict[str, Any]]:
-    """Backbone blocks train at ``lr``; layers after it (the new head) at ``lr * head_mult``."""
-    backbone = {b["name"] for b in summarize(model.spec)["blocks"] if b["kind"] == "backbone"}
-    body, head = [], []
-    for name, block in net.named_children():
-        trainable = [p for p in block.parameters() if p.requires_grad]
-        (body if name in backbone else head).extend(trainable)
-    groups = []
-    if body:
-        groups.append({"params": body, "lr": lr, "name": "backbone"})
-    if head:
-        groups.append({"params": head, "lr": lr * head_mult, "name": "head"})
-    return groups
-
-
-def make_optimizer(name: str, groups: list[dict[str, Any]], momentum: float, weight_decay: float):
-    if name == "sgd":
-        return torch.optim.SGD(groups, momentum=momentum, weight_decay=weight_decay, nesterov=momentum > 0)
-    if name == "adam":
-        return torch.optim.Adam(groups, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, weight_decay=weight_decay)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(groups, weight_decay=weight_decay)
-    raise ValueError(f"unknown optimizer '{name}'")
-
-
-def make_schedule(name: str, optimizer, epochs: int, steps_per_epoch: int, step_size: int, gamma: float):
-    """A per-batch LR schedule (None for a constant LR)."""
-    total = max(1, epochs * steps_per_epoch)
-    if name == "none":
-        return None
-    if name == "cosine":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
-    if name == "step":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: gamma ** ((s // steps_per_epoch) // step_size))
-    if name == "onecycle":
-        peaks = [g["lr"] for g in optimizer.param_groups]
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total)
-    raise ValueError(f"unknown schedule '{name}'")
 
 
 class NonFiniteLoss(ArithmeticError):

@@ -15,7 +15,7 @@ from pydantic import Field
 from nodeflow.graph import atomic_write_bytes, atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodeflow.paths import FolderPath
-from nodes._images import LabelledImages, image_files, loader, make_transform
+from nodes._images import LabelledImages, image_files, make_transform
 from nodes._features import prepare_evaluation
 from nodes._torch import resolve_device
 from nodes._techniques import TopK

@@ -14,8 +14,8 @@ from nodes._distributed import current as current_group, launching
 from nodes._features import prepare_training, technique_blockers
 from nodes._pipeline import resolve_workers
 from nodes._torch import free_memory, is_out_of_memory, resolve_device, seed_everything
-from nodes._training import (NonFiniteLoss, apply_freezing, evaluate, frozen_prefix, make_optimizer, make_schedule, network,
-                             param_groups, resolve_spec, set_mode, train_one_epoch)
+from nodes._training import (NonFiniteLoss, apply_freezing, evaluate, frozen_prefix, network, resolve_spec, set_mode,
+                             train_one_epoch)
 from nodes import _techniques as tech
 from nodes._values import IMAGES, MODEL, TRAINED_MODEL, ImageSet, ModelValue
 from nodes.model import model_facts

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nodeflow.executor import (Executor, GraphCycleError, GraphInvalid, MissingInputError, ParamError,
-                               PortTypeError, UnknownPortError, UnknownTypeError)
+from nodeflow.executor import Executor, GraphCycleError, GraphInvalid, PortTypeError, UnknownTypeError
 from nodeflow.graph import Graph
 
 from .conftest import make_graph

@@ -15,7 +15,7 @@ import torch
 from safetensors import safe_open
 
 from nodeflow.executor import Executor
-from nodeflow.node import Event, RunContext
+from nodeflow.node import Event
 from nodes._features import cache_cut, decide, features_for, prefix_digest
 from nodes._images import build_image_set, loader
 from nodes._models import build

@@ -3,7 +3,6 @@ stays usable, cached results survive, and the next run starts a new worker."""
 
 import os
 import signal
-import threading
 import time
 
 import pytest
