@@ -40,6 +40,11 @@ def network(model: ModelValue, num_classes: int) -> nn.Sequential:
     return net
 
 
+def cpu_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the weights on the CPU, detached, that later training steps cannot change."""
+    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+
+
 def apply_freezing(net: nn.Sequential, frozen: tuple[str, ...]) -> None:
     for name, block in net.named_children():
         for param in block.parameters():

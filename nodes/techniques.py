@@ -23,7 +23,7 @@ from nodes import _techniques as tech
 from nodes._images import loader
 from nodes._models import summarize
 from nodes._torch import resolve_device, seed_everything
-from nodes._training import apply_freezing, forward, frozen_prefix, network, resolve_spec, set_mode
+from nodes._training import apply_freezing, cpu_state, forward, frozen_prefix, network, resolve_spec, set_mode
 from nodes._values import IMAGES, METRICS, MODEL, TRAINED_MODEL, ImageSet, Metrics, ModelCodec, ModelValue
 from nodes.training import check_fit, data_facts, value_facts
 
@@ -267,7 +267,7 @@ class CNNCodes(Node):
                     ctx.progress(done, total)
                 splits[split] = (torch.cat(xs), torch.cat(ys).long())
         seconds = time.perf_counter() - started
-        state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        state = cpu_state(net)
         names = [b["name"] for b in summarize(spec)["blocks"]]
         frozen_extractor = extractor.with_(state=state, frozen=tuple(names), classes=data.classes,
                                            format=data.format, history=())

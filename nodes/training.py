@@ -14,8 +14,8 @@ from nodes._distributed import current as current_group, launching
 from nodes._features import prepare_training, technique_blockers
 from nodes._pipeline import resolve_workers
 from nodes._torch import free_memory, is_out_of_memory, resolve_device, seed_everything
-from nodes._training import (NonFiniteLoss, apply_freezing, evaluate, frozen_prefix, network, resolve_spec, set_mode,
-                             train_one_epoch)
+from nodes._training import (NonFiniteLoss, apply_freezing, cpu_state, evaluate, frozen_prefix, network, resolve_spec,
+                             set_mode, train_one_epoch)
 from nodes import _techniques as tech
 from nodes._values import IMAGES, MODEL, TRAINED_MODEL, ImageSet, ModelValue
 from nodes.model import model_facts
@@ -246,14 +246,14 @@ class Trainer(Node):
                             extra={"step": step})
             if params.early_stopping and not math.isnan(val_loss):
                 if best is None or val_loss < best[0]:
-                    best = (val_loss, {k: v.detach().cpu().clone() for k, v in net.state_dict().items()})
+                    best = (val_loss, cpu_state(net))
                     stale = 0
                 else:
                     stale += 1
                     if stale >= params.early_stopping:
                         ctx.log(f"early stop after epoch {epoch}: no better validation loss for {stale} epochs")
                         break
-        state = best[1] if best is not None else {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        state = best[1] if best is not None else cpu_state(net)
         if best is not None:
             ctx.log(f"kept the weights with the lowest validation loss ({best[0]:.4f})")
         trained = ModelValue(spec=resolve_spec(model.spec, num_classes), frozen=model.frozen,
