@@ -282,6 +282,10 @@ class _Checked:
     facts: dict[str, dict[str, dict[str, Any]]]
 
 
+#: how long a status query may reuse the last check of the same graph (runs always check afresh)
+CHECK_REUSE_SECONDS = 2.0
+
+
 class Executor:
     """Runs graphs. One executor keeps one cache; several graphs may share it."""
 
@@ -296,6 +300,7 @@ class Executor:
         self._stop = stop_flag if stop_flag is not None else threading.Event()
         self._run_lock = threading.Lock()
         self._last_keys: dict[str, str] = {}
+        self._memo: tuple[Graph, float, _Checked] | None = None
 
     # events
     def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]:
@@ -320,9 +325,23 @@ class Executor:
 
     # validation
     def validate(self, graph: Graph) -> list[GraphProblem]:
-        return self._check(graph).problems
+        return self._recent_check(graph).problems
+
+    def _recent_check(self, graph: Graph) -> _Checked:
+        """The check of ``graph`` made in the last CHECK_REUSE_SECONDS, else a new one. Editors ask
+        for status many times a second; a fresh check re-reads every dataset folder's fingerprint.
+        Documents are immutable, so the same object means the same graph."""
+        memo = self._memo
+        if memo is not None and memo[0] is graph and time.monotonic() - memo[1] < CHECK_REUSE_SECONDS:
+            return memo[2]
+        return self._check(graph)
 
     def _check(self, graph: Graph) -> _Checked:
+        checked = self._check_now(graph)
+        self._memo = (graph, time.monotonic(), checked)
+        return checked
+
+    def _check_now(self, graph: Graph) -> _Checked:
         problems: list[GraphProblem] = []
         types: dict[str, type[Node]] = {}
         params: dict[str, Any] = {}
@@ -435,12 +454,12 @@ class Executor:
 
     # status and planning
     def keys(self, graph: Graph) -> dict[str, str]:
-        return self._check(graph).keys
+        return self._recent_check(graph).keys
 
     def input_facts(self, graph: Graph, node_id: str) -> dict[str, dict[str, Any]]:
         """What static checking knows about each input of a node (e.g. the layers of an incoming
         model), so an editor can offer choices without running anything."""
-        checked = self._check(graph)
+        checked = self._recent_check(graph)
         return {e.target_port: checked.facts.get(e.source, {}).get(e.source_port, {})
                 for e in graph.incoming(node_id)}
 
@@ -451,7 +470,7 @@ class Executor:
 
     def inspect(self, graph: Graph) -> tuple[dict[str, str], list[GraphProblem], dict[str, str]]:
         """Status, problems and cache keys of every node, from one pass of checking."""
-        checked = self._check(graph)
+        checked = self._recent_check(graph)
         bad = {p.node_id for p in checked.problems}
         result = {}
         for spec in graph.nodes:

@@ -278,3 +278,25 @@ def test_memory_keeps_only_recent_results(registry, workspace, monkeypatch):
     # an evicted value that lives only in memory is recomputed; a persisted one comes from disk
     assert statuses(ex.run(handle)) == {"h": "ran"}
     assert statuses(ex.run(make_graph({"n": ("test.constant", {"value": 0})}, []))) == {"n": "cached"}
+
+
+def test_status_queries_reuse_a_recent_check_but_runs_check_afresh(registry, workspace, chain, monkeypatch):
+    from tests import nodepack
+
+    calls = []
+    monkeypatch.setattr(nodepack.Constant, "fingerprint", classmethod(lambda cls, params: calls.append(1)))
+    ex = Executor(registry, workspace)
+    ex.status(chain)
+    first = len(calls)
+    assert first == 3  # a, b, c
+    ex.status(chain)
+    ex.validate(chain)
+    ex.input_facts(chain, "sum")
+    assert len(calls) == first  # an editor polling many times a second reads no folder again
+    ex.run(chain, target="a")
+    assert len(calls) == 2 * first  # a run always fingerprints what it runs on
+    ex.status(with_params(chain, "a", value=9))
+    assert len(calls) == 3 * first  # another document is checked anew
+    monkeypatch.setattr("nodeflow.executor.CHECK_REUSE_SECONDS", 0.0)
+    ex.status(chain)
+    assert len(calls) == 4 * first  # and an old check expires
