@@ -16,8 +16,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from nodeflow.executor import Executor, GraphInvalid
-from nodeflow.graph import Graph, GraphFileError, atomic_write_text
+from nodeflow.errors import GraphInvalid
+from nodeflow.executor import Executor
+from nodeflow.files import atomic_write_text
+from nodeflow.graph import Graph, GraphFileError
 from nodeflow.node import Event, Registry, import_module_or_file
 from nodeflow.paths import path_params
 from nodeflow.templates import list_templates

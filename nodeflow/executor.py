@@ -8,14 +8,12 @@ so a param change makes exactly that node and its descendants stale.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import tempfile
 import threading
 import time
 import traceback
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,91 +21,12 @@ from typing import Any
 import networkx as nx
 from pydantic import ValidationError
 
-from nodeflow.graph import Graph, NodeSpec, atomic_write_text
+from nodeflow.cache import Cache, canonical_json
+from nodeflow.errors import (GraphCycleError, GraphInvalid, GraphProblem, MissingInputError, NodeError, ParamError,
+                             PortTypeError, UnknownPortError, UnknownTypeError, describe_exception)
+from nodeflow.graph import Graph, NodeSpec
 from nodeflow.node import Event, Interrupted, Node, ParamProblem, Registry, RunContext, UnknownNodeType
-
-# -- problems found before running ------------------------------------------------------------
-
-
-class GraphProblem(Exception):
-    """One thing wrong with a graph, tied to the node (and port or param) to change."""
-
-    def __init__(self, node_id: str | None, message: str, *, port: str | None = None,
-                 param: str | None = None, other_node: str | None = None) -> None:
-        super().__init__(message)
-        self.node_id = node_id
-        self.message = message
-        self.port = port
-        self.param = param
-        self.other_node = other_node
-
-    @property
-    def where(self) -> str:
-        if self.node_id is None:
-            return "graph"
-        detail = self.param and f".{self.param}" or self.port and f":{self.port}" or ""
-        return f"{self.node_id}{detail}"
-
-    def __str__(self) -> str:
-        return f"{self.where}: {self.message}"
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": type(self).__name__, "node": self.node_id, "port": self.port, "param": self.param,
-                "other_node": self.other_node, "message": self.message}
-
-
-class GraphCycleError(GraphProblem):
-    def __init__(self, loop: list[str]) -> None:
-        path = " -> ".join(loop + loop[:1])
-        super().__init__(loop[0], f"the graph has a cycle: {path}; remove one of these edges")
-        self.loop = loop
-
-
-class UnknownTypeError(GraphProblem):
-    pass
-
-
-class ParamError(GraphProblem):
-    pass
-
-
-class MissingInputError(GraphProblem):
-    pass
-
-
-class PortTypeError(GraphProblem):
-    pass
-
-
-class UnknownPortError(GraphProblem):
-    pass
-
-
-class GraphInvalid(Exception):
-    """Raised instead of running when validation found problems; carries all of them."""
-
-    def __init__(self, problems: list[GraphProblem]) -> None:
-        self.problems = problems
-        noun = "error" if len(problems) == 1 else "errors"
-        super().__init__(f"{len(problems)} {noun} in the graph:\n" + "\n".join(f"  {p}" for p in problems))
-
-
-class NodeError(Exception):
-    """A node failed while running."""
-
-    def __init__(self, node_id: str, cause: BaseException, trace: str = "") -> None:
-        self.node_id = node_id
-        self.cause = cause
-        self.trace = trace
-        super().__init__(f"node '{node_id}' failed: {describe_exception(cause)}")
-
-
-def describe_exception(exc: BaseException) -> str:
-    text = str(exc).strip()
-    if isinstance(exc, (KeyError,)) and text.startswith("'") and not isinstance(exc, UnknownNodeType):
-        text = f"missing key {text}"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
+from nodeflow.paths import params_paths
 
 # -- results ---------------------------------------------------------------------------------
 
@@ -147,124 +66,6 @@ class RunReport:
         return next(((k, v) for k, v in self.nodes.items() if v.status == "failed"), None)
 
 
-# -- the cache -------------------------------------------------------------------------------
-
-MEMORY_ENTRIES = 64
-
-
-class Cache:
-    """Node outputs by cache key: in memory for this process, on disk for nodes whose outputs
-    can be written (every output port type has a codec)."""
-
-    def __init__(self, folder: Path | None) -> None:
-        self.folder = Path(folder) if folder is not None else None
-        self._memory: OrderedDict[str, tuple[dict[str, Any], dict[str, float]]] = OrderedDict()
-        #: keys whose values live in another process's memory (a worker's), with their metrics
-        self._elsewhere: dict[str, dict[str, float]] = {}
-        self._lock = threading.Lock()
-
-    def _entry(self, key: str) -> Path | None:
-        return self.folder / key[:2] / key if self.folder is not None else None
-
-    def has(self, key: str) -> bool:
-        if key in self._memory or key in self._elsewhere:
-            return True
-        entry = self._entry(key)
-        return entry is not None and (entry / "meta.json").is_file()
-
-    def get(self, key: str, node: type[Node]) -> tuple[dict[str, Any], dict[str, float]]:
-        with self._lock:
-            if key in self._memory:
-                self._memory.move_to_end(key)
-                return self._memory[key]
-        entry = self._entry(key)
-        if entry is None:
-            raise KeyError(key)
-        meta = json.loads((entry / "meta.json").read_text())
-        outputs = {}
-        for port in node.outputs:
-            if port.name in meta["ports"]:
-                assert port.type.codec is not None
-                outputs[port.name] = port.type.codec.load(entry / port.name)
-        value = (outputs, meta.get("metrics", {}))
-        self._remember(key, value)
-        return value
-
-    def _remember(self, key: str, value: tuple[dict[str, Any], dict[str, float]]) -> None:
-        """Keep the most recently used results in memory; older ones are reloaded from disk (or,
-        without a codec, recomputed), so a long editing session does not hoard every model."""
-        with self._lock:
-            self._memory[key] = value
-            self._memory.move_to_end(key)
-            while len(self._memory) > MEMORY_ENTRIES:
-                self._memory.popitem(last=False)
-
-    def metrics(self, key: str) -> dict[str, float]:
-        with self._lock:
-            if key in self._memory:
-                return dict(self._memory[key][1])
-            if key in self._elsewhere:
-                return dict(self._elsewhere[key])
-        entry = self._entry(key)
-        try:
-            return dict(json.loads((entry / "meta.json").read_text()).get("metrics", {})) if entry else {}
-        except (OSError, ValueError):
-            return {}
-
-    def put(self, key: str, node: type[Node], outputs: dict[str, Any], metrics: dict[str, float],
-            scratch: Path | None = None) -> Path | None:
-        """Keep a node's results; returns where the files of ``scratch`` were moved to, if anywhere."""
-        self._remember(key, (outputs, dict(metrics)))
-        entry = self._entry(key)
-        if entry is None or not persistent(node):
-            return None
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{key[:8]}-", dir=entry.parent))
-        try:
-            for port in node.outputs:
-                if port.name in outputs:
-                    assert port.type.codec is not None
-                    (staging / port.name).mkdir()
-                    port.type.codec.save(outputs[port.name], staging / port.name)
-            if scratch is not None and scratch.exists():
-                shutil.copytree(scratch, staging / "files")
-            meta = {"node_type": node.type, "ports": sorted(outputs), "metrics": metrics, "created": time.time()}
-            atomic_write_text(staging / "meta.json", json.dumps(meta))
-            if entry.exists():
-                shutil.rmtree(entry)
-            staging.rename(entry)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        return entry / "files" if scratch is not None and scratch.exists() else None
-
-    def quarantine(self, key: str) -> Path | None:
-        """Move a damaged entry out of the way (never delete it silently); returns where it went."""
-        with self._lock:
-            self._memory.pop(key, None)
-        entry = self._entry(key)
-        if entry is None or not entry.exists():
-            return None
-        aside = entry.with_name(f"{entry.name}.damaged-{int(time.time())}")
-        entry.rename(aside)
-        return aside
-
-    def memory_metrics(self) -> dict[str, dict[str, float]]:
-        with self._lock:
-            return {key: dict(metrics) for key, (_, metrics) in self._memory.items()}
-
-    def set_elsewhere(self, metrics_by_key: dict[str, dict[str, float]]) -> None:
-        """Record what a worker process holds in memory, so status and plans here count it."""
-        with self._lock:
-            self._elsewhere = dict(metrics_by_key)
-
-
-def persistent(node: type[Node]) -> bool:
-    """Whether a node's outputs are written to disk: unless it opts out, when every output type
-    can be saved."""
-    return node.persist and all(p.type.codec is not None for p in node.outputs)
-
-
 # -- the executor ----------------------------------------------------------------------------
 
 
@@ -282,15 +83,14 @@ class _Checked:
     facts: dict[str, dict[str, dict[str, Any]]]
 
 
-#: how long a status query may reuse the last check of the same graph (runs always check afresh)
-CHECK_REUSE_SECONDS = 2.0
-
-
 class Executor:
     """Runs graphs. One executor keeps one cache; several graphs may share it."""
 
     def __init__(self, registry: Registry, workspace: Path | None = None, device: str = "auto",
-                 listeners: Iterable[Callable[[Event], None]] = (), stop_flag: Any = None) -> None:
+                 listeners: Iterable[Callable[[Event], None]] = (), stop_flag: Any = None,
+                 allowed_roots: list[Path] | None = None) -> None:
+        """``allowed_roots``: folders every path a node resolves must lie in (runs for the editor
+        and its HTTP API); None leaves paths unrestricted (the command line)."""
         self.registry = registry
         self.workspace = Path(workspace) if workspace is not None else None
         self.device = device
@@ -300,7 +100,7 @@ class Executor:
         self._stop = stop_flag if stop_flag is not None else threading.Event()
         self._run_lock = threading.Lock()
         self._last_keys: dict[str, str] = {}
-        self._memo: tuple[Graph, float, _Checked] | None = None
+        self.allowed_roots = None if allowed_roots is None else [Path(r) for r in allowed_roots]
 
     # events
     def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]:
@@ -325,23 +125,9 @@ class Executor:
 
     # validation
     def validate(self, graph: Graph) -> list[GraphProblem]:
-        return self._recent_check(graph).problems
-
-    def _recent_check(self, graph: Graph) -> _Checked:
-        """The check of ``graph`` made in the last CHECK_REUSE_SECONDS, else a new one. Editors ask
-        for status many times a second; a fresh check re-reads every dataset folder's fingerprint.
-        Documents are immutable, so the same object means the same graph."""
-        memo = self._memo
-        if memo is not None and memo[0] is graph and time.monotonic() - memo[1] < CHECK_REUSE_SECONDS:
-            return memo[2]
-        return self._check(graph)
+        return self._check(graph).problems
 
     def _check(self, graph: Graph) -> _Checked:
-        checked = self._check_now(graph)
-        self._memo = (graph, time.monotonic(), checked)
-        return checked
-
-    def _check_now(self, graph: Graph) -> _Checked:
         problems: list[GraphProblem] = []
         types: dict[str, type[Node]] = {}
         params: dict[str, Any] = {}
@@ -381,7 +167,7 @@ class Executor:
             problems.extend(found)
         return _Checked(graph, dag, problems, params, types, keys, order, facts)
 
-    def _edge_problems(self, edge, types: Mapping[str, type[Node]]) -> list[GraphProblem]:
+    def _edge_problems(self, edge, types: dict[str, type[Node]]) -> list[GraphProblem]:
         src, dst = types.get(edge.source), types.get(edge.target)
         found: list[GraphProblem] = []
         out_port = src.output_port(edge.source_port) if src else None
@@ -454,12 +240,12 @@ class Executor:
 
     # status and planning
     def keys(self, graph: Graph) -> dict[str, str]:
-        return self._recent_check(graph).keys
+        return self._check(graph).keys
 
     def input_facts(self, graph: Graph, node_id: str) -> dict[str, dict[str, Any]]:
         """What static checking knows about each input of a node (e.g. the layers of an incoming
         model), so an editor can offer choices without running anything."""
-        checked = self._recent_check(graph)
+        checked = self._check(graph)
         return {e.target_port: checked.facts.get(e.source, {}).get(e.source_port, {})
                 for e in graph.incoming(node_id)}
 
@@ -470,7 +256,7 @@ class Executor:
 
     def inspect(self, graph: Graph) -> tuple[dict[str, str], list[GraphProblem], dict[str, str]]:
         """Status, problems and cache keys of every node, from one pass of checking."""
-        checked = self._recent_check(graph)
+        checked = self._check(graph)
         bad = {p.node_id for p in checked.problems}
         result = {}
         for spec in graph.nodes:
@@ -494,9 +280,13 @@ class Executor:
         return [n for n in checked.order if n in wanted]
 
     def plan(self, graph: Graph, target: str | None = None, force: Iterable[str] = ()) -> dict[str, str]:
-        """Which needed nodes will run and which will come from the cache, without running."""
+        """Which needed nodes will run and which will come from the cache, without running.
+        Raises :class:`GraphInvalid` if the needed part of the graph is invalid, KeyError if
+        ``target`` is no node of the graph."""
         checked = self._check(graph)
-        return self._plan(checked, self.needed(checked, target), set(force), target)
+        needed = self.needed(checked, target)
+        _raise_blocking(checked, needed)
+        return self._plan(checked, needed, set(force), target)
 
     def _plan(self, checked: _Checked, needed: list[str], force: set[str], target: str | None) -> dict[str, str]:
         """Decide, from the target backwards, what runs: a node runs when it is forced, or is not
@@ -533,9 +323,7 @@ class Executor:
     def _run(self, graph: Graph, target: str | None, force: set[str]) -> RunReport:
         checked = self._check(graph)
         needed = self.needed(checked, target)
-        blocking = [p for p in checked.problems if p.node_id is None or p.node_id in needed]
-        if blocking:
-            raise GraphInvalid(blocking)
+        _raise_blocking(checked, needed)
         actions = self._plan(checked, needed, force, target)
         needed = [n for n in needed if n in actions]
         self._emit(Event("run_started", None, {"target": target, "plan": actions}))
@@ -559,40 +347,57 @@ class Executor:
                                                             "key": key}))
                 continue
             try:
-                inputs = self._inputs(values, checked, incoming)
+                inputs = self._inputs(values, checked, incoming, reports)
             except _UnreadableEntry as exc:
                 reports[node_id] = NodeReport("failed", 0.0, {}, str(exc))
-                self._emit(Event("node_failed", node_id, {"message": str(exc), "traceback": exc.trace}))
+                self._emit(Event("node_failed", node_id, {"message": str(exc), "traceback": exc.trace, "key": key}))
                 continue
             reports[node_id] = self._run_node(node_id, node, checked.params[node_id], inputs, key, values)
             if reports[node_id].status == "interrupted":
                 interrupted = True
                 self._emit(Event("interrupted", node_id, {"key": key}))
         if target is not None and reports.get(target) and reports[target].status == "cached":
-            self._output(values, checked, target)
+            try:
+                self._output(values, checked, target, reports)
+            except _UnreadableEntry as exc:
+                reports[target] = NodeReport("failed", 0.0, {}, str(exc))
+                self._emit(Event("node_failed", target, {"message": str(exc), "traceback": exc.trace,
+                                                         "key": checked.keys[target]}))
         ok = all(r.status in ("ran", "cached") for r in reports.values())
         report = RunReport(ok=ok, nodes=reports, interrupted=interrupted, outputs=values)
         self._emit(Event("run_finished", None, report.to_json()))
         return report
 
-    def _inputs(self, values: dict[str, dict[str, Any]], checked: _Checked, incoming: list) -> dict[str, Any]:
-        inputs = {}
-        for edge in incoming:
-            try:
-                inputs[edge.target_port] = self._output(values, checked, edge.source)[edge.source_port]
-            except Exception as exc:  # damaged on disk: set it aside, say so, and recompute next run
-                trace = traceback.format_exc()
-                aside = self.cache.quarantine(checked.keys[edge.source])
-                kept = f"; the damaged entry was kept as {aside}" if aside else ""
-                raise _UnreadableEntry(
-                    f"cached outputs of '{edge.source}' could not be read ({describe_exception(exc)}){kept}; "
-                    f"run again to recompute '{edge.source}'", trace) from None
-        return inputs
+    def _inputs(self, values: dict[str, dict[str, Any]], checked: _Checked, incoming: list,
+                reports: dict[str, NodeReport]) -> dict[str, Any]:
+        return {edge.target_port: self._output(values, checked, edge.source, reports)[edge.source_port]
+                for edge in incoming}
 
-    def _output(self, values: dict[str, dict[str, Any]], checked: _Checked, node_id: str) -> dict[str, Any]:
-        """A finished node's outputs: from this run, else loaded from the cache on first use."""
-        if node_id not in values:
-            values[node_id] = self.cache.get(checked.keys[node_id], checked.types[node_id])[0]
+    def _output(self, values: dict[str, dict[str, Any]], checked: _Checked, node_id: str,
+                reports: dict[str, NodeReport]) -> dict[str, Any]:
+        """A finished node's outputs: from this run, else loaded from the cache on first use. An
+        entry that cannot be read is set aside (never deleted) and the node is computed again in
+        this run, its own inputs the same way; the log says what happened and where the damaged
+        files went."""
+        if node_id in values:
+            return values[node_id]
+        key = checked.keys[node_id]
+        try:
+            values[node_id] = self.cache.get(key, checked.types[node_id])[0]
+            return values[node_id]
+        except Exception as exc:
+            reason = describe_exception(exc)
+            aside = self.cache.quarantine(key)
+        kept = f"; the damaged entry was kept as {aside}" if aside else ""
+        self._emit(Event("log", node_id, {"message": f"cached outputs could not be read ({reason}){kept}; "
+                                                     "computing them again"}))
+        node = checked.types[node_id]
+        inputs = self._inputs(values, checked, checked.graph.incoming(node_id), reports)
+        report = self._run_node(node_id, node, checked.params[node_id], inputs, key, values)
+        reports[node_id] = report
+        if report.status != "ran":
+            raise _UnreadableEntry(f"cached outputs of '{node_id}' could not be read ({reason}){kept}, and "
+                                   f"computing them again {report.status}: {report.error}", "")
         return values[node_id]
 
     def _run_node(self, node_id: str, node: type[Node], params: Any, inputs: dict[str, Any], key: str,
@@ -602,7 +407,8 @@ class Executor:
         if scratch_root.exists():
             shutil.rmtree(scratch_root, ignore_errors=True)
         ctx = RunContext(node_id, workspace, device=self.device, seed=int(key[:8], 16), emit=self._emit,
-                         stop_flag=self._stop, scratch=scratch_root, key=key)
+                         stop_flag=self._stop, scratch=scratch_root, key=key, allowed_roots=self.allowed_roots,
+                         path_params=_path_values(node, params))
         self._emit(Event("node_started", node_id, {"type": node.type, "key": key}))
         started = time.perf_counter()
         try:
@@ -639,6 +445,22 @@ class Executor:
         return NodeReport("ran", seconds, dict(ctx.metrics))
 
 
+def _raise_blocking(checked: _Checked, needed: list[str]) -> None:
+    blocking = [p for p in checked.problems if p.node_id is None or p.node_id in needed]
+    if blocking:
+        raise GraphInvalid(blocking)
+
+
+def _path_values(node: type[Node], params: Any) -> dict[str, str]:
+    """Value -> name of a node's path params, so a path refused at run time names its param."""
+    found = {}
+    for name in params_paths(node.Params):
+        value = getattr(params, name, None)
+        if isinstance(value, str):
+            found.setdefault(value, name)
+    return found
+
+
 class _UnreadableEntry(Exception):
     def __init__(self, message: str, trace: str) -> None:
         super().__init__(message)
@@ -663,7 +485,3 @@ def _param_problems(spec: NodeSpec, exc: ValidationError) -> list[GraphProblem]:
             msg = f"{msg} (got {err['input']!r})"
         found.append(ParamError(spec.id, msg, param=param))
     return found
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)

@@ -7,13 +7,16 @@ ports, param values, port types) live in :mod:`nodeflow.executor`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+
+# atomic_write_bytes is re-exported for the node catalogue, which imports it from here
+from nodeflow.files import atomic_write_bytes, atomic_write_text  # noqa: F401
 
 FORMAT = "nodeflow.graph"
 VERSION = 1
@@ -48,6 +51,26 @@ class NodeSpec(_Strict):
                              " _ or -, at most 64 characters (ids are used by --target and --set)")
         return value
 
+    @field_validator("params")
+    @classmethod
+    def _params_are_json(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """NaN and Infinity are not JSON: refused here, naming the param, instead of reading back
+        as null."""
+        def walk(item: Any, where: str) -> None:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"param '{where}' is {item}, which is not a number a graph may hold; "
+                                 "give a finite number")
+            if isinstance(item, dict):
+                for key, inner in item.items():
+                    walk(inner, f"{where}.{key}")
+            elif isinstance(item, list):
+                for index, inner in enumerate(item):
+                    walk(inner, f"{where}[{index}]")
+
+        for name, item in value.items():
+            walk(item, name)
+        return value
+
 
 class Edge(_Strict):
     source: str
@@ -69,6 +92,8 @@ class Graph(_Strict):
     description: str = Field("", max_length=10_000)
     nodes: list[NodeSpec] = Field(default_factory=list, max_length=10_000)
     edges: list[Edge] = Field(default_factory=list, max_length=50_000)
+    #: edges by target, built on first use (documents are not changed in place once made)
+    _incoming: dict[str, list[Edge]] | None = PrivateAttr(None)
 
     @model_validator(mode="after")
     def _check_references(self) -> Graph:
@@ -102,7 +127,12 @@ class Graph(_Strict):
         return any(n.id == node_id for n in self.nodes)
 
     def incoming(self, node_id: str) -> list[Edge]:
-        return [e for e in self.edges if e.target == node_id]
+        if self._incoming is None:
+            index: dict[str, list[Edge]] = {}
+            for edge in self.edges:
+                index.setdefault(edge.target, []).append(edge)
+            self._incoming = index
+        return list(self._incoming.get(node_id, ()))
 
     # -- (de)serialisation ----------------------------------------------------------------------
     def dumps(self) -> str:
@@ -111,9 +141,11 @@ class Graph(_Strict):
     @classmethod
     def loads(cls, text: str | bytes, source: str = "<graph>") -> Graph:
         try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            data = json.loads(text, parse_constant=_refuse_constant)
+        except ValueError as exc:  # bad syntax, bad UTF-8, NaN or Infinity
             raise GraphFileError(f"{source}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise GraphFileError(f"{source}: not a graph document (nested too deeply to read)") from None
         return cls.from_data(data, source)
 
     @classmethod
@@ -144,6 +176,10 @@ class Graph(_Strict):
         atomic_write_text(Path(path), self.dumps())
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (a graph's numbers must be finite)")
+
+
 def _explain(exc: ValidationError, data: dict[str, Any]) -> str:
     """Turn pydantic's errors into lines that name the node id rather than a list index."""
     lines = []
@@ -158,23 +194,3 @@ def _explain(exc: ValidationError, data: dict[str, Any]) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"{where}: {msg}")
     return "; ".join(lines)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` holds either the old content or all of the new, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))

@@ -35,6 +35,8 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from nodeflow.paths import PathNotAllowed, confine
+
 ENTRY_POINT_GROUP = "nodeflow.nodes"
 
 
@@ -91,9 +93,11 @@ class Port:
 
 
 class NodeParams(BaseModel):
-    """Base for every node's ``Params``: unknown keys are errors, assignments are validated."""
+    """Base for every node's ``Params``: unknown keys are errors, assignments are validated, and
+    values keep their JSON type: ``true`` is not an integer, ``"3"`` is not a number (an integer
+    still fills a float), and Infinity or NaN is no number at all."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
 
 class NoParams(NodeParams):
@@ -126,6 +130,8 @@ class RunContext:
         stop_flag: threading.Event | None = None,
         scratch: Path | None = None,
         key: str = "",
+        allowed_roots: list[Path] | None = None,
+        path_params: Mapping[str, str] | None = None,
     ) -> None:
         self.node_id = node_id
         self.key = key
@@ -136,6 +142,10 @@ class RunContext:
         self._stop = stop_flag or threading.Event()
         self.metrics: dict[str, float] = {}
         self._scratch = scratch
+        #: folders the node's paths must stay inside (a run from the editor); None = unrestricted
+        self.allowed_roots = allowed_roots
+        #: path-param value -> param name, so a refused path names its parameter
+        self._path_params = dict(path_params or {})
 
     @property
     def interrupted(self) -> bool:
@@ -163,8 +173,18 @@ class RunContext:
 
     def resolve_path(self, value: str) -> Path:
         """A path param as an absolute path: ``~`` expanded, relative paths taken from the folder
-        nodeflow was started in (as in any command-line tool; ``infer`` sees the same)."""
-        return Path(value).expanduser().absolute()
+        nodeflow was started in (as in any command-line tool; ``infer`` sees the same).
+
+        In a run started from the editor or its HTTP API the path is resolved (symlinks followed)
+        and must lie inside the allowed folders, checked here, when it is used: a folder swapped
+        for a symlink after the edit was checked cannot lead outside. The command line is the
+        user's own shell and stays unrestricted."""
+        if self.allowed_roots is None:
+            return Path(value).expanduser().absolute()
+        try:
+            return confine(value, self.allowed_roots, Path.cwd())
+        except PathNotAllowed as exc:
+            raise ParamProblem(str(exc), param=self._path_params.get(value)) from None
 
     @property
     def checkpoints(self) -> Path:

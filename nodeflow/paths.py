@@ -8,6 +8,7 @@ The command line is the user's own shell, so it is not restricted.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,11 +36,17 @@ class PathNotAllowed(ValueError):
 def confine(value: str, roots: Iterable[Path], base: Path) -> Path:
     """``value`` resolved (relative paths against ``base``, symlinks followed); raises
     PathNotAllowed unless it lies inside one of ``roots``."""
+    if not isinstance(value, str) or "\0" in value:
+        raise PathNotAllowed(f"{value!r} is not a usable path (it contains a NUL byte)" if isinstance(value, str)
+                             else f"a path must be a string, got {type(value).__name__}")
     roots = [Path(r).resolve() for r in roots]
     candidate = Path(os.path.expanduser(value))
     if not candidate.is_absolute():
         candidate = base / candidate
-    resolved = candidate.resolve()
+    try:
+        resolved = candidate.resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long
+        raise PathNotAllowed(f"'{value}' cannot be resolved ({exc})") from None
     if any(resolved == root or resolved.is_relative_to(root) for root in roots):
         return resolved
     allowed = ", ".join(str(r) for r in roots)
@@ -56,6 +63,12 @@ def path_params(schema: dict[str, Any]) -> dict[str, tuple[str, list[str]]]:
                 found[name] = (source[PATH_KEY], list(source.get("x-nodeflow-keywords", [])))
                 break
     return found
+
+
+@functools.cache
+def params_paths(params: type) -> dict[str, tuple[str, list[str]]]:
+    """:func:`path_params` of a node's ``Params`` class, worked out once per class."""
+    return path_params(params.model_json_schema())
 
 
 def check_path_params(schema: dict[str, Any], params: dict[str, Any], roots: Iterable[Path], base: Path) -> list[str]:

@@ -14,10 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nodeflow.executor import Executor, GraphInvalid, GraphProblem, RunReport
+from pydantic import ValidationError
+
+from nodeflow.edits import AddNode, Connect, Disconnect, Move, RemoveNode, Rename, SetParams, parse_ops
+from nodeflow.errors import GraphProblem
+from nodeflow.executor import Executor, RunReport
 from nodeflow.graph import Edge, Graph, NodeSpec, Position
 from nodeflow.node import Event, Registry
-from nodeflow.paths import check_path_params
+from nodeflow.paths import PathNotAllowed, confine, params_paths
 from nodeflow.worker import WorkerProcess
 
 HISTORY_LIMIT = 200
@@ -37,9 +41,14 @@ class Session:
         while training cannot take the editor down; without it runs use a thread (faster start)."""
         self.registry = registry
         self.workspace = Path(workspace)
-        self.executor = Executor(registry, self.workspace, device=device)
+        #: folders that path params may point into; None = unrestricted (the user's own shell)
+        self.allowed_roots = None if allowed_roots is None else [self.workspace, *allowed_roots]
+        # This executor stays in the editor's process even when runs go to the worker: it answers
+        # validation, plans and per-node status (the cache on disk, the keys of the last runs)
+        # while the worker is busy training for minutes, and it runs graphs itself without one.
+        self.executor = Executor(registry, self.workspace, device=device, allowed_roots=self.allowed_roots)
         self.executor.subscribe(self._on_event)
-        self.worker = WorkerProcess(registry, self.workspace, device) if isolate else None
+        self.worker = WorkerProcess(registry, self.workspace, device, self.allowed_roots) if isolate else None
         self.path = Path(path) if path is not None else None
         self._graph = graph or Graph()
         self._undo: list[Graph] = []
@@ -54,8 +63,6 @@ class Session:
         self.last_error: str | None = None
         self.dirty = False
         self.autosave_delay = autosave_delay
-        #: folders that path params may point into; None = unrestricted (the user's own shell)
-        self.allowed_roots = None if allowed_roots is None else [self.workspace, *allowed_roots]
         self._autosave_timer: threading.Timer | None = None
 
     # -- document -------------------------------------------------------------------------------
@@ -64,7 +71,7 @@ class Session:
         return self._graph
 
     def replace(self, graph: Graph, record: bool = True) -> None:
-        self._check_paths(graph, graph.nodes)
+        self._check_paths(graph)
         with self._lock:
             if record:
                 self._push_undo()
@@ -72,33 +79,33 @@ class Session:
             self._changed()
 
     def edit(self, op: str, **args: Any) -> Graph:
-        """Apply one edit (see ``_apply_*``); all-or-nothing, recorded for undo."""
+        """Apply one edit (see :mod:`nodeflow.edits`); all-or-nothing, recorded for undo."""
         return self.edits([{"op": op, **args}])
 
-    def edits(self, ops: list[dict[str, Any]]) -> Graph:
-        """Apply several edits as one undo step (a bulk move, a paste, deleting a selection)."""
+    def edits(self, ops: list[Any]) -> Graph:
+        """Apply several edits (their JSON form, or :mod:`nodeflow.edits` records) as one undo step
+        (a bulk move, a paste, deleting a selection). Every path param of every node is checked
+        again afterwards, whatever the edit touched: a node removed and added back with the same
+        id, or given another type, gets no pass."""
+        try:
+            typed = parse_ops(ops)
+        except ValueError as exc:
+            raise EditError(str(exc)) from None
         with self._lock:
             data = self._graph.model_dump(mode="json")
-            for item in ops:
-                item = dict(item)
-                op = item.pop("op", None)
-                handler = getattr(self, f"_apply_{op}", None) if isinstance(op, str) else None
-                if handler is None:
-                    raise EditError(f"unknown edit {op!r}")
+            index = {node["id"]: node for node in data["nodes"]}
+            for number, op in enumerate(typed):
                 try:
-                    handler(data, **item)
-                except EditError:
-                    raise
-                except TypeError as exc:
-                    raise EditError(f"{op}: wrong arguments {sorted(item)} ({exc})") from None
+                    getattr(self, f"_apply_{op.op}")(data, index, op)
+                except EditError as exc:
+                    raise EditError(f"ops.{number} ({op.op}): {exc}") from None
                 except (KeyError, ValueError) as exc:
-                    raise EditError(f"{op}: {exc.args[0] if exc.args else exc}") from None
+                    raise EditError(f"ops.{number} ({op.op}): {exc.args[0] if exc.args else exc}") from None
             try:
                 graph = Graph.from_data(data, "edit")
             except ValueError as exc:
                 raise EditError(str(exc)) from None
-            before = {n.id: n.params for n in self._graph.nodes}
-            self._check_paths(graph, [n for n in graph.nodes if before.get(n.id) != n.params])
+            self._check_paths(graph)
             self._push_undo()
             self._graph = graph
             self._changed()
@@ -182,76 +189,90 @@ class Session:
         """Autosaved versions of this document, newest first."""
         return sorted(self.autosave_folder.glob("*.json"), reverse=True)
 
-    # edit operations on the JSON form of the document
-    def _apply_add_node(self, data: dict, type: str, id: str | None = None, params: dict | None = None,
-                        position: dict | None = None) -> None:
-        node_cls = self.registry.get(type)
-        node_id = id or self._fresh_id(data, type.rsplit(".", 1)[-1])
-        data["nodes"].append(NodeSpec(id=node_id, type=node_cls.type, params=params or {},
-                                      position=Position(**(position or {}))).model_dump(mode="json"))
+    # edit operations on the JSON form of the document (``index``: its nodes by id)
+    def _apply_add_node(self, data: dict, index: dict, op: AddNode) -> None:
+        node_cls = self.registry.get(op.type)
+        node_id = op.id or self._fresh_id(index, op.type.rsplit(".", 1)[-1])
+        if node_id in index:
+            raise EditError(f"there is already a node with id '{node_id}'")
+        position = Position(**(op.position.model_dump() if op.position else {}))
+        node = NodeSpec(id=node_id, type=node_cls.type, params=op.params, position=position).model_dump(mode="json")
+        data["nodes"].append(node)
+        index[node_id] = node
 
-    def _apply_remove_node(self, data: dict, id: str) -> None:
-        self._find(data, id)
-        data["nodes"] = [n for n in data["nodes"] if n["id"] != id]
-        data["edges"] = [e for e in data["edges"] if id not in (e["source"], e["target"])]
+    def _apply_remove_node(self, data: dict, index: dict, op: RemoveNode) -> None:
+        self._find(index, op.id)
+        del index[op.id]
+        data["nodes"] = [n for n in data["nodes"] if n["id"] != op.id]
+        data["edges"] = [e for e in data["edges"] if op.id not in (e["source"], e["target"])]
 
-    def _apply_set_params(self, data: dict, id: str, params: dict, replace: bool = False) -> None:
-        node = self._find(data, id)
-        merged = dict(params) if replace else {**node.get("params", {}), **params}
+    def _apply_set_params(self, data: dict, index: dict, op: SetParams) -> None:
+        node = self._find(index, op.id)
+        merged = dict(op.params) if op.replace else {**node.get("params", {}), **op.params}
         node_cls = self.registry.get(node["type"])
-        from pydantic import ValidationError
         try:
             node_cls.Params.model_validate(merged)
         except ValidationError as exc:
             reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise EditError(f"{id}: {reasons}") from None
+            raise EditError(f"{op.id}: {reasons}") from None
         node["params"] = merged
 
-    def _apply_move(self, data: dict, id: str, x: float, y: float) -> None:
-        self._find(data, id)["position"] = {"x": float(x), "y": float(y)}
+    def _apply_move(self, data: dict, index: dict, op: Move) -> None:
+        self._find(index, op.id)["position"] = {"x": op.x, "y": op.y}
 
-    def _apply_rename(self, data: dict, id: str, title: str | None) -> None:
-        self._find(data, id)["title"] = title or None
+    def _apply_rename(self, data: dict, index: dict, op: Rename) -> None:
+        self._find(index, op.id)["title"] = op.title or None
 
-    def _apply_connect(self, data: dict, source: str, source_port: str, target: str, target_port: str) -> None:
-        src = self.registry.get(self._find(data, source)["type"])
-        dst = self.registry.get(self._find(data, target)["type"])
-        out_port, in_port = src.output_port(source_port), dst.input_port(target_port)
+    def _apply_connect(self, data: dict, index: dict, op: Connect) -> None:
+        src = self.registry.get(self._find(index, op.source)["type"])
+        dst = self.registry.get(self._find(index, op.target)["type"])
+        out_port, in_port = src.output_port(op.source_port), dst.input_port(op.target_port)
         if out_port is None or in_port is None:
-            raise EditError(f"no such port: {source}.{source_port} -> {target}.{target_port}")
+            raise EditError(f"no such port: {op.source}.{op.source_port} -> {op.target}.{op.target_port}")
         if not out_port.type.fits(in_port.type):
-            raise EditError(f"{target}.{target_port} expects {in_port.type.name}, "
-                            f"{source}.{source_port} gives {out_port.type.name}")
+            raise EditError(f"{op.target}.{op.target_port} expects {in_port.type.name}, "
+                            f"{op.source}.{op.source_port} gives {out_port.type.name}")
         # an input takes one edge: a new connection replaces the old one
-        data["edges"] = [e for e in data["edges"] if not (e["target"] == target and e["target_port"] == target_port)]
-        data["edges"].append(Edge(source=source, source_port=source_port, target=target,
-                                  target_port=target_port).model_dump())
+        data["edges"] = [e for e in data["edges"]
+                         if not (e["target"] == op.target and e["target_port"] == op.target_port)]
+        data["edges"].append(Edge(source=op.source, source_port=op.source_port, target=op.target,
+                                  target_port=op.target_port).model_dump())
 
-    def _apply_disconnect(self, data: dict, target: str, target_port: str, **_: Any) -> None:
-        data["edges"] = [e for e in data["edges"] if not (e["target"] == target and e["target_port"] == target_port)]
+    def _apply_disconnect(self, data: dict, index: dict, op: Disconnect) -> None:
+        data["edges"] = [e for e in data["edges"]
+                         if not (e["target"] == op.target and e["target_port"] == op.target_port)]
 
-    def _check_paths(self, graph: Graph, nodes: list[NodeSpec]) -> None:
+    def _check_paths(self, graph: Graph) -> None:
+        """Every path param of every node of ``graph`` (as its current type declares them) must lie
+        in the allowed folders; raises EditError naming each one that does not."""
         if self.allowed_roots is None:
             return
         problems = []
-        for spec in nodes:
-            if spec.type in self.registry:
-                schema = self.registry.get(spec.type).Params.model_json_schema()
-                problems += [f"{spec.id}.{p}" for p in check_path_params(schema, spec.params, self.allowed_roots,
-                                                                         Path.cwd())]
+        base = Path.cwd()
+        for spec in graph.nodes:
+            if spec.type not in self.registry:
+                continue
+            for name, (_, keywords) in params_paths(self.registry.get(spec.type).Params).items():
+                value = spec.params.get(name)
+                if not isinstance(value, str) or not value or value in keywords:
+                    continue
+                try:
+                    confine(value, self.allowed_roots, base)
+                except PathNotAllowed as exc:
+                    problems.append(f"{spec.id}.{name}: {exc}")
         if problems:
             raise EditError("; ".join(problems))
 
     @staticmethod
-    def _find(data: dict, node_id: str) -> dict:
-        for node in data["nodes"]:
-            if node["id"] == node_id:
-                return node
-        raise EditError(f"no node with id '{node_id}'")
+    def _find(index: dict, node_id: str) -> dict:
+        node = index.get(node_id)
+        if node is None:
+            raise EditError(f"no node with id '{node_id}'")
+        return node
 
     @staticmethod
-    def _fresh_id(data: dict, stem: str) -> str:
-        taken = {n["id"] for n in data["nodes"]}
+    def _fresh_id(index: dict, stem: str) -> str:
+        taken = index
         stem = "".join(c if c.isalnum() or c in "_-" else "_" for c in stem) or "node"
         if not stem[0].isalpha():
             stem = f"n_{stem}"
@@ -279,9 +300,6 @@ class Session:
                 raise RuntimeError("a run is already in progress")
             graph = self._graph
             plan = self.executor.plan(graph, target)
-            problems = [p for p in self.executor.validate(graph) if p.node_id is None or p.node_id in plan]
-            if problems:
-                raise GraphInvalid(problems)
             for node_id, action in plan.items():
                 live = self._live.setdefault(node_id, {})
                 live.update(state="queued" if action == "run" else "cached", progress=0.0, error=None)
@@ -406,6 +424,8 @@ def _safe_name(name: str) -> str:
 
 
 def _summary(event: Event) -> str:
+    if event.kind == "interrupted":
+        return "stopped by the user; finished nodes stay cached, and a training node resumes from its checkpoint"
     if event.kind == "node_finished":
         return "cached" if event.data.get("from_cache") else f"done in {event.data.get('seconds', 0):.2f}s"
     return event.kind

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nodeflow.executor import Executor, GraphInvalid, NodeReport, RunReport
+from nodeflow.errors import GraphInvalid
+from nodeflow.executor import Executor, NodeReport, RunReport
 from nodeflow.graph import Graph
 from nodeflow.node import Event, Registry
 
@@ -26,11 +27,13 @@ class WorkerDied(RuntimeError):
     pass
 
 
-def _serve(conn, origins, workspace: str, device: str, stop) -> None:
-    """The worker's main loop: build the registry, then run graphs on request."""
+def _serve(conn, origins, workspace: str, device: str, stop, allowed_roots: list[str] | None = None) -> None:
+    """The worker's main loop: build the registry, then run graphs on request. ``allowed_roots``
+    confines every path a node resolves (a run for the editor)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the parent's to handle
     registry = Registry.rebuild(origins)
-    executor = Executor(registry, Path(workspace), device=device, stop_flag=stop)
+    roots = None if allowed_roots is None else [Path(r) for r in allowed_roots]
+    executor = Executor(registry, Path(workspace), device=device, stop_flag=stop, allowed_roots=roots)
     executor.subscribe(lambda e: conn.send(("event", e.kind, e.node_id, e.data)))
     conn.send(("ready",))
     while True:
@@ -53,10 +56,12 @@ def _serve(conn, origins, workspace: str, device: str, stop) -> None:
 class WorkerProcess:
     """One worker process, started on first use and again after it dies."""
 
-    def __init__(self, registry: Registry, workspace: Path, device: str = "auto") -> None:
+    def __init__(self, registry: Registry, workspace: Path, device: str = "auto",
+                 allowed_roots: list[Path] | None = None) -> None:
         self.origins = registry.origins
         self.workspace = Path(workspace)
         self.device = device
+        self.allowed_roots = None if allowed_roots is None else [str(r) for r in allowed_roots]
         self._stop = _CONTEXT.Event()
         self._process: Any = None
         self._conn: Any = None
@@ -71,7 +76,8 @@ class WorkerProcess:
             return
         parent, child = _CONTEXT.Pipe()
         self._process = _CONTEXT.Process(target=_serve, name="nodeflow-worker", daemon=True,
-                                         args=(child, self.origins, str(self.workspace), self.device, self._stop))
+                                         args=(child, self.origins, str(self.workspace), self.device, self._stop,
+                                               self.allowed_roots))
         self._process.start()
         child.close()
         self._conn = parent

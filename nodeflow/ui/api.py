@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from nodeflow.executor import GraphInvalid
+from nodeflow.errors import GraphInvalid
 from nodeflow.graph import Graph, GraphFileError
 from nodeflow.session import EditError
 

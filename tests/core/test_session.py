@@ -1,6 +1,6 @@
 import pytest
 
-from nodeflow.executor import GraphInvalid
+from nodeflow.errors import GraphInvalid
 from nodeflow.session import EditError, Session
 
 
