@@ -1,19 +1,36 @@
 """The editor's HTTP API, on the same server and the same Session as the page, so a script and
-a browser tab always see one graph and one run."""
+a browser tab always see one graph and one run.
+
+What a request must look like (see README, "Running it safely"):
+
+- a state-changing request (anything but GET/HEAD/OPTIONS) whose ``Origin`` or ``Referer`` is not
+  the editor's own address is refused (403), so a page on another site cannot drive the editor
+  with the user's cookie; a body must be ``application/json`` (415);
+- a served on loopback answers only to a loopback ``Host`` (403), which defeats DNS rebinding;
+- a body is at most :data:`MAX_BODY_BYTES` (413), an edit at most ``MAX_OPS`` operations (422);
+- the websocket accepts only the editor's own origin.
+"""
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import math
 import secrets
-from typing import Any
+from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Body, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-
+from nodeflow.edits import MAX_OPS, EditRequest, RunRequest
 from nodeflow.errors import GraphInvalid
 from nodeflow.graph import Graph, GraphFileError
 from nodeflow.session import EditError
+
+#: the largest request body the API reads (a 10,000-node graph is about 2 MB)
+MAX_BODY_BYTES = 10 * 1024 * 1024
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 from .state import Hub
 
@@ -65,22 +82,144 @@ def install_token_check(app: FastAPI, token: str | None) -> None:
         return response
 
 
+def _host_of(value: str) -> tuple[str, int | None] | None:
+    """(host, port) of a ``Host`` header or of an origin/referer URL; None if unreadable."""
+    try:
+        parts = urlsplit(value if "//" in value else f"//{value}")
+        return (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return None
+
+
+def host_allowed(host_header: str, server: tuple[str, int] | None) -> bool:
+    """A server listening on loopback answers only to loopback names: a page on another site that
+    resolves its own name to 127.0.0.1 (DNS rebinding) is then still another site."""
+    if server is None or not is_loopback(server[0]):
+        return True
+    parsed = _host_of(host_header)
+    return parsed is not None and is_loopback(parsed[0].strip("[]"))
+
+
+def same_origin(origin: str, scheme: str, host_header: str) -> bool:
+    """Whether ``origin`` (an Origin header, or a Referer URL) is the editor's own address."""
+    theirs, ours = _host_of(origin), _host_of(host_header)
+    if theirs is None or ours is None or not origin.lower().startswith(f"{scheme}://"):
+        return False
+    default = 443 if scheme == "https" else 80
+    return theirs[0] == ours[0] and (theirs[1] or default) == (ours[1] or default)
+
+
+def refusal(scope: dict[str, Any], headers: dict[str, str]) -> tuple[int, str] | None:
+    """Why a request must be refused before it reaches a route, or None."""
+    host = headers.get("host", "")
+    if not host_allowed(host, scope.get("server")):
+        return 403, f"403: this editor answers only to its loopback address, not to Host '{host[:100]}'"
+    if scope["method"] in SAFE_METHODS or not scope["path"].startswith("/api/"):
+        return None
+    scheme = scope.get("scheme", "http")
+    origin = headers.get("origin")
+    if origin is None and headers.get("referer"):
+        origin = headers["referer"]
+    if origin is not None and not same_origin(origin, scheme, host):
+        return 403, (f"403: cross-site request refused: {origin[:100]!r} is not this editor's address; "
+                     "scripts may call the API without an Origin header")
+    length = headers.get("content-length")
+    has_body = (length is not None and length.strip() != "0") or "transfer-encoding" in headers
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    if (has_body or content_type) and content_type != "application/json":
+        return 415, "415: send the body as JSON, with 'Content-Type: application/json'"
+    if length is not None and (not length.strip().isdigit() or int(length) > MAX_BODY_BYTES):
+        return 413, f"413: a request body may be at most {MAX_BODY_BYTES // (1024 * 1024)} MB"
+    return None
+
+
+class RequestGuard:
+    """ASGI middleware applying :func:`refusal`, and counting body bytes as they arrive so a
+    chunked body cannot pass the size limit either."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        refused = refusal(scope, headers)
+        if refused is not None:
+            await PlainTextResponse(refused[1], status_code=refused[0])(scope, receive, send)
+            return
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > MAX_BODY_BYTES:
+                    raise HTTPException(413, f"a request body may be at most {MAX_BODY_BYTES // (1024 * 1024)} MB")
+            return message
+
+        await self.app(scope, counted if scope["path"].startswith("/api/") else receive, send)
+
+
+def restrict_socket_origins() -> None:
+    """NiceGUI's socket.io server echoes any Origin back; accept only the editor's own (and a
+    client that sends none, such as a script)."""
+    from nicegui import core
+
+    def allowed(origin: str | None, environ: dict[str, Any]) -> bool:
+        host = environ.get("HTTP_HOST", "")
+        scheme = environ.get("wsgi.url_scheme", "http")
+        server = environ.get("asgi.scope", {}).get("server")
+        if not host_allowed(host, server):
+            return False
+        return origin is None or same_origin(origin, scheme, host) or \
+            same_origin(origin, {"ws": "http", "wss": "https"}.get(scheme, scheme), host)
+
+    core.sio.eio.cors_allowed_origins = allowed
+
+
+def _json_safe(value: Any) -> Any:
+    """Echoed input as JSON can carry it: NaN and Infinity as text, bytes as text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422, made safe to serialise when the body held NaN or Infinity."""
+    errors = [{k: v for k, v in error.items() if k in ("type", "loc", "msg", "input")} for error in exc.errors()]
+    return JSONResponse({"detail": _json_safe(errors)}, status_code=422)
+
+
 def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
     session = hub.session
     install_token_check(app, token)
+    app.add_middleware(RequestGuard)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    restrict_socket_origins()
 
     def guard(request: Request) -> None:
         if not token_ok(request, token):
             raise HTTPException(401, "missing or wrong token: pass ?token=... or 'Authorization: Bearer ...'")
 
-    @app.get("/api/graph")
+    @app.get("/api/graph", tags=["document"], summary="The open graph document")
     def get_graph(request: Request) -> JSONResponse:
         guard(request)
         return JSONResponse(session.graph.model_dump(mode="json", exclude_none=True),
                             headers={"X-Nodeflow-Version": str(session.version)})
 
-    @app.put("/api/graph")
-    def put_graph(request: Request, data: Any = Body(...)) -> dict[str, Any]:
+    @app.put("/api/graph", tags=["document"], summary="Replace the open graph document (undoable)",
+             responses={422: {"description": "not a graph document, or a path outside the allowed folders"}})
+    def put_graph(request: Request, data: Annotated[dict[str, Any], Body(
+            description="a graph document, as `nodeflow` saves it")]) -> dict[str, Any]:
         guard(request)
         try:
             graph = Graph.from_data(data, "request body")
@@ -89,51 +228,61 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
             raise HTTPException(422, str(exc)) from None
         return {"version": session.version, "problems": [p.to_json() for p in session.validate()]}
 
-    @app.post("/api/edit")
-    def post_edit(request: Request, data: Any = Body(...)) -> dict[str, Any]:
-        """A list of edit ops (as Session.edits takes them), applied as one undo step."""
+    @app.post("/api/edit", tags=["document"], summary=f"Apply edit operations as one undo step (at most {MAX_OPS})",
+              responses={422: {"description": "a wrong op or argument (named), or an edit the document cannot take; "
+                                              "nothing was changed"}})
+    def post_edit(request: Request, edit: EditRequest) -> dict[str, Any]:
+        """Edits, all or nothing: ``add_node``, ``remove_node``, ``set_params``, ``move``,
+        ``rename``, ``connect``, ``disconnect`` (see the schema for each op's arguments)."""
         guard(request)
-        ops = data.get("ops") if isinstance(data, dict) else data
-        if not isinstance(ops, list):
-            raise HTTPException(422, 'send {"ops": [{"op": "move", "id": ..., "x": ..., "y": ...}, ...]}')
         try:
-            session.edits(ops)
-        except (EditError, KeyError, TypeError) as exc:
+            session.edits(edit.ops)
+        except EditError as exc:
             raise HTTPException(422, str(exc).strip('"')) from None
         return {"version": session.version}
 
-    @app.post("/api/run")
-    def post_run(request: Request, data: Any = Body(None)) -> dict[str, Any]:
+    @app.post("/api/run", tags=["runs"], summary="Start a run; answers the plan at once",
+              responses={404: {"description": "no node with that id"}, 409: {"description": "a run is in progress"},
+                         422: {"description": "the graph is not valid: the problems, per node"}})
+    def post_run(request: Request, run: Annotated[RunRequest | None, Body()] = None) -> dict[str, Any]:
         guard(request)
-        target = data.get("target") if isinstance(data, dict) else None
         try:
-            plan = session.run(target)
+            plan = session.run(run.target if run is not None else None)
         except GraphInvalid as exc:
             raise HTTPException(422, {"message": "the graph is not valid", "problems":
                                       [p.to_json() for p in exc.problems]}) from None
         except KeyError as exc:
-            raise HTTPException(404, str(exc).strip('"')) from None
+            raise HTTPException(404, str(exc.args[0]) if exc.args else str(exc)) from None
         except RuntimeError as exc:
             raise HTTPException(409, str(exc)) from None
         return {"plan": plan}
 
-    @app.post("/api/stop")
+    @app.post("/api/stop", tags=["runs"], summary="Stop the run at the next batch")
     def post_stop(request: Request) -> dict[str, Any]:
         guard(request)
         session.stop()
         return {"running": session.running}
 
-    @app.get("/api/status")
+    @app.get("/api/status", tags=["runs"], summary="Per-node state, metrics, problems and the last error")
     def get_status(request: Request) -> dict[str, Any]:
         guard(request)
         return hub.api_status()
 
-    @app.get("/api/nodes")
+    @app.get("/api/nodes", tags=["catalogue"], summary="The node catalogue (types, ports, params schemas)")
     def get_nodes(request: Request) -> list[dict[str, Any]]:
         guard(request)
         return hub.catalogue_list
 
-    @app.get("/api/validate")
+    @app.get("/api/openapi.json", tags=["catalogue"], summary="This API's OpenAPI schema")
+    def get_openapi_schema(request: Request) -> dict[str, Any]:
+        guard(request)
+        from fastapi.openapi.utils import get_openapi
+
+        routes = [r for r in app.routes if getattr(r, "path", "").startswith("/api/")]
+        return get_openapi(title="nodeflow editor API", version="1", routes=routes,
+                           description="The open graph, its edits and its runs; the same session the editor shows.")
+
+    @app.get("/api/validate", tags=["document"], summary="Problems of the open graph")
     def get_validate(request: Request) -> dict[str, Any]:
         guard(request)
         return {"problems": [p.to_json() for p in session.validate()]}
