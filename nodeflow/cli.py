@@ -134,12 +134,16 @@ def cmd_templates(args: argparse.Namespace) -> int:
 
 
 class _TerminalProgress:
-    """Prints one line per finished node and a progress bar for the running one."""
+    """Prints one line per finished node and, on a terminal, a progress bar for the running one;
+    sent to a file or a pipe, the output is plain lines only."""
 
-    def __init__(self, quiet: bool = False) -> None:
+    def __init__(self, quiet: bool = False, bars: bool | None = None) -> None:
         self.quiet = quiet
+        self.bars = sys.stderr.isatty() if bars is None else bars
         self.bar = None
         self.lock = threading.Lock()
+        #: node id -> the param its failure blames, for the resume hint
+        self.blamed: dict[str, str] = {}
 
     def __call__(self, event: Event) -> None:
         if self.quiet:
@@ -148,7 +152,11 @@ class _TerminalProgress:
 
         with self.lock:
             node = event.node_id
-            if event.kind == "node_started":
+            if event.kind == "node_failed" and event.data.get("param"):
+                self.blamed[node] = event.data["param"]
+            if event.kind == "node_started" and not self.bars:
+                self._write(f"… {node} running")
+            elif event.kind == "node_started":
                 self._close()
                 self.bar = tqdm(total=1.0, desc=f"  {node}", unit="", leave=False, file=sys.stderr,
                                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
@@ -189,7 +197,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     graph = apply_overrides(load_graph(args.graph), args.set, registry)
     workspace = Path(args.workspace) if args.workspace else default_workspace()
     executor = Executor(registry, workspace, device=args.device)
-    executor.subscribe(_TerminalProgress(quiet=args.quiet))
+    progress = _TerminalProgress(quiet=args.quiet)
+    executor.subscribe(progress)
     interrupted_by_user = threading.Event()
 
     def on_sigint(signum, frame):  # first Ctrl-C: stop cleanly at the next batch; second: abort
@@ -213,12 +222,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     if failure is not None:
         node_id, node_report = failure
         print(f"error: node '{node_id}' failed: {node_report.error}", file=sys.stderr)
-        again = " ".join(["nodeflow run", args.graph, *[f"--set {s}" for s in args.set], "--target", node_id])
-        print(f"fix it, then resume from there (finished nodes are cached): {again}", file=sys.stderr)
+        print(resume_hint(args.graph, args.set, node_id, progress.blamed.get(node_id)), file=sys.stderr)
         return EXIT_ERROR
     print(f"done: {sum(r.status == 'ran' for r in report.nodes.values())} ran, "
           f"{sum(r.status == 'cached' for r in report.nodes.values())} cached", file=sys.stderr)
     return EXIT_OK
+
+
+def resume_hint(graph: str, assignments: list[str], node_id: str, param: str | None) -> str:
+    """The command that resumes from a failed node. The ``--set`` that gave the blamed param its
+    failing value is left out, so pasting the hint does not fail the same way again."""
+    if param is None:
+        again = " ".join(["nodeflow run", graph, *[f"--set {s}" for s in assignments], "--target", node_id])
+        return f"fix it, then resume from there (finished nodes are cached): {again}"
+    blamed = f"{node_id}.{param}"
+    kept = [s for s in assignments if s.partition("=")[0].strip() != blamed]
+    again = " ".join(["nodeflow run", graph, *[f"--set {s}" for s in kept], "--target", node_id])
+    return (f"fix {blamed} (in the graph file, or add --set {blamed}=...), then resume from there "
+            f"(finished nodes are cached): {again}")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -307,6 +328,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except RecursionError:  # input nested deeper than any graph (a document or a --set value)
+        if args.debug:
+            traceback.print_exc()
+        print("error: the input is nested too deeply to be a graph", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("aborted", file=sys.stderr)

@@ -166,3 +166,59 @@ def test_a_huge_document_is_refused_cleanly(tmp_path):
     path.write_text(json.dumps({"format": "nodeflow.graph", "version": 1, "nodes": nodes}))
     result = nodeflow("validate", str(path))
     assert result.returncode == 1 and "at most 10000" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_resume_hint_leaves_out_the_value_that_failed(tmp_path, workspace):
+    graph = make_graph({"a": ("test.constant", {}), "bad": ("test.fail", {"message": "x"})}, ["a.value->bad.value"])
+    path = tmp_path / "g.json"
+    graph.save(path)
+    result = nodeflow("run", str(path), "--set", "a.value=4", "--set", "bad.message=way too loud",
+                      workspace=workspace)
+    assert result.returncode == 1
+    hint = result.stderr.strip().splitlines()[-1]
+    assert "fix bad.message" in hint and "way too loud" not in hint
+    assert hint.endswith(f"nodeflow run {path} --set a.value=4 --target bad")
+
+
+def test_output_to_a_file_is_plain_lines_without_progress_bars(tmp_path, workspace):
+    graph = make_graph({"a": ("test.constant", {}), "slow": ("test.slow", {"steps": 20, "delay": 0.01})},
+                       ["a.value->slow.value"])
+    path = tmp_path / "g.json"
+    graph.save(path)
+    log = tmp_path / "out.log"
+    with log.open("w") as handle:
+        result = subprocess.run([sys.executable, "-m", "nodeflow.cli", "--nodes", PACK, "run", str(path),
+                                 "--workspace", str(workspace)], stdout=handle, stderr=subprocess.STDOUT,
+                                cwd=ROOT, timeout=120)
+    assert result.returncode == 0
+    text = log.read_text()
+    assert "\r" not in text and "%|" not in text and "\x1b[" not in text
+    lines = text.splitlines()
+    assert "… slow running" in lines and any(line.startswith("✓ slow (ran in") for line in lines)
+
+
+@pytest.mark.parametrize("content", ["[" * 100_000, '{"a":' * 50_000,
+                                     '{"format": "nodeflow.graph", "version": 1, "nodes": ' + "[" * 100_000])
+def test_deeply_nested_documents_are_one_line_not_a_traceback(tmp_path, content):
+    path = tmp_path / "deep.json"
+    path.write_text(content)
+    for command in ("validate", "run"):
+        result = nodeflow(command, str(path), workspace=tmp_path / "ws")
+        assert result.returncode == 1
+        assert "Traceback" not in result.stderr and "RecursionError" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "nested too deeply" in result.stderr
+
+
+def test_nan_and_infinity_in_a_file_or_a_set_are_named(tmp_path, workspace):
+    path = tmp_path / "nan.json"
+    path.write_text('{"format": "nodeflow.graph", "version": 1, "nodes": [{"id": "t", "type": "test.constant",'
+                    ' "params": {"value": NaN}}]}')
+    result = nodeflow("validate", str(path))
+    assert result.returncode == 1 and "NaN is not valid JSON" in result.stderr and "got None" not in result.stderr
+    graph = make_graph({"t": ("test.constant", {})}, [])
+    good = tmp_path / "good.json"
+    graph.save(good)
+    result = nodeflow("run", str(good), "--set", "t.value=Infinity", workspace=workspace)
+    assert result.returncode == 1 and "param 'value' is inf" in result.stderr and "Traceback" not in result.stderr
+    result = nodeflow("run", str(good), "--set", "t.value=true", workspace=workspace)
+    assert result.returncode == 1 and "t.value: Input should be a valid number" in result.stderr

@@ -111,3 +111,56 @@ def test_nodes_the_latest_run_computed_show_done_until_they_change(session):
     assert states["sum"] == "cached" and states["text"] == "done"
     session.edit("set_params", id="sum", params={"offset": 1})
     assert session.snapshot()["nodes"]["sum"]["state"] == "stale"
+
+
+def test_stop_logs_what_happened_once_not_interrupted_twice(registry, workspace):
+    import time
+
+    from .conftest import make_graph
+
+    graph = make_graph({"slow": ("test.slow", {"steps": 10_000, "delay": 0.01})}, [])
+    session = Session(registry, workspace, graph=graph)
+    session.run()
+    deadline = time.time() + 10
+    while session.snapshot()["nodes"]["slow"]["state"] != "running" and time.time() < deadline:
+        time.sleep(0.01)
+    session.stop()
+    assert session.wait(10).interrupted
+    entry = next(e for e in session.snapshot()["log"] if e["kind"] == "interrupted")
+    line = f"{entry['kind']}: {entry['message']}"  # as the editor's log shows it
+    assert "interrupted: interrupted" not in line and "stopped by the user" in entry["message"]
+
+
+def test_edit_ops_are_typed_and_wrong_arguments_are_named(session):
+    before = session.graph
+    for ops, words in [([{"op": "set_params", "node": "sum", "params": {}}], ["ops.0.set_params.id", "ops.0.set_params.node"]),
+                       (["move"], ["ops.0"]),
+                       ([{"op": "teleport", "id": "a"}], ["unknown op", "add_node"]),
+                       ([{"op": "move", "id": "a", "x": float("inf"), "y": 0}], ["ops.0.move.x", "finite"])]:
+        with pytest.raises(EditError) as caught:
+            session.edits(ops)
+        assert all(word in str(caught.value) for word in words), str(caught.value)
+        assert "_apply_" not in str(caught.value) and "keyword argument" not in str(caught.value)
+    assert session.graph is before
+
+
+def test_a_node_removed_and_added_back_under_another_type_has_its_paths_checked(registry, workspace, tmp_path):
+    from .conftest import make_graph
+
+    graph = make_graph({"x": ("test.constant", {"root": "/etc"})}, [])  # an unknown param of a constant
+    session = Session(registry, workspace, graph=graph, allowed_roots=[])
+    with pytest.raises(EditError, match=r"x\.root: .*outside"):
+        session.edits([{"op": "remove_node", "id": "x"},
+                       {"op": "add_node", "id": "x", "type": "test.read_folder", "params": {"root": "/etc"}}])
+    with pytest.raises(EditError, match=r"already a node with id 'x'"):
+        session.edit("add_node", id="x", type="test.constant")
+    assert session.graph is graph
+
+
+def test_run_on_an_invalid_graph_raises_the_problems_not_a_key_error(registry, workspace):
+    from .conftest import make_graph
+
+    session = Session(registry, workspace, graph=make_graph({"classifier": ("test.add", {})}, []))
+    with pytest.raises(GraphInvalid) as caught:
+        session.run("classifier")
+    assert caught.value.problems[0].node_id == "classifier" and caught.value.problems[0].port == "a"

@@ -65,3 +65,49 @@ def test_confine_resolves_symlinks(layout):
     with pytest.raises(PathNotAllowed):
         confine("escape", [workspace], workspace)
     assert confine("inside", [workspace], workspace) == (workspace / "inside").resolve()
+
+
+def test_a_nul_byte_is_refused_not_a_crash(layout):
+    workspace, _, _ = layout
+    with pytest.raises(PathNotAllowed, match="NUL"):
+        confine("inside\x00/etc", [workspace], workspace)
+
+
+def _swap_for_symlink(folder, target) -> None:
+    for item in folder.iterdir():
+        item.unlink()
+    folder.rmdir()
+    folder.symlink_to(target)
+
+
+@pytest.mark.parametrize("isolate", [False, True], ids=["thread", "worker process"])
+def test_paths_are_confined_where_they_are_used_at_run_time(registry, layout, monkeypatch, isolate):
+    """Checked at edit time, then the folder becomes a symlink to outside: the run refuses it."""
+    workspace, data, secret = layout
+    (secret / "private").write_text("x")
+    (data / "cats" / "one.png").write_text("x")
+    monkeypatch.chdir(workspace)
+    graph = make_graph({"r": ("test.read_folder", {"root": str(data / "cats")})}, [])
+    session = Session(registry, workspace, graph=graph, allowed_roots=[data], isolate=isolate)
+    try:
+        _swap_for_symlink(data / "cats", secret)
+        session.run("r")
+        report = session.wait(60)
+        assert report.nodes["r"].status == "failed"
+        assert "parameter 'root'" in report.nodes["r"].error and "outside the folders" in report.nodes["r"].error
+        assert session.snapshot()["nodes"]["r"]["state"] == "failed"
+    finally:
+        session.close()
+
+
+def test_the_command_line_follows_the_same_symlink(registry, layout):
+    """The CLI is the user's own shell: no confinement."""
+    from nodeflow.executor import Executor
+
+    workspace, data, secret = layout
+    (secret / "private").write_text("x")
+    (data / "cats" / "one.png").write_text("x")
+    _swap_for_symlink(data / "cats", secret)
+    graph = make_graph({"r": ("test.read_folder", {"root": str(data / "cats")})}, [])
+    report = Executor(registry, workspace).run(graph)
+    assert report.ok and report.nodes["r"].metrics["files"] == 1
