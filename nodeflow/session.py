@@ -34,6 +34,15 @@ class EditError(ValueError):
 
 
 class Session:
+    """The open document, its undo history, and its runs.
+
+    Why the session keeps an :class:`Executor` in the editor's process even when runs go to a
+    worker process: validation, plans and the per-node status the editor polls several times a
+    second are answered here, from the catalogue and the cache on disk, while the worker may be
+    busy training for minutes and cannot answer; the worker's events keep this executor's record
+    of the last run keys (stale badges) and of the values it holds in memory. Without a worker
+    (``isolate=False``: tests, ``--in-process``) the same executor runs the graphs itself."""
+
     def __init__(self, registry: Registry, workspace: Path, graph: Graph | None = None,
                  path: Path | None = None, device: str = "auto", isolate: bool = False,
                  autosave_delay: float | None = None, allowed_roots: list[Path] | None = None) -> None:
@@ -95,12 +104,13 @@ class Session:
             data = self._graph.model_dump(mode="json")
             index = {node["id"]: node for node in data["nodes"]}
             for number, op in enumerate(typed):
+                where = f"ops.{number} ({op.op}): " if len(typed) > 1 else ""  # which of several went wrong
                 try:
                     getattr(self, f"_apply_{op.op}")(data, index, op)
                 except EditError as exc:
-                    raise EditError(f"ops.{number} ({op.op}): {exc}") from None
+                    raise EditError(f"{where}{exc}") from None
                 except (KeyError, ValueError) as exc:
-                    raise EditError(f"ops.{number} ({op.op}): {exc.args[0] if exc.args else exc}") from None
+                    raise EditError(f"{where}{exc.args[0] if exc.args else exc}") from None
             try:
                 graph = Graph.from_data(data, "edit")
             except ValueError as exc:
