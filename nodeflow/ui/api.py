@@ -6,7 +6,8 @@ What a request must look like (see README, "Running it safely"):
 - a state-changing request (anything but GET/HEAD/OPTIONS) whose ``Origin`` or ``Referer`` is not
   the editor's own address is refused (403), so a page on another site cannot drive the editor
   with the user's cookie; a body must be ``application/json`` (415);
-- a served on loopback answers only to a loopback ``Host`` (403), which defeats DNS rebinding;
+- served on loopback without a token, the editor answers only to a loopback ``Host`` (403),
+  which defeats DNS rebinding (with a token, a rebound name lacks the token);
 - a body is at most :data:`MAX_BODY_BYTES` (413), an edit at most ``MAX_OPS`` operations (422);
 - the websocket accepts only the editor's own origin.
 """
@@ -109,10 +110,12 @@ def same_origin(origin: str, scheme: str, host_header: str) -> bool:
     return theirs[0] == ours[0] and (theirs[1] or default) == (ours[1] or default)
 
 
-def refusal(scope: dict[str, Any], headers: dict[str, str]) -> tuple[int, str] | None:
-    """Why a request must be refused before it reaches a route, or None."""
+def refusal(scope: dict[str, Any], headers: dict[str, str], check_host: bool = True) -> tuple[int, str] | None:
+    """Why a request must be refused before it reaches a route, or None. ``check_host``: without
+    a token (only ever on loopback) the Host must be loopback too; with one, every request needs
+    the token anyway, which a rebound name does not have."""
     host = headers.get("host", "")
-    if not host_allowed(host, scope.get("server")):
+    if check_host and not host_allowed(host, scope.get("server")):
         return 403, f"403: this editor answers only to its loopback address, not to Host '{host[:100]}'"
     if scope["method"] in SAFE_METHODS or not scope["path"].startswith("/api/"):
         return None
@@ -137,15 +140,16 @@ class RequestGuard:
     """ASGI middleware applying :func:`refusal`, and counting body bytes as they arrive so a
     chunked body cannot pass the size limit either."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, check_host: bool = True) -> None:
         self.app = app
+        self.check_host = check_host
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-        refused = refusal(scope, headers)
+        refused = refusal(scope, headers, self.check_host)
         if refused is not None:
             await PlainTextResponse(refused[1], status_code=refused[0])(scope, receive, send)
             return
@@ -163,7 +167,7 @@ class RequestGuard:
         await self.app(scope, counted if scope["path"].startswith("/api/") else receive, send)
 
 
-def restrict_socket_origins() -> None:
+def restrict_socket_origins(check_host: bool = True) -> None:
     """NiceGUI's socket.io server echoes any Origin back; accept only the editor's own (and a
     client that sends none, such as a script)."""
     from nicegui import core
@@ -172,7 +176,7 @@ def restrict_socket_origins() -> None:
         host = environ.get("HTTP_HOST", "")
         scheme = environ.get("wsgi.url_scheme", "http")
         server = environ.get("asgi.scope", {}).get("server")
-        if not host_allowed(host, server):
+        if check_host and not host_allowed(host, server):
             return False
         return origin is None or same_origin(origin, scheme, host) or \
             same_origin(origin, {"ws": "http", "wss": "https"}.get(scheme, scheme), host)
@@ -202,9 +206,9 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
 def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
     session = hub.session
     install_token_check(app, token)
-    app.add_middleware(RequestGuard)
+    app.add_middleware(RequestGuard, check_host=not token)
     app.add_exception_handler(RequestValidationError, _invalid_request)
-    restrict_socket_origins()
+    restrict_socket_origins(check_host=not token)
 
     def guard(request: Request) -> None:
         if not token_ok(request, token):

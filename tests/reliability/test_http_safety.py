@@ -370,3 +370,16 @@ def test_nothing_was_written_outside_the_allowed_folders(layout):
     _, _, secret = layout
     assert sorted(p.name for p in secret.iterdir()) == ["a", "b", "c"]
     assert not Path("/etc/model.safetensors").exists()
+
+
+def test_with_a_token_the_host_is_not_checked_but_the_origin_still_is(tmp_path):
+    server = Server(tmp_path / "workspace", "--token", "t0ken")
+    try:
+        auth = {"Authorization": "Bearer t0ken"}
+        # a machine name that resolves to this host is fine when every request needs the token
+        assert server.api("GET", "/api/status", headers={**auth, "Host": f"myhost:{server.port}"}).status_code == 200
+        assert server.api("GET", "/api/status", headers={"Host": f"myhost:{server.port}"}).status_code == 401
+        response = server.api("POST", "/api/stop", headers={**auth, "Origin": "http://elsewhere.example"})
+        assert response.status_code == 403
+    finally:
+        server.stop()
