@@ -107,7 +107,7 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
         guard(request)
         target = data.get("target") if isinstance(data, dict) else None
         try:
-            plan = session.run(target)
+            queued = session.submit(target, source="api")
         except GraphInvalid as exc:
             raise HTTPException(422, {"message": "the graph is not valid", "problems":
                                       [p.to_json() for p in exc.problems]}) from None
@@ -115,7 +115,7 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
             raise HTTPException(404, str(exc).strip('"')) from None
         except RuntimeError as exc:
             raise HTTPException(409, str(exc)) from None
-        return {"plan": plan}
+        return queued  # id, status (running or queued), position in the queue, plan
 
     @app.post("/api/stop")
     def post_stop(request: Request) -> dict[str, Any]:
@@ -137,3 +137,26 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
     def get_validate(request: Request) -> dict[str, Any]:
         guard(request)
         return {"problems": [p.to_json() for p in session.validate()]}
+
+    # -- run history and queue (nodeflow.runs) -------------------------------------------------------
+    @app.get("/api/runs")
+    def get_runs(request: Request, limit: int = 200) -> list[dict[str, Any]]:
+        guard(request)
+        return session.runs.list(limit=max(1, min(limit, 10_000)))
+
+    @app.get("/api/runs/{run_id}")
+    def get_run(request: Request, run_id: str) -> dict[str, Any]:
+        guard(request)
+        try:
+            return session.runs.get(run_id)
+        except KeyError as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @app.post("/api/runs/{run_id}/cancel")
+    def cancel_run(request: Request, run_id: str) -> dict[str, Any]:
+        guard(request)
+        try:
+            number = int(run_id)
+            return {"id": number, "status": session.cancel(number)}
+        except (KeyError, ValueError) as exc:
+            raise HTTPException(404, f"no run {run_id!r}" if isinstance(exc, ValueError) else str(exc)) from None
