@@ -235,6 +235,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     path = Path(args.graph) if Path(args.graph).exists() else None
     session = Session(registry, workspace, graph=graph, path=path, device=args.device, isolate=not args.in_process,
                       autosave_delay=2.0, allowed_roots=[Path(p).expanduser().resolve() for p in args.allow_root])
+    session.mlflow_uri = args.mlflow or os.environ.get("MLFLOW_TRACKING_URI") or None
     try:
         serve(session, host=args.host, port=args.port, token=args.token)
     finally:
@@ -473,6 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a folder besides the workspace that the editor may read data from or write to; repeatable")
     p.add_argument("--in-process", action="store_true",
                    help="run graphs in the server process instead of a worker process (faster start, less safe)")
+    p.add_argument("--mlflow", metavar="URI", help="also log each run to this MLflow tracking store "
+                   "(default: $MLFLOW_TRACKING_URI when set)")
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -393,7 +393,7 @@ class RunStore:
                 "is_model": bool(row["is_model"]), "metrics": json.loads(row["metrics"]), "run_id": row["run_id"],
                 "created": row["created"]}
 
-    def _by_key(self, key: str | None) -> dict[str, Any] | None:
+    def by_key(self, key: str | None) -> dict[str, Any] | None:
         if key is None:
             return None
         rows = self._query("SELECT * FROM versions WHERE key = ?", (key,))
@@ -408,7 +408,7 @@ class RunStore:
         current = version
         while True:
             parent_ref = _model_parent(current)
-            parent = self._by_key(parent_ref)
+            parent = self.by_key(parent_ref)
             if parent is None or parent["key"] in seen:
                 break
             chain.append(parent)
@@ -430,7 +430,7 @@ class RunStore:
             if k in seen:
                 continue
             seen.add(k)
-            v = self._by_key(k)
+            v = self.by_key(k)
             if v is None:
                 continue
             if not v["inputs"]:
