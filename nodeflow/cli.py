@@ -285,8 +285,12 @@ def _key_metrics(run: dict[str, Any], limit: int = 2) -> dict[str, float]:
     return dict(list(found.items())[-limit:])
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else json.dumps(value)
+def _fmt(value: Any, sign: bool = False) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:+d}" if sign else str(value)
+    return (f"{value:+.4g}" if sign else f"{value:.4g}") if isinstance(value, float) else json.dumps(value)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -337,11 +341,18 @@ def cmd_runs_diff(args: argparse.Namespace) -> int:
     print("params:" if diff["params"] else "params: no change")
     for name, change in diff["params"].items():
         print(f"  {name}: {_fmt(change['from'])} -> {_fmt(change['to'])}")
-    moved = {k: v for k, v in diff["metrics"].items() if v["delta"] != 0}
-    print("metrics:" if moved else "metrics: no change")
-    for name, m in moved.items():
-        delta = f"({m['delta']:+.4g})" if m["delta"] is not None else ("(only in run %s)" % (diff["b"] if m["a"] is None else diff["a"]))
-        print(f"  {name}: {_fmt(m['a']) if m['a'] is not None else '-'} -> {_fmt(m['b']) if m['b'] is not None else '-'} {delta}")
+    # what moved, and every metric of a node whose inputs or params changed (a result that held is news too)
+    changed = set(diff["changed_nodes"])
+    shown = {k: v for k, v in diff["metrics"].items() if v["delta"] != 0 or k.split(".", 1)[0] in changed}
+    print("metrics:" if shown else "metrics: no change")
+    for name, m in shown.items():
+        if m["delta"] is None:
+            note = f"(only in run {diff['a'] if m['b'] is None else diff['b']})"
+        else:
+            note = f"({_fmt(m['delta'], sign=True)})" if m["delta"] else "(same)"
+        before = _fmt(m["a"]) if m["a"] is not None else "-"
+        after = _fmt(m["b"]) if m["b"] is not None else "-"
+        print(f"  {name}: {before} -> {after} {note}")
     return EXIT_OK
 
 
@@ -373,7 +384,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
             print(f"  {name}: {_fmt(change['from'])} -> {_fmt(change['to'])}")
         for name, m in diff["metrics"].items():
             if m["delta"]:
-                print(f"  {name}: {_fmt(m['a'])} -> {_fmt(m['b'])} ({m['delta']:+.4g})")
+                print(f"  {name}: {_fmt(m['a'])} -> {_fmt(m['b'])} ({_fmt(m['delta'], sign=True)})")
         return EXIT_OK
     lineage = store.lineage(args.ref)
     if args.json:

@@ -372,8 +372,10 @@ class RunStore:
     def diff(self, a: int | str, b: int | str) -> dict[str, Any]:
         """What changed from run A to run B (params by ``node.param``) and what it did (metric deltas)."""
         ra, rb = self.get(a), self.get(b)
+        both = set(ra["nodes"]) & set(rb["nodes"])
+        changed = sorted(n for n in both if ra["nodes"][n].get("key") != rb["nodes"][n].get("key"))
         return {"a": ra["id"], "b": rb["id"], "params": param_changes(ra["graph"], rb["graph"]),
-                "metrics": metric_deltas(ra["nodes"], rb["nodes"])}
+                "metrics": metric_deltas(ra["nodes"], rb["nodes"]), "changed_nodes": changed}
 
     # -- lineage ------------------------------------------------------------------------------------
     def version(self, ref: str) -> dict[str, Any]:
