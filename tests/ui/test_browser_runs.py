@@ -3,13 +3,38 @@ with their diff, a run's graph restored as one undo step, and a node's lineage i
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 
 from .conftest import shot
 
-pytestmark = pytest.mark.browser
+
+async def test_a_second_run_from_the_editor_is_queued_and_listed_with_its_position(editor):
+    """Simulated user (no browser): Run all while a run goes queues the second run."""
+    user, session, _ = editor
+    session.edit("set_params", id="slow", params={"steps": 1000, "delay": 0.01})
+    session.edit("remove_node", id="add2")  # unwired in the demo graph: 'Run all' would refuse it
+    await user.open("/")
+    user.find("Run all").click()
+    for _ in range(100):  # the click's handler runs on the event loop
+        if session.running:
+            break
+        await asyncio.sleep(0.05)
+    assert session.running and session.runs.get(1)["status"] == "running"
+    user.find("Run all").click()
+    await user.should_see("Run 2 queued (#1)")
+    assert session.runs.get(2)["status"] == "queued"
+    user.find("Runs").click()
+    from nicegui import ui
+
+    table = next(iter(user.find(ui.table).elements))
+    assert [(r["id"], r["status"]) for r in table.rows] == [(2, "queued #1"), (1, "running")]
+    assert session.cancel(2) == "cancelled"
+    session.stop()
+    session.wait(10)
+    assert [r["status"] for r in session.runs.list()] == ["cancelled", "interrupted"]
 
 
 def run_and_wait(server, steps: int) -> int:
@@ -24,6 +49,7 @@ def run_and_wait(server, steps: int) -> int:
     return run_id
 
 
+@pytest.mark.browser
 def test_runs_panel_overlays_two_runs_shows_their_diff_and_restores_one(page, pack_server):
     first = run_and_wait(pack_server, 6)
     second = run_and_wait(pack_server, 9)
