@@ -366,7 +366,7 @@ def cmd_runs_restore(args: argparse.Namespace) -> int:
 
 
 def _version_line(v: dict[str, Any]) -> str:
-    params = " ".join(f"{k}={_fmt(val)}" for k, val in v["params"].items())
+    params = " ".join(f"{k}={_fmt(val)}" for k, val in v["given"].items())  # as the graph sets them
     metrics = " ".join(f"{k}={_fmt(val)}" for k, val in v["metrics"].items() if isinstance(val, (int, float)))
     return f"{v['node']:<18} {v['key'][:12]}  {v['type']:<16} run {v['run_id']:<4} {params}" + \
         (f"  -> {metrics}" if metrics else "")

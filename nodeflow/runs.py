@@ -72,6 +72,7 @@ CREATE TABLE IF NOT EXISTS versions (
     node TEXT NOT NULL,
     type TEXT NOT NULL,
     params TEXT NOT NULL,
+    given TEXT NOT NULL DEFAULT '{}',
     fingerprint TEXT,
     inputs TEXT NOT NULL,
     is_model INTEGER NOT NULL,
@@ -157,6 +158,8 @@ class NodeFacts:
     type: str
     params: dict[str, Any]
     fingerprint: str | None
+    #: the params as the graph document writes them (the ones a person chose), for short displays
+    given: dict[str, Any]
     inputs: dict[str, dict[str, Any]]
     is_model: bool
 
@@ -186,7 +189,8 @@ def graph_facts(executor: Any, graph: Graph) -> dict[str, NodeFacts]:
                                         "types": port.type.ancestry() if port is not None else []}
         is_model = any(MODEL_TYPE in p.type.ancestry() for p in node.outputs)
         facts[spec.id] = NodeFacts(spec.type, params.model_dump(mode="json"),
-                                   None if fingerprint is None else str(fingerprint), inputs, is_model)
+                                   None if fingerprint is None else str(fingerprint), dict(spec.params), inputs,
+                                   is_model)
     return facts
 
 
@@ -203,6 +207,9 @@ class RunStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._lock:
             self._db.executescript(SCHEMA)
+            columns = {r["name"] for r in self._db.execute("PRAGMA table_info(versions)")}
+            if "given" not in columns:  # a store written before versions kept the params as given
+                self._db.execute("ALTER TABLE versions ADD COLUMN given TEXT NOT NULL DEFAULT '{}'")
         self.recover()
 
     def close(self) -> None:
@@ -325,9 +332,11 @@ class RunStore:
     def add_version(self, key: str, node: str, facts: NodeFacts, metrics: dict[str, Any], run_id: int) -> None:
         """Record a result's provenance; a key seen before keeps its first record, with newer metrics."""
         with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (key, node, facts.type, json.dumps(facts.params), facts.fingerprint, json.dumps(facts.inputs),
-                        int(facts.is_model), json.dumps(metrics), run_id, time.time()))
+            db.execute("INSERT OR IGNORE INTO versions (key, node, type, params, given, fingerprint, inputs, is_model, "
+                       "metrics, run_id, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (key, node, facts.type, json.dumps(facts.params), json.dumps(facts.given, default=str),
+                        facts.fingerprint, json.dumps(facts.inputs), int(facts.is_model), json.dumps(metrics), run_id,
+                        time.time()))
             if metrics:
                 db.execute("UPDATE versions SET metrics = ? WHERE key = ?", (json.dumps(metrics), key))
 
@@ -391,7 +400,7 @@ class RunStore:
 
     def _version(self, row: sqlite3.Row) -> dict[str, Any]:
         return {"key": row["key"], "node": row["node"], "type": row["type"], "params": json.loads(row["params"]),
-                "fingerprint": row["fingerprint"], "inputs": json.loads(row["inputs"]),
+                "given": json.loads(row["given"]), "fingerprint": row["fingerprint"], "inputs": json.loads(row["inputs"]),
                 "is_model": bool(row["is_model"]), "metrics": json.loads(row["metrics"]), "run_id": row["run_id"],
                 "created": row["created"]}
 

@@ -249,7 +249,7 @@ class LineageView:
 def step_label(version: dict[str, Any]) -> str:
     """``finetune(unfreeze=['block5'])``: a node with its list-valued params, which say what it did to
     the model (the layers it unfroze), or its only param."""
-    params = version["params"]
+    params = version["given"]
     shown = {k: v for k, v in params.items() if isinstance(v, list)} or (params if len(params) == 1 else {})
     inner = ", ".join(f"{k}={short(v)}" for k, v in shown.items())
     return f"{version['node']}({inner})" if inner else version["node"]

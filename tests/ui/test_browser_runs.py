@@ -97,5 +97,5 @@ def test_runs_panel_overlays_two_runs_shows_their_diff_and_restores_one(page, pa
     page.get_by_role("tab", name="Output").click()
     chain = page.locator(".nf-lineage-chain")
     chain.wait_for(timeout=5000)
-    assert chain.inner_text() == "add(offset=0) → slow"
+    assert chain.inner_text() == "add → slow"
     assert f"run {second}" in page.locator(".nf-lineage").inner_text()
