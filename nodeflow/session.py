@@ -61,7 +61,8 @@ class Session:
         # the run history and queue (nodeflow.runs): queued runs left by an earlier server start now
         self.runs = RunStore(self.workspace)
         self.mlflow_uri: str | None = None
-        self.run_id: int | None = None
+        self.run_id: int | None = None  # the latest run started here
+        self._current: int | None = None  # the run going now (changed with the lock held)
         self._recorder: RunRecorder | None = None
         self._cancelling: int | None = None
         self._closing = False
@@ -294,7 +295,7 @@ class Session:
             graph = self._graph
             plan = self._checked_plan(graph, target)
             run_id = self.runs.create(graph, target, source, status="queued")
-            if not self.running:
+            if self._current is None:
                 self._start_next()
             run = self.runs.get(run_id)
             return {"id": run_id, "status": run["status"], "position": run.get("position"), "plan": plan}
@@ -322,7 +323,7 @@ class Session:
                 live = self._live.setdefault(node_id, {})
                 live.update(state="queued" if action == "run" else "cached", progress=0.0, error=None)
             self.last_error = None
-            self.run_id = run_id
+            self.run_id = self._current = run_id
             self._recorder = RunRecorder(self.runs, run_id, graph_facts(self.executor, graph))
             self._thread = threading.Thread(target=self._run_worker, args=(graph, run["target"], run_id),
                                             daemon=True, name="nodeflow-run")
@@ -332,7 +333,7 @@ class Session:
     def cancel(self, run_id: int) -> str:
         """Cancel a queued run, or stop the running one (it ends ``cancelled``)."""
         status = self.runs.cancel(run_id)
-        if status == "running" and run_id == self.run_id and self.running:
+        if status == "running" and run_id == self._current:
             self._cancelling = run_id
             self.stop()
             return "cancelling"
@@ -370,17 +371,23 @@ class Session:
             recorder.close()
         if self._cancelling == run_id:
             status, self._cancelling = "cancelled", None
-        self.runs.finish(run_id, status, error)
-        if self.mlflow_uri:
-            try:
-                from nodeflow.mlflow_log import log_run
+        try:
+            self.runs.finish(run_id, status, error)
+            if self.mlflow_uri:
+                self._log_to_mlflow(run_id)
+        finally:  # whatever happened, the queue goes on
+            with self._lock:
+                self._current = None
+                self._start_next()
 
-                log_run(self.runs, run_id, self.mlflow_uri)
-            except Exception as exc:  # the run is recorded here whatever MLflow says
-                self._log.append({"time": time.time(), "node": None, "kind": "log",
-                                  "message": f"could not log run {run_id} to MLflow: {exc}"})
-        with self._lock:
-            self._start_next()
+    def _log_to_mlflow(self, run_id: int) -> None:
+        try:
+            from nodeflow.mlflow_log import log_run
+
+            log_run(self.runs, run_id, self.mlflow_uri)
+        except Exception as exc:  # the run is recorded here whatever MLflow says
+            self._log.append({"time": time.time(), "node": None, "kind": "log",
+                              "message": f"could not log run {run_id} to MLflow: {exc}"})
 
     def _on_worker_event(self, event: Event) -> None:
         if event.kind in ("node_finished", "interrupted") and event.data.get("key"):
