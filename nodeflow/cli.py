@@ -22,6 +22,7 @@ from nodeflow.files import atomic_write_text
 from nodeflow.graph import Graph, GraphFileError
 from nodeflow.node import Event, Registry, import_module_or_file
 from nodeflow.paths import path_params
+from nodeflow.runs import Recording, RunStore
 from nodeflow.templates import list_templates
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
@@ -210,9 +211,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        report = executor.run(graph, target=args.target, force=args.force)
+        with Recording(RunStore(workspace), executor, graph, args.target, source="cli") as recording:
+            recording.report = report = executor.run(graph, target=args.target, force=args.force)
     finally:
         signal.signal(signal.SIGINT, previous)
+    mlflow_export(args, workspace, recording.run_id)
     if args.report:
         atomic_write_text(Path(args.report), json.dumps(report.to_json(), indent=2) + "\n")
     if report.interrupted:
@@ -255,10 +258,166 @@ def cmd_serve(args: argparse.Namespace) -> int:
     path = Path(args.graph) if Path(args.graph).exists() else None
     session = Session(registry, workspace, graph=graph, path=path, device=args.device, isolate=not args.in_process,
                       autosave_delay=2.0, allowed_roots=[Path(p).expanduser().resolve() for p in args.allow_root])
+    session.mlflow_uri = args.mlflow or os.environ.get("MLFLOW_TRACKING_URI") or None
     try:
         serve(session, host=args.host, port=args.port, token=args.token)
     finally:
         session.close()
+    return EXIT_OK
+
+
+# -- run history (see nodeflow.runs) --------------------------------------------------------------
+
+
+def _store(args: argparse.Namespace) -> RunStore:
+    workspace = Path(args.workspace) if args.workspace else default_workspace()
+    if not (workspace / "runs.sqlite").exists():
+        raise CliError(f"no runs recorded in {workspace} yet (run a graph with --workspace {workspace})")
+    return RunStore(workspace)
+
+
+def mlflow_export(args: argparse.Namespace, workspace: Path, run_id: int) -> None:
+    """Log the run to MLflow when asked (--mlflow or MLFLOW_TRACKING_URI); MLflow is imported only then."""
+    uri = getattr(args, "mlflow", None) or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        return
+    from nodeflow.mlflow_log import log_run
+
+    mlflow_id = log_run(RunStore(workspace), run_id, uri)
+    print(f"logged to MLflow: run {mlflow_id} at {uri}", file=sys.stderr)
+
+
+def _when(stamp: float | None) -> str:
+    import time as _time
+
+    return _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(stamp)) if stamp else "-"
+
+
+def _key_metrics(run: dict[str, Any], limit: int = 2) -> dict[str, float]:
+    """The accuracies of the nodes that ran (else their first metric): what a person compares first."""
+    found: dict[str, float] = {}
+    ran = [(n, v) for n, v in run["nodes"].items() if v.get("status") == "ran" and v.get("metrics")]
+    for node, info in ran:
+        for name, value in info["metrics"].items():
+            if "accuracy" in name and isinstance(value, (int, float)):
+                found[f"{node}.{name}"] = value
+    if not found and ran:
+        node, info = ran[-1]
+        name, value = next(iter(info["metrics"].items()))
+        found[f"{node}.{name}"] = value
+    return dict(list(found.items())[-limit:])
+
+
+def _fmt(value: Any, sign: bool = False) -> str:
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:+d}" if sign else str(value)
+    return (f"{value:+.4g}" if sign else f"{value:.4g}") if isinstance(value, float) else json.dumps(value)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    runs = _store(args).list(limit=args.limit)
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return EXIT_OK
+    print(f"{'ID':>4}  {'STARTED':<19}  {'STATUS':<11} {'TIME':>7}  {'GRAPH':<24} {'CHANGED':<28} METRICS")
+    for run in runs:
+        seconds = f"{run['seconds']:.1f}s" if run["seconds"] is not None else "-"
+        status = f"{run['status']} #{run['position']}" if run["status"] == "queued" else run["status"]
+        changed = ", ".join(run["changes"]) or "-"
+        metrics = "  ".join(f"{k}={_fmt(v)}" for k, v in _key_metrics(run).items())
+        print(f"{run['id']:>4}  {_when(run['started'] or run['requested']):<19}  {status:<11} {seconds:>7}  "
+              f"{run['graph_name'][:24]:<24} {changed[:28]:<28} {metrics}")
+    return EXIT_OK
+
+
+def cmd_runs_show(args: argparse.Namespace) -> int:
+    run = _store(args).get(args.id)
+    if args.json:
+        print(json.dumps(run, indent=2))
+        return EXIT_OK
+    print(f"run {run['id']}: {run['status']}  graph '{run['graph_name']}' ({run['graph_hash'][:12]})"
+          f"{'  target ' + run['target'] if run['target'] else ''}  from {run['source']}")
+    print(f"  started {_when(run['started'])}, ended {_when(run['ended'])}"
+          + (f", {run['seconds']:.1f}s" if run["seconds"] is not None else ""))
+    if run["error"]:
+        print(f"  error: {run['error']}")
+    for name, change in run["changes"].items():
+        print(f"  changed {name}: {_fmt(change['from'])} -> {_fmt(change['to'])}")
+    for node, info in run["nodes"].items():
+        metrics = "  ".join(f"{k}={_fmt(v)}" for k, v in (info.get("metrics") or {}).items())
+        key = (info.get("key") or "")[:12]
+        print(f"  {node:<20} {info.get('status', '?'):<11} {key:<12}  {metrics}"
+              + (f"  ({info['error']})" if info.get("error") else ""))
+    for key in run["models"]:
+        print(f"  model version {key[:12]}")
+    return EXIT_OK
+
+
+def cmd_runs_diff(args: argparse.Namespace) -> int:
+    diff = _store(args).diff(args.a, args.b)
+    if args.json:
+        print(json.dumps(diff, indent=2))
+        return EXIT_OK
+    print(f"run {diff['a']} -> run {diff['b']}")
+    print("params:" if diff["params"] else "params: no change")
+    for name, change in diff["params"].items():
+        print(f"  {name}: {_fmt(change['from'])} -> {_fmt(change['to'])}")
+    # what moved, and every metric of a node whose inputs or params changed (a result that held is news too)
+    changed = set(diff["changed_nodes"])
+    shown = {k: v for k, v in diff["metrics"].items() if v["delta"] != 0 or k.split(".", 1)[0] in changed}
+    print("metrics:" if shown else "metrics: no change")
+    for name, m in shown.items():
+        if m["delta"] is None:
+            note = f"(only in run {diff['a'] if m['b'] is None else diff['b']})"
+        else:
+            note = f"({_fmt(m['delta'], sign=True)})" if m["delta"] else "(same)"
+        before = _fmt(m["a"]) if m["a"] is not None else "-"
+        after = _fmt(m["b"]) if m["b"] is not None else "-"
+        print(f"  {name}: {before} -> {after} {note}")
+    return EXIT_OK
+
+
+def cmd_runs_restore(args: argparse.Namespace) -> int:
+    run = _store(args).get(args.id)
+    graph = Graph.from_data(run["graph"], f"run {run['id']}")
+    target = Path(args.output or f"{run['graph_name']}.run{run['id']}.json")
+    graph.save(target)
+    print(f"wrote the graph of run {run['id']} to {target}")
+    return EXIT_OK
+
+
+def _version_line(v: dict[str, Any]) -> str:
+    params = " ".join(f"{k}={_fmt(val)}" for k, val in v["given"].items())  # as the graph sets them
+    metrics = " ".join(f"{k}={_fmt(val)}" for k, val in v["metrics"].items() if isinstance(val, (int, float)))
+    return f"{v['node']:<18} {v['key'][:12]}  {v['type']:<16} run {v['run_id']:<4} {params}" + \
+        (f"  -> {metrics}" if metrics else "")
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    store = _store(args)
+    if args.other:
+        diff = store.compare_versions(args.ref, args.other)
+        if args.json:
+            print(json.dumps(diff, indent=2))
+            return EXIT_OK
+        print(f"{diff['a'][:12]} -> {diff['b'][:12]}")
+        for name, change in {**diff["params"], **diff["data"]}.items():
+            print(f"  {name}: {_fmt(change['from'])} -> {_fmt(change['to'])}")
+        for name, m in diff["metrics"].items():
+            if m["delta"]:
+                print(f"  {name}: {_fmt(m['a'])} -> {_fmt(m['b'])} ({_fmt(m['delta'], sign=True)})")
+        return EXIT_OK
+    lineage = store.lineage(args.ref)
+    if args.json:
+        print(json.dumps(lineage, indent=2))
+        return EXIT_OK
+    print(" -> ".join(v["node"] for v in lineage["chain"]))
+    for v in lineage["chain"]:
+        print(f"  {_version_line(v)}")
+    for d in lineage["data"]:
+        print(f"  data: {d['node']} ({d['type']})" + (f" fingerprint {d['fingerprint'][:16]}" if d["fingerprint"] else ""))
     return EXIT_OK
 
 
@@ -294,6 +453,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_run)
 
+    p.add_argument("--mlflow", metavar="URI", help="also log the run to this MLflow tracking store "
+                   "(default: $MLFLOW_TRACKING_URI when set)")
+
+    def store_arg(p: argparse.ArgumentParser, json_flag: bool = True, **kw: Any) -> None:
+        p.add_argument("--workspace", help="the workspace whose runs to read (default: as for run)", **kw)
+        if json_flag:
+            p.add_argument("--json", action="store_true", **kw)
+
+    p = sub.add_parser("runs", help="the run history: list, show, diff and restore runs")
+    store_arg(p)
+    p.add_argument("--limit", type=int, default=200, help="at most this many runs, newest first")
+    p.set_defaults(func=cmd_runs)
+    runs_sub = p.add_subparsers(dest="runs_command")
+    q = runs_sub.add_parser("show", help="one run: what changed, what each node did, the models it made")
+    q.add_argument("id")
+    store_arg(q, default=argparse.SUPPRESS)
+    q.set_defaults(func=cmd_runs_show)
+    q = runs_sub.add_parser("diff", help="changed params (node.param) and metric deltas from run A to run B")
+    q.add_argument("a")
+    q.add_argument("b")
+    store_arg(q, default=argparse.SUPPRESS)
+    q.set_defaults(func=cmd_runs_diff)
+    q = runs_sub.add_parser("restore", help="write a run's graph to a file")
+    q.add_argument("id")
+    q.add_argument("-o", "--output", help="file to write (default: GRAPH.runID.json here)")
+    store_arg(q, json_flag=False, default=argparse.SUPPRESS)
+    q.set_defaults(func=cmd_runs_restore)
+
+    p = sub.add_parser("lineage", help="where a model version came from (or, with two, what changed between them)")
+    p.add_argument("ref", metavar="NODE|VERSION", help="a node id (its latest version) or a cache key prefix")
+    p.add_argument("other", nargs="?", metavar="NODE|VERSION", help="compare with this version")
+    store_arg(p)
+    p.set_defaults(func=cmd_lineage)
+
     p = sub.add_parser("validate", help="check a graph file without running it")
     graph_args(p)
     p.set_defaults(func=cmd_validate)
@@ -315,6 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a folder besides the workspace that the editor may read data from or write to; repeatable")
     p.add_argument("--in-process", action="store_true",
                    help="run graphs in the server process instead of a worker process (faster start, less safe)")
+    p.add_argument("--mlflow", metavar="URI", help="also log each run to this MLflow tracking store "
+                   "(default: $MLFLOW_TRACKING_URI when set)")
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -17,11 +17,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from nodeflow.edits import AddNode, Connect, Disconnect, Move, RemoveNode, Rename, SetParams, parse_ops
-from nodeflow.errors import GraphProblem
+from nodeflow.errors import GraphInvalid, GraphProblem
 from nodeflow.executor import Executor, RunReport
 from nodeflow.graph import Edge, Graph, NodeSpec, Position
 from nodeflow.node import Event, Registry
 from nodeflow.paths import PathNotAllowed, confine, params_paths
+from nodeflow.runs import RunRecorder, RunStore, graph_facts, report_status
 from nodeflow.worker import WorkerProcess
 
 HISTORY_LIMIT = 200
@@ -73,6 +74,16 @@ class Session:
         self.dirty = False
         self.autosave_delay = autosave_delay
         self._autosave_timer: threading.Timer | None = None
+        # the run history and queue (nodeflow.runs): queued runs left by an earlier server start now
+        self.runs = RunStore(self.workspace)
+        self.mlflow_uri: str | None = None
+        self.run_id: int | None = None  # the latest run started here
+        self._current: int | None = None  # the run going now (changed with the lock held)
+        self._recorder: RunRecorder | None = None
+        self._cancelling: int | None = None
+        self._closing = False
+        with self._lock:
+            self._start_next()
 
     # -- document -------------------------------------------------------------------------------
     @property
@@ -303,35 +314,104 @@ class Session:
         return self._thread is not None and self._thread.is_alive()
 
     def run(self, target: str | None = None) -> dict[str, str]:
-        """Start a run on a worker thread; returns the plan (node -> run|cached) at once.
-        Raises GraphInvalid (nothing started) if the needed part of the graph is invalid."""
+        """Start a run on a worker thread (or queue it behind the running one); returns the plan
+        (node -> run|cached) at once. Raises GraphInvalid (nothing started) if the needed part of
+        the graph is invalid."""
+        return self.submit(target)["plan"]
+
+    def submit(self, target: str | None = None, source: str = "editor") -> dict[str, Any]:
+        """Record a run of the current document and start it, or queue it while another runs;
+        returns its id, status, queue position and plan."""
         with self._lock:
-            if self.running:
-                raise RuntimeError("a run is already in progress")
             graph = self._graph
-            plan = self.executor.plan(graph, target)
+            plan = self.executor.plan(graph, target)  # raises GraphInvalid: nothing is queued
+            run_id = self.runs.create(graph, target, source, status="queued")
+            if self._current is None:
+                self._start_next()
+            run = self.runs.get(run_id)
+            return {"id": run_id, "status": run["status"], "position": run.get("position"), "plan": plan}
+
+    def _start_next(self) -> None:
+        """Start the oldest queued run (called with the lock held, when nothing runs)."""
+        for run_id in self.runs.queued():
+            if self._closing or not self.runs.claim(run_id):
+                continue
+            run = self.runs.get(run_id)
+            try:
+                graph = Graph.from_data(run["graph"], f"run {run_id}")
+                plan = self.executor.plan(graph, run["target"])
+            except (GraphInvalid, KeyError, ValueError) as exc:  # e.g. a data folder gone since it was queued
+                self.runs.finish(run_id, "failed", str(exc).strip('"'))
+                continue
             for node_id, action in plan.items():
                 live = self._live.setdefault(node_id, {})
                 live.update(state="queued" if action == "run" else "cached", progress=0.0, error=None)
             self.last_error = None
-            self._thread = threading.Thread(target=self._run_worker, args=(graph, target), daemon=True,
-                                            name="nodeflow-run")
+            self.run_id = self._current = run_id
+            self._recorder = RunRecorder(self.runs, run_id, graph_facts(self.executor, graph))
+            self._thread = threading.Thread(target=self._run_worker, args=(graph, run["target"], run_id),
+                                            daemon=True, name="nodeflow-run")
             self._thread.start()
-            return plan
+            return
 
-    def _run_worker(self, graph: Graph, target: str | None) -> None:
+    def cancel(self, run_id: int) -> str:
+        """Cancel a queued run, or stop the running one (it ends ``cancelled``)."""
+        status = self.runs.cancel(run_id)
+        if status == "running" and run_id == self._current:
+            self._cancelling = run_id
+            self.stop()
+            return "cancelling"
+        return status
+
+    def queue(self) -> list[dict[str, Any]]:
+        """Queued runs in the order they will run, with their positions."""
+        return [self.runs.get(i) for i in self.runs.queued()]
+
+    def _run_worker(self, graph: Graph, target: str | None, run_id: int | None = None) -> None:
+        status, error = "failed", None
         try:
             if self.worker is not None:
                 self.last_report = self.worker.run(graph, target, [], self._on_worker_event,
                                                    self.executor.cache.set_elsewhere)
             else:
                 self.last_report = self.executor.run(graph, target)
+            status = report_status(self.last_report)
+            if self.worker is not None and self.worker.pid is None:  # the worker died under the run
+                status = "interrupted"
+                failure = self.last_report.failure()
+                error = failure[1].error if failure else "the worker process stopped"
         except Exception as exc:  # validation raced with an edit, or a bug: show it, keep the server up
-            self.last_error = str(exc)
+            self.last_error = error = str(exc)
         finally:
             for live in self._live.values():
                 if live.get("state") in ("queued", "running"):
                     live["state"] = "stale"
+            if run_id is not None:
+                self._finish_run(run_id, status, error)
+
+    def _finish_run(self, run_id: int, status: str, error: str | None) -> None:
+        recorder, self._recorder = self._recorder, None
+        if recorder is not None:
+            recorder.close()
+        if self._cancelling == run_id:
+            status, self._cancelling = "cancelled", None
+        try:
+            self.runs.finish(run_id, status, error)
+            if self.mlflow_uri:
+                self._log_to_mlflow(run_id)
+        finally:  # whatever happened, the queue goes on
+            with self._lock:
+                self._current = None
+                self._start_next()
+
+    def _log_to_mlflow(self, run_id: int) -> None:
+        try:
+            from nodeflow.mlflow_log import log_run
+
+            log_run(self.runs, run_id, self.mlflow_uri)
+        except Exception as exc:  # the run is recorded here whatever MLflow says
+            self._log.append({"time": time.time(), "node": None, "kind": "log",
+                              "message": f"could not log run {run_id} to MLflow: {exc}"})
 
     def _on_worker_event(self, event: Event) -> None:
         if event.kind in ("node_finished", "interrupted") and event.data.get("key"):
@@ -344,16 +424,20 @@ class Session:
         self.executor.interrupt()
 
     def close(self) -> None:
-        """Stop any run and end the worker process."""
+        """Stop any run and end the worker process; queued runs stay queued for the next start."""
+        self._closing = True
         self.stop()
         self.wait(10)
         if self.worker is not None:
             self.worker.close()
 
     def wait(self, timeout: float | None = None) -> RunReport | None:
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout)
+        """Wait for the running run and the runs queued behind it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (thread := self._thread) is not None and thread.is_alive():
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if deadline is not None and time.monotonic() >= deadline:
+                break
         return self.last_report
 
     # -- what the editor shows --------------------------------------------------------------------
@@ -362,6 +446,9 @@ class Session:
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def _on_event(self, event: Event) -> None:
+        recorder = self._recorder
+        if recorder is not None:
+            recorder(event)
         with self._lock:
             if event.node_id is not None:
                 live = self._live.setdefault(event.node_id, {})

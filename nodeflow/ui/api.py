@@ -245,21 +245,21 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
             raise HTTPException(422, str(exc).strip('"')) from None
         return {"version": session.version}
 
-    @app.post("/api/run", tags=["runs"], summary="Start a run; answers the plan at once",
-              responses={404: {"description": "no node with that id"}, 409: {"description": "a run is in progress"},
+    @app.post("/api/run", tags=["runs"],
+              summary="Start a run, or queue it behind the running one; answers its id, status, queue position "
+                      "and plan at once",
+              responses={404: {"description": "no node with that id"},
                          422: {"description": "the graph is not valid: the problems, per node"}})
     def post_run(request: Request, run: Annotated[RunRequest | None, Body()] = None) -> dict[str, Any]:
         guard(request)
         try:
-            plan = session.run(run.target if run is not None else None)
+            queued = session.submit(run.target if run is not None else None, source="api")
         except GraphInvalid as exc:
             raise HTTPException(422, {"message": "the graph is not valid", "problems":
                                       [p.to_json() for p in exc.problems]}) from None
         except KeyError as exc:
             raise HTTPException(404, str(exc.args[0]) if exc.args else str(exc)) from None
-        except RuntimeError as exc:
-            raise HTTPException(409, str(exc)) from None
-        return {"plan": plan}
+        return queued  # id, status (running or queued), position in the queue, plan
 
     @app.post("/api/stop", tags=["runs"], summary="Stop the run at the next batch")
     def post_stop(request: Request) -> dict[str, Any]:
@@ -290,3 +290,26 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
     def get_validate(request: Request) -> dict[str, Any]:
         guard(request)
         return {"problems": [p.to_json() for p in session.validate()]}
+
+    # -- run history and queue (nodeflow.runs) -------------------------------------------------------
+    @app.get("/api/runs")
+    def get_runs(request: Request, limit: int = 200) -> list[dict[str, Any]]:
+        guard(request)
+        return session.runs.list(limit=max(1, min(limit, 10_000)))
+
+    @app.get("/api/runs/{run_id}")
+    def get_run(request: Request, run_id: str) -> dict[str, Any]:
+        guard(request)
+        try:
+            return session.runs.get(run_id)
+        except KeyError as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @app.post("/api/runs/{run_id}/cancel")
+    def cancel_run(request: Request, run_id: str) -> dict[str, Any]:
+        guard(request)
+        try:
+            number = int(run_id)
+            return {"id": number, "status": session.cancel(number)}
+        except (KeyError, ValueError) as exc:
+            raise HTTPException(404, f"no run {run_id!r}" if isinstance(exc, ValueError) else str(exc)) from None

@@ -23,6 +23,7 @@ from nodeflow.session import EditError, Session
 from nodeflow.templates import list_templates
 
 from .api import access_token, install_api, token_ok
+from .runs_panel import LineageView, RunsPanel
 from .state import Hub, status_delta
 
 POLL_SECONDS = 0.3
@@ -52,6 +53,7 @@ class EditorPage:
         ui.add_css(PAGE_CSS)
         ui.page_title("nodeflow")
         self._header()
+        self.runs_panel = RunsPanel(self.session, on_restore=self.tick_now)
         self._palette()
         with ui.right_drawer(value=True, fixed=True).props("width=370 bordered").classes("p-0 nf-right-drawer"):
             with ui.tabs().props("dense inline-label align=justify narrow-indicator no-caps").classes("w-full text-indigo-9") as self.tabs:
@@ -62,6 +64,7 @@ class EditorPage:
                     self.inspector = ui.column().classes("w-full gap-1 nf-inspector")
                 with ui.tab_panel("output").classes("p-3"):
                     self.output = OutputPanel()
+                    self.lineage = LineageView(self.session)
         with ui.footer(fixed=True).classes("bg-white text-black p-0 nf-footer").style("border-top: 1px solid #ddd"):
             self.log = ui.log(max_lines=500).classes("w-full h-28 text-xs nf-log")
         snap = hub.snapshot()
@@ -103,6 +106,8 @@ class EditorPage:
             self.stop_btn = ui.button("Stop", icon="stop", on_click=self.stop) \
                 .props("unelevated dense color=red-7 no-caps").classes("px-2")
             ui.button("Validate", icon="rule", on_click=self.validate).props("flat dense color=white no-caps")
+            ui.button("Runs", icon="history", on_click=lambda: self.runs_panel.open()) \
+                .props("flat dense color=white no-caps").tooltip("Run history: compare, restore, cancel queued runs")
 
     def _palette(self) -> None:
         with ui.left_drawer(value=True, fixed=True).props("width=220 bordered").classes("p-2 nf-palette"):
@@ -159,8 +164,8 @@ class EditorPage:
             self.editor.set_status(delta)
             self.sent_status = status
         running = snap["running"]
-        self.run_all_btn.set_enabled(not running)
-        self.run_sel_btn.set_enabled(not running and bool(self.selected))
+        self.run_all_btn.set_enabled(True)  # while a run is going, another one is queued behind it
+        self.run_sel_btn.set_enabled(bool(self.selected))
         self.stop_btn.set_enabled(running)
         self.undo_btn.set_enabled(self.session.can_undo)
         self.redo_btn.set_enabled(self.session.can_redo)
@@ -172,6 +177,7 @@ class EditorPage:
         self.render_inspector()
         focus = self.selected[0] if len(self.selected) == 1 else (active[0] if active else None)
         self.output.show(focus, snap["nodes"].get(focus) if focus else None)
+        self.lineage.show(focus, snap["nodes"].get(focus) if focus else None)
         for entry in snap["log"]:
             if entry["time"] > self.log_seen:
                 stamp = time.strftime("%H:%M:%S", time.localtime(entry["time"]))
@@ -207,7 +213,7 @@ class EditorPage:
 
     def on_select(self, e) -> None:
         self.selected = [i for i in e.args.get("ids", []) if self.session.graph.has_node(i)]
-        self.run_sel_btn.set_enabled(not self.session.running and bool(self.selected))
+        self.run_sel_btn.set_enabled(bool(self.selected))
         self.tick_now()
 
     def on_command(self, e) -> None:
@@ -275,7 +281,8 @@ class EditorPage:
     # -- running ---------------------------------------------------------------------------------
     def run(self, target: str | None) -> None:
         try:
-            plan = self.session.run(target)
+            queued = self.session.submit(target)
+            plan = queued["plan"]
         except GraphInvalid as exc:
             lines = [str(p) for p in exc.problems]
             ui.notify("Cannot run: " + "; ".join(lines[:3]) + (f" (+{len(lines) - 3} more)" if len(lines) > 3 else ""),
@@ -283,6 +290,9 @@ class EditorPage:
             return
         except (RuntimeError, KeyError) as exc:
             ui.notify(str(exc).strip('"'), type="warning")
+            return
+        if queued["status"] == "queued":
+            ui.notify(f"Run {queued['id']} queued (#{queued['position']}); see Runs to cancel it", type="info")
             return
         self.tabs.set_value("output")  # the curves are what one watches while it runs
         todo = sum(1 for a in plan.values() if a == "run")

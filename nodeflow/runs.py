@@ -1,0 +1,576 @@
+"""Run history, model lineage and the run queue, in one SQLite file in the workspace.
+
+Every run (from the command line, the editor or the HTTP API) is a row: its graph document and
+hash, the params changed since the previous run of the same graph, what each node did, its final
+metrics and per-epoch curves, and the model versions it produced. A version is a node result
+named by its cache key; it keeps the keys of the results it was made from, so lineage is a walk
+over cache keys.
+
+The store is fed from the executor's events (:class:`RunRecorder`), never by the executor itself.
+Writes are transactions in WAL mode, so a run killed at any moment leaves whole rows; a row left
+``running`` by a process that is gone is marked ``interrupted`` when the store is next opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nodeflow.graph import Graph
+from nodeflow.node import Event
+
+STATUSES = ("queued", "running", "done", "failed", "interrupted", "cancelled")
+FINISHED = ("done", "failed", "interrupted", "cancelled")
+#: a running row whose owner has not written for this long is taken as dead (pid reuse after a reboot)
+HEARTBEAT_STALE_SECONDS = 90.0
+HEARTBEAT_SECONDS = 10.0
+#: the port type whose results count as model versions
+MODEL_TYPE = "Model"
+
+#: ids of runs this process is executing, so reopening the store here does not take them for dead
+_ACTIVE: set[tuple[str, int]] = set()
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    graph_name TEXT NOT NULL,
+    graph_hash TEXT NOT NULL,
+    graph TEXT NOT NULL,
+    target TEXT,
+    source TEXT NOT NULL,
+    status TEXT NOT NULL,
+    requested REAL NOT NULL,
+    started REAL,
+    ended REAL,
+    pid INTEGER,
+    heartbeat REAL,
+    changes TEXT NOT NULL DEFAULT '{}',
+    nodes TEXT NOT NULL DEFAULT '{}',
+    models TEXT NOT NULL DEFAULT '[]',
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_graph ON runs (graph_name, id);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, id);
+CREATE TABLE IF NOT EXISTS curves (
+    run_id INTEGER NOT NULL REFERENCES runs (id),
+    node TEXT NOT NULL,
+    name TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (run_id, node, name, step)
+);
+CREATE TABLE IF NOT EXISTS versions (
+    key TEXT PRIMARY KEY,
+    node TEXT NOT NULL,
+    type TEXT NOT NULL,
+    params TEXT NOT NULL,
+    given TEXT NOT NULL DEFAULT '{}',
+    fingerprint TEXT,
+    inputs TEXT NOT NULL,
+    is_model INTEGER NOT NULL,
+    metrics TEXT NOT NULL DEFAULT '{}',
+    run_id INTEGER NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS versions_by_node ON versions (node, created);
+"""
+
+
+class RunNotFound(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def graph_hash(graph: Graph) -> str:
+    """What the graph computes (node types, params, edges), not where its boxes are drawn."""
+    data = graph.model_dump(mode="json")
+    body = {"nodes": sorted(([n["id"], n["type"], n.get("params") or {}] for n in data["nodes"]), key=lambda x: x[0]),
+            "edges": sorted([e["source"], e["source_port"], e["target"], e["target_port"]] for e in data["edges"])}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def flat_params(graph_doc: dict[str, Any]) -> dict[str, Any]:
+    """``node.param`` -> value for every param written in a graph document."""
+    return {f"{n['id']}.{name}": value for n in graph_doc.get("nodes", [])
+            for name, value in (n.get("params") or {}).items()}
+
+
+def param_changes(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``node.param`` -> {"from", "to"} for params that differ; added and removed nodes as ``node``."""
+    if before is None:
+        return {}
+    old, new = flat_params(before), flat_params(after)
+    old_nodes = {n["id"] for n in before.get("nodes", [])}
+    new_nodes = {n["id"] for n in after.get("nodes", [])}
+    changes: dict[str, dict[str, Any]] = {}
+    for name in sorted(set(old) | set(new)):
+        node = name.split(".", 1)[0]
+        if node not in old_nodes or node not in new_nodes:
+            continue
+        if old.get(name) != new.get(name):
+            changes[name] = {"from": old.get(name), "to": new.get(name)}
+    for node in sorted(new_nodes - old_nodes):
+        changes[node] = {"from": None, "to": "added"}
+    for node in sorted(old_nodes - new_nodes):
+        changes[node] = {"from": "removed", "to": None}
+    return changes
+
+
+def metric_deltas(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``node.metric`` -> {"a", "b", "delta"} for every numeric final metric of either side."""
+    out: dict[str, dict[str, Any]] = {}
+    for node in sorted(set(a) | set(b)):
+        ma = (a.get(node) or {}).get("metrics") or {}
+        mb = (b.get(node) or {}).get("metrics") or {}
+        for name in sorted(set(ma) | set(mb)):
+            va, vb = ma.get(name), mb.get(name)
+            if not isinstance(va, (int, float, type(None))) or not isinstance(vb, (int, float, type(None))):
+                continue
+            delta = vb - va if va is not None and vb is not None else None
+            out[f"{node}.{name}"] = {"a": va, "b": vb, "delta": delta}
+    return out
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass
+class NodeFacts:
+    """What lineage needs to know of a node, gathered before a run from the executor's check."""
+
+    type: str
+    params: dict[str, Any]
+    fingerprint: str | None
+    #: the params as the graph document writes them (the ones a person chose), for short displays
+    given: dict[str, Any]
+    inputs: dict[str, dict[str, Any]]
+    is_model: bool
+
+
+def graph_facts(executor: Any, graph: Graph) -> dict[str, NodeFacts]:
+    """Each node's cache key inputs (the keys of the results feeding it), validated params,
+    fingerprint and whether it outputs a model; nodes that do not validate are left out."""
+    keys = executor.keys(graph)
+    facts: dict[str, NodeFacts] = {}
+    for spec in graph.nodes:
+        if spec.id not in keys or spec.type not in executor.registry:
+            continue
+        node = executor.registry.get(spec.type)
+        try:
+            params = node.Params.model_validate(spec.params)
+        except Exception:
+            continue
+        try:
+            fingerprint = node.fingerprint(params)
+        except Exception as exc:  # as the executor does: a fingerprint never stops a run
+            fingerprint = f"unavailable:{type(exc).__name__}"
+        inputs = {}
+        for edge in graph.incoming(spec.id):
+            source = executor.registry.get(graph.node(edge.source).type) if graph.has_node(edge.source) else None
+            port = source.output_port(edge.source_port) if source is not None else None
+            inputs[edge.target_port] = {"node": edge.source, "port": edge.source_port, "key": keys.get(edge.source),
+                                        "types": port.type.ancestry() if port is not None else []}
+        is_model = any(MODEL_TYPE in p.type.ancestry() for p in node.outputs)
+        facts[spec.id] = NodeFacts(spec.type, params.model_dump(mode="json"),
+                                   None if fingerprint is None else str(fingerprint), dict(spec.params), inputs,
+                                   is_model)
+    return facts
+
+
+class RunStore:
+    """The runs database of one workspace. Safe to share between threads."""
+
+    def __init__(self, workspace: Path) -> None:
+        self.path = Path(workspace) / "runs.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        with self._lock:
+            self._db.executescript(SCHEMA)
+            columns = {r["name"] for r in self._db.execute("PRAGMA table_info(versions)")}
+            if "given" not in columns:  # a store written before versions kept the params as given
+                self._db.execute("ALTER TABLE versions ADD COLUMN given TEXT NOT NULL DEFAULT '{}'")
+        self.recover()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- transactions -------------------------------------------------------------------------------
+    class _Tx:
+        def __init__(self, store: RunStore) -> None:
+            self.store = store
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.store._lock.acquire()
+            self.store._db.execute("BEGIN IMMEDIATE")
+            return self.store._db
+
+        def __exit__(self, kind, exc, tb) -> None:
+            try:
+                self.store._db.execute("ROLLBACK" if kind else "COMMIT")
+            finally:
+                self.store._lock.release()
+
+    def _tx(self) -> RunStore._Tx:
+        return RunStore._Tx(self)
+
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
+
+    # -- lifecycle of a run -------------------------------------------------------------------------
+    def recover(self) -> list[int]:
+        """Mark ``running`` rows whose owner is gone (killed, power loss) as ``interrupted``."""
+        now = time.time()
+        gone = []
+        with self._tx() as db:
+            for row in db.execute("SELECT id, pid, heartbeat FROM runs WHERE status = 'running'").fetchall():
+                mine = row["pid"] == os.getpid()
+                active_here = (str(self.path), row["id"]) in _ACTIVE
+                stale = row["heartbeat"] is not None and now - row["heartbeat"] > HEARTBEAT_STALE_SECONDS
+                if (mine and not active_here) or (not mine and (not _pid_alive(row["pid"]) or stale)):
+                    gone.append(row["id"])
+            for run_id in gone:
+                db.execute("UPDATE runs SET status = 'interrupted', ended = COALESCE(heartbeat, started), "
+                           "error = COALESCE(error, 'the process running it stopped (killed or power lost)') "
+                           "WHERE id = ?", (run_id,))
+        return gone
+
+    def create(self, graph: Graph, target: str | None = None, source: str = "cli", status: str = "running") -> int:
+        """A new run of ``graph``: ``running`` now (owned by this process) or ``queued``."""
+        doc = graph.model_dump(mode="json", exclude_none=True)
+        now = time.time()
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (graph_name, graph_hash, graph, target, source, status, requested, started, pid, "
+                "heartbeat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (graph.name, graph_hash(graph), json.dumps(doc), target, source, status, now,
+                 now if status == "running" else None, os.getpid() if status == "running" else None,
+                 now if status == "running" else None))
+            run_id = int(cursor.lastrowid)
+            if status == "running":
+                self._set_changes(db, run_id)
+                _ACTIVE.add((str(self.path), run_id))
+        return run_id
+
+    def claim(self, run_id: int) -> bool:
+        """Take a queued run to run it here; False if it was cancelled or taken meanwhile."""
+        now = time.time()
+        with self._tx() as db:
+            taken = db.execute("UPDATE runs SET status = 'running', started = ?, pid = ?, heartbeat = ? "
+                               "WHERE id = ? AND status = 'queued'", (now, os.getpid(), now, run_id)).rowcount
+            if taken:
+                self._set_changes(db, run_id)
+                _ACTIVE.add((str(self.path), run_id))
+        return bool(taken)
+
+    def _set_changes(self, db: sqlite3.Connection, run_id: int) -> None:
+        """Params changed since the previous started run of the same graph (by name)."""
+        row = db.execute("SELECT graph_name, graph FROM runs WHERE id = ?", (run_id,)).fetchone()
+        prev = db.execute("SELECT graph FROM runs WHERE graph_name = ? AND id < ? AND started IS NOT NULL "
+                          "ORDER BY id DESC LIMIT 1", (row["graph_name"], run_id)).fetchone()
+        changes = param_changes(json.loads(prev["graph"]) if prev else None, json.loads(row["graph"]))
+        db.execute("UPDATE runs SET changes = ? WHERE id = ?", (json.dumps(changes), run_id))
+
+    def finish(self, run_id: int, status: str, error: str | None = None) -> None:
+        if status not in FINISHED:
+            raise ValueError(f"not a final status: {status!r}")
+        with self._tx() as db:
+            db.execute("UPDATE runs SET status = ?, ended = ?, error = COALESCE(?, error) WHERE id = ? "
+                       "AND status IN ('running', 'queued')", (status, time.time(), error, run_id))
+        _ACTIVE.discard((str(self.path), run_id))
+
+    def cancel(self, run_id: int) -> str:
+        """Cancel a queued run; returns its status afterwards (a running run is the caller's to stop)."""
+        with self._tx() as db:
+            row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(f"no run {run_id}")
+            if row["status"] == "queued":
+                db.execute("UPDATE runs SET status = 'cancelled', ended = ? WHERE id = ?", (time.time(), run_id))
+                return "cancelled"
+            return row["status"]
+
+    def heartbeat(self, run_id: int) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE runs SET heartbeat = ? WHERE id = ? AND status = 'running'", (time.time(), run_id))
+
+    def queued(self) -> list[int]:
+        return [r["id"] for r in self._query("SELECT id FROM runs WHERE status = 'queued' ORDER BY id")]
+
+    # -- what a recorder writes ---------------------------------------------------------------------
+    def update_nodes(self, run_id: int, nodes: dict[str, Any], models: list[str]) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE runs SET nodes = ?, models = ?, heartbeat = ? WHERE id = ?",
+                       (json.dumps(nodes), json.dumps(models), time.time(), run_id))
+
+    def add_point(self, run_id: int, node: str, name: str, step: int, value: float) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO curves VALUES (?, ?, ?, ?, ?)", (run_id, node, name, step, value))
+
+    def add_version(self, key: str, node: str, facts: NodeFacts, metrics: dict[str, Any], run_id: int) -> None:
+        """Record a result's provenance; a key seen before keeps its first record, with newer metrics."""
+        with self._tx() as db:
+            db.execute("INSERT OR IGNORE INTO versions (key, node, type, params, given, fingerprint, inputs, is_model, "
+                       "metrics, run_id, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (key, node, facts.type, json.dumps(facts.params), json.dumps(facts.given, default=str),
+                        facts.fingerprint, json.dumps(facts.inputs), int(facts.is_model), json.dumps(metrics), run_id,
+                        time.time()))
+            if metrics:
+                db.execute("UPDATE versions SET metrics = ? WHERE key = ?", (json.dumps(metrics), key))
+
+    # -- reading ------------------------------------------------------------------------------------
+    def _row(self, row: sqlite3.Row, graph: bool = False) -> dict[str, Any]:
+        data = {"id": row["id"], "graph_name": row["graph_name"], "graph_hash": row["graph_hash"],
+                "target": row["target"], "source": row["source"], "status": row["status"],
+                "requested": row["requested"], "started": row["started"], "ended": row["ended"],
+                "seconds": round(row["ended"] - row["started"], 3) if row["ended"] and row["started"] else None,
+                "changes": json.loads(row["changes"]), "nodes": json.loads(row["nodes"]),
+                "models": json.loads(row["models"]), "error": row["error"]}
+        if data["status"] == "queued":
+            data["position"] = self.queued().index(row["id"]) + 1
+        if graph:
+            data["graph"] = json.loads(row["graph"])
+        return data
+
+    def list(self, limit: int = 200) -> list[dict[str, Any]]:
+        rows = self._query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+        return [self._row(r) for r in rows]
+
+    def get(self, run_id: int | str) -> dict[str, Any]:
+        try:
+            number = int(run_id)
+        except (TypeError, ValueError):
+            raise RunNotFound(f"no run '{run_id}': run ids are numbers (see 'nodeflow runs')") from None
+        rows = self._query("SELECT * FROM runs WHERE id = ?", (number,))
+        if not rows:
+            raise RunNotFound(f"no run {number} (see 'nodeflow runs')")
+        data = self._row(rows[0], graph=True)
+        data["curves"] = self.curves(number)
+        return data
+
+    def curves(self, run_id: int) -> dict[str, dict[str, list[list[float]]]]:
+        """node -> metric -> [[step, value], ...]"""
+        out: dict[str, dict[str, list[list[float]]]] = {}
+        for r in self._query("SELECT node, name, step, value FROM curves WHERE run_id = ? ORDER BY node, name, step",
+                             (run_id,)):
+            out.setdefault(r["node"], {}).setdefault(r["name"], []).append([r["step"], r["value"]])
+        return out
+
+    def diff(self, a: int | str, b: int | str) -> dict[str, Any]:
+        """What changed from run A to run B (params by ``node.param``) and what it did (metric deltas)."""
+        ra, rb = self.get(a), self.get(b)
+        both = set(ra["nodes"]) & set(rb["nodes"])
+        changed = sorted(n for n in both if ra["nodes"][n].get("key") != rb["nodes"][n].get("key"))
+        return {"a": ra["id"], "b": rb["id"], "params": param_changes(ra["graph"], rb["graph"]),
+                "metrics": metric_deltas(ra["nodes"], rb["nodes"]), "changed_nodes": changed}
+
+    # -- lineage ------------------------------------------------------------------------------------
+    def version(self, ref: str) -> dict[str, Any]:
+        """A version by cache key (or a unique prefix of at least 6), or a node id's latest version."""
+        rows = self._query("SELECT * FROM versions WHERE node = ? ORDER BY created DESC LIMIT 1", (ref,))
+        if not rows and len(ref) >= 6:
+            rows = self._query("SELECT * FROM versions WHERE key LIKE ? LIMIT 2", (ref.lower() + "%",))
+            if len(rows) > 1:
+                raise RunNotFound(f"'{ref}' matches several versions; give more of the key")
+        if not rows:
+            raise RunNotFound(f"no recorded version of '{ref}' (a node id, or a cache key of 6+ characters)")
+        return self._version(rows[0])
+
+    def _version(self, row: sqlite3.Row) -> dict[str, Any]:
+        return {"key": row["key"], "node": row["node"], "type": row["type"], "params": json.loads(row["params"]),
+                "given": json.loads(row["given"]), "fingerprint": row["fingerprint"], "inputs": json.loads(row["inputs"]),
+                "is_model": bool(row["is_model"]), "metrics": json.loads(row["metrics"]), "run_id": row["run_id"],
+                "created": row["created"]}
+
+    def by_key(self, key: str | None) -> dict[str, Any] | None:
+        if key is None:
+            return None
+        rows = self._query("SELECT * FROM versions WHERE key = ?", (key,))
+        return self._version(rows[0]) if rows else None
+
+    def lineage(self, ref: str) -> dict[str, Any]:
+        """Where a version came from: the chain of models it was trained or fine-tuned from (oldest
+        first), and the data it was made with (sources with their fingerprints)."""
+        version = self.version(ref)
+        chain = [version]
+        seen = {version["key"]}
+        current = version
+        while True:
+            parent_ref = _model_parent(current)
+            parent = self.by_key(parent_ref)
+            if parent is None or parent["key"] in seen:
+                break
+            chain.append(parent)
+            seen.add(parent["key"])
+            current = parent
+        chain.reverse()
+        data = []
+        for step in chain:
+            for port, ref_ in step["inputs"].items():
+                if MODEL_TYPE not in ref_.get("types", []) and ref_.get("key"):
+                    data.extend(self._sources(ref_["key"], port))
+        unique = list({d["key"]: d for d in data}.values())
+        return {"version": version, "chain": chain, "data": unique}
+
+    def _sources(self, key: str, port: str) -> list[dict[str, Any]]:
+        found, todo, seen = [], [key], set()
+        while todo:
+            k = todo.pop()
+            if k in seen:
+                continue
+            seen.add(k)
+            v = self.by_key(k)
+            if v is None:
+                continue
+            if not v["inputs"]:
+                found.append({"key": v["key"], "node": v["node"], "type": v["type"], "fingerprint": v["fingerprint"],
+                              "params": v["params"]})
+            todo.extend(i["key"] for i in v["inputs"].values() if i.get("key"))
+        return found
+
+    def compare_versions(self, a: str, b: str) -> dict[str, Any]:
+        """What changed between two versions along their lineage (params of every node id in
+        either chain, by ``node.param``) and what it did (their metric deltas)."""
+        la, lb = self.lineage(a), self.lineage(b)
+        pa = {f"{v['node']}.{k}": val for v in la["chain"] for k, val in v["params"].items()}
+        pb = {f"{v['node']}.{k}": val for v in lb["chain"] for k, val in v["params"].items()}
+        params = {k: {"from": pa.get(k), "to": pb.get(k)} for k in sorted(set(pa) | set(pb)) if pa.get(k) != pb.get(k)}
+        da = {d["node"]: d["fingerprint"] for d in la["data"]}
+        db = {d["node"]: d["fingerprint"] for d in lb["data"]}
+        data = {k: {"from": da.get(k), "to": db.get(k)} for k in sorted(set(da) | set(db)) if da.get(k) != db.get(k)}
+        va, vb = la["version"], lb["version"]
+        metrics = metric_deltas({va["node"]: va}, {vb["node"]: vb}) if va["node"] == vb["node"] else \
+            metric_deltas({"version": va}, {"version": vb})
+        return {"a": va["key"], "b": vb["key"], "params": params, "data": data, "metrics": metrics}
+
+
+def _model_parent(version: dict[str, Any]) -> str | None:
+    """The input a version was made from: its model input, else its only input."""
+    inputs = version["inputs"]
+    models = [i for i in inputs.values() if MODEL_TYPE in i.get("types", [])]
+    if models:
+        return models[0].get("key")
+    if len(inputs) == 1:
+        return next(iter(inputs.values())).get("key")
+    return None
+
+
+class RunRecorder:
+    """Listens to one run's executor events and writes them to the store as they happen, so a
+    kill leaves every finished node and every epoch point recorded."""
+
+    def __init__(self, store: RunStore, run_id: int, facts: dict[str, NodeFacts]) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.facts = facts
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.models: list[str] = []
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, daemon=True, name=f"nodeflow-run-{run_id}-heartbeat")
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                self.store.heartbeat(self.run_id)
+            except sqlite3.Error:
+                pass
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def __call__(self, event: Event) -> None:
+        node, data = event.node_id, event.data
+        if event.kind == "run_started":
+            for node_id, action in (data.get("plan") or {}).items():
+                self.nodes.setdefault(node_id, {"status": "planned" if action == "run" else "cached"})
+            self._save()
+        elif event.kind == "node_started" and node:
+            self.nodes[node] = {"status": "running", "key": data.get("key")}
+            self._save()
+        elif event.kind == "metric" and node:
+            step, name = data.get("step"), data.get("name", "")
+            if step is not None and not name.startswith("batch"):
+                self.store.add_point(self.run_id, node, name, int(step), float(data["value"]))
+        elif event.kind == "node_finished" and node:
+            key = data.get("key")
+            metrics = dict(data.get("metrics") or {})
+            self.nodes[node] = {"status": "cached" if data.get("from_cache") else "ran",
+                                "seconds": round(float(data.get("seconds") or 0.0), 3), "metrics": metrics,
+                                "key": key}
+            facts = self.facts.get(node)
+            if key and facts is not None:
+                self.store.add_version(key, node, facts, metrics, self.run_id)
+                if facts.is_model and not data.get("from_cache") and key not in self.models:
+                    self.models.append(key)
+            self._save()
+        elif event.kind == "node_failed" and node:
+            entry = self.nodes.setdefault(node, {})
+            entry.update(status="failed", error=data.get("message"), key=data.get("key") or entry.get("key"))
+            self._save()
+        elif event.kind == "node_skipped" and node:
+            self.nodes[node] = {"status": "skipped"}
+            self._save()
+        elif event.kind == "interrupted" and node:
+            self.nodes.setdefault(node, {}).update(status="interrupted")
+            self._save()
+
+    def _save(self) -> None:
+        self.store.update_nodes(self.run_id, self.nodes, self.models)
+
+
+def report_status(report: Any) -> str:
+    """A run's final status from the executor's report."""
+    if report.interrupted:
+        return "interrupted"
+    return "done" if report.ok else "failed"
+
+
+class Recording:
+    """Record one run of ``executor`` in ``store``: ``with Recording(...) as rec: report = executor.run(...)``,
+    then ``rec.report = report``. Whatever happens in the block, the row ends in a final status."""
+
+    def __init__(self, store: RunStore, executor: Any, graph: Graph, target: str | None = None,
+                 source: str = "cli", run_id: int | None = None) -> None:
+        self.store = store
+        self.run_id = run_id if run_id is not None else store.create(graph, target, source)
+        self.recorder = RunRecorder(store, self.run_id, graph_facts(executor, graph))
+        self._unsubscribe = executor.subscribe(self.recorder)
+        self.report: Any = None
+        self.status: str | None = None
+
+    def __enter__(self) -> Recording:
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        self._unsubscribe()
+        self.recorder.close()
+        if self.status is None:
+            if exc is None and self.report is not None:
+                self.status = report_status(self.report)
+            else:
+                self.status = "interrupted" if kind is KeyboardInterrupt else "failed"
+        error = None if exc is None else (str(exc).strip() or type(exc).__name__)
+        self.store.finish(self.run_id, self.status, error)

@@ -1,0 +1,255 @@
+"""The editor's Runs panel (a dialog from the header) and the lineage strip of the Output tab.
+
+The panel lists the run history of the workspace (nodeflow.runs): when, what changed, key
+metrics, duration and status, queued runs with their position. Two selected runs are compared:
+their curves overlaid in one chart and their diff (params by ``node.param``, metric deltas).
+One selected run's graph can be restored as one undo step; a queued or running one cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from nicegui import ui
+
+from nodeflow.graph import Graph, GraphFileError
+from nodeflow.session import EditError, Session
+
+REFRESH_SECONDS = 1.0
+#: how a metric's name ranks when choosing which curve to show first
+PREFERRED = ("val_accuracy", "accuracy", "val_loss", "loss")
+
+
+def key_metrics(run: dict[str, Any], limit: int = 2) -> str:
+    """The accuracies of the nodes that ran (else their first metric), as short text."""
+    found: list[str] = []
+    for node, info in run["nodes"].items():
+        if info.get("status") != "ran":
+            continue
+        for name, value in (info.get("metrics") or {}).items():
+            if "accuracy" in name and isinstance(value, (int, float)):
+                found.append(f"{node}.{name}={value:.4g}")
+    if not found:
+        ran = [(n, i) for n, i in run["nodes"].items() if i.get("status") == "ran" and i.get("metrics")]
+        if ran:
+            node, info = ran[-1]
+            name, value = next(iter(info["metrics"].items()))
+            found.append(f"{node}.{name}={value:.4g}" if isinstance(value, (int, float)) else f"{node}.{name}")
+    return "  ".join(found[-limit:])
+
+
+def short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def run_row(run: dict[str, Any]) -> dict[str, Any]:
+    status = f"queued #{run['position']}" if run["status"] == "queued" else run["status"]
+    when = run["started"] or run["requested"]
+    return {"id": run["id"], "when": time.strftime("%m-%d %H:%M:%S", time.localtime(when)),
+            "status": status, "changed": ", ".join(f"{k}={short(v['to'])}" for k, v in run["changes"].items()) or "–",
+            "metrics": key_metrics(run), "duration": f"{run['seconds']:.1f}s" if run["seconds"] is not None else "–",
+            "target": run["target"] or "all"}
+
+
+def curve_names(*runs: dict[str, Any]) -> list[str]:
+    """``node.metric`` of every curve in these runs, the most telling first."""
+    names = sorted({f"{node}.{metric}" for run in runs for node, curves in run["curves"].items() for metric in curves})
+
+    def rank(name: str) -> tuple[int, str]:
+        metric = name.split(".", 1)[1]
+        return (PREFERRED.index(metric) if metric in PREFERRED else len(PREFERRED), name)
+
+    return sorted(names, key=rank)
+
+
+def overlay_options(runs: list[dict[str, Any]], curve: str | None) -> dict[str, Any]:
+    """One chart: the same curve of each run, one line per run."""
+    node, _, metric = (curve or "").partition(".")
+    series = []
+    for run in runs:
+        points = run["curves"].get(node, {}).get(metric, [])
+        series.append({"name": f"run {run['id']}", "type": "line", "showSymbol": len(points) < 40,
+                       "data": [[step, value] for step, value in points]})
+    return {"animation": False,
+            "title": {"text": curve or "no curves", "textStyle": {"fontSize": 12}, "left": 4, "top": 0},
+            "tooltip": {"trigger": "axis"}, "legend": {"top": 0, "right": 4},
+            "grid": {"left": 48, "right": 16, "top": 34, "bottom": 30},
+            "xAxis": {"type": "value", "name": "step", "nameLocation": "middle", "nameGap": 20, "minInterval": 1},
+            "yAxis": {"type": "value", "scale": True}, "series": series}
+
+
+class RunsPanel:
+    """A dialog over the editor; ``open()`` shows it."""
+
+    COLUMNS = [{"name": "id", "label": "Run", "field": "id", "align": "right"},
+               {"name": "when", "label": "When", "field": "when", "align": "left"},
+               {"name": "target", "label": "Target", "field": "target", "align": "left"},
+               {"name": "changed", "label": "What changed", "field": "changed", "align": "left"},
+               {"name": "metrics", "label": "Key metrics", "field": "metrics", "align": "left"},
+               {"name": "duration", "label": "Duration", "field": "duration", "align": "right"},
+               {"name": "status", "label": "Status", "field": "status", "align": "left"}]
+
+    def __init__(self, session: Session, on_restore=None) -> None:
+        self.session = session
+        self.on_restore = on_restore
+        self.signature: Any = None
+        self.compared: list[int] = []
+        with ui.dialog().props("maximized=false") as self.dialog, \
+                ui.card().classes("nf-runs-panel").style("width: min(1200px, 96vw); max-width: 96vw"):
+            with ui.row().classes("w-full items-center"):
+                ui.label("Runs").classes("text-h6")
+                ui.space()
+                self.compare_btn = ui.button("Compare", icon="compare_arrows", on_click=self.compare) \
+                    .props("unelevated dense no-caps color=indigo-6")
+                self.restore_btn = ui.button("Restore graph", icon="restore", on_click=self.restore) \
+                    .props("unelevated dense no-caps color=teal-7")
+                self.cancel_btn = ui.button("Cancel run", icon="cancel", on_click=self.cancel) \
+                    .props("flat dense no-caps color=red-7")
+                ui.button(icon="close", on_click=self.dialog.close).props('flat dense round aria-label="Close runs"')
+            ui.label("Select two runs to compare them, one to restore its graph or cancel it.") \
+                .classes("text-xs text-grey-7")
+            self.table = ui.table(columns=self.COLUMNS, rows=[], row_key="id", selection="multiple",
+                                  pagination={"rowsPerPage": 8, "sortBy": "id", "descending": True},
+                                  on_select=lambda _: self.update_buttons()) \
+                .props("dense flat bordered").classes("w-full nf-runs-table")
+            self.comparison = ui.column().classes("w-full gap-1 nf-runs-compare")
+        self.timer = ui.timer(REFRESH_SECONDS, self.refresh, active=False)
+        self.dialog.on_value_change(lambda e: self.timer.activate() if e.value else self.timer.deactivate())
+        self.update_buttons()
+
+    def open(self) -> None:
+        self.signature = None
+        self.refresh()
+        self.dialog.open()
+
+    # -- the table --------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        runs = self.session.runs.list(limit=500)
+        signature = [(r["id"], r["status"], r.get("position"), r["ended"]) for r in runs]
+        if signature == self.signature:
+            return
+        self.signature = signature
+        self.table.rows = [run_row(r) for r in runs]
+        ids = {r["id"] for r in runs}
+        self.table.selected = [row for row in self.table.rows if row["id"] in {s["id"] for s in self.table.selected}
+                               and row["id"] in ids]
+        self.table.update()
+        self.update_buttons()
+
+    def selected_ids(self) -> list[int]:
+        return sorted(row["id"] for row in self.table.selected)
+
+    def update_buttons(self) -> None:
+        ids = self.selected_ids()
+        self.compare_btn.set_enabled(len(ids) == 2)
+        self.restore_btn.set_enabled(len(ids) == 1)
+        statuses = {row["id"]: row["status"] for row in self.table.rows}
+        self.cancel_btn.set_enabled(len(ids) == 1 and (statuses.get(ids[0], "").startswith(("queued", "running"))))
+
+    # -- actions ----------------------------------------------------------------------------------
+    def compare(self) -> None:
+        ids = self.selected_ids()
+        if len(ids) != 2:
+            ui.notify("Select two runs to compare", type="warning")
+            return
+        self.compared = ids
+        runs = [self.session.runs.get(i) for i in ids]
+        diff = self.session.runs.diff(*ids)
+        names = curve_names(*runs)
+        self.comparison.clear()
+        with self.comparison:
+            with ui.row().classes("w-full items-start no-wrap gap-4"):
+                with ui.column().classes("grow gap-1"):
+                    choice = ui.select(names, value=names[0] if names else None, label="Curve") \
+                        .props("dense outlined options-dense").classes("w-72 nf-runs-curve")
+                    chart = ui.echart(overlay_options(runs, choice.value), renderer="svg") \
+                        .classes("w-full h-64 nf-runs-chart")
+
+                    def show(e) -> None:
+                        chart.options.clear()
+                        chart.options.update(overlay_options(runs, e.value))
+                        chart.update()
+
+                    choice.on_value_change(show)
+                with ui.column().classes("gap-0 nf-runs-diff").style("min-width: 340px"):
+                    ui.label(f"Run {ids[0]} → run {ids[1]}").classes("text-subtitle2")
+                    if not diff["params"]:
+                        ui.label("No parameter changed").classes("text-sm text-grey-7")
+                    for name, change in diff["params"].items():
+                        ui.label(f"{name}: {short(change['from'])} → {short(change['to'])}") \
+                            .classes("text-sm text-weight-medium nf-diff-param")
+                    changed = set(diff["changed_nodes"])
+                    for name, m in diff["metrics"].items():
+                        if not (m["delta"] or name.split(".", 1)[0] in changed):
+                            continue
+                        if m["delta"] is None:
+                            text = f"{name}: {short(m['a']) if m['a'] is not None else '–'} → " \
+                                   f"{short(m['b']) if m['b'] is not None else '–'}"
+                        else:
+                            text = f"{name}: {short(m['a'])} → {short(m['b'])} ({m['delta']:+.4g})"
+                        better = (m["delta"] or 0) * (-1 if "loss" in name.rsplit(".", 1)[-1] else 1)
+                        colour = "text-positive" if better > 0 else "text-negative" if better < 0 else "text-grey-8"
+                        ui.label(text).classes(f"text-xs nf-diff-metric {colour}")
+
+    def restore(self) -> None:
+        ids = self.selected_ids()
+        if len(ids) != 1:
+            return
+        run = self.session.runs.get(ids[0])
+        try:
+            self.session.replace(Graph.from_data(run["graph"], f"run {ids[0]}"))  # one undo step
+        except (GraphFileError, EditError) as exc:
+            ui.notify(f"Cannot restore run {ids[0]}: {exc}", type="warning")
+            return
+        ui.notify(f"Restored the graph of run {ids[0]} (Undo brings back the one before)", type="positive")
+        if self.on_restore is not None:
+            self.on_restore()
+
+    def cancel(self) -> None:
+        ids = self.selected_ids()
+        if len(ids) == 1:
+            status = self.session.cancel(ids[0])
+            ui.notify(f"Run {ids[0]}: {status}", type="info")
+            self.refresh()
+
+
+class LineageView:
+    """Under a node's output: where its model came from, oldest first (from nodeflow.runs)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.key: str | None = None
+        self.box = ui.column().classes("w-full gap-0 nf-lineage")
+
+    def show(self, node_id: str | None, live: dict[str, Any] | None) -> None:
+        key = (live or {}).get("key") if (live or {}).get("state") in ("done", "cached") else None
+        if key == self.key:
+            return
+        self.key = key
+        self.box.clear()
+        version = self.session.runs.by_key(key) if key else None
+        if version is None or not version["inputs"]:
+            return
+        lineage = self.session.runs.lineage(key)
+        with self.box:
+            ui.label("Lineage").classes("text-subtitle2 q-mt-sm")
+            ui.label(" → ".join(step_label(v) for v in lineage["chain"])).classes("text-sm nf-lineage-chain")
+            for v in lineage["chain"]:
+                ui.label(f"{v['node']} · {v['type']} · {v['key'][:10]} · run {v['run_id']}") \
+                    .classes("text-xs text-grey-7")
+            for d in lineage["data"]:
+                ui.label(f"data: {d['node']}" + (f" ({d['fingerprint'][:24]})" if d["fingerprint"] else "")) \
+                    .classes("text-xs text-grey-7")
+
+
+def step_label(version: dict[str, Any]) -> str:
+    """``finetune(unfreeze=['block5'])``: a node with its list-valued params, which say what it did to
+    the model (the layers it unfroze), or its only param."""
+    params = version["given"]
+    shown = {k: v for k, v in params.items() if isinstance(v, list)} or (params if len(params) == 1 else {})
+    inner = ", ".join(f"{k}={short(v)}" for k, v in shown.items())
+    return f"{version['node']}({inner})" if inner else version["node"]
