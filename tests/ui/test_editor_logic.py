@@ -124,12 +124,15 @@ def test_schema_widgets():
     schema = {"properties": {
         "lr": {"type": "number", "minimum": 0}, "n": {"type": "integer"}, "on": {"type": "boolean"},
         "mode": {"enum": ["a", "b"]}, "root": {"anyOf": [{"type": "string"}, {"type": "null"}], "x-nodeflow-path": "folder"},
-        "unfreeze": {"type": "array", "items": {"type": "string"}}, "name": {"type": "string"},
+        "unfreeze": {"type": "array", "items": {"type": "string"}, "x-widget": "layers"}, "name": {"type": "string"},
         "m": {"$ref": "#/$defs/M"}}, "$defs": {"M": {"enum": ["x", "y"]}}}
     kinds = {n: widget_kind(n, resolve(schema, p)[0]) for n, p in schema["properties"].items()}
     assert kinds == {"lr": "number", "n": "int", "on": "switch", "mode": "select", "root": "folder",
                      "unfreeze": "layers", "name": "text", "m": "select"}
     assert resolve(schema, schema["properties"]["root"])[1] is True
+    # the schema's hint decides, not the param's name
+    assert widget_kind("unfreeze", {"type": "array", "items": {"type": "string"}}) == "list"
+    assert widget_kind("blocks", {"type": "array", "items": {"type": "string"}, "x-widget": "layers"}) == "layers"
     assert human_count(138_357_544) == "138.4M" and human_count(512) == "512"
 
 
