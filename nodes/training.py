@@ -147,7 +147,11 @@ class Trainer(Node):
         check_fit(model, data)
         if "spec" not in model:
             return {}
-        return {"model": {**model, "trained": True, "classes": data.get("classes")}}
+        classes = data.get("classes")
+        trained = {**model, "trained": True, "classes": classes}
+        if classes and "layers" in model:  # the output layer's size is known now: count it in the layer list
+            trained["layers"] = model_facts({**model, "spec": resolve_spec(model["spec"], len(classes))})["layers"]
+        return {"model": trained}
 
     @launching
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
