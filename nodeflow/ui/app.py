@@ -266,8 +266,9 @@ class EditorPage:
             with ui.row().classes("w-full items-center no-wrap"):
                 ui.label(spec.title or (entry or {}).get("title", spec.type)) \
                     .classes("text-subtitle1 text-weight-medium grow nf-inspector-title")
-                ui.button(icon="play_arrow", on_click=lambda: self.run(node_id)) \
-                    .props("flat dense round color=indigo").tooltip("Run to here")
+                with ui.button(icon="play_arrow", on_click=lambda: self.run(node_id)) \
+                        .props('flat dense round color=indigo aria-label="Run to here"'):
+                    ui.tooltip("Run to here")  # a child, not aimed at an id: the inspector is redrawn often
             ui.label(f"{spec.id} · {spec.type}" + (f" · from {entry['source']}" if entry else "")) \
                 .classes("text-xs text-grey-7")
             if entry is None:

@@ -148,8 +148,7 @@ class ParamForm:
             w = ui.textarea(label + " (JSON)", value=json.dumps(value, indent=1),
                             on_change=lambda e, n=name: self.set_json(n, e.value)).props("debounce=700 autogrow")
         w.classes("w-full").mark(f"param-{name}")
-        if help_text:
-            w.tooltip(help_text)
+        if help_text:  # shown under the field (no tooltip: one aimed at a redrawn field logs "Anchor … not found")
             ui.label(help_text).classes("text-grey-6 text-xs nf-help")
 
     # -- applying ---------------------------------------------------------------------------------

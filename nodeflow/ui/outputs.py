@@ -135,82 +135,105 @@ class OutputPanel:
     param)`` is called when the user follows the link to a param that an error names."""
 
     def __init__(self, on_param: Callable[[str, str], None] | None = None) -> None:
-        self.container = ui.column().classes("w-full gap-2 nf-output")
+        # three parts, each redrawn only when its own content changed: a chart that is created and
+        # removed again before it was drawn would fail in the browser ("dispose" of nothing)
+        with ui.column().classes("w-full gap-2 nf-output") as self.container:
+            self.head = ui.column().classes("w-full gap-2")
+            self.charts = ui.column().classes("w-full gap-2")
+            self.rest = ui.column().classes("w-full gap-2")
         self.on_param = on_param or (lambda node, param: None)
         self.node_id: str | None = None
-        self._sig: Any = None
+        self._sigs: dict[str, Any] = {}
         self._charts: dict[str, ui.echart] = {}
 
     def show(self, node_id: str | None, live: dict[str, Any] | None) -> None:
         live = live or {}
+        state = live.get("state")
         series = live.get("series") or {}
         previous = live.get("previous") or {}
-        old_series = previous.get("series") or {} if live.get("state") in ("queued", "running") else {}
+        old_series = previous.get("series") or {} if state in ("queued", "running") else {}
         previews = live.get("previews") or {}
         metrics = live.get("metrics") or {}
-        error = live.get("error") if live.get("state") == "failed" else None
-        sig = (node_id, tuple((k, len(v)) for k, v in series.items()), json.dumps(metrics, sort_keys=True, default=str),
-               tuple(sorted(previews)), id(previews.get("confusion_matrix")), live.get("state"),
-               tuple(old_series), error, json.dumps(live.get("run"), default=str))
-        if sig == self._sig:
-            return
-        same_layout = (self._sig is not None and self._sig[0] == node_id and self._sig[1:2] and
-                       tuple(k for k, _ in self._sig[1]) == tuple(series) and self._sig[3] == sig[3]
-                       and self._sig[2] == sig[2] and self._sig[5:] == sig[5:])
-        self._sig = sig
+        error = live.get("error") if state == "failed" else None
         groups = group_series(series)
         old_groups = group_series(old_series)
         titles = list(dict.fromkeys([*groups, *old_groups]))
-        if same_layout and set(titles) == set(self._charts):
-            for title, chart in self._charts.items():  # only new points: update the charts in place
+        self.node_id = node_id
+        head_sig = (node_id, state, error, live.get("error_param"), json.dumps(metrics, sort_keys=True, default=str),
+                    json.dumps(live.get("run"), default=str), bool(old_series), previous.get("started"),
+                    bool(titles or previews))
+        if head_sig != self._sigs.get("head"):
+            self._sigs["head"] = head_sig
+            self.head.clear()
+            with self.head:
+                self._head(node_id, live, error, metrics, old_series, previous, bool(titles or previews))
+        chart_sig = (node_id, tuple(titles))
+        if chart_sig != self._sigs.get("charts"):
+            self._sigs["charts"] = chart_sig
+            self.charts.clear()
+            self._charts = {}
+            with self.charts:
+                for title in titles:
+                    self._charts[title] = ui.echart(chart_options(title, groups.get(title, {}), old_groups.get(title))) \
+                        .classes(f"w-full {CHART_HEIGHT} nf-chart")
+            self._sigs["points"] = None
+        points_sig = (tuple((k, len(v)) for k, v in series.items()), tuple((k, len(v)) for k, v in old_series.items()))
+        if points_sig != self._sigs.get("points"):
+            self._sigs["points"] = points_sig
+            for title, chart in self._charts.items():  # new points: update the charts in place
+                chart.options.clear()
                 chart.options.update(chart_options(title, groups.get(title, {}), old_groups.get(title)))
                 chart.update()
+        rest_sig = (node_id, hash(json.dumps(previews, sort_keys=True, default=str)),
+                    json.dumps(metrics, sort_keys=True, default=str))
+        if rest_sig != self._sigs.get("rest"):
+            self._sigs["rest"] = rest_sig
+            self.rest.clear()
+            with self.rest:
+                self._rest(previews, metrics)
+
+    def _head(self, node_id: str | None, live: dict[str, Any], error: str | None, metrics: dict[str, Any],
+              old_series: dict[str, Any], previous: dict[str, Any], has_output: bool) -> None:
+        if node_id is None:
+            ui.label("Select a node to see its output.").classes("text-grey-7 text-sm")
             return
-        self.node_id = node_id
-        self.container.clear()
-        self._charts = {}
-        with self.container:
-            if node_id is None:
-                ui.label("Select a node to see its output.").classes("text-grey-7 text-sm")
-                return
-            if error:
-                self._error(node_id, error, error_param(error, live.get("error_param")))
-            label = run_label(live)
-            if label:
-                ui.label(label).classes("text-caption text-grey-8 nf-run-label")
-            if metrics:
-                rows = [{"metric": k, "value": _number(v)} for k, v in metrics.items()]
-                ui.table(columns=[{"name": "metric", "label": "metric", "field": "metric", "align": "left"},
-                                  {"name": "value", "label": "value", "field": "value", "align": "right"}],
-                         rows=rows, row_key="metric").props("dense flat bordered").classes("w-full nf-metrics")
-            if old_series:
-                ui.label("Grey dashed: the previous run"
-                         + (f" (of {_clock(previous.get('started'))})" if previous.get("started") else "")
-                         + ", until this run's curves replace it.").classes("text-caption text-grey-7 nf-previous-note")
-            for title in titles:
-                self._charts[title] = ui.echart(chart_options(title, groups.get(title, {}), old_groups.get(title))) \
-                    .classes(f"w-full {CHART_HEIGHT} nf-chart")
-            matrix = find_matrix(previews, metrics)
-            if matrix:
-                self._matrix(matrix)
-            table = previews.get("metrics_table")
-            if isinstance(table, dict) and table.get("columns") and isinstance(table.get("rows"), list):
-                ui.table(columns=[{"name": c, "label": c, "field": c, "align": "left" if i == 0 else "right"}
-                                  for i, c in enumerate(table["columns"])],
-                         rows=[{c: (f"{r.get(c):.3g}" if isinstance(r.get(c), float) else r.get(c))
-                                for c in table["columns"]} for r in table["rows"]],
-                         row_key=table["columns"][0]).props("dense flat bordered").classes("w-full nf-class-metrics")
-            for title, images in find_images(previews):
-                ui.label(f"What the model sees: {title}").classes("text-subtitle2")
-                with ui.element("div").classes("nf-samples grid grid-cols-4 gap-1 w-full"):
-                    for image in images[:32]:
-                        with ui.column().classes("gap-0 items-center"):
-                            ui.image(image["src"]).classes("w-full rounded").props("fit=contain no-spinner")
-                            if image.get("label") is not None:
-                                ui.label(str(image["label"])).classes("text-xs text-grey-8")
-            if not (error or metrics or titles or matrix or previews or live.get("state") in ("running", "queued")):
-                ui.label("No output yet: run this node (▶ on the node, or 'Run selected').") \
-                    .classes("text-grey-7 text-sm")
+        if error:
+            self._error(node_id, error, error_param(error, live.get("error_param")))
+        label = run_label(live)
+        if label:
+            ui.label(label).classes("text-caption text-grey-8 nf-run-label")
+        if metrics:
+            rows = [{"metric": k, "value": _number(v)} for k, v in metrics.items()]
+            ui.table(columns=[{"name": "metric", "label": "metric", "field": "metric", "align": "left"},
+                              {"name": "value", "label": "value", "field": "value", "align": "right"}],
+                     rows=rows, row_key="metric").props("dense flat bordered").classes("w-full nf-metrics")
+        if old_series:
+            ui.label("Grey dashed: the previous run"
+                     + (f" (of {_clock(previous.get('started'))})" if previous.get("started") else "")
+                     + ", until this run's curves replace it.").classes("text-caption text-grey-7 nf-previous-note")
+        if not (error or metrics or has_output or live.get("state") in ("running", "queued")):
+            ui.label("No output yet: run this node (▶ on the node, or 'Run selected').") \
+                .classes("text-grey-7 text-sm")
+
+    def _rest(self, previews: dict[str, Any], metrics: dict[str, Any]) -> None:
+        matrix = find_matrix(previews, metrics)
+        if matrix:
+            self._matrix(matrix)
+        table = previews.get("metrics_table")
+        if isinstance(table, dict) and table.get("columns") and isinstance(table.get("rows"), list):
+            ui.table(columns=[{"name": c, "label": c, "field": c, "align": "left" if i == 0 else "right"}
+                              for i, c in enumerate(table["columns"])],
+                     rows=[{c: (f"{r.get(c):.3g}" if isinstance(r.get(c), float) else r.get(c))
+                            for c in table["columns"]} for r in table["rows"]],
+                     row_key=table["columns"][0]).props("dense flat bordered").classes("w-full nf-class-metrics")
+        for title, images in find_images(previews):
+            ui.label(f"What the model sees: {title}").classes("text-subtitle2")
+            with ui.element("div").classes("nf-samples grid grid-cols-4 gap-1 w-full"):
+                for image in images[:32]:
+                    with ui.column().classes("gap-0 items-center"):
+                        ui.image(image["src"]).classes("w-full rounded").props("fit=contain no-spinner")
+                        if image.get("label") is not None:
+                            ui.label(str(image["label"])).classes("text-xs text-grey-8")
 
     def _error(self, node_id: str, message: str, param: str | None) -> None:
         with ui.column().classes("w-full gap-1 nf-error-box"):
