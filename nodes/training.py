@@ -301,8 +301,8 @@ class FineTune(Node):
 
     class Params(NodeParams):
         # the editor's layer picker, and the param it reads when no layer is named
-        unfreeze: list[str] = Field(default_factory=list, json_schema_extra={"x-widget": "layers", "x-last-n": "last_n"},
-                                    description=(
+        unfreeze: list[str] = Field(default_factory=list,
+                                    json_schema_extra={"x-widget": "layers", "x-last-n": "last_n"}, description=(
             "Blocks or layers to make trainable, by name (see the model's layer list), e.g. block5 or layer4"))
         last_n: int = Field(1, ge=0, le=1000, description=(
             "When 'unfreeze' is empty: unfreeze the last N frozen blocks (block5 of VGG16, layer4 of ResNet)"))

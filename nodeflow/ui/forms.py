@@ -292,7 +292,8 @@ class LayerPicker:
 
     def trainable(self) -> list[str]:
         effective = set(self.effective())
-        return [layer["name"] for layer in self.layers if layer["name"] in effective or layer["name"] not in self.frozen]
+        return [layer["name"] for layer in self.layers
+                if layer["name"] in effective or layer["name"] not in self.frozen]
 
     def _refresh(self) -> None:
         if not self.layers:

@@ -174,8 +174,8 @@ class OutputPanel:
             self._charts = {}
             with self.charts:
                 for title in titles:
-                    self._charts[title] = ui.echart(chart_options(title, groups.get(title, {}), old_groups.get(title))) \
-                        .classes(f"w-full {CHART_HEIGHT} nf-chart")
+                    options = chart_options(title, groups.get(title, {}), old_groups.get(title))
+                    self._charts[title] = ui.echart(options).classes(f"w-full {CHART_HEIGHT} nf-chart")
             self._sigs["points"] = None
         points_sig = (tuple((k, len(v)) for k, v in series.items()), tuple((k, len(v)) for k, v in old_series.items()))
         if points_sig != self._sigs.get("points"):

@@ -37,7 +37,8 @@ def test_rerun_keeps_previous_curves_greyed_and_labelled(page, pack_server):
     page.wait_for_selector(".nf-previous-note", timeout=10_000)
     assert "previous run" in page.locator(".nf-previous-note").inner_text()
     assert page.locator(".nf-output .nf-chart canvas").count() >= 1  # the chart did not vanish
-    page.wait_for_function(f"() => {{ const s = ({SERIES})(); return s && s.some(x => x.name === 'step_loss' && x.n > 0); }}")
+    page.wait_for_function(f"() => {{ const s = ({SERIES})(); "
+                           f"return s && s.some(x => x.name === 'step_loss' && x.n > 0); }}")
     during = {s["name"]: s for s in page.evaluate(SERIES)}
     assert during["step_loss (previous run)"]["n"] == 20
     assert during["step_loss (previous run)"]["color"] == "#b0b8c4"  # greyed
