@@ -73,9 +73,11 @@ const NfNode = {
       </div>
     </div>
     <div v-if="data.summary" class="nf-summary">{{ data.summary }}</div>
-    <div v-if="st.error" class="nf-error" title="The whole message is in the Output tab" @click="showError">{{ st.error }}</div>
-    <div v-else-if="st.problems && st.problems.length" class="nf-problem" :title="st.problems.join('\\n')">{{ st.problems[0] }}</div>
-    <div v-else-if="st.message && st.state === 'running'" class="nf-message">{{ st.message }}</div>
+    <div v-if="st.error" class="nf-note nf-note-error" title="The whole message is in the Output tab" @click="showError">
+      <div class="nf-error">{{ st.error }}</div></div>
+    <div v-else-if="st.problems && st.problems.length" class="nf-note nf-note-problem" :title="st.problems.join('\\n')">
+      <div class="nf-problem">{{ st.problems[0] }}</div></div>
+    <div v-else-if="st.message && st.state === 'running'" class="nf-note"><div class="nf-message">{{ st.message }}</div></div>
   </div>`,
 };
 
@@ -110,10 +112,13 @@ const EDITOR_CSS = `
 .nf-handle.vue-flow__handle { width: 13px; height: 13px; border: 2px solid #fff; box-shadow: 0 0 0 1px #9aa5b1; }
 .nf-summary { padding: 4px 10px 8px; color: #3e4c59; font-size: 18px; line-height: 1.3; border-top: 1px solid #eef0f3;
   overflow-wrap: anywhere; }
-.nf-error, .nf-problem, .nf-message { padding: 4px 10px 8px; font-size: 15px; overflow: hidden; display: -webkit-box;
+.nf-note { padding: 4px 10px 8px; border-radius: 0 0 10px 10px; }
+.nf-error, .nf-problem, .nf-message { font-size: 15px; overflow: hidden; display: -webkit-box;
   -webkit-line-clamp: 3; -webkit-box-orient: vertical; overflow-wrap: anywhere; }
-.nf-error { color: #b71c1c; background: #fff5f5; border-radius: 0 0 10px 10px; cursor: pointer; }
-.nf-problem { color: #a84300; background: #fffaf0; border-radius: 0 0 10px 10px; }
+.nf-note-error { background: #fff5f5; cursor: pointer; }
+.nf-error { color: #b71c1c; }
+.nf-note-problem { background: #fffaf0; }
+.nf-problem { color: #a84300; }
 .nf-message { color: #52606d; }
 .vue-flow__connection-path { stroke: #3f51b5; stroke-width: 2; stroke-dasharray: 5 4; }
 .nf-canvas.nf-refused .vue-flow__connection-path { stroke: #e53935; }

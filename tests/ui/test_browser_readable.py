@@ -13,6 +13,7 @@ import re
 import time
 
 import pytest
+from playwright.sync_api import expect
 
 from nodeflow.templates import template_path
 from nodeflow.ui.forms import human_count
@@ -169,6 +170,8 @@ def test_a_failed_node_shows_its_whole_error_and_links_to_the_param(tab, server)
     assert text.evaluate("e => e.scrollWidth <= e.clientWidth + 1")
     first = tab.locator(".nf-output > *").first
     assert "failed" in first.inner_text()
+    cards = boxes(tab, ".vue-flow__node")  # the card's excerpt of the error pushes into no other card
+    assert not any(overlap(a, b) for a in cards for b in cards if a["id"] < b["id"])
 
     # the param it names is a link to that field of the node's form
     tab.locator(".nf-error-param").click()
@@ -259,7 +262,7 @@ def test_folder_picker_offers_every_allowed_root_with_drawn_icons(tab, server):
         assert box["width"] >= 12 and box["height"] >= 12
     entries.filter(has_text=str(server.datasets)).click()
     picker.locator(".nf-folder", has_text="pets").click()
-    assert "pets" in picker.locator(".nf-folder-title").inner_text()
+    expect(picker.locator(".nf-folder-title")).to_contain_text("pets")
     picker.get_by_text("Choose this folder").click()
     field = tab.locator('.nf-field[data-param="root"] input')
     tab.wait_for_function("(p) => document.querySelector('.nf-field[data-param=\"root\"] input').value === p",
