@@ -280,10 +280,12 @@ class EditorPage:
                 .props("dense debounce=500").classes("w-full")
             self._ParamForm(self.session, node_id, entry, on_edit=self.after_form_edit)
 
-    def after_form_edit(self) -> None:
-        # the form already shows the new value: only the canvas and badges need the news
+    def after_form_edit(self, redraw: bool = False) -> None:
+        # the form already shows the new value (unless one edit set several fields): only the
+        # canvas and badges need the news
         spec = self.session.graph.node(self.selected[0])
-        self.form_sig = self.form_sig[:2] + (json.dumps(spec.params, sort_keys=True),) + self.form_sig[3:]
+        self.form_sig = None if redraw else \
+            self.form_sig[:2] + (json.dumps(spec.params, sort_keys=True),) + self.form_sig[3:]
         self.tick_now()
 
     def rename(self, node_id: str, title: str) -> None:

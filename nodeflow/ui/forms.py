@@ -82,10 +82,11 @@ def human_count(n: int | float | None) -> str:
 
 
 class ParamForm:
-    """One node's form. ``on_edit`` is called after the session accepted a change."""
+    """One node's form. ``on_edit(redraw)`` is called after the session accepted a change; ``redraw``
+    is True when the change touched other fields than the one being edited (draw the form again)."""
 
     def __init__(self, session: Session, node_id: str, entry: dict[str, Any],
-                 on_edit: Callable[[], None] = lambda: None) -> None:
+                 on_edit: Callable[[bool], None] = lambda redraw: None) -> None:
         self.session = session
         self.node_id = node_id
         self.entry = entry
@@ -177,7 +178,7 @@ class ParamForm:
             self.errors[name].set_visibility(False)
         for watcher in self.watchers:
             watcher()
-        self.on_edit()
+        self.on_edit(len(values) > 1)
         return True
 
     def follow_title(self, new_params: dict[str, Any], title: str | None) -> str | None:

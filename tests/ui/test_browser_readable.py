@@ -225,6 +225,15 @@ def test_fine_tune_picker_shows_what_will_train(tab, server):
     assert "named in 'unfreeze'" in tab.locator(".nf-layer-source").inner_text()
     assert int(tab.locator(".nf-layer-total").get_attribute("data-params")) > shown
 
+    # unticking every block trains none of them: nothing named, and last_n set to 0 in its field
+    for block in ("block4", "block5"):
+        tab.locator(f".nf-layer[data-layer={block}] .q-checkbox").click()
+        expect(tab.locator(f".nf-layer[data-layer={block}] .q-checkbox")).to_have_attribute("aria-checked", "false")
+    expect(card_title).to_have_text("Unfreeze nothing")
+    expect(tab.locator('.nf-field[data-param="last_n"] input')).to_have_value("0")
+    node = next(n for n in server.api("GET", "/api/graph").json()["nodes"] if n["id"] == "finetune")
+    assert node["params"]["unfreeze"] == [] and node["params"]["last_n"] == 0
+
 
 def test_out_of_range_numbers_are_refused_with_the_reason(tab, server):
     select(tab, "train")
