@@ -222,7 +222,7 @@ def test_fine_tune_picker_shows_what_will_train(tab, server):
     tab.wait_for_function("() => document.querySelector('.vue-flow__node[data-id=\"finetune\"] .nf-title')"
                           ".innerText.includes('block4')")
     assert card_title.inner_text().replace("\n", " ") == "Unfreeze block4, block5"
-    assert "named in 'unfreeze'" in tab.locator(".nf-layer-source").inner_text()
+    expect(tab.locator(".nf-layer-source")).to_contain_text("named in 'unfreeze'")
     assert int(tab.locator(".nf-layer-total").get_attribute("data-params")) > shown
 
     # unticking every block trains none of them: nothing named, and last_n set to 0 in its field
@@ -241,13 +241,14 @@ def test_out_of_range_numbers_are_refused_with_the_reason(tab, server):
     lr_label = tab.locator('.nf-field[data-param="lr"] label').inner_text()
     assert "(0 … 10]" in lr_label  # 0 is excluded, 10 allowed
     assert "[1 … 10000]" in epochs.locator("label").inner_text()
-    for value in ("20000", "0"):
+    for value, reason in (("20000", "less than or equal to 10000"), ("0", "greater than or equal to 1")):
         field = epochs.locator("input")
         field.fill(value)
         field.press("Tab")
         error = epochs.locator(".nf-field-error")
-        error.wait_for(state="visible")
-        assert "Refused" in error.inner_text() and ("10000" in error.inner_text() or "1" in error.inner_text())
+        expect(error).to_be_visible()
+        expect(error).to_contain_text(reason)
+        assert "Refused" in error.inner_text()
         assert field.input_value() == value  # not clamped behind the user's back
         node = next(n for n in server.api("GET", "/api/graph").json()["nodes"] if n["id"] == "train")
         assert node["params"]["epochs"] == 1
@@ -306,8 +307,8 @@ def test_save_as_suggests_a_plain_name_and_refuses_bad_ones(tab, server):
     for bad, reason in (("bad\x00name", "NUL"), ("a:b", "':'"), ("../outside", "'..'")):
         name.fill(bad)
         name.press("Enter")
-        problem.wait_for(state="visible")
-        assert reason in problem.inner_text()
+        expect(problem).to_be_visible()
+        expect(problem).to_contain_text(reason)  # waits: the previous name's reason may still show
         assert tab.locator(".nf-save-as").is_visible()  # still open, nothing lost
     name.fill("plain")
     name.press("Enter")
