@@ -153,7 +153,7 @@ IMAGES = PortType("ImageDataset", color="#66bb6a",
                   codec=JsonCodec(ImageSet.to_json, ImageSet.from_json))
 MODEL = PortType("Model", color="#42a5f5", description="A network architecture, possibly with weights",
                  codec=ModelCodec())
-TRAINED_MODEL = PortType("TrainedModel", color="#1e88e5", parents=(MODEL,),
+TRAINED_MODEL = PortType("TrainedModel", color="#1a237e", parents=(MODEL,),
                          description="A model with trained weights, its classes and training history",
                          codec=ModelCodec())
 METRICS = PortType("Metrics", color="#ffa726", description="Evaluation numbers and tables",

@@ -147,7 +147,11 @@ class Trainer(Node):
         check_fit(model, data)
         if "spec" not in model:
             return {}
-        return {"model": {**model, "trained": True, "classes": data.get("classes")}}
+        classes = data.get("classes")
+        trained = {**model, "trained": True, "classes": classes}
+        if classes and "layers" in model:  # the output layer's size is known now: count it in the layer list
+            trained["layers"] = model_facts({**model, "spec": resolve_spec(model["spec"], len(classes))})["layers"]
+        return {"model": trained}
 
     @launching
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
@@ -296,7 +300,9 @@ class FineTune(Node):
     outputs = (Port("model", MODEL, "The same weights with the chosen blocks trainable"),)
 
     class Params(NodeParams):
-        unfreeze: list[str] = Field(default_factory=list, json_schema_extra={"x-widget": "layers"}, description=(
+        # the editor's layer picker, and the param it reads when no layer is named
+        unfreeze: list[str] = Field(default_factory=list,
+                                    json_schema_extra={"x-widget": "layers", "x-last-n": "last_n"}, description=(
             "Blocks or layers to make trainable, by name (see the model's layer list), e.g. block5 or layer4"))
         last_n: int = Field(1, ge=0, le=1000, description=(
             "When 'unfreeze' is empty: unfreeze the last N frozen blocks (block5 of VGG16, layer4 of ResNet)"))

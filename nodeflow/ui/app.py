@@ -8,6 +8,7 @@ the document's version moved without this tab having made the change.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ class EditorPage:
                 with ui.tab_panel("params").classes("p-3"):
                     self.inspector = ui.column().classes("w-full gap-1 nf-inspector")
                 with ui.tab_panel("output").classes("p-3"):
-                    self.output = OutputPanel()
+                    self.output = OutputPanel(on_param=self.focus_param)
                     self.lineage = LineageView(self.session)
         with ui.footer(fixed=True).classes("bg-white text-black p-0 nf-footer").style("border-top: 1px solid #ddd"):
             self.log = ui.log(max_lines=500).classes("w-full h-28 text-xs nf-log")
@@ -75,9 +76,12 @@ class EditorPage:
         self.editor.on("select", self.on_select)
         self.editor.on("run", lambda e: self.run(e.args.get("target")))
         self.editor.on("command", self.on_command)
+        self.editor.on("failure", lambda e: self.show_failure(e.args.get("id")))
         self.render_inspector()
         self.tick()
         ui.timer(POLL_SECONDS, self.tick)
+        # the lines pushed before the page was drawn: open the log at the newest one
+        ui.timer(0.3, lambda: ui.run_javascript(SCROLL_LOG_JS % self.log.id), once=True)
 
     # -- layout ----------------------------------------------------------------------------------
     def _header(self) -> None:
@@ -216,6 +220,25 @@ class EditorPage:
         self.run_sel_btn.set_enabled(bool(self.selected))
         self.tick_now()
 
+    def show_failure(self, node_id: str | None) -> None:
+        """A click on a card's error: select the node and show its whole message."""
+        if not node_id or not self.session.graph.has_node(node_id):
+            return
+        self.selected = [node_id]
+        self.editor.select([node_id])
+        self.tabs.set_value("output")
+        self.tick_now()
+
+    def focus_param(self, node_id: str, param: str) -> None:
+        """Select ``node_id`` on the canvas and in the inspector, and put the cursor in ``param``'s field."""
+        if not self.session.graph.has_node(node_id):
+            return
+        self.selected = [node_id]
+        self.editor.select([node_id])
+        self.tabs.set_value("params")
+        self.tick_now()
+        ui.run_javascript(FOCUS_FIELD_JS % json.dumps(param))
+
     def on_command(self, e) -> None:
         name = e.args.get("name")
         {"undo": self.undo, "redo": self.redo, "save": self.save}.get(name, lambda: None)()
@@ -249,8 +272,9 @@ class EditorPage:
             with ui.row().classes("w-full items-center no-wrap"):
                 ui.label(spec.title or (entry or {}).get("title", spec.type)) \
                     .classes("text-subtitle1 text-weight-medium grow nf-inspector-title")
-                ui.button(icon="play_arrow", on_click=lambda: self.run(node_id)) \
-                    .props("flat dense round color=indigo").tooltip("Run to here")
+                with ui.button(icon="play_arrow", on_click=lambda: self.run(node_id)) \
+                        .props('flat dense round color=indigo aria-label="Run to here"'):
+                    ui.tooltip("Run to here")  # a child, not aimed at an id: the inspector is redrawn often
             ui.label(f"{spec.id} · {spec.type}" + (f" · from {entry['source']}" if entry else "")) \
                 .classes("text-xs text-grey-7")
             if entry is None:
@@ -262,10 +286,12 @@ class EditorPage:
                 .props("dense debounce=500").classes("w-full")
             self._ParamForm(self.session, node_id, entry, on_edit=self.after_form_edit)
 
-    def after_form_edit(self) -> None:
-        # the form already shows the new value: only the canvas and badges need the news
+    def after_form_edit(self, redraw: bool = False) -> None:
+        # the form already shows the new value (unless one edit set several fields): only the
+        # canvas and badges need the news
         spec = self.session.graph.node(self.selected[0])
-        self.form_sig = self.form_sig[:2] + (json.dumps(spec.params, sort_keys=True),) + self.form_sig[3:]
+        self.form_sig = None if redraw else \
+            self.form_sig[:2] + (json.dumps(spec.params, sort_keys=True),) + self.form_sig[3:]
         self.tick_now()
 
     def rename(self, node_id: str, title: str) -> None:
@@ -381,17 +407,30 @@ class EditorPage:
             ui.button("Close", on_click=dialog.close).props("flat")
         dialog.open()
 
-    def _workspace_path(self, name: str) -> Path | None:
-        name = name.strip()
-        if not name:
+    def _workspace_path(self, name: str, problem: Any = None) -> Path | None:
+        """``name`` as a .json file inside the workspace, or None after saying why not (in
+        ``problem``, a label under the field, when given; else a toast)."""
+        def refuse(reason: str) -> None:
+            if problem is not None:
+                problem.set_text(reason)
+                problem.set_visibility(True)
+            else:
+                ui.notify(reason, type="warning")
+
+        reason = file_name_problem(name)
+        if reason:
+            refuse(reason)
             return None
+        name = name.strip()
         if not name.endswith(".json"):
             name += ".json"
         try:
             return confine(name, [self.session.workspace], self.session.workspace)
         except PathNotAllowed:
-            ui.notify("Choose a file inside the workspace", type="warning")
-            return None
+            refuse("Choose a file inside the workspace")
+        except (ValueError, OSError) as exc:
+            refuse(f"Not a usable file name: {exc}")
+        return None
 
     def open_dialog(self) -> None:
         root = self.session.workspace
@@ -434,27 +473,71 @@ class EditorPage:
 
     def save_as(self) -> None:
         def do_save() -> None:
-            path = self._workspace_path(name.value)
+            problem.set_visibility(False)
+            path = self._workspace_path(name.value or "", problem)
             if path is None:
                 return
             try:
                 self.session.save(path)
-            except OSError as exc:
-                ui.notify(f"Not saved: {exc}", type="negative")
+            except (EditError, OSError, ValueError) as exc:
+                problem.set_text(f"Not saved: {exc}")
+                problem.set_visibility(True)
                 return
             dialog.close()
             ui.notify(f"Saved {path.name}", type="positive", timeout=1500)
             self.tick_now()
 
-        default = self.session.path.name if self.session.path else f"{self.session.graph.name or 'graph'}.json"
-        with ui.dialog() as dialog, ui.card().classes("w-96"):
+        default = self.session.path.name if self.session.path else default_file_name(self.session.graph.name)
+        with ui.dialog() as dialog, ui.card().classes("w-96 nf-save-as"):
             ui.label("Save as (in the workspace)").classes("text-h6")
             name = ui.input("file name", value=default).classes("w-full").on("keydown.enter", do_save)
+            problem = ui.label("").classes("text-negative text-sm nf-save-problem")
+            problem.set_visibility(False)
             with ui.row().classes("w-full justify-end"):
                 ui.button("Cancel", on_click=dialog.close).props("flat")
                 ui.button("Save", on_click=do_save)
         dialog.open()
 
+
+def default_file_name(graph_name: str | None) -> str:
+    """A file name from a graph's name: lower case, words joined by '_', nothing a shell or
+    another system trips over (no colon, no spaces)."""
+    words = re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)*", (graph_name or "").lower())
+    return ("_".join(words)[:60].rstrip("_-") or "graph") + ".json"
+
+
+def file_name_problem(name: str | None) -> str | None:
+    """Why ``name`` cannot be a graph file name, or None."""
+    name = (name or "").strip()
+    if not name:
+        return "Type a file name"
+    bad = sorted({c for c in name if ord(c) < 32 or c in '<>:"|?*\\' or ord(c) == 127})
+    if bad:
+        shown = ", ".join("NUL" if c == "\0" else repr(c) if c.isprintable() else f"U+{ord(c):04X}" for c in bad)
+        return f"A file name cannot contain {shown}"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "Give a file name, not a folder ('..', '.' and empty parts are not allowed)"
+    if len(name.encode()) > 200:
+        return "That file name is too long (at most 200 bytes)"
+    return None
+
+
+SCROLL_LOG_JS = """
+(() => { const area = getHtmlElement(%d).querySelector(".q-scrollarea__container");
+  if (area) area.scrollTop = area.scrollHeight; })()
+"""
+
+FOCUS_FIELD_JS = """
+(() => { const name = %s; let tries = 40;
+  const go = () => {
+    const field = document.querySelector(`.nf-inspector .nf-field[data-param="${CSS.escape(name)}"]`);
+    const input = field && field.querySelector("input, textarea, [tabindex]");
+    if (!input) { if (--tries > 0) setTimeout(go, 50); return; }
+    field.scrollIntoView({block: "center"}); input.focus(); field.classList.add("nf-field-focus");
+    setTimeout(() => field.classList.remove("nf-field-focus"), 2500);
+  };
+  go(); })()
+"""
 
 PAGE_CSS = """
 .nf-palette-item { display: block; width: 100%; padding: 3px 8px; margin: 3px 0; border: 1px solid #e0e4ea; border-radius: 6px; background: #fff;
@@ -462,6 +545,11 @@ PAGE_CSS = """
 .nf-palette-item:hover { border-color: #3f51b5; background: #f3f5ff; }
 .nicegui-content { padding: 0 !important; }
 .nf-log { font-family: ui-monospace, monospace; }
+.nf-log .q-scrollarea__content { width: 100% !important; }
+.nf-log .q-scrollarea__content > * { white-space: pre-wrap !important; overflow-wrap: anywhere; }
+.nf-error-box { border-left: 3px solid #c62828; background: #fff5f5; padding: 6px 10px; border-radius: 4px; }
+.nf-error-text { white-space: pre-wrap; overflow-wrap: anywhere; color: #7f1d1d; }
+.nf-field-focus { outline: 2px solid #3f51b5; outline-offset: 2px; border-radius: 4px; }
 """
 
 

@@ -7,15 +7,23 @@ import { reactive, ref, markRaw, computed, inject, provide, unref } from "vue";
 import { VueFlow, Handle, Position, MiniMap, Controls, Background, installStyles } from "nodeflow-vueflow";
 
 const DRAG_TYPE = "application/x-nodeflow-type";
-const READABLE_ZOOM = 0.6;
+// Card text is 18px in flow units; the fit never zooms out below this, so text stays >= 12px on screen.
+const READABLE_ZOOM = 0.67;
 
 function fits(accepts, expected) {
   return expected === "Any" || (accepts || []).includes(expected);
 }
 
+// One word for "no result for these params yet", whether the node never ran (idle) or ran with
+// other params or inputs (stale): both mean the next run computes it.
 const STATE_LABEL = {
-  idle: "idle", stale: "stale", queued: "queued", running: "running", done: "done",
+  idle: "not run", stale: "not run", queued: "queued", running: "running", done: "done",
   cached: "cached", failed: "error", invalid: "invalid",
+};
+const STATE_HINT = {
+  idle: "Not run yet with these parameters", stale: "Ran before with other parameters or inputs: not run with these",
+  cached: "Result loaded from the cache", done: "Computed by the latest run", failed: "Failed: see the Output tab",
+  invalid: "Cannot run: see the problem below", queued: "Waiting to run", running: "Running",
 };
 
 const NfNode = {
@@ -31,20 +39,22 @@ const NfNode = {
       return STATE_LABEL[s.state] || s.state;
     });
     const accepts = (port) => " " + (port.accepts_as || [port.type]).join(" ") + " ";
+    const showError = () => ctx.emit("failure", { id: props.id });
     const run = (ev) => {
       ev.stopPropagation();
       ctx.emit("run", { target: props.id });
     };
-    return { spec, st, badge, accepts, run, Position };
+    const hint = computed(() => STATE_HINT[st.value.state] || "");
+    return { spec, st, badge, hint, accepts, run, showError, Position };
   },
   template: `
   <div class="nf-node" :class="['nf-state-' + st.state, selected ? 'nf-selected' : '']" :data-id="id">
     <div class="nf-head">
-      <div class="nf-title" :title="data.type">{{ data.title || spec.title }}</div>
-      <span class="nf-badge" :class="'nf-badge-' + st.state" :data-state="st.state">{{ badge }}</span>
+      <div class="nf-title">{{ data.title || spec.title }}</div>
       <button class="nf-run nodrag" title="Run to here (this node and the stale nodes it needs)" @click="run">&#9654;</button>
     </div>
-    <div class="nf-sub">{{ data.id }}<span v-if="data.title"> · {{ spec.title }}</span></div>
+    <div class="nf-sub"><span class="nf-badge" :class="'nf-badge-' + st.state" :data-state="st.state" :title="hint">{{ badge }}</span>
+      {{ data.id }}<span v-if="data.title"> · {{ spec.title }}</span></div>
     <div v-if="st.state === 'running'" class="nf-progress"><div :style="{ width: Math.round((st.progress || 0) * 100) + '%' }"></div></div>
     <div class="nf-ports">
       <div class="nf-col">
@@ -62,23 +72,25 @@ const NfNode = {
         </div>
       </div>
     </div>
-    <div v-if="data.summary" class="nf-summary" :title="data.summary">{{ data.summary }}</div>
-    <div v-if="st.error" class="nf-error" :title="st.error">{{ st.error }}</div>
-    <div v-else-if="st.problems && st.problems.length" class="nf-problem" :title="st.problems.join('\\n')">{{ st.problems[0] }}</div>
-    <div v-else-if="st.message && st.state === 'running'" class="nf-message">{{ st.message }}</div>
+    <div v-if="data.summary" class="nf-summary">{{ data.summary }}</div>
+    <div v-if="st.error" class="nf-note nf-note-error" title="The whole message is in the Output tab" @click="showError">
+      <div class="nf-error">{{ st.error }}</div></div>
+    <div v-else-if="st.problems && st.problems.length" class="nf-note nf-note-problem" :title="st.problems.join('\\n')">
+      <div class="nf-problem">{{ st.problems[0] }}</div></div>
+    <div v-else-if="st.message && st.state === 'running'" class="nf-note"><div class="nf-message">{{ st.message }}</div></div>
   </div>`,
 };
 
 const EDITOR_CSS = `
 .nf-canvas { width: 100%; height: 100%; background: #f7f8fa; }
-.nf-node { background: #fff; border: 1px solid #c9ced6; border-radius: 8px; min-width: 180px; max-width: 210px;
-  font: 12px/1.35 system-ui, sans-serif; color: #1f2933; box-shadow: 0 1px 3px rgba(0,0,0,.08); }
-.nf-node.nf-selected { border-color: #3f51b5; box-shadow: 0 0 0 2px rgba(63,81,181,.35); }
-.nf-head { display: flex; align-items: center; gap: 6px; padding: 6px 8px 0 10px; }
-.nf-title { font-weight: 600; font-size: 13px; flex: 1; overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }
-.nf-sub { padding: 0 10px 4px; color: #7b8794; font-size: 11px; border-bottom: 1px solid #eef0f3; }
-.nf-badge { font-size: 10px; padding: 1px 6px; border-radius: 9px; background: #e4e7eb; color: #52606d; white-space: nowrap; }
-.nf-badge-stale { background: #fff3c4; color: #8d6708; }
+.nf-node { background: #fff; border: 1px solid #c9ced6; border-radius: 10px; width: 200px;
+  font: 16px/1.3 system-ui, sans-serif; color: #1f2933; box-shadow: 0 1px 3px rgba(0,0,0,.08); }
+.nf-node.nf-selected { border-color: #3f51b5; box-shadow: 0 0 0 3px rgba(63,81,181,.35); }
+.nf-head { display: flex; align-items: flex-start; gap: 6px; padding: 8px 8px 0 10px; }
+.nf-title { font-weight: 600; font-size: 18px; line-height: 1.25; flex: 1; min-width: 0; overflow-wrap: break-word; }
+.nf-sub { padding: 2px 10px 5px; color: #7b8794; font-size: 15px; border-bottom: 1px solid #eef0f3; overflow-wrap: anywhere; }
+.nf-badge { font-size: 15px; padding: 0 7px; margin-right: 4px; border-radius: 10px; background: #e4e7eb; color: #52606d;
+  white-space: nowrap; display: inline-block; }
 .nf-badge-queued { background: #e0e8f9; color: #35469c; }
 .nf-badge-running { background: #3f51b5; color: #fff; }
 .nf-badge-done { background: #c6f7e2; color: #0b6e4f; }
@@ -87,31 +99,36 @@ const EDITOR_CSS = `
 .nf-badge-invalid { background: #ffe0b2; color: #a84300; }
 .nf-state-running { border-color: #3f51b5; }
 .nf-state-failed { border-color: #e53935; }
-.nf-run { border: none; background: #eef0f3; color: #3f51b5; border-radius: 4px; cursor: pointer; font-size: 10px;
-  width: 20px; height: 18px; padding: 0; }
+.nf-run { border: none; background: #eef0f3; color: #3f51b5; border-radius: 4px; cursor: pointer; font-size: 13px;
+  width: 24px; height: 22px; padding: 0; flex: none; }
 .nf-run:hover { background: #3f51b5; color: #fff; }
-.nf-progress { height: 3px; background: #e0e8f9; }
+.nf-progress { height: 4px; background: #e0e8f9; }
 .nf-progress > div { height: 100%; background: #3f51b5; transition: width .2s; }
 .nf-ports { display: flex; justify-content: space-between; padding: 4px 0; gap: 8px; }
 .nf-col { display: flex; flex-direction: column; gap: 2px; }
 .nf-right { align-items: flex-end; }
-.nf-port { position: relative; padding: 1px 10px; font-size: 11px; color: #3e4c59; white-space: nowrap; }
+.nf-port { position: relative; padding: 1px 10px; font-size: 15px; color: #3e4c59; white-space: nowrap; }
 .nf-port i { color: #9aa5b1; }
-.nf-handle.vue-flow__handle { width: 11px; height: 11px; border: 2px solid #fff; box-shadow: 0 0 0 1px #9aa5b1; }
-.nf-summary { padding: 3px 10px 6px; color: #52606d; font-size: 11px; border-top: 1px solid #eef0f3;
-  overflow: hidden; white-space: nowrap; text-overflow: ellipsis; }
-.nf-error, .nf-problem, .nf-message { padding: 4px 10px 6px; font-size: 11px; overflow: hidden; display: -webkit-box;
-  -webkit-line-clamp: 3; -webkit-box-orient: vertical; }
-.nf-error { color: #b71c1c; background: #fff5f5; border-radius: 0 0 8px 8px; }
-.nf-problem { color: #a84300; background: #fffaf0; border-radius: 0 0 8px 8px; }
+.nf-handle.vue-flow__handle { width: 13px; height: 13px; border: 2px solid #fff; box-shadow: 0 0 0 1px #9aa5b1; }
+.nf-summary { padding: 4px 10px 8px; color: #3e4c59; font-size: 18px; line-height: 1.3; border-top: 1px solid #eef0f3;
+  overflow-wrap: anywhere; }
+.nf-note { padding: 4px 10px 8px; border-radius: 0 0 10px 10px; }
+.nf-error, .nf-problem, .nf-message { font-size: 15px; overflow: hidden; display: -webkit-box;
+  -webkit-line-clamp: 3; -webkit-box-orient: vertical; overflow-wrap: anywhere; }
+.nf-note-error { background: #fff5f5; cursor: pointer; }
+.nf-error { color: #b71c1c; }
+.nf-note-problem { background: #fffaf0; }
+.nf-problem { color: #a84300; }
 .nf-message { color: #52606d; }
 .vue-flow__connection-path { stroke: #3f51b5; stroke-width: 2; stroke-dasharray: 5 4; }
 .nf-canvas.nf-refused .vue-flow__connection-path { stroke: #e53935; }
 .nf-cue { position: absolute; left: 50%; top: 10px; transform: translateX(-50%); z-index: 10; background: #b71c1c;
   color: #fff; padding: 4px 10px; border-radius: 4px; font: 12px system-ui, sans-serif; pointer-events: none; }
-.vue-flow__edge-path { stroke-width: 2; }
-.vue-flow__edge.selected .vue-flow__edge-path { stroke-width: 3.5; }
+.vue-flow__edge-path { stroke-width: 2.5; }
+.vue-flow__edge.selected .vue-flow__edge-path { stroke-width: 4; }
 .vue-flow__node-nf { padding: 0; border: none; background: transparent; }
+.nf-canvas .vue-flow__minimap { width: 140px; height: 90px; }
+.nf-canvas .vue-flow__minimap svg { width: 140px; height: 90px; }
 `;
 
 function installCss() {
@@ -180,6 +197,11 @@ export default {
       this.version = graph.version;
       const wanted = new Map(graph.nodes.map((n) => [n.id, n]));
       const gone = unref(store.nodes).filter((n) => !wanted.has(n.id)).map((n) => n.id);
+      // what this method removes is the server's document already: not a deletion to send back
+      // (an old graph's node ids sent as deletions after loading another graph were refused)
+      this.serverRemoved = new Set(gone);
+      clearTimeout(this._serverRemovedTimer);
+      this._serverRemovedTimer = setTimeout(() => (this.serverRemoved = new Set()), 0);
       if (gone.length) store.removeNodes(gone, false);
       const fresh = [];
       for (const n of graph.nodes) {
@@ -197,6 +219,7 @@ export default {
       const edges = graph.edges.map((e) => this.edgeOf(e));
       const wantedEdges = new Map(edges.map((e) => [e.id, e]));
       const oldEdges = unref(store.edges).filter((e) => !wantedEdges.has(e.id) || !this.sameEdge(e, wantedEdges.get(e.id)));
+      for (const e of oldEdges) this.serverRemoved.add(e.id);
       if (oldEdges.length) store.removeEdges(oldEdges.map((e) => e.id));
       const newEdges = edges.filter((e) => !store.findEdge(e.id));
       if (newEdges.length) store.addEdges(newEdges);
@@ -234,6 +257,16 @@ export default {
         }
       }
       if (reply.ok) this.version = reply.version;
+    },
+    select(ids) {
+      const store = this.store;
+      if (!store) return;
+      const wanted = new Set(ids);
+      const drop = unref(store.getSelectedNodes).filter((n) => !wanted.has(n.id));
+      if (drop.length) store.removeSelectedNodes(drop);
+      const add = ids.map((id) => store.findNode(id)).filter(Boolean);
+      if (add.length) store.addSelectedNodes(add);
+      this.selectedIds = [...ids];
     },
     fit() {
       // Fit the whole graph, but never below a readable zoom: a long pipeline then starts at its
@@ -358,6 +391,7 @@ export default {
       }
     },
     queueRemove(kind, id) {
+      if (this.serverRemoved && this.serverRemoved.has(id)) return;
       // Deleting a node also removes its edges: gather everything of one key press into one edit.
       if (!this.removing) {
         this.removing = { nodes: new Set(), edges: new Set() };

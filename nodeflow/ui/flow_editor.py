@@ -48,5 +48,8 @@ class FlowEditor(Element, component="flow_editor.js", esm={"nodeflow-vueflow": "
     def ack(self, reply: dict[str, Any]) -> None:
         self.run_method("ack", reply)
 
+    def select(self, ids: list[str]) -> None:
+        self.run_method("select", ids)
+
     def fit(self) -> None:
         self.run_method("fit")

@@ -17,7 +17,11 @@ from nodeflow.session import EditError, Session
 
 FOLDER_FORMATS = {"directory-path"}
 PATH_KEY = "x-nodeflow-path"  # how nodeflow.paths marks a param that names a folder or file
-LAYER_PARAM_NAMES = ("unfreeze", "trainable_layers", "layers_to_train")
+WIDGET_KEY = "x-widget"  # a param's schema may name its control, e.g. {"x-widget": "layers"}
+LAST_N_KEY = "x-last-n"  # on a layers param: the int param that picks the last N frozen blocks when none is named
+FOLDER_SVG = ('<svg viewBox="0 0 24 24" width="18" height="18" aria-hidden="true" class="nf-folder-icon">'
+              '<path fill="#f9a825" d="M10 4H4a2 2 0 0 0-2 2v12a2 2 0 0 0 2 2h16a2 2 0 0 0 2-2V8a2 2 0 0 0-2-2h-8z"/>'
+              '</svg>')
 
 
 def resolve(schema: dict[str, Any], prop: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -37,7 +41,7 @@ def resolve(schema: dict[str, Any], prop: dict[str, Any]) -> tuple[dict[str, Any
 
 def widget_kind(name: str, prop: dict[str, Any]) -> str:
     """Which control a param gets: select, switch, int, number, folder, text, list, layers or json."""
-    extra = prop.get("widget") or prop.get("x-widget")
+    extra = prop.get("widget") or prop.get(WIDGET_KEY)
     if extra:
         return str(extra)
     if "enum" in prop or "const" in prop:
@@ -55,8 +59,6 @@ def widget_kind(name: str, prop: dict[str, Any]) -> str:
         return "text"
     if kind == "array":
         items = prop.get("items", {})
-        if name in LAYER_PARAM_NAMES and items.get("type") == "string":
-            return "layers"
         if items.get("type") in ("string", "number", "integer"):
             return "list"
     return "json"
@@ -80,15 +82,17 @@ def human_count(n: int | float | None) -> str:
 
 
 class ParamForm:
-    """One node's form. ``on_edit`` is called after the session accepted a change."""
+    """One node's form. ``on_edit(redraw)`` is called after the session accepted a change; ``redraw``
+    is True when the change touched other fields than the one being edited (draw the form again)."""
 
     def __init__(self, session: Session, node_id: str, entry: dict[str, Any],
-                 on_edit: Callable[[], None] = lambda: None) -> None:
+                 on_edit: Callable[[bool], None] = lambda redraw: None) -> None:
         self.session = session
         self.node_id = node_id
         self.entry = entry
         self.on_edit = on_edit
         self.errors: dict[str, ui.label] = {}
+        self.watchers: list[Callable[[], None]] = []  # parts of the form that depend on other params
         spec = session.graph.node(node_id)
         self.params = {**(entry.get("defaults") or {}), **spec.params}
         schema = entry["params_schema"]
@@ -119,22 +123,19 @@ class ParamForm:
         elif kind == "switch":
             w = ui.switch(label, value=bool(value), on_change=change)
         elif kind in ("int", "number"):
-            lo = prop.get("minimum", prop.get("exclusiveMinimum"))
-            hi = prop.get("maximum", prop.get("exclusiveMaximum"))
-            bounds = (f" [{'−∞' if lo is None else _fmt(lo)} … {'∞' if hi is None else _fmt(hi)}]"
-                      if lo is not None or hi is not None else "")
-            w = ui.number(label + bounds, value=value, min=lo, max=hi, step=1 if kind == "int" else None,
-                          precision=0 if kind == "int" else None,
+            # no min/max on the control: it would clamp silently; the session refuses with the reason
+            w = ui.number(label + bounds_text(prop), value=value, step=1 if kind == "int" else None,
                           on_change=lambda e, n=name, k=kind: self.set(n, _number(e.value, k))).props("debounce=400")
         elif kind == "folder":
             with ui.row().classes("w-full items-end no-wrap gap-1"):
                 w = ui.input(label, value=value or "", on_change=lambda e, n=name: self.set(n, e.value or None
                                                                                       if nullable else e.value))
                 w.props("debounce=500").classes("grow")
-                ui.button(icon="folder_open", on_click=lambda n=name, field=w: self.pick_folder(field)) \
-                    .props("flat dense").tooltip("Choose a folder in the workspace")
+                with ui.button(on_click=lambda n=name, field=w: self.pick_folder(field)) \
+                        .props('flat dense aria-label="Choose a folder"').classes("nf-pick-folder"):
+                    ui.html(FOLDER_SVG, sanitize=False)
         elif kind == "layers":
-            LayerPicker(self, name, value or [])
+            LayerPicker(self, name, value or [], prop.get(LAST_N_KEY))
             return
         elif kind == "list":
             item_kind = prop.get("items", {}).get("type")
@@ -148,25 +149,45 @@ class ParamForm:
             w = ui.textarea(label + " (JSON)", value=json.dumps(value, indent=1),
                             on_change=lambda e, n=name: self.set_json(n, e.value)).props("debounce=700 autogrow")
         w.classes("w-full").mark(f"param-{name}")
-        if help_text:
-            w.tooltip(help_text)
+        if help_text:  # shown under the field (no tooltip: one aimed at a redrawn field logs "Anchor … not found")
             ui.label(help_text).classes("text-grey-6 text-xs nf-help")
 
     # -- applying ---------------------------------------------------------------------------------
     def set(self, name: str, value: Any) -> bool:
-        if self.params.get(name) == value and name in self.session.graph.node(self.node_id).params:
+        return self.set_many({name: value})
+
+    def set_many(self, values: dict[str, Any]) -> bool:
+        """Apply params as one undo step; the node's title follows if it was the automatic one."""
+        spec = self.session.graph.node(self.node_id)
+        if all(self.params.get(k) == v and k in spec.params for k, v in values.items()):
             return True
+        ops: list[dict[str, Any]] = [{"op": "set_params", "id": self.node_id, "params": values}]
+        title = self.follow_title({**self.params, **values}, spec.title)
+        if title is not None:
+            ops.append({"op": "rename", "id": self.node_id, "title": title})
         try:
-            self.session.edit("set_params", id=self.node_id, params={name: value})
+            self.session.edits(ops)
         except EditError as exc:
             reason = str(exc).removeprefix(f"{self.node_id}: ")
-            self.errors[name].set_text(f"Refused: {reason}")
-            self.errors[name].set_visibility(True)
+            for name in values:
+                self.errors[name].set_text(f"Refused: {reason}")
+                self.errors[name].set_visibility(True)
             return False
-        self.params[name] = value
-        self.errors[name].set_visibility(False)
-        self.on_edit()
+        self.params.update(values)
+        for name in values:
+            self.errors[name].set_visibility(False)
+        for watcher in self.watchers:
+            watcher()
+        self.on_edit(len(values) > 1)
         return True
+
+    def follow_title(self, new_params: dict[str, Any], title: str | None) -> str | None:
+        """The new automatic title when the current one is automatic (or none), else None."""
+        now = auto_title(self.entry, self.params)
+        if now is None or (title and title != now):
+            return None
+        new = auto_title(self.entry, new_params)
+        return new if new != now or title else None
 
     def set_json(self, name: str, text: str) -> None:
         try:
@@ -178,20 +199,26 @@ class ParamForm:
         self.set(name, value)
 
     def pick_folder(self, field: ui.input) -> None:
-        FolderPicker(self.session.workspace, lambda rel: field.set_value(rel))
+        FolderPicker(self.session.allowed_roots or [self.session.workspace], lambda rel: field.set_value(rel),
+                     workspace=self.session.workspace)
 
 
 class LayerPicker:
     """Which layers of the incoming model train: checkboxes with parameter counts, plus a freeze
     boundary (frozen blocks before it stay frozen, those from it on train). Layers the incoming
-    model already trains (a new head) are shown checked and locked."""
+    model already trains (a new head) are shown checked and locked.
 
-    def __init__(self, form: ParamForm, name: str, value: list[str]) -> None:
+    The ticks show the effective selection, the one the node will apply: with no layer named, the
+    last ``last_n`` frozen blocks (the node's own rule), and the picker says so."""
+
+    def __init__(self, form: ParamForm, name: str, value: list[str], last_n_param: str | None = None) -> None:
         self.form = form
         self.name = name
+        self.last_n_param = last_n_param
         self.layers = layer_facts(form.session.input_facts(form.node_id)) or []
         self.frozen = [layer["name"] for layer in self.layers if not layer.get("trainable")]
         self.chosen = list(value)
+        form.watchers.append(self._refresh)
         with ui.column().classes("w-full gap-1 nf-layer-picker"):
             ui.label("Layers to train").classes("text-subtitle2")
             if not self.layers:
@@ -201,29 +228,43 @@ class LayerPicker:
                     .classes("w-full")
                 return
             options = {i: f"from {n} on" for i, n in enumerate(self.frozen)}
-            options[len(self.frozen)] = "none picked (the node's default)"
+            options[len(self.frozen)] = (f"none by name ({last_n_param} decides)" if last_n_param
+                                         else "none by name")
             self.boundary = ui.select(options, label="Freeze boundary", value=self._boundary(),
                                       on_change=self.on_boundary).classes("w-full nf-freeze-boundary")
-            self.total = ui.label("").classes("text-xs text-grey-7 nf-layer-total")
+            self.total = ui.label("").classes("text-sm nf-layer-total")
+            self.source = ui.label("").classes("text-xs text-grey-8 nf-layer-source")
             self.boxes: dict[str, ui.checkbox] = {}
             with ui.column().classes("w-full gap-0 nf-layers"):
                 for layer in self.layers:
                     lname = layer["name"]
                     locked = bool(layer.get("trainable"))
                     with ui.row().classes("w-full items-center no-wrap gap-1 nf-layer").props(f"data-layer={lname}"):
-                        box = ui.checkbox(lname, value=locked or lname in self.chosen,
+                        box = ui.checkbox(lname, value=locked or lname in self.effective(),
                                           on_change=lambda e, n=lname: self.on_box(n, e.value)) \
                             .props("dense").classes("grow")
                         if locked:
                             box.disable()
-                            box.tooltip("Already trained by the incoming model")
                         self.boxes[lname] = box
                         kind = layer.get("kind") or ""
                         ui.label(f"{kind} · {human_count(layer.get('params')) or '?'}").classes("text-xs text-grey-7")
             self._refresh()
 
+    @property
+    def last_n(self) -> int:
+        value = self.form.params.get(self.last_n_param) if self.last_n_param else None
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    def effective(self) -> list[str]:
+        """The frozen layers this node unfreezes: the named ones, else the last ``last_n`` (as the node does)."""
+        if self.chosen:
+            return [n for n in self.frozen if n in self.chosen]
+        return self.frozen[-self.last_n:] if self.last_n else []
+
     def _boundary(self) -> int | None:
-        """The boundary, if the chosen layers are exactly the frozen tail; else None (a custom pick)."""
+        """The boundary, if the effective layers are exactly the frozen tail; else None (a custom pick)."""
+        if not self.chosen:
+            return len(self.frozen)
         for i in range(len(self.frozen) + 1):
             if set(self.frozen[i:]) == set(self.chosen):
                 return i
@@ -235,71 +276,161 @@ class LayerPicker:
         self.apply(self.frozen[int(e.value):])
 
     def on_box(self, name: str, checked: bool) -> None:
-        if name not in self.frozen or (name in self.chosen) == checked:
+        effective = set(self.effective())
+        if name not in self.frozen or (name in effective) == checked:
             return
-        chosen = set(self.chosen) | {name} if checked else set(self.chosen) - {name}
-        self.apply([n for n in self.frozen if n in chosen] + [n for n in self.chosen if n not in self.frozen])
+        chosen = effective | {name} if checked else effective - {name}
+        names = [n for n in self.frozen if n in chosen]
+        if names:
+            self.apply(names)
+        else:  # nothing ticked: name none and let last_n unfreeze none
+            self.apply([], extra={self.last_n_param: 0} if self.last_n else None)
 
-    def apply(self, names: list[str]) -> None:
-        if self.form.set(self.name, names):
+    def apply(self, names: list[str], extra: dict[str, Any] | None = None) -> None:
+        if self.form.set_many({self.name: names, **(extra or {})}):
             self.chosen = list(names)
         self._refresh()
+
+    def trainable(self) -> list[str]:
+        effective = set(self.effective())
+        return [layer["name"] for layer in self.layers
+                if layer["name"] in effective or layer["name"] not in self.frozen]
 
     def _refresh(self) -> None:
         if not self.layers:
             return
+        self.chosen = list(self.form.params.get(self.name) or [])
+        effective = set(self.effective())
         for lname in self.frozen:
             box = self.boxes[lname]
-            if box.value != (lname in self.chosen):
-                box.value = lname in self.chosen
+            if box.value != (lname in effective):
+                box.value = lname in effective
         self.boundary.value = self._boundary()
-        counts = {layer["name"]: layer.get("params") or 0 for layer in self.layers}
-        training = [n for n in counts if n in self.chosen or n not in self.frozen]
+        counts = {layer["name"]: layer.get("params") for layer in self.layers}
+        training = self.trainable()
+        unknown = [n for n in training if counts[n] is None]
+        self.total.props(f"data-params={sum(counts[n] or 0 for n in training)}")
         self.total.set_text(f"{len(training)} of {len(self.layers)} layers train: "
-                            f"{human_count(sum(counts[n] for n in training)) or 0} of "
-                            f"{human_count(sum(counts.values())) or 0} parameters"
-                            + ("" if self.chosen else " (no block picked: the node's default applies)"))
+                            f"{human_count(sum(counts[n] or 0 for n in training)) or 0} of "
+                            f"{human_count(sum(c or 0 for c in counts.values())) or 0} parameters"
+                            + (f" (+ {', '.join(unknown)}, sized when the data is known)" if unknown else ""))
+        unfrozen = self.effective()
+        if self.chosen:
+            self.source.set_text(f"Unfreezes {', '.join(unfrozen) or 'nothing'} (named in '{self.name}').")
+        elif self.last_n:
+            self.source.set_text(f"Unfreezes {', '.join(unfrozen) or 'nothing'}: no layer is named, so "
+                                 f"{self.last_n_param} = {self.last_n} picks the last {self.last_n} frozen "
+                                 f"block{'s' if self.last_n != 1 else ''}.")
+        else:
+            self.source.set_text("Unfreezes nothing: no layer is named"
+                                 + (f" and {self.last_n_param} = 0." if self.last_n_param else "."))
 
 
 class FolderPicker:
-    """A dialog that browses folders inside the workspace only; returns the folder relative to the
-    directory nodeflow runs in when it lies below it, else absolute."""
+    """A dialog that browses folders inside the allowed roots only (the workspace and each
+    ``--allow-root``, all shown at the top level); returns the folder relative to the directory
+    nodeflow runs in when it lies below it, else absolute. Icons are inline SVG: nothing here
+    waits for a font download."""
 
-    def __init__(self, workspace: Path, on_pick: Callable[[str], None]) -> None:
-        self.root = Path(workspace).resolve()
+    def __init__(self, roots: list[Path], on_pick: Callable[[str], None], workspace: Path | None = None) -> None:
+        resolved = list(dict.fromkeys(Path(r).resolve() for r in roots))
+        self.workspace = Path(workspace).resolve() if workspace is not None else resolved[0]
+        self.roots = [r for r in resolved if r.is_dir()] or [self.workspace]
         self.on_pick = on_pick
-        self.current = self.root
-        with ui.dialog() as self.dialog, ui.card().classes("w-96"):
-            self.title = ui.label("").classes("text-subtitle2")
+        self.current: Path | None = self.roots[0] if len(self.roots) == 1 else None  # None: the list of roots
+        with ui.dialog() as self.dialog, ui.card().classes("w-[28rem] nf-folder-picker"):
+            self.title = ui.label("").classes("text-subtitle2 nf-folder-title").style("overflow-wrap: anywhere")
             self.list = ui.column().classes("w-full gap-0 max-h-80 overflow-auto")
             with ui.row().classes("w-full justify-end"):
                 ui.button("Cancel", on_click=self.dialog.close).props("flat")
-                ui.button("Choose this folder", on_click=self.choose)
+                self.choose_btn = ui.button("Choose this folder", on_click=self.choose)
         self.show()
         self.dialog.open()
 
-    def show(self) -> None:
-        rel = self.current.relative_to(self.root)
-        self.title.set_text(f"workspace/{rel}" if str(rel) != "." else "workspace/")
-        self.list.clear()
-        with self.list:
-            if self.current != self.root:
-                ui.item("..", on_click=lambda: self.go(self.current.parent)).classes("w-full")
-            for child in sorted(p for p in self.current.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                ui.item(f"📁 {child.name}", on_click=lambda c=child: self.go(c)).classes("w-full")
+    def root_of(self, folder: Path) -> Path | None:
+        return next((r for r in self.roots if folder == r or r in folder.parents), None)
 
-    def go(self, folder: Path) -> None:
+    def label_of(self, root: Path) -> str:
+        return f"workspace ({root})" if root == self.workspace else str(root)
+
+    def _entry(self, text: str, on_click: Callable[[], None]) -> None:
+        with ui.item(on_click=on_click).classes("w-full nf-folder").props("dense"):
+            with ui.row().classes("items-center no-wrap gap-2"):
+                ui.html(FOLDER_SVG, sanitize=False)
+                ui.label(text).style("overflow-wrap: anywhere")
+
+    def show(self) -> None:
+        self.list.clear()
+        self.choose_btn.set_enabled(self.current is not None)
+        with self.list:
+            if self.current is None:
+                self.title.set_text("Allowed folders")
+                for root in self.roots:
+                    self._entry(self.label_of(root), lambda r=root: self.go(r))
+                return
+            root = self.root_of(self.current)
+            rel = self.current.relative_to(root)
+            self.title.set_text(self.label_of(root) + ("" if str(rel) == "." else f" / {rel.as_posix()}"))
+            if self.current != root:
+                ui.item("↑ ..", on_click=lambda: self.go(self.current.parent)).classes("w-full nf-folder-up")
+            elif len(self.roots) > 1:
+                ui.item("↑ all allowed folders", on_click=lambda: self.go(None)).classes("w-full nf-folder-up")
+            try:
+                children = sorted(p for p in self.current.iterdir() if p.is_dir() and not p.name.startswith("."))
+            except OSError as exc:
+                ui.label(f"cannot list this folder: {exc.strerror}").classes("text-negative text-sm")
+                children = []
+            for child in children:
+                self._entry(child.name, lambda c=child: self.go(c))
+
+    def go(self, folder: Path | None) -> None:
+        if folder is None:
+            self.current = None
+            self.show()
+            return
         folder = folder.resolve()
-        if folder == self.root or self.root in folder.parents:
+        if self.root_of(folder) is not None:
             self.current = folder
             self.show()
 
     def choose(self) -> None:
+        if self.current is None:
+            return
         # relative path params are read from the folder nodeflow runs in (RunContext.resolve_path)
         cwd = Path.cwd().resolve()
         chosen = self.current.relative_to(cwd) if self.current.is_relative_to(cwd) else self.current
         self.on_pick(chosen.as_posix())
         self.dialog.close()
+
+
+def auto_title(entry: dict[str, Any], params: dict[str, Any]) -> str | None:
+    """A title that says what a node with a layer picker (``x-widget: layers``) unfreezes, e.g.
+    "Unfreeze the last block" or "Unfreeze block4, block5"; None for other nodes."""
+    schema = entry.get("params_schema") or {}
+    props = [(n, resolve(schema, p)[0]) for n, p in schema.get("properties", {}).items()]
+    layers = [(n, p) for n, p in props if p.get(WIDGET_KEY) == "layers"]
+    if not layers:
+        return None
+    name, prop = layers[0]
+    chosen = params.get(name) or []
+    if chosen:
+        return "Unfreeze " + ", ".join(map(str, chosen))
+    last_n = params.get(prop[LAST_N_KEY]) if prop.get(LAST_N_KEY) else 0
+    if not isinstance(last_n, int) or last_n <= 0:
+        return "Unfreeze nothing"
+    return "Unfreeze the last block" if last_n == 1 else f"Unfreeze the last {last_n} blocks"
+
+
+def bounds_text(prop: dict[str, Any]) -> str:
+    """A number field's range as a label suffix: brackets for inclusive ends, parentheses for
+    exclusive ones, e.g. ``(0 … 10]`` for 0 < x ≤ 10."""
+    lo_in, lo_ex = prop.get("minimum"), prop.get("exclusiveMinimum")
+    hi_in, hi_ex = prop.get("maximum"), prop.get("exclusiveMaximum")
+    if lo_in is None and lo_ex is None and hi_in is None and hi_ex is None:
+        return ""
+    left = f"[{_fmt(lo_in)}" if lo_in is not None else f"({_fmt(lo_ex)}" if lo_ex is not None else "(−∞"
+    right = f"{_fmt(hi_in)}]" if hi_in is not None else f"{_fmt(hi_ex)})" if hi_ex is not None else "∞)"
+    return f" {left} … {right}"
 
 
 def _fmt(x: Any) -> str:

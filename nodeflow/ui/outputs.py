@@ -1,14 +1,22 @@
-"""What a node produced, beside the form: metric curves, a metrics table, a confusion matrix and
-sample images. Redrawn only when the node's snapshot actually changed."""
+"""What a node produced, beside the form: its error first when it failed, then metric curves, a
+metrics table, a confusion matrix and sample images, each labelled with the run it belongs to.
+Redrawn only when the node's snapshot actually changed."""
 
 from __future__ import annotations
 
 import json
+import re
+import time
+from collections.abc import Callable
 from typing import Any
 
 from nicegui import ui
 
 CHART_HEIGHT = "h-56"
+PREVIOUS_COLOR = "#b0b8c4"  # the previous run's curves, until the new run's replace them
+PREVIOUS_SUFFIX = " (previous run)"
+#: how node errors name the param to change: "parameter 'weights': ..." (see the executor's messages)
+PARAM_IN_ERROR = re.compile(r"\bparam(?:eter)? '([A-Za-z_][A-Za-z0-9_]*)'")
 #: series whose points carry an ``lr`` (the learning-rate finder's) are drawn against it, log scale
 LR_CHART = "Loss vs learning rate"
 
@@ -38,10 +46,16 @@ def _x(point: dict[str, Any]) -> float:
     return float(point.get("step") or 0)
 
 
-def chart_options(title: str, series: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def chart_options(title: str, series: dict[str, list[dict[str, Any]]],
+                  previous: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """One chart; ``previous`` (the run before this one) is drawn dashed and grey behind it."""
     by_epoch = any(p.get("epoch") is not None for pts in series.values() for p in pts)
     if title == LR_CHART:
         return lr_chart_options(series)
+    grey = {"color": PREVIOUS_COLOR}
+    old = [{"name": name + PREVIOUS_SUFFIX, "type": "line", "showSymbol": False, "silent": True, "z": 1,
+            "lineStyle": {**grey, "type": "dashed"}, "itemStyle": grey, "data": [[_x(p), p["value"]] for p in points]}
+           for name, points in (previous or {}).items()]
     return {
         "animation": False,
         "title": {"text": title, "textStyle": {"fontSize": 12}, "left": 4, "top": 0},
@@ -52,9 +66,9 @@ def chart_options(title: str, series: dict[str, list[dict[str, Any]]]) -> dict[s
                   ("Loss", "Accuracy") else "step", "nameLocation": "middle",
                   "nameGap": 20, "minInterval": 1 if not by_epoch else 0},
         "yAxis": {"type": "value", "scale": True},
-        "series": [{"name": name, "type": "line", "showSymbol": len(points) < 40, "smooth": False,
+        "series": [{"name": name, "type": "line", "showSymbol": len(points) < 40, "smooth": False, "z": 2,
                     "sampling": "lttb", "data": [[_x(p), p["value"]] for p in points]}
-                   for name, points in series.items()],
+                   for name, points in series.items()] + old,
     }
 
 
@@ -89,69 +103,146 @@ def find_images(previews: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]
     return found
 
 
-class OutputPanel:
-    """The selected node's live output. ``show`` is cheap when nothing changed."""
+def error_param(message: str, param: str | None = None) -> str | None:
+    """The param a node's error names, so the panel can link to its field."""
+    if param:
+        return param
+    found = PARAM_IN_ERROR.search(message or "")
+    return found.group(1) if found else None
 
-    def __init__(self) -> None:
-        self.container = ui.column().classes("w-full gap-2 nf-output")
+
+def _clock(t: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t)) if t else ""
+
+
+def run_label(live: dict[str, Any]) -> str:
+    """Which run the shown output belongs to, in words."""
+    run = live.get("run") or {}
+    state = live.get("state")
+    if state == "queued":
+        return "New run queued: below, the previous run's output" if live.get("previous") else "New run queued"
+    if state == "running":
+        return f"Run started {_clock(run.get('started'))}, running" if run.get("started") else "Running"
+    if state == "failed":
+        return f"Run of {_clock(run.get('started'))} failed" if run.get("started") else "Failed"
+    if run.get("finished"):
+        return f"Run of {_clock(run.get('started'))}, finished {_clock(run.get('finished'))}"
+    return "From the cache" if state == "cached" else ""
+
+
+class OutputPanel:
+    """The selected node's live output. ``show`` is cheap when nothing changed. ``on_param(node,
+    param)`` is called when the user follows the link to a param that an error names."""
+
+    def __init__(self, on_param: Callable[[str, str], None] | None = None) -> None:
+        # three parts, each redrawn only when its own content changed: a chart that is created and
+        # removed again before it was drawn would fail in the browser ("dispose" of nothing)
+        with ui.column().classes("w-full gap-2 nf-output") as self.container:
+            self.head = ui.column().classes("w-full gap-2")
+            self.charts = ui.column().classes("w-full gap-2")
+            self.rest = ui.column().classes("w-full gap-2")
+        self.on_param = on_param or (lambda node, param: None)
         self.node_id: str | None = None
-        self._sig: Any = None
+        self._sigs: dict[str, Any] = {}
         self._charts: dict[str, ui.echart] = {}
 
     def show(self, node_id: str | None, live: dict[str, Any] | None) -> None:
         live = live or {}
+        state = live.get("state")
         series = live.get("series") or {}
+        previous = live.get("previous") or {}
+        old_series = previous.get("series") or {} if state in ("queued", "running") else {}
         previews = live.get("previews") or {}
         metrics = live.get("metrics") or {}
-        sig = (node_id, tuple((k, len(v)) for k, v in series.items()), json.dumps(metrics, sort_keys=True, default=str),
-               tuple(sorted(previews)), id(previews.get("confusion_matrix")), live.get("state"))
-        if sig == self._sig:
-            return
-        same_layout = (self._sig is not None and self._sig[0] == node_id and self._sig[1:2] and
-                       tuple(k for k, _ in self._sig[1]) == tuple(series) and self._sig[3] == sig[3]
-                       and self._sig[2] == sig[2])
-        self._sig = sig
+        error = live.get("error") if state == "failed" else None
         groups = group_series(series)
-        if same_layout and set(groups) == set(self._charts):
-            for title, chart in self._charts.items():  # only new points: update the charts in place
-                chart.options.update(chart_options(title, groups[title]))
-                chart.update()
-            return
+        old_groups = group_series(old_series)
+        titles = list(dict.fromkeys([*groups, *old_groups]))
         self.node_id = node_id
-        self.container.clear()
-        self._charts = {}
-        with self.container:
-            if node_id is None:
-                ui.label("Select a node to see its output.").classes("text-grey-7 text-sm")
-                return
-            if metrics:
-                rows = [{"metric": k, "value": _number(v)} for k, v in metrics.items()]
-                ui.table(columns=[{"name": "metric", "label": "metric", "field": "metric", "align": "left"},
-                                  {"name": "value", "label": "value", "field": "value", "align": "right"}],
-                         rows=rows, row_key="metric").props("dense flat bordered").classes("w-full nf-metrics")
-            for title, group in groups.items():
-                self._charts[title] = ui.echart(chart_options(title, group)).classes(f"w-full {CHART_HEIGHT} nf-chart")
-            matrix = find_matrix(previews, metrics)
-            if matrix:
-                self._matrix(matrix)
-            table = previews.get("metrics_table")
-            if isinstance(table, dict) and table.get("columns") and isinstance(table.get("rows"), list):
-                ui.table(columns=[{"name": c, "label": c, "field": c, "align": "left" if i == 0 else "right"}
-                                  for i, c in enumerate(table["columns"])],
-                         rows=[{c: (f"{r.get(c):.3g}" if isinstance(r.get(c), float) else r.get(c))
-                                for c in table["columns"]} for r in table["rows"]],
-                         row_key=table["columns"][0]).props("dense flat bordered").classes("w-full nf-class-metrics")
-            for title, images in find_images(previews):
-                ui.label(f"What the model sees: {title}").classes("text-subtitle2")
-                with ui.element("div").classes("nf-samples grid grid-cols-4 gap-1 w-full"):
-                    for image in images[:32]:
-                        with ui.column().classes("gap-0 items-center"):
-                            ui.image(image["src"]).classes("w-full rounded").props("fit=contain no-spinner")
-                            if image.get("label") is not None:
-                                ui.label(str(image["label"])).classes("text-xs text-grey-8")
-            if not (metrics or groups or matrix or previews or live.get("state") == "running"):
-                ui.label("No output yet: run this node (▶ on the node, or 'Run selected').") \
-                    .classes("text-grey-7 text-sm")
+        head_sig = (node_id, state, error, live.get("error_param"), json.dumps(metrics, sort_keys=True, default=str),
+                    json.dumps(live.get("run"), default=str), bool(old_series), previous.get("started"),
+                    bool(titles or previews))
+        if head_sig != self._sigs.get("head"):
+            self._sigs["head"] = head_sig
+            self.head.clear()
+            with self.head:
+                self._head(node_id, live, error, metrics, old_series, previous, bool(titles or previews))
+        chart_sig = (node_id, tuple(titles))
+        if chart_sig != self._sigs.get("charts"):
+            self._sigs["charts"] = chart_sig
+            self.charts.clear()
+            self._charts = {}
+            with self.charts:
+                for title in titles:
+                    options = chart_options(title, groups.get(title, {}), old_groups.get(title))
+                    self._charts[title] = ui.echart(options).classes(f"w-full {CHART_HEIGHT} nf-chart")
+            self._sigs["points"] = None
+        points_sig = (tuple((k, len(v)) for k, v in series.items()), tuple((k, len(v)) for k, v in old_series.items()))
+        if points_sig != self._sigs.get("points"):
+            self._sigs["points"] = points_sig
+            for title, chart in self._charts.items():  # new points: update the charts in place
+                chart.options.clear()
+                chart.options.update(chart_options(title, groups.get(title, {}), old_groups.get(title)))
+                chart.update()
+        rest_sig = (node_id, hash(json.dumps(previews, sort_keys=True, default=str)),
+                    json.dumps(metrics, sort_keys=True, default=str))
+        if rest_sig != self._sigs.get("rest"):
+            self._sigs["rest"] = rest_sig
+            self.rest.clear()
+            with self.rest:
+                self._rest(previews, metrics)
+
+    def _head(self, node_id: str | None, live: dict[str, Any], error: str | None, metrics: dict[str, Any],
+              old_series: dict[str, Any], previous: dict[str, Any], has_output: bool) -> None:
+        if node_id is None:
+            ui.label("Select a node to see its output.").classes("text-grey-7 text-sm")
+            return
+        if error:
+            self._error(node_id, error, error_param(error, live.get("error_param")))
+        label = run_label(live)
+        if label:
+            ui.label(label).classes("text-caption text-grey-8 nf-run-label")
+        if metrics:
+            rows = [{"metric": k, "value": _number(v)} for k, v in metrics.items()]
+            ui.table(columns=[{"name": "metric", "label": "metric", "field": "metric", "align": "left"},
+                              {"name": "value", "label": "value", "field": "value", "align": "right"}],
+                     rows=rows, row_key="metric").props("dense flat bordered").classes("w-full nf-metrics")
+        if old_series:
+            ui.label("Grey dashed: the previous run"
+                     + (f" (of {_clock(previous.get('started'))})" if previous.get("started") else "")
+                     + ", until this run's curves replace it.").classes("text-caption text-grey-7 nf-previous-note")
+        if not (error or metrics or has_output or live.get("state") in ("running", "queued")):
+            ui.label("No output yet: run this node (▶ on the node, or 'Run selected').") \
+                .classes("text-grey-7 text-sm")
+
+    def _rest(self, previews: dict[str, Any], metrics: dict[str, Any]) -> None:
+        matrix = find_matrix(previews, metrics)
+        if matrix:
+            self._matrix(matrix)
+        table = previews.get("metrics_table")
+        if isinstance(table, dict) and table.get("columns") and isinstance(table.get("rows"), list):
+            ui.table(columns=[{"name": c, "label": c, "field": c, "align": "left" if i == 0 else "right"}
+                              for i, c in enumerate(table["columns"])],
+                     rows=[{c: (f"{r.get(c):.3g}" if isinstance(r.get(c), float) else r.get(c))
+                            for c in table["columns"]} for r in table["rows"]],
+                     row_key=table["columns"][0]).props("dense flat bordered").classes("w-full nf-class-metrics")
+        for title, images in find_images(previews):
+            ui.label(f"What the model sees: {title}").classes("text-subtitle2")
+            with ui.element("div").classes("nf-samples grid grid-cols-4 gap-1 w-full"):
+                for image in images[:32]:
+                    with ui.column().classes("gap-0 items-center"):
+                        ui.image(image["src"]).classes("w-full rounded").props("fit=contain no-spinner")
+                        if image.get("label") is not None:
+                            ui.label(str(image["label"])).classes("text-xs text-grey-8")
+
+    def _error(self, node_id: str, message: str, param: str | None) -> None:
+        with ui.column().classes("w-full gap-1 nf-error-box"):
+            ui.label("This node failed").classes("text-subtitle2 text-negative")
+            ui.label(message).classes("text-sm nf-error-text")
+            if param:
+                ui.link(f"Change '{param}' in the Parameters tab", "#") \
+                    .on("click.prevent", lambda n=node_id, p=param: self.on_param(n, p)) \
+                    .classes("text-sm nf-error-param").props(f"data-param={param}")
 
     @staticmethod
     def _matrix(payload: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ Pure Python (no NiceGUI), so the payloads the canvas gets are tested without a b
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from nodeflow.graph import Graph
@@ -27,11 +28,26 @@ class Hub:
         self._lock = threading.Lock()
         self._snap_key: tuple | None = None
         self._snap: dict[str, Any] | None = None
+        #: per node: when its latest run started and ended, the metrics it logged so far, the
+        #: param its failure named, and what the run before it showed (so runs do not mix)
+        self.runs: dict[str, dict[str, Any]] = {}
         self._unsubscribe = session.subscribe(self._on_event)
 
     def _on_event(self, event: Event) -> None:
-        # called on the run's thread: keep it tiny, the pollers do the rest
+        # called on the run's thread: keep it small, the pollers do the rest
         self.events += 1
+        if event.node_id is None:
+            return
+        run = self._run(event.node_id)
+        if event.kind == "node_started":
+            shown = ((self._snap or {}).get("nodes") or {}).get(event.node_id) or {}
+            previous = run["previous"] if shown.get("state") == "queued" else _output_of(shown, run)
+            run.update(started=time.time(), finished=None, names=set(), previous=previous, param=None)
+        elif event.kind == "metric":
+            run["names"].add(event.data.get("name"))
+        elif event.kind in ("node_finished", "node_failed", "interrupted"):
+            run["finished"] = time.time()
+            run["param"] = event.data.get("param") if event.kind == "node_failed" else None
 
     # -- snapshots ---------------------------------------------------------------------------
     def key(self) -> tuple:
@@ -41,9 +57,33 @@ class Hub:
         with self._lock:
             key = self.key()
             if key != self._snap_key or self._snap is None:
-                self._snap = self.session.snapshot()
+                self._snap = self._label_runs(self.session.snapshot())
                 self._snap_key = key
             return self._snap
+
+    def _run(self, node_id: str) -> dict[str, Any]:
+        return self.runs.setdefault(node_id, {"started": None, "finished": None, "names": set(), "previous": None,
+                                              "param": None})
+
+    def _label_runs(self, snap: dict[str, Any]) -> dict[str, Any]:
+        """Say which run each node's output belongs to. While a node waits or runs, what it showed
+        before moves to ``previous`` and only the metrics of the new run stay in ``metrics``."""
+        for node_id, live in snap["nodes"].items():
+            run = self.runs.get(node_id)
+            state = live.get("state")
+            if state == "queued":
+                run = self._run(node_id)
+                run["previous"] = _output_of(live, run) or run["previous"]
+                live["previous"] = run["previous"]
+                live["series"], live["metrics"] = {}, {}
+            elif state == "running" and run is not None:
+                live["previous"] = run["previous"]
+                live["metrics"] = {k: v for k, v in (live.get("metrics") or {}).items() if k in run["names"]}
+            if run is not None:
+                live["run"] = {"started": run["started"], "finished": run["finished"]}
+                if state == "failed":
+                    live["error_param"] = run["param"]
+        return snap
 
     # -- canvas payloads -----------------------------------------------------------------------
     def canvas_catalogue(self) -> dict[str, dict[str, Any]]:
@@ -99,6 +139,14 @@ class Hub:
                                 "seconds": snap["nodes"][node_id].get("seconds")}
                       for node_id, status in self.status_of(snap).items()},
         }
+
+
+def _output_of(live: dict[str, Any], run: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A node's curves and numbers as shown now, kept as the previous run's when a new one starts."""
+    if not (live.get("series") or live.get("metrics")):
+        return None
+    return {"series": live.get("series") or {}, "metrics": live.get("metrics") or {},
+            "started": (run or {}).get("started"), "finished": (run or {}).get("finished")}
 
 
 def _short(value: Any) -> str:

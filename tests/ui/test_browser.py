@@ -37,7 +37,7 @@ def test_canvas_draws_nodes_typed_handles_and_badges(page, pack_server):
     colour = handle(page, "c1", "value", "source").evaluate("el => getComputedStyle(el).backgroundColor")
     assert colour == "rgb(66, 165, 245)"  # the Number type's colour
     assert page.locator('.vue-flow__node[data-id="slow"] .nf-summary').inner_text().startswith("steps=20")
-    assert page.locator('.vue-flow__node[data-id="c1"] .nf-badge').inner_text() in ("idle", "cached", "stale")
+    assert page.locator('.vue-flow__node[data-id="c1"] .nf-badge').inner_text() in ("not run", "cached")
     shot(page, "editor-test-pack")
 
 

@@ -86,8 +86,9 @@ def test_template_fine_tune_layers_and_run(browser, template_server):
     tab.locator('.vue-flow__node[data-id="finetune"] .nf-title').click()
     tab.wait_for_selector(".nf-layer-picker .nf-layer[data-layer=block5]")
     assert tab.locator(".nf-layer").count() >= 8
+    # block5 shows ticked already (last_n=1 picks it): ticking block4 names both
+    assert tab.locator(".nf-layer[data-layer=block5] .q-checkbox").get_attribute("aria-checked") == "true"
     tab.locator(".nf-layer[data-layer=block4] .q-checkbox").click()
-    tab.locator(".nf-layer[data-layer=block5] .q-checkbox").click()
     deadline = time.time() + 10
     while time.time() < deadline:
         graph = template_server.api("GET", "/api/graph").json()

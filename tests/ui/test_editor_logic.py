@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from nodeflow.session import Session
 from nodeflow.ui.flow_editor import FlowEditor
 from nodeflow.ui.forms import human_count, resolve, widget_kind
 from nodeflow.ui.state import Hub, status_delta
+
+from .server import demo_graph, pack_registry
 
 
 def editor_element(user) -> FlowEditor:
@@ -124,12 +127,15 @@ def test_schema_widgets():
     schema = {"properties": {
         "lr": {"type": "number", "minimum": 0}, "n": {"type": "integer"}, "on": {"type": "boolean"},
         "mode": {"enum": ["a", "b"]}, "root": {"anyOf": [{"type": "string"}, {"type": "null"}], "x-nodeflow-path": "folder"},
-        "unfreeze": {"type": "array", "items": {"type": "string"}}, "name": {"type": "string"},
+        "unfreeze": {"type": "array", "items": {"type": "string"}, "x-widget": "layers"}, "name": {"type": "string"},
         "m": {"$ref": "#/$defs/M"}}, "$defs": {"M": {"enum": ["x", "y"]}}}
     kinds = {n: widget_kind(n, resolve(schema, p)[0]) for n, p in schema["properties"].items()}
     assert kinds == {"lr": "number", "n": "int", "on": "switch", "mode": "select", "root": "folder",
                      "unfreeze": "layers", "name": "text", "m": "select"}
     assert resolve(schema, schema["properties"]["root"])[1] is True
+    # the schema's hint decides, not the param's name
+    assert widget_kind("unfreeze", {"type": "array", "items": {"type": "string"}}) == "list"
+    assert widget_kind("blocks", {"type": "array", "items": {"type": "string"}, "x-widget": "layers"}) == "layers"
     assert human_count(138_357_544) == "138.4M" and human_count(512) == "512"
 
 
@@ -141,3 +147,57 @@ def test_summary_prefers_changed_params(workspace):
     hub = Hub(Session(pack_registry(), workspace, graph=demo_graph()))
     assert hub.summary("test.slow", {"delay": 0.5}).startswith("delay=0.5")
     assert "unknown" in hub.summary("nope", {})
+
+
+def test_a_new_run_keeps_the_previous_output_apart(workspace, monkeypatch):
+    """While a node runs again, its metrics are only the new run's, and the old curves and numbers
+    are kept as ``previous`` until the run ends."""
+    from nodeflow.node import Event
+
+    session = Session(pack_registry(), workspace, graph=demo_graph(), device="cpu")
+    hub = Hub(session)
+    feed = session._on_event  # the path the worker's events take
+    feed(Event("node_started", "slow", {}))
+    for epoch in range(3):
+        feed(Event("metric", "slow", {"name": "loss", "value": 1.0 / (epoch + 1), "step": epoch}))
+    feed(Event("metric", "slow", {"name": "trainable_params", "value": 100}))
+    feed(Event("node_finished", "slow", {"seconds": 1.0}))
+    first = hub.snapshot()["nodes"]["slow"]
+    assert set(first["metrics"]) == {"loss", "trainable_params"} and first["run"]["finished"]
+
+    feed(Event("node_started", "slow", {}))
+    feed(Event("metric", "slow", {"name": "trainable_params", "value": 200}))
+    monkeypatch.setattr(Session, "running", property(lambda self: True))  # as while its run thread lives
+    live = hub.snapshot()["nodes"]["slow"]
+    assert live["state"] == "running"
+    assert live["metrics"] == {"trainable_params": 200}  # not the old loss beside it
+    assert live["previous"]["metrics"] == {"loss": 1.0 / 3, "trainable_params": 100}
+    assert [p["value"] for p in live["previous"]["series"]["loss"]] == [1.0, 0.5, 1.0 / 3]
+    assert live["run"]["started"] > first["run"]["started"] and live["run"]["finished"] is None
+    monkeypatch.undo()
+    session.close()
+
+
+def test_editor_words_and_names():
+    from nodeflow.ui.app import default_file_name, file_name_problem
+    from nodeflow.ui.forms import auto_title, bounds_text
+    from nodeflow.ui.outputs import error_param
+
+    assert default_file_name("Cats vs dogs: feature extraction, then fine-tuning") == \
+        "cats_vs_dogs_feature_extraction_then_fine-tuning.json"
+    assert default_file_name(":: ") == "graph.json"
+    assert "NUL" in file_name_problem("a\x00b") and "':'" in file_name_problem("a:b")
+    assert file_name_problem("../x") and file_name_problem("") and file_name_problem("x" * 300)
+    assert file_name_problem("runs/my graph.json") is None
+    assert bounds_text({"exclusiveMinimum": 0, "maximum": 10}) == " (0 … 10]"
+    assert bounds_text({"minimum": 1, "maximum": 10000}) == " [1 … 10000]"
+    assert bounds_text({"minimum": 0}) == " [0 … ∞)" and bounds_text({}) == ""
+    assert error_param("parameter 'weights': could not download") == "weights"
+    assert error_param("no images", "root") == "root" and error_param("out of memory") is None
+    entry = {"params_schema": {"properties": {
+        "unfreeze": {"type": "array", "items": {"type": "string"}, "x-widget": "layers", "x-last-n": "last_n"},
+        "last_n": {"type": "integer"}}}}
+    assert auto_title(entry, {"unfreeze": [], "last_n": 1}) == "Unfreeze the last block"
+    assert auto_title(entry, {"unfreeze": [], "last_n": 2}) == "Unfreeze the last 2 blocks"
+    assert auto_title(entry, {"unfreeze": ["block4", "block5"], "last_n": 1}) == "Unfreeze block4, block5"
+    assert auto_title({"params_schema": {"properties": {"n": {"type": "integer"}}}}, {}) is None
