@@ -10,8 +10,8 @@ from pydantic import Field
 
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodeflow.paths import FolderPath
-from nodes._images import DatasetLayoutError, build_image_set, find_split_dirs, sample_grid, tree_fingerprint
-from nodes._values import IMAGES, ImageSet
+from nodes.engine.images import DatasetLayoutError, build_image_set, find_split_dirs, sample_grid, tree_fingerprint
+from nodes.ports import IMAGES, ImageSet
 
 
 def _class_names(root: str) -> list[str] | None:

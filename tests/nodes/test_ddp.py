@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from nodeflow.node import Event, RunContext
-from nodes._checkpoint import read_checkpoint
-from nodes._images import build_image_set
-from nodes._values import ModelValue
+from nodes.engine.checkpoint import read_checkpoint
+from nodes.engine.images import build_image_set
+from nodes.ports import ModelValue
 from nodes.training import Trainer
 from tests.imagegen import make_image_set
 

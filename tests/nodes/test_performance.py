@@ -16,13 +16,13 @@ from safetensors import safe_open
 
 from nodeflow.executor import Executor
 from nodeflow.node import Event
-from nodes._features import cache_cut, decide, features_for, prefix_digest
-from nodes._images import build_image_set, loader
-from nodes._models import build
-from nodes._pipeline import image_batches
-from nodes._store import MEMORY
-from nodes._torch import resolve_device
-from nodes._values import ModelValue
+from nodes.engine.feature_cache import cache_cut, decide, features_for, prefix_digest
+from nodes.engine.images import build_image_set, loader
+from nodes.engine.models import build
+from nodes.engine.pipeline import image_batches
+from nodes.engine.store import MEMORY
+from nodes.engine.device import resolve_device
+from nodes.ports import ModelValue
 from tests.nodes.conftest import ROOT
 from tests.nodes.graphs import classifier_graph
 
@@ -140,9 +140,9 @@ def test_entries_are_invalidated_exactly_when_weights_files_or_transform_change(
 
 def test_a_new_process_finds_the_entry_on_disk(shapes, tmp_path):
     code = ("import sys, torch; from pathlib import Path\n"
-            "from nodes._features import cache_cut, features_for, prefix_digest\n"
-            "from nodes._images import build_image_set\nfrom nodes._models import build\n"
-            "from nodes._torch import resolve_device\n"
+            "from nodes.engine.feature_cache import cache_cut, features_for, prefix_digest\n"
+            "from nodes.engine.images import build_image_set\nfrom nodes.engine.models import build\n"
+            "from nodes.engine.device import resolve_device\n"
             "torch.manual_seed(0)\n"
             "spec = {'input_shape': [3, 32, 32], 'layers': [{'kind': 'backbone', 'name': 'b', 'arch': 'resnet18'},"
             " {'kind': 'global_pool', 'name': 'pool'}, {'kind': 'dense', 'name': 'out', 'units': 2}]}\n"
@@ -169,7 +169,7 @@ def test_the_cache_follows_the_freeze_boundary_of_a_vgg_fine_tune():
     net = build(spec, load_weights=False)
     tuned = ModelValue(spec, frozen=("block1", "block2", "block3", "block4"))
     head_only = ModelValue(spec, frozen=("block1", "block2", "block3", "block4", "block5"))
-    from nodes._values import ImageSet
+    from nodes.ports import ImageSet
 
     data = ImageSet(("a", "b"), {"train": ()}, format=FMT)
     assert decide(net, tuned, data, "auto", 0).blocks == ["block1", "block2", "block3", "block4"]

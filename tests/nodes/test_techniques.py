@@ -15,15 +15,16 @@ import torch.nn.functional as F
 from PIL import Image
 
 from nodeflow.node import RunContext
-from nodes import _techniques as tech
-from nodes._images import make_transform
-from nodes._torch import seed_everything
-from nodes._training import apply_freezing, network
-from nodes._values import ModelValue
+from nodes.engine import augment, metrics, optim
+from nodes.engine.images import make_transform
+from nodes.engine.device import seed_everything
+from nodes.engine.loop import apply_freezing, network
+from nodes.ports import ModelValue
 from nodes.data import ImageFolderDataset, ImageFormatter
 from nodes.evaluation import Evaluate
-from nodes.techniques import LRFinder, fit_linear, recommend
-from nodes.training import FineTune, Trainer
+from nodes.advice import recommend
+from nodes.engine.linear import fit_linear
+from nodes.training import FineTune, LRFinder, Trainer
 from tests.imagegen import make_image_set
 
 RESNET = {"input_shape": [3, 32, 32], "layers": [
@@ -79,14 +80,14 @@ def test_param_groups_get_head_multiplier_layer_decay_and_fastai_style_lrs():
     def rates(groups):
         return {g["name"]: g["lr"] for g in groups}
 
-    plain = tech.layerwise_groups(net, model, 1e-3, head_mult=10)
+    plain = optim.layerwise_groups(net, model, 1e-3, head_mult=10)
     assert rates(plain) == {"backbone": 1e-3, "head": pytest.approx(1e-2)}
     assert sum(p.numel() for p in plain[1]["params"]) == 512 * 2 + 2
-    decayed = tech.layerwise_groups(net, model, 1e-3, head_mult=10, lr_decay=0.5)
+    decayed = optim.layerwise_groups(net, model, 1e-3, head_mult=10, lr_decay=0.5)
     assert rates(decayed) == pytest.approx({"layer2": 2.5e-4, "layer3": 5e-4, "layer4": 1e-3, "head": 1e-2})
-    fastai = tech.layerwise_groups(net, model, 1.0, block_lrs=[1e-5, 1e-4, 1e-2])
+    fastai = optim.layerwise_groups(net, model, 1.0, block_lrs=[1e-5, 1e-4, 1e-2])
     assert rates(fastai) == {"layer2": 1e-5, "layer3": 1e-5, "layer4": 1e-4, "head": 1e-2}
-    optimizer = tech.make_optimizer("sgd", fastai, 0.9, 0.0)
+    optimizer = optim.make_optimizer("sgd", fastai, 0.9, 0.0)
     assert [g["lr"] for g in optimizer.param_groups] == [1e-5, 1e-5, 1e-4, 1e-2]
     frozen = {id(p) for name in ("stem", "layer1") for p in getattr(net, name).parameters()}
     assert not frozen & {id(p) for g in optimizer.param_groups for p in g["params"]}
@@ -117,54 +118,71 @@ def test_frozen_batchnorm_statistics_do_not_change_while_fine_tuning(data32, tmp
 
 
 def test_label_smoothing_targets_and_loss_match_the_definition():
+    """The objective's soft-target loss is torch's cross-entropy with label smoothing, whose
+    targets are (1 − ε)·t + ε/K."""
     eps, k = 0.1, 4
     labels = torch.tensor([0, 3, 1])
-    targets = tech.smooth(tech.one_hot(labels, k), eps)
-    assert targets[0].tolist() == pytest.approx([1 - eps + eps / k, eps / k, eps / k, eps / k])
-    assert targets.sum(1).tolist() == pytest.approx([1, 1, 1])
     logits = torch.randn(3, k)
-    assert tech.soft_cross_entropy(logits, targets).item() == pytest.approx(
+    targets = augment.one_hot(labels, k) * (1 - eps) + eps / k
+    assert targets[0].tolist() == pytest.approx([1 - eps + eps / k, eps / k, eps / k, eps / k])
+    by_definition = -(targets * F.log_softmax(logits, 1)).sum(1).mean()
+    objective = augment.Objective(k, label_smoothing=eps, batch_augment="mixup", alpha=0.4)
+    soft = {"soft": augment.one_hot(labels, k)}
+    assert objective(logits, soft).item() == pytest.approx(by_definition.item(), rel=1e-5)
+    assert objective(logits, labels).item() == pytest.approx(
         F.cross_entropy(logits, labels, label_smoothing=eps).item(), rel=1e-5)
 
 
 def test_mixup_blends_images_and_labels_by_the_same_lambda():
     images, labels = indexed_batch()
-    perm = torch.tensor([5, 4, 3, 2, 1, 0])
-    mixed, targets = tech.mixup(images, tech.one_hot(labels, 6), 0.7, perm)
-    for i in range(6):
-        assert torch.allclose(mixed[i], torch.full_like(mixed[i], 0.7 * i + 0.3 * (5 - i)))
-        assert targets[i, i] == pytest.approx(0.7) and targets[i, 5 - i] == pytest.approx(0.3)
-    objective = tech.Objective(6, batch_augment="mixup", alpha=0.4, seed=3)
+    objective = augment.Objective(6, batch_augment="mixup", alpha=0.4, seed=3)
     mixed, found = objective.prepare(images, labels)
     values = found["soft"] @ torch.arange(6.0)  # the label-weighted source index = the pixel value
     assert torch.allclose(mixed[:, 0, 0, 0], values, atol=1e-5)
     assert torch.allclose(found["soft"].sum(1), torch.ones(6))
+    lam = found["soft"].max(1).values
+    assert torch.allclose(lam, lam[0].expand(6))  # one λ for the batch
+    for i in range(6):  # every image blends with one partner only, pixels and labels alike
+        assert int((found["soft"][i] > 0).sum()) <= 2
+        assert torch.allclose(mixed[i], mixed[i, 0, 0, 0].expand_as(mixed[i]))
+
+
+def test_mixing_draws_from_the_trainers_generator_so_a_resumed_run_mixes_alike():
+    images, labels = indexed_batch(size=10)
+    for kind in ("mixup", "cutmix", "ricap"):
+        first = augment.Objective(6, batch_augment=kind, alpha=0.4, generator=torch.Generator().manual_seed(7))
+        first.prepare(images, labels)
+        saved = first.generator.get_state()  # what an epoch checkpoint keeps
+        expected = first.prepare(images, labels)
+        resumed = augment.Objective(6, batch_augment=kind, alpha=0.4, generator=torch.Generator().manual_seed(0))
+        resumed.generator.set_state(saved)
+        torch.manual_seed(12345)  # the global stream (dropout, init) does not matter
+        got = resumed.prepare(images, labels)
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1]["soft"], expected[1]["soft"]), kind
 
 
 def test_cutmix_label_weight_is_the_pasted_box_area():
     images, labels = indexed_batch(size=10)
-    perm = torch.roll(torch.arange(6), 1)
-    box = tech.cutmix_box(10, 10, 0.64, np.random.default_rng(0))
-    mixed, targets, area = tech.cutmix(images, tech.one_hot(labels, 6), box, perm)
-    for i in range(6):
-        share = (mixed[i, 0] == perm[i]).float().mean().item()
-        assert share == pytest.approx(area) and targets[i, perm[i]] == pytest.approx(area)
-        assert targets[i, i] == pytest.approx(1 - area)
-    top, left, bottom, right = tech.cutmix_box(10, 10, 0.0, np.random.default_rng(0))
-    assert (bottom - top) * (right - left) <= 100
+    objective = augment.Objective(6, batch_augment="cutmix", alpha=1.0, seed=0)
+    for _ in range(5):
+        mixed, found = objective.prepare(images, labels)
+        for i in range(6):
+            for j in range(6):  # each source's label weight is its share of the pixels
+                share = (mixed[i, 0] == j).float().mean().item()
+                assert found["soft"][i, j].item() == pytest.approx(share, abs=1e-6)
 
 
 def test_ricap_label_weights_sum_to_one_and_match_the_patch_areas():
     images, labels = indexed_batch(size=12)
     rng = np.random.default_rng(1)
     perms = [torch.randperm(6, generator=torch.Generator().manual_seed(s)) for s in range(4)]
-    mixed, targets, weights = tech.ricap(images, tech.one_hot(labels, 6), (5, 8), perms, rng)
+    mixed, targets, weights = augment.ricap(images, augment.one_hot(labels, 6), (5, 8), perms, rng)
     assert weights == pytest.approx([5 * 8 / 144, 5 * 4 / 144, 7 * 8 / 144, 7 * 4 / 144])
     assert sum(weights) == pytest.approx(1)
     for i in range(6):
         shares = torch.stack([(mixed[i, 0] == j).float().mean() for j in range(6)])
         assert torch.allclose(targets[i], shares, atol=1e-6)  # label weight = share of pixels from that image
-    objective = tech.Objective(6, batch_augment="ricap", alpha=0.3, seed=0)
+    objective = augment.Objective(6, batch_augment="ricap", alpha=0.3, seed=0)
     for _ in range(5):
         mixed, found = objective.prepare(images, labels)
         assert torch.allclose(found["soft"].sum(1), torch.ones(6))
@@ -174,7 +192,8 @@ def test_ricap_label_weights_sum_to_one_and_match_the_patch_areas():
 @pytest.mark.parametrize("kind", ["mixup", "cutmix", "ricap"])
 def test_batch_augmentation_trains_and_asks_for_raw_images(data16, tmp_path, kind):
     params = Trainer.Params(batch_augment=kind)
-    assert tech.uses_random_batch_augment(params) and not tech.uses_random_batch_augment(Trainer.Params())
+    assert augment.uses_random_batch_augment(params.batch_augment)
+    assert not augment.uses_random_batch_augment(Trainer.Params().batch_augment)
     trained = train(tmp_path, ModelValue(spec=MLP), data16, epochs=4, batch_augment=kind, mix_alpha=0.4)
     assert trained.history[-1]["val_accuracy"] >= 0.8
 
@@ -187,7 +206,7 @@ def test_distillation_loss_matches_its_formula():
     p_teacher = torch.softmax(teacher / t, 1)
     kl = (p_teacher * (torch.log(p_teacher) - torch.log_softmax(student / t, 1))).sum(1).mean()
     expected = alpha * F.cross_entropy(student, labels) + (1 - alpha) * t * t * kl
-    got = tech.distillation_loss(student, teacher, tech.one_hot(labels, 3), alpha, t)
+    got = augment.distillation_loss(student, teacher, augment.one_hot(labels, 3), alpha, t)
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
@@ -213,7 +232,7 @@ def test_a_student_learns_from_the_teachers_soft_targets_alone(data16, tmp_path)
 def test_sgdr_restarts_the_lr_after_each_cycle_and_cycles_grow():
     weight = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([weight], lr=0.1)
-    schedule = tech.make_schedule("sgdr", optimizer, epochs=7, steps_per_epoch=4, step_size=1, gamma=0.1,
+    schedule = optim.make_schedule("sgdr", optimizer, epochs=7, steps_per_epoch=4, step_size=1, gamma=0.1,
                                   cycle_epochs=1, cycle_mult=2)
     lrs = []
     for _ in range(28):
@@ -225,13 +244,13 @@ def test_sgdr_restarts_the_lr_after_each_cycle_and_cycles_grow():
     assert all(lrs[s] == pytest.approx(0.1) for s in (0, 4, 12))
     assert lrs[8] == pytest.approx(0.05) and lrs[3] < 0.02  # cosine: halfway is half, the end is near 0
     for name in ("cosine", "step", "onecycle"):
-        assert tech.make_schedule(name, torch.optim.SGD([weight], lr=0.1), 2, 4, 1, 0.5) is not None
+        assert optim.make_schedule(name, torch.optim.SGD([weight], lr=0.1), 2, 4, 1, 0.5) is not None
 
 
 def test_adabound_follows_its_update_rule():
     lr, final_lr, gamma, b1, b2, eps = 0.01, 0.1, 1e-3, 0.9, 0.999, 1e-8
     weight = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
-    optimizer = tech.AdaBound([weight], lr=lr, final_lr=final_lr, gamma=gamma, betas=(b1, b2), eps=eps)
+    optimizer = optim.AdaBound([weight], lr=lr, final_lr=final_lr, gamma=gamma, betas=(b1, b2), eps=eps)
     w, m, v = [1.0, -2.0, 0.5], [0.0] * 3, [0.0] * 3
     grads = [[0.3, -1e-4, 2.0], [0.1, 5e-5, -1.0], [-0.2, 1e-6, 0.5]]
     for t, grad in enumerate(grads, start=1):
@@ -250,7 +269,7 @@ def test_adabound_follows_its_update_rule():
 
 def test_adabound_ends_up_as_sgd_with_the_final_lr():
     weight = torch.nn.Parameter(torch.tensor([1.0]))
-    optimizer = tech.AdaBound([weight], lr=1.0, final_lr=0.05, gamma=0.5)
+    optimizer = optim.AdaBound([weight], lr=1.0, final_lr=0.05, gamma=0.5)
     for _ in range(2000):
         weight.grad = torch.tensor([1.0])
         optimizer.step()
@@ -310,10 +329,10 @@ def test_topk_accuracy_counts_the_true_class_among_the_k_best():
     logits = torch.tensor([[0.1, 0.5, 0.4, 0.0], [0.9, 0.05, 0.03, 0.02], [0.2, 0.3, 0.1, 0.4]])
     true = torch.tensor([2, 3, 0])
     net = torch.nn.Identity()
-    with tech.TopK(net, 2) as top:
+    with metrics.TopK(net, 2) as top:
         net(logits)
     assert top.accuracy(true) == pytest.approx(1 / 3)  # row 0: 2 is second best; rows 1, 2: missed
-    with tech.TopK(net, 3) as top:
+    with metrics.TopK(net, 3) as top:
         net(logits)
     assert top.accuracy(true) == pytest.approx(2 / 3)
     assert Evaluate.Params().top_k == 5

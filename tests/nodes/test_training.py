@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from nodeflow.node import Event, RunContext
-from nodes._images import loader
-from nodes._training import network, set_mode
-from nodes._values import TRAINED_MODEL
+from nodes.engine.images import loader
+from nodes.engine.loop import network, set_mode
+from nodes.ports import TRAINED_MODEL
 from nodes.training import FineTune
 from tests.imagegen import make_image_set
 from tests.nodes.conftest import run

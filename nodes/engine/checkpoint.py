@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
-from nodeflow.graph import atomic_write_bytes
+from nodes.engine.files import atomic_write_bytes
 
 FORMAT = "nodeflow.checkpoint/1"
 

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from nodes._values import SPLITS, ImageSet
+from nodes.engine.values import SPLITS, ImageSet
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLIT_ALIASES = {"train": ("train", "training"), "validation": ("validation", "val", "valid"),
