@@ -18,7 +18,7 @@ from nodeflow.graph import atomic_write_bytes, atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodeflow.paths import FolderPath
 from nodes.checks import check_fit, data_facts, engine_errors, hooks, png_preview, value_facts
-from nodes.engine.images import image_files, tree_fingerprint
+from nodes.engine.images import folder_fingerprint, image_files
 from nodes.engine.inference import predict, score
 from nodes.engine.loop import network
 from nodes.engine.plots import line_plot_png
@@ -143,7 +143,7 @@ class Predict(Node):
 
     @classmethod
     def fingerprint(cls, params: Params) -> str:
-        return tree_fingerprint(Path(params.folder)) if params.folder else "no-folder"
+        return folder_fingerprint(Path(params.folder)) if params.folder else "no-folder"
 
     @classmethod
     def infer(cls, params: Params, inputs, node_id: str | None = None):
