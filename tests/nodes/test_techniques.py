@@ -98,6 +98,7 @@ def test_batch_augmentation_trains_and_asks_for_raw_images(data16, tmp_path, kin
     assert trained.history[-1]["val_accuracy"] >= 0.8
 
 
+@pytest.mark.slow
 def test_a_student_learns_from_the_teachers_soft_targets_alone(data16, tmp_path):
     """The student's training labels are shuffled: with distill_alpha 0 it never sees them and
     learns the teacher's function; trained on those labels alone it stays near chance."""

@@ -101,6 +101,7 @@ def test_finetune_returns_a_new_model_and_never_mutates_its_input(trained):
     assert net.dense1.training and not net.layer2.training
 
 
+@pytest.mark.slow
 def test_fine_tuning_a_pretrained_backbone_beats_training_from_scratch(registry, tmp_path):
     """Pretrain on one set of shapes, export, load the file as backbone weights, and learn other
     shapes from four images per class: the transferred features must win clearly."""
