@@ -92,15 +92,17 @@ def forward(net: nn.Sequential, images: torch.Tensor, prefix: int) -> torch.Tens
 
 @contextlib.contextmanager
 def stop_points(net: nn.Module, should_stop: Callable[[], bool]) -> Iterator[None]:
-    """Poll ``should_stop`` before every top-level block's forward, so a stop takes effect within
-    one block of a long forward pass (training, evaluation, feature-cache building alike), not
-    only at the next batch."""
+    """Poll ``should_stop`` before every layer's forward (every module without children), so a
+    stop takes effect within one layer of a long forward pass (training, evaluation, feature-cache
+    building alike), not only at the next batch. A poll is one Python call per layer: nothing next
+    to a convolution."""
 
     def check(module: nn.Module, args: Any) -> None:
         if should_stop():
             raise Stopped("stopped on request")
 
-    handles = [block.register_forward_pre_hook(check) for block in net.children()]
+    layers = [module for module in net.modules() if next(module.children(), None) is None]
+    handles = [layer.register_forward_pre_hook(check) for layer in layers]
     try:
         yield
     finally:

@@ -80,19 +80,22 @@ def test_decoding_the_images_once_honours_a_stop_request(data, hooks):
     assert entries(hooks.workspace / "decoded") == []
 
 
-def test_a_stop_takes_effect_between_the_blocks_of_one_forward_pass():
+def test_a_stop_takes_effect_between_the_layers_of_one_forward_pass():
+    """Pressed while the first layer of a block runs, the stop lands before that block's next layer."""
     ran = []
-    net = nn.Sequential(OrderedDict((f"b{i}", nn.Linear(4, 4)) for i in range(6)))
-    for name, block in net.named_children():
-        block.register_forward_hook(lambda module, args, out, name=name: ran.append(name))
+    net = nn.Sequential(OrderedDict((f"b{i}", nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4)))
+                                    for i in range(3)))
+    for name, layer in net.named_modules():
+        if isinstance(layer, (nn.Linear, nn.ReLU)):
+            layer.register_forward_hook(lambda module, args, out, name=name: ran.append(name))
     requested = {"stop": False}
-    net.b1.register_forward_hook(lambda *args: requested.update(stop=True))  # pressed while b1 runs
+    net.b1[0].register_forward_hook(lambda *args: requested.update(stop=True))  # pressed while b1.0 runs
     with stop_points(net, lambda: requested["stop"]):
         with pytest.raises(Stopped):
             net(torch.zeros(1, 4))
-    assert ran == ["b0", "b1"]
+    assert ran == ["b0.0", "b0.1", "b0.2", "b1.0"]
     net(torch.zeros(1, 4))  # the stop points are gone afterwards
-    assert ran[-1] == "b5"
+    assert ran[-1] == "b2.2"
 
 
 def test_entries_are_invalidated_exactly_when_weights_files_or_transform_change(shapes, tmp_path):
