@@ -106,8 +106,9 @@ def main() -> None:
         print(f"  stop {i + 1}: {latency:.2f} s", flush=True)
     step = statistics.median(step_times) if step_times else float("nan")
     p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
-    print(f"stop latency over {len(latencies)} stops: p50 {p50:.2f} s, p95 {p95:.2f} s, max {max(latencies):.2f} s "
-          f"(one training step takes {step:.2f} s)")
+    steps = f" (one training step takes {step:.2f} s)" if step_times else ""
+    print(f"stop latency over {len(latencies)} stops: p50 {p50:.2f} s, p95 {p95:.2f} s, max {max(latencies):.2f} s"
+          + steps)
     if args.json:
         Path(args.json).write_text(json.dumps({"latencies": latencies, "p50": p50, "p95": p95, "step": step,
                                                "load": load, **vars(args)}, indent=2))
