@@ -62,7 +62,6 @@ class FitConfig:
     feature_cache: str = "auto"
     augmented_copies: int = 0
     compile: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def record(self) -> dict[str, Any]:
         """The config as JSON, kept in checkpoints to say what they came from."""
