@@ -46,7 +46,7 @@ def launching(run: Callable[..., dict]) -> Callable[..., dict]:
 
     @functools.wraps(run)
     def wrapper(self, ctx: RunContext, params: Any, *args: Any, **kwargs: Any) -> dict:
-        devices = getattr(params, "devices", 1)
+        devices = params.devices
         if devices > 1 and not current().active:
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # nodeflow itself was started by torchrun
                 _join_torchrun_group(ctx)
