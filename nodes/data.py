@@ -10,8 +10,9 @@ from pydantic import Field
 
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodeflow.paths import FolderPath
-from nodes._images import DatasetLayoutError, build_image_set, find_split_dirs, sample_grid, tree_fingerprint
-from nodes._values import IMAGES, ImageSet
+from nodes.engine.images import (DatasetLayoutError, build_image_set, find_split_dirs, folder_fingerprint,
+                                 sample_grid)
+from nodes.ports import IMAGES, ImageSet
 
 
 def _class_names(root: str) -> list[str] | None:
@@ -81,7 +82,7 @@ class ImageFolderDataset(Node):
 
     @classmethod
     def fingerprint(cls, params: Params) -> str:
-        return tree_fingerprint(Path(params.root)) if params.root else "no-root"
+        return folder_fingerprint(Path(params.root)) if params.root else "no-root"
 
     @classmethod
     def infer(cls, params: Params, inputs, node_id: str | None = None):
@@ -114,7 +115,7 @@ class CatsVsDogsDataset(Node):
 
     @classmethod
     def fingerprint(cls, params: Params) -> str:
-        return tree_fingerprint(Path(params.root)) if params.root else "download:oxford-iiit-pet"
+        return folder_fingerprint(Path(params.root)) if params.root else "download:oxford-iiit-pet"
 
     @classmethod
     def infer(cls, params: Params, inputs, node_id: str | None = None):

@@ -1,10 +1,12 @@
-"""Evaluate a trained model, export it to files, and classify new images with it."""
+"""Evaluation nodes: score a trained model, compare learning curves, export a model to files, and
+classify new images with it."""
 
 from __future__ import annotations
 
 import importlib.util
 import io
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -15,32 +17,14 @@ from pydantic import Field
 from nodeflow.graph import atomic_write_bytes, atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodeflow.paths import FolderPath
-from nodes._images import LabelledImages, image_files, make_transform
-from nodes._features import prepare_evaluation
-from nodes._torch import resolve_device
-from nodes._techniques import TopK
-from nodes._training import evaluate, network
-from nodes._values import FILES, IMAGES, METRICS, PREDICTIONS, TRAINED_MODEL, FileList, ImageSet, Metrics, ModelValue
-from nodes.training import check_fit, data_facts, value_facts
+from nodes.checks import check_fit, data_facts, engine_errors, hooks, png_preview, value_facts
+from nodes.engine.images import folder_fingerprint, image_files
+from nodes.engine.inference import predict, score
+from nodes.engine.loop import network
+from nodes.engine.plots import line_plot_png
+from nodes.ports import FILES, IMAGES, METRICS, PREDICTIONS, TRAINED_MODEL, FileList, ImageSet, Metrics, ModelValue
 
-
-def scores(pred: torch.Tensor, true: torch.Tensor, classes: tuple[str, ...], beta: float) -> Metrics:
-    """Accuracy, macro precision / recall / F-beta, the confusion matrix and a per-class table."""
-    k = len(classes)
-    matrix = torch.bincount(true * k + pred, minlength=k * k).view(k, k)
-    tp = matrix.diag().double()
-    predicted, actual = matrix.sum(0).double(), matrix.sum(1).double()
-    precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
-    recall = torch.where(actual > 0, tp / actual.clamp(min=1), torch.zeros_like(tp))
-    b2 = beta * beta
-    denom = b2 * precision + recall
-    fbeta = torch.where(denom > 0, (1 + b2) * precision * recall / denom.clamp(min=1e-12), torch.zeros_like(tp))
-    rows = [{"class": c, "precision": precision[i].item(), "recall": recall[i].item(), "f_beta": fbeta[i].item(),
-             "support": int(actual[i].item())} for i, c in enumerate(classes)]
-    values = {"accuracy": (tp.sum() / max(len(true), 1)).item(), "precision": precision.mean().item(),
-              "recall": recall.mean().item(), "f_beta": fbeta.mean().item(), "samples": float(len(true))}
-    return Metrics(values, {"confusion_matrix": {"classes": list(classes), "matrix": matrix.tolist()},
-                            "per_class": rows, "beta": beta})
+LABEL_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
 
 
 class Evaluate(Node):
@@ -69,18 +53,13 @@ class Evaluate(Node):
         check_fit(value_facts(model), data_facts(data))
         if not data.split(params.split):
             raise ParamProblem(f"the data has no '{params.split}' images (splits: {data.counts()})", param="split")
-        device = resolve_device(ctx.device)
-        net = device.prepare(network(model, len(model.classes)))
-        net, batches = prepare_evaluation(ctx, net, model, data, params.split, device, params.batch_size)
-        with TopK(net, params.top_k) as top:
-            loss, _, pred, true = evaluate(net, batches, torch.nn.CrossEntropyLoss(), device)
-        metrics = scores(pred, true, model.classes, params.beta)
-        if 1 < params.top_k < len(model.classes):
-            metrics.values[f"top{params.top_k}_accuracy"] = top.accuracy(true)
+        with engine_errors(ctx, params.batch_size):
+            metrics, loss = score(model, data, params.split, params.batch_size, params.beta, params.top_k, hooks(ctx),
+                                  ctx.device)
         for name, value in metrics.values.items():
             ctx.log_metric(name, value)
         ctx.log_metric("loss", loss)
-        ctx.log(f"{params.split}: accuracy {metrics.values['accuracy']:.3f} on {len(true)} images")
+        ctx.log(f"{params.split}: accuracy {metrics.values['accuracy']:.3f} on {int(metrics.values['samples'])} images")
         ctx.preview("confusion_matrix", metrics.tables["confusion_matrix"])
         ctx.preview("metrics_table", {"columns": ["class", "precision", "recall", "f_beta", "support"],
                                       "rows": metrics.tables["per_class"]})
@@ -164,9 +143,7 @@ class Predict(Node):
 
     @classmethod
     def fingerprint(cls, params: Params) -> str:
-        from nodes._images import tree_fingerprint
-
-        return tree_fingerprint(Path(params.folder)) if params.folder else "no-folder"
+        return folder_fingerprint(Path(params.folder)) if params.folder else "no-folder"
 
     @classmethod
     def infer(cls, params: Params, inputs, node_id: str | None = None):
@@ -179,20 +156,53 @@ class Predict(Node):
         if not folder.is_dir():
             raise ParamProblem(f"folder '{folder}' does not exist", param="folder")
         paths = [str(p) for p in image_files(folder)]
-        device = resolve_device(ctx.device)
-        net = device.prepare(network(model, len(model.classes))).eval()
-        batches = torch.utils.data.DataLoader(LabelledImages([(p, -1) for p in paths], make_transform(model.format)),
-                                              batch_size=params.batch_size)
-        rows = []
-        with torch.inference_mode():
-            for i, (images, _) in enumerate(batches):
-                with device.autocast():
-                    probs = net(device.batch(images)).float().softmax(1).cpu()
-                confidence, label = probs.max(1)
-                start = i * params.batch_size
-                rows += [{"file": paths[start + j], "label": model.classes[int(label[j])],
-                          "confidence": float(confidence[j])} for j in range(len(label))]
-                ctx.progress(start + len(label), len(paths))
+        with engine_errors(ctx, params.batch_size):
+            probs = predict(model, paths, params.batch_size, hooks(ctx), ctx.device)
+        confidence, label = probs.max(1) if len(paths) else (probs.sum(1), probs.sum(1).long())
+        rows = [{"file": path, "label": model.classes[int(label[i])], "confidence": float(confidence[i])}
+                for i, path in enumerate(paths)]
         ctx.log(f"classified {len(rows)} images")
         ctx.preview("metrics_table", {"columns": ["file", "label", "confidence"], "rows": rows[:50]})
         return {"predictions": rows}
+
+
+class CompareCurves(Node):
+    """Puts two trained models' learning curves on one chart (e.g. from scratch vs fine-tuned on
+    the same data): each history metric becomes the series '<label>_<metric>' of this node."""
+
+    type = "eval.compare_curves"
+    title = "Compare learning curves"
+    category = "Evaluate"
+    inputs = (Port("a", TRAINED_MODEL, "First run, e.g. trained from scratch"),
+              Port("b", TRAINED_MODEL, "Second run, e.g. fine-tuned"))
+    outputs = (Port("comparison", METRICS, "Final value of each curve, and the curves"),)
+
+    class Params(NodeParams):
+        label_a: str = Field("scratch", pattern=LABEL_PATTERN, description="Name of the first run in the chart")
+        label_b: str = Field("finetune", pattern=LABEL_PATTERN, description="Name of the second run in the chart")
+        metrics: list[Literal["val_accuracy", "val_loss", "train_accuracy", "train_loss"]] = Field(
+            default_factory=lambda: ["val_accuracy", "val_loss"], min_length=1, description="Which curves to compare")
+
+    def run(self, ctx: RunContext, params: Params, a: ModelValue, b: ModelValue) -> dict:
+        if params.label_a == params.label_b:
+            raise ParamProblem("give the two runs different labels", param="label_b")
+        values: dict[str, float] = {}
+        curves: dict[str, list[list[float]]] = {}
+        for label, model in ((params.label_a, a), (params.label_b, b)):
+            for metric in params.metrics:
+                points = [(float(i), float(h[metric])) for i, h in enumerate(model.history, start=1)
+                          if metric in h and h[metric] is not None and math.isfinite(h[metric])]
+                name = f"{label}_{metric}"
+                for step, value in points:
+                    ctx.log_metric(name, value, step=int(step), epoch=int(step))
+                curves[name] = [list(p) for p in points]
+                if points:
+                    values[name] = points[-1][1]
+        for metric in params.metrics:
+            series = {label: curves[f"{label}_{metric}"] for label in (params.label_a, params.label_b)}
+            png = line_plot_png({k: [tuple(p) for p in v] for k, v in series.items()}, f"{metric} by epoch")
+            atomic_write_bytes(ctx.scratch / f"{metric}.png", png)
+            ctx.preview(f"compare_{metric}", png_preview(png, metric))
+        summary = ", ".join(f"{k} {v:.3f}" for k, v in values.items())
+        ctx.log(f"last epoch: {summary}")
+        return {"comparison": Metrics(values, {"curves": curves})}

@@ -1,6 +1,6 @@
 """Model nodes: each adds a layer to an architecture spec; shapes propagate, so nobody types in_features.
 
-The value is a JSON spec (see ``nodes._models``), cheap to cache; the network itself is built by
+The value is a JSON spec (see ``nodes.engine.models``), cheap to cache; the network itself is built by
 the trainer. Every node's ``infer`` builds the same spec on the meta device to report the output
 shape and the blocks with their parameter counts (which the fine-tune layer picker shows).
 """
@@ -15,26 +15,11 @@ from pydantic import Field, field_validator
 
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodeflow.paths import path_field
-from nodes._models import ACTIVATIONS, ARCHS, SpecError, WeightsUnavailable, imagenet_weights, summarize
-from nodes._values import MODEL, ModelValue
+from nodes.checks import model_facts
+from nodes.engine.models import ACTIVATIONS, ARCHS, SpecError, WeightsUnavailable, backbone_blocks, imagenet_weights, summarize
+from nodes.ports import MODEL, ModelValue
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
-
-
-def model_facts(model: ModelValue | dict[str, Any], param: str | None = None) -> dict[str, Any]:
-    """What static checking knows of a model: shapes, and the blocks with parameter counts and
-    whether each trains. Raises ParamProblem when the spec cannot be built."""
-    if isinstance(model, ModelValue):
-        spec, frozen = model.spec, list(model.frozen)
-    else:
-        spec, frozen = model["spec"], list(model.get("frozen", []))
-    try:
-        summary = summarize(spec)
-    except SpecError as exc:
-        raise ParamProblem(str(exc), param=param) from None
-    layers = [{**b, "trainable": b["name"] not in frozen} for b in summary["blocks"]]
-    return {"spec": spec, "frozen": frozen, "input_node": spec.get("input_node"), "input_shape": spec["input_shape"],
-            "output_shape": summary["output_shape"], "layers": layers}
 
 
 class _LayerNode(Node):
@@ -184,8 +169,6 @@ class Backbone(_LayerNode):
             path = ctx.resolve_path(params.weights)
         layers = [dict(layer) for layer in result.spec["layers"]]
         layers[-1]["weights_file"] = str(path)
-        from nodes._models import backbone_blocks
-
         backbone_blocks(layers[-1])  # fail here, naming this node, if the file does not fit the arch
         ctx.log(f"{params.arch} weights from {path}")
         return {"model": result.with_(spec={**result.spec, "layers": layers})}

@@ -1,74 +1,28 @@
-"""Training nodes: the trainer, and fine-tune (choose which blocks of a trained model train next)."""
+"""Training nodes: the trainer, fine-tune (choose which blocks of a trained model train next) and
+the learning-rate finder. Each turns its params into an engine config and its run context into
+hooks; the training itself is ``nodes.engine.fit``."""
 
 from __future__ import annotations
 
-import math
+import csv
+import io
 from typing import Any, Literal
 
-import torch
 from pydantic import Field
 
+from nodeflow.graph import atomic_write_bytes, atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
-from nodes._checkpoint import CheckpointError, pending_checkpoints, restore_checkpoint
-from nodes._distributed import current as current_group, launching
-from nodes._features import prepare_training, technique_blockers
-from nodes._pipeline import resolve_workers
-from nodes._torch import free_memory, is_out_of_memory, resolve_device, seed_everything
-from nodes._training import (NonFiniteLoss, apply_freezing, cpu_state, evaluate, frozen_prefix, network, resolve_spec,
-                             set_mode, train_one_epoch)
-from nodes import _techniques as tech
-from nodes._values import IMAGES, MODEL, TRAINED_MODEL, ImageSet, ModelValue
-from nodes.model import model_facts
+from nodes.checks import check_fit, data_facts, engine_errors, hooks, model_facts, png_preview, value_facts
+from nodes.engine.fit import FitConfig, NothingToTrain, TeacherMismatch, fit
+from nodes.engine.loop import NonFiniteLoss
+from nodes.engine.lr_range import LRRangeConfig, lr_range_test
+from nodes.engine.pipeline import resolve_workers
+from nodes.engine.plots import line_plot_png
+from nodes.launch import launching
+from nodes.ports import IMAGES, METRICS, MODEL, TRAINED_MODEL, ImageSet, Metrics, ModelValue
 
-
-def check_fit(model: dict[str, Any], data: dict[str, Any]) -> None:
-    """Raise ParamProblem when the images a trainer gets cannot go into the model it gets; the
-    message names the nodes to change (formatter, input layer, output layer)."""
-    format_node = data.get("format_node") or "the image formatter"
-    input_node = model.get("input_node") or "the input layer"
-    if data.get("formatted") is False:
-        source = data.get("dataset_node") or "the dataset"
-        raise ParamProblem(f"the images from '{source}' have no fixed size; put an image formatter between "
-                           f"'{source}' and this node", port="data", other_node=data.get("dataset_node"))
-    if data.get("image_size") and model.get("input_shape"):
-        made = [data["channels"], *data["image_size"]]
-        wanted = list(model["input_shape"])
-        if made != wanted:
-            c, h, w = made
-            c2, h2, w2 = wanted
-            raise ParamProblem(
-                f"image formatter '{format_node}' makes {c}×{h}×{w} images (channels×height×width) but input "
-                f"layer '{input_node}' expects {c2}×{h2}×{w2}; set {format_node}.height/width/channels or "
-                f"{input_node}.height/width/channels so they match", port="data", other_node=data.get("format_node"))
-    out = model.get("output_shape")
-    if out is not None and len(out) != 1:
-        raise ParamProblem(f"the model's output has shape {out}; end it with flatten (or global pool) and a "
-                           f"dense layer with units 'auto'", port="model")
-    classes = data.get("classes")
-    if out and out[0] != "auto" and classes and out[0] != len(classes):
-        last = model["layers"][-1]["name"] if model.get("layers") else "the last layer"
-        raise ParamProblem(f"the model ends in {out[0]} outputs ('{last}') but the data has {len(classes)} classes "
-                           f"{classes}; set {last}.units to {len(classes)} or 'auto'", port="model")
-    if model.get("classes") and classes and list(model["classes"]) != list(classes):
-        raise ParamProblem(f"the model was trained on classes {model['classes']} but the data has {classes}",
-                           port="data")
-
-
-def value_facts(model: ModelValue) -> dict[str, Any]:
-    """The facts ``check_fit`` compares, taken from a model value at run time."""
-    facts = model_facts(model)
-    facts["classes"] = list(model.classes) if model.trained else None
-    return facts
-
-
-def data_facts(data: ImageSet) -> dict[str, Any]:
-    """The facts ``check_fit`` compares, taken from a dataset value at run time."""
-    fmt = data.format
-    facts: dict[str, Any] = {"classes": list(data.classes), "formatted": fmt is not None,
-                             "dataset_node": data.sources.get("dataset"), "format_node": data.sources.get("format")}
-    if fmt:
-        facts.update(image_size=[fmt["height"], fmt["width"]], channels=fmt["channels"])
-    return facts
+#: Trainer params that are not settings of one training (how many processes run it)
+_LAUNCH_PARAMS = {"devices", "strategy", "loss", "workers", "block_lrs"}
 
 
 class Trainer(Node):
@@ -156,137 +110,23 @@ class Trainer(Node):
     @launching
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
             teacher: ModelValue | None = None) -> dict:
-        try:
-            return self._train(ctx, params, model, data, teacher)
-        except (torch.OutOfMemoryError, RuntimeError) as exc:
-            if not is_out_of_memory(exc):
-                raise
-            free_memory()
-            raise ParamProblem(f"ran out of memory ({str(exc).splitlines()[0][:160]}); try a smaller batch_size "
-                               f"(now {params.batch_size}) or smaller images", param="batch_size") from None
-
-    def _train(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
-               teacher: ModelValue | None = None) -> dict:
         check_fit(value_facts(model), data_facts(data))
-        device = resolve_device(ctx.device, params.mixed_precision)
-        generator = seed_everything(params.seed)
-        num_classes = len(data.classes)
-        net = network(model, num_classes)
-        apply_freezing(net, model.frozen)
-        net = device.prepare(net)
-        prefix = frozen_prefix(net, model.frozen)
-        groups = tech.layerwise_groups(net, model, params.lr, params.head_lr_mult, params.lr_decay, params.block_lrs)
-        if not groups:
-            raise ParamProblem("every layer of the model is frozen: nothing to train; unfreeze some blocks "
-                               "(fine-tune node) or set the backbone's feature_extractor to false", port="model")
-        trainable = sum(p.numel() for g in groups for p in g["params"])
-        ctx.log(f"training {trainable:,} parameters on {device.torch} ({len(data.split('train'))} images, "
-                f"{num_classes} classes)")
-        ctx.log_metric("trainable_params", trainable)
-        optimizer = tech.make_optimizer(params.optimizer, groups, params.momentum, params.weight_decay, params.final_lr)
-        group = current_group()
-        inputs = prepare_training(ctx, net, model, data, device, batch_size=group.per_rank(params.batch_size),
-                                  generator=generator, mode=params.feature_cache, copies=params.augmented_copies,
-                                  seed=params.seed, workers=resolve_workers(params.workers),
-                                  blockers=technique_blockers(params, teacher), shard=group.shard(params.seed),
-                                  main_first=group.main_first)
-        train_loader, val_loader = inputs.train, inputs.validation
-        body, prefix = group.wrap(inputs.body, inputs.prefix, device.torch, params.compile)
-        save_on_main = group.main_only(pending_checkpoints().save)
-        schedule = tech.make_schedule(params.schedule, optimizer, params.epochs, len(train_loader), params.step_size,
-                                      params.gamma, params.sgdr_cycle, params.sgdr_mult)
-        scaler = torch.amp.GradScaler(device.torch.type) if device.needs_scaler else None
-        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
-        objective = technique_objective(params, data, teacher, device)
-        history = list(model.history)
-        best: tuple[float, dict[str, Any]] | None = None
-        stale = 0
-        step = 0
-        total = params.epochs * len(train_loader)
-
-        def on_batch(loss: float) -> None:
-            nonlocal step
-            step += 1
-            ctx.log_metric("batch_loss", loss, step=step)
-            ctx.progress(step, total)
-
-        checkpoint = ctx.checkpoints / "last.safetensors"
-        first = 1
-        if checkpoint.is_file():
+        config = FitConfig(**params.model_dump(exclude=_LAUNCH_PARAMS), block_lrs=tuple(params.block_lrs),
+                           workers=resolve_workers(params.workers), device=ctx.device)
+        with engine_errors(ctx, params.batch_size):
             try:
-                meta = restore_checkpoint(checkpoint, model=net, optimizer=optimizer, scheduler=schedule,
-                                          generator=generator)
-            except CheckpointError as exc:
-                ctx.log(f"starting afresh: {exc}")
-            else:
-                first, history, step = meta["epoch"] + 1, meta["history"], meta["extra"]["step"]
-                ctx.log(f"resuming after epoch {meta['epoch']} from an interrupted attempt")
-        for epoch in range(first, params.epochs + 1):
-            set_mode(net, True, model.frozen, model.bn_frozen)
-            inputs.set_epoch(epoch)
-            try:
-                train_loss, train_acc = train_one_epoch(body, train_loader, optimizer, objective or loss_fn, device,
-                                                        prefix, scaler, schedule, on_batch, params.grad_clip,
-                                                        prepare=objective.prepare if objective else None)
+                result = fit(model, data, config, hooks(ctx, checkpoints=True), teacher)
+            except NothingToTrain as exc:
+                raise ParamProblem(f"{exc}; unfreeze some blocks (fine-tune node) or set the backbone's "
+                                   "feature_extractor to false", port="model") from None
+            except TeacherMismatch as exc:
+                raise ParamProblem(str(exc), port="teacher") from None
             except NonFiniteLoss as exc:
-                lr = optimizer.param_groups[0]["lr"]
                 clip = "a lower grad_clip" if params.grad_clip else "grad_clip (e.g. 1.0)"
-                raise ParamProblem(f"{exc} of epoch {epoch} (learning rate {lr:g}); lower lr or set {clip}. "
-                                   "Nothing after this node runs; the last finished epoch stays as a checkpoint",
+                raise ParamProblem(f"{exc} of epoch {exc.epoch} (learning rate {exc.lr:g}); lower lr or set {clip}. Nothing after "
+                                   "this node runs; the last finished epoch stays as a checkpoint",
                                    param="lr") from None
-            val_loss, val_acc, _, val_true = evaluate(inputs.eval_body, val_loader, loss_fn, device)
-            train_loss, train_acc, val_loss, val_acc = group.reduce((train_loss, train_acc, 1),
-                                                                    (val_loss, val_acc, len(val_true)))
-            record = {"epoch": len(history) + 1, "train_loss": train_loss, "train_accuracy": train_acc,
-                      "val_loss": val_loss, "val_accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"]}
-            history.append(record)
-            for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-                if not math.isnan(record[name]):
-                    ctx.log_metric(name, record[name], step=epoch)
-            ctx.log(f"epoch {epoch}/{params.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f}, "
-                    f"val loss {val_loss:.4f} acc {val_acc:.3f}")
-            save_on_main(checkpoint, epoch=epoch, model=net, optimizer=optimizer, scheduler=schedule,
-                            config=params.model_dump(mode="json"), history=history, generator=generator,
-                            extra={"step": step})
-            if params.early_stopping and not math.isnan(val_loss):
-                if best is None or val_loss < best[0]:
-                    best = (val_loss, cpu_state(net))
-                    stale = 0
-                else:
-                    stale += 1
-                    if stale >= params.early_stopping:
-                        ctx.log(f"early stop after epoch {epoch}: no better validation loss for {stale} epochs")
-                        break
-        state = best[1] if best is not None else cpu_state(net)
-        if best is not None:
-            ctx.log(f"kept the weights with the lowest validation loss ({best[0]:.4f})")
-        trained = ModelValue(spec=resolve_spec(model.spec, num_classes), frozen=model.frozen,
-                             bn_frozen=model.bn_frozen, state=state, classes=data.classes, format=data.format,
-                             history=tuple(history))
-        return {"model": trained}
-
-
-def technique_objective(params: Trainer.Params, data: ImageSet, teacher: ModelValue | None, device):
-    """The loss for batch augmentation and distillation (None when neither is on: plain
-    cross-entropy then). The teacher must take the student's images and know its classes."""
-    if teacher is None and not tech.uses_random_batch_augment(params):
-        return None
-    net = None
-    if teacher is not None:
-        facts = value_facts(teacher)
-        if list(teacher.classes) != list(data.classes):
-            raise ParamProblem(f"the teacher was trained on classes {list(teacher.classes)} but the data has "
-                               f"{list(data.classes)}", port="teacher")
-        made = data_facts(data)
-        if made.get("image_size") and list(facts["input_shape"]) != [made["channels"], *made["image_size"]]:
-            raise ParamProblem(f"the teacher takes {facts['input_shape']} images but the data is formatted to "
-                               f"{[made['channels'], *made['image_size']]}; give both the same input size",
-                               port="teacher")
-        net = device.prepare(network(teacher, len(data.classes)))
-        for p in net.parameters():
-            p.requires_grad_(False)
-    return tech.Objective(len(data.classes), params.label_smoothing, params.batch_augment, params.mix_alpha,
-                          params.seed, net, params.distill_alpha, params.distill_temperature, device.autocast)
+        return {"model": result.model}
 
 
 class FineTune(Node):
@@ -337,3 +177,73 @@ class FineTune(Node):
         ctx.log(f"unfrozen: {', '.join(now_trainable) or 'nothing'}; still frozen: {', '.join(frozen) or 'nothing'}")
         ctx.log_metric("trainable_params", sum(b["params"] or 0 for b in layers if b["name"] not in frozen))
         return {"model": model.with_(frozen=tuple(frozen), bn_frozen=params.freeze_batchnorm)}
+
+
+class LRFinder(Node):
+    """Learning-rate range test (fastai's lr_find): trains on mini-batches while raising the LR
+    exponentially, until the loss blows up. Suggests an LR one order of magnitude below the one
+    with the lowest (smoothed) loss; set it as the trainer's lr. The curve is drawn in the editor
+    and written as lr_finder.csv / lr_finder.png beside the node's cached outputs."""
+
+    type = "train.lr_finder"
+    title = "Learning-rate finder"
+    category = "Training"
+    inputs = (Port("model", MODEL, "The model you are about to train"),
+              Port("data", IMAGES, "Formatted images (the training split is used)"))
+    outputs = (Port("result", METRICS, "suggested_lr, min_loss_lr and the loss-vs-LR curve"),)
+
+    class Params(NodeParams):
+        start_lr: float = Field(1e-7, gt=0, le=1, description="First learning rate tried")
+        end_lr: float = Field(10.0, gt=0, le=1000, description="Last learning rate tried (if the loss has not blown up)")
+        steps: int = Field(100, ge=5, le=10_000, description="Mini-batches in the sweep")
+        diverge: float = Field(4.0, gt=1, le=100, description=(
+            "Stop when the smoothed loss exceeds this many times its minimum"))
+        smoothing: float = Field(0.9, ge=0, lt=1, description="Exponential smoothing of the loss (0: none)")
+        optimizer: Literal["sgd", "adam", "adamw", "rmsprop", "adabound"] = Field(
+            "adam", description="Optimiser to sweep (use the trainer's)")
+        momentum: float = Field(0.9, ge=0, lt=1, description="Momentum (SGD only)")
+        weight_decay: float = Field(0.0, ge=0, le=1, description="L2 weight decay")
+        head_lr_mult: float = Field(1.0, gt=0, le=1000, description="Head LR multiplier, as in the trainer")
+        batch_size: int = Field(20, ge=1, le=4096, description="Images per step")
+        seed: int = Field(0, ge=0, description="Seed of weight init and data order")
+
+    @classmethod
+    def infer(cls, params: Params, inputs, node_id: str | None = None):
+        if params.end_lr <= params.start_lr:
+            raise ParamProblem("end_lr must be larger than start_lr", param="end_lr")
+        check_fit(inputs.get("model") or {}, inputs.get("data") or {})
+        return {}
+
+    def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
+        if params.end_lr <= params.start_lr:
+            raise ParamProblem("end_lr must be larger than start_lr", param="end_lr")
+        check_fit(value_facts(model), data_facts(data))
+        config = LRRangeConfig(**params.model_dump(), device=ctx.device)
+        with engine_errors(ctx, params.batch_size):
+            try:
+                found = lr_range_test(model, data, config, hooks(ctx))
+            except NothingToTrain as exc:
+                raise ParamProblem(str(exc), port="model") from None
+        if found.suggested is None:
+            raise ParamProblem(f"the loss was not finite from the start (lr {params.start_lr:g}); lower start_lr",
+                               param="start_lr")
+        suggested, at_min = found.suggested, found.min_loss_lr
+        ctx.log(f"lowest loss at lr {at_min:.3g}; suggested lr {suggested:.3g} (one order of magnitude lower)")
+        ctx.log_metric("suggested_lr", suggested)
+        ctx.log_metric("min_loss_lr", at_min)
+        self._write_files(ctx, found.lrs, found.raw, found.smooth, suggested)
+        curve = {"lr": found.lrs, "loss": found.raw, "smoothed": found.smooth}
+        return {"result": Metrics({"suggested_lr": suggested, "min_loss_lr": at_min, "min_loss": min(found.smooth),
+                                   "steps": float(len(found.lrs))}, {"curve": curve})}
+
+    @staticmethod
+    def _write_files(ctx: RunContext, lrs: list[float], raw: list[float], smooth: list[float], suggested: float) -> None:
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(["lr", "loss", "smoothed_loss"])
+        writer.writerows(zip(lrs, raw, smooth))
+        atomic_write_text(ctx.scratch / "lr_finder.csv", text.getvalue())
+        png = line_plot_png({"smoothed loss": list(zip(lrs, smooth))}, "loss vs learning rate (log)",
+                                 log_x=True, marker_x=suggested)
+        atomic_write_bytes(ctx.scratch / "lr_finder.png", png)
+        ctx.preview("lr_finder_plot", png_preview(png, f"suggested lr {suggested:.2g}"))

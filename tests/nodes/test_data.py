@@ -11,8 +11,8 @@ import torch
 from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.node import ParamProblem, RunContext
-from nodes._images import make_transform
-from nodes._values import IMAGES
+from nodes.engine.images import make_transform
+from nodes.ports import IMAGES
 from nodes.data import Augmentation, CatsVsDogsDataset, ImageFolderDataset, ImageFormatter
 from tests.imagegen import make_image_set
 
@@ -35,7 +35,7 @@ def test_pet_images_layout_skips_corrupt_files_with_a_count_and_converts_modes(t
     assert counts == {"train": [10, 10], "validation": [5, 5], "test": [5, 5]}
     transform = make_transform({"height": 24, "width": 24, "channels": 3, "resize": "shorter_side",
                                 "crop": "center", "normalize": "imagenet"})
-    from nodes._images import load_rgb
+    from nodes.engine.images import load_rgb
 
     odd = [p for items in data.splits.values() for p, _ in items if p.endswith(".png") or "0000" in p or "0001" in p]
     assert odd and all(transform(load_rgb(p)).shape == (3, 24, 24) for p in odd)
@@ -54,7 +54,7 @@ def test_formatter_makes_the_requested_shape_from_any_image_size(tmp_path, size,
     root = make_image_set(tmp_path, per_class=4, size=30, vary_size=True)
     params = ImageFormatter.Params(height=size[0], width=size[1], channels=channels)
     transform = make_transform(params.model_dump(mode="json"))
-    from nodes._images import load_rgb
+    from nodes.engine.images import load_rgb
 
     for path in (root / "train").rglob("*.jpg"):
         assert transform(load_rgb(str(path))).shape == (channels, *size)
@@ -64,7 +64,7 @@ def test_augmentation_changes_training_images_only(shapes):
     fmt = ImageFormatter.Params(height=32, width=32).model_dump(mode="json")
     ops = Augmentation.ops(Augmentation.Params(hflip=0.5, random_resized_crop=True, rotation=20, color_jitter=0.4,
                                                blur=0.5, policy="trivialaugment", random_erasing=0.5))
-    from nodes._images import load_rgb
+    from nodes.engine.images import load_rgb
 
     image = load_rgb(str(next((shapes / "train").rglob("*.jpg"))))
     torch.manual_seed(0)

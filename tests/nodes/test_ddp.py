@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from nodeflow.node import Event, RunContext
-from nodes._checkpoint import read_checkpoint
-from nodes._images import build_image_set
-from nodes._values import ModelValue
+from nodes.engine.checkpoint import read_checkpoint
+from nodes.engine.images import build_image_set
+from nodes.ports import ModelValue
 from nodes.training import Trainer
 from tests.imagegen import make_image_set
 
@@ -48,6 +48,7 @@ def assert_same_model(a, b) -> None:
         assert torch.allclose(tensor, b.state[name], atol=1e-5), name
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_model_one_process_trains(tiny, tmp_path):
     assert len(tiny.split("train")) == 24
     single, _, _ = train(tiny, tmp_path / "one", "single")
@@ -62,6 +63,7 @@ def test_two_processes_train_the_model_one_process_trains(tiny, tmp_path):
     assert not (ctx.checkpoints / "ddp-job").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_with_the_feature_cache_resume_from_rank_zeros_checkpoint(tiny, tmp_path):
     frozen = ("flat", "hidden")
     single, _, _ = train(tiny, tmp_path / "one", "single", frozen=frozen)

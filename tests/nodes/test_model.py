@@ -7,8 +7,8 @@ import torch
 
 from nodeflow.executor import Executor
 from nodeflow.graph import Graph
-from nodes._models import SpecError, build, summarize
-from nodes._values import MODEL, ModelValue
+from nodes.engine.models import SpecError, build, summarize
+from nodes.ports import MODEL, ModelValue
 from tests.nodes.conftest import small_template, with_params
 
 

@@ -26,6 +26,7 @@ def test_technique_templates_validate_once_the_dataset_is_set(registry, shapes, 
         assert Executor(registry, workspace).validate(graph) == [], name
 
 
+@pytest.mark.slow
 def test_hotdog_template_runs_both_twins_with_techniques_set_from_the_cli(shapes, tmp_path):
     values = {**HOTDOG, "dataset.root": str(shapes), "dataset.max_per_class": 12, "train_ft.batch_augment": "mixup", "train_ft.schedule": "sgdr",
               "train_ft.block_lrs": [1e-3, 1e-2], "train_sc.optimizer": "adabound", "train_sc.label_smoothing": 0.1}
@@ -43,6 +44,7 @@ def test_hotdog_template_runs_both_twins_with_techniques_set_from_the_cli(shapes
     assert wrong.returncode == 1 and "train_ft.batch_augment" in wrong.stderr
 
 
+@pytest.mark.slow
 def test_compare_node_draws_both_runs_on_one_chart(registry, shapes, tmp_path):
     events = []
     graph = with_params(Graph.load(template_path("hotdog_resnet18_finetune")), {**HOTDOG, "dataset.root": str(shapes)})
@@ -61,6 +63,7 @@ def test_compare_node_draws_both_runs_on_one_chart(registry, shapes, tmp_path):
     assert fc.spec["layers"][-1]["init"] == "xavier_uniform" and fc.spec["layers"][-1]["name"] == "fc"
 
 
+@pytest.mark.slow
 def test_cnn_codes_linear_template_learns_and_reports_top_k(registry, tmp_path):
     four = make_image_set(tmp_path / "four", ("circle", "square", "stripes", "cross"), per_class=30, size=32, seed=5)
     graph = with_params(Graph.load(template_path("cnn_codes_linear")),

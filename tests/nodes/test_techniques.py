@@ -1,6 +1,7 @@
-"""Each fine-tuning technique does what defines it: LR groups, frozen BN statistics, mixed images
-with matching label weights, smoothed targets, distillation, SGDR restarts, AdaBound's update rule,
-the LR finder's suggestion, CNN codes + a linear classifier, top-k accuracy, the strategy advice."""
+"""Each fine-tuning technique works through its node: discriminative LRs and frozen BN statistics in
+the trainer, batch augmentation and distillation that train, the LR finder's suggestion, the
+strategy advice, per-image augmentation. What defines each technique on tensors is tested beside
+the engine (tests/nodes/engine/)."""
 
 from __future__ import annotations
 
@@ -11,19 +12,18 @@ import random
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from nodeflow.node import RunContext
-from nodes import _techniques as tech
-from nodes._images import make_transform
-from nodes._torch import seed_everything
-from nodes._training import apply_freezing, network
-from nodes._values import ModelValue
+from nodes.engine import augment
+from nodes.engine.images import make_transform
+from nodes.engine.device import seed_everything
+from nodes.engine.loop import network
+from nodes.ports import ModelValue
 from nodes.data import ImageFolderDataset, ImageFormatter
 from nodes.evaluation import Evaluate
-from nodes.techniques import LRFinder, fit_linear, recommend
-from nodes.training import FineTune, Trainer
+from nodes.advice import recommend
+from nodes.training import FineTune, LRFinder, Trainer
 from tests.imagegen import make_image_set
 
 RESNET = {"input_shape": [3, 32, 32], "layers": [
@@ -62,34 +62,7 @@ def train(workspace, model, data, node_id="train", teacher=None, **params):
     return Trainer().run(ctx, Trainer.Params(**params), model, data, teacher)["model"]
 
 
-def indexed_batch(n=6, size=8):
-    """Image i is filled with the value i and has label i: every output pixel names its source."""
-    images = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, size, size).clone()
-    return images, torch.arange(n)
-
-
 # -- discriminative learning rates and BN freezing -------------------------------------------------
-
-
-def test_param_groups_get_head_multiplier_layer_decay_and_fastai_style_lrs():
-    model = ModelValue(spec=RESNET, frozen=("stem", "layer1"))
-    net = network(model, 2)
-    apply_freezing(net, model.frozen)
-
-    def rates(groups):
-        return {g["name"]: g["lr"] for g in groups}
-
-    plain = tech.layerwise_groups(net, model, 1e-3, head_mult=10)
-    assert rates(plain) == {"backbone": 1e-3, "head": pytest.approx(1e-2)}
-    assert sum(p.numel() for p in plain[1]["params"]) == 512 * 2 + 2
-    decayed = tech.layerwise_groups(net, model, 1e-3, head_mult=10, lr_decay=0.5)
-    assert rates(decayed) == pytest.approx({"layer2": 2.5e-4, "layer3": 5e-4, "layer4": 1e-3, "head": 1e-2})
-    fastai = tech.layerwise_groups(net, model, 1.0, block_lrs=[1e-5, 1e-4, 1e-2])
-    assert rates(fastai) == {"layer2": 1e-5, "layer3": 1e-5, "layer4": 1e-4, "head": 1e-2}
-    optimizer = tech.make_optimizer("sgd", fastai, 0.9, 0.0)
-    assert [g["lr"] for g in optimizer.param_groups] == [1e-5, 1e-5, 1e-4, 1e-2]
-    frozen = {id(p) for name in ("stem", "layer1") for p in getattr(net, name).parameters()}
-    assert not frozen & {id(p) for g in optimizer.param_groups for p in g["params"]}
 
 
 def test_trainer_uses_the_discriminative_lrs(data32, tmp_path):
@@ -116,81 +89,16 @@ def test_frozen_batchnorm_statistics_do_not_change_while_fine_tuning(data32, tmp
 # -- losses and batch augmentation -----------------------------------------------------------------
 
 
-def test_label_smoothing_targets_and_loss_match_the_definition():
-    eps, k = 0.1, 4
-    labels = torch.tensor([0, 3, 1])
-    targets = tech.smooth(tech.one_hot(labels, k), eps)
-    assert targets[0].tolist() == pytest.approx([1 - eps + eps / k, eps / k, eps / k, eps / k])
-    assert targets.sum(1).tolist() == pytest.approx([1, 1, 1])
-    logits = torch.randn(3, k)
-    assert tech.soft_cross_entropy(logits, targets).item() == pytest.approx(
-        F.cross_entropy(logits, labels, label_smoothing=eps).item(), rel=1e-5)
-
-
-def test_mixup_blends_images_and_labels_by_the_same_lambda():
-    images, labels = indexed_batch()
-    perm = torch.tensor([5, 4, 3, 2, 1, 0])
-    mixed, targets = tech.mixup(images, tech.one_hot(labels, 6), 0.7, perm)
-    for i in range(6):
-        assert torch.allclose(mixed[i], torch.full_like(mixed[i], 0.7 * i + 0.3 * (5 - i)))
-        assert targets[i, i] == pytest.approx(0.7) and targets[i, 5 - i] == pytest.approx(0.3)
-    objective = tech.Objective(6, batch_augment="mixup", alpha=0.4, seed=3)
-    mixed, found = objective.prepare(images, labels)
-    values = found["soft"] @ torch.arange(6.0)  # the label-weighted source index = the pixel value
-    assert torch.allclose(mixed[:, 0, 0, 0], values, atol=1e-5)
-    assert torch.allclose(found["soft"].sum(1), torch.ones(6))
-
-
-def test_cutmix_label_weight_is_the_pasted_box_area():
-    images, labels = indexed_batch(size=10)
-    perm = torch.roll(torch.arange(6), 1)
-    box = tech.cutmix_box(10, 10, 0.64, np.random.default_rng(0))
-    mixed, targets, area = tech.cutmix(images, tech.one_hot(labels, 6), box, perm)
-    for i in range(6):
-        share = (mixed[i, 0] == perm[i]).float().mean().item()
-        assert share == pytest.approx(area) and targets[i, perm[i]] == pytest.approx(area)
-        assert targets[i, i] == pytest.approx(1 - area)
-    top, left, bottom, right = tech.cutmix_box(10, 10, 0.0, np.random.default_rng(0))
-    assert (bottom - top) * (right - left) <= 100
-
-
-def test_ricap_label_weights_sum_to_one_and_match_the_patch_areas():
-    images, labels = indexed_batch(size=12)
-    rng = np.random.default_rng(1)
-    perms = [torch.randperm(6, generator=torch.Generator().manual_seed(s)) for s in range(4)]
-    mixed, targets, weights = tech.ricap(images, tech.one_hot(labels, 6), (5, 8), perms, rng)
-    assert weights == pytest.approx([5 * 8 / 144, 5 * 4 / 144, 7 * 8 / 144, 7 * 4 / 144])
-    assert sum(weights) == pytest.approx(1)
-    for i in range(6):
-        shares = torch.stack([(mixed[i, 0] == j).float().mean() for j in range(6)])
-        assert torch.allclose(targets[i], shares, atol=1e-6)  # label weight = share of pixels from that image
-    objective = tech.Objective(6, batch_augment="ricap", alpha=0.3, seed=0)
-    for _ in range(5):
-        mixed, found = objective.prepare(images, labels)
-        assert torch.allclose(found["soft"].sum(1), torch.ones(6))
-        assert torch.allclose(found["soft"] @ torch.arange(6.0), mixed[:, 0].mean((1, 2)), atol=1e-5)
-
-
 @pytest.mark.parametrize("kind", ["mixup", "cutmix", "ricap"])
 def test_batch_augmentation_trains_and_asks_for_raw_images(data16, tmp_path, kind):
     params = Trainer.Params(batch_augment=kind)
-    assert tech.uses_random_batch_augment(params) and not tech.uses_random_batch_augment(Trainer.Params())
+    assert augment.uses_random_batch_augment(params.batch_augment)
+    assert not augment.uses_random_batch_augment(Trainer.Params().batch_augment)
     trained = train(tmp_path, ModelValue(spec=MLP), data16, epochs=4, batch_augment=kind, mix_alpha=0.4)
     assert trained.history[-1]["val_accuracy"] >= 0.8
 
 
-def test_distillation_loss_matches_its_formula():
-    torch.manual_seed(0)
-    student, teacher = torch.randn(5, 3), torch.randn(5, 3) * 3
-    labels = torch.tensor([0, 1, 2, 1, 0])
-    alpha, t = 0.3, 2.5
-    p_teacher = torch.softmax(teacher / t, 1)
-    kl = (p_teacher * (torch.log(p_teacher) - torch.log_softmax(student / t, 1))).sum(1).mean()
-    expected = alpha * F.cross_entropy(student, labels) + (1 - alpha) * t * t * kl
-    got = tech.distillation_loss(student, teacher, tech.one_hot(labels, 3), alpha, t)
-    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
-
-
+@pytest.mark.slow
 def test_a_student_learns_from_the_teachers_soft_targets_alone(data16, tmp_path):
     """The student's training labels are shuffled: with distill_alpha 0 it never sees them and
     learns the teacher's function; trained on those labels alone it stays near chance."""
@@ -208,56 +116,6 @@ def test_a_student_learns_from_the_teachers_soft_targets_alone(data16, tmp_path)
 
 
 # -- schedules and optimizers -----------------------------------------------------------------------
-
-
-def test_sgdr_restarts_the_lr_after_each_cycle_and_cycles_grow():
-    weight = torch.nn.Parameter(torch.zeros(1))
-    optimizer = torch.optim.SGD([weight], lr=0.1)
-    schedule = tech.make_schedule("sgdr", optimizer, epochs=7, steps_per_epoch=4, step_size=1, gamma=0.1,
-                                  cycle_epochs=1, cycle_mult=2)
-    lrs = []
-    for _ in range(28):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        schedule.step()
-    restarts = [s for s in range(1, 28) if lrs[s] > lrs[s - 1]]
-    assert restarts == [4, 12]  # cycles of 1, 2 and 4 epochs (4 batches each)
-    assert all(lrs[s] == pytest.approx(0.1) for s in (0, 4, 12))
-    assert lrs[8] == pytest.approx(0.05) and lrs[3] < 0.02  # cosine: halfway is half, the end is near 0
-    for name in ("cosine", "step", "onecycle"):
-        assert tech.make_schedule(name, torch.optim.SGD([weight], lr=0.1), 2, 4, 1, 0.5) is not None
-
-
-def test_adabound_follows_its_update_rule():
-    lr, final_lr, gamma, b1, b2, eps = 0.01, 0.1, 1e-3, 0.9, 0.999, 1e-8
-    weight = torch.nn.Parameter(torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64))
-    optimizer = tech.AdaBound([weight], lr=lr, final_lr=final_lr, gamma=gamma, betas=(b1, b2), eps=eps)
-    w, m, v = [1.0, -2.0, 0.5], [0.0] * 3, [0.0] * 3
-    grads = [[0.3, -1e-4, 2.0], [0.1, 5e-5, -1.0], [-0.2, 1e-6, 0.5]]
-    for t, grad in enumerate(grads, start=1):
-        weight.grad = torch.tensor(grad, dtype=torch.float64)
-        optimizer.step()
-        lower, upper = final_lr * (1 - 1 / (gamma * t + 1)), final_lr * (1 + 1 / (gamma * t))
-        for i, g in enumerate(grad):
-            m[i] = b1 * m[i] + (1 - b1) * g
-            v[i] = b2 * v[i] + (1 - b2) * g * g
-            step = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t) / (math.sqrt(v[i]) + eps)
-            w[i] -= min(max(step, lower), upper) * m[i]
-        assert weight.tolist() == pytest.approx(w, rel=1e-12)
-    # the tiny gradient's Adam step (≈ lr/|g|·|g|) is far above the upper bound at first: the clip binds
-    assert lr / (math.sqrt(1 - b2) * 1e-4) > final_lr * (1 + 1 / gamma)
-
-
-def test_adabound_ends_up_as_sgd_with_the_final_lr():
-    weight = torch.nn.Parameter(torch.tensor([1.0]))
-    optimizer = tech.AdaBound([weight], lr=1.0, final_lr=0.05, gamma=0.5)
-    for _ in range(2000):
-        weight.grad = torch.tensor([1.0])
-        optimizer.step()
-    before = weight.item()
-    weight.grad = torch.tensor([1.0])
-    optimizer.step()
-    assert before - weight.item() == pytest.approx(0.05, rel=2e-3)
 
 
 # -- LR finder --------------------------------------------------------------------------------------
@@ -296,26 +154,7 @@ def test_lr_finder_suggests_a_tenth_of_the_min_loss_lr_and_that_lr_trains(four16
 # -- linear classifier, metrics, strategy ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["logistic_regression", "linear_svm"])
-def test_linear_classifier_fits_separable_codes(method):
-    gen = torch.Generator().manual_seed(0)
-    centres = torch.randn(4, 20, generator=gen) * 3
-    y = torch.arange(4).repeat(50)
-    x = centres[y] + torch.randn(200, 20, generator=gen) + 100  # offset: standardisation must be folded back
-    weight, bias = fit_linear(x, y, 4, method, c=1.0, max_iter=100)
-    assert ((x @ weight.T + bias).argmax(1) == y).float().mean() >= 0.95
-
-
-def test_topk_accuracy_counts_the_true_class_among_the_k_best():
-    logits = torch.tensor([[0.1, 0.5, 0.4, 0.0], [0.9, 0.05, 0.03, 0.02], [0.2, 0.3, 0.1, 0.4]])
-    true = torch.tensor([2, 3, 0])
-    net = torch.nn.Identity()
-    with tech.TopK(net, 2) as top:
-        net(logits)
-    assert top.accuracy(true) == pytest.approx(1 / 3)  # row 0: 2 is second best; rows 1, 2: missed
-    with tech.TopK(net, 3) as top:
-        net(logits)
-    assert top.accuracy(true) == pytest.approx(2 / 3)
+def test_evaluate_reports_top5_accuracy_by_default():
     assert Evaluate.Params().top_k == 5
 
 

@@ -31,6 +31,7 @@ def sets(root, **extra):
             for arg in ("--set", f"{key}={value if isinstance(value, str) else json.dumps(value)}")]
 
 
+@pytest.mark.slow
 def test_cli_runs_all_eleven_nodes_learns_then_reruns_only_the_fine_tuning(shapes, tmp_path):
     workspace = tmp_path / "ws"
     first = nodeflow_run(workspace, *sets(shapes), "--report", str(tmp_path / "first.json"))
@@ -49,6 +50,7 @@ def test_cli_runs_all_eleven_nodes_learns_then_reruns_only_the_fine_tuning(shape
     assert {k for k, v in statuses.items() if v == "cached"} == ALL_NODES - {"finetune", "train_finetuned", "evaluate"}
 
 
+@pytest.mark.slow
 def test_resnet18_backbone_with_the_same_template(registry, shapes, workspace):
     graph = small_template(shapes, vgg16__arch="resnet18", train__epochs=2, train_finetuned__epochs=2)
     facts = Executor(registry, workspace).input_facts(graph, "finetune")["model"]

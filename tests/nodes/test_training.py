@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from nodeflow.node import Event, RunContext
-from nodes._images import loader
-from nodes._training import network, set_mode
-from nodes._values import TRAINED_MODEL
+from nodes.engine.images import loader
+from nodes.engine.loop import network, set_mode
+from nodes.ports import TRAINED_MODEL
 from nodes.training import FineTune
 from tests.imagegen import make_image_set
 from tests.nodes.conftest import run
@@ -101,6 +101,7 @@ def test_finetune_returns_a_new_model_and_never_mutates_its_input(trained):
     assert net.dense1.training and not net.layer2.training
 
 
+@pytest.mark.slow
 def test_fine_tuning_a_pretrained_backbone_beats_training_from_scratch(registry, tmp_path):
     """Pretrain on one set of shapes, export, load the file as backbone weights, and learn other
     shapes from four images per class: the transferred features must win clearly."""

@@ -70,7 +70,7 @@ def test_truncated_corrupt_and_non_image_files_are_skipped_and_counted(splits, w
 
 @pytest.mark.parametrize("mode", ["L", "CMYK", "RGBA", "P", "I;16"])
 def test_any_colour_mode_becomes_rgb(splits, workspace, mode):
-    from nodes._images import load_rgb
+    from nodes.engine.images import load_rgb
 
     source = next((splits / "train" / "circle").glob("*.jpg"))
     image = Image.open(source).convert("L" if mode == "I;16" else mode)

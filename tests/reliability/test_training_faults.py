@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-import nodes._training as training_loop
+import nodes.engine.loop as training_loop
 from nodeflow.executor import Executor
 from nodeflow.node import Registry
 from tests.imagegen import make_image_set

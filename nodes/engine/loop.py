@@ -1,21 +1,24 @@
-"""The training loop pieces: build a network from a model value, one epoch, evaluation.
+"""The training loop pieces: build a network from a model value, freezing and train/eval mode,
+one epoch (``train_one_epoch``), a scored pass over a split (``evaluate``), and stop points.
 
-Kept as plain functions (``train_one_epoch``, ``evaluate``) so later work can slot in a feature
-cache for the frozen prefix, mixup or an LR finder without touching the nodes.
+Plain functions in the manner of torchvision's reference script, so ``fit``, the LR finder and
+evaluation share them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
-from nodes._models import build
-from nodes._torch import Device
-from nodes._values import ModelValue
+from nodes.engine.device import Device
+from nodes.engine.hooks import Stopped
+from nodes.engine.models import build
+from nodes.engine.values import ModelValue
 
 
 def resolve_spec(spec: dict[str, Any], num_classes: int) -> dict[str, Any]:
@@ -87,6 +90,26 @@ def forward(net: nn.Sequential, images: torch.Tensor, prefix: int) -> torch.Tens
     return images
 
 
+@contextlib.contextmanager
+def stop_points(net: nn.Module, should_stop: Callable[[], bool]) -> Iterator[None]:
+    """Poll ``should_stop`` before every layer's forward (every module without children), so a
+    stop takes effect within one layer of a long forward pass (training, evaluation, feature-cache
+    building alike), not only at the next batch. A poll is one Python call per layer: nothing next
+    to a convolution."""
+
+    def check(module: nn.Module, args: Any) -> None:
+        if should_stop():
+            raise Stopped("stopped on request")
+
+    layers = [module for module in net.modules() if next(module.children(), None) is None]
+    handles = [layer.register_forward_pre_hook(check) for layer in layers]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 class NonFiniteLoss(ArithmeticError):
     """The loss became NaN or infinite; training cannot recover from there."""
 
@@ -94,17 +117,23 @@ class NonFiniteLoss(ArithmeticError):
         super().__init__(f"the training loss became {value} at batch {batch}")
         self.value = value
         self.batch = batch
+        self.epoch: int | None = None  # set by fit, with the learning rate then
+        self.lr: float | None = None
 
 
 def train_one_epoch(net: nn.Sequential, loader, optimizer, loss_fn, device: Device, prefix: int, scaler,
                     schedule, on_batch: Callable[[float], None], grad_clip: float = 0.0,
-                    prepare: Callable | None = None) -> tuple[float, float]:
+                    prepare: Callable | None = None,
+                    should_stop: Callable[[], bool] = lambda: False) -> tuple[float, float]:
     """One pass over the training data; returns mean loss and accuracy. Raises NonFiniteLoss as
     soon as a batch's loss is NaN or infinite, before the optimizer applies it. ``prepare(images,
-    labels) -> (images, targets)`` lets batch augmentation / distillation (``nodes._techniques``)
-    change a batch and what ``loss_fn`` compares with; accuracy is still against the labels."""
+    labels) -> (images, targets)`` lets batch augmentation / distillation (``nodes.engine.augment``)
+    change a batch and what ``loss_fn`` compares with; accuracy is still against the labels.
+    ``should_stop`` is polled before each batch and between its forward and backward pass."""
     total_loss, correct, seen = 0.0, 0, 0
     for batch, (images, labels) in enumerate(loader, start=1):
+        if should_stop():
+            raise Stopped("stopped on request")
         images, labels = device.batch(images), labels.to(device.torch)
         images, targets = prepare(images, labels) if prepare is not None else (images, labels)
         with device.autocast():
@@ -112,6 +141,8 @@ def train_one_epoch(net: nn.Sequential, loader, optimizer, loss_fn, device: Devi
             loss = loss_fn(logits.float(), targets)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(loss.item(), batch)
+        if should_stop():
+            raise Stopped("stopped on request")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -135,11 +166,14 @@ def train_one_epoch(net: nn.Sequential, loader, optimizer, loss_fn, device: Devi
 
 
 @torch.inference_mode()
-def evaluate(net: nn.Sequential, loader, loss_fn, device: Device) -> tuple[float, float, torch.Tensor, torch.Tensor]:
+def evaluate(net: nn.Sequential, loader, loss_fn, device: Device,
+             should_stop: Callable[[], bool] = lambda: False) -> tuple[float, float, torch.Tensor, torch.Tensor]:
     """Mean loss, accuracy, and the predicted and true labels of a whole split."""
     net.eval()
     total_loss, preds, truth = 0.0, [], []
     for images, labels in loader:
+        if should_stop():
+            raise Stopped("stopped on request")
         images, labels = device.batch(images), labels.to(device.torch)
         with device.autocast():
             logits = net(images)

@@ -27,11 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from nodes._pipeline import Batches, Shard, default_format, files_digest, image_batches, random_reason
-from nodes._store import MEMORY, EntryWriter, fits_gpu, memory_budget, nbytes, read_entry
-from nodes._torch import Device
-from nodes._training import frozen_prefix
-from nodes._values import ImageSet, ModelValue
+from nodes.engine.augment import uses_random_batch_augment
+from nodes.engine.device import Device
+from nodes.engine.hooks import Hooks, Stopped
+from nodes.engine.loop import frozen_prefix
+from nodes.engine.pipeline import Batches, Shard, default_format, files_digest, image_batches, random_reason
+from nodes.engine.store import MEMORY, EntryWriter, fits_gpu, memory_budget, nbytes, read_entry
+from nodes.engine.values import ImageSet, ModelValue
 
 #: bump when what an entry holds changes meaning
 FEATURE_VERSION = 1
@@ -83,14 +85,12 @@ class Decision:
     blocks: list[str] = field(default_factory=list)
 
 
-def technique_blockers(params: Any, teacher: Any = None) -> list[str]:
+def technique_blockers(batch_augment: str, teacher: Any = None) -> list[str]:
     """Trainer settings that change the images inside each step, after the loader, so the step
     needs the images themselves rather than the prefix's outputs."""
-    from nodes._techniques import uses_random_batch_augment
-
     found = []
-    if uses_random_batch_augment(params):
-        found.append(f"batch augmentation ({params.batch_augment}) mixes images inside each step")
+    if uses_random_batch_augment(batch_augment):
+        found.append(f"batch augmentation ({batch_augment}) mixes images inside each step")
     if teacher is not None:
         found.append("distillation runs the teacher on the images")
     return found
@@ -156,8 +156,11 @@ def feature_key(digest: str, data: ImageSet, split: str, input_shape: list[int],
 def features_for(net: nn.Sequential, cut: int, digest: str, data: ImageSet, split: str, input_shape: list[int],
                  device: Device, workspace: Path, batch_size: int, *, augmented: bool = False, copies: int = 1,
                  seed: int = 0, workers: int = 0, log: Callable[[str], None] = lambda message: None,
-                 progress: Callable[[int, int], None] = lambda done, total: None) -> FeatureSet:
-    """The split's features from memory, else from the workspace, else computed once and stored."""
+                 progress: Callable[[int, int], None] = lambda done, total: None,
+                 should_stop: Callable[[], bool] = lambda: False) -> FeatureSet:
+    """The split's features from memory, else from the workspace, else computed once and stored.
+    ``should_stop`` is polled after every batch of a computation, which then raises ``Stopped``
+    and leaves no entry behind."""
     key = feature_key(digest, data, split, input_shape, augmented, copies, seed, device)
     labels = torch.tensor([label for _, label in data.split(split)], dtype=torch.long)
     cached = MEMORY.get(f"features:{key}:{device.torch}")
@@ -168,13 +171,14 @@ def features_for(net: nn.Sequential, cut: int, digest: str, data: ImageSet, spli
     if not path.is_file():
         hit = "computed"
         _compute(net, cut, data, split, path, device, batch_size, augmented, copies, seed, workers, log, progress,
-                 {"split": split, "blocks": ",".join(n for n, _ in list(net.named_children())[:cut])})
+                 should_stop, {"split": split, "blocks": ",".join(n for n, _ in list(net.named_children())[:cut])})
     try:
         tensors, _ = read_entry(path, in_memory=path.stat().st_size <= memory_budget())
     except (OSError, ValueError):  # damaged or half-deleted: compute again
         path.unlink(missing_ok=True)
         return features_for(net, cut, digest, data, split, input_shape, device, workspace, batch_size,
-                            augmented=augmented, copies=copies, seed=seed, workers=workers, log=log, progress=progress)
+                            augmented=augmented, copies=copies, seed=seed, workers=workers, log=log, progress=progress,
+                            should_stop=should_stop)
     features = tensors["features"]
     if isinstance(features, torch.Tensor):
         if device.is_cuda and fits_gpu(features.nbytes):
@@ -184,7 +188,8 @@ def features_for(net: nn.Sequential, cut: int, digest: str, data: ImageSet, spli
 
 
 def _compute(net: nn.Sequential, cut: int, data: ImageSet, split: str, path: Path, device: Device, batch_size: int,
-             augmented: bool, copies: int, seed: int, workers: int, log, progress, metadata: dict[str, str]) -> None:
+             augmented: bool, copies: int, seed: int, workers: int, log, progress, should_stop,
+             metadata: dict[str, str]) -> None:
     """Run the prefix once over the split (``copies`` times with random augmentation when opted
     in), in inference mode, in the prefix's eval mode, writing fp16 rows as they come."""
     blocks = list(net.children())[:cut]
@@ -200,9 +205,11 @@ def _compute(net: nn.Sequential, cut: int, data: ImageSet, split: str, path: Pat
             for copy in range(copies if augmented else 1):
                 torch.manual_seed(seed * 1000 + copy)
                 batches = image_batches(data, split, max(batch_size, 32), augmented, device.torch, path.parent.parent,
-                                        workers=workers, log=log, shuffle=False)
+                                        workers=workers, log=log, shuffle=False, should_stop=should_stop)
                 row = 0
                 for images, _ in batches:
+                    if should_stop():
+                        raise Stopped(f"stopped while computing the {split} features")
                     with device.autocast():
                         out = device.batch(images)
                         for block in blocks:
@@ -267,10 +274,11 @@ def tail(net: nn.Sequential, cut: int) -> nn.Sequential:
     return nn.Sequential(OrderedDict(list(net.named_children())[cut:]))
 
 
-def prepare_training(ctx, net: nn.Sequential, model: ModelValue, data: ImageSet, device: Device, *, batch_size: int,
+def prepare_training(hooks: Hooks, net: nn.Sequential, model: ModelValue, data: ImageSet, device: Device, *, batch_size: int,
                      generator: torch.Generator, mode: str = "auto", copies: int = 0, seed: int = 0, workers: int = 0,
                      blockers: list[str] = (), shard: Shard | None = None,
-                     main_first: Callable[[Callable[[], Any]], Any] = lambda build: build()) -> TrainInputs:
+                     main_first: Callable[[Callable[[], Any]], Any] = lambda build: build(),
+                     with_validation: bool = True) -> TrainInputs:
     """Choose the trainer's inputs: cached prefix features where the freeze boundary and the data
     allow, decoded-image batches otherwise; say which and why in a log line and a preview."""
     decision = decide(net, model, data, mode, copies, list(blockers))
@@ -281,9 +289,9 @@ def prepare_training(ctx, net: nn.Sequential, model: ModelValue, data: ImageSet,
 
     def features(split: str, augmented: bool = False) -> FeatureSet:
         return main_first(lambda: features_for(
-            net, decision.cut, digest, data, split, shape, device, ctx.workspace, batch_size,
-            augmented=augmented, copies=max(copies, 1), seed=seed, workers=workers, log=ctx.log,
-            progress=lambda done, total: ctx.check_interrupted()))
+            net, decision.cut, digest, data, split, shape, device, hooks.workspace, batch_size,
+            augmented=augmented, copies=max(copies, 1), seed=seed, workers=workers, log=hooks.log,
+            should_stop=hooks.should_stop))
 
     info: dict[str, Any] = {"enabled": decision.train, "reason": decision.reason, "blocks": decision.blocks}
     if decision.train:
@@ -293,43 +301,47 @@ def prepare_training(ctx, net: nn.Sequential, model: ModelValue, data: ImageSet,
         info.update(train=train_set.hit, copies=train_set.copies, feature_shape=list(train_set.features.shape[2:]),
                     bytes=int(np.prod(train_set.features.shape)) * 2)
     else:
-        train = main_first(lambda: image_batches(data, "train", batch_size, True, device.torch, ctx.workspace,
-                                                 generator, workers, shard, ctx.log))
+        train = main_first(lambda: image_batches(data, "train", batch_size, True, device.torch, hooks.workspace,
+                                                 generator, workers, shard, hooks.log, should_stop=hooks.should_stop))
         body, body_prefix = net, prefix
-    if decision.evaluation and data.split("validation"):
+    if not with_validation:
+        validation, eval_body = _Empty(), net
+    elif decision.evaluation and data.split("validation"):
         val_set = features("validation")
         validation = Batches(len(val_set), val_set.fetch, batch_size, False, None, eval_shard)
         eval_body = tail(net, decision.cut)
         info["validation"] = val_set.hit
     elif data.split("validation"):
         validation = main_first(lambda: image_batches(data, "validation", batch_size, False, device.torch,
-                                                      ctx.workspace, None, workers, eval_shard, ctx.log))
+                                                      hooks.workspace, None, workers, eval_shard, hooks.log,
+                                                      should_stop=hooks.should_stop))
         eval_body = net
     else:
         validation, eval_body = _Empty(), net
     if decision.train:
         size = info["bytes"] / 2**20
-        ctx.log(f"feature cache on: {', '.join(decision.blocks)} run once ({info['train']}), "
-                f"{info['copies']}× {len(train_set)} × {info['feature_shape']} fp16 ({size:.1f} MiB); "
-                f"epochs train {', '.join(n for n, _ in list(net.named_children())[decision.cut:])}")
+        hooks.log(f"feature cache on: {', '.join(decision.blocks)} run once ({info['train']}), "
+                  f"{info['copies']}× {len(train_set)} × {info['feature_shape']} fp16 ({size:.1f} MiB); "
+                  f"epochs train {', '.join(n for n, _ in list(net.named_children())[decision.cut:])}")
     else:
-        ctx.log(f"feature cache off for training: {decision.reason}")
-    ctx.preview("feature_cache", info)
+        hooks.log(f"feature cache off for training: {decision.reason}")
+    hooks.preview("feature_cache", info)
     return TrainInputs(train, validation, body, eval_body, body_prefix, info)
 
 
-def prepare_evaluation(ctx, net: nn.Sequential, model: ModelValue, data: ImageSet, split: str, device: Device,
+def prepare_evaluation(hooks: Hooks, net: nn.Sequential, model: ModelValue, data: ImageSet, split: str, device: Device,
                        batch_size: int, mode: str = "auto", workers: int = 0) -> tuple[nn.Module, Any]:
     """The module and batches that score a split: the frozen prefix's cached features (shared with
     the trainer's entries) and the rest of the model, or decoded images and the whole model."""
     cut = cache_cut(net, model.frozen) if mode != "off" else 0
     if cut:
         digest = prefix_digest(net, cut)
-        found = features_for(net, cut, digest, data, split, model.spec["input_shape"], device, ctx.workspace,
-                             batch_size, workers=workers, log=ctx.log)
-        ctx.preview("feature_cache", {"enabled": True, "reason": "", "split": split, "hit": found.hit,
+        found = features_for(net, cut, digest, data, split, model.spec["input_shape"], device,
+                             hooks.workspace, batch_size, workers=workers, log=hooks.log,
+                             should_stop=hooks.should_stop)
+        hooks.preview("feature_cache", {"enabled": True, "reason": "", "split": split, "hit": found.hit,
                                       "blocks": [n for n, _ in list(net.named_children())[:cut]]})
         return tail(net, cut), Batches(len(found), found.fetch, batch_size, False)
-    return net, image_batches(data, split, batch_size, False, device.torch, ctx.workspace, workers=workers,
-                              log=ctx.log)
+    return net, image_batches(data, split, batch_size, False, device.torch, hooks.workspace,
+                              workers=workers, log=hooks.log, should_stop=hooks.should_stop)
 

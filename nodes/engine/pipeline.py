@@ -2,7 +2,7 @@
 on the GPU when training there, or memory-mapped from the workspace), and do the per-epoch work
 (random crop, flips, the other augmentations, normalisation) on those tensors in whole batches.
 
-Results match ``nodes._images.make_transform``: that transform also resizes a uint8 tensor of the
+Results match ``nodes.engine.images.make_transform``: that transform also resizes a uint8 tensor of the
 decoded image, so caching the resized (and, when the crop is fixed, cropped) tensor changes only
 when the work happens. A random resized crop needs the full image, so it keeps the per-file path
 (a DataLoader with worker processes).
@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from nodes._images import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, load_rgb, make_transform
-from nodes._store import MEMORY, EntryWriter, fits_gpu, memory_budget, nbytes, read_entry
-from nodes._values import ImageSet
+from nodes.engine.hooks import Stopped
+from nodes.engine.images import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, load_rgb, make_transform
+from nodes.engine.store import MEMORY, EntryWriter, fits_gpu, memory_budget, nbytes, read_entry
+from nodes.engine.values import ImageSet
 
 #: bump when the stored layout or the decode/resize rule changes
 DECODE_VERSION = 1
@@ -201,7 +202,8 @@ class DecodedImages:
     the files and the resize), with the batch transforms of the training or evaluation path."""
 
     def __init__(self, data: ImageSet, split: str, train: bool, workspace: Path, device: torch.device,
-                 workers: int = 0, log: Callable[[str], None] = lambda message: None) -> None:
+                 workers: int = 0, log: Callable[[str], None] = lambda message: None,
+                 should_stop: Callable[[], bool] = lambda: False) -> None:
         self.fmt = default_format(data.format)
         self.items = list(data.split(split))
         self.train = train
@@ -212,6 +214,7 @@ class DecodedImages:
         self.key = self._key()
         self.path = Path(workspace) / "decoded" / f"{self.key}.safetensors"
         self.labels = torch.tensor([label for _, label in self.items], dtype=torch.long)
+        self.should_stop = should_stop
         self._load_or_build(max(1, workers or available_cores()), log)
 
     def _key(self) -> str:
@@ -260,6 +263,8 @@ class DecodedImages:
             pixels = writer.array("pixels")
 
             def one(i: int) -> None:
+                if self.should_stop():
+                    raise Stopped("stopped while decoding images")
                 image = self.geometry.apply(decode(paths[i]))
                 if tuple(image.shape) != tuple(shapes[i]):
                     raise ValueError(f"'{paths[i]}' resized to {tuple(image.shape)}, expected {tuple(shapes[i])}")
@@ -348,13 +353,13 @@ def decodable(data: ImageSet, train: bool) -> bool:
 def image_batches(data: ImageSet, split: str, batch_size: int, train: bool, device: torch.device,
                   workspace: Path | None, generator: torch.Generator | None = None, workers: int = 0,
                   shard: Shard | None = None, log: Callable[[str], None] = lambda message: None,
-                  shuffle: bool | None = None):
+                  shuffle: bool | None = None, should_stop: Callable[[], bool] = lambda: False):
     """Batches of a split's images: decoded tensors when possible (``workspace`` given), else files
     through a DataLoader with worker processes, persistent workers and pinned memory on CUDA.
     ``train`` picks the training transform; ``shuffle`` defaults to it."""
     shuffle = train if shuffle is None else shuffle
     if workspace is not None and decodable(data, train) and data.split(split):
-        images = DecodedImages(data, split, train, workspace, device, workers, log)
+        images = DecodedImages(data, split, train, workspace, device, workers, log, should_stop)
         return Batches(len(images.items), images.fetch, batch_size, shuffle, generator, shard)
     return file_loader(data, split, batch_size, train, device, generator, workers, shard, shuffle)
 

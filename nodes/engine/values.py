@@ -1,19 +1,16 @@
-"""The values that flow between the built-in nodes, their port types and their codecs.
+"""The values the engine works on and the built-in nodes pass along (their port types and codecs
+live in ``nodes.ports``).
 
 Every value is cheap to persist: datasets are file lists and transform settings (JSON), an
-untrained model is an architecture spec (JSON), a trained model adds a safetensors state dict.
-Nothing is pickled, so a cached value can be read back safely by a new process.
+untrained model is an architecture spec (JSON), a trained model adds a state dict.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
-from nodeflow.graph import atomic_write_bytes, atomic_write_text
-from nodeflow.node import PortType
+import torch
 
 SPLITS = ("train", "validation", "test")
 
@@ -62,7 +59,7 @@ class ModelValue:
     """A model as an architecture spec, optionally with trained weights.
 
     ``spec`` = {"input_shape": [c, h, w], "layers": [{"kind", "name", ...params}]}; the module is
-    built from it on demand (see ``nodes._models``). ``frozen`` names the top-level blocks whose
+    built from it on demand (see ``nodes.engine.models``). ``frozen`` names the top-level blocks whose
     parameters do not train. ``state`` is None until a trainer has run; then ``classes``,
     ``format`` (the eval transform) and ``history`` describe what it learned from.
     """
@@ -111,55 +108,18 @@ class FileList:
     files: dict[str, str]
 
 
-class JsonCodec:
-    def __init__(self, to_json, from_json) -> None:
-        self._to_json = to_json
-        self._from_json = from_json
+@dataclass(frozen=True)
+class Codes:
+    """Features ("CNN codes") of every image of each split, computed once by a frozen network.
 
-    def save(self, value: Any, folder: Path) -> None:
-        atomic_write_text(Path(folder) / "value.json", json.dumps(self._to_json(value)))
+    ``extractor`` is that network with its weights, so a classifier trained on the codes can be
+    stacked on it into an ordinary trained model (evaluate, export and predict then just work).
+    """
 
-    def load(self, folder: Path) -> Any:
-        return self._from_json(json.loads((Path(folder) / "value.json").read_text()))
+    extractor: ModelValue
+    classes: tuple[str, ...]
+    splits: dict[str, tuple[torch.Tensor, torch.Tensor]]
 
-
-class ModelCodec:
-    """spec and training record as JSON; weights, if any, as safetensors (no pickle)."""
-
-    def save(self, value: ModelValue, folder: Path) -> None:
-        folder = Path(folder)
-        if value.state is not None:
-            from safetensors.torch import save
-
-            tensors = {k: v.detach().cpu().contiguous() for k, v in value.state.items()}
-            atomic_write_bytes(folder / "model.safetensors", save(tensors))
-        atomic_write_text(folder / "model.json", json.dumps(value.meta()))
-
-    def load(self, folder: Path) -> ModelValue:
-        folder = Path(folder)
-        meta = json.loads((folder / "model.json").read_text())
-        state = None
-        if meta.get("trained"):
-            from safetensors.torch import load
-
-            state = load((folder / "model.safetensors").read_bytes())
-        return ModelValue(spec=meta["spec"], frozen=tuple(meta["frozen"]), bn_frozen=meta["bn_frozen"],
-                          state=state, classes=tuple(meta["classes"]), format=meta["format"],
-                          history=tuple(meta["history"]))
-
-
-IMAGES = PortType("ImageDataset", color="#66bb6a",
-                  description="Labelled image files with train/validation/test splits and their transforms",
-                  codec=JsonCodec(ImageSet.to_json, ImageSet.from_json))
-MODEL = PortType("Model", color="#42a5f5", description="A network architecture, possibly with weights",
-                 codec=ModelCodec())
-TRAINED_MODEL = PortType("TrainedModel", color="#1a237e", parents=(MODEL,),
-                         description="A model with trained weights, its classes and training history",
-                         codec=ModelCodec())
-METRICS = PortType("Metrics", color="#ffa726", description="Evaluation numbers and tables",
-                   codec=JsonCodec(lambda m: {"values": m.values, "tables": m.tables},
-                                   lambda d: Metrics(d["values"], d.get("tables", {}))))
-FILES = PortType("Files", color="#8d6e63", description="Paths of files a node wrote",
-                 codec=JsonCodec(lambda f: f.files, lambda d: FileList(dict(d))))
-PREDICTIONS = PortType("Predictions", color="#ab47bc", description="One row per classified image",
-                       codec=JsonCodec(lambda rows: rows, lambda rows: rows))
+    @property
+    def dim(self) -> int:
+        return int(next(iter(self.splits.values()))[0].shape[1])

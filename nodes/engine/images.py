@@ -7,12 +7,13 @@ import hashlib
 import io
 import os
 import random
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from nodes._values import SPLITS, ImageSet
+from nodes.engine.values import SPLITS, ImageSet
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 SPLIT_ALIASES = {"train": ("train", "training"), "validation": ("validation", "val", "valid"),
@@ -173,6 +174,54 @@ def tree_fingerprint(root: Path) -> str:
             digest.update(f"{os.path.relpath(os.path.join(base, name), root)}:{stat.st_size}:{stat.st_mtime_ns}\n"
                           .encode())
     return digest.hexdigest()
+
+
+class TreeFingerprints:
+    """``tree_fingerprint`` memoised by the mtimes of the folders under each root.
+
+    Adding, removing or renaming a file changes its folder's mtime, so while every folder seen by
+    the last full walk keeps its mtime the last answer stands, and a status query costs one stat
+    per folder instead of one per image. (A file rewritten in place under the same name is still
+    caught downstream: the decoded-image and feature caches key on every file's size and mtime.)
+    """
+
+    def __init__(self) -> None:
+        self._memo: dict[str, tuple[dict[str, int], str]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _folders(root: Path) -> dict[str, int]:
+        folders = {}
+        for base, dirs, _ in os.walk(root):
+            dirs.sort()
+            folders[base] = os.stat(base).st_mtime_ns
+        return folders
+
+    @staticmethod
+    def _unchanged(folders: dict[str, int]) -> bool:
+        try:
+            return all(os.stat(folder).st_mtime_ns == mtime for folder, mtime in folders.items())
+        except OSError:
+            return False
+
+    def __call__(self, root: Path) -> str:
+        root = Path(root).expanduser()
+        key = str(root.absolute())
+        with self._lock:
+            known = self._memo.get(key)
+        if known is not None and self._unchanged(known[0]):
+            return known[1]
+        if not root.exists():
+            return "missing"
+        folders = self._folders(root)
+        fingerprint = tree_fingerprint(root)
+        with self._lock:
+            self._memo[key] = (folders, fingerprint)
+        return fingerprint
+
+
+#: process-wide, shared by the dataset and predict nodes
+folder_fingerprint = TreeFingerprints()
 
 
 # -- tensors --------------------------------------------------------------------------------------

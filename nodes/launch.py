@@ -1,4 +1,4 @@
-"""More than one device: PyTorch's DistributedDataParallel, launched the way torchrun does it.
+"""More than one device for a trainer node: PyTorch's DistributedDataParallel, launched the way torchrun does it.
 
 A trainer with ``devices > 1`` runs itself under ``python -m torch.distributed.run`` (torchrun),
 one process per device on 127.0.0.1 and a free port, env:// rendezvous, NCCL on CUDA and gloo on
@@ -16,11 +16,9 @@ same optimisation on one device or several.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import inspect
 import json
-import math
 import os
 import queue as queue_module
 import secrets
@@ -30,114 +28,16 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from nodeflow.node import Event, Interrupted, ParamProblem, RunContext
-from nodes._checkpoint import background_checkpoints
-from nodes._pipeline import Shard, available_cores
-from nodes._training import forward
-
-
-@dataclass(frozen=True)
-class Group:
-    """This process's place in a training group; the default is a group of one."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-    def shard(self, seed: int) -> Shard | None:
-        return Shard(self.rank, self.world, seed) if self.active else None
-
-    def per_rank(self, batch_size: int) -> int:
-        return max(1, math.ceil(batch_size / self.world))
-
-    def barrier(self) -> None:
-        if self.active:
-            torch.distributed.barrier()
-
-    def main_first(self, build: Callable[[], Any]) -> Any:
-        """Rank 0 builds (and caches on disk) first; the others then find its result."""
-        if not self.active:
-            return build()
-        if self.is_main:
-            result = build()
-            self.barrier()
-            return result
-        self.barrier()
-        return build()
-
-    def main_only(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(fn)
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return fn(*args, **kwargs) if self.is_main else None
-        return call
-
-    def wrap(self, body: nn.Module, prefix: int, device: torch.device, compile: bool = False) -> tuple[nn.Module, int]:
-        """``body`` (running its first ``prefix`` blocks without a graph) inside DDP and/or
-        torch.compile, as a one-block Sequential so the trainer's loop calls the wrapper's forward
-        (DDP's syncs gradients) rather than the wrapped blocks one by one."""
-        if not self.active and not compile:
-            return body, prefix
-        module: nn.Module = _Prefixed(body, prefix)
-        if self.active:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [device.index if device.index is not None else self.local_rank] if device.type == "cuda" else None
-            module = DistributedDataParallel(module, device_ids=ids)
-        if compile:
-            module = torch.compile(module)
-        return nn.Sequential(module), 0
-
-    def reduce(self, train: tuple[float, float, int], val: tuple[float, float, int]) -> tuple[float, float, float, float]:
-        """Epoch means over all ranks from each rank's (loss, accuracy, count)."""
-        (tl, ta, tn), (vl, va, vn) = train, val
-        if not self.active:
-            return tl, ta, vl, va
-        device = torch.device("cuda", torch.cuda.current_device()) \
-            if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
-        sums = torch.tensor([tl * tn, ta * tn, tn, vl * vn if vn else 0.0, va * vn if vn else 0.0, vn],
-                            dtype=torch.float64, device=device)
-        torch.distributed.all_reduce(sums)
-        tl, ta, tn, vl, va, vn = sums.tolist()
-        return tl / max(tn, 1), ta / max(tn, 1), (vl / vn if vn else math.nan), (va / vn if vn else math.nan)
-
-
-class _Prefixed(nn.Module):
-    def __init__(self, net: nn.Module, prefix: int) -> None:
-        super().__init__()
-        self.net, self.prefix = net, prefix
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return forward(self.net, images, self.prefix)
-
-
-_GROUP: contextvars.ContextVar[Group] = contextvars.ContextVar("nodeflow_group", default=Group())
-
-
-def current() -> Group:
-    """The group this trainer runs in: set by ``launch`` in its processes, or taken from torchrun's
-    environment when nodeflow was started by torchrun."""
-    group = _GROUP.get()
-    if group.active:
-        return group
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-        return Group(torch.distributed.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0")))
-    return group
+from nodes.engine.checkpoint import background_checkpoints
+from nodes.engine.distributed import Group, current, use_group
+from nodes.engine.pipeline import available_cores
+from nodes.ports import MODEL, TRAINED_MODEL, ImageSet, ModelValue
 
 
 def launching(run: Callable[..., dict]) -> Callable[..., dict]:
@@ -146,7 +46,7 @@ def launching(run: Callable[..., dict]) -> Callable[..., dict]:
 
     @functools.wraps(run)
     def wrapper(self, ctx: RunContext, params: Any, *args: Any, **kwargs: Any) -> dict:
-        devices = getattr(params, "devices", 1)
+        devices = params.devices
         if devices > 1 and not current().active:
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # nodeflow itself was started by torchrun
                 _join_torchrun_group(ctx)
@@ -191,8 +91,6 @@ def _backend(device: str, devices: int) -> tuple[str, str]:
 
 def _save_inputs(inputs: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Port values as files (their codecs: JSON and safetensors, no pickles) for the ranks to load."""
-    from nodes._values import MODEL, ImageSet, ModelValue
-
     saved: dict[str, Any] = {}
     for name, value in inputs.items():
         if value is None:
@@ -208,8 +106,6 @@ def _save_inputs(inputs: dict[str, Any], folder: Path) -> dict[str, Any]:
 
 
 def _load_inputs(saved: dict[str, Any], folder: Path) -> dict[str, Any]:
-    from nodes._values import MODEL, ImageSet
-
     out: dict[str, Any] = {}
     for name, spec in saved.items():
         if spec is None:
@@ -223,14 +119,12 @@ def _load_inputs(saved: dict[str, Any], folder: Path) -> dict[str, Any]:
 
 def launch(node_cls: type, ctx: RunContext, params: Any, inputs: dict[str, Any], devices: int,
            grace: float = 15.0) -> dict:
-    """``python -m torch.distributed.run --nproc-per-node DEVICES -m nodes._distributed JOB``: every
+    """``python -m torch.distributed.run --nproc-per-node DEVICES -m nodes.launch JOB``: every
     rank runs ``node_cls().run`` on the inputs saved in JOB; rank 0 streams its events back over an
     authenticated loopback connection and writes the result. The stop button becomes a stop file."""
     import subprocess
     import sys
     from multiprocessing.connection import Listener
-
-    from nodes._values import TRAINED_MODEL
 
     backend, kind = _backend(ctx.device, devices)
     job = ctx.checkpoints / "ddp-job"
@@ -254,7 +148,7 @@ def launch(node_cls: type, ctx: RunContext, params: Any, inputs: dict[str, Any],
 
     threading.Thread(target=receive, daemon=True, name="ddp-events").start()
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(devices),
-               "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "nodes._distributed", str(job)]
+               "--master-addr", "127.0.0.1", "--master-port", str(free_port()), "-m", "nodes.launch", str(job)]
     env = {**os.environ, "NODEFLOW_DDP_AUTHKEY": authkey.hex(), "OMP_NUM_THREADS":
            str(max(1, available_cores() // devices)) if kind == "cpu" else os.environ.get("OMP_NUM_THREADS", "1")}
     ctx.log(f"training in {devices} {kind.upper()} processes with DistributedDataParallel ({backend}, torchrun)")
@@ -347,7 +241,7 @@ def main(job: Path) -> int:
             torch.cuda.set_device(local_rank)
             device = f"cuda:{local_rank}"
         torch.distributed.init_process_group(spec["backend"], init_method="env://")
-        _GROUP.set(Group(rank, world, local_rank))
+        use_group(Group(rank, world, local_rank))
         emit: Callable[[Event], None] | None = None  # only rank 0 reports progress to the editor
         if rank == 0:
             from multiprocessing.connection import Client
@@ -366,8 +260,6 @@ def main(job: Path) -> int:
                          stop_flag=_StopFile(job / "stop"), key=spec["key"])  # type: ignore[arg-type]
         outputs = node_cls().run(ctx, params, **_load_inputs(spec["inputs"], job / "inputs"))
         if rank == 0:
-            from nodes._values import TRAINED_MODEL
-
             TRAINED_MODEL.codec.save(outputs["model"], job / "result.tmp")
             os.replace(job / "result.tmp", job / "result")
         # every rank finishes its collectives before any tears the group down: gloo aborts a rank

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import json
+import os
 import random
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load, save
-
-from nodeflow.graph import atomic_write_bytes
+from safetensors.torch import load, save_file
 
 FORMAT = "nodeflow.checkpoint/1"
 
@@ -86,7 +86,23 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator | None) -> N
 
 def save_checkpoint(path: Path, **state: Any) -> None:
     tensors, meta = checkpoint_payload(**state)
-    atomic_write_bytes(Path(path), save(tensors, metadata={"nodeflow": json.dumps(meta)}))
+    _write_atomically(Path(path), tensors, meta)
+
+
+def _write_atomically(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """safetensors straight into a temporary file beside ``path`` (no second in-memory copy of
+    every tensor), fsync, then rename: a reader sees the old checkpoint or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"nodeflow": json.dumps(meta)})
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def checkpoint_payload(*, epoch: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -164,7 +180,7 @@ class BackgroundCheckpoints:
 
     def _write(self, path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         try:
-            atomic_write_bytes(path, save(tensors, metadata={"nodeflow": json.dumps(meta)}))
+            _write_atomically(path, tensors, meta)
         except BaseException as exc:  # raised by the next save() or wait()
             self._error = exc
 

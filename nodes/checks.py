@@ -1,0 +1,119 @@
+"""Run-time checks and glue the catalogue's nodes share: whether a model and its images fit,
+what a model value looks like to static checking, and the engine's hooks for a run context.
+
+Node files import these; they never import each other.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from nodeflow.node import Interrupted, ParamProblem, RunContext
+from nodes.engine.device import free_memory, is_out_of_memory
+from nodes.engine.hooks import Hooks, Stopped
+from nodes.engine.models import SpecError, summarize
+from nodes.engine.values import ImageSet, ModelValue
+
+
+def model_facts(model: ModelValue | dict[str, Any], param: str | None = None) -> dict[str, Any]:
+    """What static checking knows of a model: shapes, and the blocks with parameter counts and
+    whether each trains. Raises ParamProblem when the spec cannot be built."""
+    if isinstance(model, ModelValue):
+        spec, frozen = model.spec, list(model.frozen)
+    else:
+        spec, frozen = model["spec"], list(model.get("frozen", []))
+    try:
+        summary = summarize(spec)
+    except SpecError as exc:
+        raise ParamProblem(str(exc), param=param) from None
+    layers = [{**b, "trainable": b["name"] not in frozen} for b in summary["blocks"]]
+    return {"spec": spec, "frozen": frozen, "input_node": spec.get("input_node"), "input_shape": spec["input_shape"],
+            "output_shape": summary["output_shape"], "layers": layers}
+
+
+def check_fit(model: dict[str, Any], data: dict[str, Any]) -> None:
+    """Raise ParamProblem when the images a trainer gets cannot go into the model it gets; the
+    message names the nodes to change (formatter, input layer, output layer)."""
+    format_node = data.get("format_node") or "the image formatter"
+    input_node = model.get("input_node") or "the input layer"
+    if data.get("formatted") is False:
+        source = data.get("dataset_node") or "the dataset"
+        raise ParamProblem(f"the images from '{source}' have no fixed size; put an image formatter between "
+                           f"'{source}' and this node", port="data", other_node=data.get("dataset_node"))
+    if data.get("image_size") and model.get("input_shape"):
+        made = [data["channels"], *data["image_size"]]
+        wanted = list(model["input_shape"])
+        if made != wanted:
+            c, h, w = made
+            c2, h2, w2 = wanted
+            raise ParamProblem(
+                f"image formatter '{format_node}' makes {c}×{h}×{w} images (channels×height×width) but input "
+                f"layer '{input_node}' expects {c2}×{h2}×{w2}; set {format_node}.height/width/channels or "
+                f"{input_node}.height/width/channels so they match", port="data", other_node=data.get("format_node"))
+    out = model.get("output_shape")
+    if out is not None and len(out) != 1:
+        raise ParamProblem(f"the model's output has shape {out}; end it with flatten (or global pool) and a "
+                           f"dense layer with units 'auto'", port="model")
+    classes = data.get("classes")
+    if out and out[0] != "auto" and classes and out[0] != len(classes):
+        last = model["layers"][-1]["name"] if model.get("layers") else "the last layer"
+        raise ParamProblem(f"the model ends in {out[0]} outputs ('{last}') but the data has {len(classes)} classes "
+                           f"{classes}; set {last}.units to {len(classes)} or 'auto'", port="model")
+    if model.get("classes") and classes and list(model["classes"]) != list(classes):
+        raise ParamProblem(f"the model was trained on classes {model['classes']} but the data has {classes}",
+                           port="data")
+
+
+def value_facts(model: ModelValue) -> dict[str, Any]:
+    """The facts ``check_fit`` compares, taken from a model value at run time."""
+    facts = model_facts(model)
+    facts["classes"] = list(model.classes) if model.trained else None
+    return facts
+
+
+def data_facts(data: ImageSet) -> dict[str, Any]:
+    """The facts ``check_fit`` compares, taken from a dataset value at run time."""
+    fmt = data.format
+    facts: dict[str, Any] = {"classes": list(data.classes), "formatted": fmt is not None,
+                             "dataset_node": data.sources.get("dataset"), "format_node": data.sources.get("format")}
+    if fmt:
+        facts.update(image_size=[fmt["height"], fmt["width"]], channels=fmt["channels"])
+    return facts
+
+
+def check_images(model: ModelValue, data: ImageSet) -> None:
+    """The images must be formatted to the size the model takes (classes do not matter yet)."""
+    facts = {k: v for k, v in value_facts(model).items() if k in ("input_shape", "input_node")}
+    check_fit(facts, {k: v for k, v in data_facts(data).items() if k != "classes"})
+
+
+def png_preview(png: bytes, label: str) -> dict[str, Any]:
+    """A PNG as an image preview the editor shows beside the node."""
+    return {"images": [{"src": "data:image/png;base64," + base64.b64encode(png).decode("ascii"), "label": label}]}
+
+
+def hooks(ctx: RunContext, checkpoints: bool = False) -> Hooks:
+    """The engine's hooks for a node's run context: progress, metrics, logs and previews go to the
+    editor; a stop request is polled between batches and inside long passes."""
+    return Hooks(workspace=ctx.workspace, checkpoints=ctx.checkpoints if checkpoints else None,
+                 progress=ctx.progress, metric=ctx.log_metric, log=ctx.log, preview=ctx.preview,
+                 should_stop=lambda: ctx.interrupted)
+
+
+@contextlib.contextmanager
+def engine_errors(ctx: RunContext, batch_size: int | None = None) -> Iterator[None]:
+    """Translate what the engine raises into what the executor understands: a stop request into
+    ``Interrupted``, running out of memory into a ParamProblem that names batch_size."""
+    try:
+        yield
+    except Stopped:
+        raise Interrupted(f"node '{ctx.node_id}' was interrupted") from None
+    except RuntimeError as exc:  # torch.OutOfMemoryError is one
+        if batch_size is None or not is_out_of_memory(exc):
+            raise
+        free_memory()
+        raise ParamProblem(f"ran out of memory ({str(exc).splitlines()[0][:160]}); try a smaller batch_size "
+                           f"(now {batch_size}) or smaller images", param="batch_size") from None

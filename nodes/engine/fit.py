@@ -1,0 +1,213 @@
+"""``fit``: train a model on a dataset, top to bottom, in the manner of torchvision's reference
+``train.py``: set up (device, seed, network, freezing, optimizer, inputs, schedule, loss), resume
+from the last epoch checkpoint if one is there, then per epoch ``train_one_epoch``, ``evaluate``,
+record, checkpoint and maybe stop early.
+
+It takes a plain :class:`FitConfig` and :class:`~nodes.engine.hooks.Hooks`; the trainer node
+turns its params into the one and its run context into the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from nodes.engine.augment import Objective, uses_random_batch_augment
+from nodes.engine.checkpoint import CheckpointError, pending_checkpoints, restore_checkpoint
+from nodes.engine.device import Device, resolve_device, seed_everything
+from nodes.engine.distributed import current as current_group
+from nodes.engine.feature_cache import prepare_training, technique_blockers
+from nodes.engine.hooks import Hooks
+from nodes.engine.loop import (NonFiniteLoss, apply_freezing, cpu_state, evaluate, network, resolve_spec, set_mode, stop_points,
+                               train_one_epoch)
+from nodes.engine.optim import layerwise_groups, make_optimizer, make_schedule
+from nodes.engine.values import ImageSet, ModelValue
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Everything ``fit`` needs to know, as plain values (the trainer node's params, translated)."""
+
+    epochs: int = 30
+    batch_size: int = 20
+    optimizer: str = "rmsprop"
+    lr: float = 2e-5
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    final_lr: float = 0.1
+    head_lr_mult: float = 1.0
+    lr_decay: float = 1.0
+    block_lrs: tuple[float, ...] = ()
+    schedule: str = "none"
+    step_size: int = 10
+    gamma: float = 0.1
+    sgdr_cycle: int = 1
+    sgdr_mult: int = 2
+    label_smoothing: float = 0.0
+    batch_augment: str = "none"
+    mix_alpha: float = 0.4
+    distill_alpha: float = 0.5
+    distill_temperature: float = 4.0
+    grad_clip: float = 0.0
+    early_stopping: int = 0
+    seed: int = 0
+    device: str = "auto"
+    mixed_precision: bool = True
+    workers: int = 0
+    feature_cache: str = "auto"
+    augmented_copies: int = 0
+    compile: bool = False
+
+    def record(self) -> dict[str, Any]:
+        """The config as JSON, kept in checkpoints to say what they came from."""
+        return {**dataclasses.asdict(self), "block_lrs": list(self.block_lrs)}
+
+
+@dataclass
+class FitResult:
+    model: ModelValue
+    history: list[dict[str, Any]]
+    best_val_loss: float | None = None
+    trainable_params: int = 0
+    feature_cache: dict[str, Any] = field(default_factory=dict)
+
+
+class NothingToTrain(ValueError):
+    """Every layer of the model is frozen."""
+
+
+class TeacherMismatch(ValueError):
+    """The distillation teacher cannot teach this student on this data."""
+
+
+def fit(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks,
+        teacher: ModelValue | None = None) -> FitResult:
+    """Train ``model`` on ``data``'s training split, scoring the validation split after every
+    epoch; returns the trained model (best weights when early stopping) and its history.
+
+    Raises ``NothingToTrain``, ``TeacherMismatch``, ``loop.NonFiniteLoss`` (the last finished
+    epoch stays as a checkpoint) and ``hooks.Stopped`` when ``hooks.should_stop`` turns true.
+    """
+    device = resolve_device(config.device, config.mixed_precision)
+    generator = seed_everything(config.seed)
+    num_classes = len(data.classes)
+    net = network(model, num_classes)
+    apply_freezing(net, model.frozen)
+    net = device.prepare(net)
+    groups = layerwise_groups(net, model, config.lr, config.head_lr_mult, config.lr_decay, config.block_lrs)
+    if not groups:
+        raise NothingToTrain("every layer of the model is frozen: nothing to train")
+    trainable = sum(p.numel() for g in groups for p in g["params"])
+    hooks.log(f"training {trainable:,} parameters on {device.torch} ({len(data.split('train'))} images, "
+              f"{num_classes} classes)")
+    hooks.metric("trainable_params", trainable)
+    optimizer = make_optimizer(config.optimizer, groups, config.momentum, config.weight_decay, config.final_lr)
+    group = current_group()
+    stops = stop_points(net, hooks.should_stop) if not config.compile else contextlib.nullcontext()
+    with stops:
+        inputs = prepare_training(hooks, net, model, data, device, batch_size=group.per_rank(config.batch_size),
+                                  generator=generator, mode=config.feature_cache, copies=config.augmented_copies,
+                                  seed=config.seed, workers=config.workers,
+                                  blockers=technique_blockers(config.batch_augment, teacher),
+                                  shard=group.shard(config.seed), main_first=group.main_first)
+        body, prefix = group.wrap(inputs.body, inputs.prefix, device.torch, config.compile)
+        schedule = make_schedule(config.schedule, optimizer, config.epochs, len(inputs.train), config.step_size,
+                                 config.gamma, config.sgdr_cycle, config.sgdr_mult)
+        scaler = torch.amp.GradScaler(device.torch.type) if device.needs_scaler else None
+        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        objective = _objective(config, data, teacher, device, generator)
+        history = list(model.history)
+        best: tuple[float, dict[str, Any]] | None = None
+        stale = 0
+        step = 0
+        total = config.epochs * len(inputs.train)
+
+        def on_batch(loss: float) -> None:
+            nonlocal step
+            step += 1
+            hooks.metric("batch_loss", loss, step=step)
+            hooks.progress(step, total)
+
+        save = group.main_only(pending_checkpoints().save)
+        checkpoint = hooks.checkpoints / "last.safetensors" if hooks.checkpoints is not None else None
+        first = 1
+        if checkpoint is not None and checkpoint.is_file():
+            try:
+                meta = restore_checkpoint(checkpoint, model=net, optimizer=optimizer, scheduler=schedule,
+                                          generator=generator)
+            except CheckpointError as exc:
+                hooks.log(f"starting afresh: {exc}")
+            else:
+                first, history, step = meta["epoch"] + 1, meta["history"], meta["extra"]["step"]
+                hooks.log(f"resuming after epoch {meta['epoch']} from an interrupted attempt")
+        for epoch in range(first, config.epochs + 1):
+            set_mode(net, True, model.frozen, model.bn_frozen)
+            inputs.set_epoch(epoch)
+            try:
+                train_loss, train_acc = train_one_epoch(body, inputs.train, optimizer, objective or loss_fn, device,
+                                                        prefix, scaler, schedule, on_batch, config.grad_clip,
+                                                        prepare=objective.prepare if objective else None,
+                                                        should_stop=hooks.should_stop)
+            except NonFiniteLoss as exc:
+                exc.epoch, exc.lr = epoch, optimizer.param_groups[0]["lr"]
+                raise
+            val_loss, val_acc, _, val_true = evaluate(inputs.eval_body, inputs.validation, loss_fn, device,
+                                                      should_stop=hooks.should_stop)
+            train_loss, train_acc, val_loss, val_acc = group.reduce((train_loss, train_acc, 1),
+                                                                    (val_loss, val_acc, len(val_true)))
+            record = {"epoch": len(history) + 1, "train_loss": train_loss, "train_accuracy": train_acc,
+                      "val_loss": val_loss, "val_accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"]}
+            history.append(record)
+            for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+                if not math.isnan(record[name]):
+                    hooks.metric(name, record[name], step=epoch)
+            hooks.log(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f}, "
+                      f"val loss {val_loss:.4f} acc {val_acc:.3f}")
+            if checkpoint is not None:
+                save(checkpoint, epoch=epoch, model=net, optimizer=optimizer, scheduler=schedule,
+                     config=config.record(), history=history, generator=generator, extra={"step": step})
+            if config.early_stopping and not math.isnan(val_loss):
+                if best is None or val_loss < best[0]:
+                    best = (val_loss, cpu_state(net))
+                    stale = 0
+                else:
+                    stale += 1
+                    if stale >= config.early_stopping:
+                        hooks.log(f"early stop after epoch {epoch}: no better validation loss for {stale} epochs")
+                        break
+    state = best[1] if best is not None else cpu_state(net)
+    if best is not None:
+        hooks.log(f"kept the weights with the lowest validation loss ({best[0]:.4f})")
+    trained = ModelValue(spec=resolve_spec(model.spec, num_classes), frozen=model.frozen, bn_frozen=model.bn_frozen,
+                         state=state, classes=data.classes, format=data.format, history=tuple(history))
+    return FitResult(trained, history, best[0] if best else None, trainable, inputs.info)
+
+
+def _objective(config: FitConfig, data: ImageSet, teacher: ModelValue | None, device: Device,
+               generator: torch.Generator) -> Objective | None:
+    """The loss for batch augmentation and distillation (None when neither is on: plain
+    cross-entropy then). Mixing draws from the trainer's seeded generator, which checkpoints
+    keep, so a resumed run mixes as the uninterrupted one would have."""
+    if teacher is None and not uses_random_batch_augment(config.batch_augment):
+        return None
+    net = None
+    if teacher is not None:
+        if list(teacher.classes) != list(data.classes):
+            raise TeacherMismatch(f"the teacher was trained on classes {list(teacher.classes)} but the data has "
+                                  f"{list(data.classes)}")
+        made = [data.format["channels"], data.format["height"], data.format["width"]] if data.format else None
+        if made and list(teacher.spec["input_shape"]) != made:
+            raise TeacherMismatch(f"the teacher takes {list(teacher.spec['input_shape'])} images but the data is "
+                                  f"formatted to {made}; give both the same input size")
+        net = device.prepare(network(teacher, len(data.classes)))
+        for p in net.parameters():
+            p.requires_grad_(False)
+    return Objective(len(data.classes), config.label_smoothing, config.batch_augment, config.mix_alpha,
+                     config.seed, net, config.distill_alpha, config.distill_temperature, device.autocast,
+                     generator=generator)
+
