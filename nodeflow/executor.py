@@ -4,8 +4,7 @@ No torch, no UI: values are opaque, nodes do the work. The cache key of a node i
 its code version, its validated params, its fingerprint and the keys of the outputs feeding it,
 so a param change makes exactly that node and its descendants stale.
 
-What can be wrong with a graph lives in :mod:`nodeflow.errors` (``GraphInvalid`` is imported here
-too, as the node catalogue's tests use it from here), the cache in :mod:`nodeflow.cache`.
+What can be wrong with a graph lives in :mod:`nodeflow.errors`, the cache in :mod:`nodeflow.cache`.
 """
 
 from __future__ import annotations
