@@ -277,8 +277,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                 raise CliError(f"--grid {name}: value {json.dumps(value)}: {wrong[0]}")
     branches = [Branch(params, apply_overrides(base, [f"{k}={json.dumps(v)}" for k, v in params.items()], registry))
                 for params in combinations(grid)]
-    for branch in branches:  # the whole graph too, before anything runs
-        check.plan(branch.graph, target=args.target) if args.target else check.validate(branch.graph)
+    for branch in branches:  # each branch's graph as a whole too, before anything runs
+        try:
+            check.plan(branch.graph, target=args.target)
+        except GraphInvalid as exc:
+            where = ", ".join(f"{k}={json.dumps(v)}" for k, v in branch.params.items())
+            more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+            raise CliError(f"--grid: the branch {where} is not valid: {exc.problems[0]}{more}") from None
     workspace = Path(args.workspace) if args.workspace else default_workspace()
     progress = _TerminalProgress(quiet=args.quiet)
 

@@ -442,8 +442,8 @@ class Executor:
             if not forced and self.cache.has(key):
                 metrics = self.cache.metrics(key)
                 self._last_keys[node_id] = key
-                self._emit(Event("log", node_id, {"message": "computed meanwhile by another process; "
-                                                             "using its cached result"}))
+                self._emit(Event("log", node_id, {"message": "computed meanwhile (the same cache key, here or in "
+                                                             "another process); using that result"}))
                 self._emit(Event("node_finished", node_id, {"seconds": 0.0, "from_cache": True,
                                                             "metrics": metrics, "key": key}))
                 return NodeReport("cached", 0.0, metrics)
