@@ -80,7 +80,10 @@ class Dispatcher:
 
     # -- starting and stopping
     def start(self) -> Dispatcher:
-        from distributed import Client, LocalCluster
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise ParallelSetupError(f"{self.option}: Dask is not installed; pip install 'nodeflow[dask]'") from None
 
         if self.jobs is not None:
             # worker processes, each with its own threads; the nanny gives each OMP_NUM_THREADS=1 unless
