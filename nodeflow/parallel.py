@@ -86,14 +86,19 @@ class Dispatcher:
             raise ParallelSetupError(f"{self.option}: Dask is not installed; pip install 'nodeflow[dask]'") from None
 
         if self.jobs is not None:
-            # worker processes, each with its own threads; the nanny gives each OMP_NUM_THREADS=1 unless
-            # we say otherwise, so torch in a worker uses the threads it was given, not every core
+            import dask
+
+            # a training node's data loader starts processes of its own, which a daemonic worker may not
+            dask.config.set({"distributed.worker.daemon": False})
+            # N worker processes, each running one node at a time, each node's torch on its share of the
+            # cores (OMP_NUM_THREADS, read by torch when a worker imports it), so N trainings don't oversubscribe
             threads = str(self.threads)
-            self.cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=self.threads, processes=True,
+            self.cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=1, processes=True,
                                         dashboard_address=":0", scheduler_port=0,
                                         env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
                                              "OPENBLAS_NUM_THREADS": threads})
             self.client = Client(self.cluster)
+            self._share_gpus()
         else:
             try:
                 self.client = Client(self.scheduler, timeout="10s")
@@ -107,6 +112,15 @@ class Dispatcher:
                                          f"some with `dask worker {self.scheduler}`")
         self.client.subscribe_topic(TOPIC, self._on_live_event)
         return self
+
+    def _share_gpus(self) -> None:
+        """On a local cluster, give each of the first workers one GPU of this machine, pinned with
+        CUDA_VISIBLE_DEVICES and offered as the resource GPU=1; workers beyond the GPUs have none,
+        so nodes that declare GPU: 1 never share one."""
+        gpus = local_gpus()
+        workers = sorted(self.client.scheduler_info().get("workers", {}))
+        for address, gpu in zip(workers, gpus):
+            self.client.run(_take_gpu, gpu, workers=[address])
 
     def close(self) -> None:
         if self.client is not None:
@@ -124,10 +138,11 @@ class Dispatcher:
 
     def describe(self) -> str:
         workers = self.client.scheduler_info().get("workers", {}) if self.client else {}
-        threads = sorted({w.get("nthreads") for w in workers.values()})
-        each = "/".join(str(t) for t in threads) or "?"
-        where = "a local Dask cluster" if self.jobs is not None else f"the Dask cluster at {self.scheduler}"
-        return f"{where}: {len(workers)} worker process(es), {each} thread(s) each"
+        if self.jobs is not None:
+            return (f"a local Dask cluster: {len(workers)} worker process(es), one node at a time each, "
+                    f"{self.threads} torch thread(s) each")
+        slots = "/".join(str(t) for t in sorted({w.get("nthreads") for w in workers.values()})) or "?"
+        return f"the Dask cluster at {self.scheduler}: {len(workers)} worker process(es), {slots} thread(s) each"
 
     # -- checks
     def check_workspace(self, workspace: Path) -> None:
@@ -208,8 +223,9 @@ class Dispatcher:
                     state.interrupted = True
                 for task in state.advance(submit=not stopping):
                     spec = task.spec(str(stop_file))
-                    future = self.client.submit(run_task, spec, key=f"nodeflow-{task.key[:16]}-{uuid.uuid4().hex[:8]}",
-                                                resources=resources.get(task.node_id) or None, pure=False)
+                    name = f"nodeflow-{task.node_id}-{task.key[:12]}-{uuid.uuid4().hex[:8]}"
+                    future = self.client.submit(run_task, spec, key=name, pure=False,
+                                                resources=resources.get(task.node_id) or None)
                     futures[future] = task
                     pending.add(future)
                 if state.done() or (stopping and not state.running()):
@@ -243,6 +259,28 @@ class Dispatcher:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
+
+
+def local_gpus() -> list[str]:
+    """This machine's GPUs as CUDA_VISIBLE_DEVICES entries (honouring one already set), from nvidia-smi."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    import subprocess
+
+    try:
+        listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(listed.splitlines()) if line.startswith("GPU ")]
+
+
+async def _take_gpu(gpu: str, dask_worker=None) -> None:
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # before torch is imported in this worker
+    await dask_worker.set_resources(GPU=1)
 
 
 def _read_probe(path: str) -> str | None:

@@ -202,3 +202,14 @@ def test_jobs_below_one_is_refused(tmp_path):
     graph.save(tmp_path / "g.json")
     result = nodeflow("run", str(tmp_path / "g.json"), "--workspace", str(tmp_path / "ws"), "--jobs", "0")
     assert result.returncode == 1 and result.stderr.strip() == "error: --jobs 0: give 1 or more worker processes"
+
+
+def test_a_local_cluster_hands_out_the_visible_gpus(monkeypatch):
+    from nodeflow.parallel import local_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1, 3")
+    assert local_gpus() == ["1", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert local_gpus() == []
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert local_gpus() == []
