@@ -261,7 +261,8 @@ def _run_and_report(args: argparse.Namespace, graph: Graph, workspace: Path, exe
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from nodeflow.sweep import Branch, combinations, key_metric, parse_grid, results_table, run_sweep, sweep_report
+    from nodeflow.sweep import (Branch, combinations, key_metric, metric_value, parse_grid, results_table, run_sweep,
+                                sweep_report)
 
     registry = registry_for(args)
     base = apply_overrides(load_graph(args.graph), args.set, registry)
@@ -315,6 +316,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         atomic_write_text(Path(args.report), json.dumps(report, indent=2) + "\n")
     metric = key_metric(branches, args.target, args.metric)
     print(results_table(branches, metric))
+    if args.metric and all(metric_value(b, args.metric) is None for b in branches):
+        print(f"note: --metric {args.metric}: no branch reported it (give NODE.METRIC as `nodeflow runs show` "
+              "lists them)", file=sys.stderr)
     if any(b.report is not None and b.report.interrupted for b in branches):
         print("interrupted; finished nodes stay cached", file=sys.stderr)
         return EXIT_INTERRUPTED

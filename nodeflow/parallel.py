@@ -101,7 +101,7 @@ class Dispatcher:
             self._share_gpus()
         else:
             try:
-                self.client = Client(self.scheduler, timeout="10s")
+                self.client = Client(self.scheduler, timeout="5s")
             except (OSError, TimeoutError, ValueError) as exc:
                 raise ParallelSetupError(f"--scheduler {self.scheduler}: cannot reach the Dask scheduler "
                                          f"({_first_line(exc)}); start one with `dask scheduler` and give its "
