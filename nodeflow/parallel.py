@@ -49,7 +49,7 @@ class ParallelSetupError(ValueError):
 
 def resources_of(node: type) -> dict[str, float]:
     """What a node type asks of the worker that runs it (``resources`` class attribute; none by default)."""
-    return dict(getattr(node, "resources", None) or {})
+    return dict(node.resources)
 
 
 def threads_per_worker(jobs: int, cores: int | None = None) -> int:

@@ -32,6 +32,7 @@ class Trainer(Node):
     type = "train.trainer"
     title = "Trainer"
     category = "Training"
+    resources = {"GPU": 1}  # on a Dask cluster: one training per GPU
     inputs = (Port("model", MODEL, "An architecture, or a trained model to keep training"),
               Port("data", IMAGES, "Formatted images with train and validation splits"),
               Port("teacher", TRAINED_MODEL, "Optional: a trained model to distil from (knowledge distillation)",

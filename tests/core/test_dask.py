@@ -131,11 +131,14 @@ def test_stop_reaches_the_workers_through_the_workspace(registry, tmp_path, disp
     assert report.nodes["t"].status == "skipped"
 
 
-def test_resources_come_from_an_optional_class_attribute():
-    class Plain:
-        pass
+def test_resources_come_from_the_node_class_and_default_to_none():
+    from nodeflow.node import Node
 
-    class Trainer:
+    class Plain(Node):
+        type = "test.plain"
+
+    class Trainer(Node):
+        type = "test.trainer"
         resources = {"GPU": 1}
 
     assert resources_of(Plain) == {} and resources_of(Trainer) == {"GPU": 1}
