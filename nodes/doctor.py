@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 import torch
 from pydantic import Field
 
+from nodeflow.graph import atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodes.checks import check_fit, check_images, engine_errors, hooks
 from nodes.engine.models import summarize
@@ -52,8 +54,8 @@ class DatasetDoctor(Node):
         return {}
 
     def run(self, ctx: RunContext, params: Params, data: ImageSet, model: ModelValue | None = None) -> dict:
-        from nodes.engine.doctor import (class_balance, entries, exact_duplicates, file_problems, label_suspects,
-                                         near_duplicates, out_of_fold_probs)
+        from nodes.engine.doctor import (Entry, class_balance, entries, exact_duplicates, file_problems, label_suspects,
+                                         near_duplicates, out_of_fold_probs, skipped_files)
         from nodes.engine.inference import extract_codes
 
         items = entries(data)
@@ -61,6 +63,9 @@ class DatasetDoctor(Node):
             raise ParamProblem("the dataset has no images", port="data")
         balance = class_balance(data)
         findings = file_problems(items, params.min_side, params.max_aspect)
+        outside = [Entry(path, "skipped", -1) for path in skipped_files(data)]
+        if outside:  # the dataset node dropped unreadable files: name them too
+            findings["unreadable"] += file_problems(outside, params.min_side, params.max_aspect)["unreadable"]
         ctx.progress(1, 4)
         bad = {f["file"] for f in findings["unreadable"]}
         readable = [e for e in items if e.file not in bad]
@@ -95,12 +100,17 @@ class DatasetDoctor(Node):
         values["images"] = float(len(items))
         values["leaked_exact_duplicates_count"] = float(sum(g["across_splits"] for g in findings["exact_duplicates"]))
         shares = [row["share"] for row in balance]
-        values["imbalance_ratio"] = max(shares) / min(shares) if min(shares) > 0 else float("inf")
+        if min(shares) > 0:  # an empty class shows in the balance table; a ratio would be infinite
+            values["imbalance_ratio"] = max(shares) / min(shares)
         for name, value in values.items():
-            if value != float("inf"):
-                ctx.log_metric(name, value)
+            ctx.log_metric(name, value)
         ctx.log("; ".join(f"{kind}: {len(found)}" for kind, found in findings.items()))
         ctx.preview("metrics_table", {"columns": ["finding", "count"],
                                       "rows": [{"finding": k, "count": len(v)} for k, v in findings.items()]})
-        tables = {"class_balance": balance, "findings": findings, "checked": checked}
-        return {"findings": Metrics({k: v for k, v in values.items() if v != float("inf")}, tables)}
+        folder = ctx.workspace / "doctor" / ctx.node_id
+        folder.mkdir(parents=True, exist_ok=True)
+        tables = {"class_balance": balance, "findings": findings, "checked": checked,
+                  "report": str(folder / "findings.json")}
+        atomic_write_text(folder / "findings.json", json.dumps({"values": values, "tables": tables}, indent=1))
+        ctx.log(f"findings by kind in {folder / 'findings.json'}")
+        return {"findings": Metrics(values, tables)}

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
-from nodeflow.graph import atomic_write_bytes
+from nodeflow.graph import atomic_write_bytes, atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodes.checks import check_fit, data_facts, engine_errors, hooks, png_preview, value_facts
 from nodes.ports import IMAGES, METRICS, TRAINED_MODEL, ImageSet, Metrics, ModelValue
@@ -88,6 +89,9 @@ class ErrorAnalysis(Node):
         ctx.log(f"{params.split}: {wrong} of {samples} images misclassified")
         columns = ["file", "true", "predicted", "confidence", "loss"]
         ctx.preview("metrics_table", {"columns": columns, "rows": rows[:50]})
-        tables = {"top_errors": {"columns": columns, "rows": rows},
+        tables = {"split": params.split, "top_errors": {"columns": columns, "rows": rows},
                   "confusion_cells": cells, "overlays": {"folder": str(folder), "files": written}}
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "errors.json", json.dumps({"values": values, "tables": tables}, indent=1))
+        ctx.log(f"top errors and confusion cells in {folder / 'errors.json'}")
         return {"errors": Metrics(values, tables)}

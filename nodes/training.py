@@ -14,7 +14,7 @@ from nodeflow.graph import atomic_write_bytes, atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodes.checks import check_fit, data_facts, engine_errors, hooks, model_facts, png_preview, value_facts
 from nodes.engine.fit import FitConfig, NothingToTrain, TeacherMismatch, fit
-from nodes.engine.loop import NonFiniteLoss
+from nodes.engine.loop import NonFiniteLoss, resolve_spec
 from nodes.engine.lr_range import LRRangeConfig, lr_range_test
 from nodes.engine.pipeline import resolve_workers
 from nodes.engine.plots import line_plot_png

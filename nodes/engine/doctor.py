@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -65,6 +66,20 @@ def file_problems(items: Sequence[Entry], min_side: int, max_aspect: float) -> d
             found["extreme_aspect"].append({"file": entry.file, "split": entry.split, "width": width,
                                             "height": height, "aspect": round(long / short, 2)})
     return found
+
+
+def skipped_files(data: ImageSet) -> list[str]:
+    """Image files under the dataset's folder (the common folder of its files) that the dataset
+    does not hold, e.g. those its loader skipped as unreadable; empty when it skipped none."""
+    import os
+
+    from nodes.engine.images import image_files
+
+    held = {path for split in data.splits for path, _ in data.split(split)}
+    if not data.skipped or not held:
+        return []
+    root = Path(os.path.commonpath([str(Path(p).parent) for p in held]))
+    return [str(p) for p in image_files(root) if str(p) not in held]
 
 
 def content_hash(path: str) -> str:
