@@ -102,23 +102,38 @@ def exact_duplicates(items: Sequence[Entry]) -> list[dict[str, Any]]:
 
 def near_duplicates(codes: torch.Tensor, items: Sequence[Entry], threshold: float, across_splits_only: bool = True,
                     skip: set[frozenset[str]] | None = None, chunk: int = 1024) -> list[dict[str, Any]]:
-    """Pairs of images whose centred codes have cosine similarity ≥ ``threshold``, most similar
-    first (pairs in ``skip``, e.g. exact duplicates, left out). Centring removes what every image's
-    codes share (ReLU features are all positive, which makes raw cosines uniformly high)."""
+    """Pairs of images whose centred codes have cosine similarity ≥ ``threshold`` and that are
+    each other's nearest neighbour in the other's split (a copy is its original's closest image;
+    two merely alike pictures seldom are both ways), most similar first; pairs in ``skip`` (e.g.
+    exact duplicates) left out. Centring removes what every image's codes share (ReLU features
+    are all positive, which makes raw cosines uniformly high)."""
     z = F.normalize(codes.float() - codes.float().mean(0), dim=1)
-    splits = [e.split for e in items]
-    pairs = []
-    for start in range(0, len(z), chunk):
+    names = sorted({e.split for e in items})
+    split_index = torch.tensor([names.index(e.split) for e in items])
+    n = len(items)
+    # nearest[s][i]: the image of split s closest to image i (itself excluded)
+    nearest = torch.full((len(names), n), -1, dtype=torch.long)
+    best = torch.full((len(names), n), -2.0)
+    for start in range(0, n, chunk):
         sims = z[start:start + chunk] @ z.T
-        rows, cols = (sims >= threshold).nonzero(as_tuple=True)
-        for r, c in zip(rows.tolist(), cols.tolist()):
-            i = start + r
-            if c <= i or (across_splits_only and splits[i] == splits[c]):
+        rows = torch.arange(start, min(start + chunk, n))
+        sims[rows - start, rows] = -2.0
+        for s in range(len(names)):
+            masked = sims.masked_fill(split_index[None, :] != s, -2.0)
+            value, index = masked.max(1)
+            best[s, rows], nearest[s, rows] = value, index
+    pairs = []
+    for i in range(n):
+        for s in range(len(names)):
+            j = int(nearest[s, i])
+            if j <= i or best[s, i] < threshold or int(nearest[split_index[i], j]) != i:
                 continue
-            if skip and frozenset((items[i].file, items[c].file)) in skip:
+            if across_splits_only and split_index[i] == split_index[j]:
                 continue
-            pairs.append({"a": items[i].file, "b": items[c].file, "split_a": splits[i], "split_b": splits[c],
-                          "similarity": round(float(sims[r, c]), 4)})
+            if skip and frozenset((items[i].file, items[j].file)) in skip:
+                continue
+            pairs.append({"a": items[i].file, "b": items[j].file, "split_a": items[i].split,
+                          "split_b": items[j].split, "similarity": round(float(best[s, i]), 4)})
     pairs.sort(key=lambda p: -p["similarity"])
     return pairs
 
