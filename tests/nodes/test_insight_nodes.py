@@ -89,3 +89,45 @@ def test_cli_report_shows_planted_errors_and_dataset_faults(tmp_path):
     assert sorted(map(set, (g["files"] for g in findings["exact_duplicates"])), key=sorted) == \
         sorted(copies, key=sorted)
     assert {"near_duplicates", "label_suspects"} <= set(findings)
+
+
+def doctor_graph(root, params: dict | None = None, with_model: bool = False, model_size: int = SIZE) -> Graph:
+    nodes = [{"id": "data", "type": "data.image_folder", "params": {"root": str(root)}},
+             {"id": "fmt", "type": "data.format", "params": {"height": SIZE, "width": SIZE}},
+             {"id": "doctor", "type": "data.doctor", "params": params or {}}]
+    edges = [{"source": "data", "source_port": "data", "target": "fmt", "target_port": "data"},
+             {"source": "fmt", "source_port": "data", "target": "doctor", "target_port": "data"}]
+    if with_model:
+        nodes += [{"id": "input", "type": "model.input", "params": {"height": model_size, "width": model_size}},
+                  {"id": "backbone", "type": "model.backbone",
+                   "params": {"arch": "resnet18", "weights": "none", "feature_extractor": True}}]
+        edges += [{"source": "input", "source_port": "model", "target": "backbone", "target_port": "model"},
+                  {"source": "backbone", "source_port": "model", "target": "doctor", "target_port": "model"}]
+    return Graph.from_data({"format": "nodeflow.graph", "version": 1, "nodes": nodes, "edges": edges})
+
+
+def test_doctor_without_a_model_checks_files_balance_and_exact_copies(registry, tmp_path):
+    from tests.nodes.conftest import run
+
+    root = make_image_set(tmp_path / "images", ("circle", "stripes", "cross"), per_class=10, size=SIZE, fmt="png",
+                          corrupt=1)
+    shutil.copyfile(next((root / "train" / "cross").glob("*.png")), root / "test" / "cross" / "again.png")
+    report = run(registry, doctor_graph(root, {"min_side": 40}), tmp_path / "ws")
+    assert report.ok, report.to_json()
+    metrics = report.nodes["doctor"].metrics
+    # every generated picture is 32 px: all tiny against min_side 40; the corrupt files were skipped
+    # by the dataset node and are named all the same
+    assert metrics["unreadable_count"] == 3 and metrics["tiny_count"] == metrics["images"] == 31
+    assert metrics["leaked_exact_duplicates_count"] == 1 and "near_duplicates_count" not in metrics
+    saved = json.loads((tmp_path / "ws" / "doctor" / "doctor" / "findings.json").read_text())["tables"]
+    assert saved["checked"] == ["balance", "files", "exact_duplicates"]
+    assert {row["class"]: row["test"] for row in saved["class_balance"]} == {"circle": 2, "cross": 3, "stripes": 2}
+    assert all(".broken" in f["file"] for f in saved["findings"]["unreadable"])
+
+
+def test_doctor_names_the_port_when_the_model_does_not_take_the_images(registry, tmp_path):
+    from nodeflow.executor import Executor
+
+    root = make_image_set(tmp_path / "images", per_class=10, size=SIZE, fmt="png")
+    problems = Executor(registry, tmp_path / "ws").validate(doctor_graph(root, with_model=True, model_size=48))
+    assert problems and "doctor" in str(problems[0]) and "48" in str(problems[0])

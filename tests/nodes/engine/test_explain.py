@@ -55,6 +55,8 @@ def test_grad_cam_peaks_inside_the_marking_patch(trained):
     assert share >= 0.7
     png = overlay_png(maps.images[0], maps.maps[0], scale=2)
     assert png.startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="no block 'nope'.*layer4"):
+        grad_cam(model, [scored.files[right[0]]], [marked], 1, hooks, block="nope", device_name="cpu")
 
 
 def test_errors_are_sorted_by_loss_and_cells_cover_the_split(trained):
