@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -102,6 +103,20 @@ class Cache:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return entry / "files" if scratch is not None and scratch.exists() else None
+
+    def computing(self, key: str, node: type[Node]):
+        """Hold the cache key while its node is computed, so processes that share the workspace
+        (workers on other machines too, the folder being shared) compute one key once: the second
+        waits here, then finds the entry the first wrote. A ``filelock.FileLock`` (an OS lock on a
+        file beside the entry) is released by the OS when its holder dies, so a crashed worker
+        leaves no stale lock behind. Only persisted outputs are worth it; others are a no-op."""
+        entry = self._entry(key)
+        if entry is None or not persistent(node):
+            return contextlib.nullcontext()
+        from filelock import FileLock
+
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(entry.parent / f".{key}.lock"))
 
     def quarantine(self, key: str) -> Path | None:
         """Move a damaged entry out of the way (never delete it silently); returns where it went."""

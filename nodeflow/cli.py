@@ -200,6 +200,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     executor = Executor(registry, workspace, device=args.device)
     progress = _TerminalProgress(quiet=args.quiet)
     executor.subscribe(progress)
+    with dispatcher_for(args) as dispatcher:
+        executor.dispatcher = dispatcher
+        return _run_and_report(args, graph, workspace, executor, progress)
+
+
+def dispatcher_for(args: argparse.Namespace):
+    """The Dask cluster ``--jobs``/``--scheduler`` (or $NODEFLOW_DASK_SCHEDULER) ask for, as a context
+    that starts and stops it; a context of None for a plain run, which never imports Dask."""
+    import contextlib
+
+    from nodeflow.parallel import dispatcher_wanted
+
+    dispatcher = dispatcher_wanted(args.jobs, args.scheduler)
+    if dispatcher is None:
+        return contextlib.nullcontext(None)
+
+    @contextlib.contextmanager
+    def started():
+        with dispatcher:
+            if not args.quiet:
+                print(dispatcher.describe(), file=sys.stderr)
+            yield dispatcher
+
+    return started()
+
+
+def _run_and_report(args: argparse.Namespace, graph: Graph, workspace: Path, executor: Executor,
+                    progress: _TerminalProgress) -> int:
     interrupted_by_user = threading.Event()
 
     def on_sigint(signum, frame):  # first Ctrl-C: stop cleanly at the next batch; second: abort
@@ -229,6 +257,77 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     print(f"done: {sum(r.status == 'ran' for r in report.nodes.values())} ran, "
           f"{sum(r.status == 'cached' for r in report.nodes.values())} cached", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from nodeflow.sweep import (Branch, combinations, key_metric, metric_value, parse_grid, results_table, run_sweep,
+                                sweep_report)
+
+    registry = registry_for(args)
+    base = apply_overrides(load_graph(args.graph), args.set, registry)
+    grid = parse_grid(args.grid)
+    check = Executor(registry)
+    for name, values in grid:  # each value checked as --set would be, naming the one that is wrong
+        for value in values:
+            graph = apply_overrides(base, [f"{name}={json.dumps(value)}"], registry)
+            node_id, _, param = name.partition(".")
+            wrong = [p for p in check.validate(graph) if p.node_id == node_id and
+                     (getattr(p, "param", None) or "").split(".")[0] == param]
+            if wrong:
+                raise CliError(f"--grid {name}: value {json.dumps(value)}: {wrong[0]}")
+    branches = [Branch(params, apply_overrides(base, [f"{k}={json.dumps(v)}" for k, v in params.items()], registry))
+                for params in combinations(grid)]
+    for branch in branches:  # each branch's graph as a whole too, before anything runs
+        try:
+            check.plan(branch.graph, target=args.target)
+        except GraphInvalid as exc:
+            where = ", ".join(f"{k}={json.dumps(v)}" for k, v in branch.params.items())
+            more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+            raise CliError(f"--grid: the branch {where} is not valid: {exc.problems[0]}{more}") from None
+    workspace = Path(args.workspace) if args.workspace else default_workspace()
+    progress = _TerminalProgress(quiet=args.quiet)
+
+    executors: list[Executor] = []
+
+    def make_executor() -> Executor:
+        executor = Executor(registry, workspace, device=args.device)
+        executor.subscribe(progress)
+        executors.append(executor)
+        return executor
+
+    def on_sigint(signum, frame):  # stop every branch at its next batch; a second Ctrl-C aborts
+        if any(ex._stop.is_set() for ex in executors):
+            raise KeyboardInterrupt
+        print("\nstopping at the next batch (Ctrl-C again to abort)", file=sys.stderr)
+        for ex in executors:
+            ex.interrupt()
+
+    if not args.quiet:
+        print(f"sweep: {len(branches)} branch(es) over {', '.join(name for name, _ in grid)}", file=sys.stderr)
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        with dispatcher_for(args) as dispatcher:
+            run_sweep(make_executor, branches, args.target, tuple(args.force), dispatcher, RunStore(workspace))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if args.report:
+        report = sweep_report(branches, "dask" if dispatcher is not None else "local")
+        atomic_write_text(Path(args.report), json.dumps(report, indent=2) + "\n")
+    metric = key_metric(branches, args.target, args.metric)
+    print(results_table(branches, metric))
+    if args.metric and all(metric_value(b, args.metric) is None for b in branches):
+        print(f"note: --metric {args.metric}: no branch reported it (give NODE.METRIC as `nodeflow runs show` "
+              "lists them)", file=sys.stderr)
+    if any(b.report is not None and b.report.interrupted for b in branches):
+        print("interrupted; finished nodes stay cached", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    failed = [b for b in branches if b.report is None or not b.report.ok]
+    if failed:
+        first = failed[0].report.failure() if failed[0].report is not None else None
+        where = f": node '{first[0]}' failed: {first[1].error}" if first else ""
+        print(f"error: {len(failed)} of {len(branches)} branch(es) failed{where}", file=sys.stderr)
+        return EXIT_ERROR
     return EXIT_OK
 
 
@@ -440,6 +539,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                        help="override a parameter (JSON value, else string); repeatable")
 
+    def parallel_args(p: argparse.ArgumentParser) -> None:
+        group = p.add_mutually_exclusive_group()
+        group.add_argument("--jobs", type=int, metavar="N",
+                           help="run independent nodes at once on a local Dask cluster of N worker processes")
+        group.add_argument("--scheduler", metavar="ADDRESS",
+                           help="run nodes on the Dask cluster at ADDRESS, e.g. tcp://host:8786 "
+                                "(default: $NODEFLOW_DASK_SCHEDULER when set)")
+
     def runtime_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--workspace", help="folder for cached results (default: $NODEFLOW_WORKSPACE or a per-user folder)")
         p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
@@ -451,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="append", default=[], metavar="NODE", help="re-run this node even if cached")
     p.add_argument("--report", help="write a JSON report of what ran, what was cached, and the metrics")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    parallel_args(p)
     p.set_defaults(func=cmd_run)
 
     p.add_argument("--mlflow", metavar="URI", help="also log the run to this MLflow tracking store "
@@ -486,6 +594,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("other", nargs="?", metavar="NODE|VERSION", help="compare with this version")
     store_arg(p)
     p.set_defaults(func=cmd_lineage)
+
+    p = sub.add_parser("sweep", help="run a graph once per combination of parameter values, sharing the cache")
+    graph_args(p)
+    runtime_args(p)
+    p.add_argument("--grid", action="append", default=[], metavar="NODE.PARAM=[V1,V2,...]",
+                   help="values to sweep one parameter over (a JSON list); repeatable, every combination runs")
+    p.add_argument("--target", help="run only this node and the ancestors it needs, in every branch")
+    p.add_argument("--force", action="append", default=[], metavar="NODE", help="re-run this node even if cached")
+    p.add_argument("--metric", metavar="NODE.METRIC",
+                   help="the metric that ranks the branches (default: an accuracy of the target or last node)")
+    p.add_argument("--report", help="write a JSON report: per branch its params and what run --report writes")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    parallel_args(p)
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("validate", help="check a graph file without running it")
     graph_args(p)

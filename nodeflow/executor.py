@@ -4,8 +4,7 @@ No torch, no UI: values are opaque, nodes do the work. The cache key of a node i
 its code version, its validated params, its fingerprint and the keys of the outputs feeding it,
 so a param change makes exactly that node and its descendants stale.
 
-What can be wrong with a graph lives in :mod:`nodeflow.errors` (``GraphInvalid`` is imported here
-too, as the node catalogue's tests use it from here), the cache in :mod:`nodeflow.cache`.
+What can be wrong with a graph lives in :mod:`nodeflow.errors`, the cache in :mod:`nodeflow.cache`.
 """
 
 from __future__ import annotations
@@ -86,8 +85,25 @@ class _Checked:
     facts: dict[str, dict[str, dict[str, Any]]]
 
 
+@dataclass
+class Prepared:
+    """A checked and planned run: the nodes it needs in order, and for each "run" or "cached"."""
+
+    executor: Executor
+    checked: _Checked
+    needed: list[str]
+    actions: dict[str, str]
+    target: str | None
+    force: set[str]
+
+
 class Executor:
-    """Runs graphs. One executor keeps one cache; several graphs may share it."""
+    """Runs graphs. One executor keeps one cache; several graphs may share it.
+
+    ``dispatcher``: None runs nodes one by one in this process; a :class:`nodeflow.parallel.Dispatcher`
+    hands ready nodes to a Dask cluster instead."""
+
+    dispatcher: Any = None
 
     def __init__(self, registry: Registry, workspace: Path | None = None, device: str = "auto",
                  listeners: Iterable[Callable[[Event], None]] = (), stop_flag: Any = None,
@@ -323,13 +339,29 @@ class Executor:
         finally:
             self._run_lock.release()
 
-    def _run(self, graph: Graph, target: str | None, force: set[str]) -> RunReport:
+    def prepare(self, graph: Graph, target: str | None = None, force: Iterable[str] = ()) -> Prepared:
+        """Check and plan a run and announce it (``run_started``); what a dispatcher needs to run it."""
         checked = self._check(graph)
         needed = self.needed(checked, target)
         _raise_blocking(checked, needed)
+        force = set(force)
         actions = self._plan(checked, needed, force, target)
         needed = [n for n in needed if n in actions]
         self._emit(Event("run_started", None, {"target": target, "plan": actions}))
+        return Prepared(self, checked, needed, actions, target, force)
+
+    def finish(self, reports: dict[str, NodeReport], interrupted: bool,
+               values: dict[str, dict[str, Any]] | None = None) -> RunReport:
+        ok = all(r.status in ("ran", "cached") for r in reports.values())
+        report = RunReport(ok=ok, nodes=reports, interrupted=interrupted, outputs=values or {})
+        self._emit(Event("run_finished", None, report.to_json()))
+        return report
+
+    def _run(self, graph: Graph, target: str | None, force: set[str]) -> RunReport:
+        prepared = self.prepare(graph, target, force)
+        if self.dispatcher is not None:  # ready nodes go to a cluster (nodeflow.parallel)
+            return self.dispatcher.run([prepared])[0]
+        checked, needed, actions = prepared.checked, prepared.needed, prepared.actions
         reports: dict[str, NodeReport] = {}
         values: dict[str, dict[str, Any]] = {}
         interrupted = False
@@ -355,7 +387,8 @@ class Executor:
                 reports[node_id] = NodeReport("failed", 0.0, {}, str(exc))
                 self._emit(Event("node_failed", node_id, {"message": str(exc), "traceback": exc.trace, "key": key}))
                 continue
-            reports[node_id] = self._run_node(node_id, node, checked.params[node_id], inputs, key, values)
+            reports[node_id] = self._run_node(node_id, node, checked.params[node_id], inputs, key, values,
+                                              forced=node_id in force)
             if reports[node_id].status == "interrupted":
                 interrupted = True
                 self._emit(Event("interrupted", node_id, {"key": key}))
@@ -366,10 +399,7 @@ class Executor:
                 reports[target] = NodeReport("failed", 0.0, {}, str(exc))
                 self._emit(Event("node_failed", target, {"message": str(exc), "traceback": exc.trace,
                                                          "key": checked.keys[target]}))
-        ok = all(r.status in ("ran", "cached") for r in reports.values())
-        report = RunReport(ok=ok, nodes=reports, interrupted=interrupted, outputs=values)
-        self._emit(Event("run_finished", None, report.to_json()))
-        return report
+        return self.finish(reports, interrupted, values)
 
     def _inputs(self, values: dict[str, dict[str, Any]], checked: _Checked, incoming: list,
                 reports: dict[str, NodeReport]) -> dict[str, Any]:
@@ -398,13 +428,28 @@ class Executor:
         inputs = self._inputs(values, checked, checked.graph.incoming(node_id), reports)
         report = self._run_node(node_id, node, checked.params[node_id], inputs, key, values)
         reports[node_id] = report
-        if report.status != "ran":
+        if report.status not in ("ran", "cached"):
             raise _UnreadableEntry(f"cached outputs of '{node_id}' could not be read ({reason}){kept}, and "
                                    f"computing them again {report.status}: {report.error}", "")
         return values[node_id]
 
     def _run_node(self, node_id: str, node: type[Node], params: Any, inputs: dict[str, Any], key: str,
-                  values: dict[str, dict[str, Any]]) -> NodeReport:
+                  values: dict[str, dict[str, Any]], forced: bool = False) -> NodeReport:
+        """Compute one node while holding its cache key: when another process sharing the
+        workspace (a second run, a Dask worker) computed the same key meanwhile, take its result."""
+        with self.cache.computing(key, node):
+            if not forced and self.cache.has(key):
+                metrics = self.cache.metrics(key)
+                self._last_keys[node_id] = key
+                self._emit(Event("log", node_id, {"message": "computed meanwhile (the same cache key, here or in "
+                                                             "another process); using that result"}))
+                self._emit(Event("node_finished", node_id, {"seconds": 0.0, "from_cache": True,
+                                                            "metrics": metrics, "key": key}))
+                return NodeReport("cached", 0.0, metrics)
+            return self._compute(node_id, node, params, inputs, key, values)
+
+    def _compute(self, node_id: str, node: type[Node], params: Any, inputs: dict[str, Any], key: str,
+                 values: dict[str, dict[str, Any]]) -> NodeReport:
         workspace = self.workspace or Path(tempfile.gettempdir()) / "nodeflow"
         scratch_root = workspace / "scratch" / key
         if scratch_root.exists():

@@ -15,8 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-# atomic_write_bytes is re-exported for the node catalogue, which imports it from here
-from nodeflow.files import atomic_write_bytes, atomic_write_text  # noqa: F401
+from nodeflow.files import atomic_write_text
 
 FORMAT = "nodeflow.graph"
 VERSION = 1

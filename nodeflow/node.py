@@ -219,6 +219,9 @@ class Node:
     persist: ClassVar[bool] = True
     #: Bump when ``run`` changes meaning, so old cached results stop matching.
     version: ClassVar[int] = 1
+    #: What one run needs of the machine that runs it, e.g. ``{"GPU": 1}`` for a trainer; a Dask
+    #: worker must offer it (``dask worker --resources GPU=1``), so two never share one GPU.
+    resources: ClassVar[dict[str, float]] = {}
 
     def run(self, ctx: RunContext, params: Any, **inputs: Any) -> dict[str, Any]:
         raise NotImplementedError

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from nodeflow.graph import atomic_write_text
+from nodeflow.files import atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodes.checks import check_fit, check_images, engine_errors, hooks
 from nodes.engine.models import summarize

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from nodeflow.graph import atomic_write_bytes, atomic_write_text
+from nodeflow.files import atomic_write_bytes, atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodes.checks import check_fit, data_facts, engine_errors, hooks, png_preview, value_facts
 from nodes.ports import IMAGES, METRICS, TRAINED_MODEL, ImageSet, Metrics, ModelValue

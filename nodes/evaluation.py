@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from nodeflow.graph import atomic_write_bytes, atomic_write_text
+from nodeflow.files import atomic_write_bytes, atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodeflow.paths import FolderPath
 from nodes.checks import check_fit, data_facts, engine_errors, hooks, png_preview, value_facts

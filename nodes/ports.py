@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from nodeflow.graph import atomic_write_bytes, atomic_write_text
+from nodeflow.files import atomic_write_bytes, atomic_write_text
 from nodeflow.node import PortType
 from nodes.engine.values import Codes, FileList, ImageSet, Metrics, ModelValue
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from nodeflow.graph import atomic_write_bytes, atomic_write_text
+from nodeflow.files import atomic_write_bytes, atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodes.checks import check_fit, data_facts, engine_errors, hooks, model_facts, png_preview, value_facts
 from nodes.engine.fit import FitConfig, NothingToTrain, TeacherMismatch, fit
@@ -32,6 +32,7 @@ class Trainer(Node):
     type = "train.trainer"
     title = "Trainer"
     category = "Training"
+    resources = {"GPU": 1}  # on a Dask cluster: one training per GPU
     inputs = (Port("model", MODEL, "An architecture, or a trained model to keep training"),
               Port("data", IMAGES, "Formatted images with train and validation splits"),
               Port("teacher", TRAINED_MODEL, "Optional: a trained model to distil from (knowledge distillation)",

@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import Request
 from nicegui import app, ui
 
-from nodeflow.executor import GraphInvalid
+from nodeflow.errors import GraphInvalid
 from nodeflow.graph import Graph, GraphFileError
 from nodeflow.node import UnknownNodeType
 from nodeflow.paths import PathNotAllowed, confine

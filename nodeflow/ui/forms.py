@@ -19,7 +19,7 @@ FOLDER_FORMATS = {"directory-path"}
 PATH_KEY = "x-nodeflow-path"  # how nodeflow.paths marks a param that names a folder or file
 WIDGET_KEY = "x-widget"  # a param's schema may name its control, e.g. {"x-widget": "layers"}
 LAST_N_KEY = "x-last-n"  # on a layers param: the int param that picks the last N frozen blocks when none is named
-FOLDER_SVG = ('<svg viewBox="0 0 24 24" width="18" height="18" aria-hidden="true" class="nf-folder-icon" style="flex: none">'
+FOLDER_SVG = ('<svg viewBox="0 0 24 24" width="18" height="18" aria-hidden="true" class="nf-folder-icon" style="flex: none; min-width: 18px; min-height: 18px">'
               '<path fill="#f9a825" d="M10 4H4a2 2 0 0 0-2 2v12a2 2 0 0 0 2 2h16a2 2 0 0 0 2-2V8a2 2 0 0 0-2-2h-8z"/>'
               '</svg>')
 
@@ -133,7 +133,7 @@ class ParamForm:
                 w.props("debounce=500").classes("grow")
                 with ui.button(on_click=lambda n=name, field=w: self.pick_folder(field)) \
                         .props('flat dense aria-label="Choose a folder"').classes("nf-pick-folder"):
-                    ui.html(FOLDER_SVG, sanitize=False).classes("shrink-0")
+                    ui.html(FOLDER_SVG, sanitize=False).style("flex: none; min-width: 18px")
         elif kind == "layers":
             LayerPicker(self, name, value or [], prop.get(LAST_N_KEY))
             return
@@ -356,7 +356,7 @@ class FolderPicker:
     def _entry(self, text: str, on_click: Callable[[], None]) -> None:
         with ui.item(on_click=on_click).classes("w-full nf-folder").props("dense"):
             with ui.row().classes("items-center no-wrap gap-2"):
-                ui.html(FOLDER_SVG, sanitize=False).classes("shrink-0")
+                ui.html(FOLDER_SVG, sanitize=False).style("flex: none; min-width: 18px")
                 ui.label(text).style("overflow-wrap: anywhere")
 
     def show(self) -> None:

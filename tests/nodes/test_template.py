@@ -12,7 +12,8 @@ import urllib.error
 import pytest
 import torch
 
-from nodeflow.executor import Executor, GraphInvalid
+from nodeflow.errors import GraphInvalid
+from nodeflow.executor import Executor
 from tests.nodes.conftest import ROOT, SMALL, TEMPLATE, run, small_template
 
 ALL_NODES = {"input", "vgg16", "flatten", "dense", "classifier", "dataset", "formatter", "train", "finetune",

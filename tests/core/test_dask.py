@@ -1,0 +1,218 @@
+"""Independent branches on a real local Dask cluster (two worker processes), with the test node pack."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nodeflow.executor import Executor
+from nodeflow.node import Event
+
+from .conftest import make_graph
+
+pytest.importorskip("distributed")
+
+from nodeflow.parallel import Dispatcher, resources_of, threads_per_worker  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+PACK = str(ROOT / "tests" / "nodepack.py")
+
+
+@pytest.fixture(scope="module")
+def shared_log(tmp_path_factory):
+    """Where the node pack notes each execution; set before the workers start, as they copy the environment."""
+    log = tmp_path_factory.mktemp("dask") / "runs.log"
+    before = os.environ.get("NODEPACK_RUN_LOG")
+    os.environ["NODEPACK_RUN_LOG"] = str(log)
+    yield log
+    if before is None:
+        os.environ.pop("NODEPACK_RUN_LOG", None)
+    else:
+        os.environ["NODEPACK_RUN_LOG"] = before
+
+
+@pytest.fixture(scope="module")
+def dispatcher(shared_log):
+    with Dispatcher(jobs=2) as d:
+        yield d
+
+
+@pytest.fixture
+def run_log(shared_log):
+    shared_log.unlink(missing_ok=True)
+    return shared_log
+
+
+def runs(log: Path) -> list[str]:
+    return log.read_text().split() if log.exists() else []
+
+
+def executor(registry, workspace, dispatcher, events=None):
+    ex = Executor(registry, workspace)
+    ex.dispatcher = dispatcher
+    if events is not None:
+        ex.subscribe(events.append)
+    return ex
+
+
+def test_two_independent_branches_run_at_once_on_two_workers(registry, tmp_path, dispatcher, run_log):
+    graph = make_graph({"a": ("test.slow", {"steps": 10, "delay": 0.15}),
+                        "b": ("test.slow", {"steps": 11, "delay": 0.15}), "sum": ("test.add", {})},
+                       ["a.value->sum.a", "b.value->sum.b"])
+    events: list[Event] = []
+    started = time.perf_counter()
+    report = executor(registry, tmp_path / "ws", dispatcher, events).run(graph)
+    wall = time.perf_counter() - started
+    assert report.ok, report.to_json()
+    assert {n: r.status for n, r in report.nodes.items()} == {"a": "ran", "b": "ran", "sum": "ran"}
+    assert report.nodes["sum"].metrics["sum"] == 21.0  # read from the cache entries the workers wrote
+    alone = report.nodes["a"].seconds + report.nodes["b"].seconds
+    assert wall < alone, f"the branches did not overlap: {wall:.2f}s for {alone:.2f}s of work"
+    where = {e.node_id: e.data["message"] for e in events if e.kind == "log" and "running on" in e.data["message"]}
+    assert where["a"] != where["b"]  # two worker processes
+    # the run history sees what a plain run sees: every node finished, with its key
+    finished = {e.node_id for e in events if e.kind == "node_finished"}
+    assert finished == {"a", "b", "sum"}
+    assert sorted(runs(run_log)) == ["a", "b", "sum"]
+
+
+def test_a_second_run_finds_everything_cached_without_a_task(registry, tmp_path, dispatcher, run_log):
+    graph = make_graph({"a": ("test.constant", {"value": 4}), "t": ("test.describe", {})}, ["a.value->t.value"])
+    ws = tmp_path / "ws"
+    assert executor(registry, ws, dispatcher).run(graph).ok
+    again = executor(registry, ws, dispatcher).run(graph)
+    assert {r.status for r in again.nodes.values()} == {"cached"}
+    assert sorted(runs(run_log)) == ["a", "t"]
+
+
+def test_a_value_that_cannot_be_persisted_is_computed_with_its_consumer(registry, tmp_path, dispatcher, run_log):
+    graph = make_graph({"h": ("test.handle", {}), "u": ("test.use_handle", {})}, ["h.handle->u.handle"])
+    report = executor(registry, tmp_path / "ws", dispatcher).run(graph)
+    assert report.ok and report.nodes["h"].status == "ran" and report.nodes["u"].status == "ran"
+    assert runs(run_log) == ["h", "u"]  # once, in the consumer's task, not a task of its own
+
+
+def test_a_failure_skips_what_depends_on_it_and_the_rest_still_runs(registry, tmp_path, dispatcher, run_log):
+    graph = make_graph({"f": ("test.fail", {"message": "no data"}), "after": ("test.add", {}),
+                        "c": ("test.constant", {"value": 2})}, ["f.value->after.a"])
+    events: list[Event] = []
+    report = executor(registry, tmp_path / "ws", dispatcher, events).run(graph)
+    assert not report.ok
+    assert report.nodes["f"].status == "failed" and "no data" in report.nodes["f"].error
+    assert report.nodes["after"].status == "skipped" and report.nodes["c"].status == "ran"
+    failed = [e for e in events if e.kind == "node_failed"]
+    assert failed[0].node_id == "f" and failed[0].data["param"] == "message"
+
+
+def test_twin_nodes_of_one_key_run_once(registry, tmp_path, dispatcher, run_log):
+    graph = make_graph({"a": ("test.slow", {"steps": 3}), "b": ("test.slow", {"steps": 3}), "sum": ("test.add", {})},
+                       ["a.value->sum.a", "b.value->sum.b"])
+    report = executor(registry, tmp_path / "ws", dispatcher).run(graph)
+    assert report.ok and sorted(r.status for n, r in report.nodes.items() if n != "sum") == ["cached", "ran"]
+    assert sorted(runs(run_log)) == ["a", "sum"]
+    assert report.nodes["sum"].metrics["sum"] == 6.0
+
+
+def test_stop_reaches_the_workers_through_the_workspace(registry, tmp_path, dispatcher, run_log):
+    graph = make_graph({"s": ("test.slow", {"steps": 400, "delay": 0.02}), "t": ("test.describe", {})},
+                       ["s.value->t.value"])
+    ex = executor(registry, tmp_path / "ws", dispatcher)
+    ex.subscribe(lambda e: ex.interrupt() if e.kind == "log" and "running on" in e.data.get("message", "") else None)
+    started = time.perf_counter()
+    report = ex.run(graph)
+    assert time.perf_counter() - started < 8.0  # 400 steps would take 8 s
+    assert report.interrupted and report.nodes["s"].status == "interrupted"
+    assert report.nodes["t"].status == "skipped"
+
+
+def test_resources_come_from_the_node_class_and_default_to_none():
+    from nodeflow.node import Node
+
+    class Plain(Node):
+        type = "test.plain"
+
+    class Trainer(Node):
+        type = "test.trainer"
+        resources = {"GPU": 1}
+
+    assert resources_of(Plain) == {} and resources_of(Trainer) == {"GPU": 1}
+    assert threads_per_worker(2, cores=2) == 1 and threads_per_worker(1, cores=2) == 2
+    assert threads_per_worker(4, cores=2) == 1
+
+
+def test_workers_are_given_their_share_of_threads(dispatcher):
+    import os as _os
+
+    counts = dispatcher.client.run(lambda: _os.environ.get("OMP_NUM_THREADS"))
+    assert set(counts.values()) == {str(dispatcher.threads)}
+    assert "2 worker process(es)" in dispatcher.describe()
+
+
+def nodeflow(*args, env=None):
+    cmd = [sys.executable, "-m", "nodeflow.cli", "--nodes", PACK, *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})},
+                          timeout=120)
+
+
+def test_a_plain_run_imports_no_dask(tmp_path):
+    graph = make_graph({"a": ("test.constant", {})}, [])
+    graph.save(tmp_path / "g.json")
+    code = ("import sys; from nodeflow.cli import main\n"
+            f"rc = main(['--nodes', {PACK!r}, 'run', {str(tmp_path / 'g.json')!r}, '--workspace', "
+            f"{str(tmp_path / 'ws')!r}, '--quiet'])\n"
+            "print(rc, sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed')))")
+    env = {k: v for k, v in os.environ.items() if k != "NODEFLOW_DASK_SCHEDULER"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env,
+                            timeout=120)
+    assert result.stdout.strip() == "0 []", result.stdout + result.stderr
+
+
+def test_cli_run_with_jobs_writes_the_same_report(tmp_path):
+    graph = make_graph({"a": ("test.constant", {"value": 2}), "b": ("test.constant", {"value": 3}),
+                        "sum": ("test.add", {})}, ["a.value->sum.a", "b.value->sum.b"])
+    graph.save(tmp_path / "g.json")
+    result = nodeflow("run", str(tmp_path / "g.json"), "--workspace", str(tmp_path / "ws"), "--jobs", "2",
+                      "--report", str(tmp_path / "r.json"))
+    assert result.returncode == 0, result.stderr
+    assert "a local Dask cluster: 2 worker process(es)" in result.stderr
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["ok"] and report["nodes"]["sum"]["status"] == "ran" and report["nodes"]["sum"]["metrics"] == {"sum": 5.0}
+
+
+def test_an_unreachable_scheduler_is_one_line_naming_the_option(tmp_path):
+    graph = make_graph({"a": ("test.constant", {})}, [])
+    graph.save(tmp_path / "g.json")
+    result = nodeflow("run", str(tmp_path / "g.json"), "--workspace", str(tmp_path / "ws"),
+                      "--scheduler", "tcp://127.0.0.1:9")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --scheduler tcp://127.0.0.1:9: cannot reach the Dask "
+                                                   "scheduler"), result.stderr
+    # the same from the environment variable
+    result = nodeflow("run", str(tmp_path / "g.json"), "--workspace", str(tmp_path / "ws"),
+                      env={"NODEFLOW_DASK_SCHEDULER": "tcp://127.0.0.1:9"})
+    assert result.returncode == 1 and "--scheduler tcp://127.0.0.1:9: cannot reach" in result.stderr
+
+
+def test_jobs_below_one_is_refused(tmp_path):
+    graph = make_graph({"a": ("test.constant", {})}, [])
+    graph.save(tmp_path / "g.json")
+    result = nodeflow("run", str(tmp_path / "g.json"), "--workspace", str(tmp_path / "ws"), "--jobs", "0")
+    assert result.returncode == 1 and result.stderr.strip() == "error: --jobs 0: give 1 or more worker processes"
+
+
+def test_a_local_cluster_hands_out_the_visible_gpus(monkeypatch):
+    from nodeflow.parallel import local_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1, 3")
+    assert local_gpus() == ["1", "3"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert local_gpus() == []
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert local_gpus() == []
