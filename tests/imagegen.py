@@ -94,3 +94,25 @@ def make_image_set(root: Path, classes: Sequence[str] = ("circle", "stripes"), p
             bad = files[j % len(files)].parent / f"{name}.broken{j}.jpg"
             bad.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" if j % 2 == 0 else b"")
     return root
+
+
+def make_patch_set(root: Path, per_class: int = 60, size: int = 96, patch: tuple[int, int, int, int] = (6, 6, 26, 26),
+                   fractions: Sequence[float] = (0.6, 0.2, 0.2), seed: int = 0) -> Path:
+    """Two classes, "marked" and "plain", under root/{train,validation,test}/<class>/: every picture
+    is a random shape (any of ``KINDS``) over noise; a "marked" one also has a solid square of a
+    random bright colour at ``patch`` (left, top, right, bottom), always in the same place, so a
+    model that learned the task looks there."""
+    rng = random.Random(seed)
+    root = Path(root)
+    cut = [round(per_class * fractions[0]), round(per_class * (fractions[0] + fractions[1]))]
+    for name in ("marked", "plain"):
+        for i in range(per_class):
+            split = "train" if i < cut[0] else "validation" if i < cut[1] else "test"
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            image = draw(rng.choice(KINDS), size, rng)
+            if name == "marked":
+                colour = tuple(rng.randint(180, 255) if c == i % 3 else rng.randint(0, 60) for c in range(3))
+                ImageDraw.Draw(image).rectangle(patch, fill=colour)
+            image.save(folder / f"{name}.{i:04d}.png")
+    return root

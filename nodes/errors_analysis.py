@@ -1,0 +1,97 @@
+"""Error analysis: which images a trained model gets wrong, how badly, and where it looked."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from nodeflow.files import atomic_write_bytes, atomic_write_text
+from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
+from nodes.checks import check_fit, data_facts, engine_errors, hooks, png_preview, value_facts
+from nodes.ports import IMAGES, METRICS, TRAINED_MODEL, ImageSet, Metrics, ModelValue
+
+
+class ErrorAnalysis(Node):
+    """Lists the misclassified images of a split, highest loss first (true class, predicted class,
+    confidence), groups every image by confusion-matrix cell, and draws Grad-CAM overlays from the
+    last convolutional block over the worst errors: what the network looked at when it erred.
+    Overlays need the optional 'insight' extra (captum)."""
+
+    type = "eval.errors"
+    title = "Error analysis"
+    category = "Evaluate"
+    inputs = (Port("model", TRAINED_MODEL), Port("data", IMAGES))
+    outputs = (Port("errors", METRICS, "Top-N errors, confusion-cell groups and overlay files"),)
+
+    class Params(NodeParams):
+        split: Literal["test", "validation", "train"] = Field("test", description="Which split to analyse")
+        top_n: int = Field(20, ge=1, le=10_000, description="How many of the worst errors to list")
+        overlays: int = Field(12, ge=0, le=1000, description=(
+            "Grad-CAM overlay PNGs for this many of the worst errors (0: none, no captum needed)"))
+        block: str = Field("", pattern=r"^[A-Za-z0-9_]{0,64}$", description=(
+            "Block whose activations Grad-CAM explains (empty: the last convolutional block)"))
+        batch_size: int = Field(64, ge=1, le=4096, description="Images per forward pass")
+
+    @classmethod
+    def infer(cls, params: Params, inputs, node_id: str | None = None):
+        check_fit(inputs.get("model") or {}, inputs.get("data") or {})
+        return {}
+
+    def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
+        from nodes.engine.explain import confusion_cells, error_rows, grad_cam, overlay_png, score_images
+
+        check_fit(value_facts(model), data_facts(data))
+        if not data.split(params.split):
+            raise ParamProblem(f"the data has no '{params.split}' images (splits: {data.counts()})", param="split")
+        with engine_errors(ctx, params.batch_size):
+            scored = score_images(model, data, params.split, params.batch_size, hooks(ctx), ctx.device)
+        rows = error_rows(scored, model.classes, params.top_n)
+        cells = confusion_cells(scored, model.classes)
+        samples = len(scored.files)
+        wrong = int((scored.predicted != scored.labels).sum())
+        folder = ctx.workspace / "errors" / ctx.node_id
+        written: list[str] = []
+        count = min(params.overlays, len(rows))
+        if count:
+            try:
+                import captum  # noqa: F401
+            except ImportError:
+                raise ParamProblem("Grad-CAM overlays need captum: pip install 'nodeflow[insight]' (or set "
+                                   "overlays to 0)", param="overlays") from None
+            targets = [model.classes.index(r["predicted"]) for r in rows[:count]]
+            try:
+                with engine_errors(ctx, params.batch_size):
+                    maps = grad_cam(model, [r["file"] for r in rows[:count]], targets, params.batch_size,
+                                    hooks(ctx), params.block, ctx.device)
+            except ValueError as exc:
+                raise ParamProblem(str(exc), param="block") from None
+            folder.mkdir(parents=True, exist_ok=True)
+            scale = max(1, 192 // max(1, maps.images.shape[-1]))
+            for rank, (r, image, heat) in enumerate(zip(rows, maps.images, maps.maps), start=1):
+                stem = re.sub(r"[^A-Za-z0-9_.-]", "_", Path(r["file"]).stem)[:60]
+                path = folder / f"{rank:03d}_{r['true']}_as_{r['predicted']}_{stem}.png"
+                png = overlay_png(image, heat, scale=scale)
+                atomic_write_bytes(path, png)
+                r["overlay"] = str(path)
+                written.append(str(path))
+                if rank <= 4:
+                    ctx.preview(f"error_{rank}", png_preview(png, f"{r['true']} as {r['predicted']}"))
+            ctx.log(f"Grad-CAM from block '{maps.block}': {len(written)} overlays in {folder}")
+        values = {"samples": float(samples), "errors": float(wrong),
+                  "error_rate": wrong / samples if samples else 0.0,
+                  "mean_loss": float(scored.losses.mean()) if samples else 0.0}
+        for name, value in values.items():
+            ctx.log_metric(name, value)
+        ctx.log(f"{params.split}: {wrong} of {samples} images misclassified")
+        columns = ["file", "true", "predicted", "confidence", "loss"]
+        ctx.preview("metrics_table", {"columns": columns, "rows": rows[:50]})
+        tables = {"split": params.split, "top_errors": {"columns": columns, "rows": rows},
+                  "confusion_cells": cells, "overlays": {"folder": str(folder), "files": written}}
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "errors.json", json.dumps({"values": values, "tables": tables}, indent=1))
+        ctx.log(f"top errors and confusion cells in {folder / 'errors.json'}")
+        return {"errors": Metrics(values, tables)}
