@@ -89,6 +89,17 @@ class RunNotFound(KeyError):
         return str(self.args[0])
 
 
+def run_number(run_id: int | str) -> int:
+    """A run id as the database stores it (a positive 64-bit integer), or RunNotFound."""
+    try:
+        number = int(run_id)
+    except (TypeError, ValueError):
+        raise RunNotFound(f"no run '{run_id}': run ids are numbers (see 'nodeflow runs')") from None
+    if not 0 < number < 2**63:
+        raise RunNotFound(f"no run {number} (see 'nodeflow runs')")
+    return number
+
+
 def graph_hash(graph: Graph) -> str:
     """What the graph computes (node types, params, edges), not where its boxes are drawn."""
     data = graph.model_dump(mode="json")
@@ -303,6 +314,7 @@ class RunStore:
 
     def cancel(self, run_id: int) -> str:
         """Cancel a queued run; returns its status afterwards (a running run is the caller's to stop)."""
+        run_id = run_number(run_id)
         with self._tx() as db:
             row = db.execute("SELECT status FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
@@ -359,10 +371,7 @@ class RunStore:
         return [self._row(r) for r in rows]
 
     def get(self, run_id: int | str) -> dict[str, Any]:
-        try:
-            number = int(run_id)
-        except (TypeError, ValueError):
-            raise RunNotFound(f"no run '{run_id}': run ids are numbers (see 'nodeflow runs')") from None
+        number = run_number(run_id)
         rows = self._query("SELECT * FROM runs WHERE id = ?", (number,))
         if not rows:
             raise RunNotFound(f"no run {number} (see 'nodeflow runs')")

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from nodeflow.edits import MAX_OPS, EditRequest, RunRequest
 from nodeflow.errors import GraphInvalid
 from nodeflow.graph import Graph, GraphFileError
+from nodeflow.runs import run_number
 from nodeflow.session import EditError
 
 #: the largest request body the API reads (a 10,000-node graph is about 2 MB)
@@ -309,7 +310,7 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
     def cancel_run(request: Request, run_id: str) -> dict[str, Any]:
         guard(request)
         try:
-            number = int(run_id)
+            number = run_number(run_id)
             return {"id": number, "status": session.cancel(number)}
-        except (KeyError, ValueError) as exc:
-            raise HTTPException(404, f"no run {run_id!r}" if isinstance(exc, ValueError) else str(exc)) from None
+        except KeyError as exc:
+            raise HTTPException(404, str(exc)) from None

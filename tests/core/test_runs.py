@@ -16,7 +16,7 @@ from pydantic import Field
 
 from nodeflow.executor import Executor
 from nodeflow.node import Node, NodeParams, Port, PortType, Registry
-from nodeflow.runs import Recording, RunStore, param_changes
+from nodeflow.runs import Recording, RunNotFound, RunStore, param_changes
 
 from .conftest import make_graph
 
@@ -252,3 +252,12 @@ def test_cli_lists_shows_diffs_restores_and_traces_runs(tmp_path, workspace):
         assert len(result.stderr.strip().splitlines()) == 1
     empty = nodeflow("runs", "--workspace", str(tmp_path / "none"))
     assert empty.returncode == 1 and "no runs recorded" in empty.stderr
+
+
+def test_run_ids_beyond_the_database_range_are_not_found(workspace):
+    store = RunStore(workspace)
+    for bad in ("9" * 30, -1, 0, "x\x00"):
+        with pytest.raises(RunNotFound):
+            store.get(bad)
+        with pytest.raises(RunNotFound):
+            store.cancel(bad)

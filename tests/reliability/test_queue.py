@@ -101,6 +101,9 @@ def test_server_killed_with_a_queue_resumes_it_on_start(tmp_path):
                                                                         (first["id"], "running", "api")]
         assert server.api("GET", "/api/runs/nope").status_code == 404
         assert server.api("POST", "/api/runs/77/cancel").status_code == 404
+        for too_big in ("9" * 30, "-1", "0"):  # beyond what SQLite stores, or no run id at all
+            assert server.api("GET", f"/api/runs/{too_big}").status_code == 404
+            assert server.api("POST", f"/api/runs/{too_big}/cancel").status_code == 404
         assert wait_for(lambda: server.api("GET", f"/api/runs/{first['id']}").json()["curves"].get("slow"))
     finally:
         server.proc.send_signal(signal.SIGKILL)
