@@ -90,6 +90,13 @@ def check_images(model: ModelValue, data: ImageSet) -> None:
     check_fit(facts, {k: v for k, v in data_facts(data).items() if k != "classes"})
 
 
+def check_scoring(model: ModelValue, data: ImageSet, split: str) -> None:
+    """A trained model can score ``split`` of the data: they fit, and the split has images."""
+    check_fit(value_facts(model), data_facts(data))
+    if not data.split(split):
+        raise ParamProblem(f"the data has no '{split}' images (splits: {data.counts()})", param="split")
+
+
 def png_preview(png: bytes, label: str) -> dict[str, Any]:
     """A PNG as an image preview the editor shows beside the node."""
     return {"images": [{"src": "data:image/png;base64," + base64.b64encode(png).decode("ascii"), "label": label}]}

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from nodeflow.files import atomic_write_bytes, atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
-from nodes.checks import check_fit, data_facts, engine_errors, hooks, png_preview, value_facts
+from nodes.checks import check_fit, check_scoring, engine_errors, hooks, png_preview
 from nodes.ports import IMAGES, METRICS, TRAINED_MODEL, ImageSet, Metrics, ModelValue
 
 
@@ -44,9 +44,7 @@ class ErrorAnalysis(Node):
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
         from nodes.engine.explain import confusion_cells, error_rows, grad_cam, overlay_png, score_images
 
-        check_fit(value_facts(model), data_facts(data))
-        if not data.split(params.split):
-            raise ParamProblem(f"the data has no '{params.split}' images (splits: {data.counts()})", param="split")
+        check_scoring(model, data, params.split)
         with engine_errors(ctx, params.batch_size):
             scored = score_images(model, data, params.split, params.batch_size, hooks(ctx), ctx.device)
         rows = error_rows(scored, model.classes, params.top_n)

@@ -17,7 +17,7 @@ from pydantic import Field
 from nodeflow.files import atomic_write_bytes, atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodeflow.paths import FolderPath
-from nodes.checks import check_fit, data_facts, engine_errors, hooks, png_preview, value_facts
+from nodes.checks import check_fit, check_scoring, engine_errors, hooks, png_preview
 from nodes.engine.images import folder_fingerprint, image_files
 from nodes.engine.inference import predict, score
 from nodes.engine.loop import network
@@ -50,9 +50,7 @@ class Evaluate(Node):
         return {}
 
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
-        check_fit(value_facts(model), data_facts(data))
-        if not data.split(params.split):
-            raise ParamProblem(f"the data has no '{params.split}' images (splits: {data.counts()})", param="split")
+        check_scoring(model, data, params.split)
         with engine_errors(ctx, params.batch_size):
             metrics, loss = score(model, data, params.split, params.batch_size, params.beta, params.top_k, hooks(ctx),
                                   ctx.device)
