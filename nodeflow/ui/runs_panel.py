@@ -115,7 +115,8 @@ class RunsPanel:
             self.table = ui.table(columns=self.COLUMNS, rows=[], row_key="id", selection="multiple",
                                   pagination={"rowsPerPage": 8, "sortBy": "id", "descending": True},
                                   on_select=lambda _: self.update_buttons()) \
-                .props("dense flat bordered").classes("w-full nf-runs-table")
+                .props('dense flat bordered no-data-label="No runs yet: Run all (or ▶ on a node) records one here"') \
+                .classes("w-full nf-runs-table")
             self.comparison = ui.column().classes("w-full gap-1 nf-runs-compare")
         self.timer = ui.timer(REFRESH_SECONDS, self.refresh, active=False)
         self.dialog.on_value_change(lambda e: self.timer.activate() if e.value else self.timer.deactivate())
