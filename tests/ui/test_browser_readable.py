@@ -267,9 +267,15 @@ def test_folder_picker_offers_every_allowed_root_with_drawn_icons(tab, server):
     entries = picker.locator(".nf-folder")
     texts = entries.all_inner_texts()
     assert any(t.startswith("workspace") for t in texts) and str(server.datasets) in texts
-    for icon in picker.locator("svg.nf-folder-icon").all():
-        box = icon.bounding_box()
-        assert box["width"] >= 12 and box["height"] >= 12
+    # the dialog scales in: measure the icons once it has settled (a slow box animates for longer)
+    tab.wait_for_function("""() => {
+        const icons = [...document.querySelectorAll('.nf-folder-picker svg.nf-folder-icon')];
+        return icons.length > 0 && icons.every(i => {
+            const box = i.getBoundingClientRect();
+            return box.width >= 12 && box.height >= 12;
+        });
+    }""", timeout=5000)
+    assert picker.locator("svg.nf-folder-icon").count() == len(texts)
     entries.filter(has_text=str(server.datasets)).click()
     picker.locator(".nf-folder", has_text="pets").click()
     expect(picker.locator(".nf-folder-title")).to_contain_text("pets")
