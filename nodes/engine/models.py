@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import pickle
 import socket
+import zipfile
 from collections import OrderedDict
 from functools import lru_cache
 from pathlib import Path
@@ -85,8 +86,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        with open(path, "rb") as handle:
+            pickled = handle.read(1) == b"\x80"  # a pickle's protocol mark; torch.save's own format is a zip
+        if not (pickled or zipfile.is_zipfile(path)):
+            raise ValueError(f"'{path}' is not a weights file: neither .safetensors nor a torch.save file "
+                             f"({first[:120]})") from None
         raise ValueError(f"refused to load '{path}': it needs to run pickled code to load ({first[:200]}); "
                          "nodeflow loads only plain tensors. Save the weights with "
                          "torch.save(model.state_dict(), ...) or as .safetensors") from None

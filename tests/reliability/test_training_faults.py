@@ -113,3 +113,13 @@ def test_weights_that_need_unpickling_code_are_refused(catalogue, images, tmp_pa
     error = report.nodes["backbone"].error
     assert report.nodes["backbone"].status == "failed"
     assert "refused to load" in error and "needs to run pickled code" in error and "safetensors" in error
+
+
+def test_random_bytes_as_weights_are_not_a_weights_file(catalogue, images, tmp_path):
+    noise = tmp_path / "noise.pth"
+    noise.write_bytes(bytes(range(256)) * 64)
+    graph = classifier_graph(images, weights=str(noise), epochs=1)
+    report = Executor(catalogue, tmp_path / "ws", device="cpu").run(graph, target="backbone")
+    error = report.nodes["backbone"].error
+    assert report.nodes["backbone"].status == "failed"
+    assert "is not a weights file" in error and "pickled code" not in error and "weights" in error
