@@ -5,21 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
 from nodeflow.session import Session
 from tests.core.conftest import make_graph
-
-
-def wait_for(condition, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
+from tests.waiting import wait_for
 
 
 def slow_graph(steps=100_000, delay=0.01):

@@ -9,6 +9,7 @@ import pytest
 
 from nodeflow.session import Session
 from tests.core.conftest import make_graph
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -19,15 +20,6 @@ def session(registry, workspace):
     s = Session(registry, workspace, graph=graph, isolate=True)
     yield s
     s.close()
-
-
-def wait_for(condition, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_kill_9_mid_run_marks_the_node_failed_and_keeps_the_rest(session):
