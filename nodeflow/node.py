@@ -24,6 +24,7 @@ import difflib
 import importlib
 import importlib.util
 import inspect
+import os
 import pkgutil
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -35,7 +36,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from nodeflow.paths import PathNotAllowed, confine
+from nodeflow.paths import PathNotAllowed, confine, escaping
 
 ENTRY_POINT_GROUP = "nodeflow.nodes"
 
@@ -185,6 +186,18 @@ class RunContext:
             return confine(value, self.allowed_roots, Path.cwd())
         except PathNotAllowed as exc:
             raise ParamProblem(str(exc), param=self._path_params.get(value)) from None
+
+    def check_files(self, files: Iterable[Path], param: str) -> None:
+        """In a run from the editor or its HTTP API, refuse (naming ``param``) the files found under
+        a checked folder that are links to somewhere outside the allowed folders; a file is checked
+        when the node is about to read it, not only the folder it was found in."""
+        if self.allowed_roots is None:
+            return
+        outside = escaping(files, self.allowed_roots)
+        if outside:
+            raise ParamProblem(f"{len(outside)} file(s) here are links to outside the folders this editor may use "
+                               f"(e.g. to '{os.path.realpath(outside[0])}'); copy the files in, or start the "
+                               "editor with --allow-root for their folder", param=param)
 
     @property
     def checkpoints(self) -> Path:

@@ -53,6 +53,18 @@ def confine(value: str, roots: Iterable[Path], base: Path) -> Path:
     raise PathNotAllowed(f"'{value}' is outside the folders this editor may use ({allowed})")
 
 
+def escaping(files: Iterable[Path], roots: Iterable[Path]) -> list[Path]:
+    """The files among ``files`` that resolve (symlinks followed) outside every one of ``roots``:
+    a link inside an allowed folder that points elsewhere."""
+    roots = [Path(r).resolve() for r in roots]
+    found = []
+    for file in files:
+        resolved = Path(os.path.realpath(file))
+        if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
+            found.append(Path(file))
+    return found
+
+
 def path_params(schema: dict[str, Any]) -> dict[str, tuple[str, list[str]]]:
     """Param name -> (kind, keywords) for the params a node's JSON schema marks as paths."""
     found = {}

@@ -55,6 +55,7 @@ def _load(ctx: RunContext, root: Path, params: _SplitParams) -> ImageSet:
                                params.max_per_class, params.verify)
     except DatasetLayoutError as exc:
         raise ParamProblem(str(exc), param="root") from None
+    ctx.check_files((Path(file) for items in data.splits.values() for file, _ in items), param="root")
     data = data.with_(sources={"dataset": ctx.node_id})
     counts = data.counts()
     ctx.log(f"{len(data.classes)} classes {list(data.classes)}; images per split {counts}; "

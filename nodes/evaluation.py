@@ -153,7 +153,9 @@ class Predict(Node):
         folder = ctx.resolve_path(params.folder)
         if not folder.is_dir():
             raise ParamProblem(f"folder '{folder}' does not exist", param="folder")
-        paths = [str(p) for p in image_files(folder)]
+        files = image_files(folder)
+        ctx.check_files(files, param="folder")
+        paths = [str(p) for p in files]
         with engine_errors(ctx, params.batch_size):
             probs = predict(model, paths, params.batch_size, hooks(ctx), ctx.device)
         confidence, label = probs.max(1) if len(paths) else (probs.sum(1), probs.sum(1).long())

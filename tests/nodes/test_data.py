@@ -105,3 +105,22 @@ def test_cats_vs_dogs_offline_without_root_says_to_set_root(workspace, monkeypat
     with pytest.raises(ParamProblem) as caught:
         CatsVsDogsDataset().run(RunContext("dataset", workspace), CatsVsDogsDataset.Params())
     assert caught.value.param == "root" and "PetImages" in str(caught.value)
+
+
+def test_an_image_linking_outside_the_allowed_folders_is_refused_in_an_editor_run(tmp_path, workspace):
+    """The dataset folder is allowed, but one of its files is a link to an image elsewhere: an
+    editor run names 'root' and where the link leads; the command line (no allowed roots) reads it."""
+    root = make_image_set(tmp_path / "data", classes=("circle", "square"), per_class=4, size=32, layout="folder")
+    elsewhere = make_image_set(tmp_path / "private", classes=("cross", "checker"), per_class=1, size=32, layout="folder")
+    target = next((elsewhere / "cross").iterdir())
+    (root / "circle" / "linked.png").symlink_to(target)
+    params = ImageFolderDataset.Params(root=str(root), validation_fraction=0.25)
+    editor = RunContext("d", workspace, allowed_roots=[workspace, root])
+    with pytest.raises(ParamProblem) as caught:
+        ImageFolderDataset().run(editor, params)
+    assert caught.value.param == "root" and "1 file(s) here are links to outside" in str(caught.value)
+    assert f"'{target}'" in str(caught.value)
+    data = ImageFolderDataset().run(RunContext("d", workspace), params)["data"]
+    assert sum(data.counts().values()) == 9
+    inside = RunContext("d", workspace, allowed_roots=[workspace, root, elsewhere])
+    assert sum(ImageFolderDataset().run(inside, params)["data"].counts().values()) == 9
