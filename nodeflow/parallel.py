@@ -39,8 +39,11 @@ from nodeflow.executor import Executor, NodeReport, Prepared, RunReport
 from nodeflow.node import Event, Registry
 
 SCHEDULER_ENV = "NODEFLOW_DASK_SCHEDULER"
-#: events a worker streams while a node runs; the rest come back with the task's result
+#: events a worker streams while a node runs (where it runs, its progress); the rest come back,
+#: in order, with the task's result
 TOPIC = "nodeflow-events"
+#: at most this many seconds between two live progress events of one node (the last always goes)
+PROGRESS_EVERY = 0.25
 
 
 class ParallelSetupError(ValueError):
@@ -191,7 +194,7 @@ class Dispatcher:
         _, msg = event if isinstance(event, tuple) else (None, event)
         executor = self._listeners.get(msg.get("run"))
         if executor is not None:
-            executor._emit(Event("log", msg.get("node"), {"message": msg.get("message", "")}))
+            executor._emit(Event(msg.get("kind", "log"), msg.get("node"), msg.get("data") or {}))
 
     # -- running
     def run(self, branches: list[Prepared]) -> list[RunReport]:
@@ -511,12 +514,21 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
         _CACHES[cache_key] = executor.cache
     events: list[dict[str, Any]] = []
     where = _worker_address()
+    last_progress: dict[str, float] = {}
+
+    def live(kind: str, node_id: str | None, data: dict[str, Any]) -> None:
+        _publish({"run": spec["run"], "node": node_id, "kind": kind, "data": _plain(data)})
 
     def listen(event: Event) -> None:
-        if event.kind == "progress":
+        if event.kind == "progress":  # live only: a progress bar has no use once the node is done
+            now = time.monotonic()
+            last = event.data.get("done", 0) >= event.data.get("total", 1)
+            if last or now - last_progress.get(event.node_id, 0.0) >= PROGRESS_EVERY:
+                last_progress[event.node_id] = now
+                live("progress", event.node_id, event.data)
             return
         if event.kind == "node_started":
-            _publish({"run": spec["run"], "node": event.node_id, "message": f"running on {where}"})
+            live("log", event.node_id, {"message": f"running on {where}"})
         events.append({"kind": event.kind, "node_id": event.node_id, "data": _plain(event.data)})
 
     executor.subscribe(listen)

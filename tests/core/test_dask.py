@@ -76,6 +76,11 @@ def test_two_independent_branches_run_at_once_on_two_workers(registry, tmp_path,
     assert wall < alone, f"the branches did not overlap: {wall:.2f}s for {alone:.2f}s of work"
     where = {e.node_id: e.data["message"] for e in events if e.kind == "log" and "running on" in e.data["message"]}
     assert where["a"] != where["b"]  # two worker processes
+    # progress streams from the worker while the node runs, before its result comes back
+    order = [(e.kind, e.node_id) for e in events]
+    progress = [e.data for e in events if e.kind == "progress" and e.node_id == "a"]
+    assert len(progress) >= 2 and progress[-1] == {"done": 10, "total": 10, "message": ""}
+    assert order.index(("progress", "a")) < order.index(("node_finished", "a"))
     # the run history sees what a plain run sees: every node finished, with its key
     finished = {e.node_id for e in events if e.kind == "node_finished"}
     assert finished == {"a", "b", "sum"}
