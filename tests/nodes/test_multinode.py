@@ -142,8 +142,8 @@ def test_two_machines_train_the_model_one_process_trains(registry, folder, tmp_p
     second machine goes on with the graph using the first one's model."""
     single = graph(folder)
     double = graph(folder, num_nodes=2, rdzv_endpoint=f"127.0.0.1:{free_port()}")
-    (tmp_path / "single.json").write_text(single.to_json())
-    (tmp_path / "double.json").write_text(double.to_json())
+    (tmp_path / "single.json").write_text(single.dumps())
+    (tmp_path / "double.json").write_text(double.dumps())
     reference = nodeflow_run(tmp_path / "single.json", tmp_path / "one", tmp_path / "one.json")
     first = nodeflow_run(tmp_path / "double.json", tmp_path / "shared", tmp_path / "first.json")
     second = nodeflow_run(tmp_path / "double.json", tmp_path / "shared", tmp_path / "second.json",
@@ -151,8 +151,9 @@ def test_two_machines_train_the_model_one_process_trains(registry, folder, tmp_p
     finish(reference), finish(first), finish(second)
     reports = {name: json.loads((tmp_path / f"{name}.json").read_text())["nodes"] for name in ("one", "first", "second")}
     assert reports["first"]["train"]["status"] == "ran" and reports["second"]["train"]["status"] == "ran"
+    epoch = {k: v for k, v in reports["one"]["train"]["metrics"].items() if k != "batch_loss"}  # one rank's half
     for name in ("first", "second"):  # the second machine reports the metrics the first one recorded
-        assert reports[name]["train"]["metrics"] == pytest.approx(reports["one"]["train"]["metrics"], abs=1e-4)
+        assert {k: reports[name]["train"]["metrics"][k] for k in epoch} == pytest.approx(epoch, abs=1e-4)
         assert reports[name]["eval"]["metrics"]["accuracy"] == reports["one"]["eval"]["metrics"]["accuracy"]
     assert reports["one"]["eval"]["metrics"]["accuracy"] >= 0.75  # it learned (chance is 0.5)
 
@@ -189,6 +190,7 @@ def launch_both(data, workspaces: tuple[Path, Path], stop: threading.Event | Non
 
 
 def test_a_stopped_two_machine_run_resumes_from_rank_zeros_checkpoint(tiny, tmp_path):  # noqa: F811
+    EPOCHS = 40  # a few tenths of a second each: the stop lands well before the end
     workspace = tmp_path / "shared"
     checkpoint = workspace / "checkpoints" / ("k" * 64) / "last.safetensors"
     stop = threading.Event()
@@ -205,20 +207,20 @@ def test_a_stopped_two_machine_run_resumes_from_rank_zeros_checkpoint(tiny, tmp_
         stop.set()  # the stop button: the first machine's launcher turns it into the stop file
 
     threading.Thread(target=press_stop_after_two_epochs, daemon=True).start()
-    first = launch_both(tiny, (workspace, workspace), stop=stop, epochs=300, lr=0.02)
+    first = launch_both(tiny, (workspace, workspace), stop=stop, epochs=EPOCHS, lr=0.05)
     assert [type(outcome) for outcome, _ in first] == [Interrupted, Interrupted]
     saved = read_checkpoint(checkpoint)[0]["epoch"]
-    assert 2 <= saved < 300
+    assert 2 <= saved < EPOCHS
 
-    second = launch_both(tiny, (workspace, workspace), epochs=300, lr=0.02)
+    second = launch_both(tiny, (workspace, workspace), epochs=EPOCHS, lr=0.05)
     (outputs, events), (nothing, helper_events) = second
     logs = [e.data["message"] for e in events if e.kind == "log"]
     assert any(f"resuming after epoch {saved}" in line for line in logs), logs
     history = outputs["model"].history
-    assert [h["epoch"] for h in history] == list(range(1, 301))
+    assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
     assert history[-1]["train_loss"] < history[0]["train_loss"] / 2 and history[-1]["val_accuracy"] >= 0.75
     steps = [e.data["step"] for e in events if e.kind == "metric" and e.data["name"] == "val_loss"]
-    assert steps == list(range(saved + 1, 301))  # rank 0's metrics, through the events file
+    assert steps == list(range(saved + 1, EPOCHS + 1))  # rank 0's metrics, through the events file
     assert nothing == {} and any("this machine's part of the training is done" in e.data["message"]
                                  for e in helper_events if e.kind == "log")
 
