@@ -60,6 +60,8 @@ RDZV_PORT = 29400
 #: how long a rank waits to see the job folder that the machine with node_rank 0 wrote, before it
 #: calls the workspace not shared (network file systems may cache a missing file for ~30 s)
 SHARED_WAIT = 60.0
+#: how long the machines wait for each other in the rendezvous (torchrun's join_timeout)
+JOIN_TIMEOUT = 600
 #: how often a rank looks for the stop file (it is polled before every layer's forward)
 STOP_POLL = 0.25
 EVENTS = "events.jsonl"
@@ -279,7 +281,7 @@ def _torchrun(job: Path, devices: int, spread: Machines, key: str, backend: str,
     if spread.several:
         command += ["--nnodes", str(spread.count), "--rdzv-backend", "c10d",
                     "--rdzv-endpoint", spread.endpoint, "--rdzv-id", f"nodeflow-{key[:24] or 'run'}",
-                    "--max-restarts", "0"]
+                    "--rdzv-conf", f"join_timeout={JOIN_TIMEOUT}", "--max-restarts", "0"]
         if _is_loopback(parse_endpoint(spread.endpoint)[0]):  # every "machine" is this one
             command += ["--local-addr", "127.0.0.1"]
     else:
@@ -384,7 +386,8 @@ def _raise_failure(ctx: RunContext, job: Path, code: int | None, log_path: Path,
         return
     tail = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
     if spread.several and ("RendezvousTimeoutError" in tail or "RendezvousConnectionError" in tail):
-        raise ParamProblem(f"the {spread.count} machines did not meet at rdzv_endpoint {spread.endpoint}: start "
+        raise ParamProblem(f"the {spread.count} machines did not meet at rdzv_endpoint {spread.endpoint} within "
+                           f"{JOIN_TIMEOUT} s: start "
                            f"nodeflow with the same graph on every machine (node_rank 0 to {spread.count - 1}) and "
                            "make sure each can reach that host and port (torchrun's log: "
                            f"{log_path})", param="rdzv_endpoint")

@@ -231,3 +231,12 @@ def test_a_workspace_the_machines_do_not_share_is_named(tiny, tmp_path, monkeypa
     for outcome, _ in results:
         assert isinstance(outcome, WorkspaceNotShared), outcome
         assert str(outcome).startswith("workspace: ") and "not shared between the machines" in str(outcome)
+
+
+def test_machines_that_never_meet_name_the_endpoint(tiny, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setattr("nodes.launch.JOIN_TIMEOUT", 3)
+    ctx = RunContext("train", tmp_path, device="cpu", key="k" * 64)
+    endpoint = f"127.0.0.1:{free_port()}"
+    with pytest.raises(ParamProblem) as problem:  # node_rank 1 is never started
+        Trainer().run(ctx, params(num_nodes=2, rdzv_endpoint=endpoint), model=ModelValue(SPEC), data=tiny)
+    assert problem.value.param == "rdzv_endpoint" and f"did not meet at rdzv_endpoint {endpoint}" in str(problem.value)
