@@ -437,6 +437,8 @@ class Executor:
                   values: dict[str, dict[str, Any]], forced: bool = False) -> NodeReport:
         """Compute one node while holding its cache key: when another process sharing the
         workspace (a second run, a Dask worker) computed the same key meanwhile, take its result."""
+        if node.assists(params):
+            return self._compute(node_id, node, params, inputs, key, values, assisting=True)
         with self.cache.computing(key, node):
             if not forced and self.cache.has(key):
                 metrics = self.cache.metrics(key)
@@ -449,10 +451,10 @@ class Executor:
             return self._compute(node_id, node, params, inputs, key, values)
 
     def _compute(self, node_id: str, node: type[Node], params: Any, inputs: dict[str, Any], key: str,
-                 values: dict[str, dict[str, Any]]) -> NodeReport:
+                 values: dict[str, dict[str, Any]], assisting: bool = False) -> NodeReport:
         workspace = self.workspace or Path(tempfile.gettempdir()) / "nodeflow"
         scratch_root = workspace / "scratch" / key
-        if scratch_root.exists():
+        if scratch_root.exists() and not assisting:  # an assisting machine's scratch is the recording one's
             shutil.rmtree(scratch_root, ignore_errors=True)
         ctx = RunContext(node_id, workspace, device=self.device, seed=int(key[:8], 16), emit=self._emit,
                          stop_flag=self._stop, scratch=scratch_root, key=key, allowed_roots=self.allowed_roots,
@@ -461,12 +463,20 @@ class Executor:
         started = time.perf_counter()
         try:
             outputs = node().run(ctx, params, **inputs) or {}
+            if assisting:  # this machine's part is done: wait for the key and take what the other one wrote
+                with self.cache.computing(key, node):
+                    if not self.cache.has(key):
+                        raise RuntimeError("this machine's part ran, but the process that records this node "
+                                           "(node_rank 0) wrote no result; see its log")
+                    outputs, metrics = self.cache.get(key, node)
+                ctx.metrics.update(metrics)
             missing = [p.name for p in node.outputs if not p.optional and p.name not in outputs]
             if missing:
                 raise RuntimeError(f"{node.type}.run() returned no value for output(s) {missing}")
             ctx.check_interrupted()
-            has_files = scratch_root.exists() and any(scratch_root.iterdir())
-            kept = self.cache.put(key, node, outputs, ctx.metrics, scratch_root if has_files else None)
+            has_files = not assisting and scratch_root.exists() and any(scratch_root.iterdir())
+            kept = None if assisting else self.cache.put(key, node, outputs, ctx.metrics,
+                                                         scratch_root if has_files else None)
             if has_files:
                 if kept is not None:
                     shutil.rmtree(scratch_root, ignore_errors=True)  # its files now live in the cache entry
@@ -485,7 +495,8 @@ class Executor:
                                                       "seconds": seconds}))
             return NodeReport("failed", seconds, dict(ctx.metrics), message)
         seconds = time.perf_counter() - started
-        shutil.rmtree(workspace / "checkpoints" / key, ignore_errors=True)  # the cached result supersedes them
+        if not assisting:
+            shutil.rmtree(workspace / "checkpoints" / key, ignore_errors=True)  # the cached result supersedes them
         values[node_id] = outputs
         self._last_keys[node_id] = key
         self._emit(Event("node_finished", node_id, {"seconds": seconds, "from_cache": False,

@@ -249,6 +249,14 @@ class Node:
         return {}
 
     @classmethod
+    def assists(cls, params: Any) -> bool:
+        """Whether this process only takes part in a run that another process records: a machine
+        after the first of a multi-node training, whose ``run`` returns nothing. The executor runs it
+        without holding the cache key (the recording process holds it, and waits for this one), then
+        takes the outputs from the shared cache once that process has written them."""
+        return False
+
+    @classmethod
     def fingerprint(cls, params: Any) -> str | None:
         """Part of the cache key that is not in the params, e.g. the state of files on disk."""
         return None

@@ -18,7 +18,7 @@ from nodes.engine.loop import NonFiniteLoss, resolve_spec
 from nodes.engine.lr_range import LRRangeConfig, lr_range_test
 from nodes.engine.pipeline import resolve_workers
 from nodes.engine.plots import line_plot_png
-from nodes.launch import launching
+from nodes.launch import assists, launching, machines
 from nodes.ports import IMAGES, METRICS, MODEL, TRAINED_MODEL, ImageSet, Metrics, ModelValue
 
 #: Trainer params that are not settings of one training (how many processes run it)
@@ -73,6 +73,16 @@ class Trainer(Node):
             "batch_size stays the total over all devices"))
         strategy: Literal["auto", "ddp"] = Field("auto", description=(
             "How several devices train together: DistributedDataParallel (the only one, for now)"))
+        # launch settings, exclude=True: not in model_dump, so not in the cache key; every machine of a
+        # multi-node training computes the same key (and meets in the same rendezvous)
+        num_nodes: int = Field(1, ge=1, le=1024, exclude=True, description=(
+            "Machines to train on together, each running the same graph with devices processes (1: this one; "
+            "left at 1, NODEFLOW_NUM_NODES or an srun step over several machines sets it)"))
+        node_rank: int = Field(0, ge=0, le=1023, exclude=True, description=(
+            "This machine's number, 0 to num_nodes - 1 (left at 0, NODEFLOW_NODE_RANK or SLURM sets it)"))
+        rdzv_endpoint: str = Field("", max_length=300, exclude=True, description=(
+            "host:port where the machines meet (torchrun's c10d rendezvous), reachable from all of them; "
+            "empty: NODEFLOW_RDZV_ENDPOINT or, under srun, the job's first host"))
         compile: bool = Field(False, description="torch.compile the trained part (pays off on long GPU runs)")
         grad_clip: float = Field(0.0, ge=0, le=1e6, description=(
             "Clip the gradient norm to this value (0: off); helps when the loss blows up"))
@@ -100,6 +110,7 @@ class Trainer(Node):
     def infer(cls, params: Params, inputs, node_id: str | None = None):
         model, data = inputs.get("model") or {}, inputs.get("data") or {}
         check_fit(model, data)
+        machines(params)  # node_rank within num_nodes, an endpoint when there are several machines
         if "spec" not in model:
             return {}
         classes = data.get("classes")
@@ -107,6 +118,10 @@ class Trainer(Node):
         if classes and "layers" in model:  # the output layer's size is known now: count it in the layer list
             trained["layers"] = model_facts({**model, "spec": resolve_spec(model["spec"], len(classes))})["layers"]
         return {"model": trained}
+
+    @classmethod
+    def assists(cls, params: Params) -> bool:
+        return assists(params)
 
     @launching
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
