@@ -68,6 +68,26 @@ def combinations(grid: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
     return [dict(zip(names, values)) for values in itertools.product(*(v for _, v in grid))]
 
 
+def grid_of(mapping: Any) -> list[tuple[str, list[Any]]]:
+    """A grid given as JSON (``{"NODE.PARAM": [values], ...}``, in order) as (name, values) pairs;
+    GridError names the entry that is not usable."""
+    if not isinstance(mapping, dict) or not mapping:
+        raise GridError('grid: give at least one param and its values, e.g. {"train.lr": [1e-5, 1e-4]}')
+    grid = []
+    for name, values in mapping.items():
+        node_id, dot, param = str(name).partition(".")
+        if not dot or not node_id or not param:
+            raise GridError(f"grid: '{str(name)[:100]}' is not NODE.PARAM, e.g. train.lr", str(name)[:100])
+        if not isinstance(values, list) or not values:
+            raise GridError(f"{name}: give a non-empty list of values", name)
+        grid.append((name, values))
+    return grid
+
+
+def _shown(value: Any) -> str:
+    return json.dumps(value) if not (isinstance(value, float) and not math.isfinite(value)) else str(value)
+
+
 def branch_count(grid: list[tuple[str, list[Any]]]) -> int:
     return math.prod(len(values) for _, values in grid)
 
@@ -99,8 +119,8 @@ def expand(base: Graph, grid: list[tuple[str, list[Any]]], check: Any, target: s
     values into a graph (the CLI's also makes typed paths absolute). Raises GridError naming the
     param, or the branch, at fault."""
     if limit is not None and branch_count(grid) > limit:
-        sizes = " × ".join(str(len(values)) for _, values in grid)
-        raise GridError(f"{sizes} = {branch_count(grid)} branches is more than the {limit} one sweep may have; "
+        sizes = " × ".join(str(len(values)) for _, values in grid) + " = " if len(grid) > 1 else ""
+        raise GridError(f"{sizes}{branch_count(grid)} branches is more than the {limit} one sweep may have; "
                         "give fewer values", grid[-1][0] if grid else None)
     ids = [n.id for n in base.nodes]
     for name, values in grid:
@@ -110,11 +130,14 @@ def expand(base: Graph, grid: list[tuple[str, list[Any]]], check: Any, target: s
             hint = f"; did you mean {', '.join(close)}?" if close else f" (nodes: {', '.join(ids)})"
             raise GridError(f"{name}: no node '{node_id}'{hint}", name)
         for value in values:
-            graph = assign(base, {name: value})
+            try:
+                graph = assign(base, {name: value})
+            except ValueError as exc:  # e.g. NaN, which no graph document may hold
+                raise GridError(f"{name}: value {_shown(value)}: {exc}", name) from None
             wrong = [p for p in check.validate(graph) if p.node_id == node_id and
                      (getattr(p, "param", None) or "").split(".")[0] == param]
             if wrong:
-                raise GridError(f"{name}: value {json.dumps(value)}: {wrong[0]}", name)
+                raise GridError(f"{name}: value {_shown(value)}: {wrong[0]}", name)
     branches = [Branch(params, assign(base, params)) for params in combinations(grid)]
     for branch in branches:
         try:
