@@ -443,7 +443,7 @@ class SweepResults:
                     .props("flat dense no-caps color=red-7")
                 ui.button(icon="close", on_click=self.dialog.close) \
                     .props('flat dense round aria-label="Close sweep results"')
-            self.bar = ui.linear_progress(value=0, show_value=False).props("rounded color=indigo-6") \
+            self.bar = ui.linear_progress(value=0, show_value=False).props("rounded instant-feedback color=indigo-6") \
                 .classes("nf-sweep-bar")
             self.table = ui.table(columns=[], rows=[], row_key="branch") \
                 .props('dense flat bordered hide-pagination :pagination="{rowsPerPage: 0}"') \
