@@ -307,10 +307,12 @@ class SweepDialog:
     """The dialog that sets a sweep up; ``open(node_id, param)`` shows it for one param."""
 
     def __init__(self, session: Session, catalogue: dict[str, dict[str, Any]],
-                 on_started: Callable[[dict[str, Any]], None]) -> None:
+                 on_started: Callable[[dict[str, Any]], None],
+                 last: Callable[[], int | None] = lambda: None, show_last: Callable[[], None] = lambda: None) -> None:
         self.session = session
         self.catalogue = catalogue
         self.on_started = on_started
+        self.last = last
         self.axes: list[Axis] = []
         with ui.dialog() as self.dialog, ui.card().classes("nf-sweep-dialog").style("width: min(560px, 96vw)"):
             with ui.row().classes("w-full items-center"):
@@ -322,12 +324,16 @@ class SweepDialog:
             self.axes_box = ui.column().classes("w-full gap-2")
             with ui.row().classes("w-full items-center no-wrap gap-1 nf-sweep-add"):
                 self.add_select = ui.select({}, label="Add a second param (grid)", with_input=True) \
-                    .props("dense outlined options-dense clearable").classes("grow nf-sweep-add-select")
-                self.add_btn = ui.button("Add", icon="add", on_click=self.add_second).props("flat dense no-caps")
+                    .props("dense outlined options-dense clearable").classes("grow nf-sweep-add-select") \
+                    .mark("sweep-add")
+                self.add_btn = ui.button("Add", icon="add", on_click=self.add_second).props("flat dense no-caps") \
+                    .mark("sweep-add-button")
             self.target = ui.select({}, label="Judge at (target node)").props("dense outlined options-dense") \
                 .classes("w-full nf-sweep-target").mark("sweep-target")
             with ui.row().classes("w-full items-center no-wrap"):
                 self.count = ui.label("").classes("text-subtitle2 grow nf-sweep-branches")
+                self.last_btn = ui.button("", on_click=lambda: (self.dialog.close(), show_last())) \
+                    .props("flat dense no-caps color=indigo-7")
                 self.start_btn = ui.button("Start sweep", icon="play_arrow", on_click=self.start) \
                     .props("unelevated no-caps color=green-7")
             self.error = ui.label("").classes("text-negative text-sm nf-sweep-error").style("overflow-wrap: anywhere")
@@ -346,6 +352,9 @@ class SweepDialog:
         self.target.update()
         self._refresh_add_options()
         self.error.set_visibility(False)
+        last = self.last()
+        self.last_btn.set_text(f"Results of sweep {last}" if last is not None else "")
+        self.last_btn.set_visibility(last is not None)
         self.changed()
         self.dialog.open()
 
@@ -552,7 +561,8 @@ class SweepPanel:
     def __init__(self, session: Session, catalogue: dict[str, dict[str, Any]],
                  on_change: Callable[[], None] = lambda: None) -> None:
         self.results = SweepResults(session, on_apply=on_change)
-        self.setup = SweepDialog(session, catalogue, on_started=self.started)
+        self.setup = SweepDialog(session, catalogue, on_started=self.started, last=lambda: self.results.sweep_id,
+                                 show_last=lambda: self.results.show(self.results.sweep_id))
         self.on_change = on_change
 
     def open(self, node_id: str, param: str) -> None:

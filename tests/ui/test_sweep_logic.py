@@ -160,3 +160,36 @@ async def test_the_dialog_counts_branches_refuses_a_bad_value_and_starts_the_swe
     await user.should_see("Applied c1.value=3")
     assert session.graph.node("c1").params["value"] == 3
     assert session.undo() and session.graph.node("c1").params["value"] == 2  # one undo step
+
+
+async def test_a_second_param_makes_a_grid_and_a_choice_is_ticked(editor):
+    from nicegui import ui
+
+    from nodeflow.ui.flow_editor import FlowEditor
+
+    user, session, _ = editor
+    await user.open("/")
+    user.find(FlowEditor).trigger("select", {"ids": ["c1"]})
+    await user.should_see(marker="sweep-value")
+    user.find(marker="sweep-value").click()
+    user.find(marker="sweep-values-c1.value").type("1, 2, 3")
+    await user.should_see("3 branches")
+    add = next(iter(user.find(marker="sweep-add").elements))
+    assert "desc.style" in add.options and "c1.value" not in add.options
+    add.set_value("desc.style")
+    user.find(marker="sweep-add-button").click()
+    await user.should_see("desc.style")
+    await user.should_see("3 branches")  # the current style, plain, is ticked
+    user.find(kind=ui.checkbox, content="fancy").click()
+    await user.should_see("6 branches")
+    user.find(kind=ui.checkbox, content="plain").click()
+    user.find(kind=ui.checkbox, content="fancy").click()
+    user.find("Start sweep").click()
+    await user.should_see("desc.style: choose at least one value")
+    user.find(marker="sweep-values-c1.value").clear().type(", ".join(map(str, range(40))))
+    user.find(kind=ui.checkbox, content="fancy").click()
+    user.find(kind=ui.checkbox, content="plain").click()
+    await user.should_see(f"80 branches (at most {MAX_BRANCHES})")
+    user.find("Start sweep").click()
+    await user.should_see(f"80 branches: a sweep may have at most {MAX_BRANCHES}; give fewer values")
+    assert session.runs.list() == []
