@@ -58,6 +58,8 @@ def test_a_sweep_queues_one_run_per_branch_and_ranks_them(api):
     for branch in done["branches"]:
         run = runs[branch["run"]]
         assert run["source"] == f"sweep:{sweep['id']}" and run["status"] == "done" and run["target"] == "add"
+    # branches share the cache: c1=1 is computed in the first branch and taken from the cache in the second
+    assert [runs[b["run"]]["nodes"]["c1"]["status"] for b in done["branches"]] == ["ran", "cached", "ran", "cached"]
     last = api.api("GET", f"/api/runs/{done['branches'][3]['run']}").json()
     values = {n["id"]: n["params"].get("value") for n in last["graph"]["nodes"]}
     assert values["c1"] == 3 and values["c2"] == 20
@@ -117,3 +119,22 @@ def test_a_sweep_is_cancelled_as_a_whole(api):
     assert ended["status"] == "cancelled" and [b["status"] for b in ended["branches"]] == ["cancelled"] * 3
     assert ended["best"] is None and ended["progress"] == "3 of 3 branches finished"
     assert not api.api("GET", "/api/status").json()["running"]
+
+
+def test_a_sweep_cannot_point_a_path_param_outside_the_allowed_folders(registry, workspace, tmp_path):
+    """The API takes any param, path params too: every branch is confined as an edit would be."""
+    from nodeflow.session import Session
+    from nodeflow.sweep import GridError
+    from tests.core.conftest import make_graph
+
+    inside = workspace / "data"
+    inside.mkdir()
+    session = Session(registry, workspace, graph=make_graph({"r": ("test.read_folder", {"root": str(inside)})}, []),
+                      allowed_roots=[])
+    try:
+        with pytest.raises(GridError) as caught:
+            session.submit_sweep([("r.root", [str(inside), str(tmp_path.parent)])], "r")
+        assert caught.value.name == "r.root" and "r.root" in str(caught.value)
+        assert session.runs.list() == []
+    finally:
+        session.close()
