@@ -454,25 +454,33 @@ class SweepResults:
                     .props('flat dense round aria-label="Close sweep results"')
             self.bar = ui.linear_progress(value=0, show_value=False).props("rounded instant-feedback color=indigo-6") \
                 .classes("nf-sweep-bar")
-            self.table = ui.table(columns=[], rows=[], row_key="branch") \
-                .props('dense flat bordered hide-pagination :pagination="{rowsPerPage: 0}"') \
-                .classes("w-full nf-sweep-table").mark("sweep-table")
-            self.table.add_slot("body", SWEEP_ROW_SLOT)
+            self.table_box = ui.column().classes("w-full gap-0")
+            self.table: Any = None  # made on the first show: a page has one ui.table (the runs') until then
             self.chart_box = ui.column().classes("w-full gap-1")
         self.timer = ui.timer(REFRESH_SECONDS, self.refresh, active=False)
         self.dialog.on_value_change(lambda e: self.timer.activate() if e.value else self.timer.deactivate())
 
     def show(self, sweep_id: int) -> None:
+        if self.table is None:
+            with self.table_box:
+                self.table = ui.table(columns=[], rows=[], row_key="branch") \
+                    .props('dense flat bordered hide-pagination :pagination="{rowsPerPage: 0}"') \
+                    .classes("w-full nf-sweep-table").mark("sweep-table")
+                self.table.add_slot("body", SWEEP_ROW_SLOT)
         self.sweep_id = sweep_id
         self.signature = None
+        self.data = None
         self.chart_box.clear()
         self.chart = None
         self.refresh()
         self.dialog.open()
 
     def refresh(self) -> None:
-        if self.sweep_id is None:
+        if self.sweep_id is None or self.table is None:
             return
+        if self.data is not None and self.data["id"] == self.sweep_id and \
+                self.data["status"] not in ("running", "queued"):
+            return  # finished: nothing changes any more
         data = self.session.sweep(self.sweep_id, curves=True)
         points = sum(len(p) for b in data["branches"] for c in (b.get("curves") or {}).values() for p in c.values())
         signature = (json.dumps([[b["status"], b["position"], b["value"], b["best"]] for b in data["branches"]]),
@@ -536,7 +544,9 @@ class SweepResults:
         if self.sweep_id is None:
             return
         data = self.session.cancel_sweep(self.sweep_id)
-        ui.notify(f"Sweep {self.sweep_id}: {data['status']}", type="info")
+        running = data["status"] == "running"
+        ui.notify(f"Sweep {self.sweep_id} cancelled" + ("; the running branch stops at its next step" if running
+                                                         else ""), type="info")
         self.refresh()
 
     def apply_best(self) -> None:

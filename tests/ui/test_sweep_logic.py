@@ -193,3 +193,31 @@ async def test_a_second_param_makes_a_grid_and_a_choice_is_ticked(editor):
     user.find("Start sweep").click()
     await user.should_see(f"80 branches: a sweep may have at most {MAX_BRANCHES}; give fewer values")
     assert session.runs.list() == []
+
+
+async def test_cancel_sweep_in_the_results_stops_every_branch(editor):
+    from nodeflow.ui.flow_editor import FlowEditor
+
+    user, session, _ = editor
+    session.edit("set_params", id="slow", params={"steps": 100_000, "delay": 0.01})
+    await user.open("/")
+    user.find(FlowEditor).trigger("select", {"ids": ["slow"]})
+    await user.should_see(marker="sweep-steps")
+    user.find(marker="sweep-steps").click()
+    user.find(marker="sweep-values-slow.steps").type("99999, 100000")
+    await user.should_see("2 branches")
+    user.find("Start sweep").click()
+    await user.should_see("Sweep 1")
+    for _ in range(100):
+        if session.sweep(1)["progress"] == "branch 1 of 2":
+            break
+        await asyncio.sleep(0.05)
+    await user.should_see("branch 1 of 2 · running")
+    user.find("Cancel sweep").click()
+    await user.should_see("Sweep 1 cancelled; the running branch stops at its next step")
+    for _ in range(200):
+        if session.sweep(1)["status"] == "cancelled":
+            break
+        await asyncio.sleep(0.05)
+    assert [b["status"] for b in session.sweep(1)["branches"]] == ["cancelled", "cancelled"]
+    await user.should_see("2 of 2 branches finished · cancelled", retries=30)
