@@ -543,8 +543,8 @@ class SweepResults:
     def cancel(self) -> None:
         if self.sweep_id is None:
             return
-        data = self.session.cancel_sweep(self.sweep_id)
-        running = data["status"] == "running"
+        running = self.session.sweep(self.sweep_id)["status"] == "running"
+        self.session.cancel_sweep(self.sweep_id)
         ui.notify(f"Sweep {self.sweep_id} cancelled" + ("; the running branch stops at its next step" if running
                                                          else ""), type="info")
         self.refresh()
