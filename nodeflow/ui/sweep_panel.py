@@ -389,7 +389,9 @@ class SweepDialog:
         return {axis.name: axis.values() for axis in self.axes}
 
     def changed(self) -> None:
-        """Redraw the previews and the branch count as values are typed (the error waits for Start)."""
+        """Redraw the previews and the branch count as values are typed (a refusal waits for Start,
+        and goes once the values change)."""
+        self.error.set_visibility(False)
         counts = []
         for axis in self.axes:
             try:

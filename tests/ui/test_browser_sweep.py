@@ -72,6 +72,7 @@ def test_a_learning_rate_sweep_from_the_params_form(tab, train_server):
 
     values.fill("0.001, 0.01")
     tab.wait_for_function("() => document.querySelector('.nf-sweep-preview').innerText === '0.001, 0.01'")
+    error.wait_for(state="hidden")  # the refusal goes once the values change
     assert dialog.locator(".nf-sweep-branches").inner_text() == "2 branches"
     shot(tab, "sweep-dialog")
     dialog.get_by_role("button", name="Start sweep").click()
