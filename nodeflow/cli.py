@@ -261,30 +261,20 @@ def _run_and_report(args: argparse.Namespace, graph: Graph, workspace: Path, exe
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from nodeflow.sweep import (Branch, combinations, key_metric, metric_value, parse_grid, results_table, run_sweep,
+    from nodeflow.sweep import (GridError, expand, key_metric, metric_value, parse_grid, results_table, run_sweep,
                                 sweep_report)
 
     registry = registry_for(args)
     base = apply_overrides(load_graph(args.graph), args.set, registry)
     grid = parse_grid(args.grid)
-    check = Executor(registry)
-    for name, values in grid:  # each value checked as --set would be, naming the one that is wrong
-        for value in values:
-            graph = apply_overrides(base, [f"{name}={json.dumps(value)}"], registry)
-            node_id, _, param = name.partition(".")
-            wrong = [p for p in check.validate(graph) if p.node_id == node_id and
-                     (getattr(p, "param", None) or "").split(".")[0] == param]
-            if wrong:
-                raise CliError(f"--grid {name}: value {json.dumps(value)}: {wrong[0]}")
-    branches = [Branch(params, apply_overrides(base, [f"{k}={json.dumps(v)}" for k, v in params.items()], registry))
-                for params in combinations(grid)]
-    for branch in branches:  # each branch's graph as a whole too, before anything runs
-        try:
-            check.plan(branch.graph, target=args.target)
-        except GraphInvalid as exc:
-            where = ", ".join(f"{k}={json.dumps(v)}" for k, v in branch.params.items())
-            more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
-            raise CliError(f"--grid: the branch {where} is not valid: {exc.problems[0]}{more}") from None
+
+    def assign(graph: Graph, values: dict) -> Graph:  # as --set would, so a path typed here is made absolute
+        return apply_overrides(graph, [f"{k}={json.dumps(v)}" for k, v in values.items()], registry)
+
+    try:  # each value checked as --set would be, then each branch's graph as a whole, before anything runs
+        branches = expand(base, grid, Executor(registry), args.target, assign)
+    except GridError as exc:
+        raise CliError(f"--grid {exc}" if exc.name else f"--grid: {exc}") from None
     workspace = Path(args.workspace) if args.workspace else default_workspace()
     progress = _TerminalProgress(quiet=args.quiet)
 

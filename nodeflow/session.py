@@ -8,6 +8,7 @@ it shows (per-node state, progress, metric series, previews, errors) as plain JS
 from __future__ import annotations
 
 import copy
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from pydantic import ValidationError
 from nodeflow.edits import AddNode, Connect, Disconnect, Move, RemoveNode, Rename, SetParams, parse_ops
 from nodeflow.errors import GraphInvalid, GraphProblem
 from nodeflow.executor import Executor, RunReport
+from nodeflow.files import atomic_write_text
 from nodeflow.graph import Edge, Graph, NodeSpec, Position
 from nodeflow.node import Event, Registry
 from nodeflow.paths import PathNotAllowed, confine, params_paths
@@ -32,6 +34,11 @@ AUTOSAVE_KEEP = 10
 
 class EditError(ValueError):
     """An edit the document cannot take; nothing was changed."""
+
+
+class SweepNotFound(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class Session:
@@ -366,6 +373,67 @@ class Session:
     def queue(self) -> list[dict[str, Any]]:
         """Queued runs in the order they will run, with their positions."""
         return [self.runs.get(i) for i in self.runs.queued()]
+
+    # -- sweeps (nodeflow.sweep): each branch a queued run of this session, tagged with the sweep -----
+    def submit_sweep(self, grid: list[tuple[str, list[Any]]], target: str | None = None) -> dict[str, Any]:
+        """Check a grid over the open document (every value against its param, every branch as a
+        whole; a GridError names what is wrong and nothing is queued), then queue one run per branch
+        behind whatever runs now. Returns the sweep as :meth:`sweep` does."""
+        from nodeflow import sweep
+
+        with self._lock:
+            base = self._graph
+            if target is not None and not base.has_node(target):
+                raise sweep.GridError(f"target: no node '{target}'")
+            branches = sweep.expand(base, grid, self.executor, target, limit=sweep.MAX_BRANCHES)
+            for branch in branches:
+                try:
+                    self._check_paths(branch.graph)
+                except EditError as exc:
+                    raise sweep.GridError(str(exc), next(iter(branch.params), None)) from None
+            folder = self.workspace / "sweeps"
+            folder.mkdir(parents=True, exist_ok=True)
+            sweep_id = max((int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit()), default=0) + 1
+            runs = [self.runs.create(b.graph, target, sweep.source_tag(sweep_id), status="queued") for b in branches]
+            record = {"id": sweep_id, "grid": [[name, values] for name, values in grid], "target": target,
+                      "graph_name": base.name, "created": time.time(),
+                      "branches": [{"params": b.params, "run": run_id} for b, run_id in zip(branches, runs)]}
+            atomic_write_text(folder / f"{sweep_id}.json", json.dumps(record))
+            if self._current is None:
+                self._start_next()
+        return self.sweep(sweep_id)
+
+    def _sweep_record(self, sweep_id: int | str) -> dict[str, Any]:
+        text = str(sweep_id)
+        path = self.workspace / "sweeps" / f"{text}.json"
+        if not text.isdigit() or len(text) > 18 or not path.is_file():
+            raise SweepNotFound(f"no sweep {text[:40]!r}")
+        return json.loads(path.read_text())
+
+    def sweep(self, sweep_id: int | str, curves: bool = False) -> dict[str, Any]:
+        """A sweep's branches (values, run, status, the target's main metric, time), the best one and
+        its progress (see :func:`nodeflow.sweep.summary`); ``curves`` adds each branch's run curves."""
+        from nodeflow import sweep
+
+        record = self._sweep_record(sweep_id)
+        runs = [self.runs.get(b["run"]) for b in record["branches"]]
+        data = sweep.summary(record, runs)
+        if curves:
+            for branch, run in zip(data["branches"], runs):
+                branch["curves"] = run["curves"]
+        return data
+
+    def cancel_sweep(self, sweep_id: int | str) -> dict[str, Any]:
+        """Cancel the sweep's queued branches, then stop its running one (it ends ``cancelled``)."""
+        record = self._sweep_record(sweep_id)
+        with self._lock:
+            for branch in record["branches"]:
+                if self.runs.get(branch["run"])["status"] == "queued":
+                    self.runs.cancel(branch["run"])
+            for branch in record["branches"]:
+                if branch["run"] == self._current:
+                    self.cancel(branch["run"])
+        return self.sweep(sweep_id)
 
     def _run_worker(self, graph: Graph, target: str | None, run_id: int | None = None) -> None:
         status, error = "failed", None

@@ -24,11 +24,13 @@ from urllib.parse import urlsplit
 from fastapi import Body, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, ConfigDict, Field
 from nodeflow.edits import MAX_OPS, EditRequest, RunRequest
 from nodeflow.errors import GraphInvalid
 from nodeflow.graph import Graph, GraphFileError
 from nodeflow.runs import run_number
-from nodeflow.session import EditError
+from nodeflow.session import EditError, SweepNotFound
+from nodeflow.sweep import MAX_BRANCHES, GridError, grid_of
 
 #: the largest request body the API reads (a 10,000-node graph is about 2 MB)
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -204,6 +206,15 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
     return JSONResponse({"detail": _json_safe(errors)}, status_code=422)
 
 
+class SweepRequest(BaseModel):
+    """``POST /api/sweep``: values per ``NODE.PARAM`` (every combination is a branch) and the node
+    each branch runs up to."""
+
+    model_config = ConfigDict(extra="forbid")
+    grid: dict[str, list[Any]] = Field(description='values per NODE.PARAM, e.g. {"train.lr": [1e-5, 1e-4]}')
+    target: str | None = Field(None, description="run each branch up to this node (default: the whole graph)")
+
+
 def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
     session = hub.session
     install_token_check(app, token)
@@ -314,3 +325,40 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
             return {"id": number, "status": session.cancel(number)}
         except KeyError as exc:
             raise HTTPException(404, str(exc)) from None
+
+    # -- sweeps (nodeflow.sweep): a grid over the open graph, each branch a queued run -----------------
+    @app.post("/api/sweep", tags=["runs"],
+              summary=f"Sweep params of the open graph: one queued run per combination (at most {MAX_BRANCHES})",
+              responses={422: {"description": "a value its param refuses, an unknown node or param, too many "
+                                              "branches, or a branch that cannot run: the message names it, "
+                                              "'param' is the NODE.PARAM at fault; nothing was queued"}})
+    def post_sweep(request: Request, body: SweepRequest) -> dict[str, Any]:
+        """Every value is checked against its param and every branch as a whole before anything is
+        queued; the answer is the sweep as ``GET /api/sweeps/{id}`` gives it."""
+        guard(request)
+        try:
+            return session.submit_sweep(grid_of(body.grid), body.target)
+        except GridError as exc:
+            raise HTTPException(422, {"message": str(exc), "param": exc.name}) from None
+        except GraphInvalid as exc:
+            raise HTTPException(422, {"message": "the graph is not valid", "problems":
+                                      [p.to_json() for p in exc.problems]}) from None
+
+    @app.get("/api/sweeps/{sweep_id}", tags=["runs"],
+             summary="A sweep's branches (values, run, status, main metric, time), the best one and its progress")
+    def get_sweep(request: Request, sweep_id: str, curves: bool = False) -> dict[str, Any]:
+        guard(request)
+        try:
+            return session.sweep(sweep_id, curves=curves)
+        except SweepNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+
+    @app.post("/api/sweeps/{sweep_id}/cancel", tags=["runs"],
+              summary="Cancel a sweep's queued branches and stop its running one")
+    def cancel_sweep(request: Request, sweep_id: str) -> dict[str, Any]:
+        guard(request)
+        try:
+            return session.cancel_sweep(sweep_id)
+        except SweepNotFound as exc:
+            raise HTTPException(404, str(exc)) from None
+

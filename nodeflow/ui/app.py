@@ -26,6 +26,7 @@ from nodeflow.templates import list_templates
 from .api import access_token, install_api, token_ok
 from .runs_panel import LineageView, RunsPanel
 from .state import Hub, status_delta
+from .sweep_panel import SweepPanel
 
 POLL_SECONDS = 0.3
 AUTOSAVE_SECONDS = 10.0
@@ -55,6 +56,7 @@ class EditorPage:
         ui.page_title("nodeflow")
         self._header()
         self.runs_panel = RunsPanel(self.session, on_restore=self.tick_now)
+        self.sweeps = SweepPanel(self.session, hub.catalogue, on_change=self.tick_now)
         self._palette()
         with ui.right_drawer(value=True, fixed=True).props("width=370 bordered").classes("p-0 nf-right-drawer"):
             with ui.tabs().props("dense inline-label align=justify narrow-indicator no-caps").classes("w-full text-indigo-9") as self.tabs:
@@ -284,7 +286,8 @@ class EditorPage:
                 ui.label(entry["description"].split("\n\n")[0]).classes("text-xs text-grey-8")
             ui.input("Title", value=spec.title or "", on_change=lambda e: self.rename(node_id, e.value)) \
                 .props("dense debounce=500").classes("w-full")
-            self._ParamForm(self.session, node_id, entry, on_edit=self.after_form_edit)
+            self._ParamForm(self.session, node_id, entry, on_edit=self.after_form_edit,
+                            on_sweep=lambda param: self.sweeps.open(node_id, param))
 
     def after_form_edit(self, redraw: bool = False) -> None:
         # the form already shows the new value (unless one edit set several fields): only the

@@ -81,16 +81,32 @@ def human_count(n: int | float | None) -> str:
     return f"{int(n)}"
 
 
+def sweep_kind(prop: dict[str, Any]) -> str | None:
+    """How a param can be swept: ``int`` or ``number`` (typed values), ``choice`` (ticks of its
+    allowed values), ``layers`` (ticks of freeze boundaries); None for params a sweep does not offer."""
+    kind = widget_kind("", prop)
+    if kind in ("int", "number"):
+        return kind
+    if kind == "select" and len(prop.get("enum") or []) > 1:
+        return "choice"
+    if kind == "layers":
+        return "layers"
+    return None
+
+
 class ParamForm:
     """One node's form. ``on_edit(redraw)`` is called after the session accepted a change; ``redraw``
-    is True when the change touched other fields than the one being edited (draw the form again)."""
+    is True when the change touched other fields than the one being edited (draw the form again).
+    With ``on_sweep``, numeric and choice params get a "Sweep…" button that calls it with the param."""
 
     def __init__(self, session: Session, node_id: str, entry: dict[str, Any],
-                 on_edit: Callable[[bool], None] = lambda redraw: None) -> None:
+                 on_edit: Callable[[bool], None] = lambda redraw: None,
+                 on_sweep: Callable[[str], None] | None = None) -> None:
         self.session = session
         self.node_id = node_id
         self.entry = entry
         self.on_edit = on_edit
+        self.on_sweep = on_sweep
         self.errors: dict[str, ui.label] = {}
         self.watchers: list[Callable[[], None]] = []  # parts of the form that depend on other params
         spec = session.graph.node(node_id)
@@ -149,8 +165,21 @@ class ParamForm:
             w = ui.textarea(label + " (JSON)", value=json.dumps(value, indent=1),
                             on_change=lambda e, n=name: self.set_json(n, e.value)).props("debounce=700 autogrow")
         w.classes("w-full").mark(f"param-{name}")
+        if self.on_sweep is not None and sweep_kind(prop) in ("int", "number", "choice"):
+            with ui.row().classes("w-full items-center no-wrap gap-1") as row:
+                pass
+            w.move(row)
+            w.classes(remove="w-full").classes("grow")
+            with row:
+                self.sweep_button(name)
         if help_text:  # shown under the field (no tooltip: one aimed at a redrawn field logs "Anchor … not found")
             ui.label(help_text).classes("text-grey-6 text-xs nf-help")
+
+    def sweep_button(self, name: str) -> None:
+        with ui.button(icon="call_split", on_click=lambda: self.on_sweep(name)) \
+                .props(f'flat dense round size=sm color=indigo-7 aria-label="Sweep {name}…"').classes("nf-sweep-btn") \
+                .mark(f"sweep-{name}"):
+            ui.tooltip(f"Sweep {name}…: run the graph once per value")  # a child: the form is redrawn often
 
     # -- applying ---------------------------------------------------------------------------------
     def set(self, name: str, value: Any) -> bool:
@@ -220,7 +249,10 @@ class LayerPicker:
         self.chosen = list(value)
         form.watchers.append(self._refresh)
         with ui.column().classes("w-full gap-1 nf-layer-picker"):
-            ui.label("Layers to train").classes("text-subtitle2")
+            with ui.row().classes("w-full items-center no-wrap"):
+                ui.label("Layers to train").classes("text-subtitle2 grow")
+                if form.on_sweep is not None:
+                    form.sweep_button(name)
             if not self.layers:
                 ui.label("Connect a model to this node to pick its layers.").classes("text-grey-7 text-sm")
                 ui.input("layer names (comma-separated)", value=", ".join(value),
