@@ -219,7 +219,7 @@ def dispatcher_for(args: argparse.Namespace):
     @contextlib.contextmanager
     def started():
         with dispatcher:
-            if not args.quiet:
+            if not getattr(args, "quiet", False):
                 print(dispatcher.describe(), file=sys.stderr)
             yield dispatcher
 
@@ -345,13 +345,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     registry = registry_for(args)
     graph = apply_overrides(load_graph(args.graph), args.set, registry)
     path = Path(args.graph) if Path(args.graph).exists() else None
-    session = Session(registry, workspace, graph=graph, path=path, device=args.device, isolate=not args.in_process,
-                      autosave_delay=2.0, allowed_roots=[Path(p).expanduser().resolve() for p in args.allow_root])
-    session.mlflow_uri = args.mlflow or os.environ.get("MLFLOW_TRACKING_URI") or None
-    try:
-        serve(session, host=args.host, port=args.port, token=args.token)
-    finally:
-        session.close()
+    with dispatcher_for(args) as dispatcher:
+        session = Session(registry, workspace, graph=graph, path=path, device=args.device,
+                          isolate=not args.in_process, autosave_delay=2.0, dispatcher=dispatcher,
+                          allowed_roots=[Path(p).expanduser().resolve() for p in args.allow_root])
+        session.mlflow_uri = args.mlflow or os.environ.get("MLFLOW_TRACKING_URI") or None
+        try:
+            serve(session, host=args.host, port=args.port, token=args.token)
+        finally:
+            session.close()
     return EXIT_OK
 
 
@@ -622,6 +624,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run graphs in the server process instead of a worker process (faster start, less safe)")
     p.add_argument("--mlflow", metavar="URI", help="also log each run to this MLflow tracking store "
                    "(default: $MLFLOW_TRACKING_URI when set)")
+    parallel_args(p)
     p.set_defaults(func=cmd_serve)
     return parser
 

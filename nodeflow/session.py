@@ -49,11 +49,17 @@ class Session:
     second are answered here, from the catalogue and the cache on disk, while the worker may be
     busy training for minutes and cannot answer; the worker's events keep this executor's record
     of the last run keys (stale badges) and of the values it holds in memory. Without a worker
-    (``isolate=False``: tests, ``--in-process``) the same executor runs the graphs itself."""
+    (``isolate=False``: tests, ``--in-process``) the same executor runs the graphs itself.
+
+    With a ``dispatcher`` (``nodeflow serve --jobs N`` / ``--scheduler ADDR``, see
+    :mod:`nodeflow.parallel`) that executor hands the nodes of each run to the Dask cluster, whose
+    worker processes already keep a crash away from the editor, so no worker process of our own
+    is started."""
 
     def __init__(self, registry: Registry, workspace: Path, graph: Graph | None = None,
                  path: Path | None = None, device: str = "auto", isolate: bool = False,
-                 autosave_delay: float | None = None, allowed_roots: list[Path] | None = None) -> None:
+                 autosave_delay: float | None = None, allowed_roots: list[Path] | None = None,
+                 dispatcher: Any = None) -> None:
         """``isolate`` runs graphs in a worker process (see :mod:`nodeflow.worker`), so a crash
         while training cannot take the editor down; without it runs use a thread (faster start)."""
         self.registry = registry
@@ -65,6 +71,8 @@ class Session:
         # while the worker is busy training for minutes, and it runs graphs itself without one.
         self.executor = Executor(registry, self.workspace, device=device, allowed_roots=self.allowed_roots)
         self.executor.subscribe(self._on_event)
+        self.executor.dispatcher = dispatcher
+        isolate = isolate and dispatcher is None
         self.worker = WorkerProcess(registry, self.workspace, device, self.allowed_roots) if isolate else None
         self.path = Path(path) if path is not None else None
         self._graph = graph or Graph()

@@ -136,6 +136,42 @@ def test_stop_reaches_the_workers_through_the_workspace(registry, tmp_path, disp
     assert report.nodes["t"].status == "skipped"
 
 
+def test_the_editor_session_runs_its_queue_through_the_cluster(registry, tmp_path, dispatcher, run_log):
+    """``nodeflow serve --jobs N``: the session's runs go to the Dask workers (no worker process of
+    its own), the editor sees each node's progress and state live, the run is in the history, and
+    its stop button reaches the workers."""
+    from nodeflow.session import Session
+
+    graph = make_graph({"a": ("test.slow", {"steps": 10, "delay": 0.15}),
+                        "b": ("test.slow", {"steps": 11, "delay": 0.15}), "sum": ("test.add", {})},
+                       ["a.value->sum.a", "b.value->sum.b"])
+    session = Session(registry, tmp_path / "ws", graph=graph, isolate=True, dispatcher=dispatcher)
+    seen: list[tuple[str, str | None]] = []
+    session.subscribe(lambda e: seen.append((e.kind, e.node_id)))
+    try:
+        assert session.worker is None
+        session.run()
+        report = session.wait(60)
+        assert report is not None and report.ok, report.to_json() if report else None
+        assert {n: r.status for n, r in report.nodes.items()} == {"a": "ran", "b": "ran", "sum": "ran"}
+        assert ("progress", "a") in seen and ("progress", "b") in seen
+        assert {n: v["state"] for n, v in session.snapshot()["nodes"].items()} == {
+            "a": "done", "b": "done", "sum": "done"}
+        assert session.runs.get(session.run_id)["status"] == "done"
+        assert sorted(runs(run_log)) == ["a", "b", "sum"]
+
+        slow = make_graph({"s": ("test.slow", {"steps": 400, "delay": 0.02})}, [])
+        session.replace(slow)
+        session.subscribe(lambda e: session.stop() if e.kind == "progress" and e.node_id == "s" else None)
+        started = time.perf_counter()
+        session.run()
+        stopped = session.wait(60)
+        assert time.perf_counter() - started < 8.0  # 400 steps would take 8 s
+        assert stopped.interrupted and stopped.nodes["s"].status == "interrupted"
+    finally:
+        session.close()
+
+
 def test_resources_come_from_the_node_class_and_default_to_none():
     from nodeflow.node import Node
 
@@ -205,10 +241,11 @@ def test_an_unreachable_scheduler_is_one_line_naming_the_option(tmp_path):
     assert result.returncode == 1 and "--scheduler tcp://127.0.0.1:9: cannot reach" in result.stderr
 
 
-def test_jobs_below_one_is_refused(tmp_path):
+@pytest.mark.parametrize("command", ["run", "serve"])
+def test_jobs_below_one_is_refused(tmp_path, command):
     graph = make_graph({"a": ("test.constant", {})}, [])
     graph.save(tmp_path / "g.json")
-    result = nodeflow("run", str(tmp_path / "g.json"), "--workspace", str(tmp_path / "ws"), "--jobs", "0")
+    result = nodeflow(command, str(tmp_path / "g.json"), "--workspace", str(tmp_path / "ws"), "--jobs", "0")
     assert result.returncode == 1 and result.stderr.strip() == "error: --jobs 0: give 1 or more worker processes"
 
 
