@@ -410,7 +410,7 @@ class Executor:
                 if upstream:
                     entry["after"] = upstream
                     entry.setdefault("notes", []).append(
-                        f"before {', '.join(upstream)} ran: measured with stand-in inputs (e.g. an untrained model)")
+                        f"before {', '.join(upstream)} ran: measured with a stand-in for its output (e.g. the untrained model)")
                 nodes[node_id] = entry
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -601,6 +601,43 @@ class Executor:
         self._emit(Event("node_finished", node_id, {"seconds": seconds, "from_cache": False,
                                                     "metrics": dict(ctx.metrics), "key": key}))
         return NodeReport("ran", seconds, dict(ctx.metrics))
+
+
+def format_seconds(seconds: float | None) -> str:
+    """A duration as a person reads it: 0.4 s, 42 s, 6.5 min, 1.2 h."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds:.2f} s"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_bytes(count: int | None) -> str:
+    if not count:
+        return "-"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} B"
+
+
+def estimate_note(entry: dict[str, Any]) -> str:
+    """The remarks of one node's estimate in a line: feature cache, what it waits for, notes, error."""
+    parts = []
+    if entry.get("feature_cache"):
+        parts.append(f"feature cache: {entry['feature_cache']}")
+    if entry.get("error"):
+        parts.append(f"error: {entry['error']}")
+    if entry.get("note"):
+        parts.append(entry["note"])
+    parts.extend(entry.get("notes") or [])
+    return "; ".join(parts)
 
 
 def _raise_blocking(checked: _Checked, needed: list[str]) -> None:

@@ -197,6 +197,11 @@ class Slow(Node):
             ctx.progress(step + 1, params.steps)
         return {"value": (value or 0.0) + params.steps}
 
+    def estimate(self, ctx, params, value=0.0):
+        """The cost preview's answer: ``steps`` × ``delay`` (its "epochs" are its steps)."""
+        return {"seconds": params.steps * params.delay, "epochs": params.steps, "epoch_seconds": params.delay,
+                "device": "cpu"}
+
 
 class Handle(Node):
     """Outputs a value that cannot be written to disk, so it is only cached in memory."""

@@ -147,3 +147,58 @@ def test_target_limits_the_estimate_and_bad_requests_raise(executor):
         executor.estimate(graph(), target="nope")
     with pytest.raises(GraphInvalid):
         executor.estimate(graph(train={"epochs": 0}))
+
+
+# -- nodeflow run --dry-run -----------------------------------------------------------------------
+
+
+def test_dry_run_prints_the_estimate_table_and_runs_nothing_heavy(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.core.conftest import make_graph
+    from tests.core.test_cli import PACK, ROOT
+
+    graph = make_graph({"a": ("test.constant", {"value": 2}), "b": ("test.constant", {}), "sum": ("test.add", {}),
+                        "slow": ("test.slow", {"steps": 40, "delay": 0.5}), "text": ("test.describe", {})},
+                       ["a.value->sum.a", "b.value->sum.b", "sum.value->slow.value", "slow.value->text.value"])
+    path, workspace, report, log = tmp_path / "g.json", tmp_path / "ws", tmp_path / "est.json", tmp_path / "ran.log"
+    graph.save(path)
+
+    def dry_run(*extra):
+        cmd = [sys.executable, "-m", "nodeflow.cli", "--nodes", PACK, "run", str(path), "--workspace", str(workspace),
+               "--dry-run", *extra]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120,
+                              env={**os.environ, "NODEPACK_RUN_LOG": str(log)})
+
+    done = dry_run("--report", str(report))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("estimate")
+    assert lines[1].split() == ["NODE", "STATUS", "DEVICE", "S/EPOCH", "EPOCHS", "TOTAL", "PEAK", "MEMORY", "NOTE"]
+    slow = next(line.split() for line in lines if line.startswith("slow "))
+    assert slow[:7] == ["slow", "stale", "cpu", "0.50", "s", "40", "20"]
+    assert lines[-1].startswith("total: ≈ 20 s for 5 node(s) to run, 0 cached")
+    # the quick inputs of slow ran for real; slow and what follows it did not; nothing was cached or recorded
+    assert sorted(log.read_text().split()) == ["a", "b", "sum"]
+    assert not (workspace / "cache").exists() or not any((workspace / "cache").iterdir())
+    assert not (workspace / "runs.sqlite").exists()
+    saved = json.loads(report.read_text())["estimate"]
+    assert saved["nodes"]["slow"]["seconds"] == 20.0 and saved["nodes"]["text"]["status"] == "quick"
+
+    # after a real run of the cheap part, those nodes are cached and cost 0 s
+    run = subprocess.run([sys.executable, "-m", "nodeflow.cli", "--nodes", PACK, "run", str(path), "--workspace",
+                          str(workspace), "--target", "sum", "--quiet"], capture_output=True, text=True, cwd=ROOT,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    again = dry_run("--target", "slow")
+    assert again.returncode == 0, again.stderr
+    rows = {line.split()[0]: line.split()[1] for line in again.stdout.splitlines()[2:-1]}
+    assert rows == {"a": "cached", "b": "cached", "sum": "cached", "slow": "stale"}
+    assert again.stdout.splitlines()[-1].startswith("total: ≈ 20 s for 1 node(s) to run, 3 cached")
+
+    bad = dry_run("--target", "nope")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: no node with id 'nope'")
+    assert "Traceback" not in bad.stderr
