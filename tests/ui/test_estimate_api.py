@@ -1,0 +1,32 @@
+"""GET /api/estimate: the cost preview over HTTP, on the editor's own session; 404 names an unknown
+target, 422 lists the problems of an invalid graph; nothing runs."""
+
+from __future__ import annotations
+
+import httpx
+
+
+async def test_estimate_endpoint_answers_costs_and_refuses_bad_requests(editor):
+    user, session, _ = editor
+    await user.open("/")
+    from nicegui import app
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as http:
+        found = await http.get("/api/estimate", params={"target": "slow"})
+        assert found.status_code == 200, found.text
+        body = found.json()
+        assert body["target"] == "slow" and body["complete"]
+        slow = body["nodes"]["slow"]  # 20 steps of 0.05 s, as the test pack's slow node says
+        assert slow["status"] == "stale" and slow["seconds"] == 1.0 and slow["epochs"] == 20
+        assert body["total_seconds"] >= 1.0
+        assert set(body["nodes"]) == {"c1", "c2", "add", "slow"}
+        assert not session.running and session.runs.list() == []  # nothing was run or recorded
+        assert session.estimates()["slow"]["seconds"] == 1.0
+
+        missing = await http.get("/api/estimate", params={"target": "nope"})
+        assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+        # the whole demo graph has 'add2' with its input unconnected
+        invalid = await http.get("/api/estimate")
+        assert invalid.status_code == 422
+        problems = invalid.json()["detail"]["problems"]
+        assert any(p["node"] == "add2" for p in problems)
