@@ -197,8 +197,14 @@ class Slow(Node):
             ctx.progress(step + 1, params.steps)
         return {"value": (value or 0.0) + params.steps}
 
+
+class Timed(Slow):
+    """Slow, with a cost preview: ``steps`` × ``delay`` seconds (its "epochs" are its steps)."""
+
+    type = "test.timed"
+    title = "Timed"
+
     def estimate(self, ctx, params, value=0.0):
-        """The cost preview's answer: ``steps`` × ``delay`` (its "epochs" are its steps)."""
         return {"seconds": params.steps * params.delay, "epochs": params.steps, "epoch_seconds": params.delay,
                 "device": "cpu"}
 

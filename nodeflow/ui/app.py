@@ -349,8 +349,21 @@ class EditorPage:
             ui.notify(f"Estimated: ≈ {format_seconds(found['total_seconds'])}" + (f" up to {target}" if target else ""),
                       type="info", timeout=3000)
 
-    async def run(self, target: str | None) -> None:
-        """Run, after a look at the cost: over RUN_CONFIRM_SECONDS a dialog lists the heavy nodes."""
+    def run(self, target: str | None):
+        """Run, after a look at the cost: over RUN_CONFIRM_SECONDS a dialog lists the heavy nodes.
+        A plan with nothing to measure (no node with an estimate would compute) starts at once."""
+        try:
+            plan = self.session.executor.plan(self.session.graph, target)
+        except (GraphInvalid, KeyError):
+            plan = {}  # start_run says what is wrong
+        graph = self.session.graph
+        if not any(action == "run" and graph.has_node(node_id) and graph.node(node_id).type in self.session.registry
+                   and self.session.registry.get(graph.node(node_id).type).has_estimate()
+                   for node_id, action in plan.items()):
+            return self.start_run(target)
+        return self.run_after_estimate(target)
+
+    async def run_after_estimate(self, target: str | None) -> None:
         found = await self.measure(target, reuse=True)
         if found is not None and found["total_seconds"] > RUN_CONFIRM_SECONDS:
             self.confirm_run(target, found)

@@ -162,7 +162,7 @@ def test_dry_run_prints_the_estimate_table_and_runs_nothing_heavy(tmp_path):
     from tests.core.test_cli import PACK, ROOT
 
     graph = make_graph({"a": ("test.constant", {"value": 2}), "b": ("test.constant", {}), "sum": ("test.add", {}),
-                        "slow": ("test.slow", {"steps": 40, "delay": 0.5}), "text": ("test.describe", {})},
+                        "slow": ("test.timed", {"steps": 40, "delay": 0.5}), "text": ("test.describe", {})},
                        ["a.value->sum.a", "b.value->sum.b", "sum.value->slow.value", "slow.value->text.value"])
     path, workspace, report, log = tmp_path / "g.json", tmp_path / "ws", tmp_path / "est.json", tmp_path / "ran.log"
     graph.save(path)
