@@ -322,6 +322,7 @@ def _estimate_fit(model: ModelValue, data: ImageSet, config: Any, workspace: Pat
                   should_stop: Callable[[], bool], steps: int | None) -> Estimate:
     device = resolve_device(config.device, getattr(config, "mixed_precision", False))
     classes = len(data.classes)
+    started = time.perf_counter()
     net = network(model, classes)
     apply_freezing(net, model.frozen)
     net = device.prepare(net)
@@ -333,6 +334,7 @@ def _estimate_fit(model: ModelValue, data: ImageSet, config: Any, workspace: Pat
     decision = decide(net, model, data, mode, copies, blockers)
     cut = decision.cut
     digest = prefix_digest(net, cut) if cut else ""
+    setup = time.perf_counter() - started  # the trainer builds the network and hashes its prefix too
     shape = list(resolve_spec(model.spec, classes)["input_shape"])
     augmented = random_reason(data) is not None
     seed = getattr(config, "seed", 0)
@@ -356,7 +358,7 @@ def _estimate_fit(model: ModelValue, data: ImageSet, config: Any, workspace: Pat
     step_cached, step_full = profile.step, profile.step + prefix_per_batch
     eval_cached, eval_full = profile.evaluate, profile.evaluate + prefix_per_batch
     notes: list[str] = []
-    first = later = 0.0
+    first, later = setup, 0.0
 
     # training split
     if decision.train:

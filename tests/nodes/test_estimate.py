@@ -85,3 +85,26 @@ def test_a_scoring_pass_counts_the_prefix_only_while_uncached(data, tmp_path):
     model = ModelValue(spec=SPEC, frozen=BLOCKS, classes=data.classes)
     found = estimate_pass(model, data, ["test", "validation"], 32, tmp_path / "ws", "cpu")
     assert found.seconds > 0 and found.epochs is None and found.feature_cache == "built in this pass"
+
+
+def test_dry_run_of_the_template_prints_the_estimate_and_trains_nothing(tmp_path, shapes):
+    import subprocess
+    import sys
+
+    from tests.nodes.conftest import ROOT, small_template
+
+    graph = tmp_path / "graph.json"
+    small_template(shapes).save(graph)
+    workspace = tmp_path / "ws"
+    done = subprocess.run([sys.executable, "-m", "nodeflow.cli", "--no-plugins", "run", str(graph), "--workspace",
+                           str(workspace), "--device", "cpu", "--dry-run", "--target", "train"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "estimate for train (nothing was run; cached nodes cost 0 s)"
+    train = next(line for line in lines if line.startswith("train "))
+    cells = train.split()
+    assert cells[1:3] == ["stale", "cpu"] and "3" in cells and "feature cache: built in the first epoch" in train
+    assert lines[-1].startswith("total: ≈ ")
+    # nothing trained, cached, decoded or recorded
+    assert files(workspace) == []
