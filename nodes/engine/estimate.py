@@ -267,7 +267,8 @@ def _profile(net: nn.Sequential, cut: int, model: ModelValue, data: ImageSet, de
             else:
                 loss.backward()
                 optimizer.step()
-            loss.item()
+            loss.item()  # the loop's per-batch bookkeeping: loss and accuracy on the host
+            (logits.argmax(1) == targets).sum().item()
 
         try:
             step_seconds, n = _timed(step, features, device, should_stop)
@@ -281,7 +282,9 @@ def _profile(net: nn.Sequential, cut: int, model: ModelValue, data: ImageSet, de
     @torch.inference_mode()
     def infer(batch):
         with device.autocast():
-            body(device.batch(batch[0]))
+            logits = body(device.batch(batch[0]))
+        nn.functional.cross_entropy(logits.float(), batch[1].to(device.torch)).item()
+        logits.argmax(1).cpu()
 
     eval_seconds, n = _timed(infer, features, device, should_stop)
     timed += n
