@@ -40,10 +40,12 @@ import torch
 from torch import nn
 
 from nodes.engine.device import Device, resolve_device
-from nodes.engine.feature_cache import cache_cut, decide, feature_key, prefix_digest, tail, technique_blockers
+from nodes.engine.feature_cache import (FeatureSet, cache_cut, decide, feature_key, prefix_digest, tail,
+                                        technique_blockers)
 from nodes.engine.hooks import Stopped
 from nodes.engine.images import load_rgb, make_transform
-from nodes.engine.loop import apply_freezing, forward, network, resolve_spec, set_mode
+from nodes.engine.loop import (apply_freezing, evaluate, frozen_prefix, network, resolve_spec, set_mode,
+                               train_one_epoch)
 from nodes.engine.optim import layerwise_groups, make_optimizer
 from nodes.engine.pipeline import decodable, decoded_entry, default_format, random_reason
 from nodes.engine.store import MEMORY
@@ -74,6 +76,7 @@ class Estimate:
     feature_cache: str = ""
     notes: list[str] = field(default_factory=list)
     timed_batches: int = 0
+    setup_seconds: float = 0.0  # part of the first epoch: building the network, hashing its prefix
 
     def to_json(self) -> dict[str, Any]:
         def r(value: float | None) -> float | None:
@@ -82,7 +85,8 @@ class Estimate:
         return {"device": self.device, "seconds": r(self.seconds), "epochs": self.epochs,
                 "first_epoch_seconds": r(self.first_epoch_seconds), "epoch_seconds": r(self.epoch_seconds),
                 "peak_memory_bytes": int(self.peak_memory_bytes), "memory_method": self.memory_method,
-                "feature_cache": self.feature_cache, "notes": list(self.notes), "timed_batches": self.timed_batches}
+                "feature_cache": self.feature_cache, "notes": list(self.notes), "timed_batches": self.timed_batches,
+                "setup_seconds": r(self.setup_seconds)}
 
 
 # -- what the caches hold ------------------------------------------------------------------------
@@ -204,13 +208,14 @@ class _Profile:
 def _profile(net: nn.Sequential, cut: int, model: ModelValue, data: ImageSet, device: Device, batch_size: int,
              should_stop: Callable[[], bool], train: bool, optimizer_config: dict[str, Any] | None = None,
              teacher: nn.Module | None = None) -> _Profile:
-    """Time the prefix per image, a training step of what trains (when ``optimizer_config`` is
-    given) and an inference batch of what follows the prefix, on the first images of the training
-    split (or of the first split with images when scoring)."""
+    """Time the prefix per image (at the batch size the cache is built with), a training step of
+    what trains (when ``optimizer_config`` is given) and an inference batch of what follows the
+    prefix, through the loop's own ``train_one_epoch`` and ``evaluate`` on batches fetched as the
+    loop fetches them (from a feature set of the prefix's fp16 outputs when there is a prefix), on
+    the first images of the training split (or of the first split with images when scoring)."""
     split = "train" if train else next(s for s in data.splits if data.split(s))
-    count = min(len(data.split(split)), batch_size * (1 + PROBE_BATCHES))
+    count = min(len(data.split(split)), max(batch_size, 32) * (1 + PROBE_BATCHES))
     images, labels, decode = _probe_images(data, split, count, train, should_stop)
-    batches = _chunks(images, labels, batch_size)
     blocks = list(net.children())
     prefix_blocks, body = blocks[:cut], tail(net, cut) if cut else net
     timed = 0
@@ -220,77 +225,72 @@ def _profile(net: nn.Sequential, cut: int, model: ModelValue, data: ImageSet, de
     if cut:
         for block in prefix_blocks:
             block.eval()
-        outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        chunks = _chunks(images, labels, max(batch_size, 32))  # as feature_cache builds its entries
+        outputs: dict[int, torch.Tensor] = {}
 
         @torch.inference_mode()
-        def run_prefix(batch):
-            out = device.batch(batch[0])
+        def run_prefix(chunk):
+            out = device.batch(chunk[0])
             with device.autocast():
                 for block in prefix_blocks:
                     out = block(out)
-            outputs.append((out.to("cpu", torch.float16), batch[1]))
+            outputs[id(chunk)] = out.to("cpu", torch.float16)
 
-        per_batch, n = _timed(run_prefix, batches, device, should_stop)
+        per_chunk, n = _timed(run_prefix, chunks, device, should_stop)
         timed += n
-        prefix_seconds = per_batch / len(batches[min(1, len(batches) - 1)][0])
-        # one entry per probe batch, as the cache would hold them (fp16, fetched as float32)
-        features = [(out.float(), y) for out, y in outputs[:len(batches)]]
-        feature_bytes = int(np.prod(features[0][0].shape[1:])) * 2
+        prefix_seconds = per_chunk / len(chunks[min(1, len(chunks) - 1)][0])
+        done = [c for c in chunks if id(c) in outputs]
+        rows = torch.cat([outputs[id(c)] for c in done])
+        feature_set = FeatureSet(rows.unsqueeze(0), torch.cat([c[1] for c in done]), device.torch, "probe")
+        feature_bytes = int(np.prod(rows.shape[1:])) * 2
+        loaders: list[Callable[[], list]] = [
+            (lambda index=torch.arange(i, min(i + batch_size, len(rows))): [feature_set.fetch(index)])
+            for i in range(0, len(rows), batch_size)]
     else:
-        features = batches
+        loaders = [(lambda batch=batch: [batch]) for batch in _chunks(images, labels, batch_size)]
+    batch = min(batch_size, count)
     step_seconds, optimizer_bytes, activation_bytes = 0.0, 0, 0
+    loss_fn = nn.CrossEntropyLoss()
     if optimizer_config is not None:
         groups = layerwise_groups(net, model, optimizer_config["lr"], optimizer_config.get("head_lr_mult", 1.0),
                                   optimizer_config.get("lr_decay", 1.0), optimizer_config.get("block_lrs", ()))
         optimizer = make_optimizer(optimizer_config["optimizer"], groups, optimizer_config.get("momentum", 0.9),
                                    optimizer_config.get("weight_decay", 0.0), optimizer_config.get("final_lr", 0.1))
         scaler = torch.amp.GradScaler(device.torch.type) if device.needs_scaler else None
-        loss_fn = nn.CrossEntropyLoss()
+        no_grad = 0 if cut else frozen_prefix(net, model.frozen)
         set_mode(net, True, model.frozen, model.bn_frozen)
         activations = _Activations(body)
-        raw = {id(f[0]): b[0] for f, b in zip(features, batches)}
 
-        def step(batch):
-            inputs, targets = device.batch(batch[0]), batch[1].to(device.torch)
-            if teacher is not None:
-                with torch.inference_mode(), device.autocast():
-                    teacher(device.batch(raw.get(id(batch[0]), batch[0])))
-            with device.autocast():
-                logits = forward(body, inputs, 0)
-                loss = loss_fn(logits.float(), targets)
-            activations.close()  # one pass is enough to count them
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                optimizer.step()
-            loss.item()  # the loop's per-batch bookkeeping: loss and accuracy on the host
-            (logits.argmax(1) == targets).sum().item()
+        def step(loader):
+            train_one_epoch(body, loader(), optimizer, loss_fn, device, no_grad, scaler, None, lambda loss: None)
+            activations.close()  # the first pass is the one counted
 
         try:
-            step_seconds, n = _timed(step, features, device, should_stop)
+            step_seconds, n = _timed(step, loaders, device, should_stop)
         finally:
             activations.close()
         timed += n
         optimizer_bytes = _optimizer_bytes(optimizer)
         activation_bytes = activations.bytes
-    body.eval()
+        if teacher is not None:  # distillation: the teacher sees every training batch's images
 
-    @torch.inference_mode()
-    def infer(batch):
-        with device.autocast():
-            logits = body(device.batch(batch[0]))
-        nn.functional.cross_entropy(logits.float(), batch[1].to(device.torch)).item()
-        logits.argmax(1).cpu()
+            @torch.inference_mode()
+            def teach(chunk):
+                with device.autocast():
+                    teacher(device.batch(chunk[0]))
 
-    eval_seconds, n = _timed(infer, features, device, should_stop)
+            teacher_seconds, n = _timed(teach, _chunks(images, labels, batch_size), device, should_stop)
+            step_seconds += teacher_seconds
+            timed += n
+
+    def infer(loader):
+        evaluate(body, loader(), loss_fn, device)
+
+    eval_seconds, n = _timed(infer, loaders, device, should_stop)
     timed += n
     peak = torch.cuda.max_memory_allocated(device.torch) if device.is_cuda else 0
-    return _Profile(len(batches[0][0]), decode, prefix_seconds, step_seconds, eval_seconds, feature_bytes,
-                    activation_bytes, optimizer_bytes, peak, timed)
+    return _Profile(batch, decode, prefix_seconds, step_seconds, eval_seconds, feature_bytes, activation_bytes,
+                    optimizer_bytes, peak, timed)
 
 
 def _device_name(device: Device) -> str:
@@ -400,13 +400,13 @@ def _estimate_fit(model: ModelValue, data: ImageSet, config: Any, workspace: Pat
     if steps is not None:  # the learning-rate finder: ``steps`` batches, no epochs
         seconds = first - per_epoch + steps * (step_cached if decision.train else step_full)
         return Estimate(_device_name(device), seconds, None, None, None, peak, method,
-                        cache_state, notes, profile.timed)
+                        cache_state, notes, profile.timed, setup)
     epochs = int(config.epochs)
     if getattr(config, "early_stopping", 0):
         notes.append(f"at most {epochs} epochs (early stopping may end it sooner)")
     seconds = first + (epochs - 1) * later
     return Estimate(_device_name(device), seconds, epochs, first, later, peak, method, cache_state,
-                    notes, profile.timed)
+                    notes, profile.timed, setup)
 
 
 # -- scoring passes (evaluate, CNN codes, error analysis, doctor) ----------------------------------
