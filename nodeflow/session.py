@@ -340,6 +340,8 @@ class Session:
 
     def estimates(self) -> dict[str, dict[str, Any]]:
         """The latest estimate of each node that still holds: made for its current cache key."""
+        if not self._estimates:  # the common case, on every tick of every tab: no checking needed
+            return {}
         keys = self.executor.keys(self._graph)
         with self._lock:
             return {node_id: entry for node_id, entry in self._estimates.items()

@@ -140,7 +140,8 @@ class Trainer(Node):
                            device=ctx.device)
         with engine_errors(ctx, params.batch_size):
             try:
-                found = estimate_fit(model, data, config, ctx.workspace, teacher, should_stop=lambda: ctx.interrupted)
+                found = estimate_fit(model, data, config, ctx.workspace, teacher, should_stop=lambda: ctx.interrupted,
+                                     checkpoints=True)
             except ValueError as exc:  # every layer frozen
                 raise ParamProblem(str(exc), port="model") from None
         result = found.to_json()

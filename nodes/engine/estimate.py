@@ -55,6 +55,10 @@ from nodes.engine.values import ImageSet, ModelValue
 PROBE_BATCHES = 2
 #: seconds one measurement may take before it stops timing more batches (one is always timed)
 TIME_BUDGET = 20.0
+#: cheap calls (a head on cached features) are repeated until this many seconds are timed, at most
+#: MAX_CALLS times: one sub-millisecond sample says little on a busy machine
+MIN_TIMED_SECONDS = 0.5
+MAX_CALLS = 30
 
 CUDA_METHOD = "CUDA max_memory_allocated over the profiled steps, plus the data kept on the GPU"
 CPU_METHOD = ("estimate (no CPU allocator counter): weights + gradients + optimizer state + one batch's "
@@ -115,22 +119,24 @@ def _sync(device: Device) -> None:
 
 def _timed(fn: Callable[[Any], Any], batches: list[Any], device: Device, should_stop: Callable[[], bool],
            budget: float = TIME_BUDGET) -> tuple[float, int]:
-    """Seconds one call of ``fn`` takes (median of the timed calls after a warm-up call), and how
-    many calls were timed. With a single batch, the warm-up batch is timed again."""
+    """Seconds one call of ``fn`` takes (the mean of the timed calls after a warm-up call: a real
+    run meets the same hiccups), and how many calls were timed. With a single batch, the warm-up
+    batch is timed again; cheap calls go round the timed batches until MIN_TIMED_SECONDS."""
     fn(batches[0])
     _sync(device)
     timed = batches[1:1 + PROBE_BATCHES] or batches[:1]
     times: list[float] = []
-    for batch in timed:
+    while True:
         if should_stop():
             raise Stopped("stopped while estimating")
         started = time.perf_counter()
-        fn(batch)
+        fn(timed[len(times) % len(timed)])
         _sync(device)
         times.append(time.perf_counter() - started)
-        if sum(times) > budget:
+        total = sum(times)
+        if total > budget or (len(times) >= len(timed) and (total >= MIN_TIMED_SECONDS or len(times) >= MAX_CALLS)):
             break
-    return statistics.median(times), len(times)
+    return statistics.fmean(times), len(times)
 
 
 def _probe_images(data: ImageSet, split: str, count: int, train: bool,
@@ -203,6 +209,7 @@ class _Profile:
     optimizer_bytes: int
     cuda_peak: int
     timed: int
+    optimizer: Any = None
 
 
 def _profile(net: nn.Sequential, cut: int, model: ModelValue, data: ImageSet, device: Device, batch_size: int,
@@ -290,7 +297,7 @@ def _profile(net: nn.Sequential, cut: int, model: ModelValue, data: ImageSet, de
     timed += n
     peak = torch.cuda.max_memory_allocated(device.torch) if device.is_cuda else 0
     return _Profile(batch, decode, prefix_seconds, step_seconds, eval_seconds, feature_bytes, activation_bytes,
-                    optimizer_bytes, peak, timed)
+                    optimizer_bytes, peak, timed, optimizer if optimizer_config is not None else None)
 
 
 def _device_name(device: Device) -> str:
@@ -312,17 +319,33 @@ def _memory(device: Device, net: nn.Module, profile: _Profile, data_bytes: int,
 
 
 def estimate_fit(model: ModelValue, data: ImageSet, config: Any, workspace: Path, teacher: ModelValue | None = None,
-                 should_stop: Callable[[], bool] = lambda: False, steps: int | None = None) -> Estimate:
+                 should_stop: Callable[[], bool] = lambda: False, steps: int | None = None,
+                 checkpoints: bool = False) -> Estimate:
     """The cost of ``fit(model, data, config)`` (a ``FitConfig``): seconds of the first and of the
-    later epochs, the total over ``config.epochs``, peak memory and device. ``steps`` instead
-    estimates that many training steps without validation (the learning-rate finder)."""
+    later epochs, the total over ``config.epochs``, peak memory and device. ``checkpoints``: the
+    run writes an epoch checkpoint after every epoch (the trainer node's does); one is written to
+    a temporary folder, timed and deleted. ``steps`` instead estimates that many training steps
+    without validation (the learning-rate finder)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(getattr(config, "seed", 0))
-        return _estimate_fit(model, data, config, Path(workspace), teacher, should_stop, steps)
+        return _estimate_fit(model, data, config, Path(workspace), teacher, should_stop, steps, checkpoints)
+
+
+def _checkpoint_seconds(net: nn.Module, optimizer: Any) -> float:
+    """Seconds to write one epoch checkpoint of this network and optimizer (to a temporary folder)."""
+    import tempfile
+
+    from nodes.engine.checkpoint import save_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="nodeflow-estimate-") as folder:
+        started = time.perf_counter()
+        save_checkpoint(Path(folder) / "last.safetensors", epoch=1, model=net, optimizer=optimizer, scheduler=None,
+                        config={}, history=[], generator=None, extra={})
+        return time.perf_counter() - started
 
 
 def _estimate_fit(model: ModelValue, data: ImageSet, config: Any, workspace: Path, teacher: ModelValue | None,
-                  should_stop: Callable[[], bool], steps: int | None) -> Estimate:
+                  should_stop: Callable[[], bool], steps: int | None, checkpoints: bool) -> Estimate:
     device = resolve_device(config.device, getattr(config, "mixed_precision", False))
     classes = len(data.classes)
     started = time.perf_counter()
@@ -392,6 +415,10 @@ def _estimate_fit(model: ModelValue, data: ImageSet, config: Any, workspace: Pat
             if not decoded_cached(data, "validation", False, workspace):
                 first += n_val * profile.decode
             per_epoch += n_val / batch * eval_full
+    if checkpoints and steps is None:
+        saving = _checkpoint_seconds(net, profile.optimizer)
+        per_epoch += saving
+        notes.append(f"an epoch checkpoint takes {saving:.2f} s to write")
     first += per_epoch
     later = per_epoch
     data_bytes = (n_train * max(copies, 1) + n_val) * profile.feature_bytes if decision.train else \
