@@ -198,11 +198,42 @@ def cmd_run(args: argparse.Namespace) -> int:
     graph = apply_overrides(load_graph(args.graph), args.set, registry)
     workspace = Path(args.workspace) if args.workspace else default_workspace()
     executor = Executor(registry, workspace, device=args.device)
+    if args.dry_run:
+        return _dry_run(args, graph, executor)
     progress = _TerminalProgress(quiet=args.quiet)
     executor.subscribe(progress)
     with dispatcher_for(args) as dispatcher:
         executor.dispatcher = dispatcher
         return _run_and_report(args, graph, workspace, executor, progress)
+
+
+def _dry_run(args: argparse.Namespace, graph: Graph, executor: Executor) -> int:
+    """``run --dry-run``: the cost preview as a table headed "estimate" (and the JSON with
+    --report); nothing is trained, cached or recorded."""
+    from nodeflow.executor import estimate_note, format_bytes, format_seconds
+
+    found = executor.estimate(graph, target=args.target)
+    if args.report:
+        atomic_write_text(Path(args.report), json.dumps({"estimate": found}, indent=2) + "\n")
+    rows = []
+    for node_id, entry in found["nodes"].items():
+        first, later = entry.get("first_epoch_seconds"), entry.get("epoch_seconds")
+        per_epoch = format_seconds(later) if later is not None else "-"
+        if first is not None and later is not None and abs(first - later) > max(0.05 * later, 0.05):
+            per_epoch += f" (1st {format_seconds(first)})"
+        rows.append((node_id, entry["status"], entry.get("device") or "-", per_epoch,
+                     str(entry["epochs"]) if entry.get("epochs") else "-", format_seconds(entry.get("seconds")),
+                     format_bytes(entry.get("peak_memory_bytes")), estimate_note(entry)))
+    header = ("NODE", "STATUS", "DEVICE", "S/EPOCH", "EPOCHS", "TOTAL", "PEAK MEMORY", "NOTE")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header) - 1)]
+    print(f"estimate{' for ' + args.target if args.target else ''} (nothing was run; cached nodes cost 0 s)")
+    for row in [header, *rows]:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    stale = [n for n, e in found["nodes"].items() if e["status"] != "cached"]
+    waiting = [n for n, e in found["nodes"].items() if e["status"] in ("after upstream", "error", "interrupted")]
+    print(f"total: ≈ {format_seconds(found['total_seconds'])} for {len(stale)} node(s) to run, "
+          f"{len(found['nodes']) - len(stale)} cached" + (f"; not estimated: {', '.join(waiting)}" if waiting else ""))
+    return EXIT_OK
 
 
 def dispatcher_for(args: argparse.Namespace):
@@ -550,6 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="append", default=[], metavar="NODE", help="re-run this node even if cached")
     p.add_argument("--report", help="write a JSON report of what ran, what was cached, and the metrics")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--dry-run", action="store_true", help="print what the run would cost (a table headed "
+                   "'estimate': seconds per epoch, total, peak memory, device) without running it; "
+                   "with --report, write it as JSON")
     parallel_args(p)
     p.set_defaults(func=cmd_run)
 

@@ -327,6 +327,116 @@ class Executor:
                 action[node_id] = "cached"
         return {n: action[n] for n in needed if n in action}
 
+    # cost preview
+    def estimate(self, graph: Graph, target: str | None = None,
+                 stop_flag: threading.Event | None = None) -> dict[str, Any]:
+        """What running ``target`` (all nodes if None) would cost, without running the expensive part.
+
+        The rule, node by node in the order a run would take (only the nodes a run would need):
+
+        - a node the run would take from the cache is "cached", 0 s;
+        - a stale node whose type has an estimate (:meth:`Node.estimate`: trainers, scoring passes)
+          is measured by it on its real inputs, and its ``stand_in`` outputs, when it gives them,
+          stand for its real outputs downstream (a trainer's untrained model: same layers, same
+          cost), so the nodes after a stale trainer are estimated too, marked ``after`` it;
+        - a stale node without one is quick: when a node with an estimate needs its outputs (a
+          dataset scan, a model spec) it runs for real, in this process, and its measured seconds
+          are its estimate; its outputs are not cached, so the cache and the run history stay as
+          they were; otherwise it is listed as "quick" and not run (it may write files: export);
+        - a node whose input has neither a value nor a stand-in (its upstream failed, or gave no
+          stand-in) is "after upstream", with no seconds;
+        - a node whose estimate fails is "error", with the message; the others go on.
+
+        Nothing is emitted to the run's listeners: a preview does not change the editor's badges.
+        ``stop_flag`` stops the estimate at the next batch it profiles (its own flag, so stopping a
+        run does not stop a preview, nor the other way round). Raises :class:`GraphInvalid` or
+        KeyError as :meth:`plan` does."""
+        checked = self._check(graph)
+        needed = self.needed(checked, target)
+        _raise_blocking(checked, needed)
+        actions = self._plan(checked, needed, set(), target)
+        needed = [n for n in needed if n in actions]
+        measured = {n for n in needed if actions[n] == "run" and checked.types[n].has_estimate()}
+        feeds: set[str] = set()
+        for node_id in measured:
+            feeds |= nx.ancestors(checked.dag, node_id)
+        stop = stop_flag or threading.Event()
+        values: dict[str, dict[str, Any]] = {}
+        after: dict[str, set[str]] = {}  # node -> the stale estimated nodes its value stands in for
+        nodes: dict[str, dict[str, Any]] = {}
+        workspace = self.workspace or Path(tempfile.gettempdir()) / "nodeflow"
+        scratch = Path(tempfile.mkdtemp(prefix="nodeflow-estimate-"))
+        try:
+            for node_id in needed:
+                node, key = checked.types[node_id], checked.keys[node_id]
+                base: dict[str, Any] = {"type": node.type, "key": key}
+                if actions[node_id] == "cached":
+                    nodes[node_id] = {**base, "status": "cached", "seconds": 0.0}
+                    continue
+                if not node.has_estimate() and node_id not in feeds:
+                    nodes[node_id] = {**base, "status": "quick", "seconds": None, "note": "quick; not measured"}
+                    continue
+                inputs, missing = self._estimate_inputs(values, checked, node_id)
+                if missing:
+                    nodes[node_id] = {**base, "status": "after upstream", "seconds": None, "after": missing,
+                                      "note": f"after {', '.join(missing)} ran"}
+                    continue
+                upstream = sorted(set().union(*(after.get(e.source, set()) for e in graph.incoming(node_id))))
+                params = checked.params[node_id]
+                ctx = RunContext(node_id, workspace, device=self.device, seed=int(key[:8], 16), stop_flag=stop,
+                                 scratch=scratch / node_id, key=key, allowed_roots=self.allowed_roots,
+                                 path_params=_path_values(node, params))
+                try:
+                    found = node().estimate(ctx, params, **inputs) if node.has_estimate() else None
+                    if found is None and node_id in feeds:
+                        started = time.perf_counter()
+                        values[node_id] = node().run(ctx, params, **inputs) or {}
+                        found = {"seconds": time.perf_counter() - started, "note": "quick: ran it now (not cached)"}
+                        after[node_id] = set(upstream)
+                    elif found is None:
+                        found = {"seconds": None, "note": "quick; not measured"}
+                    else:
+                        stand_in = found.pop("stand_in", None)
+                        if stand_in is not None:
+                            values[node_id] = stand_in
+                            after[node_id] = {*upstream, node_id}
+                except Interrupted:
+                    nodes[node_id] = {**base, "status": "interrupted", "seconds": None}
+                    break
+                except Exception as exc:
+                    nodes[node_id] = {**base, "status": "error", "seconds": None, "error": _node_message(exc)}
+                    continue
+                entry = {**base, "status": "quick" if found.get("seconds") is None else "stale", **found}
+                if upstream:
+                    entry["after"] = upstream
+                    entry.setdefault("notes", []).append(
+                        f"before {', '.join(upstream)} ran: measured with a stand-in for its output (e.g. the untrained model)")
+                nodes[node_id] = entry
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        total = sum(n["seconds"] for n in nodes.values() if isinstance(n.get("seconds"), (int, float)))
+        return {"target": target, "device": self.device, "nodes": nodes, "total_seconds": round(total, 3),
+                "complete": all(n["status"] in ("cached", "stale", "quick") for n in nodes.values())}
+
+    def _estimate_inputs(self, values: dict[str, dict[str, Any]], checked: _Checked,
+                         node_id: str) -> tuple[dict[str, Any], list[str]]:
+        """A node's inputs for an estimate: values computed or stood in for during it, else cached
+        outputs; and the upstream nodes that have neither."""
+        inputs: dict[str, Any] = {}
+        missing: list[str] = []
+        for edge in checked.graph.incoming(node_id):
+            source = edge.source
+            if source not in values and self.cache.has(checked.keys[source]):
+                try:
+                    values[source] = self.cache.get(checked.keys[source], checked.types[source])[0]
+                except Exception:  # unreadable: a run would compute it again; a preview cannot say more
+                    pass
+            if source in values and edge.source_port in values[source]:
+                inputs[edge.target_port] = values[source][edge.source_port]
+            elif source not in missing:
+                missing.append(source)
+        return inputs, missing
+
     # running
     def run(self, graph: Graph, target: str | None = None, force: Iterable[str] = ()) -> RunReport:
         """Run ``target`` and the ancestors it needs (all nodes if None). Raises
@@ -502,6 +612,43 @@ class Executor:
         self._emit(Event("node_finished", node_id, {"seconds": seconds, "from_cache": False,
                                                     "metrics": dict(ctx.metrics), "key": key}))
         return NodeReport("ran", seconds, dict(ctx.metrics))
+
+
+def format_seconds(seconds: float | None) -> str:
+    """A duration as a person reads it: 0.4 s, 42 s, 6.5 min, 1.2 h."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds:.2f} s"
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_bytes(count: int | None) -> str:
+    if not count:
+        return "-"
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} B"
+
+
+def estimate_note(entry: dict[str, Any]) -> str:
+    """The remarks of one node's estimate in a line: feature cache, what it waits for, notes, error."""
+    parts = []
+    if entry.get("feature_cache"):
+        parts.append(f"feature cache: {entry['feature_cache']}")
+    if entry.get("error"):
+        parts.append(f"error: {entry['error']}")
+    if entry.get("note"):
+        parts.append(entry["note"])
+    parts.extend(entry.get("notes") or [])
+    return "; ".join(parts)
 
 
 def _raise_blocking(checked: _Checked, needed: list[str]) -> None:

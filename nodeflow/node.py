@@ -239,6 +239,23 @@ class Node:
     def run(self, ctx: RunContext, params: Any, **inputs: Any) -> dict[str, Any]:
         raise NotImplementedError
 
+    def estimate(self, ctx: RunContext, params: Any, **inputs: Any) -> dict[str, Any] | None:
+        """What running this node will cost, measured without running it: a JSON-able dict with
+        ``seconds`` (total) and, as far as the node knows them, ``epochs``, ``first_epoch_seconds``,
+        ``epoch_seconds``, ``peak_memory_bytes``, ``memory_method``, ``device``, ``feature_cache``
+        and ``notes``; and optionally ``stand_in``: output values that cost what the real outputs
+        would (e.g. a trainer's untrained model), so nodes after it can be estimated before it runs.
+        It must leave its inputs, the cache and the workspace's files as they were.
+
+        None (the default) means the node is quick: the cost preview runs it for real, uncached,
+        when a node with an estimate needs its outputs (a dataset scan, a model spec)."""
+        return None
+
+    @classmethod
+    def has_estimate(cls) -> bool:
+        """Whether this node type measures its own cost (overrides :meth:`estimate`)."""
+        return cls.estimate is not Node.estimate
+
     @classmethod
     def infer(cls, params: Any, inputs: Mapping[str, Mapping[str, Any]],
               node_id: str | None = None) -> dict[str, dict[str, Any]]:

@@ -97,6 +97,8 @@ class Session:
         self._recorder: RunRecorder | None = None
         self._cancelling: int | None = None
         self._closing = False
+        self._estimate_lock = threading.Lock()
+        self._estimates: dict[str, dict[str, Any]] = {}  # node id -> its latest estimate (with its key)
         with self._lock:
             self._start_next()
 
@@ -322,6 +324,43 @@ class Session:
 
     def input_facts(self, node_id: str) -> dict[str, dict[str, Any]]:
         return self.executor.input_facts(self._graph, node_id)
+
+    # -- cost preview -----------------------------------------------------------------------------
+    def estimate(self, target: str | None = None, reuse: bool = False) -> dict[str, Any]:
+        """What running ``target`` (or everything) would cost, per stale node (see
+        :meth:`Executor.estimate`). It runs here, in the editor's process, with this session's own
+        executor, on the caller's thread: the HTTP API calls it from its thread pool and the page
+        from a background thread, so the event loop stays free, and the worker process stays free
+        to train meanwhile (profiling then shares the machine with that run). One estimate at a
+        time: a second caller waits for the first. ``reuse``: answer from the latest estimates when
+        every node the run would compute has one for its current key (what Run asks, so pressing
+        it twice does not profile twice). Raises GraphInvalid or KeyError as :meth:`run`."""
+        if reuse:
+            plan = self.executor.plan(self._graph, target)
+            known = self.estimates()
+            if all(node_id in known for node_id, action in plan.items() if action == "run"):
+                nodes = {node_id: known[node_id] if action == "run" else {"status": "cached", "seconds": 0.0}
+                         for node_id, action in plan.items()}
+                total = sum(e["seconds"] for e in nodes.values() if isinstance(e.get("seconds"), (int, float)))
+                return {"target": target, "device": self.executor.device, "nodes": nodes,
+                        "total_seconds": round(total, 3),
+                        "complete": all(e["status"] in ("cached", "stale", "quick") for e in nodes.values())}
+        with self._estimate_lock:
+            graph = self._graph
+            found = self.executor.estimate(graph, target)
+            with self._lock:
+                for node_id, entry in found["nodes"].items():
+                    self._estimates[node_id] = entry
+            return found
+
+    def estimates(self) -> dict[str, dict[str, Any]]:
+        """The latest estimate of each node that still holds: made for its current cache key."""
+        if not self._estimates:  # the common case, on every tick of every tab: no checking needed
+            return {}
+        keys = self.executor.keys(self._graph)
+        with self._lock:
+            return {node_id: entry for node_id, entry in self._estimates.items()
+                    if keys.get(node_id) is not None and entry.get("key") == keys.get(node_id)}
 
     # -- running --------------------------------------------------------------------------------
     @property

@@ -114,3 +114,19 @@ class DatasetDoctor(Node):
         atomic_write_text(folder / "findings.json", json.dumps({"values": values, "tables": tables}, indent=1))
         ctx.log(f"findings by kind in {folder / 'findings.json'}")
         return {"findings": Metrics(values, tables)}
+
+    def estimate(self, ctx: RunContext, params: Params, data: ImageSet, model: ModelValue | None = None) -> dict | None:
+        """With a model: a profiled pass of it over every split (the codes the checks compare);
+        without one the doctor only reads files, which is quick."""
+        if model is None:
+            return None
+        from nodes.engine.estimate import estimate_pass
+        from nodes.engine.inference import extractor_spec
+        from nodes.engine.loop import resolve_spec
+
+        extractor = model.with_(spec=extractor_spec(resolve_spec(model.spec, len(data.classes)), params.pool))
+        with engine_errors(ctx, params.batch_size):
+            found = estimate_pass(extractor, data.with_(augment=()), list(data.splits), params.batch_size,
+                                  ctx.workspace, ctx.device, should_stop=lambda: ctx.interrupted).to_json()
+        found["notes"].append("plus reading every file once for the file and duplicate checks")
+        return found

@@ -93,3 +93,12 @@ class ErrorAnalysis(Node):
         atomic_write_text(folder / "errors.json", json.dumps({"values": values, "tables": tables}, indent=1))
         ctx.log(f"top errors and confusion cells in {folder / 'errors.json'}")
         return {"errors": Metrics(values, tables)}
+
+    def estimate(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
+        """A profiled scoring pass over the split, plus at most ``overlays`` Grad-CAM passes."""
+        from nodes.engine.estimate import estimate_pass
+
+        with engine_errors(ctx, params.batch_size):
+            return estimate_pass(model, data, [params.split], params.batch_size, ctx.workspace, ctx.device,
+                                 backward_images=min(params.overlays, params.top_n),
+                                 should_stop=lambda: ctx.interrupted).to_json()

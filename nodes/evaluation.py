@@ -63,6 +63,14 @@ class Evaluate(Node):
                                       "rows": metrics.tables["per_class"]})
         return {"metrics": metrics}
 
+    def estimate(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
+        """One profiled inference pass over the split, through the shared caches."""
+        from nodes.engine.estimate import estimate_pass
+
+        with engine_errors(ctx, params.batch_size):
+            return estimate_pass(model, data, [params.split], params.batch_size, ctx.workspace, ctx.device,
+                                 should_stop=lambda: ctx.interrupted).to_json()
+
 
 class Export(Node):
     """Writes a trained model to files: safetensors weights with a JSON description (reloadable as

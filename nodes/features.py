@@ -62,6 +62,17 @@ class CNNCodes(Node):
         ctx.log_metric("images", done)
         return {"codes": codes}
 
+    def estimate(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
+        """One profiled pass of the extractor (pooled as ``run`` pools it) over every split."""
+        from nodes.engine.estimate import estimate_pass
+        from nodes.engine.inference import extractor_spec
+        from nodes.engine.loop import resolve_spec
+
+        extractor = model.with_(spec=extractor_spec(resolve_spec(model.spec, len(data.classes)), params.pool))
+        with engine_errors(ctx, params.batch_size):
+            return estimate_pass(extractor, data, list(data.splits), params.batch_size, ctx.workspace, ctx.device,
+                                 should_stop=lambda: ctx.interrupted).to_json()
+
 
 class LinearClassifier(Node):
     """Trains a linear classifier (logistic regression or a linear SVM) on CNN codes and stacks it

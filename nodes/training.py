@@ -144,6 +144,28 @@ class Trainer(Node):
                                    param="lr") from None
         return {"model": result.model}
 
+    def estimate(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
+                 teacher: ModelValue | None = None) -> dict:
+        """A few profiled batches of the real data (see ``nodes.engine.estimate``); the stand-in is
+        the model as training leaves it in cost: same layers, sized for these classes."""
+        from nodes.engine.estimate import estimate_fit
+
+        check_fit(value_facts(model), data_facts(data))
+        config = FitConfig(**params.model_dump(exclude=_LAUNCH_PARAMS), block_lrs=tuple(params.block_lrs),
+                           device=ctx.device)
+        with engine_errors(ctx, params.batch_size):
+            try:
+                found = estimate_fit(model, data, config, ctx.workspace, teacher, should_stop=lambda: ctx.interrupted,
+                                     checkpoints=True)
+            except ValueError as exc:  # every layer frozen
+                raise ParamProblem(str(exc), port="model") from None
+        result = found.to_json()
+        if params.devices > 1:
+            result["notes"].append(f"measured on one device; {params.devices} devices share each epoch's batches")
+        trained = model.with_(spec=resolve_spec(model.spec, len(data.classes)), classes=data.classes,
+                              format=data.format)
+        return {**result, "stand_in": {"model": trained}}
+
 
 class FineTune(Node):
     """Chooses which blocks of a model train next: unfreeze blocks by name (e.g. block5 of VGG16,
@@ -251,6 +273,22 @@ class LRFinder(Node):
         curve = {"lr": found.lrs, "loss": found.raw, "smoothed": found.smooth}
         return {"result": Metrics({"suggested_lr": suggested, "min_loss_lr": at_min, "min_loss": min(found.smooth),
                                    "steps": float(len(found.lrs))}, {"curve": curve})}
+
+    def estimate(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
+        """``steps`` profiled training steps (at most: the sweep stops when the loss blows up)."""
+        from nodes.engine.estimate import estimate_fit
+
+        check_fit(value_facts(model), data_facts(data))
+        config = LRRangeConfig(**params.model_dump(), device=ctx.device)
+        with engine_errors(ctx, params.batch_size):
+            try:
+                found = estimate_fit(model, data, config, ctx.workspace, steps=params.steps,
+                                     should_stop=lambda: ctx.interrupted)
+            except ValueError as exc:
+                raise ParamProblem(str(exc), port="model") from None
+        result = found.to_json()
+        result["notes"].append(f"at most {params.steps} steps (it stops when the loss blows up)")
+        return result
 
     @staticmethod
     def _write_files(ctx: RunContext, lrs: list[float], raw: list[float], smooth: list[float], suggested: float) -> None:

@@ -198,6 +198,17 @@ class Slow(Node):
         return {"value": (value or 0.0) + params.steps}
 
 
+class Timed(Slow):
+    """Slow, with a cost preview: ``steps`` × ``delay`` seconds (its "epochs" are its steps)."""
+
+    type = "test.timed"
+    title = "Timed"
+
+    def estimate(self, ctx, params, value=0.0):
+        return {"seconds": params.steps * params.delay, "epochs": params.steps, "epoch_seconds": params.delay,
+                "device": "cpu"}
+
+
 class Handle(Node):
     """Outputs a value that cannot be written to disk, so it is only cached in memory."""
 

@@ -303,6 +303,21 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
         guard(request)
         return {"problems": [p.to_json() for p in session.validate()]}
 
+    @app.get("/api/estimate", tags=["runs"],
+             summary="What a run would cost, per stale node: seconds per epoch and in all, epochs, peak memory, "
+                     "device, feature cache; measured on a few batches of the real data, nothing is trained",
+             responses={404: {"description": "no node with that id"},
+                        422: {"description": "the graph is not valid: the problems, per node"}})
+    def get_estimate(request: Request, target: str | None = None) -> dict[str, Any]:
+        guard(request)  # a plain def: FastAPI runs it in its thread pool, off the event loop
+        try:
+            return session.estimate(target or None)
+        except GraphInvalid as exc:
+            raise HTTPException(422, {"message": "the graph is not valid", "problems":
+                                      [p.to_json() for p in exc.problems]}) from None
+        except KeyError as exc:
+            raise HTTPException(404, str(exc.args[0]) if exc.args else str(exc)) from None
+
     # -- run history and queue (nodeflow.runs) -------------------------------------------------------
     @app.get("/api/runs")
     def get_runs(request: Request, limit: int = 200) -> list[dict[str, Any]]:

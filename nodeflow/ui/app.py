@@ -17,6 +17,7 @@ from fastapi import Request
 from nicegui import app, ui
 
 from nodeflow.errors import GraphInvalid
+from nodeflow.executor import estimate_note, format_seconds
 from nodeflow.graph import Graph, GraphFileError
 from nodeflow.node import UnknownNodeType
 from nodeflow.paths import PathNotAllowed, confine
@@ -33,6 +34,9 @@ AUTOSAVE_SECONDS = 10.0
 LOCAL_KINDS = {"move", "connect", "delete"}  # edits the canvas has already drawn itself
 DRAG_TYPE = "application/x-nodeflow-type"
 BUNDLE = Path(__file__).parent / "dist" / "index.js"
+#: a run whose estimated cost (the sum over the nodes it computes) exceeds this many seconds asks
+#: for confirmation first, listing its heaviest nodes
+RUN_CONFIRM_SECONDS = 60.0
 
 
 class EditorPage:
@@ -112,6 +116,8 @@ class EditorPage:
             self.stop_btn = ui.button("Stop", icon="stop", on_click=self.stop) \
                 .props("unelevated dense color=red-7 no-caps").classes("px-2")
             ui.button("Validate", icon="rule", on_click=self.validate).props("flat dense color=white no-caps")
+            ui.button("Estimate", icon="timer", on_click=self.estimate_costs).props("flat dense color=white no-caps") \
+                .tooltip("What running (the selected node, else everything) would cost: shown on each stale card")
             ui.button("Runs", icon="history", on_click=lambda: self.runs_panel.open()) \
                 .props("flat dense color=white no-caps").tooltip("Run history: compare, restore, cancel queued runs")
 
@@ -164,7 +170,7 @@ class EditorPage:
             self.synced_version = self.session.version
             self.editor.set_graph(self.hub.canvas_graph())
             self.selected = [i for i in self.selected if self.session.graph.has_node(i)]
-        status = self.hub.status_of(snap)
+        status = self.with_estimates(self.hub.status_of(snap))
         delta = status_delta(self.sent_status, status)
         if delta:
             self.editor.set_status(delta)
@@ -307,8 +313,87 @@ class EditorPage:
         self.form_sig = self.form_sig[:3] + (spec.title,) + self.form_sig[4:]
         self.tick_now()
 
+    # -- cost preview ----------------------------------------------------------------------------
+    def with_estimates(self, status: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Each stale node's latest estimate as a line on its card (``estimate``)."""
+        found = self.session.estimates()
+        for node_id, shown in status.items():
+            entry = found.get(node_id)
+            if entry is not None and shown["state"] in ("stale", "idle") and entry["status"] != "cached":
+                line = estimate_line(entry)
+                if line:
+                    shown.update(estimate=line, estimate_note=estimate_note(entry))
+        return status
+
+    async def measure(self, target: str | None, reuse: bool = False) -> dict[str, Any] | None:
+        """The session's estimate, measured on a background thread (it profiles real batches);
+        None after saying why there is none."""
+        from nicegui import run as background
+
+        note = ui.notification("Estimating the cost…", spinner=True, timeout=None) if not reuse else None
+        try:
+            return await background.io_bound(self.session.estimate, target, reuse)
+        except GraphInvalid as exc:
+            lines = [str(p) for p in exc.problems]
+            ui.notify("Cannot estimate: " + "; ".join(lines[:3]) + (f" (+{len(lines) - 3} more)" if len(lines) > 3
+                                                                   else ""), type="negative", multi_line=True)
+        except KeyError as exc:
+            ui.notify(str(exc).strip('"'), type="warning")
+        finally:
+            if note is not None:
+                note.dismiss()
+            self.tick_now()
+        return None
+
+    async def estimate_costs(self) -> None:
+        target = self.selected[0] if len(self.selected) == 1 else None
+        found = await self.measure(target)
+        if found is not None:
+            ui.notify(f"Estimated: ≈ {format_seconds(found['total_seconds'])}" + (f" up to {target}" if target else ""),
+                      type="info", timeout=3000)
+
+    def run(self, target: str | None):
+        """Run, after a look at the cost: over RUN_CONFIRM_SECONDS a dialog lists the heavy nodes.
+        A plan with nothing to measure (no node with an estimate would compute) starts at once."""
+        try:
+            plan = self.session.executor.plan(self.session.graph, target)
+        except (GraphInvalid, KeyError):
+            plan = {}  # start_run says what is wrong
+        graph = self.session.graph
+        if not any(action == "run" and graph.has_node(node_id) and graph.node(node_id).type in self.session.registry
+                   and self.session.registry.get(graph.node(node_id).type).has_estimate()
+                   for node_id, action in plan.items()):
+            return self.start_run(target)
+        return self.run_after_estimate(target)
+
+    async def run_after_estimate(self, target: str | None) -> None:
+        found = await self.measure(target, reuse=True)
+        if found is not None and found["total_seconds"] > RUN_CONFIRM_SECONDS:
+            self.confirm_run(target, found)
+            return
+        self.start_run(target)  # an invalid graph or an unknown node: start_run says what is wrong
+
+    def confirm_run(self, target: str | None, found: dict[str, Any]) -> None:
+        heavy = sorted(((n, e) for n, e in found["nodes"].items() if e["status"] != "cached"
+                        and isinstance(e.get("seconds"), (int, float)) and e["seconds"] >= 1),
+                       key=lambda item: -item[1]["seconds"])
+        with ui.dialog() as dialog, ui.card().classes("w-[36rem] nf-run-confirm"):
+            ui.label(f"This run takes about {format_seconds(found['total_seconds'])}").classes("text-h6")
+            ui.label(f"More than {format_seconds(RUN_CONFIRM_SECONDS)}, measured on a few batches of the real data. "
+                     "The heavy nodes:").classes("text-sm text-grey-8")
+            for node_id, entry in heavy[:10]:
+                with ui.column().classes("gap-0 nf-heavy-node"):
+                    ui.label(f"{node_id}: {estimate_line(entry)}").classes("text-body2 text-weight-medium")
+                    if estimate_note(entry):
+                        ui.label(estimate_note(entry)).classes("text-xs text-grey-7")
+            with ui.row().classes("w-full justify-end"):
+                ui.button("Cancel", on_click=dialog.close).props("flat")
+                ui.button("Run", on_click=lambda: (dialog.close(), self.start_run(target))) \
+                    .props("unelevated color=green-7")
+        dialog.open()
+
     # -- running ---------------------------------------------------------------------------------
-    def run(self, target: str | None) -> None:
+    def start_run(self, target: str | None) -> None:
         try:
             queued = self.session.submit(target)
             plan = queued["plan"]
@@ -329,11 +414,11 @@ class EditorPage:
                   + (f" up to {target}" if target else ""), type="info", timeout=2500)
         self.tick_now()
 
-    def run_selected(self) -> None:
+    def run_selected(self):
         if len(self.selected) != 1:
             ui.notify("Select one node to run it and the stale nodes it needs", type="warning")
             return
-        self.run(self.selected[0])
+        return self.run(self.selected[0])
 
     def stop(self) -> None:
         self.session.stop()
@@ -500,6 +585,21 @@ class EditorPage:
                 ui.button("Cancel", on_click=dialog.close).props("flat")
                 ui.button("Save", on_click=do_save)
         dialog.open()
+
+
+def estimate_line(entry: dict[str, Any]) -> str:
+    """A node's estimate as its card shows it, e.g. "≈ 42 s · 3 epochs · CPU · feature cache: hit"."""
+    seconds = entry.get("seconds")
+    if not isinstance(seconds, (int, float)):
+        return ""
+    parts = [f"≈ {format_seconds(seconds)}"]
+    if entry.get("epochs"):
+        parts.append(f"{entry['epochs']} epoch{'s' if entry['epochs'] != 1 else ''}")
+    if entry.get("device"):
+        parts.append(str(entry["device"]).split(" ")[0].upper())
+    if entry.get("feature_cache") == "hit":
+        parts.append("feature cache: hit")
+    return " · ".join(parts)
 
 
 def default_file_name(graph_name: str | None) -> str:

@@ -78,6 +78,8 @@ const NfNode = {
     <div v-else-if="st.problems && st.problems.length" class="nf-note nf-note-problem" :title="st.problems.join('\\n')">
       <div class="nf-problem">{{ st.problems[0] }}</div></div>
     <div v-else-if="st.message && st.state === 'running'" class="nf-note"><div class="nf-message">{{ st.message }}</div></div>
+    <div v-else-if="st.estimate && (st.state === 'stale' || st.state === 'idle')" class="nf-note nf-note-estimate"
+         :title="st.estimate_note || 'Estimated cost of running this node'"><div class="nf-estimate">{{ st.estimate }}</div></div>
   </div>`,
 };
 
@@ -120,6 +122,8 @@ const EDITOR_CSS = `
 .nf-note-problem { background: #fffaf0; }
 .nf-problem { color: #a84300; }
 .nf-message { color: #52606d; }
+.nf-note-estimate { background: #f3f5ff; }
+.nf-estimate { font-size: 15px; color: #35469c; }
 .vue-flow__connection-path { stroke: #3f51b5; stroke-width: 2; stroke-dasharray: 5 4; }
 .nf-canvas.nf-refused .vue-flow__connection-path { stroke: #e53935; }
 .nf-cue { position: absolute; left: 50%; top: 10px; transform: translateX(-50%); z-index: 10; background: #b71c1c;

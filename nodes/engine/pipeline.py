@@ -197,6 +197,25 @@ class Geometry:
         return F.center_crop(image, [self.height, self.width]) if self.cropped else image
 
 
+def geometry_for(fmt: dict[str, Any], train: bool) -> Geometry:
+    """What the decode cache stores for a split read with the training (``train``) or evaluation transform."""
+    random_crop = train and fmt["crop"] == "random" and fmt["resize"] != "stretch"
+    return Geometry(fmt["resize"], fmt["height"], fmt["width"], not random_crop)
+
+
+def decoded_key(geometry: Geometry, items: Sequence[tuple[str, int]]) -> str:
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(f"decoded/{DECODE_VERSION}/{geometry}/{files_digest(items)}".encode())
+    return digest.hexdigest()
+
+
+def decoded_entry(data: ImageSet, split: str, train: bool, workspace: Path) -> Path:
+    """Where a split's decoded tensors live in the workspace, whether or not they are there yet
+    (the cost preview asks without decoding anything)."""
+    geometry = geometry_for(default_format(data.format), train)
+    return Path(workspace) / "decoded" / f"{decoded_key(geometry, list(data.split(split)))}.safetensors"
+
+
 class DecodedImages:
     """A split's images as resized uint8 tensors, decoded once and cached in the workspace (keyed by
     the files and the resize), with the batch transforms of the training or evaluation path."""
@@ -208,19 +227,13 @@ class DecodedImages:
         self.items = list(data.split(split))
         self.train = train
         self.augment = list(data.augment) if train else []
-        random_crop = train and self.fmt["crop"] == "random" and self.fmt["resize"] != "stretch"
-        self.geometry = Geometry(self.fmt["resize"], self.fmt["height"], self.fmt["width"], not random_crop)
+        self.geometry = geometry_for(self.fmt, train)
         self.device = device
-        self.key = self._key()
+        self.key = decoded_key(self.geometry, self.items)
         self.path = Path(workspace) / "decoded" / f"{self.key}.safetensors"
         self.labels = torch.tensor([label for _, label in self.items], dtype=torch.long)
         self.should_stop = should_stop
         self._load_or_build(max(1, workers or available_cores()), log)
-
-    def _key(self) -> str:
-        digest = hashlib.blake2b(digest_size=20)
-        digest.update(f"decoded/{DECODE_VERSION}/{self.geometry}/{files_digest(self.items)}".encode())
-        return digest.hexdigest()
 
     def _load_or_build(self, workers: int, log: Callable[[str], None]) -> None:
         cached = MEMORY.get(f"decoded:{self.key}:{self.device}")

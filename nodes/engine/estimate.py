@@ -1,0 +1,485 @@
+"""Cost preview: how long a training or a scoring pass will take, and how much memory it needs,
+before it runs.
+
+The numbers come from a few batches of the real data through the real network, timed and thrown
+away, combined with what the workspace's caches already hold:
+
+- the decode cache (``pipeline.decoded_entry``): without it the first epoch decodes every image;
+- the frozen-prefix feature cache (``feature_cache.feature_key``): when the training split's
+  prefix outputs are there, every epoch trains only the trainable rest on them ("feature cache:
+  hit"); when the trainer would build them, the first epoch runs the prefix over the split once
+  and the later epochs train on the cache.
+
+Nothing of the caller's is changed: the network is a fresh copy built from the model value (its
+weights are copied into it), the optimizer steps only that copy, the global random state is put
+back afterwards, and no cache entry is written (the probe's images live in memory only).
+
+Timed batches: one warm-up batch (first-call allocations, cuDNN autotuning), then up to
+``PROBE_BATCHES`` timed ones, fewer when a measurement has used up ``TIME_BUDGET`` seconds.
+Per-batch times scale with the number of images (a split of N images at batch size B costs N/B
+batches); the prefix's cost is per image.
+
+Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` over the profiled steps plus the data the
+run keeps on the GPU; on the CPU, which has no allocator counter, an estimate: weights, gradients,
+the optimizer's state (measured after the probe's steps), one batch's activations (summed from
+forward hooks) and the cached data the run keeps in memory. ``memory_method`` says which.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nodes.engine.device import Device, resolve_device
+from nodes.engine.feature_cache import (FeatureSet, cache_cut, decide, feature_key, prefix_digest, tail,
+                                        technique_blockers)
+from nodes.engine.hooks import Stopped
+from nodes.engine.images import load_rgb, make_transform
+from nodes.engine.loop import (apply_freezing, evaluate, frozen_prefix, network, resolve_spec, set_mode,
+                               train_one_epoch)
+from nodes.engine.optim import layerwise_groups, make_optimizer
+from nodes.engine.pipeline import decodable, decoded_entry, default_format, random_reason
+from nodes.engine.store import MEMORY
+from nodes.engine.values import ImageSet, ModelValue
+
+#: timed batches per measurement, after one warm-up batch
+PROBE_BATCHES = 2
+#: seconds one measurement may take before it stops timing more batches (one is always timed)
+TIME_BUDGET = 20.0
+#: cheap calls (a head on cached features) are repeated until this many seconds are timed, at most
+#: MAX_CALLS times: one sub-millisecond sample says little on a busy machine
+MIN_TIMED_SECONDS = 0.5
+MAX_CALLS = 30
+
+CUDA_METHOD = "CUDA max_memory_allocated over the profiled steps, plus the data kept on the GPU"
+CPU_METHOD = ("estimate (no CPU allocator counter): weights + gradients + optimizer state + one batch's "
+              "activations + cached data in memory")
+
+
+@dataclass
+class Estimate:
+    """What a node will cost: seconds per epoch (the first may differ: it builds caches), epochs,
+    total seconds, peak memory and where it runs."""
+
+    device: str
+    seconds: float
+    epochs: int | None = None
+    first_epoch_seconds: float | None = None
+    epoch_seconds: float | None = None
+    peak_memory_bytes: int = 0
+    memory_method: str = ""
+    feature_cache: str = ""
+    notes: list[str] = field(default_factory=list)
+    timed_batches: int = 0
+    setup_seconds: float = 0.0  # part of the first epoch: building the network, hashing its prefix
+
+    def to_json(self) -> dict[str, Any]:
+        def r(value: float | None) -> float | None:
+            return None if value is None else round(float(value), 3)
+
+        return {"device": self.device, "seconds": r(self.seconds), "epochs": self.epochs,
+                "first_epoch_seconds": r(self.first_epoch_seconds), "epoch_seconds": r(self.epoch_seconds),
+                "peak_memory_bytes": int(self.peak_memory_bytes), "memory_method": self.memory_method,
+                "feature_cache": self.feature_cache, "notes": list(self.notes), "timed_batches": self.timed_batches,
+                "setup_seconds": r(self.setup_seconds)}
+
+
+# -- what the caches hold ------------------------------------------------------------------------
+
+
+def features_cached(digest: str, data: ImageSet, split: str, input_shape: list[int], device: Device, workspace: Path,
+                    augmented: bool = False, copies: int = 1, seed: int = 0) -> bool:
+    """Whether the frozen prefix's outputs for ``split`` are in memory or in the workspace."""
+    key = feature_key(digest, data, split, input_shape, augmented, copies, seed, device)
+    if MEMORY.get(f"features:{key}:{device.torch}") is not None:
+        return True
+    return (Path(workspace) / "features" / f"{key}.safetensors").is_file()
+
+
+def decoded_cached(data: ImageSet, split: str, train: bool, workspace: Path) -> bool:
+    return decoded_entry(data, split, train, workspace).is_file()
+
+
+# -- measuring -----------------------------------------------------------------------------------
+
+
+def _sync(device: Device) -> None:
+    if device.is_cuda:
+        torch.cuda.synchronize(device.torch)
+
+
+def _timed(fn: Callable[[Any], Any], batches: list[Any], device: Device, should_stop: Callable[[], bool],
+           budget: float = TIME_BUDGET) -> tuple[float, int]:
+    """Seconds one call of ``fn`` takes (the mean of the timed calls after a warm-up call: a real
+    run meets the same hiccups), and how many calls were timed. With a single batch, the warm-up
+    batch is timed again; cheap calls go round the timed batches until MIN_TIMED_SECONDS."""
+    fn(batches[0])
+    _sync(device)
+    timed = batches[1:1 + PROBE_BATCHES] or batches[:1]
+    times: list[float] = []
+    while True:
+        if should_stop():
+            raise Stopped("stopped while estimating")
+        started = time.perf_counter()
+        fn(timed[len(times) % len(timed)])
+        _sync(device)
+        times.append(time.perf_counter() - started)
+        total = sum(times)
+        if total > budget or (len(times) >= len(timed) and (total >= MIN_TIMED_SECONDS or len(times) >= MAX_CALLS)):
+            break
+    return statistics.fmean(times), len(times)
+
+
+def _probe_images(data: ImageSet, split: str, count: int, train: bool,
+                  should_stop: Callable[[], bool]) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """The first ``count`` images of a split through the split's own transform, their labels, and
+    the seconds per image of reading, decoding and transforming them (what decoding costs)."""
+    transform = make_transform(data.format, data.augment, train=train)
+    items = list(data.split(split))[:count]
+    started = time.perf_counter()
+    tensors = []
+    for path, _ in items:
+        if should_stop():
+            raise Stopped("stopped while estimating")
+        tensors.append(transform(load_rgb(path)))
+    per_image = (time.perf_counter() - started) / max(1, len(items))
+    return torch.stack(tensors), torch.tensor([label for _, label in items], dtype=torch.long), per_image
+
+
+def _chunks(images: torch.Tensor, labels: torch.Tensor, size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(images[i:i + size], labels[i:i + size]) for i in range(0, len(images), size)]
+
+
+class _Activations:
+    """Sums the bytes of every leaf module's output during one forward pass: what backward keeps."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.bytes = 0
+        self.largest = 0
+        leaves = [m for m in net.modules() if next(m.children(), None) is None]
+        self.handles = [m.register_forward_hook(self._hook) for m in leaves]
+
+    def _hook(self, module: nn.Module, args: Any, out: Any) -> None:
+        if isinstance(out, torch.Tensor):
+            size = out.numel() * out.element_size()
+            self.bytes += size
+            self.largest = max(self.largest, size)
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _param_bytes(net: nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() * p.element_size() for p in net.parameters() if p.requires_grad or not trainable_only)
+
+
+def _optimizer_bytes(optimizer: torch.optim.Optimizer) -> int:
+    return sum(v.numel() * v.element_size() for state in optimizer.state.values() for v in state.values()
+               if isinstance(v, torch.Tensor))
+
+
+def _shape_bytes(data: ImageSet, split: str) -> int:
+    """uint8 bytes the decode cache keeps for a split (the formatted size; a lower bound when the
+    crop happens per epoch)."""
+    fmt = default_format(data.format)
+    return len(data.split(split)) * 3 * fmt["height"] * fmt["width"]
+
+
+@dataclass
+class _Profile:
+    """Per-image and per-batch seconds of the pieces a training or scoring pass is made of."""
+
+    batch: int  # images per probe batch
+    decode: float  # seconds per image: read, decode, transform
+    prefix: float  # seconds per image through the cached prefix (0 without one)
+    step: float  # seconds per training step of the part that trains (on features with a prefix)
+    evaluate: float  # seconds per inference batch of the part after the prefix
+    feature_bytes: int  # bytes per image of the prefix's outputs, fp16
+    activation_bytes: int
+    optimizer_bytes: int
+    cuda_peak: int
+    timed: int
+    optimizer: Any = None
+
+
+def _profile(net: nn.Sequential, cut: int, model: ModelValue, data: ImageSet, device: Device, batch_size: int,
+             should_stop: Callable[[], bool], train: bool, optimizer_config: dict[str, Any] | None = None,
+             teacher: nn.Module | None = None) -> _Profile:
+    """Time the prefix per image (at the batch size the cache is built with), a training step of
+    what trains (when ``optimizer_config`` is given) and an inference batch of what follows the
+    prefix, through the loop's own ``train_one_epoch`` and ``evaluate`` on batches fetched as the
+    loop fetches them (from a feature set of the prefix's fp16 outputs when there is a prefix), on
+    the first images of the training split (or of the first split with images when scoring)."""
+    split = "train" if train else next(s for s in data.splits if data.split(s))
+    count = min(len(data.split(split)), max(batch_size, 32) * (1 + PROBE_BATCHES))
+    images, labels, decode = _probe_images(data, split, count, train, should_stop)
+    blocks = list(net.children())
+    prefix_blocks, body = blocks[:cut], tail(net, cut) if cut else net
+    timed = 0
+    if device.is_cuda:
+        torch.cuda.reset_peak_memory_stats(device.torch)
+    prefix_seconds, feature_bytes = 0.0, 0
+    if cut:
+        for block in prefix_blocks:
+            block.eval()
+        chunks = _chunks(images, labels, max(batch_size, 32))  # as feature_cache builds its entries
+        outputs: dict[int, torch.Tensor] = {}
+
+        @torch.inference_mode()
+        def run_prefix(chunk):
+            out = device.batch(chunk[0])
+            with device.autocast():
+                for block in prefix_blocks:
+                    out = block(out)
+            outputs[id(chunk)] = out.to("cpu", torch.float16)
+
+        per_chunk, n = _timed(run_prefix, chunks, device, should_stop)
+        timed += n
+        prefix_seconds = per_chunk / len(chunks[min(1, len(chunks) - 1)][0])
+        done = [c for c in chunks if id(c) in outputs]
+        rows = torch.cat([outputs[id(c)] for c in done])
+        feature_set = FeatureSet(rows.unsqueeze(0), torch.cat([c[1] for c in done]), device.torch, "probe")
+        feature_bytes = int(np.prod(rows.shape[1:])) * 2
+        loaders: list[Callable[[], list]] = [
+            (lambda index=torch.arange(i, min(i + batch_size, len(rows))): [feature_set.fetch(index)])
+            for i in range(0, len(rows), batch_size)]
+    else:
+        loaders = [(lambda batch=batch: [batch]) for batch in _chunks(images, labels, batch_size)]
+    batch = min(batch_size, count)
+    step_seconds, optimizer_bytes, activation_bytes = 0.0, 0, 0
+    loss_fn = nn.CrossEntropyLoss()
+    if optimizer_config is not None:
+        groups = layerwise_groups(net, model, optimizer_config["lr"], optimizer_config.get("head_lr_mult", 1.0),
+                                  optimizer_config.get("lr_decay", 1.0), optimizer_config.get("block_lrs", ()))
+        optimizer = make_optimizer(optimizer_config["optimizer"], groups, optimizer_config.get("momentum", 0.9),
+                                   optimizer_config.get("weight_decay", 0.0), optimizer_config.get("final_lr", 0.1))
+        scaler = torch.amp.GradScaler(device.torch.type) if device.needs_scaler else None
+        no_grad = 0 if cut else frozen_prefix(net, model.frozen)
+        set_mode(net, True, model.frozen, model.bn_frozen)
+        activations = _Activations(body)
+
+        def step(loader):
+            train_one_epoch(body, loader(), optimizer, loss_fn, device, no_grad, scaler, None, lambda loss: None)
+            activations.close()  # the first pass is the one counted
+
+        try:
+            step_seconds, n = _timed(step, loaders, device, should_stop)
+        finally:
+            activations.close()
+        timed += n
+        optimizer_bytes = _optimizer_bytes(optimizer)
+        activation_bytes = activations.bytes
+        if teacher is not None:  # distillation: the teacher sees every training batch's images
+
+            @torch.inference_mode()
+            def teach(chunk):
+                with device.autocast():
+                    teacher(device.batch(chunk[0]))
+
+            teacher_seconds, n = _timed(teach, _chunks(images, labels, batch_size), device, should_stop)
+            step_seconds += teacher_seconds
+            timed += n
+
+    def infer(loader):
+        evaluate(body, loader(), loss_fn, device)
+
+    eval_seconds, n = _timed(infer, loaders, device, should_stop)
+    timed += n
+    peak = torch.cuda.max_memory_allocated(device.torch) if device.is_cuda else 0
+    return _Profile(batch, decode, prefix_seconds, step_seconds, eval_seconds, feature_bytes, activation_bytes,
+                    optimizer_bytes, peak, timed, optimizer if optimizer_config is not None else None)
+
+
+def _device_name(device: Device) -> str:
+    if device.is_cuda:
+        return f"{device.torch} ({torch.cuda.get_device_name(device.torch)})"
+    return str(device.torch)
+
+
+def _memory(device: Device, net: nn.Module, profile: _Profile, data_bytes: int,
+            gpu_data: bool) -> tuple[int, str]:
+    if device.is_cuda:
+        return profile.cuda_peak + (data_bytes if gpu_data else 0), CUDA_METHOD
+    weights = _param_bytes(net)
+    grads = _param_bytes(net, trainable_only=True) if profile.optimizer_bytes or profile.step else 0
+    return weights + grads + profile.optimizer_bytes + profile.activation_bytes + data_bytes, CPU_METHOD
+
+
+# -- training --------------------------------------------------------------------------------------
+
+
+def estimate_fit(model: ModelValue, data: ImageSet, config: Any, workspace: Path, teacher: ModelValue | None = None,
+                 should_stop: Callable[[], bool] = lambda: False, steps: int | None = None,
+                 checkpoints: bool = False) -> Estimate:
+    """The cost of ``fit(model, data, config)`` (a ``FitConfig``): seconds of the first and of the
+    later epochs, the total over ``config.epochs``, peak memory and device. ``checkpoints``: the
+    run writes an epoch checkpoint after every epoch (the trainer node's does); one is written to
+    a temporary folder, timed and deleted. ``steps`` instead estimates that many training steps
+    without validation (the learning-rate finder)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(getattr(config, "seed", 0))
+        return _estimate_fit(model, data, config, Path(workspace), teacher, should_stop, steps, checkpoints)
+
+
+def _checkpoint_seconds(net: nn.Module, optimizer: Any) -> float:
+    """Seconds to write one epoch checkpoint of this network and optimizer (to a temporary folder)."""
+    import tempfile
+
+    from nodes.engine.checkpoint import save_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="nodeflow-estimate-") as folder:
+        started = time.perf_counter()
+        save_checkpoint(Path(folder) / "last.safetensors", epoch=1, model=net, optimizer=optimizer, scheduler=None,
+                        config={}, history=[], generator=None, extra={})
+        return time.perf_counter() - started
+
+
+def _estimate_fit(model: ModelValue, data: ImageSet, config: Any, workspace: Path, teacher: ModelValue | None,
+                  should_stop: Callable[[], bool], steps: int | None, checkpoints: bool) -> Estimate:
+    device = resolve_device(config.device, getattr(config, "mixed_precision", False))
+    classes = len(data.classes)
+    started = time.perf_counter()
+    net = network(model, classes)
+    apply_freezing(net, model.frozen)
+    net = device.prepare(net)
+    if not any(p.requires_grad for p in net.parameters()):
+        raise ValueError("every layer of the model is frozen: nothing to train")
+    mode = getattr(config, "feature_cache", "auto")
+    copies = getattr(config, "augmented_copies", 0)
+    blockers = technique_blockers(getattr(config, "batch_augment", "none"), teacher)
+    decision = decide(net, model, data, mode, copies, blockers)
+    cut = decision.cut
+    digest = prefix_digest(net, cut) if cut else ""
+    setup = time.perf_counter() - started  # the trainer builds the network and hashes its prefix too
+    shape = list(resolve_spec(model.spec, classes)["input_shape"])
+    augmented = random_reason(data) is not None
+    seed = getattr(config, "seed", 0)
+    train_hit = decision.train and features_cached(digest, data, "train", shape, device, workspace, augmented,
+                                                   max(copies, 1), seed)
+    n_train, n_val = len(data.split("train")), len(data.split("validation"))
+    if steps is not None:
+        n_val = 0
+    val_features = decision.evaluation and n_val > 0
+    val_hit = val_features and features_cached(digest, data, "validation", shape, device, workspace)
+    teacher_net = None
+    if teacher is not None:
+        teacher_net = device.prepare(network(teacher, classes)).eval()
+    fields = ("optimizer", "lr", "momentum", "weight_decay", "final_lr", "head_lr_mult", "lr_decay", "block_lrs")
+    optimizer_config = {name: getattr(config, name) for name in fields if hasattr(config, name)}
+    profile = _profile(net, cut, model, data, device, config.batch_size, should_stop, train=True,
+                       optimizer_config=optimizer_config, teacher=teacher_net)
+    batch = profile.batch
+    prefix_per_batch = profile.prefix * batch
+    # what one batch costs in each path: on cached features, or through the prefix (no grad) and the rest
+    step_cached, step_full = profile.step, profile.step + prefix_per_batch
+    eval_cached, eval_full = profile.evaluate, profile.evaluate + prefix_per_batch
+    notes: list[str] = []
+    first, later = setup, 0.0
+
+    # training split
+    if decision.train:
+        if not train_hit:
+            copies_built = max(copies, 1) if augmented else 1
+            if not decoded_cached(data, "train", augmented, workspace):
+                first += n_train * profile.decode
+            first += n_train * copies_built * profile.prefix
+        per_epoch = n_train / batch * step_cached
+        cache_state = "hit" if train_hit else "built in the first epoch"
+    else:
+        per_epoch = n_train / batch * step_full
+        if not decodable(data, True):
+            per_epoch += n_train * profile.decode
+            notes.append("images are decoded every epoch (random resized crop)")
+        elif not decoded_cached(data, "train", True, workspace):
+            first += n_train * profile.decode
+        cache_state = (f"off: {decision.reason}" if cut or decision.reason else "")
+    # validation split
+    if n_val:
+        if val_features:
+            if not val_hit:
+                if not decoded_cached(data, "validation", False, workspace):
+                    first += n_val * profile.decode
+                first += n_val * profile.prefix
+            per_epoch += n_val / batch * eval_cached
+        else:
+            if not decoded_cached(data, "validation", False, workspace):
+                first += n_val * profile.decode
+            per_epoch += n_val / batch * eval_full
+    if checkpoints and steps is None:
+        saving = _checkpoint_seconds(net, profile.optimizer)
+        per_epoch += saving
+        notes.append(f"an epoch checkpoint takes {saving:.2f} s to write")
+    first += per_epoch
+    later = per_epoch
+    data_bytes = (n_train * max(copies, 1) + n_val) * profile.feature_bytes if decision.train else \
+        _shape_bytes(data, "train") + (n_val * profile.feature_bytes if val_features else _shape_bytes(data, "validation"))
+    peak, method = _memory(device, net, profile, data_bytes, gpu_data=True)
+    if steps is not None:  # the learning-rate finder: ``steps`` batches, no epochs
+        seconds = first - per_epoch + steps * (step_cached if decision.train else step_full)
+        return Estimate(_device_name(device), seconds, None, None, None, peak, method,
+                        cache_state, notes, profile.timed, setup)
+    epochs = int(config.epochs)
+    if getattr(config, "early_stopping", 0):
+        notes.append(f"at most {epochs} epochs (early stopping may end it sooner)")
+    seconds = first + (epochs - 1) * later
+    return Estimate(_device_name(device), seconds, epochs, first, later, peak, method, cache_state,
+                    notes, profile.timed, setup)
+
+
+# -- scoring passes (evaluate, CNN codes, error analysis, doctor) ----------------------------------
+
+
+def estimate_pass(model: ModelValue, data: ImageSet, splits: list[str], batch_size: int, workspace: Path,
+                  device_name: str = "auto", backward_images: int = 0,
+                  should_stop: Callable[[], bool] = lambda: False) -> Estimate:
+    """The cost of one inference pass of ``model`` over ``splits`` through the shared data path
+    (decode cache, frozen-prefix feature cache), plus ``backward_images`` single-image forward and
+    backward passes through the whole network (Grad-CAM), counted as three forward passes each."""
+    with torch.random.fork_rng(devices=[]):
+        return _estimate_pass(model, data, splits, batch_size, Path(workspace), device_name, backward_images,
+                              should_stop)
+
+
+def _estimate_pass(model: ModelValue, data: ImageSet, splits: list[str], batch_size: int, workspace: Path,
+                   device_name: str, backward_images: int, should_stop: Callable[[], bool]) -> Estimate:
+    device = resolve_device(device_name)
+    classes = len(model.classes) or len(data.classes)
+    net = device.prepare(network(model, classes)).eval()
+    cut = cache_cut(net, model.frozen)
+    digest = prefix_digest(net, cut) if cut else ""
+    shape = list(resolve_spec(model.spec, classes)["input_shape"])
+    splits = [s for s in splits if data.split(s)]
+    if not splits:
+        return Estimate(_device_name(device), 0.0, notes=["no images to score"])
+    profile = _profile(net, cut, model, data.with_(splits={s: data.split(s) for s in splits}), device, batch_size,
+                       should_stop, train=False)
+    batch = profile.batch
+    seconds, hits = 0.0, []
+    for split in splits:
+        n = len(data.split(split))
+        hit = bool(cut) and features_cached(digest, data, split, shape, device, workspace)
+        hits.append(hit)
+        if not hit and not decoded_cached(data, split, False, workspace):
+            seconds += n * profile.decode
+        if cut and not hit:
+            seconds += n * profile.prefix
+        seconds += n / batch * profile.evaluate
+    notes = []
+    if backward_images:
+        seconds += backward_images * 3 * (profile.prefix + profile.evaluate / batch + profile.decode)
+        notes.append(f"{backward_images} Grad-CAM passes counted as 3 forward passes each")
+    cache_state = ("hit" if all(hits) else "built in this pass" if not any(hits) else "partly cached") if cut else ""
+    data_bytes = sum(len(data.split(s)) for s in splits) * profile.feature_bytes if cut else \
+        sum(_shape_bytes(data, s) for s in splits)
+    peak, method = _memory(device, net, profile, data_bytes, gpu_data=True)
+    return Estimate(_device_name(device), seconds, None, None, None, peak, method, cache_state, notes, profile.timed)
