@@ -3,6 +3,7 @@ driving a server subprocess (the drag-and-wire paths)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -118,21 +119,31 @@ def pack_server(tmp_path_factory):
     server.stop()
 
 
+@contextlib.contextmanager
+def editor_tab(browser, server: Server, drawn: str):
+    """A tab on ``server``'s editor once the card ``drawn`` (a node id) is on the canvas; an error in
+    the page fails the test that used it."""
+    context = browser.new_context(viewport={"width": 1500, "height": 900})
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        tab.goto(server.url + "/")
+        tab.wait_for_selector(f'.vue-flow__node[data-id="{drawn}"]')
+        tab.wait_for_timeout(300)
+        yield tab
+    finally:
+        context.close()
+    assert not errors, f"errors in the page: {errors}"
+
+
 @pytest.fixture
 def page(browser, pack_server):
     """A tab on the test-pack server, with the demo graph restored and the canvas drawn."""
     pack_server.api("POST", "/api/stop")
     pack_server.api("PUT", "/api/graph", json=demo_graph().model_dump(mode="json"))
-    context = browser.new_context(viewport={"width": 1500, "height": 900})
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda e: errors.append(str(e)))
-    tab.goto(pack_server.url + "/")
-    tab.wait_for_selector(".vue-flow__node[data-id=desc]")
-    tab.wait_for_timeout(300)
-    yield tab
-    context.close()
-    assert not errors, f"errors in the page: {errors}"
+    with editor_tab(browser, pack_server, "desc") as tab:
+        yield tab
 
 
 def shot(tab, name: str) -> Path:

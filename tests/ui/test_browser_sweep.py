@@ -11,7 +11,7 @@ import pytest
 
 from nodeflow.graph import Graph
 
-from .conftest import Server, shot
+from .conftest import Server, editor_tab, shot
 
 pytestmark = pytest.mark.browser
 
@@ -40,16 +40,8 @@ def train_server(tmp_path_factory):
 
 @pytest.fixture
 def tab(browser, train_server):
-    context = browser.new_context(viewport={"width": 1500, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(train_server.url + "/")
-    page.wait_for_selector(".vue-flow__node[data-id=train]")
-    page.wait_for_timeout(300)
-    yield page
-    context.close()
-    assert not errors, f"errors in the page: {errors}"
+    with editor_tab(browser, train_server, "train") as page:
+        yield page
 
 
 def test_a_learning_rate_sweep_from_the_params_form(tab, train_server):
