@@ -103,13 +103,14 @@ class ErrorAnalysis(Node):
         return {"errors": Metrics(values, tables)}
 
     @classmethod
-    def cell_gallery(cls, params: Params, outputs: dict[str, Any], model_key: str,
-                     load_model: Callable[[], ModelValue], folder: Path, workspace: Path, device: str,
+    def cell_gallery(cls, params: Params, outputs: dict[str, Any], input_keys: dict[str, str],
+                     load_input: Callable[[str], Any], folder: Path, workspace: Path, device: str,
                      true: str, predicted: str, page: int = 1, per_page: int = 12) -> dict[str, Any]:
         """One page of a confusion cell's images (true class ``true``, predicted ``predicted``),
         highest loss first, each with its Grad-CAM overlay for the predicted class. Overlays come
         from the on-disk cache in ``folder`` (keyed by the model's cache key, the file, the class and
-        the block) and are drawn only when missing, so opening a cell again draws nothing.
+        the block) and are drawn only when missing, so opening a cell again draws nothing; the model
+        (``load_input("model")``, cache key ``input_keys["model"]``) is loaded only to draw.
         Raises KeyError for a class the model does not have or a page past the end."""
         from nodes.engine.explain import OverlayCache
         from nodes.engine.hooks import Hooks
@@ -143,7 +144,7 @@ class ErrorAnalysis(Node):
         cache = OverlayCache(folder)
         target = known.index(predicted)
         try:
-            paths, drawn = cache.overlays(load_model, model_key, [r["file"] for r in rows], [target] * len(rows),
+            paths, drawn = cache.overlays(lambda: load_input("model"), input_keys["model"], [r["file"] for r in rows], [target] * len(rows),
                                           params.block, params.batch_size, Hooks(workspace=workspace), device)
         except ValueError as exc:  # a block the model does not have
             raise ParamProblem(str(exc), param="block") from None
