@@ -12,29 +12,19 @@ from pathlib import Path
 import pytest
 
 import nodes.engine.explain as explain
-from nodeflow.graph import Graph
 from nodeflow.session import Session
 from tests.imagegen import make_image_set
 from tests.nodes.conftest import ROOT
-from tests.nodes.graphs import classifier_graph
+from tests.nodes.graphs import error_analysis_graph
 
 SIZE = 32
-
-
-def gallery_graph(root, top_n: int = 10, overlays: int = 0) -> Graph:
-    data = json.loads(classifier_graph(root, size=SIZE, epochs=1, lr=3e-3).dumps())
-    data["nodes"].append({"id": "errors", "type": "eval.errors",
-                          "params": {"split": "test", "top_n": top_n, "overlays": overlays}})
-    data["edges"] += [{"source": "train", "source_port": "model", "target": "errors", "target_port": "model"},
-                      {"source": "fmt", "source_port": "data", "target": "errors", "target_port": "data"}]
-    return Graph.from_data(data)
 
 
 @pytest.fixture(scope="module")
 def session(registry, tmp_path_factory):
     base = tmp_path_factory.mktemp("gallery")
     root = make_image_set(base / "images", ("circle", "stripes"), per_class=30, size=SIZE, fmt="png", seed=3)
-    session = Session(registry, base / "ws", graph=gallery_graph(root), device="cpu")
+    session = Session(registry, base / "ws", graph=error_analysis_graph(root, size=SIZE), device="cpu")
     session.run()
     report = session.wait(300)
     assert report is not None and report.ok, report and report.to_json()
@@ -111,7 +101,7 @@ def test_unknown_node_class_or_page_and_nodes_without_galleries_are_lookup_error
 def test_report_lists_the_top_errors_also_when_the_node_comes_from_the_cache(tmp_path):
     root = make_image_set(tmp_path / "images", ("circle", "stripes"), per_class=20, size=SIZE, fmt="png", seed=4)
     graph_file = tmp_path / "graph.json"
-    gallery_graph(root, top_n=3, overlays=2).save(graph_file)
+    error_analysis_graph(root, size=SIZE, top_n=3, overlays=2).save(graph_file)
     reports = []
     for attempt in range(2):
         report_file = tmp_path / f"report{attempt}.json"
