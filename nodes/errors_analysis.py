@@ -91,7 +91,8 @@ class ErrorAnalysis(Node):
             ctx.log_metric(name, value)
         ctx.log(f"{params.split}: {wrong} of {samples} images misclassified")
         columns = ["file", "true", "predicted", "confidence", "loss"]
-        ctx.preview("metrics_table", {"columns": columns, "rows": rows[:50]})
+        shown = [{**r, "file": Path(r["file"]).name} for r in rows[:50]]  # the panel is narrow
+        ctx.preview("metrics_table", {"columns": columns, "rows": shown})
         ctx.preview("confusion_matrix", {"matrix": confusion_matrix(cells, model.classes),
                                          "classes": list(model.classes), "gallery": True, "split": params.split})
         ctx.table("top_errors", rows, [*columns, "overlay"])

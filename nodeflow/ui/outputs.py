@@ -308,8 +308,9 @@ class CellGallery:
         self.provider = provider
         self.per_page = per_page
         self.cell: tuple[str, str, str] | None = None
-        with ui.dialog() as self.dialog, \
-                ui.card().classes("nf-gallery w-[880px] max-w-[95vw]"):
+        # seamless, at the left: the matrix stays in view and another cell can be clicked meanwhile
+        with ui.dialog().props("seamless position=left") as self.dialog, \
+                ui.card().classes("nf-gallery w-[960px] max-w-[72vw] h-full overflow-auto"):
             with ui.row().classes("w-full items-center no-wrap"):
                 self.title = ui.label().classes("text-subtitle1 nf-gallery-title")
                 ui.space()
@@ -376,7 +377,7 @@ class CellGallery:
                             if row.get("confidence") is not None:
                                 numbers.append(f"confidence {row['confidence']:.2f}")
                             if row.get("loss") is not None:
-                                numbers.append(f"loss {row['loss']:.2f}")
+                                numbers.append(f"loss {max(row['loss'], 0.0):.2f}")  # never "-0.00"
                             ui.label(" · ".join(numbers)).classes("text-grey-8 nf-gallery-numbers")
                             ui.label(f"#{row['rank']} {row['name']}").classes("text-grey-6 ellipsis nf-gallery-file") \
                                 .tooltip(row["name"])

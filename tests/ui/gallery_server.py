@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from nodeflow.graph import Graph
 from tests.imagegen import make_image_set
 from tests.nodes.graphs import error_analysis_graph
 from tests.ui.conftest import Server
@@ -18,11 +19,14 @@ LAYOUT = {"data": (0, 0), "fmt": (260, 0), "input": (0, 170), "backbone": (260, 
           "doctor": (520, 0)}
 
 
-def start(base: Path, epochs: int = 1, per_class: int = 30, seed: int = 3) -> Server:
-    """Images, the graph file and a server with the graph run through 'errors' (and 'eval')."""
-    root = make_image_set(base / "images", ("circle", "stripes"), per_class=per_class, size=SIZE, fmt="png",
-                          seed=seed)
-    data = error_analysis_graph(root, size=SIZE, epochs=epochs).model_dump(mode="json")
+def start(base: Path, epochs: int = 1, per_class: int = 30, seed: int = 3, root: Path | None = None,
+          size: int = SIZE, lr: float = 3e-3) -> Server:
+    """Images (circles and stripes, or the set at ``root``), the graph file and a server with the
+    graph run through 'errors', 'eval' and 'doctor'."""
+    if root is None:
+        root = make_image_set(base / "images", ("circle", "stripes"), per_class=per_class, size=size, fmt="png",
+                              seed=seed)
+    data = error_analysis_graph(root, size=size, epochs=epochs, lr=lr).model_dump(mode="json")
     data["name"] = "error analysis"
     data["nodes"].append({"id": "doctor", "type": "data.doctor", "params": {"min_side": 16}})
     data["edges"].append({"source": "fmt", "source_port": "data", "target": "doctor", "target_port": "data"})
@@ -30,8 +34,6 @@ def start(base: Path, epochs: int = 1, per_class: int = 30, seed: int = 3) -> Se
         x, y = LAYOUT[node["id"]]
         node["position"] = {"x": x, "y": y}
     graph_file = base / "graph.json"
-    from nodeflow.graph import Graph
-
     Graph.from_data(data).save(graph_file)
     server = Server(base / "workspace", "--builtin", "--graph", str(graph_file))
     try:
