@@ -307,7 +307,7 @@ class CellGallery:
     def __init__(self, provider: GalleryProvider, per_page: int = GALLERY_PAGE) -> None:
         self.provider = provider
         self.per_page = per_page
-        self.cell: tuple[str, str, str] | None = None
+        self.cell: tuple[str, str, str, int] | None = None  # the page asked for last
         # seamless, at the left: the matrix stays in view and another cell can be clicked meanwhile
         with ui.dialog().props("seamless position=left") as self.dialog, \
                 ui.card().classes("nf-gallery w-[960px] max-w-[72vw] h-full overflow-auto"):
@@ -319,7 +319,7 @@ class CellGallery:
             self.body = ui.column().classes("w-full gap-2")
 
     async def open(self, node_id: str, true: str, predicted: str, page: int = 1) -> None:
-        self.cell = (node_id, true, predicted)
+        self.cell = (node_id, true, predicted, page)
         self.title.set_text(f"True {true}, predicted {predicted}")
         self.status.set_text("Drawing Grad-CAM overlays…")
         self.body.clear()
@@ -329,7 +329,7 @@ class CellGallery:
         try:
             result = await run.io_bound(self.provider, node_id, true, predicted, page, self.per_page)
         except (LookupError, ParamProblem, RuntimeError) as exc:
-            if self.cell != (node_id, true, predicted):
+            if self.cell != (node_id, true, predicted, page):
                 return
             self.body.clear()
             self.status.set_text("")
@@ -337,7 +337,7 @@ class CellGallery:
                 where = f"parameter '{exc.param}': " if isinstance(exc, ParamProblem) and exc.param else ""
                 ui.label(where + str(exc.args[0] if exc.args else exc)).classes("text-negative nf-gallery-error")
             return
-        if self.cell == (node_id, true, predicted):  # not replaced by a later click meanwhile
+        if self.cell == (node_id, true, predicted, page):  # not replaced by a later click meanwhile
             self._show(node_id, result)
 
     def _show(self, node_id: str, result: dict[str, Any]) -> None:

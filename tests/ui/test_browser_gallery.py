@@ -1,7 +1,7 @@
 """A person clicks a cell of the error analysis's confusion matrix on the Output tab and sees that
 cell's images with their Grad-CAM overlays, captioned with the true and predicted class; opening
-the cell again shows the same overlays from the cache, drawing none. Evaluate's matrix says how to
-get galleries."""
+the cell again shows the same overlays from the cache, drawing none. A cell fuller than a page is
+paged. Evaluate's matrix says how to get galleries."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ IMAGES_LOADED = """() => {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    server = gallery_server.start(tmp_path_factory.mktemp("gallery-browser"))
+    # 50 pictures a class: 20 in the test split, 60 in the train split (some cell of which holds 15 or more)
+    server = gallery_server.start(tmp_path_factory.mktemp("gallery-browser"), per_class=50)
     yield server
     server.stop()
 
@@ -70,7 +71,7 @@ def test_clicking_a_confusion_cell_shows_its_images_with_overlays_once_drawn(tab
     assert "Click a cell" in tab.locator(".nf-gallery-tip").inner_text()
     found = tab.evaluate(CELLS)
     classes = found["classes"]
-    assert sum(c["count"] for c in found["cells"]) == 12  # every test image is counted once
+    assert sum(c["count"] for c in found["cells"]) == 20  # every test image is counted once
     # the fullest misclassified cell if the model errs, else the fullest cell
     wrong = [c for c in found["cells"] if c["true"] != c["predicted"] and c["count"] > 0]
     chosen = max(wrong or found["cells"], key=lambda c: c["count"])
@@ -114,3 +115,27 @@ def test_evaluates_matrix_says_how_to_get_galleries(tab):
     hint = tab.locator(".nf-gallery-hint").inner_text()
     assert "add an Error analysis node" in hint
     assert tab.locator(".nf-gallery-tip").count() == 0
+
+
+def test_a_full_cell_is_paged(tab, server):
+    # the train split: 60 images in four cells, so the fullest holds at least 15, more than a page
+    assert server.api("POST", "/api/edit", json={"ops": [{"op": "set_params", "id": "errors",
+                                                          "params": {"split": "train"}}]}).status_code == 200
+    assert server.api("POST", "/api/run", json={"target": "errors"}).status_code == 200
+    open_output(tab, "errors")
+    tab.wait_for_function(f"() => {{ const f = ({CELLS})(); return f && f.cells.reduce((a, c) => a + c.count, 0) "
+                          "=== 60; }", timeout=120_000)
+    found = tab.evaluate(CELLS)
+    fullest = max(found["cells"], key=lambda c: c["count"])
+    true, predicted, count = found["classes"][fullest["true"]], found["classes"][fullest["predicted"]], fullest["count"]
+    assert count > 12
+    click_cell(tab, true, predicted)
+    tab.wait_for_selector(".nf-gallery .nf-gallery-pages", timeout=120_000)
+    assert tab.locator(".nf-gallery .nf-gallery-item").count() == 12
+    first_page = tab.locator(".nf-gallery .nf-gallery-file").all_inner_texts()
+    assert first_page[0].startswith("#1 ") and first_page[-1].startswith("#12 ")
+    tab.locator(".nf-gallery-pages").get_by_role("button", name="2", exact=True).click()
+    tab.wait_for_function("() => (document.querySelector('.nf-gallery .nf-gallery-file') || {}).innerText"
+                          "?.startsWith('#13 ')", timeout=120_000)
+    assert tab.locator(".nf-gallery .nf-gallery-item").count() == min(12, count - 12)
+    tab.wait_for_function(IMAGES_LOADED, timeout=30_000)
