@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 from tests.imagegen import make_patch_set  # noqa: E402
 from tests.ui import gallery_server  # noqa: E402
 from tests.ui.conftest import CHROMIUM_ARGS, chromium_path  # noqa: E402
-from tests.ui.test_browser_gallery import CELLS, IMAGES_LOADED, click_cell, open_output  # noqa: E402
+from tests.ui.test_browser_gallery import IMAGES_LOADED, click_cell, open_output, settled_cells  # noqa: E402
 
 SIZE = 96
 PATCH = (24, 24, 56, 56)
@@ -49,7 +49,7 @@ def main() -> None:
             tab.goto(server.url + "/")
             tab.wait_for_selector(".vue-flow__node[data-id=errors]")
             open_output(tab, "errors")
-            found = tab.evaluate(CELLS)
+            found = settled_cells(tab)
             classes = found["classes"]
             chosen = max(found["cells"], key=lambda c: (c["true"] != c["predicted"] and c["count"] >= 2, c["count"]))
             click_cell(tab, classes[chosen["true"]], classes[chosen["predicted"]])

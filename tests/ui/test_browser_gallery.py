@@ -59,8 +59,20 @@ def open_output(tab, node_id: str) -> None:
     tab.wait_for_function(f"() => ({CELLS})() !== null")
 
 
+def settled_cells(tab) -> dict:
+    """The cells once the Output panel has stopped sliding in (a tab switch animates it)."""
+    before = tab.evaluate(CELLS)
+    for _ in range(50):
+        tab.wait_for_timeout(100)
+        now = tab.evaluate(CELLS)
+        if now == before:
+            return now
+        before = now
+    raise AssertionError("the confusion matrix kept moving")
+
+
 def click_cell(tab, true: str, predicted: str) -> None:
-    found = tab.evaluate(CELLS)
+    found = settled_cells(tab)
     classes = found["classes"]
     target = next(c for c in found["cells"] if classes[c["true"]] == true and classes[c["predicted"]] == predicted)
     tab.mouse.click(target["x"], target["y"])  # where a person clicks: the middle of the cell
@@ -69,7 +81,7 @@ def click_cell(tab, true: str, predicted: str) -> None:
 def test_clicking_a_confusion_cell_shows_its_images_with_overlays_once_drawn(tab, server):
     open_output(tab, "errors")
     assert "Click a cell" in tab.locator(".nf-gallery-tip").inner_text()
-    found = tab.evaluate(CELLS)
+    found = settled_cells(tab)
     classes = found["classes"]
     assert sum(c["count"] for c in found["cells"]) == 20  # every test image is counted once
     # the fullest misclassified cell if the model errs, else the fullest cell
@@ -125,7 +137,7 @@ def test_a_full_cell_is_paged(tab, server):
     open_output(tab, "errors")
     tab.wait_for_function(f"() => {{ const f = ({CELLS})(); return f && f.cells.reduce((a, c) => a + c.count, 0) "
                           "=== 60; }", timeout=120_000)
-    found = tab.evaluate(CELLS)
+    found = settled_cells(tab)
     fullest = max(found["cells"], key=lambda c: c["count"])
     true, predicted, count = found["classes"][fullest["true"]], found["classes"][fullest["predicted"]], fullest["count"]
     assert count > 12
