@@ -97,7 +97,8 @@ class ErrorAnalysis(Node):
                                          "classes": list(model.classes), "gallery": True, "split": params.split})
         ctx.table("top_errors", rows, [*columns, "overlay"])
         tables = {"split": params.split, "classes": list(model.classes),
-                  "top_errors": {"columns": columns, "rows": rows}, "confusion_cells": cells, "overlays": {"folder": str(folder), "files": written}}
+                  "top_errors": {"columns": columns, "rows": rows}, "confusion_cells": cells,
+                  "overlays": {"folder": str(folder), "files": written}}
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(folder / "errors.json", json.dumps({"values": values, "tables": tables}, indent=1))
         ctx.log(f"top errors and confusion cells in {folder / 'errors.json'}")
@@ -145,8 +146,9 @@ class ErrorAnalysis(Node):
         cache = OverlayCache(folder)
         target = known.index(predicted)
         try:
-            paths, drawn = cache.overlays(lambda: load_input("model"), input_keys["model"], [r["file"] for r in rows], [target] * len(rows),
-                                          params.block, params.batch_size, Hooks(workspace=workspace), device)
+            paths, drawn = cache.overlays(lambda: load_input("model"), input_keys["model"], [r["file"] for r in rows],
+                                          [target] * len(rows), params.block, params.batch_size,
+                                          Hooks(workspace=workspace), device)
         except ValueError as exc:  # a block the model does not have
             raise ParamProblem(str(exc), param="block") from None
         for r, path in zip(rows, paths):

@@ -314,7 +314,8 @@ class CellGallery:
             with ui.row().classes("w-full items-center no-wrap"):
                 self.title = ui.label().classes("text-subtitle1 nf-gallery-title")
                 ui.space()
-                ui.button(icon="close", on_click=self.dialog.close).props("flat round dense").classes("nf-gallery-close")
+                ui.button(icon="close", on_click=self.dialog.close).props("flat round dense") \
+                    .classes("nf-gallery-close")
             self.status = ui.label().classes("text-caption text-grey-8 nf-gallery-status")
             self.body = ui.column().classes("w-full gap-2")
 
