@@ -27,6 +27,8 @@ class Cache:
         self._memory: OrderedDict[str, tuple[dict[str, Any], dict[str, float]]] = OrderedDict()
         #: keys whose values live in another process's memory (a worker's), with their metrics
         self._elsewhere: dict[str, dict[str, float]] = {}
+        #: the report tables (``ctx.table``) of results kept only in memory
+        self._tables: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def _entry(self, key: str) -> Path | None:
@@ -77,12 +79,26 @@ class Cache:
         except (OSError, ValueError):
             return {}
 
+    def tables(self, key: str) -> dict[str, Any]:
+        """The report tables a node put beside its metrics (``ctx.table``), for a cached node's report."""
+        with self._lock:
+            if key in self._tables:
+                return dict(self._tables[key])
+        entry = self._entry(key)
+        try:
+            return dict(json.loads((entry / "meta.json").read_text()).get("tables", {})) if entry else {}
+        except (OSError, ValueError):
+            return {}
+
     def put(self, key: str, node: type[Node], outputs: dict[str, Any], metrics: dict[str, float],
-            scratch: Path | None = None) -> Path | None:
+            scratch: Path | None = None, tables: dict[str, Any] | None = None) -> Path | None:
         """Keep a node's results; returns where the files of ``scratch`` were moved to, if anywhere."""
         self._remember(key, (outputs, dict(metrics)))
         entry = self._entry(key)
         if entry is None or not persistent(node):
+            if tables:
+                with self._lock:
+                    self._tables[key] = dict(tables)
             return None
         entry.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key[:8]}-", dir=entry.parent))
@@ -95,6 +111,8 @@ class Cache:
             if scratch is not None and scratch.exists():
                 shutil.copytree(scratch, staging / "files")
             meta = {"node_type": node.type, "ports": sorted(outputs), "metrics": metrics, "created": time.time()}
+            if tables:
+                meta["tables"] = tables
             atomic_write_text(staging / "meta.json", json.dumps(meta))
             if entry.exists():
                 shutil.rmtree(entry)

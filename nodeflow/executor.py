@@ -39,11 +39,15 @@ class NodeReport:
     seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    #: named tables the node put beside its metrics (``ctx.table``): {"columns": [...], "rows": [...]}
+    tables: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"status": self.status, "seconds": round(self.seconds, 4), "metrics": self.metrics}
         if self.error:
             data["error"] = self.error
+        if self.tables:
+            data["tables"] = self.tables
         return data
 
 
@@ -60,7 +64,8 @@ class RunReport:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunReport:
-        nodes = {k: NodeReport(v["status"], v.get("seconds", 0.0), v.get("metrics", {}), v.get("error"))
+        nodes = {k: NodeReport(v["status"], v.get("seconds", 0.0), v.get("metrics", {}), v.get("error"),
+                               v.get("tables", {}))
                  for k, v in data["nodes"].items()}
         return cls(ok=data["ok"], nodes=nodes, interrupted=data.get("interrupted", False))
 
@@ -486,7 +491,7 @@ class Executor:
                 continue
             if actions[node_id] == "cached":
                 metrics = self.cache.metrics(key)
-                reports[node_id] = NodeReport("cached", 0.0, metrics)
+                reports[node_id] = NodeReport("cached", 0.0, metrics, tables=self.cache.tables(key))
                 self._last_keys[node_id] = key
                 self._emit(Event("node_finished", node_id, {"seconds": 0.0, "from_cache": True, "metrics": metrics,
                                                             "key": key}))
@@ -557,7 +562,7 @@ class Executor:
                                                              "another process); using that result"}))
                 self._emit(Event("node_finished", node_id, {"seconds": 0.0, "from_cache": True,
                                                             "metrics": metrics, "key": key}))
-                return NodeReport("cached", 0.0, metrics)
+                return NodeReport("cached", 0.0, metrics, tables=self.cache.tables(key))
             return self._compute(node_id, node, params, inputs, key, values)
 
     def _compute(self, node_id: str, node: type[Node], params: Any, inputs: dict[str, Any], key: str,
@@ -586,7 +591,7 @@ class Executor:
             ctx.check_interrupted()
             has_files = not assisting and scratch_root.exists() and any(scratch_root.iterdir())
             kept = None if assisting else self.cache.put(key, node, outputs, ctx.metrics,
-                                                         scratch_root if has_files else None)
+                                                         scratch_root if has_files else None, tables=ctx.tables)
             if has_files:
                 if kept is not None:
                     shutil.rmtree(scratch_root, ignore_errors=True)  # its files now live in the cache entry
@@ -611,7 +616,7 @@ class Executor:
         self._last_keys[node_id] = key
         self._emit(Event("node_finished", node_id, {"seconds": seconds, "from_cache": False,
                                                     "metrics": dict(ctx.metrics), "key": key}))
-        return NodeReport("ran", seconds, dict(ctx.metrics))
+        return NodeReport("ran", seconds, dict(ctx.metrics), tables=dict(ctx.tables))
 
 
 def format_seconds(seconds: float | None) -> str:

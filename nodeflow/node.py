@@ -142,6 +142,8 @@ class RunContext:
         self._emit = emit or (lambda event: None)
         self._stop = stop_flag or threading.Event()
         self.metrics: dict[str, float] = {}
+        #: named tables for the run report (see :meth:`table`)
+        self.tables: dict[str, dict[str, Any]] = {}
         self._scratch = scratch
         #: folders the node's paths must stay inside (a run from the editor); None = unrestricted
         self.allowed_roots = allowed_roots
@@ -167,6 +169,14 @@ class RunContext:
 
     def log(self, message: str) -> None:
         self._emit(Event("log", self.node_id, {"message": message}))
+
+    def table(self, name: str, rows: Iterable[Mapping[str, Any]], columns: Iterable[str] | None = None) -> None:
+        """Put a table (JSON-able rows, e.g. the worst errors or a check's findings) into the run
+        report beside the metrics; it is kept with the node's cached result, so a cached node
+        reports it too. ``columns`` default to the keys of the rows, in order of appearance."""
+        rows = [dict(row) for row in rows]
+        names = list(columns) if columns is not None else list(dict.fromkeys(k for row in rows for k in row))
+        self.tables[name] = {"columns": names, "rows": rows}
 
     def preview(self, kind: str, payload: Any) -> None:
         """Publish something for the editor to show beside the node (sample images, a table)."""

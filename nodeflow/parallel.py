@@ -390,7 +390,8 @@ class _State:
                         if all(u in reports for u in upstream):
                             key = b.checked.keys[node_id]
                             metrics = b.executor.cache.metrics(key)
-                            reports[node_id] = NodeReport("cached", 0.0, metrics)
+                            reports[node_id] = NodeReport("cached", 0.0, metrics,
+                                                          tables=b.executor.cache.tables(key))
                             b.executor._last_keys[node_id] = key
                             b.executor._emit(Event("node_finished", node_id, {"seconds": 0.0, "from_cache": True,
                                                                                "metrics": metrics, "key": key}))
@@ -440,9 +441,10 @@ class _State:
             raw = by_key.get(key)
             if raw is None or n in reports:
                 continue
-            report = NodeReport(raw["status"], raw.get("seconds", 0.0), raw.get("metrics", {}), raw.get("error"))
+            report = NodeReport(raw["status"], raw.get("seconds", 0.0), raw.get("metrics", {}), raw.get("error"),
+                                raw.get("tables", {}))
             if not own and report.status == "ran":
-                report = NodeReport("cached", 0.0, dict(report.metrics))
+                report = NodeReport("cached", 0.0, dict(report.metrics), tables=dict(report.tables))
                 b.executor._emit(Event("node_finished", n, {"seconds": 0.0, "from_cache": True,
                                                             "metrics": report.metrics, "key": key}))
             elif not own and report.status in ("failed", "interrupted"):

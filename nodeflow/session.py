@@ -18,11 +18,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from nodeflow.edits import AddNode, Connect, Disconnect, Move, RemoveNode, Rename, SetParams, parse_ops
-from nodeflow.errors import GraphInvalid, GraphProblem
+from nodeflow.errors import GraphInvalid, GraphProblem, describe_exception
 from nodeflow.executor import Executor, RunReport
 from nodeflow.files import atomic_write_text
 from nodeflow.graph import Edge, Graph, NodeSpec, Position
-from nodeflow.node import Event, Registry
+from nodeflow.node import Event, ParamProblem, Registry
 from nodeflow.paths import PathNotAllowed, confine, params_paths
 from nodeflow.runs import RunRecorder, RunStore, graph_facts, report_status
 from nodeflow.worker import WorkerProcess
@@ -554,6 +554,62 @@ class Session:
             if deadline is not None and time.monotonic() >= deadline:
                 break
         return self.last_report
+
+    # -- a finished node's details ------------------------------------------------------------------
+    @property
+    def overlay_folder(self) -> Path:
+        """Where drawn-on-demand images (Grad-CAM overlays of a confusion cell) are kept."""
+        return self.workspace / "overlays"
+
+    def _finished(self, node_id: str) -> tuple[Graph, type, str, dict[str, str]]:
+        """The open graph, the node's type, its cache key and the keys of its inputs by port;
+        LookupError when there is no such node or it has no cached result for its current params."""
+        graph = self._graph
+        if not graph.has_node(node_id):
+            raise LookupError(f"no node with id '{node_id}'")
+        node_cls = self.registry.get(graph.node(node_id).type)
+        keys = self.executor.keys(graph)
+        key = keys.get(node_id)
+        if key is None or not self.executor.cache.has(key):
+            raise LookupError(f"node '{node_id}' has no result for its current parameters: run it first")
+        inputs = {e.target_port: keys[e.source] for e in graph.incoming(node_id) if e.source in keys}
+        return graph, node_cls, key, inputs
+
+    def node_tables(self, node_id: str) -> dict[str, Any]:
+        """The tables a finished node put in its report (``ctx.table``), e.g. the doctor's findings."""
+        _, _, key, _ = self._finished(node_id)
+        return self.executor.cache.tables(key)
+
+    def cell_gallery(self, node_id: str, true: str, predicted: str, page: int = 1,
+                     per_page: int = 12) -> dict[str, Any]:
+        """One page of a confusion-matrix cell's images with their overlays, from a finished node
+        whose type offers ``cell_gallery`` (error analysis). Reads the node's cached result and
+        loads an input (the model) from the cache only when an overlay must be drawn. Raises
+        LookupError (no such node, cell or page; not run; no galleries), ParamProblem (a param
+        the drawing refuses) or RuntimeError (anything else, with the cause)."""
+        graph, node_cls, key, input_keys = self._finished(node_id)
+        gallery = getattr(node_cls, "cell_gallery", None)
+        if gallery is None:
+            raise LookupError(f"node '{node_id}' ({node_cls.type}) has no image galleries; add an Error analysis "
+                              "node (eval.errors) on the same model and data")
+        spec = graph.node(node_id)
+        sources = {e.target_port: e for e in graph.incoming(node_id)}
+
+        def load_input(port: str) -> Any:
+            edge = sources[port]
+            source_cls = self.registry.get(graph.node(edge.source).type)
+            return self.executor.cache.get(input_keys[port], source_cls)[0][edge.source_port]
+
+        try:
+            outputs = self.executor.cache.get(key, node_cls)[0]
+            return gallery(node_cls.Params.model_validate(spec.params), outputs, input_keys, load_input,
+                           self.overlay_folder, self.workspace, self.executor.device, true, predicted, page, per_page)
+        except KeyError as exc:
+            raise LookupError(exc.args[0] if exc.args else str(exc)) from None
+        except (LookupError, ParamProblem):
+            raise
+        except Exception as exc:  # an unreadable cache entry, a missing image file: say which
+            raise RuntimeError(f"could not show the images of node '{node_id}': {describe_exception(exc)}") from exc
 
     # -- what the editor shows --------------------------------------------------------------------
     def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]:

@@ -105,6 +105,9 @@ class DatasetDoctor(Node):
         for name, value in values.items():
             ctx.log_metric(name, value)
         ctx.log("; ".join(f"{kind}: {len(found)}" for kind, found in findings.items()))
+        ctx.table("class_balance", balance)
+        for kind, found in findings.items():  # the run report lists each finding, grouped by kind
+            ctx.table(kind, found)
         ctx.preview("metrics_table", {"columns": ["finding", "count"],
                                       "rows": [{"finding": k, "count": len(v)} for k, v in findings.items()]})
         folder = ctx.workspace / "doctor" / ctx.node_id

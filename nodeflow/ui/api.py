@@ -17,17 +17,20 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import math
+import re
 import secrets
+from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
-from fastapi import Body, FastAPI, HTTPException, Request
+from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 from nodeflow.edits import MAX_OPS, EditRequest, RunRequest
 from nodeflow.errors import GraphInvalid
 from nodeflow.graph import Graph, GraphFileError
+from nodeflow.node import ParamProblem
 from nodeflow.runs import run_number
 from nodeflow.session import EditError, SweepNotFound
 from nodeflow.sweep import MAX_BRANCHES, GridError, grid_of
@@ -35,6 +38,8 @@ from nodeflow.sweep import MAX_BRANCHES, GridError, grid_of
 #: the largest request body the API reads (a 10,000-node graph is about 2 MB)
 MAX_BODY_BYTES = 10 * 1024 * 1024
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+#: what an overlay's file name looks like (a SHA-256 hex digest): nothing else is served from that folder
+OVERLAY_NAME = re.compile(r"[0-9a-f]{64}\.png")
 
 from .state import Hub
 
@@ -198,6 +203,11 @@ def _json_safe(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+def overlay_url(node_id: str, path: str | None) -> str | None:
+    """Where the API serves an overlay PNG drawn for ``node_id`` (see ``get_overlay``)."""
+    return f"/api/errors/{quote(node_id, safe='')}/overlays/{Path(path).name}" if path else None
 
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -377,3 +387,46 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
         except SweepNotFound as exc:
             raise HTTPException(404, str(exc)) from None
 
+    # -- a finished node's details: report tables, confusion-cell galleries ----------------------------
+    @app.get("/api/tables/{node_id}", tags=["runs"], summary="The tables a finished node reported (e.g. the "
+             "dataset doctor's findings, the worst errors)", responses={404: {"description": "no such node, or it "
+                                                                               "has no result for its params"}})
+    def get_tables(request: Request, node_id: str) -> dict[str, Any]:
+        guard(request)
+        try:
+            return {"node": node_id, "tables": session.node_tables(node_id)}
+        except LookupError as exc:
+            raise HTTPException(404, str(exc.args[0]) if exc.args else str(exc)) from None
+
+    @app.get("/api/errors/{node_id}/cells/{true}/{predicted}", tags=["runs"],
+             summary="One page of a confusion-matrix cell's images (true class, predicted class), worst first, "
+                     "with Grad-CAM overlay URLs; overlays are drawn once and then served from the cache",
+             responses={404: {"description": "no such node, class or page, or the node has not run"},
+                        409: {"description": "the overlays could not be drawn (the cause is named)"},
+                        422: {"description": "a parameter of the node that the drawing refuses"}})
+    def get_cell(request: Request, node_id: str, true: str, predicted: str,
+                 page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
+                 per_page: Annotated[int, Query(ge=1, le=200)] = 12) -> dict[str, Any]:
+        guard(request)
+        try:
+            gallery = session.cell_gallery(node_id, true, predicted, page, per_page)
+        except LookupError as exc:
+            raise HTTPException(404, str(exc.args[0]) if exc.args else str(exc)) from None
+        except ParamProblem as exc:
+            raise HTTPException(422, f"{node_id}: parameter '{exc.param}': {exc}") from None
+        except RuntimeError as exc:
+            raise HTTPException(409, str(exc)) from None
+        return {"node": node_id, **gallery, "rows": [
+            {**row, "overlay_url": overlay_url(node_id, row.get("overlay"))} for row in gallery["rows"]]}
+
+    @app.get("/api/errors/{node_id}/overlays/{name}", tags=["runs"], summary="A Grad-CAM overlay PNG",
+             response_class=FileResponse, responses={404: {"description": "no such overlay"}})
+    def get_overlay(request: Request, node_id: str, name: str) -> FileResponse:
+        guard(request)
+        if not session.graph.has_node(node_id):
+            raise HTTPException(404, f"no node with id '{node_id[:80]}'")
+        folder = session.overlay_folder.resolve()
+        path = (folder / name).resolve() if OVERLAY_NAME.fullmatch(name) else None
+        if path is None or not path.is_relative_to(folder) or not path.is_file():
+            raise HTTPException(404, f"no overlay '{name[:80]}'")
+        return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})

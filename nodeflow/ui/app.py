@@ -70,7 +70,7 @@ class EditorPage:
                 with ui.tab_panel("params").classes("p-3"):
                     self.inspector = ui.column().classes("w-full gap-1 nf-inspector")
                 with ui.tab_panel("output").classes("p-3"):
-                    self.output = OutputPanel(on_param=self.focus_param)
+                    self.output = OutputPanel(on_param=self.focus_param, gallery=self.session.cell_gallery)
                     self.lineage = LineageView(self.session)
         with ui.footer(fixed=True).classes("bg-white text-black p-0 nf-footer").style("border-top: 1px solid #ddd"):
             self.log = ui.log(max_lines=500).classes("w-full h-28 text-xs nf-log")

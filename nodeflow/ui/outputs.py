@@ -1,6 +1,7 @@
 """What a node produced, beside the form: its error first when it failed, then metric curves, a
 metrics table, a confusion matrix and sample images, each labelled with the run it belongs to.
-Redrawn only when the node's snapshot actually changed."""
+Redrawn only when the node's snapshot actually changed. A click on a cell of an error analysis's
+confusion matrix opens that cell's images with their Grad-CAM overlays (:class:`CellGallery`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nicegui import ui
+from nicegui import run, ui
+
+from nodeflow.node import ParamProblem
+
+from .api import overlay_url
 
 CHART_HEIGHT = "h-56"
 PREVIOUS_COLOR = "#b0b8c4"  # the previous run's curves, until the new run's replace them
@@ -19,6 +24,11 @@ PREVIOUS_SUFFIX = " (previous run)"
 PARAM_IN_ERROR = re.compile(r"\bparam(?:eter)? '([A-Za-z_][A-Za-z0-9_]*)'")
 #: series whose points carry an ``lr`` (the learning-rate finder's) are drawn against it, log scale
 LR_CHART = "Loss vs learning rate"
+GALLERY_PAGE = 12  # images per page of a confusion cell's gallery
+EVALUATE_HINT = ("To see a cell's images with Grad-CAM overlays, add an Error analysis node (Evaluate → Error "
+                 "analysis) on the same model and data, run it, and click a cell of its matrix.")
+#: (node id, true class, predicted class, page, per page) -> one page of a cell's images (Session.cell_gallery)
+GalleryProvider = Callable[[str, str, str, int, int], dict[str, Any]]
 
 
 def group_series(series: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -134,13 +144,16 @@ class OutputPanel:
     """The selected node's live output. ``show`` is cheap when nothing changed. ``on_param(node,
     param)`` is called when the user follows the link to a param that an error names."""
 
-    def __init__(self, on_param: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, on_param: Callable[[str, str], None] | None = None,
+                 gallery: GalleryProvider | None = None) -> None:
         # three parts, each redrawn only when its own content changed: a chart that is created and
         # removed again before it was drawn would fail in the browser ("dispose" of nothing)
         with ui.column().classes("w-full gap-2 nf-output") as self.container:
             self.head = ui.column().classes("w-full gap-2")
             self.charts = ui.column().classes("w-full gap-2")
             self.rest = ui.column().classes("w-full gap-2")
+            # outside the parts that are redrawn, so an open gallery survives the next snapshot
+            self.gallery = CellGallery(gallery) if gallery is not None else None
         self.on_param = on_param or (lambda node, param: None)
         self.node_id: str | None = None
         self._sigs: dict[str, Any] = {}
@@ -244,21 +257,37 @@ class OutputPanel:
                     .on("click.prevent", lambda n=node_id, p=param: self.on_param(n, p)) \
                     .classes("text-sm nf-error-param").props(f"data-param={param}")
 
-    @staticmethod
-    def _matrix(payload: dict[str, Any]) -> None:
+    def _matrix(self, payload: dict[str, Any]) -> None:
         matrix = payload["matrix"]
         labels = [str(c) for c in (payload.get("classes") or payload.get("labels") or range(len(matrix)))]
         data = [[j, i, matrix[i][j]] for i in range(len(matrix)) for j in range(len(matrix[i]))]
         top = max((v for _, _, v in data), default=1) or 1
-        ui.echart({
+        chart = ui.echart({
             "animation": False,
             "title": {"text": "Confusion matrix (rows: true, columns: predicted)", "textStyle": {"fontSize": 12}},
             "grid": {"left": 70, "right": 12, "top": 30, "bottom": 40},
             "xAxis": {"type": "category", "data": labels, "name": "predicted", "nameLocation": "middle", "nameGap": 24},
             "yAxis": {"type": "category", "data": labels, "inverse": True},
             "visualMap": {"min": 0, "max": top, "show": False, "inRange": {"color": ["#f5f7fa", "#3f51b5"]}},
-            "series": [{"type": "heatmap", "data": data, "label": {"show": True}}],
+            "series": [{"type": "heatmap", "data": data, "label": {"show": True},
+                        "cursor": "pointer" if payload.get("gallery") else "default"}],
         }).classes("w-full h-64 nf-confusion")
+        if not payload.get("gallery"):
+            ui.label(EVALUATE_HINT).classes("text-caption text-grey-7 nf-gallery-hint")
+            return
+        if self.gallery is None:
+            return
+        ui.label("Click a cell to see its images, worst first, with what the network looked at (Grad-CAM).") \
+            .classes("text-caption text-grey-7 nf-gallery-tip")
+        node_id = self.node_id
+
+        async def clicked(e) -> None:
+            value = e.value if isinstance(e.value, list) else e.data if isinstance(e.data, list) else None
+            if node_id is None or not value or len(value) < 2:
+                return
+            await self.gallery.open(node_id, labels[int(value[1])], labels[int(value[0])])
+
+        chart.on_point_click(clicked)
 
 
 def _number(value: Any) -> str:
@@ -267,3 +296,94 @@ def _number(value: Any) -> str:
             return f"{int(value):,}"
         return f"{value:.4g}"
     return str(value)
+
+
+class CellGallery:
+    """A dialog with one confusion cell's images (true X predicted as Y), highest loss first, each
+    with its Grad-CAM overlay, the classes, the confidence and the loss, a page at a time. The
+    overlays are drawn off the event loop; the status line says how many were drawn now and how
+    many came from the overlay cache."""
+
+    def __init__(self, provider: GalleryProvider, per_page: int = GALLERY_PAGE) -> None:
+        self.provider = provider
+        self.per_page = per_page
+        self.cell: tuple[str, str, str, int] | None = None  # the page asked for last
+        # seamless, at the left: the matrix stays in view and another cell can be clicked meanwhile
+        with ui.dialog().props("seamless position=left") as self.dialog, \
+                ui.card().classes("nf-gallery w-[960px] max-w-[72vw] h-full overflow-auto"):
+            with ui.row().classes("w-full items-center no-wrap"):
+                self.title = ui.label().classes("text-subtitle1 nf-gallery-title")
+                ui.space()
+                ui.button(icon="close", on_click=self.dialog.close).props("flat round dense") \
+                    .classes("nf-gallery-close")
+            self.status = ui.label().classes("text-caption text-grey-8 nf-gallery-status")
+            self.body = ui.column().classes("w-full gap-2")
+
+    async def open(self, node_id: str, true: str, predicted: str, page: int = 1) -> None:
+        self.cell = (node_id, true, predicted, page)
+        self.title.set_text(f"True {true}, predicted {predicted}")
+        self.status.set_text("Drawing Grad-CAM overlays…")
+        self.body.clear()
+        with self.body:
+            ui.spinner(size="lg").classes("self-center nf-gallery-spinner")
+        self.dialog.open()
+        try:
+            result = await run.io_bound(self.provider, node_id, true, predicted, page, self.per_page)
+        except (LookupError, ParamProblem, RuntimeError) as exc:
+            if self.cell != (node_id, true, predicted, page):
+                return
+            self.body.clear()
+            self.status.set_text("")
+            with self.body:
+                where = f"parameter '{exc.param}': " if isinstance(exc, ParamProblem) and exc.param else ""
+                ui.label(where + str(exc.args[0] if exc.args else exc)).classes("text-negative nf-gallery-error")
+            return
+        if self.cell == (node_id, true, predicted, page):  # not replaced by a later click meanwhile
+            self._show(node_id, result)
+
+    def _show(self, node_id: str, result: dict[str, Any]) -> None:
+        true, predicted, count = result["true"], result["predicted"], result["count"]
+        split = f" of the {result['split']} split" if result.get("split") else ""
+        kind = "correct" if true == predicted else "misclassified"
+        self.title.set_text(f"True {true}, predicted {predicted}: {count} {kind} image{'s' if count != 1 else ''}"
+                            f"{split}, highest loss first")
+        drawn, cached = result.get("drawn", 0), result.get("from_cache", 0)
+        if result.get("note"):
+            status = result["note"]
+        elif not result["rows"]:
+            status = "No images in this cell."
+        elif drawn and cached:
+            status = f"{drawn} overlays drawn now, {cached} from the overlay cache"
+        elif drawn:
+            status = f"{drawn} overlay{'s' if drawn != 1 else ''} drawn now (cached for next time)"
+        else:
+            status = f"all {cached} overlay{'s' if cached != 1 else ''} from the overlay cache"
+        self.status.set_text(f"{status} · Grad-CAM of class '{predicted}'"
+                             f"{' from block ' + result['block'] if result.get('block') else ''}")
+        self.body.clear()
+        with self.body:
+            with ui.element("div").classes("grid grid-cols-4 gap-3 w-full nf-gallery-grid"):
+                for row in result["rows"]:
+                    with ui.element("figure").classes("m-0 nf-gallery-item").props(f"data-rank={row['rank']}"):
+                        url = overlay_url(node_id, row.get("overlay"))
+                        if url:
+                            image = ui.element("img").classes("w-full rounded nf-gallery-img") \
+                                .style("image-rendering: pixelated")
+                            image.props["src"] = url
+                            image.props["alt"] = f"Grad-CAM of {row['name']}"
+                        with ui.element("figcaption").classes("text-xs leading-tight nf-gallery-caption"):
+                            ui.label(f"true {row['true']} · predicted {row['predicted']}") \
+                                .classes("font-medium nf-gallery-classes")
+                            numbers = []
+                            if row.get("confidence") is not None:
+                                numbers.append(f"confidence {row['confidence']:.2f}")
+                            if row.get("loss") is not None:
+                                numbers.append(f"loss {max(row['loss'], 0.0):.2f}")  # never "-0.00"
+                            ui.label(" · ".join(numbers)).classes("text-grey-8 nf-gallery-numbers")
+                            ui.label(f"#{row['rank']} {row['name']}").classes("text-grey-6 ellipsis nf-gallery-file") \
+                                .tooltip(row["name"])
+            if result.get("pages", 1) > 1:
+                node, true_, pred = node_id, true, predicted
+                ui.pagination(1, result["pages"], direction_links=True, value=result["page"],
+                              on_change=lambda e: self.open(node, true_, pred, int(e.value))) \
+                    .props("max-pages=7 boundary-numbers").classes("self-center nf-gallery-pages")

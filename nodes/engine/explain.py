@@ -1,15 +1,21 @@
 """Why a trained model errs: every image of a split scored through the one data path (per-image
 loss, predicted class, confidence), the misclassified ones sorted by loss, the images grouped by
 confusion-matrix cell (true, predicted), and Grad-CAM heatmaps from the last convolutional block,
-drawn over the images as PNG overlays.
+drawn over the images as PNG overlays. :class:`OverlayCache` keeps overlays on disk by (model,
+file, target class, block), so a confusion cell's gallery is drawn once and then only read.
 
 Grad-CAM comes from captum (``LayerGradCam``), imported only when heatmaps are asked for.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nodes.engine.device import resolve_device
+from nodes.engine.files import atomic_write_bytes
 from nodes.engine.hooks import Hooks
 from nodes.engine.images import IMAGENET_MEAN, IMAGENET_STD
 from nodes.engine.inference import outputs
@@ -77,7 +84,8 @@ def row(scored: Scored, classes: tuple[str, ...], i: int) -> dict[str, Any]:
 
 def confusion_cells(scored: Scored, classes: tuple[str, ...]) -> list[dict[str, Any]]:
     """The images of each non-empty confusion-matrix cell (true, predicted), highest loss first,
-    so a gallery can show one cell's images."""
+    so a gallery can show one cell's images: ``files``, and ``rows`` with each file's confidence
+    (in the predicted class) and loss."""
     cells: dict[tuple[int, int], list[int]] = {}
     for i, (t, p) in enumerate(zip(scored.labels.tolist(), scored.predicted.tolist())):
         cells.setdefault((t, p), []).append(i)
@@ -85,7 +93,9 @@ def confusion_cells(scored: Scored, classes: tuple[str, ...]) -> list[dict[str, 
     for (t, p), members in sorted(cells.items()):
         members.sort(key=lambda i: -float(scored.losses[i]))
         result.append({"true": classes[t], "predicted": classes[p], "count": len(members),
-                       "files": [scored.files[i] for i in members]})
+                       "files": [scored.files[i] for i in members],
+                       "rows": [{"file": scored.files[i], "confidence": round(float(scored.confidence[i]), 6),
+                                 "loss": round(float(scored.losses[i]), 6)} for i in members]})
     return result
 
 
@@ -165,6 +175,46 @@ def peak(heatmap: torch.Tensor) -> tuple[float, float]:
     top = heatmap >= heatmap.max() * 0.99
     rows, cols = top.nonzero(as_tuple=True)
     return float(rows.float().mean()), float(cols.float().mean())
+
+
+def overlay_scale(side: int) -> int:
+    """How much to enlarge an overlay of a ``side``-pixel image so it is about 192 px wide."""
+    return max(1, 192 // max(1, side))
+
+
+class OverlayCache:
+    """Grad-CAM overlay PNGs in ``folder``, one file per (model cache key, image file, target class,
+    block); the image's size and modification time are part of the name, so an edited picture is
+    drawn again. Drawing needs the model, which is loaded only when some overlay is missing."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+
+    def path(self, model_key: str, file: str, target: int, block: str) -> Path:
+        try:
+            stat = os.stat(file)
+            stamp = [stat.st_size, stat.st_mtime_ns]
+        except OSError:
+            stamp = None
+        digest = hashlib.sha256(json.dumps([model_key, file, int(target), block, stamp]).encode()).hexdigest()
+        return self.folder / f"{digest}.png"
+
+    def overlays(self, load_model: Callable[[], ModelValue], model_key: str, files: Sequence[str],
+                 targets: Sequence[int], block: str, batch_size: int, hooks: Hooks,
+                 device_name: str = "auto") -> tuple[list[Path], int]:
+        """The overlay of class ``targets[i]`` over ``files[i]`` for each i, drawing only those not
+        on disk yet; returns the paths and how many were drawn now."""
+        paths = [self.path(model_key, f, t, block) for f, t in zip(files, targets)]
+        missing = [i for i, path in enumerate(paths) if not path.is_file()]
+        if not missing:
+            return paths, 0
+        maps = grad_cam(load_model(), [files[i] for i in missing], [int(targets[i]) for i in missing], batch_size,
+                        hooks, block, device_name)
+        scale = overlay_scale(maps.images.shape[-1])
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for i, image, heat in zip(missing, maps.images, maps.maps):
+            atomic_write_bytes(paths[i], overlay_png(image, heat, scale=scale))
+        return paths, len(missing)
 
 
 def overlay_png(image: torch.Tensor, heatmap: torch.Tensor, alpha: float = 0.45, scale: int = 1) -> bytes:

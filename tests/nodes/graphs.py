@@ -34,3 +34,14 @@ def classifier_graph(root: Path, arch: str = "resnet18", weights: str = "none", 
                       "params": {"folder": str(export_to), "formats": list(formats)}})
         edges.append({"source": "train", "source_port": "model", "target": "export", "target_port": "model"})
     return Graph.from_data({"format": "nodeflow.graph", "version": 1, "nodes": nodes, "edges": edges})
+
+
+def error_analysis_graph(root: Path, size: int = 32, epochs: int = 1, lr: float = 3e-3, top_n: int = 10,
+                         overlays: int = 0) -> Graph:
+    """The classifier graph with an error analysis (node 'errors') of the test split beside 'eval'."""
+    data = classifier_graph(root, size=size, epochs=epochs, lr=lr).model_dump(mode="json")
+    data["nodes"].append({"id": "errors", "type": "eval.errors", "position": {"x": 0, "y": 0},
+                          "params": {"split": "test", "top_n": top_n, "overlays": overlays}})
+    data["edges"] += [{"source": "train", "source_port": "model", "target": "errors", "target_port": "model"},
+                      {"source": "fmt", "source_port": "data", "target": "errors", "target_port": "data"}]
+    return Graph.from_data(data)
