@@ -120,10 +120,10 @@ def pack_server(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def editor_tab(browser, server: Server, drawn: str):
+def editor_tab(browser, server: Server, drawn: str, height: int = 900):
     """A tab on ``server``'s editor once the card ``drawn`` (a node id) is on the canvas; an error in
     the page fails the test that used it."""
-    context = browser.new_context(viewport={"width": 1500, "height": 900})
+    context = browser.new_context(viewport={"width": 1500, "height": height})
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda e: errors.append(str(e)))

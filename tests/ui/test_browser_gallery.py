@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.ui import gallery_server
-from tests.ui.conftest import shot
+from tests.ui.conftest import editor_tab, shot
 
 pytestmark = pytest.mark.browser
 
@@ -41,15 +41,8 @@ def server(tmp_path_factory):
 
 @pytest.fixture
 def tab(browser, server):
-    context = browser.new_context(viewport={"width": 1500, "height": 950})
-    tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda e: errors.append(str(e)))
-    tab.goto(server.url + "/")
-    tab.wait_for_selector(".vue-flow__node[data-id=errors]")
-    yield tab
-    context.close()
-    assert not errors, f"errors in the page: {errors}"
+    with editor_tab(browser, server, "errors", height=950) as page:
+        yield page
 
 
 def open_output(tab, node_id: str) -> None:
