@@ -298,6 +298,10 @@ def _number(value: Any) -> str:
     return str(value)
 
 
+#: height of the editor's toolbar, which the gallery (a full-height side dialog) leaves uncovered
+HEADER_PX = 48
+
+
 class CellGallery:
     """A dialog with one confusion cell's images (true X predicted as Y), highest loss first, each
     with its Grad-CAM overlay, the classes, the confidence and the loss, a page at a time. The
@@ -310,7 +314,8 @@ class CellGallery:
         self.cell: tuple[str, str, str, int] | None = None  # the page asked for last
         # seamless, at the left: the matrix stays in view and another cell can be clicked meanwhile
         with ui.dialog().props("seamless position=left") as self.dialog, \
-                ui.card().classes("nf-gallery w-[960px] max-w-[72vw] h-full overflow-auto"):
+                ui.card().classes("nf-gallery w-[960px] max-w-[72vw] overflow-auto") \
+                .style(f"margin-top: {HEADER_PX}px; height: calc(100vh - {HEADER_PX}px)"):  # the toolbar stays usable
             with ui.row().classes("w-full items-center no-wrap"):
                 self.title = ui.label().classes("text-subtitle1 nf-gallery-title")
                 ui.space()
