@@ -587,10 +587,18 @@ class EditorPage:
         dialog.open()
 
 
+#: a quick node (a layer, a dataset scan) measured below this shows no estimate: "≈ 0.00 s" on every
+#: layer card hides the few lines that matter
+QUICK_UNSHOWN_SECONDS = 0.5
+
+
 def estimate_line(entry: dict[str, Any]) -> str:
-    """A node's estimate as its card shows it, e.g. "≈ 42 s · 3 epochs · CPU · feature cache: hit"."""
+    """A node's estimate as its card shows it, e.g. "≈ 42 s · 3 epochs · CPU · feature cache: hit";
+    empty when there is none, or for a quick node that costs next to nothing."""
     seconds = entry.get("seconds")
     if not isinstance(seconds, (int, float)):
+        return ""
+    if str(entry.get("note") or "").startswith("quick") and seconds < QUICK_UNSHOWN_SECONDS:
         return ""
     parts = [f"≈ {format_seconds(seconds)}"]
     if entry.get("epochs"):

@@ -201,3 +201,14 @@ def test_editor_words_and_names():
     assert auto_title(entry, {"unfreeze": [], "last_n": 2}) == "Unfreeze the last 2 blocks"
     assert auto_title(entry, {"unfreeze": ["block4", "block5"], "last_n": 1}) == "Unfreeze block4, block5"
     assert auto_title({"params_schema": {"properties": {"n": {"type": "integer"}}}}, {}) is None
+
+
+def test_a_card_shows_what_a_node_costs_but_not_a_quick_nodes_zero():
+    from nodeflow.ui.app import estimate_line
+
+    trainer = {"seconds": 42.0, "epochs": 3, "device": "cpu (2 threads)", "feature_cache": "hit", "note": ""}
+    assert estimate_line(trainer) == "≈ 42 s · 3 epochs · CPU · feature cache: hit"
+    assert estimate_line({"seconds": 0.004, "note": "quick: ran it now (not cached)"}) == ""
+    slow_scan = {"seconds": 3.0, "note": "quick: ran it now (not cached)"}
+    assert estimate_line(slow_scan).startswith("≈ 3")
+    assert estimate_line({"seconds": None, "note": "quick; not measured"}) == ""
