@@ -67,12 +67,13 @@ def curve_names(*runs: dict[str, Any]) -> list[str]:
 
 
 def overlay_options(runs: list[dict[str, Any]], curve: str | None) -> dict[str, Any]:
-    """One chart: the same curve of each run, one line per run."""
+    """One chart: the same curve of each run, one line per run, named by its ``label`` when it has
+    one (a sweep branch's values), else by its run number."""
     node, _, metric = (curve or "").partition(".")
     series = []
     for run in runs:
         points = run["curves"].get(node, {}).get(metric, [])
-        series.append({"name": f"run {run['id']}", "type": "line", "showSymbol": len(points) < 40,
+        series.append({"name": run.get("label") or f"run {run['id']}", "type": "line", "showSymbol": len(points) < 40,
                        "data": [[step, value] for step, value in points]})
     return {"animation": False,
             "title": {"text": curve or "no curves", "textStyle": {"fontSize": 12}, "left": 4, "top": 0},

@@ -208,6 +208,22 @@ def best_values(sweep: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
     return nodes
 
 
+def branch_label(params: dict[str, Any]) -> str:
+    """A branch by its values, as its line in the chart's legend: ``lr=0.001 · unfreeze=block5``."""
+    def shown(value: Any) -> str:
+        if isinstance(value, list):
+            return "+".join(str(v) for v in value) or "none"
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    return " · ".join(f"{name.rsplit('.', 1)[-1]}={shown(value)}" for name, value in params.items())
+
+
+def branch_runs(sweep: dict[str, Any]) -> list[dict[str, Any]]:
+    """The branches as the overlay chart takes runs: id, label and curves."""
+    return [{"id": b["run"], "label": branch_label(b["params"]), "curves": b.get("curves") or {}}
+            for b in sweep["branches"]]
+
+
 def result_rows(sweep: dict[str, Any]) -> list[dict[str, Any]]:
     """The results table's rows: values, status, metric, time, best."""
     rows = []
@@ -512,7 +528,7 @@ class SweepResults:
         self._chart(data)
 
     def _chart(self, data: dict[str, Any]) -> None:
-        runs = [{"id": b["run"], "curves": b.get("curves") or {}} for b in data["branches"]]
+        runs = branch_runs(data)
         names = curve_names(*runs)
         if not names:
             if not data["branches"] or self.chart is not None:
@@ -537,9 +553,8 @@ class SweepResults:
     def _draw(self, curve: str | None) -> None:
         if self.chart is None or self.data is None:
             return
-        runs = [{"id": b["run"], "curves": b.get("curves") or {}} for b in self.data["branches"]]
         self.chart.options.clear()
-        self.chart.options.update(overlay_options(runs, curve))
+        self.chart.options.update(overlay_options(branch_runs(self.data), curve))
         self.chart.update()
 
     def cancel(self) -> None:

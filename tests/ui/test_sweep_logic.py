@@ -221,3 +221,14 @@ async def test_cancel_sweep_in_the_results_stops_every_branch(editor):
         await asyncio.sleep(0.05)
     assert [b["status"] for b in session.sweep(1)["branches"]] == ["cancelled", "cancelled"]
     await user.should_see("2 of 2 branches finished · cancelled", retries=30)
+
+
+def test_a_branch_is_named_by_its_values_in_the_chart_legend():
+    from nodeflow.ui.sweep_panel import branch_label, branch_runs
+
+    assert branch_label({"train.lr": 0.001}) == "lr=0.001"
+    assert branch_label({"finetune.unfreeze": ["block4", "block5"], "train.lr": 1e-05}) == \
+        "unfreeze=block4+block5 · lr=1e-05"
+    assert branch_label({"finetune.unfreeze": []}) == "unfreeze=none"
+    sweep = {"branches": [{"run": 7, "params": {"train.epochs": 3}, "curves": {"train": {"val_loss": [[1, 0.5]]}}}]}
+    assert branch_runs(sweep) == [{"id": 7, "label": "epochs=3", "curves": {"train": {"val_loss": [[1, 0.5]]}}}]
