@@ -52,7 +52,7 @@ def run_row(run: dict[str, Any]) -> dict[str, Any]:
     return {"id": run["id"], "when": time.strftime("%m-%d %H:%M:%S", time.localtime(when)),
             "status": status, "changed": ", ".join(f"{k}={short(v['to'])}" for k, v in run["changes"].items()) or "–",
             "metrics": key_metrics(run), "duration": f"{run['seconds']:.1f}s" if run["seconds"] is not None else "–",
-            "target": run["target"] or "all"}
+            "target": run["target"] or "all", "source": run.get("source") or "–"}
 
 
 def curve_names(*runs: dict[str, Any]) -> list[str]:
@@ -89,6 +89,7 @@ class RunsPanel:
     COLUMNS = [{"name": "id", "label": "Run", "field": "id", "align": "right"},
                {"name": "when", "label": "When", "field": "when", "align": "left"},
                {"name": "target", "label": "Target", "field": "target", "align": "left"},
+               {"name": "source", "label": "From", "field": "source", "align": "left"},
                {"name": "changed", "label": "What changed", "field": "changed", "align": "left"},
                {"name": "metrics", "label": "Key metrics", "field": "metrics", "align": "left"},
                {"name": "duration", "label": "Duration", "field": "duration", "align": "right"},

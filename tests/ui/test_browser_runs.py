@@ -30,7 +30,8 @@ async def test_a_second_run_from_the_editor_is_queued_and_listed_with_its_positi
     from nicegui import ui
 
     table = next(iter(user.find(ui.table).elements))
-    assert [(r["id"], r["status"]) for r in table.rows] == [(2, "queued #1"), (1, "running")]
+    assert [(r["id"], r["status"], r["source"]) for r in table.rows] == [(2, "queued #1", "editor"),
+                                                                         (1, "running", "editor")]
     assert session.cancel(2) == "cancelled"
     session.stop()
     session.wait(10)
