@@ -89,10 +89,10 @@ class RunsPanel:
     COLUMNS = [{"name": "id", "label": "Run", "field": "id", "align": "right"},
                {"name": "when", "label": "When", "field": "when", "align": "left"},
                {"name": "target", "label": "Target", "field": "target", "align": "left"},
-               {"name": "source", "label": "From", "field": "source", "align": "left"},
                {"name": "changed", "label": "What changed", "field": "changed", "align": "left"},
                {"name": "metrics", "label": "Key metrics", "field": "metrics", "align": "left"},
                {"name": "duration", "label": "Duration", "field": "duration", "align": "right"},
+               {"name": "source", "label": "From", "field": "source", "align": "left"},
                {"name": "status", "label": "Status", "field": "status", "align": "left"}]
 
     def __init__(self, session: Session, on_restore=None) -> None:

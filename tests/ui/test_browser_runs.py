@@ -64,6 +64,7 @@ def test_runs_panel_overlays_two_runs_shows_their_diff_and_restores_one(page, pa
     assert cells[1] == str(second) and cells[3] == "desc"  # run id, target
     assert cells[4] == "slow.steps=9" and cells[-1] == "done"  # what changed since the run before, status
     assert cells[5].startswith("slow.step_loss=0.1111") and cells[6].endswith("s")  # key metric, duration
+    assert cells[7] == "api"  # where it was started
     assert older.locator("td").nth(1).inner_text().strip() == str(first)
 
     newest.locator(".q-checkbox").click()
