@@ -27,7 +27,6 @@ forward hooks) and the cached data the run keeps in memory. ``memory_method`` sa
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from collections.abc import Callable
