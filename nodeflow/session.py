@@ -428,16 +428,18 @@ class Session:
         behind whatever runs now. Returns the sweep as :meth:`sweep` does."""
         from nodeflow import sweep
 
+        def confined(graph: Graph, values: dict[str, Any]) -> Graph:
+            """The values set, with path params held to the allowed folders as an edit's are (an
+            EditError, a ValueError, which ``expand`` turns into a GridError naming the param)."""
+            result = sweep.with_values(graph, values)
+            self._check_paths(result)
+            return result
+
         with self._lock:
             base = self._graph
             if target is not None and not base.has_node(target):
-                raise sweep.GridError(f"target: no node '{target}'")
-            branches = sweep.expand(base, grid, self.executor, target, limit=sweep.MAX_BRANCHES)
-            for branch in branches:
-                try:
-                    self._check_paths(branch.graph)
-                except EditError as exc:
-                    raise sweep.GridError(str(exc), next(iter(branch.params), None)) from None
+                raise sweep.GridError(f"target: no node '{target}'", "target")
+            branches = sweep.expand(base, grid, self.executor, target, assign=confined, limit=sweep.MAX_BRANCHES)
             folder = self.workspace / "sweeps"
             folder.mkdir(parents=True, exist_ok=True)
             sweep_id = max((int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit()), default=0) + 1
