@@ -47,22 +47,21 @@ def confine(value: str, roots: Iterable[Path], base: Path) -> Path:
         resolved = candidate.resolve()
     except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long
         raise PathNotAllowed(f"'{value}' cannot be resolved ({exc})") from None
-    if any(resolved == root or resolved.is_relative_to(root) for root in roots):
+    if _inside(resolved, roots):
         return resolved
     allowed = ", ".join(str(r) for r in roots)
     raise PathNotAllowed(f"'{value}' is outside the folders this editor may use ({allowed})")
+
+
+def _inside(resolved: Path, roots: list[Path]) -> bool:
+    return any(resolved == root or resolved.is_relative_to(root) for root in roots)
 
 
 def escaping(files: Iterable[Path], roots: Iterable[Path]) -> list[Path]:
     """The files among ``files`` that resolve (symlinks followed) outside every one of ``roots``:
     a link inside an allowed folder that points elsewhere."""
     roots = [Path(r).resolve() for r in roots]
-    found = []
-    for file in files:
-        resolved = Path(os.path.realpath(file))
-        if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
-            found.append(Path(file))
-    return found
+    return [Path(file) for file in files if not _inside(Path(os.path.realpath(file)), roots)]
 
 
 def path_params(schema: dict[str, Any]) -> dict[str, tuple[str, list[str]]]:
@@ -83,11 +82,11 @@ def params_paths(params: type) -> dict[str, tuple[str, list[str]]]:
     return path_params(params.model_json_schema())
 
 
-def check_path_params(schema: dict[str, Any], params: dict[str, Any], roots: Iterable[Path], base: Path) -> list[str]:
-    """One message per path param of ``params`` that escapes ``roots``."""
+def check_path_params(params_class: type, params: dict[str, Any], roots: Iterable[Path], base: Path) -> list[str]:
+    """One message per path param of ``params`` (values of a node's ``Params`` class) that escapes ``roots``."""
     roots = list(roots)
     problems = []
-    for name, (_, keywords) in path_params(schema).items():
+    for name, (_, keywords) in params_paths(params_class).items():
         value = params.get(name)
         if not isinstance(value, str) or not value or value in keywords:
             continue

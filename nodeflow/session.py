@@ -23,7 +23,7 @@ from nodeflow.executor import Executor, RunReport
 from nodeflow.files import atomic_write_text
 from nodeflow.graph import Edge, Graph, NodeSpec, Position
 from nodeflow.node import Event, ParamProblem, Registry
-from nodeflow.paths import PathNotAllowed, confine, params_paths
+from nodeflow.paths import check_path_params
 from nodeflow.runs import RunRecorder, RunStore, graph_facts, report_status
 from nodeflow.worker import WorkerProcess
 
@@ -285,19 +285,9 @@ class Session:
         in the allowed folders; raises EditError naming each one that does not."""
         if self.allowed_roots is None:
             return
-        problems = []
-        base = Path.cwd()
-        for spec in graph.nodes:
-            if spec.type not in self.registry:
-                continue
-            for name, (_, keywords) in params_paths(self.registry.get(spec.type).Params).items():
-                value = spec.params.get(name)
-                if not isinstance(value, str) or not value or value in keywords:
-                    continue
-                try:
-                    confine(value, self.allowed_roots, base)
-                except PathNotAllowed as exc:
-                    problems.append(f"{spec.id}.{name}: {exc}")
+        problems = [f"{spec.id}.{problem}" for spec in graph.nodes if spec.type in self.registry
+                    for problem in check_path_params(self.registry.get(spec.type).Params, spec.params,
+                                                     self.allowed_roots, Path.cwd())]
         if problems:
             raise EditError("; ".join(problems))
 
