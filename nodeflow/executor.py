@@ -15,6 +15,7 @@ import tempfile
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +101,8 @@ class Prepared:
     actions: dict[str, str]
     target: str | None
     force: set[str]
+    #: names this run in the live events a dispatcher's workers send back
+    run_token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 class Executor:

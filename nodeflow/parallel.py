@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import sys
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -78,7 +77,6 @@ class Dispatcher:
         self.cluster = None
         self.client = None
         self._checked: set[str] = set()
-        self._lock = threading.Lock()
         self._listeners: dict[str, Executor] = {}
 
     # -- starting and stopping
@@ -213,7 +211,7 @@ class Dispatcher:
         resources = self._check_resources({t.node_id: t.resources for t in state.tasks.values() if t.resources})
         stop_file = workspace / "jobs" / uuid.uuid4().hex / "stop"
         for b in branches:
-            self._listeners[b.run_token] = b.executor  # type: ignore[attr-defined]
+            self._listeners[b.run_token] = b.executor
         futures: dict[Any, _Task] = {}
         pending = as_completed()
         stopping = False
@@ -254,7 +252,7 @@ class Dispatcher:
                     state.finished(task, result)
         finally:
             for b in branches:
-                self._listeners.pop(b.run_token, None)  # type: ignore[attr-defined]
+                self._listeners.pop(b.run_token, None)
             shutil.rmtree(stop_file.parent, ignore_errors=True)
         return state.reports()
 
@@ -312,7 +310,7 @@ class _Task:
                 "node": self.node_id, "workspace": str(ex.workspace), "device": ex.device,
                 "force": self.node_id in self.branch.force, "stop_file": stop_file,
                 "allowed_roots": None if ex.allowed_roots is None else [str(r) for r in ex.allowed_roots],
-                "run": self.branch.run_token}  # type: ignore[attr-defined]
+                "run": self.branch.run_token}
 
 
 class _State:
@@ -325,7 +323,6 @@ class _State:
         self.node_reports: list[dict[str, NodeReport]] = [{} for _ in branches]
         self.interrupted = False
         for i, b in enumerate(branches):
-            b.run_token = uuid.uuid4().hex  # type: ignore[attr-defined]
             consumers = {n: [] for n in b.needed}
             for edge in b.checked.graph.edges:
                 if edge.source in consumers and edge.target in consumers:
