@@ -27,6 +27,7 @@ import inspect
 import os
 import pkgutil
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -118,6 +119,35 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
 
 
+class StopFile:
+    """A stop flag (what ``RunContext`` takes as ``stop_flag``) that is a file, so a stop request
+    reaches other processes and machines that share the folder. The file is looked for at most every
+    ``every`` seconds, as the flag is polled before every layer's forward and a network file system
+    is asked over the network; once seen, it stays set. ``clear`` does nothing: the file belongs to
+    whoever started the run, which removes it."""
+
+    def __init__(self, path: str | Path, every: float = 0.25) -> None:
+        self.path = Path(path)
+        self.every = every
+        self.seen = False
+        self.checked = float("-inf")
+
+    def is_set(self) -> bool:
+        now = time.monotonic()
+        if not self.seen and now - self.checked >= self.every:
+            self.checked = now
+            self.seen = self.path.exists()
+        return self.seen
+
+    def set(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch()
+        self.seen = True
+
+    def clear(self) -> None:
+        pass
+
+
 class RunContext:
     """What a running node sees of the executor: progress, metrics, logs, interruption, device."""
 
@@ -128,7 +158,7 @@ class RunContext:
         device: str = "auto",
         seed: int = 0,
         emit: Callable[[Event], None] | None = None,
-        stop_flag: threading.Event | None = None,
+        stop_flag: threading.Event | StopFile | None = None,
         scratch: Path | None = None,
         key: str = "",
         allowed_roots: list[Path] | None = None,

@@ -35,7 +35,7 @@ from typing import Any
 
 from nodeflow.cache import persistent
 from nodeflow.executor import Executor, NodeReport, Prepared, RunReport
-from nodeflow.node import Event, Registry
+from nodeflow.node import Event, Registry, StopFile
 
 SCHEDULER_ENV = "NODEFLOW_DASK_SCHEDULER"
 #: events a worker streams while a node runs (where it runs, its progress); the rest come back,
@@ -477,23 +477,6 @@ _REGISTRIES: dict[str, Registry] = {}
 _CACHES: dict[tuple[str, str], Any] = {}
 
 
-class _StopFile:
-    """The stop request of a dispatched run: a file in the shared workspace, so it reaches every machine."""
-
-    def __init__(self, path: str) -> None:
-        self.path = Path(path)
-
-    def is_set(self) -> bool:
-        return self.path.exists()
-
-    def set(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.touch()
-
-    def clear(self) -> None:
-        pass  # a dispatched run's stop file is its own; only the client removes it
-
-
 def run_task(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one node (and the non-persisted nodes feeding it) on a worker, reading its inputs from the
     shared cache. Returns the node reports and the events, which the client replays in its run."""
@@ -504,7 +487,7 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
     if registry is None:
         registry = _REGISTRIES[origins_key] = Registry.rebuild(spec["origins"])
     roots = None if spec["allowed_roots"] is None else [Path(r) for r in spec["allowed_roots"]]
-    executor = Executor(registry, Path(spec["workspace"]), device=spec["device"], stop_flag=_StopFile(spec["stop_file"]),
+    executor = Executor(registry, Path(spec["workspace"]), device=spec["device"], stop_flag=StopFile(spec["stop_file"]),
                         allowed_roots=roots)
     cache_key = (spec["workspace"], origins_key)
     if cache_key in _CACHES:  # one memory cache per worker process, for non-persisted values

@@ -47,7 +47,7 @@ from typing import Any
 
 import torch
 
-from nodeflow.node import Event, Interrupted, ParamProblem, RunContext
+from nodeflow.node import Event, Interrupted, ParamProblem, RunContext, StopFile
 from nodes.engine.checkpoint import background_checkpoints
 from nodes.engine.distributed import Group, current, use_group
 from nodes.engine.pipeline import available_cores
@@ -429,23 +429,6 @@ def _forward(ctx: RunContext, event: Event) -> None:
 # -- the rank side --------------------------------------------------------------------------------
 
 
-class _StopFile:
-    """The stop button as seen by a rank: a file that appears in the job folder, looked for at most
-    every STOP_POLL seconds (a network file system is asked over the network)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.seen = False
-        self.checked = 0.0
-
-    def is_set(self) -> bool:
-        now = time.monotonic()
-        if not self.seen and now - self.checked >= STOP_POLL:
-            self.checked = now
-            self.seen = self.path.exists()
-        return self.seen
-
-
 def _write_event(path: Path, event: Event) -> None:
     """One event as one JSON line, the file closed after each so another machine sees it."""
     line = json.dumps({"kind": event.kind, "data": event.data}, default=str) + "\n"
@@ -509,7 +492,7 @@ def main(job: Path, backend: str, kind: str, wait: float = SHARED_WAIT) -> int:
         node_cls = getattr(importlib.import_module(module), name)
         params = node_cls.Params.model_validate(spec["params"])
         ctx = RunContext(spec["node_id"], Path(spec["workspace"]), device=device, seed=spec["seed"], emit=emit,
-                         stop_flag=_StopFile(job / "stop"), key=spec["key"])  # type: ignore[arg-type]
+                         stop_flag=StopFile(job / "stop", every=STOP_POLL), key=spec["key"])
         outputs = node_cls().run(ctx, params, **_load_inputs(spec["inputs"], job / "inputs"))
         if rank == 0:
             TRAINED_MODEL.codec.save(outputs["model"], job / "result.tmp")
