@@ -157,8 +157,9 @@ class Trainer(Node):
             try:
                 found = estimate_fit(model, data, config, ctx.workspace, teacher, should_stop=lambda: ctx.interrupted,
                                      checkpoints=True)
-            except ValueError as exc:  # every layer frozen
-                raise ParamProblem(str(exc), port="model") from None
+            except NothingToTrain as exc:
+                raise ParamProblem(f"{exc}; unfreeze some blocks (fine-tune node) or set the backbone's "
+                                   "feature_extractor to false", port="model") from None
         result = found.to_json()
         if params.devices > 1:
             result["notes"].append(f"measured on one device; {params.devices} devices share each epoch's batches")
@@ -284,7 +285,7 @@ class LRFinder(Node):
             try:
                 found = estimate_fit(model, data, config, ctx.workspace, steps=params.steps,
                                      should_stop=lambda: ctx.interrupted)
-            except ValueError as exc:
+            except NothingToTrain as exc:
                 raise ParamProblem(str(exc), port="model") from None
         result = found.to_json()
         result["notes"].append(f"at most {params.steps} steps (it stops when the loss blows up)")

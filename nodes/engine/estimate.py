@@ -41,6 +41,7 @@ from torch import nn
 from nodes.engine.device import Device, resolve_device
 from nodes.engine.feature_cache import (FeatureSet, cache_cut, decide, feature_key, prefix_digest, tail,
                                         technique_blockers)
+from nodes.engine.fit import NothingToTrain
 from nodes.engine.hooks import Stopped
 from nodes.engine.images import load_rgb, make_transform
 from nodes.engine.loop import (apply_freezing, evaluate, frozen_prefix, network, resolve_spec, set_mode,
@@ -258,7 +259,8 @@ def _profile(net: nn.Sequential, cut: int, model: ModelValue, data: ImageSet, de
     step_seconds, optimizer_bytes, activation_bytes = 0.0, 0, 0
     loss_fn = nn.CrossEntropyLoss()
     if optimizer_config is not None:
-        groups = layerwise_groups(net, model, optimizer_config["lr"], optimizer_config.get("head_lr_mult", 1.0),
+        base_lr = optimizer_config.get("lr", 1.0)  # the LR range test has none: it scales a base of 1.0
+        groups = layerwise_groups(net, model, base_lr, optimizer_config.get("head_lr_mult", 1.0),
                                   optimizer_config.get("lr_decay", 1.0), optimizer_config.get("block_lrs", ()))
         optimizer = make_optimizer(optimizer_config["optimizer"], groups, optimizer_config.get("momentum", 0.9),
                                    optimizer_config.get("weight_decay", 0.0), optimizer_config.get("final_lr", 0.1))
@@ -352,7 +354,7 @@ def _estimate_fit(model: ModelValue, data: ImageSet, config: Any, workspace: Pat
     apply_freezing(net, model.frozen)
     net = device.prepare(net)
     if not any(p.requires_grad for p in net.parameters()):
-        raise ValueError("every layer of the model is frozen: nothing to train")
+        raise NothingToTrain("every layer of the model is frozen: nothing to train")
     mode = getattr(config, "feature_cache", "auto")
     copies = getattr(config, "augmented_copies", 0)
     blockers = technique_blockers(getattr(config, "batch_augment", "none"), teacher)

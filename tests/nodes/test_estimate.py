@@ -115,3 +115,19 @@ def test_dry_run_of_the_template_prints_the_estimate_and_trains_nothing(tmp_path
     assert lines[-1].startswith("total: ≈ ")
     # nothing trained, cached, decoded or recorded
     assert files(workspace) == []
+
+
+def test_the_lr_finder_and_the_trainer_estimate_and_name_a_model_with_nothing_to_train(data, tmp_path):
+    from nodeflow.node import ParamProblem, RunContext
+    from nodes.training import LRFinder, Trainer
+
+    ctx = RunContext("lr", tmp_path / "ws", device="cpu")
+    model = ModelValue(spec=SPEC, frozen=BLOCKS)
+    found = LRFinder().estimate(ctx, LRFinder.Params(steps=5, batch_size=16), model=model, data=data)
+    assert found["seconds"] > 0 and any("at most 5 steps" in note for note in found["notes"])
+
+    frozen = ModelValue(spec=SPEC, frozen=(*BLOCKS, "pool", "out"))
+    for node in (LRFinder(), Trainer()):
+        with pytest.raises(ParamProblem) as caught:
+            node.estimate(ctx, type(node).Params(), model=frozen, data=data)
+        assert caught.value.port == "model" and "nothing to train" in str(caught.value)
