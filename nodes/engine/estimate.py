@@ -391,7 +391,9 @@ def _estimate_fit(model: ModelValue, data: ImageSet, config: Any, workspace: Pat
     if decision.train:
         if not train_hit:
             copies_built = max(copies, 1) if augmented else 1
-            if not decoded_cached(data, "train", augmented, workspace):
+            if not decodable(data, augmented):  # a random crop: every copy decodes the files again
+                first += n_train * copies_built * profile.decode
+            elif not decoded_cached(data, "train", augmented, workspace):
                 first += n_train * profile.decode
             first += n_train * copies_built * profile.prefix
         per_epoch = n_train / batch * step_cached

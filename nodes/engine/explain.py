@@ -137,7 +137,8 @@ def grad_cam(model: ModelValue, files: list[str], targets: list[int], batch_size
     fmt = default_format(model.format)
     data = ImageSet(classes=model.classes, splits={"explain": tuple(zip(files, targets))}, format=fmt)
     maps, images = [], []
-    batches = image_batches(data, "explain", batch_size, False, device.torch, hooks.workspace, log=hooks.log,
+    # a one-off list of files (the worst errors, a gallery page): read, not kept in the decode cache
+    batches = image_batches(data, "explain", batch_size, False, device.torch, None, log=hooks.log,
                             should_stop=hooks.should_stop)
     done = 0
     for batch, labels in batches:
