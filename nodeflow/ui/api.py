@@ -125,15 +125,20 @@ def refusal(scope: dict[str, Any], headers: dict[str, str], check_host: bool = T
     host = headers.get("host", "")
     if check_host and not host_allowed(host, scope.get("server")):
         return 403, f"403: this editor answers only to its loopback address, not to Host '{host[:100]}'"
-    if scope["method"] in SAFE_METHODS or not scope["path"].startswith("/api/"):
+    if not scope["path"].startswith("/api/"):
         return None
+    # every API call, reads too: some reads do work (an estimate profiles batches, a gallery draws
+    # overlays), and a page elsewhere can make a browser send a GET with an <img> and no Origin
     scheme = scope.get("scheme", "http")
     origin = headers.get("origin")
     if origin is None and headers.get("referer"):
         origin = headers["referer"]
-    if origin is not None and not same_origin(origin, scheme, host):
-        return 403, (f"403: cross-site request refused: {origin[:100]!r} is not this editor's address; "
-                     "scripts may call the API without an Origin header")
+    fetch_site = headers.get("sec-fetch-site", "same-origin")
+    if (origin is not None and not same_origin(origin, scheme, host)) or fetch_site not in ("same-origin", "none"):
+        return 403, (f"403: cross-site request refused: {(origin or fetch_site)[:100]!r} is not this editor's "
+                     "address; scripts may call the API without an Origin header")
+    if scope["method"] in SAFE_METHODS:
+        return None
     length = headers.get("content-length")
     has_body = (length is not None and length.strip() != "0") or "transfer-encoding" in headers
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()

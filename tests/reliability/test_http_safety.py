@@ -137,6 +137,21 @@ def test_cross_site_posts_are_refused_and_start_nothing(api):
     assert api.api("POST", "/api/stop").status_code == 200
 
 
+def test_cross_site_reads_are_refused_too_as_some_of_them_do_work(api):
+    """An <img> on a page elsewhere makes the browser send a GET without an Origin: its Referer and
+    Sec-Fetch-Site still say where it comes from. A script sends neither and is served."""
+    evil = "http://127.0.0.1:9999"
+    for path in ("/api/estimate", "/api/graph", "/api/errors/desc/cells/a/b"):
+        for headers in ({"Referer": evil + "/page.html"}, {"Sec-Fetch-Site": "same-site"},
+                        {"Sec-Fetch-Site": "cross-site"}, {"Origin": evil}):
+            response = api.api("GET", path, headers=headers)
+            assert response.status_code == 403 and "cross-site request refused" in response.text, (path, headers)
+    own = {"Origin": api.url, "Referer": api.url + "/", "Sec-Fetch-Site": "same-origin"}
+    assert api.api("GET", "/api/graph", headers=own).status_code == 200
+    assert api.api("GET", "/api/graph", headers={"Sec-Fetch-Site": "none"}).status_code == 200  # typed in
+    assert api.api("GET", "/api/graph").status_code == 200
+
+
 def test_a_foreign_host_name_is_refused_so_dns_rebinding_gets_nothing(api):
     response = api.api("GET", "/api/graph", headers={"Host": f"evil.example:{api.port}"})
     assert response.status_code == 403
