@@ -427,19 +427,21 @@ class SweepDialog:
         self.error.set_text(message)
         self.error.set_visibility(True)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        from nicegui import run as background
+
         self.error.set_visibility(False)
         try:
             grid = self.grid()
         except SweepInputError as exc:
             self.show_error(str(exc))
             return
-        if branch_total([len(v) for v in grid.values()]) > MAX_BRANCHES:
-            self.show_error(f"{branches_text(branch_total([len(v) for v in grid.values()]))}: a sweep may have at "
-                            f"most {MAX_BRANCHES}; give fewer values")
+        total = branch_total([len(v) for v in grid.values()])
+        if total > MAX_BRANCHES:
+            self.show_error(f"{branches_text(total)}: a sweep may have at most {MAX_BRANCHES}; give fewer values")
             return
-        try:
-            sweep = self.session.submit_sweep(list(grid.items()), self.target.value)
+        try:  # off the event loop: checking every value and branch plans the graph up to 64 times
+            sweep = await background.io_bound(self.session.submit_sweep, list(grid.items()), self.target.value)
         except (GridError, GraphInvalid) as exc:  # what only the whole graph shows (a node's own check)
             self.show_error(str(exc))
             return
