@@ -343,11 +343,13 @@ class Session:
                     self._estimates[node_id] = entry
             return found
 
-    def estimates(self) -> dict[str, dict[str, Any]]:
-        """The latest estimate of each node that still holds: made for its current cache key."""
+    def estimates(self, keys: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+        """The latest estimate of each node that still holds: made for its current cache key
+        (``keys``, e.g. a snapshot's, saves working them out again)."""
         if not self._estimates:  # the common case, on every tick of every tab: no checking needed
             return {}
-        keys = self.executor.keys(self._graph)
+        if keys is None:
+            keys = self.executor.keys(self._graph)
         with self._lock:
             return {node_id: entry for node_id, entry in self._estimates.items()
                     if keys.get(node_id) is not None and entry.get("key") == keys.get(node_id)}
@@ -673,7 +675,7 @@ class Session:
                 live["state"] = state
                 live["problems"] = [str(p) for p in problems if p.node_id == spec.id]
                 nodes[spec.id] = live
-            return {"version": self.version, "running": self.running, "nodes": nodes,
+            return {"version": self.version, "running": self.running, "nodes": nodes, "keys": keys,
                     "problems": [p.to_json() for p in problems], "log": list(self._log[-200:]),
                     "error": self.last_error, "dirty": self.dirty,
                     "path": str(self.path) if self.path else None}

@@ -170,7 +170,7 @@ class EditorPage:
             self.synced_version = self.session.version
             self.editor.set_graph(self.hub.canvas_graph())
             self.selected = [i for i in self.selected if self.session.graph.has_node(i)]
-        status = self.with_estimates(self.hub.status_of(snap))
+        status = self.with_estimates(self.hub.status_of(snap), snap["keys"])
         delta = status_delta(self.sent_status, status)
         if delta:
             self.editor.set_status(delta)
@@ -314,9 +314,9 @@ class EditorPage:
         self.tick_now()
 
     # -- cost preview ----------------------------------------------------------------------------
-    def with_estimates(self, status: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """Each stale node's latest estimate as a line on its card (``estimate``)."""
-        found = self.session.estimates()
+    def with_estimates(self, status: dict[str, dict[str, Any]], keys: dict[str, str]) -> dict[str, dict[str, Any]]:
+        """Each stale node's latest estimate (for the snapshot's cache ``keys``) as a line on its card."""
+        found = self.session.estimates(keys)
         for node_id, shown in status.items():
             entry = found.get(node_id)
             if entry is not None and shown["state"] in ("stale", "idle") and entry["status"] != "cached":
