@@ -129,7 +129,11 @@ def expand(base: Graph, grid: list[tuple[str, list[Any]]], check: Any, target: s
             close = difflib.get_close_matches(node_id, ids, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else f" (nodes: {', '.join(ids)})"
             raise GridError(f"{name}: no node '{node_id}'{hint}", name)
+        seen: list[Any] = []
         for value in values:
+            if value in seen:  # the same branch twice would train the same model twice
+                raise GridError(f"{name}: {_shown(value)} is given twice", name)
+            seen.append(value)
             try:
                 graph = assign(base, {name: value})
             except ValueError as exc:  # e.g. NaN, which no graph document may hold

@@ -81,8 +81,9 @@ def test_a_sweep_queues_one_run_per_branch_and_ranks_them(api):
     ({"c1.value": list(range(MAX_BRANCHES + 1))}, "c1.value", f"is more than the {MAX_BRANCHES} one sweep may have"),
     ({"c1.value": list(range(9)), "c2.value": list(range(8))}, "c2.value", "9 × 8 = 72 branches"),
     ({"c1.value": [float("nan")]}, "c1.value", "c1.value: value nan"),
+    ({"c1.value": [1, 2, 1]}, "c1.value", "c1.value: 1 is given twice"),
 ], ids=["above-max", "not-a-number", "below-min", "unknown-param", "unknown-node", "empty", "no-dot", "too-many",
-        "grid-too-big", "nan"])
+        "grid-too-big", "nan", "repeated"])
 def test_a_bad_value_is_a_422_naming_the_param_and_nothing_is_queued(api, grid, param, words):
     before = len(api.api("GET", "/api/runs").json())
     body = json.dumps({"grid": grid, "target": "add"})  # NaN as JavaScript would send it, which httpx refuses
