@@ -31,7 +31,7 @@ from nodeflow.edits import MAX_OPS, EditRequest, RunRequest
 from nodeflow.errors import GraphInvalid
 from nodeflow.graph import Graph, GraphFileError
 from nodeflow.node import ParamProblem
-from nodeflow.runs import run_number
+from nodeflow.runs import RunNotFound, run_number
 from nodeflow.session import EditError, SweepNotFound
 from nodeflow.sweep import MAX_BRANCHES, GridError, grid_of
 
@@ -380,7 +380,7 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
         guard(request)
         try:
             return session.sweep(sweep_id, curves=curves)
-        except SweepNotFound as exc:
+        except (SweepNotFound, RunNotFound) as exc:  # a branch's run gone from the history too
             raise HTTPException(404, str(exc)) from None
 
     @app.post("/api/sweeps/{sweep_id}/cancel", tags=["runs"],
@@ -389,7 +389,7 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
         guard(request)
         try:
             return session.cancel_sweep(sweep_id)
-        except SweepNotFound as exc:
+        except (SweepNotFound, RunNotFound) as exc:  # a branch's run gone from the history too
             raise HTTPException(404, str(exc)) from None
 
     # -- a finished node's details: report tables, confusion-cell galleries ----------------------------

@@ -104,6 +104,14 @@ def test_malformed_bodies_and_unknown_sweeps_are_4xx(api):
     for sweep_id in ("999", "abc", "9" * 40, "-1", "1.5"):
         assert api.api("GET", f"/api/sweeps/{sweep_id}").status_code == 404
         assert api.api("POST", f"/api/sweeps/{sweep_id}/cancel").status_code == 404
+    # a sweep whose branch's run is gone from the history (the database deleted by hand)
+    orphan = {"id": 998, "grid": [["c1.value", [1]]], "target": None, "graph_name": "g", "created": 0.0,
+              "branches": [{"params": {"c1.value": 1}, "run": 99999}]}
+    (api.workspace / "sweeps").mkdir(exist_ok=True)
+    (api.workspace / "sweeps" / "998.json").write_text(json.dumps(orphan))
+    for method, path in (("GET", "/api/sweeps/998"), ("POST", "/api/sweeps/998/cancel")):
+        response = api.api(method, path)
+        assert response.status_code == 404 and "99999" in response.text, response.text
 
 
 def test_a_sweep_is_cancelled_as_a_whole(api):
