@@ -96,7 +96,7 @@ def lr_chart_options(series: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     }
 
 
-def find_matrix(previews: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any] | None:
+def find_matrix(previews: dict[str, Any]) -> dict[str, Any] | None:
     for payload in previews.values():
         if isinstance(payload, dict) and isinstance(payload.get("matrix"), list):
             return payload
@@ -180,6 +180,7 @@ class OutputPanel:
             self.head.clear()
             with self.head:
                 self._head(node_id, live, error, metrics, old_series, previous, bool(titles or previews))
+        points_sig = (tuple((k, len(v)) for k, v in series.items()), tuple((k, len(v)) for k, v in old_series.items()))
         chart_sig = (node_id, tuple(titles))
         if chart_sig != self._sigs.get("charts"):
             self._sigs["charts"] = chart_sig
@@ -189,21 +190,20 @@ class OutputPanel:
                 for title in titles:
                     options = chart_options(title, groups.get(title, {}), old_groups.get(title))
                     self._charts[title] = ui.echart(options).classes(f"w-full {CHART_HEIGHT} nf-chart")
-            self._sigs["points"] = None
-        points_sig = (tuple((k, len(v)) for k, v in series.items()), tuple((k, len(v)) for k, v in old_series.items()))
+            self._sigs["points"] = points_sig  # just drawn with these points
         if points_sig != self._sigs.get("points"):
             self._sigs["points"] = points_sig
             for title, chart in self._charts.items():  # new points: update the charts in place
                 chart.options.clear()
                 chart.options.update(chart_options(title, groups.get(title, {}), old_groups.get(title)))
                 chart.update()
-        rest_sig = (node_id, hash(json.dumps(previews, sort_keys=True, default=str)),
-                    json.dumps(metrics, sort_keys=True, default=str))
+        # previews only: a new metric (every batch of a run) must not redraw the matrix and the samples
+        rest_sig = (node_id, hash(json.dumps(previews, sort_keys=True, default=str)))
         if rest_sig != self._sigs.get("rest"):
             self._sigs["rest"] = rest_sig
             self.rest.clear()
             with self.rest:
-                self._rest(previews, metrics)
+                self._rest(previews)
 
     def _head(self, node_id: str | None, live: dict[str, Any], error: str | None, metrics: dict[str, Any],
               old_series: dict[str, Any], previous: dict[str, Any], has_output: bool) -> None:
@@ -228,8 +228,8 @@ class OutputPanel:
             ui.label("No output yet: run this node (▶ on the node, or 'Run selected').") \
                 .classes("text-grey-7 text-sm")
 
-    def _rest(self, previews: dict[str, Any], metrics: dict[str, Any]) -> None:
-        matrix = find_matrix(previews, metrics)
+    def _rest(self, previews: dict[str, Any]) -> None:
+        matrix = find_matrix(previews)
         if matrix:
             self._matrix(matrix)
         table = previews.get("metrics_table")
