@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from nodes.engine.device import Device, resolve_device
-from nodes.engine.feature_cache import (FeatureSet, cache_cut, decide, feature_key, prefix_digest, tail,
+from nodes.engine.feature_cache import (FeatureSet, cache_cut, decide, features_cached, prefix_digest, tail,
                                         technique_blockers)
 from nodes.engine.fit import NothingToTrain
 from nodes.engine.hooks import Stopped
@@ -48,7 +48,6 @@ from nodes.engine.loop import (apply_freezing, evaluate, frozen_prefix, network,
                                train_one_epoch)
 from nodes.engine.optim import layerwise_groups, make_optimizer
 from nodes.engine.pipeline import decodable, decoded_entry, default_format, random_reason
-from nodes.engine.store import MEMORY
 from nodes.engine.values import ImageSet, ModelValue
 
 #: timed batches per measurement, after one warm-up batch
@@ -94,15 +93,6 @@ class Estimate:
 
 
 # -- what the caches hold ------------------------------------------------------------------------
-
-
-def features_cached(digest: str, data: ImageSet, split: str, input_shape: list[int], device: Device, workspace: Path,
-                    augmented: bool = False, copies: int = 1, seed: int = 0) -> bool:
-    """Whether the frozen prefix's outputs for ``split`` are in memory or in the workspace."""
-    key = feature_key(digest, data, split, input_shape, augmented, copies, seed, device)
-    if MEMORY.get(f"features:{key}:{device.torch}") is not None:
-        return True
-    return (Path(workspace) / "features" / f"{key}.safetensors").is_file()
 
 
 def decoded_cached(data: ImageSet, split: str, train: bool, workspace: Path) -> bool:
@@ -307,10 +297,9 @@ def _device_name(device: Device) -> str:
     return str(device.torch)
 
 
-def _memory(device: Device, net: nn.Module, profile: _Profile, data_bytes: int,
-            gpu_data: bool) -> tuple[int, str]:
-    if device.is_cuda:
-        return profile.cuda_peak + (data_bytes if gpu_data else 0), CUDA_METHOD
+def _memory(device: Device, net: nn.Module, profile: _Profile, data_bytes: int) -> tuple[int, str]:
+    if device.is_cuda:  # the profiled peak, plus the cached data the run keeps on the device
+        return profile.cuda_peak + data_bytes, CUDA_METHOD
     weights = _param_bytes(net)
     grads = _param_bytes(net, trainable_only=True) if profile.optimizer_bytes or profile.step else 0
     return weights + grads + profile.optimizer_bytes + profile.activation_bytes + data_bytes, CPU_METHOD
@@ -426,7 +415,7 @@ def _estimate_fit(model: ModelValue, data: ImageSet, config: Any, workspace: Pat
     later = per_epoch
     data_bytes = (n_train * max(copies, 1) + n_val) * profile.feature_bytes if decision.train else \
         _shape_bytes(data, "train") + (n_val * profile.feature_bytes if val_features else _shape_bytes(data, "validation"))
-    peak, method = _memory(device, net, profile, data_bytes, gpu_data=True)
+    peak, method = _memory(device, net, profile, data_bytes)
     if steps is not None:  # the learning-rate finder: ``steps`` batches, no epochs
         seconds = first - per_epoch + steps * (step_cached if decision.train else step_full)
         return Estimate(_device_name(device), seconds, None, None, None, peak, method,
@@ -484,5 +473,5 @@ def _estimate_pass(model: ModelValue, data: ImageSet, splits: list[str], batch_s
     cache_state = ("hit" if all(hits) else "built in this pass" if not any(hits) else "partly cached") if cut else ""
     data_bytes = sum(len(data.split(s)) for s in splits) * profile.feature_bytes if cut else \
         sum(_shape_bytes(data, s) for s in splits)
-    peak, method = _memory(device, net, profile, data_bytes, gpu_data=True)
+    peak, method = _memory(device, net, profile, data_bytes)
     return Estimate(_device_name(device), seconds, None, None, None, peak, method, cache_state, notes, profile.timed)

@@ -153,6 +153,22 @@ def feature_key(digest: str, data: ImageSet, split: str, input_shape: list[int],
     return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=20).hexdigest()
 
 
+def _memory_key(key: str, device: Device) -> str:
+    return f"features:{key}:{device.torch}"
+
+
+def _entry(workspace: Path, key: str) -> Path:
+    return Path(workspace) / "features" / f"{key}.safetensors"
+
+
+def features_cached(digest: str, data: ImageSet, split: str, input_shape: list[int], device: Device, workspace: Path,
+                    augmented: bool = False, copies: int = 1, seed: int = 0) -> bool:
+    """Whether the frozen prefix's outputs for ``split`` are in memory or in the workspace, without
+    computing anything (what the cost preview asks)."""
+    key = feature_key(digest, data, split, input_shape, augmented, copies, seed, device)
+    return MEMORY.get(_memory_key(key, device)) is not None or _entry(workspace, key).is_file()
+
+
 def features_for(net: nn.Sequential, cut: int, digest: str, data: ImageSet, split: str, input_shape: list[int],
                  device: Device, workspace: Path, batch_size: int, *, augmented: bool = False, copies: int = 1,
                  seed: int = 0, workers: int = 0, log: Callable[[str], None] = lambda message: None,
@@ -163,10 +179,10 @@ def features_for(net: nn.Sequential, cut: int, digest: str, data: ImageSet, spli
     and leaves no entry behind."""
     key = feature_key(digest, data, split, input_shape, augmented, copies, seed, device)
     labels = torch.tensor([label for _, label in data.split(split)], dtype=torch.long)
-    cached = MEMORY.get(f"features:{key}:{device.torch}")
+    cached = MEMORY.get(_memory_key(key, device))
     if cached is not None:
         return FeatureSet(cached, labels, device.torch, "memory")
-    path = Path(workspace) / "features" / f"{key}.safetensors"
+    path = _entry(workspace, key)
     hit = "disk"
     if not path.is_file():
         hit = "computed"
@@ -183,7 +199,7 @@ def features_for(net: nn.Sequential, cut: int, digest: str, data: ImageSet, spli
     if isinstance(features, torch.Tensor):
         if device.is_cuda and fits_gpu(features.nbytes):
             features = features.to(device.torch)
-        MEMORY.put(f"features:{key}:{device.torch}", features, nbytes({"f": features}))
+        MEMORY.put(_memory_key(key, device), features, nbytes({"f": features}))
     return FeatureSet(features, labels, device.torch, hit)
 
 

@@ -213,7 +213,11 @@ def decoded_entry(data: ImageSet, split: str, train: bool, workspace: Path) -> P
     """Where a split's decoded tensors live in the workspace, whether or not they are there yet
     (the cost preview asks without decoding anything)."""
     geometry = geometry_for(default_format(data.format), train)
-    return Path(workspace) / "decoded" / f"{decoded_key(geometry, list(data.split(split)))}.safetensors"
+    return decoded_path(workspace, decoded_key(geometry, list(data.split(split))))
+
+
+def decoded_path(workspace: Path, key: str) -> Path:
+    return Path(workspace) / "decoded" / f"{key}.safetensors"
 
 
 class DecodedImages:
@@ -230,7 +234,7 @@ class DecodedImages:
         self.geometry = geometry_for(self.fmt, train)
         self.device = device
         self.key = decoded_key(self.geometry, self.items)
-        self.path = Path(workspace) / "decoded" / f"{self.key}.safetensors"
+        self.path = decoded_path(workspace, self.key)
         self.labels = torch.tensor([label for _, label in self.items], dtype=torch.long)
         self.should_stop = should_stop
         self._load_or_build(max(1, workers or available_cores()), log)
