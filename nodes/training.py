@@ -123,12 +123,17 @@ class Trainer(Node):
     def assists(cls, params: Params) -> bool:
         return assists(params)
 
+    @staticmethod
+    def fit_config(params: Params, device: str) -> FitConfig:
+        """The engine's training config from this node's params (launch-only params left out)."""
+        return FitConfig(**params.model_dump(exclude=_LAUNCH_PARAMS), block_lrs=tuple(params.block_lrs),
+                         workers=resolve_workers(params.workers), device=device)
+
     @launching
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
             teacher: ModelValue | None = None) -> dict:
         check_fit(value_facts(model), data_facts(data))
-        config = FitConfig(**params.model_dump(exclude=_LAUNCH_PARAMS), block_lrs=tuple(params.block_lrs),
-                           workers=resolve_workers(params.workers), device=ctx.device)
+        config = self.fit_config(params, ctx.device)
         with engine_errors(ctx, params.batch_size):
             try:
                 result = fit(model, data, config, hooks(ctx, checkpoints=True), teacher)
@@ -151,8 +156,7 @@ class Trainer(Node):
         from nodes.engine.estimate import estimate_fit
 
         check_fit(value_facts(model), data_facts(data))
-        config = FitConfig(**params.model_dump(exclude=_LAUNCH_PARAMS), block_lrs=tuple(params.block_lrs),
-                           device=ctx.device)
+        config = self.fit_config(params, ctx.device)
         with engine_errors(ctx, params.batch_size):
             try:
                 found = estimate_fit(model, data, config, ctx.workspace, teacher, should_stop=lambda: ctx.interrupted,
