@@ -47,7 +47,8 @@ from typing import Any
 
 import torch
 
-from nodeflow.node import Event, Interrupted, ParamProblem, RunContext, StopFile
+from nodeflow.events import Event, from_json, to_json
+from nodeflow.node import Interrupted, ParamProblem, RunContext, StopFile
 from nodes.engine.checkpoint import background_checkpoints
 from nodes.engine.distributed import Group, current, use_group
 from nodes.engine.pipeline import available_cores
@@ -329,7 +330,7 @@ def launch(node_cls: type, ctx: RunContext, params: Any, inputs: dict[str, Any],
             finished = proc.poll() is not None
             for message in events.read() if events else ():
                 try:
-                    _forward(ctx, Event(message["kind"], ctx.node_id, message["data"]))
+                    _forward(ctx, from_json({**message, "node_id": ctx.node_id}))
                 except Interrupted:
                     interrupted = True
             if finished:
@@ -419,7 +420,7 @@ def _forward(ctx: RunContext, event: Event) -> None:
         extra = {k: v for k, v in data.items() if k not in ("name", "value", "step")}
         ctx.log_metric(data["name"], data["value"], step=data.get("step"), **extra)
     elif event.kind == "progress":
-        ctx.progress(data["done"], data["total"], data.get("message", ""))
+        ctx.progress(data["done"], data["total"], data.get("message", ""), data.get("epoch"), data.get("epochs"))
     elif event.kind == "log":
         ctx.log(data["message"])
     elif event.kind == "preview":
@@ -431,7 +432,7 @@ def _forward(ctx: RunContext, event: Event) -> None:
 
 def _write_event(path: Path, event: Event) -> None:
     """One event as one JSON line, the file closed after each so another machine sees it."""
-    line = json.dumps({"kind": event.kind, "data": event.data}, default=str) + "\n"
+    line = json.dumps(to_json(event)) + "\n"
     with open(path, "a", encoding="utf-8") as handle:
         handle.write(line)
 

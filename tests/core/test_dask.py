@@ -18,7 +18,7 @@ from .conftest import make_graph
 
 pytest.importorskip("distributed")
 
-from nodeflow.parallel import Dispatcher, resources_of, threads_per_worker  # noqa: E402
+from nodeflow.parallel import DaskBackend, resources_of, threads_per_worker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PACK = str(ROOT / "tests" / "nodepack.py")
@@ -39,7 +39,7 @@ def shared_log(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dispatcher(shared_log):
-    with Dispatcher(jobs=2) as d:
+    with DaskBackend(jobs=2) as d:
         yield d
 
 
@@ -55,7 +55,7 @@ def runs(log: Path) -> list[str]:
 
 def executor(registry, workspace, dispatcher, events=None):
     ex = Executor(registry, workspace)
-    ex.dispatcher = dispatcher
+    ex.backend = dispatcher
     if events is not None:
         ex.subscribe(events.append)
     return ex
@@ -145,7 +145,7 @@ def test_the_editor_session_runs_its_queue_through_the_cluster(registry, tmp_pat
     graph = make_graph({"a": ("test.slow", {"steps": 10, "delay": 0.15}),
                         "b": ("test.slow", {"steps": 11, "delay": 0.15}), "sum": ("test.add", {})},
                        ["a.value->sum.a", "b.value->sum.b"])
-    session = Session(registry, tmp_path / "ws", graph=graph, isolate=True, dispatcher=dispatcher)
+    session = Session(registry, tmp_path / "ws", graph=graph, isolate=True, cluster=dispatcher)
     seen: list[tuple[str, str | None]] = []
     session.subscribe(lambda e: seen.append((e.kind, e.node_id)))
     try:

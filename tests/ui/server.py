@@ -57,7 +57,10 @@ def main() -> None:
     registry = Registry.discover(plugins=False) if args.builtin else pack_registry()
     graph = Graph.load(args.graph) if args.graph else demo_graph()
     roots = [Path(p) for p in args.allow_root] if args.allow_root else None
-    session = Session(registry, Path(args.workspace), graph=graph, device="cpu", allowed_roots=roots)
+    # as `nodeflow serve` does, nodes that never ran are profiled after an edit; with the real catalogue
+    # that trains a few batches of a model, which the template tests leave to their own runs
+    session = Session(registry, Path(args.workspace), graph=graph, device="cpu", allowed_roots=roots,
+                      auto_estimate=not args.builtin)
     from nodeflow.ui.app import serve
 
     serve(session, port=args.port, token=args.token)
