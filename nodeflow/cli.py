@@ -277,8 +277,7 @@ def _run_and_report(args: argparse.Namespace, graph: Graph, workspace: Path, exe
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         with Recording(RunStore(workspace), executor, graph, args.target, source="cli") as recording:
-            recording.report = report = executor.run(graph, target=args.target, force=args.force,
-                                                      listeners=[recording.recorder])
+            recording.report = report = executor.run(graph, target=args.target, force=args.force)
     finally:
         signal.signal(signal.SIGINT, previous)
     mlflow_export(args, workspace, recording.run_id)

@@ -288,9 +288,12 @@ def fold(node: NodeState, event: Event, now: float | None = None) -> NodeState:
     now = time.time() if now is None else now
     if isinstance(event, (RunQueued, RunStarted)):
         action = event.plan.get(event.node_id or "")
-        if action == "run":
+        if action == "run" and node.state == "running" and isinstance(event, RunQueued):
+            pass  # running now, and queued again behind that: it shows what it does now
+        elif action == "run":
             _keep_previous(node)
             node.state, node.progress, node.error, node.param, node.eta = "queued", 0.0, None, None, None
+            node.epoch = node.epochs = None
         elif action == "cached":  # its key is told when the run reaches it
             node.state, node.key = "cached", None
     elif isinstance(event, NodeStarted):

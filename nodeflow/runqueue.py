@@ -161,7 +161,8 @@ class RunQueue:
                 planned: list[tuple[Recording, Any]] = []
                 for run_id in run_ids:
                     graph, target = self.store.graph_of(run_id)
-                    recording = stack.enter_context(Recording(self.store, self.executor, graph, target, run_id=run_id))
+                    recording = stack.enter_context(Recording(self.store, self.executor, graph, target, run_id=run_id,
+                                                                   subscribe=False))
                     try:
                         planned.append((recording, self.executor.prepare(graph, target,
                                                                          listeners=[recording.recorder])))

@@ -734,14 +734,18 @@ def report_status(report: Any) -> str:
 
 
 class Recording:
-    """Record one run in ``store``: ``with Recording(...) as rec: rec.report = executor.run(graph,
-    listeners=[rec.recorder])``. Whatever happens in the block, the row ends in a final status."""
+    """Record one run of ``executor`` in ``store``: ``with Recording(...) as rec: rec.report =
+    executor.run(graph)``. Whatever happens in the block, the row ends in a final status.
+
+    ``subscribe=False`` leaves hearing the run to the caller, who passes ``rec.recorder`` as a
+    listener of that run alone: several runs of one executor at once (a sweep's branches)."""
 
     def __init__(self, store: RunStore, executor: Any, graph: Graph, target: str | None = None,
-                 source: str = "cli", run_id: int | None = None) -> None:
+                 source: str = "cli", run_id: int | None = None, subscribe: bool = True) -> None:
         self.store = store
         self.run_id = run_id if run_id is not None else store.create(graph, target, source)
         self.recorder = RunRecorder(store, self.run_id, graph_facts(executor, graph))
+        self._unsubscribe = executor.subscribe(self.recorder) if subscribe else (lambda: None)
         self.report: Any = None
         self.status: str | None = None
         self.error: str | None = None
@@ -750,6 +754,7 @@ class Recording:
         return self
 
     def __exit__(self, kind, exc, tb) -> None:
+        self._unsubscribe()
         self.recorder.close()
         if self.status is None:
             if exc is None and self.report is not None:

@@ -134,6 +134,10 @@ class Session:
     def autosave_delay(self) -> float | None:
         return self.document.autosave_delay
 
+    @autosave_delay.setter
+    def autosave_delay(self, value: float | None) -> None:
+        self.document.autosave_delay = value
+
     @property
     def autosave_folder(self) -> Path:
         return self.document.autosave_folder

@@ -162,7 +162,8 @@ def run_sweep(executor: Any, branches: list[Branch], target: str | None = None, 
     from nodeflow.scheduler import InProcess, execute
 
     with contextlib.ExitStack() as stack:
-        recordings = [stack.enter_context(Recording(store, executor, b.graph, target, source="sweep"))
+        recordings = [stack.enter_context(Recording(store, executor, b.graph, target, source="sweep",
+                                                          subscribe=False))
                       for b in branches] if store is not None else []
         for branch, recording in zip(branches, recordings):
             branch.run_id = recording.run_id
