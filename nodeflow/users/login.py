@@ -69,6 +69,12 @@ class RateLimit:
     def clear(self, key: str) -> None:
         self._failures.pop(key, None)
 
+    def forgive(self, key: str) -> None:
+        """Take back one failure (an attempt counted in advance that succeeded)."""
+        times = self._failures.get(key)
+        if times:
+            times.pop()
+
     def __len__(self) -> int:
         return len(self._failures)
 
@@ -82,15 +88,19 @@ class LoginThrottle:
         self.accounts = RateLimit(*per_account, max_keys=max_keys, clock=clock)
         self.addresses = RateLimit(*per_address, max_keys=max_keys, clock=clock)
 
-    def wait(self, name: str, address: str) -> float:
-        return max(self.accounts.wait(name), self.addresses.wait(address))
+    def begin(self, name: str, address: str) -> float:
+        """Seconds until this name and address may try again; when they may now, the attempt is
+        counted as failed until :meth:`succeeded` says otherwise, so a burst of attempts sent at
+        once cannot all pass the check while their passwords are being verified."""
+        wait = max(self.accounts.wait(name), self.addresses.wait(address))
+        if not wait:
+            self.accounts.failed(name)
+            self.addresses.failed(address)
+        return wait
 
-    def failed(self, name: str, address: str) -> None:
-        self.accounts.failed(name)
-        self.addresses.failed(address)
-
-    def succeeded(self, name: str) -> None:
+    def succeeded(self, name: str, address: str) -> None:
         self.accounts.clear(name)
+        self.addresses.forgive(address)
 
 
 def signing_key(root: Path) -> bytes:
@@ -180,7 +190,7 @@ class Login:
         password = (form.get("password") or [""])[0]
         target = safe_next((form.get("next") or [""])[0])
         address = request.client.host if request.client else "unknown"
-        wait = self.throttle.wait(name, address)
+        wait = self.throttle.begin(name, address)
         if wait:
             minutes = max(1, round(wait / 60))
             response = login_page(target, f"Too many failed sign-ins. Try again in {minutes} minute"
@@ -189,9 +199,8 @@ class Login:
             return response
         user = await anyio.to_thread.run_sync(self.accounts.verify, name, password, limiter=self._checks)
         if user is None:
-            self.throttle.failed(name, address)
             return login_page(target, "Wrong name or password.", 401)
-        self.throttle.succeeded(name)
+        self.throttle.succeeded(name, address)
         previous = self.session_secret(request.cookies.get(COOKIE))
         if previous:
             self.accounts.end_session(previous)

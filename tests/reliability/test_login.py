@@ -188,6 +188,23 @@ async def test_failed_sign_ins_are_limited_per_address_whatever_the_name(server)
         assert (await sign_in(client, "alice", "alice-pass")).status_code == 303
 
 
+async def test_a_burst_of_guesses_sent_at_once_is_limited_too(server):
+    """The attempts are counted before their passwords are checked, not after."""
+    async with server.client("10.7.7.7") as client:
+        answers = await asyncio.gather(*(sign_in(client, "alice", f"guess-{i}") for i in range(12)))
+    assert sorted(r.status_code for r in answers) == [401] * 3 + [429] * 9
+
+
+async def test_signing_in_at_one_address_does_not_use_up_its_allowance(server):
+    """A class behind one address signs in all day; only failures count."""
+    async with server.client("10.8.8.8") as client:
+        for _ in range(20):
+            assert (await sign_in(client, "bob", "bob-pass-1")).status_code == 303
+        for i in range(5):
+            assert (await sign_in(client, f"typo{i}", "guess")).status_code == 401
+        assert (await sign_in(client, "alice", "alice-pass")).status_code == 303
+
+
 async def test_signing_in_clears_the_accounts_failures(server):
     async with server.client() as client:
         for _ in range(2):
