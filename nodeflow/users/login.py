@@ -199,7 +199,7 @@ class Login:
             return response
         user = await anyio.to_thread.run_sync(self.accounts.verify, name, password, limiter=self._checks)
         if user is None:
-            return login_page(target, "Wrong name or password.", 401)
+            return login_page(target, "Wrong name or password.", 401, name)
         self.throttle.succeeded(name, address)
         previous = self.session_secret(request.cookies.get(COOKIE))
         if previous:
@@ -281,8 +281,9 @@ def install_login(app: FastAPI, accounts: Accounts, *, throttle: LoginThrottle |
     return login
 
 
-def login_page(target: str, message: str = "", status: int = 200) -> HTMLResponse:
-    """A plain form that works without scripts; every value written into it is escaped."""
+def login_page(target: str, message: str = "", status: int = 200, name: str = "") -> HTMLResponse:
+    """A plain form that works without scripts, keeping the name typed (never the password);
+    every value written into it is escaped."""
     note = f'<p class="error" role="alert">{html.escape(message)}</p>' if message else ""
     body = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -299,7 +300,8 @@ button {{ margin-top: 1.2rem; width: 100%; padding: .6rem; font-size: 1rem; }}
 <body><form method="post" action="{LOGIN_PATH}">
 <h1>nodeflow</h1>{note}
 <input type="hidden" name="next" value="{html.escape(target)}">
-<label for="name">Name</label><input id="name" name="name" type="text" autocomplete="username" required autofocus>
+<label for="name">Name</label>
+<input id="name" name="name" type="text" value="{html.escape(name)}" autocomplete="username" required autofocus>
 <label for="password">Password</label>
 <input id="password" name="password" type="password" autocomplete="current-password" required>
 <button type="submit">Sign in</button>
