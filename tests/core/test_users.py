@@ -3,16 +3,20 @@ and the ``nodeflow users`` command."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import sqlite3
 import stat
 import subprocess
 import sys
+import unittest.mock
 from pathlib import Path
 
 import pytest
 from argon2 import PasswordHasher
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nodeflow.graph import Graph
 from nodeflow.templates import template_path
@@ -437,3 +441,86 @@ def test_on_a_terminal_the_password_is_asked_twice(tmp_path, monkeypatch, capsys
 def test_the_users_command_is_in_the_help():
     result = nodeflow("users", "--help")
     assert result.returncode == 0 and all(word in result.stdout for word in ("add", "list", "passwd", "remove"))
+
+
+# -- any input ---------------------------------------------------------------------------------------------
+
+texts = st.one_of(st.text(max_size=40), st.sampled_from(["..", "../x", "/etc", "a/b", "", " ", "con", "x" * 33,
+                                                         "alice", "a\x00b", "\u202e", "0" * 24]))
+
+
+def state(accounts: Accounts) -> tuple:
+    """Everything a refused operation must leave as it was: the rows and the files."""
+    rows = tuple(tuple(map(tuple, accounts.db.query(f"SELECT * FROM {table} ORDER BY 1, 2")))
+                 for table in ("users", "projects", "shares", "tokens", "class_templates"))
+    files = tuple(sorted(str(p.relative_to(accounts.root)) for p in accounts.root.rglob("*")
+                         if "users.sqlite" not in p.name))
+    return rows, files
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(name=texts, password=texts, stdin_name=texts)
+def test_any_user_name_or_password_is_added_or_refused_in_one_line(tmp_path_factory, name, password, stdin_name):
+    root = tmp_path_factory.mktemp("users")
+    accounts = Accounts(root, hasher=CHEAP)
+    accounts.add("alice", "alice-pass")
+    before = state(accounts)
+    try:
+        accounts.add(name, password)
+    except AccountError:
+        assert state(accounts) == before
+    else:
+        assert accounts.verify(name, password) is not None and accounts.user_dir(name).is_dir()
+    before = state(accounts)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), \
+            unittest.mock.patch.object(sys, "stdin", io.StringIO(password + "\n")), \
+            unittest.mock.patch.object(users_command, "Accounts", lambda folder: Accounts(folder, hasher=CHEAP)):
+        code = main(["users", "add", stdin_name, "--workspace", str(root)])
+    assert code in (0, 1)
+    if code == 1:
+        assert err.getvalue().startswith("error: ") and len(err.getvalue().strip().splitlines()) == 1
+        assert state(accounts) == before
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(ops=st.lists(st.tuples(st.sampled_from(["create", "rename", "archive", "share", "unshare", "get", "token",
+                                               "revoke", "open_template"]),
+                              st.sampled_from(["alice", "bob", "teacher"]), texts, texts), max_size=8))
+def test_any_project_operation_is_done_or_refused_and_refusals_change_nothing(tmp_path_factory, ops):
+    accounts = Accounts(tmp_path_factory.mktemp("projects"), hasher=CHEAP)
+    people = {u.name: u for u in (accounts.add("teacher", "teacher-pass", admin=True),
+                                  accounts.add("alice", "alice-pass"), accounts.add("bob", "bob-pass-1"))}
+    projects = Projects(accounts)
+    own = {name: projects.create(user, f"{name}'s").id for name, user in people.items()}
+    template = projects.publish_template(people["teacher"], Graph.load(template_path("cats_vs_dogs_finetune")), "T")
+    for op, who, a, b in ops:
+        user = people[who]
+        target = own.get(a, a)  # a user's name stands for their first project
+        before = state(accounts)
+        try:
+            if op == "create":
+                projects.create(user, a)
+            elif op == "rename":
+                projects.rename(user, target, b)
+            elif op == "archive":
+                projects.archive(user, target, archived=bool(len(b) % 2))
+            elif op == "share":
+                projects.share(user, target, b)
+            elif op == "unshare":
+                projects.unshare(user, target, b)
+            elif op == "get":
+                projects.get(user, target, "write" if len(b) % 2 else "read")
+            elif op == "token":
+                accounts.create_token(who, a)
+            elif op == "revoke":
+                accounts.revoke_token(who, a)
+            else:
+                projects.open_template(user, template.id if len(b) % 2 else b, target if a else None)
+        except (AccountError, ProjectNotFound, NotAllowed):
+            assert state(accounts) == before
+        # whatever happened, nobody gained write access to someone else's project
+        for name, project_id in own.items():
+            for other in people.values():
+                if other.name != name:
+                    assert not projects.can(other, project_id, "write")
