@@ -9,6 +9,7 @@ runs waiting. Pure bookkeeping: the scheduler calls it and owns the runs themsel
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import threading
 from collections import deque
@@ -32,6 +33,8 @@ class Waiting:
 
 class FairQueue:
     def __init__(self, per_user: int = 10) -> None:
+        if per_user < 1:
+            raise ValueError(f"per_user must be at least 1, got {per_user}")
         self.per_user = per_user
         self._lock = threading.Lock()
         self._queues: dict[str, deque[RunId]] = {}
@@ -41,6 +44,8 @@ class FairQueue:
         #: user -> the tick at which their current spell of waiting began (ties among the never-served)
         self._since: dict[str, int] = {}
         self._ticks = itertools.count()
+        #: the start order while nothing changes
+        self._cached: list[RunId] | None = None
 
     def push(self, user: str, run_id: RunId) -> int:
         """Queue ``run_id`` for ``user``; returns its position. QueueFull past the user's limit."""
@@ -55,14 +60,16 @@ class FairQueue:
                 self._since[user] = next(self._ticks)
             waiting.append(run_id)
             self._owner[run_id] = user
+            self._cached = None
             return self._order().index(run_id) + 1
 
     def pop_next(self) -> tuple[str, RunId] | None:
         """The run to start now and its user, taken off the queue; None when nothing waits."""
         with self._lock:
-            user = self._next_user(self._queues, self._served)
-            if user is None:
+            waiting = [user for user, runs in self._queues.items() if runs]
+            if not waiting:
                 return None
+            user = min(waiting, key=lambda u: (self._served.get(u, -1), self._since[u]))
             run_id = self._queues[user].popleft()
             self._served[user] = next(self._ticks)
             self._forget(user, run_id)
@@ -100,26 +107,29 @@ class FairQueue:
         with self._lock:
             return len(self._owner)
 
-    # -- the rule -------------------------------------------------------------------------------------
-    def _next_user(self, queues: dict[str, deque[RunId]], served: dict[str, int]) -> str | None:
-        waiting = [user for user, runs in queues.items() if runs]
-        if not waiting:
-            return None
-        return min(waiting, key=lambda u: (served.get(u, -1), self._since[u]))
-
+    # -- the rule played forward ------------------------------------------------------------------------
     def _order(self) -> list[RunId]:
-        """Every waiting run in start order: pop_next played forward on copies."""
-        queues = {user: deque(runs) for user, runs in self._queues.items() if runs}
-        served = dict(self._served)
-        tick = max(served.values(), default=0)
-        order = []
-        while (user := self._next_user(queues, served)) is not None:
-            order.append(queues[user].popleft())
-            tick += 1
-            served[user] = tick
-        return order
+        """Every waiting run in start order: pop_next played forward, kept until the queue changes
+        (status polls ask far more often than runs come and go)."""
+        if self._cached is None:
+            turns = [(self._served.get(user, -1), self._since[user], user) for user in self._queues]
+            heapq.heapify(turns)
+            left = {user: (len(runs), iter(runs)) for user, runs in self._queues.items()}
+            tick = max(self._served.values(), default=0)
+            order = []
+            while turns:
+                _, since, user = heapq.heappop(turns)
+                count, runs = left[user]
+                order.append(next(runs))
+                left[user] = (count - 1, runs)
+                if count > 1:
+                    tick += 1
+                    heapq.heappush(turns, (tick, since, user))
+            self._cached = order
+        return self._cached
 
     def _forget(self, user: str, run_id: RunId) -> None:
+        self._cached = None
         del self._owner[run_id]
         if not self._queues[user]:
             del self._queues[user]

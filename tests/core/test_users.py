@@ -4,6 +4,7 @@ and the ``nodeflow users`` command."""
 from __future__ import annotations
 
 import contextlib
+import json
 import io
 import os
 import sqlite3
@@ -524,3 +525,14 @@ def test_any_project_operation_is_done_or_refused_and_refusals_change_nothing(tm
             for other in people.values():
                 if other.name != name:
                     assert not projects.can(other, project_id, "write")
+
+
+def test_the_classroom_parts_benchmark_runs(tmp_path):
+    out = tmp_path / "figures.json"
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "classroom_parts.py"), "--quick", "--json",
+                             str(out)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(out.read_text())
+    assert figures["upload_zip"]["images"] == 20 and figures["quota_measure"]["bytes"] == 200 * 100
+    assert set(figures["gate_per_request"]) == {"no gate", "cookie", "token"}
+    assert figures["fair_queue_30_users"]["runs"] == 60
