@@ -3,8 +3,8 @@
 #   ./dev.sh editor [GRAPH]   set up, then open the editor (default: the cats-vs-dogs template)
 #   ./dev.sh test [ARGS]      set up (with the browser for the editor tests), then run every test
 #   ./dev.sh setup            only set up
-# Set-up is idempotent: it creates .venv, installs the pinned packages, and builds the editor's
-# front-end bundle, each only when its inputs changed.
+# Set-up is idempotent: it creates .venv and installs the pinned packages when their list changed.
+# The editor's front-end bundle ships built; it is rebuilt only when its sources changed.
 set -euo pipefail
 cd "$(dirname "$0")"
 

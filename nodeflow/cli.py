@@ -659,6 +659,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: $MLFLOW_TRACKING_URI when set)")
     parallel_args(p)
     p.set_defaults(func=cmd_serve)
+
+    from nodeflow.users import command as users_command
+
+    users_command.add_parser(sub, default_workspace)
     return parser
 
 

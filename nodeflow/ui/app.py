@@ -25,6 +25,7 @@ from nodeflow.session import EditError, Session
 from nodeflow.templates import list_templates
 
 from .api import access_token, install_api, token_ok
+from .flow_editor import BundleMissing, FlowEditor, check_bundle
 from .runs_panel import LineageView, RunsPanel
 from .state import Hub, status_delta
 from .sweep_panel import SweepPanel
@@ -33,7 +34,6 @@ POLL_SECONDS = 0.3
 AUTOSAVE_SECONDS = 10.0
 LOCAL_KINDS = {"move", "connect", "delete"}  # edits the canvas has already drawn itself
 DRAG_TYPE = "application/x-nodeflow-type"
-BUNDLE = Path(__file__).parent / "dist" / "index.js"
 #: a run whose estimated cost (the sum over the nodes it computes) exceeds this many seconds asks
 #: for confirmation first, listing its heaviest nodes
 RUN_CONFIRM_SECONDS = 60.0
@@ -43,7 +43,6 @@ class EditorPage:
     """One browser tab."""
 
     def __init__(self, hub: Hub) -> None:
-        from .flow_editor import FlowEditor
         from .forms import ParamForm
         from .outputs import OutputPanel
 
@@ -673,9 +672,10 @@ def create_app(session: Session, token: str | None = None) -> Hub:
 
 def serve(session: Session, host: str = "127.0.0.1", port: int = 8080, token: str | None = None) -> None:
     """Start the editor on ``host:port`` and block until the server stops."""
-    if not BUNDLE.is_file():
-        raise SystemExit(f"nodeflow serve: the editor's front-end bundle is missing ({BUNDLE}).\n"
-                         "Build it with: scripts/build_frontend.sh   (needs Node.js 18+ and npm)")
+    try:
+        check_bundle()
+    except BundleMissing as exc:
+        raise SystemExit(f"nodeflow serve: {exc}") from None
     if session.autosave_delay is None:
         session.autosave_delay = AUTOSAVE_SECONDS  # the editor autosaves; the CLI's one-shot runs need not
     token, generated = access_token(host, token)

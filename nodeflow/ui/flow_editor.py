@@ -17,17 +17,14 @@ BUNDLE = DIST / "index.js"
 
 
 class BundleMissing(RuntimeError):
-    """The Vue Flow bundle has not been built in this checkout."""
+    """The Vue Flow bundle, which ships with nodeflow, is not where it should be."""
 
 
 def check_bundle() -> None:
     if not BUNDLE.is_file():
         raise BundleMissing(
-            f"the editor's front-end bundle is missing ({BUNDLE}); run scripts/build_frontend.sh "
-            "(needs Node.js and npm) and start again")
-
-
-check_bundle()
+            f"the editor's front-end bundle is missing ({BUNDLE}); it ships with nodeflow: reinstall it, "
+            "or in a checkout restore nodeflow/ui/dist (git checkout) or rebuild it with scripts/build_frontend.sh")
 
 
 class FlowEditor(Element, component="flow_editor.js", esm={"nodeflow-vueflow": "dist"}):

@@ -58,19 +58,21 @@ def free_port() -> int:
 
 
 class Server:
-    """``python -m tests.ui.server`` on a free port, with its own workspace."""
+    """``python -m tests.ui.server`` (or ``command``, e.g. ``nodeflow serve``, which takes the same
+    ``--port`` and ``--workspace``) on a free port, with its own workspace."""
 
-    def __init__(self, workspace: Path, *extra: str) -> None:
+    def __init__(self, workspace: Path, *extra: str,
+                 command: tuple[str, ...] = (sys.executable, "-m", "tests.ui.server"), cwd: Path = ROOT,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.workspace = workspace
         self.log = workspace.parent / f"server-{self.port}.log"
         # without pytest's variables: NiceGUI would think it runs under its own screen fixture
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "NICEGUI"))}
+        env = {k: v for k, v in (os.environ if env is None else env).items() if not k.startswith(("PYTEST", "NICEGUI"))}
         env["PYTHONUNBUFFERED"] = "1"
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.ui.server", "--port", str(self.port),
-                                      "--workspace", str(workspace), *extra], cwd=ROOT, env=env,
-                                     stdout=self.log.open("w"), stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen([*command, "--port", str(self.port), "--workspace", str(workspace), *extra],
+                                     cwd=cwd, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
         deadline = time.time() + 60
         while time.time() < deadline:
             if self.proc.poll() is not None:
