@@ -47,9 +47,10 @@ class Event:
 
     @property
     def data(self) -> dict[str, Any]:
-        """The event's fields (all but ``node_id``) as its JSON payload."""
-        return {self.json_names.get(f.name, f.name): getattr(self, f.name)
-                for f in dataclasses.fields(self) if f.name != "node_id"}
+        """The event's fields (all but ``node_id``) as its JSON payload; an optional field left at
+        None is left out (reading it back gives None again)."""
+        return {self.json_names.get(f.name, f.name): getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "node_id" and not (getattr(self, f.name) is None and f.default is None)}
 
 
 @dataclass(frozen=True, kw_only=True)

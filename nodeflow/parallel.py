@@ -263,8 +263,10 @@ class DaskBackend:
 
         if not self._futures:
             return []
-        done = wait(list(self._futures), timeout=timeout, return_when="FIRST_COMPLETED").done if timeout else \
-            [f for f in self._futures if f.done()]
+        try:
+            done = wait(list(self._futures), timeout=timeout, return_when="FIRST_COMPLETED").done
+        except TimeoutError:  # nothing finished meanwhile
+            return []
         found = []
         for future in done:
             task = self._futures.pop(future)
