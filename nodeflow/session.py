@@ -18,12 +18,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from nodeflow.edits import AddNode, Connect, Disconnect, Move, RemoveNode, Rename, SetParams, parse_ops
-from nodeflow.errors import GraphInvalid, GraphProblem, describe_exception
+from nodeflow.errors import GraphInvalid, GraphProblem, ParamError, describe_exception
 from nodeflow.executor import Executor, RunReport
 from nodeflow.files import atomic_write_text
 from nodeflow.graph import Edge, Graph, NodeSpec, Position
 from nodeflow.node import Event, ParamProblem, Registry
-from nodeflow.paths import check_path_params
+from nodeflow.paths import path_problems
 from nodeflow.runs import RunRecorder, RunStore, graph_facts, report_status
 from nodeflow.worker import WorkerProcess
 
@@ -283,13 +283,16 @@ class Session:
     def _check_paths(self, graph: Graph) -> None:
         """Every path param of every node of ``graph`` (as its current type declares them) must lie
         in the allowed folders; raises EditError naming each one that does not."""
-        if self.allowed_roots is None:
-            return
-        problems = [f"{spec.id}.{problem}" for spec in graph.nodes if spec.type in self.registry
-                    for problem in check_path_params(self.registry.get(spec.type).Params, spec.params,
-                                                     self.allowed_roots, Path.cwd())]
+        problems = self._path_problems(graph)
         if problems:
-            raise EditError("; ".join(problems))
+            raise EditError("; ".join(str(p) for p in problems))
+
+    def _path_problems(self, graph: Graph) -> list[GraphProblem]:
+        if self.allowed_roots is None:
+            return []
+        return [ParamError(spec.id, why, param=name) for spec in graph.nodes if spec.type in self.registry
+                for name, why in path_problems(self.registry.get(spec.type).Params, spec.params,
+                                               self.allowed_roots, Path.cwd())]
 
     @staticmethod
     def _find(index: dict, node_id: str) -> dict:
@@ -310,7 +313,10 @@ class Session:
 
     # -- checking -------------------------------------------------------------------------------
     def validate(self) -> list[GraphProblem]:
-        return self.executor.validate(self._graph)
+        """The graph's problems, and each path param that leads outside the allowed folders as the
+        disk stands now (a folder swapped for a link since it was set): what a run would refuse."""
+        graph = self._graph
+        return self.executor.validate(graph) + self._path_problems(graph)
 
     def input_facts(self, node_id: str) -> dict[str, dict[str, Any]]:
         return self.executor.input_facts(self._graph, node_id)
