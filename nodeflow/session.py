@@ -92,6 +92,7 @@ class Session:
         # the run history and queue (nodeflow.runs): queued runs left by an earlier server start now
         self.runs = RunStore(self.workspace)
         self.mlflow_uri: str | None = None
+        self._mlflow: Any = None  # the thread logging finished runs to MLflow, started with the first
         self.run_id: int | None = None  # the latest run started here
         self._current: int | None = None  # the run going now (changed with the lock held)
         self._recorder: RunRecorder | None = None
@@ -437,7 +438,7 @@ class Session:
             base = self._graph
             if target is not None and not base.has_node(target):
                 raise sweep.GridError(f"target: no node '{target}'", "target")
-            branches = sweep.expand(base, grid, self.executor, target, assign=confined, limit=sweep.MAX_BRANCHES)
+            branches = sweep.expand(base, grid, self.executor, target, assign=confined)
             folder = self.workspace / "sweeps"
             folder.mkdir(parents=True, exist_ok=True)
             sweep_id = max((int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit()), default=0) + 1
@@ -512,21 +513,22 @@ class Session:
             status, self._cancelling = "cancelled", None
         try:
             self.runs.finish(run_id, status, error)
-            if self.mlflow_uri:
-                self._log_to_mlflow(run_id)
         finally:  # whatever happened, the queue goes on
             with self._lock:
                 self._current = None
                 self._start_next()
+        if self.mlflow_uri:
+            self._log_to_mlflow(run_id)
 
     def _log_to_mlflow(self, run_id: int) -> None:
-        try:
-            from nodeflow.mlflow_log import log_run
+        """Hand the finished run to MLflow's logger thread (see :class:`nodeflow.mlflow_log.BackgroundLogger`):
+        the run is finished and the next one started before MLflow is asked anything."""
+        if self._mlflow is None:
+            from nodeflow.mlflow_log import BackgroundLogger
 
-            log_run(self.runs, run_id, self.mlflow_uri)
-        except Exception as exc:  # the run is recorded here whatever MLflow says
-            self._log.append({"time": time.time(), "node": None, "kind": "log",
-                              "message": f"could not log run {run_id} to MLflow: {exc}"})
+            self._mlflow = BackgroundLogger(self.runs, self.mlflow_uri, log=lambda message: self._log.append(
+                {"time": time.time(), "node": None, "kind": "log", "message": message}))
+        self._mlflow.submit(run_id)
 
     def _on_worker_event(self, event: Event) -> None:
         if event.kind in ("node_finished", "interrupted") and event.data.get("key"):
@@ -545,6 +547,8 @@ class Session:
         self.wait(10)
         if self.worker is not None:
             self.worker.close()
+        if self._mlflow is not None:
+            self._mlflow.close(timeout=60)
 
     def wait(self, timeout: float | None = None) -> RunReport | None:
         """Wait for the running run and the runs queued behind it."""
