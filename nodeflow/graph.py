@@ -171,7 +171,7 @@ class Graph(_Strict):
         try:
             with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as handle:
                 if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                    raise GraphFileError(f"{path}: not a regular file (a folder, a FIFO or a device); give a graph file")
+                    raise GraphFileError(f"{path}: not a regular file (a FIFO or a device); give a graph file")
                 text = handle.read()
         except OSError as exc:
             raise GraphFileError(f"{path}: cannot read ({exc.strerror or exc})") from None

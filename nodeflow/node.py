@@ -20,6 +20,8 @@ This module imports neither torch nor any UI library: port values are opaque to 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 import importlib
 import importlib.util
@@ -28,7 +30,7 @@ import os
 import pkgutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -40,6 +42,24 @@ from pydantic import BaseModel, ConfigDict
 from nodeflow.paths import PathNotAllowed, confine, escaping
 
 ENTRY_POINT_GROUP = "nodeflow.nodes"
+#: True while a run is being planned: see :func:`fingerprints_fresh`
+_FRESH = contextvars.ContextVar("nodeflow_fresh_fingerprints", default=False)
+
+
+def fingerprints_fresh() -> bool:
+    """Whether :meth:`Node.fingerprint` must look at its files as they are now (a run is being
+    planned) rather than answer from a memo that serves status polling."""
+    return _FRESH.get()
+
+
+@contextlib.contextmanager
+def fresh_fingerprints() -> Iterator[None]:
+    """Within this block, :func:`fingerprints_fresh` is true (in this thread)."""
+    token = _FRESH.set(True)
+    try:
+        yield
+    finally:
+        _FRESH.reset(token)
 
 
 class Interrupted(Exception):
@@ -315,7 +335,9 @@ class Node:
 
     @classmethod
     def fingerprint(cls, params: Any) -> str | None:
-        """Part of the cache key that is not in the params, e.g. the state of files on disk."""
+        """Part of the cache key that is not in the params, e.g. the state of files on disk. It may
+        be memoised for the status an editor polls, but while :func:`fingerprints_fresh` holds (a
+        run is being planned) it must reflect every file as it is now."""
         return None
 
     @classmethod
