@@ -401,6 +401,7 @@ class Executor:
                                  scratch=scratch / node_id, key=key, allowed_roots=self.allowed_roots,
                                  path_params=_path_values(node, params))
                 try:
+                    ctx.check_inputs(node, inputs)
                     found = node().estimate(ctx, params, **inputs) if node.has_estimate() else None
                     if found is None and node_id in feeds:
                         started = time.perf_counter()
@@ -586,6 +587,7 @@ class Executor:
         self._emit(Event("node_started", node_id, {"type": node.type, "key": key}))
         started = time.perf_counter()
         try:
+            ctx.check_inputs(node, inputs)
             outputs = node().run(ctx, params, **inputs) or {}
             if assisting:  # this machine's part is done: wait for the key and take what the other one wrote
                 with self.cache.computing(key, node):

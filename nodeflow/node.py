@@ -79,7 +79,9 @@ class PortType:
     """A kind of value that flows along an edge.
 
     ``parents`` lets a more specific type be used where a general one is expected
-    (a trained model wherever a model is accepted). ``codec`` makes values persistable.
+    (a trained model wherever a model is accepted). ``codec`` makes values persistable. ``files``
+    lists the files a value names (a dataset's images), which a node taking it will read: a run
+    from the editor checks them when the node starts (see :meth:`RunContext.check_inputs`).
     """
 
     name: str
@@ -87,6 +89,7 @@ class PortType:
     description: str = ""
     parents: tuple[PortType, ...] = ()
     codec: Codec | None = None
+    files: Callable[[Any], Iterable[str]] | None = None
 
     def ancestry(self) -> list[str]:
         """This type's name followed by every type it can stand in for."""
@@ -247,17 +250,26 @@ class RunContext:
         except PathNotAllowed as exc:
             raise ParamProblem(str(exc), param=self._path_params.get(value)) from None
 
-    def check_files(self, files: Iterable[Path], param: str) -> None:
-        """In a run from the editor or its HTTP API, refuse (naming ``param``) the files found under
-        a checked folder that are links to somewhere outside the allowed folders; a file is checked
-        when the node is about to read it, not only the folder it was found in."""
+    def check_files(self, files: Iterable[Path], param: str | None = None, port: str | None = None) -> None:
+        """In a run from the editor or its HTTP API, refuse (naming ``param`` or the input ``port``)
+        the files that are links to somewhere outside the allowed folders; a file is checked when
+        the node is about to read it, not only the folder it was found in."""
         if self.allowed_roots is None:
             return
         outside = escaping(files, self.allowed_roots)
         if outside:
             raise ParamProblem(f"{len(outside)} file(s) here are links to outside the folders this editor may use "
                                f"(e.g. to '{os.path.realpath(outside[0])}'); copy the files in, or start the "
-                               "editor with --allow-root for their folder", param=param)
+                               "editor with --allow-root for their folder", param=param, port=port)
+
+    def check_inputs(self, node: type[Node], inputs: Mapping[str, Any]) -> None:
+        """Check the files the node's inputs name (see :attr:`PortType.files`) before it reads them:
+        a dataset's image swapped for a link to a file outside since the dataset node ran (same
+        size, same time, so the same cache key) is refused, not read."""
+        for port in node.inputs:
+            value = inputs.get(port.name)
+            if port.type.files is not None and value is not None:
+                self.check_files((Path(file) for file in port.type.files(value)), port=port.name)
 
     @property
     def checkpoints(self) -> Path:

@@ -22,7 +22,7 @@ from nodeflow.errors import GraphInvalid, GraphProblem, ParamError, describe_exc
 from nodeflow.executor import Executor, RunReport
 from nodeflow.files import atomic_write_text
 from nodeflow.graph import Edge, Graph, NodeSpec, Position
-from nodeflow.node import Event, ParamProblem, Registry
+from nodeflow.node import Event, ParamProblem, Registry, RunContext
 from nodeflow.paths import path_problems
 from nodeflow.runs import RunRecorder, RunStore, graph_facts, report_status
 from nodeflow.worker import WorkerProcess
@@ -607,7 +607,8 @@ class Session:
         try:
             outputs = self.executor.cache.get(key, node_cls)[0]
             return gallery(node_cls.Params.model_validate(spec.params), outputs, input_keys, load_input,
-                           self.overlay_folder, self.workspace, self.executor.device, true, predicted, page, per_page)
+                           self.overlay_folder, self.workspace, self.executor.device, true, predicted, page, per_page,
+                           RunContext(node_id, self.workspace, allowed_roots=self.allowed_roots).check_files)
         except KeyError as exc:
             raise LookupError(exc.args[0] if exc.args else str(exc)) from None
         except (LookupError, ParamProblem):

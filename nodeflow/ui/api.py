@@ -18,15 +18,17 @@ import hmac
 import ipaddress
 import json
 import math
+import os
 import re
 import secrets
+import stat
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from nodeflow.edits import MAX_OPS, EditRequest, RunRequest
 from nodeflow.errors import GraphInvalid
@@ -345,6 +347,17 @@ def document_refusals(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def read_overlay(folder: Path, name: str) -> bytes | None:
+    """The bytes of overlay ``name`` in ``folder``, read as the check is made: a plain file right in
+    the folder (no link is followed), or None."""
+    try:
+        fd = os.open(Path(folder) / name, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read() if stat.S_ISREG(os.fstat(handle.fileno()).st_mode) else None
+
+
 def overlay_url(node_id: str, path: str | None) -> str | None:
     """Where the API serves an overlay PNG drawn for ``node_id`` (see ``get_overlay``)."""
     return f"/api/errors/{quote(node_id, safe='')}/overlays/{Path(path).name}" if path else None
@@ -563,13 +576,13 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
             {**row, "overlay_url": overlay_url(node_id, row.get("overlay"))} for row in gallery["rows"]]}
 
     @app.get("/api/errors/{node_id}/overlays/{name}", tags=["runs"], summary="A Grad-CAM overlay PNG",
-             response_class=FileResponse, responses={404: {"description": "no such overlay"}})
-    def get_overlay(request: Request, node_id: str, name: str) -> FileResponse:
+             response_class=Response, responses={200: {"content": {"image/png": {}}},
+                                                 404: {"description": "no such overlay"}})
+    def get_overlay(request: Request, node_id: str, name: str) -> Response:
         guard(request)
         if not session.graph.has_node(node_id):
             raise HTTPException(404, f"no node with id '{node_id[:80]}'")
-        folder = session.overlay_folder.resolve()
-        path = (folder / name).resolve() if OVERLAY_NAME.fullmatch(name) else None
-        if path is None or not path.is_relative_to(folder) or not path.is_file():
+        png = read_overlay(session.overlay_folder, name) if OVERLAY_NAME.fullmatch(name) else None
+        if png is None:
             raise HTTPException(404, f"no overlay '{name[:80]}'")
-        return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
