@@ -8,8 +8,13 @@ What a request must look like (see README, "Running it safely"):
   with the user's cookie; a body must be ``application/json`` (415);
 - served on loopback without a token, the editor answers only to a loopback ``Host`` (403),
   which defeats DNS rebinding (with a token, a rebound name lacks the token);
-- a body is at most :data:`MAX_BODY_BYTES` (413), an edit at most ``MAX_OPS`` operations (422);
+- a body is at most :data:`MAX_BODY_BYTES` (413, chunked or not), an edit at most ``MAX_OPS``
+  operations (422); text in a body that is not valid Unicode is a 422 naming the field, and a
+  repeated ``Origin`` (or another header the checks read) a 400;
 - the websocket accepts only the editor's own origin.
+
+The OpenAPI schema lists every status an operation answers (:func:`document_refusals` adds the
+ones above to each), and ``OPTIONS`` names every method of a path.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
+from nodeflow.graph import Graph
 from nodeflow.node import Registry
 from nodeflow.session import Session
 from tests import nodepack
@@ -26,6 +27,7 @@ class Api:
     session: Session
     schema: dict[str, Any]
     data: Path
+    graph: Graph  # the one it opened with
 
     def __repr__(self) -> str:  # hypothesis prints a failing example's arguments
         return "Api(the editor's app)"
@@ -54,6 +56,6 @@ async def http(workspace: Path, tmp_path: Path):
             routes = {(m, r.path) for r in app.routes if getattr(r, "path", "").startswith("/api/")
                       and getattr(r, "include_in_schema", False) for m in r.methods}
             assert {(m.upper(), p) for p, item in schema["paths"].items() for m in item} == routes
-            yield Api(client, session, schema, data)
+            yield Api(client, session, schema, data, graph)
     session.stop()
     session.wait(10)

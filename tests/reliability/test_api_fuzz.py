@@ -17,7 +17,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodeflow.session import Session
-from tests.ui.server import demo_graph
 
 METHODS = ("get", "put", "post", "delete", "patch")
 SURROGATES = st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF)
@@ -157,4 +156,4 @@ async def test_every_operation_refuses_hostile_input_with_a_documented_4xx_and_c
         assert state(session) == before, (method, url, response.status_code)
     session.wait(30)  # a run or a sweep this started ends before the next example compares
     if len(session.graph.nodes) > 20:
-        session.replace(demo_graph())
+        session.replace(http.graph)
