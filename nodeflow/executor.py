@@ -9,6 +9,7 @@ What can be wrong with a graph lives in :mod:`nodeflow.errors`, the cache in :mo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import tempfile
@@ -28,7 +29,8 @@ from nodeflow.cache import Cache, canonical_json
 from nodeflow.errors import (GraphCycleError, GraphInvalid, GraphProblem, MissingInputError, NodeError, ParamError,
                              PortTypeError, UnknownPortError, UnknownTypeError, describe_exception)
 from nodeflow.graph import Graph, NodeSpec
-from nodeflow.node import Event, Interrupted, Node, ParamProblem, Registry, RunContext, UnknownNodeType
+from nodeflow.node import (Event, Interrupted, Node, ParamProblem, Registry, RunContext, UnknownNodeType,
+                           fresh_fingerprints)
 from nodeflow.paths import params_paths
 
 # -- results ---------------------------------------------------------------------------------
@@ -154,7 +156,10 @@ class Executor:
     def validate(self, graph: Graph) -> list[GraphProblem]:
         return self._check(graph).problems
 
-    def _check(self, graph: Graph) -> _Checked:
+    def _check(self, graph: Graph, fresh: bool = False) -> _Checked:
+        """Every problem of ``graph``, and its cache keys. ``fresh``: for a run being planned, the
+        keys reflect every data file as it is now (see :func:`nodeflow.node.fingerprints_fresh`);
+        otherwise a node may answer its fingerprint from a memo, as status polling needs."""
         problems: list[GraphProblem] = []
         types: dict[str, type[Node]] = {}
         params: dict[str, Any] = {}
@@ -189,7 +194,8 @@ class Executor:
         keys: dict[str, str] = {}
         facts: dict[str, dict[str, dict[str, Any]]] = {}
         if not cycles:
-            keys = self._keys(graph, order, types, params)
+            with fresh_fingerprints() if fresh else contextlib.nullcontext():
+                keys = self._keys(graph, order, types, params)
             found, facts = self._infer(graph, order, types, params, {p.node_id for p in problems})
             problems.extend(found)
         return _Checked(graph, dag, problems, params, types, keys, order, facts)
@@ -310,7 +316,7 @@ class Executor:
         """Which needed nodes will run and which will come from the cache, without running.
         Raises :class:`GraphInvalid` if the needed part of the graph is invalid, KeyError if
         ``target`` is no node of the graph."""
-        checked = self._check(graph)
+        checked = self._check(graph, fresh=True)
         needed = self.needed(checked, target)
         _raise_blocking(checked, needed)
         return self._plan(checked, needed, set(force), target)
@@ -359,7 +365,7 @@ class Executor:
         ``stop_flag`` stops the estimate at the next batch it profiles (its own flag, so stopping a
         run does not stop a preview, nor the other way round). Raises :class:`GraphInvalid` or
         KeyError as :meth:`plan` does."""
-        checked = self._check(graph)
+        checked = self._check(graph, fresh=True)
         needed = self.needed(checked, target)
         _raise_blocking(checked, needed)
         actions = self._plan(checked, needed, set(), target)
@@ -395,6 +401,7 @@ class Executor:
                                  scratch=scratch / node_id, key=key, allowed_roots=self.allowed_roots,
                                  path_params=_path_values(node, params))
                 try:
+                    ctx.check_inputs(node, inputs)
                     found = node().estimate(ctx, params, **inputs) if node.has_estimate() else None
                     if found is None and node_id in feeds:
                         started = time.perf_counter()
@@ -459,7 +466,7 @@ class Executor:
 
     def prepare(self, graph: Graph, target: str | None = None, force: Iterable[str] = ()) -> Prepared:
         """Check and plan a run and announce it (``run_started``); what a dispatcher needs to run it."""
-        checked = self._check(graph)
+        checked = self._check(graph, fresh=True)
         needed = self.needed(checked, target)
         _raise_blocking(checked, needed)
         force = set(force)
@@ -580,6 +587,7 @@ class Executor:
         self._emit(Event("node_started", node_id, {"type": node.type, "key": key}))
         started = time.perf_counter()
         try:
+            ctx.check_inputs(node, inputs)
             outputs = node().run(ctx, params, **inputs) or {}
             if assisting:  # this machine's part is done: wait for the key and take what the other one wrote
                 with self.cache.computing(key, node):

@@ -18,12 +18,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from nodeflow.edits import AddNode, Connect, Disconnect, Move, RemoveNode, Rename, SetParams, parse_ops
-from nodeflow.errors import GraphInvalid, GraphProblem, describe_exception
+from nodeflow.errors import GraphInvalid, GraphProblem, ParamError, describe_exception
 from nodeflow.executor import Executor, RunReport
 from nodeflow.files import atomic_write_text
 from nodeflow.graph import Edge, Graph, NodeSpec, Position
-from nodeflow.node import Event, ParamProblem, Registry
-from nodeflow.paths import check_path_params
+from nodeflow.node import Event, ParamProblem, Registry, RunContext
+from nodeflow.paths import path_problems
 from nodeflow.runs import RunRecorder, RunStore, graph_facts, report_status
 from nodeflow.worker import WorkerProcess
 
@@ -92,6 +92,7 @@ class Session:
         # the run history and queue (nodeflow.runs): queued runs left by an earlier server start now
         self.runs = RunStore(self.workspace)
         self.mlflow_uri: str | None = None
+        self._mlflow: Any = None  # the thread logging finished runs to MLflow, started with the first
         self.run_id: int | None = None  # the latest run started here
         self._current: int | None = None  # the run going now (changed with the lock held)
         self._recorder: RunRecorder | None = None
@@ -283,13 +284,16 @@ class Session:
     def _check_paths(self, graph: Graph) -> None:
         """Every path param of every node of ``graph`` (as its current type declares them) must lie
         in the allowed folders; raises EditError naming each one that does not."""
-        if self.allowed_roots is None:
-            return
-        problems = [f"{spec.id}.{problem}" for spec in graph.nodes if spec.type in self.registry
-                    for problem in check_path_params(self.registry.get(spec.type).Params, spec.params,
-                                                     self.allowed_roots, Path.cwd())]
+        problems = self._path_problems(graph)
         if problems:
-            raise EditError("; ".join(problems))
+            raise EditError("; ".join(str(p) for p in problems))
+
+    def _path_problems(self, graph: Graph) -> list[GraphProblem]:
+        if self.allowed_roots is None:
+            return []
+        return [ParamError(spec.id, why, param=name) for spec in graph.nodes if spec.type in self.registry
+                for name, why in path_problems(self.registry.get(spec.type).Params, spec.params,
+                                               self.allowed_roots, Path.cwd())]
 
     @staticmethod
     def _find(index: dict, node_id: str) -> dict:
@@ -310,7 +314,10 @@ class Session:
 
     # -- checking -------------------------------------------------------------------------------
     def validate(self) -> list[GraphProblem]:
-        return self.executor.validate(self._graph)
+        """The graph's problems, and each path param that leads outside the allowed folders as the
+        disk stands now (a folder swapped for a link since it was set): what a run would refuse."""
+        graph = self._graph
+        return self.executor.validate(graph) + self._path_problems(graph)
 
     def input_facts(self, node_id: str) -> dict[str, dict[str, Any]]:
         return self.executor.input_facts(self._graph, node_id)
@@ -431,7 +438,7 @@ class Session:
             base = self._graph
             if target is not None and not base.has_node(target):
                 raise sweep.GridError(f"target: no node '{target}'", "target")
-            branches = sweep.expand(base, grid, self.executor, target, assign=confined, limit=sweep.MAX_BRANCHES)
+            branches = sweep.expand(base, grid, self.executor, target, assign=confined)
             folder = self.workspace / "sweeps"
             folder.mkdir(parents=True, exist_ok=True)
             sweep_id = max((int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit()), default=0) + 1
@@ -506,21 +513,22 @@ class Session:
             status, self._cancelling = "cancelled", None
         try:
             self.runs.finish(run_id, status, error)
-            if self.mlflow_uri:
-                self._log_to_mlflow(run_id)
         finally:  # whatever happened, the queue goes on
             with self._lock:
                 self._current = None
                 self._start_next()
+        if self.mlflow_uri:
+            self._log_to_mlflow(run_id)
 
     def _log_to_mlflow(self, run_id: int) -> None:
-        try:
-            from nodeflow.mlflow_log import log_run
+        """Hand the finished run to MLflow's logger thread (see :class:`nodeflow.mlflow_log.BackgroundLogger`):
+        the run is finished and the next one started before MLflow is asked anything."""
+        if self._mlflow is None:
+            from nodeflow.mlflow_log import BackgroundLogger
 
-            log_run(self.runs, run_id, self.mlflow_uri)
-        except Exception as exc:  # the run is recorded here whatever MLflow says
-            self._log.append({"time": time.time(), "node": None, "kind": "log",
-                              "message": f"could not log run {run_id} to MLflow: {exc}"})
+            self._mlflow = BackgroundLogger(self.runs, self.mlflow_uri, log=lambda message: self._log.append(
+                {"time": time.time(), "node": None, "kind": "log", "message": message}))
+        self._mlflow.submit(run_id)
 
     def _on_worker_event(self, event: Event) -> None:
         if event.kind in ("node_finished", "interrupted") and event.data.get("key"):
@@ -539,6 +547,8 @@ class Session:
         self.wait(10)
         if self.worker is not None:
             self.worker.close()
+        if self._mlflow is not None:
+            self._mlflow.close(timeout=60)
 
     def wait(self, timeout: float | None = None) -> RunReport | None:
         """Wait for the running run and the runs queued behind it."""
@@ -597,7 +607,8 @@ class Session:
         try:
             outputs = self.executor.cache.get(key, node_cls)[0]
             return gallery(node_cls.Params.model_validate(spec.params), outputs, input_keys, load_input,
-                           self.overlay_folder, self.workspace, self.executor.device, true, predicted, page, per_page)
+                           self.overlay_folder, self.workspace, self.executor.device, true, predicted, page, per_page,
+                           RunContext(node_id, self.workspace, allowed_roots=self.allowed_roots).check_files)
         except KeyError as exc:
             raise LookupError(exc.args[0] if exc.args else str(exc)) from None
         except (LookupError, ParamProblem):
