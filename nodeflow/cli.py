@@ -9,6 +9,7 @@ import argparse
 import difflib
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -16,7 +17,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import GraphInvalid
+from nodeflow.errors import GraphInvalid, describe_exception
 from nodeflow.events import Board, Event
 from nodeflow.executor import Executor
 from nodeflow.files import atomic_write_text
@@ -82,6 +83,18 @@ def apply_overrides(graph: Graph, assignments: list[str], registry: Registry | N
     return Graph.from_data(data, "graph with --set values")
 
 
+def graph_with_overrides(args: argparse.Namespace, registry: Registry) -> Graph:
+    """The graph ``args.graph`` names with its ``--set`` values, each checked against its param
+    whatever part of the graph the command goes on to run (a value on a node outside ``--target``
+    is as wrong as one inside it)."""
+    graph = apply_overrides(load_graph(args.graph), args.set, registry)
+    given = {tuple(item.partition("=")[0].strip().split(".", 1)) for item in args.set}
+    wrong = [p for p in Executor(registry).validate(graph) if (p.node_id, p.param) in given]
+    if wrong:
+        raise CliError("; ".join(f"--set {p}" for p in wrong))
+    return graph
+
+
 def registry_for(args: argparse.Namespace) -> Registry:
     registry = Registry.discover(plugins=not args.no_plugins)
     for ref in args.nodes or []:
@@ -93,8 +106,8 @@ def import_nodes(ref: str):
     """Extra node classes for trying out nodes before packaging them as a plugin."""
     try:
         return import_module_or_file(ref)
-    except ImportError as exc:
-        raise CliError(f"--nodes {ref}: cannot import ({exc})") from None
+    except Exception as exc:  # ImportError, a SyntaxError, whatever the plugin raises as it loads
+        raise CliError(f"--nodes {ref}: cannot import ({describe_exception(exc)})") from None
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -102,7 +115,7 @@ def import_nodes(ref: str):
 
 def cmd_validate(args: argparse.Namespace) -> int:
     registry = registry_for(args)
-    graph = apply_overrides(load_graph(args.graph), args.set, registry)
+    graph = graph_with_overrides(args, registry)
     problems = Executor(registry).validate(graph)
     if not problems:
         print(f"{args.graph}: valid ({len(graph.nodes)} nodes, {len(graph.edges)} edges)")
@@ -201,7 +214,8 @@ class _TerminalProgress:
 
 def cmd_run(args: argparse.Namespace) -> int:
     registry = registry_for(args)
-    graph = apply_overrides(load_graph(args.graph), args.set, registry)
+    mlflow_client(args)
+    graph = graph_with_overrides(args, registry)
     workspace = Path(args.workspace) if args.workspace else default_workspace()
     executor = Executor(registry, workspace, device=args.device)
     if args.dry_run:
@@ -302,7 +316,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                 sweep_report)
 
     registry = registry_for(args)
-    base = apply_overrides(load_graph(args.graph), args.set, registry)
+    base = graph_with_overrides(args, registry)
     grid = parse_grid(args.grid)
 
     def assign(graph: Graph, values: dict) -> Graph:  # as --set would, so a path typed here is made absolute
@@ -367,19 +381,21 @@ def resume_hint(graph: str, assignments: list[str], node_id: str, param: str | N
 def cmd_serve(args: argparse.Namespace) -> int:
     from nodeflow.session import Session
 
+    mlflow_client(args)
+
     try:
         from nodeflow.ui.app import serve
     except ImportError as exc:
         raise CliError(f"the editor is not available ({exc})") from None
     workspace = Path(args.workspace) if args.workspace else default_workspace()
     registry = registry_for(args)
-    graph = apply_overrides(load_graph(args.graph), args.set, registry)
+    graph = graph_with_overrides(args, registry)
     path = Path(args.graph) if Path(args.graph).exists() else None
     with cluster_for(args) as cluster:
         session = Session(registry, workspace, graph=graph, path=path, device=args.device,
                           isolate=not args.in_process, autosave_delay=2.0, cluster=cluster, auto_estimate=True,
                           allowed_roots=[Path(p).expanduser().resolve() for p in args.allow_root])
-        session.mlflow_uri = args.mlflow or os.environ.get("MLFLOW_TRACKING_URI") or None
+        session.mlflow_uri = mlflow_uri(args)
         try:
             serve(session, host=args.host, port=args.port, token=args.token)
         finally:
@@ -397,14 +413,38 @@ def _store(args: argparse.Namespace) -> RunStore:
     return RunStore(workspace)
 
 
+def mlflow_uri(args: argparse.Namespace) -> str | None:
+    return getattr(args, "mlflow", None) or os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def mlflow_client(args: argparse.Namespace) -> None:
+    """Refuse, naming --mlflow, a tracking URI MLflow has no store for, before anything runs
+    (MLflow is imported only when a URI is given)."""
+    uri = mlflow_uri(args)
+    if uri:
+        from nodeflow.mlflow_log import client
+
+        try:
+            client(uri)
+        except ValueError as exc:
+            raise CliError(f"--mlflow {exc}") from None
+
+
 def mlflow_export(args: argparse.Namespace, workspace: Path, run_id: int) -> None:
-    """Log the run to MLflow when asked (--mlflow or MLFLOW_TRACKING_URI); MLflow is imported only then."""
-    uri = getattr(args, "mlflow", None) or os.environ.get("MLFLOW_TRACKING_URI")
+    """Log the run to MLflow when asked (--mlflow or MLFLOW_TRACKING_URI). The run is recorded
+    whatever MLflow says: a failure is a warning here and in the run's record."""
+    uri = mlflow_uri(args)
     if not uri:
         return
     from nodeflow.mlflow_log import log_run
 
-    mlflow_id = log_run(RunStore(workspace), run_id, uri)
+    try:
+        mlflow_id = log_run(RunStore(workspace), run_id, uri)
+    except Exception as exc:  # unreachable, refused, a store that fails: the run itself is done
+        warning = f"could not log run {run_id} to MLflow at {uri}: {describe_exception(exc)}"
+        RunStore(workspace).add_warning(run_id, warning)
+        print(f"warning: --mlflow {warning}", file=sys.stderr)
+        return
     print(f"logged to MLflow: run {mlflow_id} at {uri}", file=sys.stderr)
 
 
@@ -545,6 +585,22 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 # -- entry point --------------------------------------------------------------------------------
 
 
+#: the devices --device names, checked by their form (no torch is imported to ask)
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
+
+
+def device_name(text: str) -> str:
+    if not DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a device: give auto, cpu, cuda, cuda:N or mps")
+    return text
+
+
+def port_number(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a TCP port: give a number from 1 to 65535")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nodeflow", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -571,7 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def runtime_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--workspace", help="folder for cached results (default: $NODEFLOW_WORKSPACE or a per-user folder)")
-        p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+        p.add_argument("--device", default="auto", type=device_name,
+                       help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
 
     p = sub.add_parser("run", help="run a graph (or one node and what it needs)")
     graph_args(p)
@@ -649,7 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
     graph_args(p, graph_optional=True)
     runtime_args(p)
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=port_number, default=8080, help="1 to 65535 (default 8080)")
     p.add_argument("--token", default=os.environ.get("NODEFLOW_TOKEN"), help="access token (needed off localhost)")
     p.add_argument("--allow-root", action="append", default=[], metavar="DIR",
                    help="a folder besides the workspace that the editor may read data from or write to; repeatable")
@@ -684,6 +741,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("aborted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug, or a library's error nobody foresaw: still one line
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {describe_exception(exc)} (run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ graph lives in :mod:`nodeflow.errors`, the cache in :mod:`nodeflow.cache`, event
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import tempfile
@@ -32,7 +33,8 @@ from nodeflow.errors import (GraphCycleError, GraphInvalid, GraphProblem, Missin
                              PortTypeError, UnknownPortError, UnknownTypeError, describe_exception)
 from nodeflow.events import Event, Log, Memory, NodeStarted, RunFinished, RunStarted, Seen, derive
 from nodeflow.graph import Graph, NodeSpec
-from nodeflow.node import Interrupted, Node, ParamProblem, Registry, RunContext, UnknownNodeType
+from nodeflow.node import (Interrupted, Node, ParamProblem, Registry, RunContext, UnknownNodeType,
+                           fresh_fingerprints)
 from nodeflow.paths import params_paths
 from nodeflow.scheduler import Outcome
 
@@ -191,7 +193,10 @@ class Executor:
     def validate(self, graph: Graph) -> list[GraphProblem]:
         return self.check(graph).problems
 
-    def check(self, graph: Graph) -> Checked:
+    def check(self, graph: Graph, fresh: bool = False) -> Checked:
+        """Every problem of ``graph``, and its cache keys. ``fresh``: for a run being planned, the
+        keys reflect every data file as it is now (see :func:`nodeflow.node.fingerprints_fresh`);
+        otherwise a node may answer its fingerprint from a memo, as status polling needs."""
         problems: list[GraphProblem] = []
         types: dict[str, type[Node]] = {}
         params: dict[str, Any] = {}
@@ -226,7 +231,8 @@ class Executor:
         keys: dict[str, str] = {}
         facts: dict[str, dict[str, dict[str, Any]]] = {}
         if not cycles:
-            keys = self._keys(graph, order, types, params)
+            with fresh_fingerprints() if fresh else contextlib.nullcontext():
+                keys = self._keys(graph, order, types, params)
             found, facts = self._infer(graph, order, types, params, {p.node_id for p in problems})
             problems.extend(found)
         return Checked(graph, dag, problems, params, types, keys, order, facts)
@@ -341,7 +347,7 @@ class Executor:
 
     def planned(self, graph: Graph, target: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
         """:meth:`plan` and the cache keys of the nodes, from one check."""
-        checked = self.check(graph)
+        checked = self.check(graph, fresh=True)
         needed = self.needed(checked, target)
         _raise_blocking(checked, needed)
         return self._plan(checked, needed, set(), target), checked.keys
@@ -350,7 +356,7 @@ class Executor:
         """Which needed nodes will run and which will come from the cache, without running.
         Raises :class:`GraphInvalid` if the needed part of the graph is invalid, KeyError if
         ``target`` is no node of the graph."""
-        checked = self.check(graph)
+        checked = self.check(graph, fresh=True)
         needed = self.needed(checked, target)
         _raise_blocking(checked, needed)
         return self._plan(checked, needed, set(force), target)
@@ -399,7 +405,7 @@ class Executor:
         ``stop_flag`` stops the estimate at the next batch it profiles (its own flag, so stopping a
         run does not stop a preview, nor the other way round). Raises :class:`GraphInvalid` or
         KeyError as :meth:`plan` does."""
-        checked = self.check(graph)
+        checked = self.check(graph, fresh=True)
         needed = self.needed(checked, target)
         _raise_blocking(checked, needed)
         actions = self._plan(checked, needed, set(), target)
@@ -435,6 +441,7 @@ class Executor:
                                  scratch=scratch / node_id, key=key, allowed_roots=self.allowed_roots,
                                  path_params=_path_values(node, params))
                 try:
+                    ctx.check_inputs(node, inputs)
                     found = node().estimate(ctx, params, **inputs) if node.has_estimate() else None
                     if found is None and node_id in feeds:
                         started = time.perf_counter()
@@ -509,7 +516,7 @@ class Executor:
     def prepare(self, graph: Graph, target: str | None = None, force: Iterable[str] = (),
                 listeners: Iterable[Callable[[Event], None]] = ()) -> Prepared:
         """Check and plan a run and announce it (``run_started``): what the scheduler runs."""
-        checked = self.check(graph)
+        checked = self.check(graph, fresh=True)
         needed = self.needed(checked, target)
         _raise_blocking(checked, needed)
         force = set(force)
@@ -603,6 +610,7 @@ class Executor:
         emit(NodeStarted(node_id=node_id, key=key, type=node.type))
         started = time.perf_counter()
         try:
+            ctx.check_inputs(node, inputs)
             outputs = node().run(ctx, params, **inputs) or {}
             if assisting:  # this machine's part is done: wait for the key and take what the other one wrote
                 with self.cache.computing(key, node):

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Literal
 
@@ -164,9 +165,14 @@ class Graph(_Strict):
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Graph:
+        """Read a graph file. Anything but a regular file is refused before a byte is read: a FIFO
+        or a device would block forever or never end (opened without blocking, to ask)."""
         path = Path(path)
         try:
-            text = path.read_bytes()
+            with os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    raise GraphFileError(f"{path}: not a regular file (a FIFO or a device); give a graph file")
+                text = handle.read()
         except OSError as exc:
             raise GraphFileError(f"{path}: cannot read ({exc.strerror or exc})") from None
         return cls.loads(text, str(path))

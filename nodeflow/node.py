@@ -20,6 +20,8 @@ This module imports neither torch nor any UI library: port values are opaque to 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import difflib
 import importlib
 import importlib.util
@@ -28,7 +30,7 @@ import os
 import pkgutil
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -41,6 +43,24 @@ from nodeflow.events import Event, Log, Metric, Preview, Progress
 from nodeflow.paths import PathNotAllowed, confine, escaping
 
 ENTRY_POINT_GROUP = "nodeflow.nodes"
+#: True while a run is being planned: see :func:`fingerprints_fresh`
+_FRESH = contextvars.ContextVar("nodeflow_fresh_fingerprints", default=False)
+
+
+def fingerprints_fresh() -> bool:
+    """Whether :meth:`Node.fingerprint` must look at its files as they are now (a run is being
+    planned) rather than answer from a memo that serves status polling."""
+    return _FRESH.get()
+
+
+@contextlib.contextmanager
+def fresh_fingerprints() -> Iterator[None]:
+    """Within this block, :func:`fingerprints_fresh` is true (in this thread)."""
+    token = _FRESH.set(True)
+    try:
+        yield
+    finally:
+        _FRESH.reset(token)
 
 
 class Interrupted(Exception):
@@ -60,7 +80,9 @@ class PortType:
     """A kind of value that flows along an edge.
 
     ``parents`` lets a more specific type be used where a general one is expected
-    (a trained model wherever a model is accepted). ``codec`` makes values persistable.
+    (a trained model wherever a model is accepted). ``codec`` makes values persistable. ``files``
+    lists the files a value names (a dataset's images), which a node taking it will read: a run
+    from the editor checks them when the node starts (see :meth:`RunContext.check_inputs`).
     """
 
     name: str
@@ -68,6 +90,7 @@ class PortType:
     description: str = ""
     parents: tuple[PortType, ...] = ()
     codec: Codec | None = None
+    files: Callable[[Any], Iterable[str]] | None = None
 
     def ancestry(self) -> list[str]:
         """This type's name followed by every type it can stand in for."""
@@ -224,17 +247,26 @@ class RunContext:
         except PathNotAllowed as exc:
             raise ParamProblem(str(exc), param=self._path_params.get(value)) from None
 
-    def check_files(self, files: Iterable[Path], param: str) -> None:
-        """In a run from the editor or its HTTP API, refuse (naming ``param``) the files found under
-        a checked folder that are links to somewhere outside the allowed folders; a file is checked
-        when the node is about to read it, not only the folder it was found in."""
+    def check_files(self, files: Iterable[Path], param: str | None = None, port: str | None = None) -> None:
+        """In a run from the editor or its HTTP API, refuse (naming ``param`` or the input ``port``)
+        the files that are links to somewhere outside the allowed folders; a file is checked when
+        the node is about to read it, not only the folder it was found in."""
         if self.allowed_roots is None:
             return
         outside = escaping(files, self.allowed_roots)
         if outside:
             raise ParamProblem(f"{len(outside)} file(s) here are links to outside the folders this editor may use "
                                f"(e.g. to '{os.path.realpath(outside[0])}'); copy the files in, or start the "
-                               "editor with --allow-root for their folder", param=param)
+                               "editor with --allow-root for their folder", param=param, port=port)
+
+    def check_inputs(self, node: type[Node], inputs: Mapping[str, Any]) -> None:
+        """Check the files the node's inputs name (see :attr:`PortType.files`) before it reads them:
+        a dataset's image swapped for a link to a file outside since the dataset node ran (same
+        size, same time, so the same cache key) is refused, not read."""
+        for port in node.inputs:
+            value = inputs.get(port.name)
+            if port.type.files is not None and value is not None:
+                self.check_files((Path(file) for file in port.type.files(value)), port=port.name)
 
     @property
     def checkpoints(self) -> Path:
@@ -312,7 +344,9 @@ class Node:
 
     @classmethod
     def fingerprint(cls, params: Any) -> str | None:
-        """Part of the cache key that is not in the params, e.g. the state of files on disk."""
+        """Part of the cache key that is not in the params, e.g. the state of files on disk. It may
+        be memoised for the status an editor polls, but while :func:`fingerprints_fresh` holds (a
+        run is being planned) it must reflect every file as it is now."""
         return None
 
     @classmethod

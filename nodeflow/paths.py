@@ -82,8 +82,10 @@ def params_paths(params: type) -> dict[str, tuple[str, list[str]]]:
     return path_params(params.model_json_schema())
 
 
-def check_path_params(params_class: type, params: dict[str, Any], roots: Iterable[Path], base: Path) -> list[str]:
-    """One message per path param of ``params`` (values of a node's ``Params`` class) that escapes ``roots``."""
+def path_problems(params_class: type, params: dict[str, Any], roots: Iterable[Path],
+                  base: Path) -> list[tuple[str, str]]:
+    """(param, why) for each path param of ``params`` (values of a node's ``Params`` class) that
+    leads outside ``roots`` as the file system stands now."""
     roots = list(roots)
     problems = []
     for name, (_, keywords) in params_paths(params_class).items():
@@ -93,5 +95,5 @@ def check_path_params(params_class: type, params: dict[str, Any], roots: Iterabl
         try:
             confine(value, roots, base)
         except PathNotAllowed as exc:
-            problems.append(f"{name}: {exc}")
+            problems.append((name, str(exc)))
     return problems

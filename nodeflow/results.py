@@ -9,7 +9,7 @@ from typing import Any
 from nodeflow.errors import describe_exception
 from nodeflow.executor import Executor
 from nodeflow.graph import Graph
-from nodeflow.node import ParamProblem
+from nodeflow.node import ParamProblem, RunContext
 
 
 class Results:
@@ -65,7 +65,8 @@ class Results:
         try:
             outputs = cache.get(key, node_cls)[0]
             return gallery(node_cls.Params.model_validate(spec.params), outputs, input_keys, load_input,
-                           self.overlay_folder, self.workspace, self.executor.device, true, predicted, page, per_page)
+                           self.overlay_folder, self.workspace, self.executor.device, true, predicted, page, per_page,
+                           RunContext(node_id, self.workspace, allowed_roots=self.executor.allowed_roots).check_files)
         except KeyError as exc:
             raise LookupError(exc.args[0] if exc.args else str(exc)) from None
         except (LookupError, ParamProblem):

@@ -37,7 +37,8 @@ class RunQueue:
         self._stop = stop_flag
         self.tell = tell
         self.turns = turns or (lambda run_ids: contextlib.nullcontext())
-        #: called with each run id once its run is recorded as finished (e.g. logging it to MLflow)
+        #: called with each run id once its run is recorded as finished and the next job started
+        #: (e.g. handing it to MLflow's logger)
         self.finished_hooks: list[Callable[[int], None]] = []
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
@@ -186,13 +187,13 @@ class RunQueue:
                     if recording.run_id in self._cancelling:
                         recording.status = "cancelled"
         finally:
-            for run_id in run_ids:
-                for hook in self.finished_hooks:
-                    hook(run_id)
-            with self._lock:
+            with self._lock:  # the queue goes on first, whatever the hooks then do
                 self._cancelling -= set(run_ids)
                 for run_id in run_ids:
                     self.plans.pop(run_id, None)
                     self.keys.pop(run_id, None)
                 self.current = []
                 self.start_next()
+            for run_id in run_ids:
+                for hook in self.finished_hooks:
+                    hook(run_id)

@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS runs (
     changes TEXT NOT NULL DEFAULT '{}',
     nodes TEXT NOT NULL DEFAULT '{}',
     models TEXT NOT NULL DEFAULT '[]',
-    error TEXT
+    error TEXT,
+    warnings TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS runs_by_graph ON runs (graph_name, id);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, id);
@@ -253,6 +254,8 @@ class RunStore:
             columns = {r["name"] for r in self._db.execute("PRAGMA table_info(versions)")}
             if "given" not in columns:  # a store written before versions kept the params as given
                 self._db.execute("ALTER TABLE versions ADD COLUMN given TEXT NOT NULL DEFAULT '{}'")
+            if "warnings" not in {r["name"] for r in self._db.execute("PRAGMA table_info(runs)")}:
+                self._db.execute("ALTER TABLE runs ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]'")
         self._import_sweep_files()
         self.recover()
 
@@ -344,6 +347,15 @@ class RunStore:
             db.execute("UPDATE runs SET status = ?, ended = ?, error = COALESCE(?, error) WHERE id = ? "
                        "AND status IN ('running', 'queued')", (status, time.time(), error, run_id))
         _ACTIVE.discard((str(self.path), run_id))
+
+    def add_warning(self, run_id: int, warning: str) -> None:
+        """Note something that went wrong around a run without failing it (e.g. it could not be
+        logged to MLflow after it finished)."""
+        with self._tx() as db:
+            row = db.execute("SELECT warnings FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if row is not None:
+                db.execute("UPDATE runs SET warnings = ? WHERE id = ?",
+                           (json.dumps([*json.loads(row["warnings"]), warning]), run_id))
 
     def cancel(self, run_id: int) -> str:
         """Cancel a queued run; returns its status afterwards (a running run is the caller's to stop)."""
@@ -500,7 +512,7 @@ class RunStore:
                 "requested": row["requested"], "started": row["started"], "ended": row["ended"],
                 "seconds": round(row["ended"] - row["started"], 3) if row["ended"] and row["started"] else None,
                 "changes": json.loads(row["changes"]), "nodes": json.loads(row["nodes"]),
-                "models": json.loads(row["models"]), "error": row["error"]}
+                "models": json.loads(row["models"]), "error": row["error"], "warnings": json.loads(row["warnings"])}
         if data["status"] == "queued":
             data["position"] = self.queued().index(row["id"]) + 1
         if graph:

@@ -22,13 +22,13 @@ from typing import Any
 from nodeflow import edits
 from nodeflow.document import AUTOSAVE_KEEP, Document
 from nodeflow.edits import EditError
-from nodeflow.errors import GraphProblem
+from nodeflow.errors import GraphProblem, ParamError
 from nodeflow.estimates import Estimates
 from nodeflow.events import ACTIVE, SETTLED, Board, Event, NodeState, Seen
 from nodeflow.executor import Executor, RunReport
 from nodeflow.graph import Graph
 from nodeflow.node import Registry
-from nodeflow.paths import check_path_params
+from nodeflow.paths import path_problems
 from nodeflow.results import Results
 from nodeflow.runqueue import RunQueue
 from nodeflow.runs import RunNotFound, RunStore
@@ -99,6 +99,7 @@ class Session:
         self.run_queue.finished_hooks.append(self._after_run)
         self.document.on_change.append(self._profile_later)
         self.mlflow_uri: str | None = None
+        self._mlflow: Any = None  # the thread logging finished runs to MLflow, started with the first
         self.run_queue.start_next()  # runs queued before the last stop
 
     # -- the document -----------------------------------------------------------------------------
@@ -191,17 +192,23 @@ class Session:
     def _check_paths(self, graph: Graph) -> None:
         """Every path param of every node of ``graph`` (as its current type declares them) must lie
         in the allowed folders; raises EditError naming each one that does not."""
-        if self.allowed_roots is None:
-            return
-        problems = [f"{spec.id}.{problem}" for spec in graph.nodes if spec.type in self.registry
-                    for problem in check_path_params(self.registry.get(spec.type).Params, spec.params,
-                                                     self.allowed_roots, Path.cwd())]
+        problems = self._path_problems(graph)
         if problems:
-            raise EditError("; ".join(problems))
+            raise EditError("; ".join(str(p) for p in problems))
+
+    def _path_problems(self, graph: Graph) -> list[GraphProblem]:
+        if self.allowed_roots is None:
+            return []
+        return [ParamError(spec.id, why, param=name) for spec in graph.nodes if spec.type in self.registry
+                for name, why in path_problems(self.registry.get(spec.type).Params, spec.params,
+                                               self.allowed_roots, Path.cwd())]
 
     # -- checking and costs -----------------------------------------------------------------------
     def validate(self) -> list[GraphProblem]:
-        return self.executor.validate(self.graph)
+        """The graph's problems, and each path param that leads outside the allowed folders as the
+        disk stands now (a folder swapped for a link since it was set): what a run would refuse."""
+        graph = self.graph
+        return self.executor.validate(graph) + self._path_problems(graph)
 
     def input_facts(self, node_id: str) -> dict[str, dict[str, Any]]:
         return self.executor.input_facts(self.graph, node_id)
@@ -269,6 +276,8 @@ class Session:
         self.run_queue.close()
         if self.worker is not None:
             self.worker.close()
+        if self._mlflow is not None:
+            self._mlflow.close(timeout=60)
 
     def _after_run(self, run_id: int) -> None:
         self.estimator.forget_measurements()  # the run measured what it ran
@@ -293,14 +302,16 @@ class Session:
                 self.events += 1  # the cards have something new to show
 
     def _log_to_mlflow(self, run_id: int) -> None:
+        """Hand a finished run to MLflow's logger thread (:class:`nodeflow.mlflow_log.BackgroundLogger`):
+        the run is finished and the next one started before MLflow is asked anything."""
         if not self.mlflow_uri:
             return
-        try:
-            from nodeflow.mlflow_log import log_run
+        if self._mlflow is None:
+            from nodeflow.mlflow_log import BackgroundLogger
 
-            log_run(self.runs, run_id, self.mlflow_uri)
-        except Exception as exc:  # the run is recorded here whatever MLflow says
-            self._note(None, "log", f"could not log run {run_id} to MLflow: {exc}")
+            self._mlflow = BackgroundLogger(self.runs, self.mlflow_uri,
+                                            log=lambda message: self._note(None, "log", message))
+        self._mlflow.submit(run_id)
 
     # -- sweeps (nodeflow.sweep): one job of the queue, each branch a run tagged with the sweep -------
     def submit_sweep(self, grid: list[tuple[str, list[Any]]], target: str | None = None) -> dict[str, Any]:
@@ -319,7 +330,7 @@ class Session:
         base = self.graph
         if target is not None and not base.has_node(target):
             raise sweep.GridError(f"target: no node '{target}'", "target")
-        branches = sweep.expand(base, grid, self.executor, target, assign=confined, limit=sweep.MAX_BRANCHES)
+        branches = sweep.expand(base, grid, self.executor, target, assign=confined)
         sweep_id = self.run_queue.add_sweep([(b.graph, b.params) for b in branches], target, grid, base.name,
                                             sweep.source_tag)
         return self.sweep(sweep_id)

@@ -111,16 +111,15 @@ def with_values(graph: Graph, values: dict[str, Any]) -> Graph:
 
 
 def expand(base: Graph, grid: list[tuple[str, list[Any]]], check: Any, target: str | None = None,
-           assign: Callable[[Graph, dict[str, Any]], Graph] = with_values,
-           limit: int | None = None) -> list[Branch]:
+           assign: Callable[[Graph, dict[str, Any]], Graph] = with_values) -> list[Branch]:
     """The branches of ``grid`` over ``base``, each checked before anything runs: every value
     against its param (bounds, type, what the node itself refuses), then every branch's graph as a
     whole for ``target``. ``check`` is an executor (its ``validate`` and ``plan``); ``assign`` sets
     values into a graph (the CLI's also makes typed paths absolute). Raises GridError naming the
     param, or the branch, at fault."""
-    if limit is not None and branch_count(grid) > limit:
+    if branch_count(grid) > MAX_BRANCHES:  # the one cap, for the CLI, the API and the editor alike
         sizes = " × ".join(str(len(values)) for _, values in grid) + " = " if len(grid) > 1 else ""
-        raise GridError(f"{sizes}{branch_count(grid)} branches is more than the {limit} one sweep may have; "
+        raise GridError(f"{sizes}{branch_count(grid)} branches is more than the {MAX_BRANCHES} one sweep may have; "
                         "give fewer values", grid[-1][0] if grid else None)
     ids = [n.id for n in base.nodes]
     for name, values in grid:

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
+from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext, fingerprints_fresh
 from nodeflow.paths import FolderPath
 from nodes.engine.images import (DatasetLayoutError, build_image_set, find_split_dirs, folder_fingerprint,
                                  sample_grid)
@@ -83,7 +83,7 @@ class ImageFolderDataset(Node):
 
     @classmethod
     def fingerprint(cls, params: Params) -> str:
-        return folder_fingerprint(Path(params.root)) if params.root else "no-root"
+        return folder_fingerprint(Path(params.root), fresh=fingerprints_fresh()) if params.root else "no-root"
 
     @classmethod
     def infer(cls, params: Params, inputs, node_id: str | None = None):
@@ -116,7 +116,9 @@ class CatsVsDogsDataset(Node):
 
     @classmethod
     def fingerprint(cls, params: Params) -> str:
-        return folder_fingerprint(Path(params.root)) if params.root else "download:oxford-iiit-pet"
+        if not params.root:
+            return "download:oxford-iiit-pet"
+        return folder_fingerprint(Path(params.root), fresh=fingerprints_fresh())
 
     @classmethod
     def infer(cls, params: Params, inputs, node_id: str | None = None):

@@ -116,12 +116,16 @@ class ErrorAnalysis(Node):
     @classmethod
     def cell_gallery(cls, params: Params, outputs: dict[str, Any], input_keys: dict[str, str],
                      load_input: Callable[[str], Any], folder: Path, workspace: Path, device: str,
-                     true: str, predicted: str, page: int = 1, per_page: int = 12) -> dict[str, Any]:
+                     true: str, predicted: str, page: int = 1, per_page: int = 12,
+                     check_files: Callable[[list[Path]], None] = lambda files: None) -> dict[str, Any]:
         """One page of a confusion cell's images (true class ``true``, predicted ``predicted``),
         highest loss first, each with its Grad-CAM overlay for the predicted class. Overlays come
         from the on-disk cache in ``folder`` (keyed by the model's cache key, the file, the class and
         the block) and are drawn only when missing, so opening a cell again draws nothing; the model
         (``load_input("model")``, cache key ``input_keys["model"]``) is loaded only to draw.
+        ``check_files`` is the run's confinement check (:meth:`RunContext.check_files`): the page's
+        images are checked before an overlay is looked up (which hashes the image) or drawn, and a
+        file that leads outside the allowed folders now refuses the page (PermissionError).
         Raises KeyError for a class the model does not have or a page past the end."""
         from nodes.engine.explain import OverlayCache
         from nodes.engine.hooks import Hooks
@@ -154,10 +158,17 @@ class ErrorAnalysis(Node):
             return result
         cache = OverlayCache(folder)
         target = known.index(predicted)
+
+        def confined(files: list[str]) -> None:
+            try:
+                check_files([Path(file) for file in files])
+            except ParamProblem as exc:
+                raise PermissionError(str(exc)) from None
+
         try:
             paths, drawn = cache.overlays(lambda: load_input("model"), input_keys["model"], [r["file"] for r in rows],
                                           [target] * len(rows), params.block, params.batch_size,
-                                          Hooks(workspace=workspace), device)
+                                          Hooks(workspace=workspace), device, check=confined)
         except ValueError as exc:  # a block the model does not have
             raise ParamProblem(str(exc), param="block") from None
         for r, path in zip(rows, paths):

@@ -15,7 +15,7 @@ import torch
 from pydantic import Field
 
 from nodeflow.files import atomic_write_bytes, atomic_write_text
-from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
+from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext, fingerprints_fresh
 from nodeflow.paths import FolderPath
 from nodes.checks import check_fit, check_scoring, engine_errors, hooks, png_preview
 from nodes.engine.images import folder_fingerprint, image_files
@@ -149,7 +149,7 @@ class Predict(Node):
 
     @classmethod
     def fingerprint(cls, params: Params) -> str:
-        return folder_fingerprint(Path(params.folder)) if params.folder else "no-folder"
+        return folder_fingerprint(Path(params.folder), fresh=fingerprints_fresh()) if params.folder else "no-folder"
 
     @classmethod
     def infer(cls, params: Params, inputs, node_id: str | None = None):

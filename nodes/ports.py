@@ -88,7 +88,8 @@ class CodesCodec:
 
 IMAGES = PortType("ImageDataset", color="#66bb6a",
                   description="Labelled image files with train/validation/test splits and their transforms",
-                  codec=JsonCodec(ImageSet.to_json, ImageSet.from_json))
+                  codec=JsonCodec(ImageSet.to_json, ImageSet.from_json),
+                  files=lambda data: (file for items in data.splits.values() for file, _ in items))
 MODEL = PortType("Model", color="#42a5f5", description="A network architecture, possibly with weights",
                  codec=ModelCodec())
 TRAINED_MODEL = PortType("TrainedModel", color="#1a237e", parents=(MODEL,),

@@ -8,24 +8,32 @@ What a request must look like (see README, "Running it safely"):
   with the user's cookie; a body must be ``application/json`` (415);
 - served on loopback without a token, the editor answers only to a loopback ``Host`` (403),
   which defeats DNS rebinding (with a token, a rebound name lacks the token);
-- a body is at most :data:`MAX_BODY_BYTES` (413), an edit at most ``MAX_OPS`` operations (422);
+- a body is at most :data:`MAX_BODY_BYTES` (413, chunked or not), an edit at most ``MAX_OPS``
+  operations (422); text in a body that is not valid Unicode is a 422 naming the field, and a
+  repeated ``Origin`` (or another header the checks read) a 400;
 - the websocket accepts only the editor's own origin.
+
+The OpenAPI schema lists every status an operation answers (:func:`document_refusals` adds the
+ones above to each), and ``OPTIONS`` names every method of a path.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
+import json
 import math
+import os
 import re
 import secrets
+import stat
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from nodeflow.edits import MAX_OPS, EditRequest, RunRequest
 from nodeflow.errors import GraphInvalid
@@ -149,9 +157,61 @@ def refusal(scope: dict[str, Any], headers: dict[str, str], check_host: bool = T
     return None
 
 
+#: headers a request may carry once: with two, the check and the app could each read another one
+SINGLE_HEADERS = ("host", "origin", "referer", "sec-fetch-site", "content-type", "content-length", "authorization")
+#: JSON text that may decode to a lone surrogate: a \uD800-\uDFFF escape (bytes that are not UTF-8
+#: are looked at too, as ``json.loads`` decodes them with 'surrogatepass')
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def twice_given(raw_headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The first header of :data:`SINGLE_HEADERS` that the request repeats, or None."""
+    names = [name.decode("latin-1").lower() for name, _ in raw_headers]
+    return next((name for name in SINGLE_HEADERS if names.count(name) > 1), None)
+
+
+def not_unicode(body: bytes) -> list[str | int] | None:
+    """Where a JSON body holds a string (or a key) that is not valid Unicode: a lone surrogate, which
+    JSON can spell but no answer can encode. FastAPI-style location (``["body", "ops", 0, "id"]``),
+    or None when there is none or the body is no JSON at all (FastAPI answers that itself)."""
+    try:
+        body.decode("utf-8")
+        if not SURROGATE_ESCAPE.search(body):
+            return None
+    except UnicodeDecodeError:
+        pass
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    stack: list[tuple[Any, list[str | int]]] = [(data, ["body"])]
+    while stack:  # no recursion: the nesting is the sender's choice
+        value, loc = stack.pop()
+        if isinstance(value, str) and not _encodable(value):
+            return loc
+        if isinstance(value, list):
+            stack.extend((item, [*loc, i]) for i, item in enumerate(value))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not _encodable(key):
+                    return loc
+                stack.append((item, [*loc, key]))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 class RequestGuard:
-    """ASGI middleware applying :func:`refusal`, and counting body bytes as they arrive so a
-    chunked body cannot pass the size limit either."""
+    """ASGI middleware applying :func:`refusal`, then reading an API request's body whole (at most
+    :data:`MAX_BODY_BYTES`, counted as it arrives, so a chunked body cannot pass the limit either)
+    and refusing one that holds text that is not valid Unicode (422, naming the field), before any
+    route sees it: every route echoes some input back, and an answer cannot encode such text."""
 
     def __init__(self, app: Any, check_host: bool = True) -> None:
         self.app = app
@@ -161,23 +221,77 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        repeated = twice_given(scope.get("headers", []))
+        if repeated is not None:
+            await PlainTextResponse(f"400: the header '{repeated}' is given more than once; send it once",
+                                    status_code=400)(scope, receive, send)
+            return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         refused = refusal(scope, headers, self.check_host)
         if refused is not None:
             await PlainTextResponse(refused[1], status_code=refused[0])(scope, receive, send)
             return
-        received = 0
-
-        async def counted():
-            nonlocal received
+        if not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > MAX_BODY_BYTES:
-                    raise HTTPException(413, f"a request body may be at most {MAX_BODY_BYTES // (1024 * 1024)} MB")
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > MAX_BODY_BYTES:
+                await PlainTextResponse(f"413: a request body may be at most {MAX_BODY_BYTES // (1024 * 1024)} MB",
+                                        status_code=413)(scope, receive, send)
+                return
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        where = not_unicode(body)
+        if where is not None:
+            place = ".".join(str(p) for p in where)
+            await JSONResponse({"detail": [{"type": "string_unicode", "loc": where, "msg": (
+                f"{place}: not valid Unicode (it holds a lone surrogate, \\ud800-\\udfff); send text as UTF-8")}]},
+                status_code=422)(scope, receive, send)
+            return
+        replayed = False
 
-        await self.app(scope, counted if scope["path"].startswith("/api/") else receive, send)
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: wait for the client to go away, as Starlette does
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        emptied = False
+
+        async def allow_all(message) -> None:
+            """FastAPI's 405 names the methods of one route only: name every method of the path, and
+            answer OPTIONS with them (204, no body) instead of refusing it."""
+            nonlocal emptied
+            if message["type"] == "http.response.start" and message["status"] == 405:
+                allow = (b"allow", ", ".join(allowed_methods(scope.get("app"), scope["path"])).encode())
+                if scope["method"] == "OPTIONS":
+                    emptied = True
+                    message = {"type": "http.response.start", "status": 204, "headers": [allow]}
+                else:
+                    message = {**message, "headers": [h for h in message.get("headers", [])
+                                                      if h[0].lower() != b"allow"] + [allow]}
+            elif message["type"] == "http.response.body" and emptied:
+                if message.get("more_body"):
+                    return
+                message = {"type": "http.response.body", "body": b""}
+            await send(message)
+
+        await self.app(scope, replay, allow_all)
+
+
+def allowed_methods(app: Any, path: str) -> list[str]:
+    """The methods some route of ``app`` answers at ``path`` (OPTIONS included); [] when none does.
+    FastAPI makes one route per method, so its own 405 names only the first route's."""
+    methods = {method for route in getattr(app, "routes", []) if getattr(route, "methods", None)
+               and route.path_regex.match(path) for method in route.methods}
+    return sorted(methods | {"OPTIONS"}) if methods else []
 
 
 def restrict_socket_origins(check_host: bool = True) -> None:
@@ -197,17 +311,56 @@ def restrict_socket_origins(check_host: bool = True) -> None:
     core.sio.eio.cors_allowed_origins = allowed
 
 
-def _json_safe(value: Any) -> Any:
-    """Echoed input as JSON can carry it: NaN and Infinity as text, bytes as text."""
+#: how deep echoed input is shown; deeper is cut (the sender chose the nesting, not the stack)
+ECHO_DEPTH = 16
+
+
+def _json_safe(value: Any, depth: int = 0) -> Any:
+    """Echoed input as JSON can carry it: NaN and Infinity as text, bytes as text, nesting cut."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, (dict, list, tuple)) and depth >= ECHO_DEPTH:
+        return "..."
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): _json_safe(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [_json_safe(v, depth + 1) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
+
+
+#: what any API request may be answered before its route sees it (see :class:`RequestGuard`)
+REFUSALS = {"400": "a header given twice, or a body that cannot be read as JSON (not UTF-8, nested too deeply)",
+            "401": "a missing or wrong token (when the editor has one)",
+            "403": "a request from another site or port, or to a Host other than the editor's loopback address",
+            "413": f"a body over {MAX_BODY_BYTES // (1024 * 1024)} MB",
+            "415": "a body that is not sent as 'Content-Type: application/json'",
+            "422": "a malformed argument, or text that is not valid Unicode (the field is named)"}
+
+
+def document_refusals(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add to every operation of an OpenAPI ``schema`` the answers :data:`REFUSALS` lists, so the
+    schema names every status an endpoint gives (a route documents its own, such as 404)."""
+    for item in schema.get("paths", {}).values():
+        for method, operation in item.items():
+            answers = operation.setdefault("responses", {})
+            for status, description in REFUSALS.items():
+                if status == "415" and method.upper() in SAFE_METHODS:
+                    continue  # a read's body is not looked at
+                answers.setdefault(status, {"description": description})
+    return schema
+
+
+def read_overlay(folder: Path, name: str) -> bytes | None:
+    """The bytes of overlay ``name`` in ``folder``, read as the check is made: a plain file right in
+    the folder (no link is followed), or None."""
+    try:
+        fd = os.open(Path(folder) / name, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read() if stat.S_ISREG(os.fstat(handle.fileno()).st_mode) else None
 
 
 def overlay_url(node_id: str, path: str | None) -> str | None:
@@ -310,8 +463,9 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
         from fastapi.openapi.utils import get_openapi
 
         routes = [r for r in app.routes if getattr(r, "path", "").startswith("/api/")]
-        return get_openapi(title="nodeflow editor API", version="1", routes=routes,
-                           description="The open graph, its edits and its runs; the same session the editor shows.")
+        return document_refusals(get_openapi(
+            title="nodeflow editor API", version="1", routes=routes,
+            description="The open graph, its edits and its runs; the same session the editor shows."))
 
     @app.get("/api/validate", tags=["document"], summary="Problems of the open graph")
     def get_validate(request: Request) -> dict[str, Any]:
@@ -339,7 +493,7 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
         guard(request)
         return session.runs.list(limit=max(1, min(limit, 10_000)))
 
-    @app.get("/api/runs/{run_id}")
+    @app.get("/api/runs/{run_id}", responses={404: {"description": "no such run"}})
     def get_run(request: Request, run_id: str) -> dict[str, Any]:
         guard(request)
         try:
@@ -347,7 +501,7 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
         except KeyError as exc:
             raise HTTPException(404, str(exc)) from None
 
-    @app.post("/api/runs/{run_id}/cancel")
+    @app.post("/api/runs/{run_id}/cancel", responses={404: {"description": "no such run"}})
     def cancel_run(request: Request, run_id: str) -> dict[str, Any]:
         guard(request)
         try:
@@ -375,7 +529,8 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
                                       [p.to_json() for p in exc.problems]}) from None
 
     @app.get("/api/sweeps/{sweep_id}", tags=["runs"],
-             summary="A sweep's branches (values, run, status, main metric, time), the best one and its progress")
+             summary="A sweep's branches (values, run, status, main metric, time), the best one and its progress",
+             responses={404: {"description": "no such sweep, or a branch's run is gone from the history"}})
     def get_sweep(request: Request, sweep_id: str, curves: bool = False) -> dict[str, Any]:
         guard(request)
         try:
@@ -384,7 +539,8 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
             raise HTTPException(404, str(exc)) from None
 
     @app.post("/api/sweeps/{sweep_id}/cancel", tags=["runs"],
-              summary="Cancel a sweep's queued branches and stop its running one")
+              summary="Cancel a sweep's queued branches and stop its running one",
+              responses={404: {"description": "no such sweep, or a branch's run is gone from the history"}})
     def cancel_sweep(request: Request, sweep_id: str) -> dict[str, Any]:
         guard(request)
         try:
@@ -425,13 +581,13 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
             {**row, "overlay_url": overlay_url(node_id, row.get("overlay"))} for row in gallery["rows"]]}
 
     @app.get("/api/errors/{node_id}/overlays/{name}", tags=["runs"], summary="A Grad-CAM overlay PNG",
-             response_class=FileResponse, responses={404: {"description": "no such overlay"}})
-    def get_overlay(request: Request, node_id: str, name: str) -> FileResponse:
+             response_class=Response, responses={200: {"content": {"image/png": {}}},
+                                                 404: {"description": "no such overlay"}})
+    def get_overlay(request: Request, node_id: str, name: str) -> Response:
         guard(request)
         if not session.graph.has_node(node_id):
             raise HTTPException(404, f"no node with id '{node_id[:80]}'")
-        folder = session.overlay_folder.resolve()
-        path = (folder / name).resolve() if OVERLAY_NAME.fullmatch(name) else None
-        if path is None or not path.is_relative_to(folder) or not path.is_file():
+        png = read_overlay(session.overlay_folder, name) if OVERLAY_NAME.fullmatch(name) else None
+        if png is None:
             raise HTTPException(404, f"no overlay '{name[:80]}'")
-        return FileResponse(path, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
+        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})

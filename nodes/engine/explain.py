@@ -2,7 +2,7 @@
 loss, predicted class, confidence), the misclassified ones sorted by loss, the images grouped by
 confusion-matrix cell (true, predicted), and Grad-CAM heatmaps from the last convolutional block,
 drawn over the images as PNG overlays. :class:`OverlayCache` keeps overlays on disk by (model,
-file, target class, block), so a confusion cell's gallery is drawn once and then only read.
+file and its bytes, target class, block), so a confusion cell's gallery is drawn once and then only read.
 
 Grad-CAM comes from captum (``LayerGradCam``), imported only when heatmaps are asked for.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,33 +183,41 @@ def overlay_scale(side: int) -> int:
 
 
 class OverlayCache:
-    """Grad-CAM overlay PNGs in ``folder``, one file per (model cache key, image file, target class,
-    block); the image's size and modification time are part of the name, so an edited picture is
-    drawn again. Drawing needs the model, which is loaded only when some overlay is missing."""
+    """Grad-CAM overlay PNGs in ``folder``, one file per (model cache key, image file, its content,
+    target class, block): the name holds a hash of the image's bytes, so an overlay is served only
+    for the bytes it was drawn from, and an edited or swapped picture is drawn again. Drawing needs
+    the model, which is loaded only when some overlay is missing."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
 
     def path(self, model_key: str, file: str, target: int, block: str) -> Path:
         try:
-            stat = os.stat(file)
-            stamp = [stat.st_size, stat.st_mtime_ns]
+            content = hashlib.sha256(Path(file).read_bytes()).hexdigest()
         except OSError:
-            stamp = None
-        digest = hashlib.sha256(json.dumps([model_key, file, int(target), block, stamp]).encode()).hexdigest()
+            content = None
+        digest = hashlib.sha256(json.dumps([model_key, file, content, int(target), block]).encode()).hexdigest()
         return self.folder / f"{digest}.png"
 
     def overlays(self, load_model: Callable[[], ModelValue], model_key: str, files: Sequence[str],
                  targets: Sequence[int], block: str, batch_size: int, hooks: Hooks,
-                 device_name: str = "auto") -> tuple[list[Path], int]:
+                 device_name: str = "auto",
+                 check: Callable[[Sequence[str]], None] = lambda files: None) -> tuple[list[Path], int]:
         """The overlay of class ``targets[i]`` over ``files[i]`` for each i, drawing only those not
-        on disk yet; returns the paths and how many were drawn now."""
+        on disk yet; returns the paths and how many were drawn now. ``check`` refuses files that
+        must not be read (raising); it is asked before any byte is read, and again after drawing,
+        when a file whose bytes changed meanwhile is not written down under the old bytes' name."""
+        check(files)
         paths = [self.path(model_key, f, t, block) for f, t in zip(files, targets)]
         missing = [i for i, path in enumerate(paths) if not path.is_file()]
         if not missing:
             return paths, 0
         maps = grad_cam(load_model(), [files[i] for i in missing], [int(targets[i]) for i in missing], batch_size,
                         hooks, block, device_name)
+        check(files)
+        changed = [files[i] for i in missing if self.path(model_key, files[i], targets[i], block) != paths[i]]
+        if changed:
+            raise RuntimeError(f"'{changed[0]}' changed while its overlay was drawn; open the cell again")
         scale = overlay_scale(maps.images.shape[-1])
         self.folder.mkdir(parents=True, exist_ok=True)
         for i, image, heat in zip(missing, maps.images, maps.maps):

@@ -181,8 +181,8 @@ class TreeFingerprints:
 
     Adding, removing or renaming a file changes its folder's mtime, so while every folder seen by
     the last full walk keeps its mtime the last answer stands, and a status query costs one stat
-    per folder instead of one per image. (A file rewritten in place under the same name is still
-    caught downstream: the decoded-image and feature caches key on every file's size and mtime.)
+    per folder instead of one per image. A file rewritten in place changes no folder's mtime, so a
+    run asks with ``fresh``: a full walk, every file's size and mtime, which the memo then keeps.
     """
 
     def __init__(self) -> None:
@@ -204,12 +204,12 @@ class TreeFingerprints:
         except OSError:
             return False
 
-    def __call__(self, root: Path) -> str:
+    def __call__(self, root: Path, fresh: bool = False) -> str:
         root = Path(root).expanduser()
         key = str(root.absolute())
         with self._lock:
             known = self._memo.get(key)
-        if known is not None and self._unchanged(known[0]):
+        if not fresh and known is not None and self._unchanged(known[0]):
             return known[1]
         if not root.exists():
             return "missing"

@@ -1,7 +1,17 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
 import pytest
 
+from nodeflow.graph import Graph
 from nodeflow.node import Registry
+from nodeflow.session import Session
 from tests import nodepack
+from tests.ui.server import demo_graph, pack_registry
 
 
 @pytest.fixture
@@ -9,3 +19,43 @@ def registry() -> Registry:
     reg = Registry()
     reg.add_module(nodepack, source="test pack")
     return reg
+
+
+@dataclass(repr=False)
+class Api:
+    client: httpx.AsyncClient
+    session: Session
+    schema: dict[str, Any]
+    data: Path
+    graph: Graph  # the one it opened with
+
+    def __repr__(self) -> str:  # hypothesis prints a failing example's arguments
+        return "Api(the editor's app)"
+
+
+@pytest.fixture
+async def http(workspace: Path, tmp_path: Path):
+    """The real app (NiceGUI page, API, request guard) on a fresh session of the test pack, through
+    an in-process ASGI client; path params may point into the workspace and ``data``."""
+    pytest.importorskip("nicegui")
+    from nicegui import app
+    from nicegui.testing.user_simulation import user_simulation
+
+    from nodeflow.ui.app import create_app
+
+    graph = demo_graph()
+    graph = graph.model_copy(update={"nodes": [n.model_copy(update={"params": {"steps": 2, "delay": 0.0}})
+                                               if n.id == "slow" else n for n in graph.nodes]})
+    data = tmp_path / "data"
+    data.mkdir()
+    session = Session(pack_registry(), workspace, graph=graph, device="cpu", allowed_roots=[data])
+    async with user_simulation():
+        create_app(session)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://127.0.0.1:8080") as client:
+            schema = (await client.get("/api/openapi.json")).json()
+            routes = {(m, r.path) for r in app.routes if getattr(r, "path", "").startswith("/api/")
+                      and getattr(r, "include_in_schema", False) for m in r.methods}
+            assert {(m.upper(), p) for p, item in schema["paths"].items() for m in item} == routes
+            yield Api(client, session, schema, data, graph)
+    session.stop()
+    session.wait(10)
