@@ -4,9 +4,9 @@ on the session's backend. A job is one run, or every branch of a sweep at once, 
 trains a sweep's branches side by side.
 
 Every run is recorded with :class:`nodeflow.runs.Recording`, whatever happens; a worker that dies
-under a run leaves it ``interrupted`` and the next job starts. ``turns`` is entered around each job:
-a server shared by several people passes its fair queue there, so jobs of different people take
-turns on the machine.
+under a run leaves it ``interrupted`` and the next job starts. A job takes a turn before its runs are
+claimed (:class:`Turns`): a server shared by several people passes its fair queue there, so jobs of
+different people take turns on the machine; alone, the turn is always free.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from nodeflow.errors import GraphInvalid, describe_exception
 from nodeflow.events import Event, RunQueued
@@ -25,18 +25,37 @@ from nodeflow.runs import Recording, RunStore
 from nodeflow.scheduler import execute
 
 
+class Turns(Protocol):
+    """Who may run next on a machine several queues share. ``acquire`` answers whether the job of these
+    runs may start (without ``blocking``, at once; with it, once its turn comes, or False when it was
+    cancelled meanwhile); ``release`` ends the turn."""
+
+    def acquire(self, run_ids: list[int], blocking: bool) -> bool: ...
+
+    def release(self, run_ids: list[int]) -> None: ...
+
+
+class AlwaysFree:
+    """The turns of a queue that shares its machine with no other."""
+
+    def acquire(self, run_ids: list[int], blocking: bool) -> bool:
+        return True
+
+    def release(self, run_ids: list[int]) -> None:
+        pass
+
+
 class RunQueue:
     """Queued runs of one store, started one job at a time on a thread of their own."""
 
     def __init__(self, store: RunStore, executor: Executor, backend: Any, stop_flag: threading.Event,
-                 tell: Callable[[Event], None],
-                 turns: Callable[[list[int]], contextlib.AbstractContextManager] | None = None) -> None:
+                 tell: Callable[[Event], None], turns: Turns | None = None) -> None:
         self.store = store
         self.executor = executor
         self.backend = backend
         self._stop = stop_flag
         self.tell = tell
-        self.turns = turns or (lambda run_ids: contextlib.nullcontext())
+        self.turns: Turns = turns or AlwaysFree()
         #: called with each run id once its run is recorded as finished and the next job started
         #: (e.g. handing it to MLflow's logger)
         self.finished_hooks: list[Callable[[int], None]] = []
@@ -84,6 +103,13 @@ class RunQueue:
         self.plans[run_id] = plan
         self.keys[run_id] = {keys[n] for n, action in plan.items() if action == "run"}
         self.tell(RunQueued(plan=plan, target=target))
+
+    def place(self, run_id: int) -> tuple[str, int | None]:
+        """A run's status and queue position; a run of the job starting now is running already."""
+        with self._lock:
+            if run_id in self.current:
+                return "running", None
+        return self.store.place(run_id)
 
     def ahead(self) -> set[str]:
         """The cache keys that queued or running runs will compute."""
@@ -137,22 +163,49 @@ class RunQueue:
 
     # -- running ---------------------------------------------------------------------------------------
     def start_next(self) -> None:
-        """Start the oldest queued run (with the rest of its sweep) when nothing runs."""
+        """Start the oldest queued run (with the rest of its sweep) when nothing runs. When its turn is
+        free its runs are claimed at once; otherwise they stay queued until the turn comes."""
         with self._lock:
             if self.current or self._closing:
                 return
-            for run_id in self.store.queued():
-                sweep = self.store.sweep_of(run_id)
-                wanted = [run_id] if sweep is None else [b["run"] for b in self.store.sweep(sweep)["branches"]]
-                claimed = [i for i in wanted if self.store.claim(i)]
-                if not claimed:
-                    continue
-                self.current = claimed
-                self.run_id = claimed[-1]
-                self.last_error = None
-                self._thread = threading.Thread(target=self._run, args=(claimed,), daemon=True, name="nodeflow-run")
-                self._thread.start()
+            queued = self.store.queued()
+            if not queued:
                 return
+            sweep = self.store.sweep_of(queued[0])
+            wanted = [queued[0]] if sweep is None else [b["run"] for b in self.store.sweep(sweep)["branches"]
+                                                         if b["run"] in queued]
+            self.run_id = wanted[-1]
+            self.last_error = None
+            if self.turns.acquire(wanted, blocking=False):
+                self.current = [i for i in wanted if self.store.claim(i)]
+                target, args = self._run_turn, (self.current,)
+            else:
+                self.current = wanted
+                target, args = self._wait_turn, (wanted,)
+            self._thread = threading.Thread(target=target, args=args, daemon=True, name="nodeflow-run")
+            self._thread.start()
+
+    def _wait_turn(self, wanted: list[int]) -> None:
+        """Wait for the job's turn, then claim its runs (those not cancelled meanwhile) and run them."""
+        if self.turns.acquire(wanted, blocking=True):
+            with self._lock:
+                self.current = [] if self._closing else [i for i in wanted if self.store.claim(i)]
+            self._run_turn(self.current)
+        else:
+            with self._lock:
+                self.current = []
+            self.start_next()
+
+    def _run_turn(self, claimed: list[int]) -> None:
+        try:
+            if claimed:
+                self._run(claimed)
+        finally:
+            self.turns.release(claimed)
+            if not claimed:
+                with self._lock:
+                    self.current = []
+                    self.start_next()
 
     def _run(self, run_ids: list[int]) -> None:
         self._stop.clear()
@@ -170,8 +223,7 @@ class RunQueue:
                     except (GraphInvalid, KeyError, ValueError) as exc:  # e.g. a data folder gone since it was queued
                         recording.status, recording.error = "failed", str(exc).strip('"')
                 try:
-                    with self.turns(run_ids):
-                        reports = execute([p for _, p in planned], self.backend, self._stop.is_set) if planned else []
+                    reports = execute([p for _, p in planned], self.backend, self._stop.is_set) if planned else []
                 except Exception as exc:  # a cluster that cannot run it, or a bug: say so, keep the queue going
                     self.last_error = describe_exception(exc)
                     for recording, _ in planned:

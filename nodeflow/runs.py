@@ -113,6 +113,8 @@ CREATE INDEX IF NOT EXISTS sweep_branches_by_run ON sweep_branches (run_id);
 #: what a node state is called in a run's record and in ``nodeflow run --report``
 REPORT_WORDS = {"done": "ran", "cached": "cached", "failed": "failed", "skipped": "skipped",
                 "stopped": "interrupted", "running": "running", "queued": "planned"}
+#: a queued run's place in the queue (1: next), read in the same query as its status, so the two agree
+POSITION = "(CASE WHEN r.status = 'queued' THEN (SELECT COUNT(*) FROM runs q WHERE q.status = 'queued' AND q.id <= r.id) END)"
 #: what of a settled node state the store keeps beside its key (the curves are kept per run)
 KEPT = ("error", "param", "epoch", "epochs", "resumable", "seconds", "metrics")
 
@@ -514,18 +516,18 @@ class RunStore:
                 "changes": json.loads(row["changes"]), "nodes": json.loads(row["nodes"]),
                 "models": json.loads(row["models"]), "error": row["error"], "warnings": json.loads(row["warnings"])}
         if data["status"] == "queued":
-            data["position"] = self.queued().index(row["id"]) + 1
+            data["position"] = row["position"]
         if graph:
             data["graph"] = json.loads(row["graph"])
         return data
 
     def list(self, limit: int = 200) -> list[dict[str, Any]]:
-        rows = self._query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+        rows = self._query(f"SELECT *, {POSITION} AS position FROM runs r ORDER BY id DESC LIMIT ?", (limit,))
         return [self._row(r) for r in rows]
 
     def get(self, run_id: int | str) -> dict[str, Any]:
         number = run_number(run_id)
-        rows = self._query("SELECT * FROM runs WHERE id = ?", (number,))
+        rows = self._query(f"SELECT *, {POSITION} AS position FROM runs r WHERE id = ?", (number,))
         if not rows:
             raise RunNotFound(f"no run {number} (see 'nodeflow runs')")
         data = self._row(rows[0], graph=True)
@@ -534,11 +536,10 @@ class RunStore:
 
     def place(self, run_id: int) -> tuple[str, int | None]:
         """A run's status and, while queued, its place in the queue (1: next)."""
-        rows = self._query("SELECT status FROM runs WHERE id = ?", (run_id,))
+        rows = self._query(f"SELECT status, {POSITION} AS position FROM runs r WHERE id = ?", (run_id,))
         if not rows:
             raise RunNotFound(f"no run {run_id}")
-        status = rows[0]["status"]
-        return status, (self.queued().index(run_id) + 1 if status == "queued" else None)
+        return rows[0]["status"], rows[0]["position"]
 
     def run_curves(self, run: dict[str, Any]) -> dict[str, dict[str, list[list[float]]]]:
         """A run's curves by node, and for a node it took from the cache, the curves of the run that

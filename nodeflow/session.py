@@ -251,7 +251,7 @@ class Session:
         """Record a run of the current document and start it, or queue it while another runs;
         returns its id, status, queue position and plan."""
         run_id, plan = self.run_queue.add(self.graph, target, source)  # GraphInvalid: nothing is queued
-        status, position = self.runs.place(run_id)
+        status, position = self.run_queue.place(run_id)
         return {"id": run_id, "status": status, "position": position, "plan": plan}
 
     def cancel(self, run_id: int) -> str:
