@@ -27,6 +27,7 @@ from nodeflow.fairqueue import FairQueue
 from nodeflow.graph import Graph, GraphFileError
 from nodeflow.node import Registry
 from nodeflow.session import Session
+from nodeflow.uploads import UploadLimits
 from nodeflow.users import Accounts, DiskQuota, NotAllowed, Project, ProjectNotFound, Projects, QuotaExceeded, User
 
 #: the jobs one person may have waiting (a sweep is one job: its branches take one turn)
@@ -300,7 +301,7 @@ class ClassServer:
                  device: str = "auto", isolate: bool = True, cluster: Any = None, slots: int = 1,
                  quota_bytes: int | None = None, queue_limit: int = QUEUE_LIMIT,
                  idle_seconds: float = IDLE_SECONDS, mlflow_uri: str | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 upload_limits: UploadLimits = UploadLimits(), clock: Callable[[], float] = time.monotonic) -> None:
         self.root = Path(root)
         self.registry = registry
         self.accounts = accounts or Accounts(self.root)
@@ -308,6 +309,8 @@ class ClassServer:
         self.quota = DiskQuota(self.accounts, quota_bytes)
         self.turns = FairTurns(slots)
         self.queue_limit = queue_limit
+        #: what one upload may hold (what the disk quota has left is added per upload)
+        self.upload_limits = upload_limits
         self.idle_seconds = idle_seconds
         self.mlflow_uri = mlflow_uri
         self.clock = clock
@@ -476,15 +479,14 @@ class ClassServer:
         self._order = (version, positions, entries)
         return self._order
 
-    def cancel(self, user: User, project_id: str, run_id: int) -> str:
+    def cancel(self, user: User, project_id: str, run_id: int | str) -> str:
         """Cancel a run of the machine's queue: one's own, or anyone's for an admin (ProjectNotFound,
         RunNotFound or NotAllowed otherwise)."""
         project = self.projects.get(user, project_id)
         if project.owner != user.name and not user.admin:
             raise NotAllowed(f"only {project.owner} or an admin can cancel runs of project '{project.title}'")
         session = self.session(project)
-        session.runs.get(run_id)  # RunNotFound for a run the project does not have
-        return session.cancel(run_id)
+        return session.cancel(session.runs.get(run_id)["id"])  # RunNotFound for a run the project does not have
 
     # -- a project's own folder ------------------------------------------------------------------------
     def project_for(self, user: User, project_id: str, need: str = "read") -> Project:
