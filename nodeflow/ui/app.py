@@ -129,7 +129,7 @@ class EditorPage:
 
     def _without_controls(self, reason: str) -> None:
         for element in [*self.controls, self.undo_btn, self.redo_btn, self.run_all_btn, self.run_sel_btn,
-                        self.stop_btn]:
+                        self.stop_btn, self.runs_panel.restore_btn, self.runs_panel.cancel_btn]:
             element.set_visibility(False)
         self.palette.set_value(False)
         with self.header:

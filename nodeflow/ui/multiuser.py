@@ -738,8 +738,8 @@ def add_pages(mu: MultiUser) -> None:
 
 
 class ProjectHeader:
-    """What the editor of a project adds to its header: the way back, the project's title, uploads,
-    publishing as a class template (admins) and signing out."""
+    """What the editor of a project adds to its header: the way back to the project list (where one
+    signs out), the project's title, uploads, and publishing as a class template (admins)."""
 
     def __init__(self, mu: MultiUser, page: EditorPage, view: ProjectView, user: User, writable: bool) -> None:
         self.mu = mu
@@ -756,7 +756,6 @@ class ProjectHeader:
             if user.admin:
                 ui.button("Publish", icon="school", on_click=self.publish).props("flat dense color=white no-caps") \
                     .tooltip("Publish this graph as a class template: each person who opens it gets a copy")
-            ui.html(SIGN_OUT, sanitize=False)
         if writable:
             self.upload = UploadPanel(mu, view)
 
@@ -874,9 +873,9 @@ class UploadPanel:
 def doctor_lines(found: dict[str, Any]) -> list[str]:
     """The doctor's findings as a person reads them, one line per check."""
     lines = []
-    if found["balance"]:
+    if found["balance"]:  # a row: the class, its images per split, its share of all images
         lines.append("class balance: " + ", ".join(
-            f"{row.get('class')} {row.get('images', row.get('count', '?'))} ({row.get('share', 0):.0%})"
+            f"{row['class']} {sum(v for k, v in row.items() if k not in ('class', 'share'))} ({row['share']:.0%})"
             for row in found["balance"]))
     names = {"unreadable": "unreadable files", "tiny": "tiny images", "extreme_aspect": "extreme aspect ratios",
              "exact_duplicates": "groups of exact duplicates", "near_duplicates": "near duplicates",
@@ -908,7 +907,8 @@ class ProjectList:
             ui.space()
             used = self.server.quota.usage(user.name)
             quota = self.server.quota.limit
-            ui.label(f"{format_bytes(used)}" + (f" of {format_bytes(quota)}" if quota else "") + " on disk") \
+            ui.label(f"{format_bytes(used) if used else '0 B'}" + (f" of {format_bytes(quota)}" if quota else "")
+                     + " on disk") \
                 .classes("text-sm opacity-80 nf-disk")
             ui.label(user.name + (" (admin)" if user.admin else "")).classes("text-sm nf-user")
             ui.html(SIGN_OUT, sanitize=False)
@@ -1016,7 +1016,9 @@ class ProjectList:
             ui.button("Archive", on_click=lambda: self.archive(project, True)).props("flat dense no-caps")
 
     # -- actions -------------------------------------------------------------------------------------
-    def _try(self, call, done: str | None = None) -> Any:
+    def _try(self, call, done: str | None = None, refresh: bool = True) -> Any:
+        """``call``, its refusal as a warning; then the lists drawn again (not when the page moves on:
+        the button that called is gone with them)."""
         try:
             result = call()
         except (AccountError, NotAllowed, ProjectNotFound) as exc:
@@ -1024,11 +1026,12 @@ class ProjectList:
             return None
         if done:
             ui.notify(done, type="positive", timeout=1500)
-        self.refresh()
+        if refresh:
+            self.refresh()
         return result
 
     def create(self) -> None:
-        project = self._try(lambda: self.server.projects.create(self.user, self.new_title.value or ""))
+        project = self._try(lambda: self.server.projects.create(self.user, self.new_title.value or ""), refresh=False)
         if project is not None:
             ui.navigate.to(f"/p/{project.id}")
 
@@ -1064,7 +1067,7 @@ class ProjectList:
                   f"{'Archived' if archived else 'Restored'} '{project.title}'")
 
     def copy(self, template) -> None:
-        found = self._try(lambda: self.server.projects.open_template(self.user, template.id))
+        found = self._try(lambda: self.server.projects.open_template(self.user, template.id), refresh=False)
         if found is not None:
             ui.navigate.to(f"/p/{found[0].id}")
 
