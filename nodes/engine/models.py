@@ -110,7 +110,10 @@ def load_backbone_state(arch: str, model: nn.Module, blocks: list[tuple[str, nn.
     as written by the export node); any head weights in the file are ignored."""
     names = {name for name, _ in blocks}
     ours = {k: v for k, v in state.items() if k.split(".", 1)[0] in names}
-    if ours:
+    # a ResNet's blocks share names with torchvision's own (layer1..layer4): the file is ours only when
+    # it has a block torchvision's model does not (stem, block1, ...)
+    torchvision_names = {name for name, _ in model.named_children()}
+    if any(k.split(".", 1)[0] not in torchvision_names for k in ours):
         target = nn.Sequential(OrderedDict(blocks))
         missing, _ = target.load_state_dict(ours, strict=False)
     else:

@@ -11,6 +11,7 @@ another."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import re
@@ -56,7 +57,7 @@ def classroom(tmp_path_factory):
             packed.write(path, f"pets/{path.relative_to(images)}")
     assert len(files) == 40 and sum(p.parent.name == "cat" for p in files) == 20
     server = Server(root, "--builtin", command=(sys.executable, "-m", "tests.ui.classroom_server"))
-    server.root, server.archive = root, archive
+    server.root, server.archive, server.images = root, archive, images
     yield server
     server.stop()
 
@@ -99,9 +100,9 @@ def publish_small_template(tab, server) -> None:
     expect(tab.get_by_text("Published 'Cats vs dogs, small'")).to_be_visible()
 
 
-def open_copy_and_upload(tab, server) -> str:
-    """From the project list: the class template's copy, then the zip uploaded and picked in the
-    dataset node. Returns the project's id."""
+def open_copy_and_upload(tab, server, folder: bool) -> str:
+    """From the project list: the class template's copy, then the images uploaded (the zip, or with
+    ``folder`` the folder itself) and picked in the dataset node. Returns the project's id."""
     tab.goto(server.url + "/")
     row = tab.locator(".nf-template-row", has_text="Cats vs dogs, small")
     row.get_by_role("button", name="Open my copy").click()
@@ -109,8 +110,8 @@ def open_copy_and_upload(tab, server) -> str:
     tab.wait_for_selector('.vue-flow__node[data-id="evaluate"]')
     tab.locator(".nf-upload-button").click()
     with tab.expect_file_chooser() as chooser:
-        tab.get_by_role("button", name="Choose a zip or images").click()
-    chooser.value.set_files(str(server.archive))
+        tab.get_by_role("button", name="Choose a folder" if folder else "Choose a zip or images").click()
+    chooser.value.set_files(str(server.images if folder else server.archive))
     status = tab.locator(".nf-upload-status")
     expect(tab.locator(".nf-upload-progress")).to_be_visible()
     expect(status).to_contain_text("Saved data/pets: 40 images", timeout=60_000)
@@ -125,6 +126,7 @@ def open_copy_and_upload(tab, server) -> str:
     tab.locator('.nf-field[data-param="root"] .nf-pick-folder').click()
     picker = tab.locator(".nf-folder-picker")
     picker.locator(".nf-folder", has_text="data").click()
+    expect(picker.locator(".nf-folder-title")).to_have_text(re.compile(r"workspace \(.*\) / data$"))
     assert picker.locator(".nf-folder").all_inner_texts() == ["pets"]  # their own upload, no one else's
     picker.locator(".nf-folder", has_text="pets").click()
     picker.get_by_text("Choose this folder").click()
@@ -143,7 +145,7 @@ def test_two_students_and_a_teacher(browser, classroom):
         for name in STUDENTS:
             context, tabs[name] = signed_in(browser, classroom, name)
             contexts.append(context)
-            projects[name] = open_copy_and_upload(tabs[name], classroom)
+            projects[name] = open_copy_and_upload(tabs[name], classroom, folder=name == "bob")
         shot(tabs["alice"], "classroom-editor-uploaded")
         for name in STUDENTS:  # alice first: bob's run waits its turn on the one machine
             tabs[name].get_by_role("button", name="Run all").click()
@@ -196,6 +198,27 @@ def test_two_students_and_a_teacher(browser, classroom):
             context.close()
 
 
+def test_a_zip_dropped_anywhere_on_the_editor_is_uploaded(browser, classroom):
+    context, tab = signed_in(browser, classroom, "alice")
+    try:
+        tab.locator(".nf-new-title input").fill("Dropped")
+        tab.get_by_role("button", name="Create").click()
+        tab.wait_for_url(re.compile(r".*/p/[0-9a-f]{24}$"))
+        tab.wait_for_selector(".vue-flow__pane")
+        packed = list(classroom.archive.read_bytes())
+        drop = tab.evaluate_handle("""(bytes) => {
+            const data = new DataTransfer();
+            data.items.add(new File([new Uint8Array(bytes)], "cats and dogs.zip", {type: "application/zip"}));
+            return data; }""", packed)
+        tab.locator(".vue-flow__pane").dispatch_event("dragover", {"dataTransfer": drop})
+        tab.locator(".vue-flow__pane").dispatch_event("drop", {"dataTransfer": drop})
+        expect(tab.locator(".nf-upload-status")).to_contain_text("Saved data/cats and dogs: 40 images", timeout=60_000)
+        assert tab.locator(".vue-flow__node").count() == 0  # the canvas took nothing from the drop
+        assert not tab.problems, tab.problems
+    finally:
+        context.close()
+
+
 # -- the websocket ----------------------------------------------------------------------------------------
 
 
@@ -235,6 +258,12 @@ async def attached(server, cookies: dict[str, str], client_id: str):
         await sio.disconnect()
 
 
+def run_async(coroutine):
+    """``asyncio.run`` on a thread of its own: this one keeps Playwright's loop (the browser fixture)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result(timeout=120)
+
+
 def attaches(server, cookies: dict[str, str], client_id: str) -> bool:
     import socketio
 
@@ -245,7 +274,7 @@ def attaches(server, cookies: dict[str, str], client_id: str) -> bool:
         except socketio.exceptions.ConnectionError:
             return False
 
-    return asyncio.run(attempt())
+    return run_async(attempt())
 
 
 def test_a_socket_cannot_attach_to_or_drive_another_users_page(classroom):
@@ -268,6 +297,6 @@ def test_a_socket_cannot_attach_to_or_drive_another_users_page(classroom):
                 await alices.call("event", run_all, timeout=20)  # a click on bob's Run all, from alice: dropped
             await bobs.call("event", run_all, timeout=20)  # the same click from bob's own page: it runs
 
-    asyncio.run(clicks())
+    run_async(clicks())
     assert wait_for(lambda: bob.get(f"/api/p/{project}/runs").json() != [], timeout=30)
     assert len(bob.get(f"/api/p/{project}/runs").json()) == 1  # bob's click only
