@@ -66,7 +66,9 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = (root / "server.log").open("w")
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        # without a test runner's variables: NiceGUI would take itself for a test's screen
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "NICEGUI"))}
+        env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.ui.classroom_server", "--port", str(self.port),
                                       "--workspace", str(root / "server")], cwd=ROOT, env=env, stdout=self.log,
                                      stderr=subprocess.STDOUT)
