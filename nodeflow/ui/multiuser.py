@@ -1091,7 +1091,8 @@ class ProjectList:
 
     def show_queue(self) -> None:
         entries = self.server.queue(self.user)
-        seen = [(e.project, e.runs, e.position) for e in entries]
+        waiting = sum(1 for e in self.server.queue() if e.position is not None)  # everyone's: a count, no names
+        seen = [(e.project, e.runs, e.position, waiting) for e in entries]
         if seen == self.queue_seen:
             return
         self.queue_seen = seen
@@ -1103,8 +1104,8 @@ class ProjectList:
                 shown = queue_json(entry, self.user, self.server)
                 runs = ", ".join(str(r) for r in entry.runs)
                 with ui.row().classes("items-center gap-2 nf-queue-row"):
-                    ui.label("running" if entry.position is None else f"#{entry.position}") \
-                        .classes("text-weight-medium w-16 nf-queue-place")
+                    ui.label("running" if entry.position is None else f"#{entry.position} of {waiting} waiting") \
+                        .classes("text-weight-medium w-36 nf-queue-place")
                     if self.user.admin:
                         ui.label(entry.user).classes("text-sm w-24")
                     ui.label(f"{shown['title'] or entry.project} · run {runs}").classes("text-sm")

@@ -1,6 +1,6 @@
 """Start the multi-user editor for tests: ``python -m tests.ui.classroom_server --port N --workspace ROOT
-[--builtin] [--quota BYTES] [--queue-limit N] [--jobs N]``. As ``nodeflow serve --users``, with a cheap
-password hash (accounts made by the tests use one too) and, unless ``--builtin``, the test node pack."""
+[--builtin] [--quota BYTES] [--queue-limit N]``. As ``nodeflow serve --users``, with a cheap password hash
+(accounts made by the tests use one too) and, unless ``--builtin``, the test node pack and its gate."""
 
 from __future__ import annotations
 
@@ -35,10 +35,12 @@ def main() -> None:
     if args.builtin:
         registry = Registry.discover(plugins=False)
     else:
+        import tests.gatepack as gates
         import tests.nodepack as pack
 
         registry = Registry()
         registry.add_module(pack)
+        registry.add_module(gates)
     root = Path(args.workspace)
     server = ClassServer(root, registry, Accounts(root, hasher=CHEAP), device="cpu", isolate=not args.in_process,
                          quota_bytes=args.quota, queue_limit=args.queue_limit, idle_seconds=args.idle_seconds)
