@@ -28,12 +28,14 @@ from nodeflow.graph import Graph, GraphFileError
 from nodeflow.node import Registry
 from nodeflow.session import Session
 from nodeflow.uploads import UploadLimits
-from nodeflow.users import Accounts, DiskQuota, NotAllowed, Project, ProjectNotFound, Projects, QuotaExceeded, User
+from nodeflow.users import Accounts, DiskQuota, NotAllowed, Project, Projects, QuotaExceeded, User
 
 #: the jobs one person may have waiting (a sweep is one job: its branches take one turn)
 QUEUE_LIMIT = 10
 #: how long a project nobody uses stays open (its worker process, its state in memory)
 IDLE_SECONDS = 600.0
+#: seconds after a change when an open project's graph is autosaved (as in the one-person editor)
+AUTOSAVE_SECONDS = 10.0
 #: how many job starts the server remembers (the order the benchmark and an admin look at)
 STARTS_KEPT = 1000
 #: a job on the machine: (user, project id, its run ids)
@@ -314,7 +316,8 @@ class ClassServer:
         self.idle_seconds = idle_seconds
         self.mlflow_uri = mlflow_uri
         self.clock = clock
-        self._session_args = {"device": device, "isolate": isolate and cluster is None, "autosave_delay": 10.0}
+        self._session_args = {"device": device, "isolate": isolate and cluster is None,
+                              "autosave_delay": AUTOSAVE_SECONDS}
         self.cluster = cluster
         self._lock = threading.Lock()
         self._sessions: dict[str, ProjectSession] = {}
@@ -504,5 +507,4 @@ def _has_queued(store: Path) -> bool:
         return False
 
 
-__all__ = ["ClassServer", "FairTurns", "NotAllowed", "ProjectNotFound", "ProjectSession", "ProjectTurns",
-           "QueueEntry", "WorkRefused", "latest_graph"]
+__all__ = ["ClassServer", "FairTurns", "ProjectSession", "ProjectTurns", "QueueEntry", "WorkRefused", "latest_graph"]

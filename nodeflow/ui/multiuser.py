@@ -34,7 +34,7 @@ from urllib.parse import parse_qs
 import anyio
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from nicegui import __version__ as nicegui_version
 from nicegui import app, core, ui
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,11 +46,11 @@ from nodeflow.graph import Graph
 from nodeflow.server import ClassServer, ProjectSession, WorkRefused
 from nodeflow.uploads import UPLOAD_NAME, UploadRefused, receive_files, receive_zip, remove_leftovers
 from nodeflow.users import AccountError, NotAllowed, Project, ProjectNotFound, User
-from nodeflow.users.login import COOKIE, LoginThrottle, current_user, install_login
+from nodeflow.users.login import LoginThrottle, current_user, install_login
 
 from .api import (API_BASE, SAFE_METHODS, RequestGuard, add_api_routes, document_refusals, refusal,
                   restrict_socket_origins, twice_given)
-from .app import AUTOSAVE_SECONDS, EditorPage
+from .app import EditorPage
 from .flow_editor import BundleMissing, check_bundle
 from .state import Hub
 
@@ -184,7 +184,8 @@ class MultiUser:
             report = executor.run(graph)
         failure = report.failure()
         if failure is not None:
-            raise ValueError(f"the dataset doctor could not read data/{name} as a dataset: {failure[1].error}")
+            why = str(failure[1].error).replace(str(folder), f"data/{name}")  # no path of the server's
+            raise ValueError(f"the dataset doctor could not read data/{name} as a dataset: {why}")
         findings = report.outputs["doctor"]["findings"]
         tables = findings.tables
         prefix = str(folder) + "/"
@@ -383,9 +384,9 @@ class ProjectRouter:
             return
         project_id, rest = found.group(1), "/api" + (found.group(2) or "")
         need = "write" if scope["method"] not in SAFE_METHODS or rest in WORKING_READS else "read"
-        try:
-            project = await anyio.to_thread.run_sync(self.mu.server.project_for, user, project_id, need)
-            view = await anyio.to_thread.run_sync(self.mu.view, project)
+        try:  # one hop to a thread: both read the accounts' database
+            view = await anyio.to_thread.run_sync(lambda: self.mu.view(self.mu.server.project_for(user, project_id,
+                                                                                                 need)))
         except ProjectNotFound as exc:
             await JSONResponse({"detail": str(exc)}, status_code=404)(scope, receive, send)
             return
@@ -725,7 +726,7 @@ def add_pages(mu: MultiUser) -> None:
         view = mu.view(project)
         mu.own_client(user)
         writable = server.projects.can(user, project, "write")
-        reason = None if writable else (f"archived (restore it on the project list to change it)"
+        reason = None if writable else ("archived (restore it on the project list to change it)"
                                          if project.owner == user.name else
                                          f"{project.owner}'s project, shared with you" if not user.admin
                                          or user.name in project.shared_with else
@@ -744,7 +745,7 @@ class ProjectHeader:
     def __init__(self, mu: MultiUser, page: EditorPage, view: ProjectView, user: User, writable: bool) -> None:
         self.mu = mu
         self.view = view
-        self.page = page
+        self.user = user
         with page.header:
             back = ui.link("← Projects", "/").classes("text-white text-sm q-mr-sm nf-back")
             back.move(target_index=1)
@@ -762,8 +763,8 @@ class ProjectHeader:
     def publish(self) -> None:
         def do_publish() -> None:
             try:
-                template = self.mu.server.projects.publish_template(
-                    self.page_user(), self.view.session.graph, title.value or "")
+                template = self.mu.server.projects.publish_template(self.user, self.view.session.graph,
+                                                                    title.value or "")
             except (AccountError, NotAllowed) as exc:
                 problem.set_text(str(exc))
                 return
@@ -778,9 +779,6 @@ class ProjectHeader:
                 ui.button("Cancel", on_click=dialog.close).props("flat")
                 ui.button("Publish", on_click=do_publish)
         dialog.open()
-
-    def page_user(self) -> User:
-        return self.mu.server.accounts.require(self.mu.owners[ui.context.client.id])
 
 
 class UploadPanel:

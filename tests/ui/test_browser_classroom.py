@@ -186,6 +186,11 @@ def test_two_students_and_a_teacher(browser, classroom):
         for control in ("Run all", "Run selected", "Stop", "Upload data"):
             assert teacher.get_by_role("button", name=control).count() == 0 or \
                 not teacher.get_by_role("button", name=control).is_visible()
+        teacher.locator('.vue-flow__node[data-id="train"] .nf-title').click()
+        epochs = teacher.locator('.nf-field[data-param="epochs"]')
+        epochs.locator("input").fill("5")
+        epochs.locator("input").press("Tab")
+        expect(epochs.locator(".nf-field-error")).to_contain_text("Refused: read-only: alice's project")
         teacher.get_by_role("button", name="Runs").click()
         expect(teacher.locator(".q-table tbody tr")).to_have_count(1)
         shot(teacher, "classroom-teacher-read-only")
