@@ -203,13 +203,20 @@ def test_two_students_and_a_teacher(browser, classroom):
             context.close()
 
 
-def test_a_zip_dropped_anywhere_on_the_editor_is_uploaded(browser, classroom):
-    context, tab = signed_in(browser, classroom, "alice")
+def test_a_zip_dropped_anywhere_on_the_editor_is_uploaded_into_that_tabs_project(browser, classroom):
+    context, other = signed_in(browser, classroom, "alice")
     try:
-        tab.locator(".nf-new-title input").fill("Dropped")
-        tab.get_by_role("button", name="Create").click()
-        tab.wait_for_url(re.compile(r".*/p/[0-9a-f]{24}$"))
-        tab.wait_for_selector(".vue-flow__pane")
+        projects = []
+        for title in ("Elsewhere", "Dropped"):  # two tabs, two projects, open at once
+            tab = other if not projects else context.new_page()
+            tab.goto(classroom.url + "/")
+            tab.locator(".nf-new-title input").fill(title)
+            tab.get_by_role("button", name="Create").click()
+            tab.wait_for_url(re.compile(r".*/p/[0-9a-f]{24}$"))
+            tab.wait_for_selector(".vue-flow__pane")
+            projects.append(tab.url.rsplit("/", 1)[1])
+        tab.problems = []
+        tab.on("pageerror", lambda e: tab.problems.append(str(e)))
         packed = list(classroom.archive.read_bytes())
         drop = tab.evaluate_handle("""(bytes) => {
             const data = new DataTransfer();
@@ -219,7 +226,10 @@ def test_a_zip_dropped_anywhere_on_the_editor_is_uploaded(browser, classroom):
         tab.locator(".vue-flow__pane").dispatch_event("drop", {"dataTransfer": drop})
         expect(tab.locator(".nf-upload-status")).to_contain_text("Saved data/cats and dogs: 40 images", timeout=60_000)
         assert tab.locator(".vue-flow__node").count() == 0  # the canvas took nothing from the drop
-        assert not tab.problems, tab.problems
+        data = [tab.request.get(f"{classroom.url}/api/p/{p}/data").json() for p in projects]
+        assert data[0] == [] and [d["name"] for d in data[1]] == ["cats and dogs"]  # this tab's project only
+        expect(other.locator(".nf-project-title")).to_have_text("Elsewhere")  # the other tab is its own still
+        assert not tab.problems and not other.problems, (tab.problems, other.problems)
     finally:
         context.close()
 
