@@ -86,6 +86,8 @@ class FairTurns:
         #: projects whose waiting job was handed a slot that its thread has not picked up yet
         self._granted: set[str] = set()
         self._closed = False
+        #: hand out no more turns (the server is closing its projects)
+        self._draining = False
         #: the latest jobs, in the order they started
         self.starts: deque[Job] = deque(maxlen=STARTS_KEPT)
         #: moves whenever a job starts, waits or leaves (what a cached view of the queue keys on)
@@ -98,8 +100,8 @@ class FairTurns:
         False when it was withdrawn meanwhile (or before)."""
         with self._cond:
             if not blocking and project not in self._waiting and project not in self._granted:
-                if not self._closed and len(self._running) < self.slots and project not in self._running \
-                        and not len(self.queue):
+                if not self._closed and not self._draining and len(self._running) < self.slots \
+                        and project not in self._running and not len(self.queue):
                     self.queue.push(user, (project, tuple(run_ids)))
                     self.queue.pop_next()  # through the queue, so that it counts as this user's turn
                     self._start(user, project, tuple(run_ids))
@@ -138,6 +140,12 @@ class FairTurns:
             self._cond.notify_all()
             return True
 
+    def drain(self) -> None:
+        """Hand out no more turns: jobs that finish free their slots for nobody, so that the projects
+        can be closed with their queued runs still queued."""
+        with self._cond:
+            self._draining = True
+
     def close(self) -> None:
         """No more turns: every waiting job's ``acquire`` answers False (its runs stay queued)."""
         with self._cond:
@@ -170,7 +178,7 @@ class FairTurns:
     def _hand_out(self) -> None:
         """Fill the free slots from the fair queue. A project still finishing its previous job (its
         next one was queued before that one's turn ended) is passed over until it has."""
-        while len(self._running) < self.slots:
+        while len(self._running) < self.slots and not self._draining:
             found = self.queue.pop_next(skip=lambda key: key[0] in self._running)
             if found is None:
                 break
@@ -401,13 +409,16 @@ class ClassServer:
         return resumed
 
     def close(self) -> None:
+        """Close every project (a running job stops, a waiting one stops waiting; their runs stay
+        queued for the next start), then the turns."""
         with self._lock:
             self._closed = True
             sessions = list(self._sessions.values())
             self._sessions.clear()
-        self.turns.close()
+        self.turns.drain()
         for session in sessions:
             session.close()
+        self.turns.close()
 
     # -- new work --------------------------------------------------------------------------------------
     def admit(self, user: str) -> None:
