@@ -28,7 +28,7 @@ from nodeflow.graph import Graph, GraphFileError
 from nodeflow.node import Registry
 from nodeflow.session import Session
 from nodeflow.uploads import UploadLimits
-from nodeflow.users import Accounts, DiskQuota, NotAllowed, Project, Projects, QuotaExceeded, User
+from nodeflow.users import Accounts, DiskQuota, NotAllowed, Project, ProjectNotFound, Projects, QuotaExceeded, User
 
 #: the jobs one person may have waiting (a sweep is one job: its branches take one turn)
 QUEUE_LIMIT = 10
@@ -502,10 +502,17 @@ class ClassServer:
         session = self.session(project)
         return session.cancel(session.runs.get(run_id)["id"])  # RunNotFound for a run the project does not have
 
-    # -- a project's own folder ------------------------------------------------------------------------
+    # -- a project as a user may see it ----------------------------------------------------------------
     def project_for(self, user: User, project_id: str, need: str = "read") -> Project:
         """``projects.get`` (ProjectNotFound: 404, NotAllowed: 403)."""
         return self.projects.get(user, project_id, need)  # type: ignore[arg-type]
+
+    def project_title(self, user: User, project_id: str) -> str | None:
+        """A project's title for ``user``; None for one they may not read (an admin reads all)."""
+        try:
+            return self.projects.get(user, project_id).title
+        except ProjectNotFound:
+            return None
 
 
 def _has_queued(store: Path) -> bool:

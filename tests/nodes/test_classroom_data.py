@@ -16,7 +16,8 @@ from argon2 import PasswordHasher
 from nodeflow.edits import EditError
 from nodeflow.graph import Graph
 from nodeflow.server import ClassServer
-from nodeflow.ui.multiuser import MultiUser, doctor_lines
+from nodeflow.ui.multiuser import MultiUser
+from nodeflow.ui.project_pages import doctor_lines
 from nodeflow.uploads import receive_zip
 from nodeflow.users import Accounts
 from tests.imagegen import draw
