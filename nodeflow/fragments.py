@@ -60,7 +60,7 @@ def paste_ops(fragment: Graph, graph: Graph, at: dict[str, float] | None = None,
     taken = {n.id for n in graph.nodes}
     renamed: dict[str, str] = {}
     for node in fragment.nodes:
-        renamed[node.id] = fresh_id(taken, node.id) if node.id in taken else node.id
+        renamed[node.id] = fresh_id(taken, _stem(node.id)) if node.id in taken else node.id
         taken.add(renamed[node.id])
     left = min(n.position.x for n in fragment.nodes)
     top = min(n.position.y for n in fragment.nodes)
@@ -78,12 +78,17 @@ def paste_ops(fragment: Graph, graph: Graph, at: dict[str, float] | None = None,
                     "target": renamed[edge.target], "target_port": edge.target_port})
     group_ids = {g.id for g in graph.groups}
     for group in fragment.groups:
-        group_id = fresh_id(group_ids, group.id)
+        group_id = fresh_id(group_ids, _stem(group.id))
         group_ids.add(group_id)
         ops.append({"op": "group", "id": group_id, "title": group.title, "collapsed": group.collapsed,
                     "members": [renamed[m] for m in group.members],
                     "position": {"x": round(group.position.x + dx), "y": round(group.position.y + dy)}})
     return ops, [renamed[n.id] for n in fragment.nodes]
+
+
+def _stem(node_id: str) -> str:
+    """A copy of ``dense_2`` is ``dense_3``, not ``dense_2_2``."""
+    return re.sub(r"_\d+$", "", node_id) or node_id
 
 
 # -- the group library: groups saved to the palette ---------------------------------------------------

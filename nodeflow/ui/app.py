@@ -119,11 +119,13 @@ class EditorPage:
                 .tooltip("Run the selected node and only the stale nodes it needs")
             self.stop_btn = ui.button("Stop", icon="stop", on_click=self.stop) \
                 .props("unelevated dense color=red-7 no-caps").classes("px-2")
-            ui.button("Validate", icon="rule", on_click=self.validate).props("flat dense color=white no-caps")
-            ui.button("Estimate", icon="timer", on_click=self.estimate_costs).props("flat dense color=white no-caps") \
+            ui.button("Validate", icon="rule", on_click=self.validate).props("flat dense color=white no-caps") \
+                .classes("nf-compact").tooltip("Check the graph: every problem, naming the node and the param")
+            ui.button("Estimate", icon="timer", on_click=self.estimate_costs) \
+                .props("flat dense color=white no-caps").classes("nf-compact") \
                 .tooltip("What running (the selected node, else everything) would cost: shown on each stale card")
             ui.button("Runs", icon="history", on_click=lambda: self.runs_panel.open()) \
-                .props("flat dense color=white no-caps").tooltip("Run history: compare, restore, cancel queued runs")
+                .props("flat dense color=white no-caps").classes("nf-compact").tooltip("Run history: compare, restore, cancel queued runs")
 
     def _palette(self) -> None:
         with ui.left_drawer(value=True, fixed=True).props("width=220 bordered").classes("p-2 nf-palette"):
@@ -209,10 +211,10 @@ class EditorPage:
         self.undo_btn.set_enabled(self.session.can_undo)
         self.redo_btn.set_enabled(self.session.can_redo)
         active = [i for i, s in status.items() if s["state"] == "running"]
-        self.run_state.set_text(f"running {active[0]} {status[active[0]]['progress']:.0%}" if active
-                                else "running…" if running else (f"error: {snap['error']}" if snap["error"] else ""))
+        _set_text(self.run_state, f"running {active[0]} {status[active[0]]['progress']:.0%}" if active
+                  else "running…" if running else (f"error: {snap['error']}" if snap["error"] else ""))
         name = snap["path"] and Path(snap["path"]).name or self.session.graph.name or "untitled"
-        self.file_label.set_text(f"{name}{' •' if snap['dirty'] else ''}")
+        _set_text(self.file_label, f"{name}{' •' if snap['dirty'] else ''}")
         self.render_inspector()
         focus = self.selected[0] if len(self.selected) == 1 else (active[0] if active else None)
         self.output.show(focus, snap["nodes"].get(focus) if focus else None)
@@ -721,6 +723,14 @@ def estimate_line(entry: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def _set_text(label: ui.label, text: str) -> None:
+    """A header label's text, whole in its tooltip (the header may cut it short)."""
+    if label.text != text:
+        label.set_text(text)
+        label._props["title"] = text
+        label.update()
+
+
 def _point(value: Any) -> dict[str, float] | None:
     """A canvas point sent by the page, or None when it is not one."""
     if isinstance(value, dict) and all(isinstance(value.get(k), (int, float)) and not isinstance(value.get(k), bool)
@@ -780,6 +790,19 @@ PAGE_CSS = """
 .nf-error-box { border-left: 3px solid #c62828; background: #fff5f5; padding: 6px 10px; border-radius: 4px; }
 .nf-error-text { white-space: pre-wrap; overflow-wrap: anywhere; color: #7f1d1d; }
 .nf-field-focus { outline: 2px solid #3f51b5; outline-offset: 2px; border-radius: 4px; }
+/* one header row at 1280 px and wider, whatever runs: the file name and the run's state give way
+   (cut with an ellipsis, whole in their tooltip), and below 1440 px the last buttons keep only
+   their icons */
+.nf-header { flex-wrap: nowrap !important; }
+.nf-header > * { flex-shrink: 0; }
+.nf-header > .nf-file, .nf-header > .nf-run-state { flex-shrink: 1; min-width: 0; white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; }
+.nf-header > .nf-file { max-width: 360px; }
+.nf-header > .nf-run-state { max-width: 260px; }
+@media (max-width: 1439px) {
+  .nf-header .nf-compact .q-btn__content > .block { max-width: 0; overflow: hidden; }
+  .nf-header .nf-compact .q-icon.on-left { margin-right: 0; }
+}
 """
 
 

@@ -372,7 +372,7 @@ export default {
       this.groups = graph.groups || [];
       const collapsed = this.collapsedOf;
       const cards = this.groups.filter((g) => g.collapsed).map((g) => ({
-        id: GROUP_PREFIX + g.id, type: "nfgroup", position: { ...g.position }, data: g, deletable: false,
+        id: GROUP_PREFIX + g.id, type: "nfgroup", position: { ...g.position }, data: g,
       }));
       const wanted = new Map([...graph.nodes.map((n) => [n.id, n]), ...cards.map((c) => [c.id, c])]);
       const gone = unref(store.nodes).filter((n) => !wanted.has(n.id)).map((n) => n.id);
@@ -396,6 +396,8 @@ export default {
         if (JSON.stringify(have.data) !== JSON.stringify(n.data)) have.data = n.data;
       }
       if (fresh.length) store.addNodes(fresh);
+      const folded = unref(store.getSelectedNodes).filter((n) => n.hidden);  // a collapsed group's members
+      if (folded.length) store.removeSelectedNodes(folded);
       this._types = new Map(graph.nodes.map((n) => [n.id, n.data.type]));
       const edges = graph.edges.map((e) => this.edgeOf(e));
       const wantedEdges = new Map(edges.map((e) => [e.id, e]));
@@ -603,16 +605,20 @@ export default {
       }
     },
     queueRemove(kind, id) {
-      if ((this.serverRemoved && this.serverRemoved.has(id)) || id.startsWith(GROUP_PREFIX)) return;
+      if (this.serverRemoved && this.serverRemoved.has(id)) return;
       // Deleting a node also removes its edges: gather everything of one key press into one edit.
       if (!this.removing) {
-        this.removing = { nodes: new Set(), edges: new Set() };
+        this.removing = { nodes: new Set(), edges: new Set(), groups: false };
         setTimeout(() => this.flushRemove(), 0);
       }
-      this.removing[kind].add(id);
+      const group = id.startsWith(GROUP_PREFIX) && this.groupById(id.slice(GROUP_PREFIX.length));
+      if (group) {  // a collapsed group's card goes with its nodes
+        this.removing.groups = true;
+        for (const m of group.members) this.removing.nodes.add(m);
+      } else this.removing[kind].add(id);
     },
     flushRemove() {
-      const { nodes, edges } = this.removing;
+      const { nodes, edges, groups } = this.removing;
       this.removing = null;
       const ops = [...nodes].map((id) => ({ op: "remove_node", id }));
       for (const edgeId of edges) {
@@ -620,7 +626,8 @@ export default {
         const target = edgeId.slice(0, cut);
         if (!nodes.has(target)) ops.push({ op: "disconnect", target, target_port: edgeId.slice(cut + 1) });
       }
-      if (ops.length) this.send("delete", ops);
+      // the canvas drew a plain deletion itself; the hidden members of a group card need the server's redraw
+      if (ops.length) this.send(groups ? "delete-group" : "delete", ops);
     },
     onPaneClick() {
       if (this.selectedIds.length) {
