@@ -156,20 +156,18 @@ const NfGroup = {
     </div>
     <div class="nf-sub"><span class="nf-badge" :class="'nf-badge-' + st.state" :data-state="st.state">{{ st.label }}</span>
       group of {{ data.members.length }}</div>
-    <div class="nf-ports">
-      <div class="nf-col">
-        <div v-for="p in data.inputs" :key="'in-' + p.handle" class="nf-port nf-in" :title="p.handle + ': ' + p.type">
-          <Handle type="target" :id="p.handle" :position="Position.Left" class="nf-handle"
-                  :style="{ background: p.color }" :data-port-type="p.type" />
-          <span>{{ p.handle }}<i v-if="p.optional">?</i></span>
-        </div>
+    <div class="nf-group-ports">
+      <div v-for="p in data.inputs" :key="'in-' + p.handle" class="nf-port nf-in" :data-handle="p.handle"
+           :title="p.handle + ': ' + p.type">
+        <Handle type="target" :id="p.handle" :position="Position.Left" class="nf-handle"
+                :style="{ background: p.color }" :data-port-type="p.type" />
+        <span>{{ p.label }}<i v-if="p.optional">?</i></span>
       </div>
-      <div class="nf-col nf-right">
-        <div v-for="p in data.outputs" :key="'out-' + p.handle" class="nf-port nf-out" :title="p.handle + ': ' + p.type">
-          <span>{{ p.handle }}</span>
-          <Handle type="source" :id="p.handle" :position="Position.Right" class="nf-handle"
-                  :style="{ background: p.color }" :data-port-type="p.type" :data-accepts="accepts(p)" />
-        </div>
+      <div v-for="p in data.outputs" :key="'out-' + p.handle" class="nf-port nf-out" :data-handle="p.handle"
+           :title="p.handle + ': ' + p.type">
+        <span>{{ p.label }}</span>
+        <Handle type="source" :id="p.handle" :position="Position.Right" class="nf-handle"
+                :style="{ background: p.color }" :data-port-type="p.type" :data-accepts="accepts(p)" />
       </div>
     </div>
   </div>`,
@@ -226,8 +224,10 @@ const EDITOR_CSS = `
 .nf-node.nf-disabled { opacity: .55; border-style: dashed; }
 .nf-node.nf-disabled .nf-title { text-decoration: line-through; }
 .nf-badge-disabled { background: #eceff1; color: #455a64; }
-.nf-group-card { width: 240px; background: #f5f7ff; border: 2px solid #7986cb; }
-.nf-group-card .nf-port { font-size: 14px; }
+.nf-group-card { background: #f5f7ff; border: 2px solid #7986cb; }
+.nf-group-ports { display: flex; flex-direction: column; gap: 2px; padding: 4px 0 6px; }
+.nf-group-ports .nf-port { white-space: normal; overflow-wrap: anywhere; }
+.nf-group-ports .nf-out { text-align: right; }
 .nf-group-rename { font: 600 18px/1.25 system-ui, sans-serif; flex: 1; min-width: 0; border: 1px solid #3f51b5;
   border-radius: 4px; padding: 0 4px; pointer-events: all; }
 .nf-frames { position: absolute; left: 0; top: 0; z-index: -1; pointer-events: none; }

@@ -128,6 +128,10 @@ class Hub:
                 targets = used.get((node_id, port["name"]), set())
                 if not targets or targets - members:
                     outputs.append({**port, "handle": f"{node_id}.{port['name']}", "node": node_id})
+        for side in (inputs, outputs):  # a port's name says enough unless two members have one of that name
+            names = [p["name"] for p in side]
+            for port in side:
+                port["label"] = port["name"] if names.count(port["name"]) == 1 else port["handle"]
         return {"inputs": inputs, "outputs": outputs}
 
     def summary(self, node_type: str, params: dict[str, Any]) -> str:

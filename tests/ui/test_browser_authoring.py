@@ -9,7 +9,9 @@ the server's document is read only to confirm what the screen says."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 
 import pytest
 from playwright.sync_api import expect
@@ -236,7 +238,8 @@ def test_group_rename_collapse_expand_and_ungroup(tab, pack_server):
     for node in ("c1", "c2", "add"):
         expect(card(tab, node)).to_be_hidden()
     expect(group.locator(".nf-group-title")).to_have_text("Sum of two")
-    assert group.locator(".nf-out").all_inner_texts() == ["add.value"]  # the one port that leaves the group
+    assert group.locator(".nf-out").all_inner_texts() == ["value"]  # the one port that leaves the group
+    assert group.locator(".nf-out").get_attribute("data-handle") == "add.value"
     expect(group.locator(".nf-sub")).to_contain_text("group of 3")
     # the wire to slow now starts at the card, and grouping changed no cache key: still cached
     expect(tab.locator('.vue-flow__edge[data-id="slow.value"]')).to_be_attached()
@@ -297,6 +300,55 @@ def test_a_group_saved_to_the_palette_is_inserted_by_dragging_it_in(tab, pack_se
         expect(card(tab, node)).to_be_visible()
     expect(tab.locator(".nf-frame .nf-group-title")).to_have_text(["Two numbers", "Two numbers"])
     assert [g["members"] for g in graph(pack_server)["groups"]] == [["c1", "c2", "add"], ["c1_2", "c2_2", "add_2"]]
+
+
+# -- continuity ----------------------------------------------------------------------------------------
+def test_open_lists_graphs_newest_first_and_the_editor_reopens_unsaved_edits(browser, tmp_path):
+    workspace = tmp_path / "workspace"
+    (workspace / "projects").mkdir(parents=True)
+    mine, older = workspace / "projects" / "mine.json", workspace / "older.json"
+    demo_graph().save(older)
+    demo_graph().save(mine)
+    os.utime(older, (time.time() - 3600, time.time() - 3600))
+    (workspace / "errors" / "errors").mkdir(parents=True)  # a node's output: JSON, but no graph
+    (workspace / "errors" / "errors" / "errors.json").write_text('{"top_errors": [], "cells": []}')
+    for stamp in ("20260101-100000-000003", "20260101-110000-000007"):
+        demo_graph().save(workspace / "autosave" / "earlier" / f"{stamp}.json")
+
+    first = Server(workspace, "--reopen")  # nothing noted yet: it opens its default graph
+    try:
+        with editor_tab(browser, first, "desc") as tab:
+            tab.locator('[aria-label="Open"]').click()
+            listed = tab.locator(".nf-open-graph")
+            expect(listed).to_have_count(2)
+            assert [t.split("\n")[0] for t in listed.all_inner_texts()] == ["projects/mine.json", "older.json"]
+            assert "errors" not in tab.locator(".nf-open").inner_text()
+            recover = tab.locator(".nf-recover")
+            expect(recover).to_contain_text("Recover (2 autosaved versions)")
+            recover.locator(".q-expansion-item__container > .q-item").click()
+            expect(tab.locator(".nf-open-autosave")).to_have_count(2)
+            listed.first.click()
+            expect(tab.locator(".nf-file")).to_have_text("mine.json")
+            handle = card(tab, "c1").locator(".nf-title").bounding_box()
+            tab.mouse.move(handle["x"] + 10, handle["y"] + 5)
+            tab.mouse.down()
+            tab.mouse.move(handle["x"] + 10, handle["y"] + 205, steps=6)
+            tab.mouse.up()
+            assert wait_for(lambda: positions(first)["c1"]["y"] > 150, 10)
+            expect(tab.locator(".nf-file")).to_have_text("mine.json •")
+            moved = positions(first)["c1"]
+    finally:
+        first.stop()  # well before its autosave is due: stopping writes it
+    assert json.loads(mine.read_text())["nodes"][0]["position"] == {"x": 0.0, "y": 0.0}  # the file is untouched
+
+    second = Server(workspace, "--reopen")
+    try:
+        with editor_tab(browser, second, "desc") as tab:
+            expect(tab.locator(".nf-notice")).to_contain_text("Reopened mine.json with unsaved edits from ")
+            expect(tab.locator(".nf-file")).to_have_text("mine.json •")
+            assert positions(second)["c1"] == moved
+    finally:
+        second.stop()
 
 
 # -- layout --------------------------------------------------------------------------------------------

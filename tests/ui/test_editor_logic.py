@@ -212,3 +212,46 @@ def test_a_card_shows_what_a_node_costs_but_not_a_quick_nodes_zero():
     slow_scan = {"seconds": 3.0, "note": "quick: ran it now (not cached)"}
     assert estimate_line(slow_scan).startswith("≈ 3")
     assert estimate_line({"seconds": None, "note": "quick; not measured"}) == ""
+
+
+def test_a_collapsed_groups_card_shows_the_ports_that_cross_its_edge(workspace):
+    session = Session(pack_registry(), workspace, graph=demo_graph())
+    session.edits([{"op": "group", "id": "sum", "members": ["c1", "c2", "add"], "collapsed": True},
+                   {"op": "group", "id": "end", "members": ["slow", "desc", "add2"]}])
+    groups = {g["id"]: g for g in Hub(session).canvas_graph()["groups"]}
+    summed = groups["sum"]
+    assert summed["collapsed"] and summed["members"] == ["c1", "c2", "add"]
+    assert summed["inputs"] == []  # the constants feed the adder inside the group
+    assert [(p["handle"], p["label"], p["type"]) for p in summed["outputs"]] == [("add.value", "value", "Number")]
+    end = groups["end"]
+    # fed from outside (slow.value), or needing a wire (add2.a); an optional unwired input (add2.b) is left out
+    assert [(p["handle"], p["label"]) for p in end["inputs"]] == [("slow.value", "value"), ("add2.a", "a")]
+    # outputs that go nowhere are the group's results; two of one name say whose they are
+    assert [(p["handle"], p["label"]) for p in end["outputs"]] == [("desc.text", "text"), ("add2.value", "value")]
+    session.edit("ungroup", id="end")
+    session.edit("group", id="both", members=["slow", "add2"])
+    both = Hub(session).canvas_graph()["groups"][1]
+    assert [(p["handle"], p["label"]) for p in both["outputs"]] == [("slow.value", "slow.value"),
+                                                                    ("add2.value", "add2.value")]
+
+
+def test_help_text_is_plain_words():
+    from pydantic import Field
+
+    from nodeflow.node import Node, NodeParams, plain_text
+
+    assert plain_text("its images (:meth:`cell_gallery`), see :class:`~nodeflow.node.Node` and :ref:`the page "
+                      "<pages>`; ``last_n`` blocks, :py:func:`nodeflow.cli.main`") == \
+        "its images (cell_gallery), see Node and the page; last_n blocks, nodeflow.cli.main"
+
+    class Documented(Node):
+        """Shows a cell's images (:meth:`cell_gallery`)."""
+
+        type = "test.documented"
+
+        class Params(NodeParams):
+            depth: int = Field(1, description="Like :attr:`Trainer.epochs`, in ``blocks``")
+
+    entry = Documented.describe()  # what the palette, the inspector and `nodeflow nodes` show
+    assert entry["description"] == "Shows a cell's images (cell_gallery)."
+    assert entry["params_schema"]["properties"]["depth"]["description"] == "Like Trainer.epochs, in blocks"
