@@ -38,9 +38,9 @@ def fragment_of(graph: Graph, ids: list[str]) -> Graph:
     )
 
 
-def read_fragment(text: str | None) -> Graph:
+def read_fragment(text: Any) -> Graph:
     """The graph document a clipboard's text holds; NothingToPaste says why there is none."""
-    if not text or not text.lstrip().startswith("{"):
+    if not isinstance(text, str) or not text.lstrip().startswith("{"):
         raise NothingToPaste("the clipboard holds no nodeflow nodes (copy some with Ctrl+C first)")
     try:
         fragment = Graph.loads(text, "clipboard")

@@ -302,13 +302,14 @@ class EditorPage:
         self.editor.write_clipboard(text)
         ui.notify(f"Copied {len(ids)} node{'s' if len(ids) != 1 else ''}", timeout=1200)
 
-    def paste(self, text: str | None, at: dict[str, float] | None) -> None:
+    def paste(self, text: Any, at: dict[str, float] | None) -> None:
         """Paste the clipboard's graph document at ``at``; None (the page may not read the system
         clipboard here) pastes the latest copy made in this editor."""
         try:
-            fragment = fragments.read_fragment(text if isinstance(text, str) else self.hub.clipboard)
+            fragment = fragments.read_fragment(self.hub.clipboard if text is None else text)
         except fragments.NothingToPaste as exc:
-            ui.notify(str(exc)[:300].capitalize(), type="warning")
+            reason = str(exc)[:300]
+            ui.notify(reason[:1].upper() + reason[1:], type="warning")
             return
         self.add_fragment(fragment, at, "Pasted")
 

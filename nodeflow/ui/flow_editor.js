@@ -707,6 +707,14 @@ export default {
     group(ids) {
       if (ids.length) this.send("group", [{ op: "group", members: ids }]);
     },
+    // The groups of these nodes, dissolved in one edit.
+    ungroup(groupIds) {
+      const ids = [...new Set(groupIds)].filter(Boolean);
+      if (ids.length) this.send("group", ids.map((id) => ({ op: "ungroup", id })));
+    },
+    groupsOf(ids) {
+      return ids.map((id) => (this.groups.find((g) => g.members.includes(id)) || {}).id).filter(Boolean);
+    },
     setDisabled(ids, disabled) {
       if (ids.length) this.send("disable", ids.map((id) => ({ op: "disable", id, disabled })));
     },
@@ -727,7 +735,7 @@ export default {
       } else if (name === "expand") this.send("group", [{ op: "set_group", id: groupId, collapsed: false }]);
       else if (name === "rename") this.send("group", [{ op: "set_group", id: groupId, title: arg }]);
       else if (name === "start-rename") this.ctx.ui.renaming = groupId;
-      else if (name === "ungroup") this.send("group", [{ op: "ungroup", id: groupId }]);
+      else if (name === "ungroup") this.ungroup([groupId]);
       else if (name === "save") this.command("save_group", { group: groupId });
     },
     // Dragging a frame's title bar moves its cards; the move is one edit when the pointer is let go.
@@ -763,7 +771,7 @@ export default {
     },
     nodesMenu(ids) {
       const disabled = this.allDisabled(ids);
-      const grouped = [...new Set(ids.map((id) => (this.groups.find((g) => g.members.includes(id)) || {}).id).filter(Boolean))];
+      const grouped = [...new Set(this.groupsOf(ids))];
       const items = [];
       if (ids.length === 1) items.push({ label: "Run to here", action: "run", run: () => this.$emit("run", { target: ids[0] }) });
       items.push(
@@ -773,7 +781,7 @@ export default {
       );
       if (!grouped.length) items.push({ label: "Group", action: "group", keys: "Ctrl+G", run: () => this.group(ids) });
       else items.push({ label: grouped.length > 1 ? "Ungroup their groups" : "Ungroup", action: "ungroup",
-                        run: () => grouped.forEach((g) => this.act("ungroup", g)) });
+                        run: () => this.ungroup(grouped) });
       items.push({ label: "Delete", action: "delete", keys: "Del", danger: true, run: () => this.remove(ids) });
       return items;
     },
@@ -790,7 +798,7 @@ export default {
     },
     onPaneMenu(event) {
       const ids = this.selection();
-      const items = [{ label: "Paste", action: "paste", keys: "Ctrl+V", run: () => this.paste(this.menu_at) }];
+      const items = [{ label: "Paste", action: "paste", keys: "Ctrl+V", run: () => this.paste(this._menuAt) }];
       if (ids.length) items.push(...this.nodesMenu(ids).filter((i) => i.action !== "run"));
       items.push({ label: "Fit view", action: "fit", run: () => this.fit() });
       this.openMenu(event, ids.length ? `canvas · ${ids.length} selected` : "canvas", items);
@@ -811,7 +819,7 @@ export default {
       ]);
     },
     choose(item) {
-      this.menu_at = this.menu && this.menu.at;
+      this._menuAt = this.menu && this.menu.at;  // a paste from the canvas's menu lands where it was opened
       this.menu = null;
       item.run();
     },
@@ -829,13 +837,12 @@ export default {
       if (key === "z" && !e.shiftKey) this.$emit("command", { name: "undo" });
       else if ((key === "z" && e.shiftKey) || key === "y") this.$emit("command", { name: "redo" });
       else if (key === "s") this.$emit("command", { name: "save" });
-      else if (key === "c" && ids.length) this.copy(ids);
+      else if (key === "c" && ids.length && !String(window.getSelection() || "")) this.copy(ids);  // else: the text
       else if (key === "v") this.paste();
       else if (key === "d" && ids.length) this.duplicate(ids);
       else if (key === "g" && !e.shiftKey && ids.length) this.group(ids);
-      else if (key === "g" && e.shiftKey && ids.length) {
-        new Set(ids.map((id) => (this.groups.find((g) => g.members.includes(id)) || {}).id)).forEach((g) => g && this.act("ungroup", g));
-      } else return;
+      else if (key === "g" && e.shiftKey && ids.length) this.ungroup(this.groupsOf(ids));
+      else return;
       e.preventDefault();
     },
     minimapColor(node) {

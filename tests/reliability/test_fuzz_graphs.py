@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodeflow.executor import Executor
+from nodeflow.fragments import NothingToPaste, paste_ops, read_fragment
 from nodeflow.graph import Graph, GraphFileError, GroupSpec
 from nodeflow.session import EditError, Session
 
@@ -89,3 +90,30 @@ def test_edits_apply_whole_or_not_at_all(registry, tmp_path_factory, ops):
         return
     Graph.loads(session.graph.dumps())  # whatever was accepted is a valid document
     session.validate()
+
+
+CLIPBOARD = st.text(max_size=40) | DOC.map(lambda d: json.dumps(d, allow_nan=True))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(CLIPBOARD, st.none() | st.fixed_dictionaries({"x": st.floats(-2e9, 2e9), "y": st.floats(-2e9, 2e9)}))
+def test_a_paste_of_any_clipboard_applies_whole_or_says_why(registry, tmp_path_factory, text, at):
+    """Whatever the clipboard holds (any text, any document), a paste adds all of it as one undo
+    step or is refused with a reason, the graph as it was."""
+    from tests.core.conftest import make_graph
+
+    graph = make_graph({"a": ("test.constant", {}), "sum": ("test.add", {})}, ["a.value->sum.a"])
+    session = Session(registry, tmp_path_factory.mktemp("ws"), graph=graph)
+    try:
+        fragment = read_fragment(text)
+    except NothingToPaste as exc:
+        assert "clipboard" in str(exc)
+        return
+    ops, ids = paste_ops(fragment, session.graph, at)
+    try:
+        session.edits(ops)
+    except EditError as exc:
+        assert str(exc) and session.graph == graph and not session.can_undo
+        return
+    assert {n.id for n in session.graph.nodes} == {"a", "sum", *ids}
+    assert session.undo() and session.graph == graph

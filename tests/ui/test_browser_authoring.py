@@ -50,6 +50,17 @@ def positions(server) -> dict[str, dict]:
     return {n["id"]: n["position"] for n in graph(server)["nodes"]}
 
 
+def settled(tab, node: str) -> None:
+    """Wait until a card stays where it is on screen between two polls (a fit of the view is done)."""
+    tab.wait_for_function("""(id) => {
+        const r = document.querySelector(`.vue-flow__node[data-id="${id}"]`).getBoundingClientRect();
+        const now = [r.x, r.y, r.width].join();
+        const same = window.__nfLastBox === now;
+        window.__nfLastBox = now;
+        return same;
+    }""", arg=node, polling=150)
+
+
 def box_select(tab, nodes: list[str]) -> None:
     """Shift-drag a box around the cards ``nodes``, as a person selects several."""
     boxes = [card(tab, n).bounding_box() for n in nodes]
@@ -329,6 +340,8 @@ def test_open_lists_graphs_newest_first_and_the_editor_reopens_unsaved_edits(bro
             expect(tab.locator(".nf-open-autosave")).to_have_count(2)
             listed.first.click()
             expect(tab.locator(".nf-file")).to_have_text("mine.json")
+            expect(tab.locator(".nf-open")).to_have_count(0)
+            settled(tab, "c1")  # opening a graph fits the view to it
             handle = card(tab, "c1").locator(".nf-title").bounding_box()
             tab.mouse.move(handle["x"] + 10, handle["y"] + 5)
             tab.mouse.down()
