@@ -175,9 +175,6 @@ class Graph(_Strict):
     def has_node(self, node_id: str) -> bool:
         return any(n.id == node_id for n in self.nodes)
 
-    def group_of(self, node_id: str) -> GroupSpec | None:
-        return next((g for g in self.groups if node_id in g.members), None)
-
     def incoming(self, node_id: str) -> list[Edge]:
         if self._incoming is None:
             index: dict[str, list[Edge]] = {}
