@@ -5,7 +5,7 @@ import json
 import os
 import time
 
-from nodeflow.cli import DEFAULT_GRAPH, build_parser
+from nodeflow.cli import DEFAULT_GRAPH, main
 from nodeflow.recent import graph_files, reopen
 from nodeflow.session import Session
 
@@ -50,11 +50,32 @@ def test_nothing_to_reopen_when_the_files_are_gone_or_damaged(registry, workspac
     assert reopen(workspace) is None
 
 
-def test_serve_without_a_graph_reopens_and_an_explicit_graph_wins():
-    parser = build_parser()
-    assert parser.parse_args(["serve"]).graph is None
-    assert parser.parse_args(["serve", "other.json"]).graph == "other.json"
-    assert DEFAULT_GRAPH == "cats_vs_dogs_finetune"
+def test_serve_without_a_graph_reopens_and_an_explicit_graph_wins(registry, workspace, chain, tmp_path, monkeypatch):
+    import nodeflow.ui.app
+
+    served = []
+    monkeypatch.setattr(nodeflow.ui.app, "serve", lambda session, **kw: served.append(
+        (session.graph, session.path, session.dirty, session.notice)))
+
+    def serve(*args: str):
+        assert main(["--no-plugins", "--nodes", "tests/nodepack.py", "serve", "--workspace", str(workspace),
+                     "--in-process", *args]) == 0
+        return served.pop()
+
+    graph, path, dirty, notice = serve()  # the first start: the template
+    assert graph.name.startswith("Cats vs dogs") and path is None and notice is None
+    mine = tmp_path / "mine.json"
+    chain.save(mine)
+    session = Session(registry, workspace, graph=chain, path=mine)
+    session.edit("set_params", id="sum", params={"offset": 4})
+    session.autosave()
+    graph, path, dirty, notice = serve()  # ./dev.sh editor again: the graph left, with its edits
+    assert path == mine and dirty and graph.node("sum").params == {"offset": 4}
+    assert notice.startswith("Reopened mine.json with unsaved edits from ")
+    graph, path, dirty, notice = serve(DEFAULT_GRAPH)  # a GRAPH given wins
+    assert graph.name.startswith("Cats vs dogs") and notice is None
+    graph, path, dirty, notice = serve("--set", "sum.offset=9")  # --set applies to the reopened graph too
+    assert graph.node("sum").params == {"offset": 9}
 
 
 def test_only_graph_files_are_listed_the_newest_first_and_autosaves_apart(registry, workspace, chain):
