@@ -29,7 +29,7 @@ class NothingToPaste(ValueError):
 def fragment_of(graph: Graph, ids: list[str]) -> Graph:
     """The part of ``graph`` made of the nodes ``ids``: those nodes, the edges between them and the
     groups all of whose members are among them (edges to nodes outside are left behind)."""
-    wanted = {i for i in ids if graph.has_node(i)}
+    wanted = set(ids) & {n.id for n in graph.nodes}
     return Graph(
         name=graph.name,
         nodes=[n for n in graph.nodes if n.id in wanted],

@@ -171,8 +171,8 @@ class EditorPage:
                 ui.label("Right-click a group and choose “Save to palette” to keep it here.") \
                     .classes("text-xs text-grey-7")
             for name in saved:
-                item = ui.element("div").classes("nf-palette-item nf-library-item").props(
-                    f'draggable=true data-group="{name}"')
+                item = ui.element("div").classes("nf-palette-item nf-library-item")
+                item._props.update({"draggable": "true", "data-group": name})  # any file name, taken as it is
                 with item:
                     ui.label(name.replace("_", " ")).classes("text-sm")
                     ui.label("saved group").classes("text-xs text-grey-6")
@@ -638,8 +638,7 @@ class EditorPage:
             ui.label("Open a graph from the workspace").classes("text-h6")
             with ui.list().props("dense separator").classes("w-full max-h-80 overflow-auto nf-open-list"):
                 for path in graphs:
-                    with ui.item(on_click=lambda p=path: open_path(p)).classes("nf-open-graph") \
-                            .props(f'data-path="{path.relative_to(root).as_posix()}"'):
+                    with ui.item(on_click=lambda p=path: open_path(p)).classes("nf-open-graph"):
                         with ui.item_section():
                             ui.item_label(str(path.relative_to(root)))
                         with ui.item_section().props("side"):
