@@ -125,7 +125,8 @@ class EditorPage:
                 .props("flat dense color=white no-caps").classes("nf-compact") \
                 .tooltip("What running (the selected node, else everything) would cost: shown on each stale card")
             ui.button("Runs", icon="history", on_click=lambda: self.runs_panel.open()) \
-                .props("flat dense color=white no-caps").classes("nf-compact").tooltip("Run history: compare, restore, cancel queued runs")
+                .props("flat dense color=white no-caps").classes("nf-compact") \
+                .tooltip("Run history: compare, restore, cancel queued runs")
 
     def _palette(self) -> None:
         with ui.left_drawer(value=True, fixed=True).props("width=220 bordered").classes("p-2 nf-palette"):
@@ -646,8 +647,9 @@ class EditorPage:
                 if not graphs:
                     ui.label("No graphs saved in the workspace yet.").classes("text-grey-7 text-sm q-pa-sm")
                 if autosaves:
-                    with ui.expansion(f"Recover ({len(autosaves)} autosaved version{'s' if len(autosaves) != 1 else ''})",
-                                      icon="restore").props("dense").classes("w-full nf-recover"):
+                    versions = f"{len(autosaves)} autosaved version{'s' if len(autosaves) != 1 else ''}"
+                    with ui.expansion(f"Recover ({versions})", icon="restore").props("dense") \
+                            .classes("w-full nf-recover"):
                         for path in autosaves:
                             with ui.item(on_click=lambda p=path: open_path(p)).classes("nf-open-autosave"):
                                 with ui.item_section():

@@ -81,7 +81,7 @@ def test_a_disabled_node_and_what_needs_it_are_left_out_of_a_run(session):
     report = session.wait(10)
     assert report.ok and set(report.nodes) == {"a", "b", "c"}
     status = session.executor.status(session.graph)
-    assert (status["sum"], status["text"], status["length"], status["a"]) == ("disabled", "invalid", "invalid", "cached")
+    assert [status[n] for n in ("sum", "text", "length", "a")] == ["disabled", "invalid", "invalid", "cached"]
     snap = session.snapshot()["nodes"]
     assert snap["sum"]["state"] == "disabled" and "which is disabled" in snap["text"]["problems"][0]
 

@@ -94,8 +94,8 @@ def empty_spot(tab) -> dict:
 
 
 def inside(inner: dict, outer: dict, slack: float = 1.0) -> bool:
-    return (outer["x"] - slack <= inner["x"] and inner["x"] + inner["width"] <= outer["x"] + outer["width"] + slack
-            and outer["y"] - slack <= inner["y"] and inner["y"] + inner["height"] <= outer["y"] + outer["height"] + slack)
+    return all(outer[a] - slack <= inner[a] and inner[a] + inner[size] <= outer[a] + outer[size] + slack
+               for a, size in (("x", "width"), ("y", "height")))
 
 
 # -- copy, paste, duplicate ----------------------------------------------------------------------------
@@ -136,7 +136,8 @@ def test_duplicate_with_ctrl_d_lands_beside_the_original_and_is_selected(tab, pa
     expect(card(tab, "slow_2")).to_have_class(SELECTED)
     original, copy = card(tab, "slow").bounding_box(), card(tab, "slow_2").bounding_box()
     assert copy["x"] > original["x"] and copy["y"] > original["y"]
-    assert card(tab, "slow_2").locator(".nf-summary").inner_text() == card(tab, "slow").locator(".nf-summary").inner_text()
+    summary = card(tab, "slow").locator(".nf-summary").inner_text()
+    assert card(tab, "slow_2").locator(".nf-summary").inner_text() == summary
     expect(tab.locator(".nf-inspector-title")).to_have_text("Slow")  # the copy's form is open
 
 

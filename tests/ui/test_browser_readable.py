@@ -333,8 +333,8 @@ def test_the_template_opens_as_its_five_course_parts(tab):
         frame = frames.nth(index)
         title = frame.locator(".nf-group-title")
         found[title.inner_text()] = frame.bounding_box()
-        assert on_screen_px(tab, f'.nf-frame[data-group="{frame.get_attribute("data-group")}"] .nf-group-title')[0]["px"] \
-            >= MIN_PX
+        group = frame.get_attribute("data-group")
+        assert on_screen_px(tab, f'.nf-frame[data-group="{group}"] .nf-group-title')[0]["px"] >= MIN_PX
     assert set(found) == set(parts)
     cards = {c["id"]: c for c in boxes(tab, ".vue-flow__node")}
     for title, members in parts.items():
@@ -342,7 +342,8 @@ def test_the_template_opens_as_its_five_course_parts(tab):
         frame = {"x0": f["x"], "y0": f["y"], "x1": f["x"] + f["width"], "y1": f["y"] + f["height"]}
         for node in members:  # each part's cards inside its frame, and no other card
             c = cards[node]
-            assert frame["x0"] <= c["x0"] and c["x1"] <= frame["x1"] and frame["y0"] <= c["y0"] and c["y1"] <= frame["y1"]
+            assert frame["x0"] <= c["x0"] and c["x1"] <= frame["x1"], (title, node)
+            assert frame["y0"] <= c["y0"] and c["y1"] <= frame["y1"], (title, node)
         assert not any(overlap(cards[n], frame) for n in TEMPLATE_IDS - members), title
     shot(tab, "template-groups")
 
