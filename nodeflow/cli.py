@@ -23,8 +23,12 @@ from nodeflow.files import atomic_write_text
 from nodeflow.graph import Graph, GraphFileError
 from nodeflow.node import Event, Registry, import_module_or_file
 from nodeflow.paths import path_params
+from nodeflow.recent import reopen
 from nodeflow.runs import Recording, RunStore
 from nodeflow.templates import list_templates
+
+#: what ``nodeflow serve`` opens the first time (later: the graph open when the editor stopped)
+DEFAULT_GRAPH = "cats_vs_dogs_finetune"
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 
@@ -390,12 +394,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(f"the editor is not available ({exc})") from None
     workspace = Path(args.workspace) if args.workspace else default_workspace()
     registry = registry_for(args)
-    graph = graph_with_overrides(args, registry)
-    path = Path(args.graph) if Path(args.graph).exists() else None
+    # no GRAPH: the graph open when the editor stopped, with its unsaved edits; else the template
+    reopened = reopen(workspace) if args.graph is None else None
+    if reopened:
+        graph = apply_overrides(reopened.graph, args.set, registry)
+    else:
+        args.graph = args.graph or DEFAULT_GRAPH
+        graph = graph_with_overrides(args, registry)
+    path = reopened.path if reopened else Path(args.graph) if Path(args.graph).exists() else None
     with dispatcher_for(args) as dispatcher:
         session = Session(registry, workspace, graph=graph, path=path, device=args.device,
                           isolate=not args.in_process, autosave_delay=2.0, dispatcher=dispatcher,
                           allowed_roots=[Path(p).expanduser().resolve() for p in args.allow_root])
+        if reopened:
+            session.dirty, session.notice = reopened.dirty, reopened.message
         session.mlflow_uri = mlflow_uri(args)
         try:
             serve(session, host=args.host, port=args.port, token=args.token)
@@ -612,7 +624,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def graph_args(p: argparse.ArgumentParser, graph_optional: bool = False) -> None:
         if graph_optional:
-            p.add_argument("graph", nargs="?", default="cats_vs_dogs_finetune", help="graph file or template name")
+            p.add_argument("graph", nargs="?", help="graph file or template name (default: the graph open when "
+                           f"the editor stopped, with its unsaved edits; else {DEFAULT_GRAPH})")
         else:
             p.add_argument("graph", help="graph file or template name")
         p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",

@@ -89,8 +89,50 @@ class Disconnect(_Op):
     source_port: PortName | None = None
 
 
-EditOp = Annotated[AddNode | RemoveNode | SetParams | Move | Rename | Connect | Disconnect,
-                   Field(discriminator="op")]
+class Disable(_Op):
+    """Bypass a node (``disabled``: false brings it back): a run leaves it out, and the nodes that
+    need its output too, and validation says which input waits for it."""
+
+    op: Literal["disable"]
+    id: NodeId
+    disabled: bool = True
+
+
+GroupTitle = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Group(_Op):
+    """Put nodes into a new group (``id`` defaults to a fresh one made from the title). A node is
+    in one group at most; a group changes no node and no cache key."""
+
+    op: Literal["group"]
+    members: list[NodeId] = Field(min_length=1, max_length=MAX_OPS)
+    id: NodeId | None = None
+    title: GroupTitle = "Group"
+    collapsed: bool = False
+    position: PositionArg | None = Field(None, description="Where the collapsed card sits (default: the "
+                                                           "members' top left corner)")
+
+
+class Ungroup(_Op):
+    """Dissolve a group; its nodes stay where they are."""
+
+    op: Literal["ungroup"]
+    id: NodeId
+
+
+class SetGroup(_Op):
+    """Rename, collapse or expand a group, or move its collapsed card; what is not given stays."""
+
+    op: Literal["set_group"]
+    id: NodeId
+    title: GroupTitle | None = None
+    collapsed: bool | None = None
+    position: PositionArg | None = None
+
+
+AnyOp = AddNode | RemoveNode | SetParams | Move | Rename | Connect | Disconnect | Disable | Group | Ungroup | SetGroup
+EditOp = Annotated[AnyOp, Field(discriminator="op")]
 
 
 class EditRequest(BaseModel):
@@ -110,7 +152,7 @@ class RunRequest(BaseModel):
 OPS: TypeAdapter[list[EditOp]] = TypeAdapter(list[EditOp])
 
 
-def parse_ops(ops: Any) -> list[AddNode | RemoveNode | SetParams | Move | Rename | Connect | Disconnect]:
+def parse_ops(ops: Any) -> list[AnyOp]:
     """Typed ops from their JSON form; raises ValueError naming the op and the field."""
     if isinstance(ops, list) and len(ops) > MAX_OPS:
         raise ValueError(f"at most {MAX_OPS} ops per edit, got {len(ops)}")
@@ -134,4 +176,5 @@ def explain(exc: ValidationError, prefix: str = "") -> str:
     return "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
 
 
-OP_NAMES = ("add_node", "remove_node", "set_params", "move", "rename", "connect", "disconnect")
+OP_NAMES = ("add_node", "remove_node", "set_params", "move", "rename", "connect", "disconnect", "disable", "group",
+            "ungroup", "set_group")

@@ -60,6 +60,10 @@ class UnknownPortError(GraphProblem):
     pass
 
 
+class DisabledInputError(GraphProblem):
+    """An input fed by a disabled node (or by one that waits for a disabled node)."""
+
+
 class GraphInvalid(Exception):
     """Raised instead of running when validation found problems; carries all of them."""
 

@@ -26,8 +26,9 @@ import networkx as nx
 from pydantic import ValidationError
 
 from nodeflow.cache import Cache, canonical_json
-from nodeflow.errors import (GraphCycleError, GraphInvalid, GraphProblem, MissingInputError, NodeError, ParamError,
-                             PortTypeError, UnknownPortError, UnknownTypeError, describe_exception)
+from nodeflow.errors import (DisabledInputError, GraphCycleError, GraphInvalid, GraphProblem, MissingInputError,
+                             NodeError, ParamError, PortTypeError, UnknownPortError, UnknownTypeError,
+                             describe_exception)
 from nodeflow.graph import Graph, NodeSpec
 from nodeflow.node import (Event, Interrupted, Node, ParamProblem, Registry, RunContext, UnknownNodeType,
                            fresh_fingerprints)
@@ -91,6 +92,8 @@ class _Checked:
     keys: dict[str, str]
     order: list[str]
     facts: dict[str, dict[str, dict[str, Any]]]
+    #: disabled nodes, and the nodes that cannot run because they need one: left out of every run
+    off: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -193,12 +196,15 @@ class Executor:
         order = list(nx.topological_sort(dag)) if not cycles else [n.id for n in graph.nodes]
         keys: dict[str, str] = {}
         facts: dict[str, dict[str, dict[str, Any]]] = {}
+        off: set[str] = set()
         if not cycles:
             with fresh_fingerprints() if fresh else contextlib.nullcontext():
                 keys = self._keys(graph, order, types, params)
+            off, found = _disabled(graph, order)
+            problems.extend(found)
             found, facts = self._infer(graph, order, types, params, {p.node_id for p in problems})
             problems.extend(found)
-        return _Checked(graph, dag, problems, params, types, keys, order, facts)
+        return _Checked(graph, dag, problems, params, types, keys, order, facts, off)
 
     def _edge_problems(self, edge, types: dict[str, type[Node]]) -> list[GraphProblem]:
         src, dst = types.get(edge.source), types.get(edge.target)
@@ -294,7 +300,9 @@ class Executor:
         result = {}
         for spec in graph.nodes:
             key = checked.keys.get(spec.id)
-            if spec.id in bad or key is None:
+            if spec.disabled:
+                result[spec.id] = "disabled"
+            elif spec.id in bad or key is None:
                 result[spec.id] = "invalid"
             elif self.cache.has(key):
                 result[spec.id] = "cached"
@@ -305,10 +313,15 @@ class Executor:
         return result, checked.problems, checked.keys
 
     def needed(self, checked: _Checked, target: str | None) -> list[str]:
+        """The nodes a run of ``target`` (every node when None) computes or takes from the cache.
+        Running everything leaves out the disabled nodes and those that need one; a target that
+        needs one is refused by its problem (see :func:`_disabled`)."""
         if target is None:
-            return checked.order
+            return [n for n in checked.order if n not in checked.off]
         if not checked.graph.has_node(target):
             raise KeyError(f"no node with id '{target}' (ids: {', '.join(n.id for n in checked.graph.nodes)})")
+        if checked.graph.node(target).disabled:
+            raise GraphInvalid([GraphProblem(target, "is disabled: enable it to run it")])
         wanted = nx.ancestors(checked.dag, target) | {target}
         return [n for n in checked.order if n in wanted]
 
@@ -665,6 +678,31 @@ def estimate_note(entry: dict[str, Any]) -> str:
         parts.append(entry["note"])
     parts.extend(entry.get("notes") or [])
     return "; ".join(parts)
+
+
+def _disabled(graph: Graph, order: list[str]) -> tuple[set[str], list[GraphProblem]]:
+    """The disabled nodes and every node that needs one (directly or further down), and for each
+    of the latter the input that waits: a run leaves them all out, and a run aimed at one of
+    them is refused, naming that input."""
+    off = {spec.id for spec in graph.nodes if spec.disabled}
+    if not off:
+        return off, []
+    cause: dict[str, str] = {node_id: node_id for node_id in off}  # node -> the disabled node it waits for
+    problems: list[GraphProblem] = []
+    for node_id in order:
+        if node_id in off:
+            continue
+        for edge in graph.incoming(node_id):
+            if edge.source in off:
+                root = cause[edge.source]
+                why = "which is disabled" if root == edge.source else f"which cannot run while '{root}' is disabled"
+                problems.append(DisabledInputError(
+                    node_id, f"input '{edge.target_port}' needs {edge.source}.{edge.source_port}, {why}: enable "
+                             f"'{root}', or disable this node too", port=edge.target_port, other_node=root))
+                off.add(node_id)
+                cause[node_id] = root
+                break
+    return off, problems
 
 
 def _raise_blocking(checked: _Checked, needed: list[str]) -> None:

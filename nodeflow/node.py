@@ -28,6 +28,7 @@ import importlib.util
 import inspect
 import os
 import pkgutil
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -370,22 +371,40 @@ class Node:
                 "type": p.type.name,
                 "accepts_as": p.type.ancestry(),
                 "color": p.type.color,
-                "description": p.description,
+                "description": plain_text(p.description),
                 "optional": p.optional,
             }
 
+        schema = cls.Params.model_json_schema()
+        for prop in schema.get("properties", {}).values():
+            if isinstance(prop.get("description"), str):
+                prop["description"] = plain_text(prop["description"])
         return {
             "type": cls.type,
             "title": cls.title or cls.type,
             "category": cls.category,
-            "description": cls.description or (inspect.getdoc(cls) or ""),
+            "description": plain_text(cls.description or (inspect.getdoc(cls) or "")),
             "inputs": [port(p) for p in cls.inputs],
             "outputs": [port(p) for p in cls.outputs],
-            "params_schema": cls.Params.model_json_schema(),
+            "params_schema": schema,
             "defaults": cls.Params().model_dump(mode="json") if _has_all_defaults(cls.Params) else {},
             "persist": cls.persist,
             "source": getattr(cls, "_nodeflow_source", "unknown"),
         }
+
+
+#: a Sphinx role as docstrings write it: :meth:`cell_gallery`, :class:`~nodeflow.node.Node`, :ref:`title <target>`
+_ROLE = re.compile(r":(?:[a-z]+:)?[a-z]+:`(~?)([^`<]*?)\s*(?:<[^>]*>)?`")
+
+
+def plain_text(doc: str) -> str:
+    """A docstring or description as the editor and the CLI show it: Sphinx roles and literal
+    quotes (``x``) become their plain words (``~a.b.name`` its last part, as Sphinx shows it)."""
+    def role(match: re.Match[str]) -> str:
+        text = match.group(2)
+        return text.rsplit(".", 1)[-1] if match.group(1) else text
+
+    return _ROLE.sub(role, doc).replace("``", "")
 
 
 class ParamProblem(Exception):

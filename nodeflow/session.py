@@ -17,13 +17,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from nodeflow.edits import AddNode, Connect, Disconnect, Move, RemoveNode, Rename, SetParams, parse_ops
+from nodeflow.edits import (AddNode, Connect, Disable, Disconnect, Group, Move, RemoveNode, Rename, SetGroup, SetParams,
+                            Ungroup, parse_ops)
 from nodeflow.errors import GraphInvalid, GraphProblem, ParamError, describe_exception
 from nodeflow.executor import Executor, RunReport
 from nodeflow.files import atomic_write_text
-from nodeflow.graph import Edge, Graph, NodeSpec, Position
+from nodeflow.graph import Edge, Graph, NodeSpec, Position, fresh_id
 from nodeflow.node import Event, ParamProblem, Registry, RunContext
 from nodeflow.paths import path_problems
+from nodeflow.recent import AUTOSAVE_FOLDER, remember
 from nodeflow.runs import RunRecorder, RunStore, graph_facts, report_status
 from nodeflow.worker import WorkerProcess
 
@@ -87,6 +89,9 @@ class Session:
         self.last_report: RunReport | None = None
         self.last_error: str | None = None
         self.dirty = False
+        #: said to each tab that opens until the document is saved or another one is opened
+        #: ("Reopened graph.json with unsaved edits from ...")
+        self.notice: str | None = None
         self.autosave_delay = autosave_delay
         self._autosave_timer: threading.Timer | None = None
         # the run history and queue (nodeflow.runs): queued runs left by an earlier server start now
@@ -135,7 +140,10 @@ class Session:
             for number, op in enumerate(typed):
                 where = f"ops.{number} ({op.op}): " if len(typed) > 1 else ""  # which of several went wrong
                 try:
-                    getattr(self, f"_apply_{op.op}")(data, index, op)
+                    if op.op in APPLY:
+                        APPLY[op.op](data, index, op, self.registry)
+                    else:
+                        getattr(self, f"_apply_{op.op}")(data, index, op)
                 except EditError as exc:
                     raise EditError(f"{where}{exc}") from None
                 except (KeyError, ValueError) as exc:
@@ -183,6 +191,8 @@ class Session:
         self._graph.save(target)
         self.path = target
         self.dirty = False
+        self.notice = None
+        remember(self.workspace, target, self._graph.name, None, False)
         return target
 
     def open(self, path: Path) -> None:
@@ -193,6 +203,8 @@ class Session:
         self.replace(graph)
         self.path = path
         self.dirty = False
+        self.notice = None
+        remember(self.workspace, path, graph.name, None, False)
 
     def _push_undo(self) -> None:
         self._undo.append(self._graph)
@@ -212,7 +224,7 @@ class Session:
     @property
     def autosave_folder(self) -> Path:
         stem = self.path.stem if self.path is not None else _safe_name(self._graph.name)
-        return self.workspace / "autosave" / stem
+        return self.workspace / AUTOSAVE_FOLDER / stem
 
     def autosave(self) -> Path:
         """Write the document beside the earlier autosaves, keeping the newest AUTOSAVE_KEEP."""
@@ -220,6 +232,7 @@ class Session:
             folder = self.autosave_folder
             path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{self.version:06d}.json"
             self._graph.save(path)
+            remember(self.workspace, self.path, self._graph.name, path, self.dirty)
         for old in sorted(folder.glob("*.json"))[:-AUTOSAVE_KEEP]:
             old.unlink(missing_ok=True)
         return path
@@ -231,7 +244,7 @@ class Session:
     # edit operations on the JSON form of the document (``index``: its nodes by id)
     def _apply_add_node(self, data: dict, index: dict, op: AddNode) -> None:
         node_cls = self.registry.get(op.type)
-        node_id = op.id or self._fresh_id(index, op.type.rsplit(".", 1)[-1])
+        node_id = op.id or fresh_id(index, op.type.rsplit(".", 1)[-1])
         if node_id in index:
             raise EditError(f"there is already a node with id '{node_id}'")
         position = Position(**(op.position.model_dump() if op.position else {}))
@@ -240,13 +253,16 @@ class Session:
         index[node_id] = node
 
     def _apply_remove_node(self, data: dict, index: dict, op: RemoveNode) -> None:
-        self._find(index, op.id)
+        find_node(index, op.id)
         del index[op.id]
         data["nodes"] = [n for n in data["nodes"] if n["id"] != op.id]
         data["edges"] = [e for e in data["edges"] if op.id not in (e["source"], e["target"])]
+        for group in data.get("groups", []):  # a group that loses its last node goes too
+            group["members"] = [m for m in group["members"] if m != op.id]
+        data["groups"] = [g for g in data.get("groups", []) if g["members"]]
 
     def _apply_set_params(self, data: dict, index: dict, op: SetParams) -> None:
-        node = self._find(index, op.id)
+        node = find_node(index, op.id)
         merged = dict(op.params) if op.replace else {**node.get("params", {}), **op.params}
         node_cls = self.registry.get(node["type"])
         try:
@@ -257,14 +273,14 @@ class Session:
         node["params"] = merged
 
     def _apply_move(self, data: dict, index: dict, op: Move) -> None:
-        self._find(index, op.id)["position"] = {"x": op.x, "y": op.y}
+        find_node(index, op.id)["position"] = {"x": op.x, "y": op.y}
 
     def _apply_rename(self, data: dict, index: dict, op: Rename) -> None:
-        self._find(index, op.id)["title"] = op.title or None
+        find_node(index, op.id)["title"] = op.title or None
 
     def _apply_connect(self, data: dict, index: dict, op: Connect) -> None:
-        src = self.registry.get(self._find(index, op.source)["type"])
-        dst = self.registry.get(self._find(index, op.target)["type"])
+        src = self.registry.get(find_node(index, op.source)["type"])
+        dst = self.registry.get(find_node(index, op.target)["type"])
         out_port, in_port = src.output_port(op.source_port), dst.input_port(op.target_port)
         if out_port is None or in_port is None:
             raise EditError(f"no such port: {op.source}.{op.source_port} -> {op.target}.{op.target_port}")
@@ -294,23 +310,6 @@ class Session:
         return [ParamError(spec.id, why, param=name) for spec in graph.nodes if spec.type in self.registry
                 for name, why in path_problems(self.registry.get(spec.type).Params, spec.params,
                                                self.allowed_roots, Path.cwd())]
-
-    @staticmethod
-    def _find(index: dict, node_id: str) -> dict:
-        node = index.get(node_id)
-        if node is None:
-            raise EditError(f"no node with id '{node_id}'")
-        return node
-
-    @staticmethod
-    def _fresh_id(index: dict, stem: str) -> str:
-        taken = index
-        stem = "".join(c if c.isalnum() or c in "_-" else "_" for c in stem) or "node"
-        if not stem[0].isalpha():
-            stem = f"n_{stem}"
-        if stem not in taken:
-            return stem
-        return next(f"{stem}_{i}" for i in range(2, 100_000) if f"{stem}_{i}" not in taken)
 
     # -- checking -------------------------------------------------------------------------------
     def validate(self) -> list[GraphProblem]:
@@ -543,6 +542,10 @@ class Session:
     def close(self) -> None:
         """Stop any run and end the worker process; queued runs stay queued for the next start."""
         self._closing = True
+        timer, self._autosave_timer = self._autosave_timer, None
+        if timer is not None and not timer.finished.is_set():
+            timer.cancel()
+            self.autosave()  # the edits of the last seconds are not lost with the process
         self.stop()
         self.wait(10)
         if self.worker is not None:
@@ -674,7 +677,10 @@ class Session:
             for spec in graph.nodes:
                 live = copy.deepcopy(self._live.get(spec.id, {}))
                 state = live.get("state")
-                if state in ("queued", "running") and running:
+                if base[spec.id] == "disabled" and state not in ("queued", "running"):
+                    state = "disabled"  # whatever it did before, a run now leaves it out
+                    live["error"] = None
+                elif state in ("queued", "running") and running:
                     pass
                 elif state == "failed" and live.get("key") == keys.get(spec.id):
                     pass  # failed with exactly these params and inputs: keep showing why
@@ -690,6 +696,64 @@ class Session:
                     "problems": [p.to_json() for p in problems], "log": list(self._log[-200:]),
                     "error": self.last_error, "dirty": self.dirty,
                     "path": str(self.path) if self.path else None}
+
+
+def find_node(index: dict, node_id: str) -> dict:
+    node = index.get(node_id)
+    if node is None:
+        raise EditError(f"no node with id '{node_id}'")
+    return node
+
+
+# Edit operations on the JSON form of the document (``index``: its nodes by id), as functions of
+# (data, index, op, registry).
+def apply_disable(data: dict, index: dict, op: Disable, registry: Registry) -> None:
+    find_node(index, op.id)["disabled"] = True if op.disabled else None
+
+
+def _find_group(data: dict, group_id: str) -> dict:
+    group = next((g for g in data.setdefault("groups", []) if g["id"] == group_id), None)
+    if group is None:
+        raise EditError(f"no group with id '{group_id}'")
+    return group
+
+
+def apply_group(data: dict, index: dict, op: Group, registry: Registry) -> None:
+    groups = data.setdefault("groups", [])
+    members = list(dict.fromkeys(op.members))
+    owner = {m: g["id"] for g in groups for m in g["members"]}
+    for member in members:
+        find_node(index, member)
+        if member in owner:
+            raise EditError(f"node '{member}' is already in group '{owner[member]}': ungroup it first")
+    group_id = op.id or fresh_id({g["id"] for g in groups}, op.title.lower())
+    if any(g["id"] == group_id for g in groups):
+        raise EditError(f"there is already a group with id '{group_id}'")
+    if op.position is not None:
+        position = op.position.model_dump()
+    else:
+        position = {"x": min(index[m]["position"]["x"] for m in members),
+                    "y": min(index[m]["position"]["y"] for m in members)}
+    groups.append({"id": group_id, "title": op.title, "members": members, "collapsed": op.collapsed,
+                   "position": position})
+
+
+def apply_ungroup(data: dict, index: dict, op: Ungroup, registry: Registry) -> None:
+    _find_group(data, op.id)
+    data["groups"] = [g for g in data["groups"] if g["id"] != op.id]
+
+
+def apply_set_group(data: dict, index: dict, op: SetGroup, registry: Registry) -> None:
+    group = _find_group(data, op.id)
+    if op.title is not None:
+        group["title"] = op.title
+    if op.collapsed is not None:
+        group["collapsed"] = op.collapsed
+    if op.position is not None:
+        group["position"] = op.position.model_dump()
+
+
+APPLY = {"disable": apply_disable, "group": apply_group, "ungroup": apply_ungroup, "set_group": apply_set_group}
 
 
 def _safe_name(name: str) -> str:

@@ -9,7 +9,7 @@ import threading
 import time
 from typing import Any
 
-from nodeflow.graph import Graph
+from nodeflow.graph import Graph, GroupSpec
 from nodeflow.node import Event
 from nodeflow.session import Session
 
@@ -31,6 +31,9 @@ class Hub:
         #: per node: when its latest run started and ended, the metrics it logged so far, the
         #: param its failure named, and what the run before it showed (so runs do not mix)
         self.runs: dict[str, dict[str, Any]] = {}
+        #: the latest copy made in any tab (a graph document's text), for pages that may not read
+        #: the system clipboard
+        self.clipboard: str | None = None
         self._unsubscribe = session.subscribe(self._on_event)
 
     def _on_event(self, event: Event) -> None:
@@ -96,11 +99,40 @@ class Hub:
         return {
             "version": self.session.version if version is None else version,
             "nodes": [{"id": n.id, "position": {"x": n.position.x, "y": n.position.y},
-                       "data": {"id": n.id, "type": n.type, "title": n.title,
+                       "data": {"id": n.id, "type": n.type, "title": n.title, "disabled": bool(n.disabled),
                                 "summary": self.summary(n.type, n.params)}}
                       for n in graph.nodes],
             "edges": [e.model_dump() for e in graph.edges],
+            "groups": [{**g.model_dump(mode="json"), **self.group_ports(graph, g)} for g in graph.groups],
         }
+
+    def group_ports(self, graph: Graph, group: GroupSpec) -> dict[str, list[dict[str, Any]]]:
+        """The ports a collapsed group's card shows: its members' inputs that are fed from outside
+        (or must be and are not yet), and their outputs that go outside (or nowhere: the group's
+        results). Each port's handle is ``node.port``, so a wire to it is a wire to that node."""
+        members = set(group.members)
+        fed = {(e.target, e.target_port): e.source for e in graph.edges}
+        used: dict[tuple[str, str], set[str]] = {}
+        for edge in graph.edges:
+            used.setdefault((edge.source, edge.source_port), set()).add(edge.target)
+        inputs, outputs = [], []
+        for node_id in group.members:
+            entry = self.catalogue.get(graph.node(node_id).type)
+            if entry is None:
+                continue
+            for port in entry["inputs"]:
+                source = fed.get((node_id, port["name"]))
+                if (source is None and not port["optional"]) or (source is not None and source not in members):
+                    inputs.append({**port, "handle": f"{node_id}.{port['name']}", "node": node_id})
+            for port in entry["outputs"]:
+                targets = used.get((node_id, port["name"]), set())
+                if not targets or targets - members:
+                    outputs.append({**port, "handle": f"{node_id}.{port['name']}", "node": node_id})
+        for side in (inputs, outputs):  # a port's name says enough unless two members have one of that name
+            names = [p["name"] for p in side]
+            for port in side:
+                port["label"] = port["name"] if names.count(port["name"]) == 1 else port["handle"]
+        return {"inputs": inputs, "outputs": outputs}
 
     def summary(self, node_type: str, params: dict[str, Any]) -> str:
         """One line of the params that matter: those set away from their defaults first."""
