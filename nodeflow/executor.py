@@ -25,10 +25,10 @@ import networkx as nx
 from pydantic import ValidationError
 
 from nodeflow.cache import Cache, canonical_json
-from nodeflow.errors import (GraphCycleError, GraphInvalid, GraphProblem, MissingInputError, NodeError, ParamError,
-                             PortTypeError, UnknownPortError, UnknownTypeError, describe_exception)
+from nodeflow.errors import (GraphCycleError, GraphInvalid, GraphProblem, GraphWarning, MissingInputError, NodeError,
+                             ParamError, PortTypeError, UnknownPortError, UnknownTypeError, describe_exception)
 from nodeflow.graph import Graph, NodeSpec
-from nodeflow.node import Event, Interrupted, Node, ParamProblem, Registry, RunContext, UnknownNodeType
+from nodeflow.node import Event, Interrupted, Node, ParamProblem, Registry, RunContext, UnknownNodeType, card_title
 from nodeflow.paths import params_paths
 
 # -- results ---------------------------------------------------------------------------------
@@ -152,7 +152,14 @@ class Executor:
 
     # validation
     def validate(self, graph: Graph) -> list[GraphProblem]:
-        return self._check(graph).problems
+        """Every problem of the graph: errors, which block running the nodes they name, then warnings."""
+        problems = self._check(graph).problems
+        return [p for p in problems if p.blocking] + [p for p in problems if not p.blocking]
+
+    def check(self, graph: Graph) -> _Checked:
+        """What checking learns about a graph: problems, validated params, node types, order, facts
+        and cache keys (what an exporter needs beside the runner)."""
+        return self._check(graph)
 
     def _check(self, graph: Graph) -> _Checked:
         problems: list[GraphProblem] = []
@@ -192,6 +199,7 @@ class Executor:
             keys = self._keys(graph, order, types, params)
             found, facts = self._infer(graph, order, types, params, {p.node_id for p in problems})
             problems.extend(found)
+        _name_nodes(problems, graph, types)
         return _Checked(graph, dag, problems, params, types, keys, order, facts)
 
     def _edge_problems(self, edge, types: dict[str, type[Node]]) -> list[GraphProblem]:
@@ -260,10 +268,31 @@ class Executor:
                 broken.add(node_id)
                 problems.append(ParamError(node_id, str(exc), param=exc.param, port=exc.port,
                                            other_node=exc.other_node))
+                continue
             except Exception as exc:  # a bug in a node's infer() must not hide the other problems
                 broken.add(node_id)
                 problems.append(GraphProblem(node_id, f"could not check this node: {describe_exception(exc)}"))
+                continue
+            problems.extend(self._warnings(node_id, node, params[node_id], known, problems))
         return problems, facts
+
+    def _warnings(self, node_id: str, node: type[Node], params: Any, known: dict[str, Any],
+                  found: list[GraphProblem]) -> list[GraphProblem]:
+        """A node's advice as warnings, each said once (a trainer and its output layer may both see
+        a ReLU there); a failing ``warnings()`` is itself one, as it must not hide the rest."""
+        try:
+            advice = node.warnings(params, known, node_id, self.workspace)
+        except Exception as exc:
+            return [GraphWarning(node_id, f"could not give this node's advice: {describe_exception(exc)}")]
+        said = {(p.node_id, p.param, p.port) for p in found if not p.blocking}
+        warnings = []
+        for item in advice:
+            about = item.node or node_id
+            if (about, item.param, item.port) not in said:
+                said.add((about, item.param, item.port))
+                warnings.append(GraphWarning(about, item.message, param=item.param, port=item.port,
+                                             other_node=node_id if about != node_id else None))
+        return warnings
 
     # status and planning
     def keys(self, graph: Graph) -> dict[str, str]:
@@ -284,7 +313,7 @@ class Executor:
     def inspect(self, graph: Graph) -> tuple[dict[str, str], list[GraphProblem], dict[str, str]]:
         """Status, problems and cache keys of every node, from one pass of checking."""
         checked = self._check(graph)
-        bad = {p.node_id for p in checked.problems}
+        bad = {p.node_id for p in checked.problems if p.blocking}
         result = {}
         for spec in graph.nodes:
             key = checked.keys.get(spec.id)
@@ -660,9 +689,22 @@ def estimate_note(entry: dict[str, Any]) -> str:
 
 
 def _raise_blocking(checked: _Checked, needed: list[str]) -> None:
-    blocking = [p for p in checked.problems if p.node_id is None or p.node_id in needed]
+    blocking = [p for p in checked.problems if p.blocking and (p.node_id is None or p.node_id in needed)]
     if blocking:
         raise GraphInvalid(blocking)
+
+
+def _name_nodes(problems: list[GraphProblem], graph: Graph, types: dict[str, type[Node]]) -> None:
+    """Nodes a message names by id ('formatter') get the title their card shows beside it the first
+    time: 'formatter' (Resize + crop to 150×150×3)."""
+    titles = {spec.id: card_title(types[spec.id], spec.title, spec.params) if spec.id in types else spec.title
+              for spec in graph.nodes}
+    for problem in problems:
+        for node_id, title in titles.items():
+            quoted = f"'{node_id}'"
+            if title and title != node_id and quoted in problem.message \
+                    and f"{quoted} ({title})" not in problem.message:
+                problem.message = problem.message.replace(quoted, f"{quoted} ({title})", 1)
 
 
 def _path_values(node: type[Node], params: Any) -> dict[str, str]:

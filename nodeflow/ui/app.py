@@ -429,8 +429,11 @@ class EditorPage:
         if not problems:
             ui.notify("The graph is valid", type="positive")
         else:
+            errors = sum(p.blocking for p in problems)
+            counts = [f"{n} {word}{'s' if n != 1 else ''}" for n, word in
+                      ((errors, "problem"), (len(problems) - errors, "warning")) if n]
             with ui.dialog() as dialog, ui.card().classes("w-[32rem]"):
-                ui.label(f"{len(problems)} problem{'s' if len(problems) != 1 else ''}").classes("text-h6")
+                ui.label(", ".join(counts) + ("" if errors else ": the graph can run")).classes("text-h6")
                 for p in problems:
                     ui.label(str(p)).classes("text-sm nf-problem-line")
                 ui.button("Close", on_click=dialog.close).props("flat")
