@@ -47,7 +47,7 @@ def load_graph(ref: str) -> Graph:
     templates = list_templates()
     if ref in templates:
         return Graph.load(templates[ref])
-    raise CliError(f"no graph file '{ref}' and no template of that name (templates: {', '.join(templates)})")
+    raise CliError(f"no graph file {ref!r} and no template of that name (templates: {', '.join(templates)})")
 
 
 def parse_value(text: str) -> Any:

@@ -199,7 +199,6 @@ class Executor:
             keys = self._keys(graph, order, types, params)
             found, facts = self._infer(graph, order, types, params, {p.node_id for p in problems})
             problems.extend(found)
-        _name_nodes(problems, graph, types)
         return _Checked(graph, dag, problems, params, types, keys, order, facts)
 
     def _edge_problems(self, edge, types: dict[str, type[Node]]) -> list[GraphProblem]:
@@ -266,22 +265,23 @@ class Executor:
                 facts[node_id] = node.infer(params[node_id], known, node_id) or {}
             except ParamProblem as exc:
                 broken.add(node_id)
-                problems.append(ParamError(node_id, str(exc), param=exc.param, port=exc.port,
-                                           other_node=exc.other_node))
+                named = {exc.other_node, *exc.nodes} - {None}
+                problems.append(ParamError(node_id, _with_titles(str(exc), named, graph, types), param=exc.param,
+                                           port=exc.port, other_node=exc.other_node))
                 continue
             except Exception as exc:  # a bug in a node's infer() must not hide the other problems
                 broken.add(node_id)
                 problems.append(GraphProblem(node_id, f"could not check this node: {describe_exception(exc)}"))
                 continue
-            problems.extend(self._warnings(node_id, node, params[node_id], known, problems))
+            problems.extend(self._warnings(graph, types, node_id, params[node_id], known, problems))
         return problems, facts
 
-    def _warnings(self, node_id: str, node: type[Node], params: Any, known: dict[str, Any],
-                  found: list[GraphProblem]) -> list[GraphProblem]:
+    def _warnings(self, graph: Graph, types: dict[str, type[Node]], node_id: str, params: Any,
+                  known: dict[str, Any], found: list[GraphProblem]) -> list[GraphProblem]:
         """A node's advice as warnings, each said once (a trainer and its output layer may both see
         a ReLU there); a failing ``warnings()`` is itself one, as it must not hide the rest."""
         try:
-            advice = node.warnings(params, known, node_id, self.workspace)
+            advice = types[node_id].warnings(params, known, node_id, self.workspace)
         except Exception as exc:
             return [GraphWarning(node_id, f"could not give this node's advice: {describe_exception(exc)}")]
         said = {(p.node_id, p.param, p.port) for p in found if not p.blocking}
@@ -290,7 +290,8 @@ class Executor:
             about = item.node or node_id
             if (about, item.param, item.port) not in said:
                 said.add((about, item.param, item.port))
-                warnings.append(GraphWarning(about, item.message, param=item.param, port=item.port,
+                message = _with_titles(item.message, {about, node_id, *item.nodes}, graph, types)
+                warnings.append(GraphWarning(about, message, param=item.param, port=item.port,
                                              other_node=node_id if about != node_id else None))
         return warnings
 
@@ -694,17 +695,18 @@ def _raise_blocking(checked: _Checked, needed: list[str]) -> None:
         raise GraphInvalid(blocking)
 
 
-def _name_nodes(problems: list[GraphProblem], graph: Graph, types: dict[str, type[Node]]) -> None:
-    """Nodes a message names by id ('formatter') get the title their card shows beside it the first
-    time: 'formatter' (Resize + crop to 150×150×3)."""
-    titles = {spec.id: card_title(types[spec.id], spec.title, spec.params) if spec.id in types else spec.title
-              for spec in graph.nodes}
-    for problem in problems:
-        for node_id, title in titles.items():
-            quoted = f"'{node_id}'"
-            if title and title != node_id and quoted in problem.message \
-                    and f"{quoted} ({title})" not in problem.message:
-                problem.message = problem.message.replace(quoted, f"{quoted} ({title})", 1)
+def _with_titles(message: str, nodes: set[str], graph: Graph, types: dict[str, type[Node]]) -> str:
+    """``message`` with each of ``nodes`` it quotes by id followed, the first time, by the title
+    its card shows: 'formatter' (Resize + crop to 150×150×3)."""
+    for node_id in sorted(nodes):
+        quoted = f"'{node_id}'"
+        if quoted not in message or not graph.has_node(node_id):
+            continue
+        spec = graph.node(node_id)
+        title = card_title(types[node_id], spec.title, spec.params) if node_id in types else spec.title
+        if title and title != node_id:
+            message = message.replace(quoted, f"{quoted} ({title})", 1)
+    return message
 
 
 def _path_values(node: type[Node], params: Any) -> dict[str, str]:

@@ -381,27 +381,31 @@ class ParamProblem(Exception):
     """Raised by ``Node.infer`` (or ``run``) to blame a parameter or an input, and to say what to do.
 
     ``other_node`` names a second node the problem involves (e.g. a formatter whose image size
-    does not match an input layer), so the message can name both.
+    does not match an input layer), so the message can name both; ``nodes``, every node the
+    message quotes by id ('formatter'), which validation follows with the title on its card.
     """
 
     def __init__(self, message: str, param: str | None = None, port: str | None = None,
-                 other_node: str | None = None) -> None:
+                 other_node: str | None = None, nodes: Iterable[str] = ()) -> None:
         super().__init__(message)
         self.param = param
         self.port = port
         self.other_node = other_node
+        self.nodes = tuple(nodes)
 
 
 @dataclass(frozen=True)
 class ParamWarning:
     """What :meth:`Node.warnings` gives: a message, the param or input port it is about, and
     ``node``, another node it is about when not the one warning (e.g. the trainer warning about the
-    output layer it is fed)."""
+    output layer it is fed). Messages quote nodes by id ('train')."""
 
     message: str
     param: str | None = None
     port: str | None = None
     node: str | None = None
+    #: other nodes the message quotes by id, which validation follows with their card titles
+    nodes: tuple[str, ...] = ()
 
 
 def auto_title(entry: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:

@@ -51,7 +51,7 @@ def export_script(graph: Graph, registry: Registry, target: str | None = None) -
     left_out: dict[str, str] = {}
     for node_id in needed:
         spec, node = graph.node(node_id), checked.types[node_id]
-        title = card_title(node, spec.title, spec.params)
+        title = " ".join(card_title(node, spec.title, spec.params).split())  # one line: it becomes a comment
         header = f"{node_id}: {title} ({node.type})"
         missing = [e.source for e in graph.incoming(node_id) if e.source in left_out]
         part, why = None, ""
@@ -69,8 +69,10 @@ def export_script(graph: Graph, registry: Registry, target: str | None = None) -
                 why = f"{node_id}.{exc.param}: {exc}" if exc.param else str(exc)
             else:
                 why = "" if part is not None else "this node has no script form"
-                if part is not None:
-                    constants.update(mine)
+                if part is not None:  # its constants in the order its Params declare them
+                    fields = list(type(checked.params[node_id]).model_fields)
+                    constants.update(sorted(mine.items(), key=lambda item: fields.index(item[1][1].split(".", 1)[1])
+                                            if item[1][1].split(".", 1)[1] in fields else len(fields)))
                     given[node_id] = dict(part.outputs)
         if part is None:
             left_out[node_id] = why
@@ -98,8 +100,8 @@ def _write(graph: Graph, target: str | None, constants: dict[str, tuple[Any, str
     out += _constant_block(constants)
     for source in functions.values():
         out += ["", "", source.strip("\n")]
-    out += ["", "", "def main():", f'    """Run the graph\'s steps in its order; the metrics of each step by node id."""']
-    out += [f"    {line}" for line in setup]
+    out += ["", "", "def main():", '    """Run the graph\'s steps in its order; the metrics of each step by node id."""']
+    out += [f"    {line}" for entry in setup for line in entry.splitlines()]
     out.append("    results = {}")
     for node_id, header, part, why in parts:
         out.append("")
@@ -118,9 +120,10 @@ def _docstring(graph: Graph, target: str | None, parts, notes: list[str]) -> str
     text = [graph.name, ""]
     if graph.description:
         text += [*textwrap.wrap(graph.description, LINE - 4), ""]
-    text += textwrap.wrap(f"Written by `nodeflow export-script` from this graph{f' (up to {target!r})' if target else ''}: "
-                          "plain PyTorch and torchvision, no nodeflow. The graph's params are the constants below; "
-                          f"main() runs its steps in the graph's order: {order}.", LINE - 4)
+    upto = f" (up to {target!r})" if target else ""
+    text += textwrap.wrap(f"Written by `nodeflow export-script` from this graph{upto}: plain PyTorch and "
+                          "torchvision, no nodeflow. The graph's params are the constants below; main() runs its "
+                          f"steps in the graph's order: {order}.", LINE - 4)
     left = [(node_id, why) for node_id, _, part, why in parts if part is None]
     if left:
         text += ["", "Left out:"] + [f"- {node_id}: {why}" for node_id, why in left]
@@ -157,7 +160,7 @@ def _literal(value: Any) -> str:
     raise TypeError(f"a param of type {type(value).__name__} has no literal in a script")
 
 
-def _import_order(line: str) -> tuple[int, str]:
+def _import_order(line: str) -> tuple[bool, bool, str]:
     module = line.split()[1].split(".")[0]
     return (module in THIRD_PARTY, line.startswith("from "), line)
 

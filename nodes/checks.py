@@ -42,7 +42,8 @@ def check_fit(model: dict[str, Any], data: dict[str, Any]) -> None:
     if data.get("formatted") is False:
         source = data.get("dataset_node") or "the dataset"
         raise ParamProblem(f"the images from '{source}' have no fixed size; put an image formatter between "
-                           f"'{source}' and this node", port="data", other_node=data.get("dataset_node"))
+                           f"'{source}' and this node", port="data", other_node=data.get("dataset_node"),
+                           nodes=[source])
     if data.get("image_size") and model.get("input_shape"):
         made = [data["channels"], *data["image_size"]]
         wanted = list(model["input_shape"])
@@ -52,7 +53,8 @@ def check_fit(model: dict[str, Any], data: dict[str, Any]) -> None:
             raise ParamProblem(
                 f"image formatter '{format_node}' makes {c}×{h}×{w} images (channels×height×width) but input "
                 f"layer '{input_node}' expects {c2}×{h2}×{w2}; set {format_node}.height/width/channels or "
-                f"{input_node}.height/width/channels so they match", port="data", other_node=data.get("format_node"))
+                f"{input_node}.height/width/channels so they match", port="data", other_node=data.get("format_node"),
+                nodes=[format_node, input_node])
     out = model.get("output_shape")
     if out is not None and len(out) != 1:
         raise ParamProblem(f"the model's output has shape {out}; end it with flatten (or global pool) and a "

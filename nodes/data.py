@@ -14,7 +14,7 @@ from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext, Scri
 from nodeflow.paths import FolderPath
 from nodes.engine.images import (DatasetLayoutError, build_image_set, find_split_dirs, folder_fingerprint,
                                  sample_grid)
-from nodes.engine.scripting import IMPORTS, ScriptData, functions, transform
+from nodes.engine.scripting import IMPORTS, ScriptData, call, functions, transform
 from nodes.ports import IMAGES, ImageSet
 
 
@@ -74,16 +74,16 @@ def _load(ctx: RunContext, root: Path, params: _SplitParams) -> ImageSet:
 
 def _dataset_script(ctx: ScriptContext, root: str) -> ScriptPart:
     """``find_images`` with the dataset's params: the same files in the same splits, in the same order."""
-    call = f"{ctx.name('classes')}, {ctx.name('splits')} = find_images("
+    classes, splits = ctx.name("classes"), ctx.name("splits")
+    find = call(f"{classes}, {splits} = find_images", [
+        root, ctx.const("validation_fraction"), ctx.const("test_fraction"), ctx.const("seed"),
+        ctx.const("max_per_class"), ctx.const("verify")])
     code = Template(
-        f"{call}$root, $validation, $test,\n{' ' * len(call)}$seed, $most, $verify)\n"
-        'results["$node"] = {f"{split}_images": len(items) for split, items in $splits.items()}\n'
-        'print("$node:", $classes, results["$node"])').substitute(
-        classes=ctx.name("classes"), splits=ctx.name("splits"), root=root, node=ctx.node_id,
-        validation=ctx.const("validation_fraction"), test=ctx.const("test_fraction"), seed=ctx.const("seed"),
-        most=ctx.const("max_per_class"), verify=ctx.const("verify"))
-    return ScriptPart(code=code, outputs={"data": ScriptData(ctx.name("classes"), ctx.name("splits"))},
-                      imports=IMPORTS, functions=functions("find_images"))
+        '$find\nresults["$node"] = {f"{split}_images": len(items) for split, items in $splits.items()}\n'
+        'print("$node:", $classes, results["$node"])').substitute(find=find, node=ctx.node_id, splits=splits,
+                                                                   classes=classes)
+    return ScriptPart(code=code, outputs={"data": ScriptData(classes, splits)}, imports=IMPORTS,
+                      functions=functions("find_images"))
 
 
 class ImageFolderDataset(Node):

@@ -22,7 +22,7 @@ from nodes.engine.images import folder_fingerprint, image_files
 from nodes.engine.inference import predict, score
 from nodes.engine.loop import network
 from nodes.engine.plots import line_plot_png
-from nodes.engine.scripting import DEVICE, FEATURE_CACHE_NOTE, IMPORTS, ScriptData, ScriptModel, functions
+from nodes.engine.scripting import DEVICE, FEATURE_CACHE_NOTE, IMPORTS, ScriptData, ScriptModel, call, functions
 from nodes.ports import FILES, IMAGES, METRICS, PREDICTIONS, TRAINED_MODEL, FileList, ImageSet, Metrics, ModelValue
 
 LABEL_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
@@ -54,9 +54,10 @@ class Evaluate(Node):
     def script(cls, ctx: ScriptContext, params: Params, model: ScriptModel, data: ScriptData) -> ScriptPart:
         """Accuracy and mean loss on the split (the node's precision, recall and F-beta are left out)."""
         split, loader = ctx.const("split"), ctx.name("loader")
-        code = (f"{loader} = loader({data.splits}.get({split}, []), {data.eval_transform}, {ctx.const('batch_size')})\n"
-                f"loss, accuracy = evaluate({model.trained}, nn.CrossEntropyLoss(), {loader}, device, "
-                "autocast_dtype(device))\n"
+        code = (call(f"{loader} = loader", [f"{data.splits}.get({split}, [])", data.eval_transform,
+                                             ctx.const("batch_size")]) + "\n"
+                + call("loss, accuracy = evaluate", [model.trained, "nn.CrossEntropyLoss()", loader, "device",
+                                                     "autocast_dtype(device)"]) + "\n"
                 f'results["{ctx.node_id}"] = {{"accuracy": accuracy, "loss": loss, "samples": len({loader}.dataset)}}\n'
                 f'print("{ctx.node_id}:", {split}, results["{ctx.node_id}"])')
         layers = (ctx.facts.get("model") or {}).get("layers") or []

@@ -220,9 +220,8 @@ class Backbone(_LayerNode):
         split = "vgg_blocks" if params.arch.startswith("vgg") else "resnet_blocks" if params.arch.startswith("resnet") \
             else "feature_blocks"
         blocks, frozen = ctx.name("blocks"), ctx.name("frozen")
-        code = (f"{blocks} = {json.dumps(names)}  # the backbone's blocks, by the names fine-tuning picks\n"
-                f"{frozen} = {blocks} if {ctx.const('feature_extractor')} else []  "
-                "# a feature extractor: the backbone's weights stay as they are")
+        code = (f"{blocks} = {json.dumps(names)}  # as fine-tuning names them\n"
+                f"{frozen} = {blocks} if {ctx.const('feature_extractor')} else []  # a feature extractor keeps them")
         line = f'blocks.update({split}(backbone("{params.arch}", {ctx.const("weights")} if pretrained else "none")))'
         joined = model.add(ctx.node_id, line, None,
                            frozen=frozen if model.frozen == "[]" else f"{model.frozen} + {frozen}",

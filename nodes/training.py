@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import textwrap
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ from nodes.engine.loop import NonFiniteLoss, resolve_spec
 from nodes.engine.lr_range import LRRangeConfig, lr_range_test
 from nodes.engine.pipeline import resolve_workers
 from nodes.engine.plots import line_plot_png
-from nodes.engine.scripting import DEVICE, FEATURE_CACHE_NOTE, IMPORTS, ScriptData, ScriptModel, functions
+from nodes.engine.scripting import DEVICE, FEATURE_CACHE_NOTE, IMPORTS, ScriptData, ScriptModel, call, functions
 from nodes.launch import assists, launching, machines
 from nodes.ports import IMAGES, METRICS, MODEL, TRAINED_MODEL, ImageSet, Metrics, ModelValue
 
@@ -171,22 +172,21 @@ class Trainer(Node):
             "rmsprop": lambda: f"torch.optim.RMSprop({groups}{', ' + decay if decay else ''})",
         }[params.optimizer]()
         workers = f"workers={c('workers')}"
-        keep = ", keep_workers=True" if data.reads_files_every_epoch else ""
-        smoothing = f"label_smoothing={c('label_smoothing')}" if params.label_smoothing else ""
+        keep = ["keep_workers=True"] if data.reads_files_every_epoch else []
+        smoothing = [f"label_smoothing={c('label_smoothing')}"] if params.label_smoothing else []
         lines += [f"freeze(model, {model.frozen})",
                   f"optimizer = {optimizer}",
-                  f'train_loader = loader({data.splits}["train"], {data.train_transform}, {c("batch_size")}, '
-                  f"shuffle=True, seed={c('seed')},",
-                  f"                      {workers}{keep})",
-                  f'val_loader = loader({data.splits}.get("validation", []), {data.eval_transform}, {c("batch_size")}, '
-                  f"{workers})",
+                  call("train_loader = loader", [f'{data.splits}["train"]', data.train_transform, c("batch_size"),
+                                                 "shuffle=True", f"seed={c('seed')}", workers, *keep]),
+                  call("val_loader = loader", [f'{data.splits}.get("validation", [])', data.eval_transform,
+                                               c("batch_size"), workers]),
                   f"scheduler = {_schedule(params, c)}",
-                  f"criterion = nn.CrossEntropyLoss({smoothing})",
+                  call("criterion = nn.CrossEntropyLoss", smoothing),
                   f"dtype = autocast_dtype(device, {c('mixed_precision')})",
                   'scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None',
                   "trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)",
                   f'print(f"{node}: training {{trainable:,}} parameters on {{device}}")']
-        options = [f"frozen={model.frozen}"]
+        options = ["model", "criterion", "optimizer", "train_loader", "device", f"frozen={model.frozen}"]
         if model.bn_frozen != "False":
             options.append(f"freeze_batchnorm={model.bn_frozen}")
         options += ["scheduler=scheduler", "scaler=scaler"]
@@ -197,11 +197,13 @@ class Trainer(Node):
         if params.early_stopping:
             lines.append("best, stale = None, 0")
         lines += [f"for epoch in range(1, {epochs} + 1):",
-                  "    train_loss, train_accuracy = train_one_epoch(model, criterion, optimizer, train_loader, device,",
-                  f"                                                 {', '.join(options)})",
+                  *("    " + line for line in call("train_loss, train_accuracy = train_one_epoch", options, 8)
+                    .splitlines()),
                   "    val_loss, val_accuracy = evaluate(model, criterion, val_loader, device, dtype)",
-                  f'    print(f"{node} epoch {{epoch}}/{{{epochs}}}: train loss {{train_loss:.4f}} acc {{train_accuracy:.3f}}, "',
-                  '          f"val loss {val_loss:.4f} acc {val_accuracy:.3f}")']
+                  *("    " + line for line in call("print", [f'f"{node} epoch {{epoch}}/{{{epochs}}}:"',
+                                                          'f"train loss {train_loss:.4f} acc {train_accuracy:.3f},"',
+                                                          'f"val loss {val_loss:.4f} acc {val_accuracy:.3f}"'], 8)
+                    .splitlines())]
         if params.early_stopping:  # keep the weights of the lowest validation loss, as fit does
             lines += ["    if not math.isnan(val_loss) and (best is None or val_loss < best[0]):",
                       "        best, stale = (val_loss, copy.deepcopy(model.state_dict())), 0",
@@ -213,9 +215,9 @@ class Trainer(Node):
                       "if best is not None:",
                       "    model.load_state_dict(best[1])"]
         trained = ctx.name("model")
-        lines += [f'results["{node}"] = {{"trainable_params": trainable, "train_loss": train_loss, '
-                  '"train_accuracy": train_accuracy,',
-                  " " * (len(node) + 15) + '"val_loss": val_loss, "val_accuracy": val_accuracy}',
+        lines += [call(f'results["{node}"] = dict', ["trainable_params=trainable", "train_loss=train_loss",
+                                                      "train_accuracy=train_accuracy", "val_loss=val_loss",
+                                                      "val_accuracy=val_accuracy"]),
                   f"{trained} = model"]
         sources = functions("freeze", "param_groups", "loader", "ImageFiles", "autocast_dtype", "train_one_epoch",
                             "evaluate")
@@ -298,10 +300,11 @@ def _schedule(params: Trainer.Params, c) -> str:
 def _build_function(name: str, model: ScriptModel) -> str:
     """The function that builds a model as the graph wires it: its layers as named blocks."""
     pretrained = any("pretrained" in line for line in model.layers)
-    doc = [f'    """The model {" -> ".join(model.nodes)}: its layers as named blocks, by the names fine-tuning',
-           "    picks" + ("; pretrained=False leaves the backbone's weights random, for a trained model's\n"
-                          "    weights to replace." if pretrained else ".") + '"""']
-    lines = [f"def {name}(num_classes{', pretrained=True' if pretrained else ''}):", *doc,
+    doc = (f"The model {' -> '.join(model.nodes)}: its layers as named blocks (the names fine-tuning picks)."
+           + (" pretrained=False leaves the backbone's weights random, for a trained model's weights to replace."
+              if pretrained else ""))
+    lines = [f"def {name}(num_classes{', pretrained=True' if pretrained else ''}):",
+             *textwrap.wrap(f'"""{doc}"""', 100, initial_indent="    ", subsequent_indent="    "),
              "    blocks = OrderedDict()", *(f"    {line}" for line in model.layers), "    return nn.Sequential(blocks)"]
     return "\n".join(lines) + "\n"
 

@@ -6,6 +6,7 @@ functions (``standalone``) by name.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,13 +22,33 @@ IMPORTS = ("import math", "import os", "import random", "from collections import
 FEATURE_CACHE_NOTE = ("the graph's run computes the frozen blocks' outputs once and keeps them in fp16 (feature_cache "
                       "auto); this script runs those blocks on every batch in full precision, so losses differ in "
                       "about the third decimal")
-DEVICE = ('device = torch.device("cuda" if torch.cuda.is_available() else "mps" '
-          'if torch.backends.mps.is_available() else "cpu")')
+DEVICE = ('device = torch.device("cuda" if torch.cuda.is_available()\n'
+          '                      else "mps" if torch.backends.mps.is_available() else "cpu")')
+#: how wide the script's lines may grow before a call's arguments wrap
+WIDTH = 100
 
 
 def functions(*names: str) -> tuple[str, ...]:
     """The source text of the script's functions ``names`` (see ``nodes.engine.standalone``)."""
-    return tuple(inspect.getsource(getattr(standalone, name)) for name in names)
+    return tuple(_source(name) for name in names)
+
+
+def call(head: str, args: list[str], indent: int = 4) -> str:
+    """``head(arg, arg, ...)`` as code, its arguments wrapped under the parenthesis when the line
+    (at ``indent`` in the script) would pass ``WIDTH``."""
+    lines, line = [], f"{head}("
+    for i, arg in enumerate(args):
+        piece = arg + (", " if i < len(args) - 1 else ")")
+        if indent + len(line) + len(piece.rstrip()) > WIDTH and line.strip() != f"{head}(":
+            lines.append(line.rstrip())
+            line = " " * (len(head) + 1)
+        line += piece
+    return "\n".join([*lines, line if args else f"{head}()"])
+
+
+@functools.cache
+def _source(name: str) -> str:
+    return inspect.getsource(getattr(standalone, name))
 
 
 @dataclass(frozen=True)

@@ -224,7 +224,7 @@ def train_one_epoch(model, criterion, optimizer, data_loader, device, frozen=(),
             logits = model(images)
             loss = criterion(logits.float(), labels)
         if not torch.isfinite(loss):
-            raise ArithmeticError(f"the training loss became {loss.item()}; lower the learning rate or clip gradients")
+            raise ArithmeticError(f"the training loss became {loss.item()}: lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
