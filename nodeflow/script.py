@@ -16,7 +16,7 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodeflow.errors import GraphInvalid
+from nodeflow.errors import GraphInvalid, describe_exception
 from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.node import ParamProblem, Registry, ScriptContext, ScriptPart, card_title
@@ -67,6 +67,8 @@ def export_script(graph: Graph, registry: Registry, target: str | None = None) -
                                    checked.params[node_id], **inputs)
             except ParamProblem as exc:
                 why = f"{node_id}.{exc.param}: {exc}" if exc.param else str(exc)
+            except Exception as exc:  # a bug in one node's script form must not stop the others'
+                why = f"its script form failed ({describe_exception(exc)})"
             else:
                 why = "" if part is not None else "this node has no script form"
                 if part is not None:  # its constants in the order its Params declare them

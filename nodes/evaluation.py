@@ -53,6 +53,8 @@ class Evaluate(Node):
     @classmethod
     def script(cls, ctx: ScriptContext, params: Params, model: ScriptModel, data: ScriptData) -> ScriptPart:
         """Accuracy and mean loss on the split (the node's precision, recall and F-beta are left out)."""
+        if model.trained is None:
+            raise ParamProblem("the model this node scores is not trained by the script", port="model")
         split, loader = ctx.const("split"), ctx.name("loader")
         code = (call(f"{loader} = loader", [f"{data.splits}.get({split}, [])", data.eval_transform,
                                              ctx.const("batch_size")]) + "\n"

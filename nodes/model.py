@@ -70,13 +70,18 @@ class _LayerNode(Node):
         raise NotImplementedError
 
     @classmethod
-    def script(cls, ctx: ScriptContext, params: Any, model: ScriptModel) -> ScriptPart:
-        """One line of the model's build function: ``blocks[name] = <module>``."""
+    def script_spec(cls, ctx: ScriptContext, params: Any) -> dict[str, Any]:
+        """The model's spec with this layer added, from what checking knows of the incoming one."""
         facts = ctx.facts.get("model") or {}
         if "spec" not in facts:
             raise ParamProblem("the incoming model's layers are not known before it runs", port="model")
-        spec, _ = cls._extend(params, facts["spec"], [])
-        layer = spec["layers"][-1]
+        return cls._extend(params, facts["spec"], [])[0]
+
+    @classmethod
+    def script(cls, ctx: ScriptContext, params: Any, model: ScriptModel) -> ScriptPart:
+        """One line of the model's build function: ``blocks[name] = <module>``."""
+        facts = ctx.facts.get("model") or {}
+        layer = cls.script_spec(ctx, params)["layers"][-1]
         module, width = cls.script_layer(ctx, params, layer, facts["output_shape"], model)
         return ScriptPart(code=f'# the model\'s layer "{layer["name"]}": {module}',
                           outputs={"model": model.add(ctx.node_id, f'blocks["{layer["name"]}"] = {module}', width)},
@@ -215,8 +220,7 @@ class Backbone(_LayerNode):
         if params.weights.endswith(".safetensors"):
             raise ParamProblem("the script reads weights files written by torch.save (.pth), not .safetensors",
                                param="weights")
-        spec, _ = cls._extend(params, (ctx.facts.get("model") or {})["spec"], [])
-        names = [b["name"] for b in summarize(spec)["blocks"] if b["kind"] == "backbone"]
+        names = [b["name"] for b in summarize(cls.script_spec(ctx, params))["blocks"] if b["kind"] == "backbone"]
         split = "vgg_blocks" if params.arch.startswith("vgg") else "resnet_blocks" if params.arch.startswith("resnet") \
             else "feature_blocks"
         blocks, frozen = ctx.name("blocks"), ctx.name("frozen")

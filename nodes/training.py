@@ -153,7 +153,8 @@ class Trainer(Node):
         evaluate on the validation split."""
         _no_script_form(params, teacher)
         c, node = ctx.const, ctx.node_id
-        build = model.build or "build_" + "".join(ch if ch.isalnum() else "_" for ch in model.nodes[-1])
+        last = model.nodes[-1] if model.nodes else node
+        build = model.build or "build_" + "".join(ch if ch.isalnum() else "_" for ch in last)
         lines = [f"torch.manual_seed({c('seed')})"]
         if model.trained is None:
             lines.append(f"model = {build}(len({data.classes})).to(device)")

@@ -61,6 +61,18 @@ class Double(Node):
                           setup=("start = math.pi",), notes=("doubles in Python, not in the graph's engine",))
 
 
+class Buggy(Node):
+    """A script form with a bug: left out, saying what failed, the rest written."""
+
+    type = "s.buggy"
+    title = "Buggy"
+    inputs = (Port("value", NUMBER),)
+
+    @classmethod
+    def script(cls, ctx, params, value):
+        return {}["nothing"]
+
+
 class Opaque(Node):
     """No script form: the default."""
 
@@ -79,7 +91,7 @@ def graph(*nodes, edges=()) -> Graph:
 
 @pytest.fixture
 def pack() -> Registry:
-    return Registry([Seed, Double, Opaque])
+    return Registry([Seed, Double, Opaque, Buggy])
 
 
 def run(text: str, tmp_path) -> dict:
@@ -118,8 +130,9 @@ def test_a_node_without_a_script_form_is_left_out_with_a_comment_and_so_is_what_
 
 def test_params_without_a_script_form_leave_the_node_out_naming_the_param(pack):
     exported = export_script(graph(("seed", "s.seed", {}), ("d", "s.double", {"refuse": True}),
-                                   edges=[("seed", "d")]), pack)
-    assert exported.left_out == {"d": "d.refuse: refuse=true has no script form"}
+                                   ("bug", "s.buggy", {}), edges=[("seed", "d"), ("seed", "bug")]), pack)
+    assert exported.left_out == {"d": "d.refuse: refuse=true has no script form",
+                                 "bug": "its script form failed (KeyError: missing key 'nothing')"}
 
 
 def test_a_target_exports_only_what_it_needs_and_errors_refuse(pack):

@@ -46,6 +46,12 @@ def card(tab, node: str, part: str = "nf-title"):
     return tab.locator(f'.vue-flow__node[data-id="{node}"] .{part}')
 
 
+def open_form(tab, node: str, unique_param: str) -> None:
+    """Select ``node`` and wait for its own form (``unique_param`` is one no other open form has)."""
+    select(tab, node)
+    tab.locator(f'.nf-inspector .nf-field[data-param="{unique_param}"]').wait_for()
+
+
 def type_into(tab, param: str, value: str, control: str = "input") -> None:
     field = tab.locator(f'.nf-inspector .nf-field[data-param="{param}"] {control}')
     field.fill(value)
@@ -59,16 +65,16 @@ def choose(tab, param: str, option: str) -> None:
 
 def test_titles_follow_the_sizes_and_the_fine_tune_card_names_its_blocks(tab):
     expect(card(tab, "input")).to_have_text("Input layer (32×32×3)")
-    select(tab, "input")
+    open_form(tab, "input", "channels")
     type_into(tab, "height", "64")
     type_into(tab, "width", "64")
     expect(card(tab, "input")).to_have_text("Input layer (64×64×3)")
-    select(tab, "formatter")
+    open_form(tab, "formatter", "resize_to")
     type_into(tab, "height", "64")
     type_into(tab, "width", "64")
     expect(card(tab, "formatter")).to_have_text("Resize + crop to 64×64×3")
 
-    select(tab, "finetune")
+    open_form(tab, "finetune", "freeze_batchnorm")
     tab.locator(".nf-freeze-boundary").click()
     tab.get_by_role("option", name="from block3 on").click()
     expect(card(tab, "finetune")).to_have_text("Unfreeze block3, block4, block5")
@@ -94,7 +100,7 @@ def test_units_takes_the_bare_word_auto_and_an_output_layer_gets_no_activation(t
 
 
 def test_a_relu_on_the_output_layer_is_a_warning_that_lets_the_graph_run(tab, server):
-    select(tab, "classifier")
+    open_form(tab, "classifier", "activation")
     choose(tab, "activation", "relu")
     tab.get_by_role("button", name="Validate").click()
     dialog = tab.locator(".q-dialog")
