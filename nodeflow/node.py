@@ -466,14 +466,13 @@ class ScriptPart:
 
 
 class ScriptContext:
-    """What :meth:`Node.script` sees: its node's id and card title, the facts static checking
-    found for its inputs (as :meth:`Node.infer` gets them), and :meth:`const`, which names one of
-    its params as a constant at the top of the script."""
+    """What :meth:`Node.script` sees: its node's id, the facts static checking found for its
+    inputs (as :meth:`Node.infer` gets them), and :meth:`const`, which names one of its params as a
+    constant at the top of the script."""
 
-    def __init__(self, node_id: str, title: str, params: Any, facts: Mapping[str, Mapping[str, Any]],
+    def __init__(self, node_id: str, params: Any, facts: Mapping[str, Mapping[str, Any]],
                  constants: dict[str, tuple[Any, str]]) -> None:
         self.node_id = node_id
-        self.title = title
         self.params = params
         self.facts = facts
         self._constants = constants

@@ -63,7 +63,7 @@ def export_script(graph: Graph, registry: Registry, target: str | None = None) -
                      for e in graph.incoming(node_id)}
             mine: dict[str, tuple[Any, str]] = {}
             try:
-                part = node.script(ScriptContext(node_id, title, checked.params[node_id], facts, mine),
+                part = node.script(ScriptContext(node_id, checked.params[node_id], facts, mine),
                                    checked.params[node_id], **inputs)
             except ParamProblem as exc:
                 why = f"{node_id}.{exc.param}: {exc}" if exc.param else str(exc)
