@@ -52,7 +52,7 @@ def load_graph(ref: str) -> Graph:
     templates = list_templates()
     if ref in templates:
         return Graph.load(templates[ref])
-    raise CliError(f"no graph file '{ref}' and no template of that name (templates: {', '.join(templates)})")
+    raise CliError(f"no graph file {ref!r} and no template of that name (templates: {', '.join(templates)})")
 
 
 def parse_value(text: str) -> Any:
@@ -120,12 +120,39 @@ def cmd_validate(args: argparse.Namespace) -> int:
     registry = registry_for(args)
     graph = graph_with_overrides(args, registry)
     problems = Executor(registry).validate(graph)
-    if not problems:
-        print(f"{args.graph}: valid ({len(graph.nodes)} nodes, {len(graph.edges)} edges)")
-        return EXIT_OK
+    if not any(p.blocking for p in problems):
+        warned = f"; {len(problems)} warning{'s' if len(problems) != 1 else ''}" if problems else ""
+        print(f"{args.graph}: valid ({len(graph.nodes)} nodes, {len(graph.edges)} edges){warned}")
     for problem in problems:
         print(f"{args.graph}: {problem}")
-    return EXIT_ERROR
+    return EXIT_ERROR if any(p.blocking for p in problems) else EXIT_OK
+
+
+def cmd_export_script(args: argparse.Namespace) -> int:
+    """The graph as one standalone PyTorch script (see nodeflow.script), to a file or stdout."""
+    from nodeflow.script import export_script
+
+    if args.output not in (None, "-") and Path(args.output).is_dir():
+        raise CliError(f"-o {args.output}: that is a folder; give the script's file name, e.g. "
+                       f"{Path(args.output) / 'train.py'}")
+    registry = registry_for(args)
+    graph = apply_overrides(load_graph(args.graph), args.set, registry)
+    try:
+        exported = export_script(graph, registry, args.target)
+    except GraphInvalid as exc:
+        first = exc.problems[0]
+        more = f" (and {len(exc.problems) - 1} more: nodeflow validate lists them)" if len(exc.problems) > 1 else ""
+        raise CliError(f"cannot write the script: {first}{more}") from None
+    if args.output in (None, "-"):
+        sys.stdout.write(exported.text)
+    else:
+        atomic_write_text(Path(args.output), exported.text)
+        print(f"wrote {args.output}: run it with python {args.output}", file=sys.stderr)
+    for node_id, why in exported.left_out.items():
+        print(f"left out {node_id}: {why}", file=sys.stderr)
+    for note in exported.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
@@ -708,6 +735,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a graph file without running it")
     graph_args(p)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("export-script", help="write the graph as one standalone PyTorch script (no nodeflow needed)")
+    graph_args(p)
+    p.add_argument("--target", help="only this node and the nodes it needs")
+    p.add_argument("-o", "--output", metavar="FILE", help="the script file to write (default: standard output)")
+    p.set_defaults(func=cmd_export_script)
 
     p = sub.add_parser("nodes", help="list the node catalogue")
     p.add_argument("--json", action="store_true")

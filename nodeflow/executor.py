@@ -26,11 +26,11 @@ import networkx as nx
 from pydantic import ValidationError
 
 from nodeflow.cache import Cache, canonical_json
-from nodeflow.errors import (DisabledInputError, GraphCycleError, GraphInvalid, GraphProblem, MissingInputError,
-                             NodeError, ParamError, PortTypeError, UnknownPortError, UnknownTypeError,
+from nodeflow.errors import (DisabledInputError, GraphCycleError, GraphInvalid, GraphProblem, GraphWarning,
+                             MissingInputError, NodeError, ParamError, PortTypeError, UnknownPortError, UnknownTypeError,
                              describe_exception)
 from nodeflow.graph import Graph, NodeSpec
-from nodeflow.node import (Event, Interrupted, Node, ParamProblem, Registry, RunContext, UnknownNodeType,
+from nodeflow.node import (Event, Interrupted, Node, ParamProblem, Registry, RunContext, UnknownNodeType, card_title,
                            fresh_fingerprints)
 from nodeflow.paths import params_paths
 
@@ -157,7 +157,14 @@ class Executor:
 
     # validation
     def validate(self, graph: Graph) -> list[GraphProblem]:
-        return self._check(graph).problems
+        """Every problem of the graph: errors, which block running the nodes they name, then warnings."""
+        problems = self._check(graph).problems
+        return [p for p in problems if p.blocking] + [p for p in problems if not p.blocking]
+
+    def check(self, graph: Graph) -> _Checked:
+        """What checking learns about a graph: problems, validated params, node types, order, facts
+        and cache keys (what an exporter needs beside the runner)."""
+        return self._check(graph)
 
     def _check(self, graph: Graph, fresh: bool = False) -> _Checked:
         """Every problem of ``graph``, and its cache keys. ``fresh``: for a run being planned, the
@@ -270,12 +277,35 @@ class Executor:
                 facts[node_id] = node.infer(params[node_id], known, node_id) or {}
             except ParamProblem as exc:
                 broken.add(node_id)
-                problems.append(ParamError(node_id, str(exc), param=exc.param, port=exc.port,
-                                           other_node=exc.other_node))
+                named = {exc.other_node, *exc.nodes} - {None}
+                problems.append(ParamError(node_id, _with_titles(str(exc), named, graph, types), param=exc.param,
+                                           port=exc.port, other_node=exc.other_node))
+                continue
             except Exception as exc:  # a bug in a node's infer() must not hide the other problems
                 broken.add(node_id)
                 problems.append(GraphProblem(node_id, f"could not check this node: {describe_exception(exc)}"))
+                continue
+            problems.extend(self._warnings(graph, types, node_id, params[node_id], known, problems))
         return problems, facts
+
+    def _warnings(self, graph: Graph, types: dict[str, type[Node]], node_id: str, params: Any,
+                  known: dict[str, Any], found: list[GraphProblem]) -> list[GraphProblem]:
+        """A node's advice as warnings, each said once (a trainer and its output layer may both see
+        a ReLU there); a failing ``warnings()`` is itself one, as it must not hide the rest."""
+        try:
+            advice = types[node_id].warnings(params, known, node_id, self.workspace)
+        except Exception as exc:
+            return [GraphWarning(node_id, f"could not give this node's advice: {describe_exception(exc)}")]
+        said = {(p.node_id, p.param, p.port) for p in found if not p.blocking}
+        warnings = []
+        for item in advice:
+            about = item.node or node_id
+            if (about, item.param, item.port) not in said:
+                said.add((about, item.param, item.port))
+                message = _with_titles(item.message, {about, node_id, *item.nodes}, graph, types)
+                warnings.append(GraphWarning(about, message, param=item.param, port=item.port,
+                                             other_node=node_id if about != node_id else None))
+        return warnings
 
     # status and planning
     def keys(self, graph: Graph) -> dict[str, str]:
@@ -296,7 +326,7 @@ class Executor:
     def inspect(self, graph: Graph) -> tuple[dict[str, str], list[GraphProblem], dict[str, str]]:
         """Status, problems and cache keys of every node, from one pass of checking."""
         checked = self._check(graph)
-        bad = {p.node_id for p in checked.problems}
+        bad = {p.node_id for p in checked.problems if p.blocking}
         result = {}
         for spec in graph.nodes:
             key = checked.keys.get(spec.id)
@@ -706,9 +736,23 @@ def _disabled(graph: Graph, order: list[str]) -> tuple[set[str], list[GraphProbl
 
 
 def _raise_blocking(checked: _Checked, needed: list[str]) -> None:
-    blocking = [p for p in checked.problems if p.node_id is None or p.node_id in needed]
+    blocking = [p for p in checked.problems if p.blocking and (p.node_id is None or p.node_id in needed)]
     if blocking:
         raise GraphInvalid(blocking)
+
+
+def _with_titles(message: str, nodes: set[str], graph: Graph, types: dict[str, type[Node]]) -> str:
+    """``message`` with each of ``nodes`` it quotes by id followed, the first time, by the title
+    its card shows: 'formatter' (Resize + crop to 150×150×3)."""
+    for node_id in sorted(nodes):
+        quoted = f"'{node_id}'"
+        if quoted not in message or not graph.has_node(node_id):
+            continue
+        spec = graph.node(node_id)
+        title = card_title(types[node_id], spec.title, spec.params) if node_id in types else spec.title
+        if title and title != node_id:
+            message = message.replace(quoted, f"{quoted} ({title})", 1)
+    return message
 
 
 def _path_values(node: type[Node], params: Any) -> dict[str, str]:

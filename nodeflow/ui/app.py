@@ -23,6 +23,7 @@ from nodeflow.graph import Graph, GraphFileError
 from nodeflow.node import UnknownNodeType
 from nodeflow.paths import PathNotAllowed, confine
 from nodeflow.recent import AUTOSAVE_FOLDER, graph_files
+from nodeflow.script import export_script
 from nodeflow.session import EditError, Session
 from nodeflow.templates import list_templates
 
@@ -100,7 +101,8 @@ class EditorPage:
             self.file_label = ui.label("").classes("text-sm opacity-80 q-mr-md nf-file")
             for label, icon, action in (("New", "note_add", self.new), ("Templates", "dashboard", self.templates),
                                         ("Open", "folder_open", self.open_dialog), ("Save", "save", self.save),
-                                        ("Save as", "save_as", self.save_as)):
+                                        ("Save as", "save_as", self.save_as),
+                                        ("Export as Python", "code", self.export_script)):
                 ui.button(icon=icon, on_click=action).props(f'flat dense color=white aria-label="{label}"') \
                     .tooltip(label + (" (Ctrl+S)" if label == "Save" else ""))
             ui.separator().props("vertical dark").classes("q-mx-sm")
@@ -522,8 +524,11 @@ class EditorPage:
         if not problems:
             ui.notify("The graph is valid", type="positive")
         else:
+            errors = sum(p.blocking for p in problems)
+            counts = [f"{n} {word}{'s' if n != 1 else ''}" for n, word in
+                      ((errors, "problem"), (len(problems) - errors, "warning")) if n]
             with ui.dialog() as dialog, ui.card().classes("w-[32rem]"):
-                ui.label(f"{len(problems)} problem{'s' if len(problems) != 1 else ''}").classes("text-h6")
+                ui.label(", ".join(counts) + ("" if errors else ": the graph can run")).classes("text-h6")
                 for p in problems:
                     ui.label(str(p)).classes("text-sm nf-problem-line")
                 ui.button("Close", on_click=dialog.close).props("flat")
@@ -531,6 +536,24 @@ class EditorPage:
         self.tick_now()
 
     # -- files and history -----------------------------------------------------------------------
+    def export_script(self) -> None:
+        """The open graph as one standalone PyTorch script, downloaded by the browser (what
+        ``nodeflow export-script`` writes)."""
+        graph = self.session.graph
+        try:
+            exported = export_script(graph, self.session.registry)
+        except GraphInvalid as exc:
+            ui.notify(f"Cannot export: {exc.problems[0]}" + (f" (+{len(exc.problems) - 1} more)"
+                                                            if len(exc.problems) > 1 else ""),
+                      type="negative", multi_line=True, timeout=8000)
+            return
+        path = self.session.path
+        name = (path.stem if path is not None else default_file_name(graph.name).removesuffix(".json")) + ".py"
+        ui.download.content(exported.text, name, "text/x-python")
+        left = f"; left out (no script form): {', '.join(exported.left_out)}" if exported.left_out else ""
+        ui.notify(f"Exported {name}: plain PyTorch, runs with python {name}{left}", type="positive",
+                  multi_line=bool(left), timeout=6000)
+
     def undo(self) -> None:
         if not self.session.undo():
             ui.notify("Nothing to undo", timeout=1200)

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from nodeflow.graph import Graph, GroupSpec
-from nodeflow.node import Event
+from nodeflow.node import Event, auto_title
 from nodeflow.session import Session
 
 SUMMARY_CHARS = 48
@@ -99,7 +99,8 @@ class Hub:
         return {
             "version": self.session.version if version is None else version,
             "nodes": [{"id": n.id, "position": {"x": n.position.x, "y": n.position.y},
-                       "data": {"id": n.id, "type": n.type, "title": n.title, "disabled": bool(n.disabled),
+                       "data": {"id": n.id, "type": n.type, "title": self.title(n.type, n.title, n.params),
+                                "disabled": bool(n.disabled),
                                 "summary": self.summary(n.type, n.params)}}
                       for n in graph.nodes],
             "edges": [e.model_dump() for e in graph.edges],
@@ -134,15 +135,27 @@ class Hub:
                 port["label"] = port["name"] if names.count(port["name"]) == 1 else port["handle"]
         return {"inputs": inputs, "outputs": outputs}
 
+    def title(self, node_type: str, title: str | None, params: dict[str, Any]) -> str | None:
+        """The node's own title, else one that follows its params ("Input layer (64×64×3)"); None
+        leaves the card to show its type's title."""
+        entry = self.catalogue.get(node_type)
+        return title or (auto_title(entry, params) if entry is not None else None)
+
     def summary(self, node_type: str, params: dict[str, Any]) -> str:
-        """One line of the params that matter: those set away from their defaults first."""
+        """One line of the params that matter: those away from their defaults first, as the node
+        will use them (a default that follows another param, such as an output layer's activation,
+        shows its value)."""
         entry = self.catalogue.get(node_type)
         if entry is None:
             return f"unknown type {node_type}"
         defaults = entry.get("defaults") or {}
         props = entry["params_schema"].get("properties", {})
         shown = {**defaults, **params}
-        changed = [k for k in props if k in params and params[k] != defaults.get(k)]
+        try:
+            shown.update(self.session.registry.get(node_type).Params.model_validate(params).model_dump(mode="json"))
+        except (ValueError, TypeError, KeyError):  # invalid params show as typed; the card says what is wrong
+            pass
+        changed = [k for k in props if k in shown and shown[k] != defaults.get(k)]
         rest = [k for k in props if k not in changed and k in shown]
         parts = []
         for name in changed + rest:
@@ -184,6 +197,8 @@ def _output_of(live: dict[str, Any], run: dict[str, Any] | None) -> dict[str, An
 def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return ", ".join(value)  # names read as names: block3, block4, block5
     if isinstance(value, list):
         return f"[{len(value)}]" if len(value) > 2 else "[" + ",".join(map(str, value)) + "]"
     text = str(value)

@@ -120,7 +120,8 @@ def test_cards_are_readable_and_whole_at_the_default_fit(tab):
         assert item["px"] >= MIN_PX, f"{item['text']!r} is drawn at {item['px']:.1f} px"
         assert item["whole"] and not item["ellipsis"], f"{item['text']!r} is cut"
     shown = {t["text"].replace("\n", " ") for t in titles}
-    assert {"Input layer (150×150×3)", "Train the new head", "Unfreeze the last block"} <= shown
+    # the input layer's title follows its size (the tiny template's 32 px), not the template's 150
+    assert {"Input layer (32×32×3)", "Train the new head", "Unfreeze the last block"} <= shown
     assert "split=test" in " ".join(s["text"] for s in summaries)
 
     # every card lies wholly inside the canvas, apart from the others, the minimap and the controls

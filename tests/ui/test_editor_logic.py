@@ -186,6 +186,28 @@ def test_summary_prefers_changed_params(workspace):
     assert "unknown" in hub.summary("nope", {})
 
 
+def test_cards_follow_the_params_with_the_real_catalogue(workspace):
+    """Titles from a type's template, summaries of the values the node will use (an output layer's
+    activation), block names read as names, and the bare words a JSON field takes."""
+    from nodeflow.graph import Graph
+    from nodeflow.node import Registry
+    from nodeflow.session import Session
+    from nodeflow.templates import template_path
+    from nodeflow.ui.forms import bare_words
+
+    registry = Registry.discover(plugins=False)
+    hub = Hub(Session(registry, workspace, graph=Graph.load(template_path("cats_vs_dogs_finetune"))))
+    cards = {n["id"]: n["data"] for n in hub.canvas_graph()["nodes"]}
+    assert cards["input"]["title"] == "Input layer (150×150×3)" and cards["dense"]["title"] is None
+    assert hub.title("model.input", None, {"height": 64, "width": 64}) == "Input layer (64×64×3)"
+    assert hub.title("data.format", "My own title", {"height": 64}) == "My own title"
+    assert "unfreeze=block3, block4, block5" in hub.summary("train.finetune", {"unfreeze": ["block3", "block4", "block5"]})
+    assert "activation=none" in hub.summary("model.dense", {"units": "auto"})
+    assert "activation=relu" in hub.summary("model.dense", {"units": 64})
+    schema = registry.get("model.dense").Params.model_json_schema()
+    assert bare_words(schema, "units") == ["auto"] and bare_words(schema, "dropout") == []
+
+
 def test_a_new_run_keeps_the_previous_output_apart(workspace, monkeypatch):
     """While a node runs again, its metrics are only the new run's, and the old curves and numbers
     are kept as ``previous`` until the run ends."""
