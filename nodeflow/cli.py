@@ -24,8 +24,12 @@ from nodeflow.files import atomic_write_text
 from nodeflow.graph import Graph, GraphFileError
 from nodeflow.node import Registry, import_module_or_file
 from nodeflow.paths import path_params
+from nodeflow.recent import reopen
 from nodeflow.runs import Recording, RunStore
 from nodeflow.templates import list_templates
+
+#: what ``nodeflow serve`` opens the first time (later: the graph open when the editor stopped)
+DEFAULT_GRAPH = "cats_vs_dogs_finetune"
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
 
@@ -49,7 +53,7 @@ def load_graph(ref: str) -> Graph:
     templates = list_templates()
     if ref in templates:
         return Graph.load(templates[ref])
-    raise CliError(f"no graph file '{ref}' and no template of that name (templates: {', '.join(templates)})")
+    raise CliError(f"no graph file {ref!r} and no template of that name (templates: {', '.join(templates)})")
 
 
 def parse_value(text: str) -> Any:
@@ -117,12 +121,39 @@ def cmd_validate(args: argparse.Namespace) -> int:
     registry = registry_for(args)
     graph = graph_with_overrides(args, registry)
     problems = Executor(registry).validate(graph)
-    if not problems:
-        print(f"{args.graph}: valid ({len(graph.nodes)} nodes, {len(graph.edges)} edges)")
-        return EXIT_OK
+    if not any(p.blocking for p in problems):
+        warned = f"; {len(problems)} warning{'s' if len(problems) != 1 else ''}" if problems else ""
+        print(f"{args.graph}: valid ({len(graph.nodes)} nodes, {len(graph.edges)} edges){warned}")
     for problem in problems:
         print(f"{args.graph}: {problem}")
-    return EXIT_ERROR
+    return EXIT_ERROR if any(p.blocking for p in problems) else EXIT_OK
+
+
+def cmd_export_script(args: argparse.Namespace) -> int:
+    """The graph as one standalone PyTorch script (see nodeflow.script), to a file or stdout."""
+    from nodeflow.script import export_script
+
+    if args.output not in (None, "-") and Path(args.output).is_dir():
+        raise CliError(f"-o {args.output}: that is a folder; give the script's file name, e.g. "
+                       f"{Path(args.output) / 'train.py'}")
+    registry = registry_for(args)
+    graph = apply_overrides(load_graph(args.graph), args.set, registry)
+    try:
+        exported = export_script(graph, registry, args.target)
+    except GraphInvalid as exc:
+        first = exc.problems[0]
+        more = f" (and {len(exc.problems) - 1} more: nodeflow validate lists them)" if len(exc.problems) > 1 else ""
+        raise CliError(f"cannot write the script: {first}{more}") from None
+    if args.output in (None, "-"):
+        sys.stdout.write(exported.text)
+    else:
+        atomic_write_text(Path(args.output), exported.text)
+        print(f"wrote {args.output}: run it with python {args.output}", file=sys.stderr)
+    for node_id, why in exported.left_out.items():
+        print(f"left out {node_id}: {why}", file=sys.stderr)
+    for note in exported.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
@@ -389,12 +420,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(f"the editor is not available ({exc})") from None
     workspace = Path(args.workspace) if args.workspace else default_workspace()
     registry = registry_for(args)
-    graph = graph_with_overrides(args, registry)
-    path = Path(args.graph) if Path(args.graph).exists() else None
+    # no GRAPH: the graph open when the editor stopped, with its unsaved edits; else the template
+    reopened = reopen(workspace) if args.graph is None else None
+    if reopened:
+        graph = apply_overrides(reopened.graph, args.set, registry)
+    else:
+        args.graph = args.graph or DEFAULT_GRAPH
+        graph = graph_with_overrides(args, registry)
+    path = reopened.path if reopened else Path(args.graph) if Path(args.graph).exists() else None
     with cluster_for(args) as cluster:
         session = Session(registry, workspace, graph=graph, path=path, device=args.device,
                           isolate=not args.in_process, autosave_delay=2.0, cluster=cluster, auto_estimate=True,
                           allowed_roots=[Path(p).expanduser().resolve() for p in args.allow_root])
+        if reopened:
+            session.dirty, session.notice = reopened.dirty, reopened.message
         session.mlflow_uri = mlflow_uri(args)
         try:
             serve(session, host=args.host, port=args.port, token=args.token)
@@ -611,7 +650,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def graph_args(p: argparse.ArgumentParser, graph_optional: bool = False) -> None:
         if graph_optional:
-            p.add_argument("graph", nargs="?", default="cats_vs_dogs_finetune", help="graph file or template name")
+            p.add_argument("graph", nargs="?", help="graph file or template name (default: the graph open when "
+                           f"the editor stopped, with its unsaved edits; else {DEFAULT_GRAPH})")
         else:
             p.add_argument("graph", help="graph file or template name")
         p.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
@@ -694,6 +734,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a graph file without running it")
     graph_args(p)
     p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("export-script", help="write the graph as one standalone PyTorch script (no nodeflow needed)")
+    graph_args(p)
+    p.add_argument("--target", help="only this node and the nodes it needs")
+    p.add_argument("-o", "--output", metavar="FILE", help="the script file to write (default: standard output)")
+    p.set_defaults(func=cmd_export_script)
 
     p = sub.add_parser("nodes", help="list the node catalogue")
     p.add_argument("--json", action="store_true")

@@ -29,6 +29,7 @@ from nodeflow.executor import Executor, RunReport
 from nodeflow.graph import Graph
 from nodeflow.node import Registry
 from nodeflow.paths import path_problems
+from nodeflow.recent import remember
 from nodeflow.results import Results
 from nodeflow.runqueue import RunQueue
 from nodeflow.runs import RunNotFound, RunStore
@@ -74,6 +75,9 @@ class Session:
                                  history=self.runs)
         self.executor.subscribe(self._tell)
         self.document = Document(graph, path, self.workspace, autosave_delay)
+        #: said to each tab that opens until the document is saved or another one is opened
+        #: ("Reopened graph.json with unsaved edits from ...")
+        self.notice: str | None = None
         self._lock = threading.RLock()
         self.board = Board()
         self._log: list[dict[str, Any]] = []
@@ -114,6 +118,10 @@ class Session:
     @property
     def dirty(self) -> bool:
         return self.document.dirty
+
+    @dirty.setter
+    def dirty(self, value: bool) -> None:
+        self.document.dirty = value
 
     @property
     def path(self) -> Path | None:
@@ -170,9 +178,11 @@ class Session:
 
     def save(self, path: Path | None = None) -> Path:
         try:
-            return self.document.save(path)
+            saved = self.document.save(path)
         except ValueError as exc:
             raise EditError(str(exc)) from None
+        self.notice = None
+        return saved
 
     def open(self, path: Path) -> None:
         self.load(Graph.load(path), Path(path))
@@ -182,6 +192,8 @@ class Session:
         self.replace(graph)
         self.document.path = path
         self.document.dirty = False
+        self.notice = None
+        remember(self.workspace, path, graph.name, None, False)
 
     def autosave(self) -> Path:
         return self.document.autosave()

@@ -137,7 +137,7 @@ def expand(base: Graph, grid: list[tuple[str, list[Any]]], check: Any, target: s
                 graph = assign(base, {name: value})
             except ValueError as exc:  # e.g. NaN, which no graph document may hold
                 raise GridError(f"{name}: value {_shown(value)}: {exc}", name) from None
-            wrong = [p for p in check.validate(graph) if p.node_id == node_id and
+            wrong = [p for p in check.validate(graph) if p.blocking and p.node_id == node_id and
                      (getattr(p, "param", None) or "").split(".")[0] == param]
             if wrong:
                 raise GridError(f"{name}: value {_shown(value)}: {wrong[0]}", name)

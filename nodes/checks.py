@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from nodeflow.node import Interrupted, ParamProblem, RunContext
+from nodeflow.node import Interrupted, ParamProblem, ParamWarning, RunContext
 from nodes.engine.device import free_memory, is_out_of_memory
 from nodes.engine.hooks import Hooks, Stopped
 from nodes.engine.models import SpecError, summarize
@@ -42,7 +42,8 @@ def check_fit(model: dict[str, Any], data: dict[str, Any]) -> None:
     if data.get("formatted") is False:
         source = data.get("dataset_node") or "the dataset"
         raise ParamProblem(f"the images from '{source}' have no fixed size; put an image formatter between "
-                           f"'{source}' and this node", port="data", other_node=data.get("dataset_node"))
+                           f"'{source}' and this node", port="data", other_node=data.get("dataset_node"),
+                           nodes=[source])
     if data.get("image_size") and model.get("input_shape"):
         made = [data["channels"], *data["image_size"]]
         wanted = list(model["input_shape"])
@@ -52,19 +53,35 @@ def check_fit(model: dict[str, Any], data: dict[str, Any]) -> None:
             raise ParamProblem(
                 f"image formatter '{format_node}' makes {c}×{h}×{w} images (channels×height×width) but input "
                 f"layer '{input_node}' expects {c2}×{h2}×{w2}; set {format_node}.height/width/channels or "
-                f"{input_node}.height/width/channels so they match", port="data", other_node=data.get("format_node"))
+                f"{input_node}.height/width/channels so they match", port="data", other_node=data.get("format_node"),
+                nodes=[format_node, input_node])
     out = model.get("output_shape")
     if out is not None and len(out) != 1:
         raise ParamProblem(f"the model's output has shape {out}; end it with flatten (or global pool) and a "
                            f"dense layer with units 'auto'", port="model")
     classes = data.get("classes")
     if out and out[0] != "auto" and classes and out[0] != len(classes):
-        last = model["layers"][-1]["name"] if model.get("layers") else "the last layer"
-        raise ParamProblem(f"the model ends in {out[0]} outputs ('{last}') but the data has {len(classes)} classes "
-                           f"{classes}; set {last}.units to {len(classes)} or 'auto'", port="model")
+        last = output_node(model)
+        where = f"'{last}'" if last else f"layer '{model['layers'][-1]['name']}'" if model.get("layers") else "its last layer"
+        fix = f"set {last}.units" if last else "set the output layer's units"
+        raise ParamProblem(f"the model ends in {out[0]} outputs ({where}) but the data has {len(classes)} classes "
+                           f"{classes}; {fix} to {len(classes)} or 'auto'", port="model", other_node=last)
     if model.get("classes") and classes and list(model["classes"]) != list(classes):
         raise ParamProblem(f"the model was trained on classes {model['classes']} but the data has {classes}",
                            port="data")
+
+
+def output_node(model: dict[str, Any]) -> str | None:
+    """The node that made a model's last layer, when static checking knows it (``layer_nodes``)."""
+    layers = model.get("layers") or []
+    return (model.get("layer_nodes") or {}).get(layers[-1]["layer"]) if layers and "layer" in layers[-1] else None
+
+
+def output_activation_warning(activation: str, why: str, node: str | None = None) -> ParamWarning:
+    """An activation on the output layer, whose outputs the loss reads as class scores."""
+    return ParamWarning(f"activation {activation} on the output layer ({why}): the loss reads its outputs as class "
+                        f"scores, which {activation} bends (relu clips every negative score to 0, so a wrong class "
+                        "cannot be pushed down); set activation to none", param="activation", node=node)
 
 
 def value_facts(model: ModelValue) -> dict[str, Any]:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 from pathlib import Path
+from string import Template
 from typing import Literal
 
 from pydantic import Field
 
-from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext, fingerprints_fresh
+from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext, ScriptContext, ScriptPart, fingerprints_fresh
 from nodeflow.paths import FolderPath
 from nodes.engine.images import (DatasetLayoutError, build_image_set, find_split_dirs, folder_fingerprint,
                                  sample_grid)
+from nodes.engine.scripting import IMPORTS, ScriptData, call, functions, transform
 from nodes.ports import IMAGES, ImageSet
 
 
@@ -69,6 +72,20 @@ def _load(ctx: RunContext, root: Path, params: _SplitParams) -> ImageSet:
     return data
 
 
+def _dataset_script(ctx: ScriptContext, root: str) -> ScriptPart:
+    """``find_images`` with the dataset's params: the same files in the same splits, in the same order."""
+    classes, splits = ctx.name("classes"), ctx.name("splits")
+    find = call(f"{classes}, {splits} = find_images", [
+        root, ctx.const("validation_fraction"), ctx.const("test_fraction"), ctx.const("seed"),
+        ctx.const("max_per_class"), ctx.const("verify")])
+    code = Template(
+        '$find\nresults["$node"] = {f"{split}_images": len(items) for split, items in $splits.items()}\n'
+        'print("$node:", $classes, results["$node"])').substitute(find=find, node=ctx.node_id, splits=splits,
+                                                                   classes=classes)
+    return ScriptPart(code=code, outputs={"data": ScriptData(classes, splits)}, imports=IMPORTS,
+                      functions=functions("find_images"))
+
+
 class ImageFolderDataset(Node):
     """Labelled images from a folder: either train/ validation/ test/ folders each holding one
     sub-folder per class, or one folder of class sub-folders split by fractions with a seed."""
@@ -90,6 +107,10 @@ class ImageFolderDataset(Node):
         if not params.root:
             raise ParamProblem("set root to a folder of images", param="root")
         return _dataset_facts(params.root, node_id)
+
+    @classmethod
+    def script(cls, ctx: ScriptContext, params: Params) -> ScriptPart:
+        return _dataset_script(ctx, ctx.const("root"))
 
     def run(self, ctx: RunContext, params: Params) -> dict:
         return {"data": _load(ctx, ctx.resolve_path(params.root), params)}
@@ -123,6 +144,15 @@ class CatsVsDogsDataset(Node):
     @classmethod
     def infer(cls, params: Params, inputs, node_id: str | None = None):
         return _dataset_facts(params.root, node_id)
+
+    @classmethod
+    def script(cls, ctx: ScriptContext, params: Params) -> ScriptPart:
+        """With no root, Oxford-IIIT Pet downloaded by torchvision into ./datasets, laid out as the
+        node lays it out."""
+        if params.root:
+            return _dataset_script(ctx, ctx.const("root"))
+        part = _dataset_script(ctx, 'download_pets("datasets")')
+        return replace(part, functions=(*part.functions, *functions("download_pets")))
 
     def run(self, ctx: RunContext, params: Params) -> dict:
         root = ctx.resolve_path(params.root) if params.root else self._download(ctx, params.download_timeout)
@@ -166,6 +196,7 @@ class ImageFormatter(Node):
 
     type = "data.format"
     title = "Image formatter"
+    title_template = "Resize + crop to {height}×{width}×{channels}"
     category = "Data"
     inputs = (Port("data", IMAGES),)
     outputs = (Port("data", IMAGES, "The same images, with their size and normalisation set"),)
@@ -190,6 +221,18 @@ class ImageFormatter(Node):
                                f"({max(params.height, params.width)}), or 0", param="resize_to")
         return {"data": {**inputs.get("data", {}), "formatted": True, "image_size": [params.height, params.width],
                          "channels": params.channels, "format_node": node_id}}
+
+    @classmethod
+    def script(cls, ctx: ScriptContext, params: Params, data: ScriptData) -> ScriptPart:
+        """The evaluation transform, and the training one (which differs by a random crop, and by
+        augmentations an earlier node set)."""
+        resize_to = ctx.const("resize_to") if params.resize_to and params.resize == "shorter_side" else None
+        formatted = replace(data, format=params.model_dump(mode="json"), size=(ctx.const("height"), ctx.const("width")),
+                            resize_to=resize_to, train_transform=ctx.name("train"), eval_transform=ctx.name("eval"))
+        evaluation, training = transform(formatted, False), transform(formatted, True)
+        code = f"{ctx.name('eval')} = {evaluation}\n{ctx.name('train')} = " + (
+            training if training != evaluation else f"{ctx.name('eval')}  # training images are formatted alike")
+        return ScriptPart(code=code, outputs={"data": formatted}, imports=IMPORTS)
 
     def run(self, ctx: RunContext, params: Params, data: ImageSet) -> dict:
         formatted = data.with_(format=params.model_dump(mode="json"),
@@ -245,6 +288,37 @@ class Augmentation(Node):
         if params.random_erasing:
             ops.append({"op": "random_erasing", "p": params.random_erasing})
         return ops
+
+    @classmethod
+    def script(cls, ctx: ScriptContext, params: Params, data: ScriptData) -> ScriptPart:
+        """The training transform with these augmentations (``make_transform``'s order); as in the
+        graph, they replace those of an earlier augmentation node."""
+        steps, crop, erasing = [], None, None
+        height, width = data.size
+        for op in cls.ops(params):
+            name = op["op"]
+            if name == "random_resized_crop":
+                crop = (f"v2.RandomResizedCrop(({height}, {width}), scale=({ctx.const('min_scale')}, 1.0), "
+                        "antialias=True)")
+            elif name in ("hflip", "vflip"):
+                flip = "Horizontal" if name == "hflip" else "Vertical"
+                steps.append(f"v2.Random{flip}Flip({ctx.const(name)})")
+            elif name == "rotation":
+                steps.append(f"v2.RandomRotation({ctx.const('rotation')})")
+            elif name == "color_jitter":
+                s = ctx.const("color_jitter")
+                steps.append(f"v2.ColorJitter(brightness={s}, contrast={s}, saturation={s}, hue=min(0.5, {s} / 4))")
+            elif name == "gaussian_blur":
+                steps.append(f"v2.RandomApply([v2.GaussianBlur({op['kernel']}, sigma=(0.1, {ctx.const('blur_sigma')}))], "
+                             f"p={ctx.const('blur')})")
+            elif name == "random_erasing":
+                erasing = f"v2.RandomErasing(p={ctx.const('random_erasing')})"
+            else:
+                steps.append({"autoaugment": "v2.AutoAugment()", "randaugment": "v2.RandAugment(magnitude=9)",
+                              "trivialaugment": "v2.TrivialAugmentWide()"}[name])
+        augmented = replace(data, augment=tuple(steps), crop=crop, erasing=erasing, train_transform=ctx.name("train"))
+        return ScriptPart(code=f"{ctx.name('train')} = {transform(augmented, True)}", outputs={"data": augmented},
+                          imports=IMPORTS)
 
     def run(self, ctx: RunContext, params: Params, data: ImageSet) -> dict:
         augmented = data.with_(augment=tuple(self.ops(params)), sources={**data.sources, "augment": ctx.node_id})

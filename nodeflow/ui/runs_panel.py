@@ -20,6 +20,8 @@ from nodeflow.session import EditError, Session
 from .state import STATE_STYLE
 
 REFRESH_SECONDS = 1.0
+#: long cells wrap, so every column stays in view at 1440 px (a table cell does not wrap by default)
+WRAP = "white-space: normal; overflow-wrap: anywhere; min-width: 10rem; max-width: 24rem"
 #: how a metric's name ranks when choosing which curve to show first
 PREFERRED = ("val_accuracy", "accuracy", "val_loss", "loss")
 
@@ -102,8 +104,8 @@ class RunsPanel:
     COLUMNS = [{"name": "id", "label": "Run", "field": "id", "align": "right"},
                {"name": "when", "label": "When", "field": "when", "align": "left"},
                {"name": "target", "label": "Target", "field": "target", "align": "left"},
-               {"name": "changed", "label": "What changed", "field": "changed", "align": "left"},
-               {"name": "metrics", "label": "Key metrics", "field": "metrics", "align": "left"},
+               {"name": "changed", "label": "What changed", "field": "changed", "align": "left", "style": WRAP},
+               {"name": "metrics", "label": "Key metrics", "field": "metrics", "align": "left", "style": WRAP},
                {"name": "duration", "label": "Duration", "field": "duration", "align": "right"},
                {"name": "source", "label": "From", "field": "source", "align": "left"},
                {"name": "status", "label": "Status", "field": "status", "align": "left"}]

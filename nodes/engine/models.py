@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import pickle
 import socket
+import threading
+import time
 import zipfile
 from collections import OrderedDict
 from functools import lru_cache
@@ -123,6 +125,62 @@ def load_backbone_state(arch: str, model: nn.Module, blocks: list[tuple[str, nn.
         raise ValueError(f"weights file '{source}' does not fit {arch}: missing {len(missing)} tensors ({shown})")
 
 
+def imagenet_url(arch: str) -> str:
+    """Where torchvision downloads the ImageNet weights of ``arch`` from."""
+    import torchvision
+
+    return torchvision.models.get_model_weights(arch).DEFAULT.url
+
+
+def hub_checkpoints() -> Path:
+    """torch's own cache of downloaded weights (``$TORCH_HOME/hub/checkpoints``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def cached_imagenet_weights(arch: str, folder: Path | None) -> Path | None:
+    """The ImageNet weights file of ``arch`` if it is already here: in ``folder`` (the workspace's
+    weights folder) or in torch's hub cache."""
+    filename = imagenet_url(arch).rsplit("/", 1)[-1]
+    places = [hub_checkpoints() / filename]
+    if folder is not None:
+        places.insert(0, Path(folder) / filename)
+    return next((place for place in places if place.is_file()), None)
+
+
+_REACHED: dict[str, tuple[float, bool]] = {}
+_REACHED_LOCK = threading.Lock()
+
+
+def can_reach(url: str, timeout: float = 1.5, remember: float = 300.0) -> bool:
+    """Whether a connection to ``url``'s host opens within ``timeout`` seconds (name lookup
+    included, which the socket timeout does not bound); the answer is kept ``remember`` seconds, as
+    validation asks on every check."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    with _REACHED_LOCK:
+        known = _REACHED.get(host)
+        if known is not None and time.monotonic() - known[0] < remember:
+            return known[1]
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(timeout + 0.5)
+    reached = bool(answer and answer[0])
+    with _REACHED_LOCK:
+        _REACHED[host] = (time.monotonic(), reached)
+    return reached
+
+
 def imagenet_weights(arch: str, folder: Path, timeout: float = 15.0) -> Path:
     """The ImageNet weights file of ``arch``: already in ``folder`` or torch's hub cache, else
     downloaded into ``folder``. Fails fast with what to do when offline."""
@@ -130,9 +188,9 @@ def imagenet_weights(arch: str, folder: Path, timeout: float = 15.0) -> Path:
 
     enum = torchvision.models.get_model_weights(arch).DEFAULT
     filename = enum.url.rsplit("/", 1)[-1]
-    for candidate in (folder / filename, Path(torch.hub.get_dir()) / "checkpoints" / filename):
-        if candidate.is_file():
-            return candidate
+    cached = cached_imagenet_weights(arch, folder)
+    if cached is not None:
+        return cached
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / filename
     previous = socket.getdefaulttimeout()
@@ -144,7 +202,7 @@ def imagenet_weights(arch: str, folder: Path, timeout: float = 15.0) -> Path:
         raise WeightsUnavailable(
             f"could not download the ImageNet weights of {arch} from {enum.url} ({exc}). "
             f"If this machine is offline, put the file '{filename}' into '{folder}' (or into "
-            f"'{Path(torch.hub.get_dir()) / 'checkpoints'}'), or set weights to 'none' or to the path of a "
+            f"'{hub_checkpoints()}'), or set weights to 'none' or to the path of a "
             f"local weights file (.safetensors or .pth)") from None
     finally:
         socket.setdefaulttimeout(previous)
