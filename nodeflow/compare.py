@@ -261,7 +261,8 @@ def paired(correct_a: Any, correct_b: Any) -> Difference:
     """Compare two models by which of the same images (in the same order) each got right."""
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     if a.shape != b.shape or a.ndim != 1 or not len(a):
-        raise ValueError(f"paired: two equally long, non-empty lists of outcomes are needed, not {a.shape} and {b.shape}")
+        raise ValueError(f"paired: two equally long, non-empty lists of outcomes are needed, not {a.shape} and "
+                         f"{b.shape}")
     n = len(a)
     lost, gained = int((a & ~b).sum()), int((~a & b).sum())
     delta = (gained - lost) / n
@@ -417,6 +418,6 @@ def gallery_node(graph_doc: Mapping[str, Any], node: str, split: str, registry: 
     return None
 
 
-__all__ = ["ALPHA", "CONFIDENCE", "Difference", "Interval", "compare_run_ids", "compare_runs", "compare_splits", "direction",
-           "flips", "gallery_node", "images_of", "interval", "is_count", "is_paired_accuracy", "is_share",
+__all__ = ["ALPHA", "CONFIDENCE", "Difference", "Interval", "compare_run_ids", "compare_runs", "compare_splits",
+           "direction", "flips", "gallery_node", "images_of", "interval", "is_count", "is_paired_accuracy", "is_share",
            "metric_splits", "paired", "percent", "points", "readable", "readable_delta", "split_of"]

@@ -109,8 +109,11 @@ SWEEP = {"id": 3, "grid": [["train.lr", [1e-4, 1e-3]], ["train.optimizer", ["sgd
 def test_result_rows_and_the_best_values():
     rows = result_rows(SWEEP)
     assert [(r["p0"], r["p1"], r["status"], r["value"], r["time"], r["best"]) for r in rows] == [
-        ("0.0001", "sgd", "done", "0.5", "3.2s", ""), ("0.0001", "adam", "done", "0.875", "2.0s", "★ best"),
+        ("0.0001", "sgd", "done", "50%", "3.2s", ""), ("0.0001", "adam", "done", "87.5%", "2.0s", "★ best"),
         ("0.001", "sgd", "queued #1", "–", "–", "")]
+    # a tie: no star, both branches say so
+    tied = {**SWEEP, "branches": [{**b, "best": False, "tie": b["branch"] in (1, 2)} for b in SWEEP["branches"]]}
+    assert [r["best"] for r in result_rows(tied)] == ["= tie", "= tie", ""]
     assert best_values(SWEEP) == {"train": {"lr": 1e-4, "optimizer": "adam"}}
     assert best_values({**SWEEP, "best": None}) is None
     assert branches_text(1) == "1 branch" and branches_text(4) == "4 branches"
