@@ -294,8 +294,8 @@ def _run_and_report(args: argparse.Namespace, graph: Graph, workspace: Path, exe
 def cmd_sweep(args: argparse.Namespace) -> int:
     from nodeflow.compare import metric_splits, split_of
     from nodeflow.predictions import PredictionStore
-    from nodeflow.sweep import (GridError, branch_outcomes, branch_values, expand, held_out, judge, key_metric,
-                                metric_value, parse_grid, results_table, run_sweep, sweep_report, test_warning)
+    from nodeflow.sweep import (GridError, branch_outcomes, branch_values, expand, held_out, held_out_warning, judge,
+                                key_metric, metric_value, parse_grid, results_table, run_sweep, sweep_report)
 
     registry = registry_for(args)
     base = apply_overrides(load_graph(args.graph), args.set, registry)
@@ -342,7 +342,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     outcomes = branch_outcomes(runs, metric, split_of(metric, splits) if metric else None,
                                PredictionStore(Executor(registry, workspace).cache, workspace).of)
     judgement = judge(branch_values(branches, metric), metric, outcomes)
-    warning = test_warning(metric) if held_out(metric, splits) else None
+    warning = held_out_warning(metric) if held_out(metric, splits) else None
     if args.report:
         report = sweep_report(branches, "dask" if dispatcher is not None else "local", metric, judgement, warning)
         atomic_write_text(Path(args.report), json.dumps(report, indent=2) + "\n")

@@ -16,6 +16,7 @@ No torch here: predictions are numpy arrays.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Mapping
@@ -257,18 +258,39 @@ class Difference:
                 "words": self.words()}
 
 
-def paired(correct_a: Any, correct_b: Any) -> Difference:
-    """Compare two models by which of the same images (in the same order) each got right."""
+def _outcomes(correct_a: Any, correct_b: Any) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
     if a.shape != b.shape or a.ndim != 1 or not len(a):
         raise ValueError(f"paired: two equally long, non-empty lists of outcomes are needed, not {a.shape} and "
                          f"{b.shape}")
-    n = len(a)
+    return a, b
+
+
+def mcnemar(correct_a: Any, correct_b: Any) -> float:
+    """McNemar's exact p-value: are the images only B gets right more (or fewer) than the ones only
+    A gets right, beyond what chance gives to a coin? (Cheap: no resampling.)"""
+    a, b = _outcomes(correct_a, correct_b)
+    lost, gained = int((a & ~b).sum()), int((~a & b).sum())
+    return 1.0 if lost + gained == 0 else float(stats.binomtest(gained, lost + gained, 0.5).pvalue)
+
+
+def paired(correct_a: Any, correct_b: Any) -> Difference:
+    """Compare two models by which of the same images (in the same order) each got right."""
+    a, b = _outcomes(correct_a, correct_b)
+    return _paired(np.packbits(a).tobytes(), np.packbits(b).tobytes(), len(a))
+
+
+@functools.lru_cache(maxsize=512)
+def _paired(packed_a: bytes, packed_b: bytes, n: int) -> Difference:
+    """:func:`paired` on bit-packed outcomes, remembered: the same two runs are compared again on
+    every look at a sweep's results, and their outcomes never change."""
+    a = np.unpackbits(np.frombuffer(packed_a, dtype=np.uint8), count=n).astype(bool)
+    b = np.unpackbits(np.frombuffer(packed_b, dtype=np.uint8), count=n).astype(bool)
     lost, gained = int((a & ~b).sum()), int((~a & b).sum())
     delta = (gained - lost) / n
     if lost + gained == 0:
         return Difference(n, float(a.mean()), float(b.mean()), 0.0, 0.0, 1.0, 0, 0)
-    p = float(stats.binomtest(gained, lost + gained, 0.5).pvalue)
+    p = mcnemar(a, b)
     if n < 2:
         low = high = delta
     else:
@@ -283,19 +305,24 @@ def paired(correct_a: Any, correct_b: Any) -> Difference:
     return Difference(n, float(a.mean()), float(b.mean()), low, high, p, lost, gained)
 
 
+def unpairable(a: SplitPredictions, b: SplitPredictions) -> str | None:
+    """Why two models' predictions cannot be compared image by image; None when they can."""
+    if a.split != b.split:
+        return f"one was scored on the {a.split} split, the other on the {b.split} split"
+    if a.digest != b.digest:
+        return "they were scored on other images"
+    if a.classes != b.classes:
+        return "their classes differ"
+    if not np.array_equal(a.true, b.true):
+        return "the images carry other labels"
+    return None
+
+
 def compare_splits(a: SplitPredictions, b: SplitPredictions) -> dict[str, Any]:
     """Two models' predictions on a split: paired when they scored the same images (with the
     images that flipped), else each accuracy with its own interval and the reason they cannot be
     paired."""
-    why = None
-    if a.split != b.split:
-        why = f"one was scored on the {a.split} split, the other on the {b.split} split"
-    elif a.digest != b.digest:
-        why = "they were scored on other images"
-    elif a.classes != b.classes:
-        why = "their classes differ"
-    elif not np.array_equal(a.true, b.true):
-        why = "the images carry other labels"
+    why = unpairable(a, b)
     if why is not None:
         ia, ib = interval(int(a.correct.sum()), len(a)), interval(int(b.correct.sum()), len(b))
         return {"paired": False, "reason": why, "a": ia.to_json(), "b": ib.to_json(),
@@ -420,4 +447,5 @@ def gallery_node(graph_doc: Mapping[str, Any], node: str, split: str, registry: 
 
 __all__ = ["ALPHA", "CONFIDENCE", "Difference", "Interval", "compare_run_ids", "compare_runs", "compare_splits",
            "direction", "flips", "gallery_node", "images_of", "interval", "is_count", "is_paired_accuracy", "is_share",
-           "metric_splits", "paired", "percent", "points", "readable", "readable_delta", "split_of"]
+           "mcnemar", "metric_splits", "paired", "percent", "points", "readable", "readable_delta", "split_of",
+           "unpairable"]

@@ -12,6 +12,7 @@ hundred runs on one data set share one copy.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -94,8 +95,8 @@ def load(folder: Path | None, workspace: Path) -> dict[str, SplitPredictions]:
         try:
             with np.load(path, allow_pickle=False) as arrays:
                 digest = str(arrays["digest"])
-                files = json.loads(gzip.decompress((Path(workspace) / FILE_LISTS / f"{digest}.json.gz").read_bytes()))
-                split = SplitPredictions(path.stem, tuple(str(c) for c in arrays["classes"]), digest, tuple(files),
+                files = file_list(str(Path(workspace) / FILE_LISTS), digest)
+                split = SplitPredictions(path.stem, tuple(str(c) for c in arrays["classes"]), digest, files,
                                          arrays["true"].astype(np.int64), arrays["predicted"].astype(np.int64),
                                          arrays["confidence"].astype(np.float32))
         except (OSError, ValueError, KeyError, EOFError):
@@ -103,6 +104,15 @@ def load(folder: Path | None, workspace: Path) -> dict[str, SplitPredictions]:
         if len(split.files) == len(split.true):
             found[split.split] = split
     return found
+
+
+@functools.lru_cache(maxsize=64)
+def file_list(folder: str, digest: str) -> tuple[str, ...]:
+    """A shared file list, read once per process: it is named by its content, so it never changes."""
+    path = Path(folder) / f"{digest}.json.gz"
+    if files_digest(files := json.loads(gzip.decompress(path.read_bytes()))) != digest:
+        raise ValueError(f"{path}: its content does not match its name")
+    return tuple(files)
 
 
 class PredictionStore:

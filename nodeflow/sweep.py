@@ -21,8 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodeflow.compare import (compare_splits, direction, is_count, is_paired_accuracy, metric_splits, readable,
-                              split_of)
+from nodeflow.compare import (ALPHA, compare_splits, direction, is_count, is_paired_accuracy, mcnemar, metric_splits,
+                              readable, split_of, unpairable)
 from nodeflow.errors import GraphInvalid
 from nodeflow.executor import RunReport
 from nodeflow.graph import Graph
@@ -244,7 +244,7 @@ def held_out(metric: str | None, splits: dict[str, str] | None = None) -> bool:
     return metric is not None and split_of(metric, splits) == "test"
 
 
-def test_warning(metric: str) -> str:
+def held_out_warning(metric: str) -> str:
     """What the sweep's results say when they are ranked by a test metric."""
     return (f"{metric} is measured on the test split: the branch chosen by it has an optimistic test figure. "
             "Judge on a validation metric and keep test for the end.")
@@ -317,13 +317,14 @@ def judge(values: list[float | None], metric: str | None,
         why = "has no per-image record" if not is_paired_accuracy(metric or "") else \
             "has no per-image predictions in every branch"
         return Judgement(best, best, [], False, f"{n(best)} is best by value, untested: {metric} {why}")
-    comparisons = {i: compare_splits(outcomes[i], outcomes[best]) for i in others}
-    unpaired = [i for i, c in comparisons.items() if not c["paired"]]
+    unpaired = [i for i in others if unpairable(outcomes[i], outcomes[best])]
     if unpaired:
         return Judgement(best, best, [], False, f"{n(best)} is best by value, untested: "
-                                                f"{comparisons[unpaired[0]]['reason']}")
-    tie = [i for i in others if not comparisons[i]["clear"]]
-    versus = comparisons[tie[0] if tie else runner]
+                                                f"{unpairable(outcomes[unpaired[0]], outcomes[best])}")
+    # McNemar first (no resampling): a branch it cannot tell from the best is tied without a bootstrap
+    tie = [i for i in others if mcnemar(outcomes[i].correct, outcomes[best].correct) >= ALPHA or
+           not compare_splits(outcomes[i], outcomes[best])["clear"]]
+    versus = compare_splits(outcomes[tie[0] if tie else runner], outcomes[best])
     if tie:
         words = f"tie: {n(best)} against {n(tie[0])}: {versus['words']}"
         return Judgement(best, None, [best, *tie], True, words, versus)
@@ -454,13 +455,13 @@ def summary(record: dict[str, Any], runs: list[dict[str, Any]], registry: Any = 
     else:
         progress = f"{finished} of {total} branches finished"
     return {"id": record["id"], "grid": record["grid"], "target": record.get("target"), "metric": metric,
-            "split": split, "warning": test_warning(metric) if held_out(metric, splits) else None,
+            "split": split, "warning": held_out_warning(metric) if held_out(metric, splits) else None,
             "status": state, "finished": finished, "total": total, "progress": progress, "best": judgement.best,
             "star": judgement.star, "tie": [i + 1 for i in judgement.tie], "judgement": judgement.words,
             "comparison": judgement.to_json()["comparison"], "branches": branches}
 
 
 __all__ = ["MAX_BRANCHES", "Branch", "GridError", "Judgement", "best_of", "branch_count", "branch_outcomes",
-           "branch_values", "check_metric", "combinations", "expand", "held_out", "judge", "key_metric", "main_metric", "parse_grid",
-           "results_table", "run_sweep", "source_tag", "summary", "sweep_report", "test_warning", "value_of",
-           "with_values"]
+           "branch_values", "check_metric", "combinations", "expand", "held_out", "held_out_warning", "judge",
+           "key_metric", "main_metric", "parse_grid", "results_table", "run_sweep", "source_tag", "summary",
+           "sweep_report", "value_of", "with_values"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import Field
@@ -150,10 +151,11 @@ class Trainer(Node):
         """The trained model's per-image outcome on the validation and the test split, kept beside
         its result so runs compare image by image. Test is scored and kept, never logged as a
         metric: choosing by it would spend the held-out split."""
+        quiet = replace(hooks(ctx), preview=lambda kind, payload: None)  # the card keeps the training's previews
         for split in ("validation", "test"):
             if data.split(split):
                 with engine_errors(ctx, params.batch_size):
-                    found = outcome(trained, data, split, params.batch_size, hooks(ctx), ctx.device,
+                    found = outcome(trained, data, split, params.batch_size, quiet, ctx.device,
                                     resolve_workers(params.workers))
                 keep_outcome(ctx, split, found, trained.classes)
 

@@ -25,7 +25,7 @@ from nodeflow.compare import is_count, readable
 from nodeflow.errors import GraphInvalid
 from nodeflow.graph import Graph
 from nodeflow.session import EditError, Session
-from nodeflow.sweep import MAX_BRANCHES, GridError, held_out, test_warning
+from nodeflow.sweep import MAX_BRANCHES, GridError, held_out, held_out_warning
 
 from .forms import bounds_text, layer_facts, resolve, sweep_kind
 from .runs_panel import curve_names, overlay_options
@@ -444,7 +444,7 @@ class SweepDialog:
         """Choosing by a test metric is allowed, and said plainly."""
         metric = self.metric.value
         test = metric not in (None, AUTOMATIC) and held_out(metric, self.splits)
-        self.warning.set_text(test_warning(metric) if test else "")
+        self.warning.set_text(held_out_warning(metric) if test else "")
         self.warning.set_visibility(test)
 
     def _refresh_add_options(self) -> None:

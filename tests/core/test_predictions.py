@@ -9,7 +9,7 @@ import pytest
 
 from nodeflow.executor import Executor
 from nodeflow.node import Node, NodeParams, Port, Registry
-from nodeflow.predictions import FILE_LISTS, FOLDER, PredictionStore, load, save
+from nodeflow.predictions import FILE_LISTS, FOLDER, PredictionStore, files_digest, load, save
 from tests.nodepack import NUMBER, Constant
 
 from .conftest import make_graph
@@ -46,9 +46,9 @@ def test_damaged_or_missing_files_are_left_out(tmp_path):
     save(tmp_path / "entry", tmp_path, "test", files[:10], true[:10], predicted[:10], confidence[:10], ("cat", "dog"))
     (tmp_path / "entry" / FOLDER / "test.npz").write_bytes(b"not an archive")
     assert list(load(tmp_path / "entry", tmp_path)) == ["validation"]
-    for shared in (tmp_path / FILE_LISTS).iterdir():
-        shared.unlink()
-    assert load(tmp_path / "entry", tmp_path) == {} and load(None, tmp_path) == {}
+    save(tmp_path / "other", tmp_path, "validation", files[:5], true[:5], predicted[:5], confidence[:5], ("cat", "dog"))
+    (tmp_path / FILE_LISTS / f"{files_digest(files[:5])}.json.gz").unlink()  # its file list is gone
+    assert load(tmp_path / "other", tmp_path) == {} and load(None, tmp_path) == {}
 
 
 def test_bad_input_is_refused_naming_it(tmp_path):

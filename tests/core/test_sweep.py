@@ -132,7 +132,7 @@ def test_a_branch_failing_at_run_time_fails_the_sweep_and_the_others_finish(tmp_
 import numpy as np  # noqa: E402
 
 from nodeflow.predictions import SplitPredictions, files_digest  # noqa: E402
-from nodeflow.sweep import held_out, judge, main_metric, summary, test_warning  # noqa: E402
+from nodeflow.sweep import held_out, held_out_warning, judge, main_metric, summary  # noqa: E402
 
 FINALS = {"train": {"val_accuracy": 0.8, "val_loss": 0.5, "validation_images": 20, "train_loss": 0.1},
           "eval": {"accuracy": 0.9, "loss": 0.3, "samples": 20, "test_images": 20}}
@@ -148,7 +148,7 @@ def test_the_default_metric_is_a_validation_one_even_when_judged_at_the_test_eva
     # without a validation metric, the old rule, and the result says it is a test metric
     only_test = {"eval": FINALS["eval"]}
     assert main_metric([only_test], "eval", SPLITS) == "eval.accuracy" and held_out("eval.accuracy", SPLITS)
-    assert not held_out("train.val_accuracy", SPLITS) and "optimistic" in test_warning("eval.accuracy")
+    assert not held_out("train.val_accuracy", SPLITS) and "optimistic" in held_out_warning("eval.accuracy")
     assert main_metric([FINALS], "train", {}) == "train.val_accuracy"  # the name says validation too
 
 
@@ -205,6 +205,6 @@ def test_a_sweep_judged_on_test_says_so_in_its_summary():
 
     found = summary(record, runs, Registry())
     assert found["metric"] == "eval.accuracy" and found["split"] == "test"
-    assert found["warning"] == test_warning("eval.accuracy")
+    assert found["warning"] == held_out_warning("eval.accuracy")
     assert found["star"] == 1 and "untested" in found["judgement"]  # no per-image predictions were given
-    assert summary({**record, "metric": None}, runs, Registry())["warning"] == test_warning("eval.accuracy")
+    assert summary({**record, "metric": None}, runs, Registry())["warning"] == held_out_warning("eval.accuracy")
