@@ -10,8 +10,9 @@ import pytest
 
 from nodeflow.sweep import MAX_BRANCHES
 from nodeflow.ui.forms import sweep_kind
-from nodeflow.ui.sweep_panel import (SweepInputError, best_values, branches_text, check_values, default_target,
-                                     freeze_boundaries, parse_values, result_rows, spaced, sweepable_params)
+from nodeflow.ui.sweep_panel import (JUDGE_ORDER, SweepInputError, best_values, branches_text, check_values,
+                                     default_target, freeze_boundaries, judge_label, judge_options, parse_values,
+                                     result_rows, spaced, sweepable_params)
 from tests.core.conftest import make_graph
 
 from .server import pack_registry
@@ -88,6 +89,23 @@ def test_the_default_target_is_the_last_trainer_or_evaluation_below_the_node():
     assert default_target(graph, categories, "ft") == "evaluate"
     assert default_target(graph, categories, "model") == "evaluate"
     assert default_target(graph, categories, "side") == "side"  # nothing judged below it: the node itself
+
+
+def test_judge_at_lists_validation_metrics_first_and_test_ones_last(tmp_path):
+    from nodeflow.node import Registry
+    from tests.nodes.graphs import error_analysis_graph
+
+    graph = error_analysis_graph(tmp_path)  # ... → train → eval (test) and errors (test)
+    splits, default = judge_options(graph, Registry.discover(plugins=False), "eval")
+    names = list(splits)
+    assert default == names[0] == "train.val_accuracy" and names[1] == "train.val_loss"
+    assert [splits[n] for n in names] == sorted((splits[n] for n in names), key=JUDGE_ORDER.index)
+    assert "eval.accuracy" in names and splits["eval.accuracy"] == "test"
+    assert "errors.error_rate" not in names  # not upstream of the target: it does not run
+    assert not any(n.endswith(("_images", "samples")) for n in names)  # counts never judge
+    assert judge_label("eval.accuracy", "test") == "eval.accuracy (test: held out, for the end)"
+    assert judge_options(graph, Registry.discover(plugins=False), "errors")[1] == "train.val_accuracy"
+    assert judge_options(graph, pack_registry(), "eval") == ({}, None)  # unknown types: nothing to offer
 
 
 def test_sweepable_params_of_a_graph():
