@@ -247,7 +247,12 @@ class Difference:
         if not self.clear:
             if self.right_to_wrong == self.wrong_to_right == 0:
                 return f"no clear difference on {images_text(n)} (the same images right and wrong)"
-            return f"no clear difference on {images_text(n)} ({points(self.low, n)} … {points(self.high, n)} points)"
+            span = f"{points(self.low, n)} … {points(self.high, n)} points"
+            changed = self.right_to_wrong + self.wrong_to_right
+            if self.low > 0 or self.high < 0:  # the resampled interval leans one way, the test on the flips does not
+                return (f"no clear difference on {images_text(n)} ({span}, but only {changed} image"
+                        f"{'s' if changed != 1 else ''} changed: {p_text(self.p_value)})")
+            return f"no clear difference on {images_text(n)} ({span})"
         return (f"{self.verdict} ({points(self.delta, n)} points, 95% CI {points(self.low, n)} … "
                 f"{points(self.high, n)}, {p_text(self.p_value)}, {images_text(n)})")
 

@@ -76,6 +76,11 @@ def test_the_words_follow_the_numbers():
 def test_a_p_value_alone_does_not_make_a_difference_real():
     a, b = outcomes(0, 0, 0, 5)  # five images, all gained: p = 0.0625
     assert paired(a, b).p_value == pytest.approx(0.0625) and not paired(a, b).clear
+    a, b = outcomes(900, 96, 0, 4)  # four of 1,000 gained: the interval leans up, McNemar does not
+    leaning = paired(a, b)
+    assert leaning.low > 0 and not leaning.clear
+    assert leaning.words() == (f"no clear difference on 1,000 images ({points(leaning.low, 1000)} … "
+                               f"{points(leaning.high, 1000)} points, but only 4 images changed: p = 0.12)")
     a, b = outcomes(0, 0, 0, 6)  # six: p = 0.031 and the interval is all above 0
     assert paired(a, b).clear
 
