@@ -391,7 +391,7 @@ def compare_runs(diff: dict[str, Any], run_a: dict[str, Any], run_b: dict[str, A
             seen[same] = by_split[(node, split)] = entry
     metrics = {}
     for name, m in diff["metrics"].items():
-        node, _, metric = name.partition(".")
+        node = name.partition(".")[0]
         split = split_of(name, splits)
         counts = {side: None if is_count(name) else images_of(((run["nodes"].get(node) or {}).get("metrics") or {}),
                                                                split)

@@ -306,7 +306,10 @@ def judge(values: list[float | None], metric: str | None,
         return Judgement(best, best, words=None)
     lower = direction(metric or "") < 0
     runner = sorted(others, key=lambda i: (values[i] if lower else -values[i], i))[0]
-    n = lambda i: f"branch {i + 1}"  # noqa: E731
+
+    def n(i: int) -> str:
+        return f"branch {i + 1}"
+
     testable = is_paired_accuracy(metric or "") and outcomes is not None and \
         all(outcomes[i] is not None for i in [best, *others])
     if not testable:
@@ -383,8 +386,9 @@ def results_table(branches: list[Branch], metric: str | None, judgement: Judgeme
         lines.append(f"* best: {', '.join(f'{k}={json.dumps(v)}' for k, v in star.params.items())} "
                      f"({metric} = {metric_value(star, metric):.4g})")
     elif judgement.tie:
-        lines.append(f"= tie: no branch is clearly better than {len(judgement.tie) - 1} other(s); "
-                     "more validation images, or a larger difference, would tell")
+        others = len(judgement.tie) - 1
+        lines.append(f"= tie: the best by value is not clearly better than {others} other branch"
+                     f"{'es' if others != 1 else ''}; more images, or a larger difference, would tell")
     return "\n".join(lines)
 
 
