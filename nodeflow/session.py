@@ -25,6 +25,7 @@ from nodeflow.files import atomic_write_text
 from nodeflow.graph import Edge, Graph, NodeSpec, Position, fresh_id
 from nodeflow.node import Event, ParamProblem, Registry, RunContext
 from nodeflow.paths import path_problems
+from nodeflow.predictions import PredictionStore
 from nodeflow.recent import AUTOSAVE_FOLDER, remember
 from nodeflow.runs import RunRecorder, RunStore, graph_facts, report_status
 from nodeflow.worker import WorkerProcess
@@ -420,10 +421,12 @@ class Session:
         return [self.runs.get(i) for i in self.runs.queued()]
 
     # -- sweeps (nodeflow.sweep): each branch a queued run of this session, tagged with the sweep -----
-    def submit_sweep(self, grid: list[tuple[str, list[Any]]], target: str | None = None) -> dict[str, Any]:
+    def submit_sweep(self, grid: list[tuple[str, list[Any]]], target: str | None = None,
+                     metric: str | None = None) -> dict[str, Any]:
         """Check a grid over the open document (every value against its param, every branch as a
         whole; a GridError names what is wrong and nothing is queued), then queue one run per branch
-        behind whatever runs now. Returns the sweep as :meth:`sweep` does."""
+        behind whatever runs now; ``metric`` (``NODE.METRIC``) ranks them, by default a validation
+        metric. Returns the sweep as :meth:`sweep` does."""
         from nodeflow import sweep
 
         def confined(graph: Graph, values: dict[str, Any]) -> Graph:
@@ -437,12 +440,14 @@ class Session:
             base = self._graph
             if target is not None and not base.has_node(target):
                 raise sweep.GridError(f"target: no node '{target}'", "target")
+            sweep.check_metric(base, metric)
             branches = sweep.expand(base, grid, self.executor, target, assign=confined)
             folder = self.workspace / "sweeps"
             folder.mkdir(parents=True, exist_ok=True)
             sweep_id = max((int(p.stem) for p in folder.glob("*.json") if p.stem.isdigit()), default=0) + 1
             runs = [self.runs.create(b.graph, target, sweep.source_tag(sweep_id), status="queued") for b in branches]
             record = {"id": sweep_id, "grid": [[name, values] for name, values in grid], "target": target,
+                      "metric": metric,
                       "graph_name": base.name, "created": time.time(),
                       "branches": [{"params": b.params, "run": run_id} for b, run_id in zip(branches, runs)]}
             atomic_write_text(folder / f"{sweep_id}.json", json.dumps(record))
@@ -464,7 +469,7 @@ class Session:
 
         record = self._sweep_record(sweep_id)
         runs = [self.runs.get(b["run"]) for b in record["branches"]]
-        data = sweep.summary(record, runs)
+        data = sweep.summary(record, runs, self.registry, self.predictions.of)
         if curves:
             for branch, run in zip(data["branches"], runs):
                 branch["curves"] = run["curves"]
@@ -563,6 +568,11 @@ class Session:
         return self.last_report
 
     # -- a finished node's details ------------------------------------------------------------------
+    @property
+    def predictions(self) -> PredictionStore:
+        """The per-image predictions nodes kept beside their cached results (run comparisons)."""
+        return PredictionStore(self.executor.cache, self.workspace)
+
     @property
     def overlay_folder(self) -> Path:
         """Where drawn-on-demand images (Grad-CAM overlays of a confusion cell) are kept."""
