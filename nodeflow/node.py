@@ -32,7 +32,7 @@ import pkgutil
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -230,6 +230,15 @@ class RunContext:
         names = list(columns) if columns is not None else list(dict.fromkeys(k for row in rows for k in row))
         self.tables[name] = {"columns": names, "rows": rows}
 
+    def keep_predictions(self, split: str, files: Sequence[str], true: Any, predicted: Any, confidence: Any,
+                         classes: Sequence[str]) -> None:
+        """Keep the model's per-image outcome on a split (each file's true class index, predicted
+        class index and the predicted class's probability), compactly, beside the node's cached
+        result, so two runs can be compared image by image (:mod:`nodeflow.predictions`)."""
+        from nodeflow.predictions import save
+
+        save(self.scratch, self.workspace, split, files, true, predicted, confidence, classes)
+
     def preview(self, kind: str, payload: Any) -> None:
         """Publish something for the editor to show beside the node (sample images, a table)."""
         self._emit(Preview(node_id=self.node_id, name=kind, payload=payload))
@@ -356,6 +365,14 @@ class Node:
         leaves the node out, with a comment saying so, and the nodes that need its outputs too.
         Raise :class:`ParamProblem` when these params have no script form, naming the param."""
         return None
+
+    @classmethod
+    def measures(cls, params: Any) -> dict[str, str]:
+        """The split each metric this node logs is measured on (``{"val_accuracy": "validation"}``;
+        splits: train, validation, test), so a sweep is judged on validation before anything ran and
+        a test metric used for choosing is flagged. The image count of a split is logged as the
+        metric ``SPLIT_images``. Metrics left out are not measured on a split of images."""
+        return {}
 
     @classmethod
     def assists(cls, params: Any) -> bool:

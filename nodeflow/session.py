@@ -29,6 +29,7 @@ from nodeflow.executor import Executor, RunReport
 from nodeflow.graph import Graph
 from nodeflow.node import Registry
 from nodeflow.paths import path_problems
+from nodeflow.predictions import PredictionStore
 from nodeflow.recent import remember
 from nodeflow.results import Results
 from nodeflow.runqueue import RunQueue
@@ -326,10 +327,12 @@ class Session:
         self._mlflow.submit(run_id)
 
     # -- sweeps (nodeflow.sweep): one job of the queue, each branch a run tagged with the sweep -------
-    def submit_sweep(self, grid: list[tuple[str, list[Any]]], target: str | None = None) -> dict[str, Any]:
+    def submit_sweep(self, grid: list[tuple[str, list[Any]]], target: str | None = None,
+                     metric: str | None = None) -> dict[str, Any]:
         """Check a grid over the open document (every value against its param, every branch as a
         whole; a GridError names what is wrong and nothing is queued), then queue its branches as one
-        job behind whatever runs now. Returns the sweep as :meth:`sweep` does."""
+        job behind whatever runs now; ``metric`` (``NODE.METRIC``) ranks them, by default a validation
+        metric. Returns the sweep as :meth:`sweep` does."""
         from nodeflow import sweep
 
         def confined(graph: Graph, values: dict[str, Any]) -> Graph:
@@ -342,9 +345,10 @@ class Session:
         base = self.graph
         if target is not None and not base.has_node(target):
             raise sweep.GridError(f"target: no node '{target}'", "target")
+        sweep.check_metric(base, metric)
         branches = sweep.expand(base, grid, self.executor, target, assign=confined)
         sweep_id = self.run_queue.add_sweep([(b.graph, b.params) for b in branches], target, grid, base.name,
-                                            sweep.source_tag)
+                                            sweep.source_tag, metric)
         return self.sweep(sweep_id)
 
     def _sweep_record(self, sweep_id: int | str) -> dict[str, Any]:
@@ -361,7 +365,7 @@ class Session:
 
         record = self._sweep_record(sweep_id)
         runs = [self.runs.get(b["run"]) for b in record["branches"]]
-        data = sweep.summary(record, runs)
+        data = sweep.summary(record, runs, self.registry, self.predictions.of)
         if curves:
             for branch, run in zip(data["branches"], runs):
                 branch["curves"] = self.runs.run_curves(run)
@@ -375,6 +379,11 @@ class Session:
         return self.sweep(sweep_id)
 
     # -- a finished node's details ------------------------------------------------------------------
+    @property
+    def predictions(self) -> PredictionStore:
+        """The per-image predictions nodes kept beside their cached results (run comparisons)."""
+        return PredictionStore(self.executor.cache, self.workspace)
+
     @property
     def overlay_folder(self) -> Path:
         return self.results.overlay_folder

@@ -14,6 +14,7 @@ from typing import Any
 from nodeflow.node import Interrupted, ParamProblem, ParamWarning, RunContext
 from nodes.engine.device import free_memory, is_out_of_memory
 from nodes.engine.hooks import Hooks, Stopped
+from nodes.engine.inference import Outcome
 from nodes.engine.models import SpecError, summarize
 from nodes.engine.values import ImageSet, ModelValue
 
@@ -141,3 +142,11 @@ def engine_errors(ctx: RunContext, batch_size: int | None = None) -> Iterator[No
         free_memory()
         raise ParamProblem(f"ran out of memory ({str(exc).splitlines()[0][:160]}); try a smaller batch_size "
                            f"(now {batch_size}) or smaller images", param="batch_size") from None
+
+
+def keep_outcome(ctx: RunContext, split: str, found: Outcome, classes: tuple[str, ...]) -> None:
+    """A scored split's per-image outcome kept beside the node's result, and its image count as the
+    metric ``SPLIT_images``, so every figure of the split says how many images it stands on."""
+    ctx.log_metric(f"{split}_images", len(found.files))
+    ctx.keep_predictions(split, found.files, found.true.numpy(), found.predicted.numpy(), found.confidence.numpy(),
+                         classes)

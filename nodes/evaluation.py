@@ -17,7 +17,7 @@ from pydantic import Field
 from nodeflow.files import atomic_write_bytes, atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext, ScriptContext, ScriptPart, fingerprints_fresh
 from nodeflow.paths import FolderPath
-from nodes.checks import check_fit, check_scoring, engine_errors, hooks, png_preview
+from nodes.checks import check_fit, check_scoring, engine_errors, hooks, keep_outcome, png_preview
 from nodes.engine.images import folder_fingerprint, image_files
 from nodes.engine.inference import predict, score
 from nodes.engine.loop import network
@@ -67,14 +67,20 @@ class Evaluate(Node):
         return ScriptPart(code=code, setup=(DEVICE,), imports=IMPORTS, notes=notes,
                           functions=functions("loader", "ImageFiles", "autocast_dtype", "evaluate"))
 
+    @classmethod
+    def measures(cls, params: Params) -> dict[str, str]:
+        names = ("accuracy", "precision", "recall", "f_beta", "loss", "samples", f"top{params.top_k}_accuracy")
+        return {name: params.split for name in names}
+
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
         check_scoring(model, data, params.split)
         with engine_errors(ctx, params.batch_size):
-            metrics, loss = score(model, data, params.split, params.batch_size, params.beta, params.top_k, hooks(ctx),
-                                  ctx.device)
+            metrics, found = score(model, data, params.split, params.batch_size, params.beta, params.top_k,
+                                   hooks(ctx), ctx.device)
         for name, value in metrics.values.items():
             ctx.log_metric(name, value)
-        ctx.log_metric("loss", loss)
+        ctx.log_metric("loss", found.loss)
+        keep_outcome(ctx, params.split, found, model.classes)
         ctx.log(f"{params.split}: accuracy {metrics.values['accuracy']:.3f} on {int(metrics.values['samples'])} images")
         ctx.preview("confusion_matrix", metrics.tables["confusion_matrix"])
         ctx.preview("metrics_table", {"columns": ["class", "precision", "recall", "f_beta", "support"],

@@ -14,9 +14,11 @@ from pydantic import Field
 
 from nodeflow.files import atomic_write_bytes, atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, ParamWarning, Port, RunContext, ScriptContext, ScriptPart
-from nodes.checks import (check_fit, data_facts, engine_errors, hooks, model_facts, output_activation_warning, output_node,
-                          png_preview, value_facts)
+from nodes.checks import (check_fit, data_facts, engine_errors, hooks, keep_outcome, model_facts,
+                          output_activation_warning, output_node, png_preview, value_facts)
+from nodes.engine.distributed import current as current_group
 from nodes.engine.fit import FitConfig, NothingToTrain, TeacherMismatch, fit
+from nodes.engine.inference import outcome
 from nodes.engine.loop import NonFiniteLoss, resolve_spec
 from nodes.engine.lr_range import LRRangeConfig, lr_range_test
 from nodes.engine.pipeline import resolve_workers
@@ -229,8 +231,37 @@ class Trainer(Node):
                           notes=_notes(params, ctx, data), outputs={"model": replace(model, build=build, trained=trained)})
 
     @launching
+
+    @classmethod
+    def measures(cls, params: Params) -> dict[str, str]:
+        return {"train_loss": "train", "train_accuracy": "train", "train_images": "train",
+                "val_loss": "validation", "val_accuracy": "validation", "validation_images": "validation"}
+
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
             teacher: ModelValue | None = None) -> dict:
+        ctx.log_metric("train_images", len(data.split("train")))
+        outputs = self.train(ctx, params, model, data, teacher)
+        if outputs and not current_group().active:  # a torchrun rank leaves this to the process that records
+            self.keep_outcomes(ctx, params, outputs["model"], data)
+        return outputs
+
+    @staticmethod
+    def keep_outcomes(ctx: RunContext, params: Params, trained: ModelValue, data: ImageSet) -> None:
+        """The trained model's per-image outcome on the validation and the test split, kept beside
+        its result so runs compare image by image. Test is scored and kept, never logged as a
+        metric: choosing by it would spend the held-out split."""
+        quiet = replace(hooks(ctx), preview=lambda kind, payload: None)  # the card keeps the training's previews
+        for split in ("validation", "test"):
+            if data.split(split):
+                with engine_errors(ctx, params.batch_size):
+                    found = outcome(trained, data, split, params.batch_size, quiet, ctx.device,
+                                    resolve_workers(params.workers))
+                keep_outcome(ctx, split, found, trained.classes)
+
+    @launching
+    def train(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
+              teacher: ModelValue | None = None) -> dict:
+        """The training itself: under torchrun with several devices or machines (see ``launching``)."""
         check_fit(value_facts(model), data_facts(data))
         config = self.fit_config(params, ctx.device)
         with engine_errors(ctx, params.batch_size):

@@ -116,3 +116,32 @@ def make_patch_set(root: Path, per_class: int = 60, size: int = 96, patch: tuple
                 ImageDraw.Draw(image).rectangle(patch, fill=colour)
             image.save(folder / f"{name}.{i:04d}.png")
     return root
+
+
+def make_hue_set(root: Path, per_class: int = 40, size: int = 16, fractions: Sequence[float] = (0.5, 0.25, 0.25),
+                 seed: int = 0) -> Path:
+    """Two classes, "red" and "green", under root/{train,validation,test}/<class>/: a random shape
+    over noise, the shape reddish in one class and greenish in the other at the same brightness
+    (equal luma, the weights a conversion to grayscale uses). In colour they are easy to tell
+    apart; in grayscale the two classes are the same pictures, so no model can beat chance."""
+    rng = random.Random(seed)
+    root = Path(root)
+    cut = [round(per_class * fractions[0]), round(per_class * (fractions[0] + fractions[1]))]
+    bases = {"red": (200, 100, 100), "green": (100, 151, 100)}  # luma 129.9 both
+    for name, base in bases.items():
+        for i in range(per_class):
+            split = "train" if i < cut[0] else "validation" if i < cut[1] else "test"
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            shade = rng.uniform(0.6, 1.2)
+            colour = tuple(min(255, round(c * shade)) for c in base)
+            image = Image.new("RGB", (size, size), (40, 40, 40))
+            extent = rng.uniform(0.5, 0.9) * size
+            x0, y0 = rng.uniform(0, size - extent), rng.uniform(0, size - extent)
+            box = (x0, y0, x0 + extent, y0 + extent)
+            pen = ImageDraw.Draw(image)
+            (pen.ellipse if rng.random() < 0.5 else pen.rectangle)(box, fill=colour)
+            grey = np.random.default_rng(rng.getrandbits(32)).normal(0, 8, (size, size, 1))  # the same on each channel
+            pixels = (np.asarray(image, dtype=np.float32) + grey).clip(0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{name}.{i:04d}.png")
+    return root

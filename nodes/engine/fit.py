@@ -156,7 +156,7 @@ def fit(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks,
             except NonFiniteLoss as exc:
                 exc.epoch, exc.lr = epoch, optimizer.param_groups[0]["lr"]
                 raise
-            val_loss, val_acc, _, val_true = evaluate(inputs.eval_body, inputs.validation, loss_fn, device,
+            val_loss, val_acc, _, val_true, _ = evaluate(inputs.eval_body, inputs.validation, loss_fn, device,
                                                       should_stop=hooks.should_stop)
             train_loss, train_acc, val_loss, val_acc = group.reduce((train_loss, train_acc, 1),
                                                                     (val_loss, val_acc, len(val_true)))
