@@ -15,6 +15,7 @@ from nodeflow.node import Interrupted, ParamProblem, RunContext
 from nodes.engine.device import free_memory, is_out_of_memory
 from nodes.engine.hooks import Hooks, Stopped
 from nodes.engine.models import SpecError, summarize
+from nodes.engine.multinode import SettingError
 from nodes.engine.values import ImageSet, ModelValue
 
 
@@ -111,11 +112,22 @@ def hooks(ctx: RunContext, checkpoints: bool = False) -> Hooks:
 
 
 @contextlib.contextmanager
-def engine_errors(ctx: RunContext, batch_size: int | None = None) -> Iterator[None]:
-    """Translate what the engine raises into what the executor understands: a stop request into
-    ``Interrupted``, running out of memory into a ParamProblem that names batch_size."""
+def settings_named() -> Iterator[None]:
+    """An engine setting that cannot work as a ParamProblem naming the param of the same name."""
     try:
         yield
+    except SettingError as exc:
+        raise ParamProblem(str(exc), param=exc.setting) from None
+
+
+@contextlib.contextmanager
+def engine_errors(ctx: RunContext, batch_size: int | None = None) -> Iterator[None]:
+    """Translate what the engine raises into what the executor understands: a stop request into
+    ``Interrupted``, a setting that cannot work or running out of memory into a ParamProblem that
+    names the param (batch_size for memory)."""
+    try:
+        with settings_named():
+            yield
     except Stopped:
         raise Interrupted(f"node '{ctx.node_id}' was interrupted") from None
     except RuntimeError as exc:  # torch.OutOfMemoryError is one

@@ -6,19 +6,21 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import Field
 
 from nodeflow.files import atomic_write_bytes, atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
-from nodes.checks import check_fit, data_facts, engine_errors, hooks, model_facts, png_preview, value_facts
-from nodes.engine.fit import FitConfig, NothingToTrain, TeacherMismatch, fit
+from nodes.checks import (check_fit, data_facts, engine_errors, hooks, model_facts, png_preview, settings_named,
+                          value_facts)
+from nodes.engine.fit import FitConfig, NothingToTrain, TeacherMismatch
 from nodes.engine.loop import NonFiniteLoss, resolve_spec
 from nodes.engine.lr_range import LRRangeConfig, lr_range_test
+from nodes.engine.multinode import Launch, Machines, assists, fit_launched, machines
 from nodes.engine.pipeline import resolve_workers
 from nodes.engine.plots import line_plot_png
-from nodes.launch import assists, launching, machines
 from nodes.ports import IMAGES, METRICS, MODEL, TRAINED_MODEL, ImageSet, Metrics, ModelValue
 
 #: Trainer params that are not settings of one training (how many processes run it)
@@ -110,7 +112,7 @@ class Trainer(Node):
     def infer(cls, params: Params, inputs, node_id: str | None = None):
         model, data = inputs.get("model") or {}, inputs.get("data") or {}
         check_fit(model, data)
-        machines(params)  # node_rank within num_nodes, an endpoint when there are several machines
+        cls.machines(params)  # node_rank within num_nodes, an endpoint when there are several machines
         if "spec" not in model:
             return {}
         classes = data.get("classes")
@@ -121,7 +123,7 @@ class Trainer(Node):
 
     @classmethod
     def assists(cls, params: Params) -> bool:
-        return assists(params)
+        return assists(cls.launch(params))
 
     @staticmethod
     def fit_config(params: Params, device: str) -> FitConfig:
@@ -129,14 +131,25 @@ class Trainer(Node):
         return FitConfig(**params.model_dump(exclude=_LAUNCH_PARAMS), block_lrs=tuple(params.block_lrs),
                          workers=resolve_workers(params.workers), device=device)
 
-    @launching
+    @staticmethod
+    def launch(params: Params, key: str = "") -> Launch:
+        """Where the engine runs the training: the launch params, the rendezvous named by the cache key."""
+        return Launch(params.devices, params.num_nodes, params.node_rank, params.rdzv_endpoint, key)
+
+    @classmethod
+    def machines(cls, params: Params, environ: Mapping[str, str] | None = None) -> Machines:
+        """The machines the training runs on (params, else NODEFLOW_* or SLURM in ``environ``)."""
+        with settings_named():
+            return machines(cls.launch(params), environ)
+
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
             teacher: ModelValue | None = None) -> dict:
         check_fit(value_facts(model), data_facts(data))
         config = self.fit_config(params, ctx.device)
         with engine_errors(ctx, params.batch_size):
             try:
-                result = fit(model, data, config, hooks(ctx, checkpoints=True), teacher)
+                result = fit_launched(model, data, config, hooks(ctx, checkpoints=True), teacher,
+                                      self.launch(params, ctx.key))
             except NothingToTrain as exc:
                 raise ParamProblem(f"{exc}; unfreeze some blocks (fine-tune node) or set the backbone's "
                                    "feature_extractor to false", port="model") from None
@@ -147,7 +160,7 @@ class Trainer(Node):
                 raise ParamProblem(f"{exc} of epoch {exc.epoch} (learning rate {exc.lr:g}); lower lr or set {clip}. Nothing after "
                                    "this node runs; the last finished epoch stays as a checkpoint",
                                    param="lr") from None
-        return {"model": result.model}
+        return {} if result is None else {"model": result.model}  # None: another machine records it
 
     def estimate(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
                  teacher: ModelValue | None = None) -> dict:

@@ -67,6 +67,11 @@ class FitConfig:
         """The config as JSON, kept in checkpoints to say what they came from."""
         return {**dataclasses.asdict(self), "block_lrs": list(self.block_lrs)}
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> FitConfig:
+        """The config that :meth:`record` wrote."""
+        return cls(**{**record, "block_lrs": tuple(record["block_lrs"])})
+
 
 @dataclass
 class FitResult:

@@ -20,7 +20,7 @@ from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.node import Event, Interrupted, ParamProblem, RunContext
 from nodes.engine.checkpoint import read_checkpoint
-from nodes.launch import Machines, WorkspaceNotShared, first_host, free_port, machines
+from nodes.engine.multinode import Machines, WorkspaceNotShared, first_host, free_port
 from nodes.ports import ModelValue
 from nodes.training import Trainer
 from tests.nodes.conftest import ROOT
@@ -31,6 +31,9 @@ SETTINGS = {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "epochs": 3, "batch_
 
 def params(**extra) -> Trainer.Params:
     return Trainer.Params(**{**SETTINGS, **extra})
+
+
+machines = Trainer.machines
 
 
 # -- which machines: params, NODEFLOW_* and SLURM ------------------------------------------------------------
@@ -226,7 +229,7 @@ def test_a_stopped_two_machine_run_resumes_from_rank_zeros_checkpoint(tiny, tmp_
 
 
 def test_a_workspace_the_machines_do_not_share_is_named(tiny, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setattr("nodes.launch.SHARED_WAIT", 2.0)
+    monkeypatch.setattr("nodes.engine.multinode.SHARED_WAIT", 2.0)
     results = launch_both(tiny, (tmp_path / "here", tmp_path / "there"))
     for outcome, _ in results:
         assert isinstance(outcome, WorkspaceNotShared), outcome
@@ -234,7 +237,7 @@ def test_a_workspace_the_machines_do_not_share_is_named(tiny, tmp_path, monkeypa
 
 
 def test_machines_that_never_meet_name_the_endpoint(tiny, tmp_path, monkeypatch):  # noqa: F811
-    monkeypatch.setattr("nodes.launch.JOIN_TIMEOUT", 3)
+    monkeypatch.setattr("nodes.engine.multinode.JOIN_TIMEOUT", 3)
     ctx = RunContext("train", tmp_path, device="cpu", key="k" * 64)
     endpoint = f"127.0.0.1:{free_port()}"
     with pytest.raises(ParamProblem) as problem:  # node_rank 1 is never started
