@@ -300,7 +300,7 @@ class LRFinder(Node):
         config = LRRangeConfig(**params.model_dump(), device=ctx.device)
         with engine_errors(ctx, params.batch_size):
             try:
-                found = estimate_fit(model, data, config, ctx.workspace, steps=params.steps,
+                found = estimate_fit(model, data, config.fit_config(), ctx.workspace, steps=params.steps,
                                      should_stop=lambda: ctx.interrupted)
             except NothingToTrain as exc:
                 raise ParamProblem(str(exc), port="model") from None
