@@ -104,8 +104,9 @@ def png_preview(png: bytes, label: str) -> dict[str, Any]:
 
 
 def hooks(ctx: RunContext, checkpoints: bool = False) -> Hooks:
-    """The engine's hooks for a node's run context: progress, metrics, logs and previews go to the
-    editor; a stop request is polled between batches and inside long passes."""
+    """The engine's hooks for a node's run context: progress (with a training's completed epochs,
+    which the editor shows as "epoch 12/40"), metrics, logs and previews go to the editor; a stop
+    request is polled between batches and inside long passes."""
     return Hooks(workspace=ctx.workspace, checkpoints=ctx.checkpoints if checkpoints else None,
                  progress=ctx.progress, metric=ctx.log_metric, log=ctx.log, preview=ctx.preview,
                  should_stop=lambda: ctx.interrupted)
