@@ -627,8 +627,8 @@ class Executor:
         """Compute one node while holding its cache key: when another process sharing the
         workspace (a second run, a Dask worker) computed the same key meanwhile, take its result."""
         node, params = checked.types[node_id], checked.params[node_id]
-        if node.assists(params):
-            return self._compute(node_id, node, params, inputs, key, values, emit, stop_flag, assisting=True)
+        if node.recorded_elsewhere(params):
+            return self._take_part(node_id, node, params, inputs, key, values, emit, stop_flag)
         with self.cache.computing(key, node):
             if not force and self.cache.has(key):
                 return Outcome("cached", metrics=self.cache.metrics(key), tables=self.cache.tables(key),
@@ -636,53 +636,74 @@ class Executor:
                                     "using that result")
             return self._compute(node_id, node, params, inputs, key, values, emit, stop_flag)
 
-    def _compute(self, node_id: str, node: type[Node], params: Any, inputs: dict[str, Any], key: str,
-                 values: dict[str, dict[str, Any]], emit: Callable[[Event], None], stop_flag: Any,
-                 assisting: bool = False) -> Outcome:
+    def _context(self, node_id: str, node: type[Node], params: Any, key: str, emit: Callable[[Event], None],
+                 stop_flag: Any) -> RunContext:
         workspace = self.workspace or Path(tempfile.gettempdir()) / "nodeflow"
-        scratch_root = workspace / "scratch" / key
-        if scratch_root.exists() and not assisting:  # an assisting machine's scratch is the recording one's
-            shutil.rmtree(scratch_root, ignore_errors=True)
-        ctx = RunContext(node_id, workspace, device=self.device, seed=int(key[:8], 16), emit=emit,
-                         stop_flag=stop_flag, scratch=scratch_root, key=key, allowed_roots=self.allowed_roots,
-                         path_params=_path_values(node, params))
+        return RunContext(node_id, workspace, device=self.device, seed=int(key[:8], 16), emit=emit,
+                          stop_flag=stop_flag, scratch=workspace / "scratch" / key, key=key,
+                          allowed_roots=self.allowed_roots, path_params=_path_values(node, params))
+
+    def _compute(self, node_id: str, node: type[Node], params: Any, inputs: dict[str, Any], key: str,
+                 values: dict[str, dict[str, Any]], emit: Callable[[Event], None], stop_flag: Any) -> Outcome:
+        ctx = self._context(node_id, node, params, key, emit, stop_flag)
+        scratch_root = ctx.scratch_root
+        shutil.rmtree(scratch_root, ignore_errors=True)
         emit(NodeStarted(node_id=node_id, key=key, type=node.type))
         started = time.perf_counter()
         try:
             ctx.check_inputs(node, inputs)
             outputs = node().run(ctx, params, **inputs) or {}
-            if assisting:  # this machine's part is done: wait for the key and take what the other one wrote
-                with self.cache.computing(key, node):
-                    if not self.cache.has(key):
-                        raise RuntimeError("this machine's part ran, but the process that records this node "
-                                           "(node_rank 0) wrote no result; see its log")
-                    outputs, metrics = self.cache.get(key, node)
-                ctx.metrics.update(metrics)
             missing = [p.name for p in node.outputs if not p.optional and p.name not in outputs]
             if missing:
                 raise RuntimeError(f"{node.type}.run() returned no value for output(s) {missing}")
             ctx.check_interrupted()
-            has_files = not assisting and scratch_root.exists() and any(scratch_root.iterdir())
-            kept = None if assisting else self.cache.put(key, node, outputs, ctx.metrics,
-                                                         scratch_root if has_files else None, tables=ctx.tables)
+            has_files = scratch_root.exists() and any(scratch_root.iterdir())
+            kept = self.cache.put(key, node, outputs, ctx.metrics, scratch_root if has_files else None,
+                                  tables=ctx.tables)
             if has_files:
                 if kept is not None:
                     shutil.rmtree(scratch_root, ignore_errors=True)  # its files now live in the cache entry
                 names = ", ".join(sorted(p.name for p in (kept or scratch_root).iterdir()))
                 emit(Log(node_id=node_id, message=f"files written: {names} (in {kept or scratch_root})"))
-        except Interrupted:
-            checkpoints = workspace / "checkpoints" / key
-            resumable = checkpoints.is_dir() and any(checkpoints.iterdir())
-            return Outcome("stopped", time.perf_counter() - started, dict(ctx.metrics), epoch=ctx.epoch,
-                           epochs=ctx.epochs, resumable=resumable)
         except Exception as exc:
-            return Outcome("failed", time.perf_counter() - started, dict(ctx.metrics), error=_node_message(exc),
-                           traceback=traceback.format_exc(), param=getattr(exc, "param", None))
-        seconds = time.perf_counter() - started
-        if not assisting:
-            shutil.rmtree(workspace / "checkpoints" / key, ignore_errors=True)  # the cached result supersedes them
+            return _ended(exc, ctx, started)
+        shutil.rmtree(ctx.workspace / "checkpoints" / key, ignore_errors=True)  # the cached result supersedes them
         values[node_id] = outputs
-        return Outcome("elsewhere" if assisting else "ran", seconds, dict(ctx.metrics), tables=dict(ctx.tables))
+        return Outcome("ran", time.perf_counter() - started, dict(ctx.metrics), tables=dict(ctx.tables))
+
+    def _take_part(self, node_id: str, node: type[Node], params: Any, inputs: dict[str, Any], key: str,
+                   values: dict[str, dict[str, Any]], emit: Callable[[Event], None], stop_flag: Any) -> Outcome:
+        """A process that only takes part in a computation another machine records under the same key
+        (a machine after the first of a multi-node training, see :meth:`Node.recorded_elsewhere`). Its
+        part runs without holding the key, which the recording machine holds while it waits for this
+        one; then the result that machine wrote is taken. The outcome says so: "elsewhere"."""
+        ctx = self._context(node_id, node, params, key, emit, stop_flag)
+        emit(NodeStarted(node_id=node_id, key=key, type=node.type))
+        started = time.perf_counter()
+        try:
+            ctx.check_inputs(node, inputs)
+            node().run(ctx, params, **inputs)
+            with self.cache.computing(key, node):
+                if not self.cache.has(key):
+                    raise RuntimeError("this machine's part ran, but the process that records this node "
+                                       "(node_rank 0) wrote no result; see its log")
+                values[node_id], metrics = self.cache.get(key, node)
+        except Exception as exc:
+            return _ended(exc, ctx, started)
+        return Outcome("elsewhere", time.perf_counter() - started, dict(metrics),
+                       note="recorded by another machine under the same cache key")
+
+
+def _ended(exc: Exception, ctx: RunContext, started: float) -> Outcome:
+    """The outcome of a node that raised: stopped on request (resumable when it left a checkpoint), or
+    failed, with the message and the param it blames."""
+    seconds = time.perf_counter() - started
+    if isinstance(exc, Interrupted):
+        checkpoints = ctx.workspace / "checkpoints" / ctx.key
+        return Outcome("stopped", seconds, dict(ctx.metrics), epoch=ctx.epoch, epochs=ctx.epochs,
+                       resumable=checkpoints.is_dir() and any(checkpoints.iterdir()))
+    return Outcome("failed", seconds, dict(ctx.metrics), error=_node_message(exc),
+                   traceback=traceback.format_exc(), param=getattr(exc, "param", None))
 
 
 def _past(status: str) -> str:

@@ -288,13 +288,18 @@ class RunContext:
         return folder
 
     @property
+    def scratch_root(self) -> Path:
+        """Where :attr:`scratch` is, whether or not the node made it."""
+        if self._scratch is None:
+            self._scratch = self.workspace / "scratch" / self.node_id
+        return self._scratch
+
+    @property
     def scratch(self) -> Path:
         """A folder this node may write files into (plots, CSVs); when the node succeeds they are
         moved into its cache entry and the run's log says where."""
-        if self._scratch is None:
-            self._scratch = self.workspace / "scratch" / self.node_id
-        self._scratch.mkdir(parents=True, exist_ok=True)
-        return self._scratch
+        self.scratch_root.mkdir(parents=True, exist_ok=True)
+        return self.scratch_root
 
 
 class Node:
@@ -375,11 +380,12 @@ class Node:
         return {}
 
     @classmethod
-    def assists(cls, params: Any) -> bool:
-        """Whether this process only takes part in a run that another process records: a machine
-        after the first of a multi-node training, whose ``run`` returns nothing. The executor runs it
-        without holding the cache key (the recording process holds it, and waits for this one), then
-        takes the outputs from the shared cache once that process has written them."""
+    def recorded_elsewhere(cls, params: Any) -> bool:
+        """Whether this process only takes part in a computation that another machine records under
+        the same cache key: a machine after the first of a multi-node training, whose ``run`` returns
+        nothing. Its outcome is "recorded elsewhere": the executor runs it without holding the key
+        (the recording machine holds it, and waits for this one to join), then takes the outputs
+        that machine wrote. Asked before ``run``, as holding the key would keep the machines apart."""
         return False
 
     @classmethod

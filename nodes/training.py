@@ -139,7 +139,7 @@ class Trainer(Node):
         return [warning if last else ParamWarning(warning.message, port="model")]
 
     @classmethod
-    def assists(cls, params: Params) -> bool:
+    def recorded_elsewhere(cls, params: Params) -> bool:
         return assists(cls.launch(params))
 
     @staticmethod
