@@ -16,7 +16,8 @@ from pydantic import Field, field_validator
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodeflow.paths import path_field
 from nodes.checks import model_facts
-from nodes.engine.models import ACTIVATIONS, ARCHS, SpecError, WeightsUnavailable, backbone_blocks, imagenet_weights, summarize
+from nodes.engine.models import (ACTIVATIONS, ARCHS, WEIGHTS_FILES, SpecError, WeightsUnavailable, backbone_blocks,
+                                 imagenet_weights, summarize)
 from nodes.ports import MODEL, ModelValue
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
@@ -121,8 +122,8 @@ class Backbone(_LayerNode):
     class Params(NodeParams):
         arch: Literal[ARCHS] = Field("vgg16", description="Which torchvision architecture")  # type: ignore[valid-type]
         weights: Annotated[str, path_field("file", ["imagenet", "none"])] = Field("imagenet", description=(
-            "imagenet (downloaded once into the workspace), none (random init), or a path to a weights file "
-            "(.safetensors or .pth: torchvision's keys, or a state dict exported by nodeflow)"))
+            "imagenet (torchvision's file, downloaded once into the workspace, or from NODEFLOW_MIRROR_URL), "
+            f"none (random init), or the path of a weights file: {WEIGHTS_FILES}"))
         feature_extractor: bool = Field(True, description="Freeze every backbone parameter (unfreeze later with fine-tune)")
 
     @classmethod
@@ -162,14 +163,18 @@ class Backbone(_LayerNode):
             return {"model": result}
         if params.weights == "imagenet":
             try:
-                path = imagenet_weights(params.arch, ctx.workspace / "weights")
+                path = imagenet_weights(params.arch, ctx.workspace / "weights",
+                                        progress=lambda done, total: total and ctx.progress(done, total))
             except WeightsUnavailable as exc:
                 raise ParamProblem(str(exc), param="weights") from None
         else:
             path = ctx.resolve_path(params.weights)
         layers = [dict(layer) for layer in result.spec["layers"]]
         layers[-1]["weights_file"] = str(path)
-        backbone_blocks(layers[-1])  # fail here, naming this node, if the file does not fit the arch
+        try:
+            backbone_blocks(layers[-1])  # fail here, naming this node, if the file does not fit the arch
+        except (OSError, ValueError) as exc:
+            raise ParamProblem(str(exc), param="weights") from None
         ctx.log(f"{params.arch} weights from {path}")
         return {"model": result.with_(spec={**result.spec, "layers": layers})}
 
