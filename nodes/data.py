@@ -130,7 +130,7 @@ class CatsVsDogsDataset(Node):
     def _download(self, ctx: RunContext, timeout: float) -> Path:
         """Oxford-IIIT Pet into the workspace, re-sorted into cat/ and dog/ folders (links, not copies)."""
         base = ctx.workspace / "datasets"
-        ctx.log("cats vs dogs: Oxford-IIIT Pet (about 800 MB) in the workspace, downloaded if it is not there")
+        ctx.log(f"cats vs dogs: Oxford-IIIT Pet in '{base / PETS}' (downloaded there first, about 800 MB, if absent)")
         try:
             return cats_vs_dogs(base, timeout, progress=lambda done, total: total and ctx.progress(done, total))
         except DownloadError as exc:
@@ -140,8 +140,8 @@ class CatsVsDogsDataset(Node):
                 f"or put the published layout (images/, annotations/trainval.txt, test.txt) into '{base / PETS}', "
                 f"or {PET_URL_NOTE}", param="root") from None
         except (OSError, ValueError) as exc:
-            raise ParamProblem(f"could not sort Oxford-IIIT Pet into cat/ and dog/ ({exc}); {PET_URL_NOTE}",
-                               param="root") from None
+            raise ParamProblem(f"could not sort Oxford-IIIT Pet in '{base / PETS}' into cat/ and dog/ ({exc}); "
+                               f"{PET_URL_NOTE}", param="root") from None
 
 
 class ImageFormatter(Node):

@@ -55,7 +55,7 @@ def fetch(base: Path, timeout: float, progress: Callable[[int, int], None] | Non
                 with tarfile.open(archive) as tar:
                     tar.extractall(staging, filter="data")  # no paths outside staging, no device files
             except tarfile.TarError as exc:
-                raise DownloadError(f"{archive.name} is not a tar archive nodeflow can unpack ({exc})") from None
+                raise DownloadError(f"{archive.name} could not be unpacked safely ({exc})") from None
             archive.unlink()
         staging.rename(base / PETS)
     except BaseException:
