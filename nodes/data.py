@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import replace
 from pathlib import Path
 from string import Template
@@ -12,9 +11,11 @@ from pydantic import Field
 
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext, ScriptContext, ScriptPart, fingerprints_fresh
 from nodeflow.paths import FolderPath
+from nodes.engine.download import MIRROR_ENV, DownloadError
 from nodes.engine.images import (DatasetLayoutError, build_image_set, find_split_dirs, folder_fingerprint,
                                  sample_grid)
 from nodes.engine.scripting import IMPORTS, ScriptData, call, functions, transform
+from nodes.engine.pets import PETS, cats_vs_dogs
 from nodes.ports import IMAGES, ImageSet
 
 
@@ -116,7 +117,7 @@ class ImageFolderDataset(Node):
         return {"data": _load(ctx, ctx.resolve_path(params.root), params)}
 
 
-PET_URL_NOTE = ("set root to a local folder instead: an image-folder layout (train/ validation/ test/ "
+PET_URL_NOTE = ("set root to a local folder: an image-folder layout (train/ validation/ test/ "
                 "with a folder per class, e.g. cat/ and dog/), or one folder of class folders such as "
                 "Microsoft's PetImages (PetImages/Cat, PetImages/Dog)")
 
@@ -160,34 +161,19 @@ class CatsVsDogsDataset(Node):
 
     def _download(self, ctx: RunContext, timeout: float) -> Path:
         """Oxford-IIIT Pet into the workspace, re-sorted into cat/ and dog/ folders (links, not copies)."""
-        from torchvision.datasets import OxfordIIITPet
-
         base = ctx.workspace / "datasets"
-        target = base / "cats_vs_dogs"
-        if (target / "train").is_dir():
-            return target
-        previous = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(timeout)
+        ctx.log(f"cats vs dogs: Oxford-IIIT Pet in '{base / PETS}' (downloaded there first, about 800 MB, if absent)")
         try:
-            ctx.log("downloading Oxford-IIIT Pet (about 800 MB)")
-            OxfordIIITPet(str(base), split="trainval", target_types="binary-category", download=True)
-        except Exception as exc:
-            raise ParamProblem(f"could not download the cats-vs-dogs images ({type(exc).__name__}: {exc}); "
-                               f"this machine may be offline: {PET_URL_NOTE}", param="root") from None
-        finally:
-            socket.setdefaulttimeout(previous)
-        pets = base / "oxford-iiit-pet"
-        staging = base / ".cats_vs_dogs.tmp"
-        for split, listing in (("train", "trainval.txt"), ("test", "test.txt")):
-            for line in (pets / "annotations" / listing).read_text().splitlines():
-                name, _, species, *_ = line.split()
-                folder = staging / split / ("cat" if species == "1" else "dog")
-                folder.mkdir(parents=True, exist_ok=True)
-                link = folder / f"{name}.jpg"
-                if not link.exists():
-                    link.symlink_to((pets / "images" / f"{name}.jpg").resolve())
-        staging.rename(target)
-        return target
+            return cats_vs_dogs(base, timeout, progress=lambda done, total: total and ctx.progress(done, total))
+        except DownloadError as exc:
+            raise ParamProblem(
+                f"could not download the cats-vs-dogs images: {exc}. This machine may be offline: set {MIRROR_ENV} "
+                f"to the base URL of a server that holds Oxford-IIIT Pet's images.tar.gz and annotations.tar.gz, "
+                f"or put the published layout (images/, annotations/trainval.txt, test.txt) into '{base / PETS}', "
+                f"or {PET_URL_NOTE}", param="root") from None
+        except (OSError, ValueError) as exc:
+            raise ParamProblem(f"could not sort Oxford-IIIT Pet in '{base / PETS}' into cat/ and dog/ ({exc}); "
+                               f"{PET_URL_NOTE}", param="root") from None
 
 
 class ImageFormatter(Node):

@@ -18,8 +18,10 @@ from pydantic import Field, field_validator, model_validator
 from nodeflow.node import Node, NodeParams, ParamProblem, ParamWarning, Port, RunContext, ScriptContext, ScriptPart
 from nodeflow.paths import path_field
 from nodes.checks import model_facts, output_activation_warning
-from nodes.engine.models import (ACTIVATIONS, ARCHS, SpecError, WeightsUnavailable, backbone_blocks, cached_imagenet_weights,
-                                 can_reach, hub_checkpoints, imagenet_url, imagenet_weights, summarize)
+from nodes.engine.models import (ACTIVATIONS, ARCHS, WEIGHTS_FILES, SpecError, WeightsUnavailable, backbone_blocks,
+                                 cached_imagenet_weights, can_reach, hub_checkpoints, imagenet_url, imagenet_weights,
+                                 summarize)
+from nodes.engine.download import MIRROR_ENV, DownloadError, source_url
 from nodes.engine.scripting import IMPORTS, ScriptModel, functions
 from nodes.ports import MODEL, ModelValue
 
@@ -159,8 +161,8 @@ class Backbone(_LayerNode):
     class Params(NodeParams):
         arch: Literal[ARCHS] = Field("vgg16", description="Which torchvision architecture")  # type: ignore[valid-type]
         weights: Annotated[str, path_field("file", ["imagenet", "none"])] = Field("imagenet", description=(
-            "imagenet (downloaded once into the workspace), none (random init), or a path to a weights file "
-            "(.safetensors or .pth: torchvision's keys, or a state dict exported by nodeflow)"))
+            "imagenet (torchvision's file, downloaded once into the workspace, or from NODEFLOW_MIRROR_URL), "
+            f"none (random init), or the path of a weights file: {WEIGHTS_FILES}"))
         feature_extractor: bool = Field(True, description="Freeze every backbone parameter (unfreeze later with fine-tune)")
 
     @classmethod
@@ -204,14 +206,18 @@ class Backbone(_LayerNode):
         if cached_imagenet_weights(params.arch, folder) is not None:
             return []
         url = imagenet_url(params.arch)
-        if can_reach(url):
+        try:
+            source = source_url(url)  # the mirror's copy when NODEFLOW_MIRROR_URL is set
+        except DownloadError as exc:
+            return [ParamWarning(str(exc), param="weights")]
+        if can_reach(source):
             return []
         filename = url.rsplit("/", 1)[-1]
         place = f"'{folder}' (the workspace) or " if folder is not None else ""
-        return [ParamWarning(f"the ImageNet weights of {params.arch} are not on this machine and {url.split('/')[2]} "
+        return [ParamWarning(f"the ImageNet weights of {params.arch} are not on this machine and {source.split('/')[2]} "
                              f"cannot be reached (offline?): the run would fail here. Put '{filename}' into {place}"
-                             f"torch's cache '{hub_checkpoints()}', or set weights to none or to "
-                             "the path of a weights file", param="weights")]
+                             f"torch's cache '{hub_checkpoints()}', set {MIRROR_ENV} to a server that holds it, or "
+                             "set weights to none or to the path of a weights file", param="weights")]
 
     @classmethod
     def script(cls, ctx: ScriptContext, params: Params, model: ScriptModel) -> ScriptPart:
@@ -239,14 +245,18 @@ class Backbone(_LayerNode):
             return {"model": result}
         if params.weights == "imagenet":
             try:
-                path = imagenet_weights(params.arch, ctx.workspace / "weights")
+                path = imagenet_weights(params.arch, ctx.workspace / "weights",
+                                        progress=lambda done, total: total and ctx.progress(done, total))
             except WeightsUnavailable as exc:
                 raise ParamProblem(str(exc), param="weights") from None
         else:
             path = ctx.resolve_path(params.weights)
         layers = [dict(layer) for layer in result.spec["layers"]]
         layers[-1]["weights_file"] = str(path)
-        backbone_blocks(layers[-1])  # fail here, naming this node, if the file does not fit the arch
+        try:
+            backbone_blocks(layers[-1])  # fail here, naming this node, if the file does not fit the arch
+        except (OSError, ValueError) as exc:
+            raise ParamProblem(str(exc), param="weights") from None
         ctx.log(f"{params.arch} weights from {path}")
         return {"model": result.with_(spec={**result.spec, "layers": layers})}
 

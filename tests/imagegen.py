@@ -144,4 +144,30 @@ def make_hue_set(root: Path, per_class: int = 40, size: int = 16, fractions: Seq
             grey = np.random.default_rng(rng.getrandbits(32)).normal(0, 8, (size, size, 1))  # the same on each channel
             pixels = (np.asarray(image, dtype=np.float32) + grey).clip(0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"{name}.{i:04d}.png")
+
+
+#: breeds of the generated Oxford-IIIT Pet copy: (name as in its file names, class id, species 1 cat / 2 dog,
+#: the kind of picture drawn for it); cat breeds are capitalised in the published set, dog breeds are not
+PET_BREEDS = (("Abyssinian", 1, 1, "circle"), ("beagle", 5, 2, "stripes"), ("Bengal", 6, 1, "circle"),
+              ("pug", 26, 2, "stripes"))
+
+
+def make_pets_layout(root: Path, per_breed: int = 6, test_per_breed: int = 2, size: int = 40, seed: int = 0) -> Path:
+    """A small copy of Oxford-IIIT Pet as published (and as torchvision's OxfordIIITPet reads it):
+    ``root/images/<Breed>_<n>.jpg`` and ``root/annotations/{trainval,test,list}.txt`` with lines
+    ``NAME CLASS-ID SPECIES BREED-ID``. Cats are circles, dogs stripes, so a network can learn them."""
+    rng = random.Random(seed)
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    listings: dict[str, list[str]] = {"trainval": [], "test": []}
+    for breed, class_id, species, kind in PET_BREEDS:
+        for n in range(1, per_breed + 1):
+            draw(kind, size, rng).save(root / "images" / f"{breed}_{n}.jpg")
+            split = "test" if n > per_breed - test_per_breed else "trainval"
+            listings[split].append(f"{breed}_{n} {class_id} {species} {n}")
+    for split, lines in listings.items():
+        (root / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    header = "#Image CLASS-ID SPECIES BREED ID\n#ID: 1:37 Class ids\n#SPECIES: 1:Cat 2:Dog\n#BREED ID: 1-25:Cat 1:12:Dog\n"
+    (root / "annotations" / "list.txt").write_text(header + "".join(f"{line}\n" for v in listings.values() for line in v))
     return root
