@@ -6,8 +6,8 @@ the cache), failed, skipped or stopped. Every view of a run (the editor's cards,
 Output tab, the Runs panel, ``GET /api/status``, the run history and the terminal) reads the
 :class:`NodeState` that :func:`fold` makes of these events, so they cannot disagree.
 
-Events cross processes (a worker process, a Dask worker, the ranks of a multi-node training) as
-JSON, written and read here only (:func:`to_json`, :func:`from_json`).
+Events cross processes (a worker process, a Dask worker) as JSON, written and read here only
+(:func:`to_json`, :func:`from_json`).
 """
 
 from __future__ import annotations
