@@ -111,6 +111,14 @@ class Document:
             old.unlink(missing_ok=True)
         return path
 
+    def flush(self) -> None:
+        """Write an autosave that is still waiting for its delay now (the editor is stopping: the
+        edits of its last seconds are not lost with the process)."""
+        timer, self._timer = self._timer, None
+        if timer is not None and not timer.finished.is_set():
+            timer.cancel()
+            self.autosave()
+
     def autosaves(self) -> list[Path]:
         """Autosaved versions of this document, newest first."""
         return sorted(self.autosave_folder.glob("*.json"), reverse=True)

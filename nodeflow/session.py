@@ -286,6 +286,7 @@ class Session:
         """Stop any run and end the worker process; queued runs stay queued for the next start."""
         if self._profile_timer is not None:
             self._profile_timer.cancel()
+        self.document.flush()
         self.run_queue.close()
         if self.worker is not None:
             self.worker.close()
@@ -439,10 +440,10 @@ class Session:
         live = self.board.get(node_id)
         if live is not None and (node_id in pending and live.state in ACTIVE or live.state == "running" and self.running):
             return _with_words(copy.deepcopy(live.to_json()), live)  # queued or running now
-        if live is not None and key is not None and live.key == key and live.state in SETTLED:
+        if live is not None and key is not None and live.key == key and live.state in SETTLED and state != "disabled":
             return _with_words(copy.deepcopy(live.to_json()), live)  # what this session's latest run of it told
         shown = NodeState(state=state, key=key)
-        if seen is not None and seen.same is not None:  # what the store kept of it (also after a restart)
+        if seen is not None and seen.same is not None and state != "disabled":  # what the store kept of it
             for name in ("error", "param", "epoch", "epochs", "resumable", "seconds", "metrics"):
                 setattr(shown, name, getattr(seen.same, name))
         if state in ("done", "cached") and key is not None:
