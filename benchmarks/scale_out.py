@@ -50,14 +50,14 @@ def nodeflow(*args: str) -> tuple[float, dict]:
 
 def torch_threads(jobs: int) -> list[int]:
     """What torch in each worker process of ``--jobs N`` uses."""
-    from nodeflow.parallel import Dispatcher
+    from nodeflow.parallel import DaskBackend
 
     def count() -> int:
         import torch
 
         return torch.get_num_threads()
 
-    with Dispatcher(jobs=jobs) as dispatcher:
+    with DaskBackend(jobs=jobs) as dispatcher:
         return sorted(dispatcher.client.run(count).values())
 
 

@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from nodeflow.errors import GraphInvalid, describe_exception
+from nodeflow.events import Board, Event
 from nodeflow.executor import Executor
 from nodeflow.files import atomic_write_text
 from nodeflow.graph import Graph, GraphFileError
-from nodeflow.node import Event, Registry, import_module_or_file
+from nodeflow.node import Registry, import_module_or_file
 from nodeflow.paths import path_params
 from nodeflow.recent import reopen
 from nodeflow.runs import Recording, RunStore
@@ -179,52 +180,57 @@ def cmd_templates(args: argparse.Namespace) -> int:
 
 
 class _TerminalProgress:
-    """Prints one line per finished node and, on a terminal, a progress bar for the running one;
-    sent to a file or a pipe, the output is plain lines only."""
+    """Prints one line per finished node and, on a terminal, a progress bar for the running one (its
+    state as every view words it: "running · epoch 12/40 · 3 min left"); sent to a file or a pipe,
+    the output is plain lines only. Node states come from the one reducer (:mod:`nodeflow.events`)."""
 
     def __init__(self, quiet: bool = False, bars: bool | None = None) -> None:
         self.quiet = quiet
         self.bars = sys.stderr.isatty() if bars is None else bars
         self.bar = None
         self.lock = threading.Lock()
-        #: node id -> the param its failure blames, for the resume hint
-        self.blamed: dict[str, str] = {}
+        self.board = Board()
+
+    def blamed(self, node_id: str) -> str | None:
+        """The param a failed node's error blames, for the resume hint."""
+        state = self.board.get(node_id)
+        return state.param if state is not None else None
 
     def __call__(self, event: Event) -> None:
-        if self.quiet:
-            return
+        with self.lock:
+            self.board.apply(event)
+            if not self.quiet and event.node_id is not None:
+                self._show(event, self.board.nodes[event.node_id])
+
+    def _show(self, event: Event, state) -> None:
         from tqdm import tqdm
 
-        with self.lock:
-            node = event.node_id
-            if event.kind == "node_failed" and event.data.get("param"):
-                self.blamed[node] = event.data["param"]
-            if event.kind == "node_started" and not self.bars:
-                self._write(f"… {node} running")
-            elif event.kind == "node_started":
-                self._close()
-                self.bar = tqdm(total=1.0, desc=f"  {node}", unit="", leave=False, file=sys.stderr,
-                                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
-            elif event.kind == "progress" and self.bar is not None:
-                total = float(event.data.get("total") or 1)
-                self.bar.n = min(1.0, float(event.data.get("done", 0)) / total)
-                self.bar.set_postfix_str(event.data.get("message", ""), refresh=True)
-            elif event.kind == "metric" and event.data.get("step") is not None and not event.data["name"].startswith("batch"):
-                self._write(f"  {node}  {event.data['name']}={event.data['value']:.4g}  (step {event.data['step']})")
-            elif event.kind == "log":
-                self._write(f"  {node}: {event.data.get('message')}")
-            elif event.kind == "node_finished":
-                self._close()
-                how = "cached" if event.data.get("from_cache") else f"ran in {event.data.get('seconds', 0):.1f}s"
-                self._write(f"✓ {node} ({how})")
-            elif event.kind == "node_failed":
-                self._close()
-                self._write(f"✗ {node}: {event.data.get('message')}")
-            elif event.kind == "node_skipped":
-                self._write(f"- {node} (skipped: an input failed)")
-            elif event.kind == "interrupted":
-                self._close()
-                self._write(f"■ {node} interrupted")
+        node = event.node_id
+        if event.kind == "node_started" and not self.bars:
+            self._write(f"… {node} running")
+        elif event.kind == "node_started":
+            self._close()
+            self.bar = tqdm(total=1.0, desc=f"  {node}", unit="", leave=False, file=sys.stderr,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+        elif event.kind == "progress" and self.bar is not None:
+            self.bar.n = state.progress
+            self.bar.set_postfix_str(state.words() if state.epochs else state.message, refresh=True)
+        elif event.kind == "metric" and event.data["step"] is not None and not event.data["name"].startswith("batch"):
+            self._write(f"  {node}  {event.data['name']}={event.data['value']:.4g}  (step {event.data['step']})")
+        elif event.kind == "log":
+            self._write(f"  {node}: {event.data['message']}")
+        elif event.kind == "node_finished":
+            self._close()
+            how = "cached" if state.state == "cached" else f"ran in {state.seconds or 0:.1f}s"
+            self._write(f"✓ {node} ({how})")
+        elif event.kind == "node_failed":
+            self._close()
+            self._write(f"✗ {node}: {state.error}")
+        elif event.kind == "node_skipped":
+            self._write(f"- {node} (skipped: an input failed)")
+        elif event.kind == "node_stopped":
+            self._close()
+            self._write(f"■ {node} interrupted: {state.words()}")
 
     def _write(self, line: str) -> None:
         from tqdm import tqdm
@@ -247,8 +253,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _dry_run(args, graph, executor)
     progress = _TerminalProgress(quiet=args.quiet)
     executor.subscribe(progress)
-    with dispatcher_for(args) as dispatcher:
-        executor.dispatcher = dispatcher
+    with cluster_for(args) as cluster:
+        executor.backend = cluster
         return _run_and_report(args, graph, workspace, executor, progress)
 
 
@@ -281,23 +287,23 @@ def _dry_run(args: argparse.Namespace, graph: Graph, executor: Executor) -> int:
     return EXIT_OK
 
 
-def dispatcher_for(args: argparse.Namespace):
-    """The Dask cluster ``--jobs``/``--scheduler`` (or $NODEFLOW_DASK_SCHEDULER) ask for, as a context
-    that starts and stops it; a context of None for a plain run, which never imports Dask."""
+def cluster_for(args: argparse.Namespace):
+    """The Dask backend ``--jobs``/``--scheduler`` (or $NODEFLOW_DASK_SCHEDULER) ask for, as a context
+    that starts and stops its cluster; a context of None for a plain run, which never imports Dask."""
     import contextlib
 
-    from nodeflow.parallel import dispatcher_wanted
+    from nodeflow.parallel import cluster_wanted
 
-    dispatcher = dispatcher_wanted(args.jobs, args.scheduler)
-    if dispatcher is None:
+    cluster = cluster_wanted(args.jobs, args.scheduler)
+    if cluster is None:
         return contextlib.nullcontext(None)
 
     @contextlib.contextmanager
     def started():
-        with dispatcher:
+        with cluster:
             if not getattr(args, "quiet", False):
-                print(dispatcher.describe(), file=sys.stderr)
-            yield dispatcher
+                print(cluster.describe(), file=sys.stderr)
+            yield cluster
 
     return started()
 
@@ -329,7 +335,7 @@ def _run_and_report(args: argparse.Namespace, graph: Graph, workspace: Path, exe
     if failure is not None:
         node_id, node_report = failure
         print(f"error: node '{node_id}' failed: {node_report.error}", file=sys.stderr)
-        print(resume_hint(args.graph, args.set, node_id, progress.blamed.get(node_id)), file=sys.stderr)
+        print(resume_hint(args.graph, args.set, node_id, progress.blamed(node_id)), file=sys.stderr)
         return EXIT_ERROR
     print(f"done: {sum(r.status == 'ran' for r in report.nodes.values())} ran, "
           f"{sum(r.status == 'cached' for r in report.nodes.values())} cached", file=sys.stderr)
@@ -356,28 +362,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     workspace = Path(args.workspace) if args.workspace else default_workspace()
     progress = _TerminalProgress(quiet=args.quiet)
 
-    executors: list[Executor] = []
-
-    def make_executor() -> Executor:
-        executor = Executor(registry, workspace, device=args.device)
-        executor.subscribe(progress)
-        executors.append(executor)
-        return executor
+    executor = Executor(registry, workspace, device=args.device, listeners=[progress])
 
     def on_sigint(signum, frame):  # stop every branch at its next batch; a second Ctrl-C aborts
-        if any(ex._stop.is_set() for ex in executors):
+        if executor.stop_requested:
             raise KeyboardInterrupt
         print("\nstopping at the next batch (Ctrl-C again to abort)", file=sys.stderr)
-        for ex in executors:
-            ex.interrupt()
+        executor.interrupt()
 
     if not args.quiet:
         print(f"sweep: {len(branches)} branch(es) over {', '.join(name for name, _ in grid)}", file=sys.stderr)
     previous = signal.signal(signal.SIGINT, on_sigint)
     store = RunStore(workspace)
     try:
-        with dispatcher_for(args) as dispatcher:
-            run_sweep(make_executor, branches, args.target, tuple(args.force), dispatcher, store)
+        with cluster_for(args) as cluster:
+            run_sweep(executor, branches, args.target, tuple(args.force), cluster, store)
     finally:
         signal.signal(signal.SIGINT, previous)
     # ranked on validation unless asked otherwise; the best is starred only when clearly better
@@ -389,7 +388,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     judgement = judge(branch_values(branches, metric), metric, outcomes)
     warning = held_out_warning(metric) if held_out(metric, splits) else None
     if args.report:
-        report = sweep_report(branches, "dask" if dispatcher is not None else "local", metric, judgement, warning)
+        report = sweep_report(branches, "dask" if cluster is not None else "local", metric, judgement, warning)
         atomic_write_text(Path(args.report), json.dumps(report, indent=2) + "\n")
     print(results_table(branches, metric, judgement))
     if warning:
@@ -441,9 +440,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.graph = args.graph or DEFAULT_GRAPH
         graph = graph_with_overrides(args, registry)
     path = reopened.path if reopened else Path(args.graph) if Path(args.graph).exists() else None
-    with dispatcher_for(args) as dispatcher:
+    with cluster_for(args) as cluster:
         session = Session(registry, workspace, graph=graph, path=path, device=args.device,
-                          isolate=not args.in_process, autosave_delay=2.0, dispatcher=dispatcher,
+                          isolate=not args.in_process, autosave_delay=2.0, cluster=cluster, auto_estimate=True,
                           allowed_roots=[Path(p).expanduser().resolve() for p in args.allow_root])
         if reopened:
             session.dirty, session.notice = reopened.dirty, reopened.message

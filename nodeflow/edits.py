@@ -1,12 +1,20 @@
-"""The edit operations a document takes, as typed records: what :meth:`Session.edits` applies and
-what ``POST /api/edit`` publishes in its OpenAPI schema. A wrong argument is refused in these
-terms (``ops.0.set_params.id: Field required``), before anything is changed."""
+"""The edit operations a document takes, as typed records, and how each applies: what
+:meth:`Session.edits` applies and what ``POST /api/edit`` publishes in its OpenAPI schema. A wrong
+argument is refused in these terms (``ops.0.set_params.id: Field required``), before anything is
+changed; :func:`apply` changes a graph's JSON form, all ops or none."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from nodeflow.graph import Edge, Graph, NodeSpec, Position, fresh_id
+
+
+class EditError(ValueError):
+    """An edit the document cannot take; nothing was changed."""
 
 #: the most operations one edit request may carry (a paste or a bulk move of a whole graph fits)
 MAX_OPS = 10_000
@@ -178,3 +186,146 @@ def explain(exc: ValidationError, prefix: str = "") -> str:
 
 OP_NAMES = ("add_node", "remove_node", "set_params", "move", "rename", "connect", "disconnect", "disable", "group",
             "ungroup", "set_group")
+
+
+# -- applying ops ---------------------------------------------------------------------------------------
+# Each takes the graph's JSON form, its nodes by id (``index``), the op and the catalogue.
+
+def _add_node(data: dict, index: dict, op: AddNode, registry: Any) -> None:
+    node_cls = registry.get(op.type)
+    node_id = op.id or fresh_id(index, op.type.rsplit(".", 1)[-1])
+    if node_id in index:
+        raise EditError(f"there is already a node with id '{node_id}'")
+    position = Position(**(op.position.model_dump() if op.position else {}))
+    node = NodeSpec(id=node_id, type=node_cls.type, params=op.params, position=position).model_dump(mode="json")
+    data["nodes"].append(node)
+    index[node_id] = node
+
+
+def _remove_node(data: dict, index: dict, op: RemoveNode, registry: Any) -> None:
+    _find(index, op.id)
+    del index[op.id]
+    data["nodes"] = [n for n in data["nodes"] if n["id"] != op.id]
+    data["edges"] = [e for e in data["edges"] if op.id not in (e["source"], e["target"])]
+    for group in data.get("groups", []):  # a group that loses its last node goes too
+        group["members"] = [m for m in group["members"] if m != op.id]
+    data["groups"] = [g for g in data.get("groups", []) if g["members"]]
+
+
+def _set_params(data: dict, index: dict, op: SetParams, registry: Any) -> None:
+    node = _find(index, op.id)
+    merged = dict(op.params) if op.replace else {**node.get("params", {}), **op.params}
+    try:
+        registry.get(node["type"]).Params.model_validate(merged)
+    except ValidationError as exc:
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise EditError(f"{op.id}: {reasons}") from None
+    node["params"] = merged
+
+
+def _move(data: dict, index: dict, op: Move, registry: Any) -> None:
+    _find(index, op.id)["position"] = {"x": op.x, "y": op.y}
+
+
+def _rename(data: dict, index: dict, op: Rename, registry: Any) -> None:
+    _find(index, op.id)["title"] = op.title or None
+
+
+def _connect(data: dict, index: dict, op: Connect, registry: Any) -> None:
+    src = registry.get(_find(index, op.source)["type"])
+    dst = registry.get(_find(index, op.target)["type"])
+    out_port, in_port = src.output_port(op.source_port), dst.input_port(op.target_port)
+    if out_port is None or in_port is None:
+        raise EditError(f"no such port: {op.source}.{op.source_port} -> {op.target}.{op.target_port}")
+    if not out_port.type.fits(in_port.type):
+        raise EditError(f"{op.target}.{op.target_port} expects {in_port.type.name}, "
+                        f"{op.source}.{op.source_port} gives {out_port.type.name}")
+    _disconnect(data, index, op, registry)  # an input takes one edge: a new connection replaces the old one
+    data["edges"].append(Edge(source=op.source, source_port=op.source_port, target=op.target,
+                              target_port=op.target_port).model_dump())
+
+
+def _disconnect(data: dict, index: dict, op: Connect | Disconnect, registry: Any) -> None:
+    data["edges"] = [e for e in data["edges"] if not (e["target"] == op.target and e["target_port"] == op.target_port)]
+
+
+def _disable(data: dict, index: dict, op: Disable, registry: Any) -> None:
+    _find(index, op.id)["disabled"] = True if op.disabled else None
+
+
+def _find_group(data: dict, group_id: str) -> dict:
+    group = next((g for g in data.setdefault("groups", []) if g["id"] == group_id), None)
+    if group is None:
+        raise EditError(f"no group with id '{group_id}'")
+    return group
+
+
+def _group(data: dict, index: dict, op: Group, registry: Any) -> None:
+    groups = data.setdefault("groups", [])
+    members = list(dict.fromkeys(op.members))
+    owner = {m: g["id"] for g in groups for m in g["members"]}
+    for member in members:
+        _find(index, member)
+        if member in owner:
+            raise EditError(f"node '{member}' is already in group '{owner[member]}': ungroup it first")
+    group_id = op.id or fresh_id({g["id"] for g in groups}, op.title.lower())
+    if any(g["id"] == group_id for g in groups):
+        raise EditError(f"there is already a group with id '{group_id}'")
+    if op.position is not None:
+        position = op.position.model_dump()
+    else:
+        position = {"x": min(index[m]["position"]["x"] for m in members),
+                    "y": min(index[m]["position"]["y"] for m in members)}
+    groups.append({"id": group_id, "title": op.title, "members": members, "collapsed": op.collapsed,
+                   "position": position})
+
+
+def _ungroup(data: dict, index: dict, op: Ungroup, registry: Any) -> None:
+    _find_group(data, op.id)
+    data["groups"] = [g for g in data["groups"] if g["id"] != op.id]
+
+
+def _set_group(data: dict, index: dict, op: SetGroup, registry: Any) -> None:
+    group = _find_group(data, op.id)
+    if op.title is not None:
+        group["title"] = op.title
+    if op.collapsed is not None:
+        group["collapsed"] = op.collapsed
+    if op.position is not None:
+        group["position"] = op.position.model_dump()
+
+
+APPLY: dict[str, Callable[[dict, dict, Any, Any], None]] = {
+    "add_node": _add_node, "remove_node": _remove_node, "set_params": _set_params, "move": _move,
+    "rename": _rename, "connect": _connect, "disconnect": _disconnect, "disable": _disable, "group": _group,
+    "ungroup": _ungroup, "set_group": _set_group}
+
+
+def apply(graph: Graph, ops: list[Any], registry: Any) -> Graph:
+    """``graph`` with ``ops`` (their JSON form, or typed records) applied, as a new document; raises
+    EditError naming the op (when there are several) and what is wrong, and nothing changes."""
+    try:
+        typed = parse_ops(ops)
+    except ValueError as exc:
+        raise EditError(str(exc)) from None
+    data = graph.model_dump(mode="json")
+    index = {node["id"]: node for node in data["nodes"]}
+    for number, op in enumerate(typed):
+        where = f"ops.{number} ({op.op}): " if len(typed) > 1 else ""  # which of several went wrong
+        try:
+            APPLY[op.op](data, index, op, registry)
+        except EditError as exc:
+            raise EditError(f"{where}{exc}") from None
+        except (KeyError, ValueError) as exc:
+            raise EditError(f"{where}{exc.args[0] if exc.args else exc}") from None
+    try:
+        return Graph.from_data(data, "edit")
+    except ValueError as exc:
+        raise EditError(str(exc)) from None
+
+
+def _find(index: dict, node_id: str) -> dict:
+    node = index.get(node_id)
+    if node is None:
+        raise EditError(f"no node with id '{node_id}'")
+    return node

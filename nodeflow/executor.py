@@ -1,10 +1,13 @@
-"""Validate a graph against the catalogue and run it node by node, with a content-keyed cache.
+"""Validate a graph against the catalogue, plan it, and compute its nodes, with a content-keyed cache.
 
 No torch, no UI: values are opaque, nodes do the work. The cache key of a node is its type,
 its code version, its validated params, its fingerprint and the keys of the outputs feeding it,
 so a param change makes exactly that node and its descendants stale.
 
-What can be wrong with a graph lives in :mod:`nodeflow.errors`, the cache in :mod:`nodeflow.cache`.
+Which node runs when, and what became of each, is the scheduler's (:mod:`nodeflow.scheduler`);
+computing one node is :meth:`Executor.compute`, which every backend calls. What can be wrong with a
+graph lives in :mod:`nodeflow.errors`, the cache in :mod:`nodeflow.cache`, events and node states in
+:mod:`nodeflow.events`.
 """
 
 from __future__ import annotations
@@ -20,19 +23,21 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import networkx as nx
 from pydantic import ValidationError
 
 from nodeflow.cache import Cache, canonical_json
 from nodeflow.errors import (DisabledInputError, GraphCycleError, GraphInvalid, GraphProblem, GraphWarning,
-                             MissingInputError, NodeError, ParamError, PortTypeError, UnknownPortError, UnknownTypeError,
+                             MissingInputError, ParamError, PortTypeError, UnknownPortError, UnknownTypeError,
                              describe_exception)
+from nodeflow.events import Event, Log, Memory, NodeStarted, RunFinished, RunStarted, Seen, derive
 from nodeflow.graph import Graph, NodeSpec
-from nodeflow.node import (Event, Interrupted, Node, ParamProblem, Registry, RunContext, UnknownNodeType, card_title,
+from nodeflow.node import (Interrupted, Node, ParamProblem, Registry, RunContext, UnknownNodeType, card_title,
                            fresh_fingerprints)
 from nodeflow.paths import params_paths
+from nodeflow.scheduler import Outcome
 
 # -- results ---------------------------------------------------------------------------------
 
@@ -81,7 +86,7 @@ class RunReport:
 
 
 @dataclass
-class _Checked:
+class Checked:
     """What validation learns about a graph, reused by planning and running."""
 
     graph: Graph
@@ -101,26 +106,49 @@ class Prepared:
     """A checked and planned run: the nodes it needs in order, and for each "run" or "cached"."""
 
     executor: Executor
-    checked: _Checked
+    checked: Checked
     needed: list[str]
     actions: dict[str, str]
     target: str | None
     force: set[str]
-    #: names this run in the live events a dispatcher's workers send back
+    #: listeners of this run alone (its run recorder), besides the executor's
+    listeners: list[Callable[[Event], None]] = field(default_factory=list)
+    #: names this run in the live events a backend's workers send back
     run_token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def emit(self, event: Event) -> None:
+        """Tell this run's listeners and its executor's."""
+        for listener in self.listeners:
+            listener(event)
+        self.executor._emit(event)
+
+    def finish(self, reports: dict[str, NodeReport], interrupted: bool) -> RunReport:
+        ok = all(r.status in ("ran", "cached") for r in reports.values())
+        report = RunReport(ok=ok, nodes=reports, interrupted=interrupted)
+        self.emit(RunFinished(**report.to_json()))
+        return report
+
+
+class History(Protocol):
+    """Where the latest settled state of each node and key is kept: this process's memory
+    (:class:`nodeflow.events.Memory`) or the run store (:class:`nodeflow.runs.RunStore`), which
+    outlives it. ``keys``: node id -> its current cache key."""
+
+    def seen(self, keys: dict[str, str | None]) -> dict[str, Seen]: ...
 
 
 class Executor:
-    """Runs graphs. One executor keeps one cache; several graphs may share it.
+    """Checks, plans and runs graphs. One executor keeps one cache; several graphs may share it.
 
-    ``dispatcher``: None runs nodes one by one in this process; a :class:`nodeflow.parallel.Dispatcher`
-    hands ready nodes to a Dask cluster instead."""
+    ``backend``: where :meth:`run` computes nodes (see :mod:`nodeflow.scheduler`); None runs them one by
+    one in this process. ``history``: what :meth:`status` reads the latest state of each node from;
+    by default what this executor's own runs told (kept in memory)."""
 
-    dispatcher: Any = None
+    backend: Any = None
 
     def __init__(self, registry: Registry, workspace: Path | None = None, device: str = "auto",
                  listeners: Iterable[Callable[[Event], None]] = (), stop_flag: Any = None,
-                 allowed_roots: list[Path] | None = None) -> None:
+                 allowed_roots: list[Path] | None = None, history: History | None = None) -> None:
         """``allowed_roots``: folders every path a node resolves must lie in (runs for the editor
         and its HTTP API); None leaves paths unrestricted (the command line)."""
         self.registry = registry
@@ -131,8 +159,12 @@ class Executor:
         # a threading.Event, or a multiprocessing one when the executor lives in a worker process
         self._stop = stop_flag if stop_flag is not None else threading.Event()
         self._run_lock = threading.Lock()
-        self._last_keys: dict[str, str] = {}
         self.allowed_roots = None if allowed_roots is None else [Path(r) for r in allowed_roots]
+        if history is None:
+            memory = Memory()
+            self._listeners.append(memory)
+            history = memory
+        self.history = history
 
     # events
     def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]:
@@ -148,25 +180,25 @@ class Executor:
         self._stop.set()
 
     @property
+    def stop_flag(self) -> Any:
+        """The flag :meth:`interrupt` sets and nodes computed here look at."""
+        return self._stop
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    @property
     def running(self) -> bool:
         return self._run_lock.locked()
-
-    def remember_run(self, node_id: str, key: str) -> None:
-        """Note that ``node_id`` finished with ``key`` elsewhere (in a worker), for stale badges."""
-        self._last_keys[node_id] = key
 
     # validation
     def validate(self, graph: Graph) -> list[GraphProblem]:
         """Every problem of the graph: errors, which block running the nodes they name, then warnings."""
-        problems = self._check(graph).problems
+        problems = self.check(graph).problems
         return [p for p in problems if p.blocking] + [p for p in problems if not p.blocking]
 
-    def check(self, graph: Graph) -> _Checked:
-        """What checking learns about a graph: problems, validated params, node types, order, facts
-        and cache keys (what an exporter needs beside the runner)."""
-        return self._check(graph)
-
-    def _check(self, graph: Graph, fresh: bool = False) -> _Checked:
+    def check(self, graph: Graph, fresh: bool = False) -> Checked:
         """Every problem of ``graph``, and its cache keys. ``fresh``: for a run being planned, the
         keys reflect every data file as it is now (see :func:`nodeflow.node.fingerprints_fresh`);
         otherwise a node may answer its fingerprint from a memo, as status polling needs."""
@@ -211,7 +243,7 @@ class Executor:
             problems.extend(found)
             found, facts = self._infer(graph, order, types, params, {p.node_id for p in problems})
             problems.extend(found)
-        return _Checked(graph, dag, problems, params, types, keys, order, facts, off)
+        return Checked(graph, dag, problems, params, types, keys, order, facts, off)
 
     def _edge_problems(self, edge, types: dict[str, type[Node]]) -> list[GraphProblem]:
         src, dst = types.get(edge.source), types.get(edge.target)
@@ -309,40 +341,37 @@ class Executor:
 
     # status and planning
     def keys(self, graph: Graph) -> dict[str, str]:
-        return self._check(graph).keys
+        return self.check(graph).keys
 
     def input_facts(self, graph: Graph, node_id: str) -> dict[str, dict[str, Any]]:
         """What static checking knows about each input of a node (e.g. the layers of an incoming
         model), so an editor can offer choices without running anything."""
-        checked = self._check(graph)
+        checked = self.check(graph)
         return {e.target_port: checked.facts.get(e.source, {}).get(e.source_port, {})
                 for e in graph.incoming(node_id)}
 
     def status(self, graph: Graph) -> dict[str, str]:
-        """Each node's state as far as the cache knows: cached, stale (ran before with other
-        inputs or params), idle (never ran) or invalid."""
+        """Each node's state when no run is going (see :func:`nodeflow.events.derive`): done, cached,
+        stale (ran before with other inputs or params), failed or stopped (with these), idle (never
+        ran) or invalid."""
         return self.inspect(graph)[0]
 
-    def inspect(self, graph: Graph) -> tuple[dict[str, str], list[GraphProblem], dict[str, str]]:
-        """Status, problems and cache keys of every node, from one pass of checking."""
-        checked = self._check(graph)
+    def inspect(self, graph: Graph) -> tuple[dict[str, str], list[GraphProblem], dict[str, str],
+                                              dict[str, Seen]]:
+        """States, problems, cache keys and what the history saw of every node, from one pass of
+        checking. A disabled node is "disabled" whatever its cache holds."""
+        checked = self.check(graph)
         bad = {p.node_id for p in checked.problems if p.blocking}
-        result = {}
+        keys = {spec.id: None if spec.id in bad else checked.keys.get(spec.id) for spec in graph.nodes}
+        seen = self.history.seen(keys)
+        result = {node_id: derive(key, key is not None and self.cache.has(key), seen.get(node_id))
+                  for node_id, key in keys.items()}
         for spec in graph.nodes:
-            key = checked.keys.get(spec.id)
             if spec.disabled:
                 result[spec.id] = "disabled"
-            elif spec.id in bad or key is None:
-                result[spec.id] = "invalid"
-            elif self.cache.has(key):
-                result[spec.id] = "cached"
-            elif spec.id in self._last_keys:
-                result[spec.id] = "stale"
-            else:
-                result[spec.id] = "idle"
-        return result, checked.problems, checked.keys
+        return result, checked.problems, checked.keys, seen
 
-    def needed(self, checked: _Checked, target: str | None) -> list[str]:
+    def needed(self, checked: Checked, target: str | None) -> list[str]:
         """The nodes a run of ``target`` (every node when None) computes or takes from the cache.
         Running everything leaves out the disabled nodes and those that need one; a target that
         needs one is refused by its problem (see :func:`_disabled`)."""
@@ -355,16 +384,23 @@ class Executor:
         wanted = nx.ancestors(checked.dag, target) | {target}
         return [n for n in checked.order if n in wanted]
 
+    def planned(self, graph: Graph, target: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
+        """:meth:`plan` and the cache keys of the nodes, from one check."""
+        checked = self.check(graph, fresh=True)
+        needed = self.needed(checked, target)
+        _raise_blocking(checked, needed)
+        return self._plan(checked, needed, set(), target), checked.keys
+
     def plan(self, graph: Graph, target: str | None = None, force: Iterable[str] = ()) -> dict[str, str]:
         """Which needed nodes will run and which will come from the cache, without running.
         Raises :class:`GraphInvalid` if the needed part of the graph is invalid, KeyError if
         ``target`` is no node of the graph."""
-        checked = self._check(graph, fresh=True)
+        checked = self.check(graph, fresh=True)
         needed = self.needed(checked, target)
         _raise_blocking(checked, needed)
         return self._plan(checked, needed, set(force), target)
 
-    def _plan(self, checked: _Checked, needed: list[str], force: set[str], target: str | None) -> dict[str, str]:
+    def _plan(self, checked: Checked, needed: list[str], force: set[str], target: str | None) -> dict[str, str]:
         """Decide, from the target backwards, what runs: a node runs when it is forced, or is not
         cached and is the target (every node when there is none) or feeds a node that runs. A node
         that is not cached but feeds only cached nodes (an in-memory value after a restart) is
@@ -408,7 +444,7 @@ class Executor:
         ``stop_flag`` stops the estimate at the next batch it profiles (its own flag, so stopping a
         run does not stop a preview, nor the other way round). Raises :class:`GraphInvalid` or
         KeyError as :meth:`plan` does."""
-        checked = self._check(graph, fresh=True)
+        checked = self.check(graph, fresh=True)
         needed = self.needed(checked, target)
         _raise_blocking(checked, needed)
         actions = self._plan(checked, needed, set(), target)
@@ -476,7 +512,7 @@ class Executor:
         return {"target": target, "device": self.device, "nodes": nodes, "total_seconds": round(total, 3),
                 "complete": all(n["status"] in ("cached", "stale", "quick") for n in nodes.values())}
 
-    def _estimate_inputs(self, values: dict[str, dict[str, Any]], checked: _Checked,
+    def _estimate_inputs(self, values: dict[str, dict[str, Any]], checked: Checked,
                          node_id: str) -> tuple[dict[str, Any], list[str]]:
         """A node's inputs for an estimate: values computed or stood in for during it, else cached
         outputs; and the upstream nodes that have neither."""
@@ -496,181 +532,182 @@ class Executor:
         return inputs, missing
 
     # running
-    def run(self, graph: Graph, target: str | None = None, force: Iterable[str] = ()) -> RunReport:
-        """Run ``target`` and the ancestors it needs (all nodes if None). Raises
-        :class:`GraphInvalid` before running anything if the needed part of the graph is invalid."""
+    def run(self, graph: Graph, target: str | None = None, force: Iterable[str] = (),
+            listeners: Iterable[Callable[[Event], None]] = ()) -> RunReport:
+        """Run ``target`` and the ancestors it needs (all nodes if None) on this executor's backend
+        (one node at a time in this process when none is set); ``listeners`` hear this run only.
+        Raises :class:`GraphInvalid` before running anything if the needed part of the graph is invalid."""
+        from nodeflow.scheduler import InProcess, execute
+
         if not self._run_lock.acquire(blocking=False):
             raise RuntimeError("a run is already in progress; stop it or wait for it to finish")
         try:
             self._stop.clear()
-            return self._run(graph, target, set(force))
+            prepared = self.prepare(graph, target, force, listeners)
+            backend = self.backend if self.backend is not None else InProcess(self._stop)
+            [report] = execute([prepared], backend)
+            if isinstance(backend, InProcess):
+                report.outputs = backend.values.get(prepared.run_token, {})
+            return report
         finally:
             self._run_lock.release()
 
-    def prepare(self, graph: Graph, target: str | None = None, force: Iterable[str] = ()) -> Prepared:
-        """Check and plan a run and announce it (``run_started``); what a dispatcher needs to run it."""
-        checked = self._check(graph, fresh=True)
+    def prepare(self, graph: Graph, target: str | None = None, force: Iterable[str] = (),
+                listeners: Iterable[Callable[[Event], None]] = ()) -> Prepared:
+        """Check and plan a run and announce it (``run_started``): what the scheduler runs."""
+        checked = self.check(graph, fresh=True)
         needed = self.needed(checked, target)
         _raise_blocking(checked, needed)
         force = set(force)
         actions = self._plan(checked, needed, force, target)
         needed = [n for n in needed if n in actions]
-        self._emit(Event("run_started", None, {"target": target, "plan": actions}))
-        return Prepared(self, checked, needed, actions, target, force)
+        prepared = Prepared(self, checked, needed, actions, target, force, list(listeners))
+        prepared.emit(RunStarted(plan=actions, target=target))
+        return prepared
 
-    def finish(self, reports: dict[str, NodeReport], interrupted: bool,
-               values: dict[str, dict[str, Any]] | None = None) -> RunReport:
-        ok = all(r.status in ("ran", "cached") for r in reports.values())
-        report = RunReport(ok=ok, nodes=reports, interrupted=interrupted, outputs=values or {})
-        self._emit(Event("run_finished", None, report.to_json()))
-        return report
+    def compute(self, checked: Checked, node_id: str, key: str, emit: Callable[[Event], None], stop_flag: Any,
+                force: bool = False, values: dict[str, dict[str, Any]] | None = None,
+                fetch: bool = False) -> Outcome:
+        """Compute one node: what every backend does with a task (in the manner of Kedro's
+        ``runner/task.py``). Inputs come from ``values`` (this process's results of this run), else
+        the cache. An input that is not here (kept only in another process's memory) is computed
+        first; an unreadable cache entry is set aside (never deleted) and computed again; either is
+        told in the outcome's ``inline``. ``fetch``: the node is cached; only load its outputs (a
+        cached target whose value the caller wants), computing it again if its entry is unreadable."""
+        values = {} if values is None else values
+        inline: dict[str, Outcome] = {}
+        try:
+            if fetch:
+                self._output(checked, node_id, values, inline, emit, stop_flag)
+                own = inline.pop(node_id, None)
+                outcome = own or Outcome("cached", metrics=self.cache.metrics(key), tables=self.cache.tables(key))
+                outcome.inline.update(inline)
+                return outcome
+            inputs = {e.target_port: self._output(checked, e.source, values, inline, emit, stop_flag)[e.source_port]
+                      for e in checked.graph.incoming(node_id)}
+        except _UnreadableEntry as exc:
+            return Outcome("failed", error=str(exc), traceback=exc.trace, inline=inline)
+        outcome = self._hold_and_compute(checked, node_id, key, inputs, values, emit, stop_flag, force)
+        outcome.inline.update(inline)
+        return outcome
 
-    def _run(self, graph: Graph, target: str | None, force: set[str]) -> RunReport:
-        prepared = self.prepare(graph, target, force)
-        if self.dispatcher is not None:  # ready nodes go to a cluster (nodeflow.parallel)
-            return self.dispatcher.run([prepared])[0]
-        checked, needed, actions = prepared.checked, prepared.needed, prepared.actions
-        reports: dict[str, NodeReport] = {}
-        values: dict[str, dict[str, Any]] = {}
-        interrupted = False
-        for node_id in needed:
-            node = checked.types[node_id]
-            key = checked.keys[node_id]
-            incoming = graph.incoming(node_id)
-            upstream = [reports[e.source].status for e in incoming if e.source in reports]
-            if interrupted or any(status not in ("ran", "cached") for status in upstream):
-                reports[node_id] = NodeReport("skipped")
-                self._emit(Event("node_skipped", node_id, {}))
-                continue
-            if actions[node_id] == "cached":
-                metrics = self.cache.metrics(key)
-                reports[node_id] = NodeReport("cached", 0.0, metrics, tables=self.cache.tables(key))
-                self._last_keys[node_id] = key
-                self._emit(Event("node_finished", node_id, {"seconds": 0.0, "from_cache": True, "metrics": metrics,
-                                                            "key": key}))
-                continue
-            try:
-                inputs = self._inputs(values, checked, incoming, reports)
-            except _UnreadableEntry as exc:
-                reports[node_id] = NodeReport("failed", 0.0, {}, str(exc))
-                self._emit(Event("node_failed", node_id, {"message": str(exc), "traceback": exc.trace, "key": key}))
-                continue
-            reports[node_id] = self._run_node(node_id, node, checked.params[node_id], inputs, key, values,
-                                              forced=node_id in force)
-            if reports[node_id].status == "interrupted":
-                interrupted = True
-                self._emit(Event("interrupted", node_id, {"key": key}))
-        if target is not None and reports.get(target) and reports[target].status == "cached":
-            try:
-                self._output(values, checked, target, reports)
-            except _UnreadableEntry as exc:
-                reports[target] = NodeReport("failed", 0.0, {}, str(exc))
-                self._emit(Event("node_failed", target, {"message": str(exc), "traceback": exc.trace,
-                                                         "key": checked.keys[target]}))
-        return self.finish(reports, interrupted, values)
-
-    def _inputs(self, values: dict[str, dict[str, Any]], checked: _Checked, incoming: list,
-                reports: dict[str, NodeReport]) -> dict[str, Any]:
-        return {edge.target_port: self._output(values, checked, edge.source, reports)[edge.source_port]
-                for edge in incoming}
-
-    def _output(self, values: dict[str, dict[str, Any]], checked: _Checked, node_id: str,
-                reports: dict[str, NodeReport]) -> dict[str, Any]:
-        """A finished node's outputs: from this run, else loaded from the cache on first use. An
-        entry that cannot be read is set aside (never deleted) and the node is computed again in
-        this run, its own inputs the same way; the log says what happened and where the damaged
-        files went."""
+    def _output(self, checked: Checked, node_id: str, values: dict[str, dict[str, Any]],
+                inline: dict[str, Outcome], emit: Callable[[Event], None], stop_flag: Any) -> dict[str, Any]:
+        """A finished node's outputs: from this run, else loaded from the cache on first use, else
+        (kept only in another process's memory, or unreadable) computed again here."""
         if node_id in values:
             return values[node_id]
         key = checked.keys[node_id]
-        try:
+        reason = kept = ""
+        if self.cache.has(key):
+            try:
+                values[node_id] = self.cache.get(key, checked.types[node_id])[0]
+                return values[node_id]
+            except Exception as exc:
+                reason = describe_exception(exc)
+                aside = self.cache.quarantine(key)
+                kept = f"; the damaged entry was kept as {aside}" if aside else ""
+                emit(Log(node_id=node_id, message=f"cached outputs could not be read ({reason}){kept}; "
+                                                  "computing them again"))
+        inputs = {e.target_port: self._output(checked, e.source, values, inline, emit, stop_flag)[e.source_port]
+                  for e in checked.graph.incoming(node_id)}
+        outcome = self._hold_and_compute(checked, node_id, key, inputs, values, emit, stop_flag, False)
+        inline[node_id] = outcome
+        if outcome.status not in ("ran", "cached"):
+            what = f"cached outputs of '{node_id}' could not be read ({reason}){kept}, and computing them again" \
+                if reason else f"computing '{node_id}' here"
+            raise _UnreadableEntry(f"{what} {_past(outcome.status)}: {outcome.error}", outcome.traceback)
+        if node_id not in values:  # computed meanwhile by another process: take its result
             values[node_id] = self.cache.get(key, checked.types[node_id])[0]
-            return values[node_id]
-        except Exception as exc:
-            reason = describe_exception(exc)
-            aside = self.cache.quarantine(key)
-        kept = f"; the damaged entry was kept as {aside}" if aside else ""
-        self._emit(Event("log", node_id, {"message": f"cached outputs could not be read ({reason}){kept}; "
-                                                     "computing them again"}))
-        node = checked.types[node_id]
-        inputs = self._inputs(values, checked, checked.graph.incoming(node_id), reports)
-        report = self._run_node(node_id, node, checked.params[node_id], inputs, key, values)
-        reports[node_id] = report
-        if report.status not in ("ran", "cached"):
-            raise _UnreadableEntry(f"cached outputs of '{node_id}' could not be read ({reason}){kept}, and "
-                                   f"computing them again {report.status}: {report.error}", "")
         return values[node_id]
 
-    def _run_node(self, node_id: str, node: type[Node], params: Any, inputs: dict[str, Any], key: str,
-                  values: dict[str, dict[str, Any]], forced: bool = False) -> NodeReport:
+    def _hold_and_compute(self, checked: Checked, node_id: str, key: str, inputs: dict[str, Any],
+                          values: dict[str, dict[str, Any]], emit: Callable[[Event], None], stop_flag: Any,
+                          force: bool) -> Outcome:
         """Compute one node while holding its cache key: when another process sharing the
         workspace (a second run, a Dask worker) computed the same key meanwhile, take its result."""
-        if node.assists(params):
-            return self._compute(node_id, node, params, inputs, key, values, assisting=True)
+        node, params = checked.types[node_id], checked.params[node_id]
+        if node.recorded_elsewhere(params):
+            return self._take_part(node_id, node, params, inputs, key, values, emit, stop_flag)
         with self.cache.computing(key, node):
-            if not forced and self.cache.has(key):
-                metrics = self.cache.metrics(key)
-                self._last_keys[node_id] = key
-                self._emit(Event("log", node_id, {"message": "computed meanwhile (the same cache key, here or in "
-                                                             "another process); using that result"}))
-                self._emit(Event("node_finished", node_id, {"seconds": 0.0, "from_cache": True,
-                                                            "metrics": metrics, "key": key}))
-                return NodeReport("cached", 0.0, metrics, tables=self.cache.tables(key))
-            return self._compute(node_id, node, params, inputs, key, values)
+            if not force and self.cache.has(key):
+                return Outcome("cached", metrics=self.cache.metrics(key), tables=self.cache.tables(key),
+                               note="computed meanwhile (the same cache key, here or in another process); "
+                                    "using that result")
+            return self._compute(node_id, node, params, inputs, key, values, emit, stop_flag)
+
+    def _context(self, node_id: str, node: type[Node], params: Any, key: str, emit: Callable[[Event], None],
+                 stop_flag: Any) -> RunContext:
+        workspace = self.workspace or Path(tempfile.gettempdir()) / "nodeflow"
+        return RunContext(node_id, workspace, device=self.device, seed=int(key[:8], 16), emit=emit,
+                          stop_flag=stop_flag, scratch=workspace / "scratch" / key, key=key,
+                          allowed_roots=self.allowed_roots, path_params=_path_values(node, params))
 
     def _compute(self, node_id: str, node: type[Node], params: Any, inputs: dict[str, Any], key: str,
-                 values: dict[str, dict[str, Any]], assisting: bool = False) -> NodeReport:
-        workspace = self.workspace or Path(tempfile.gettempdir()) / "nodeflow"
-        scratch_root = workspace / "scratch" / key
-        if scratch_root.exists() and not assisting:  # an assisting machine's scratch is the recording one's
-            shutil.rmtree(scratch_root, ignore_errors=True)
-        ctx = RunContext(node_id, workspace, device=self.device, seed=int(key[:8], 16), emit=self._emit,
-                         stop_flag=self._stop, scratch=scratch_root, key=key, allowed_roots=self.allowed_roots,
-                         path_params=_path_values(node, params))
-        self._emit(Event("node_started", node_id, {"type": node.type, "key": key}))
+                 values: dict[str, dict[str, Any]], emit: Callable[[Event], None], stop_flag: Any) -> Outcome:
+        ctx = self._context(node_id, node, params, key, emit, stop_flag)
+        scratch_root = ctx.scratch_root
+        shutil.rmtree(scratch_root, ignore_errors=True)
+        emit(NodeStarted(node_id=node_id, key=key, type=node.type))
         started = time.perf_counter()
         try:
             ctx.check_inputs(node, inputs)
             outputs = node().run(ctx, params, **inputs) or {}
-            if assisting:  # this machine's part is done: wait for the key and take what the other one wrote
-                with self.cache.computing(key, node):
-                    if not self.cache.has(key):
-                        raise RuntimeError("this machine's part ran, but the process that records this node "
-                                           "(node_rank 0) wrote no result; see its log")
-                    outputs, metrics = self.cache.get(key, node)
-                ctx.metrics.update(metrics)
             missing = [p.name for p in node.outputs if not p.optional and p.name not in outputs]
             if missing:
                 raise RuntimeError(f"{node.type}.run() returned no value for output(s) {missing}")
             ctx.check_interrupted()
-            has_files = not assisting and scratch_root.exists() and any(scratch_root.iterdir())
-            kept = None if assisting else self.cache.put(key, node, outputs, ctx.metrics,
-                                                         scratch_root if has_files else None, tables=ctx.tables)
+            has_files = scratch_root.exists() and any(scratch_root.iterdir())
+            kept = self.cache.put(key, node, outputs, ctx.metrics, scratch_root if has_files else None,
+                                  tables=ctx.tables)
             if has_files:
                 if kept is not None:
                     shutil.rmtree(scratch_root, ignore_errors=True)  # its files now live in the cache entry
                 names = ", ".join(sorted(p.name for p in (kept or scratch_root).iterdir()))
-                self._emit(Event("log", node_id, {"message": f"files written: {names} (in {kept or scratch_root})"}))
-        except Interrupted:
-            self._last_keys[node_id] = key  # shown as stale: it needs a run (and may resume)
-            seconds = time.perf_counter() - started
-            return NodeReport("interrupted", seconds, dict(ctx.metrics), "interrupted by the user")
+                emit(Log(node_id=node_id, message=f"files written: {names} (in {kept or scratch_root})"))
         except Exception as exc:
-            seconds = time.perf_counter() - started
-            error = NodeError(node_id, exc, traceback.format_exc())
-            message = _node_message(exc)
-            self._emit(Event("node_failed", node_id, {"message": message, "traceback": error.trace, "key": key,
-                                                      "param": getattr(exc, "param", None),
-                                                      "seconds": seconds}))
-            return NodeReport("failed", seconds, dict(ctx.metrics), message)
-        seconds = time.perf_counter() - started
-        if not assisting:
-            shutil.rmtree(workspace / "checkpoints" / key, ignore_errors=True)  # the cached result supersedes them
+            return _ended(exc, ctx, started)
+        shutil.rmtree(ctx.workspace / "checkpoints" / key, ignore_errors=True)  # the cached result supersedes them
         values[node_id] = outputs
-        self._last_keys[node_id] = key
-        self._emit(Event("node_finished", node_id, {"seconds": seconds, "from_cache": False,
-                                                    "metrics": dict(ctx.metrics), "key": key}))
-        return NodeReport("ran", seconds, dict(ctx.metrics), tables=dict(ctx.tables))
+        return Outcome("ran", time.perf_counter() - started, dict(ctx.metrics), tables=dict(ctx.tables))
+
+    def _take_part(self, node_id: str, node: type[Node], params: Any, inputs: dict[str, Any], key: str,
+                   values: dict[str, dict[str, Any]], emit: Callable[[Event], None], stop_flag: Any) -> Outcome:
+        """A process that only takes part in a computation another machine records under the same key
+        (a machine after the first of a multi-node training, see :meth:`Node.recorded_elsewhere`). Its
+        part runs without holding the key, which the recording machine holds while it waits for this
+        one; then the result that machine wrote is taken. The outcome says so: "elsewhere"."""
+        ctx = self._context(node_id, node, params, key, emit, stop_flag)
+        emit(NodeStarted(node_id=node_id, key=key, type=node.type))
+        started = time.perf_counter()
+        try:
+            ctx.check_inputs(node, inputs)
+            node().run(ctx, params, **inputs)
+            with self.cache.computing(key, node):
+                if not self.cache.has(key):
+                    raise RuntimeError("this machine's part ran, but the process that records this node "
+                                       "(node_rank 0) wrote no result; see its log")
+                values[node_id], metrics = self.cache.get(key, node)
+        except Exception as exc:
+            return _ended(exc, ctx, started)
+        return Outcome("elsewhere", time.perf_counter() - started, dict(metrics),
+                       note="recorded by another machine under the same cache key")
+
+
+def _ended(exc: Exception, ctx: RunContext, started: float) -> Outcome:
+    """The outcome of a node that raised: stopped on request (resumable when it left a checkpoint), or
+    failed, with the message and the param it blames."""
+    seconds = time.perf_counter() - started
+    if isinstance(exc, Interrupted):
+        checkpoints = ctx.workspace / "checkpoints" / ctx.key
+        return Outcome("stopped", seconds, dict(ctx.metrics), epoch=ctx.epoch, epochs=ctx.epochs,
+                       resumable=checkpoints.is_dir() and any(checkpoints.iterdir()))
+    return Outcome("failed", seconds, dict(ctx.metrics), error=_node_message(exc),
+                   traceback=traceback.format_exc(), param=getattr(exc, "param", None))
+
+
+def _past(status: str) -> str:
+    return {"stopped": "was stopped", "failed": "failed"}.get(status, status)
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -735,7 +772,7 @@ def _disabled(graph: Graph, order: list[str]) -> tuple[set[str], list[GraphProbl
     return off, problems
 
 
-def _raise_blocking(checked: _Checked, needed: list[str]) -> None:
+def _raise_blocking(checked: Checked, needed: list[str]) -> None:
     blocking = [p for p in checked.problems if p.blocking and (p.node_id is None or p.node_id in needed)]
     if blocking:
         raise GraphInvalid(blocking)

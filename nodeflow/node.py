@@ -41,6 +41,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from nodeflow.events import Event, Log, Metric, Preview, Progress
 from nodeflow.paths import PathNotAllowed, confine, escaping
 
 ENTRY_POINT_GROUP = "nodeflow.nodes"
@@ -131,19 +132,6 @@ class NoParams(NodeParams):
     pass
 
 
-@dataclass
-class Event:
-    """Something the executor reports while it runs a graph.
-
-    kinds: node_started, progress, metric, log, preview, node_finished, node_failed,
-    node_skipped, interrupted, run_started, run_finished.
-    """
-
-    kind: str
-    node_id: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-
-
 class StopFile:
     """A stop flag (what ``RunContext`` takes as ``stop_flag``) that is a file, so a stop request
     reaches other processes and machines that share the folder. The file is looked for at most every
@@ -196,6 +184,9 @@ class RunContext:
         self.seed = seed
         self._emit = emit or (lambda event: None)
         self._stop = stop_flag or threading.Event()
+        #: a training's completed epochs and their total, as its progress last told them
+        self.epoch: int | None = None
+        self.epochs: int | None = None
         self.metrics: dict[str, float] = {}
         #: named tables for the run report (see :meth:`table`)
         self.tables: dict[str, dict[str, Any]] = {}
@@ -214,16 +205,22 @@ class RunContext:
         if self._stop.is_set():
             raise Interrupted(f"node '{self.node_id}' was interrupted")
 
-    def progress(self, done: float, total: float, message: str = "") -> None:
-        self._emit(Event("progress", self.node_id, {"done": done, "total": total, "message": message}))
+    def progress(self, done: float, total: float, message: str = "", epoch: int | None = None,
+                 epochs: int | None = None) -> None:
+        """``done`` of ``total``; a training also says how many of its ``epochs`` are complete
+        (``epoch``), so the editor shows "epoch 12/40" and a stop "stopped at epoch 11/40"."""
+        if epochs:
+            self.epoch, self.epochs = epoch, epochs
+        self._emit(Progress(node_id=self.node_id, done=done, total=total, message=message, epoch=epoch,
+                            epochs=epochs))
         self.check_interrupted()
 
     def log_metric(self, name: str, value: float, step: int | None = None, **extra: Any) -> None:
         self.metrics[name] = float(value)
-        self._emit(Event("metric", self.node_id, {"name": name, "value": float(value), "step": step, **extra}))
+        self._emit(Metric(node_id=self.node_id, name=name, value=float(value), step=step, extra=extra))
 
     def log(self, message: str) -> None:
-        self._emit(Event("log", self.node_id, {"message": message}))
+        self._emit(Log(node_id=self.node_id, message=message))
 
     def table(self, name: str, rows: Iterable[Mapping[str, Any]], columns: Iterable[str] | None = None) -> None:
         """Put a table (JSON-able rows, e.g. the worst errors or a check's findings) into the run
@@ -244,7 +241,7 @@ class RunContext:
 
     def preview(self, kind: str, payload: Any) -> None:
         """Publish something for the editor to show beside the node (sample images, a table)."""
-        self._emit(Event("preview", self.node_id, {"kind": kind, "payload": payload}))
+        self._emit(Preview(node_id=self.node_id, name=kind, payload=payload))
 
     def resolve_path(self, value: str) -> Path:
         """A path param as an absolute path: ``~`` expanded, relative paths taken from the folder
@@ -291,13 +288,18 @@ class RunContext:
         return folder
 
     @property
+    def scratch_root(self) -> Path:
+        """Where :attr:`scratch` is, whether or not the node made it."""
+        if self._scratch is None:
+            self._scratch = self.workspace / "scratch" / self.node_id
+        return self._scratch
+
+    @property
     def scratch(self) -> Path:
         """A folder this node may write files into (plots, CSVs); when the node succeeds they are
         moved into its cache entry and the run's log says where."""
-        if self._scratch is None:
-            self._scratch = self.workspace / "scratch" / self.node_id
-        self._scratch.mkdir(parents=True, exist_ok=True)
-        return self._scratch
+        self.scratch_root.mkdir(parents=True, exist_ok=True)
+        return self.scratch_root
 
 
 class Node:
@@ -378,11 +380,12 @@ class Node:
         return {}
 
     @classmethod
-    def assists(cls, params: Any) -> bool:
-        """Whether this process only takes part in a run that another process records: a machine
-        after the first of a multi-node training, whose ``run`` returns nothing. The executor runs it
-        without holding the cache key (the recording process holds it, and waits for this one), then
-        takes the outputs from the shared cache once that process has written them."""
+    def recorded_elsewhere(cls, params: Any) -> bool:
+        """Whether this process only takes part in a computation that another machine records under
+        the same cache key: a machine after the first of a multi-node training, whose ``run`` returns
+        nothing. Its outcome is "recorded elsewhere": the executor runs it without holding the key
+        (the recording machine holds it, and waits for this one to join), then takes the outputs
+        that machine wrote. Asked before ``run``, as holding the key would keep the machines apart."""
         return False
 
     @classmethod

@@ -1,12 +1,14 @@
-"""Run history, model lineage and the run queue, in one SQLite file in the workspace.
+"""Run history, model lineage, sweeps and the run queue, in one SQLite file in the workspace.
 
 Every run (from the command line, the editor or the HTTP API) is a row: its graph document and
 hash, the params changed since the previous run of the same graph, what each node did, its final
 metrics and per-epoch curves, and the model versions it produced. A version is a node result
 named by its cache key; it keeps the keys of the results it was made from, so lineage is a walk
-over cache keys.
+over cache keys. The latest settled state of every node and key (done, cached, failed, stopped)
+is kept too, so what the editor shows survives a restart; a sweep is a row and its branches' runs.
 
-The store is fed from the executor's events (:class:`RunRecorder`), never by the executor itself.
+The store is fed from a run's events (:class:`RunRecorder`, through the one reducer of
+:mod:`nodeflow.events`), never by the scheduler itself.
 Writes are transactions in WAL mode, so a run killed at any moment leaves whole rows; a row left
 ``running`` by a process that is gone is marked ``interrupted`` when the store is next opened.
 """
@@ -24,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nodeflow.events import SETTLED, Board, Event, Metric, NodeState, RunStarted, Seen
 from nodeflow.graph import Graph
-from nodeflow.node import Event
 
 STATUSES = ("queued", "running", "done", "failed", "interrupted", "cancelled")
 FINISHED = ("done", "failed", "interrupted", "cancelled")
@@ -82,7 +84,40 @@ CREATE TABLE IF NOT EXISTS versions (
     created REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS versions_by_node ON versions (node, created);
+CREATE TABLE IF NOT EXISTS node_states (
+    node TEXT NOT NULL,
+    key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    updated REAL NOT NULL,
+    detail TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (node, key)
+);
+CREATE INDEX IF NOT EXISTS node_states_by_node ON node_states (node, updated);
+CREATE TABLE IF NOT EXISTS sweeps (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    grid TEXT NOT NULL,
+    target TEXT,
+    metric TEXT,
+    graph_name TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sweep_branches (
+    sweep_id INTEGER NOT NULL REFERENCES sweeps (id),
+    branch INTEGER NOT NULL,
+    run_id INTEGER NOT NULL REFERENCES runs (id),
+    params TEXT NOT NULL,
+    PRIMARY KEY (sweep_id, branch)
+);
+CREATE INDEX IF NOT EXISTS sweep_branches_by_run ON sweep_branches (run_id);
 """
+#: what a node state is called in a run's record and in ``nodeflow run --report``
+REPORT_WORDS = {"done": "ran", "cached": "cached", "failed": "failed", "skipped": "skipped",
+                "stopped": "interrupted", "running": "running", "queued": "planned"}
+#: a queued run's place in the queue (1: next), read in the same query as its status, so the two agree
+POSITION = "(CASE WHEN r.status = 'queued' THEN (SELECT COUNT(*) FROM runs q WHERE q.status = 'queued' AND q.id <= r.id) END)"
+#: what of a settled node state the store keeps beside its key (the curves are kept per run)
+KEPT = ("error", "param", "epoch", "epochs", "resumable", "seconds", "metrics")
 
 
 class RunNotFound(KeyError):
@@ -224,6 +259,7 @@ class RunStore:
                 self._db.execute("ALTER TABLE versions ADD COLUMN given TEXT NOT NULL DEFAULT '{}'")
             if "warnings" not in {r["name"] for r in self._db.execute("PRAGMA table_info(runs)")}:
                 self._db.execute("ALTER TABLE runs ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]'")
+        self._import_sweep_files()
         self.recover()
 
     def close(self) -> None:
@@ -340,6 +376,17 @@ class RunStore:
         with self._tx() as db:
             db.execute("UPDATE runs SET heartbeat = ? WHERE id = ? AND status = 'running'", (time.time(), run_id))
 
+    def graph_of(self, run_id: int) -> tuple[Graph, str | None]:
+        """The graph a run was asked for (as it was then) and its target."""
+        rows = self._query("SELECT graph, target FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            raise RunNotFound(f"no run {run_id}")
+        return Graph.from_data(json.loads(rows[0]["graph"]), f"run {run_id}"), rows[0]["target"]
+
+    def set_source(self, run_ids: list[int], source: str) -> None:
+        with self._tx() as db:
+            db.executemany("UPDATE runs SET source = ? WHERE id = ?", [(source, i) for i in run_ids])
+
     def queued(self) -> list[int]:
         return [r["id"] for r in self._query("SELECT id FROM runs WHERE status = 'queued' ORDER BY id")]
 
@@ -364,6 +411,105 @@ class RunStore:
             if metrics:
                 db.execute("UPDATE versions SET metrics = ? WHERE key = ?", (json.dumps(metrics), key))
 
+    def settle(self, node: str, state: NodeState, run_id: int) -> None:
+        """Keep a node's settled state (done, cached, failed, stopped) for its key: what the editor
+        shows of it, also after a restart."""
+        detail = {name: getattr(state, name) for name in KEPT}
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO node_states (node, key, state, run_id, updated, detail) "
+                       "VALUES (?, ?, ?, ?, ?, ?)", (node, state.key, state.state, run_id, time.time(),
+                                                     json.dumps(detail, default=str)))
+
+    def seen(self, keys: dict[str, str | None]) -> dict[str, Seen]:
+        """For each node, its latest settled state under its current key and whether it had a result
+        under any key before (the history :meth:`nodeflow.executor.Executor.status` reads)."""
+        if not keys:
+            return {}
+        names = list(keys)
+        marks = ",".join("?" * len(names))
+        before = {r["node"] for r in self._query(f"SELECT DISTINCT node FROM node_states WHERE node IN ({marks}) "
+                                                 "AND state IN ('done', 'cached')", names)}
+        pairs = [(n, k) for n, k in keys.items() if k]
+        same: dict[str, NodeState] = {}
+        if pairs:
+            values = ",".join("(?, ?)" for _ in pairs)
+            for row in self._query(f"SELECT node, key, state, run_id, detail FROM node_states WHERE (node, key) IN "
+                                   f"(VALUES {values})", [x for pair in pairs for x in pair]):
+                detail = json.loads(row["detail"])
+                same[row["node"]] = NodeState(state=row["state"], key=row["key"],
+                                              **{k: v for k, v in detail.items() if k in KEPT})
+        return {n: Seen(same.get(n), n in before) for n in keys}
+
+    def measured(self, node_type: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        """What the latest finished run of a node of this type with these params took: its seconds
+        and its epochs (for a training), or None if none ran here."""
+        rows = self._query("SELECT ns.detail FROM versions v JOIN node_states ns ON ns.key = v.key WHERE v.type = ? "
+                           "AND v.params = ? AND ns.state = 'done' ORDER BY ns.updated DESC LIMIT 1",
+                           (node_type, json.dumps(params)))
+        if not rows:
+            return None
+        detail = json.loads(rows[0]["detail"])
+        return {"seconds": detail.get("seconds"), "epochs": detail.get("epochs")}
+
+    def produced(self, key: str) -> tuple[int, str] | None:
+        """The run and node that computed the result ``key`` (for its stored curves), if recorded."""
+        rows = self._query("SELECT run_id, node FROM versions WHERE key = ?", (key,))
+        return (rows[0]["run_id"], rows[0]["node"]) if rows else None
+
+    # -- sweeps ---------------------------------------------------------------------------------------
+    def create_sweep(self, grid: list[tuple[str, list[Any]]], target: str | None, graph_name: str,
+                     branches: list[tuple[dict[str, Any], int]], metric: str | None = None) -> int:
+        """A sweep, the metric that ranks it (None: the default) and its branches (the values of each,
+        and the run that computes it)."""
+        with self._tx() as db:
+            cursor = db.execute("INSERT INTO sweeps (grid, target, metric, graph_name, created) VALUES (?, ?, ?, ?, ?)",
+                                (json.dumps([[n, v] for n, v in grid]), target, metric, graph_name, time.time()))
+            sweep_id = int(cursor.lastrowid)
+            db.executemany("INSERT INTO sweep_branches (sweep_id, branch, run_id, params) VALUES (?, ?, ?, ?)",
+                           [(sweep_id, i, run_id, json.dumps(params)) for i, (params, run_id) in enumerate(branches)])
+        return sweep_id
+
+    def sweep(self, sweep_id: int | str) -> dict[str, Any]:
+        """``{"id", "grid", "target", "metric", "graph_name", "created", "branches": [{"params", "run"}]}``."""
+        text = str(sweep_id)
+        number = int(text) if text.isdigit() and len(text) <= 18 else 0
+        rows = self._query("SELECT * FROM sweeps WHERE id = ?", (number,)) if number else []
+        if not rows:
+            raise RunNotFound(f"no sweep {text[:40]!r}")
+        row = rows[0]
+        branches = self._query("SELECT run_id, params FROM sweep_branches WHERE sweep_id = ? ORDER BY branch",
+                               (number,))
+        return {"id": row["id"], "grid": json.loads(row["grid"]), "target": row["target"], "metric": row["metric"],
+                "graph_name": row["graph_name"], "created": row["created"],
+                "branches": [{"params": json.loads(b["params"]), "run": b["run_id"]} for b in branches]}
+
+    def sweep_of(self, run_id: int) -> int | None:
+        rows = self._query("SELECT sweep_id FROM sweep_branches WHERE run_id = ?", (run_id,))
+        return rows[0]["sweep_id"] if rows else None
+
+    def _import_sweep_files(self) -> None:
+        """Sweeps an earlier version kept as ``sweeps/N.json`` beside this file, taken in once."""
+        folder = self.path.parent / "sweeps"
+        if not folder.is_dir():
+            return
+        for path in sorted(folder.glob("*.json")):
+            if not path.stem.isdigit():
+                continue
+            try:
+                record = json.loads(path.read_text())
+                with self._tx() as db:
+                    if db.execute("SELECT 1 FROM sweeps WHERE id = ?", (int(path.stem),)).fetchone():
+                        continue
+                    db.execute("INSERT INTO sweeps (id, grid, target, metric, graph_name, created) "
+                               "VALUES (?, ?, ?, ?, ?, ?)",
+                               (int(path.stem), json.dumps(record["grid"]), record.get("target"), record.get("metric"),
+                                record.get("graph_name", ""), record.get("created", time.time())))
+                    db.executemany("INSERT INTO sweep_branches (sweep_id, branch, run_id, params) VALUES (?, ?, ?, ?)",
+                                   [(int(path.stem), i, b["run"], json.dumps(b["params"]))
+                                    for i, b in enumerate(record["branches"])])
+            except (OSError, ValueError, KeyError, TypeError, sqlite3.Error):
+                continue  # an unreadable old file stays where it is, untouched
+
     # -- reading ------------------------------------------------------------------------------------
     def _row(self, row: sqlite3.Row, graph: bool = False) -> dict[str, Any]:
         data = {"id": row["id"], "graph_name": row["graph_name"], "graph_hash": row["graph_hash"],
@@ -373,23 +519,58 @@ class RunStore:
                 "changes": json.loads(row["changes"]), "nodes": json.loads(row["nodes"]),
                 "models": json.loads(row["models"]), "error": row["error"], "warnings": json.loads(row["warnings"])}
         if data["status"] == "queued":
-            data["position"] = self.queued().index(row["id"]) + 1
+            data["position"] = row["position"]
         if graph:
             data["graph"] = json.loads(row["graph"])
         return data
 
     def list(self, limit: int = 200) -> list[dict[str, Any]]:
-        rows = self._query("SELECT * FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+        rows = self._query(f"SELECT *, {POSITION} AS position FROM runs r ORDER BY id DESC LIMIT ?", (limit,))
         return [self._row(r) for r in rows]
 
     def get(self, run_id: int | str) -> dict[str, Any]:
         number = run_number(run_id)
-        rows = self._query("SELECT * FROM runs WHERE id = ?", (number,))
+        rows = self._query(f"SELECT *, {POSITION} AS position FROM runs r WHERE id = ?", (number,))
         if not rows:
             raise RunNotFound(f"no run {number} (see 'nodeflow runs')")
         data = self._row(rows[0], graph=True)
         data["curves"] = self.curves(number)
         return data
+
+    def place(self, run_id: int) -> tuple[str, int | None]:
+        """A run's status and, while queued, its place in the queue (1: next)."""
+        rows = self._query(f"SELECT status, {POSITION} AS position FROM runs r WHERE id = ?", (run_id,))
+        if not rows:
+            raise RunNotFound(f"no run {run_id}")
+        return rows[0]["status"], rows[0]["position"]
+
+    def run_curves(self, run: dict[str, Any]) -> dict[str, dict[str, list[list[float]]]]:
+        """A run's curves by node, and for a node it took from the cache, the curves of the run that
+        computed that result (so a sweep branch that came from the cache has its curves too)."""
+        curves = dict(run.get("curves") or self.curves(run["id"]))
+        for node, info in run["nodes"].items():
+            if node not in curves and info.get("status") == "cached" and info.get("key"):
+                made = self.produced(info["key"])
+                if made is not None:
+                    found = self.curves(made[0]).get(made[1])
+                    if found:
+                        curves[node] = found
+        return curves
+
+    def result_curves(self, key: str) -> dict[str, Any]:
+        """The curves of the node run that computed ``key``, as a node's series
+        (``{name: [{"step", "value"}]}``), with that run's start and end."""
+        made = self.produced(key)
+        if made is None:
+            return {"series": {}, "started": None, "finished": None}
+        rows = self._query("SELECT started, ended FROM runs WHERE id = ?", (made[0],))
+        points = self._query("SELECT name, step, value FROM curves WHERE run_id = ? AND node = ? ORDER BY name, step",
+                             made)
+        series: dict[str, list[dict[str, float]]] = {}
+        for r in points:
+            series.setdefault(r["name"], []).append({"step": r["step"], "value": r["value"]})
+        return {"series": series, "started": rows[0]["started"] if rows else None,
+                "finished": rows[0]["ended"] if rows else None}
 
     def curves(self, run_id: int) -> dict[str, dict[str, list[list[float]]]]:
         """node -> metric -> [[step, value], ...]"""
@@ -499,14 +680,15 @@ def _model_parent(version: dict[str, Any]) -> str | None:
 
 
 class RunRecorder:
-    """Listens to one run's executor events and writes them to the store as they happen, so a
-    kill leaves every finished node and every epoch point recorded."""
+    """Listens to one run's events and writes them to the store as they happen, so a kill leaves
+    every finished node and every epoch point recorded. What each node did is what the one reducer
+    (:class:`nodeflow.events.Board`) makes of the events, as every view shows it."""
 
     def __init__(self, store: RunStore, run_id: int, facts: dict[str, NodeFacts]) -> None:
         self.store = store
         self.run_id = run_id
         self.facts = facts
-        self.nodes: dict[str, dict[str, Any]] = {}
+        self.board = Board()
         self.models: list[str] = []
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, daemon=True, name=f"nodeflow-run-{run_id}-heartbeat")
@@ -523,43 +705,41 @@ class RunRecorder:
         self._stop.set()
 
     def __call__(self, event: Event) -> None:
-        node, data = event.node_id, event.data
-        if event.kind == "run_started":
-            for node_id, action in (data.get("plan") or {}).items():
-                self.nodes.setdefault(node_id, {"status": "planned" if action == "run" else "cached"})
-            self._save()
-        elif event.kind == "node_started" and node:
-            self.nodes[node] = {"status": "running", "key": data.get("key")}
-            self._save()
-        elif event.kind == "metric" and node:
-            step, name = data.get("step"), data.get("name", "")
-            if step is not None and not name.startswith("batch"):
-                self.store.add_point(self.run_id, node, name, int(step), float(data["value"]))
-        elif event.kind == "node_finished" and node:
-            key = data.get("key")
-            metrics = dict(data.get("metrics") or {})
-            self.nodes[node] = {"status": "cached" if data.get("from_cache") else "ran",
-                                "seconds": round(float(data.get("seconds") or 0.0), 3), "metrics": metrics,
-                                "key": key}
-            facts = self.facts.get(node)
-            if key and facts is not None:
-                self.store.add_version(key, node, facts, metrics, self.run_id)
-                if facts.is_model and not data.get("from_cache") and key not in self.models:
-                    self.models.append(key)
-            self._save()
-        elif event.kind == "node_failed" and node:
-            entry = self.nodes.setdefault(node, {})
-            entry.update(status="failed", error=data.get("message"), key=data.get("key") or entry.get("key"))
-            self._save()
-        elif event.kind == "node_skipped" and node:
-            self.nodes[node] = {"status": "skipped"}
-            self._save()
-        elif event.kind == "interrupted" and node:
-            self.nodes.setdefault(node, {}).update(status="interrupted")
-            self._save()
+        changed = self.board.apply(event)
+        if isinstance(event, Metric):
+            if event.step is not None and not event.name.startswith("batch") and event.node_id:
+                self.store.add_point(self.run_id, event.node_id, event.name, int(event.step), float(event.value))
+            return
+        if not changed or event.kind in ("progress", "log", "preview"):
+            return
+        for node_id in changed:
+            state = self.board.nodes[node_id]
+            facts = self.facts.get(node_id)
+            if event.kind == "node_finished" and state.key and facts is not None:
+                self.store.add_version(state.key, node_id, facts, dict(state.metrics), self.run_id)
+                if facts.is_model and state.state == "done" and state.key not in self.models:
+                    self.models.append(state.key)
+            if state.state in SETTLED and state.key and not isinstance(event, RunStarted):
+                self.store.settle(node_id, state, self.run_id)
+        self.store.update_nodes(self.run_id, {n: node_record(s) for n, s in self.board.nodes.items()}, self.models)
 
-    def _save(self) -> None:
-        self.store.update_nodes(self.run_id, self.nodes, self.models)
+
+def node_record(state: NodeState) -> dict[str, Any]:
+    """A node as a run's record (and ``nodeflow run --report``) tells it: its status in the report's
+    words (ran, cached, failed, skipped, interrupted; running or planned while the run goes)."""
+    record: dict[str, Any] = {"status": REPORT_WORDS.get(state.state, state.state)}
+    if state.key:
+        record["key"] = state.key
+    for moment in ("started", "finished"):
+        if getattr(state, moment) is not None:
+            record[moment] = round(getattr(state, moment), 3)
+    if state.state in ("done", "cached"):
+        record.update(seconds=round(float(state.seconds or 0.0), 3), metrics=dict(state.metrics))
+    elif state.state == "failed":
+        record["error"] = state.error
+    elif state.state == "stopped" and state.epochs:
+        record.update(epoch=state.epoch, epochs=state.epochs, resumable=state.resumable)
+    return record
 
 
 def report_status(report: Any) -> str:
@@ -570,17 +750,21 @@ def report_status(report: Any) -> str:
 
 
 class Recording:
-    """Record one run of ``executor`` in ``store``: ``with Recording(...) as rec: report = executor.run(...)``,
-    then ``rec.report = report``. Whatever happens in the block, the row ends in a final status."""
+    """Record one run of ``executor`` in ``store``: ``with Recording(...) as rec: rec.report =
+    executor.run(graph)``. Whatever happens in the block, the row ends in a final status.
+
+    ``subscribe=False`` leaves hearing the run to the caller, who passes ``rec.recorder`` as a
+    listener of that run alone: several runs of one executor at once (a sweep's branches)."""
 
     def __init__(self, store: RunStore, executor: Any, graph: Graph, target: str | None = None,
-                 source: str = "cli", run_id: int | None = None) -> None:
+                 source: str = "cli", run_id: int | None = None, subscribe: bool = True) -> None:
         self.store = store
         self.run_id = run_id if run_id is not None else store.create(graph, target, source)
         self.recorder = RunRecorder(store, self.run_id, graph_facts(executor, graph))
-        self._unsubscribe = executor.subscribe(self.recorder)
+        self._unsubscribe = executor.subscribe(self.recorder) if subscribe else (lambda: None)
         self.report: Any = None
         self.status: str | None = None
+        self.error: str | None = None
 
     def __enter__(self) -> Recording:
         return self
@@ -593,5 +777,5 @@ class Recording:
                 self.status = report_status(self.report)
             else:
                 self.status = "interrupted" if kind is KeyboardInterrupt else "failed"
-        error = None if exc is None else (str(exc).strip() or type(exc).__name__)
+        error = self.error if exc is None else (str(exc).strip() or type(exc).__name__)
         self.store.finish(self.run_id, self.status, error)

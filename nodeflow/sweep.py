@@ -167,37 +167,29 @@ def check_metric(graph: Graph, metric: str | None) -> None:
         raise GridError(f"metric: no node '{node_id[:100]}'", "metric")
 
 
-def run_sweep(make_executor, branches: list[Branch], target: str | None = None, force: tuple[str, ...] = (),
-              dispatcher: Any = None, store: RunStore | None = None) -> list[Branch]:
-    """Run every branch, each through its own executor (so events and history stay per branch)
-    sharing one cache; with a dispatcher all branches are one dispatch. Each is recorded in
-    ``store`` when given."""
-    executors = [make_executor() for _ in branches]
-    for executor in executors[1:]:
-        executor.cache = executors[0].cache  # one memory cache too, for values that are not persisted
+def run_sweep(executor: Any, branches: list[Branch], target: str | None = None, force: tuple[str, ...] = (),
+              backend: Any = None, store: RunStore | None = None) -> list[Branch]:
+    """Run every branch as one run of the scheduler (:func:`nodeflow.scheduler.execute`) on ``backend``
+    (one node at a time here when None; a Dask backend runs independent branches at once). Each
+    branch is recorded in ``store`` when given; a branch that a stop left with nothing done is
+    cancelled."""
+    from nodeflow.scheduler import InProcess, execute
+
     with contextlib.ExitStack() as stack:
-        recordings = []
-        for branch, executor in zip(branches, executors):
-            if store is not None:
-                recording = stack.enter_context(Recording(store, executor, branch.graph, target, source="sweep"))
-                branch.run_id = recording.run_id
-                recordings.append(recording)
-        if dispatcher is None:
-            for i, (branch, executor) in enumerate(zip(branches, executors)):
-                branch.report = executor.run(branch.graph, target=target, force=force)
-                if recordings:
-                    recordings[i].report = branch.report
-                if branch.report.interrupted:
-                    break
-        else:
-            prepared = [ex.prepare(b.graph, target, force) for b, ex in zip(branches, executors)]
-            for i, (branch, report) in enumerate(zip(branches, dispatcher.run(prepared))):
-                branch.report = report
-                if recordings:
-                    recordings[i].report = report
-        for i, branch in enumerate(branches):  # a branch never started (a stop before it) is cancelled
-            if branch.report is None and recordings:
-                recordings[i].status = "cancelled"
+        recordings = [stack.enter_context(Recording(store, executor, b.graph, target, source="sweep",
+                                                          subscribe=False))
+                      for b in branches] if store is not None else []
+        for branch, recording in zip(branches, recordings):
+            branch.run_id = recording.run_id
+        listeners = [[r.recorder] for r in recordings] or [[] for _ in branches]
+        prepared = [executor.prepare(b.graph, target, force, heard) for b, heard in zip(branches, listeners)]
+        reports = execute(prepared, backend if backend is not None else InProcess(executor.stop_flag))
+        for i, (branch, report) in enumerate(zip(branches, reports)):
+            branch.report = report
+            if recordings:
+                recordings[i].report = report
+                if report.interrupted and all(r.status == "skipped" for r in report.nodes.values()):
+                    recordings[i].status = "cancelled"
     return branches
 
 

@@ -1,12 +1,14 @@
-"""Runs graphs in a child process, so that a crash there (the OOM killer, a segfault, kill -9)
-takes down only the worker: the editor stays up, marks the running node failed with the cause,
-keeps every cached result, and starts a fresh worker for the next run.
+"""A backend that computes tasks in a child process, so that a crash there (the OOM killer, a
+segfault, kill -9) takes down only the worker: the editor stays up, the running node fails with the
+cause, every cached result is kept, and the next task starts a fresh worker.
 
-The worker is kept between runs, so values that live only in memory stay cached too.
+The worker is kept between tasks and runs, so values that live only in memory stay cached too; the
+editor's executor is told which (:meth:`nodeflow.cache.Cache.set_elsewhere`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing as mp
 import signal
 import threading
@@ -15,10 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nodeflow.errors import GraphInvalid
-from nodeflow.executor import Executor, NodeReport, RunReport
+from nodeflow.events import Event, from_json, to_json
+from nodeflow.executor import Executor
 from nodeflow.graph import Graph
-from nodeflow.node import Event, Registry
+from nodeflow.node import Registry
+from nodeflow.scheduler import Outcome, Task
 
 _CONTEXT = mp.get_context("spawn")  # a fresh interpreter: no threads or CUDA state inherited
 
@@ -28,13 +31,14 @@ class WorkerDied(RuntimeError):
 
 
 def _serve(conn, origins, workspace: str, device: str, stop, allowed_roots: list[str] | None = None) -> None:
-    """The worker's main loop: build the registry, then run graphs on request. ``allowed_roots``
+    """The worker's main loop: build the registry, then compute tasks on request. ``allowed_roots``
     confines every path a node resolves (a run for the editor)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the parent's to handle
     registry = Registry.rebuild(origins)
     roots = None if allowed_roots is None else [Path(r) for r in allowed_roots]
     executor = Executor(registry, Path(workspace), device=device, stop_flag=stop, allowed_roots=roots)
-    executor.subscribe(lambda e: conn.send(("event", e.kind, e.node_id, e.data)))
+    checked: tuple[str, Any] = ("", None)
+    values: dict[str, dict[str, dict[str, Any]]] = {}
     conn.send(("ready",))
     while True:
         try:
@@ -43,34 +47,96 @@ def _serve(conn, origins, workspace: str, device: str, stop, allowed_roots: list
             return
         if message[0] == "exit":
             return
-        _, graph_data, target, force = message
+        _, graph_text, node_id, key, force, fetch, run = message
+        digest = hashlib.sha256(graph_text.encode()).hexdigest()
         try:
-            report = executor.run(Graph.from_data(graph_data), target, force)
-            conn.send(("done", report.to_json(), executor.cache.memory_metrics()))
-        except GraphInvalid as exc:
-            conn.send(("invalid", str(exc)))
-        except Exception as exc:
-            conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+            if checked[0] != digest:  # the graph is checked once for all the tasks of a run
+                checked = (digest, executor.check(Graph.loads(graph_text, "the run's graph")))
+            if run not in values:  # values passed between the tasks of the latest run only
+                values = {run: {}}
+            outcome = executor.compute(checked[1], node_id, key, lambda e: conn.send(("event", to_json(e))), stop,
+                                       force=force, values=values[run], fetch=fetch)
+        except Exception as exc:  # a bug in checking or computing: say so, keep the worker
+            outcome = Outcome("failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        conn.send(("outcome", outcome.to_json(), executor.cache.memory_metrics()))
 
 
-class WorkerProcess:
-    """One worker process, started on first use and again after it dies."""
+class WorkerBackend:
+    """Tasks computed one at a time in one worker process, started on first use and again after it
+    dies. ``on_memory`` is told, after each task, the metrics of every result the worker holds in
+    memory (so the editor counts them as cached)."""
+
+    keeps_values = True
+    wants_outputs = False
 
     def __init__(self, registry: Registry, workspace: Path, device: str = "auto",
-                 allowed_roots: list[Path] | None = None) -> None:
+                 allowed_roots: list[Path] | None = None,
+                 on_memory: Callable[[dict[str, dict[str, float]]], None] = lambda metrics: None) -> None:
         self.origins = registry.origins
         self.workspace = Path(workspace)
         self.device = device
         self.allowed_roots = None if allowed_roots is None else [str(r) for r in allowed_roots]
+        self.on_memory = on_memory
         self._stop = _CONTEXT.Event()
         self._process: Any = None
         self._conn: Any = None
         self._lock = threading.Lock()
+        self._task: tuple[Task, Callable[[Event], None]] | None = None
+        #: how many times the worker died under a task
+        self.deaths = 0
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None and self._process.is_alive() else None
 
+    # -- the backend protocol (see nodeflow.scheduler) ------------------------------------------------
+    def begin(self, branches: list[Any]) -> None:
+        self._stop.clear()
+
+    def end(self) -> None:
+        pass
+
+    def free(self) -> int:
+        return 0 if self._task is not None else 1
+
+    def submit(self, task: Task, emit: Callable[[Event], None]) -> None:
+        with self._lock:
+            self._task = (task, emit)
+            try:
+                self._ensure_started()
+                self._conn.send(("task", task.branch.checked.graph.dumps(), task.node_id, task.key, task.force,
+                                 task.fetch, task.run))
+            except WorkerDied:
+                pass  # collect says why
+
+    def collect(self, timeout: float) -> list[tuple[Task, Outcome]]:
+        if self._task is None:
+            return []
+        task, emit = self._task
+        try:
+            while True:
+                message = self._receive(timeout)
+                if message is None:
+                    return []
+                if message[0] == "event":
+                    emit(from_json(message[1]))
+                    timeout = 0.0  # relay what came, then let the scheduler look at its stop flags
+                    continue
+                _, outcome, memory = message
+                self.on_memory(memory)
+                self._task = None
+                return [(task, Outcome.from_json(outcome))]
+        except WorkerDied as exc:
+            self.deaths += 1
+            self._task = None
+            self.on_memory({})
+            cause = f"{exc}; every other cached result is kept, and the next run starts a new worker"
+            return [(task, Outcome("failed", error=cause, fatal=True))]
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- the process ---------------------------------------------------------------------------------
     def _ensure_started(self) -> None:
         if self._process is not None and self._process.is_alive():
             return
@@ -81,61 +147,32 @@ class WorkerProcess:
         self._process.start()
         child.close()
         self._conn = parent
-        reply = self._receive()
-        if reply[0] != "ready":
+        reply = self._receive(None)
+        if reply is None or reply[0] != "ready":
             raise WorkerDied(f"the worker process did not start: {reply}")
 
-    def _receive(self) -> tuple:
+    def _receive(self, timeout: float | None) -> tuple | None:
+        """The worker's next message; None when none came within ``timeout`` (None: wait for one)."""
+        if self._process is None:
+            raise WorkerDied("the worker process did not start")
+        waited = 0.0
         while True:
-            if self._conn.poll(0.2):
+            step = 0.2 if timeout is None else min(0.2, max(0.0, timeout - waited))
+            if self._conn.poll(step):
                 try:
                     return self._conn.recv()
                 except EOFError:
                     break
             if not self._process.is_alive():
                 break
+            waited += step
+            if timeout is not None and waited >= timeout:
+                return None
         self._process.join(5)
         raise WorkerDied(_death_cause(self._process.exitcode))
 
-    def run(self, graph: Graph, target: str | None, force: list[str],
-            on_event: Callable[[Event], None],
-            on_memory: Callable[[dict[str, dict[str, float]]], None]) -> RunReport:
-        """Run in the worker, relaying its events; returns the report, also when the worker dies."""
-        with self._lock:
-            self._stop.clear()
-            running: str | None = None
-            reports: dict[str, NodeReport] = {}
-            try:
-                self._ensure_started()
-                self._conn.send(("run", graph.model_dump(mode="json"), target, list(force)))
-                while True:
-                    message = self._receive()
-                    if message[0] == "event":
-                        _, kind, node_id, data = message
-                        if kind == "node_started":
-                            running = node_id
-                        elif kind in ("node_finished", "node_failed") and node_id == running:
-                            running = None
-                        if kind == "node_finished":
-                            reports[node_id] = NodeReport("cached" if data.get("from_cache") else "ran",
-                                                          data.get("seconds", 0.0), data.get("metrics", {}))
-                        on_event(Event(kind, node_id, data))
-                    elif message[0] == "done":
-                        on_memory(message[2])
-                        return RunReport.from_json(message[1])
-                    else:  # invalid graph (edited meanwhile) or an executor bug: the message says which
-                        raise RuntimeError(message[1])
-            except WorkerDied as exc:
-                on_memory({})
-                cause = f"{exc}; every other cached result is kept, and the next run starts a new worker"
-                if running is not None:
-                    reports[running] = NodeReport("failed", error=cause)
-                    on_event(Event("node_failed", running, {"message": cause, "traceback": ""}))
-                on_event(Event("run_finished", None, {"ok": False}))
-                return RunReport(ok=False, nodes=reports)
-
     def interrupt(self) -> None:
-        self._stop.set()
+        self.stop()
 
     def kill(self) -> None:
         """Kill the worker outright (what the OOM killer would do); used by tests."""

@@ -16,6 +16,7 @@ from nodes.engine.device import free_memory, is_out_of_memory
 from nodes.engine.hooks import Hooks, Stopped
 from nodes.engine.inference import Outcome
 from nodes.engine.models import SpecError, summarize
+from nodes.engine.multinode import SettingError
 from nodes.engine.values import ImageSet, ModelValue
 
 
@@ -121,19 +122,31 @@ def png_preview(png: bytes, label: str) -> dict[str, Any]:
 
 
 def hooks(ctx: RunContext, checkpoints: bool = False) -> Hooks:
-    """The engine's hooks for a node's run context: progress, metrics, logs and previews go to the
-    editor; a stop request is polled between batches and inside long passes."""
+    """The engine's hooks for a node's run context: progress (with a training's completed epochs,
+    which the editor shows as "epoch 12/40"), metrics, logs and previews go to the editor; a stop
+    request is polled between batches and inside long passes."""
     return Hooks(workspace=ctx.workspace, checkpoints=ctx.checkpoints if checkpoints else None,
                  progress=ctx.progress, metric=ctx.log_metric, log=ctx.log, preview=ctx.preview,
                  should_stop=lambda: ctx.interrupted)
 
 
 @contextlib.contextmanager
-def engine_errors(ctx: RunContext, batch_size: int | None = None) -> Iterator[None]:
-    """Translate what the engine raises into what the executor understands: a stop request into
-    ``Interrupted``, running out of memory into a ParamProblem that names batch_size."""
+def settings_named() -> Iterator[None]:
+    """An engine setting that cannot work as a ParamProblem naming the param of the same name."""
     try:
         yield
+    except SettingError as exc:
+        raise ParamProblem(str(exc), param=exc.setting) from None
+
+
+@contextlib.contextmanager
+def engine_errors(ctx: RunContext, batch_size: int | None = None) -> Iterator[None]:
+    """Translate what the engine raises into what the executor understands: a stop request into
+    ``Interrupted``, a setting that cannot work or running out of memory into a ParamProblem that
+    names the param (batch_size for memory)."""
+    try:
+        with settings_named():
+            yield
     except Stopped:
         raise Interrupted(f"node '{ctx.node_id}' was interrupted") from None
     except RuntimeError as exc:  # torch.OutOfMemoryError is one

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import textwrap
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -15,16 +16,16 @@ from pydantic import Field
 from nodeflow.files import atomic_write_bytes, atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, ParamWarning, Port, RunContext, ScriptContext, ScriptPart
 from nodes.checks import (check_fit, data_facts, engine_errors, hooks, keep_outcome, model_facts,
-                          output_activation_warning, output_node, png_preview, value_facts)
+                          output_activation_warning, output_node, png_preview, settings_named, value_facts)
 from nodes.engine.distributed import current as current_group
-from nodes.engine.fit import FitConfig, NothingToTrain, TeacherMismatch, fit
+from nodes.engine.fit import FitConfig, NothingToTrain, TeacherMismatch
 from nodes.engine.inference import outcome
 from nodes.engine.loop import NonFiniteLoss, resolve_spec
 from nodes.engine.lr_range import LRRangeConfig, lr_range_test
+from nodes.engine.multinode import Launch, Machines, assists, fit_launched, machines
 from nodes.engine.pipeline import resolve_workers
 from nodes.engine.plots import line_plot_png
 from nodes.engine.scripting import DEVICE, FEATURE_CACHE_NOTE, IMPORTS, ScriptData, ScriptModel, call, functions
-from nodes.launch import assists, launching, machines
 from nodes.ports import IMAGES, METRICS, MODEL, TRAINED_MODEL, ImageSet, Metrics, ModelValue
 
 #: Trainer params that are not settings of one training (how many processes run it)
@@ -116,7 +117,7 @@ class Trainer(Node):
     def infer(cls, params: Params, inputs, node_id: str | None = None):
         model, data = inputs.get("model") or {}, inputs.get("data") or {}
         check_fit(model, data)
-        machines(params)  # node_rank within num_nodes, an endpoint when there are several machines
+        cls.machines(params)  # node_rank within num_nodes, an endpoint when there are several machines
         if "spec" not in model:
             return {}
         classes = data.get("classes")
@@ -138,8 +139,8 @@ class Trainer(Node):
         return [warning if last else ParamWarning(warning.message, port="model")]
 
     @classmethod
-    def assists(cls, params: Params) -> bool:
-        return assists(params)
+    def recorded_elsewhere(cls, params: Params) -> bool:
+        return assists(cls.launch(params))
 
     @staticmethod
     def fit_config(params: Params, device: str) -> FitConfig:
@@ -230,12 +231,21 @@ class Trainer(Node):
                           imports=(*IMPORTS, "import copy") if params.early_stopping else IMPORTS,
                           notes=_notes(params, ctx, data), outputs={"model": replace(model, build=build, trained=trained)})
 
-    @launching
-
     @classmethod
     def measures(cls, params: Params) -> dict[str, str]:
         return {"train_loss": "train", "train_accuracy": "train", "train_images": "train",
                 "val_loss": "validation", "val_accuracy": "validation", "validation_images": "validation"}
+
+    @staticmethod
+    def launch(params: Params, key: str = "") -> Launch:
+        """Where the engine runs the training: the launch params, the rendezvous named by the cache key."""
+        return Launch(params.devices, params.num_nodes, params.node_rank, params.rdzv_endpoint, key)
+
+    @classmethod
+    def machines(cls, params: Params, environ: Mapping[str, str] | None = None) -> Machines:
+        """The machines the training runs on (params, else NODEFLOW_* or SLURM in ``environ``)."""
+        with settings_named():
+            return machines(cls.launch(params), environ)
 
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
             teacher: ModelValue | None = None) -> dict:
@@ -258,15 +268,16 @@ class Trainer(Node):
                                     resolve_workers(params.workers))
                 keep_outcome(ctx, split, found, trained.classes)
 
-    @launching
     def train(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
               teacher: ModelValue | None = None) -> dict:
-        """The training itself: under torchrun with several devices or machines (see ``launching``)."""
+        """The training itself: here, or under torchrun with several devices or machines (see
+        :func:`nodes.engine.multinode.fit_launched`)."""
         check_fit(value_facts(model), data_facts(data))
         config = self.fit_config(params, ctx.device)
         with engine_errors(ctx, params.batch_size):
             try:
-                result = fit(model, data, config, hooks(ctx, checkpoints=True), teacher)
+                result = fit_launched(model, data, config, hooks(ctx, checkpoints=True), teacher,
+                                      self.launch(params, ctx.key))
             except NothingToTrain as exc:
                 raise ParamProblem(f"{exc}; unfreeze some blocks (fine-tune node) or set the backbone's "
                                    "feature_extractor to false", port="model") from None
@@ -277,7 +288,7 @@ class Trainer(Node):
                 raise ParamProblem(f"{exc} of epoch {exc.epoch} (learning rate {exc.lr:g}); lower lr or set {clip}. Nothing after "
                                    "this node runs; the last finished epoch stays as a checkpoint",
                                    param="lr") from None
-        return {"model": result.model}
+        return {} if result is None else {"model": result.model}  # None: another machine records it
 
     def estimate(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
                  teacher: ModelValue | None = None) -> dict:
@@ -482,7 +493,7 @@ class LRFinder(Node):
         config = LRRangeConfig(**params.model_dump(), device=ctx.device)
         with engine_errors(ctx, params.batch_size):
             try:
-                found = estimate_fit(model, data, config, ctx.workspace, steps=params.steps,
+                found = estimate_fit(model, data, config.fit_config(), ctx.workspace, steps=params.steps,
                                      should_stop=lambda: ctx.interrupted)
             except NothingToTrain as exc:
                 raise ParamProblem(str(exc), port="model") from None

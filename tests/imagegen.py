@@ -144,6 +144,7 @@ def make_hue_set(root: Path, per_class: int = 40, size: int = 16, fractions: Seq
             grey = np.random.default_rng(rng.getrandbits(32)).normal(0, 8, (size, size, 1))  # the same on each channel
             pixels = (np.asarray(image, dtype=np.float32) + grey).clip(0, 255).astype(np.uint8)
             Image.fromarray(pixels).save(folder / f"{name}.{i:04d}.png")
+    return root
 
 
 #: breeds of the generated Oxford-IIIT Pet copy: (name as in its file names, class id, species 1 cat / 2 dog,

@@ -209,6 +209,44 @@ class Timed(Slow):
                 "device": "cpu"}
 
 
+class Epochs(Node):
+    """Trains for ``epochs`` epochs of ``delay`` seconds as a trainer does: it says which epoch it is in,
+    logs a loss per epoch, writes a checkpoint after each, and a next run resumes from it, telling the
+    earlier epochs again first. Has a cost preview, like a trainer."""
+
+    type = "test.epochs"
+    title = "Epochs"
+    category = "Test"
+    inputs = (Port("value", NUMBER, optional=True),)
+    outputs = (Port("value", NUMBER),)
+
+    class Params(NodeParams):
+        epochs: int = Field(10, ge=1, le=10_000)
+        delay: float = Field(0.05, ge=0, le=10)
+
+    def run(self, ctx, params, value=0.0):
+        record_run(ctx.node_id)
+        checkpoint = ctx.checkpoints / "last.json"
+        history = json.loads(checkpoint.read_text()) if checkpoint.is_file() else []
+        if history:
+            ctx.log(f"resuming after epoch {len(history)} from an interrupted attempt")
+        for epoch, loss in enumerate(history, start=1):
+            ctx.log_metric("loss", loss, step=epoch)
+        for epoch in range(len(history) + 1, params.epochs + 1):
+            ctx.progress(epoch - 1, params.epochs, epoch=epoch - 1, epochs=params.epochs)
+            time.sleep(params.delay)
+            ctx.check_interrupted()
+            history.append(1.0 / epoch)
+            ctx.log_metric("loss", history[-1], step=epoch)
+            checkpoint.write_text(json.dumps(history))
+        ctx.progress(params.epochs, params.epochs, epoch=params.epochs, epochs=params.epochs)
+        return {"value": (value or 0.0) + params.epochs}
+
+    def estimate(self, ctx, params, value=0.0):
+        return {"seconds": params.epochs * params.delay, "epochs": params.epochs, "epoch_seconds": params.delay,
+                "device": "cpu"}
+
+
 class Handle(Node):
     """Outputs a value that cannot be written to disk, so it is only cached in memory."""
 

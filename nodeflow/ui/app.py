@@ -410,72 +410,62 @@ class EditorPage:
 
     # -- cost preview ----------------------------------------------------------------------------
     def with_estimates(self, status: dict[str, dict[str, Any]], keys: dict[str, str]) -> dict[str, dict[str, Any]]:
-        """Each stale node's latest estimate (for the snapshot's cache ``keys``) as a line on its card."""
+        """Each stale node's price (for the snapshot's cache ``keys``) as a line on its card: the same
+        per-node numbers the Run confirmation adds up."""
         found = self.session.estimates(keys)
         for node_id, shown in status.items():
             entry = found.get(node_id)
-            if entry is not None and shown["state"] in ("stale", "idle") and entry["status"] != "cached":
+            if entry is not None and shown["state"] in ("stale", "idle") and entry["status"] not in ("cached", "ahead"):
                 line = estimate_line(entry)
                 if line:
                     shown.update(estimate=line, estimate_note=estimate_note(entry))
         return status
 
-    async def measure(self, target: str | None, reuse: bool = False) -> dict[str, Any] | None:
-        """The session's estimate, measured on a background thread (it profiles real batches);
-        None after saying why there is none."""
+    async def estimate_costs(self) -> None:
+        """The Estimate button: measure (a few real batches) on a background thread, then say the total."""
         from nicegui import run as background
 
-        note = ui.notification("Estimating the cost…", spinner=True, timeout=None) if not reuse else None
+        target = self.selected[0] if len(self.selected) == 1 else None
+        note = ui.notification("Estimating the cost…", spinner=True, timeout=None)
         try:
-            return await background.io_bound(self.session.estimate, target, reuse)
+            found = await background.io_bound(self.session.estimate, target)
         except GraphInvalid as exc:
             lines = [str(p) for p in exc.problems]
             ui.notify("Cannot estimate: " + "; ".join(lines[:3]) + (f" (+{len(lines) - 3} more)" if len(lines) > 3
                                                                    else ""), type="negative", multi_line=True)
+            return
         except KeyError as exc:
             ui.notify(str(exc).strip('"'), type="warning")
+            return
         finally:
-            if note is not None:
-                note.dismiss()
+            note.dismiss()
             self.tick_now()
-        return None
+        ui.notify(f"Estimated: ≈ {format_seconds(found['total_seconds'])}" + (f" up to {target}" if target else ""),
+                  type="info", timeout=3000)
 
-    async def estimate_costs(self) -> None:
-        target = self.selected[0] if len(self.selected) == 1 else None
-        found = await self.measure(target)
-        if found is not None:
-            ui.notify(f"Estimated: ≈ {format_seconds(found['total_seconds'])}" + (f" up to {target}" if target else ""),
-                      type="info", timeout=3000)
-
-    def run(self, target: str | None):
-        """Run, after a look at the cost: over RUN_CONFIRM_SECONDS a dialog lists the heavy nodes.
-        A plan with nothing to measure (no node with an estimate would compute) starts at once."""
+    def run(self, target: str | None) -> None:
+        """Run at once: nothing is measured first. When the run's price is already known (it ran before
+        with these params, or was profiled in the background) and is over RUN_CONFIRM_SECONDS, a
+        dialog lists the heavy nodes first, with the numbers their cards show."""
         try:
-            plan = self.session.executor.plan(self.session.graph, target)
+            found = self.session.price(target)
         except (GraphInvalid, KeyError):
-            plan = {}  # start_run says what is wrong
-        graph = self.session.graph
-        if not any(action == "run" and graph.has_node(node_id) and graph.node(node_id).type in self.session.registry
-                   and self.session.registry.get(graph.node(node_id).type).has_estimate()
-                   for node_id, action in plan.items()):
-            return self.start_run(target)
-        return self.run_after_estimate(target)
-
-    async def run_after_estimate(self, target: str | None) -> None:
-        found = await self.measure(target, reuse=True)
+            found = None  # start_run says what is wrong
         if found is not None and found["total_seconds"] > RUN_CONFIRM_SECONDS:
             self.confirm_run(target, found)
             return
-        self.start_run(target)  # an invalid graph or an unknown node: start_run says what is wrong
+        self.start_run(target)
 
     def confirm_run(self, target: str | None, found: dict[str, Any]) -> None:
-        heavy = sorted(((n, e) for n, e in found["nodes"].items() if e["status"] != "cached"
+        heavy = sorted(((n, e) for n, e in found["nodes"].items() if e["status"] not in ("cached", "ahead")
                         and isinstance(e.get("seconds"), (int, float)) and e["seconds"] >= 1),
                        key=lambda item: -item[1]["seconds"])
         with ui.dialog() as dialog, ui.card().classes("w-[36rem] nf-run-confirm"):
             ui.label(f"This run takes about {format_seconds(found['total_seconds'])}").classes("text-h6")
-            ui.label(f"More than {format_seconds(RUN_CONFIRM_SECONDS)}, measured on a few batches of the real data. "
-                     "The heavy nodes:").classes("text-sm text-grey-8")
+            unknown = [n for n, e in found["nodes"].items() if e["status"] == "unknown"]
+            ui.label(f"More than {format_seconds(RUN_CONFIRM_SECONDS)}, from earlier runs and measurements on the "
+                     "real data" + (f" ({', '.join(unknown)} not measured yet)" if unknown else "")
+                     + ". The heavy nodes:").classes("text-sm text-grey-8")
             for node_id, entry in heavy[:10]:
                 with ui.column().classes("gap-0 nf-heavy-node"):
                     ui.label(f"{node_id}: {estimate_line(entry)}").classes("text-body2 text-weight-medium")

@@ -27,33 +27,25 @@ function fits(accepts, expected) {
   return expected === "Any" || (accepts || []).includes(expected);
 }
 
-// One word for "no result for these params yet", whether the node never ran (idle) or ran with
-// other params or inputs (stale): both mean the next run computes it.
-const STATE_LABEL = {
-  idle: "not run", stale: "not run", queued: "queued", running: "running", done: "done",
-  cached: "cached", failed: "error", invalid: "invalid", disabled: "disabled",
-};
-const STATE_HINT = {
-  idle: "Not run yet with these parameters", stale: "Ran before with other parameters or inputs: not run with these",
-  cached: "Result loaded from the cache", done: "Computed by the latest run", failed: "Failed: see the Output tab",
-  invalid: "Cannot run: see the problem below", queued: "Waiting to run", running: "Running",
-  disabled: "Disabled: a run leaves it out, and the nodes that need it (right-click to enable it)",
-};
+// How each state looks (label, colours, hint) comes from the server as the `states` prop, the one
+// table the card, the group card, the minimap and the Runs panel all draw from.
 // The state a group card shows: the most pressing one among its members.
-const GROUP_ORDER = ["failed", "running", "queued", "invalid", "stale", "idle", "disabled", "done", "cached"];
+const GROUP_ORDER = ["failed", "running", "stopped", "queued", "invalid", "stale", "idle", "skipped", "disabled",
+                     "done", "cached"];
 
-function groupState(status, members) {
-  const states = members.map((m) => (status[m] || { state: "idle" }).state);
-  const worst = GROUP_ORDER.find((s) => states.includes(s)) || "idle";
-  const same = states.filter((s) => s === worst || STATE_LABEL[s] === STATE_LABEL[worst]).length;
-  let label = STATE_LABEL[worst] || worst;
+function groupState(status, members, states) {
+  const label = (s) => (states[s] || {}).label || s;
+  const found = members.map((m) => (status[m] || { state: "idle" }).state);
+  const worst = GROUP_ORDER.find((s) => found.includes(s)) || "idle";
+  const same = found.filter((s) => s === worst || label(s) === label(worst)).length;
+  let text = label(worst);
   if (worst === "running") {
     const m = members.find((id) => (status[id] || {}).state === "running");
-    label = `running ${Math.round(((status[m] || {}).progress || 0) * 100)}%`;
-  } else if (same < states.length) {
-    label = `${same} of ${states.length} ${label}`;
+    text = `running ${Math.round(((status[m] || {}).progress || 0) * 100)}%`;
+  } else if (same < found.length) {
+    text = `${same} of ${found.length} ${text}`;
   }
-  return { state: worst, label };
+  return { state: worst, label: text };
 }
 
 // A group's title: shown, or edited in place after a double click (Enter keeps, Escape drops).
@@ -87,10 +79,16 @@ const NfNode = {
     const ctx = inject("nodeflow");
     const spec = computed(() => ctx.catalogue[props.data.type] || { inputs: [], outputs: [], title: props.data.type });
     const st = computed(() => ctx.status[props.id] || { state: "idle" });
+    const look = computed(() => ctx.states[st.value.state] || ctx.states.idle || {});
     const badge = computed(() => {
       const s = st.value;
-      if (s.state === "running") return `running ${Math.round((s.progress || 0) * 100)}%`;
-      return STATE_LABEL[s.state] || s.state;
+      if (s.state === "running" && !s.epochs) return `running ${Math.round((s.progress || 0) * 100)}%`;
+      return look.value.label || s.state;
+    });
+    // what the badge alone cannot say: "running · epoch 12/40 · 3 min left", "stopped at epoch 11/40 · ..."
+    const detail = computed(() => {
+      const s = st.value;
+      return (s.state === "running" && s.epochs) || s.state === "stopped" ? s.words : "";
     });
     const accepts = (port) => " " + (port.accepts_as || [port.type]).join(" ") + " ";
     const showError = () => ctx.emit("failure", { id: props.id });
@@ -98,8 +96,9 @@ const NfNode = {
       ev.stopPropagation();
       ctx.emit("run", { target: props.id });
     };
-    const hint = computed(() => STATE_HINT[st.value.state] || "");
-    return { spec, st, badge, hint, accepts, run, showError, Position };
+    const hint = computed(() => look.value.hint || "");
+    const badgeStyle = computed(() => ({ background: look.value.background, color: look.value.color }));
+    return { spec, st, badge, badgeStyle, detail, hint, accepts, run, showError, Position };
   },
   template: `
   <div class="nf-node" :class="['nf-state-' + st.state, selected ? 'nf-selected' : '', data.disabled ? 'nf-disabled' : '']" :data-id="id">
@@ -107,7 +106,8 @@ const NfNode = {
       <div class="nf-title">{{ data.title || spec.title }}</div>
       <button class="nf-run nodrag" title="Run to here (this node and the stale nodes it needs)" @click="run">&#9654;</button>
     </div>
-    <div class="nf-sub"><span class="nf-badge" :class="'nf-badge-' + st.state" :data-state="st.state" :title="hint">{{ badge }}</span>
+    <div class="nf-sub"><span class="nf-badge" :class="'nf-badge-' + st.state" :data-state="st.state" :title="hint"
+      :style="badgeStyle">{{ badge }}</span>
       {{ data.id }}<span v-if="data.title"> · {{ spec.title }}</span></div>
     <div v-if="st.state === 'running'" class="nf-progress"><div :style="{ width: Math.round((st.progress || 0) * 100) + '%' }"></div></div>
     <div class="nf-ports">
@@ -131,6 +131,7 @@ const NfNode = {
       <div class="nf-error">{{ st.error }}</div></div>
     <div v-else-if="st.problems && st.problems.length" class="nf-note nf-note-problem" :title="st.problems.join('\\n')">
       <div class="nf-problem">{{ st.problems[0] }}</div></div>
+    <div v-else-if="detail" class="nf-note nf-note-state" :data-state="st.state"><div class="nf-state-words">{{ detail }}</div></div>
     <div v-else-if="st.message && st.state === 'running'" class="nf-note"><div class="nf-message">{{ st.message }}</div></div>
     <div v-else-if="st.estimate && (st.state === 'stale' || st.state === 'idle')" class="nf-note nf-note-estimate"
          :title="st.estimate_note || 'Estimated cost of running this node'"><div class="nf-estimate">{{ st.estimate }}</div></div>
@@ -143,10 +144,14 @@ const NfGroup = {
   components: { Handle, GroupTitle },
   setup(props) {
     const ctx = inject("nodeflow");
-    const st = computed(() => groupState(ctx.status, props.data.members));
+    const st = computed(() => groupState(ctx.status, props.data.members, ctx.states));
+    const badgeStyle = computed(() => {
+      const look = ctx.states[st.value.state] || ctx.states.idle || {};
+      return { background: look.background, color: look.color };
+    });
     const accepts = (port) => " " + (port.accepts_as || [port.type]).join(" ") + " ";
     const expand = (ev) => { ev.stopPropagation(); ctx.act("expand", props.data.id); };
-    return { st, accepts, expand, Position };
+    return { st, badgeStyle, accepts, expand, Position };
   },
   template: `
   <div class="nf-node nf-group-card" :class="['nf-state-' + st.state, selected ? 'nf-selected' : '']" :data-group="data.id">
@@ -154,7 +159,8 @@ const NfGroup = {
       <GroupTitle :group="data" />
       <button class="nf-run nf-expand nodrag" title="Expand the group: show its nodes" @click="expand">&#9662;</button>
     </div>
-    <div class="nf-sub"><span class="nf-badge" :class="'nf-badge-' + st.state" :data-state="st.state">{{ st.label }}</span>
+    <div class="nf-sub"><span class="nf-badge" :class="'nf-badge-' + st.state" :data-state="st.state"
+      :style="badgeStyle">{{ st.label }}</span>
       group of {{ data.members.length }}</div>
     <div class="nf-group-ports">
       <div v-for="p in data.inputs" :key="'in-' + p.handle" class="nf-port nf-in" :data-handle="p.handle"
@@ -183,13 +189,8 @@ const EDITOR_CSS = `
 .nf-sub { padding: 2px 10px 5px; color: #7b8794; font-size: 15px; border-bottom: 1px solid #eef0f3; overflow-wrap: anywhere; }
 .nf-badge { font-size: 15px; padding: 0 7px; margin-right: 4px; border-radius: 10px; background: #e4e7eb; color: #52606d;
   white-space: nowrap; display: inline-block; }
-.nf-badge-queued { background: #e0e8f9; color: #35469c; }
-.nf-badge-running { background: #3f51b5; color: #fff; }
-.nf-badge-done { background: #c6f7e2; color: #0b6e4f; }
-.nf-badge-cached { background: #d9f0fb; color: #1565c0; }
-.nf-badge-failed { background: #ffcdd2; color: #b71c1c; }
-.nf-badge-invalid { background: #ffe0b2; color: #a84300; }
 .nf-state-running { border-color: #3f51b5; }
+.nf-state-stopped { border-color: #e0a040; }
 .nf-state-failed { border-color: #e53935; }
 .nf-run { border: none; background: #eef0f3; color: #3f51b5; border-radius: 4px; cursor: pointer; font-size: 13px;
   width: 24px; height: 22px; padding: 0; flex: none; }
@@ -223,7 +224,6 @@ const EDITOR_CSS = `
 .vue-flow__node-nf { padding: 0; border: none; background: transparent; }
 .nf-node.nf-disabled { opacity: .55; border-style: dashed; }
 .nf-node.nf-disabled .nf-title { text-decoration: line-through; }
-.nf-badge-disabled { background: #eceff1; color: #455a64; }
 .nf-group-card { background: #f5f7ff; border: 2px solid #7986cb; }
 .nf-group-ports { display: flex; flex-direction: column; gap: 2px; padding: 4px 0 6px; }
 .nf-group-ports .nf-port { white-space: normal; overflow-wrap: anywhere; }
@@ -266,6 +266,7 @@ export default {
     catalogue: { type: Object, default: () => ({}) },
     graph: { type: Object, default: () => ({ version: -1, nodes: [], edges: [], groups: [] }) },
     status: { type: Object, default: () => ({}) },
+    states: { type: Object, default: () => ({}) },
   },
   setup(props, { emit }) {
     installCss();
@@ -273,7 +274,7 @@ export default {
     const status = reactive({ ...props.status });
     const cue = ref("");
     const ui = reactive({ renaming: null });
-    const ctx = { catalogue: props.catalogue, status, emit, ui, act: () => {} };
+    const ctx = { catalogue: props.catalogue, status, states: props.states, emit, ui, act: () => {} };
     provide("nodeflow", ctx);
     const flowId = "nodeflow-" + Math.random().toString(36).slice(2);
     // constant props live here: literals in the template would be new objects on every render,
@@ -846,10 +847,10 @@ export default {
       e.preventDefault();
     },
     minimapColor(node) {
-      const s = node.id.startsWith(GROUP_PREFIX) ? groupState(this.statusMap, node.data.members) : this.statusMap[node.id];
-      const state = s ? s.state : "idle";
-      return { running: "#3f51b5", done: "#2e7d32", cached: "#64b5f6", failed: "#e53935", stale: "#f9a825",
-               invalid: "#fb8c00", disabled: "#cfd8dc" }[state] || "#b0b8c4";
+      const s = node.id.startsWith(GROUP_PREFIX) ? groupState(this.statusMap, node.data.members, this.states)
+        : this.statusMap[node.id];
+      const look = this.states[s ? s.state : "idle"] || this.states.idle;
+      return look ? look.fill : "#7b8794";
     },
   },
 };

@@ -30,10 +30,14 @@ def check_bundle() -> None:
 class FlowEditor(Element, component="flow_editor.js", esm={"nodeflow-vueflow": "dist"}):
     def __init__(self, catalogue: dict[str, dict[str, Any]], graph: dict[str, Any],
                  status: dict[str, Any] | None = None) -> None:
+        from .state import STATE_STYLE, state_fill
+
         super().__init__()
         self._props["catalogue"] = catalogue
         self._props["graph"] = graph
         self._props["status"] = status or {}
+        # one look per state for the card and the minimap (and the Runs panel, in Python)
+        self._props["states"] = {name: {**style, "fill": state_fill(name)} for name, style in STATE_STYLE.items()}
 
     def set_graph(self, graph: dict[str, Any], fit: bool = False) -> None:
         self._props["graph"] = graph  # a page reload starts from the latest graph

@@ -126,18 +126,25 @@ def _clock(t: float | None) -> str:
 
 
 def run_label(live: dict[str, Any]) -> str:
-    """Which run the shown output belongs to, in words."""
+    """Which run the shown output belongs to, and the node's state in the words its card uses."""
     run = live.get("run") or {}
     state = live.get("state")
+    words = live.get("words") or state or ""
+    started, finished = _clock(run.get("started")), _clock(run.get("finished"))
     if state == "queued":
         return "New run queued: below, the previous run's output" if live.get("previous") else "New run queued"
     if state == "running":
-        return f"Run started {_clock(run.get('started'))}, running" if run.get("started") else "Running"
+        return f"Run started {started}: {words}" if started else words.capitalize()
     if state == "failed":
-        return f"Run of {_clock(run.get('started'))} failed" if run.get("started") else "Failed"
-    if run.get("finished"):
-        return f"Run of {_clock(run.get('started'))}, finished {_clock(run.get('finished'))}"
-    return "From the cache" if state == "cached" else ""
+        return f"Run of {started} failed" if started else "Failed"
+    if state == "stopped":
+        return f"Run of {started}: {words}" if started else words.capitalize()
+    if state == "cached":
+        return f"From the cache: computed by the run of {started}, finished {finished}" if finished else \
+            "From the cache"
+    if finished:
+        return f"Run of {started}, finished {finished}"
+    return ""
 
 
 class OutputPanel:
@@ -224,7 +231,7 @@ class OutputPanel:
             ui.label("Grey dashed: the previous run"
                      + (f" (of {_clock(previous.get('started'))})" if previous.get("started") else "")
                      + ", until this run's curves replace it.").classes("text-caption text-grey-7 nf-previous-note")
-        if not (error or metrics or has_output or live.get("state") in ("running", "queued")):
+        if not (error or metrics or has_output or live.get("state") in ("running", "queued", "stopped")):
             ui.label("No output yet: run this node (▶ on the node, or 'Run selected').") \
                 .classes("text-grey-7 text-sm")
 

@@ -22,6 +22,7 @@ from nodeflow.graph import Graph, GraphFileError
 from nodeflow.session import EditError, Session
 
 from .outputs import CellGallery
+from .state import STATE_STYLE
 
 REFRESH_SECONDS = 1.0
 #: long cells wrap, so every column stays in view at 1440 px (a table cell does not wrap by default)
@@ -58,13 +59,24 @@ def short(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
 
+def run_state(run: dict[str, Any]) -> str:
+    """A run's status in the words and colours of the node states: a run whose node was stopped on
+    request reads "stopped", as that node's card does; one whose process ended under it, "interrupted"."""
+    if run["status"] == "interrupted" and any(n.get("status") == "interrupted" for n in run["nodes"].values()):
+        return "stopped"
+    return run["status"]
+
+
 def run_row(run: dict[str, Any]) -> dict[str, Any]:
-    status = f"queued #{run['position']}" if run["status"] == "queued" else run["status"]
+    state = run_state(run)
+    status = f"queued #{run['position']}" if state == "queued" else state
     when = run["started"] or run["requested"]
+    look = STATE_STYLE.get(state, STATE_STYLE["idle"])
     return {"id": run["id"], "when": time.strftime("%m-%d %H:%M:%S", time.localtime(when)),
             "status": status, "changed": ", ".join(f"{k}={short(v['to'])}" for k, v in run["changes"].items()) or "–",
             "metrics": key_metrics(run), "duration": f"{run['seconds']:.1f}s" if run["seconds"] is not None else "–",
-            "target": run["target"] or "all", "source": run.get("source") or "–"}
+            "target": run["target"] or "all", "source": run.get("source") or "–",
+            "state": state, "color": look["color"], "background": look["background"]}
 
 
 def verdict_colour(comparison: dict[str, Any] | None) -> str:
@@ -160,6 +172,11 @@ class RunsPanel:
                                   on_select=lambda _: self.update_buttons()) \
                 .props('dense flat bordered no-data-label="No runs yet: Run all (or ▶ on a node) records one here"') \
                 .classes("w-full nf-runs-table")
+            # the status as a chip in the colours its node states have on the cards
+            self.table.add_slot("body-cell-status", r"""
+                <q-td :props="props"><span class="nf-run-status" :data-state="props.row.state"
+                  :style="{background: props.row.background, color: props.row.color, padding: '0 7px',
+                           borderRadius: '10px', whiteSpace: 'nowrap'}">{{ props.value }}</span></q-td>""")
             self.comparison = ui.column().classes("w-full gap-1 nf-runs-compare")
         self.gallery = CellGallery(session.cell_gallery)  # a flipped image's confusion cell
         self.timer = ui.timer(REFRESH_SECONDS, self.refresh, active=False)

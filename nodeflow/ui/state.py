@@ -6,87 +6,75 @@ Pure Python (no NiceGUI), so the payloads the canvas gets are tested without a b
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 from nodeflow.graph import Graph, GroupSpec
-from nodeflow.node import Event, auto_title
+from nodeflow.node import auto_title
 from nodeflow.session import Session
 
 SUMMARY_CHARS = 48
 
+#: how every view draws a node's state (card badge, minimap, Output tab) and a run's status (Runs
+#: panel): its label, its colour (minimap fill, badge text, run chip) and badge background, and what it
+#: means. Idle and stale read alike: either way the next run computes the node; the hint tells which.
+STATE_STYLE: dict[str, dict[str, str]] = {
+    "idle": {"label": "not run", "color": "#7b8794", "background": "#e4e7eb",
+             "hint": "Not run yet with these parameters"},
+    "stale": {"label": "not run", "color": "#7b8794", "background": "#e4e7eb",
+              "hint": "Ran before with other parameters or inputs: not run with these"},
+    "queued": {"label": "queued", "color": "#35469c", "background": "#e0e8f9", "hint": "Waiting to run"},
+    "running": {"label": "running", "color": "#ffffff", "background": "#3f51b5", "hint": "Running"},
+    "done": {"label": "done", "color": "#0b6e4f", "background": "#c6f7e2", "hint": "Computed by the latest run"},
+    "cached": {"label": "cached", "color": "#1565c0", "background": "#d9f0fb", "hint": "Result loaded from the cache"},
+    "failed": {"label": "failed", "color": "#b71c1c", "background": "#ffcdd2", "hint": "Failed: see the Output tab"},
+    "stopped": {"label": "stopped", "color": "#a05a00", "background": "#ffe9c7",
+                "hint": "Stopped on request: see the Output tab"},
+    "skipped": {"label": "skipped", "color": "#7b8794", "background": "#eef0f3",
+                "hint": "Not run: an input did not finish"},
+    "invalid": {"label": "invalid", "color": "#a84300", "background": "#ffe0b2",
+                "hint": "Cannot run: see the problem below"},
+    "disabled": {"label": "disabled", "color": "#9aa5b1", "background": "#f0f2f4",
+                 "hint": "Disabled: a run leaves it out, and the nodes that need it (right-click to enable it)"},
+    # a run's statuses in the Runs panel, drawn as the node states they correspond to
+    "interrupted": {"label": "interrupted", "color": "#a05a00", "background": "#ffe9c7",
+                    "hint": "Stopped, or the process running it ended; finished nodes stay cached"},
+    "cancelled": {"label": "cancelled", "color": "#7b8794", "background": "#eef0f3", "hint": "Cancelled"},
+}
+#: the minimap's fill for a running node (its badge is white on indigo)
+RUNNING_FILL = "#3f51b5"
+
+
+def state_fill(state: str) -> str:
+    """The colour a state is filled with where there is no text on it (the minimap)."""
+    return RUNNING_FILL if state == "running" else STATE_STYLE.get(state, STATE_STYLE["idle"])["color"]
+
 
 class Hub:
     """Wraps the session for the editor: snapshots are computed once per change, not once per tab
-    per tick, and an event counter tells pollers cheaply whether anything happened."""
+    per tick, and the session's event counter tells pollers cheaply whether anything happened."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self.catalogue_list = session.registry.catalogue()
         self.catalogue = {entry["type"]: entry for entry in self.catalogue_list}
-        self.events = 0
         self._lock = threading.Lock()
         self._snap_key: tuple | None = None
         self._snap: dict[str, Any] | None = None
-        #: per node: when its latest run started and ended, the metrics it logged so far, the
-        #: param its failure named, and what the run before it showed (so runs do not mix)
-        self.runs: dict[str, dict[str, Any]] = {}
         #: the latest copy made in any tab (a graph document's text), for pages that may not read
         #: the system clipboard
         self.clipboard: str | None = None
-        self._unsubscribe = session.subscribe(self._on_event)
-
-    def _on_event(self, event: Event) -> None:
-        # called on the run's thread: keep it small, the pollers do the rest
-        self.events += 1
-        if event.node_id is None:
-            return
-        run = self._run(event.node_id)
-        if event.kind == "node_started":
-            shown = ((self._snap or {}).get("nodes") or {}).get(event.node_id) or {}
-            previous = run["previous"] if shown.get("state") == "queued" else _output_of(shown, run)
-            run.update(started=time.time(), finished=None, names=set(), previous=previous, param=None)
-        elif event.kind == "metric":
-            run["names"].add(event.data.get("name"))
-        elif event.kind in ("node_finished", "node_failed", "interrupted"):
-            run["finished"] = time.time()
-            run["param"] = event.data.get("param") if event.kind == "node_failed" else None
 
     # -- snapshots ---------------------------------------------------------------------------
     def key(self) -> tuple:
-        return (self.session.version, self.events, self.session.running, self.session.dirty)
+        return (self.session.version, self.session.events, self.session.running, self.session.dirty)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             key = self.key()
             if key != self._snap_key or self._snap is None:
-                self._snap = self._label_runs(self.session.snapshot())
+                self._snap = self.session.snapshot()
                 self._snap_key = key
             return self._snap
-
-    def _run(self, node_id: str) -> dict[str, Any]:
-        return self.runs.setdefault(node_id, {"started": None, "finished": None, "names": set(), "previous": None,
-                                              "param": None})
-
-    def _label_runs(self, snap: dict[str, Any]) -> dict[str, Any]:
-        """Say which run each node's output belongs to. While a node waits or runs, what it showed
-        before moves to ``previous`` and only the metrics of the new run stay in ``metrics``."""
-        for node_id, live in snap["nodes"].items():
-            run = self.runs.get(node_id)
-            state = live.get("state")
-            if state == "queued":
-                run = self._run(node_id)
-                run["previous"] = _output_of(live, run) or run["previous"]
-                live["previous"] = run["previous"]
-                live["series"], live["metrics"] = {}, {}
-            elif state == "running" and run is not None:
-                live["previous"] = run["previous"]
-                live["metrics"] = {k: v for k, v in (live.get("metrics") or {}).items() if k in run["names"]}
-            if run is not None:
-                live["run"] = {"started": run["started"], "finished": run["finished"]}
-                if state == "failed":
-                    live["error_param"] = run["param"]
-        return snap
 
     # -- canvas payloads -----------------------------------------------------------------------
     def canvas_catalogue(self) -> dict[str, dict[str, Any]]:
@@ -166,8 +154,14 @@ class Hub:
 
     @staticmethod
     def node_status(live: dict[str, Any]) -> dict[str, Any]:
-        """The small part of a node's snapshot that its badge needs (not the metric series)."""
-        return {"state": live.get("state", "idle"), "progress": round(float(live.get("progress") or 0.0), 3),
+        """The small part of a node's snapshot that its badge needs (not the metric series): its state,
+        and the same state in words as every view shows it ("stopped at epoch 11/40 · resumes from
+        its checkpoint")."""
+        eta = live.get("eta")
+        return {"state": live.get("state", "idle"), "words": live.get("words") or live.get("state", "idle"),
+                "progress": round(float(live.get("progress") or 0.0), 3),
+                "epoch": live.get("epoch"), "epochs": live.get("epochs"),
+                "eta": None if eta is None else round(float(eta), 1), "resumable": bool(live.get("resumable")),
                 "message": (live.get("message") or "")[:200], "error": live.get("error"),
                 "problems": live.get("problems") or []}
 
@@ -184,14 +178,6 @@ class Hub:
                                 "seconds": snap["nodes"][node_id].get("seconds")}
                       for node_id, status in self.status_of(snap).items()},
         }
-
-
-def _output_of(live: dict[str, Any], run: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A node's curves and numbers as shown now, kept as the previous run's when a new one starts."""
-    if not (live.get("series") or live.get("metrics")):
-        return None
-    return {"series": live.get("series") or {}, "metrics": live.get("metrics") or {},
-            "started": (run or {}).get("started"), "finished": (run or {}).get("finished")}
 
 
 def _short(value: Any) -> str:

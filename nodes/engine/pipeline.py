@@ -220,6 +220,10 @@ def decoded_entry(data: ImageSet, split: str, train: bool, workspace: Path) -> P
     return decoded_path(workspace, decoded_key(geometry, list(data.split(split))))
 
 
+def decoded_cached(data: ImageSet, split: str, train: bool, workspace: Path) -> bool:
+    return decoded_entry(data, split, train, workspace).is_file()
+
+
 def decoded_path(workspace: Path, key: str) -> Path:
     return Path(workspace) / "decoded" / f"{key}.safetensors"
 

@@ -18,7 +18,7 @@ from .conftest import make_graph
 
 pytest.importorskip("distributed")
 
-from nodeflow.parallel import Dispatcher, resources_of, threads_per_worker  # noqa: E402
+from nodeflow.parallel import DaskBackend, resources_of, threads_per_worker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 PACK = str(ROOT / "tests" / "nodepack.py")
@@ -39,7 +39,7 @@ def shared_log(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dispatcher(shared_log):
-    with Dispatcher(jobs=2) as d:
+    with DaskBackend(jobs=2) as d:
         yield d
 
 
@@ -55,7 +55,7 @@ def runs(log: Path) -> list[str]:
 
 def executor(registry, workspace, dispatcher, events=None):
     ex = Executor(registry, workspace)
-    ex.dispatcher = dispatcher
+    ex.backend = dispatcher
     if events is not None:
         ex.subscribe(events.append)
     return ex
@@ -145,7 +145,7 @@ def test_the_editor_session_runs_its_queue_through_the_cluster(registry, tmp_pat
     graph = make_graph({"a": ("test.slow", {"steps": 10, "delay": 0.15}),
                         "b": ("test.slow", {"steps": 11, "delay": 0.15}), "sum": ("test.add", {})},
                        ["a.value->sum.a", "b.value->sum.b"])
-    session = Session(registry, tmp_path / "ws", graph=graph, isolate=True, dispatcher=dispatcher)
+    session = Session(registry, tmp_path / "ws", graph=graph, isolate=True, cluster=dispatcher)
     seen: list[tuple[str, str | None]] = []
     session.subscribe(lambda e: seen.append((e.kind, e.node_id)))
     try:
@@ -258,3 +258,35 @@ def test_a_local_cluster_hands_out_the_visible_gpus(monkeypatch):
     assert local_gpus() == []
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     assert local_gpus() == []
+
+
+def test_an_editor_sweep_on_serve_jobs_2_trains_two_branches_at_once(tmp_path):
+    """``nodeflow serve --jobs 2``: a sweep from the editor is one run over its branches on the Dask
+    workers, so two of its four trainings run at the same time, as ``nodeflow sweep --jobs 2`` does."""
+    from tests.ui.conftest import Server
+    from tests.waiting import wait_for
+
+    graph = make_graph({"a": ("test.constant", {"value": 1}), "train": ("test.epochs", {"epochs": 6, "delay": 0.3})},
+                       ["a.value->train.value"], name="sweep")
+    graph_file = tmp_path / "sweep.json"
+    graph.save(graph_file)
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    server = Server(workspace, command=(sys.executable, "-m", "nodeflow.cli", "--nodes", PACK, "serve",
+                                        str(graph_file), "--jobs", "2"))
+    try:
+        started = server.api("POST", "/api/sweep", json={"grid": {"train.epochs": [6, 7, 8, 9]}})
+        assert started.status_code == 200, started.text
+        sweep = started.json()["id"]
+        assert wait_for(lambda: server.api("GET", f"/api/sweeps/{sweep}").json()["status"] == "done", timeout=180)
+        branches = server.api("GET", f"/api/sweeps/{sweep}").json()["branches"]
+        spans = []
+        for branch in branches:
+            node = server.api("GET", f"/api/runs/{branch['run']}").json()["nodes"]["train"]
+            assert node["status"] == "ran"
+            spans.append((node["started"], node["finished"]))
+        overlapping = [(i, j) for i in range(4) for j in range(i + 1, 4)
+                       if spans[i][0] < spans[j][1] and spans[j][0] < spans[i][1]]
+        assert overlapping, spans  # at least two trainings ran at the same time
+    finally:
+        server.stop()

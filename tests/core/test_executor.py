@@ -120,7 +120,8 @@ def test_status_reports_stale_after_an_edit(registry, workspace, chain):
     assert set(ex.status(chain).values()) == {"idle"}
     ex.run(chain)
     status = ex.status(with_params(chain, "sum", offset=1))
-    assert status == {"a": "cached", "b": "cached", "sum": "stale", "text": "stale", "length": "stale", "c": "cached"}
+    # the same state names as every view: computed by the latest run is "done"
+    assert status == {"a": "done", "b": "done", "sum": "stale", "text": "stale", "length": "stale", "c": "done"}
 
 
 def test_cached_outputs_are_not_mutated_downstream(registry, workspace):
@@ -224,7 +225,7 @@ def test_a_failing_node_leaves_other_results_cached(registry, workspace):
     assert not report.ok
     failed = next(e for e in events if e.kind == "node_failed")
     assert failed.node_id == "bad" and "Traceback" in failed.data["traceback"]
-    assert ex.status(graph) == {"a": "cached", "bad": "idle", "after": "idle", "other": "cached"}
+    assert ex.status(graph) == {"a": "done", "bad": "failed", "after": "idle", "other": "done"}
 
 
 def test_interrupt_stops_at_next_check_and_caches_nothing_for_that_node(registry, workspace):
@@ -243,7 +244,7 @@ def test_interrupt_stops_at_next_check_and_caches_nothing_for_that_node(registry
     assert time.monotonic() - t0 < 1.0
     report = result["report"]
     assert report.interrupted and statuses(report) == {"slow": "interrupted", "after": "skipped"}
-    assert ex.status(graph)["slow"] == "stale"  # needs a run; nothing half-done was cached
+    assert ex.status(graph)["slow"] == "stopped"  # needs a run; nothing half-done was cached
     # the next run starts afresh, not interrupted
     quick = make_graph({"slow": ("test.slow", {"steps": 2, "delay": 0}), "after": ("test.add", {})},
                        ["slow.value->after.a"])

@@ -56,11 +56,11 @@ def test_grouping_a_cached_part_leaves_it_cached(session):
     session.run()
     session.wait(10)
     keys = session.executor.keys(session.graph)
-    assert set(session.executor.status(session.graph).values()) == {"cached"}
+    assert set(session.executor.status(session.graph).values()) == {"done"}  # computed by the latest run
     session.edit("group", members=["a", "b", "sum"], title="Part")
     session.edit("set_group", id="part", collapsed=True)
     assert session.executor.keys(session.graph) == keys
-    assert set(session.executor.status(session.graph).values()) == {"cached"}
+    assert set(session.executor.status(session.graph).values()) == {"done"}  # computed by the latest run
     assert session.executor.plan(session.graph) == {n: "cached" for n in keys}
 
 
@@ -81,7 +81,7 @@ def test_a_disabled_node_and_what_needs_it_are_left_out_of_a_run(session):
     report = session.wait(10)
     assert report.ok and set(report.nodes) == {"a", "b", "c"}
     status = session.executor.status(session.graph)
-    assert [status[n] for n in ("sum", "text", "length", "a")] == ["disabled", "invalid", "invalid", "cached"]
+    assert [status[n] for n in ("sum", "text", "length", "a")] == ["disabled", "invalid", "invalid", "done"]
     snap = session.snapshot()["nodes"]
     assert snap["sum"]["state"] == "disabled" and "which is disabled" in snap["text"]["problems"][0]
 

@@ -126,7 +126,7 @@ def test_stop_logs_what_happened_once_not_interrupted_twice(registry, workspace)
         time.sleep(0.01)
     session.stop()
     assert session.wait(10).interrupted
-    entry = next(e for e in session.snapshot()["log"] if e["kind"] == "interrupted")
+    entry = next(e for e in session.snapshot()["log"] if e["kind"] == "stopped")
     line = f"{entry['kind']}: {entry['message']}"  # as the editor's log shows it
     assert "interrupted: interrupted" not in line and "stopped by the user" in entry["message"]
 

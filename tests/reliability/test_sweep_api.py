@@ -106,12 +106,11 @@ def test_malformed_bodies_and_unknown_sweeps_are_4xx(api):
     for sweep_id in ("999", "abc", "9" * 40, "-1", "1.5"):
         assert api.api("GET", f"/api/sweeps/{sweep_id}").status_code == 404
         assert api.api("POST", f"/api/sweeps/{sweep_id}/cancel").status_code == 404
-    # a sweep whose branch's run is gone from the history (the database deleted by hand)
-    orphan = {"id": 998, "grid": [["c1.value", [1]]], "target": None, "graph_name": "g", "created": 0.0,
-              "branches": [{"params": {"c1.value": 1}, "run": 99999}]}
-    (api.workspace / "sweeps").mkdir(exist_ok=True)
-    (api.workspace / "sweeps" / "998.json").write_text(json.dumps(orphan))
-    for method, path in (("GET", "/api/sweeps/998"), ("POST", "/api/sweeps/998/cancel")):
+    # a sweep whose branch's run is gone from the history (its row deleted by hand)
+    from nodeflow.runs import RunStore
+
+    orphan = RunStore(api.workspace).create_sweep([("c1.value", [1])], None, "g", [({"c1.value": 1}, 99999)])
+    for method, path in (("GET", f"/api/sweeps/{orphan}"), ("POST", f"/api/sweeps/{orphan}/cancel")):
         response = api.api(method, path)
         assert response.status_code == 404 and "99999" in response.text, response.text
 
@@ -150,8 +149,9 @@ def test_a_sweep_is_cancelled_as_a_whole(api):
     sweep_id = response.json()["id"]
     running = wait_sweep(api, sweep_id, lambda s: s["status"] == "running")
     assert running["progress"] == "branch 1 of 3"
-    assert [b["status"] for b in running["branches"]] == ["running", "queued", "queued"]
-    assert [b["position"] for b in running["branches"]][1:] == [1, 2]
+    # a sweep is one run over its branches: they start together (at once on a cluster)
+    assert [b["status"] for b in running["branches"]] == ["running", "running", "running"]
+    assert [b["position"] for b in running["branches"]][1:] == [None, None]
     api.api("POST", f"/api/sweeps/{sweep_id}/cancel")
     ended = wait_sweep(api, sweep_id, lambda s: s["status"] not in ("queued", "running"), timeout=30)
     assert ended["status"] == "cancelled" and [b["status"] for b in ended["branches"]] == ["cancelled"] * 3

@@ -93,7 +93,7 @@ def test_stop_ends_training_at_the_next_batch_and_leaves_the_node_stale(catalogu
     assert time.monotonic() - stopped_at < 2.0
     report = result["report"]
     assert report.interrupted and report.nodes["train"].status == "interrupted"
-    assert executor.status(graph)["train"] == "stale"  # not failed, not cached
+    assert executor.status(graph)["train"] == "stopped"  # not failed, not cached
     assert len(checkpoints(tmp_path)) == 1
 
 

@@ -51,7 +51,7 @@ def test_stop_ends_the_running_node_within_two_seconds(session):
     assert time.monotonic() - t0 < 2.0
     assert report.interrupted and report.nodes["slow"].status == "interrupted"
     snap = session.snapshot()["nodes"]
-    assert snap["slow"]["state"] == "stale" and snap["a"]["state"] == "done"
+    assert snap["slow"]["state"] == "stopped" and snap["a"]["state"] == "done"
 
 
 def test_in_memory_values_of_the_worker_count_as_cached(registry, workspace):

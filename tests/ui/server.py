@@ -61,8 +61,10 @@ def main() -> None:
     reopened = reopen(Path(args.workspace)) if args.reopen else None
     graph = reopened.graph if reopened else Graph.load(args.graph) if args.graph else demo_graph()
     roots = [Path(p) for p in args.allow_root] if args.allow_root else None
+    # as `nodeflow serve` does, nodes that never ran are profiled after an edit; with the real catalogue
+    # that trains a few batches of a model, which the template tests leave to their own runs
     session = Session(registry, Path(args.workspace), graph=graph, path=reopened.path if reopened else None,
-                      device="cpu", allowed_roots=roots)
+                      device="cpu", allowed_roots=roots, auto_estimate=not args.builtin)
     if reopened:
         session.dirty, session.notice = reopened.dirty, reopened.message
     from nodeflow.ui.app import serve

@@ -211,21 +211,22 @@ def test_cards_follow_the_params_with_the_real_catalogue(workspace):
 def test_a_new_run_keeps_the_previous_output_apart(workspace, monkeypatch):
     """While a node runs again, its metrics are only the new run's, and the old curves and numbers
     are kept as ``previous`` until the run ends."""
-    from nodeflow.node import Event
+    from nodeflow.events import Metric, NodeFinished, NodeStarted
 
     session = Session(pack_registry(), workspace, graph=demo_graph(), device="cpu")
     hub = Hub(session)
-    feed = session._on_event  # the path the worker's events take
-    feed(Event("node_started", "slow", {}))
+    feed = session._tell  # the path the worker's events take
+    key = session.executor.keys(session.graph)["slow"]
+    feed(NodeStarted(node_id="slow", key=key))
     for epoch in range(3):
-        feed(Event("metric", "slow", {"name": "loss", "value": 1.0 / (epoch + 1), "step": epoch}))
-    feed(Event("metric", "slow", {"name": "trainable_params", "value": 100}))
-    feed(Event("node_finished", "slow", {"seconds": 1.0}))
+        feed(Metric(node_id="slow", name="loss", value=1.0 / (epoch + 1), step=epoch))
+    feed(Metric(node_id="slow", name="trainable_params", value=100))
+    feed(NodeFinished(node_id="slow", key=key, seconds=1.0, metrics={"loss": 1.0 / 3, "trainable_params": 100}))
     first = hub.snapshot()["nodes"]["slow"]
     assert set(first["metrics"]) == {"loss", "trainable_params"} and first["run"]["finished"]
 
-    feed(Event("node_started", "slow", {}))
-    feed(Event("metric", "slow", {"name": "trainable_params", "value": 200}))
+    feed(NodeStarted(node_id="slow", key=key))
+    feed(Metric(node_id="slow", name="trainable_params", value=200))
     monkeypatch.setattr(Session, "running", property(lambda self: True))  # as while its run thread lives
     live = hub.snapshot()["nodes"]["slow"]
     assert live["state"] == "running"

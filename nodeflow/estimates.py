@@ -1,0 +1,155 @@
+"""The cost preview of an open document, in two speeds.
+
+- :meth:`Estimates.price` answers at once, from what is known: a cached node costs nothing; a node a
+  queued or running run computes first will be cached by then; a node whose type and params ran on
+  this machine before costs what that run measured (per epoch, and only the epochs left when it
+  resumes from a checkpoint); a node profiled earlier for its current key costs what the profile
+  said. What is not known stays unknown. The cards and the Run confirmation read this one answer,
+  so they show the same number, and Run never waits for it.
+- :meth:`Estimates.estimate` measures (:meth:`Executor.estimate`: a few real batches, for what never
+  ran); the page runs it in the background, and the Estimate button and ``GET /api/estimate`` on
+  demand. Its results are kept per node and key for :meth:`price`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from nodeflow.errors import GraphInvalid
+from nodeflow.executor import Checked, Executor
+from nodeflow.graph import Graph
+from nodeflow.runs import RunStore
+
+
+class Estimates:
+    """Prices for the nodes of a document. ``ahead``: the cache keys that queued or running runs will
+    compute before a new run starts."""
+
+    def __init__(self, executor: Executor, store: RunStore, ahead: Callable[[], set[str]] = set) -> None:
+        self.executor = executor
+        self.store = store
+        self.ahead = ahead
+        self._lock = threading.Lock()
+        self._measuring = threading.Lock()
+        self._profiled: dict[str, dict[str, Any]] = {}  # node id -> its latest profile (with its key)
+        self._measured: dict[tuple[str, str], dict[str, Any] | None] = {}  # (type, params) -> what ran took
+        #: changes whenever a price may have changed (a profile, a finished run)
+        self._revision = 0
+        self._memo: tuple[Any, dict[str, dict[str, Any]]] | None = None
+
+    # -- at once ---------------------------------------------------------------------------------------
+    def price(self, graph: Graph, target: str | None = None) -> dict[str, Any]:
+        """What running ``target`` (everything if None) costs as far as it is known now: per node of
+        the plan its entry (``status`` cached, ahead, measured, stale, quick or unknown, and ``seconds``),
+        the total of what is known and whether everything is known. Raises GraphInvalid or KeyError as
+        :meth:`Executor.plan`."""
+        checked = self.executor.check(graph)
+        plan = self.executor.plan(graph, target)
+        ahead = self.ahead()
+        nodes = {node_id: self._node_price(checked, node_id, action, ahead) for node_id, action in plan.items()}
+        return summed(target, self.executor.device, nodes)
+
+    def prices(self, graph: Graph, keys: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+        """Each stale node's price by itself, for its card (nodes the graph cannot run have none).
+        ``keys``: the graph's cache keys as a snapshot already worked them out, so the cards of every
+        tab, polled several times a second, are priced again only when something changed."""
+        ahead = self.ahead()
+        signature = (tuple(sorted(keys.items())), frozenset(ahead), self._revision) if keys is not None else None
+        if signature is not None and self._memo is not None and self._memo[0] == signature:
+            return self._memo[1]
+        checked = self.executor.check(graph)
+        broken = {p.node_id for p in checked.problems}
+        found = {n: self._node_price(checked, n, "run", ahead) for n in checked.keys if n not in broken
+                 and not self.executor.cache.has(checked.keys[n])}
+        if signature is not None:
+            self._memo = (signature, found)
+        return found
+
+    def _node_price(self, checked: Checked, node_id: str, action: str, ahead: set[str]) -> dict[str, Any]:
+        key = checked.keys[node_id]
+        node = checked.types[node_id]
+        base = {"type": node.type, "key": key}
+        if action == "cached":
+            return {**base, "status": "cached", "seconds": 0.0}
+        if key in ahead:
+            return {**base, "status": "ahead", "seconds": 0.0, "note": "computed by a run ahead in the queue"}
+        if not node.has_estimate():
+            return {**base, "status": "quick", "seconds": None, "note": "quick; not measured"}
+        measured = self._ran_before(node.type, checked.params[node_id].model_dump(mode="json"))
+        if measured is not None and measured.get("seconds") is not None:
+            return {**base, **self._from_history(node_id, key, measured)}
+        with self._lock:
+            profiled = self._profiled.get(node_id)
+        if profiled is not None and profiled.get("key") == key:
+            return profiled
+        return {**base, "status": "unknown", "seconds": None, "note": "not measured yet"}
+
+    def _ran_before(self, node_type: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        import json
+
+        found = (node_type, json.dumps(params, sort_keys=True))
+        if found not in self._measured:  # a finished run adds a measurement: asked again after each run
+            self._measured[found] = self.store.measured(node_type, params)
+        return self._measured[found]
+
+    def _from_history(self, node_id: str, key: str, measured: dict[str, Any]) -> dict[str, Any]:
+        seconds, epochs = float(measured["seconds"]), measured.get("epochs")
+        entry: dict[str, Any] = {"status": "measured", "note": "measured when it ran before with these params"}
+        if epochs:
+            done = self._epochs_done(node_id, key)
+            entry.update(epochs=epochs - done, epoch_seconds=seconds / epochs,
+                         seconds=round(seconds / epochs * (epochs - done), 3))
+            if done:
+                entry["note"] = f"resumes after epoch {done}: {epochs - done} of {epochs} epochs left"
+        else:
+            entry["seconds"] = round(seconds, 3)
+        return entry
+
+    def _epochs_done(self, node_id: str, key: str) -> int:
+        """Epochs a stopped run of this key completed, when it resumes from its checkpoint."""
+        same = self.store.seen({node_id: key})[node_id].same
+        if same is not None and same.state == "stopped" and same.resumable and same.epoch:
+            return int(same.epoch)
+        return 0
+
+    def forget_measurements(self) -> None:
+        """Runs finished since: look their measurements up again."""
+        self._measured.clear()
+        self._revision += 1
+
+    # -- measured ----------------------------------------------------------------------------------
+    def estimate(self, graph: Graph, target: str | None = None) -> dict[str, Any]:
+        """Measure what running ``target`` (or everything) would cost, per stale node (see
+        :meth:`Executor.estimate`). It runs on the caller's thread: the HTTP API calls it from its
+        thread pool and the page from a background thread, so the event loop stays free. One at a
+        time: a second caller waits for the first. Raises GraphInvalid or KeyError as
+        :meth:`Executor.plan`."""
+        with self._measuring:
+            found = self.executor.estimate(graph, target)
+            with self._lock:
+                self._profiled.update({n: e for n, e in found["nodes"].items() if e.get("status") == "stale"})
+                self._revision += 1
+            return found
+
+    def profile_unknown(self, graph: Graph) -> bool:
+        """Measure, in the caller's (background) thread, the nodes whose price is unknown; whether
+        there were any."""
+        try:
+            unknown = [n for n, e in self.prices(graph).items() if e["status"] == "unknown"]
+        except (GraphInvalid, KeyError):
+            return False
+        for node_id in unknown:
+            try:
+                self.estimate(graph, node_id)
+            except (GraphInvalid, KeyError):
+                continue
+        return bool(unknown)
+
+
+def summed(target: str | None, device: str, nodes: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """An estimate's totals over its nodes; ``complete``: every node's cost is known."""
+    total = sum(e["seconds"] for e in nodes.values() if isinstance(e.get("seconds"), (int, float)))
+    return {"target": target, "device": device, "nodes": nodes, "total_seconds": round(total, 3),
+            "complete": all(e["status"] in ("cached", "stale", "quick", "measured", "ahead") for e in nodes.values())}

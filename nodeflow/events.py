@@ -1,0 +1,430 @@
+"""What a run tells, as typed records, and the one reducer that folds them into each node's state.
+
+A node reports through its :class:`~nodeflow.node.RunContext` (progress, metrics, logs, previews);
+the scheduler (:mod:`nodeflow.scheduler`) alone says what became of a node: finished (ran or from
+the cache), failed, skipped or stopped. Every view of a run (the editor's cards, the minimap, the
+Output tab, the Runs panel, ``GET /api/status``, the run history and the terminal) reads the
+:class:`NodeState` that :func:`fold` makes of these events, so they cannot disagree.
+
+Events cross processes (a worker process, a Dask worker) as JSON, written and read here only
+(:func:`to_json`, :func:`from_json`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, ClassVar
+
+
+class Kind(StrEnum):
+    """The kinds of events; a kind compares equal to its name (``Kind.METRIC == "metric"``)."""
+
+    RUN_QUEUED = "run_queued"
+    RUN_STARTED = "run_started"
+    NODE_STARTED = "node_started"
+    PROGRESS = "progress"
+    METRIC = "metric"
+    LOG = "log"
+    PREVIEW = "preview"
+    NODE_FINISHED = "node_finished"
+    NODE_FAILED = "node_failed"
+    NODE_SKIPPED = "node_skipped"
+    NODE_STOPPED = "node_stopped"
+    RUN_FINISHED = "run_finished"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """Base of every event: ``node_id`` is None for events about a whole run."""
+
+    kind: ClassVar[Kind]
+    #: the event's fields under other names in its JSON form (a field may not be called ``kind``)
+    json_names: ClassVar[dict[str, str]] = {}
+    node_id: str | None = None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The event's fields (all but ``node_id``) as its JSON payload; an optional field left at
+        None is left out (reading it back gives None again)."""
+        return {self.json_names.get(f.name, f.name): getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "node_id" and not (getattr(self, f.name) is None and f.default is None)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunQueued(Event):
+    """A run was accepted and waits for its turn; ``plan``: node -> "run" | "cached"."""
+
+    kind: ClassVar[Kind] = Kind.RUN_QUEUED
+    plan: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStarted(Event):
+    kind: ClassVar[Kind] = Kind.RUN_STARTED
+    plan: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeStarted(Event):
+    kind: ClassVar[Kind] = Kind.NODE_STARTED
+    key: str = ""
+    type: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Progress(Event):
+    """``done`` of ``total`` (batches, images...); a training also says how many of its ``epochs``
+    it has completed (``epoch``), so a view can say "epoch 12/40" and a stop "stopped at epoch 11/40"."""
+
+    kind: ClassVar[Kind] = Kind.PROGRESS
+    done: float = 0.0
+    total: float = 1.0
+    message: str = ""
+    epoch: int | None = None
+    epochs: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Metric(Event):
+    """A number a node logged; with ``step`` it is a point of a curve (an epoch)."""
+
+    kind: ClassVar[Kind] = Kind.METRIC
+    name: str = ""
+    value: float = 0.0
+    step: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def data(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "step": self.step, **self.extra}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Log(Event):
+    kind: ClassVar[Kind] = Kind.LOG
+    message: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preview(Event):
+    """Something to show beside a node (sample images, a plot): ``name`` says what it is."""
+
+    kind: ClassVar[Kind] = Kind.PREVIEW
+    json_names: ClassVar[dict[str, str]] = {"name": "kind"}
+    name: str = ""
+    payload: Any = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeFinished(Event):
+    """A node has its outputs for ``key``: computed now (``from_cache`` False) or taken from the cache."""
+
+    kind: ClassVar[Kind] = Kind.NODE_FINISHED
+    key: str = ""
+    seconds: float = 0.0
+    from_cache: bool = False
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeFailed(Event):
+    """``param`` names the parameter the failure blames, when it blames one."""
+
+    kind: ClassVar[Kind] = Kind.NODE_FAILED
+    key: str = ""
+    message: str = ""
+    traceback: str = ""
+    param: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSkipped(Event):
+    kind: ClassVar[Kind] = Kind.NODE_SKIPPED
+    reason: str = "an input did not finish"
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeStopped(Event):
+    """A node stopped on request. ``epoch`` of ``epochs`` were completed (a training), and
+    ``resumable`` says whether the next run continues from its checkpoint."""
+
+    kind: ClassVar[Kind] = Kind.NODE_STOPPED
+    key: str = ""
+    seconds: float = 0.0
+    epoch: int | None = None
+    epochs: int | None = None
+    resumable: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFinished(Event):
+    kind: ClassVar[Kind] = Kind.RUN_FINISHED
+    ok: bool = False
+    interrupted: bool = False
+    nodes: dict[str, Any] = field(default_factory=dict)
+
+
+EVENT_TYPES: dict[str, type[Event]] = {cls.kind.value: cls for cls in (
+    RunQueued, RunStarted, NodeStarted, Progress, Metric, Log, Preview, NodeFinished, NodeFailed, NodeSkipped,
+    NodeStopped, RunFinished)}
+
+
+def to_json(event: Event) -> dict[str, Any]:
+    """An event as plain JSON values, to cross a process or a machine, whatever a node put in it."""
+    return {"kind": event.kind.value, "node_id": event.node_id, "data": _plain(event.data)}
+
+
+def from_json(message: dict[str, Any]) -> Event:
+    """The event :func:`to_json` wrote; unknown payload keys of a metric go to its ``extra``."""
+    cls = EVENT_TYPES[message["kind"]]
+    data = dict(message.get("data") or {})
+    fields = {f.name for f in dataclasses.fields(cls)} - {"node_id"}
+    names = {json_name: name for name, json_name in cls.json_names.items()}
+    args = {names.get(k, k): v for k, v in data.items() if names.get(k, k) in fields}
+    if cls is Metric:
+        args["extra"] = {k: v for k, v in data.items() if k not in ("name", "value", "step")}
+    return cls(node_id=message.get("node_id"), **args)
+
+
+def _plain(value: Any) -> Any:
+    import json
+
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError):
+        return {"message": str(value)}
+
+
+# -- the state of a node, as every view shows it --------------------------------------------------------
+
+#: every state a node can be in, in the words every view uses:
+#: idle (never ran), stale (ran before with other params or inputs), queued, running, done (computed
+#: by its latest run), cached (its latest run took it from the cache), failed, stopped (on request;
+#: may resume), skipped (an input did not finish), invalid (the graph says it cannot run), disabled (left
+#: out of runs by the user)
+STATES = ("idle", "stale", "queued", "running", "done", "cached", "failed", "stopped", "skipped", "invalid",
+          "disabled")
+#: states in which a node is part of a run that has not finished
+ACTIVE = ("queued", "running")
+#: the most points a curve keeps while a run goes on
+SERIES_LIMIT = 5000
+
+
+@dataclass
+class NodeState:
+    """What is known of one node: its state, and of its latest run the progress, metrics, curves,
+    previews and error. Made by :func:`fold`; stored per run by the run history."""
+
+    state: str = "idle"
+    key: str | None = None
+    progress: float = 0.0
+    message: str = ""
+    #: a training: epochs completed and the total
+    epoch: int | None = None
+    epochs: int | None = None
+    #: seconds left, from the pace of this run so far (None before it can be told)
+    eta: float | None = None
+    resumable: bool = False
+    error: str | None = None
+    traceback: str | None = None
+    #: the parameter a failure blames
+    param: str | None = None
+    seconds: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    #: metric name -> [{"step", "value", ...}]
+    series: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    previews: dict[str, Any] = field(default_factory=dict)
+    started: float | None = None
+    finished: float | None = None
+    #: what the run before showed ({"series", "metrics", "started", "finished"}), kept while a new run
+    #: of the node waits or goes, so its curves can stay (greyed) until the new ones replace them
+    previous: dict[str, Any] | None = None
+    #: wall time and progress when this run's progress began, for the ETA
+    paced: tuple[float, float] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("paced")
+        return data
+
+    def words(self) -> str:
+        """The state as a person reads it on a card, in the Output tab and in the Runs panel."""
+        return describe(self.state, self.epoch, self.epochs, self.resumable, self.progress, self.eta)
+
+
+def describe(state: str, epoch: int | None = None, epochs: int | None = None, resumable: bool = False,
+             progress: float = 0.0, eta: float | None = None) -> str:
+    """One line for a node's state: "running · epoch 12/40 · 3 min left", "stopped at epoch 11/40 ·
+    resumes from its checkpoint"."""
+    if state == "running":
+        parts = ["running"]
+        if epoch is not None and epochs:
+            parts.append(f"epoch {min(epoch + 1, epochs)}/{epochs}")
+        else:
+            parts.append(f"{progress:.0%}")
+        if eta is not None:
+            parts.append(f"{_duration(eta)} left")
+        return " · ".join(parts)
+    if state == "stopped":
+        where = f"stopped at epoch {epoch}/{epochs}" if epoch is not None and epochs else "stopped"
+        return f"{where} · resumes from its checkpoint" if resumable else f"{where} · starts again when run"
+    return {"idle": "not run", "stale": "stale", "skipped": "skipped"}.get(state, state)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def fold(node: NodeState, event: Event, now: float | None = None) -> NodeState:
+    """``node`` after ``event`` (changed in place and returned): the one place that turns events into
+    a node's state."""
+    now = time.time() if now is None else now
+    if isinstance(event, (RunQueued, RunStarted)):
+        action = event.plan.get(event.node_id or "")
+        if action == "run" and node.state == "running" and isinstance(event, RunQueued):
+            pass  # running now, and queued again behind that: it shows what it does now
+        elif action == "run":
+            _keep_previous(node)
+            node.state, node.progress, node.error, node.param, node.eta = "queued", 0.0, None, None, None
+            node.epoch = node.epochs = None
+        elif action == "cached":  # its key is told when the run reaches it
+            node.state, node.key = "cached", None
+    elif isinstance(event, NodeStarted):
+        _keep_previous(node)
+        node.state, node.key, node.progress, node.message = "running", event.key, 0.0, ""
+        node.error = node.traceback = node.param = None
+        node.eta, node.paced, node.epoch, node.epochs = None, None, None, None
+        node.started, node.finished, node.seconds = now, None, None
+    elif isinstance(event, Progress):
+        fraction = min(1.0, float(event.done) / float(event.total or 1))
+        node.progress, node.message = fraction, event.message
+        if event.epochs:
+            node.epoch, node.epochs = event.epoch, event.epochs
+        if node.paced is None:
+            node.paced = (now, fraction)
+        else:
+            began, start = node.paced
+            if fraction > start and now > began:
+                node.eta = (now - began) / (fraction - start) * (1.0 - fraction)
+    elif isinstance(event, Metric):
+        node.metrics[event.name] = event.value
+        if event.step is not None or not event.name.startswith("batch"):
+            series = node.series.setdefault(event.name, [])
+            point = {"step": event.step if event.step is not None else len(series), "value": event.value,
+                     **event.extra}
+            if series and series[-1]["step"] == point["step"]:
+                series[-1] = point  # the same step again (a resumed run re-tells its earlier epochs)
+            else:
+                series.append(point)
+            del series[:-SERIES_LIMIT]
+    elif isinstance(event, Preview):
+        node.previews[event.name] = event.payload
+    elif isinstance(event, NodeFinished):
+        node.state = "cached" if event.from_cache else "done"
+        node.key, node.progress, node.eta, node.finished = event.key, 1.0, None, now
+        node.seconds = event.seconds
+        node.error = node.traceback = node.param = None
+        if event.metrics or event.from_cache:
+            node.metrics = dict(event.metrics)
+    elif isinstance(event, NodeFailed):
+        node.state, node.error, node.traceback, node.param = "failed", event.message, event.traceback, event.param
+        node.key = event.key or node.key
+        node.eta, node.finished, node.seconds = None, now, event.seconds
+    elif isinstance(event, NodeSkipped):
+        node.state, node.eta = "skipped", None
+    elif isinstance(event, NodeStopped):
+        node.state, node.key, node.eta, node.finished = "stopped", event.key or node.key, None, now
+        node.seconds, node.resumable = event.seconds, event.resumable
+        node.error = None
+        if event.epochs:
+            node.epoch, node.epochs = event.epoch, event.epochs
+    return node
+
+
+def _keep_previous(node: NodeState) -> None:
+    """Move what the node shows into ``previous`` (when it shows anything) and clear it for a new run."""
+    if node.series or node.metrics:
+        node.previous = {"series": node.series, "metrics": node.metrics, "started": node.started,
+                         "finished": node.finished}
+    node.series, node.metrics = {}, {}
+
+
+class Board:
+    """The states of a run's nodes, folded from its events (:func:`fold`); thread-safe enough for one
+    writer (the run's thread) and readers that copy."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, NodeState] = {}
+
+    def apply(self, event: Event) -> list[str]:
+        """Fold ``event`` in; returns the ids of the nodes it changed."""
+        if isinstance(event, (RunQueued, RunStarted)):
+            for node_id in event.plan:
+                state = self.nodes.setdefault(node_id, NodeState())
+                fold(state, dataclasses.replace(event, node_id=node_id))
+            return list(event.plan)
+        if event.node_id is None:
+            return []
+        fold(self.nodes.setdefault(event.node_id, NodeState()), event)
+        return [event.node_id]
+
+    def get(self, node_id: str) -> NodeState | None:
+        return self.nodes.get(node_id)
+
+
+#: states a node's run ends in, which a history keeps
+SETTLED = ("done", "cached", "failed", "stopped")
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a history knows of a node: its latest settled state for the node's current cache key
+    (``same``), and whether it had a result (done or cached) before under any key (``before``)."""
+
+    same: NodeState | None = None
+    before: bool = False
+
+
+def derive(key: str | None, cached: bool, seen: Seen | None) -> str:
+    """A node's state when no run is telling it otherwise, from its current cache ``key`` (None: the
+    graph says it cannot run), whether the cache holds that key, and what a history (:class:`Memory`,
+    or the run store across restarts) saw of it."""
+    if key is None:
+        return "invalid"
+    same = seen.same if seen is not None else None
+    if cached:
+        return "done" if same is not None and same.state == "done" else "cached"
+    if same is not None and same.state in ("failed", "stopped"):
+        return same.state
+    return "stale" if seen is not None and seen.before else "idle"
+
+
+class Memory:
+    """The latest settled state of each node and key an executor ran, kept in memory: the history of
+    an executor that has no run store (a script, a test, a worker process)."""
+
+    def __init__(self) -> None:
+        self.board = Board()
+        self.settled: dict[tuple[str, str], NodeState] = {}
+        self.nodes: set[str] = set()
+
+    def __call__(self, event: Event) -> None:
+        for node_id in self.board.apply(event):
+            state = self.board.nodes[node_id]
+            if state.state in SETTLED and state.key:
+                self.settled[(node_id, state.key)] = dataclasses.replace(state)
+                if state.state in ("done", "cached"):
+                    self.nodes.add(node_id)
+
+    def seen(self, keys: dict[str, str | None]) -> dict[str, Seen]:
+        return {n: Seen(self.settled.get((n, k)) if k else None, n in self.nodes) for n, k in keys.items()}

@@ -1,0 +1,253 @@
+"""The runs of one workspace, one job after another: the queue lives in the run store (so queued runs
+outlive the process), and each job is one run of the scheduler (:func:`nodeflow.scheduler.execute`)
+on the session's backend. A job is one run, or every branch of a sweep at once, so that ``--jobs N``
+trains a sweep's branches side by side.
+
+Every run is recorded with :class:`nodeflow.runs.Recording`, whatever happens; a worker that dies
+under a run leaves it ``interrupted`` and the next job starts. A job takes a turn before its runs are
+claimed (:class:`Turns`): a server shared by several people passes its fair queue there, so jobs of
+different people take turns on the machine; alone, the turn is always free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from nodeflow.errors import GraphInvalid, describe_exception
+from nodeflow.events import Event, RunQueued
+from nodeflow.executor import Executor, RunReport
+from nodeflow.graph import Graph
+from nodeflow.runs import Recording, RunStore
+from nodeflow.scheduler import execute
+
+
+class Turns(Protocol):
+    """Who may run next on a machine several queues share. ``acquire`` answers whether the job of these
+    runs may start (without ``blocking``, at once; with it, once its turn comes, or False when it was
+    cancelled meanwhile); ``release`` ends the turn."""
+
+    def acquire(self, run_ids: list[int], blocking: bool) -> bool: ...
+
+    def release(self, run_ids: list[int]) -> None: ...
+
+
+class AlwaysFree:
+    """The turns of a queue that shares its machine with no other."""
+
+    def acquire(self, run_ids: list[int], blocking: bool) -> bool:
+        return True
+
+    def release(self, run_ids: list[int]) -> None:
+        pass
+
+
+class RunQueue:
+    """Queued runs of one store, started one job at a time on a thread of their own."""
+
+    def __init__(self, store: RunStore, executor: Executor, backend: Any, stop_flag: threading.Event,
+                 tell: Callable[[Event], None], turns: Turns | None = None) -> None:
+        self.store = store
+        self.executor = executor
+        self.backend = backend
+        self._stop = stop_flag
+        self.tell = tell
+        self.turns: Turns = turns or AlwaysFree()
+        #: called with each run id once its run is recorded as finished and the next job started
+        #: (e.g. handing it to MLflow's logger)
+        self.finished_hooks: list[Callable[[int], None]] = []
+        self._lock = threading.RLock()
+        self._thread: threading.Thread | None = None
+        #: the runs of the job going now
+        self.current: list[int] = []
+        self._cancelling: set[int] = set()
+        self._closing = False
+        #: node id -> "run" | "cached", per queued or running run
+        self.plans: dict[int, dict[str, str]] = {}
+        #: the cache keys each queued or running run computes
+        self.keys: dict[int, set[str]] = {}
+        self.last_report: RunReport | None = None
+        self.last_error: str | None = None
+        self.run_id: int | None = None
+
+    # -- asking ----------------------------------------------------------------------------------------
+    def add(self, graph: Graph, target: str | None, source: str) -> tuple[int, dict[str, str]]:
+        """Queue a run of ``graph`` and start it when nothing runs; its id and plan. Raises
+        GraphInvalid (nothing is queued) if the needed part of the graph is invalid."""
+        plan, keys = self.executor.planned(graph, target)
+        with self._lock:
+            run_id = self.store.create(graph, target, source, status="queued")
+            self._announce(run_id, plan, keys, target)
+            self.start_next()
+            return run_id, plan
+
+    def add_sweep(self, branches: list[tuple[Graph, dict[str, Any]]], target: str | None,
+                  grid: list[tuple[str, list[Any]]], graph_name: str, source: Callable[[int], str],
+                  metric: str | None = None) -> int:
+        """Queue every branch (graph, its values) of a sweep as one job; returns the sweep id. ``source``
+        names the runs' source by the sweep id; ``metric`` is what ranks the branches (None: the default)."""
+        planned = [self.executor.planned(graph, target) for graph, _ in branches]
+        with self._lock:
+            run_ids = [self.store.create(graph, target, "sweep", status="queued") for graph, _ in branches]
+            sweep_id = self.store.create_sweep(grid, target, graph_name,
+                                               [(params, run_id) for (_, params), run_id in zip(branches, run_ids)],
+                                               metric)
+            self.store.set_source(run_ids, source(sweep_id))
+            for run_id, (plan, keys) in zip(run_ids, planned):
+                self._announce(run_id, plan, keys, target)
+            self.start_next()
+            return sweep_id
+
+    def _announce(self, run_id: int, plan: dict[str, str], keys: dict[str, str], target: str | None) -> None:
+        self.plans[run_id] = plan
+        self.keys[run_id] = {keys[n] for n, action in plan.items() if action == "run"}
+        self.tell(RunQueued(plan=plan, target=target))
+
+    def place(self, run_id: int) -> tuple[str, int | None]:
+        """A run's status and queue position; a run of the job starting now is running already."""
+        with self._lock:
+            if run_id in self.current:
+                return "running", None
+        return self.store.place(run_id)
+
+    def ahead(self) -> set[str]:
+        """The cache keys that queued or running runs will compute."""
+        with self._lock:
+            return set().union(*self.keys.values()) if self.keys else set()
+
+    def cancel(self, run_id: int) -> str:
+        """Cancel a queued run, or stop the job of a running one (it ends ``cancelled``)."""
+        status = self.store.cancel(run_id)
+        with self._lock:
+            if status == "cancelled":
+                self.plans.pop(run_id, None)
+                self.keys.pop(run_id, None)
+            elif status == "running" and run_id in self.current:
+                self._cancelling.add(run_id)
+                self.stop()
+                return "cancelling"
+        return status
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.backend.stop()
+
+    @property
+    def running(self) -> bool:
+        return bool(self.current)
+
+    def pending(self) -> set[str]:
+        """The nodes that queued or running runs will compute."""
+        with self._lock:
+            return {n for plan in self.plans.values() for n, action in plan.items() if action == "run"}
+
+    def wait(self, timeout: float | None = None) -> RunReport | None:
+        """Wait for the running job and the jobs queued behind it."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (thread := self._thread) is not None and thread.is_alive():
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        return self.last_report
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        """Stop the running job; queued runs stay queued for the next start."""
+        self._closing = True
+        self.stop()
+        self.wait(10)
+
+    # -- running ---------------------------------------------------------------------------------------
+    def start_next(self) -> None:
+        """Start the oldest queued run (with the rest of its sweep) when nothing runs. When its turn is
+        free its runs are claimed at once; otherwise they stay queued until the turn comes."""
+        with self._lock:
+            if self.current or self._closing:
+                return
+            queued = self.store.queued()
+            if not queued:
+                return
+            sweep = self.store.sweep_of(queued[0])
+            wanted = [queued[0]] if sweep is None else [b["run"] for b in self.store.sweep(sweep)["branches"]
+                                                         if b["run"] in queued]
+            self.run_id = wanted[-1]
+            self.last_error = None
+            if self.turns.acquire(wanted, blocking=False):
+                self.current = [i for i in wanted if self.store.claim(i)]
+                target, args = self._run_turn, (self.current,)
+            else:
+                self.current = wanted
+                target, args = self._wait_turn, (wanted,)
+            self._thread = threading.Thread(target=target, args=args, daemon=True, name="nodeflow-run")
+            self._thread.start()
+
+    def _wait_turn(self, wanted: list[int]) -> None:
+        """Wait for the job's turn, then claim its runs (those not cancelled meanwhile) and run them."""
+        if self.turns.acquire(wanted, blocking=True):
+            with self._lock:
+                self.current = [] if self._closing else [i for i in wanted if self.store.claim(i)]
+            self._run_turn(self.current)
+        else:
+            with self._lock:
+                self.current = []
+            self.start_next()
+
+    def _run_turn(self, claimed: list[int]) -> None:
+        try:
+            if claimed:
+                self._run(claimed)
+        finally:
+            self.turns.release(claimed)
+            if not claimed:
+                with self._lock:
+                    self.current = []
+                    self.start_next()
+
+    def _run(self, run_ids: list[int]) -> None:
+        self._stop.clear()
+        deaths = getattr(self.backend, "deaths", 0)
+        try:
+            with contextlib.ExitStack() as stack:
+                planned: list[tuple[Recording, Any]] = []
+                for run_id in run_ids:
+                    graph, target = self.store.graph_of(run_id)
+                    recording = stack.enter_context(Recording(self.store, self.executor, graph, target, run_id=run_id,
+                                                                   subscribe=False))
+                    try:
+                        planned.append((recording, self.executor.prepare(graph, target,
+                                                                         listeners=[recording.recorder])))
+                    except (GraphInvalid, KeyError, ValueError) as exc:  # e.g. a data folder gone since it was queued
+                        recording.status, recording.error = "failed", str(exc).strip('"')
+                try:
+                    reports = execute([p for _, p in planned], self.backend, self._stop.is_set) if planned else []
+                except Exception as exc:  # a cluster that cannot run it, or a bug: say so, keep the queue going
+                    self.last_error = describe_exception(exc)
+                    for recording, _ in planned:
+                        recording.status, recording.error = "failed", self.last_error
+                    reports = []
+                died = getattr(self.backend, "deaths", 0) != deaths
+                for (recording, _), report in zip(planned, reports):
+                    recording.report = self.last_report = report
+                    if died:  # the worker process died under the run
+                        failure = report.failure()
+                        recording.status = "interrupted"
+                        recording.error = failure[1].error if failure else "the worker process stopped"
+                    if recording.run_id in self._cancelling:
+                        recording.status = "cancelled"
+        finally:
+            with self._lock:  # the queue goes on first, whatever the hooks then do
+                self._cancelling -= set(run_ids)
+                for run_id in run_ids:
+                    self.plans.pop(run_id, None)
+                    self.keys.pop(run_id, None)
+                self.current = []
+                self.start_next()
+            for run_id in run_ids:
+                for hook in self.finished_hooks:
+                    hook(run_id)
