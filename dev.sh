@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One entry point for developers and users of a checkout:
-#   ./dev.sh editor [GRAPH]   set up, then open the editor (default: the cats-vs-dogs template)
+#   ./dev.sh editor [GRAPH]   set up, then open the editor (default: the graph it had open, else the template)
 #   ./dev.sh test [ARGS]      set up (with the browser for the editor tests), then run every test
 #   ./dev.sh setup            only set up
 # Set-up is idempotent: it creates .venv and installs the pinned packages when their list changed.

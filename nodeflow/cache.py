@@ -90,6 +90,11 @@ class Cache:
         except (OSError, ValueError):
             return {}
 
+    def files(self, key: str) -> Path | None:
+        """The folder of the files a node wrote (``ctx.scratch``) for a persisted result, if any."""
+        entry = self._entry(key)
+        return entry / "files" if entry is not None and (entry / "files").is_dir() else None
+
     def put(self, key: str, node: type[Node], outputs: dict[str, Any], metrics: dict[str, float],
             scratch: Path | None = None, tables: dict[str, Any] | None = None) -> Path | None:
         """Keep a node's results; returns where the files of ``scratch`` were moved to, if anywhere."""

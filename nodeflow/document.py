@@ -1,5 +1,6 @@
 """The open graph as a document: its undo history, whether it changed since it was saved, where it
-is saved, and its autosaves. Knows nothing of running; :class:`nodeflow.session.Session` holds one."""
+is saved, and its autosaves, noting each time where the editor left off (:mod:`nodeflow.recent`), so
+the next start reopens it. Knows nothing of running; :class:`nodeflow.session.Session` holds one."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nodeflow.graph import Graph
+from nodeflow.recent import AUTOSAVE_FOLDER, remember
 
 HISTORY_LIMIT = 200
 AUTOSAVE_KEEP = 10
@@ -90,12 +92,13 @@ class Document:
         self.graph.save(target)
         self.path = target
         self.dirty = False
+        remember(self.workspace, target, self.graph.name, None, False)
         return target
 
     @property
     def autosave_folder(self) -> Path:
         stem = self.path.stem if self.path is not None else safe_name(self.graph.name)
-        return self.workspace / "autosave" / stem
+        return self.workspace / AUTOSAVE_FOLDER / stem
 
     def autosave(self) -> Path:
         """Write the document beside the earlier autosaves, keeping the newest AUTOSAVE_KEEP."""
@@ -103,9 +106,18 @@ class Document:
             folder = self.autosave_folder
             path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{self.version:06d}.json"
             self.graph.save(path)
+            remember(self.workspace, self.path, self.graph.name, path, self.dirty)
         for old in sorted(folder.glob("*.json"))[:-AUTOSAVE_KEEP]:
             old.unlink(missing_ok=True)
         return path
+
+    def flush(self) -> None:
+        """Write an autosave that is still waiting for its delay now (the editor is stopping: the
+        edits of its last seconds are not lost with the process)."""
+        timer, self._timer = self._timer, None
+        if timer is not None and not timer.finished.is_set():
+            timer.cancel()
+            self.autosave()
 
     def autosaves(self) -> list[Path]:
         """Autosaved versions of this document, newest first."""

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from nodeflow.graph import Edge, Graph, NodeSpec, Position
+from nodeflow.graph import Edge, Graph, NodeSpec, Position, fresh_id
 
 
 class EditError(ValueError):
@@ -97,8 +97,50 @@ class Disconnect(_Op):
     source_port: PortName | None = None
 
 
-EditOp = Annotated[AddNode | RemoveNode | SetParams | Move | Rename | Connect | Disconnect,
-                   Field(discriminator="op")]
+class Disable(_Op):
+    """Bypass a node (``disabled``: false brings it back): a run leaves it out, and the nodes that
+    need its output too, and validation says which input waits for it."""
+
+    op: Literal["disable"]
+    id: NodeId
+    disabled: bool = True
+
+
+GroupTitle = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class Group(_Op):
+    """Put nodes into a new group (``id`` defaults to a fresh one made from the title). A node is
+    in one group at most; a group changes no node and no cache key."""
+
+    op: Literal["group"]
+    members: list[NodeId] = Field(min_length=1, max_length=MAX_OPS)
+    id: NodeId | None = None
+    title: GroupTitle = "Group"
+    collapsed: bool = False
+    position: PositionArg | None = Field(None, description="Where the collapsed card sits (default: the "
+                                                           "members' top left corner)")
+
+
+class Ungroup(_Op):
+    """Dissolve a group; its nodes stay where they are."""
+
+    op: Literal["ungroup"]
+    id: NodeId
+
+
+class SetGroup(_Op):
+    """Rename, collapse or expand a group, or move its collapsed card; what is not given stays."""
+
+    op: Literal["set_group"]
+    id: NodeId
+    title: GroupTitle | None = None
+    collapsed: bool | None = None
+    position: PositionArg | None = None
+
+
+AnyOp = AddNode | RemoveNode | SetParams | Move | Rename | Connect | Disconnect | Disable | Group | Ungroup | SetGroup
+EditOp = Annotated[AnyOp, Field(discriminator="op")]
 
 
 class EditRequest(BaseModel):
@@ -118,7 +160,7 @@ class RunRequest(BaseModel):
 OPS: TypeAdapter[list[EditOp]] = TypeAdapter(list[EditOp])
 
 
-def parse_ops(ops: Any) -> list[AddNode | RemoveNode | SetParams | Move | Rename | Connect | Disconnect]:
+def parse_ops(ops: Any) -> list[AnyOp]:
     """Typed ops from their JSON form; raises ValueError naming the op and the field."""
     if isinstance(ops, list) and len(ops) > MAX_OPS:
         raise ValueError(f"at most {MAX_OPS} ops per edit, got {len(ops)}")
@@ -142,7 +184,8 @@ def explain(exc: ValidationError, prefix: str = "") -> str:
     return "; ".join(lines) + (f"; and {more} more" if more > 0 else "")
 
 
-OP_NAMES = ("add_node", "remove_node", "set_params", "move", "rename", "connect", "disconnect")
+OP_NAMES = ("add_node", "remove_node", "set_params", "move", "rename", "connect", "disconnect", "disable", "group",
+            "ungroup", "set_group")
 
 
 # -- applying ops ---------------------------------------------------------------------------------------
@@ -164,6 +207,9 @@ def _remove_node(data: dict, index: dict, op: RemoveNode, registry: Any) -> None
     del index[op.id]
     data["nodes"] = [n for n in data["nodes"] if n["id"] != op.id]
     data["edges"] = [e for e in data["edges"] if op.id not in (e["source"], e["target"])]
+    for group in data.get("groups", []):  # a group that loses its last node goes too
+        group["members"] = [m for m in group["members"] if m != op.id]
+    data["groups"] = [g for g in data.get("groups", []) if g["members"]]
 
 
 def _set_params(data: dict, index: dict, op: SetParams, registry: Any) -> None:
@@ -203,9 +249,56 @@ def _disconnect(data: dict, index: dict, op: Connect | Disconnect, registry: Any
     data["edges"] = [e for e in data["edges"] if not (e["target"] == op.target and e["target_port"] == op.target_port)]
 
 
+def _disable(data: dict, index: dict, op: Disable, registry: Any) -> None:
+    _find(index, op.id)["disabled"] = True if op.disabled else None
+
+
+def _find_group(data: dict, group_id: str) -> dict:
+    group = next((g for g in data.setdefault("groups", []) if g["id"] == group_id), None)
+    if group is None:
+        raise EditError(f"no group with id '{group_id}'")
+    return group
+
+
+def _group(data: dict, index: dict, op: Group, registry: Any) -> None:
+    groups = data.setdefault("groups", [])
+    members = list(dict.fromkeys(op.members))
+    owner = {m: g["id"] for g in groups for m in g["members"]}
+    for member in members:
+        _find(index, member)
+        if member in owner:
+            raise EditError(f"node '{member}' is already in group '{owner[member]}': ungroup it first")
+    group_id = op.id or fresh_id({g["id"] for g in groups}, op.title.lower())
+    if any(g["id"] == group_id for g in groups):
+        raise EditError(f"there is already a group with id '{group_id}'")
+    if op.position is not None:
+        position = op.position.model_dump()
+    else:
+        position = {"x": min(index[m]["position"]["x"] for m in members),
+                    "y": min(index[m]["position"]["y"] for m in members)}
+    groups.append({"id": group_id, "title": op.title, "members": members, "collapsed": op.collapsed,
+                   "position": position})
+
+
+def _ungroup(data: dict, index: dict, op: Ungroup, registry: Any) -> None:
+    _find_group(data, op.id)
+    data["groups"] = [g for g in data["groups"] if g["id"] != op.id]
+
+
+def _set_group(data: dict, index: dict, op: SetGroup, registry: Any) -> None:
+    group = _find_group(data, op.id)
+    if op.title is not None:
+        group["title"] = op.title
+    if op.collapsed is not None:
+        group["collapsed"] = op.collapsed
+    if op.position is not None:
+        group["position"] = op.position.model_dump()
+
+
 APPLY: dict[str, Callable[[dict, dict, Any, Any], None]] = {
     "add_node": _add_node, "remove_node": _remove_node, "set_params": _set_params, "move": _move,
-    "rename": _rename, "connect": _connect, "disconnect": _disconnect}
+    "rename": _rename, "connect": _connect, "disconnect": _disconnect, "disable": _disable, "group": _group,
+    "ungroup": _ungroup, "set_group": _set_group}
 
 
 def apply(graph: Graph, ops: list[Any], registry: Any) -> Graph:
@@ -236,13 +329,3 @@ def _find(index: dict, node_id: str) -> dict:
     if node is None:
         raise EditError(f"no node with id '{node_id}'")
     return node
-
-
-def fresh_id(taken: dict | set, stem: str) -> str:
-    """An id made from ``stem`` that is not in ``taken``: ``dense``, then ``dense_2``, ..."""
-    stem = "".join(c if c.isalnum() or c in "_-" else "_" for c in stem) or "node"
-    if not stem[0].isalpha():
-        stem = f"n_{stem}"
-    if stem not in taken:
-        return stem
-    return next(f"{stem}_{i}" for i in range(2, 100_000) if f"{stem}_{i}" not in taken)

@@ -9,6 +9,9 @@ from nodeflow.node import UnknownNodeType
 class GraphProblem(Exception):
     """One thing wrong with a graph, tied to the node (and port or param) to change."""
 
+    #: "error" blocks a run of the node; "warning" (:class:`GraphWarning`) is only said
+    severity = "error"
+
     def __init__(self, node_id: str | None, message: str, *, port: str | None = None,
                  param: str | None = None, other_node: str | None = None) -> None:
         super().__init__(message)
@@ -25,12 +28,26 @@ class GraphProblem(Exception):
         detail = self.param and f".{self.param}" or self.port and f":{self.port}" or ""
         return f"{self.node_id}{detail}"
 
+    @property
+    def blocking(self) -> bool:
+        return self.severity == "error"
+
     def __str__(self) -> str:
         return f"{self.where}: {self.message}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": type(self).__name__, "node": self.node_id, "port": self.port, "param": self.param,
-                "other_node": self.other_node, "message": self.message}
+        return {"kind": type(self).__name__, "severity": self.severity, "node": self.node_id, "port": self.port,
+                "param": self.param, "other_node": self.other_node, "message": self.message}
+
+
+class GraphWarning(GraphProblem):
+    """Something that will run, but probably not as meant (a ReLU on the output layer, weights that
+    cannot be downloaded here): shown by validation, never blocking a run."""
+
+    severity = "warning"
+
+    def __str__(self) -> str:
+        return f"warning: {self.where}: {self.message}"
 
 
 class GraphCycleError(GraphProblem):
@@ -58,6 +75,10 @@ class PortTypeError(GraphProblem):
 
 class UnknownPortError(GraphProblem):
     pass
+
+
+class DisabledInputError(GraphProblem):
+    """An input fed by a disabled node (or by one that waits for a disabled node)."""
 
 
 class GraphInvalid(Exception):

@@ -6,8 +6,8 @@ the cache), failed, skipped or stopped. Every view of a run (the editor's cards,
 Output tab, the Runs panel, ``GET /api/status``, the run history and the terminal) reads the
 :class:`NodeState` that :func:`fold` makes of these events, so they cannot disagree.
 
-Events cross processes (a worker process, a Dask worker, the ranks of a multi-node training) as
-JSON, written and read here only (:func:`to_json`, :func:`from_json`).
+Events cross processes (a worker process, a Dask worker) as JSON, written and read here only
+(:func:`to_json`, :func:`from_json`).
 """
 
 from __future__ import annotations
@@ -206,8 +206,10 @@ def _plain(value: Any) -> Any:
 #: every state a node can be in, in the words every view uses:
 #: idle (never ran), stale (ran before with other params or inputs), queued, running, done (computed
 #: by its latest run), cached (its latest run took it from the cache), failed, stopped (on request;
-#: may resume), skipped (an input did not finish), invalid (the graph says it cannot run)
-STATES = ("idle", "stale", "queued", "running", "done", "cached", "failed", "stopped", "skipped", "invalid")
+#: may resume), skipped (an input did not finish), invalid (the graph says it cannot run), disabled (left
+#: out of runs by the user)
+STATES = ("idle", "stale", "queued", "running", "done", "cached", "failed", "stopped", "skipped", "invalid",
+          "disabled")
 #: states in which a node is part of a run that has not finished
 ACTIVE = ("queued", "running")
 #: the most points a curve keeps while a run goes on

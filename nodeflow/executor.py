@@ -29,11 +29,12 @@ import networkx as nx
 from pydantic import ValidationError
 
 from nodeflow.cache import Cache, canonical_json
-from nodeflow.errors import (GraphCycleError, GraphInvalid, GraphProblem, MissingInputError, ParamError,
-                             PortTypeError, UnknownPortError, UnknownTypeError, describe_exception)
+from nodeflow.errors import (DisabledInputError, GraphCycleError, GraphInvalid, GraphProblem, GraphWarning,
+                             MissingInputError, ParamError, PortTypeError, UnknownPortError, UnknownTypeError,
+                             describe_exception)
 from nodeflow.events import Event, Log, Memory, NodeStarted, RunFinished, RunStarted, Seen, derive
 from nodeflow.graph import Graph, NodeSpec
-from nodeflow.node import (Interrupted, Node, ParamProblem, Registry, RunContext, UnknownNodeType,
+from nodeflow.node import (Interrupted, Node, ParamProblem, Registry, RunContext, UnknownNodeType, card_title,
                            fresh_fingerprints)
 from nodeflow.paths import params_paths
 from nodeflow.scheduler import Outcome
@@ -96,6 +97,8 @@ class Checked:
     keys: dict[str, str]
     order: list[str]
     facts: dict[str, dict[str, dict[str, Any]]]
+    #: disabled nodes, and the nodes that cannot run because they need one: left out of every run
+    off: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -191,7 +194,9 @@ class Executor:
 
     # validation
     def validate(self, graph: Graph) -> list[GraphProblem]:
-        return self.check(graph).problems
+        """Every problem of the graph: errors, which block running the nodes they name, then warnings."""
+        problems = self.check(graph).problems
+        return [p for p in problems if p.blocking] + [p for p in problems if not p.blocking]
 
     def check(self, graph: Graph, fresh: bool = False) -> Checked:
         """Every problem of ``graph``, and its cache keys. ``fresh``: for a run being planned, the
@@ -230,12 +235,15 @@ class Executor:
         order = list(nx.topological_sort(dag)) if not cycles else [n.id for n in graph.nodes]
         keys: dict[str, str] = {}
         facts: dict[str, dict[str, dict[str, Any]]] = {}
+        off: set[str] = set()
         if not cycles:
             with fresh_fingerprints() if fresh else contextlib.nullcontext():
                 keys = self._keys(graph, order, types, params)
+            off, found = _disabled(graph, order)
+            problems.extend(found)
             found, facts = self._infer(graph, order, types, params, {p.node_id for p in problems})
             problems.extend(found)
-        return Checked(graph, dag, problems, params, types, keys, order, facts)
+        return Checked(graph, dag, problems, params, types, keys, order, facts, off)
 
     def _edge_problems(self, edge, types: dict[str, type[Node]]) -> list[GraphProblem]:
         src, dst = types.get(edge.source), types.get(edge.target)
@@ -301,12 +309,35 @@ class Executor:
                 facts[node_id] = node.infer(params[node_id], known, node_id) or {}
             except ParamProblem as exc:
                 broken.add(node_id)
-                problems.append(ParamError(node_id, str(exc), param=exc.param, port=exc.port,
-                                           other_node=exc.other_node))
+                named = {exc.other_node, *exc.nodes} - {None}
+                problems.append(ParamError(node_id, _with_titles(str(exc), named, graph, types), param=exc.param,
+                                           port=exc.port, other_node=exc.other_node))
+                continue
             except Exception as exc:  # a bug in a node's infer() must not hide the other problems
                 broken.add(node_id)
                 problems.append(GraphProblem(node_id, f"could not check this node: {describe_exception(exc)}"))
+                continue
+            problems.extend(self._warnings(graph, types, node_id, params[node_id], known, problems))
         return problems, facts
+
+    def _warnings(self, graph: Graph, types: dict[str, type[Node]], node_id: str, params: Any,
+                  known: dict[str, Any], found: list[GraphProblem]) -> list[GraphProblem]:
+        """A node's advice as warnings, each said once (a trainer and its output layer may both see
+        a ReLU there); a failing ``warnings()`` is itself one, as it must not hide the rest."""
+        try:
+            advice = types[node_id].warnings(params, known, node_id, self.workspace)
+        except Exception as exc:
+            return [GraphWarning(node_id, f"could not give this node's advice: {describe_exception(exc)}")]
+        said = {(p.node_id, p.param, p.port) for p in found if not p.blocking}
+        warnings = []
+        for item in advice:
+            about = item.node or node_id
+            if (about, item.param, item.port) not in said:
+                said.add((about, item.param, item.port))
+                message = _with_titles(item.message, {about, node_id, *item.nodes}, graph, types)
+                warnings.append(GraphWarning(about, message, param=item.param, port=item.port,
+                                             other_node=node_id if about != node_id else None))
+        return warnings
 
     # status and planning
     def keys(self, graph: Graph) -> dict[str, str]:
@@ -328,20 +359,28 @@ class Executor:
     def inspect(self, graph: Graph) -> tuple[dict[str, str], list[GraphProblem], dict[str, str],
                                               dict[str, Seen]]:
         """States, problems, cache keys and what the history saw of every node, from one pass of
-        checking."""
+        checking. A disabled node is "disabled" whatever its cache holds."""
         checked = self.check(graph)
-        bad = {p.node_id for p in checked.problems}
+        bad = {p.node_id for p in checked.problems if p.blocking}
         keys = {spec.id: None if spec.id in bad else checked.keys.get(spec.id) for spec in graph.nodes}
         seen = self.history.seen(keys)
         result = {node_id: derive(key, key is not None and self.cache.has(key), seen.get(node_id))
                   for node_id, key in keys.items()}
+        for spec in graph.nodes:
+            if spec.disabled:
+                result[spec.id] = "disabled"
         return result, checked.problems, checked.keys, seen
 
     def needed(self, checked: Checked, target: str | None) -> list[str]:
+        """The nodes a run of ``target`` (every node when None) computes or takes from the cache.
+        Running everything leaves out the disabled nodes and those that need one; a target that
+        needs one is refused by its problem (see :func:`_disabled`)."""
         if target is None:
-            return checked.order
+            return [n for n in checked.order if n not in checked.off]
         if not checked.graph.has_node(target):
             raise KeyError(f"no node with id '{target}' (ids: {', '.join(n.id for n in checked.graph.nodes)})")
+        if checked.graph.node(target).disabled:
+            raise GraphInvalid([GraphProblem(target, "is disabled: enable it to run it")])
         wanted = nx.ancestors(checked.dag, target) | {target}
         return [n for n in checked.order if n in wanted]
 
@@ -588,8 +627,8 @@ class Executor:
         """Compute one node while holding its cache key: when another process sharing the
         workspace (a second run, a Dask worker) computed the same key meanwhile, take its result."""
         node, params = checked.types[node_id], checked.params[node_id]
-        if node.assists(params):
-            return self._compute(node_id, node, params, inputs, key, values, emit, stop_flag, assisting=True)
+        if node.recorded_elsewhere(params):
+            return self._take_part(node_id, node, params, inputs, key, values, emit, stop_flag)
         with self.cache.computing(key, node):
             if not force and self.cache.has(key):
                 return Outcome("cached", metrics=self.cache.metrics(key), tables=self.cache.tables(key),
@@ -597,53 +636,74 @@ class Executor:
                                     "using that result")
             return self._compute(node_id, node, params, inputs, key, values, emit, stop_flag)
 
-    def _compute(self, node_id: str, node: type[Node], params: Any, inputs: dict[str, Any], key: str,
-                 values: dict[str, dict[str, Any]], emit: Callable[[Event], None], stop_flag: Any,
-                 assisting: bool = False) -> Outcome:
+    def _context(self, node_id: str, node: type[Node], params: Any, key: str, emit: Callable[[Event], None],
+                 stop_flag: Any) -> RunContext:
         workspace = self.workspace or Path(tempfile.gettempdir()) / "nodeflow"
-        scratch_root = workspace / "scratch" / key
-        if scratch_root.exists() and not assisting:  # an assisting machine's scratch is the recording one's
-            shutil.rmtree(scratch_root, ignore_errors=True)
-        ctx = RunContext(node_id, workspace, device=self.device, seed=int(key[:8], 16), emit=emit,
-                         stop_flag=stop_flag, scratch=scratch_root, key=key, allowed_roots=self.allowed_roots,
-                         path_params=_path_values(node, params))
+        return RunContext(node_id, workspace, device=self.device, seed=int(key[:8], 16), emit=emit,
+                          stop_flag=stop_flag, scratch=workspace / "scratch" / key, key=key,
+                          allowed_roots=self.allowed_roots, path_params=_path_values(node, params))
+
+    def _compute(self, node_id: str, node: type[Node], params: Any, inputs: dict[str, Any], key: str,
+                 values: dict[str, dict[str, Any]], emit: Callable[[Event], None], stop_flag: Any) -> Outcome:
+        ctx = self._context(node_id, node, params, key, emit, stop_flag)
+        scratch_root = ctx.scratch_root
+        shutil.rmtree(scratch_root, ignore_errors=True)
         emit(NodeStarted(node_id=node_id, key=key, type=node.type))
         started = time.perf_counter()
         try:
             ctx.check_inputs(node, inputs)
             outputs = node().run(ctx, params, **inputs) or {}
-            if assisting:  # this machine's part is done: wait for the key and take what the other one wrote
-                with self.cache.computing(key, node):
-                    if not self.cache.has(key):
-                        raise RuntimeError("this machine's part ran, but the process that records this node "
-                                           "(node_rank 0) wrote no result; see its log")
-                    outputs, metrics = self.cache.get(key, node)
-                ctx.metrics.update(metrics)
             missing = [p.name for p in node.outputs if not p.optional and p.name not in outputs]
             if missing:
                 raise RuntimeError(f"{node.type}.run() returned no value for output(s) {missing}")
             ctx.check_interrupted()
-            has_files = not assisting and scratch_root.exists() and any(scratch_root.iterdir())
-            kept = None if assisting else self.cache.put(key, node, outputs, ctx.metrics,
-                                                         scratch_root if has_files else None, tables=ctx.tables)
+            has_files = scratch_root.exists() and any(scratch_root.iterdir())
+            kept = self.cache.put(key, node, outputs, ctx.metrics, scratch_root if has_files else None,
+                                  tables=ctx.tables)
             if has_files:
                 if kept is not None:
                     shutil.rmtree(scratch_root, ignore_errors=True)  # its files now live in the cache entry
                 names = ", ".join(sorted(p.name for p in (kept or scratch_root).iterdir()))
                 emit(Log(node_id=node_id, message=f"files written: {names} (in {kept or scratch_root})"))
-        except Interrupted:
-            checkpoints = workspace / "checkpoints" / key
-            resumable = checkpoints.is_dir() and any(checkpoints.iterdir())
-            return Outcome("stopped", time.perf_counter() - started, dict(ctx.metrics), epoch=ctx.epoch,
-                           epochs=ctx.epochs, resumable=resumable)
         except Exception as exc:
-            return Outcome("failed", time.perf_counter() - started, dict(ctx.metrics), error=_node_message(exc),
-                           traceback=traceback.format_exc(), param=getattr(exc, "param", None))
-        seconds = time.perf_counter() - started
-        if not assisting:
-            shutil.rmtree(workspace / "checkpoints" / key, ignore_errors=True)  # the cached result supersedes them
+            return _ended(exc, ctx, started)
+        shutil.rmtree(ctx.workspace / "checkpoints" / key, ignore_errors=True)  # the cached result supersedes them
         values[node_id] = outputs
-        return Outcome("elsewhere" if assisting else "ran", seconds, dict(ctx.metrics), tables=dict(ctx.tables))
+        return Outcome("ran", time.perf_counter() - started, dict(ctx.metrics), tables=dict(ctx.tables))
+
+    def _take_part(self, node_id: str, node: type[Node], params: Any, inputs: dict[str, Any], key: str,
+                   values: dict[str, dict[str, Any]], emit: Callable[[Event], None], stop_flag: Any) -> Outcome:
+        """A process that only takes part in a computation another machine records under the same key
+        (a machine after the first of a multi-node training, see :meth:`Node.recorded_elsewhere`). Its
+        part runs without holding the key, which the recording machine holds while it waits for this
+        one; then the result that machine wrote is taken. The outcome says so: "elsewhere"."""
+        ctx = self._context(node_id, node, params, key, emit, stop_flag)
+        emit(NodeStarted(node_id=node_id, key=key, type=node.type))
+        started = time.perf_counter()
+        try:
+            ctx.check_inputs(node, inputs)
+            node().run(ctx, params, **inputs)
+            with self.cache.computing(key, node):
+                if not self.cache.has(key):
+                    raise RuntimeError("this machine's part ran, but the process that records this node "
+                                       "(node_rank 0) wrote no result; see its log")
+                values[node_id], metrics = self.cache.get(key, node)
+        except Exception as exc:
+            return _ended(exc, ctx, started)
+        return Outcome("elsewhere", time.perf_counter() - started, dict(metrics),
+                       note="recorded by another machine under the same cache key")
+
+
+def _ended(exc: Exception, ctx: RunContext, started: float) -> Outcome:
+    """The outcome of a node that raised: stopped on request (resumable when it left a checkpoint), or
+    failed, with the message and the param it blames."""
+    seconds = time.perf_counter() - started
+    if isinstance(exc, Interrupted):
+        checkpoints = ctx.workspace / "checkpoints" / ctx.key
+        return Outcome("stopped", seconds, dict(ctx.metrics), epoch=ctx.epoch, epochs=ctx.epochs,
+                       resumable=checkpoints.is_dir() and any(checkpoints.iterdir()))
+    return Outcome("failed", seconds, dict(ctx.metrics), error=_node_message(exc),
+                   traceback=traceback.format_exc(), param=getattr(exc, "param", None))
 
 
 def _past(status: str) -> str:
@@ -687,10 +747,49 @@ def estimate_note(entry: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _disabled(graph: Graph, order: list[str]) -> tuple[set[str], list[GraphProblem]]:
+    """The disabled nodes and every node that needs one (directly or further down), and for each
+    of the latter the input that waits: a run leaves them all out, and a run aimed at one of
+    them is refused, naming that input."""
+    off = {spec.id for spec in graph.nodes if spec.disabled}
+    if not off:
+        return off, []
+    cause: dict[str, str] = {node_id: node_id for node_id in off}  # node -> the disabled node it waits for
+    problems: list[GraphProblem] = []
+    for node_id in order:
+        if node_id in off:
+            continue
+        for edge in graph.incoming(node_id):
+            if edge.source in off:
+                root = cause[edge.source]
+                why = "which is disabled" if root == edge.source else f"which cannot run while '{root}' is disabled"
+                problems.append(DisabledInputError(
+                    node_id, f"input '{edge.target_port}' needs {edge.source}.{edge.source_port}, {why}: enable "
+                             f"'{root}', or disable this node too", port=edge.target_port, other_node=root))
+                off.add(node_id)
+                cause[node_id] = root
+                break
+    return off, problems
+
+
 def _raise_blocking(checked: Checked, needed: list[str]) -> None:
-    blocking = [p for p in checked.problems if p.node_id is None or p.node_id in needed]
+    blocking = [p for p in checked.problems if p.blocking and (p.node_id is None or p.node_id in needed)]
     if blocking:
         raise GraphInvalid(blocking)
+
+
+def _with_titles(message: str, nodes: set[str], graph: Graph, types: dict[str, type[Node]]) -> str:
+    """``message`` with each of ``nodes`` it quotes by id followed, the first time, by the title
+    its card shows: 'formatter' (Resize + crop to 150×150×3)."""
+    for node_id in sorted(nodes):
+        quoted = f"'{node_id}'"
+        if quoted not in message or not graph.has_node(node_id):
+            continue
+        spec = graph.node(node_id)
+        title = card_title(types[node_id], spec.title, spec.params) if node_id in types else spec.title
+        if title and title != node_id:
+            message = message.replace(quoted, f"{quoted} ({title})", 1)
+    return message
 
 
 def _path_values(node: type[Node], params: Any) -> dict[str, str]:

@@ -1,7 +1,8 @@
-"""The graph document: nodes (type id, params, position) and edges, saved as versioned JSON.
+"""The graph document: nodes (type id, params, position), edges and groups, saved as versioned JSON.
 
 The document knows nothing of node types; checks that need the catalogue (unknown types,
-ports, param values, port types) live in :mod:`nodeflow.executor`.
+ports, param values, port types) live in :mod:`nodeflow.executor`. Version 2 added groups and
+the ``disabled`` flag; a version 1 file reads as a version 2 document without them.
 """
 
 from __future__ import annotations
@@ -19,12 +20,32 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from nodeflow.files import atomic_write_text
 
 FORMAT = "nodeflow.graph"
-VERSION = 1
+VERSION = 2
+#: the versions this nodeflow reads; older ones are brought up to VERSION as they load
+READABLE_VERSIONS = (1, 2)
 NODE_ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$"
 
 
 class GraphFileError(ValueError):
     """A graph document that cannot be read; the message says where and what."""
+
+
+def _addressable(value: str) -> str:
+    if not re.fullmatch(NODE_ID_PATTERN, value):
+        raise ValueError(f"'{value}' is not a usable id: start with a letter or _, then letters, digits,"
+                         " _ or -, at most 64 characters (ids are used by --target and --set)")
+    return value
+
+
+def fresh_id(taken: Any, stem: str) -> str:
+    """A usable id made from ``stem`` (a type's name, a title, a copied node's id) that is not in
+    ``taken``: ``stem``, else ``stem_2``, ``stem_3``..."""
+    stem = "".join(c if (c.isascii() and c.isalnum()) or c in "_-" else "_" for c in stem.strip())[:56] or "node"
+    if not stem[0].isalpha():
+        stem = f"n_{stem}"
+    if stem not in taken:
+        return stem
+    return next(f"{stem}_{i}" for i in range(2, 100_000) if f"{stem}_{i}" not in taken)
 
 
 class _Strict(BaseModel):
@@ -42,14 +63,13 @@ class NodeSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     position: Position = Field(default_factory=Position)
     title: str | None = Field(None, max_length=200, description="Label shown instead of the type's title")
+    disabled: bool | None = Field(None, description=(
+        "true: bypassed; a run leaves this node out, and the nodes that need its output too"))
 
     @field_validator("id")
     @classmethod
     def _id_is_addressable(cls, value: str) -> str:
-        if not re.fullmatch(NODE_ID_PATTERN, value):
-            raise ValueError(f"'{value}' is not a usable id: start with a letter or _, then letters, digits,"
-                             " _ or -, at most 64 characters (ids are used by --target and --set)")
-        return value
+        return _addressable(value)
 
     @field_validator("params")
     @classmethod
@@ -85,13 +105,30 @@ class Edge(_Strict):
         return f"{self.source}.{self.source_port} -> {self.target}.{self.target_port}"
 
 
+class GroupSpec(_Strict):
+    """Nodes shown together as one part of the graph (the template's "model", "data", ...). A
+    group is drawn only: it changes no node, no edge and no cache key."""
+
+    id: str = Field(description="Unique among the groups")
+    title: str = Field("Group", max_length=200)
+    members: list[str] = Field(min_length=1, max_length=10_000, description="Ids of the nodes in the group")
+    collapsed: bool = Field(False, description="Drawn as one card with the group's external ports")
+    position: Position = Field(default_factory=Position, description="Where the collapsed card sits")
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_addressable(cls, value: str) -> str:
+        return _addressable(value)
+
+
 class Graph(_Strict):
     format: Literal["nodeflow.graph"] = FORMAT
-    version: Literal[1] = VERSION
+    version: Literal[2] = VERSION
     name: str = Field("untitled", max_length=200)
     description: str = Field("", max_length=10_000)
     nodes: list[NodeSpec] = Field(default_factory=list, max_length=10_000)
     edges: list[Edge] = Field(default_factory=list, max_length=50_000)
+    groups: list[GroupSpec] = Field(default_factory=list, max_length=10_000)
     #: edges by target, built on first use (documents are not changed in place once made)
     _incoming: dict[str, list[Edge]] | None = PrivateAttr(None)
 
@@ -112,6 +149,18 @@ class Graph(_Strict):
             if slot in fed:
                 problems.append(f"input {edge.target}.{edge.target_port} has two incoming edges ({fed[slot]} and {edge})")
             fed[slot] = edge
+        grouped: dict[str, str] = {}
+        group_ids: set[str] = set()
+        for group in self.groups:
+            if group.id in group_ids:
+                problems.append(f"duplicate group id '{group.id}'")
+            group_ids.add(group.id)
+            for member in group.members:
+                if member not in seen:
+                    problems.append(f"group '{group.id}' refers to unknown node '{member}'")
+                elif member in grouped:
+                    problems.append(f"node '{member}' is in two groups ('{grouped[member]}' and '{group.id}')")
+                grouped[member] = group.id
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -154,10 +203,12 @@ class Graph(_Strict):
             raise GraphFileError(f"{source}: a graph document is a JSON object, got {type(data).__name__}")
         if data.get("format") != FORMAT:
             raise GraphFileError(f"{source}: 'format' must be \"{FORMAT}\", got {data.get('format')!r}")
-        if data.get("version") != VERSION:
+        if data.get("version") not in READABLE_VERSIONS or isinstance(data.get("version"), bool):
+            readable = " and ".join(map(str, READABLE_VERSIONS))
             raise GraphFileError(
-                f"{source}: unsupported version {data.get('version')!r}; this nodeflow reads version {VERSION}"
+                f"{source}: unsupported version {data.get('version')!r}; this nodeflow reads versions {readable}"
             )
+        data = _upgrade(data)
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -179,6 +230,14 @@ class Graph(_Strict):
 
     def save(self, path: str | os.PathLike[str]) -> None:
         atomic_write_text(Path(path), self.dumps())
+
+
+def _upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A readable document of an older version as the current version says it. Version 1 had no
+    groups and no disabled nodes, so it is a version 2 document as it stands."""
+    if data["version"] == 1:
+        data = {**data, "version": 2}
+    return data
 
 
 def _refuse_constant(name: str) -> Any:

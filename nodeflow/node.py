@@ -23,15 +23,17 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import difflib
+import functools
 import importlib
 import importlib.util
 import inspect
 import os
 import pkgutil
+import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
@@ -228,6 +230,15 @@ class RunContext:
         names = list(columns) if columns is not None else list(dict.fromkeys(k for row in rows for k in row))
         self.tables[name] = {"columns": names, "rows": rows}
 
+    def keep_predictions(self, split: str, files: Sequence[str], true: Any, predicted: Any, confidence: Any,
+                         classes: Sequence[str]) -> None:
+        """Keep the model's per-image outcome on a split (each file's true class index, predicted
+        class index and the predicted class's probability), compactly, beside the node's cached
+        result, so two runs can be compared image by image (:mod:`nodeflow.predictions`)."""
+        from nodeflow.predictions import save
+
+        save(self.scratch, self.workspace, split, files, true, predicted, confidence, classes)
+
     def preview(self, kind: str, payload: Any) -> None:
         """Publish something for the editor to show beside the node (sample images, a table)."""
         self._emit(Preview(node_id=self.node_id, name=kind, payload=payload))
@@ -277,13 +288,18 @@ class RunContext:
         return folder
 
     @property
+    def scratch_root(self) -> Path:
+        """Where :attr:`scratch` is, whether or not the node made it."""
+        if self._scratch is None:
+            self._scratch = self.workspace / "scratch" / self.node_id
+        return self._scratch
+
+    @property
     def scratch(self) -> Path:
         """A folder this node may write files into (plots, CSVs); when the node succeeds they are
         moved into its cache entry and the run's log says where."""
-        if self._scratch is None:
-            self._scratch = self.workspace / "scratch" / self.node_id
-        self._scratch.mkdir(parents=True, exist_ok=True)
-        return self._scratch
+        self.scratch_root.mkdir(parents=True, exist_ok=True)
+        return self.scratch_root
 
 
 class Node:
@@ -291,6 +307,9 @@ class Node:
 
     type: ClassVar[str] = ""
     title: ClassVar[str] = ""
+    #: A title that follows the params, e.g. "Input layer ({height}×{width}×{channels})": a card
+    #: shows it while its node has no title of its own (see :func:`auto_title`).
+    title_template: ClassVar[str] = ""
     category: ClassVar[str] = "Other"
     description: ClassVar[str] = ""
     Params: ClassVar[type[NodeParams]] = NoParams
@@ -335,11 +354,38 @@ class Node:
         return {}
 
     @classmethod
-    def assists(cls, params: Any) -> bool:
-        """Whether this process only takes part in a run that another process records: a machine
-        after the first of a multi-node training, whose ``run`` returns nothing. The executor runs it
-        without holding the cache key (the recording process holds it, and waits for this one), then
-        takes the outputs from the shared cache once that process has written them."""
+    def warnings(cls, params: Any, inputs: Mapping[str, Mapping[str, Any]], node_id: str | None = None,
+                 workspace: Path | None = None) -> list[ParamWarning]:
+        """Static advice from the same facts :meth:`infer` gets (called after it succeeded): what
+        will run, but probably not as meant (a ReLU on the output layer, weights that cannot be
+        downloaded here). Validation shows them; they never block a run. ``workspace`` is where a
+        run would look for downloaded files (None when unknown)."""
+        return []
+
+    @classmethod
+    def script(cls, ctx: ScriptContext, params: Any, **inputs: Any) -> ScriptPart | None:
+        """This node's part of the graph written as one standalone PyTorch script (``nodeflow
+        export-script``): ``inputs`` are what the parts before it gave for its connected input
+        ports (``ScriptPart.outputs``). None, the default, means no script form: the exporter
+        leaves the node out, with a comment saying so, and the nodes that need its outputs too.
+        Raise :class:`ParamProblem` when these params have no script form, naming the param."""
+        return None
+
+    @classmethod
+    def measures(cls, params: Any) -> dict[str, str]:
+        """The split each metric this node logs is measured on (``{"val_accuracy": "validation"}``;
+        splits: train, validation, test), so a sweep is judged on validation before anything ran and
+        a test metric used for choosing is flagged. The image count of a split is logged as the
+        metric ``SPLIT_images``. Metrics left out are not measured on a split of images."""
+        return {}
+
+    @classmethod
+    def recorded_elsewhere(cls, params: Any) -> bool:
+        """Whether this process only takes part in a computation that another machine records under
+        the same cache key: a machine after the first of a multi-node training, whose ``run`` returns
+        nothing. Its outcome is "recorded elsewhere": the executor runs it without holding the key
+        (the recording machine holds it, and waits for this one to join), then takes the outputs
+        that machine wrote. Asked before ``run``, as holding the key would keep the machines apart."""
         return False
 
     @classmethod
@@ -367,37 +413,154 @@ class Node:
                 "type": p.type.name,
                 "accepts_as": p.type.ancestry(),
                 "color": p.type.color,
-                "description": p.description,
+                "description": plain_text(p.description),
                 "optional": p.optional,
             }
 
+        schema = cls.Params.model_json_schema()
+        for prop in schema.get("properties", {}).values():
+            if isinstance(prop.get("description"), str):
+                prop["description"] = plain_text(prop["description"])
         return {
             "type": cls.type,
             "title": cls.title or cls.type,
             "category": cls.category,
-            "description": cls.description or (inspect.getdoc(cls) or ""),
+            "description": plain_text(cls.description or (inspect.getdoc(cls) or "")),
             "inputs": [port(p) for p in cls.inputs],
             "outputs": [port(p) for p in cls.outputs],
-            "params_schema": cls.Params.model_json_schema(),
+            "title_template": cls.title_template,
+            "params_schema": schema,
             "defaults": cls.Params().model_dump(mode="json") if _has_all_defaults(cls.Params) else {},
             "persist": cls.persist,
             "source": getattr(cls, "_nodeflow_source", "unknown"),
         }
 
 
+#: a Sphinx role as docstrings write it: :meth:`cell_gallery`, :class:`~nodeflow.node.Node`, :ref:`title <target>`
+_ROLE = re.compile(r":(?:[a-z]+:)?[a-z]+:`(~?)([^`<]*?)\s*(?:<[^>]*>)?`")
+
+
+def plain_text(doc: str) -> str:
+    """A docstring or description as the editor and the CLI show it: Sphinx roles and literal
+    quotes (``x``) become their plain words (``~a.b.name`` its last part, as Sphinx shows it)."""
+    def role(match: re.Match[str]) -> str:
+        text = match.group(2)
+        return text.rsplit(".", 1)[-1] if match.group(1) else text
+
+    return _ROLE.sub(role, doc).replace("``", "")
+
+
 class ParamProblem(Exception):
     """Raised by ``Node.infer`` (or ``run``) to blame a parameter or an input, and to say what to do.
 
     ``other_node`` names a second node the problem involves (e.g. a formatter whose image size
-    does not match an input layer), so the message can name both.
+    does not match an input layer), so the message can name both; ``nodes``, every node the
+    message quotes by id ('formatter'), which validation follows with the title on its card.
     """
 
     def __init__(self, message: str, param: str | None = None, port: str | None = None,
-                 other_node: str | None = None) -> None:
+                 other_node: str | None = None, nodes: Iterable[str] = ()) -> None:
         super().__init__(message)
         self.param = param
         self.port = port
         self.other_node = other_node
+        self.nodes = tuple(nodes)
+
+
+@dataclass(frozen=True)
+class ParamWarning:
+    """What :meth:`Node.warnings` gives: a message, the param or input port it is about, and
+    ``node``, another node it is about when not the one warning (e.g. the trainer warning about the
+    output layer it is fed). Messages quote nodes by id ('train')."""
+
+    message: str
+    param: str | None = None
+    port: str | None = None
+    node: str | None = None
+    #: other nodes the message quotes by id, which validation follows with their card titles
+    nodes: tuple[str, ...] = ()
+
+
+def auto_title(entry: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:
+    """A title that follows a node's params, from its catalogue entry (:meth:`Node.describe`): the
+    type's ``title_template`` filled in ("Input layer (64×64×3)"), or, for a node with a layer
+    picker (``x-widget: layers``), what it unfreezes ("Unfreeze the last block", "Unfreeze block4,
+    block5"); None for other nodes. ``params`` may leave out defaults."""
+    values = {**(entry.get("defaults") or {}), **params}
+    template = entry.get("title_template")
+    if template:
+        try:
+            return template.format_map(values)
+        except (KeyError, ValueError, IndexError):
+            return None
+    props = (entry.get("params_schema") or {}).get("properties", {})
+    layers = [(name, prop) for name, prop in props.items() if prop.get("x-widget") == "layers"]
+    if not layers:
+        return None
+    name, prop = layers[0]
+    chosen = values.get(name) or []
+    if chosen:
+        return "Unfreeze " + ", ".join(map(str, chosen))
+    last_n = values.get(prop["x-last-n"]) if prop.get("x-last-n") else 0
+    if not isinstance(last_n, int) or last_n <= 0:
+        return "Unfreeze nothing"
+    return "Unfreeze the last block" if last_n == 1 else f"Unfreeze the last {last_n} blocks"
+
+
+def card_title(node: type[Node], title: str | None, params: Mapping[str, Any]) -> str:
+    """The title a node's card shows: its own, else the one that follows its params, else its type's."""
+    return title or auto_title(_entry(node), params) or node.title or node.type
+
+
+@functools.cache
+def _entry(node: type[Node]) -> dict[str, Any]:
+    return node.describe()
+
+
+# -- the graph as a PyTorch script (see nodeflow.script) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScriptPart:
+    """A node's part of the exported script: ``code``, statements for the script's ``main()`` (in
+    the order the graph runs the nodes; ``results[node_id] = {...}`` reports metrics); ``setup``,
+    statements ``main()`` starts with, said once however many parts need them (``device = ...``);
+    the top-level ``functions`` they call (source text, shared by name with other parts); the
+    ``imports`` they need; ``outputs``, what the parts after it get for each output port (a
+    variable name, or a description such as a model's layers); and ``notes``, where the script
+    knowingly differs from the graph's run (said in its docstring)."""
+
+    code: str = ""
+    outputs: Mapping[str, Any] = field(default_factory=dict)
+    setup: tuple[str, ...] = ()
+    functions: tuple[str, ...] = ()
+    imports: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+class ScriptContext:
+    """What :meth:`Node.script` sees: its node's id, the facts static checking found for its
+    inputs (as :meth:`Node.infer` gets them), and :meth:`const`, which names one of its params as a
+    constant at the top of the script."""
+
+    def __init__(self, node_id: str, params: Any, facts: Mapping[str, Mapping[str, Any]],
+                 constants: dict[str, tuple[Any, str]]) -> None:
+        self.node_id = node_id
+        self.params = params
+        self.facts = facts
+        self._constants = constants
+
+    def name(self, stem: str = "") -> str:
+        """A Python name of this node's, e.g. ``train_model`` for node ``train`` and stem ``model``."""
+        base = "".join(c if c.isalnum() or c == "_" else "_" for c in self.node_id)
+        return f"{base}_{stem}" if stem else base
+
+    def const(self, param: str, value: Any = ...) -> str:
+        """The name of the constant that holds ``param`` (``TRAIN_LR`` for ``train.lr``), declared
+        at the top of the script with the param's value (or ``value``)."""
+        name = self.name(param).upper()
+        self._constants[name] = (getattr(self.params, param) if value is ... else value, f"{self.node_id}.{param}")
+        return name
 
 
 def _has_all_defaults(model: type[BaseModel]) -> bool:

@@ -92,14 +92,16 @@ class RunQueue:
             return run_id, plan
 
     def add_sweep(self, branches: list[tuple[Graph, dict[str, Any]]], target: str | None,
-                  grid: list[tuple[str, list[Any]]], graph_name: str, source: Callable[[int], str]) -> int:
+                  grid: list[tuple[str, list[Any]]], graph_name: str, source: Callable[[int], str],
+                  metric: str | None = None) -> int:
         """Queue every branch (graph, its values) of a sweep as one job; returns the sweep id. ``source``
-        names the runs' source by the sweep id."""
+        names the runs' source by the sweep id; ``metric`` is what ranks the branches (None: the default)."""
         planned = [self.executor.planned(graph, target) for graph, _ in branches]
         with self._lock:
             run_ids = [self.store.create(graph, target, "sweep", status="queued") for graph, _ in branches]
             sweep_id = self.store.create_sweep(grid, target, graph_name,
-                                               [(params, run_id) for (_, params), run_id in zip(branches, run_ids)])
+                                               [(params, run_id) for (_, params), run_id in zip(branches, run_ids)],
+                                               metric)
             self.store.set_source(run_ids, source(sweep_id))
             for run_id, (plan, keys) in zip(run_ids, planned):
                 self._announce(run_id, plan, keys, target)

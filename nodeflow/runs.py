@@ -98,6 +98,7 @@ CREATE TABLE IF NOT EXISTS sweeps (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     grid TEXT NOT NULL,
     target TEXT,
+    metric TEXT,
     graph_name TEXT NOT NULL,
     created REAL NOT NULL
 );
@@ -460,18 +461,19 @@ class RunStore:
 
     # -- sweeps ---------------------------------------------------------------------------------------
     def create_sweep(self, grid: list[tuple[str, list[Any]]], target: str | None, graph_name: str,
-                     branches: list[tuple[dict[str, Any], int]]) -> int:
-        """A sweep and its branches (the values of each, and the run that computes it)."""
+                     branches: list[tuple[dict[str, Any], int]], metric: str | None = None) -> int:
+        """A sweep, the metric that ranks it (None: the default) and its branches (the values of each,
+        and the run that computes it)."""
         with self._tx() as db:
-            cursor = db.execute("INSERT INTO sweeps (grid, target, graph_name, created) VALUES (?, ?, ?, ?)",
-                                (json.dumps([[n, v] for n, v in grid]), target, graph_name, time.time()))
+            cursor = db.execute("INSERT INTO sweeps (grid, target, metric, graph_name, created) VALUES (?, ?, ?, ?, ?)",
+                                (json.dumps([[n, v] for n, v in grid]), target, metric, graph_name, time.time()))
             sweep_id = int(cursor.lastrowid)
             db.executemany("INSERT INTO sweep_branches (sweep_id, branch, run_id, params) VALUES (?, ?, ?, ?)",
                            [(sweep_id, i, run_id, json.dumps(params)) for i, (params, run_id) in enumerate(branches)])
         return sweep_id
 
     def sweep(self, sweep_id: int | str) -> dict[str, Any]:
-        """``{"id", "grid", "target", "graph_name", "created", "branches": [{"params", "run"}]}``."""
+        """``{"id", "grid", "target", "metric", "graph_name", "created", "branches": [{"params", "run"}]}``."""
         text = str(sweep_id)
         number = int(text) if text.isdigit() and len(text) <= 18 else 0
         rows = self._query("SELECT * FROM sweeps WHERE id = ?", (number,)) if number else []
@@ -480,7 +482,7 @@ class RunStore:
         row = rows[0]
         branches = self._query("SELECT run_id, params FROM sweep_branches WHERE sweep_id = ? ORDER BY branch",
                                (number,))
-        return {"id": row["id"], "grid": json.loads(row["grid"]), "target": row["target"],
+        return {"id": row["id"], "grid": json.loads(row["grid"]), "target": row["target"], "metric": row["metric"],
                 "graph_name": row["graph_name"], "created": row["created"],
                 "branches": [{"params": json.loads(b["params"]), "run": b["run_id"]} for b in branches]}
 
@@ -501,8 +503,9 @@ class RunStore:
                 with self._tx() as db:
                     if db.execute("SELECT 1 FROM sweeps WHERE id = ?", (int(path.stem),)).fetchone():
                         continue
-                    db.execute("INSERT INTO sweeps (id, grid, target, graph_name, created) VALUES (?, ?, ?, ?, ?)",
-                               (int(path.stem), json.dumps(record["grid"]), record.get("target"),
+                    db.execute("INSERT INTO sweeps (id, grid, target, metric, graph_name, created) "
+                               "VALUES (?, ?, ?, ?, ?, ?)",
+                               (int(path.stem), json.dumps(record["grid"]), record.get("target"), record.get("metric"),
                                 record.get("graph_name", ""), record.get("created", time.time())))
                     db.executemany("INSERT INTO sweep_branches (sweep_id, branch, run_id, params) VALUES (?, ?, ?, ?)",
                                    [(int(path.stem), i, b["run"], json.dumps(b["params"]))

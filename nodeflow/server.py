@@ -244,10 +244,11 @@ class ProjectSession(Session):
         finally:
             self.server.turns._changed()
 
-    def submit_sweep(self, grid: list[tuple[str, list[Any]]], target: str | None = None) -> dict[str, Any]:
+    def submit_sweep(self, grid: list[tuple[str, list[Any]]], target: str | None = None,
+                     metric: str | None = None) -> dict[str, Any]:
         self.server.admit(self.owner)
         try:
-            return super().submit_sweep(grid, target)
+            return super().submit_sweep(grid, target, metric)
         finally:
             self.server.turns._changed()
 

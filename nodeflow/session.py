@@ -29,6 +29,8 @@ from nodeflow.executor import Executor, RunReport
 from nodeflow.graph import Graph
 from nodeflow.node import Registry
 from nodeflow.paths import path_problems
+from nodeflow.predictions import PredictionStore
+from nodeflow.recent import remember
 from nodeflow.results import Results
 from nodeflow.runqueue import RunQueue, Turns
 from nodeflow.runs import RunNotFound, RunStore
@@ -76,6 +78,9 @@ class Session:
                                  history=self.runs)
         self.executor.subscribe(self._tell)
         self.document = Document(graph, path, self.workspace, autosave_delay)
+        #: said to each tab that opens until the document is saved or another one is opened
+        #: ("Reopened graph.json with unsaved edits from ...")
+        self.notice: str | None = None
         self._lock = threading.RLock()
         self.board = Board()
         self._log: list[dict[str, Any]] = []
@@ -116,6 +121,10 @@ class Session:
     @property
     def dirty(self) -> bool:
         return self.document.dirty
+
+    @dirty.setter
+    def dirty(self, value: bool) -> None:
+        self.document.dirty = value
 
     @property
     def path(self) -> Path | None:
@@ -172,9 +181,11 @@ class Session:
 
     def save(self, path: Path | None = None) -> Path:
         try:
-            return self.document.save(path)
+            saved = self.document.save(path)
         except ValueError as exc:
             raise EditError(str(exc)) from None
+        self.notice = None
+        return saved
 
     def open(self, path: Path) -> None:
         self.load(Graph.load(path), Path(path))
@@ -184,6 +195,8 @@ class Session:
         self.replace(graph)
         self.document.path = path
         self.document.dirty = False
+        self.notice = None
+        remember(self.workspace, path, graph.name, None, False)
 
     def autosave(self) -> Path:
         return self.document.autosave()
@@ -275,6 +288,7 @@ class Session:
         """Stop any run and end the worker process; queued runs stay queued for the next start."""
         if self._profile_timer is not None:
             self._profile_timer.cancel()
+        self.document.flush()
         self.run_queue.close()
         if self.worker is not None:
             self.worker.close()
@@ -316,10 +330,12 @@ class Session:
         self._mlflow.submit(run_id)
 
     # -- sweeps (nodeflow.sweep): one job of the queue, each branch a run tagged with the sweep -------
-    def submit_sweep(self, grid: list[tuple[str, list[Any]]], target: str | None = None) -> dict[str, Any]:
+    def submit_sweep(self, grid: list[tuple[str, list[Any]]], target: str | None = None,
+                     metric: str | None = None) -> dict[str, Any]:
         """Check a grid over the open document (every value against its param, every branch as a
         whole; a GridError names what is wrong and nothing is queued), then queue its branches as one
-        job behind whatever runs now. Returns the sweep as :meth:`sweep` does."""
+        job behind whatever runs now; ``metric`` (``NODE.METRIC``) ranks them, by default a validation
+        metric. Returns the sweep as :meth:`sweep` does."""
         from nodeflow import sweep
 
         def confined(graph: Graph, values: dict[str, Any]) -> Graph:
@@ -332,9 +348,10 @@ class Session:
         base = self.graph
         if target is not None and not base.has_node(target):
             raise sweep.GridError(f"target: no node '{target}'", "target")
+        sweep.check_metric(base, metric)
         branches = sweep.expand(base, grid, self.executor, target, assign=confined)
         sweep_id = self.run_queue.add_sweep([(b.graph, b.params) for b in branches], target, grid, base.name,
-                                            sweep.source_tag)
+                                            sweep.source_tag, metric)
         return self.sweep(sweep_id)
 
     def _sweep_record(self, sweep_id: int | str) -> dict[str, Any]:
@@ -351,7 +368,7 @@ class Session:
 
         record = self._sweep_record(sweep_id)
         runs = [self.runs.get(b["run"]) for b in record["branches"]]
-        data = sweep.summary(record, runs)
+        data = sweep.summary(record, runs, self.registry, self.predictions.of)
         if curves:
             for branch, run in zip(data["branches"], runs):
                 branch["curves"] = self.runs.run_curves(run)
@@ -365,6 +382,11 @@ class Session:
         return self.sweep(sweep_id)
 
     # -- a finished node's details ------------------------------------------------------------------
+    @property
+    def predictions(self) -> PredictionStore:
+        """The per-image predictions nodes kept beside their cached results (run comparisons)."""
+        return PredictionStore(self.executor.cache, self.workspace)
+
     @property
     def overlay_folder(self) -> Path:
         return self.results.overlay_folder
@@ -420,10 +442,10 @@ class Session:
         live = self.board.get(node_id)
         if live is not None and (node_id in pending and live.state in ACTIVE or live.state == "running" and self.running):
             return _with_words(copy.deepcopy(live.to_json()), live)  # queued or running now
-        if live is not None and key is not None and live.key == key and live.state in SETTLED:
+        if live is not None and key is not None and live.key == key and live.state in SETTLED and state != "disabled":
             return _with_words(copy.deepcopy(live.to_json()), live)  # what this session's latest run of it told
         shown = NodeState(state=state, key=key)
-        if seen is not None and seen.same is not None:  # what the store kept of it (also after a restart)
+        if seen is not None and seen.same is not None and state != "disabled":  # what the store kept of it
             for name in ("error", "param", "epoch", "epochs", "resumable", "seconds", "metrics"):
                 setattr(shown, name, getattr(seen.same, name))
         if state in ("done", "cached") and key is not None:

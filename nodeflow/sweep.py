@@ -18,12 +18,15 @@ import itertools
 import json
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from nodeflow.compare import (ALPHA, compare_splits, direction, is_count, is_paired_accuracy, mcnemar, metric_splits,
+                              readable, split_of, unpairable)
 from nodeflow.errors import GraphInvalid
 from nodeflow.executor import RunReport
 from nodeflow.graph import Graph
+from nodeflow.predictions import SplitPredictions
 from nodeflow.runs import Recording, RunStore
 
 #: the most branches one sweep from the editor or the HTTP API may have: each is a queued run, and a
@@ -137,7 +140,7 @@ def expand(base: Graph, grid: list[tuple[str, list[Any]]], check: Any, target: s
                 graph = assign(base, {name: value})
             except ValueError as exc:  # e.g. NaN, which no graph document may hold
                 raise GridError(f"{name}: value {_shown(value)}: {exc}", name) from None
-            wrong = [p for p in check.validate(graph) if p.node_id == node_id and
+            wrong = [p for p in check.validate(graph) if p.blocking and p.node_id == node_id and
                      (getattr(p, "param", None) or "").split(".")[0] == param]
             if wrong:
                 raise GridError(f"{name}: value {_shown(value)}: {wrong[0]}", name)
@@ -150,6 +153,18 @@ def expand(base: Graph, grid: list[tuple[str, list[Any]]], check: Any, target: s
             more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
             raise GridError(f"the branch {where} is not valid: {exc.problems[0]}{more}") from None
     return branches
+
+
+def check_metric(graph: Graph, metric: str | None) -> None:
+    """A metric asked to rank a sweep must be ``NODE.METRIC`` of a node of ``graph``; GridError
+    (naming ``metric``) otherwise."""
+    if metric is None:
+        return
+    node_id, dot, name = metric.partition(".")
+    if not dot or not node_id or not name:
+        raise GridError(f"metric: '{metric[:100]}' is not NODE.METRIC, e.g. train.val_accuracy", "metric")
+    if not graph.has_node(node_id):
+        raise GridError(f"metric: no node '{node_id[:100]}'", "metric")
 
 
 def run_sweep(executor: Any, branches: list[Branch], target: str | None = None, force: tuple[str, ...] = (),
@@ -184,21 +199,46 @@ def _node_metrics(branch: Branch) -> dict[str, dict[str, Any]] | None:
     return {node_id: node.metrics for node_id, node in branch.report.nodes.items()}
 
 
-def main_metric(runs: list[dict[str, dict[str, Any]]], target: str | None) -> str | None:
-    """The ``NODE.METRIC`` that ranks branches, from each branch's final metrics by node: of the
-    target (or of the last node with metrics), a validation accuracy, else another accuracy, else
-    its first metric."""
+def main_metric(runs: list[dict[str, dict[str, Any]]], target: str | None,
+                splits: dict[str, str] | None = None) -> str | None:
+    """The ``NODE.METRIC`` that ranks branches by default, from each branch's final metrics by node:
+    a validation accuracy (the target's, else the latest node's that has one), else another
+    validation metric; only without any, the target's (or the last node's) accuracy, else its
+    first metric, which may be measured on test (:func:`held_out`). ``splits`` says which split a
+    metric is on where its name does not (``Node.measures``). Counts never rank."""
     if not runs:
         return None
-    nodes = [target] if target is not None else list(dict.fromkeys(n for r in runs for n in r))
-    for node_id in reversed(nodes):
-        names = sorted({name for r in runs for name, value in (r.get(node_id) or {}).items()
-                        if isinstance(value, (int, float)) and not isinstance(value, bool)})
+    order = list(dict.fromkeys(n for r in runs for n in r))
+
+    def numeric(node_id: str) -> list[str]:
+        return sorted({name for r in runs for name, value in (r.get(node_id) or {}).items()
+                       if isinstance(value, (int, float)) and not isinstance(value, bool)
+                       and not is_count(name)})
+
+    nearest = ([target] if target is not None else []) + [n for n in reversed(order) if n != target]
+    for accurate in (True, False):
+        for node_id in nearest:
+            names = [n for n in numeric(node_id) if split_of(f"{node_id}.{n}", splits) == "validation"
+                     and (not accurate or "accuracy" in n)]
+            if names:
+                return f"{node_id}.{names[0]}"
+    for node_id in reversed([target] if target is not None else order):
+        names = numeric(node_id)
         if names:
-            ranked = [n for n in names if n.startswith("val") and "accuracy" in n] or \
-                [n for n in names if "accuracy" in n] or names
+            ranked = [n for n in names if "accuracy" in n] or names
             return f"{node_id}.{ranked[0]}"
     return None
+
+
+def held_out(metric: str | None, splits: dict[str, str] | None = None) -> bool:
+    """Whether ``metric`` is measured on the test split, which choosing by it spends."""
+    return metric is not None and split_of(metric, splits) == "test"
+
+
+def held_out_warning(metric: str) -> str:
+    """What the sweep's results say when they are ranked by a test metric."""
+    return (f"{metric} is measured on the test split: the branch chosen by it has an optimistic test figure. "
+            "Judge on a validation metric and keep test for the end.")
 
 
 def value_of(metrics: dict[str, dict[str, Any]] | None, metric: str | None) -> float | None:
@@ -216,30 +256,108 @@ def best_of(values: list[float | None], metric: str | None) -> int | None:
     scored = [(v, i) for i, v in enumerate(values) if v is not None]
     if not scored:
         return None
-    lower = any(word in (metric or "").rsplit(".", 1)[-1].lower() for word in ("loss", "error"))
-    return (min if lower else max)(scored)[1]
+    if direction(metric or "") < 0:
+        return min(scored)[1]
+    return max(scored, key=lambda vi: (vi[0], -vi[1]))[1]  # the first of equals
 
 
-def key_metric(branches: list[Branch], target: str | None, metric: str | None = None) -> str | None:
+@dataclass
+class Judgement:
+    """Which branch is best, and whether that is more than chance: ``star`` is the best branch
+    when it is clearly better than every other, ``tie`` the branches (the best among them) that
+    are not clearly worse than it, ``tested`` whether per-image predictions could tell, and
+    ``words`` says it in a sentence."""
+
+    best: int | None = None
+    star: int | None = None
+    tie: list[int] = field(default_factory=list)
+    tested: bool = False
+    words: str | None = None
+    #: the best branch against the runner-up, image by image (:func:`nodeflow.compare.compare_splits`)
+    comparison: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"best": self.best, "star": self.star, "tie": self.tie, "tested": self.tested, "words": self.words,
+                "comparison": None if self.comparison is None else
+                {k: v for k, v in self.comparison.items() if k != "flips"}}
+
+
+def judge(values: list[float | None], metric: str | None,
+          outcomes: list[SplitPredictions | None] | None = None) -> Judgement:
+    """Rank branches by ``values`` of ``metric`` and say whether the best is clearly better than the
+    others: for a top-1 accuracy with each branch's per-image predictions on the same images
+    (``outcomes``), by a paired comparison with each (:func:`nodeflow.compare.paired`); otherwise
+    the best by value keeps its star, untested, and the words say so. Branches with the same value
+    are a tie either way."""
+    best = best_of(values, metric)
+    if best is None:
+        return Judgement()
+    others = [i for i, v in enumerate(values) if v is not None and i != best]
+    if not others:
+        return Judgement(best, best, words=None)
+    lower = direction(metric or "") < 0
+    runner = sorted(others, key=lambda i: (values[i] if lower else -values[i], i))[0]
+
+    def n(i: int) -> str:
+        return f"branch {i + 1}"
+
+    testable = is_paired_accuracy(metric or "") and outcomes is not None and \
+        all(outcomes[i] is not None for i in [best, *others])
+    if not testable:
+        tie = [i for i in others if values[i] == values[best]]
+        if tie:
+            return Judgement(best, None, [best, *tie], False, f"tie: {', '.join(n(i) for i in [best, *tie])} have "
+                                                              f"the same {metric}")
+        why = "has no per-image record" if not is_paired_accuracy(metric or "") else \
+            "has no per-image predictions in every branch"
+        return Judgement(best, best, [], False, f"{n(best)} is best by value, untested: {metric} {why}")
+    unpaired = [i for i in others if unpairable(outcomes[i], outcomes[best])]
+    if unpaired:
+        return Judgement(best, best, [], False, f"{n(best)} is best by value, untested: "
+                                                f"{unpairable(outcomes[unpaired[0]], outcomes[best])}")
+    # McNemar first (no resampling): a branch it cannot tell from the best is tied without a bootstrap
+    tie = [i for i in others if mcnemar(outcomes[i].correct, outcomes[best].correct) >= ALPHA or
+           not compare_splits(outcomes[i], outcomes[best])["clear"]]
+    versus = compare_splits(outcomes[tie[0] if tie else runner], outcomes[best])
+    if tie:
+        words = f"tie: {n(best)} against {n(tie[0])}: {versus['words']}"
+        return Judgement(best, None, [best, *tie], True, words, versus)
+    return Judgement(best, best, [], True, f"{n(best)} against {n(runner)}, the runner-up: {versus['words']}", versus)
+
+
+def branch_outcomes(runs: list[dict[str, Any] | None], metric: str | None, split: str | None,
+                    predictions_of: Callable[[str | None], dict[str, SplitPredictions]]
+                    ) -> list[SplitPredictions | None]:
+    """Each branch's per-image predictions on the split ``metric`` is measured on, from the result
+    of its node that the branch's run (a run-history row) recorded."""
+    if metric is None or split is None:
+        return [None] * len(runs)
+    node_id = metric.partition(".")[0]
+    return [predictions_of(((run or {}).get("nodes", {}).get(node_id) or {}).get("key")).get(split)
+            for run in runs]
+
+
+def key_metric(branches: list[Branch], target: str | None, metric: str | None = None,
+               splits: dict[str, str] | None = None) -> str | None:
     """The ``NODE.METRIC`` that ranks the branches: the one asked for, else :func:`main_metric`."""
     if metric is not None:
         return metric
-    return main_metric([m for b in branches if (m := _node_metrics(b)) is not None], target)
+    return main_metric([m for b in branches if (m := _node_metrics(b)) is not None], target, splits)
 
 
 def metric_value(branch: Branch, metric: str | None) -> float | None:
     return value_of(_node_metrics(branch), metric)
 
 
-def best_branch(branches: list[Branch], metric: str | None) -> int | None:
-    """Index of the best finished branch by ``metric`` (see :func:`best_of`)."""
-    return best_of([metric_value(b, metric) if b.report is not None and b.report.ok else None for b in branches],
-                   metric)
+def branch_values(branches: list[Branch], metric: str | None) -> list[float | None]:
+    """Each finished branch's value of ``metric`` (None for one that failed or never ran)."""
+    return [metric_value(b, metric) if b.report is not None and b.report.ok else None for b in branches]
 
 
-def results_table(branches: list[Branch], metric: str | None) -> str:
-    """A plain-text table: one row per branch, its params, status and key metric, the best marked *."""
-    best = best_branch(branches, metric)
+def results_table(branches: list[Branch], metric: str | None, judgement: Judgement | None = None) -> str:
+    """A plain-text table: one row per branch, its params, status and key metric; the best marked *
+    when it is clearly the best (or untested), ``=`` on the branches of a tie; then what it means."""
+    judgement = judgement or judge(branch_values(branches, metric), metric)
     names = list(branches[0].params) if branches else []
     header = ["", "RUN", *names, "STATUS", metric or "METRIC"]
     rows = []
@@ -247,20 +365,30 @@ def results_table(branches: list[Branch], metric: str | None) -> str:
         status = "-" if b.report is None else (
             "ok" if b.report.ok else "interrupted" if b.report.interrupted else "failed")
         value = metric_value(b, metric)
-        rows.append(["*" if i == best else "", str(b.run_id or "-"),
-                     *[json.dumps(b.params[n]) for n in names], status,
-                     "-" if value is None else f"{value:.4g}"])
+        mark = "*" if i == judgement.star else "=" if i in judgement.tie else ""
+        rows.append([mark, str(b.run_id or "-"), *[json.dumps(b.params[n]) for n in names], status,
+                     "-" if value is None else readable(metric or "", value)])
     widths = [max(len(str(r[c])) for r in [header, *rows]) for c in range(len(header))]
     lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
-    if best is not None:
-        lines.append(f"* best: {', '.join(f'{k}={json.dumps(v)}' for k, v in branches[best].params.items())} "
-                     f"({metric} = {metric_value(branches[best], metric):.4g})")
+    if metric is not None and judgement.best is not None:
+        lines.append(f"ranked by {metric}" + (f": {judgement.words}" if judgement.words else ""))
+    if judgement.star is not None:
+        star = branches[judgement.star]
+        lines.append(f"* best: {', '.join(f'{k}={json.dumps(v)}' for k, v in star.params.items())} "
+                     f"({metric} = {metric_value(star, metric):.4g})")
+    elif judgement.tie:
+        others = len(judgement.tie) - 1
+        lines.append(f"= tie: the best by value is not clearly better than {others} other branch"
+                     f"{'es' if others != 1 else ''}; more images, or a larger difference, would tell")
     return "\n".join(lines)
 
 
-def sweep_report(branches: list[Branch], backend: str) -> dict[str, Any]:
-    """What ``--report`` writes: per branch its params and what ``nodeflow run --report`` writes."""
-    return {"backend": backend,
+def sweep_report(branches: list[Branch], backend: str, metric: str | None = None,
+                 judgement: Judgement | None = None, warning: str | None = None) -> dict[str, Any]:
+    """What ``--report`` writes: the metric the branches were ranked by and the judgement, then per
+    branch its params and what ``nodeflow run --report`` writes."""
+    return {"backend": backend, "metric": metric, "warning": warning,
+            "judgement": judgement.to_json() if judgement is not None else None,
             "branches": [{"params": b.params, "run": b.run_id,
                           **(b.report.to_json() if b.report is not None else {"ok": False, "nodes": {}})}
                          for b in branches]}
@@ -275,20 +403,32 @@ def source_tag(sweep_id: int) -> str:
     return f"{SOURCE_PREFIX}{sweep_id}"
 
 
-def summary(record: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+def summary(record: dict[str, Any], runs: list[dict[str, Any]], registry: Any = None,
+            predictions_of: Callable[[str | None], dict[str, SplitPredictions]] | None = None) -> dict[str, Any]:
     """A sweep as the editor and ``GET /api/sweeps/{id}`` show it: per branch its values, run,
-    status, the target's main metric and time; the best finished branch; progress.
+    status, the main metric and time; the metric it is ranked by (the record's ``metric``, else a
+    validation metric, :func:`main_metric`), a warning when that metric is measured on test; the
+    best branch and whether it is clearly best (``star``) or tied (:func:`judge`, from each
+    branch's per-image predictions through ``predictions_of``); progress.
 
-    ``record``: ``{"id", "grid": [[NAME, VALUES], ...], "target", "branches": [{"params", "run"}]}``;
-    ``runs``: the history rows of its branches, in the same order."""
+    ``record``: ``{"id", "grid": [[NAME, VALUES], ...], "target", "metric", "branches": [{"params", "run"}]}``;
+    ``runs``: the history rows of its branches, in the same order (with their graphs, whose nodes
+    ``registry`` says the metrics' splits of)."""
     done = [r["status"] == "done" for r in runs]
     finals = [{n: info.get("metrics") or {} for n, info in r["nodes"].items()} for r in runs]
-    metric = main_metric([m for m, ok in zip(finals, done) if ok], record.get("target"))
+    splits: dict[str, str] = {}
+    if registry is not None:
+        for run in runs:
+            splits.update(metric_splits(run.get("graph"), registry))
+    metric = record.get("metric") or main_metric([m for m, ok in zip(finals, done) if ok], record.get("target"),
+                                                 splits)
     values = [value_of(m, metric) if ok else None for m, ok in zip(finals, done)]
-    best = best_of(values, metric)
+    split = split_of(metric, splits) if metric else None
+    outcomes = branch_outcomes(runs, metric, split, predictions_of) if predictions_of is not None else None
+    judgement = judge(values, metric, outcomes)
     branches = [{"branch": i + 1, "params": b["params"], "run": b["run"], "status": r["status"],
                  "position": r.get("position"), "value": v, "seconds": r["seconds"], "error": r["error"],
-                 "best": i == best}
+                 "best": i == judgement.star, "tie": i in judgement.tie}
                 for i, (b, r, v) in enumerate(zip(record["branches"], runs, values))]
     total = len(branches)
     active = [b["branch"] for b in branches if b["status"] in ("queued", "running")]
@@ -310,10 +450,13 @@ def summary(record: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any
     else:
         progress = f"{finished} of {total} branches finished"
     return {"id": record["id"], "grid": record["grid"], "target": record.get("target"), "metric": metric,
-            "status": state, "finished": finished, "total": total, "progress": progress, "best": best,
-            "branches": branches}
+            "split": split, "warning": held_out_warning(metric) if held_out(metric, splits) else None,
+            "status": state, "finished": finished, "total": total, "progress": progress, "best": judgement.best,
+            "star": judgement.star, "tie": [i + 1 for i in judgement.tie], "judgement": judgement.words,
+            "comparison": judgement.to_json()["comparison"], "branches": branches}
 
 
-__all__ = ["MAX_BRANCHES", "Branch", "GridError", "best_branch", "best_of", "branch_count", "combinations", "expand",
+__all__ = ["MAX_BRANCHES", "Branch", "GridError", "Judgement", "best_of", "branch_count", "branch_outcomes",
+           "branch_values", "check_metric", "combinations", "expand", "held_out", "held_out_warning", "judge",
            "key_metric", "main_metric", "parse_grid", "results_table", "run_sweep", "source_tag", "summary",
            "sweep_report", "value_of", "with_values"]

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import socket
+from dataclasses import replace
 from pathlib import Path
+from string import Template
 from typing import Literal
 
 from pydantic import Field
 
-from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext, fingerprints_fresh
+from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext, ScriptContext, ScriptPart, fingerprints_fresh
 from nodeflow.paths import FolderPath
+from nodes.engine.download import MIRROR_ENV, DownloadError
 from nodes.engine.images import (DatasetLayoutError, build_image_set, find_split_dirs, folder_fingerprint,
                                  sample_grid)
+from nodes.engine.scripting import IMPORTS, ScriptData, call, functions, transform
+from nodes.engine.pets import PETS, cats_vs_dogs
 from nodes.ports import IMAGES, ImageSet
 
 
@@ -69,6 +73,20 @@ def _load(ctx: RunContext, root: Path, params: _SplitParams) -> ImageSet:
     return data
 
 
+def _dataset_script(ctx: ScriptContext, root: str) -> ScriptPart:
+    """``find_images`` with the dataset's params: the same files in the same splits, in the same order."""
+    classes, splits = ctx.name("classes"), ctx.name("splits")
+    find = call(f"{classes}, {splits} = find_images", [
+        root, ctx.const("validation_fraction"), ctx.const("test_fraction"), ctx.const("seed"),
+        ctx.const("max_per_class"), ctx.const("verify")])
+    code = Template(
+        '$find\nresults["$node"] = {f"{split}_images": len(items) for split, items in $splits.items()}\n'
+        'print("$node:", $classes, results["$node"])').substitute(find=find, node=ctx.node_id, splits=splits,
+                                                                   classes=classes)
+    return ScriptPart(code=code, outputs={"data": ScriptData(classes, splits)}, imports=IMPORTS,
+                      functions=functions("find_images"))
+
+
 class ImageFolderDataset(Node):
     """Labelled images from a folder: either train/ validation/ test/ folders each holding one
     sub-folder per class, or one folder of class sub-folders split by fractions with a seed."""
@@ -91,11 +109,15 @@ class ImageFolderDataset(Node):
             raise ParamProblem("set root to a folder of images", param="root")
         return _dataset_facts(params.root, node_id)
 
+    @classmethod
+    def script(cls, ctx: ScriptContext, params: Params) -> ScriptPart:
+        return _dataset_script(ctx, ctx.const("root"))
+
     def run(self, ctx: RunContext, params: Params) -> dict:
         return {"data": _load(ctx, ctx.resolve_path(params.root), params)}
 
 
-PET_URL_NOTE = ("set root to a local folder instead: an image-folder layout (train/ validation/ test/ "
+PET_URL_NOTE = ("set root to a local folder: an image-folder layout (train/ validation/ test/ "
                 "with a folder per class, e.g. cat/ and dog/), or one folder of class folders such as "
                 "Microsoft's PetImages (PetImages/Cat, PetImages/Dog)")
 
@@ -124,40 +146,34 @@ class CatsVsDogsDataset(Node):
     def infer(cls, params: Params, inputs, node_id: str | None = None):
         return _dataset_facts(params.root, node_id)
 
+    @classmethod
+    def script(cls, ctx: ScriptContext, params: Params) -> ScriptPart:
+        """With no root, Oxford-IIIT Pet downloaded by torchvision into ./datasets, laid out as the
+        node lays it out."""
+        if params.root:
+            return _dataset_script(ctx, ctx.const("root"))
+        part = _dataset_script(ctx, 'download_pets("datasets")')
+        return replace(part, functions=(*part.functions, *functions("download_pets")))
+
     def run(self, ctx: RunContext, params: Params) -> dict:
         root = ctx.resolve_path(params.root) if params.root else self._download(ctx, params.download_timeout)
         return {"data": _load(ctx, root, params)}
 
     def _download(self, ctx: RunContext, timeout: float) -> Path:
         """Oxford-IIIT Pet into the workspace, re-sorted into cat/ and dog/ folders (links, not copies)."""
-        from torchvision.datasets import OxfordIIITPet
-
         base = ctx.workspace / "datasets"
-        target = base / "cats_vs_dogs"
-        if (target / "train").is_dir():
-            return target
-        previous = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(timeout)
+        ctx.log(f"cats vs dogs: Oxford-IIIT Pet in '{base / PETS}' (downloaded there first, about 800 MB, if absent)")
         try:
-            ctx.log("downloading Oxford-IIIT Pet (about 800 MB)")
-            OxfordIIITPet(str(base), split="trainval", target_types="binary-category", download=True)
-        except Exception as exc:
-            raise ParamProblem(f"could not download the cats-vs-dogs images ({type(exc).__name__}: {exc}); "
-                               f"this machine may be offline: {PET_URL_NOTE}", param="root") from None
-        finally:
-            socket.setdefaulttimeout(previous)
-        pets = base / "oxford-iiit-pet"
-        staging = base / ".cats_vs_dogs.tmp"
-        for split, listing in (("train", "trainval.txt"), ("test", "test.txt")):
-            for line in (pets / "annotations" / listing).read_text().splitlines():
-                name, _, species, *_ = line.split()
-                folder = staging / split / ("cat" if species == "1" else "dog")
-                folder.mkdir(parents=True, exist_ok=True)
-                link = folder / f"{name}.jpg"
-                if not link.exists():
-                    link.symlink_to((pets / "images" / f"{name}.jpg").resolve())
-        staging.rename(target)
-        return target
+            return cats_vs_dogs(base, timeout, progress=lambda done, total: total and ctx.progress(done, total))
+        except DownloadError as exc:
+            raise ParamProblem(
+                f"could not download the cats-vs-dogs images: {exc}. This machine may be offline: set {MIRROR_ENV} "
+                f"to the base URL of a server that holds Oxford-IIIT Pet's images.tar.gz and annotations.tar.gz, "
+                f"or put the published layout (images/, annotations/trainval.txt, test.txt) into '{base / PETS}', "
+                f"or {PET_URL_NOTE}", param="root") from None
+        except (OSError, ValueError) as exc:
+            raise ParamProblem(f"could not sort Oxford-IIIT Pet in '{base / PETS}' into cat/ and dog/ ({exc}); "
+                               f"{PET_URL_NOTE}", param="root") from None
 
 
 class ImageFormatter(Node):
@@ -166,6 +182,7 @@ class ImageFormatter(Node):
 
     type = "data.format"
     title = "Image formatter"
+    title_template = "Resize + crop to {height}×{width}×{channels}"
     category = "Data"
     inputs = (Port("data", IMAGES),)
     outputs = (Port("data", IMAGES, "The same images, with their size and normalisation set"),)
@@ -190,6 +207,18 @@ class ImageFormatter(Node):
                                f"({max(params.height, params.width)}), or 0", param="resize_to")
         return {"data": {**inputs.get("data", {}), "formatted": True, "image_size": [params.height, params.width],
                          "channels": params.channels, "format_node": node_id}}
+
+    @classmethod
+    def script(cls, ctx: ScriptContext, params: Params, data: ScriptData) -> ScriptPart:
+        """The evaluation transform, and the training one (which differs by a random crop, and by
+        augmentations an earlier node set)."""
+        resize_to = ctx.const("resize_to") if params.resize_to and params.resize == "shorter_side" else None
+        formatted = replace(data, format=params.model_dump(mode="json"), size=(ctx.const("height"), ctx.const("width")),
+                            resize_to=resize_to, train_transform=ctx.name("train"), eval_transform=ctx.name("eval"))
+        evaluation, training = transform(formatted, False), transform(formatted, True)
+        code = f"{ctx.name('eval')} = {evaluation}\n{ctx.name('train')} = " + (
+            training if training != evaluation else f"{ctx.name('eval')}  # training images are formatted alike")
+        return ScriptPart(code=code, outputs={"data": formatted}, imports=IMPORTS)
 
     def run(self, ctx: RunContext, params: Params, data: ImageSet) -> dict:
         formatted = data.with_(format=params.model_dump(mode="json"),
@@ -245,6 +274,37 @@ class Augmentation(Node):
         if params.random_erasing:
             ops.append({"op": "random_erasing", "p": params.random_erasing})
         return ops
+
+    @classmethod
+    def script(cls, ctx: ScriptContext, params: Params, data: ScriptData) -> ScriptPart:
+        """The training transform with these augmentations (``make_transform``'s order); as in the
+        graph, they replace those of an earlier augmentation node."""
+        steps, crop, erasing = [], None, None
+        height, width = data.size
+        for op in cls.ops(params):
+            name = op["op"]
+            if name == "random_resized_crop":
+                crop = (f"v2.RandomResizedCrop(({height}, {width}), scale=({ctx.const('min_scale')}, 1.0), "
+                        "antialias=True)")
+            elif name in ("hflip", "vflip"):
+                flip = "Horizontal" if name == "hflip" else "Vertical"
+                steps.append(f"v2.Random{flip}Flip({ctx.const(name)})")
+            elif name == "rotation":
+                steps.append(f"v2.RandomRotation({ctx.const('rotation')})")
+            elif name == "color_jitter":
+                s = ctx.const("color_jitter")
+                steps.append(f"v2.ColorJitter(brightness={s}, contrast={s}, saturation={s}, hue=min(0.5, {s} / 4))")
+            elif name == "gaussian_blur":
+                steps.append(f"v2.RandomApply([v2.GaussianBlur({op['kernel']}, sigma=(0.1, {ctx.const('blur_sigma')}))], "
+                             f"p={ctx.const('blur')})")
+            elif name == "random_erasing":
+                erasing = f"v2.RandomErasing(p={ctx.const('random_erasing')})"
+            else:
+                steps.append({"autoaugment": "v2.AutoAugment()", "randaugment": "v2.RandAugment(magnitude=9)",
+                              "trivialaugment": "v2.TrivialAugmentWide()"}[name])
+        augmented = replace(data, augment=tuple(steps), crop=crop, erasing=erasing, train_transform=ctx.name("train"))
+        return ScriptPart(code=f"{ctx.name('train')} = {transform(augmented, True)}", outputs={"data": augmented},
+                          imports=IMPORTS)
 
     def run(self, ctx: RunContext, params: Params, data: ImageSet) -> dict:
         augmented = data.with_(augment=tuple(self.ops(params)), sources={**data.sources, "augment": ctx.node_id})

@@ -45,6 +45,10 @@ class ErrorAnalysis(Node):
         check_fit(inputs.get("model") or {}, inputs.get("data") or {})
         return {}
 
+    @classmethod
+    def measures(cls, params: Params) -> dict[str, str]:
+        return {name: params.split for name in ("samples", "errors", "error_rate", "mean_loss")}
+
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
         from nodes.engine.explain import (confusion_cells, error_rows, grad_cam, overlay_png, overlay_scale,
                                           score_images)

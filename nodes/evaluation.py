@@ -15,13 +15,14 @@ import torch
 from pydantic import Field
 
 from nodeflow.files import atomic_write_bytes, atomic_write_text
-from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext, fingerprints_fresh
+from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext, ScriptContext, ScriptPart, fingerprints_fresh
 from nodeflow.paths import FolderPath
-from nodes.checks import check_fit, check_scoring, engine_errors, hooks, png_preview
+from nodes.checks import check_fit, check_scoring, engine_errors, hooks, keep_outcome, png_preview
 from nodes.engine.images import folder_fingerprint, image_files
 from nodes.engine.inference import predict, score
 from nodes.engine.loop import network
 from nodes.engine.plots import line_plot_png
+from nodes.engine.scripting import DEVICE, FEATURE_CACHE_NOTE, IMPORTS, ScriptData, ScriptModel, call, functions
 from nodes.ports import FILES, IMAGES, METRICS, PREDICTIONS, TRAINED_MODEL, FileList, ImageSet, Metrics, ModelValue
 
 LABEL_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
@@ -49,14 +50,37 @@ class Evaluate(Node):
         check_fit(inputs.get("model") or {}, inputs.get("data") or {})
         return {}
 
+    @classmethod
+    def script(cls, ctx: ScriptContext, params: Params, model: ScriptModel, data: ScriptData) -> ScriptPart:
+        """Accuracy and mean loss on the split (the node's precision, recall and F-beta are left out)."""
+        if model.trained is None:
+            raise ParamProblem("the model this node scores is not trained by the script", port="model")
+        split, loader = ctx.const("split"), ctx.name("loader")
+        code = (call(f"{loader} = loader", [f"{data.splits}.get({split}, [])", data.eval_transform,
+                                             ctx.const("batch_size")]) + "\n"
+                + call("loss, accuracy = evaluate", [model.trained, "nn.CrossEntropyLoss()", loader, "device",
+                                                     "autocast_dtype(device)"]) + "\n"
+                f'results["{ctx.node_id}"] = {{"accuracy": accuracy, "loss": loss, "samples": len({loader}.dataset)}}\n'
+                f'print("{ctx.node_id}:", {split}, results["{ctx.node_id}"])')
+        layers = (ctx.facts.get("model") or {}).get("layers") or []
+        notes = (FEATURE_CACHE_NOTE,) if layers and not layers[0].get("trainable", True) else ()
+        return ScriptPart(code=code, setup=(DEVICE,), imports=IMPORTS, notes=notes,
+                          functions=functions("loader", "ImageFiles", "autocast_dtype", "evaluate"))
+
+    @classmethod
+    def measures(cls, params: Params) -> dict[str, str]:
+        names = ("accuracy", "precision", "recall", "f_beta", "loss", "samples", f"top{params.top_k}_accuracy")
+        return {name: params.split for name in names}
+
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
         check_scoring(model, data, params.split)
         with engine_errors(ctx, params.batch_size):
-            metrics, loss = score(model, data, params.split, params.batch_size, params.beta, params.top_k, hooks(ctx),
-                                  ctx.device)
+            metrics, found = score(model, data, params.split, params.batch_size, params.beta, params.top_k,
+                                   hooks(ctx), ctx.device)
         for name, value in metrics.values.items():
             ctx.log_metric(name, value)
-        ctx.log_metric("loss", loss)
+        ctx.log_metric("loss", found.loss)
+        keep_outcome(ctx, params.split, found, model.classes)
         ctx.log(f"{params.split}: accuracy {metrics.values['accuracy']:.3f} on {int(metrics.values['samples'])} images")
         ctx.preview("confusion_matrix", metrics.tables["confusion_matrix"])
         ctx.preview("metrics_table", {"columns": ["class", "precision", "recall", "f_beta", "support"],

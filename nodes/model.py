@@ -7,16 +7,22 @@ shape and the blocks with their parameter counts (which the fine-tune layer pick
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
+from nodeflow.node import Node, NodeParams, ParamProblem, ParamWarning, Port, RunContext, ScriptContext, ScriptPart
 from nodeflow.paths import path_field
-from nodes.checks import model_facts
-from nodes.engine.models import ACTIVATIONS, ARCHS, SpecError, WeightsUnavailable, backbone_blocks, imagenet_weights, summarize
+from nodes.checks import model_facts, output_activation_warning
+from nodes.engine.models import (ACTIVATIONS, ARCHS, WEIGHTS_FILES, SpecError, WeightsUnavailable, backbone_blocks,
+                                 cached_imagenet_weights, can_reach, hub_checkpoints, imagenet_url, imagenet_weights,
+                                 summarize)
+from nodes.engine.download import MIRROR_ENV, DownloadError, source_url
+from nodes.engine.scripting import IMPORTS, ScriptModel, functions
 from nodes.ports import MODEL, ModelValue
 
 NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
@@ -54,7 +60,34 @@ class _LayerNode(Node):
         if "spec" not in incoming:
             return {}
         spec, frozen = cls._extend(params, incoming["spec"], list(incoming.get("frozen", [])))
-        return {"model": model_facts({"spec": spec, "frozen": frozen}, cls.blame)}
+        # which node made each layer, so a later node's message names the node, not the layer
+        made_by = {**incoming.get("layer_nodes", {}), spec["layers"][-1]["name"]: node_id}
+        return {"model": {**model_facts({"spec": spec, "frozen": frozen}, cls.blame), "layer_nodes": made_by}}
+
+    @classmethod
+    def script_layer(cls, ctx: ScriptContext, params: Any, layer: dict[str, Any], shape: list[Any],
+                     model: ScriptModel) -> tuple[str, str | None]:
+        """The expression of this layer's module in the script, given the incoming ``shape``, and the
+        expression of its output width when a constant says it (else None)."""
+        raise NotImplementedError
+
+    @classmethod
+    def script_spec(cls, ctx: ScriptContext, params: Any) -> dict[str, Any]:
+        """The model's spec with this layer added, from what checking knows of the incoming one."""
+        facts = ctx.facts.get("model") or {}
+        if "spec" not in facts:
+            raise ParamProblem("the incoming model's layers are not known before it runs", port="model")
+        return cls._extend(params, facts["spec"], [])[0]
+
+    @classmethod
+    def script(cls, ctx: ScriptContext, params: Any, model: ScriptModel) -> ScriptPart:
+        """One line of the model's build function: ``blocks[name] = <module>``."""
+        facts = ctx.facts.get("model") or {}
+        layer = cls.script_spec(ctx, params)["layers"][-1]
+        module, width = cls.script_layer(ctx, params, layer, facts["output_shape"], model)
+        return ScriptPart(code=f'# the model\'s layer "{layer["name"]}": {module}',
+                          outputs={"model": model.add(ctx.node_id, f'blocks["{layer["name"]}"] = {module}', width)},
+                          imports=IMPORTS)
 
     def run(self, ctx: RunContext, params: Any, model: ModelValue) -> dict:
         spec, frozen = self._extend(params, model.spec, list(model.frozen))
@@ -90,6 +123,7 @@ class InputLayer(Node):
 
     type = "model.input"
     title = "Input layer"
+    title_template = "Input layer ({height}×{width}×{channels})"
     category = "Model"
     outputs = (Port("model", MODEL, "An empty model that takes images of this shape"),)
 
@@ -106,6 +140,12 @@ class InputLayer(Node):
     def infer(cls, params: Params, inputs, node_id: str | None = None):
         return {"model": model_facts({"spec": cls.spec(params, node_id)})}
 
+    @classmethod
+    def script(cls, ctx: ScriptContext, params: Params) -> ScriptPart:
+        return ScriptPart(code=f"# the model takes {params.channels}×{params.height}×{params.width} images "
+                               "(channels × height × width), as the image formatter makes them",
+                          outputs={"model": ScriptModel()})
+
     def run(self, ctx: RunContext, params: Params) -> dict:
         return {"model": ModelValue(spec=self.spec(params, ctx.node_id))}
 
@@ -121,8 +161,8 @@ class Backbone(_LayerNode):
     class Params(NodeParams):
         arch: Literal[ARCHS] = Field("vgg16", description="Which torchvision architecture")  # type: ignore[valid-type]
         weights: Annotated[str, path_field("file", ["imagenet", "none"])] = Field("imagenet", description=(
-            "imagenet (downloaded once into the workspace), none (random init), or a path to a weights file "
-            "(.safetensors or .pth: torchvision's keys, or a state dict exported by nodeflow)"))
+            "imagenet (torchvision's file, downloaded once into the workspace, or from NODEFLOW_MIRROR_URL), "
+            f"none (random init), or the path of a weights file: {WEIGHTS_FILES}"))
         feature_extractor: bool = Field(True, description="Freeze every backbone parameter (unfreeze later with fine-tune)")
 
     @classmethod
@@ -156,20 +196,67 @@ class Backbone(_LayerNode):
         except SpecError as exc:
             raise ParamProblem(str(exc), param="arch") from None
 
+    @classmethod
+    def warnings(cls, params: Params, inputs, node_id: str | None = None, workspace=None) -> list[ParamWarning]:
+        """ImageNet weights that are not here yet and cannot be downloaded: say so before the run
+        fails on it (a quick connection to the download host, remembered for a while)."""
+        if params.weights != "imagenet":
+            return []
+        folder = Path(workspace) / "weights" if workspace is not None else None
+        if cached_imagenet_weights(params.arch, folder) is not None:
+            return []
+        url = imagenet_url(params.arch)
+        try:
+            source = source_url(url)  # the mirror's copy when NODEFLOW_MIRROR_URL is set
+        except DownloadError as exc:
+            return [ParamWarning(str(exc), param="weights")]
+        if can_reach(source):
+            return []
+        filename = url.rsplit("/", 1)[-1]
+        place = f"'{folder}' (the workspace) or " if folder is not None else ""
+        return [ParamWarning(f"the ImageNet weights of {params.arch} are not on this machine and {source.split('/')[2]} "
+                             f"cannot be reached (offline?): the run would fail here. Put '{filename}' into {place}"
+                             f"torch's cache '{hub_checkpoints()}', set {MIRROR_ENV} to a server that holds it, or "
+                             "set weights to none or to the path of a weights file", param="weights")]
+
+    @classmethod
+    def script(cls, ctx: ScriptContext, params: Params, model: ScriptModel) -> ScriptPart:
+        """The torchvision network cut into its named blocks, and two lists: the blocks' names, and
+        those that stay frozen (all of them for a feature extractor)."""
+        if params.weights.endswith(".safetensors"):
+            raise ParamProblem("the script reads weights files written by torch.save (.pth), not .safetensors",
+                               param="weights")
+        names = [b["name"] for b in summarize(cls.script_spec(ctx, params))["blocks"] if b["kind"] == "backbone"]
+        split = "vgg_blocks" if params.arch.startswith("vgg") else "resnet_blocks" if params.arch.startswith("resnet") \
+            else "feature_blocks"
+        blocks, frozen = ctx.name("blocks"), ctx.name("frozen")
+        code = (f"{blocks} = {json.dumps(names)}  # as fine-tuning names them\n"
+                f"{frozen} = {blocks} if {ctx.const('feature_extractor')} else []  # a feature extractor keeps them")
+        line = f'blocks.update({split}(backbone("{params.arch}", {ctx.const("weights")} if pretrained else "none")))'
+        joined = model.add(ctx.node_id, line, None,
+                           frozen=frozen if model.frozen == "[]" else f"{model.frozen} + {frozen}",
+                           backbone=blocks if model.backbone == "[]" else f"{model.backbone} + {blocks}")
+        return ScriptPart(code=code, outputs={"model": joined}, imports=IMPORTS,
+                          functions=functions("backbone", split))
+
     def run(self, ctx: RunContext, params: Params, model: ModelValue) -> dict:
         result = super().run(ctx, params, model)["model"]
         if params.weights == "none":
             return {"model": result}
         if params.weights == "imagenet":
             try:
-                path = imagenet_weights(params.arch, ctx.workspace / "weights")
+                path = imagenet_weights(params.arch, ctx.workspace / "weights",
+                                        progress=lambda done, total: total and ctx.progress(done, total))
             except WeightsUnavailable as exc:
                 raise ParamProblem(str(exc), param="weights") from None
         else:
             path = ctx.resolve_path(params.weights)
         layers = [dict(layer) for layer in result.spec["layers"]]
         layers[-1]["weights_file"] = str(path)
-        backbone_blocks(layers[-1])  # fail here, naming this node, if the file does not fit the arch
+        try:
+            backbone_blocks(layers[-1])  # fail here, naming this node, if the file does not fit the arch
+        except (OSError, ValueError) as exc:
+            raise ParamProblem(str(exc), param="weights") from None
         ctx.log(f"{params.arch} weights from {path}")
         return {"model": result.with_(spec={**result.spec, "layers": layers})}
 
@@ -188,6 +275,10 @@ class Flatten(_LayerNode):
     def layer(cls, params: Params) -> dict[str, Any]:
         return {"kind": "flatten", "name": params.name or "flatten"}
 
+    @classmethod
+    def script_layer(cls, ctx, params, layer, shape, model):
+        return "nn.Flatten()", None
+
 
 class GlobalPool(_LayerNode):
     """Averages (or maxes) each feature map to one number: a small head that suits any input size."""
@@ -203,6 +294,11 @@ class GlobalPool(_LayerNode):
     def layer(cls, params: Params) -> dict[str, Any]:
         return {"kind": "global_pool", "name": params.name, "mode": params.mode}
 
+    @classmethod
+    def script_layer(cls, ctx, params, layer, shape, model):
+        pool = "nn.AdaptiveAvgPool2d(1)" if params.mode == "avg" else "nn.AdaptiveMaxPool2d(1)"
+        return f"nn.Sequential({pool}, nn.Flatten())", None
+
 
 class Dense(_LayerNode):
     """A fully connected layer. With units 'auto' it becomes the output layer with one unit per
@@ -215,7 +311,8 @@ class Dense(_LayerNode):
 
     class Params(_NamedParams):
         units: int | Literal["auto"] = Field(256, description="Output size; 'auto' = number of classes")
-        activation: Literal[tuple(ACTIVATIONS)] = Field("relu", description="Activation after the layer")  # type: ignore[valid-type]
+        activation: Literal[tuple(ACTIVATIONS)] = Field("relu", description=(  # type: ignore[valid-type]
+            "Activation after the layer (left unset: none on an output layer, units 'auto'; else relu)"))
         dropout: float = Field(0.0, ge=0, lt=1, description="Dropout after the activation")
         init: Literal["default", "xavier_uniform", "xavier_normal", "kaiming_normal"] = Field(
             "default", description="Weight initialisation of this new layer (default: torch's)")
@@ -227,6 +324,20 @@ class Dense(_LayerNode):
                 raise ValueError("units must be at least 1, or 'auto'")
             return value
 
+        @model_validator(mode="before")
+        @classmethod
+        def _output_layer_has_no_activation(cls, data: Any) -> Any:
+            """An output layer gives the class scores the loss reads: unless set, no activation."""
+            if isinstance(data, dict) and data.get("units") == "auto" and "activation" not in data:
+                return {**data, "activation": "none"}
+            return data
+
+    @classmethod
+    def warnings(cls, params: Params, inputs, node_id: str | None = None, workspace=None) -> list[ParamWarning]:
+        if params.units == "auto" and params.activation != "none":
+            return [output_activation_warning(params.activation, "units 'auto'")]
+        return []
+
     @classmethod
     def layer(cls, params: Params) -> dict[str, Any]:
         layer = {"kind": "dense", "name": params.name, "units": params.units, "activation": params.activation,
@@ -234,6 +345,24 @@ class Dense(_LayerNode):
         if params.init != "default":  # only then, so specs (and cache keys) of existing graphs stay the same
             layer["init"] = params.init
         return layer
+
+    @classmethod
+    def script_layer(cls, ctx, params, layer, shape, model):
+        units = "num_classes" if params.units == "auto" else ctx.const("units")
+        linear = f"nn.Linear({model.width or shape[0]}, {units})"
+        if params.init != "default":
+            linear = f'init_linear({linear}, "{params.init}")'
+        parts = [linear]
+        if params.activation != "none":
+            parts.append(f"nn.{ACTIVATIONS[params.activation].__name__}()")
+        if params.dropout:
+            parts.append(f"nn.Dropout({ctx.const('dropout')})")
+        return f"nn.Sequential({', '.join(parts)})", units
+
+    @classmethod
+    def script(cls, ctx: ScriptContext, params: Params, model: ScriptModel) -> ScriptPart:
+        part = super().script(ctx, params, model)
+        return part if params.init == "default" else replace(part, functions=functions("init_linear"))
 
 
 class BatchNorm(_LayerNode):
@@ -250,6 +379,12 @@ class BatchNorm(_LayerNode):
     def layer(cls, params: Params) -> dict[str, Any]:
         return {"kind": "batchnorm", "name": params.name}
 
+    @classmethod
+    def script_layer(cls, ctx, params, layer, shape, model):
+        if len(shape) == 1:
+            return f"nn.BatchNorm1d({model.width or shape[0]})", model.width
+        return f"nn.BatchNorm2d({shape[0]})", None
+
 
 class Dropout(_LayerNode):
     """Randomly zeroes a share of activations while training, against over-fitting."""
@@ -264,4 +399,8 @@ class Dropout(_LayerNode):
     @classmethod
     def layer(cls, params: Params) -> dict[str, Any]:
         return {"kind": "dropout", "name": params.name, "p": params.p}
+
+    @classmethod
+    def script_layer(cls, ctx, params, layer, shape, model):
+        return f"nn.Dropout({ctx.const('p')})", model.width
 

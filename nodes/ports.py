@@ -17,7 +17,7 @@ from typing import Any
 
 from nodeflow.files import atomic_write_bytes, atomic_write_text
 from nodeflow.node import PortType
-from nodes.engine.values import Codes, FileList, ImageSet, Metrics, ModelValue
+from nodes.engine.values import Codes, FileList, ImageSet, Metrics, ModelValue, load_model, save_model
 
 __all__ = ["CODES", "FILES", "IMAGES", "METRICS", "MODEL", "PREDICTIONS", "TRAINED_MODEL", "Codes", "FileList",
            "ImageSet", "Metrics", "ModelValue", "JsonCodec", "ModelCodec", "CodesCodec"]
@@ -39,25 +39,10 @@ class ModelCodec:
     """spec and training record as JSON; weights, if any, as safetensors (no pickle)."""
 
     def save(self, value: ModelValue, folder: Path) -> None:
-        folder = Path(folder)
-        if value.state is not None:
-            from safetensors.torch import save
-
-            tensors = {k: v.detach().cpu().contiguous() for k, v in value.state.items()}
-            atomic_write_bytes(folder / "model.safetensors", save(tensors))
-        atomic_write_text(folder / "model.json", json.dumps(value.meta()))
+        save_model(value, folder)
 
     def load(self, folder: Path) -> ModelValue:
-        folder = Path(folder)
-        meta = json.loads((folder / "model.json").read_text())
-        state = None
-        if meta.get("trained"):
-            from safetensors.torch import load
-
-            state = load((folder / "model.safetensors").read_bytes())
-        return ModelValue(spec=meta["spec"], frozen=tuple(meta["frozen"]), bn_frozen=meta["bn_frozen"],
-                          state=state, classes=tuple(meta["classes"]), format=meta["format"],
-                          history=tuple(meta["history"]))
+        return load_model(folder)
 
 
 class CodesCodec:

@@ -6,19 +6,26 @@ from __future__ import annotations
 
 import csv
 import io
+import textwrap
+from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import Field
 
 from nodeflow.files import atomic_write_bytes, atomic_write_text
-from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
-from nodes.checks import check_fit, data_facts, engine_errors, hooks, model_facts, png_preview, value_facts
-from nodes.engine.fit import FitConfig, NothingToTrain, TeacherMismatch, fit
+from nodeflow.node import Node, NodeParams, ParamProblem, ParamWarning, Port, RunContext, ScriptContext, ScriptPart
+from nodes.checks import (check_fit, data_facts, engine_errors, hooks, keep_outcome, model_facts,
+                          output_activation_warning, output_node, png_preview, settings_named, value_facts)
+from nodes.engine.distributed import current as current_group
+from nodes.engine.fit import FitConfig, NothingToTrain, TeacherMismatch
+from nodes.engine.inference import outcome
 from nodes.engine.loop import NonFiniteLoss, resolve_spec
 from nodes.engine.lr_range import LRRangeConfig, lr_range_test
+from nodes.engine.multinode import Launch, Machines, assists, fit_launched, machines
 from nodes.engine.pipeline import resolve_workers
 from nodes.engine.plots import line_plot_png
-from nodes.launch import assists, launching, machines
+from nodes.engine.scripting import DEVICE, FEATURE_CACHE_NOTE, IMPORTS, ScriptData, ScriptModel, call, functions
 from nodes.ports import IMAGES, METRICS, MODEL, TRAINED_MODEL, ImageSet, Metrics, ModelValue
 
 #: Trainer params that are not settings of one training (how many processes run it)
@@ -110,7 +117,7 @@ class Trainer(Node):
     def infer(cls, params: Params, inputs, node_id: str | None = None):
         model, data = inputs.get("model") or {}, inputs.get("data") or {}
         check_fit(model, data)
-        machines(params)  # node_rank within num_nodes, an endpoint when there are several machines
+        cls.machines(params)  # node_rank within num_nodes, an endpoint when there are several machines
         if "spec" not in model:
             return {}
         classes = data.get("classes")
@@ -120,8 +127,20 @@ class Trainer(Node):
         return {"model": trained}
 
     @classmethod
-    def assists(cls, params: Params) -> bool:
-        return assists(params)
+    def warnings(cls, params: Params, inputs, node_id: str | None = None, workspace=None) -> list[ParamWarning]:
+        """A dense layer that feeds this trainer directly is the output layer: an activation there
+        bends the class scores."""
+        model = inputs.get("model") or {}
+        layers = (model.get("spec") or {}).get("layers") or []
+        if not layers or layers[-1].get("kind") != "dense" or layers[-1].get("activation", "none") == "none":
+            return []
+        last = output_node(model)
+        warning = output_activation_warning(layers[-1]["activation"], f"it feeds '{node_id}' directly", last)
+        return [warning if last else ParamWarning(warning.message, port="model")]
+
+    @classmethod
+    def recorded_elsewhere(cls, params: Params) -> bool:
+        return assists(cls.launch(params))
 
     @staticmethod
     def fit_config(params: Params, device: str) -> FitConfig:
@@ -129,14 +148,136 @@ class Trainer(Node):
         return FitConfig(**params.model_dump(exclude=_LAUNCH_PARAMS), block_lrs=tuple(params.block_lrs),
                          workers=resolve_workers(params.workers), device=device)
 
-    @launching
+    @classmethod
+    def script(cls, ctx: ScriptContext, params: Params, model: ScriptModel, data: ScriptData,
+               teacher: ScriptModel | None = None) -> ScriptPart:
+        """The training as ``fit`` runs it: seed; build the model (or copy a trained one's weights);
+        freeze; optimizer over what trains; loaders; schedule; then per epoch train_one_epoch and
+        evaluate on the validation split."""
+        _no_script_form(params, teacher)
+        c, node = ctx.const, ctx.node_id
+        last = model.nodes[-1] if model.nodes else node
+        build = model.build or "build_" + "".join(ch if ch.isalnum() else "_" for ch in last)
+        lines = [f"torch.manual_seed({c('seed')})"]
+        if model.trained is None:
+            lines.append(f"model = {build}(len({data.classes})).to(device)")
+        else:
+            lines += [f"model = {build}(len({data.classes}), pretrained=False)  # {model.trained}'s weights replace these",
+                      f"model.load_state_dict({model.trained}.state_dict())",
+                      "model = model.to(device)"]
+        groups = f"param_groups(model, {model.backbone}, {c('lr')}" + (
+            f", {c('head_lr_mult')})" if params.head_lr_mult != 1 else ")")
+        decay = f"weight_decay={c('weight_decay')}" if params.weight_decay else ""
+        optimizer = {
+            "sgd": lambda: f"torch.optim.SGD({groups}, momentum={c('momentum')}, nesterov={c('momentum')} > 0"
+                           + (f", {decay})" if decay else ")"),
+            "adam": lambda: f"torch.optim.Adam({groups}{', ' + decay if decay else ''})",
+            "adamw": lambda: f"torch.optim.AdamW({groups}{', ' + decay if decay else ''})",
+            "rmsprop": lambda: f"torch.optim.RMSprop({groups}{', ' + decay if decay else ''})",
+        }[params.optimizer]()
+        workers = f"workers={c('workers')}"
+        keep = ["keep_workers=True"] if data.reads_files_every_epoch else []
+        smoothing = [f"label_smoothing={c('label_smoothing')}"] if params.label_smoothing else []
+        lines += [f"freeze(model, {model.frozen})",
+                  f"optimizer = {optimizer}",
+                  call("train_loader = loader", [f'{data.splits}["train"]', data.train_transform, c("batch_size"),
+                                                 "shuffle=True", f"seed={c('seed')}", workers, *keep]),
+                  call("val_loader = loader", [f'{data.splits}.get("validation", [])', data.eval_transform,
+                                               c("batch_size"), workers]),
+                  f"scheduler = {_schedule(params, c)}",
+                  call("criterion = nn.CrossEntropyLoss", smoothing),
+                  f"dtype = autocast_dtype(device, {c('mixed_precision')})",
+                  'scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None',
+                  "trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)",
+                  f'print(f"{node}: training {{trainable:,}} parameters on {{device}}")']
+        options = ["model", "criterion", "optimizer", "train_loader", "device", f"frozen={model.frozen}"]
+        if model.bn_frozen != "False":
+            options.append(f"freeze_batchnorm={model.bn_frozen}")
+        options += ["scheduler=scheduler", "scaler=scaler"]
+        if params.grad_clip:
+            options.append(f"grad_clip={c('grad_clip')}")
+        options.append("dtype=dtype")
+        epochs = c("epochs")
+        if params.early_stopping:
+            lines.append("best, stale = None, 0")
+        lines += [f"for epoch in range(1, {epochs} + 1):",
+                  *("    " + line for line in call("train_loss, train_accuracy = train_one_epoch", options, 8)
+                    .splitlines()),
+                  "    val_loss, val_accuracy = evaluate(model, criterion, val_loader, device, dtype)",
+                  *("    " + line for line in call("print", [f'f"{node} epoch {{epoch}}/{{{epochs}}}:"',
+                                                          'f"train loss {train_loss:.4f} acc {train_accuracy:.3f},"',
+                                                          'f"val loss {val_loss:.4f} acc {val_accuracy:.3f}"'], 8)
+                    .splitlines())]
+        if params.early_stopping:  # keep the weights of the lowest validation loss, as fit does
+            lines += ["    if not math.isnan(val_loss) and (best is None or val_loss < best[0]):",
+                      "        best, stale = (val_loss, copy.deepcopy(model.state_dict())), 0",
+                      "    elif not math.isnan(val_loss):",
+                      "        stale += 1",
+                      f"        if stale >= {c('early_stopping')}:",
+                      f'            print(f"{node}: early stop after epoch {{epoch}}")',
+                      "            break",
+                      "if best is not None:",
+                      "    model.load_state_dict(best[1])"]
+        trained = ctx.name("model")
+        lines += [call(f'results["{node}"] = dict', ["trainable_params=trainable", "train_loss=train_loss",
+                                                      "train_accuracy=train_accuracy", "val_loss=val_loss",
+                                                      "val_accuracy=val_accuracy"]),
+                  f"{trained} = model"]
+        sources = functions("freeze", "param_groups", "loader", "ImageFiles", "autocast_dtype", "train_one_epoch",
+                            "evaluate")
+        if model.build is None:
+            sources = (_build_function(build, model), *sources)
+        return ScriptPart(code="\n".join(lines), setup=(DEVICE,), functions=sources,
+                          imports=(*IMPORTS, "import copy") if params.early_stopping else IMPORTS,
+                          notes=_notes(params, ctx, data), outputs={"model": replace(model, build=build, trained=trained)})
+
+    @classmethod
+    def measures(cls, params: Params) -> dict[str, str]:
+        return {"train_loss": "train", "train_accuracy": "train", "train_images": "train",
+                "val_loss": "validation", "val_accuracy": "validation", "validation_images": "validation"}
+
+    @staticmethod
+    def launch(params: Params, key: str = "") -> Launch:
+        """Where the engine runs the training: the launch params, the rendezvous named by the cache key."""
+        return Launch(params.devices, params.num_nodes, params.node_rank, params.rdzv_endpoint, key)
+
+    @classmethod
+    def machines(cls, params: Params, environ: Mapping[str, str] | None = None) -> Machines:
+        """The machines the training runs on (params, else NODEFLOW_* or SLURM in ``environ``)."""
+        with settings_named():
+            return machines(cls.launch(params), environ)
+
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
             teacher: ModelValue | None = None) -> dict:
+        ctx.log_metric("train_images", len(data.split("train")))
+        outputs = self.train(ctx, params, model, data, teacher)
+        if outputs and not current_group().active:  # a torchrun rank leaves this to the process that records
+            self.keep_outcomes(ctx, params, outputs["model"], data)
+        return outputs
+
+    @staticmethod
+    def keep_outcomes(ctx: RunContext, params: Params, trained: ModelValue, data: ImageSet) -> None:
+        """The trained model's per-image outcome on the validation and the test split, kept beside
+        its result so runs compare image by image. Test is scored and kept, never logged as a
+        metric: choosing by it would spend the held-out split."""
+        quiet = replace(hooks(ctx), preview=lambda kind, payload: None)  # the card keeps the training's previews
+        for split in ("validation", "test"):
+            if data.split(split):
+                with engine_errors(ctx, params.batch_size):
+                    found = outcome(trained, data, split, params.batch_size, quiet, ctx.device,
+                                    resolve_workers(params.workers))
+                keep_outcome(ctx, split, found, trained.classes)
+
+    def train(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
+              teacher: ModelValue | None = None) -> dict:
+        """The training itself: here, or under torchrun with several devices or machines (see
+        :func:`nodes.engine.multinode.fit_launched`)."""
         check_fit(value_facts(model), data_facts(data))
         config = self.fit_config(params, ctx.device)
         with engine_errors(ctx, params.batch_size):
             try:
-                result = fit(model, data, config, hooks(ctx, checkpoints=True), teacher)
+                result = fit_launched(model, data, config, hooks(ctx, checkpoints=True), teacher,
+                                      self.launch(params, ctx.key))
             except NothingToTrain as exc:
                 raise ParamProblem(f"{exc}; unfreeze some blocks (fine-tune node) or set the backbone's "
                                    "feature_extractor to false", port="model") from None
@@ -147,7 +288,7 @@ class Trainer(Node):
                 raise ParamProblem(f"{exc} of epoch {exc.epoch} (learning rate {exc.lr:g}); lower lr or set {clip}. Nothing after "
                                    "this node runs; the last finished epoch stays as a checkpoint",
                                    param="lr") from None
-        return {"model": result.model}
+        return {} if result is None else {"model": result.model}  # None: another machine records it
 
     def estimate(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
                  teacher: ModelValue | None = None) -> dict:
@@ -170,6 +311,60 @@ class Trainer(Node):
         trained = model.with_(spec=resolve_spec(model.spec, len(data.classes)), classes=data.classes,
                               format=data.format)
         return {**result, "stand_in": {"model": trained}}
+
+
+def _no_script_form(params: Trainer.Params, teacher: ScriptModel | None) -> None:
+    """Trainer settings the script does not write (it would train otherwise than the graph)."""
+    if teacher is not None:
+        raise ParamProblem("distillation from a teacher has no script form", port="teacher")
+    for name, wanted in (("optimizer", None), ("batch_augment", "none"), ("devices", 1), ("block_lrs", []),
+                         ("lr_decay", 1.0)):
+        value = getattr(params, name)
+        if (name == "optimizer" and value == "adabound") or (wanted is not None and value != wanted):
+            raise ParamProblem(f"{value!r} has no script form (the script would train otherwise than the graph)",
+                               param=name)
+
+
+def _schedule(params: Trainer.Params, c) -> str:
+    """``make_schedule`` (``nodes.engine.optim``) as code: a step per batch, over the whole run."""
+    steps = "len(train_loader)"
+    scheduler = "torch.optim.lr_scheduler"
+    return {
+        "none": lambda: "None",
+        "cosine": lambda: f"{scheduler}.CosineAnnealingLR(optimizer, T_max={c('epochs')} * {steps})",
+        "step": lambda: f"{scheduler}.StepLR(optimizer, step_size={c('step_size')} * {steps}, gamma={c('gamma')})",
+        "onecycle": lambda: (f'{scheduler}.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],\n'
+                             f"                                                 total_steps={c('epochs')} * {steps})"),
+        "sgdr": lambda: (f"{scheduler}.CosineAnnealingWarmRestarts(optimizer, T_0={c('sgdr_cycle')} * {steps},\n"
+                         f"                                                                 T_mult={c('sgdr_mult')})"),
+    }[params.schedule]()
+
+
+def _build_function(name: str, model: ScriptModel) -> str:
+    """The function that builds a model as the graph wires it: its layers as named blocks."""
+    pretrained = any("pretrained" in line for line in model.layers)
+    doc = (f"The model {' -> '.join(model.nodes)}: its layers as named blocks (the names fine-tuning picks)."
+           + (" pretrained=False leaves the backbone's weights random, for a trained model's weights to replace."
+              if pretrained else ""))
+    lines = [f"def {name}(num_classes{', pretrained=True' if pretrained else ''}):",
+             *textwrap.wrap(f'"""{doc}"""', 100, initial_indent="    ", subsequent_indent="    "),
+             "    blocks = OrderedDict()", *(f"    {line}" for line in model.layers), "    return nn.Sequential(blocks)"]
+    return "\n".join(lines) + "\n"
+
+
+def _notes(params: Trainer.Params, ctx: ScriptContext, data: ScriptData) -> tuple[str, ...]:
+    """Where the script's numbers may differ from the graph's run, and why."""
+    notes = []
+    layers = (ctx.facts.get("model") or {}).get("layers") or []
+    if params.feature_cache == "auto" and layers and not layers[0].get("trainable", True) and not data.augment \
+            and not data.crop:
+        notes.append(FEATURE_CACHE_NOTE)
+    if (data.augment or (data.format or {}).get("crop") == "random") and not data.reads_files_every_epoch:
+        notes.append("the graph's run flips and crops decoded images batch by batch, this script each image in its "
+                     "loader: the same kind of random draws, not the same draws")
+    if params.compile:
+        notes.append("torch.compile is left out (it changes speed, not what is learnt)")
+    return tuple(notes)
 
 
 class FineTune(Node):
@@ -212,6 +407,17 @@ class FineTune(Node):
         frozen = cls._apply(params, model["layers"], list(model.get("frozen", [])))
         layers = [{**layer, "trainable": layer["name"] not in frozen} for layer in model["layers"]]
         return {"model": {**model, "frozen": frozen, "layers": layers}}
+
+    @classmethod
+    def script(cls, ctx: ScriptContext, params: Params, model: ScriptModel) -> ScriptPart:
+        """The node's rule: the named blocks, else the last ``last_n`` frozen ones, train from here on."""
+        frozen, unfreeze = ctx.name("frozen"), ctx.name("unfreeze")
+        code = (f"{unfreeze} = {ctx.const('unfreeze')} or {model.frozen}[max(len({model.frozen}) - "
+                f"{ctx.const('last_n')}, 0):]\n"
+                f"{frozen} = [name for name in {model.frozen} if name not in {unfreeze}]\n"
+                f'print("{ctx.node_id}: unfrozen", {unfreeze}, "still frozen", {frozen})')
+        return ScriptPart(code=code, imports=IMPORTS,
+                          outputs={"model": replace(model, frozen=frozen, bn_frozen=ctx.const("freeze_batchnorm"))})
 
     def run(self, ctx: RunContext, params: Params, model: ModelValue) -> dict:
         layers = model_facts(model, "unfreeze")["layers"]
@@ -287,7 +493,7 @@ class LRFinder(Node):
         config = LRRangeConfig(**params.model_dump(), device=ctx.device)
         with engine_errors(ctx, params.batch_size):
             try:
-                found = estimate_fit(model, data, config, ctx.workspace, steps=params.steps,
+                found = estimate_fit(model, data, config.fit_config(), ctx.workspace, steps=params.steps,
                                      should_stop=lambda: ctx.interrupted)
             except NothingToTrain as exc:
                 raise ParamProblem(str(exc), port="model") from None

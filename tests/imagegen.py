@@ -116,3 +116,59 @@ def make_patch_set(root: Path, per_class: int = 60, size: int = 96, patch: tuple
                 ImageDraw.Draw(image).rectangle(patch, fill=colour)
             image.save(folder / f"{name}.{i:04d}.png")
     return root
+
+
+def make_hue_set(root: Path, per_class: int = 40, size: int = 16, fractions: Sequence[float] = (0.5, 0.25, 0.25),
+                 seed: int = 0) -> Path:
+    """Two classes, "red" and "green", under root/{train,validation,test}/<class>/: a random shape
+    over noise, the shape reddish in one class and greenish in the other at the same brightness
+    (equal luma, the weights a conversion to grayscale uses). In colour they are easy to tell
+    apart; in grayscale the two classes are the same pictures, so no model can beat chance."""
+    rng = random.Random(seed)
+    root = Path(root)
+    cut = [round(per_class * fractions[0]), round(per_class * (fractions[0] + fractions[1]))]
+    bases = {"red": (200, 100, 100), "green": (100, 151, 100)}  # luma 129.9 both
+    for name, base in bases.items():
+        for i in range(per_class):
+            split = "train" if i < cut[0] else "validation" if i < cut[1] else "test"
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            shade = rng.uniform(0.6, 1.2)
+            colour = tuple(min(255, round(c * shade)) for c in base)
+            image = Image.new("RGB", (size, size), (40, 40, 40))
+            extent = rng.uniform(0.5, 0.9) * size
+            x0, y0 = rng.uniform(0, size - extent), rng.uniform(0, size - extent)
+            box = (x0, y0, x0 + extent, y0 + extent)
+            pen = ImageDraw.Draw(image)
+            (pen.ellipse if rng.random() < 0.5 else pen.rectangle)(box, fill=colour)
+            grey = np.random.default_rng(rng.getrandbits(32)).normal(0, 8, (size, size, 1))  # the same on each channel
+            pixels = (np.asarray(image, dtype=np.float32) + grey).clip(0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{name}.{i:04d}.png")
+    return root
+
+
+#: breeds of the generated Oxford-IIIT Pet copy: (name as in its file names, class id, species 1 cat / 2 dog,
+#: the kind of picture drawn for it); cat breeds are capitalised in the published set, dog breeds are not
+PET_BREEDS = (("Abyssinian", 1, 1, "circle"), ("beagle", 5, 2, "stripes"), ("Bengal", 6, 1, "circle"),
+              ("pug", 26, 2, "stripes"))
+
+
+def make_pets_layout(root: Path, per_breed: int = 6, test_per_breed: int = 2, size: int = 40, seed: int = 0) -> Path:
+    """A small copy of Oxford-IIIT Pet as published (and as torchvision's OxfordIIITPet reads it):
+    ``root/images/<Breed>_<n>.jpg`` and ``root/annotations/{trainval,test,list}.txt`` with lines
+    ``NAME CLASS-ID SPECIES BREED-ID``. Cats are circles, dogs stripes, so a network can learn them."""
+    rng = random.Random(seed)
+    root = Path(root)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    listings: dict[str, list[str]] = {"trainval": [], "test": []}
+    for breed, class_id, species, kind in PET_BREEDS:
+        for n in range(1, per_breed + 1):
+            draw(kind, size, rng).save(root / "images" / f"{breed}_{n}.jpg")
+            split = "test" if n > per_breed - test_per_breed else "trainval"
+            listings[split].append(f"{breed}_{n} {class_id} {species} {n}")
+    for split, lines in listings.items():
+        (root / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    header = "#Image CLASS-ID SPECIES BREED ID\n#ID: 1:37 Class ids\n#SPECIES: 1:Cat 2:Dog\n#BREED ID: 1-25:Cat 1:12:Dog\n"
+    (root / "annotations" / "list.txt").write_text(header + "".join(f"{line}\n" for v in listings.values() for line in v))
+    return root

@@ -35,6 +35,7 @@ from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from nodeflow.compare import compare_run_ids
 from nodeflow.edits import MAX_OPS, EditRequest, RunRequest
 from nodeflow.errors import GraphInvalid
 from nodeflow.graph import Graph, GraphFileError
@@ -384,6 +385,9 @@ class SweepRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     grid: dict[str, list[Any]] = Field(description='values per NODE.PARAM, e.g. {"train.lr": [1e-5, 1e-4]}')
     target: str | None = Field(None, description="run each branch up to this node (default: the whole graph)")
+    metric: str | None = Field(None, max_length=300, description=(
+        "NODE.METRIC that ranks the branches (default: a validation metric; a test metric is allowed, and the "
+        "results then carry a warning)"))
 
 
 def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
@@ -502,6 +506,19 @@ def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
         guard(request)
         return session.runs.list(limit=max(1, min(limit, 10_000)))
 
+    @app.get("/api/runs/compare", tags=["runs"],
+             summary="Two runs compared: changed params, metric deltas in readable units with the images they "
+                     "stand on, and per split the difference image by image (95% interval, McNemar's p) with "
+                     "the images that flipped",
+             responses={404: {"description": "no such run"}, 422: {"description": "a or b missing"}})
+    def compare_runs(request: Request, a: Annotated[str, Query(max_length=40)],
+                     b: Annotated[str, Query(max_length=40)]) -> dict[str, Any]:
+        guard(request)  # a plain def: the bootstrap runs in FastAPI's thread pool, off the event loop
+        try:
+            return _json_safe(compare_run_ids(session.runs, session.predictions, session.registry, a, b))
+        except KeyError as exc:
+            raise HTTPException(404, str(exc)) from None
+
     @app.get("/api/runs/{run_id}", responses={404: {"description": "no such run"}})
     def get_run(request: Request, run_id: str) -> dict[str, Any]:
         guard(request)
@@ -530,7 +547,7 @@ def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
         queued; the answer is the sweep as ``GET /api/sweeps/{id}`` gives it."""
         guard(request)
         try:
-            return session.submit_sweep(grid_of(body.grid), body.target)
+            return session.submit_sweep(grid_of(body.grid), body.target, body.metric)
         except GridError as exc:
             raise HTTPException(422, {"message": str(exc), "param": exc.name}) from None
         except GraphInvalid as exc:

@@ -16,11 +16,14 @@ from typing import Any
 from fastapi import Request
 from nicegui import app, ui
 
+from nodeflow import fragments
 from nodeflow.errors import GraphInvalid
 from nodeflow.executor import estimate_note, format_seconds
 from nodeflow.graph import Graph, GraphFileError
 from nodeflow.node import UnknownNodeType
 from nodeflow.paths import PathNotAllowed, confine
+from nodeflow.recent import AUTOSAVE_FOLDER, graph_files
+from nodeflow.script import export_script
 from nodeflow.session import EditError, Session
 from nodeflow.templates import list_templates
 
@@ -34,6 +37,7 @@ POLL_SECONDS = 0.3
 AUTOSAVE_SECONDS = 10.0
 LOCAL_KINDS = {"move", "connect", "delete"}  # edits the canvas has already drawn itself
 DRAG_TYPE = "application/x-nodeflow-type"
+GROUP_DRAG_TYPE = "application/x-nodeflow-group"
 #: a run whose estimated cost (the sum over the nodes it computes) exceeds this many seconds asks
 #: for confirmation first, listing its heaviest nodes
 RUN_CONFIRM_SECONDS = 60.0
@@ -88,6 +92,8 @@ class EditorPage:
             self._without_controls(read_only)
         self.tick()
         ui.timer(POLL_SECONDS, self.tick)
+        if self.session.notice:  # e.g. the graph reopened with the unsaved edits of the last start
+            ui.notify(self.session.notice, type="info", timeout=10000, close_button=True, classes="nf-notice")
         # the lines pushed before the page was drawn: open the log at the newest one
         ui.timer(0.3, lambda: ui.run_javascript(SCROLL_LOG_JS % self.log.id), once=True)
 
@@ -100,10 +106,12 @@ class EditorPage:
             self.controls: list[ui.element] = []
             for label, icon, action in (("New", "note_add", self.new), ("Templates", "dashboard", self.templates),
                                         ("Open", "folder_open", self.open_dialog), ("Save", "save", self.save),
-                                        ("Save as", "save_as", self.save_as)):
-                self.controls.append(ui.button(icon=icon, on_click=action)
-                                     .props(f'flat dense color=white aria-label="{label}"')
-                                     .tooltip(label + (" (Ctrl+S)" if label == "Save" else "")))
+                                        ("Save as", "save_as", self.save_as),
+                                        ("Export as Python", "code", self.export_script)):
+                button = ui.button(icon=icon, on_click=action).props(f'flat dense color=white aria-label="{label}"') \
+                    .tooltip(label + (" (Ctrl+S)" if label == "Save" else ""))
+                if action != self.export_script:  # a viewer may still take the graph away as a script
+                    self.controls.append(button)
             ui.separator().props("vertical dark").classes("q-mx-sm")
             self.undo_btn = ui.button(icon="undo", on_click=self.undo).props('flat dense color=white aria-label=Undo') \
                 .tooltip("Undo (Ctrl+Z)")
@@ -120,12 +128,15 @@ class EditorPage:
                 .tooltip("Run the selected node and only the stale nodes it needs")
             self.stop_btn = ui.button("Stop", icon="stop", on_click=self.stop) \
                 .props("unelevated dense color=red-7 no-caps").classes("px-2")
-            ui.button("Validate", icon="rule", on_click=self.validate).props("flat dense color=white no-caps")
+            ui.button("Validate", icon="rule", on_click=self.validate).props("flat dense color=white no-caps") \
+                .classes("nf-compact").tooltip("Check the graph: every problem, naming the node and the param")
             self.controls.append(
-                ui.button("Estimate", icon="timer", on_click=self.estimate_costs).props("flat dense color=white no-caps")
+                ui.button("Estimate", icon="timer", on_click=self.estimate_costs)
+                .props("flat dense color=white no-caps").classes("nf-compact")
                 .tooltip("What running (the selected node, else everything) would cost: shown on each stale card"))
             ui.button("Runs", icon="history", on_click=lambda: self.runs_panel.open()) \
-                .props("flat dense color=white no-caps").tooltip("Run history: compare, restore, cancel queued runs")
+                .props("flat dense color=white no-caps").classes("nf-compact") \
+                .tooltip("Run history: compare, restore, cancel queued runs")
 
     def _without_controls(self, reason: str) -> None:
         for element in [*self.controls, self.undo_btn, self.redo_btn, self.run_all_btn, self.run_sel_btn,
@@ -166,7 +177,30 @@ class EditorPage:
                         self.palette_items.append((item, text))
                         items.append(item)
                     self.palette_groups.append((group, items))
+            with ui.expansion("My groups", value=True) \
+                    .props("dense dense-toggle header-class='text-weight-medium q-px-xs'").classes("w-full nf-library"):
+                self.library = ui.column().classes("w-full gap-0")
+            self.render_library()
             search.on_value_change(lambda e: self.filter_palette(e.value or ""))
+
+    def render_library(self) -> None:
+        """The groups saved to the palette (right-click a group: Save to palette); drag one in."""
+        self.library.clear()
+        with self.library:
+            saved = fragments.library(self.session.workspace)
+            if not saved:
+                ui.label("Right-click a group and choose “Save to palette” to keep it here.") \
+                    .classes("text-xs text-grey-7")
+            for name in saved:
+                item = ui.element("div").classes("nf-palette-item nf-library-item")
+                item._props.update({"draggable": "true", "data-group": name})  # any file name, taken as it is
+                with item:
+                    ui.label(name.replace("_", " ")).classes("text-sm")
+                    ui.label("saved group").classes("text-xs text-grey-6")
+                item.on("dragstart", js_handler=(
+                    f"(e) => {{ e.dataTransfer.setData({json.dumps(GROUP_DRAG_TYPE)}, {json.dumps(name)});"
+                    " e.dataTransfer.effectAllowed = 'copy'; }"))
+                item.on("dblclick", lambda n=name: self.insert_group(n, {"x": 40, "y": 40}))
 
     def filter_palette(self, query: str) -> None:
         words = query.lower().split()
@@ -198,10 +232,10 @@ class EditorPage:
         self.undo_btn.set_enabled(self.session.can_undo)
         self.redo_btn.set_enabled(self.session.can_redo)
         active = [i for i, s in status.items() if s["state"] == "running"]
-        self.run_state.set_text(f"running {active[0]} {status[active[0]]['progress']:.0%}" if active
-                                else "running…" if running else (f"error: {snap['error']}" if snap["error"] else ""))
+        _set_text(self.run_state, f"running {active[0]} {status[active[0]]['progress']:.0%}" if active
+                  else "running…" if running else (f"error: {snap['error']}" if snap["error"] else ""))
         name = snap["path"] and Path(snap["path"]).name or self.session.graph.name or "untitled"
-        self.file_label.set_text(f"{name}{' •' if snap['dirty'] else ''}")
+        _set_text(self.file_label, f"{name}{' •' if snap['dirty'] else ''}")
         self.render_inspector()
         focus = self.selected[0] if len(self.selected) == 1 else (active[0] if active else None)
         self.output.show(focus, snap["nodes"].get(focus) if focus else None)
@@ -264,8 +298,71 @@ class EditorPage:
         ui.run_javascript(FOCUS_FIELD_JS % json.dumps(param))
 
     def on_command(self, e) -> None:
-        name = e.args.get("name")
-        {"undo": self.undo, "redo": self.redo, "save": self.save}.get(name, lambda: None)()
+        args = e.args or {}
+        name = args.get("name")
+        ids = [i for i in args.get("ids") or [] if isinstance(i, str) and self.session.graph.has_node(i)]
+        at = _point(args.get("at"))
+        if name == "copy" and ids:
+            self.copy(ids)
+        elif name == "paste":
+            self.paste(args.get("text"), at)
+        elif name == "duplicate" and ids:
+            self.add_fragment(fragments.fragment_of(self.session.graph, ids), None, "Duplicated")
+        elif name == "insert_group" and isinstance(args.get("group"), str):
+            self.insert_group(args["group"], at)
+        elif name == "save_group" and isinstance(args.get("group"), str):
+            self.save_group(args["group"])
+        else:
+            {"undo": self.undo, "redo": self.redo, "save": self.save}.get(name, lambda: None)()
+
+    # -- copy, paste, groups ---------------------------------------------------------------------
+    def copy(self, ids: list[str]) -> None:
+        """The selection as a graph document, to the system clipboard (and the server's copy)."""
+        text = fragments.fragment_of(self.session.graph, ids).dumps()
+        self.hub.clipboard = text
+        self.editor.write_clipboard(text)
+        ui.notify(f"Copied {len(ids)} node{'s' if len(ids) != 1 else ''}", timeout=1200)
+
+    def paste(self, text: Any, at: dict[str, float] | None) -> None:
+        """Paste the clipboard's graph document at ``at``; None (the page may not read the system
+        clipboard here) pastes the latest copy made in this editor."""
+        try:
+            fragment = fragments.read_fragment(self.hub.clipboard if text is None else text)
+        except fragments.NothingToPaste as exc:
+            reason = str(exc)[:300]
+            ui.notify(reason[:1].upper() + reason[1:], type="warning")
+            return
+        self.add_fragment(fragment, at, "Pasted")
+
+    def add_fragment(self, fragment: Graph, at: dict[str, float] | None, verb: str) -> None:
+        """Add a part of a graph as one undo step, and select what it added."""
+        ops, ids = fragments.paste_ops(fragment, self.session.graph, at)
+        try:
+            self.session.edits(ops)
+        except (EditError, UnknownNodeType, KeyError) as exc:
+            ui.notify(f"Refused: {str(exc).strip(chr(34))}", type="warning", multi_line=True)
+            return
+        self.selected = ids
+        self.tick_now()
+        self.editor.select(ids)
+        ui.notify(f"{verb} {len(ids)} node{'s' if len(ids) != 1 else ''}", timeout=1200)
+
+    def insert_group(self, name: str, at: dict[str, float] | None) -> None:
+        try:
+            fragment = fragments.load_group(self.session.workspace, name)
+        except (KeyError, GraphFileError) as exc:
+            ui.notify(str(exc).strip('"'), type="warning")
+            return
+        self.add_fragment(fragment, at or {"x": 40, "y": 40}, "Inserted")
+
+    def save_group(self, group_id: str) -> None:
+        try:
+            name = fragments.save_group(self.session.workspace, self.session.graph, group_id)
+        except (KeyError, OSError) as exc:
+            ui.notify(f"Not saved: {str(exc).strip(chr(34))}", type="warning")
+            return
+        self.render_library()
+        ui.notify(f"Saved the group to the palette as “{name.replace('_', ' ')}”", type="positive", timeout=2000)
 
     def add_node(self, node_type: str) -> None:
         count = len(self.session.graph.nodes)
@@ -435,8 +532,11 @@ class EditorPage:
         if not problems:
             ui.notify("The graph is valid", type="positive")
         else:
+            errors = sum(p.blocking for p in problems)
+            counts = [f"{n} {word}{'s' if n != 1 else ''}" for n, word in
+                      ((errors, "problem"), (len(problems) - errors, "warning")) if n]
             with ui.dialog() as dialog, ui.card().classes("w-[32rem]"):
-                ui.label(f"{len(problems)} problem{'s' if len(problems) != 1 else ''}").classes("text-h6")
+                ui.label(", ".join(counts) + ("" if errors else ": the graph can run")).classes("text-h6")
                 for p in problems:
                     ui.label(str(p)).classes("text-sm nf-problem-line")
                 ui.button("Close", on_click=dialog.close).props("flat")
@@ -444,6 +544,24 @@ class EditorPage:
         self.tick_now()
 
     # -- files and history -----------------------------------------------------------------------
+    def export_script(self) -> None:
+        """The open graph as one standalone PyTorch script, downloaded by the browser (what
+        ``nodeflow export-script`` writes)."""
+        graph = self.session.graph
+        try:
+            exported = export_script(graph, self.session.registry)
+        except GraphInvalid as exc:
+            ui.notify(f"Cannot export: {exc.problems[0]}" + (f" (+{len(exc.problems) - 1} more)"
+                                                            if len(exc.problems) > 1 else ""),
+                      type="negative", multi_line=True, timeout=8000)
+            return
+        path = self.session.path
+        name = (path.stem if path is not None else default_file_name(graph.name).removesuffix(".json")) + ".py"
+        ui.download.content(exported.text, name, "text/x-python")
+        left = f"; left out (no script form): {', '.join(exported.left_out)}" if exported.left_out else ""
+        ui.notify(f"Exported {name}: plain PyTorch, runs with python {name}{left}", type="positive",
+                  multi_line=bool(left), timeout=6000)
+
     def undo(self) -> None:
         if not self.session.undo():
             ui.notify("Nothing to undo", timeout=1200)
@@ -527,9 +645,10 @@ class EditorPage:
         return None
 
     def open_dialog(self) -> None:
+        """The user's graphs first, newest first; the autosaves under one "Recover" entry. Files
+        that are no graph (a node's errors.json, a sweep record) are not offered."""
         root = self.session.workspace
-        files = sorted(p for p in root.rglob("*.json") if ".nodeflow" not in p.parts and "cache" not in p.parts
-                       and p.is_file())[:200] if root.is_dir() else []
+        graphs, autosaves = graph_files(root)
 
         def open_path(path: Path) -> None:
             try:
@@ -538,15 +657,36 @@ class EditorPage:
                 ui.notify(str(exc), type="negative", multi_line=True)
                 return
             dialog.close()
-            self._confirm_discard(lambda: self._load(graph, path))
+            recovered = path.is_relative_to(root / AUTOSAVE_FOLDER)
+            self._confirm_discard(lambda: self._load(graph, None if recovered else path))
 
-        with ui.dialog() as dialog, ui.card().classes("w-[32rem]"):
+        def stamp(path: Path) -> str:
+            try:
+                return time.strftime("%Y-%m-%d %H:%M", time.localtime(path.stat().st_mtime))
+            except OSError:
+                return ""
+
+        with ui.dialog() as dialog, ui.card().classes("w-[34rem] nf-open"):
             ui.label("Open a graph from the workspace").classes("text-h6")
-            with ui.column().classes("w-full gap-0 max-h-80 overflow-auto"):
-                for path in files:
-                    ui.item(str(path.relative_to(root)), on_click=lambda p=path: open_path(p)).classes("w-full")
-                if not files:
-                    ui.label("No .json files in the workspace yet.").classes("text-grey-7 text-sm")
+            with ui.list().props("dense separator").classes("w-full max-h-80 overflow-auto nf-open-list"):
+                for path in graphs:
+                    with ui.item(on_click=lambda p=path: open_path(p)).classes("nf-open-graph"):
+                        with ui.item_section():
+                            ui.item_label(str(path.relative_to(root)))
+                        with ui.item_section().props("side"):
+                            ui.item_label(stamp(path)).props("caption")
+                if not graphs:
+                    ui.label("No graphs saved in the workspace yet.").classes("text-grey-7 text-sm q-pa-sm")
+                if autosaves:
+                    versions = f"{len(autosaves)} autosaved version{'s' if len(autosaves) != 1 else ''}"
+                    with ui.expansion(f"Recover ({versions})", icon="restore").props("dense") \
+                            .classes("w-full nf-recover"):
+                        for path in autosaves:
+                            with ui.item(on_click=lambda p=path: open_path(p)).classes("nf-open-autosave"):
+                                with ui.item_section():
+                                    ui.item_label(path.parent.name)
+                                with ui.item_section().props("side"):
+                                    ui.item_label(stamp(path)).props("caption")
             name = ui.input("or a file name in the workspace").classes("w-full")
             with ui.row().classes("w-full justify-end"):
                 ui.button("Cancel", on_click=dialog.close).props("flat")
@@ -616,6 +756,22 @@ def estimate_line(entry: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def _set_text(label: ui.label, text: str) -> None:
+    """A header label's text, whole in its tooltip (the header may cut it short)."""
+    if label.text != text:
+        label.set_text(text)
+        label._props["title"] = text
+        label.update()
+
+
+def _point(value: Any) -> dict[str, float] | None:
+    """A canvas point sent by the page, or None when it is not one."""
+    if isinstance(value, dict) and all(isinstance(value.get(k), (int, float)) and not isinstance(value.get(k), bool)
+                                       and abs(value[k]) < 1e9 for k in ("x", "y")):
+        return {"x": float(value["x"]), "y": float(value["y"])}
+    return None
+
+
 def default_file_name(graph_name: str | None) -> str:
     """A file name from a graph's name: lower case, words joined by '_', nothing a shell or
     another system trips over (no colon, no spaces)."""
@@ -667,6 +823,19 @@ PAGE_CSS = """
 .nf-error-box { border-left: 3px solid #c62828; background: #fff5f5; padding: 6px 10px; border-radius: 4px; }
 .nf-error-text { white-space: pre-wrap; overflow-wrap: anywhere; color: #7f1d1d; }
 .nf-field-focus { outline: 2px solid #3f51b5; outline-offset: 2px; border-radius: 4px; }
+/* one header row at 1280 px and wider, whatever runs: the file name and the run's state give way
+   (cut with an ellipsis, whole in their tooltip), and below 1440 px the last buttons keep only
+   their icons */
+.nf-header { flex-wrap: nowrap !important; }
+.nf-header > * { flex-shrink: 0; }
+.nf-header > .nf-file, .nf-header > .nf-run-state { flex-shrink: 1; min-width: 0; white-space: nowrap; overflow: hidden;
+  text-overflow: ellipsis; }
+.nf-header > .nf-file { max-width: 360px; }
+.nf-header > .nf-run-state { max-width: 260px; }
+@media (max-width: 1439px) {
+  .nf-header .nf-compact .q-btn__content > .block { max-width: 0; overflow: hidden; }
+  .nf-header .nf-compact .q-icon.on-left { margin-right: 0; }
+}
 """
 
 

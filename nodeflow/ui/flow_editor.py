@@ -49,6 +49,9 @@ class FlowEditor(Element, component="flow_editor.js", esm={"nodeflow-vueflow": "
     def ack(self, reply: dict[str, Any]) -> None:
         self.run_method("ack", reply)
 
+    def write_clipboard(self, text: str) -> None:
+        self.run_method("writeClipboard", text)
+
     def select(self, ids: list[str]) -> None:
         self.run_method("select", ids)
 

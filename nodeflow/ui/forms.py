@@ -13,6 +13,7 @@ from typing import Any
 
 from nicegui import ui
 
+from nodeflow.node import auto_title
 from nodeflow.session import EditError, Session
 
 FOLDER_FORMATS = {"directory-path"}
@@ -162,7 +163,9 @@ class ParamForm:
                          on_change=lambda e, n=name: self.set(n, e.value if e.value or not nullable else None))
             w.props("debounce=500")
         else:
-            w = ui.textarea(label + " (JSON)", value=json.dumps(value, indent=1),
+            shown = value if isinstance(value, str) and value in bare_words(self.entry["params_schema"], name) \
+                else json.dumps(value, indent=1)
+            w = ui.textarea(label + " (JSON)", value=shown,
                             on_change=lambda e, n=name: self.set_json(n, e.value)).props("debounce=700 autogrow")
         w.classes("w-full").mark(f"param-{name}")
         if self.on_sweep is not None and sweep_kind(prop) in ("int", "number", "choice"):
@@ -211,18 +214,26 @@ class ParamForm:
         return True
 
     def follow_title(self, new_params: dict[str, Any], title: str | None) -> str | None:
-        """The new automatic title when the current one is automatic (or none), else None."""
+        """The new automatic title when the node's stored title is the automatic one (a file saved
+        that way), else None: a node without a title shows the automatic one anyway, and one the
+        user named keeps its name."""
         now = auto_title(self.entry, self.params)
-        if now is None or (title and title != now):
+        if now is None or not title or title != now:
             return None
         new = auto_title(self.entry, new_params)
-        return new if new != now or title else None
+        return new if new != title else None
 
     def set_json(self, name: str, text: str) -> None:
+        """A JSON value, or one of the param's documented bare words (``auto`` for ``"auto"``)."""
+        words = bare_words(self.entry["params_schema"], name)
+        if text.strip() in words:
+            self.set(name, text.strip())
+            return
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
-            self.errors[name].set_text(f"Refused: not JSON ({exc.msg})")
+            also = f", or {' or '.join(words)}" if words else ""
+            self.errors[name].set_text(f"Refused: not JSON ({exc.msg}){also}")
             self.errors[name].set_visibility(True)
             return
         self.set(name, value)
@@ -435,22 +446,17 @@ class FolderPicker:
         self.dialog.close()
 
 
-def auto_title(entry: dict[str, Any], params: dict[str, Any]) -> str | None:
-    """A title that says what a node with a layer picker (``x-widget: layers``) unfreezes, e.g.
-    "Unfreeze the last block" or "Unfreeze block4, block5"; None for other nodes."""
-    schema = entry.get("params_schema") or {}
-    props = [(n, resolve(schema, p)[0]) for n, p in schema.get("properties", {}).items()]
-    layers = [(n, p) for n, p in props if p.get(WIDGET_KEY) == "layers"]
-    if not layers:
-        return None
-    name, prop = layers[0]
-    chosen = params.get(name) or []
-    if chosen:
-        return "Unfreeze " + ", ".join(map(str, chosen))
-    last_n = params.get(prop[LAST_N_KEY]) if prop.get(LAST_N_KEY) else 0
-    if not isinstance(last_n, int) or last_n <= 0:
-        return "Unfreeze nothing"
-    return "Unfreeze the last block" if last_n == 1 else f"Unfreeze the last {last_n} blocks"
+def bare_words(schema: dict[str, Any], name: str) -> list[str]:
+    """The words a JSON-typed param takes as they are, e.g. ``auto`` of ``int | Literal["auto"]``:
+    the string choices among its alternatives (its help names them)."""
+    prop = schema.get("properties", {}).get(name, {})
+    words = []
+    for option in prop.get("anyOf", []) + [prop]:
+        option = resolve(schema, option)[0] if "$ref" in option else option
+        for word in [option.get("const"), *(option.get("enum") or [])]:
+            if isinstance(word, str) and word not in words:
+                words.append(word)
+    return words
 
 
 def bounds_text(prop: dict[str, Any]) -> str:

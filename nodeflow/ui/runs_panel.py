@@ -3,7 +3,10 @@
 The panel lists the run history of the workspace (nodeflow.runs): when, what changed, key
 metrics, duration and status, queued runs with their position. Two selected runs are compared:
 their curves overlaid in one chart and their diff (params by ``node.param``, metric deltas).
-One selected run's graph can be restored as one undo step; a queued or running one cancelled.
+Where both runs kept per-image predictions, each accuracy says whether its change is real (a 95%
+interval and McNemar's p, :mod:`nodeflow.compare`), and the images that flipped are listed, each
+opening its confusion cell's gallery. One selected run's graph can be restored as one undo step; a
+queued or running one cancelled.
 """
 
 from __future__ import annotations
@@ -12,33 +15,41 @@ import json
 import time
 from typing import Any
 
-from nicegui import ui
+from nicegui import run, ui
 
+from nodeflow.compare import compare_run_ids, readable, readable_delta
 from nodeflow.graph import Graph, GraphFileError
 from nodeflow.session import EditError, Session
 
+from .outputs import CellGallery
 from .state import STATE_STYLE
 
 REFRESH_SECONDS = 1.0
+#: long cells wrap, so every column stays in view at 1440 px (a table cell does not wrap by default)
+WRAP = "white-space: normal; overflow-wrap: anywhere; min-width: 10rem; max-width: 24rem"
+#: flipped images listed per direction in the Compare panel (the count says how many there are)
+FLIPS_LISTED = 12
 #: how a metric's name ranks when choosing which curve to show first
 PREFERRED = ("val_accuracy", "accuracy", "val_loss", "loss")
 
 
 def key_metrics(run: dict[str, Any], limit: int = 2) -> str:
-    """The accuracies of the nodes that ran (else their first metric), as short text."""
+    """The accuracies of the nodes that ran (else their first metric), as short text in the units
+    people read (70%, not 0.7)."""
     found: list[str] = []
     for node, info in run["nodes"].items():
         if info.get("status") != "ran":
             continue
         for name, value in (info.get("metrics") or {}).items():
             if "accuracy" in name and isinstance(value, (int, float)):
-                found.append(f"{node}.{name}={value:.4g}")
+                found.append(f"{node}.{name}={readable(name, value)}")
     if not found:
         ran = [(n, i) for n, i in run["nodes"].items() if i.get("status") == "ran" and i.get("metrics")]
         if ran:
             node, info = ran[-1]
             name, value = next(iter(info["metrics"].items()))
-            found.append(f"{node}.{name}={value:.4g}" if isinstance(value, (int, float)) else f"{node}.{name}")
+            found.append(f"{node}.{name}={readable(name, value)}" if isinstance(value, (int, float))
+                         else f"{node}.{name}")
     return "  ".join(found[-limit:])
 
 
@@ -66,6 +77,35 @@ def run_row(run: dict[str, Any]) -> dict[str, Any]:
             "metrics": key_metrics(run), "duration": f"{run['seconds']:.1f}s" if run["seconds"] is not None else "–",
             "target": run["target"] or "all", "source": run.get("source") or "–",
             "state": state, "color": look["color"], "background": look["background"]}
+
+
+def verdict_colour(comparison: dict[str, Any] | None) -> str:
+    """Green for a clear gain, red for a clear loss, grey when the images cannot tell."""
+    if not comparison or not comparison.get("paired") or not comparison.get("clear"):
+        return "text-grey-8"
+    return "text-positive" if comparison["delta"] > 0 else "text-negative"
+
+
+def metric_line(name: str, m: dict[str, Any]) -> None:
+    """A metric's change in the units people read, coloured by the metric's direction (counts and
+    parameters stay neutral), with the images it stands on and, for an accuracy measured on the
+    same images by both runs, whether the difference is real."""
+    text = f"{name}: {readable(name, m['a'])} → {readable(name, m['b'])}"
+    if m["delta"] is not None:
+        text += f" ({readable_delta(name, m['delta'])})" if m["delta"] else " (same)"
+    counts = [n for n in (m.get("images") or {}).values() if n is not None]
+    if counts:
+        split = f" {m['split']}" if m.get("split") else ""
+        text += f" · {counts[0]:,}{split} images" if len(set(counts)) == 1 else \
+            f" · {counts[0]:,} → {counts[1]:,}{split} images"
+    better = (m["delta"] or 0) * m.get("direction", 0)
+    colour = "text-positive" if better > 0 else "text-negative" if better < 0 else "text-grey-8"
+    comparison = m.get("comparison")
+    if comparison is not None and not comparison.get("clear"):
+        colour = "text-grey-8"  # a move the images cannot tell from chance is not shown as a gain or a loss
+    ui.label(text).classes(f"text-xs nf-diff-metric {colour}")
+    if comparison is not None:
+        ui.label(comparison["words"]).classes(f"text-xs q-ml-md nf-diff-interval {verdict_colour(comparison)}")
 
 
 def curve_names(*runs: dict[str, Any]) -> list[str]:
@@ -102,8 +142,8 @@ class RunsPanel:
     COLUMNS = [{"name": "id", "label": "Run", "field": "id", "align": "right"},
                {"name": "when", "label": "When", "field": "when", "align": "left"},
                {"name": "target", "label": "Target", "field": "target", "align": "left"},
-               {"name": "changed", "label": "What changed", "field": "changed", "align": "left"},
-               {"name": "metrics", "label": "Key metrics", "field": "metrics", "align": "left"},
+               {"name": "changed", "label": "What changed", "field": "changed", "align": "left", "style": WRAP},
+               {"name": "metrics", "label": "Key metrics", "field": "metrics", "align": "left", "style": WRAP},
                {"name": "duration", "label": "Duration", "field": "duration", "align": "right"},
                {"name": "source", "label": "From", "field": "source", "align": "left"},
                {"name": "status", "label": "Status", "field": "status", "align": "left"}]
@@ -138,6 +178,7 @@ class RunsPanel:
                   :style="{background: props.row.background, color: props.row.color, padding: '0 7px',
                            borderRadius: '10px', whiteSpace: 'nowrap'}">{{ props.value }}</span></q-td>""")
             self.comparison = ui.column().classes("w-full gap-1 nf-runs-compare")
+        self.gallery = CellGallery(session.cell_gallery)  # a flipped image's confusion cell
         self.timer = ui.timer(REFRESH_SECONDS, self.refresh, active=False)
         self.dialog.on_value_change(lambda e: self.timer.activate() if e.value else self.timer.deactivate())
         self.update_buttons()
@@ -172,14 +213,25 @@ class RunsPanel:
         self.cancel_btn.set_enabled(len(ids) == 1 and (statuses.get(ids[0], "").startswith(("queued", "running"))))
 
     # -- actions ----------------------------------------------------------------------------------
-    def compare(self) -> None:
+    async def compare(self) -> None:
         ids = self.selected_ids()
         if len(ids) != 2:
             ui.notify("Select two runs to compare", type="warning")
             return
         self.compared = ids
-        runs = [self.session.runs.get(i) for i in ids]
-        diff = self.session.runs.diff(*ids)
+        self.comparison.clear()
+        with self.comparison:
+            ui.spinner(size="md").classes("nf-runs-compare-spinner")
+        session = self.session
+        try:  # off the event loop: the bootstrap over a large split takes a moment
+            runs, diff = await run.io_bound(lambda: ([session.runs.get(i) for i in ids], compare_run_ids(
+                session.runs, session.predictions, session.registry, *ids)))
+        except KeyError as exc:  # a run deleted meanwhile
+            self.comparison.clear()
+            ui.notify(str(exc.args[0] if exc.args else exc), type="warning")
+            return
+        if self.compared != ids:  # another comparison was asked for meanwhile
+            return
         names = curve_names(*runs)
         self.comparison.clear()
         with self.comparison:
@@ -196,7 +248,7 @@ class RunsPanel:
                         chart.update()
 
                     choice.on_value_change(show)
-                with ui.column().classes("gap-0 nf-runs-diff").style("min-width: 340px"):
+                with ui.column().classes("gap-0 nf-runs-diff").style("min-width: 340px; max-width: 46%"):
                     ui.label(f"Run {ids[0]} → run {ids[1]}").classes("text-subtitle2")
                     if not diff["params"]:
                         ui.label("No parameter changed").classes("text-sm text-grey-7")
@@ -205,16 +257,45 @@ class RunsPanel:
                             .classes("text-sm text-weight-medium nf-diff-param")
                     changed = set(diff["changed_nodes"])
                     for name, m in diff["metrics"].items():
-                        if not (m["delta"] or name.split(".", 1)[0] in changed):
-                            continue
-                        if m["delta"] is None:
-                            text = f"{name}: {short(m['a']) if m['a'] is not None else '–'} → " \
-                                   f"{short(m['b']) if m['b'] is not None else '–'}"
-                        else:
-                            text = f"{name}: {short(m['a'])} → {short(m['b'])} ({m['delta']:+.4g})"
-                        better = (m["delta"] or 0) * (-1 if "loss" in name.rsplit(".", 1)[-1] else 1)
-                        colour = "text-positive" if better > 0 else "text-negative" if better < 0 else "text-grey-8"
-                        ui.label(text).classes(f"text-xs nf-diff-metric {colour}")
+                        if m["delta"] or name.split(".", 1)[0] in changed:
+                            metric_line(name, m)
+            for entry in diff["comparisons"]:
+                self._flipped(entry)
+
+    def _flipped(self, entry: dict[str, Any]) -> None:
+        """One split's comparison, image by image: what the change fixed and what it broke, the
+        most confidently wrong first, each opening its confusion cell's gallery."""
+        with ui.column().classes("w-full gap-1 q-mt-sm nf-runs-flips") \
+                .props(f'data-node="{entry["node"]}" data-split="{entry["split"]}"'):
+            also = "".join(f", {n}" for n in entry["also"])
+            held = " · test is held out: for the final check, not for choosing" if entry["held_out"] else ""
+            ui.label(f"{entry['node']}{also} on {entry['split']}{held}").classes("text-subtitle2")
+            ui.label(entry["words"]).classes(f"text-sm nf-flips-words {verdict_colour(entry)}")
+            flipped = entry.get("flips")
+            if not flipped:
+                return
+            gallery = entry.get("gallery")
+            with ui.row().classes("w-full items-start no-wrap gap-4"):
+                for key, title, side in (("right_to_wrong", "Right → wrong", "b"),
+                                         ("wrong_to_right", "Wrong → right", "a")):
+                    group = flipped[key]
+                    with ui.column().classes(f"grow gap-0 nf-flips nf-flips-{key.replace('_', '-')}"):
+                        ui.label(f"{title} ({group['count']})").classes("text-caption text-weight-medium")
+                        for row in group["rows"][:FLIPS_LISTED]:
+                            with ui.row().classes("items-center no-wrap gap-2 nf-flip"):
+                                said = f"now {row['b']}" if side == "b" else f"was {row['a']}"
+                                ui.label(f"{row['name']} · {row['true']}, {said} "
+                                         f"({row['confidence_' + side]:.2f})").classes("text-xs ellipsis") \
+                                    .tooltip(row["file"])
+                                if gallery is not None:
+                                    true, predicted = row["cell"]
+                                    ui.link(f"cell {true} → {predicted}").classes("text-xs nf-flip-cell") \
+                                        .on("click", lambda _, t=true, p=predicted: self.gallery.open(gallery, t, p))
+                        if group["count"] > FLIPS_LISTED:
+                            ui.label(f"and {group['count'] - FLIPS_LISTED} more").classes("text-xs text-grey-7")
+            if gallery is None:
+                ui.label("Add an Error analysis node on this model and split to open each image's confusion cell.") \
+                    .classes("text-xs text-grey-7 nf-flips-hint")
 
     def restore(self) -> None:
         ids = self.selected_ids()

@@ -8,7 +8,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from nodeflow.graph import Graph
+from nodeflow.graph import Graph, GroupSpec
+from nodeflow.node import auto_title
 from nodeflow.session import Session
 
 SUMMARY_CHARS = 48
@@ -32,6 +33,8 @@ STATE_STYLE: dict[str, dict[str, str]] = {
                 "hint": "Not run: an input did not finish"},
     "invalid": {"label": "invalid", "color": "#a84300", "background": "#ffe0b2",
                 "hint": "Cannot run: see the problem below"},
+    "disabled": {"label": "disabled", "color": "#9aa5b1", "background": "#f0f2f4",
+                 "hint": "Disabled: a run leaves it out, and the nodes that need it (right-click to enable it)"},
     # a run's statuses in the Runs panel, drawn as the node states they correspond to
     "interrupted": {"label": "interrupted", "color": "#a05a00", "background": "#ffe9c7",
                     "hint": "Stopped, or the process running it ended; finished nodes stay cached"},
@@ -57,6 +60,9 @@ class Hub:
         self._lock = threading.Lock()
         self._snap_key: tuple | None = None
         self._snap: dict[str, Any] | None = None
+        #: the latest copy made in any tab (a graph document's text), for pages that may not read
+        #: the system clipboard
+        self.clipboard: str | None = None
 
     # -- snapshots ---------------------------------------------------------------------------
     def key(self) -> tuple:
@@ -81,21 +87,63 @@ class Hub:
         return {
             "version": self.session.version if version is None else version,
             "nodes": [{"id": n.id, "position": {"x": n.position.x, "y": n.position.y},
-                       "data": {"id": n.id, "type": n.type, "title": n.title,
+                       "data": {"id": n.id, "type": n.type, "title": self.title(n.type, n.title, n.params),
+                                "disabled": bool(n.disabled),
                                 "summary": self.summary(n.type, n.params)}}
                       for n in graph.nodes],
             "edges": [e.model_dump() for e in graph.edges],
+            "groups": [{**g.model_dump(mode="json"), **self.group_ports(graph, g)} for g in graph.groups],
         }
 
+    def group_ports(self, graph: Graph, group: GroupSpec) -> dict[str, list[dict[str, Any]]]:
+        """The ports a collapsed group's card shows: its members' inputs that are fed from outside
+        (or must be and are not yet), and their outputs that go outside (or nowhere: the group's
+        results). Each port's handle is ``node.port``, so a wire to it is a wire to that node."""
+        members = set(group.members)
+        fed = {(e.target, e.target_port): e.source for e in graph.edges}
+        used: dict[tuple[str, str], set[str]] = {}
+        for edge in graph.edges:
+            used.setdefault((edge.source, edge.source_port), set()).add(edge.target)
+        inputs, outputs = [], []
+        for node_id in group.members:
+            entry = self.catalogue.get(graph.node(node_id).type)
+            if entry is None:
+                continue
+            for port in entry["inputs"]:
+                source = fed.get((node_id, port["name"]))
+                if (source is None and not port["optional"]) or (source is not None and source not in members):
+                    inputs.append({**port, "handle": f"{node_id}.{port['name']}", "node": node_id})
+            for port in entry["outputs"]:
+                targets = used.get((node_id, port["name"]), set())
+                if not targets or targets - members:
+                    outputs.append({**port, "handle": f"{node_id}.{port['name']}", "node": node_id})
+        for side in (inputs, outputs):  # a port's name says enough unless two members have one of that name
+            names = [p["name"] for p in side]
+            for port in side:
+                port["label"] = port["name"] if names.count(port["name"]) == 1 else port["handle"]
+        return {"inputs": inputs, "outputs": outputs}
+
+    def title(self, node_type: str, title: str | None, params: dict[str, Any]) -> str | None:
+        """The node's own title, else one that follows its params ("Input layer (64×64×3)"); None
+        leaves the card to show its type's title."""
+        entry = self.catalogue.get(node_type)
+        return title or (auto_title(entry, params) if entry is not None else None)
+
     def summary(self, node_type: str, params: dict[str, Any]) -> str:
-        """One line of the params that matter: those set away from their defaults first."""
+        """One line of the params that matter: those away from their defaults first, as the node
+        will use them (a default that follows another param, such as an output layer's activation,
+        shows its value)."""
         entry = self.catalogue.get(node_type)
         if entry is None:
             return f"unknown type {node_type}"
         defaults = entry.get("defaults") or {}
         props = entry["params_schema"].get("properties", {})
         shown = {**defaults, **params}
-        changed = [k for k in props if k in params and params[k] != defaults.get(k)]
+        try:
+            shown.update(self.session.registry.get(node_type).Params.model_validate(params).model_dump(mode="json"))
+        except (ValueError, TypeError, KeyError):  # invalid params show as typed; the card says what is wrong
+            pass
+        changed = [k for k in props if k in shown and shown[k] != defaults.get(k)]
         rest = [k for k in props if k not in changed and k in shown]
         parts = []
         for name in changed + rest:
@@ -135,6 +183,8 @@ class Hub:
 def _short(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return ", ".join(value)  # names read as names: block3, block4, block5
     if isinstance(value, list):
         return f"[{len(value)}]" if len(value) > 2 else "[" + ",".join(map(str, value)) + "]"
     text = str(value)

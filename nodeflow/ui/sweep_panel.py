@@ -21,10 +21,11 @@ from typing import Any
 
 from nicegui import ui
 
+from nodeflow.compare import is_count, readable
 from nodeflow.errors import GraphInvalid
 from nodeflow.graph import Graph
 from nodeflow.session import EditError, Session
-from nodeflow.sweep import MAX_BRANCHES, GridError
+from nodeflow.sweep import MAX_BRANCHES, GridError, held_out, held_out_warning
 
 from .forms import bounds_text, layer_facts, resolve, sweep_kind
 from .runs_panel import curve_names, overlay_options
@@ -33,6 +34,8 @@ REFRESH_SECONDS = 0.5
 #: the node categories whose results a sweep is usually judged by
 JUDGED_CATEGORIES = ("Training", "Evaluate")
 SCALES = ("linear", "log")
+#: the "Judge at" choice that leaves the metric to the sweep (a validation metric when there is one)
+AUTOMATIC = "auto"
 
 
 class SweepInputError(ValueError):
@@ -184,6 +187,51 @@ def default_target(graph: Graph, categories: dict[str, str], node_id: str) -> st
     return judged[-1] if judged else node_id
 
 
+def upstream(graph: Graph, node_id: str) -> list[str]:
+    """``node_id`` and every node it needs, nearest first."""
+    order, todo = [node_id], [node_id]
+    while todo:
+        current = todo.pop(0)
+        for edge in graph.edges:
+            if edge.target == current and edge.source not in order:
+                order.append(edge.source)
+                todo.append(edge.source)
+    return order
+
+
+#: the order splits are offered in to judge a sweep: validation first, test last (it is held out)
+JUDGE_ORDER = ("validation", "train", None, "test")
+
+
+def judge_options(graph: Graph, registry: Any, target: str | None) -> tuple[dict[str, str], str | None]:
+    """The metrics a sweep up to ``target`` can be judged at (``NODE.METRIC`` -> its split), from
+    what its nodes declare they measure (``Node.measures``): validation first, accuracies first
+    among them and the nearest node first, test last; and the default, the first validation metric
+    (None when no node declares one: the sweep then picks the main metric)."""
+    if target is None or not graph.has_node(target):
+        return {}, None
+    found = []
+    for distance, node_id in enumerate(upstream(graph, target)):
+        spec = graph.node(node_id)
+        try:
+            cls = registry.get(spec.type)
+            measured = cls.measures(cls.Params.model_validate(spec.params))
+        except Exception:  # an unknown type or a param that does not validate: nothing to offer
+            continue
+        for name, split in measured.items():
+            if not is_count(name):
+                rank = JUDGE_ORDER.index(split) if split in JUDGE_ORDER else JUDGE_ORDER.index(None)
+                found.append((rank, "accuracy" not in name, distance, f"{node_id}.{name}", split))
+    found.sort()
+    default = next((metric for *_, metric, split in found if split == "validation"), None)
+    return {metric: split for *_, metric, split in found}, default
+
+
+def judge_label(metric: str, split: str | None) -> str:
+    return f"{metric} ({split}: held out, for the end)" if split == "test" else \
+        f"{metric} ({split})" if split else metric
+
+
 def sweepable_params(graph: Graph, catalogue: dict[str, dict[str, Any]]) -> dict[str, str]:
     """``NODE.PARAM`` -> a label, for every param of the graph a sweep can vary."""
     found = {}
@@ -225,14 +273,16 @@ def branch_runs(sweep: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def result_rows(sweep: dict[str, Any]) -> list[dict[str, Any]]:
-    """The results table's rows: values, status, metric, time, best."""
+    """The results table's rows: values, status, metric (in the units people read), time, and the
+    star on the clearly best branch or "= tie" on the branches no one of which is clearly better."""
     rows = []
     for branch in sweep["branches"]:
         status = branch["status"] if branch["status"] != "queued" else f"queued #{branch['position']}"
         row = {"branch": branch["branch"], "run": branch["run"], "status": status,
-               "value": "–" if branch["value"] is None else f"{branch['value']:.4g}",
+               "value": readable(sweep.get("metric") or "", branch["value"]),
                "time": "–" if branch["seconds"] is None else f"{branch['seconds']:.1f}s",
-               "best": "★ best" if branch["best"] else "", "is_best": branch["best"],
+               "best": "★ best" if branch["best"] else "= tie" if branch.get("tie") else "",
+               "is_best": branch["best"],
                "error": branch["error"] or ""}
         for i, value in enumerate(branch["params"].values()):
             row[f"p{i}"] = value if isinstance(value, str) else json.dumps(value)
@@ -330,6 +380,7 @@ class SweepDialog:
         self.on_started = on_started
         self.last = last
         self.axes: list[Axis] = []
+        self.splits: dict[str, str] = {}  # the metrics offered to judge at, and their splits
         with ui.dialog() as self.dialog, ui.card().classes("nf-sweep-dialog").style("width: min(560px, 96vw)"):
             with ui.row().classes("w-full items-center"):
                 self.title = ui.label("Sweep").classes("text-h6")
@@ -344,8 +395,13 @@ class SweepDialog:
                     .mark("sweep-add")
                 self.add_btn = ui.button("Add", icon="add", on_click=self.add_second).props("flat dense no-caps") \
                     .mark("sweep-add-button")
-            self.target = ui.select({}, label="Judge at (target node)").props("dense outlined options-dense") \
-                .classes("w-full nf-sweep-target").mark("sweep-target")
+            self.target = ui.select({}, label="Run up to (target node)", on_change=lambda _: self._refresh_metrics()) \
+                .props("dense outlined options-dense").classes("w-full nf-sweep-target").mark("sweep-target")
+            self.metric = ui.select({}, label="Judge at (metric)", on_change=lambda _: self._show_warning()) \
+                .props("dense outlined options-dense").classes("w-full nf-sweep-metric").mark("sweep-metric")
+            self.warning = ui.label("").classes("text-sm text-orange-10 nf-sweep-warning") \
+                .style("overflow-wrap: anywhere")
+            self.warning.set_visibility(False)
             with ui.row().classes("w-full items-center no-wrap"):
                 self.count = ui.label("").classes("text-subtitle2 grow nf-sweep-branches")
                 self.last_btn = ui.button("", on_click=lambda: (self.dialog.close(), show_last())) \
@@ -366,6 +422,7 @@ class SweepDialog:
         self.target.options = {n.id: f"{n.title or n.id} ({n.id})" for n in graph.nodes}
         self.target.value = default_target(graph, categories, node_id)
         self.target.update()
+        self._refresh_metrics()
         self._refresh_add_options()
         self.error.set_visibility(False)
         last = self.last()
@@ -373,6 +430,22 @@ class SweepDialog:
         self.last_btn.set_visibility(last is not None)
         self.changed()
         self.dialog.open()
+
+    def _refresh_metrics(self) -> None:
+        """The metrics the branches can be judged at, up to the target: a validation one chosen."""
+        self.splits, default = judge_options(self.session.graph, self.session.registry, self.target.value)
+        self.metric.options = {AUTOMATIC: "automatic (the target's main metric)",
+                               **{m: judge_label(m, split) for m, split in self.splits.items()}}
+        self.metric.value = default or AUTOMATIC
+        self.metric.update()
+        self._show_warning()
+
+    def _show_warning(self) -> None:
+        """Choosing by a test metric is allowed, and said plainly."""
+        metric = self.metric.value
+        test = metric not in (None, AUTOMATIC) and held_out(metric, self.splits)
+        self.warning.set_text(held_out_warning(metric) if test else "")
+        self.warning.set_visibility(test)
 
     def _refresh_add_options(self) -> None:
         taken = {a.name for a in self.axes}
@@ -441,7 +514,8 @@ class SweepDialog:
             self.show_error(f"{branches_text(total)}: a sweep may have at most {MAX_BRANCHES}; give fewer values")
             return
         try:  # off the event loop: checking every value and branch plans the graph up to 64 times
-            sweep = await background.io_bound(self.session.submit_sweep, list(grid.items()), self.target.value)
+            metric = None if self.metric.value in (None, AUTOMATIC) else self.metric.value
+            sweep = await background.io_bound(self.session.submit_sweep, list(grid.items()), self.target.value, metric)
         except (GridError, GraphInvalid) as exc:  # what only the whole graph shows (a node's own check)
             self.show_error(str(exc))
             return
@@ -474,6 +548,8 @@ class SweepResults:
                     .props('flat dense round aria-label="Close sweep results"')
             self.bar = ui.linear_progress(value=0, show_value=False).props("rounded instant-feedback color=indigo-6") \
                 .classes("nf-sweep-bar")
+            self.warning = ui.label("").classes("text-sm text-orange-10 nf-sweep-results-warning")
+            self.judgement = ui.label("").classes("text-sm nf-sweep-judgement")
             self.table_box = ui.column().classes("w-full gap-0")
             self.table: Any = None  # made on the first show: a page has one ui.table (the runs') until then
             self.chart_box = ui.column().classes("w-full gap-1")
@@ -503,8 +579,8 @@ class SweepResults:
             return  # finished: nothing changes any more
         data = self.session.sweep(self.sweep_id, curves=True)
         points = sum(len(p) for b in data["branches"] for c in (b.get("curves") or {}).values() for p in c.values())
-        signature = (json.dumps([[b["status"], b["position"], b["value"], b["best"]] for b in data["branches"]]),
-                     points)
+        signature = (json.dumps([[b["status"], b["position"], b["value"], b["best"], b.get("tie")]
+                                 for b in data["branches"]]), points)
         if signature == self.signature:
             return
         self.signature = signature
@@ -515,6 +591,13 @@ class SweepResults:
         active = data["status"] in ("running", "queued")
         self.cancel_btn.set_enabled(active)
         self.apply_btn.set_enabled(data["best"] is not None)
+        self.warning.set_text(data.get("warning") or "")
+        self.warning.set_visibility(bool(data.get("warning")))
+        judged = f"Judged at {data['metric']}" + (f" ({data['split']})" if data.get("split") else "") \
+            if data["metric"] else ""
+        self.judgement.set_text(f"{judged}: {data['judgement']}" if data.get("judgement") else judged)
+        self.judgement.classes(replace="text-sm nf-sweep-judgement " + (
+            "text-grey-8" if data.get("star") is None else "text-positive"))
         names = [name for name, _ in data["grid"]]
         self.table.columns = [{"name": "branch", "label": "#", "field": "branch", "align": "right"},
                               *[{"name": f"p{i}", "label": n, "field": f"p{i}", "align": "left"}
@@ -580,7 +663,8 @@ class SweepResults:
             ui.notify(f"Cannot apply the best values: {exc}", type="warning")
             return
         shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in self.data["branches"][self.data["best"]]["params"].items())
-        ui.notify(f"Applied {shown} (Undo brings back the values before)", type="positive")
+        tie = " — a tie: the best by value, not clearly better than the others" if self.data.get("tie") else ""
+        ui.notify(f"Applied {shown}{tie} (Undo brings back the values before)", type="positive")
         self.on_apply()
 
 

@@ -1,8 +1,8 @@
 """Training in a group of processes with PyTorch's DistributedDataParallel: this process's place in
 the group (``Group``), how it shards data, wraps the trained module and reduces epoch metrics.
 
-How the processes are started (torchrun, from a node) is the catalogue's business
-(``nodes.launch``); the engine only reads which group it runs in.
+How the processes are started (torchrun) is ``nodes.engine.multinode``'s business; this module
+only reads which group it runs in.
 
 ``batch_size`` stays the global batch: each rank takes its share, so the same settings give the
 same optimisation on one device or several.
@@ -111,7 +111,7 @@ _GROUP: contextvars.ContextVar[Group] = contextvars.ContextVar("nodeflow_group",
 
 
 def current() -> Group:
-    """The group this trainer runs in: set by ``launch`` in its processes, or taken from torchrun's
+    """The group this trainer runs in: set by ``multinode`` in the processes it starts, or taken from torchrun's
     environment when nodeflow was started by torchrun."""
     group = _GROUP.get()
     if group.active:

@@ -2,13 +2,17 @@
 before it runs.
 
 The numbers come from a few batches of the real data through the real network, timed and thrown
-away, combined with what the workspace's caches already hold:
+away, combined with what the workspace's caches already hold. A training is priced from its plan
+(``fit.plan_fit``, the one ``fit`` executes), which says for each split:
 
-- the decode cache (``pipeline.decoded_entry``): without it the first epoch decodes every image;
-- the frozen-prefix feature cache (``feature_cache.feature_key``): when the training split's
-  prefix outputs are there, every epoch trains only the trainable rest on them ("feature cache:
-  hit"); when the trainer would build them, the first epoch runs the prefix over the split once
-  and the later epochs train on the cache.
+- whether the decode cache (``pipeline.decoded_entry``) holds it: without it the first epoch
+  decodes every image (a random resized crop decodes every epoch);
+- whether the frozen-prefix feature cache (``feature_cache.feature_key``) holds it: then every
+  epoch trains only the trainable rest on the prefix's outputs ("feature cache: hit"); when the
+  trainer would build them, the first epoch runs the prefix over the split once (per augmented
+  copy) and the later epochs train on the cache;
+
+and whether an epoch checkpoint follows every epoch.
 
 Nothing of the caller's is changed: the network is a fresh copy built from the model value (its
 weights are copied into it), the optimizer steps only that copy, the global random state is put
@@ -39,15 +43,12 @@ import torch
 from torch import nn
 
 from nodes.engine.device import Device, resolve_device
-from nodes.engine.feature_cache import (FeatureSet, cache_cut, decide, features_cached, prefix_digest, tail,
-                                        technique_blockers)
-from nodes.engine.fit import NothingToTrain
+from nodes.engine.feature_cache import FeatureSet, cache_cut, features_cached, prefix_digest, tail
+from nodes.engine.fit import FitConfig, plan_fit
 from nodes.engine.hooks import Stopped
 from nodes.engine.images import load_rgb, make_transform
-from nodes.engine.loop import (apply_freezing, evaluate, frozen_prefix, network, resolve_spec, set_mode,
-                               train_one_epoch)
-from nodes.engine.optim import layerwise_groups, make_optimizer
-from nodes.engine.pipeline import decodable, decoded_entry, default_format, random_reason
+from nodes.engine.loop import evaluate, frozen_prefix, network, resolve_spec, set_mode, train_one_epoch
+from nodes.engine.pipeline import decoded_cached, default_format
 from nodes.engine.values import ImageSet, ModelValue
 
 #: timed batches per measurement, after one warm-up batch
@@ -90,13 +91,6 @@ class Estimate:
                 "peak_memory_bytes": int(self.peak_memory_bytes), "memory_method": self.memory_method,
                 "feature_cache": self.feature_cache, "notes": list(self.notes), "timed_batches": self.timed_batches,
                 "setup_seconds": r(self.setup_seconds)}
-
-
-# -- what the caches hold ------------------------------------------------------------------------
-
-
-def decoded_cached(data: ImageSet, split: str, train: bool, workspace: Path) -> bool:
-    return decoded_entry(data, split, train, workspace).is_file()
 
 
 # -- measuring -----------------------------------------------------------------------------------
@@ -203,10 +197,10 @@ class _Profile:
 
 
 def _profile(net: nn.Sequential, cut: int, model: ModelValue, data: ImageSet, device: Device, batch_size: int,
-             should_stop: Callable[[], bool], train: bool, optimizer_config: dict[str, Any] | None = None,
+             should_stop: Callable[[], bool], train: bool, optimizer: torch.optim.Optimizer | None = None,
              teacher: nn.Module | None = None) -> _Profile:
     """Time the prefix per image (at the batch size the cache is built with), a training step of
-    what trains (when ``optimizer_config`` is given) and an inference batch of what follows the
+    what trains (when an ``optimizer`` of ``net`` is given) and an inference batch of what follows the
     prefix, through the loop's own ``train_one_epoch`` and ``evaluate`` on batches fetched as the
     loop fetches them (from a feature set of the prefix's fp16 outputs when there is a prefix), on
     the first images of the training split (or of the first split with images when scoring)."""
@@ -248,12 +242,7 @@ def _profile(net: nn.Sequential, cut: int, model: ModelValue, data: ImageSet, de
     batch = min(batch_size, count)
     step_seconds, optimizer_bytes, activation_bytes = 0.0, 0, 0
     loss_fn = nn.CrossEntropyLoss()
-    if optimizer_config is not None:
-        base_lr = optimizer_config.get("lr", 1.0)  # the LR range test has none: it scales a base of 1.0
-        groups = layerwise_groups(net, model, base_lr, optimizer_config.get("head_lr_mult", 1.0),
-                                  optimizer_config.get("lr_decay", 1.0), optimizer_config.get("block_lrs", ()))
-        optimizer = make_optimizer(optimizer_config["optimizer"], groups, optimizer_config.get("momentum", 0.9),
-                                   optimizer_config.get("weight_decay", 0.0), optimizer_config.get("final_lr", 0.1))
+    if optimizer is not None:
         scaler = torch.amp.GradScaler(device.torch.type) if device.needs_scaler else None
         no_grad = 0 if cut else frozen_prefix(net, model.frozen)
         set_mode(net, True, model.frozen, model.bn_frozen)
@@ -288,7 +277,7 @@ def _profile(net: nn.Sequential, cut: int, model: ModelValue, data: ImageSet, de
     timed += n
     peak = torch.cuda.max_memory_allocated(device.torch) if device.is_cuda else 0
     return _Profile(batch, decode, prefix_seconds, step_seconds, eval_seconds, feature_bytes, activation_bytes,
-                    optimizer_bytes, peak, timed, optimizer if optimizer_config is not None else None)
+                    optimizer_bytes, peak, timed, optimizer)
 
 
 def _device_name(device: Device) -> str:
@@ -308,16 +297,16 @@ def _memory(device: Device, net: nn.Module, profile: _Profile, data_bytes: int) 
 # -- training --------------------------------------------------------------------------------------
 
 
-def estimate_fit(model: ModelValue, data: ImageSet, config: Any, workspace: Path, teacher: ModelValue | None = None,
-                 should_stop: Callable[[], bool] = lambda: False, steps: int | None = None,
-                 checkpoints: bool = False) -> Estimate:
-    """The cost of ``fit(model, data, config)`` (a ``FitConfig``): seconds of the first and of the
-    later epochs, the total over ``config.epochs``, peak memory and device. ``checkpoints``: the
-    run writes an epoch checkpoint after every epoch (the trainer node's does); one is written to
-    a temporary folder, timed and deleted. ``steps`` instead estimates that many training steps
-    without validation (the learning-rate finder)."""
+def estimate_fit(model: ModelValue, data: ImageSet, config: FitConfig, workspace: Path,
+                 teacher: ModelValue | None = None, should_stop: Callable[[], bool] = lambda: False,
+                 steps: int | None = None, checkpoints: bool = False) -> Estimate:
+    """The cost of ``fit(model, data, config)``: its plan (``plan_fit``) priced with profiled
+    batches: seconds of the first and of the later epochs, the total over ``config.epochs``, peak
+    memory and device. ``checkpoints``: the run writes an epoch checkpoint after every epoch (the
+    trainer node's does); one is written to a temporary folder, timed and deleted. ``steps`` instead
+    estimates that many training steps without validation (the learning-rate finder)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(getattr(config, "seed", 0))
+        torch.manual_seed(config.seed)
         return _estimate_fit(model, data, config, Path(workspace), teacher, should_stop, steps, checkpoints)
 
 
@@ -334,97 +323,50 @@ def _checkpoint_seconds(net: nn.Module, optimizer: Any) -> float:
         return time.perf_counter() - started
 
 
-def _estimate_fit(model: ModelValue, data: ImageSet, config: Any, workspace: Path, teacher: ModelValue | None,
+def _estimate_fit(model: ModelValue, data: ImageSet, config: FitConfig, workspace: Path, teacher: ModelValue | None,
                   should_stop: Callable[[], bool], steps: int | None, checkpoints: bool) -> Estimate:
-    device = resolve_device(config.device, getattr(config, "mixed_precision", False))
-    classes = len(data.classes)
     started = time.perf_counter()
-    net = network(model, classes)
-    apply_freezing(net, model.frozen)
-    net = device.prepare(net)
-    if not any(p.requires_grad for p in net.parameters()):
-        raise NothingToTrain("every layer of the model is frozen: nothing to train")
-    mode = getattr(config, "feature_cache", "auto")
-    copies = getattr(config, "augmented_copies", 0)
-    blockers = technique_blockers(getattr(config, "batch_augment", "none"), teacher)
-    decision = decide(net, model, data, mode, copies, blockers)
-    cut = decision.cut
-    digest = prefix_digest(net, cut) if cut else ""
-    setup = time.perf_counter() - started  # the trainer builds the network and hashes its prefix too
-    shape = list(resolve_spec(model.spec, classes)["input_shape"])
-    augmented = random_reason(data) is not None
-    seed = getattr(config, "seed", 0)
-    train_hit = decision.train and features_cached(digest, data, "train", shape, device, workspace, augmented,
-                                                   max(copies, 1), seed)
-    n_train, n_val = len(data.split("train")), len(data.split("validation"))
-    if steps is not None:
-        n_val = 0
-    val_features = decision.evaluation and n_val > 0
-    val_hit = val_features and features_cached(digest, data, "validation", shape, device, workspace)
-    teacher_net = None
-    if teacher is not None:
-        teacher_net = device.prepare(network(teacher, classes)).eval()
-    fields = ("optimizer", "lr", "momentum", "weight_decay", "final_lr", "head_lr_mult", "lr_decay", "block_lrs")
-    optimizer_config = {name: getattr(config, name) for name in fields if hasattr(config, name)}
-    profile = _profile(net, cut, model, data, device, config.batch_size, should_stop, train=True,
-                       optimizer_config=optimizer_config, teacher=teacher_net)
+    plan = plan_fit(model, data, config, workspace, teacher, checkpoints=checkpoints and steps is None,
+                    validation=steps is None)
+    setup = time.perf_counter() - started  # the trainer plans too: builds the network, hashes its prefix
+    device, train, scored = plan.device, plan.train, plan.validation
+    teacher_net = device.prepare(network(teacher, len(data.classes))).eval() if teacher is not None else None
+    profile = _profile(plan.net, plan.cache.cut, model, data, device, config.batch_size, should_stop, train=True,
+                       optimizer=plan.optimizer(), teacher=teacher_net)
     batch = profile.batch
     prefix_per_batch = profile.prefix * batch
     # what one batch costs in each path: on cached features, or through the prefix (no grad) and the rest
-    step_cached, step_full = profile.step, profile.step + prefix_per_batch
-    eval_cached, eval_full = profile.evaluate, profile.evaluate + prefix_per_batch
+    step = profile.step if train.features else profile.step + prefix_per_batch
     notes: list[str] = []
-    first, later = setup, 0.0
-
-    # training split
-    if decision.train:
-        if not train_hit:
-            copies_built = max(copies, 1) if augmented else 1
-            if not decodable(data, augmented):  # a random crop: every copy decodes the files again
-                first += n_train * copies_built * profile.decode
-            elif not decoded_cached(data, "train", augmented, workspace):
-                first += n_train * profile.decode
-            first += n_train * copies_built * profile.prefix
-        per_epoch = n_train / batch * step_cached
-        cache_state = "hit" if train_hit else "built in the first epoch"
+    # the first epoch builds what the plan finds missing: decoded images, the prefix's outputs
+    splits = [s for s in (train, scored) if s is not None]
+    first = setup + sum(s.decoded_first * profile.decode + s.prefix_first * profile.prefix for s in splits)
+    per_epoch = train.images / batch * step + train.decoded_each_epoch * profile.decode
+    if train.decoded_each_epoch:
+        notes.append("images are decoded every epoch (random resized crop)")
+    if scored is not None:
+        scoring = profile.evaluate if scored.features else profile.evaluate + prefix_per_batch
+        per_epoch += scored.images / batch * scoring
+    if train.features:
+        cache_state = "hit" if train.features_cached else "built in the first epoch"
     else:
-        per_epoch = n_train / batch * step_full
-        if not decodable(data, True):
-            per_epoch += n_train * profile.decode
-            notes.append("images are decoded every epoch (random resized crop)")
-        elif not decoded_cached(data, "train", True, workspace):
-            first += n_train * profile.decode
-        cache_state = (f"off: {decision.reason}" if cut or decision.reason else "")
-    # validation split
-    if n_val:
-        if val_features:
-            if not val_hit:
-                if not decoded_cached(data, "validation", False, workspace):
-                    first += n_val * profile.decode
-                first += n_val * profile.prefix
-            per_epoch += n_val / batch * eval_cached
-        else:
-            if not decoded_cached(data, "validation", False, workspace):
-                first += n_val * profile.decode
-            per_epoch += n_val / batch * eval_full
-    if checkpoints and steps is None:
-        saving = _checkpoint_seconds(net, profile.optimizer)
+        cache_state = f"off: {plan.cache.reason}" if plan.cache.cut or plan.cache.reason else ""
+    if plan.checkpoints:
+        saving = _checkpoint_seconds(plan.net, profile.optimizer)
         per_epoch += saving
         notes.append(f"an epoch checkpoint takes {saving:.2f} s to write")
-    first += per_epoch
-    later = per_epoch
-    data_bytes = (n_train * max(copies, 1) + n_val) * profile.feature_bytes if decision.train else \
-        _shape_bytes(data, "train") + (n_val * profile.feature_bytes if val_features else _shape_bytes(data, "validation"))
-    peak, method = _memory(device, net, profile, data_bytes)
+    data_bytes = sum(s.images * s.copies * profile.feature_bytes if s.features else _shape_bytes(data, s.name)
+                     for s in splits)
+    peak, method = _memory(device, plan.net, profile, data_bytes)
     if steps is not None:  # the learning-rate finder: ``steps`` batches, no epochs
-        seconds = first - per_epoch + steps * (step_cached if decision.train else step_full)
-        return Estimate(_device_name(device), seconds, None, None, None, peak, method,
-                        cache_state, notes, profile.timed, setup)
-    epochs = int(config.epochs)
-    if getattr(config, "early_stopping", 0):
+        return Estimate(_device_name(device), first + steps * step, None, None, None, peak, method, cache_state,
+                        notes, profile.timed, setup)
+    first += per_epoch
+    epochs = config.epochs
+    if config.early_stopping:
         notes.append(f"at most {epochs} epochs (early stopping may end it sooner)")
-    seconds = first + (epochs - 1) * later
-    return Estimate(_device_name(device), seconds, epochs, first, later, peak, method, cache_state,
+    seconds = first + (epochs - 1) * per_epoch
+    return Estimate(_device_name(device), seconds, epochs, first, per_epoch, peak, method, cache_state,
                     notes, profile.timed, setup)
 
 

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from nodes.engine.loop import frozen_prefix
 from nodes.engine.pipeline import Batches, Shard, default_format, files_digest, image_batches, random_reason
 from nodes.engine.store import MEMORY, EntryWriter, fits_gpu, memory_budget, nbytes, read_entry
 from nodes.engine.values import ImageSet, ModelValue
+
+if TYPE_CHECKING:  # the plan is fit's; this module only reads it
+    from nodes.engine.fit import FitPlan, SplitPlan
 
 #: bump when what an entry holds changes meaning
 FEATURE_VERSION = 1
@@ -290,28 +293,25 @@ def tail(net: nn.Sequential, cut: int) -> nn.Sequential:
     return nn.Sequential(OrderedDict(list(net.named_children())[cut:]))
 
 
-def prepare_training(hooks: Hooks, net: nn.Sequential, model: ModelValue, data: ImageSet, device: Device, *, batch_size: int,
-                     generator: torch.Generator, mode: str = "auto", copies: int = 0, seed: int = 0, workers: int = 0,
-                     blockers: list[str] = (), shard: Shard | None = None,
-                     main_first: Callable[[Callable[[], Any]], Any] = lambda build: build(),
-                     with_validation: bool = True) -> TrainInputs:
-    """Choose the trainer's inputs: cached prefix features where the freeze boundary and the data
-    allow, decoded-image batches otherwise; say which and why in a log line and a preview."""
-    decision = decide(net, model, data, mode, copies, list(blockers))
+def prepare_training(hooks: Hooks, plan: FitPlan, model: ModelValue, data: ImageSet, *, generator: torch.Generator,
+                     workers: int = 0, shard: Shard | None = None,
+                     main_first: Callable[[Callable[[], Any]], Any] = lambda build: build()) -> TrainInputs:
+    """The trainer's inputs as its plan says: cached prefix features where the freeze boundary and
+    the data allow, decoded-image batches otherwise; say which and why in a log line and a preview."""
+    net, device, decision, batch_size = plan.net, plan.device, plan.cache, plan.batch_size
     prefix = frozen_prefix(net, model.frozen)
     eval_shard = Shard(shard.rank, shard.world, shard.seed) if shard else None
-    digest = prefix_digest(net, decision.cut) if decision.cut else ""
     shape = model.spec["input_shape"]
 
-    def features(split: str, augmented: bool = False) -> FeatureSet:
+    def features(split: SplitPlan) -> FeatureSet:
         return main_first(lambda: features_for(
-            net, decision.cut, digest, data, split, shape, device, hooks.workspace, batch_size,
-            augmented=augmented, copies=max(copies, 1), seed=seed, workers=workers, log=hooks.log,
+            net, decision.cut, plan.digest, data, split.name, shape, device, hooks.workspace, batch_size,
+            augmented=split.train, copies=split.copies, seed=plan.config.seed, workers=workers, log=hooks.log,
             should_stop=hooks.should_stop))
 
     info: dict[str, Any] = {"enabled": decision.train, "reason": decision.reason, "blocks": decision.blocks}
-    if decision.train:
-        train_set = features("train", augmented=random_reason(data) is not None)
+    if plan.train.features:
+        train_set = features(plan.train)
         train = Batches(len(train_set), train_set.fetch, batch_size, True, generator, shard, on_epoch=train_set.set_epoch)
         body, body_prefix = tail(net, decision.cut), 0
         info.update(train=train_set.hit, copies=train_set.copies, feature_shape=list(train_set.features.shape[2:]),
@@ -320,21 +320,19 @@ def prepare_training(hooks: Hooks, net: nn.Sequential, model: ModelValue, data: 
         train = main_first(lambda: image_batches(data, "train", batch_size, True, device.torch, hooks.workspace,
                                                  generator, workers, shard, hooks.log, should_stop=hooks.should_stop))
         body, body_prefix = net, prefix
-    if not with_validation:
+    if plan.validation is None:
         validation, eval_body = _Empty(), net
-    elif decision.evaluation and data.split("validation"):
-        val_set = features("validation")
+    elif plan.validation.features:
+        val_set = features(plan.validation)
         validation = Batches(len(val_set), val_set.fetch, batch_size, False, None, eval_shard)
         eval_body = tail(net, decision.cut)
         info["validation"] = val_set.hit
-    elif data.split("validation"):
+    else:
         validation = main_first(lambda: image_batches(data, "validation", batch_size, False, device.torch,
                                                       hooks.workspace, None, workers, eval_shard, hooks.log,
                                                       should_stop=hooks.should_stop))
         eval_body = net
-    else:
-        validation, eval_body = _Empty(), net
-    if decision.train:
+    if plan.train.features:
         size = info["bytes"] / 2**20
         hooks.log(f"feature cache on: {', '.join(decision.blocks)} run once ({info['train']}), "
                   f"{info['copies']}× {len(train_set)} × {info['feature_shape']} fp16 ({size:.1f} MiB); "

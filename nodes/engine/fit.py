@@ -1,7 +1,11 @@
 """``fit``: train a model on a dataset, top to bottom, in the manner of torchvision's reference
-``train.py``: set up (device, seed, network, freezing, optimizer, inputs, schedule, loss), resume
-from the last epoch checkpoint if one is there, then per epoch ``train_one_epoch``, ``evaluate``,
-record, checkpoint and maybe stop early.
+``train.py``: plan (:func:`plan_fit`: device, network, freezing, what trains, where each split's
+batches come from and what the caches already hold), set up (optimizer, inputs, schedule, loss),
+resume from the last epoch checkpoint if one is there, then per epoch ``train_one_epoch``,
+``evaluate``, record, checkpoint and maybe stop early.
+
+The cost preview (``nodes.engine.estimate``) prices the same :class:`FitPlan` that ``fit``
+executes, so the two cannot disagree about what a training does.
 
 It takes a plain :class:`FitConfig` and :class:`~nodes.engine.hooks.Hooks`; the trainer node
 turns its params into the one and its run context into the other.
@@ -13,20 +17,27 @@ import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from nodes.engine.augment import Objective, uses_random_batch_augment
 from nodes.engine.checkpoint import CheckpointError, pending_checkpoints, restore_checkpoint
 from nodes.engine.device import Device, resolve_device, seed_everything
 from nodes.engine.distributed import current as current_group
-from nodes.engine.feature_cache import prepare_training, technique_blockers
+from nodes.engine.feature_cache import (Decision, decide, features_cached, prefix_digest, prepare_training,
+                                        technique_blockers)
 from nodes.engine.hooks import Hooks
-from nodes.engine.loop import (NonFiniteLoss, apply_freezing, cpu_state, evaluate, network, resolve_spec, set_mode, stop_points,
-                               train_one_epoch)
+from nodes.engine.loop import (NonFiniteLoss, apply_freezing, cpu_state, evaluate, network, resolve_spec, set_mode,
+                               stop_points, train_one_epoch)
 from nodes.engine.optim import layerwise_groups, make_optimizer, make_schedule
+from nodes.engine.pipeline import decodable, decoded_cached, random_reason
 from nodes.engine.values import ImageSet, ModelValue
+
+#: the per-epoch metrics of a training: its curves
+EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,11 @@ class FitConfig:
         """The config as JSON, kept in checkpoints to say what they came from."""
         return {**dataclasses.asdict(self), "block_lrs": list(self.block_lrs)}
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> FitConfig:
+        """The config that :meth:`record` wrote."""
+        return cls(**{**record, "block_lrs": tuple(record["block_lrs"])})
+
 
 @dataclass
 class FitResult:
@@ -85,6 +101,103 @@ class TeacherMismatch(ValueError):
     """The distillation teacher cannot teach this student on this data."""
 
 
+@dataclass(frozen=True)
+class SplitPlan:
+    """How one split's images reach the network every epoch, and what the first epoch builds
+    before that: the frozen prefix's outputs computed once (``features``; ``copies`` augmented
+    copies per image), or the images themselves, from the decode cache (``decoded``) or decoded
+    from their files every epoch (a random resized crop needs the whole image). ``train``: read
+    with the training transform (its augmentation)."""
+
+    name: str
+    images: int
+    train: bool
+    features: bool
+    features_cached: bool
+    copies: int
+    decoded: bool
+    decoded_cached: bool
+
+    @property
+    def decoded_first(self) -> int:
+        """Images decoded in the first epoch only: into the decode cache, or once per feature copy
+        when the features are built from the files."""
+        if self.features and self.features_cached:
+            return 0
+        if not self.decoded:
+            return self.images * self.copies if self.features else 0
+        return 0 if self.decoded_cached else self.images
+
+    @property
+    def decoded_each_epoch(self) -> int:
+        return self.images if not self.features and not self.decoded else 0
+
+    @property
+    def prefix_first(self) -> int:
+        """Images (times copies) the frozen prefix runs over once, in the first epoch."""
+        return self.images * self.copies if self.features and not self.features_cached else 0
+
+
+@dataclass
+class FitPlan:
+    """What ``fit`` will do, decided before it does any of it: where it runs, the network (built,
+    frozen, on the device) and the optimizer's groups of what trains, the feature cache's decision
+    (and the hash of the blocks it stands in for), how each split is read, the batch size of this
+    process and whether an epoch checkpoint follows every epoch."""
+
+    config: FitConfig
+    device: Device
+    net: nn.Sequential
+    groups: list[dict[str, Any]]
+    cache: Decision
+    digest: str
+    train: SplitPlan
+    validation: SplitPlan | None
+    batch_size: int
+    checkpoints: bool
+
+    @property
+    def trainable(self) -> int:
+        return sum(p.numel() for g in self.groups for p in g["params"])
+
+    def optimizer(self) -> torch.optim.Optimizer:
+        config = self.config
+        return make_optimizer(config.optimizer, self.groups, config.momentum, config.weight_decay, config.final_lr)
+
+
+def plan_fit(model: ModelValue, data: ImageSet, config: FitConfig, workspace: Path, teacher: ModelValue | None = None,
+             checkpoints: bool = False, validation: bool = True) -> FitPlan:
+    """Decide what ``fit(model, data, config)`` does, asking the workspace what its caches hold
+    (nothing is computed or written). ``validation``: score the validation split every epoch.
+    Builds the network from the global random state: seed it first. Raises NothingToTrain."""
+    device = resolve_device(config.device, config.mixed_precision)
+    net = network(model, len(data.classes))
+    apply_freezing(net, model.frozen)
+    net = device.prepare(net)
+    groups = layerwise_groups(net, model, config.lr, config.head_lr_mult, config.lr_decay, config.block_lrs)
+    if not groups:
+        raise NothingToTrain("every layer of the model is frozen: nothing to train")
+    cache = decide(net, model, data, config.feature_cache, config.augmented_copies,
+                   technique_blockers(config.batch_augment, teacher))
+    digest = prefix_digest(net, cache.cut) if cache.cut else ""
+    shape = list(model.spec["input_shape"])
+
+    def split(name: str, features: bool, train: bool, copies: int = 1) -> SplitPlan:
+        return SplitPlan(name, len(data.split(name)), train, features,
+                         features and features_cached(digest, data, name, shape, device, workspace, train, copies,
+                                                      config.seed),
+                         copies, decodable(data, train), decoded_cached(data, name, train, workspace))
+
+    augmented = random_reason(data) is not None
+    if cache.train:  # the features of augmented images: K copies, each read with the training transform
+        train = split("train", True, augmented, max(config.augmented_copies, 1) if augmented else 1)
+    else:
+        train = split("train", False, True)
+    scored = split("validation", cache.evaluation, False) if validation and data.split("validation") else None
+    return FitPlan(config, device, net, groups, cache, digest, train, scored,
+                   current_group().per_rank(config.batch_size), checkpoints)
+
+
 def fit(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks,
         teacher: ModelValue | None = None) -> FitResult:
     """Train ``model`` on ``data``'s training split, scoring the validation split after every
@@ -93,27 +206,17 @@ def fit(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks,
     Raises ``NothingToTrain``, ``TeacherMismatch``, ``loop.NonFiniteLoss`` (the last finished
     epoch stays as a checkpoint) and ``hooks.Stopped`` when ``hooks.should_stop`` turns true.
     """
-    device = resolve_device(config.device, config.mixed_precision)
     generator = seed_everything(config.seed)
-    num_classes = len(data.classes)
-    net = network(model, num_classes)
-    apply_freezing(net, model.frozen)
-    net = device.prepare(net)
-    groups = layerwise_groups(net, model, config.lr, config.head_lr_mult, config.lr_decay, config.block_lrs)
-    if not groups:
-        raise NothingToTrain("every layer of the model is frozen: nothing to train")
-    trainable = sum(p.numel() for g in groups for p in g["params"])
-    hooks.log(f"training {trainable:,} parameters on {device.torch} ({len(data.split('train'))} images, "
-              f"{num_classes} classes)")
-    hooks.metric("trainable_params", trainable)
-    optimizer = make_optimizer(config.optimizer, groups, config.momentum, config.weight_decay, config.final_lr)
+    plan = plan_fit(model, data, config, hooks.workspace, teacher, checkpoints=hooks.checkpoints is not None)
+    net, device = plan.net, plan.device
+    hooks.log(f"training {plan.trainable:,} parameters on {device.torch} ({plan.train.images} images, "
+              f"{len(data.classes)} classes)")
+    hooks.metric("trainable_params", plan.trainable)
+    optimizer = plan.optimizer()
     group = current_group()
     stops = stop_points(net, hooks.should_stop) if not config.compile else contextlib.nullcontext()
     with stops:
-        inputs = prepare_training(hooks, net, model, data, device, batch_size=group.per_rank(config.batch_size),
-                                  generator=generator, mode=config.feature_cache, copies=config.augmented_copies,
-                                  seed=config.seed, workers=config.workers,
-                                  blockers=technique_blockers(config.batch_augment, teacher),
+        inputs = prepare_training(hooks, plan, model, data, generator=generator, workers=config.workers,
                                   shard=group.shard(config.seed), main_first=group.main_first)
         body, prefix = group.wrap(inputs.body, inputs.prefix, device.torch, config.compile)
         schedule = make_schedule(config.schedule, optimizer, config.epochs, len(inputs.train), config.step_size,
@@ -125,16 +228,17 @@ def fit(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks,
         best: tuple[float, dict[str, Any]] | None = None
         stale = 0
         step = 0
+        completed = 0  # epochs done, for the progress ("epoch 12/40")
         total = config.epochs * len(inputs.train)
 
         def on_batch(loss: float) -> None:
             nonlocal step
             step += 1
             hooks.metric("batch_loss", loss, step=step)
-            hooks.progress(step, total)
+            hooks.progress(step, total, epoch=completed, epochs=config.epochs)
 
         save = group.main_only(pending_checkpoints().save)
-        checkpoint = hooks.checkpoints / "last.safetensors" if hooks.checkpoints is not None else None
+        checkpoint = hooks.checkpoints / "last.safetensors" if plan.checkpoints else None
         first = 1
         if checkpoint is not None and checkpoint.is_file():
             try:
@@ -143,8 +247,14 @@ def fit(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks,
             except CheckpointError as exc:
                 hooks.log(f"starting afresh: {exc}")
             else:
-                first, history, step = meta["epoch"] + 1, meta["history"], meta["extra"]["step"]
-                hooks.log(f"resuming after epoch {meta['epoch']} from an interrupted attempt")
+                completed, history, step = meta["epoch"], meta["history"], meta["extra"]["step"]
+                first = completed + 1
+                hooks.log(f"resuming after epoch {completed} from an interrupted attempt")
+                # this training's epochs so far (the history may begin with an earlier training's): the
+                # curves of the resumed run start at epoch 1, not where it resumes
+                for epoch, record in enumerate(history[len(history) - completed:], start=1):
+                    _tell_epoch(hooks, record, epoch)
+                hooks.progress(step, total, epoch=completed, epochs=config.epochs)
         for epoch in range(first, config.epochs + 1):
             set_mode(net, True, model.frozen, model.bn_frozen)
             inputs.set_epoch(epoch)
@@ -156,21 +266,21 @@ def fit(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks,
             except NonFiniteLoss as exc:
                 exc.epoch, exc.lr = epoch, optimizer.param_groups[0]["lr"]
                 raise
-            val_loss, val_acc, _, val_true = evaluate(inputs.eval_body, inputs.validation, loss_fn, device,
+            val_loss, val_acc, _, val_true, _ = evaluate(inputs.eval_body, inputs.validation, loss_fn, device,
                                                       should_stop=hooks.should_stop)
             train_loss, train_acc, val_loss, val_acc = group.reduce((train_loss, train_acc, 1),
                                                                     (val_loss, val_acc, len(val_true)))
             record = {"epoch": len(history) + 1, "train_loss": train_loss, "train_accuracy": train_acc,
                       "val_loss": val_loss, "val_accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"]}
             history.append(record)
-            for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-                if not math.isnan(record[name]):
-                    hooks.metric(name, record[name], step=epoch)
+            _tell_epoch(hooks, record, epoch)
             hooks.log(f"epoch {epoch}/{config.epochs}: train loss {train_loss:.4f} acc {train_acc:.3f}, "
                       f"val loss {val_loss:.4f} acc {val_acc:.3f}")
             if checkpoint is not None:
                 save(checkpoint, epoch=epoch, model=net, optimizer=optimizer, scheduler=schedule,
                      config=config.record(), history=history, generator=generator, extra={"step": step})
+            completed = epoch
+            hooks.progress(step, total, epoch=completed, epochs=config.epochs)
             if config.early_stopping and not math.isnan(val_loss):
                 if best is None or val_loss < best[0]:
                     best = (val_loss, cpu_state(net))
@@ -183,9 +293,17 @@ def fit(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks,
     state = best[1] if best is not None else cpu_state(net)
     if best is not None:
         hooks.log(f"kept the weights with the lowest validation loss ({best[0]:.4f})")
-    trained = ModelValue(spec=resolve_spec(model.spec, num_classes), frozen=model.frozen, bn_frozen=model.bn_frozen,
-                         state=state, classes=data.classes, format=data.format, history=tuple(history))
-    return FitResult(trained, history, best[0] if best else None, trainable, inputs.info)
+    trained = ModelValue(spec=resolve_spec(model.spec, len(data.classes)), frozen=model.frozen,
+                         bn_frozen=model.bn_frozen, state=state, classes=data.classes, format=data.format,
+                         history=tuple(history))
+    return FitResult(trained, history, best[0] if best else None, plan.trainable, inputs.info)
+
+
+def _tell_epoch(hooks: Hooks, record: dict[str, Any], epoch: int) -> None:
+    """An epoch's metrics as points of the curves (NaN, e.g. no validation images, is no point)."""
+    for name in EPOCH_METRICS:
+        if not math.isnan(record[name]):
+            hooks.metric(name, record[name], step=epoch)
 
 
 def _objective(config: FitConfig, data: ImageSet, teacher: ModelValue | None, device: Device,

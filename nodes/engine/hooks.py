@@ -23,13 +23,15 @@ class Hooks:
 
     ``workspace`` holds the shared caches (decoded images, frozen-prefix features);
     ``checkpoints`` is the folder of this exact run's epoch checkpoints (None: no checkpoints).
+    ``progress(done, total, epoch=None, epochs=None)``: ``done`` of ``total`` steps; a training
+    also says how many of its ``epochs`` are complete (``epoch``).
     ``should_stop`` is polled between batches and inside long passes; ``check_stop`` raises
     :class:`Stopped` when it says so.
     """
 
     workspace: Path
     checkpoints: Path | None = None
-    progress: Callable[[float, float], None] = _nothing
+    progress: Callable[..., None] = _nothing
     metric: Callable[..., None] = _nothing
     log: Callable[[str], None] = _nothing
     preview: Callable[[str, Any], None] = _nothing

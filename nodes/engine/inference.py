@@ -6,6 +6,7 @@ runs those blocks again."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -83,21 +84,45 @@ def predict(model: ModelValue, paths: list[str], batch_size: int, hooks: Hooks, 
     return torch.cat(probs) if probs else torch.empty(0, len(model.classes))
 
 
-def score(model: ModelValue, data: ImageSet, split: str, batch_size: int, beta: float, top_k: int, hooks: Hooks,
-          device_name: str = "auto", workers: int = 0) -> tuple[Any, float]:
-    """(metrics, mean loss) of a trained model on a split: accuracy, macro precision / recall /
-    F-beta, the confusion matrix, and top-k accuracy when there are more than k classes."""
+@dataclass(frozen=True)
+class Outcome:
+    """A trained model on every image of a split, in the split's file order: each file's true class,
+    predicted class and the probability of the predicted class; the mean loss; the top-k accuracy
+    when it was asked for."""
+
+    files: tuple[str, ...]
+    true: torch.Tensor
+    predicted: torch.Tensor
+    confidence: torch.Tensor
+    loss: float
+    top_k_accuracy: float | None = None
+
+
+def outcome(model: ModelValue, data: ImageSet, split: str, batch_size: int, hooks: Hooks, device_name: str = "auto",
+            workers: int = 0, top_k: int = 1) -> Outcome:
+    """One scored pass of a trained model over a split (through the shared caches), image by image."""
     from nodes.engine.loop import evaluate
-    from nodes.engine.metrics import TopK, scores
+    from nodes.engine.metrics import TopK
 
     device = resolve_device(device_name)
     net = device.prepare(network(model, len(model.classes)))
     with stop_points(net, hooks.should_stop):
         module, batches = prepare_evaluation(hooks, net, model, data, split, device, batch_size, workers=workers)
         with TopK(module, top_k) as top:
-            loss, _, pred, true = evaluate(module, batches, torch.nn.CrossEntropyLoss(), device,
-                                           should_stop=hooks.should_stop)
-    metrics = scores(pred, true, model.classes, beta)
-    if 1 < top_k < len(model.classes):
-        metrics.values[f"top{top_k}_accuracy"] = top.accuracy(true)
-    return metrics, loss
+            loss, _, pred, true, confidence = evaluate(module, batches, torch.nn.CrossEntropyLoss(), device,
+                                                       should_stop=hooks.should_stop)
+    files = tuple(path for path, _ in data.split(split))
+    return Outcome(files, true, pred, confidence, loss, top.accuracy(true) if 1 < top_k < len(model.classes) else None)
+
+
+def score(model: ModelValue, data: ImageSet, split: str, batch_size: int, beta: float, top_k: int, hooks: Hooks,
+          device_name: str = "auto", workers: int = 0) -> tuple[Any, Outcome]:
+    """(metrics, per-image outcome) of a trained model on a split: accuracy, macro precision /
+    recall / F-beta, the confusion matrix, and top-k accuracy when there are more than k classes."""
+    from nodes.engine.metrics import scores
+
+    found = outcome(model, data, split, batch_size, hooks, device_name, workers, top_k)
+    metrics = scores(found.predicted, found.true, model.classes, beta)
+    if found.top_k_accuracy is not None:
+        metrics.values[f"top{top_k}_accuracy"] = found.top_k_accuracy
+    return metrics, found

@@ -166,11 +166,12 @@ def train_one_epoch(net: nn.Sequential, loader, optimizer, loss_fn, device: Devi
 
 
 @torch.inference_mode()
-def evaluate(net: nn.Sequential, loader, loss_fn, device: Device,
-             should_stop: Callable[[], bool] = lambda: False) -> tuple[float, float, torch.Tensor, torch.Tensor]:
-    """Mean loss, accuracy, and the predicted and true labels of a whole split."""
+def evaluate(net: nn.Sequential, loader, loss_fn, device: Device, should_stop: Callable[[], bool] = lambda: False
+             ) -> tuple[float, float, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean loss, accuracy, and the predicted and true labels of a whole split, with the
+    probability of each predicted class (its confidence)."""
     net.eval()
-    total_loss, preds, truth = 0.0, [], []
+    total_loss, preds, truth, confidences = 0.0, [], [], []
     for images, labels in loader:
         if should_stop():
             raise Stopped("stopped on request")
@@ -178,9 +179,12 @@ def evaluate(net: nn.Sequential, loader, loss_fn, device: Device,
         with device.autocast():
             logits = net(images)
         total_loss += loss_fn(logits.float(), labels).item() * len(labels)
-        preds.append(logits.argmax(1).cpu())
+        confidence, pred = logits.float().softmax(1).max(1)
+        preds.append(pred.cpu())
+        confidences.append(confidence.cpu())
         truth.append(labels.cpu())
     if not preds:
-        return math.nan, math.nan, torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long)
+        empty = torch.empty(0, dtype=torch.long)
+        return math.nan, math.nan, empty, empty, torch.empty(0)
     pred, true = torch.cat(preds), torch.cat(truth)
-    return total_loss / len(true), (pred == true).float().mean().item(), pred, true
+    return total_loss / len(true), (pred == true).float().mean().item(), pred, true, torch.cat(confidences)

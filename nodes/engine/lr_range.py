@@ -10,7 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from nodes.engine.device import seed_everything
+from nodes.engine.feature_cache import prepare_training
+from nodes.engine.fit import FitConfig, plan_fit
 from nodes.engine.hooks import Hooks
+from nodes.engine.loop import forward, set_mode, stop_points
 from nodes.engine.values import ImageSet, ModelValue
 
 
@@ -53,6 +57,13 @@ class LRRangeConfig:
     device: str = "auto"
     workers: int = 0
 
+    def fit_config(self) -> FitConfig:
+        """The training the test is made of, for ``plan_fit``: a base learning rate of 1 that the
+        sweep scales, in full precision."""
+        return FitConfig(batch_size=self.batch_size, optimizer=self.optimizer, lr=1.0, momentum=self.momentum,
+                         weight_decay=self.weight_decay, head_lr_mult=self.head_lr_mult, seed=self.seed,
+                         device=self.device, mixed_precision=False, workers=self.workers)
+
 
 @dataclass
 class LRRange:
@@ -70,30 +81,18 @@ def lr_range_test(model: ModelValue, data: ImageSet, config: LRRangeConfig, hook
     """Train on mini-batches of the training split while raising the LR exponentially, until the
     smoothed loss exceeds ``diverge`` times its minimum. Batches come from the trainer's data path
     (decoded once; the frozen prefix's cached features when there is one), in the trainer's order."""
-    from nodes.engine.device import resolve_device, seed_everything
-    from nodes.engine.feature_cache import prepare_training
-    from nodes.engine.fit import NothingToTrain
-    from nodes.engine.loop import apply_freezing, forward, network, set_mode, stop_points
-    from nodes.engine.optim import layerwise_groups, make_optimizer
-
-    device = resolve_device(config.device, mixed_precision=False)
     generator = seed_everything(config.seed)
-    net = network(model, len(data.classes))
-    apply_freezing(net, model.frozen)
-    net = device.prepare(net)
-    groups = layerwise_groups(net, model, 1.0, config.head_lr_mult)
-    if not groups:
-        raise NothingToTrain("every layer of the model is frozen: nothing to train")
-    for group in groups:
+    plan = plan_fit(model, data, config.fit_config(), hooks.workspace, validation=False)
+    net, device = plan.net, plan.device
+    for group in plan.groups:
         group["mult"] = group["lr"]
-    optimizer = make_optimizer(config.optimizer, groups, config.momentum, config.weight_decay)
+    optimizer = plan.optimizer()
     loss_fn = torch.nn.CrossEntropyLoss()
     lrs = lr_sweep(config.start_lr, config.end_lr, config.steps)
     result = LRRange([], [], [])
     best = math.inf
     with stop_points(net, hooks.should_stop):
-        inputs = prepare_training(hooks, net, model, data, device, batch_size=config.batch_size, generator=generator,
-                                  workers=config.workers, with_validation=False)
+        inputs = prepare_training(hooks, plan, model, data, generator=generator, workers=config.workers)
         iterator = iter(inputs.train)
         set_mode(net, True, model.frozen, model.bn_frozen)
         for i, lr in enumerate(lrs):

@@ -11,14 +11,19 @@ from __future__ import annotations
 import json
 import pickle
 import socket
+import threading
+import time
 import zipfile
 from collections import OrderedDict
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from nodes.engine.download import MIRROR_ENV, DownloadError, download, file_name, source_url
 
 #: Architectures the backbone node offers; all come from torchvision without their classifier.
 ARCHS = ("vgg11", "vgg16", "vgg19", "vgg16_bn", "resnet18", "resnet34", "resnet50", "resnet101",
@@ -67,25 +72,46 @@ def split_blocks(arch: str, model: nn.Module) -> list[tuple[str, nn.Module]]:
 def backbone_blocks(layer: dict[str, Any], load_weights: bool = True) -> list[tuple[str, nn.Module]]:
     arch = layer["arch"]
     model = torchvision_model(arch)
+    blocks = split_blocks(arch, model)
     weights_file = layer.get("weights_file")
     if weights_file and load_weights:
-        state = read_state_dict(Path(weights_file))
-        blocks = split_blocks(arch, model)
-        load_backbone_state(arch, model, blocks, state, weights_file)
-        return blocks
-    return split_blocks(arch, model)
+        load_backbone_state(arch, model, blocks, read_state_dict(Path(weights_file)), weights_file)
+    return blocks
+
+
+#: what wraps a model's keys when it was saved from inside another module (DDP, a Lightning module)
+WRAPPER_PREFIXES = ("module.", "model.")
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from .safetensors, or from a torch file loaded with weights_only=True."""
+    """A state dict from .safetensors, or from a torch file loaded with weights_only=True: a plain
+    state dict or a checkpoint holding one under 'state_dict' or 'model'; the 'module.' and
+    'model.' prefixes of a model saved from inside a wrapper are dropped."""
     if not path.is_file():
         raise FileNotFoundError(f"weights file '{path}' does not exist")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            data = load_file(str(path))
+        except SafetensorError as exc:
+            raise ValueError(f"'{path}' is not a weights file: its name ends in .safetensors but it is not one "
+                             f"({_short(exc)})") from None
+    else:
+        data = _torch_load(path)
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                             for k, v in data.items()):
+        raise ValueError(f"'{path}' does not hold a state dict (a mapping of names to tensors)")
+    return {_unwrapped(key): tensor for key, tensor in data.items()}
+
+
+def _torch_load(path: Path) -> Any:
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         with open(path, "rb") as handle:
@@ -96,62 +122,194 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"refused to load '{path}': it needs to run pickled code to load ({first[:200]}); "
                          "nodeflow loads only plain tensors. Save the weights with "
                          "torch.save(model.state_dict(), ...) or as .safetensors") from None
-    for key in ("state_dict", "model", "model_state"):
-        if isinstance(data, dict) and isinstance(data.get(key), dict):
-            data = data[key]
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise ValueError(f"'{path}' does not hold a state dict (a mapping of names to tensors)")
-    return data
+
+
+def _unwrapped(key: str) -> str:
+    while key.startswith(WRAPPER_PREFIXES):
+        key = key.split(".", 1)[1]
+    return key
+
+
+class WeightsMismatch(ValueError):
+    """A weights file whose tensors are not the backbone's: another architecture, or a partial file."""
+
+
+def key_namings(model: nn.Module, blocks: list[tuple[str, nn.Module]]) -> dict[str, dict[str, str]]:
+    """For each naming a file may use, its name of every backbone tensor -> ours. torchvision's names
+    are read off the torchvision model the blocks were cut from (the same tensor objects), so they
+    hold for every architecture without a table; ours are the block names the export node writes."""
+    ours = nn.Sequential(OrderedDict(blocks)).state_dict(keep_vars=True)
+    by_tensor = {id(tensor): key for key, tensor in ours.items()}
+    torchvision = {key: by_tensor[id(tensor)] for key, tensor in model.state_dict(keep_vars=True).items()
+                   if id(tensor) in by_tensor}
+    return {"torchvision's": torchvision, "nodeflow's": {key: key for key in ours}}
+
+
+#: a backbone's key names in each naming (file key -> ours) and the shape of each of our tensors
+Layout = tuple[dict[str, dict[str, str]], dict[str, tuple[int, ...]]]
+
+
+def _layout(model: nn.Module, blocks: list[tuple[str, nn.Module]]) -> Layout:
+    shapes = {key: tuple(t.shape) for key, t in nn.Sequential(OrderedDict(blocks)).state_dict().items()}
+    return key_namings(model, blocks), shapes
+
+
+@lru_cache(maxsize=None)
+def _arch_layout(arch: str) -> Layout:
+    with torch.device("meta"):  # only names and shapes are needed: no memory, no init
+        model = torchvision_model(arch)
+        return _layout(model, split_blocks(arch, model))
+
+
+def _optional(key: str) -> bool:
+    return key.endswith("num_batches_tracked")  # a counter that older files (and BN loading) do without
+
+
+def _match(layout: Layout, state: dict[str, torch.Tensor]) -> tuple[str, dict[str, list[str]]]:
+    """The naming that covers most of the file's keys (torchvision's on a tie: ResNet's layer1..4 are
+    named alike in both, only the stem tells them apart), and what in the file does not fit."""
+    namings, shapes = layout
+    naming, names = max(namings.items(), key=lambda item: len(state.keys() & item[1].keys()))
+    roots = {key.split(".", 1)[0] for key in names}  # a key under these belongs to the backbone; others are a head
+    problems = {
+        "missing": [k for k in names if k not in state and not _optional(k)],
+        "unknown": [k for k in state if k not in names and k.split(".", 1)[0] in roots],
+        "shape": [f"{k} {_dims(tuple(state[k].shape))} for {_dims(shapes[names[k]])}" for k in state
+                  if k in names and tuple(state[k].shape) != shapes[names[k]]],
+    }
+    return naming, {kind: found for kind, found in problems.items() if found}
 
 
 def load_backbone_state(arch: str, model: nn.Module, blocks: list[tuple[str, nn.Module]],
                         state: dict[str, torch.Tensor], source: str) -> None:
-    """Accept either torchvision's key names (``features.0.weight``) or ours (``block1.0.weight``,
-    as written by the export node); any head weights in the file are ignored."""
-    names = {name for name, _ in blocks}
-    ours = {k: v for k, v in state.items() if k.split(".", 1)[0] in names}
-    # a ResNet's blocks share names with torchvision's own (layer1..layer4): the file is ours only when
-    # it has a block torchvision's model does not (stem, block1, ...)
-    torchvision_names = {name for name, _ in model.named_children()}
-    if any(k.split(".", 1)[0] not in torchvision_names for k in ours):
-        target = nn.Sequential(OrderedDict(blocks))
-        missing, _ = target.load_state_dict(ours, strict=False)
+    """Load a file with torchvision's key names (``conv1.weight``, ``features.0.weight``, as its
+    published files and ``torch.save(model.state_dict())`` have them) or ours (``stem.conv1.weight``,
+    ``block1.0.weight``, as the export node writes them) into the blocks; head weights are ignored.
+    Refuses, naming the naming it recognised and keys expected and found, unless every backbone
+    tensor is there with its shape; the blocks are untouched then."""
+    layout = _layout(model, blocks)
+    naming, problems = _match(layout, state)
+    if problems:
+        raise WeightsMismatch(_mismatch_message(arch, source, naming, layout[0], problems, state))
+    names = layout[0][naming]
+    nn.Sequential(OrderedDict(blocks)).load_state_dict({names[k]: v for k, v in state.items() if k in names},
+                                                       strict=False)
+
+
+def _mismatch_message(arch: str, source: str, naming: str, namings: dict[str, dict[str, str]],
+                      problems: dict[str, list[str]], state: dict[str, torch.Tensor]) -> str:
+    expected = {name: [k for k in keys if not _optional(k)] for name, keys in namings.items()}
+    if not state.keys() & namings[naming].keys():
+        theirs, ours = (_few(expected[name]) for name in ("torchvision's", "nodeflow's"))
+        read = f"its key names are neither torchvision's for it ({theirs}) nor nodeflow's ({ours})"
     else:
-        missing, _ = model.load_state_dict(state, strict=False)
-        kept = {id(p) for _, block in blocks for p in block.parameters()}
-        named = dict(model.named_parameters())
-        missing = [k for k in missing if k in named and id(named[k]) in kept]
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise ValueError(f"weights file '{source}' does not fit {arch}: missing {len(missing)} tensors ({shown})")
+        told = {"missing": f"{{n}} of the {len(expected[naming])} backbone tensors are missing ({{few}})",
+                "unknown": f"{{n}} tensors are not {arch}'s ({{few}})",
+                "shape": "{n} tensors have another shape ({few})"}
+        read = f"read with {naming} key names, " + "; ".join(
+            told[kind].format(n=len(found), few=_few(found)) for kind, found in problems.items())
+        read += f". {arch} expects keys such as {_few(expected[naming])}"
+    has = f"the file has {_few(list(state))}" if state else "the file holds no tensors"
+    message = f"weights file '{source}' does not fit {arch}: {read}; {has}"
+    others = [f"{other} ({fits} key names)" for other in ARCHS if other != arch
+              for fits, trouble in [_match(_arch_layout(other), state)] if not trouble]
+    if others:
+        message += f". It fits {', '.join(others)}: set arch to match the file"
+    return message
 
 
-def imagenet_weights(arch: str, folder: Path, timeout: float = 15.0) -> Path:
-    """The ImageNet weights file of ``arch``: already in ``folder`` or torch's hub cache, else
-    downloaded into ``folder``. Fails fast with what to do when offline."""
+def imagenet_url(arch: str) -> str:
+    """Where torchvision downloads the ImageNet weights of ``arch`` from."""
     import torchvision
 
-    enum = torchvision.models.get_model_weights(arch).DEFAULT
-    filename = enum.url.rsplit("/", 1)[-1]
-    for candidate in (folder / filename, Path(torch.hub.get_dir()) / "checkpoints" / filename):
-        if candidate.is_file():
-            return candidate
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / filename
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)
+    return torchvision.models.get_model_weights(arch).DEFAULT.url
+
+
+def hub_checkpoints() -> Path:
+    """torch's own cache of downloaded weights (``$TORCH_HOME/hub/checkpoints``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def cached_imagenet_weights(arch: str, folder: Path | None) -> Path | None:
+    """The ImageNet weights file of ``arch`` if it is already here: in ``folder`` (the workspace's
+    weights folder) or in torch's hub cache."""
+    filename = imagenet_url(arch).rsplit("/", 1)[-1]
+    places = [hub_checkpoints() / filename]
+    if folder is not None:
+        places.insert(0, Path(folder) / filename)
+    return next((place for place in places if place.is_file()), None)
+
+
+_REACHED: dict[str, tuple[float, bool]] = {}
+_REACHED_LOCK = threading.Lock()
+
+
+def can_reach(url: str, timeout: float = 1.5, remember: float = 300.0) -> bool:
+    """Whether a connection to ``url``'s host opens within ``timeout`` seconds (name lookup
+    included, which the socket timeout does not bound); the answer is kept ``remember`` seconds, as
+    validation asks on every check."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    with _REACHED_LOCK:
+        known = _REACHED.get(host)
+        if known is not None and time.monotonic() - known[0] < remember:
+            return known[1]
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(timeout + 0.5)
+    reached = bool(answer and answer[0])
+    with _REACHED_LOCK:
+        _REACHED[host] = (time.monotonic(), reached)
+    return reached
+
+
+def _few(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
+
+
+def _dims(shape: tuple[int, ...]) -> str:
+    return "×".join(map(str, shape)) or "scalar"
+
+
+#: the weights files the backbone node reads, as its messages and help say
+WEIGHTS_FILES = ("a .pth or .pt file written by torch.save (a state dict, or a checkpoint holding one under "
+                 "'state_dict' or 'model'; 'module.' and 'model.' prefixes are dropped) or a .safetensors file, "
+                 "with torchvision's key names (its published files, torch.save(model.state_dict())) or "
+                 "nodeflow's (as the export node writes them)")
+
+
+def imagenet_weights(arch: str, folder: Path, timeout: float = 15.0,
+                     progress: Callable[[int, int], None] | None = None) -> Path:
+    """torchvision's ImageNet weights file of ``arch``: already in ``folder`` or torch's hub cache,
+    else downloaded into ``folder`` (from ``NODEFLOW_MIRROR_URL`` when set) and kept only once its
+    SHA-256 begins with the hash in torchvision's file name. Fails fast with what to do offline."""
+    url = imagenet_url(arch)
+    filename = file_name(url)
+    cached = cached_imagenet_weights(arch, folder)
+    if cached is not None:
+        return cached
+    published = torch.hub.HASH_REGEX.search(filename)
     try:
-        torch.hub.download_url_to_file(enum.url, str(target), progress=False)
-    except Exception as exc:
-        target.unlink(missing_ok=True)
+        source = source_url(url)
+        return download(source, folder / filename, "sha256", published.group(1) if published else "", timeout,
+                        progress)
+    except DownloadError as exc:
         raise WeightsUnavailable(
-            f"could not download the ImageNet weights of {arch} from {enum.url} ({exc}). "
-            f"If this machine is offline, put the file '{filename}' into '{folder}' (or into "
-            f"'{Path(torch.hub.get_dir()) / 'checkpoints'}'), or set weights to 'none' or to the path of a "
-            f"local weights file (.safetensors or .pth)") from None
-    finally:
-        socket.setdefaulttimeout(previous)
-    return target
+            f"could not download the ImageNet weights of {arch}: {exc}. To work offline, put torchvision's file "
+            f"'{filename}' into '{folder}' (or '{hub_checkpoints()}'); or set {MIRROR_ENV} to the base URL of a server that "
+            f"holds it (nodeflow then fetches <that URL>/{filename} and checks its SHA-256); or set weights to "
+            f"'none' or to the path of a weights file: {WEIGHTS_FILES}") from None
 
 
 class WeightsUnavailable(RuntimeError):

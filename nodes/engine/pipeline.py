@@ -174,33 +174,37 @@ def _header_size(path: str) -> tuple[int, int]:
 @dataclass(frozen=True)
 class Geometry:
     """What is stored: the image after the deterministic resize, and after the crop when the crop is
-    deterministic too; ``crop`` then says what is left to do per epoch."""
+    deterministic too; ``crop`` then says what is left to do per epoch. ``shorter`` is the size the
+    shorter side is resized to (the formatter's ``resize_to``, else the crop size), as in
+    ``make_transform``."""
 
     resize: str
     height: int
     width: int
     cropped: bool
+    shorter: int
 
     def stored_size(self, path: str) -> tuple[int, int]:
         if self.resize == "stretch":
             return self.height, self.width
         if self.cropped:
             return self.height, self.width
-        return _resized_size(*_header_size(path), max(self.height, self.width))
+        return _resized_size(*_header_size(path), self.shorter)
 
     def apply(self, image: torch.Tensor) -> torch.Tensor:
         from torchvision.transforms.v2 import functional as F
 
         if self.resize == "stretch":
             return F.resize(image, [self.height, self.width], antialias=True)
-        image = F.resize(image, [max(self.height, self.width)], antialias=True)
+        image = F.resize(image, [self.shorter], antialias=True)
         return F.center_crop(image, [self.height, self.width]) if self.cropped else image
 
 
 def geometry_for(fmt: dict[str, Any], train: bool) -> Geometry:
     """What the decode cache stores for a split read with the training (``train``) or evaluation transform."""
     random_crop = train and fmt["crop"] == "random" and fmt["resize"] != "stretch"
-    return Geometry(fmt["resize"], fmt["height"], fmt["width"], not random_crop)
+    return Geometry(fmt["resize"], fmt["height"], fmt["width"], not random_crop,
+                    fmt.get("resize_to") or max(fmt["height"], fmt["width"]))
 
 
 def decoded_key(geometry: Geometry, items: Sequence[tuple[str, int]]) -> str:
@@ -214,6 +218,10 @@ def decoded_entry(data: ImageSet, split: str, train: bool, workspace: Path) -> P
     (the cost preview asks without decoding anything)."""
     geometry = geometry_for(default_format(data.format), train)
     return decoded_path(workspace, decoded_key(geometry, list(data.split(split))))
+
+
+def decoded_cached(data: ImageSet, split: str, train: bool, workspace: Path) -> bool:
+    return decoded_entry(data, split, train, workspace).is_file()
 
 
 def decoded_path(workspace: Path, key: str) -> Path:

@@ -7,10 +7,14 @@ untrained model is an architecture spec (JSON), a trained model adds a state dic
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import torch
+
+from nodes.engine.files import atomic_write_bytes, atomic_write_text
 
 SPLITS = ("train", "validation", "test")
 
@@ -91,6 +95,30 @@ class ModelValue:
         return {"spec": self.spec, "frozen": list(self.frozen), "bn_frozen": self.bn_frozen,
                 "classes": list(self.classes), "format": self.format, "history": list(self.history),
                 "trained": self.trained}
+
+
+def save_model(value: ModelValue, folder: Path) -> None:
+    """A model as files: spec and training record as JSON, weights (if any) as safetensors, no pickle;
+    the port codec and the job folder of a training in several processes both write it so."""
+    folder = Path(folder)
+    if value.state is not None:
+        from safetensors.torch import save
+
+        tensors = {k: v.detach().cpu().contiguous() for k, v in value.state.items()}
+        atomic_write_bytes(folder / "model.safetensors", save(tensors))
+    atomic_write_text(folder / "model.json", json.dumps(value.meta()))
+
+
+def load_model(folder: Path) -> ModelValue:
+    folder = Path(folder)
+    meta = json.loads((folder / "model.json").read_text())
+    state = None
+    if meta.get("trained"):
+        from safetensors.torch import load
+
+        state = load((folder / "model.safetensors").read_bytes())
+    return ModelValue(spec=meta["spec"], frozen=tuple(meta["frozen"]), bn_frozen=meta["bn_frozen"], state=state,
+                      classes=tuple(meta["classes"]), format=meta["format"], history=tuple(meta["history"]))
 
 
 @dataclass(frozen=True)

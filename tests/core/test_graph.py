@@ -30,7 +30,13 @@ def test_round_trip_keeps_ids_params_positions(tmp_path):
     ("{not json", "not valid JSON"),
     ("[]", "a graph document is a JSON object"),
     (json.dumps(doc(format="other")), "'format' must be"),
-    (json.dumps(doc(version=2)), "unsupported version 2"),
+    (json.dumps(doc(version=3)), "unsupported version 3; this nodeflow reads versions 1 and 2"),
+    (json.dumps(doc(version=True)), "unsupported version True"),
+    (json.dumps(doc(groups=[{"id": "g", "members": ["a", "zz"]}])), "group 'g' refers to unknown node 'zz'"),
+    (json.dumps(doc(groups=[{"id": "g", "members": ["a"]}, {"id": "h", "members": ["a", "b"]}])),
+     "node 'a' is in two groups ('g' and 'h')"),
+    (json.dumps(doc(groups=[{"id": "g", "members": ["a"]}, {"id": "g", "members": ["b"]}])), "duplicate group id 'g'"),
+    (json.dumps(doc(groups=[{"id": "g", "members": []}])), "groups.0.members"),
     (json.dumps(doc(nodes=[{"id": "a", "type": "x"}, {"id": "a", "type": "y"}], edges=[])), "duplicate node id 'a'"),
     (json.dumps(doc(edges=[{"source": "a", "source_port": "value", "target": "zz", "target_port": "a"}])),
      "unknown node 'zz'"),
@@ -73,4 +79,29 @@ def test_save_is_atomic_under_a_crash(tmp_path, monkeypatch):
 
 def test_format_holds_no_absolute_paths_or_pickles():
     text = Graph.from_data(doc()).dumps()
-    assert set(json.loads(text)) == {"format", "version", "name", "description", "nodes", "edges"}
+    assert set(json.loads(text)) == {"format", "version", "name", "description", "nodes", "edges", "groups"}
+
+
+def test_a_version_1_file_loads_as_version_2_and_saves_as_it(tmp_path):
+    """Files written before groups existed still open; saving writes the current version."""
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(doc()))  # version 1: no groups, no disabled flags
+    graph = Graph.load(path)
+    assert graph.version == 2 and graph.groups == [] and not any(n.disabled for n in graph.nodes)
+    assert [(n.id, n.params, n.position.x) for n in graph.nodes] == [("a", {}, 1.0), ("b", {}, 0.0)]
+    graph.save(path)
+    saved = json.loads(path.read_text())
+    assert saved["version"] == 2 and saved["groups"] == []
+    assert "disabled" not in saved["nodes"][0]  # only a disabled node says so
+
+
+def test_groups_and_disabled_nodes_round_trip(tmp_path):
+    graph = Graph.from_data(doc(version=2, groups=[{"id": "part", "title": "Part", "members": ["a", "b"],
+                                                     "collapsed": True, "position": {"x": 5, "y": 6}}]))
+    graph = graph.model_copy(update={"nodes": [graph.nodes[0].model_copy(update={"disabled": True}), graph.nodes[1]]})
+    path = tmp_path / "g.json"
+    graph.save(path)
+    again = Graph.load(path)
+    assert again == graph
+    assert [(g.title, g.members, g.collapsed, g.position.y) for g in again.groups] == [("Part", ["a", "b"], True, 6)]
+    assert again.node("a").disabled and not again.node("b").disabled

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from nodeflow.compare import readable, readable_delta
 from nodeflow.runs import RunStore
 from tests.nodes.conftest import ROOT, SMALL, TEMPLATE
 
@@ -56,8 +57,10 @@ def test_two_runs_of_the_template_are_listed_diffed_and_traced(tmp_path):
     lines = [line.strip() for line in diff.stdout.splitlines()]
     assert 'finetune.unfreeze: [] -> ["block4", "block5"]' in lines
     accuracy = next(line for line in lines if line.startswith("train_finetuned.val_accuracy:"))
-    assert f"{before:.4g} -> {after:.4g}" in accuracy
-    assert ("(same)" in accuracy) if before == after else (f"({after - before:+.4g})" in accuracy)
+    name = "train_finetuned.val_accuracy"  # in percent, as people read it, with the images it stands on
+    assert f"{readable(name, before)} -> {readable(name, after)}" in accuracy
+    assert ("(same)" in accuracy) if before == after else (f"({readable_delta(name, after - before)})" in accuracy)
+    assert "validation images" in accuracy
     assert any(line.startswith("evaluate.accuracy:") and "(only in run 1)" in line for line in lines)
     assert not any(line.startswith("dataset.") for line in lines)  # unchanged and cached: not news
     print(diff.stdout)

@@ -126,3 +126,85 @@ def test_a_branch_failing_at_run_time_fails_the_sweep_and_the_others_finish(tmp_
     assert [b["ok"] for b in branches] == [True, False, True]
     assert [b["nodes"]["div"]["status"] for b in branches] == ["ran", "failed", "ran"]
     assert [line.split()[-2] for line in result.stdout.splitlines()[1:4]] == ["ok", "failed", "ok"]
+
+
+# -- judging: on validation by default, a star only when the images say so ---------------------------
+import numpy as np  # noqa: E402
+
+from nodeflow.predictions import SplitPredictions, files_digest  # noqa: E402
+from nodeflow.sweep import held_out, held_out_warning, judge, main_metric, summary  # noqa: E402
+
+FINALS = {"train": {"val_accuracy": 0.8, "val_loss": 0.5, "validation_images": 20, "train_loss": 0.1},
+          "eval": {"accuracy": 0.9, "loss": 0.3, "samples": 20, "test_images": 20}}
+SPLITS = {"train.val_accuracy": "validation", "train.val_loss": "validation", "train.validation_images": "validation",
+          "train.train_loss": "train", "eval.accuracy": "test", "eval.loss": "test", "eval.samples": "test",
+          "eval.test_images": "test"}
+
+
+def test_the_default_metric_is_a_validation_one_even_when_judged_at_the_test_evaluation():
+    assert main_metric([FINALS], "eval", SPLITS) == "train.val_accuracy"
+    assert main_metric([FINALS], None, SPLITS) == "train.val_accuracy"
+    assert main_metric([{"train": {"val_loss": 0.5, "validation_images": 20}}], None, SPLITS) == "train.val_loss"
+    # without a validation metric, the old rule, and the result says it is a test metric
+    only_test = {"eval": FINALS["eval"]}
+    assert main_metric([only_test], "eval", SPLITS) == "eval.accuracy" and held_out("eval.accuracy", SPLITS)
+    assert not held_out("train.val_accuracy", SPLITS) and "optimistic" in held_out_warning("eval.accuracy")
+    assert main_metric([FINALS], "train", {}) == "train.val_accuracy"  # the name says validation too
+
+
+def outcome(correct: list[bool]) -> SplitPredictions:
+    files = [f"/v/{i}.png" for i in range(len(correct))]
+    true = np.zeros(len(correct), dtype=np.int64)
+    return SplitPredictions("validation", ("a", "b"), files_digest(files), tuple(files), true,
+                            np.where(correct, 0, 1), np.full(len(correct), 0.9, dtype=np.float32))
+
+
+def test_the_star_goes_only_to_a_branch_clearly_better_than_each_other():
+    weak, strong = [True] * 10 + [False] * 30, [True] * 38 + [False] * 2
+    found = judge([0.25, 0.95], "train.val_accuracy", [outcome(weak), outcome(strong)])
+    assert (found.best, found.star, found.tie, found.tested) == (1, 1, [], True)
+    assert found.words.startswith("branch 2 against branch 1, the runner-up: better (+")
+    # two branches at 0.5 each, or a small lead on few images: a tie, no star
+    half = [True, False] * 6
+    tie = judge([0.5, 0.5], "train.val_accuracy", [outcome(half), outcome(half[::-1])])
+    assert (tie.best, tie.star, tie.tie) == (0, None, [0, 1])
+    assert tie.words.startswith("tie: branch 1 against branch 2: no clear difference on 12 images (")
+    close = judge([0.75, 11 / 12, 0.25], "train.val_accuracy",
+                  [outcome([True] * 9 + [False] * 3), outcome([True] * 11 + [False]), outcome([True] * 3 + [False] * 9)])
+    assert (close.best, close.star, close.tie) == (1, None, [1, 0])  # branch 3 is clearly worse, branch 1 not
+
+
+def test_a_metric_without_per_image_records_keeps_its_star_and_says_it_is_untested():
+    found = judge([0.5, 0.3], "train.val_loss")
+    assert (found.best, found.star, found.tested) == (1, 1, False)  # a loss: lower is better
+    assert found.words == "branch 2 is best by value, untested: train.val_loss has no per-image record"
+    assert judge([2.0, 2.0], "score.sum").tie == [0, 1]
+    assert judge([None, 0.7], "train.val_accuracy").star == 1  # one finished branch: nothing to compare
+
+
+def test_a_sweep_judged_on_test_says_so_in_its_summary():
+    record = {"id": 1, "grid": [["train.lr", [0.1, 0.2]]], "target": "eval", "metric": "eval.accuracy",
+              "branches": [{"params": {"train.lr": 0.1}, "run": 1}, {"params": {"train.lr": 0.2}, "run": 2}]}
+    graph = {"nodes": [{"id": "eval", "type": "eval.evaluate", "params": {}}], "edges": []}
+    runs = [{"status": "done", "nodes": {"eval": {"metrics": {"accuracy": value}}}, "seconds": 1.0, "error": None,
+             "graph": graph} for value in (0.5, 0.75)]
+
+    class Registry:  # what nodeflow.compare.metric_splits asks of a registry
+        @staticmethod
+        def get(type_name):
+            class Evaluate:
+                class Params:
+                    @staticmethod
+                    def model_validate(params):
+                        return params
+
+                @staticmethod
+                def measures(params):
+                    return {"accuracy": "test"}
+            return Evaluate
+
+    found = summary(record, runs, Registry())
+    assert found["metric"] == "eval.accuracy" and found["split"] == "test"
+    assert found["warning"] == held_out_warning("eval.accuracy")
+    assert found["star"] == 1 and "untested" in found["judgement"]  # no per-image predictions were given
+    assert summary({**record, "metric": None}, runs, Registry())["warning"] == held_out_warning("eval.accuracy")

@@ -40,4 +40,8 @@ def test_template_sweep_trains_the_head_once_for_four_branches(tmp_path):
     # fine-tuning the four ways really trained: each has its own final loss, and the table ranks them
     losses = {json.dumps(b["params"]): b["nodes"]["train_finetuned"]["metrics"]["train_loss"] for b in report["branches"]}
     assert len(set(losses.values())) == 4
-    assert "accuracy" in done.stdout.splitlines()[0] and "* best:" in done.stdout
+    # ranked on validation (the template's evaluate node scores test: held out), starred only when clearly best
+    assert report["metric"] == "train_finetuned.val_accuracy" and report["warning"] is None
+    assert done.stdout.splitlines()[0].split()[-1] == "train_finetuned.val_accuracy"
+    assert "ranked by train_finetuned.val_accuracy: " in done.stdout
+    assert ("= tie:" in done.stdout) if report["judgement"]["star"] is None else ("* best:" in done.stdout)

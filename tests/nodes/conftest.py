@@ -11,6 +11,7 @@ from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.node import Registry
 from tests.imagegen import make_image_set
+from tests.mirror import Mirror
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "templates" / "cats_vs_dogs_finetune.json"
@@ -32,6 +33,14 @@ def shapes(tmp_path_factory) -> Path:
     """Circles vs stripes in train/validation/test folders, sizes varying around 36 px."""
     return make_image_set(tmp_path_factory.mktemp("shapes"), ("circle", "stripes"), per_class=50, size=36,
                           vary_size=True, class_names=("cat", "dog"))
+
+
+@pytest.fixture
+def mirror():
+    """A download host on loopback; tests put files on it and may make it stall or cut answers."""
+    server = Mirror()
+    yield server
+    server.close()
 
 
 def with_params(graph: Graph, values: dict) -> Graph:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import tarfile
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +18,10 @@ from nodeflow.node import ParamProblem, RunContext
 from nodes.engine.images import make_transform
 from nodes.ports import IMAGES
 from nodes.data import Augmentation, CatsVsDogsDataset, ImageFolderDataset, ImageFormatter
-from tests.imagegen import make_image_set
+from nodes.engine.download import MIRROR_ENV
+from nodes.engine.pets import PETS
+from tests.imagegen import make_image_set, make_pets_layout
+from tests.mirror import unreachable_url
 
 
 def test_split_folders_are_used_as_they_are(shapes, workspace):
@@ -96,15 +103,79 @@ def test_a_folder_without_classes_is_blamed_on_root(tmp_path, workspace):
 
 
 def test_cats_vs_dogs_offline_without_root_says_to_set_root(workspace, monkeypatch):
-    import torchvision.datasets
-
-    def offline(*args, **kwargs):
-        raise OSError("[Errno -2] Name or service not known")
-
-    monkeypatch.setattr(torchvision.datasets, "OxfordIIITPet", offline)
+    monkeypatch.setenv(MIRROR_ENV, unreachable_url())  # as offline: the connection is refused
     with pytest.raises(ParamProblem) as caught:
         CatsVsDogsDataset().run(RunContext("dataset", workspace), CatsVsDogsDataset.Params())
     assert caught.value.param == "root" and "PetImages" in str(caught.value)
+    assert "could not download the cats-vs-dogs images: could not reach" in str(caught.value)
+    assert MIRROR_ENV in str(caught.value) and "images.tar.gz and annotations.tar.gz" in str(caught.value)
+    assert not list((workspace / "datasets").iterdir())
+
+
+def sorted_pets(data) -> dict[str, dict[str, list[str]]]:
+    """Per split and class, the image names the data set holds."""
+    found: dict[str, dict[str, list[str]]] = {}
+    for split, items in data.splits.items():
+        for file, label in items:
+            found.setdefault(split, {}).setdefault(data.classes[label], []).append(Path(file).stem)
+    return {split: {c: sorted(names) for c, names in by_class.items()} for split, by_class in found.items()}
+
+
+#: what the generated copy (tests.imagegen.make_pets_layout, 6 images per breed, the last 2 for test) sorts into
+PETS_SORTED = {
+    "train": {"cat": sorted(f"{b}_{n}" for b in ("Abyssinian", "Bengal") for n in range(1, 5)),
+              "dog": sorted(f"{b}_{n}" for b in ("beagle", "pug") for n in range(1, 5))},
+    "test": {"cat": sorted(f"{b}_{n}" for b in ("Abyssinian", "Bengal") for n in (5, 6)),
+             "dog": sorted(f"{b}_{n}" for b in ("beagle", "pug") for n in (5, 6))},
+}
+
+
+def test_cats_vs_dogs_sorts_a_copy_of_oxford_pets_placed_where_torchvision_looks(workspace):
+    from torchvision.datasets import OxfordIIITPet
+
+    datasets = workspace / "datasets"
+    make_pets_layout(datasets / PETS)
+    assert len(OxfordIIITPet(str(datasets), split="test", download=False)) == 8  # torchvision takes it as downloaded
+    data = CatsVsDogsDataset().run(RunContext("dataset", workspace), CatsVsDogsDataset.Params())["data"]
+    assert data.classes == ("cat", "dog") and sorted_pets(data) == PETS_SORTED
+    assert sorted(p.name for p in datasets.iterdir()) == ["cats_vs_dogs", PETS]
+
+
+def published_archives(folder: Path) -> dict[str, bytes]:
+    """images.tar.gz and annotations.tar.gz as Oxford-IIIT Pet publishes them (one top folder each)."""
+    archives = {}
+    for part in ("images", "annotations"):
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            tar.add(folder / part, arcname=part)
+        archives[f"{part}.tar.gz"] = buffer.getvalue()
+    return archives
+
+
+def test_cats_vs_dogs_downloads_from_the_mirror_and_checks_each_archive(workspace, tmp_path, mirror, monkeypatch):
+    """torchvision's URLs with the mirror as host; the MD5s are the generated archives' (the published
+    ones belong to the 800 MB originals), the rest of torchvision's table as it is."""
+    from torchvision.datasets import OxfordIIITPet
+
+    mirror.files.update(published_archives(make_pets_layout(tmp_path / "published")))
+    monkeypatch.setattr(OxfordIIITPet, "_RESOURCES", tuple(
+        (url, hashlib.md5(mirror.files[url.rsplit("/", 1)[-1]]).hexdigest()) for url, _ in OxfordIIITPet._RESOURCES))
+    monkeypatch.setenv(MIRROR_ENV, mirror.url)
+    data = CatsVsDogsDataset().run(RunContext("dataset", workspace), CatsVsDogsDataset.Params())["data"]
+    assert sorted_pets(data) == PETS_SORTED
+    assert mirror.requests == ["/models/images.tar.gz", "/models/annotations.tar.gz"]
+    assert sorted(p.name for p in (workspace / "datasets").iterdir()) == ["cats_vs_dogs", PETS]
+    assert sorted(p.name for p in (workspace / "datasets" / PETS).iterdir()) == ["annotations", "images"]
+
+
+def test_cats_vs_dogs_refuses_archives_that_are_not_the_published_ones(workspace, tmp_path, mirror, monkeypatch):
+    mirror.files.update(published_archives(make_pets_layout(tmp_path / "published")))
+    monkeypatch.setenv(MIRROR_ENV, mirror.url)
+    with pytest.raises(ParamProblem) as caught:
+        CatsVsDogsDataset().run(RunContext("dataset", workspace), CatsVsDogsDataset.Params())
+    assert caught.value.param == "root" and "is not the published images.tar.gz" in str(caught.value)
+    assert "MD5" in str(caught.value) and "not kept" in str(caught.value)
+    assert not list((workspace / "datasets").iterdir())
 
 
 def test_an_image_linking_outside_the_allowed_folders_is_refused_in_an_editor_run(tmp_path, workspace):

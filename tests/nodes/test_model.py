@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import subprocess
+import sys
+
 import pytest
 import torch
+import torchvision
+from safetensors.torch import save_file
 
 from nodeflow.executor import Executor
 from nodeflow.graph import Graph
+from nodeflow.templates import template_path
+from nodes.engine.download import MIRROR_ENV
 from nodes.engine.models import SpecError, build, summarize
 from nodes.ports import MODEL, ModelValue
-from tests.nodes.conftest import small_template, with_params
+from tests.nodes.conftest import ROOT, small_template, with_params
 
 
 def chain(*layers, size=32):
@@ -53,6 +62,8 @@ def test_missing_flatten_in_the_template_is_a_validation_error_on_dense(registry
     data["nodes"] = [n for n in data["nodes"] if n["id"] != "flatten"]
     data["edges"] = [e for e in data["edges"] if "flatten" not in (e["source"], e["target"])]
     data["edges"].append({"source": "vgg16", "source_port": "model", "target": "dense", "target_port": "model"})
+    for group in data.get("groups", []):  # the template's groups name their members
+        group["members"] = [m for m in group["members"] if m != "flatten"]
     problems = Executor(registry, workspace).validate(Graph.from_data(data))
     assert [(p.node_id, p.param) for p in problems] == [("dense", "units")]
     assert "flatten" in problems[0].message
@@ -76,3 +87,91 @@ def test_an_architecture_value_is_plain_json(tmp_path):
     MODEL.codec.save(model, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json"]
     assert MODEL.codec.load(tmp_path) == model
+
+
+TINY_HOTDOG = {"input.height": 32, "input.width": 32, "formatter.height": 32, "formatter.width": 32,
+               "formatter.resize_to": 36}
+
+
+def hotdog(root, **values) -> Graph:
+    return with_params(Graph.load(template_path("hotdog_resnet18_finetune")),
+                       {**TINY_HOTDOG, "dataset.root": str(root), **{k.replace("__", "."): v for k, v in values.items()}})
+
+
+def seeded_resnet18() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.resnet18()
+
+
+def built_stem_weight(report, node_id: str) -> torch.Tensor:
+    """The first convolution of the network the trainer will build from the node's output."""
+    return build(report.outputs[node_id]["model"].spec).stem.conv1.weight
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_the_hotdog_backbone_takes_a_resnet18_saved_the_torchvision_way(registry, shapes, workspace, tmp_path,
+                                                                         suffix):
+    model = seeded_resnet18()
+    path = tmp_path / f"r18{suffix}"
+    if suffix == ".pth":
+        torch.save(model.state_dict(), path)
+    else:
+        save_file(model.state_dict(), str(path))
+    report = Executor(registry, workspace, device="cpu").run(hotdog(shapes, resnet18_ft__weights=str(path)),
+                                                             target="resnet18_ft")
+    assert report.ok, report.to_json()
+    assert torch.equal(built_stem_weight(report, "resnet18_ft"), model.conv1.weight)
+
+
+def test_a_file_for_another_resnet_is_one_line_naming_node_param_and_the_arch_it_fits(shapes, tmp_path):
+    torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "r34.pth")
+    cmd = [sys.executable, "-m", "nodeflow.cli", "--no-plugins", "run", "hotdog_resnet18_finetune", "--workspace",
+           str(tmp_path / "ws"), "--device", "cpu", "--quiet", "--target", "resnet18_ft",
+           *(a for k, v in {**TINY_HOTDOG, "dataset.root": shapes, "resnet18_ft.weights": tmp_path / "r34.pth"}.items()
+             for a in ("--set", f"{k}={v}"))]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 1
+    error = next(line for line in done.stderr.splitlines() if line.startswith("error:"))
+    assert error.startswith(f"error: node 'resnet18_ft' failed: parameter 'weights': weights file "
+                            f"'{tmp_path / 'r34.pth'}' does not fit resnet18: read with torchvision's key names")
+    assert "expects keys such as conv1.weight" in error and "It fits resnet34" in error
+    assert "Traceback" not in done.stderr
+
+
+def test_imagenet_weights_come_from_the_mirror_checked_against_the_hash_in_their_name(
+        registry, shapes, workspace, tmp_path, mirror, monkeypatch):
+    """The real download path of weights: imagenet, with NODEFLOW_MIRROR_URL set. The file is a
+    seeded ResNet-18, so its SHA-256 cannot begin like torchvision's published one; the test puts
+    its own hash into the name torchvision's weights table gives, as a mirror of that file would."""
+    model = seeded_resnet18()
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    name = f"resnet18-{hashlib.sha256(buffer.getvalue()).hexdigest()[:8]}.pth"
+    mirror.files[name] = buffer.getvalue()
+    monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.value, "url",
+                        f"https://download.pytorch.org/models/{name}")
+    monkeypatch.setenv(MIRROR_ENV, mirror.url)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    report = Executor(registry, workspace, device="cpu").run(hotdog(shapes, resnet18_ft__weights="imagenet"),
+                                                             target="resnet18_ft")
+    assert report.ok, report.to_json()
+    assert mirror.requests == [f"/models/{name}"]
+    assert sorted(p.name for p in (workspace / "weights").iterdir()) == [name]
+    assert torch.equal(built_stem_weight(report, "resnet18_ft"), model.conv1.weight)
+
+
+def test_a_mirrored_file_that_is_not_torchvisions_is_refused_and_not_kept(registry, shapes, workspace, tmp_path,
+                                                                          mirror, monkeypatch):
+    buffer = io.BytesIO()
+    torch.save(seeded_resnet18().state_dict(), buffer)
+    mirror.files["resnet18-f37072fd.pth"] = buffer.getvalue()
+    monkeypatch.setenv(MIRROR_ENV, mirror.url)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    report = Executor(registry, workspace, device="cpu").run(hotdog(shapes, resnet18_ft__weights="imagenet"),
+                                                             target="resnet18_ft")
+    error = report.nodes["resnet18_ft"].error
+    assert report.nodes["resnet18_ft"].status == "failed"
+    assert error.startswith(f"parameter 'weights': could not download the ImageNet weights of resnet18: "
+                            f"{mirror.url}/resnet18-f37072fd.pth is not the published resnet18-f37072fd.pth")
+    assert "not kept" in error and MIRROR_ENV in error and ".safetensors" in error
+    assert not list((workspace / "weights").iterdir())

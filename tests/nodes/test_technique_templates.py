@@ -23,7 +23,8 @@ HOTDOG = {**TINY, "resnet18_ft.weights": "none", "train_ft.epochs": 2, "train_sc
 def test_technique_templates_validate_once_the_dataset_is_set(registry, shapes, workspace):
     for name in ("hotdog_resnet18_finetune", "cnn_codes_linear"):
         graph = with_params(Graph.load(template_path(name)), {"dataset.root": str(shapes)})
-        assert Executor(registry, workspace).validate(graph) == [], name
+        errors = [p for p in Executor(registry, workspace).validate(graph) if p.blocking]  # warnings may say "offline"
+        assert errors == [], name
 
 
 @pytest.mark.slow

@@ -7,13 +7,13 @@ import json
 import socket
 import subprocess
 import sys
-import urllib.error
 
 import pytest
-import torch
 
 from nodeflow.errors import GraphInvalid
 from nodeflow.executor import Executor
+from nodes.engine.download import MIRROR_ENV
+from tests.mirror import unreachable_url
 from tests.nodes.conftest import ROOT, SMALL, TEMPLATE, run, small_template
 
 ALL_NODES = {"input", "vgg16", "flatten", "dense", "classifier", "dataset", "formatter", "train", "finetune",
@@ -75,10 +75,7 @@ def _online() -> bool:
 def test_imagenet_weights_offline_fail_fast_naming_the_node(registry, shapes, workspace, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
     if _online():  # keep the test about the offline message even where the network works
-        def offline(*args, **kwargs):
-            raise urllib.error.URLError("[Errno -2] Name or service not known")
-
-        monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+        monkeypatch.setenv(MIRROR_ENV, unreachable_url())
     graph = small_template(shapes, vgg16__weights="imagenet")
     report = run(registry, graph, workspace, target="vgg16")
     assert report.nodes["vgg16"].status == "failed"

@@ -17,6 +17,7 @@ from nodes.training import FineTune
 from tests.imagegen import make_image_set
 from tests.nodes.conftest import run
 from tests.nodes.graphs import classifier_graph
+from tests.nodes.test_ddp import SPEC, tiny  # noqa: F401  (tiny: the fixture)
 
 
 @pytest.fixture(scope="module")
@@ -137,3 +138,36 @@ def test_an_interrupted_trainer_resumes_from_its_last_epoch(registry, shapes, tm
     assert report.nodes["train"].status == "ran"
     assert any("resuming after epoch 2" in line for line in logs)
     assert [h["epoch"] for h in report.outputs["train"]["model"].history] == [1, 2, 3]
+
+
+def test_a_stopped_trainer_tells_the_epoch_it_reached_and_its_resumed_curves_start_at_epoch_one(tiny, tmp_path):
+    """What the editor reads from the trainer's events: "epoch 2/5" while it runs, "stopped at
+    epoch 2/5" after a stop, and curves of every epoch after it resumed from its checkpoint."""
+    import threading
+
+    from nodeflow.node import Interrupted
+    from nodes.ports import ModelValue
+    from nodes.training import Trainer
+
+    params = Trainer.Params(optimizer="sgd", lr=0.1, epochs=5, batch_size=8, workers=0)
+    stop, first = threading.Event(), []
+
+    def listen(event) -> None:  # the stop button, pressed once epoch 2 is complete
+        first.append(event)
+        if event.kind == "progress" and event.data["epoch"] == 2:
+            stop.set()
+
+    ctx = RunContext("train", tmp_path, device="cpu", emit=listen, stop_flag=stop, key="k")
+    with pytest.raises(Interrupted):
+        Trainer().run(ctx, params, model=ModelValue(SPEC), data=tiny)
+    assert (ctx.epoch, ctx.epochs) == (2, 5)
+    told = [(e.data["epoch"], e.data["epochs"]) for e in first if e.kind == "progress"]
+    assert told[0] == (0, 5) and (1, 5) in told and told[-1] == (2, 5)
+
+    again: list[Event] = []
+    ctx = RunContext("train", tmp_path, device="cpu", emit=again.append, key="k")
+    model = Trainer().run(ctx, params, model=ModelValue(SPEC), data=tiny)["model"]
+    assert any("resuming after epoch 2" in e.data["message"] for e in again if e.kind == "log")
+    for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
+        points = [(e.data["step"], e.data["value"]) for e in again if e.kind == "metric" and e.data["name"] == name]
+        assert points == [(h["epoch"], pytest.approx(h[name])) for h in model.history], name

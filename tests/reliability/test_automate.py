@@ -48,7 +48,9 @@ def test_the_openapi_schema_types_every_edit_op(server):
     union = ops["items"]
     assert union["discriminator"]["propertyName"] == "op"
     assert set(union["discriminator"]["mapping"]) == {"add_node", "remove_node", "set_params", "move", "rename",
-                                                      "connect", "disconnect"}
+                                                      "connect", "disconnect", "disable", "group", "ungroup",
+                                                      "set_group"}
+    assert components["Group"]["required"] == ["op", "members"]
     assert components["SetParams"]["required"] == ["op", "id", "params"]
     assert components["SetParams"]["additionalProperties"] is False
     assert set(components["Connect"]["required"]) == {"op", "source", "source_port", "target", "target_port"}

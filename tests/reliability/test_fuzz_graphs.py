@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodeflow.executor import Executor
-from nodeflow.graph import Graph, GraphFileError
+from nodeflow.fragments import NothingToPaste, paste_ops, read_fragment
+from nodeflow.graph import Graph, GraphFileError, GroupSpec
 from nodeflow.session import EditError, Session
 
 JSON = st.recursive(
@@ -24,9 +25,14 @@ NODE = st.fixed_dictionaries(
               "position": st.fixed_dictionaries({"x": JSON, "y": JSON}) | JSON, "title": JSON},
 )
 EDGE = st.fixed_dictionaries({"source": IDS, "source_port": PORTS, "target": IDS, "target_port": PORTS}) | JSON
+GROUP = st.fixed_dictionaries(
+    {"id": IDS | JSON, "members": st.lists(IDS, max_size=3) | JSON},
+    optional={"title": JSON, "collapsed": JSON, "position": st.fixed_dictionaries({"x": JSON, "y": JSON}) | JSON},
+)
 DOC = st.fixed_dictionaries(
-    {"format": st.sampled_from(["nodeflow.graph", "other"]) | JSON, "version": st.sampled_from([1, 2]) | JSON},
-    optional={"name": JSON, "nodes": st.lists(NODE, max_size=6) | JSON, "edges": st.lists(EDGE, max_size=6) | JSON},
+    {"format": st.sampled_from(["nodeflow.graph", "other"]) | JSON, "version": st.sampled_from([1, 2, 3]) | JSON},
+    optional={"name": JSON, "nodes": st.lists(NODE, max_size=6) | JSON, "edges": st.lists(EDGE, max_size=6) | JSON,
+              "groups": st.lists(GROUP, max_size=3) | JSON},
 )
 FUZZ = settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
 
@@ -58,10 +64,13 @@ def test_loader_refuses_arbitrary_bytes(data):
 
 
 EDIT = st.fixed_dictionaries({"op": st.sampled_from(["add_node", "remove_node", "set_params", "move", "rename",
-                                                     "connect", "disconnect", "explode"])},
-                             optional={"id": IDS | JSON, "type": TYPES, "params": JSON, "x": JSON, "y": JSON,
-                                       "title": JSON, "source": IDS, "source_port": PORTS, "target": IDS,
-                                       "target_port": PORTS, "position": JSON})
+                                                     "connect", "disconnect", "disable", "group", "ungroup",
+                                                     "set_group", "explode"])},
+                             optional={"id": IDS | st.sampled_from(["g", "part"]) | JSON, "type": TYPES,
+                                       "params": JSON, "x": JSON, "y": JSON, "title": JSON, "source": IDS,
+                                       "source_port": PORTS, "target": IDS, "target_port": PORTS, "position": JSON,
+                                       "members": st.lists(IDS, max_size=3) | JSON, "collapsed": JSON,
+                                       "disabled": JSON})
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
@@ -71,6 +80,7 @@ def test_edits_apply_whole_or_not_at_all(registry, tmp_path_factory, ops):
 
     graph = make_graph({"a": ("test.constant", {}), "b": ("test.constant", {}), "sum": ("test.add", {}),
                         "text": ("test.describe", {})}, ["a.value->sum.a", "sum.value->text.value"])
+    graph = graph.model_copy(update={"groups": [GroupSpec(id="g", members=["text"])]})  # for ungroup, set_group
     session = Session(registry, tmp_path_factory.mktemp("ws"), graph=graph)
     before = session.graph
     try:
@@ -80,3 +90,30 @@ def test_edits_apply_whole_or_not_at_all(registry, tmp_path_factory, ops):
         return
     Graph.loads(session.graph.dumps())  # whatever was accepted is a valid document
     session.validate()
+
+
+CLIPBOARD = st.text(max_size=40) | DOC.map(lambda d: json.dumps(d, allow_nan=True))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(CLIPBOARD, st.none() | st.fixed_dictionaries({"x": st.floats(-2e9, 2e9), "y": st.floats(-2e9, 2e9)}))
+def test_a_paste_of_any_clipboard_applies_whole_or_says_why(registry, tmp_path_factory, text, at):
+    """Whatever the clipboard holds (any text, any document), a paste adds all of it as one undo
+    step or is refused with a reason, the graph as it was."""
+    from tests.core.conftest import make_graph
+
+    graph = make_graph({"a": ("test.constant", {}), "sum": ("test.add", {})}, ["a.value->sum.a"])
+    session = Session(registry, tmp_path_factory.mktemp("ws"), graph=graph)
+    try:
+        fragment = read_fragment(text)
+    except NothingToPaste as exc:
+        assert "clipboard" in str(exc)
+        return
+    ops, ids = paste_ops(fragment, session.graph, at)
+    try:
+        session.edits(ops)
+    except EditError as exc:
+        assert str(exc) and session.graph == graph and not session.can_undo
+        return
+    assert {n.id for n in session.graph.nodes} == {"a", "sum", *ids}
+    assert session.undo() and session.graph == graph

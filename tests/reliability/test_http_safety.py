@@ -344,13 +344,15 @@ JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() |
 IDS = st.sampled_from(["c1", "c2", "add", "slow", "desc", "nobody", "1x", ""])
 OP = st.fixed_dictionaries(
     {"op": st.sampled_from(["add_node", "remove_node", "set_params", "move", "rename", "connect", "disconnect",
-                            "explode"]) | JSONISH},
-    optional={"id": IDS | JSONISH, "type": st.sampled_from(["test.constant", "test.read_folder", "nope"]) | JSONISH,
+                            "disable", "group", "ungroup", "set_group", "explode"]) | JSONISH},
+    optional={"id": IDS | st.just("group") | JSONISH,  # "group": the id a group op gives when none is named
+              "type": st.sampled_from(["test.constant", "test.read_folder", "nope"]) | JSONISH,
               "params": st.fixed_dictionaries({}, optional={"value": JSONISH, "root": st.sampled_from(
                   ["/etc", "..", "x\x00y"]) | JSONISH}) | JSONISH,
               "x": JSONISH, "y": JSONISH, "title": JSONISH, "source": IDS, "target": IDS,
               "source_port": st.sampled_from(["value", "a", "zz"]), "target_port": st.sampled_from(["a", "b", "zz"]),
-              "replace": JSONISH, "node": JSONISH})
+              "replace": JSONISH, "node": JSONISH, "members": st.lists(IDS, max_size=3) | JSONISH,
+              "collapsed": JSONISH, "disabled": JSONISH, "position": JSONISH})
 BODY = st.fixed_dictionaries({"ops": st.lists(OP | JSONISH, max_size=4) | JSONISH}) | st.lists(OP, max_size=3) | JSONISH
 
 

@@ -8,6 +8,8 @@ import json
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nodeflow.sweep import MAX_BRANCHES
 from tests.ui.conftest import Server
@@ -104,14 +106,40 @@ def test_malformed_bodies_and_unknown_sweeps_are_4xx(api):
     for sweep_id in ("999", "abc", "9" * 40, "-1", "1.5"):
         assert api.api("GET", f"/api/sweeps/{sweep_id}").status_code == 404
         assert api.api("POST", f"/api/sweeps/{sweep_id}/cancel").status_code == 404
-    # a sweep whose branch's run is gone from the history (the database deleted by hand)
-    orphan = {"id": 998, "grid": [["c1.value", [1]]], "target": None, "graph_name": "g", "created": 0.0,
-              "branches": [{"params": {"c1.value": 1}, "run": 99999}]}
-    (api.workspace / "sweeps").mkdir(exist_ok=True)
-    (api.workspace / "sweeps" / "998.json").write_text(json.dumps(orphan))
-    for method, path in (("GET", "/api/sweeps/998"), ("POST", "/api/sweeps/998/cancel")):
+    # a sweep whose branch's run is gone from the history (its row deleted by hand)
+    from nodeflow.runs import RunStore
+
+    orphan = RunStore(api.workspace).create_sweep([("c1.value", [1])], None, "g", [({"c1.value": 1}, 99999)])
+    for method, path in (("GET", f"/api/sweeps/{orphan}"), ("POST", f"/api/sweeps/{orphan}/cancel")):
         response = api.api(method, path)
         assert response.status_code == 404 and "99999" in response.text, response.text
+
+
+def test_the_metric_to_judge_at_is_recorded_and_a_bad_one_refused_naming_it(api):
+    response = api.api("POST", "/api/sweep", json={"grid": {"c1.value": [1, 3]}, "target": "add", "metric": "add.sum"})
+    assert response.status_code == 200, response.text
+    done = wait_sweep(api, response.json()["id"], lambda s: s["status"] not in ("queued", "running"))
+    assert done["metric"] == "add.sum" and done["warning"] is None and done["best"] == 1
+    assert done["judgement"] == "branch 2 is best by value, untested: add.sum has no per-image record"
+    for metric, words in (("nope.sum", "metric: no node 'nope'"), ("sum", "metric: 'sum' is not NODE.METRIC, e.g. train.val_accuracy")):
+        refused = api.api("POST", "/api/sweep", json={"grid": {"c1.value": [1]}, "metric": metric})
+        assert refused.status_code == 422 and refused.json()["detail"] == {"message": words, "param": "metric"}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.one_of(st.none(), st.text(max_size=60), st.integers(), st.floats(), st.lists(st.text(max_size=5), max_size=2),
+                 st.dictionaries(st.text(max_size=5), st.integers(), max_size=2)))
+def test_any_metric_is_taken_or_refused_and_a_refusal_queues_nothing(api, metric):
+    before = len(api.api("GET", "/api/runs").json())
+    body = json.dumps({"grid": {"c1.value": [1]}, "target": "add", "metric": metric})
+    response = api.api("POST", "/api/sweep", content=body, headers={"content-type": "application/json"})
+    assert response.status_code in (200, 422), (metric, response.status_code, response.text)
+    after = len(api.api("GET", "/api/runs").json())
+    if response.status_code == 422:
+        assert after == before
+    else:
+        # a metric asked for is kept; without one, the main metric is known once a branch has finished
+        assert after == before + 1 and response.json()["metric"] in ((metric,) if metric else (None, "add.sum"))
 
 
 def test_a_sweep_is_cancelled_as_a_whole(api):
@@ -121,8 +149,9 @@ def test_a_sweep_is_cancelled_as_a_whole(api):
     sweep_id = response.json()["id"]
     running = wait_sweep(api, sweep_id, lambda s: s["status"] == "running")
     assert running["progress"] == "branch 1 of 3"
-    assert [b["status"] for b in running["branches"]] == ["running", "queued", "queued"]
-    assert [b["position"] for b in running["branches"]][1:] == [1, 2]
+    # a sweep is one run over its branches: they start together (at once on a cluster)
+    assert [b["status"] for b in running["branches"]] == ["running", "running", "running"]
+    assert [b["position"] for b in running["branches"]][1:] == [None, None]
     api.api("POST", f"/api/sweeps/{sweep_id}/cancel")
     ended = wait_sweep(api, sweep_id, lambda s: s["status"] not in ("queued", "running"), timeout=30)
     assert ended["status"] == "cancelled" and [b["status"] for b in ended["branches"]] == ["cancelled"] * 3

@@ -122,10 +122,13 @@ def pack_server(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def editor_tab(browser, server: Server, drawn: str, height: int = 900):
+def editor_tab(browser, server: Server, drawn: str, height: int = 900, width: int = 1500, clipboard: bool = False):
     """A tab on ``server``'s editor once the card ``drawn`` (a node id) is on the canvas; an error in
-    the page fails the test that used it."""
-    context = browser.new_context(viewport={"width": 1500, "height": height})
+    the page fails the test that used it. ``clipboard``: the page may read and write the system
+    clipboard (a person's browser asks once; headless Chromium needs it granted)."""
+    context = browser.new_context(viewport={"width": width, "height": height})
+    if clipboard:
+        context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda e: errors.append(str(e)))

@@ -1,5 +1,5 @@
 """Start the editor for browser tests: ``python -m tests.ui.server --port N --workspace DIR [--builtin]
-[--graph FILE]``. Runs in its own process so NiceGUI's global app stays out of pytest's."""
+[--graph FILE | --reopen]``. Runs in its own process so NiceGUI's global app stays out of pytest's."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ if str(ROOT) not in sys.path:
 
 from nodeflow.graph import Graph  # noqa: E402
 from nodeflow.node import Registry  # noqa: E402
+from nodeflow.recent import reopen  # noqa: E402
 from nodeflow.session import Session  # noqa: E402
 
 
@@ -53,14 +54,19 @@ def main() -> None:
     parser.add_argument("--graph", help="graph file to open (default: the test pack's demo graph)")
     parser.add_argument("--token", help="require this access token")
     parser.add_argument("--allow-root", action="append", default=[], help="confine path params to these folders")
+    parser.add_argument("--reopen", action="store_true",
+                        help="as `nodeflow serve` without a GRAPH: the graph open when the editor last stopped")
     args = parser.parse_args()
     registry = Registry.discover(plugins=False) if args.builtin else pack_registry()
-    graph = Graph.load(args.graph) if args.graph else demo_graph()
+    reopened = reopen(Path(args.workspace)) if args.reopen else None
+    graph = reopened.graph if reopened else Graph.load(args.graph) if args.graph else demo_graph()
     roots = [Path(p) for p in args.allow_root] if args.allow_root else None
     # as `nodeflow serve` does, nodes that never ran are profiled after an edit; with the real catalogue
     # that trains a few batches of a model, which the template tests leave to their own runs
-    session = Session(registry, Path(args.workspace), graph=graph, device="cpu", allowed_roots=roots,
-                      auto_estimate=not args.builtin)
+    session = Session(registry, Path(args.workspace), graph=graph, path=reopened.path if reopened else None,
+                      device="cpu", allowed_roots=roots, auto_estimate=not args.builtin)
+    if reopened:
+        session.dirty, session.notice = reopened.dirty, reopened.message
     from nodeflow.ui.app import serve
 
     serve(session, port=args.port, token=args.token)

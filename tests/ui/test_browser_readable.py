@@ -18,7 +18,7 @@ from playwright.sync_api import expect
 from nodeflow.templates import template_path
 from nodeflow.ui.forms import human_count
 
-from .conftest import Server
+from .conftest import Server, shot
 
 pytestmark = pytest.mark.browser
 
@@ -120,7 +120,8 @@ def test_cards_are_readable_and_whole_at_the_default_fit(tab):
         assert item["px"] >= MIN_PX, f"{item['text']!r} is drawn at {item['px']:.1f} px"
         assert item["whole"] and not item["ellipsis"], f"{item['text']!r} is cut"
     shown = {t["text"].replace("\n", " ") for t in titles}
-    assert {"Input layer (150×150×3)", "Train the new head", "Unfreeze the last block"} <= shown
+    # the input layer's title follows its size (the tiny template's 32 px), not the template's 150
+    assert {"Input layer (32×32×3)", "Train the new head", "Unfreeze the last block"} <= shown
     assert "split=test" in " ".join(s["text"] for s in summaries)
 
     # every card lies wholly inside the canvas, apart from the others, the minimap and the controls
@@ -320,3 +321,43 @@ def test_save_as_suggests_a_plain_name_and_refuses_bad_ones(tab, server):
     name.press("Enter")
     tab.locator(".nf-save-as").wait_for(state="hidden")
     assert (server.workspace / "plain.json").is_file()
+
+
+def test_the_template_opens_as_its_five_course_parts(tab):
+    parts = {"Model": {"input", "vgg16", "flatten", "dense", "classifier"}, "Data": {"dataset"},
+             "Formatting": {"formatter"}, "Training": {"train"},
+             "Fine-tuning": {"finetune", "train_finetuned", "evaluate"}}
+    frames = tab.locator(".nf-frame")
+    expect(frames).to_have_count(5)
+    found = {}
+    for index in range(5):
+        frame = frames.nth(index)
+        title = frame.locator(".nf-group-title")
+        found[title.inner_text()] = frame.bounding_box()
+        group = frame.get_attribute("data-group")
+        assert on_screen_px(tab, f'.nf-frame[data-group="{group}"] .nf-group-title')[0]["px"] >= MIN_PX
+    assert set(found) == set(parts)
+    cards = {c["id"]: c for c in boxes(tab, ".vue-flow__node")}
+    for title, members in parts.items():
+        f = found[title]
+        frame = {"x0": f["x"], "y0": f["y"], "x1": f["x"] + f["width"], "y1": f["y"] + f["height"]}
+        for node in members:  # each part's cards inside its frame, and no other card
+            c = cards[node]
+            assert frame["x0"] <= c["x0"] and c["x1"] <= frame["x1"], (title, node)
+            assert frame["y0"] <= c["y0"] and c["y1"] <= frame["y1"], (title, node)
+        assert not any(overlap(cards[n], frame) for n in TEMPLATE_IDS - members), title
+    shot(tab, "template-groups")
+
+
+def test_help_text_reads_as_plain_words(tab, server):
+    ops = [{"op": "add_node", "type": "eval.errors", "id": "errors", "position": {"x": 40, "y": 900}}]
+    assert server.api("POST", "/api/edit", json={"ops": ops}).status_code == 200
+    tab.wait_for_selector('.vue-flow__node[data-id="errors"]')
+    select(tab, "errors")
+    expect(tab.locator(".nf-inspector")).to_contain_text("what the network looked at when it erred")
+    help_text = tab.locator(".nf-inspector").inner_text()
+    assert "with their overlays (cell_gallery)." in help_text
+    assert ":meth:" not in help_text and "`" not in help_text
+    tab.locator('.nf-palette-item[data-type="eval.errors"]').hover()
+    expect(tab.locator(".q-tooltip")).to_contain_text("Lists the misclassified images")
+    assert ":meth:" not in tab.locator(".q-tooltip").inner_text()

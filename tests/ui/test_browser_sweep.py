@@ -1,7 +1,9 @@
 """A learning-rate sweep from the editor in headless Chromium, with the real catalogue on a graph
 that trains in seconds (generated 32-pixel images, ResNet-18 without downloaded weights): the
-param's Sweep dialog, a refused value named, two branches trained through the editor's queue, the
-results table with the best marked, the curves overlaid, and the best values applied."""
+param's Sweep dialog judged on a validation metric by default (a test metric allowed, with a warning),
+a refused value named, two branches trained through the editor's queue, the results table in
+percent with the two branches a tie (two validation images cannot tell them apart), the curves
+overlaid, and the best values by value applied."""
 
 from __future__ import annotations
 
@@ -50,7 +52,20 @@ def test_a_learning_rate_sweep_from_the_params_form(tab, train_server):
     dialog = tab.locator(".nf-sweep-dialog")
     dialog.wait_for()
     assert dialog.locator(".text-h6").inner_text() == "Sweep train.lr"
-    assert "eval" in dialog.locator(".nf-sweep-target").inner_text()  # judged at the evaluation below the trainer
+    assert "eval" in dialog.locator(".nf-sweep-target").inner_text()  # runs up to the evaluation below the trainer
+    # but is judged on validation: the test split is held out for the end
+    judge = dialog.locator(".nf-sweep-metric")
+    assert "train.val_accuracy (validation)" in judge.inner_text()
+    warning = dialog.locator(".nf-sweep-warning")
+    assert not warning.is_visible()
+    judge.click()  # a test metric may be chosen, with a plain warning
+    tab.locator(".q-menu .q-item", has_text="eval.accuracy (test: held out, for the end)").click()
+    warning.wait_for()
+    assert warning.inner_text().startswith("eval.accuracy is measured on the test split: the branch chosen by it "
+                                           "has an optimistic test figure")
+    judge.click()
+    tab.locator(".q-menu .q-item", has_text="train.val_accuracy (validation)").click()
+    warning.wait_for(state="hidden")
     values = dialog.locator(".nf-sweep-values input")
 
     # a value the param refuses is named before anything runs
@@ -80,17 +95,22 @@ def test_a_learning_rate_sweep_from_the_params_form(tab, train_server):
 
     table = results.locator(".nf-sweep-table")
     headers = [h.strip() for h in table.locator("thead th").all_inner_texts()]
-    assert headers[:5] == ["#", "train.lr", "Status", "eval.accuracy", "Time"]
+    assert headers[:5] == ["#", "train.lr", "Status", "train.val_accuracy", "Time"]  # ranked on validation
     rows = table.locator("tbody tr")
     assert rows.count() == 2
     cells = [[c.strip() for c in rows.nth(i).locator("td").all_inner_texts()] for i in range(2)]
     assert [c[1] for c in cells] == ["0.001", "0.01"] and [c[2] for c in cells] == ["done", "done"]
-    accuracies = [float(c[3]) for c in cells]
-    assert all(0.0 <= a <= 1.0 for a in accuracies)
+    accuracies = [float(c[3].rstrip("%")) / 100 for c in cells]  # in percent, as people read them
+    assert all(re.fullmatch(r"\d+(\.\d)?%", c[3]) for c in cells) and all(0.0 <= a <= 1.0 for a in accuracies)
     assert all(re.fullmatch(r"\d+\.\ds", c[4]) for c in cells)
-    best = table.locator('tbody tr[data-best="true"]')
-    assert best.count() == 1 and "★ best" in best.inner_text()
-    best_row = int(best.locator("td").first.inner_text()) - 1
+    # two validation images cannot tell two branches apart: no star, a tie, and the results say why
+    assert table.locator('tbody tr[data-best="true"]').count() == 0
+    assert [c[-1] for c in cells] == ["= tie", "= tie"]
+    judgement = results.locator(".nf-sweep-judgement").inner_text()
+    assert judgement.startswith("Judged at train.val_accuracy (validation): tie: branch ") and \
+        "no clear difference on 2 images" in judgement, judgement
+    assert not results.locator(".nf-sweep-results-warning").is_visible()
+    best_row = train_server.api("GET", "/api/sweeps/1").json()["best"]  # the best by value, which Apply takes
     assert accuracies[best_row] == max(accuracies)
 
     # the branches' curves in one chart, each line named in the legend by its branch's value

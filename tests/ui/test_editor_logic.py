@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from nodeflow.session import Session
 from nodeflow.ui.flow_editor import FlowEditor
 from nodeflow.ui.forms import human_count, resolve, widget_kind
@@ -73,6 +78,38 @@ async def test_selecting_a_node_shows_its_form_and_refuses_bad_values(editor):
     assert set(select.options) == {"plain", "fancy"}
     select.set_value("fancy")
     assert session.graph.node("desc").params["style"] == "fancy"
+
+
+async def test_canvas_commands_copy_paste_duplicate_and_refuse_what_they_cannot_use(editor):
+    user, session, hub = editor
+    await user.open("/")
+    canvas = user.find(FlowEditor)
+    canvas.trigger("command", {"name": "copy", "ids": ["c1", "c2", "add", "ghost"]})
+    assert [n["id"] for n in json.loads(hub.clipboard)["nodes"]] == ["c1", "c2", "add"]
+    canvas.trigger("command", {"name": "paste", "text": None, "at": {"x": 10, "y": 900}})  # no system clipboard
+    assert [session.graph.node(i).position.y for i in ("c1_2", "c2_2")] == [900, 1060]
+    canvas.trigger("command", {"name": "duplicate", "ids": ["slow"]})
+    assert session.graph.node("slow_2").params == session.graph.node("slow").params
+    before, version = session.graph, session.version
+    for args in ({"name": "paste", "text": "hello"}, {"name": "paste", "text": 5, "at": "here"},
+                 {"name": "duplicate", "ids": "slow"}, {"name": "duplicate", "ids": [None, {}]},
+                 {"name": "insert_group", "group": "../../etc/passwd", "at": {"x": float("nan"), "y": 0}},
+                 {"name": "save_group", "group": "nobody"}, {"name": "copy"}, {"name": "explode"}, {}):
+        canvas.trigger("command", args)
+        assert session.graph == before and session.version == version, args
+    await user.should_see("The clipboard holds no nodeflow nodes (copy some with Ctrl+C first)")
+    await user.should_see("no saved group named '../../etc/passwd'")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=4),
+                    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from("xyz"), c, max_size=3),
+                    max_leaves=8))
+def test_a_point_from_the_page_is_two_finite_numbers_or_none(value):
+    from nodeflow.ui.app import _point
+
+    point = _point(value)
+    assert point is None or (set(point) == {"x", "y"} and all(abs(v) < 1e9 for v in point.values()))
 
 
 async def test_run_to_a_node_updates_badges_and_outputs(editor):
@@ -149,6 +186,28 @@ def test_summary_prefers_changed_params(workspace):
     assert "unknown" in hub.summary("nope", {})
 
 
+def test_cards_follow_the_params_with_the_real_catalogue(workspace):
+    """Titles from a type's template, summaries of the values the node will use (an output layer's
+    activation), block names read as names, and the bare words a JSON field takes."""
+    from nodeflow.graph import Graph
+    from nodeflow.node import Registry
+    from nodeflow.session import Session
+    from nodeflow.templates import template_path
+    from nodeflow.ui.forms import bare_words
+
+    registry = Registry.discover(plugins=False)
+    hub = Hub(Session(registry, workspace, graph=Graph.load(template_path("cats_vs_dogs_finetune"))))
+    cards = {n["id"]: n["data"] for n in hub.canvas_graph()["nodes"]}
+    assert cards["input"]["title"] == "Input layer (150×150×3)" and cards["dense"]["title"] is None
+    assert hub.title("model.input", None, {"height": 64, "width": 64}) == "Input layer (64×64×3)"
+    assert hub.title("data.format", "My own title", {"height": 64}) == "My own title"
+    assert "unfreeze=block3, block4, block5" in hub.summary("train.finetune", {"unfreeze": ["block3", "block4", "block5"]})
+    assert "activation=none" in hub.summary("model.dense", {"units": "auto"})
+    assert "activation=relu" in hub.summary("model.dense", {"units": 64})
+    schema = registry.get("model.dense").Params.model_json_schema()
+    assert bare_words(schema, "units") == ["auto"] and bare_words(schema, "dropout") == []
+
+
 def test_a_new_run_keeps_the_previous_output_apart(workspace, monkeypatch):
     """While a node runs again, its metrics are only the new run's, and the old curves and numbers
     are kept as ``previous`` until the run ends."""
@@ -213,3 +272,46 @@ def test_a_card_shows_what_a_node_costs_but_not_a_quick_nodes_zero():
     slow_scan = {"seconds": 3.0, "note": "quick: ran it now (not cached)"}
     assert estimate_line(slow_scan).startswith("≈ 3")
     assert estimate_line({"seconds": None, "note": "quick; not measured"}) == ""
+
+
+def test_a_collapsed_groups_card_shows_the_ports_that_cross_its_edge(workspace):
+    session = Session(pack_registry(), workspace, graph=demo_graph())
+    session.edits([{"op": "group", "id": "sum", "members": ["c1", "c2", "add"], "collapsed": True},
+                   {"op": "group", "id": "end", "members": ["slow", "desc", "add2"]}])
+    groups = {g["id"]: g for g in Hub(session).canvas_graph()["groups"]}
+    summed = groups["sum"]
+    assert summed["collapsed"] and summed["members"] == ["c1", "c2", "add"]
+    assert summed["inputs"] == []  # the constants feed the adder inside the group
+    assert [(p["handle"], p["label"], p["type"]) for p in summed["outputs"]] == [("add.value", "value", "Number")]
+    end = groups["end"]
+    # fed from outside (slow.value), or needing a wire (add2.a); an optional unwired input (add2.b) is left out
+    assert [(p["handle"], p["label"]) for p in end["inputs"]] == [("slow.value", "value"), ("add2.a", "a")]
+    # outputs that go nowhere are the group's results; two of one name say whose they are
+    assert [(p["handle"], p["label"]) for p in end["outputs"]] == [("desc.text", "text"), ("add2.value", "value")]
+    session.edit("ungroup", id="end")
+    session.edit("group", id="both", members=["slow", "add2"])
+    both = Hub(session).canvas_graph()["groups"][1]
+    assert [(p["handle"], p["label"]) for p in both["outputs"]] == [("slow.value", "slow.value"),
+                                                                    ("add2.value", "add2.value")]
+
+
+def test_help_text_is_plain_words():
+    from pydantic import Field
+
+    from nodeflow.node import Node, NodeParams, plain_text
+
+    assert plain_text("its images (:meth:`cell_gallery`), see :class:`~nodeflow.node.Node` and :ref:`the page "
+                      "<pages>`; ``last_n`` blocks, :py:func:`nodeflow.cli.main`") == \
+        "its images (cell_gallery), see Node and the page; last_n blocks, nodeflow.cli.main"
+
+    class Documented(Node):
+        """Shows a cell's images (:meth:`cell_gallery`)."""
+
+        type = "test.documented"
+
+        class Params(NodeParams):
+            depth: int = Field(1, description="Like :attr:`Trainer.epochs`, in ``blocks``")
+
+    entry = Documented.describe()  # what the palette, the inspector and `nodeflow nodes` show
+    assert entry["description"] == "Shows a cell's images (cell_gallery)."
+    assert entry["params_schema"]["properties"]["depth"]["description"] == "Like Trainer.epochs, in blocks"

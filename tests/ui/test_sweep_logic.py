@@ -10,8 +10,9 @@ import pytest
 
 from nodeflow.sweep import MAX_BRANCHES
 from nodeflow.ui.forms import sweep_kind
-from nodeflow.ui.sweep_panel import (SweepInputError, best_values, branches_text, check_values, default_target,
-                                     freeze_boundaries, parse_values, result_rows, spaced, sweepable_params)
+from nodeflow.ui.sweep_panel import (JUDGE_ORDER, SweepInputError, best_values, branches_text, check_values,
+                                     default_target, freeze_boundaries, judge_label, judge_options, parse_values,
+                                     result_rows, spaced, sweepable_params)
 from tests.core.conftest import make_graph
 
 from .server import pack_registry
@@ -90,6 +91,23 @@ def test_the_default_target_is_the_last_trainer_or_evaluation_below_the_node():
     assert default_target(graph, categories, "side") == "side"  # nothing judged below it: the node itself
 
 
+def test_judge_at_lists_validation_metrics_first_and_test_ones_last(tmp_path):
+    from nodeflow.node import Registry
+    from tests.nodes.graphs import error_analysis_graph
+
+    graph = error_analysis_graph(tmp_path)  # ... → train → eval (test) and errors (test)
+    splits, default = judge_options(graph, Registry.discover(plugins=False), "eval")
+    names = list(splits)
+    assert default == names[0] == "train.val_accuracy" and names[1] == "train.val_loss"
+    assert [splits[n] for n in names] == sorted((splits[n] for n in names), key=JUDGE_ORDER.index)
+    assert "eval.accuracy" in names and splits["eval.accuracy"] == "test"
+    assert "errors.error_rate" not in names  # not upstream of the target: it does not run
+    assert not any(n.endswith(("_images", "samples")) for n in names)  # counts never judge
+    assert judge_label("eval.accuracy", "test") == "eval.accuracy (test: held out, for the end)"
+    assert judge_options(graph, Registry.discover(plugins=False), "errors")[1] == "train.val_accuracy"
+    assert judge_options(graph, pack_registry(), "eval") == ({}, None)  # unknown types: nothing to offer
+
+
 def test_sweepable_params_of_a_graph():
     graph = make_graph({"c": ("test.constant", {}), "d": ("test.describe", {}), "s": ("test.slow", {})}, [])
     catalogue = {e["type"]: e for e in pack_registry().catalogue()}
@@ -109,8 +127,11 @@ SWEEP = {"id": 3, "grid": [["train.lr", [1e-4, 1e-3]], ["train.optimizer", ["sgd
 def test_result_rows_and_the_best_values():
     rows = result_rows(SWEEP)
     assert [(r["p0"], r["p1"], r["status"], r["value"], r["time"], r["best"]) for r in rows] == [
-        ("0.0001", "sgd", "done", "0.5", "3.2s", ""), ("0.0001", "adam", "done", "0.875", "2.0s", "★ best"),
+        ("0.0001", "sgd", "done", "50%", "3.2s", ""), ("0.0001", "adam", "done", "87.5%", "2.0s", "★ best"),
         ("0.001", "sgd", "queued #1", "–", "–", "")]
+    # a tie: no star, both branches say so
+    tied = {**SWEEP, "branches": [{**b, "best": False, "tie": b["branch"] in (1, 2)} for b in SWEEP["branches"]]}
+    assert [r["best"] for r in result_rows(tied)] == ["= tie", "= tie", ""]
     assert best_values(SWEEP) == {"train": {"lr": 1e-4, "optimizer": "adam"}}
     assert best_values({**SWEEP, "best": None}) is None
     assert branches_text(1) == "1 branch" and branches_text(4) == "4 branches"

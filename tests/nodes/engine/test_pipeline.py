@@ -29,6 +29,18 @@ def test_decoded_batches_equal_the_per_file_path(shapes, tmp_path):
     assert entry.stat().st_mtime_ns == stamp
 
 
+def test_decoded_batches_resize_the_shorter_side_to_resize_to_before_the_crop(shapes, tmp_path):
+    """Resize 40, centre crop 32 (the ImageNet evaluation recipe, scaled down) gives what the
+    per-file transform gives, not a resize straight to the crop size."""
+    data = build_image_set(shapes, 0.2, 0.1, 0, 0, False).with_(format={**FMT, "resize_to": 40})
+    reference = loader(data, "test", 16, False)
+    decoded = image_batches(data, "test", 16, False, torch.device("cpu"), tmp_path)
+    for (a, y), (b, z) in zip(reference, decoded, strict=True):
+        assert torch.equal(y, z) and torch.equal(a, b)
+    plain = image_batches(data.with_(format=FMT), "test", 16, False, torch.device("cpu"), tmp_path)
+    assert not torch.equal(next(iter(plain))[0], next(iter(decoded))[0])
+
+
 def test_decoded_batches_apply_random_crops_and_flips_per_image(shapes, tmp_path):
     data = build_image_set(shapes, 0.2, 0.1, 0, 0, False).with_(
         format={**FMT, "height": 28, "width": 28, "crop": "random"}, augment=({"op": "hflip", "p": 0.5},))

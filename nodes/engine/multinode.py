@@ -1,0 +1,561 @@
+"""More than one device, or more than one machine, for one training: PyTorch's
+DistributedDataParallel, launched the way torchrun does it.
+
+:func:`fit_launched` takes what :func:`~nodes.engine.fit.fit` takes, plus a :class:`Launch`. With
+``devices > 1`` it runs the training under ``python -m torch.distributed.run`` (torchrun), one
+process per device on 127.0.0.1 and a free port, NCCL on CUDA and gloo on CPU. A subprocess rather
+than multiprocessing, because the editor's own worker is a daemon process (which may not have
+children) and because torchrun is what users run by hand anyway.
+
+With ``num_nodes > 1`` every machine runs the same graph, and each machine's launcher starts its
+torchrun with ``--nnodes num_nodes`` and torchrun's c10d rendezvous at ``rdzv_endpoint``, the
+rendezvous id derived from ``Launch.run_id`` (the trainer's cache key) so that all machines meet in
+the same one. Under ``srun`` the three settings come from SLURM (:func:`machines`).
+
+Everything between the launcher and its ranks goes through files in the job folder, which lies in
+the run's checkpoint folder (``Hooks.checkpoints``, shared storage when there are several machines):
+the machine with node_rank 0 writes the job (the config as JSON, the model as safetensors, no
+pickles); global rank 0 appends what it reports to a JSON-lines file of plain ``{"kind", "data"}``
+records, which this machine's launcher tails into its own hooks; a stop request is a file every
+rank polls; rank 0 writes the result, and each failing rank an error file, which the launcher
+raises as the engine error it was. Every rank trains on its shard of the data (``Shard``),
+gradients are averaged by DDP, epoch metrics are reduced across ranks and rank 0 alone writes
+checkpoints. When the caller itself already runs under ``torchrun`` the training joins that group
+instead of starting processes.
+
+``batch_size`` stays the global batch: each rank takes its share, so the same settings give the
+same optimisation on one device or several.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nodes.engine.checkpoint import background_checkpoints
+from nodes.engine.distributed import Group, current, use_group
+from nodes.engine.fit import FitConfig, FitResult, NothingToTrain, TeacherMismatch, fit
+from nodes.engine.hooks import Hooks, Stopped
+from nodes.engine.loop import NonFiniteLoss
+from nodes.engine.pipeline import available_cores
+from nodes.engine.values import ImageSet, ModelValue, load_model, save_model
+
+#: torchrun's default port for the c10d rendezvous; under SLURM the job id is added (mod 1000), so
+#: two jobs that share their first machine do not meet in one rendezvous
+RDZV_PORT = 29400
+#: how long a rank waits to see the job folder that the machine with node_rank 0 wrote, before it
+#: calls the workspace not shared (network file systems may cache a missing file for ~30 s)
+SHARED_WAIT = 60.0
+#: how long the machines wait for each other in the rendezvous (torchrun's join_timeout)
+JOIN_TIMEOUT = 600
+#: how often a rank looks for the stop file (it is polled before every layer's forward)
+STOP_POLL = 0.25
+EVENTS = "events.jsonl"
+ENV = {"num_nodes": "NODEFLOW_NUM_NODES", "node_rank": "NODEFLOW_NODE_RANK", "rdzv_endpoint": "NODEFLOW_RDZV_ENDPOINT"}
+#: the hooks whose calls rank 0 writes to the events file, with the names of their positional arguments
+REPORTS = {"progress": ("done", "total"), "metric": ("name", "value"), "log": ("message",),
+           "preview": ("kind", "payload")}
+
+
+class WorkspaceNotShared(RuntimeError):
+    """The machines of one training do not see the same workspace."""
+
+
+class SettingError(ValueError):
+    """A launch setting cannot work; ``setting`` names it (devices, num_nodes, node_rank, rdzv_endpoint)."""
+
+    def __init__(self, message: str, setting: str = "") -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Where one training runs: ``devices`` processes on each of ``num_nodes`` machines, this one
+    being ``node_rank``, meeting at ``rdzv_endpoint``. The defaults (one machine, rank 0, no
+    endpoint) may be filled from the environment (:func:`machines`). ``run_id`` names the
+    rendezvous and must be the same on every machine (the trainer's cache key)."""
+
+    devices: int = 1
+    num_nodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str = ""
+    run_id: str = ""
+
+
+@dataclass(frozen=True)
+class Machines:
+    """Which machines one training runs on: how many, this one's place, and where they meet."""
+
+    count: int = 1
+    rank: int = 0
+    endpoint: str = ""
+
+    @property
+    def several(self) -> bool:
+        return self.count > 1
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: ``node[01-04]`` → ``node01``, ``a,b`` → ``a``,
+    ``gpu[3,7-9],cpu1`` → ``gpu3``, ``rack[1-2]-n[5-6]`` → ``rack1-n5``."""
+    depth, first = 0, ""
+    for char in nodelist.strip():
+        if char == "," and depth == 0:
+            break
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        first += char
+    host = re.sub(r"\[([^\]]*)\]", lambda m: m.group(1).split(",")[0].split("-")[0], first)
+    if not host or "[" in host or "]" in host:
+        raise ValueError(f"cannot read the node list {nodelist!r}")
+    return host
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, int]:
+    """``host:port`` (an IPv6 host in brackets) → (host, port); ValueError saying what is wrong."""
+    match = re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9._-]*):(\d{1,5})", endpoint.strip())
+    if match is None:
+        raise ValueError(f"'{endpoint}' is not host:port (e.g. node01:{RDZV_PORT})")
+    port = int(match.group(2))
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} of '{endpoint}' is not between 1 and 65535")
+    return match.group(1).strip("[]"), port
+
+
+def _slurm(env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    """num_nodes, node_rank and rdzv_endpoint from an ``srun`` step over several machines (a batch
+    script's own shell is no step: its SLURM_NNODES counts machines nothing runs on yet)."""
+    if "SLURM_STEP_NUM_NODES" not in env:
+        return {}
+    try:
+        count = int(env["SLURM_STEP_NUM_NODES"])
+        tasks = int(env.get("SLURM_STEP_NUM_TASKS", count))
+        rank = int(env["SLURM_NODEID"])
+        nodelist = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env["SLURM_NODELIST"]
+        host = first_host(nodelist)
+        port = RDZV_PORT + int(env.get("SLURM_JOB_ID", "0")) % 1000
+    except (KeyError, ValueError) as exc:
+        raise SettingError(f"cannot read the SLURM environment of this srun step ({exc}); set num_nodes, "
+                           "node_rank and rdzv_endpoint yourself", "num_nodes") from None
+    if count < 2:
+        return {}
+    if tasks != count:
+        raise SettingError(f"srun started {tasks} tasks on {count} machines: start one nodeflow per machine "
+                           "(srun --ntasks-per-node=1); the trainer starts one process per device itself",
+                           "num_nodes")
+    return {"num_nodes": (count, "SLURM_STEP_NUM_NODES"), "node_rank": (rank, "SLURM_NODEID"),
+            "rdzv_endpoint": (f"{host}:{port}", f"the first host of {nodelist}")}
+
+
+def machines(launch: Launch, environ: Mapping[str, str] | None = None) -> Machines:
+    """The machines a training runs on. A setting left at its default (num_nodes 1, node_rank 0,
+    rdzv_endpoint empty) takes its value from NODEFLOW_NUM_NODES / NODEFLOW_NODE_RANK /
+    NODEFLOW_RDZV_ENDPOINT, else from SLURM inside an ``srun`` step over several machines; a
+    setting given anything else wins. SettingError naming the setting (and where its value came
+    from) when they do not fit together."""
+    env = os.environ if environ is None else environ
+    defaults = Launch()
+    slurm: dict[str, tuple[Any, str]] | None = None
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for name in ENV:
+        value = getattr(launch, name)
+        values[name], origin[name] = value, ""
+        if value != getattr(defaults, name):
+            continue
+        if env.get(ENV[name], "").strip():
+            raw = env[ENV[name]].strip()
+            if name != "rdzv_endpoint":
+                try:
+                    raw = int(raw)
+                except ValueError:
+                    raise SettingError(f"{ENV[name]}={env[ENV[name]]!r} is not a whole number", name) from None
+            values[name], origin[name] = raw, f" (from {ENV[name]})"
+            continue
+        if slurm is None:
+            slurm = _slurm(env)
+        if name in slurm:
+            values[name], origin[name] = slurm[name][0], f" (from {slurm[name][1]})"
+    count, rank, endpoint = values["num_nodes"], values["node_rank"], values["rdzv_endpoint"]
+    if count < 1:
+        raise SettingError(f"num_nodes is {count}{origin['num_nodes']}; it must be at least 1", "num_nodes")
+    if not 0 <= rank < count:
+        raise SettingError(f"node_rank is {rank}{origin['node_rank']} but num_nodes is {count}{origin['num_nodes']}: "
+                           f"number the machines 0 to {count - 1}", "node_rank")
+    if count == 1:
+        return Machines()
+    if not endpoint:
+        raise SettingError(f"num_nodes is {count}{origin['num_nodes']} but rdzv_endpoint is empty: set it to "
+                           f"host:port of a machine every machine can reach (usually the one with node_rank 0, "
+                           f"e.g. node01:{RDZV_PORT}), or start nodeflow with srun under SLURM", "rdzv_endpoint")
+    try:
+        parse_endpoint(endpoint)
+    except ValueError as exc:
+        raise SettingError(f"rdzv_endpoint{origin['rdzv_endpoint']}: {exc}", "rdzv_endpoint") from None
+    return Machines(count, rank, endpoint.strip())
+
+
+def assists(launch: Launch) -> bool:
+    """Whether this machine only takes part in a training that another machine records (node_rank
+    above 0); never raises: the training itself reports bad settings."""
+    try:
+        return machines(launch).rank > 0
+    except SettingError:
+        return False
+
+
+def fit_launched(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks,
+                 teacher: ModelValue | None = None, launch: Launch = Launch()) -> FitResult | None:
+    """``fit`` as ``launch`` says: in this process; in the group of processes this one belongs to
+    when it was started by torchrun; or in ``devices`` processes on each machine, started here.
+    Returns the training's result, or None on a machine after the first one (the first one has it).
+
+    Raises what ``fit`` raises (from whichever rank raised it first), SettingError naming a launch
+    setting that cannot work, and WorkspaceNotShared."""
+    if not current().active:
+        spread = machines(launch)
+        if launch.devices > 1 or spread.several:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the caller itself was started by torchrun
+                _join_torchrun_group(config.device)
+                return fit(model, data, config, hooks, teacher)
+            return _launch(model, data, config, hooks, teacher, launch.devices, spread, launch.run_id)
+    with background_checkpoints():
+        return fit(model, data, config, hooks, teacher)
+
+
+def _join_torchrun_group(device: str) -> None:
+    if not torch.distributed.is_initialized():
+        cuda = device in ("auto", "cuda") and torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _backend(device: str, devices: int) -> tuple[str, str]:
+    """(backend, device kind) for ``devices`` processes; SettingError when there are not enough GPUs."""
+    wants_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if wants_cuda:
+        count = torch.cuda.device_count()
+        if devices > count:
+            raise SettingError(f"devices is {devices} but this machine has {count} GPU(s); set devices to at most "
+                               f"{count}", "devices")
+        return "nccl", "cuda"
+    return "gloo", "cpu"
+
+
+# -- the launcher side ----------------------------------------------------------------------------
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _torchrun(job: Path, devices: int, spread: Machines, run_id: str, backend: str, kind: str,
+              workspace: Path) -> list[str]:
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(devices)]
+    if spread.several:
+        command += ["--nnodes", str(spread.count), "--rdzv-backend", "c10d",
+                    "--rdzv-endpoint", spread.endpoint, "--rdzv-id", f"nodeflow-{run_id[:24] or 'run'}",
+                    "--rdzv-conf", f"join_timeout={JOIN_TIMEOUT}", "--max-restarts", "0"]
+        if _is_loopback(parse_endpoint(spread.endpoint)[0]):  # every "machine" is this one
+            command += ["--local-addr", "127.0.0.1"]
+    else:
+        command += ["--nnodes", "1", "--master-addr", "127.0.0.1", "--master-port", str(free_port())]
+    return command + ["-m", __name__, str(job), backend, kind, str(SHARED_WAIT), str(workspace)]
+
+
+def _write_job(job: Path, model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks,
+               teacher: ModelValue | None) -> None:
+    shutil.rmtree(job, ignore_errors=True)  # a stopped or failed attempt's files
+    job.mkdir(parents=True, exist_ok=True)
+    save_model(model, job / "inputs" / "model")
+    if teacher is not None:
+        save_model(teacher, job / "inputs" / "teacher")
+    spec = {"config": config.record(), "data": data.to_json(), "teacher": teacher is not None,
+            "workspace": str(hooks.workspace), "token": secrets.token_hex(8)}
+    (job / "job.json.tmp").write_text(json.dumps(spec))
+    os.replace(job / "job.json.tmp", job / "job.json")
+
+
+def _launch(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks, teacher: ModelValue | None,
+            devices: int, spread: Machines, run_id: str, grace: float = 15.0) -> FitResult | None:
+    """torchrun ``-m nodes.engine.multinode JOB``: every rank runs ``fit`` on the job in JOB. The
+    machine with node_rank 0 writes the job, tails rank 0's reports into ``hooks`` and returns rank
+    0's result; another machine runs its ranks and returns None. A stop request (``should_stop``, or
+    a hook that raises), on any machine, becomes the stop file."""
+    if hooks.checkpoints is None:
+        raise ValueError("a training in several processes keeps its job files in the checkpoint folder; give one")
+    backend, kind = _backend(config.device, devices)
+    job = hooks.checkpoints / "ddp-job"
+    leader = spread.rank == 0
+    if leader:
+        _write_job(job, model, data, config, hooks, teacher)
+        log_path = job / "torchrun.log"
+    else:  # this machine's log stays on it: the job folder is the first machine's to clear
+        handle, name = tempfile.mkstemp(prefix=f"nodeflow-torchrun-node{spread.rank}-", suffix=".log")
+        os.close(handle)
+        log_path = Path(name)
+    processes = devices * spread.count
+    where = f"{devices} {kind.upper()} process(es) on each of {spread.count} machines (this is node_rank " \
+            f"{spread.rank}, rendezvous at {spread.endpoint})" if spread.several else \
+            f"{devices} {kind.upper()} processes"
+    hooks.log(f"training in {where} with DistributedDataParallel ({backend}, torchrun, {processes} ranks)")
+    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, available_cores() // devices)) if kind == "cpu"
+           else os.environ.get("OMP_NUM_THREADS", "1")}
+    with open(log_path, "wb") as output:
+        proc = subprocess.Popen(_torchrun(job, devices, spread, run_id, backend, kind, hooks.workspace),
+                                stdout=output, stderr=subprocess.STDOUT, env=env)
+    events = _EventTail(job / EVENTS) if leader else None
+    refused: BaseException | None = None  # what a hook raised (the caller's way of saying stop)
+    stopped_at = None
+    try:
+        while True:
+            finished = proc.poll() is not None
+            for message in events.read() if events else ():
+                if refused is None:
+                    try:
+                        _report(hooks, message)
+                    except Exception as exc:  # noqa: BLE001 - raised once the ranks are down
+                        refused = exc
+            if finished:
+                break
+            if (refused is not None or hooks.should_stop()) and stopped_at is None:
+                job.mkdir(parents=True, exist_ok=True)
+                (job / "stop").touch()
+                stopped_at = time.monotonic()
+            if stopped_at is not None and time.monotonic() - stopped_at > grace:
+                proc.terminate()  # ranks stuck in a collective after another one stopped
+                proc.wait(timeout=30)
+                break
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+    if refused is not None:
+        raise refused
+    stopped = stopped_at is not None or (job / "stop").exists()
+    _raise_failure(job, proc.returncode, log_path, spread, stopped, devices)
+    if not leader:
+        log_path.unlink(missing_ok=True)
+        hooks.log(f"this machine's part of the training is done (node_rank {spread.rank}); the machine with "
+                  "node_rank 0 records the trained model")
+        return None
+    trained = load_model(job / "result")
+    facts = json.loads((job / "result" / "fit.json").read_text())
+    shutil.rmtree(job, ignore_errors=True)
+    return FitResult(trained, list(trained.history), facts["best_val_loss"], facts["trainable_params"],
+                     facts["feature_cache"])
+
+
+def _report(hooks: Hooks, message: dict[str, Any]) -> None:
+    """One of rank 0's records, as the call of the hook it came from."""
+    kind, data = message["kind"], dict(message["data"])
+    if kind not in REPORTS:
+        raise ValueError(f"unknown report {kind!r} in the events file")
+    leading = [data.pop(name) for name in REPORTS[kind]]
+    getattr(hooks, kind)(*leading, **data)
+
+
+def _raise_failure(job: Path, code: int | None, log_path: Path, spread: Machines, stopped: bool, devices: int) -> None:
+    """Raise what went wrong in the ranks (as the engine error they raised, when it is one), or
+    nothing when the training succeeded."""
+    # the first machine needs rank 0's result; another one only that its own ranks succeeded
+    done = code == 0 if spread.rank > 0 else (job / "result").is_dir()
+    if stopped and not done:
+        raise Stopped("stopped on request")
+    errors = [json.loads(path.read_text()) for path in sorted(job.glob("error-*.json"))] if job.is_dir() else []
+    # the first rank that failed for a reason of its own, not because a peer went away
+    errors.sort(key=lambda e: (e["kind"].startswith("Dist") or "Connection closed" in e["message"], e["rank"]))
+    if errors:
+        error = errors[0]
+        known = _engine_error(error)
+        if known is not None:
+            raise known
+        ranks = devices * spread.count
+        raise RuntimeError(f"rank {error['rank']} of {ranks} failed: {error['kind']}: {error['message']}\n"
+                           f"{error['traceback']}")
+    if code == 0 and done:
+        return
+    tail = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
+    if spread.several and ("RendezvousTimeoutError" in tail or "RendezvousConnectionError" in tail):
+        raise SettingError(f"the {spread.count} machines did not meet at rdzv_endpoint {spread.endpoint} within "
+                           f"{JOIN_TIMEOUT} s: start "
+                           f"nodeflow with the same graph on every machine (node_rank 0 to {spread.count - 1}) and "
+                           "make sure each can reach that host and port (torchrun's log: "
+                           f"{log_path})", "rdzv_endpoint")
+    raise RuntimeError(f"torchrun exited with code {code} (its log: {log_path}):\n{tail}")
+
+
+def _engine_error(error: dict[str, Any]) -> BaseException | None:
+    """The engine error a rank wrote to its error file, built again, so the caller handles a
+    training in several processes as it handles one in this process; None for any other error."""
+    kind, message, facts = error["kind"], error["message"], error["facts"]
+    if kind == "NonFiniteLoss":
+        found = NonFiniteLoss(facts["value"], facts["batch"])
+        found.epoch, found.lr = facts["epoch"], facts["lr"]
+        return found
+    plain = {cls.__name__: cls for cls in (Stopped, WorkspaceNotShared, NothingToTrain, TeacherMismatch)}
+    return plain[kind](message) if kind in plain else None
+
+
+class _EventTail:
+    """Rank 0's records as the launcher reads them: whole lines appended to a file since the last
+    read. Opened afresh each time, so a network file system shows what another machine wrote."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset = path, 0
+
+    def read(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except FileNotFoundError:
+            return []
+        whole = data[:data.rfind(b"\n") + 1]
+        self.offset += len(whole)
+        return [json.loads(line) for line in whole.splitlines() if line.strip()]
+
+
+# -- the rank side --------------------------------------------------------------------------------
+
+
+def _write_report(path: Path, kind: str, *args: Any, **kwargs: Any) -> None:
+    """One hook call as one JSON line ``{"kind", "data"}``, the file closed after each so another
+    machine sees it."""
+    line = json.dumps({"kind": kind, "data": {**dict(zip(REPORTS[kind], args)), **kwargs}}) + "\n"
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(line)
+
+
+class _StopFile:
+    """``should_stop`` of a rank: whether the stop file exists, looked for at most every ``every``
+    seconds (it is polled before every layer's forward, and a network file system is asked over the
+    network); once seen, it stays set."""
+
+    def __init__(self, path: Path, every: float) -> None:
+        self.path, self.every = path, every
+        self.seen, self.checked = False, float("-inf")
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if not self.seen and now - self.checked >= self.every:
+            self.checked = now
+            self.seen = self.path.exists()
+        return self.seen
+
+
+def _rank_hooks(job: Path, rank: int, workspace: Path) -> Hooks:
+    """Only rank 0 reports (through the events file); every rank polls the stop file."""
+    hooks = Hooks(workspace=workspace, checkpoints=job.parent, should_stop=_StopFile(job / "stop", STOP_POLL))
+    if rank == 0:
+        for kind in REPORTS:
+            setattr(hooks, kind, functools.partial(_write_report, job / EVENTS, kind))
+    return hooks
+
+
+def _read_job(job: Path, rank: int, device: torch.device, wait: float, workspace: Path) -> dict[str, Any]:
+    """The job every rank runs, once all of them see the one the machine with node_rank 0 wrote:
+    rank 0 tells the others its token, each waits up to ``wait`` seconds for the file with that
+    token, and all learn which machines did not see it (WorkspaceNotShared on every rank then)."""
+
+    def look(token: str | None) -> dict[str, Any] | None:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                spec = json.loads((job / "job.json").read_text())
+                if token is None or spec.get("token") == token:
+                    return spec
+            except (FileNotFoundError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.2)
+
+    spec = look(None) if rank == 0 else None
+    token = [spec["token"] if spec else ""]
+    torch.distributed.broadcast_object_list(token, src=0, device=device)
+    if rank != 0 and token[0]:
+        spec = look(token[0])
+    seen: list[Any] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(seen, (socket.gethostname(), spec is not None))
+    blind = sorted({host for host, ok in seen if not ok})
+    if blind:
+        raise WorkspaceNotShared(
+            f"workspace: {workspace} is not shared between the machines of this training: {', '.join(blind)} "
+            f"did not see the job the machine with node_rank 0 wrote ({job / 'job.json'}) within {wait:g} s; "
+            "put the workspace (--workspace) on storage every machine mounts at the same path")
+    assert spec is not None
+    return spec
+
+
+def _write_result(job: Path, result: FitResult) -> None:
+    save_model(result.model, job / "result.tmp")
+    facts = {"best_val_loss": result.best_val_loss, "trainable_params": result.trainable_params,
+             "feature_cache": result.feature_cache}
+    (job / "result.tmp" / "fit.json").write_text(json.dumps(facts))
+    os.replace(job / "result.tmp", job / "result")
+
+
+def main(job: Path, backend: str, kind: str, wait: float, workspace: Path) -> int:
+    """One rank, started by torchrun (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR/PORT set by it)."""
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    try:
+        device = "cpu"
+        if kind == "cuda":
+            torch.cuda.set_device(local_rank)
+            device = f"cuda:{local_rank}"
+        torch.distributed.init_process_group(backend, init_method="env://")
+        use_group(Group(rank, world, local_rank))
+        spec = _read_job(job, rank, torch.device(device), wait, workspace)
+        config = dataclasses.replace(FitConfig.from_record(spec["config"]), device=device)
+        teacher = load_model(job / "inputs" / "teacher") if spec["teacher"] else None
+        with background_checkpoints():
+            result = fit(load_model(job / "inputs" / "model"), ImageSet.from_json(spec["data"]), config,
+                         _rank_hooks(job, rank, Path(spec["workspace"])), teacher)
+        if rank == 0:
+            _write_result(job, result)
+        # every rank finishes its collectives before any tears the group down: gloo aborts a rank
+        # whose peer disappears mid-teardown
+        torch.distributed.barrier()
+        return 0
+    except BaseException as exc:  # reported to the launcher, which raises it in the caller's process
+        job.mkdir(parents=True, exist_ok=True)
+        facts = {"value": exc.value, "batch": exc.batch, "epoch": exc.epoch, "lr": exc.lr} \
+            if isinstance(exc, NonFiniteLoss) else {}  # what _engine_error needs to build it again
+        (job / f"error-{rank}.json").write_text(json.dumps({
+            "rank": rank, "kind": type(exc).__name__, "message": str(exc), "facts": facts,
+            "traceback": traceback.format_exc()}))
+        return 1
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main(Path(sys.argv[1]), sys.argv[2], sys.argv[3], float(sys.argv[4]), Path(sys.argv[5])))

@@ -1,0 +1,261 @@
+"""The exported script's own functions (``nodeflow export-script``): plain torch and torchvision.
+
+Node script parts copy these into the script by their source text, so each may use only what the
+script imports (``os``, ``random``, ``OrderedDict``, ``torch``, ``nn``, ``torchvision``, ``v2``,
+``DataLoader``, ``pil_loader``) and the other functions here. They do what the engine does, step
+for step where numbers depend on it (the split, the order of random draws), without its caches,
+hooks and stop points: a person reads them, in the manner of torchvision's reference ``train.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections import OrderedDict
+
+import torch
+import torchvision
+from torch import nn
+from torch.utils.data import DataLoader
+from torchvision.datasets.folder import pil_loader
+
+
+def find_images(root, validation_fraction, test_fraction, seed, max_per_class=0, verify=True):
+    """The class names and the (path, label) pairs of each split under ``root``: train/ validation/
+    test/ folders of class folders, or one folder of class folders (Microsoft's PetImages too)
+    split at random per class by the fractions. Unreadable files are left out when ``verify``."""
+    suffixes = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+    def folders(path):
+        return sorted(name for name in os.listdir(path)
+                      if not name.startswith(".") and os.path.isdir(os.path.join(path, name)))
+
+    def images(path):
+        found = []
+        for base, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found += [os.path.join(base, f) for f in sorted(files) if os.path.splitext(f)[1].lower() in suffixes]
+        return found
+
+    def readable(item):
+        try:
+            pil_loader(item[0])
+            return True
+        except Exception:
+            return False
+
+    root = os.path.expanduser(root)
+    if os.path.isdir(os.path.join(root, "PetImages")):
+        root = os.path.join(root, "PetImages")
+    names = {name.lower(): name for name in folders(root)}
+    split_dirs = {}
+    for split, aliases in {"train": ("train", "training"), "validation": ("validation", "val", "valid"),
+                           "test": ("test", "testing")}.items():
+        found = [names[alias] for alias in aliases if alias in names]
+        if found:
+            split_dirs[split] = os.path.join(root, found[0])
+    if "train" in split_dirs:  # the splits are given
+        classes = folders(split_dirs["train"])
+        splits = {split: [(path, label) for label in classes if os.path.isdir(os.path.join(folder, label))
+                          for path in images(os.path.join(folder, label))] for split, folder in split_dirs.items()}
+        if verify:
+            splits = {split: list(filter(readable, items)) for split, items in splits.items()}
+    else:  # one folder per class: the same share of each class goes to validation and test
+        classes = folders(root)
+        everything = [(path, label) for label in classes for path in images(os.path.join(root, label))]
+        if verify:
+            everything = list(filter(readable, everything))
+        rng = random.Random(seed)
+        splits = {"train": [], "validation": [], "test": []}
+        for label in classes:
+            mine = [item for item in everything if item[1] == label]
+            rng.shuffle(mine)
+            n_val, n_test = round(len(mine) * validation_fraction), round(len(mine) * test_fraction)
+            splits["validation"] += mine[:n_val]
+            splits["test"] += mine[n_val:n_val + n_test]
+            splits["train"] += mine[n_val + n_test:]
+    if max_per_class:
+        rng = random.Random(seed)
+        for split, items in splits.items():
+            sampled = []
+            for label in classes:
+                mine = [item for item in items if item[1] == label]
+                sampled += rng.sample(mine, min(len(mine), max_per_class))
+            splits[split] = sampled
+    index = {label: i for i, label in enumerate(classes)}
+    return classes, {split: [(path, index[label]) for path, label in items] for split, items in splits.items()}
+
+
+def download_pets(folder):
+    """Oxford-IIIT Pet, downloaded by torchvision into ``folder``, as train/ and test/ folders of
+    cat/ and dog/ (links to the images, not copies); the folder they are in."""
+    target = os.path.join(folder, "cats_vs_dogs")
+    if os.path.isdir(os.path.join(target, "train")):
+        return target
+    torchvision.datasets.OxfordIIITPet(folder, split="trainval", target_types="binary-category", download=True)
+    pets = os.path.join(folder, "oxford-iiit-pet")
+    for split, listing in (("train", "trainval.txt"), ("test", "test.txt")):
+        with open(os.path.join(pets, "annotations", listing)) as lines:
+            for line in lines:
+                name, _, species, *_ = line.split()
+                kind = os.path.join(target, split, "cat" if species == "1" else "dog")
+                os.makedirs(kind, exist_ok=True)
+                if not os.path.exists(os.path.join(kind, f"{name}.jpg")):
+                    os.symlink(os.path.abspath(os.path.join(pets, "images", f"{name}.jpg")),
+                               os.path.join(kind, f"{name}.jpg"))
+    return target
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Labelled image files, read as RGB whatever they were stored as, through ``transform``."""
+
+    def __init__(self, items, transform):
+        self.items, self.transform = list(items), transform
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        path, label = self.items[index]
+        return self.transform(pil_loader(path)), label
+
+
+def loader(items, transform, batch_size, shuffle=False, seed=0, workers=0, keep_workers=False):
+    """Batches of labelled files. The shuffle draws from a generator seeded with ``seed`` (a new
+    order every epoch, the same every run); a loader that does not shuffle gets a generator of its
+    own too, so reading it draws nothing from torch's global one (which dropout and random
+    augmentation use). ``workers`` -1: one worker process per core this process may use."""
+    if workers < 0:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return DataLoader(ImageFiles(items, transform), batch_size=batch_size, shuffle=shuffle,
+                      generator=torch.Generator().manual_seed(seed), num_workers=workers,
+                      pin_memory=torch.cuda.is_available(), persistent_workers=keep_workers and workers > 0)
+
+
+def backbone(arch, weights):
+    """A torchvision network: ImageNet weights ("imagenet", downloaded by torchvision), random
+    ones ("none"), or those of a torch.save file with torchvision's names (a classifier in the file
+    is not needed: it is cut off)."""
+    if weights == "imagenet":
+        return torchvision.models.get_model(arch, weights="DEFAULT")
+    model = torchvision.models.get_model(arch, weights=None)
+    if weights != "none":
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=False)
+    return model
+
+
+def vgg_blocks(vgg):
+    """VGG's feature layers cut after each max-pool: block1 ... block5 (the classifier is dropped)."""
+    blocks, current = OrderedDict(), []
+    for layer in vgg.features:
+        current.append(layer)
+        if isinstance(layer, nn.MaxPool2d):
+            blocks[f"block{len(blocks) + 1}"] = nn.Sequential(*current)
+            current = []
+    return blocks
+
+
+def resnet_blocks(resnet):
+    """ResNet without its pooling and fc: stem (conv1, bn1, relu, maxpool), layer1 ... layer4."""
+    stem = nn.Sequential(OrderedDict(conv1=resnet.conv1, bn1=resnet.bn1, relu=resnet.relu, maxpool=resnet.maxpool))
+    return OrderedDict([("stem", stem)] + [(f"layer{i}", getattr(resnet, f"layer{i}")) for i in range(1, 5)])
+
+
+def feature_blocks(model):
+    """The feature stages of an EfficientNet, MobileNet or ConvNeXt: stem, stage1, stage2, ..."""
+    children = list(model.features)
+    return OrderedDict([("stem", children[0])] + [(f"stage{i}", child) for i, child in enumerate(children[1:], 1)])
+
+
+def init_linear(linear, init):
+    """A new layer's weights drawn again (xavier_uniform, xavier_normal or kaiming_normal), bias 0."""
+    if init == "kaiming_normal":
+        nn.init.kaiming_normal_(linear.weight, nonlinearity="relu")
+    else:
+        getattr(nn.init, init + "_")(linear.weight)
+    nn.init.zeros_(linear.bias)
+    return linear
+
+
+def freeze(model, frozen):
+    """Blocks named in ``frozen`` keep their weights: no gradients for them."""
+    for name, block in model.named_children():
+        for param in block.parameters():
+            param.requires_grad_(name not in frozen)
+
+
+def param_groups(model, backbone_blocks, lr, head_lr_mult=1.0):
+    """What trains, and at which rate: the backbone's trainable blocks at ``lr``, the layers after
+    it (the new head) at ``lr * head_lr_mult``."""
+    backbone, head = [], []
+    for name, block in model.named_children():
+        trainable = [p for p in block.parameters() if p.requires_grad]
+        (backbone if name in backbone_blocks else head).extend(trainable)
+    groups = [{"params": backbone, "lr": lr}, {"params": head, "lr": lr * head_lr_mult}]
+    return [group for group in groups if group["params"]]
+
+
+def autocast_dtype(device, enabled=True):
+    """Mixed precision on CUDA (bf16 where the GPU has it, else fp16 with loss scaling); None,
+    full precision, elsewhere."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def train_one_epoch(model, criterion, optimizer, data_loader, device, frozen=(), freeze_batchnorm=False,
+                    scheduler=None, scaler=None, grad_clip=0.0, dtype=None):
+    """One pass over the training data; the mean loss and accuracy. Frozen blocks (and, with
+    ``freeze_batchnorm``, every batch norm) stay in eval mode, so their statistics and dropout
+    behave as at inference; the scheduler steps after every batch."""
+    model.train()
+    for name, block in model.named_children():
+        if name in frozen:
+            block.eval()
+    if freeze_batchnorm:
+        for module in model.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    for images, labels in data_loader:
+        images, labels = images.to(device), labels.to(device)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = model(images)
+            loss = criterion(logits.float(), labels)
+        if not torch.isfinite(loss):
+            raise ArithmeticError(f"the training loss became {loss.item()}: lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+        else:
+            loss.backward()
+        if grad_clip:
+            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+        if scaler is not None:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total_loss += loss.item() * len(labels)
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+    return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+@torch.inference_mode()
+def evaluate(model, criterion, data_loader, device, dtype=None):
+    """The mean loss and the accuracy of ``model`` on a split (NaN for an empty one)."""
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    for images, labels in data_loader:
+        images, labels = images.to(device), labels.to(device)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = model(images)
+        total_loss += criterion(logits.float(), labels).item() * len(labels)
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+    return (total_loss / seen, correct / seen) if seen else (math.nan, math.nan)
