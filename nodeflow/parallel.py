@@ -23,6 +23,7 @@ Dask is imported only here, and this module only when ``--jobs`` or ``--schedule
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,7 +34,7 @@ import time
 import traceback
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,21 @@ def threads_per_worker(jobs: int, cores: int | None = None) -> int:
     """Cores shared out among ``jobs`` worker processes, at least one thread each."""
     cores = cores or os.cpu_count() or 1
     return max(1, cores // max(1, jobs))
+
+
+@contextlib.contextmanager
+def environment_kept() -> Iterator[None]:
+    """This process's environment as it was before the block. Dask's nanny writes the variables it
+    gives its workers (one BLAS thread each, a fixed hash seed) into its own process's environment
+    before spawning them; left there, every process started here afterwards (the editor's worker,
+    a training's data loaders, an exported script) would run torch on one thread."""
+    before = dict(os.environ)
+    try:
+        yield
+    finally:
+        for name in set(os.environ) - set(before):
+            del os.environ[name]
+        os.environ.update(before)
 
 
 class DaskBackend:
@@ -115,10 +131,11 @@ class DaskBackend:
             # N worker processes, each running one node at a time, each node's torch on its share of the
             # cores (OMP_NUM_THREADS, read by torch when a worker imports it), so N trainings don't oversubscribe
             threads = str(self.threads)
-            self.cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=1, processes=True,
-                                        dashboard_address=":0", scheduler_port=0,
-                                        env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-                                             "OPENBLAS_NUM_THREADS": threads})
+            with environment_kept():
+                self.cluster = LocalCluster(n_workers=self.jobs, threads_per_worker=1, processes=True,
+                                            dashboard_address=":0", scheduler_port=0,
+                                            env={"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+                                                 "OPENBLAS_NUM_THREADS": threads})
             self.client = Client(self.cluster)
             self._share_gpus()
         else:

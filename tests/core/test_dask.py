@@ -195,6 +195,16 @@ def test_workers_are_given_their_share_of_threads(dispatcher):
     assert "2 worker process(es)" in dispatcher.describe()
 
 
+def test_starting_a_cluster_leaves_this_processs_environment_as_it_was():
+    """Dask's nanny sets OMP_NUM_THREADS=1 (and more) in its own process before spawning workers;
+    a process started here afterwards would have run torch on one thread."""
+    before = dict(os.environ)
+    with DaskBackend(jobs=1) as backend:
+        assert backend.client.run(lambda: __import__("os").environ.get("OMP_NUM_THREADS"))
+        assert dict(os.environ) == before
+    assert dict(os.environ) == before
+
+
 def nodeflow(*args, env=None):
     cmd = [sys.executable, "-m", "nodeflow.cli", "--nodes", PACK, *args]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})},
