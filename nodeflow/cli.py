@@ -425,6 +425,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from nodeflow.session import Session
 
     mlflow_client(args)
+    if args.users:
+        return cmd_serve_users(args)
 
     try:
         from nodeflow.ui.app import serve
@@ -451,6 +453,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
             serve(session, host=args.host, port=args.port, token=args.token)
         finally:
             session.close()
+    return EXIT_OK
+
+
+def cmd_serve_users(args: argparse.Namespace) -> int:
+    """``serve --users``: many people, each signed in, each with projects of their own (nodeflow.server)."""
+    if args.token:
+        raise CliError("--token is for one person; with --users everyone signs in (add accounts with "
+                       "'nodeflow users add NAME --workspace ROOT')")
+    if args.allow_root:
+        raise CliError("--allow-root is not available with --users: each project reads and writes its own "
+                       "folder only (people upload their data into it)")
+    try:
+        from nodeflow.server import ClassServer
+        from nodeflow.ui.multiuser import serve_users
+    except ImportError as exc:
+        raise CliError(f"the editor is not available ({exc})") from None
+    if args.queue_limit < 1:
+        raise CliError(f"--queue-limit {args.queue_limit}: give 1 or more")
+    root = Path(args.workspace) if args.workspace else default_workspace()
+    registry = registry_for(args)
+    with cluster_for(args) as cluster:
+        # one job at a time on this machine; on a cluster, as many as it has workers (GPU=1 keeps trainings apart)
+        slots = (len(cluster.client.scheduler_info().get("workers", {})) or 1) if cluster is not None else 1
+        server = ClassServer(root, registry, device=args.device, isolate=not args.in_process, cluster=cluster,
+                             slots=slots, quota_bytes=args.quota, queue_limit=args.queue_limit,
+                             mlflow_uri=mlflow_uri(args))
+        try:
+            serve_users(server, host=args.host, port=args.port)
+        finally:
+            server.close()
     return EXIT_OK
 
 
@@ -679,6 +711,14 @@ def device_name(text: str) -> str:
     return text
 
 
+def byte_size(text: str) -> int:
+    """``--quota``: bytes, or a number with K, M, G or T (powers of 1024), e.g. 5G."""
+    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.I)
+    if not found or float(found.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a size: give bytes or a number with K, M, G or T, e.g. 5G")
+    return int(float(found.group(1)) * 1024 ** " KMGT".index(found.group(2).upper() or " "))
+
+
 def port_number(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"'{text}' is not a TCP port: give a number from 1 to 65535")
@@ -806,6 +846,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run graphs in the server process instead of a worker process (faster start, less safe)")
     p.add_argument("--mlflow", metavar="URI", help="also log each run to this MLflow tracking store "
                    "(default: $MLFLOW_TRACKING_URI when set)")
+    p.add_argument("--users", action="store_true", help="many people: each signs in and has projects of their own "
+                   "in --workspace ROOT (see 'nodeflow users'); runs take turns, round-robin by person")
+    p.add_argument("--quota", type=byte_size, metavar="SIZE", help="with --users: each person's disk quota "
+                   "(uploads, caches, checkpoints), e.g. 5G; over it, new runs and uploads are refused")
+    p.add_argument("--queue-limit", type=int, default=10, metavar="N",
+                   help="with --users: the runs one person may have waiting (default 10; a sweep counts once)")
     parallel_args(p)
     p.set_defaults(func=cmd_serve)
 

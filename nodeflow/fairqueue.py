@@ -13,7 +13,7 @@ import heapq
 import itertools
 import threading
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 RunId = Hashable
@@ -63,10 +63,11 @@ class FairQueue:
             self._cached = None
             return self._order().index(run_id) + 1
 
-    def pop_next(self) -> tuple[str, RunId] | None:
-        """The run to start now and its user, taken off the queue; None when nothing waits."""
+    def pop_next(self, skip: Callable[[RunId], bool] | None = None) -> tuple[str, RunId] | None:
+        """The run to start now and its user, taken off the queue; None when nothing waits. ``skip``:
+        runs that cannot start yet (their users are passed over until their next run can)."""
         with self._lock:
-            waiting = [user for user, runs in self._queues.items() if runs]
+            waiting = [user for user, runs in self._queues.items() if runs and not (skip and skip(runs[0]))]
             if not waiting:
                 return None
             user = min(waiting, key=lambda u: (self._served.get(u, -1), self._since[u]))

@@ -33,6 +33,7 @@ import threading
 import time
 import traceback
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,10 @@ class DaskBackend:
         self._live_lock = threading.Lock()
         self._started_live: set[tuple[str, str]] = set()
         self._collected: set[tuple[str, str]] = set()
+        #: backends sharing this one's client (see :meth:`share`); live events are handed to them
+        self._shares: weakref.WeakSet[DaskBackend] = weakref.WeakSet()
+        self._shares_lock = threading.Lock()
+        self._owns_client = True
 
     # -- starting and stopping
     def start(self) -> DaskBackend:
@@ -156,7 +161,20 @@ class DaskBackend:
         for address, gpu in zip(workers, gpus):
             self.client.run(_take_gpu, gpu, workers=[address])
 
+    def share(self) -> DaskBackend:
+        """Another backend on this one's cluster, with runs of its own: a multi-user server gives each
+        project's run queue one, so several people's jobs run on the cluster at once. Closing it
+        leaves the cluster and the client to this one."""
+        other = DaskBackend(self.jobs, self.scheduler, self.threads)
+        other.client, other._owns_client = self.client, False
+        with self._shares_lock:
+            self._shares.add(other)
+        return other
+
     def close(self) -> None:
+        if not self._owns_client:
+            self.client = None
+            return
         if self.client is not None:
             self.client.close()
             self.client = None
@@ -223,9 +241,15 @@ class DaskBackend:
     # -- live events from workers
     def _on_live_event(self, event: Any) -> None:
         _, msg = event if isinstance(event, tuple) else (None, event)
-        emit = self._emitters.get(msg.get("run"))
-        if emit is None:
-            return
+        with self._shares_lock:
+            backends = [self, *self._shares]
+        for backend in backends:  # the client has one handler: find whose run it is
+            emit = backend._emitters.get(msg.get("run"))
+            if emit is not None:
+                backend._live(emit, msg)
+                return
+
+    def _live(self, emit: Callable[[Event], None], msg: dict[str, Any]) -> None:
         found = from_json(msg["event"])
         where = (msg.get("run"), found.node_id)
         with self._live_lock:

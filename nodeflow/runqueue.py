@@ -28,11 +28,14 @@ from nodeflow.scheduler import execute
 class Turns(Protocol):
     """Who may run next on a machine several queues share. ``acquire`` answers whether the job of these
     runs may start (without ``blocking``, at once; with it, once its turn comes, or False when it was
-    cancelled meanwhile); ``release`` ends the turn."""
+    cancelled meanwhile); ``release`` ends the turn; ``leave`` says the queue closes (a job waiting
+    for its turn stops waiting: its ``acquire`` answers False)."""
 
     def acquire(self, run_ids: list[int], blocking: bool) -> bool: ...
 
     def release(self, run_ids: list[int]) -> None: ...
+
+    def leave(self) -> None: ...
 
 
 class AlwaysFree:
@@ -42,6 +45,9 @@ class AlwaysFree:
         return True
 
     def release(self, run_ids: list[int]) -> None:
+        pass
+
+    def leave(self) -> None:
         pass
 
 
@@ -61,8 +67,9 @@ class RunQueue:
         self.finished_hooks: list[Callable[[int], None]] = []
         self._lock = threading.RLock()
         self._thread: threading.Thread | None = None
-        #: the runs of the job going now
+        #: the runs of the job going now (or waiting for its turn, while ``awaiting_turn``)
         self.current: list[int] = []
+        self.awaiting_turn = False
         self._cancelling: set[int] = set()
         self._closing = False
         #: node id -> "run" | "cached", per queued or running run
@@ -109,7 +116,7 @@ class RunQueue:
     def place(self, run_id: int) -> tuple[str, int | None]:
         """A run's status and queue position; a run of the job starting now is running already."""
         with self._lock:
-            if run_id in self.current:
+            if run_id in self.current and not self.awaiting_turn:
                 return "running", None
         return self.store.place(run_id)
 
@@ -137,7 +144,7 @@ class RunQueue:
 
     @property
     def running(self) -> bool:
-        return bool(self.current)
+        return bool(self.current) and not self.awaiting_turn
 
     def pending(self) -> set[str]:
         """The nodes that queued or running runs will compute."""
@@ -161,6 +168,7 @@ class RunQueue:
         """Stop the running job; queued runs stay queued for the next start."""
         self._closing = True
         self.stop()
+        self.turns.leave()
         self.wait(10)
 
     # -- running ---------------------------------------------------------------------------------------
@@ -182,7 +190,7 @@ class RunQueue:
                 self.current = [i for i in wanted if self.store.claim(i)]
                 target, args = self._run_turn, (self.current,)
             else:
-                self.current = wanted
+                self.current, self.awaiting_turn = wanted, True
                 target, args = self._wait_turn, (wanted,)
             self._thread = threading.Thread(target=target, args=args, daemon=True, name="nodeflow-run")
             self._thread.start()
@@ -192,10 +200,11 @@ class RunQueue:
         if self.turns.acquire(wanted, blocking=True):
             with self._lock:
                 self.current = [] if self._closing else [i for i in wanted if self.store.claim(i)]
+                self.awaiting_turn = False
             self._run_turn(self.current)
         else:
             with self._lock:
-                self.current = []
+                self.current, self.awaiting_turn = [], False
             self.start_next()
 
     def _run_turn(self, claimed: list[int]) -> None:

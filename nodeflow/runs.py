@@ -21,7 +21,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,6 +252,9 @@ class RunStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        #: on a machine several stores share (a multi-user server), a queued run's place in the
+        #: machine's queue, given the run and its place in this store's; None: this store's place
+        self.placing: Callable[[int, int], int | None] | None = None
         with self._lock:
             self._db.executescript(SCHEMA)
             columns = {r["name"] for r in self._db.execute("PRAGMA table_info(versions)")}
@@ -519,7 +522,7 @@ class RunStore:
                 "changes": json.loads(row["changes"]), "nodes": json.loads(row["nodes"]),
                 "models": json.loads(row["models"]), "error": row["error"], "warnings": json.loads(row["warnings"])}
         if data["status"] == "queued":
-            data["position"] = row["position"]
+            data["position"] = self._place(row["id"], row["position"])
         if graph:
             data["graph"] = json.loads(row["graph"])
         return data
@@ -542,7 +545,11 @@ class RunStore:
         rows = self._query(f"SELECT status, {POSITION} AS position FROM runs r WHERE id = ?", (run_id,))
         if not rows:
             raise RunNotFound(f"no run {run_id}")
-        return rows[0]["status"], rows[0]["position"]
+        status = rows[0]["status"]
+        return status, self._place(run_id, rows[0]["position"]) if status == "queued" else None
+
+    def _place(self, run_id: int, here: int) -> int | None:
+        return here if self.placing is None else self.placing(run_id, here)
 
     def run_curves(self, run: dict[str, Any]) -> dict[str, dict[str, list[list[float]]]]:
         """A run's curves by node, and for a node it took from the cache, the curves of the run that

@@ -32,7 +32,7 @@ from nodeflow.paths import path_problems
 from nodeflow.predictions import PredictionStore
 from nodeflow.recent import remember
 from nodeflow.results import Results
-from nodeflow.runqueue import RunQueue
+from nodeflow.runqueue import RunQueue, Turns
 from nodeflow.runs import RunNotFound, RunStore
 from nodeflow.scheduler import InProcess
 from nodeflow.worker import WorkerBackend
@@ -61,12 +61,14 @@ class Session:
     def __init__(self, registry: Registry, workspace: Path, graph: Graph | None = None,
                  path: Path | None = None, device: str = "auto", isolate: bool = False,
                  autosave_delay: float | None = None, allowed_roots: list[Path] | None = None,
-                 cluster: Any = None, auto_estimate: bool = False) -> None:
+                 cluster: Any = None, auto_estimate: bool = False, turns: Turns | None = None) -> None:
         """``isolate`` runs tasks in a worker process; ``cluster`` (a started
         :class:`nodeflow.parallel.DaskBackend`, ``serve --jobs/--scheduler``) runs them on Dask,
         whose worker processes already keep a crash away from the editor. ``auto_estimate``: after an
         edit, and when no run is going, profile in the background the nodes whose cost is not known
-        yet (those that never ran), so their cards and the Run confirmation can tell it."""
+        yet (those that never ran), so their cards and the Run confirmation can tell it. ``turns``:
+        when this project's jobs may start, on a machine several projects share (see
+        :class:`nodeflow.runqueue.Turns`); alone, always."""
         self.registry = registry
         self.workspace = Path(workspace)
         #: folders that path params may point into; None = unrestricted (the user's own shell)
@@ -95,7 +97,7 @@ class Session:
                                                   on_memory=self.executor.cache.set_elsewhere)
         else:
             backend = InProcess(stop)
-        self.run_queue = RunQueue(self.runs, self.executor, backend, stop, self._tell)
+        self.run_queue = RunQueue(self.runs, self.executor, backend, stop, self._tell, turns)
         self.run_queue.finished_hooks.append(self._log_to_mlflow)
         self.results = Results(self.executor, self.workspace)
         self.estimator = Estimates(self.executor, self.runs, ahead=self.run_queue.ahead)

@@ -43,6 +43,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 #: the Pillow formats those files may be in (JPEG opens the MPO variant phone cameras write too)
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+#: the split folders the dataset loader knows (nodes/engine/images.py): their sub-folders are the classes
+SPLIT_NAMES = {"train", "training", "validation", "val", "valid", "test", "testing"}
 JUNK_FOLDERS = {"__MACOSX"}
 STAGING_PREFIX = ".upload-"
 CHUNK = 64 * 1024
@@ -297,6 +299,11 @@ class _Staging:
         if len(inside) == 1 and inside[0].is_dir() and any(p.is_dir() for p in inside[0].iterdir()):
             base = inside[0]  # one wrapping folder (PetImages/Cat, PetImages/Dog): its classes are the classes
         classes = {p.name: sum(1 for f in p.rglob("*") if f.is_file()) for p in sorted(base.iterdir()) if p.is_dir()}
+        if classes and {name.lower() for name in classes} <= SPLIT_NAMES:  # train/ validation/ test/, classes inside
+            classes = {}
+            for split in sorted(p for p in base.iterdir() if p.is_dir()):
+                for folder in sorted(p for p in split.iterdir() if p.is_dir()):
+                    classes[folder.name] = classes.get(folder.name, 0) + sum(1 for f in folder.rglob("*") if f.is_file())
         loose = sum(1 for p in base.iterdir() if p.is_file())
         try:
             os.rename(base, self.final)
@@ -324,4 +331,5 @@ def check_image(path: Path, name: str, max_pixels: int) -> None:
     except Image.DecompressionBombError as exc:
         raise UploadRefused(f"more pixels than Pillow's decompression-bomb limit ({exc})", name, "max_pixels") from None
     except Exception as exc:  # Pillow's decoders raise many kinds of error on damaged data
-        raise UploadRefused(f"not a readable image ({type(exc).__name__}: {_shown(str(exc))})", name) from None
+        reason = str(exc).replace(f"'{path}'", "").replace(str(path), "")  # where it was staged says nothing
+        raise UploadRefused(f"not a readable image ({type(exc).__name__}: {_shown(reason.strip())})", name) from None

@@ -49,6 +49,8 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 #: what an overlay's file name looks like (a SHA-256 hex digest): nothing else is served from that folder
 OVERLAY_NAME = re.compile(r"[0-9a-f]{64}\.png")
+#: the ASGI scope key under which a server that serves this API elsewhere than ``/api`` says where
+API_BASE = "nodeflow.api_base"
 
 from .state import Hub
 
@@ -364,9 +366,10 @@ def read_overlay(folder: Path, name: str) -> bytes | None:
         return handle.read() if stat.S_ISREG(os.fstat(handle.fileno()).st_mode) else None
 
 
-def overlay_url(node_id: str, path: str | None) -> str | None:
-    """Where the API serves an overlay PNG drawn for ``node_id`` (see ``get_overlay``)."""
-    return f"/api/errors/{quote(node_id, safe='')}/overlays/{Path(path).name}" if path else None
+def overlay_url(node_id: str, path: str | None, base: str = "/api") -> str | None:
+    """Where the API serves an overlay PNG drawn for ``node_id`` (see ``get_overlay``); ``base`` is
+    where the API is (a project's, on a multi-user server)."""
+    return f"{base}/errors/{quote(node_id, safe='')}/overlays/{Path(path).name}" if path else None
 
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -388,11 +391,17 @@ class SweepRequest(BaseModel):
 
 
 def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
-    session = hub.session
     install_token_check(app, token)
     app.add_middleware(RequestGuard, check_host=not token)
-    app.add_exception_handler(RequestValidationError, _invalid_request)
     restrict_socket_origins(check_host=not token)
+    add_api_routes(app, hub, token)
+
+
+def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
+    """The routes of the API on ``hub``'s session, without the request rules in front of them (a
+    multi-user server puts one set of routes per project behind its own checks)."""
+    session = hub.session
+    app.add_exception_handler(RequestValidationError, _invalid_request)
 
     def guard(request: Request) -> None:
         if not token_ok(request, token):
@@ -594,8 +603,9 @@ def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
             raise HTTPException(422, f"{node_id}: parameter '{exc.param}': {exc}") from None
         except RuntimeError as exc:
             raise HTTPException(409, str(exc)) from None
+        base = request.scope.get(API_BASE, "/api")
         return {"node": node_id, **gallery, "rows": [
-            {**row, "overlay_url": overlay_url(node_id, row.get("overlay"))} for row in gallery["rows"]]}
+            {**row, "overlay_url": overlay_url(node_id, row.get("overlay"), base)} for row in gallery["rows"]]}
 
     @app.get("/api/errors/{node_id}/overlays/{name}", tags=["runs"], summary="A Grad-CAM overlay PNG",
              response_class=Response, responses={200: {"content": {"image/png": {}}},

@@ -44,9 +44,10 @@ RUN_CONFIRM_SECONDS = 60.0
 
 
 class EditorPage:
-    """One browser tab."""
+    """One browser tab. ``read_only`` (the reason, e.g. "alice's project") shows the graph, its
+    states and runs without the controls that change them; the hub's session refuses those anyway."""
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: Hub, read_only: str | None = None) -> None:
         from .forms import ParamForm
         from .outputs import OutputPanel
 
@@ -87,6 +88,8 @@ class EditorPage:
         self.editor.on("command", self.on_command)
         self.editor.on("failure", lambda e: self.show_failure(e.args.get("id")))
         self.render_inspector()
+        if read_only:
+            self._without_controls(read_only)
         self.tick()
         ui.timer(POLL_SECONDS, self.tick)
         if self.session.notice:  # e.g. the graph reopened with the unsaved edits of the last start
@@ -96,15 +99,19 @@ class EditorPage:
 
     # -- layout ----------------------------------------------------------------------------------
     def _header(self) -> None:
-        with ui.header(elevated=False).classes("items-center gap-1 px-3 py-1 bg-indigo-9 nf-header"):
+        with ui.header(elevated=False).classes("items-center gap-1 px-3 py-1 bg-indigo-9 nf-header") as self.header:
             ui.label("nodeflow").classes("text-h6 text-weight-bold q-mr-md")
             self.file_label = ui.label("").classes("text-sm opacity-80 q-mr-md nf-file")
+            #: what changes the document or starts work (hidden on a read-only page)
+            self.controls: list[ui.element] = []
             for label, icon, action in (("New", "note_add", self.new), ("Templates", "dashboard", self.templates),
                                         ("Open", "folder_open", self.open_dialog), ("Save", "save", self.save),
                                         ("Save as", "save_as", self.save_as),
                                         ("Export as Python", "code", self.export_script)):
-                ui.button(icon=icon, on_click=action).props(f'flat dense color=white aria-label="{label}"') \
+                button = ui.button(icon=icon, on_click=action).props(f'flat dense color=white aria-label="{label}"') \
                     .tooltip(label + (" (Ctrl+S)" if label == "Save" else ""))
+                if action != self.export_script:  # a viewer may still take the graph away as a script
+                    self.controls.append(button)
             ui.separator().props("vertical dark").classes("q-mx-sm")
             self.undo_btn = ui.button(icon="undo", on_click=self.undo).props('flat dense color=white aria-label=Undo') \
                 .tooltip("Undo (Ctrl+Z)")
@@ -123,15 +130,26 @@ class EditorPage:
                 .props("unelevated dense color=red-7 no-caps").classes("px-2")
             ui.button("Validate", icon="rule", on_click=self.validate).props("flat dense color=white no-caps") \
                 .classes("nf-compact").tooltip("Check the graph: every problem, naming the node and the param")
-            ui.button("Estimate", icon="timer", on_click=self.estimate_costs) \
-                .props("flat dense color=white no-caps").classes("nf-compact") \
-                .tooltip("What running (the selected node, else everything) would cost: shown on each stale card")
+            self.controls.append(
+                ui.button("Estimate", icon="timer", on_click=self.estimate_costs)
+                .props("flat dense color=white no-caps").classes("nf-compact")
+                .tooltip("What running (the selected node, else everything) would cost: shown on each stale card"))
             ui.button("Runs", icon="history", on_click=lambda: self.runs_panel.open()) \
                 .props("flat dense color=white no-caps").classes("nf-compact") \
                 .tooltip("Run history: compare, restore, cancel queued runs")
 
+    def _without_controls(self, reason: str) -> None:
+        for element in [*self.controls, self.undo_btn, self.redo_btn, self.run_all_btn, self.run_sel_btn,
+                        self.stop_btn, self.runs_panel.restore_btn, self.runs_panel.cancel_btn]:
+            element.set_visibility(False)
+        self.palette.set_value(False)
+        with self.header:
+            ui.label(f"Read-only: {reason}").classes("text-sm q-ml-sm q-px-sm rounded bg-amber-2 text-black "
+                                                     "nf-read-only").move(target_index=2)
+
     def _palette(self) -> None:
-        with ui.left_drawer(value=True, fixed=True).props("width=220 bordered").classes("p-2 nf-palette"):
+        with ui.left_drawer(value=True, fixed=True).props("width=220 bordered").classes("p-2 nf-palette") \
+                as self.palette:
             ui.label("Nodes").classes("text-subtitle1 text-weight-medium")
             search = ui.input(placeholder="search nodes…").props("dense clearable outlined").classes("w-full")
             ui.label("Drag a node onto the canvas").classes("text-xs text-grey-7")

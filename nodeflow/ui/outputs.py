@@ -377,7 +377,7 @@ class CellGallery:
             with ui.element("div").classes("grid grid-cols-4 gap-3 w-full nf-gallery-grid"):
                 for row in result["rows"]:
                     with ui.element("figure").classes("m-0 nf-gallery-item").props(f"data-rank={row['rank']}"):
-                        url = overlay_url(node_id, row.get("overlay"))
+                        url = row.get("overlay_url") or overlay_url(node_id, row.get("overlay"))
                         if url:
                             image = ui.element("img").classes("w-full rounded nf-gallery-img") \
                                 .style("image-rendering: pixelated")

@@ -93,5 +93,5 @@ class DiskQuota:
             return
         what = f"{format_bytes(used)} used" + (f" + {format_bytes(incoming)} to add" if incoming else "")
         raise QuotaExceeded(f"{user}'s disk quota is full ({what}, quota {format_bytes(self.limit)}: uploads, "
-                            "caches and checkpoints); nothing stored was removed: delete uploads or runs you "
-                            "no longer need, or ask an admin for a larger quota")
+                            "caches and checkpoints); nothing stored was removed: remove uploads you no longer "
+                            "need (DELETE /api/p/PROJECT/data/NAME), or ask an admin for a larger quota")

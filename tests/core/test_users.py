@@ -477,7 +477,7 @@ def test_any_user_name_or_password_is_added_or_refused_in_one_line(tmp_path_fact
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()), \
             unittest.mock.patch.object(sys, "stdin", io.StringIO(password + "\n")), \
             unittest.mock.patch.object(users_command, "Accounts", lambda folder: Accounts(folder, hasher=CHEAP)):
-        code = main(["users", "add", stdin_name, "--workspace", str(root)])
+        code = main(["users", "add", "--workspace", str(root), "--", stdin_name])  # "--": a name may start with "-"
     assert code in (0, 1)
     if code == 1:
         assert err.getvalue().startswith("error: ") and len(err.getvalue().strip().splitlines()) == 1

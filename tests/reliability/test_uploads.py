@@ -112,7 +112,7 @@ def test_dropped_files_with_their_folders(tmp_path, project):
     files = [("set/train/cat/1.jpg", io.BytesIO(jpeg)), ("set/train/dog/1.jpg", io.BytesIO(jpeg)),
              ("set/test/cat/2.jpg", io.BytesIO(jpeg))]
     summary = receive_files(files, project / "data", "dropped")
-    assert summary.classes == {"test": 1, "train": 2}
+    assert summary.classes == {"cat": 2, "dog": 1}  # the classes inside train/ and test/, not the splits
     assert (project / "data" / "dropped" / "train" / "dog" / "1.jpg").read_bytes() == jpeg
 
 

@@ -1,0 +1,529 @@
+"""One server that many people share (``nodeflow serve --users``): the open projects and the
+machine's one queue. No web code here: :mod:`nodeflow.ui.multiuser` puts it behind pages and routes.
+
+- Each project is a workspace of its own (graphs, ``data/``, its cache, ``runs.sqlite``), opened as
+  a :class:`ProjectSession` on first use, kept while a page shows it or it has runs to do, and
+  closed after ``idle_seconds`` of nobody using it. Nothing is shared between projects: not the
+  cache (it would tell one person what another trained), not the run history, not the files.
+- :class:`FairTurns` is the :class:`~nodeflow.runqueue.Turns` every project's run queue takes its
+  turns from: ``slots`` jobs at once (one on a machine with one GPU; the Dask workers with
+  ``--jobs``/``--scheduler``), the others waiting in a :class:`~nodeflow.fairqueue.FairQueue`,
+  round-robin by user.
+- New work is refused, with the reason, when its owner already has ``queue_limit`` jobs waiting or
+  is over their disk quota (:class:`WorkRefused`); nothing stored is touched.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nodeflow.fairqueue import FairQueue
+from nodeflow.graph import Graph, GraphFileError
+from nodeflow.node import Registry
+from nodeflow.session import Session
+from nodeflow.uploads import UploadLimits
+from nodeflow.users import Accounts, DiskQuota, NotAllowed, Project, ProjectNotFound, Projects, QuotaExceeded, User
+
+#: the jobs one person may have waiting (a sweep is one job: its branches take one turn)
+QUEUE_LIMIT = 10
+#: how long a project nobody uses stays open (its worker process, its state in memory)
+IDLE_SECONDS = 600.0
+#: seconds after a change when an open project's graph is autosaved (as in the one-person editor)
+AUTOSAVE_SECONDS = 10.0
+#: how many job starts the server remembers (the order the benchmark and an admin look at)
+STARTS_KEPT = 1000
+#: a job on the machine: (user, project id, its run ids)
+Job = tuple[str, str, tuple[int, ...]]
+
+
+class WorkRefused(RuntimeError):
+    """New work (a run, a sweep, an upload) refused; ``status`` is its HTTP answer: 429 for a full
+    queue, 507 for a full disk quota. Nothing was queued or stored."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """A job on the machine's queue: running (``position`` None) or waiting (1: starts next)."""
+
+    user: str
+    project: str
+    runs: tuple[int, ...]
+    position: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"user": self.user, "project": self.project, "runs": list(self.runs),
+                "status": "running" if self.position is None else "queued", "position": self.position}
+
+
+class FairTurns:
+    """The machine's turns, shared by every project: at most ``slots`` jobs run at once; a job that
+    finds no free slot waits in a :class:`FairQueue` (round-robin by user) until one is handed to it.
+    A project has at most one job running or waiting at a time (its run queue runs one job after
+    another), so jobs are known by their project."""
+
+    def __init__(self, slots: int = 1) -> None:
+        if slots < 1:
+            raise ValueError(f"slots must be at least 1, got {slots}")
+        self.slots = slots
+        #: the limit on waiting runs is applied where runs are queued (ClassServer.admit), so the fair
+        #: queue itself never refuses a job that is already recorded
+        self.queue = FairQueue(per_user=1 << 30)
+        self._cond = threading.Condition()
+        #: project -> (user, runs) of the jobs running now
+        self._running: dict[str, tuple[str, tuple[int, ...]]] = {}
+        #: project -> the fair queue's key of its waiting job
+        self._waiting: dict[str, tuple[str, tuple[int, ...]]] = {}
+        #: projects whose waiting job was handed a slot that its thread has not picked up yet
+        self._granted: set[str] = set()
+        self._closed = False
+        #: hand out no more turns (the server is closing its projects)
+        self._draining = False
+        #: the latest jobs, in the order they started
+        self.starts: deque[Job] = deque(maxlen=STARTS_KEPT)
+        #: moves whenever a job starts, waits or leaves (what a cached view of the queue keys on)
+        self.version = 0
+
+    # -- the Turns protocol, per project (see ProjectTurns) --------------------------------------------
+    def acquire(self, user: str, project: str, run_ids: list[int], blocking: bool) -> bool:
+        """Without ``blocking``: start now if a slot is free and nobody waits, else queue the job and
+        answer False. With it: wait for the job queued so, answering True when its turn comes and
+        False when it was withdrawn meanwhile (or before)."""
+        with self._cond:
+            if not blocking and project not in self._waiting and project not in self._granted:
+                if not self._closed and not self._draining and len(self._running) < self.slots \
+                        and project not in self._running and not len(self.queue):
+                    self.queue.push(user, (project, tuple(run_ids)))
+                    self.queue.pop_next()  # through the queue, so that it counts as this user's turn
+                    self._start(user, project, tuple(run_ids))
+                    self._changed()
+                    return True
+                if self._closed:
+                    return False
+                key = (project, tuple(run_ids))
+                self.queue.push(user, key)
+                self._waiting[project] = key
+                self._changed()
+                return False
+            while blocking:
+                if project in self._granted:
+                    self._granted.discard(project)
+                    return True
+                if project not in self._waiting:  # withdrawn (cancelled, or the project closed)
+                    return False
+                self._cond.wait()
+            return False
+
+    def release(self, project: str) -> None:
+        with self._cond:
+            if self._running.pop(project, None) is not None:
+                self._hand_out()
+
+    def withdraw(self, project: str) -> bool:
+        """Take the project's waiting job off the queue (its runs were cancelled, or the project
+        closes); its thread's ``acquire`` answers False. False if it was not waiting."""
+        with self._cond:
+            key = self._waiting.pop(project, None)
+            if key is None:
+                return False
+            self.queue.cancel(key)
+            self._changed()
+            self._cond.notify_all()
+            return True
+
+    def drain(self) -> None:
+        """Hand out no more turns: jobs that finish free their slots for nobody, so that the projects
+        can be closed with their queued runs still queued."""
+        with self._cond:
+            self._draining = True
+
+    def close(self) -> None:
+        """No more turns: every waiting job's ``acquire`` answers False (its runs stay queued)."""
+        with self._cond:
+            self._closed = True
+            for key in self._waiting.values():
+                self.queue.cancel(key)
+            self._waiting.clear()
+            self._changed()
+            self._cond.notify_all()
+
+    # -- what is going on ------------------------------------------------------------------------------
+    def state(self) -> tuple[list[Job], list[Job], list[Job], int]:
+        """(running jobs, waiting jobs in start order, the latest starts, version); a job is
+        (user, project, runs)."""
+        with self._cond:
+            running = [(user, project, runs) for project, (user, runs) in self._running.items()]
+            waiting = [(w.user, *w.run_id) for w in self.queue.snapshot()]
+            return running, waiting, list(self.starts), self.version
+
+    def holds(self, project: str) -> bool:
+        """Whether the project has a job running or waiting for its turn."""
+        with self._cond:
+            return project in self._running or project in self._waiting
+
+    # -- inside the lock -------------------------------------------------------------------------------
+    def _start(self, user: str, project: str, runs: tuple[int, ...]) -> None:
+        self._running[project] = (user, runs)
+        self.starts.append((user, project, runs))
+
+    def _hand_out(self) -> None:
+        """Fill the free slots from the fair queue. A project still finishing its previous job (its
+        next one was queued before that one's turn ended) is passed over until it has."""
+        while len(self._running) < self.slots and not self._draining:
+            found = self.queue.pop_next(skip=lambda key: key[0] in self._running)
+            if found is None:
+                break
+            user, (project, runs) = found
+            del self._waiting[project]
+            self._start(user, project, runs)
+            self._granted.add(project)
+        self._changed()
+        self._cond.notify_all()
+
+    def _changed(self) -> None:
+        self.version += 1
+
+
+class ProjectTurns:
+    """One project's view of the machine's :class:`FairTurns` (the ``turns`` of its run queue).
+    ``on_release`` runs when a job's turn ends, before the next job gets the slot."""
+
+    def __init__(self, turns: FairTurns, user: str, project: str,
+                 on_release: Callable[[], None] = lambda: None) -> None:
+        self.turns = turns
+        self.user = user
+        self.project = project
+        self.on_release = on_release
+        self.left = False
+
+    def acquire(self, run_ids: list[int], blocking: bool) -> bool:
+        return not self.left and self.turns.acquire(self.user, self.project, run_ids, blocking)
+
+    def release(self, run_ids: list[int]) -> None:
+        try:
+            self.on_release()
+        finally:
+            self.turns.release(self.project)
+
+    def leave(self) -> None:
+        self.left = True
+        self.turns.withdraw(self.project)
+
+
+class ProjectSession(Session):
+    """One project's session on a shared server. Its runs take turns with everyone's; a run or a
+    sweep is refused while its owner is over their queue limit or disk quota; queued runs show their
+    place in the machine's queue; and when a job's turn ends its worker process ends too, so the
+    memory (on a GPU, the GPU memory) it held is free for the next person's job."""
+
+    def __init__(self, server: ClassServer, project: Project, **kwargs: Any) -> None:
+        self.server = server
+        self.project = project
+        self.owner = project.owner
+        turns = ProjectTurns(server.turns, project.owner, project.id, on_release=self._end_turn)
+        graph, path, unsaved = latest_graph(project.path)
+        super().__init__(server.registry, project.path, graph=graph, path=path, allowed_roots=[], turns=turns,
+                         **kwargs)
+        self.document.dirty = unsaved
+        self.runs.placing = lambda run_id, here: server.position(project.id, run_id)
+        self.run_queue.finished_hooks.append(lambda run_id: server.quota.forget(project.owner))
+
+    def submit(self, target: str | None = None, source: str = "editor") -> dict[str, Any]:
+        self.server.admit(self.owner)
+        try:
+            return super().submit(target, source)
+        finally:
+            self.server.turns._changed()
+
+    def submit_sweep(self, grid: list[tuple[str, list[Any]]], target: str | None = None,
+                     metric: str | None = None) -> dict[str, Any]:
+        self.server.admit(self.owner)
+        try:
+            return super().submit_sweep(grid, target, metric)
+        finally:
+            self.server.turns._changed()
+
+    def cancel(self, run_id: int) -> str:
+        status = super().cancel(run_id)
+        self._forget_cancelled()
+        return status
+
+    def cancel_sweep(self, sweep_id: int | str) -> dict[str, Any]:
+        found = super().cancel_sweep(sweep_id)
+        self._forget_cancelled()
+        return found
+
+    def close(self) -> None:
+        """Queued runs stay queued for the next start, and unsaved changes are kept as the newest
+        autosave, which the project opens with next time."""
+        if self.dirty:
+            self.autosave()
+        super().close()
+
+    def _forget_cancelled(self) -> None:
+        """A job waiting for its turn whose runs were all cancelled leaves the machine's queue."""
+        _, waiting, _, _ = self.server.turns.state()
+        for _, project, runs in waiting:
+            if project == self.project.id and not set(runs) & set(self.runs.queued()):
+                self.server.turns.withdraw(project)
+        self.server.turns._changed()
+
+    def _end_turn(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+            self.executor.cache.set_elsewhere({})  # what it held in memory is gone with it
+
+
+def latest_graph(project: Path) -> tuple[Graph | None, Path | None, bool]:
+    """What a project opens with: its most recently written graph, in ``graphs/`` (a class template's
+    copy, say) or among the autosaves of changes that were never saved (then for the file it was
+    opened from, if that is still there). Returns (graph, its file, whether it is unsaved)."""
+    def newest_first(paths):
+        return sorted((p for p in paths if p.is_file() and not p.is_symlink()), key=lambda p: p.stat().st_mtime,
+                      reverse=True)
+
+    saved = newest_first((project / "graphs").glob("*.json"))
+    unsaved = newest_first((project / "autosave").glob("*/*.json"))
+    for path in sorted(saved[:1] + unsaved[:1], key=lambda p: p.stat().st_mtime, reverse=True) + saved[1:]:
+        try:
+            graph = Graph.load(path)
+        except GraphFileError:
+            continue
+        if path in saved:
+            return graph, path, False
+        source = project / "graphs" / f"{path.parent.name}.json"
+        return graph, source if source.is_file() else None, True
+    return None, None, False
+
+
+class ClassServer:
+    """The accounts, projects, open project sessions, fair queue and quotas of one server folder."""
+
+    def __init__(self, root: Path, registry: Registry, accounts: Accounts | None = None, *,
+                 device: str = "auto", isolate: bool = True, cluster: Any = None, slots: int = 1,
+                 quota_bytes: int | None = None, queue_limit: int = QUEUE_LIMIT,
+                 idle_seconds: float = IDLE_SECONDS, mlflow_uri: str | None = None,
+                 upload_limits: UploadLimits = UploadLimits(), clock: Callable[[], float] = time.monotonic) -> None:
+        self.root = Path(root)
+        self.registry = registry
+        self.accounts = accounts or Accounts(self.root)
+        self.projects = Projects(self.accounts)
+        self.quota = DiskQuota(self.accounts, quota_bytes)
+        self.turns = FairTurns(slots)
+        self.queue_limit = queue_limit
+        #: what one upload may hold (what the disk quota has left is added per upload)
+        self.upload_limits = upload_limits
+        self.idle_seconds = idle_seconds
+        self.mlflow_uri = mlflow_uri
+        self.clock = clock
+        self._session_args = {"device": device, "isolate": isolate and cluster is None,
+                              "autosave_delay": AUTOSAVE_SECONDS}
+        self.cluster = cluster
+        self._lock = threading.Lock()
+        self._sessions: dict[str, ProjectSession] = {}
+        self._opening: dict[str, threading.Lock] = {}
+        self._used: dict[str, float] = {}
+        self._holds: dict[str, int] = {}
+        self._order: tuple[int, dict[tuple[str, int], int], list[QueueEntry]] | None = None
+        self._closed = False
+
+    # -- open projects ---------------------------------------------------------------------------------
+    def session(self, project: Project) -> ProjectSession:
+        """The project's open session, opened now if it is not (one per project, however many ask)."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the server is shutting down")
+            self._used[project.id] = self.clock()
+            found = self._sessions.get(project.id)
+            if found is not None:
+                return found
+            opening = self._opening.setdefault(project.id, threading.Lock())
+        with opening:
+            with self._lock:
+                found = self._sessions.get(project.id)
+            if found is not None:
+                return found
+            cluster = self.cluster.share() if self.cluster is not None else None
+            session = ProjectSession(self, project, cluster=cluster, **self._session_args)
+            session.mlflow_uri = self.mlflow_uri
+            with self._lock:
+                self._sessions[project.id] = session
+                self._used[project.id] = self.clock()
+            return session
+
+    def open_sessions(self) -> dict[str, ProjectSession]:
+        with self._lock:
+            return dict(self._sessions)
+
+    def hold(self, project_id: str) -> None:
+        """A page shows the project: keep it open while it does."""
+        with self._lock:
+            self._holds[project_id] = self._holds.get(project_id, 0) + 1
+
+    def let_go(self, project_id: str) -> None:
+        with self._lock:
+            left = self._holds.get(project_id, 0) - 1
+            if left > 0:
+                self._holds[project_id] = left
+            else:
+                self._holds.pop(project_id, None)
+            self._used[project_id] = self.clock()
+
+    def close_idle(self) -> list[str]:
+        """Close the projects nobody has used for ``idle_seconds``: no page shows them, nothing of
+        theirs runs or waits. Returns their ids."""
+        now = self.clock()
+        with self._lock:
+            idle = [(pid, s) for pid, s in self._sessions.items() if not self._holds.get(pid)
+                    and now - self._used.get(pid, now) >= self.idle_seconds]
+        closing = []
+        for project_id, session in idle:
+            if session.running or self.turns.holds(project_id) or session.runs.queued():
+                continue
+            with self._lock:
+                if self._holds.get(project_id) or self._sessions.get(project_id) is not session:
+                    continue
+                del self._sessions[project_id]
+            session.close()
+            closing.append(project_id)
+        return closing
+
+    def resume_queued(self) -> list[str]:
+        """Open the projects that have runs queued from before the last stop, so they run without
+        waiting for their owners to come back."""
+        resumed = []
+        for user in self.accounts.list():
+            for project in self.projects.mine(user):
+                store = project.path / "runs.sqlite"
+                if store.is_file() and _has_queued(store):
+                    self.session(project)
+                    resumed.append(project.id)
+        return resumed
+
+    def close(self) -> None:
+        """Close every project (a running job stops, a waiting one stops waiting; their runs stay
+        queued for the next start), then the turns."""
+        with self._lock:
+            self._closed = True
+            sessions = list(self._sessions.values())
+            self._sessions.clear()
+        self.turns.drain()
+        for session in sessions:
+            session.close()
+        self.turns.close()
+
+    # -- new work --------------------------------------------------------------------------------------
+    def admit(self, user: str) -> None:
+        """Refuse new work (a run, a sweep) from ``user`` when their queue or their disk quota is full."""
+        try:
+            self.quota.check(user)
+        except QuotaExceeded as exc:
+            raise WorkRefused(f"nothing was queued: {exc}", 507) from None
+        waiting = self.waiting_jobs(user)
+        if waiting >= self.queue_limit:
+            raise WorkRefused(f"nothing was queued: you already have {waiting} runs waiting, the most one person "
+                              f"may have ({self.queue_limit}; a sweep counts once); wait for one to start or "
+                              "cancel one", 429)
+
+    def waiting_jobs(self, user: str) -> int:
+        """The jobs of ``user``'s projects that wait to run (a sweep's branches are one job)."""
+        count = 0
+        for session in self.open_sessions().values():
+            if session.owner == user:
+                count += len({session.runs.sweep_of(r) or f"run {r}" for r in session.runs.queued()})
+        return count
+
+    # -- the machine's queue ---------------------------------------------------------------------------
+    def queue(self, user: User | None = None) -> list[QueueEntry]:
+        """The machine's jobs: running first, then waiting in the order they will start (the fair
+        queue's order, then each project's later runs one per user per round). With ``user``, only
+        theirs (every job for an admin)."""
+        entries = self._queue()[2]
+        if user is None or user.admin:
+            return entries
+        return [e for e in entries if e.user == user.name]
+
+    def position(self, project_id: str, run_id: int) -> int | None:
+        """A queued run's place in the machine's queue (1: starts next)."""
+        return self._queue()[1].get((project_id, run_id))
+
+    def _queue(self) -> tuple[int, dict[tuple[str, int], int], list[QueueEntry]]:
+        running, waiting, starts, version = self.turns.state()
+        cached = self._order
+        if cached is not None and cached[0] == version:
+            return cached
+        taken = {(project, r) for _, project, runs in running + waiting for r in runs}
+        # each user's jobs in the order they will start: those in the fair queue first (in its order),
+        # then those waiting behind their project's current job, by when they were asked for
+        per_user: OrderedDict[str, list[tuple[str, tuple[int, ...]]]] = OrderedDict()
+        for user, project, runs in waiting:
+            per_user.setdefault(user, []).append((project, runs))
+        later: list[tuple[str, str, tuple[int, ...]]] = []
+        for project_id, session in self.open_sessions().items():
+            jobs: OrderedDict[Any, list[int]] = OrderedDict()
+            for run_id in session.runs.queued():
+                if (project_id, run_id) not in taken:
+                    jobs.setdefault(session.runs.sweep_of(run_id) or f"run {run_id}", []).append(run_id)
+            later.extend((session.owner, project_id, tuple(runs)) for runs in jobs.values())
+        # users with nothing in the fair queue come after those with something there; among them,
+        # who was served longest ago first, as the fair queue would pick them
+        served = {user: i for i, (user, _, _) in enumerate(starts)}
+        for user, project, runs in sorted(later, key=lambda j: (j[0] not in per_user, served.get(j[0], -1))):
+            per_user.setdefault(user, []).append((project, runs))
+        order: list[tuple[str, str, tuple[int, ...]]] = []
+        queues = [(user, deque(jobs)) for user, jobs in per_user.items()]
+        while queues:  # one job per user per round, as the fair queue serves them
+            for user, jobs in queues:
+                project, runs = jobs.popleft()
+                order.append((user, project, runs))
+            queues = [(u, j) for u, j in queues if j]
+        entries = [QueueEntry(user, project, runs, None) for user, project, runs in running]
+        positions: dict[tuple[str, int], int] = {}
+        for place, (user, project, runs) in enumerate(order, start=1):
+            entries.append(QueueEntry(user, project, runs, place))
+            positions.update({(project, r): place for r in runs})
+        self._order = (version, positions, entries)
+        return self._order
+
+    def cancel(self, user: User, project_id: str, run_id: int | str) -> str:
+        """Cancel a run of the machine's queue: one's own, or anyone's for an admin (ProjectNotFound,
+        RunNotFound or NotAllowed otherwise)."""
+        project = self.projects.get(user, project_id)
+        if project.owner != user.name and not user.admin:
+            raise NotAllowed(f"only {project.owner} or an admin can cancel runs of project '{project.title}'")
+        session = self.session(project)
+        return session.cancel(session.runs.get(run_id)["id"])  # RunNotFound for a run the project does not have
+
+    # -- a project as a user may see it ----------------------------------------------------------------
+    def project_for(self, user: User, project_id: str, need: str = "read") -> Project:
+        """``projects.get`` (ProjectNotFound: 404, NotAllowed: 403)."""
+        return self.projects.get(user, project_id, need)  # type: ignore[arg-type]
+
+    def project_title(self, user: User, project_id: str) -> str | None:
+        """A project's title for ``user``; None for one they may not read (an admin reads all)."""
+        try:
+            return self.projects.get(user, project_id).title
+        except ProjectNotFound:
+            return None
+
+
+def _has_queued(store: Path) -> bool:
+    import sqlite3
+
+    try:
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute("SELECT 1 FROM runs WHERE status = 'queued' LIMIT 1").fetchone() is not None
+    except sqlite3.Error:
+        return False
+
+
+__all__ = ["ClassServer", "FairTurns", "ProjectSession", "ProjectTurns", "QueueEntry", "WorkRefused", "latest_graph"]

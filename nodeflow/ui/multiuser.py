@@ -1,0 +1,724 @@
+"""The editor for many people (``nodeflow serve --users``): sign-in, the open projects, the HTTP API
+per project, uploads, and the site's own routes; the pages are in :mod:`nodeflow.ui.project_pages`.
+
+How a request finds its data, and why it cannot find anyone else's:
+
+- Every request is someone's (:mod:`nodeflow.users.login`: the session cookie or an API token),
+  the websocket included: a page client belongs to the user whose request built it, and a socket
+  may attach to, and send events to, only the clients of its own user (:func:`guard_sockets`).
+- The API of one project lives under ``/api/p/{project_id}/...`` and is the one-person API
+  (:func:`nodeflow.ui.api.add_api_routes`) bound to that project's session alone, plus its
+  uploads. :class:`ProjectRouter` looks the project up for the signed-in user before anything is
+  read: a project they may not read answers 404, as one that does not exist; a change (or work:
+  an estimate, the doctor) in a project they may only read answers 403. Run, sweep, overlay and
+  folder names are then looked up in that project only, so another person's are simply not there.
+- Everything else under ``/api/`` (projects, class templates, the machine's queue, API tokens)
+  takes the user from the request and checks each id where it is read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+import anyio
+from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, PlainTextResponse
+from nicegui import __version__ as nicegui_version
+from nicegui import app, core, ui
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from nodeflow.edits import EditError
+from nodeflow.executor import Executor, format_bytes
+from nodeflow.graph import Graph
+from nodeflow.server import ClassServer, ProjectSession, WorkRefused
+from nodeflow.uploads import UPLOAD_NAME, UploadRefused, receive_files, receive_zip, remove_leftovers
+from nodeflow.users import AccountError, NotAllowed, Project, ProjectNotFound, User
+from nodeflow.users.login import LoginThrottle, current_user, install_login
+
+from .api import (API_BASE, SAFE_METHODS, RequestGuard, add_api_routes, document_refusals, refusal,
+                  restrict_socket_origins, twice_given)
+from .flow_editor import BundleMissing, check_bundle
+from .project_pages import add_pages
+from .state import Hub
+
+#: a project's API: /api/p/{project_id} followed by the path of the one-person API
+PROJECT_API = re.compile(r"/api/p/([^/]*)(/.*)?\Z", re.S)
+#: reads that do work on the machine, so a read-only viewer may not ask for them
+WORKING_READS = {"/api/estimate"}
+#: NiceGUI's own scripts and styles carry no data; its websocket needs a signed-in user (guard_sockets)
+PUBLIC = (f"/_nicegui/{nicegui_version}/", "/favicon")
+#: a multipart upload's own parts (field names, boundaries) on top of the files' bytes
+MULTIPART_SLACK = 1024 * 1024
+#: uploads (unpacking, decoding every image) and doctor runs at once: the server's other work goes on
+UPLOADS_AT_ONCE = 2
+DOCTOR_TYPES = ("data.image_folder", "data.doctor")
+#: how many rows of each finding the doctor's answer carries (the page shows fewer)
+DOCTOR_ROWS = 50
+IDLE_CHECK_SECONDS = 60.0
+
+
+class ReadOnly(EditError, RuntimeError):
+    """A change asked of a project open read-only (an EditError and a RuntimeError, so every part
+    of the page that refuses an edit or a run shows it the same way)."""
+
+
+class ReadOnlySession:
+    """A project's session as a read-only viewer's page sees it: everything it shows, nothing that
+    changes it or starts work (each such call raises :class:`ReadOnly`)."""
+
+    REFUSED = ("replace", "edit", "edits", "undo", "redo", "save", "open", "load", "autosave", "run", "submit",
+               "cancel", "stop", "submit_sweep", "cancel_sweep", "estimate")
+
+    def __init__(self, session: ProjectSession, reason: str) -> None:
+        self._session = session
+        self._reason = reason
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self.REFUSED:
+            def refuse(*args: Any, **kwargs: Any) -> Any:
+                raise ReadOnly(f"read-only: {self._reason}; nothing was changed")
+            return refuse
+        return getattr(self._session, name)
+
+
+@dataclass
+class ProjectView:
+    """What the server keeps per open project: its session, the hubs of its pages (one for the owner's
+    tabs, one for read-only viewers) and its API."""
+
+    project: Project
+    session: ProjectSession
+    hub: Hub
+    viewers: Hub
+    api: FastAPI
+    guarded: RequestGuard
+
+
+class MultiUser:
+    """The multi-user site on NiceGUI's app (see :func:`install_multiuser`)."""
+
+    def __init__(self, server: ClassServer) -> None:
+        self.server = server
+        self._views: dict[str, ProjectView] = {}
+        self._lock = threading.Lock()
+        #: NiceGUI client id -> the user whose request built that page
+        self.owners: dict[str, str] = {}
+        self.uploads = anyio.CapacityLimiter(UPLOADS_AT_ONCE)
+        self.doctors = threading.BoundedSemaphore(UPLOADS_AT_ONCE)
+        self._stop_idle = threading.Event()
+
+    # -- projects ------------------------------------------------------------------------------------
+    def view(self, project: Project) -> ProjectView:
+        """The open project (opened now if it was not, or was closed when idle)."""
+        session = self.server.session(project)
+        with self._lock:
+            found = self._views.get(project.id)
+            if found is not None and found.session is session:
+                return found
+            hub = Hub(session)
+            api = project_app(self, hub)
+            viewers = Hub(ReadOnlySession(session, f"{project.owner}'s project '{project.title}'"))  # type: ignore[arg-type]
+            view = ProjectView(project, session, hub, viewers, api, RequestGuard(api, check_host=False))
+            self._views[project.id] = view
+            return view
+
+    def close_idle(self) -> None:
+        closed = self.server.close_idle()
+        with self._lock:
+            for project_id in closed:
+                self._views.pop(project_id, None)
+
+    def watch_idle(self) -> None:
+        """Close idle projects now and then, on a thread of its own, until the server stops."""
+        def loop() -> None:
+            while not self._stop_idle.wait(IDLE_CHECK_SECONDS):
+                self.close_idle()
+
+        threading.Thread(target=loop, daemon=True, name="nodeflow-idle").start()
+
+    def close(self) -> None:
+        self._stop_idle.set()
+        self.server.close()
+
+    # -- uploads and the dataset doctor --------------------------------------------------------------
+    def data_folders(self, session: ProjectSession) -> list[dict[str, Any]]:
+        data = session.workspace / "data"
+        found = []
+        for folder in sorted(data.iterdir()) if data.is_dir() else []:
+            if folder.is_dir() and not folder.is_symlink() and not folder.name.startswith("."):
+                files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
+                found.append({"name": folder.name, "path": f"data/{folder.name}", "images": len(files),
+                              "bytes": sum(p.stat().st_size for p in files)})
+        return found
+
+    def doctor(self, session: ProjectSession, name: str) -> dict[str, Any]:
+        """The dataset doctor (``data.doctor``, found in the catalogue by its type) on an uploaded
+        folder: a two-node graph run by an executor on the project's workspace and catalogue (its
+        own, so the page's nodes and run lock are not touched). Raises LookupError, ValueError."""
+        folder = upload_folder(session, name)
+        missing = [t for t in DOCTOR_TYPES if t not in session.registry]
+        if missing:
+            raise LookupError(f"the dataset doctor needs the node types {', '.join(missing)}, which this "
+                              "server's catalogue does not have")
+        graph = Graph.from_data({
+            "format": "nodeflow.graph", "version": 1, "name": f"dataset doctor: {name}",
+            "nodes": [{"id": "data", "type": DOCTOR_TYPES[0], "params": {"root": str(folder)}},
+                      {"id": "doctor", "type": DOCTOR_TYPES[1]}],
+            "edges": [{"source": "data", "source_port": "data", "target": "doctor", "target_port": "data"}]})
+        with self.doctors:
+            executor = Executor(session.registry, session.workspace, device="cpu",
+                                allowed_roots=session.allowed_roots)
+            report = executor.run(graph)
+        failure = report.failure()
+        if failure is not None:
+            why = str(failure[1].error).replace(str(folder), f"data/{name}")  # no path of the server's
+            raise ValueError(f"the dataset doctor could not read data/{name} as a dataset: {why}")
+        findings = report.outputs["doctor"]["findings"]
+        tables = findings.tables
+        prefix = str(folder) + "/"
+
+        def shown(value: Any) -> Any:  # paths inside the upload, as the person knows them
+            if isinstance(value, str) and value.startswith(prefix):
+                return value[len(prefix):]
+            if isinstance(value, list):
+                return [shown(v) for v in value]
+            if isinstance(value, dict):
+                return {k: shown(v) for k, v in value.items()}
+            return value
+
+        return {"folder": name, "values": findings.values, "balance": tables.get("class_balance", []),
+                "checked": tables.get("checked", []),
+                "findings": {kind: shown(rows[:DOCTOR_ROWS]) for kind, rows in (tables.get("findings") or {}).items()},
+                "counts": {kind: len(rows) for kind, rows in (tables.get("findings") or {}).items()}}
+
+    # -- pages ---------------------------------------------------------------------------------------
+    def own_client(self, user: User) -> None:
+        client = ui.context.client
+        self.owners[client.id] = user.name
+        client.on_delete(lambda: self.owners.pop(client.id, None))
+
+
+def upload_folder(session: ProjectSession, name: str) -> Path:
+    """An uploaded folder of the project by name (LookupError for one that is not there)."""
+    if not isinstance(name, str) or not UPLOAD_NAME.fullmatch(name) or name.startswith("."):
+        raise LookupError(f"no uploaded folder '{str(name)[:64]}'")
+    folder = session.workspace / "data" / name
+    if folder.is_symlink() or not folder.is_dir():
+        raise LookupError(f"no uploaded folder '{name[:64]}'")
+    return folder
+
+
+def free_name(data: Path, name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``, ... whichever the data folder does not have yet."""
+    candidate, n = name, 1
+    while (data / candidate).exists() or (data / candidate).is_symlink():
+        n += 1
+        suffix = f"-{n}"
+        candidate = name[:64 - len(suffix)].rstrip(" .") + suffix
+    return candidate
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def _counted(receive, limit: int):
+    """The request body's chunks, refused (TooLarge) past ``limit`` bytes: a chunked body too."""
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise TooLarge("the client went away")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge()
+        if chunk:
+            yield chunk
+        if not message.get("more_body", False):
+            return
+
+
+def _refusal(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"detail": {"message": message, **extra}}, status_code=status)
+
+
+def project_app(mu: MultiUser, hub: Hub | None) -> FastAPI:
+    """One project's API: the one-person routes on its hub's session, and its uploaded data. With
+    ``hub`` None, an app for the schema only (its routes are read, never called)."""
+    api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    add_api_routes(api, hub or SimpleNamespace(session=None, catalogue_list=[]))  # type: ignore[arg-type]
+    session: ProjectSession = hub.session if hub is not None else None  # type: ignore[assignment]
+
+    @api.exception_handler(WorkRefused)
+    async def work_refused(request: Request, exc: WorkRefused) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @api.get("/api/data", tags=["data"], summary="The project's uploaded folders (data/NAME) and their files")
+    def get_data() -> list[dict[str, Any]]:
+        return mu.data_folders(session)
+
+    @api.delete("/api/data/{name}", tags=["data"], summary="Remove an uploaded folder and its files",
+                responses={404: {"description": "no uploaded folder of that name"}})
+    def delete_data(name: str) -> dict[str, Any]:
+        try:
+            folder = upload_folder(session, name)
+        except LookupError as exc:
+            raise HTTPException(404, str(exc)) from None
+        shutil.rmtree(folder)
+        mu.server.quota.forget(session.owner)
+        return {"removed": f"data/{name}"}
+
+    @api.post("/api/data/{name}/doctor", tags=["data"],
+              summary="Run the dataset doctor on an uploaded folder: class balance, unreadable, tiny and "
+                      "extreme-aspect images, exact duplicates",
+              responses={404: {"description": "no uploaded folder of that name, or no doctor in the catalogue"},
+                         422: {"description": "the folder cannot be read as a dataset (the reason is named)"}})
+    def post_doctor(name: str) -> dict[str, Any]:
+        try:
+            return mu.doctor(session, name)
+        except LookupError as exc:
+            raise HTTPException(404, str(exc.args[0]) if exc.args else str(exc)) from None
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
+
+    @api.post("/api/uploads", tags=["data"],
+              summary="Upload a zip, or image files with their folders, into data/NAME (multipart/form-data: "
+                      "one .zip file, or files named by their paths, e.g. Cat/1.jpg)",
+              responses={409: {"description": "data/NAME is there already (send rename=true for a free name)"},
+                         413: {"description": "more than max_total_bytes or max_files (named)"},
+                         415: {"description": "a body that is not multipart/form-data"},
+                         422: {"description": "refused: zip-slip, a link, a zip bomb, a file that is not an "
+                                              "image, too many pixels; the file and the reason are named"},
+                         507: {"description": "the disk quota has no room for it"}})
+    async def post_upload(request: Request,
+                          name: Annotated[str, Query(min_length=1, max_length=64,
+                                                     description="the new folder's name in data/")],
+                          rename: Annotated[bool, Query(description="take a free name (NAME-2, ...) when "
+                                                                    "data/NAME is there")] = False) -> Any:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "multipart/form-data":
+            return _refusal(415, "send the files as multipart/form-data")
+        left = mu.server.quota.left(session.owner)
+        if left is not None and left <= 0:
+            return _refusal(507, f"upload refused: {session.owner}'s disk quota is full; nothing was saved",
+                            limit="quota")
+        limits = dataclasses.replace(mu.server.upload_limits, quota_left=left)
+        body_limit = limits.max_total_bytes + MULTIPART_SLACK
+        length = request.headers.get("content-length")
+        if length is not None and length.strip().isdigit() and int(length) > body_limit:
+            return _refusal(413, f"upload refused: larger than max_total_bytes = "
+                                 f"{format_bytes(limits.max_total_bytes)}; nothing was saved", limit="max_total_bytes")
+        if not UPLOAD_NAME.fullmatch(name.strip()) or name.startswith("."):
+            return _refusal(422, f"the folder name {name[:64]!r} is not allowed: use 1 to 64 letters, digits, "
+                                 "spaces and . _ - (not starting with a dot)", limit="name")
+        data = session.workspace / "data"
+        folder = free_name(data, name.strip()) if rename else name.strip()
+        if not rename and (data / folder).exists():
+            return _refusal(409, f"the data folder already has '{folder}'; choose another name")
+        parser = MultiPartParser(request.headers, _counted(request.receive, body_limit),
+                                 max_files=limits.max_files + 1, max_fields=4)
+        try:
+            form = await parser.parse()
+        except TooLarge:
+            return _refusal(413, f"upload refused: larger than max_total_bytes = "
+                                 f"{format_bytes(limits.max_total_bytes)}; nothing was saved", limit="max_total_bytes")
+        except MultiPartException as exc:
+            if "Too many files" in exc.message:
+                return _refusal(413, f"upload refused: more than max_files = {limits.max_files:,} files; "
+                                     "nothing was saved", limit="max_files")
+            return _refusal(422, f"upload refused: not a readable multipart body ({exc.message})")
+        try:
+            files = [f for f in form.getlist("files") if not isinstance(f, str)]
+            if not files:
+                return _refusal(422, "upload refused: no files in the field 'files'; nothing was saved")
+
+            def receive() -> Any:
+                if len(files) == 1 and (files[0].filename or "").lower().endswith(".zip"):
+                    return receive_zip(files[0].file, data, folder, limits)
+                return receive_files([(f.filename, f.file) for f in files], data, folder, limits)
+
+            try:
+                summary = await anyio.to_thread.run_sync(receive, limiter=mu.uploads)
+            except UploadRefused as exc:
+                status = {"max_total_bytes": 413, "max_files": 413, "quota_left": 507}.get(exc.limit or "", 422)
+                return _refusal(status, str(exc), reason=exc.reason, entry=exc.entry, limit=exc.limit)
+        finally:
+            await form.close()
+        mu.server.quota.add(session.owner, summary.bytes)
+        return {"folder": summary.folder, "path": f"data/{summary.folder}", "images": summary.images,
+                "bytes": summary.bytes, "classes": summary.classes, "loose": summary.loose, "skipped": summary.skipped}
+
+    return api
+
+
+class ProjectRouter:
+    """ASGI middleware: ``/api/p/{project_id}/...`` goes to that project's API, once the signed-in
+    user may read the project (404 otherwise) and, for a change or work, write it (403)."""
+
+    def __init__(self, app: Any, mu: MultiUser) -> None:
+        self.app = app
+        self.mu = mu
+
+    async def __call__(self, scope, receive, send) -> None:
+        found = PROJECT_API.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        user = scope.get("state", {}).get("user")
+        if not isinstance(user, User):  # the sign-in gate stands in front; never reached without it
+            await PlainTextResponse("401: sign in first", status_code=401)(scope, receive, send)
+            return
+        project_id, rest = found.group(1), "/api" + (found.group(2) or "")
+        need = "write" if scope["method"] not in SAFE_METHODS or rest in WORKING_READS else "read"
+        try:  # one hop to a thread: both read the accounts' database
+            view = await anyio.to_thread.run_sync(lambda: self.mu.view(self.mu.server.project_for(user, project_id,
+                                                                                                 need)))
+        except ProjectNotFound as exc:
+            await JSONResponse({"detail": str(exc)}, status_code=404)(scope, receive, send)
+            return
+        except NotAllowed as exc:
+            await JSONResponse({"detail": str(exc)}, status_code=403)(scope, receive, send)
+            return
+        child = {**scope, "path": rest, "raw_path": rest.encode(), "root_path": "",
+                 API_BASE: f"/api/p/{project_id}"}
+        if rest == "/api/uploads" and scope["method"] == "POST":
+            # its body is multipart and larger: the route reads it itself; the other rules stand
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+            repeated = twice_given(scope.get("headers", []))
+            refused = (400, f"400: the header '{repeated}' is given more than once") if repeated else \
+                refusal({**child, "method": "GET"}, headers, check_host=False)
+            if refused is not None:
+                await PlainTextResponse(refused[1], status_code=refused[0])(scope, receive, send)
+                return
+            await view.api(child, receive, send)
+            return
+        await view.guarded(child, receive, send)
+
+
+# -- the site-wide API ------------------------------------------------------------------------------------
+
+
+class NewProject(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(description="1 to 80 printable characters")
+
+
+class ProjectChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(None, description="a new title")
+    archived: bool | None = Field(None, description="archive (read-only, off the list) or restore")
+
+
+class ShareRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user: str = Field(description="the user who may read the project")
+
+
+class PublishRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    project: str = Field(description="the project whose open graph becomes the template")
+    title: str = Field(description="the template's title")
+
+
+class OpenTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    project: str | None = Field(None, description="copy into this project of yours (default: a new project)")
+
+
+class NewToken(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str = Field(description="what the token is for, 1 to 64 printable characters")
+
+
+#: the signed-in user, for a route
+Me = Annotated[User, Depends(current_user)]
+
+
+def project_json(project: Project, user: User) -> dict[str, Any]:
+    mine = project.owner == user.name
+    return {"id": project.id, "title": project.title, "owner": project.owner, "created": project.created,
+            "archived": project.archived, "shared_with": list(project.shared_with) if mine else [],
+            "access": "write" if mine and not project.archived else "read", "url": f"/p/{project.id}"}
+
+
+def _answer_errors(call):
+    """Run ``call``; the users module's refusals as HTTP answers (404 hides what may not be read)."""
+    try:
+        return call()
+    except (ProjectNotFound, KeyError) as exc:
+        raise HTTPException(404, str(exc.args[0]) if exc.args else str(exc)) from None
+    except NotAllowed as exc:
+        raise HTTPException(403, str(exc)) from None
+    except AccountError as exc:
+        raise HTTPException(422, str(exc)) from None
+    except WorkRefused as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+
+
+def add_site_routes(mu: MultiUser) -> None:
+    server = mu.server
+    projects = server.projects
+    missing = {404: {"description": "no such project (or one you may not read)"}}
+    owner_only = {**missing, 403: {"description": "only the project's owner may do this"}}
+
+    @app.get("/api/me", tags=["site"], summary="Who you are signed in as, and your disk quota")
+    def get_me(user: Me) -> dict[str, Any]:
+        return {"name": user.name, "admin": user.admin, "disk": {"used": server.quota.usage(user.name),
+                                                                  "quota": server.quota.limit}}
+
+    @app.get("/api/projects", tags=["site"], summary="Your projects, archived ones, those shared with you, and "
+                                                       "(for an admin) everyone's")
+    def get_projects(user: Me) -> dict[str, Any]:
+        found = {"mine": [project_json(p, user) for p in projects.mine(user)],
+                 "archived": [project_json(p, user) for p in projects.mine(user, archived=True)],
+                 "shared": [project_json(p, user) for p in projects.shared_with_me(user)]}
+        if user.admin:
+            found["everyone"] = [project_json(p, user) for p in projects.everyone(user)]
+        return found
+
+    @app.post("/api/projects", tags=["site"], summary="Make a project", responses={
+        422: {"description": "a title that is not allowed"}})
+    def post_project(user: Me, body: NewProject) -> dict[str, Any]:
+        return project_json(_answer_errors(lambda: projects.create(user, body.title)), user)
+
+    @app.get("/api/projects/{project_id}", tags=["site"], summary="One project", responses=missing)
+    def get_project(user: Me, project_id: str) -> dict[str, Any]:
+        return project_json(_answer_errors(lambda: projects.get(user, project_id)), user)
+
+    @app.patch("/api/projects/{project_id}", tags=["site"], summary="Rename, archive or restore a project",
+               responses={**owner_only, 422: {"description": "a title that is not allowed"}})
+    def patch_project(user: Me, project_id: str, body: ProjectChange) -> dict[str, Any]:
+        def change() -> Project:
+            project = projects.get(user, project_id)
+            if project.owner != user.name:
+                raise NotAllowed(f"only {project.owner} can change project '{project.title}'")
+            if body.title is not None:
+                project = projects.rename(user, project_id, body.title)
+            if body.archived is not None:
+                project = projects.archive(user, project_id, body.archived)
+            return project
+        return project_json(_answer_errors(change), user)
+
+    @app.post("/api/projects/{project_id}/shares", tags=["site"], summary="Let another user read the project",
+              responses={**owner_only, 422: {"description": "no such user"}})
+    def post_share(user: Me, project_id: str, body: ShareRequest) -> dict[str, Any]:
+        return project_json(_answer_errors(lambda: projects.share(user, project_id, body.user)), user)
+
+    @app.delete("/api/projects/{project_id}/shares/{other}", tags=["site"],
+                summary="Stop sharing the project with a user", responses=owner_only)
+    def delete_share(user: Me, project_id: str, other: str) -> dict[str, Any]:
+        return project_json(_answer_errors(lambda: projects.unshare(user, project_id, other)), user)
+
+    @app.get("/api/templates", tags=["site"], summary="The class templates an admin published")
+    def get_templates(user: Me) -> list[dict[str, Any]]:
+        return [vars(t) for t in projects.templates()]
+
+    @app.post("/api/templates", tags=["site"], summary="Publish a project's open graph as a class template "
+                                                        "(admins)", responses={**missing, 403: {
+                                                            "description": "only an admin can publish"}, 422: {
+                                                            "description": "a title that is not allowed"}})
+    def post_template(user: Me, body: PublishRequest) -> dict[str, Any]:
+        def publish():
+            if not user.admin:
+                raise NotAllowed("only an admin can publish a class template")
+            project = projects.get(user, body.project)
+            return projects.publish_template(user, mu.view(project).session.graph, body.title)
+        return vars(_answer_errors(publish))
+
+    @app.delete("/api/templates/{template_id}", tags=["site"], summary="Take a class template off the list "
+                "(admins; the copies stay)", responses={404: {"description": "no such template"},
+                                                        403: {"description": "only an admin can unpublish"}})
+    def delete_template(user: Me, template_id: str) -> dict[str, Any]:
+        _answer_errors(lambda: projects.unpublish_template(user, template_id))
+        return {"removed": template_id}
+
+    @app.post("/api/templates/{template_id}/open", tags=["site"],
+              summary="Your own copy of a class template: a graph in one of your projects, or a new project",
+              responses={404: {"description": "no such template or project"},
+                         403: {"description": "the project is not yours to change"}})
+    def open_template(user: Me, template_id: str, body: Annotated[OpenTemplate | None, Body()] = None) -> dict:
+        def copy():
+            project, path = projects.open_template(user, template_id, body.project if body else None)
+            session = server.open_sessions().get(project.id)
+            if session is not None:  # open already: show the copy there
+                session.open(path)
+            return project, path
+        project, path = _answer_errors(copy)
+        return {"project": project_json(project, user), "graph": f"graphs/{path.name}"}
+
+    @app.get("/api/queue", tags=["site"], summary="The machine's queue: your jobs (everyone's, for an admin), "
+                                                    "running first, then in the order they will start")
+    def get_queue(user: Me) -> list[dict[str, Any]]:
+        return [{**entry.to_json(), "title": server.project_title(user, entry.project)}
+                for entry in server.queue(user)]
+
+    @app.post("/api/queue/{project_id}/{run_id}/cancel", tags=["site"],
+              summary="Cancel a queued run, or stop a running one: yours, or anyone's for an admin",
+              responses={404: {"description": "no such project or run"},
+                         403: {"description": "not yours to cancel"}})
+    def cancel_queued(user: Me, project_id: str, run_id: str) -> dict[str, Any]:
+        return {"project": project_id, "run": run_id,
+                "status": _answer_errors(lambda: server.cancel(user, project_id, run_id))}
+
+    @app.get("/api/tokens", tags=["site"], summary="Your API tokens (never their secrets)")
+    def get_tokens(user: Me) -> list[dict[str, Any]]:
+        return [vars(t) for t in server.accounts.tokens(user.name)]
+
+    @app.post("/api/tokens", tags=["site"], summary="A new API token: its secret is in this answer only",
+              responses={422: {"description": "a label that is not allowed"}})
+    def post_token(user: Me, body: NewToken) -> dict[str, Any]:
+        info, secret = _answer_errors(lambda: server.accounts.create_token(user.name, body.label))
+        return {**vars(info), "token": secret}
+
+    @app.delete("/api/tokens/{token_id}", tags=["site"], summary="Revoke one of your API tokens",
+                responses={404: {"description": "no token of yours with that id"}})
+    def delete_token(user: Me, token_id: str) -> dict[str, Any]:
+        def revoke() -> None:
+            try:
+                server.accounts.revoke_token(user.name, token_id)
+            except AccountError as exc:
+                raise KeyError(str(exc)) from None
+        _answer_errors(revoke)
+        return {"revoked": token_id}
+
+    @app.get("/api/openapi.json", tags=["site"], summary="This API's OpenAPI schema")
+    def get_schema(user: Me) -> dict[str, Any]:
+        return site_schema()
+
+
+def site_schema() -> dict[str, Any]:
+    """The whole API: the site's routes, and each project's under ``/api/p/{project_id}``."""
+    routes = [r for r in app.routes if getattr(r, "path", "").startswith("/api/")
+              and getattr(r, "include_in_schema", False)]
+    schema = get_openapi(title="nodeflow server API", version="1", routes=routes,
+                         description="Projects, class templates, the machine's queue and API tokens; each "
+                                     "project's graph, runs and data under /api/p/{project_id}.")
+    per_project = get_openapi(title="", version="1", routes=[r for r in _SCHEMA_APP.routes
+                                                             if getattr(r, "path", "").startswith("/api/")])
+    parameter = {"name": "project_id", "in": "path", "required": True, "schema": {"type": "string"},
+                 "description": "the project's id (GET /api/projects)"}
+    for path, item in per_project["paths"].items():
+        for method, operation in item.items():
+            operation["parameters"] = [parameter, *operation.get("parameters", [])]
+            answers = operation.setdefault("responses", {})
+            answers.setdefault("404", {"description": "no such project (or one you may not read)"})
+            if method.upper() not in SAFE_METHODS or path in WORKING_READS:
+                answers.setdefault("403", {"description": "the project is open to you read-only"})
+            if path in ("/api/run", "/api/sweep"):
+                answers.setdefault("429", {"description": "you already have as many runs waiting as you may"})
+                answers.setdefault("507", {"description": "your disk quota is full"})
+        schema["paths"]["/api/p/{project_id}" + path[len("/api"):]] = item
+    schema.setdefault("components", {}).setdefault("schemas", {}).update(
+        per_project.get("components", {}).get("schemas", {}))
+    for item in schema["paths"].values():
+        for operation in item.values():
+            operation.setdefault("responses", {}).setdefault("401", {"description": "not signed in"})
+    return document_refusals(schema)
+
+
+# -- the websocket ----------------------------------------------------------------------------------------
+
+
+def guard_sockets(mu: MultiUser) -> None:
+    """NiceGUI's socket.io server attaches a socket to whichever page client id it names, and takes
+    events for any client id: let a socket attach only to the clients of its own user, and carry
+    events only for the client it attached to."""
+    sio = core.sio
+    if not hasattr(sio, "nodeflow_handlers"):  # NiceGUI's own, kept once (a test process installs this often)
+        sio.nodeflow_handlers = dict(sio.handlers["/"])
+    handlers = sio.nodeflow_handlers
+    connect, handshake, disconnect = handlers["connect"], handlers["handshake"], handlers["disconnect"]
+    users: dict[str, str] = {}
+
+    def owns(sid: str, client_id: Any) -> bool:
+        return isinstance(client_id, str) and users.get(sid) is not None and mu.owners.get(client_id) == users[sid]
+
+    async def on_connect(sid: str, environ: dict[str, Any], auth: Any = None) -> Any:
+        import socketio
+
+        user = environ.get("asgi.scope", {}).get("state", {}).get("user")
+        if not isinstance(user, User):
+            raise socketio.exceptions.ConnectionRefusedError("sign in first")
+        users[sid] = user.name
+        client_id = parse_qs(environ.get("QUERY_STRING", "")).get("client_id", [None])[0]
+        if client_id is not None and not owns(sid, client_id):
+            users.pop(sid, None)
+            raise socketio.exceptions.ConnectionRefusedError("not your page")
+        return await connect(sid, environ)
+
+    async def on_handshake(sid: str, data: dict[str, Any]) -> bool:
+        if not isinstance(data, dict) or not owns(sid, data.get("client_id")):
+            return False
+        return await handshake(sid, data)
+
+    def on_disconnect(sid: str, *args: Any) -> Any:
+        users.pop(sid, None)
+        return disconnect(sid)
+
+    def only_its_own(original):
+        def handler(sid: str, msg: Any) -> Any:
+            if isinstance(msg, dict) and msg.get("client_id") in sio.rooms(sid) and owns(sid, msg.get("client_id")):
+                return original(sid, msg)
+            return None
+        return handler
+
+    sio.on("connect", on_connect)
+    sio.on("handshake", on_handshake)
+    sio.on("disconnect", on_disconnect)
+    for name in ("event", "javascript_response", "ack", "log"):
+        sio.on(name, only_its_own(handlers[name]))
+
+
+# -- putting it together ----------------------------------------------------------------------------------
+
+
+def install_multiuser(server: ClassServer, *, secure: bool = False,
+                      throttle: LoginThrottle | None = None) -> MultiUser:
+    """Register the multi-user site on NiceGUI's app (once per process, before it starts)."""
+    global _SCHEMA_APP
+    mu = MultiUser(server)
+    _SCHEMA_APP = project_app(mu, None)
+    for user in server.accounts.list():  # uploads a killed process left half-done
+        for project in server.projects.mine(user) + server.projects.mine(user, archived=True):
+            remove_leftovers(project.path / "data")
+    app.add_middleware(RequestGuard, check_host=False)
+    app.add_middleware(ProjectRouter, mu=mu)
+    install_login(app, server.accounts, throttle=throttle, secure=secure, public=PUBLIC)
+    restrict_socket_origins(check_host=False)
+    guard_sockets(mu)
+    add_site_routes(mu)
+    add_pages(mu)  # nodeflow.ui.project_pages
+    for start in (lambda: threading.Thread(target=server.resume_queued, daemon=True).start(), mu.watch_idle):
+        start() if app.is_started else app.on_startup(start)  # a test installs it into a running app
+    app.on_shutdown(mu.close)
+    return mu
+
+
+_SCHEMA_APP: FastAPI
+
+
+def serve_users(server: ClassServer, host: str = "127.0.0.1", port: int = 8080, secure: bool = False) -> None:
+    """Start the multi-user editor on ``host:port`` and block until the server stops."""
+    try:
+        check_bundle()
+    except BundleMissing as exc:
+        raise SystemExit(f"nodeflow serve: {exc}") from None
+    install_multiuser(server, secure=secure)
+    users = server.accounts.list()
+    if not users:
+        print(f"nodeflow: no users in {server.root} yet; add one with "
+              f"'nodeflow users add NAME --admin --workspace {server.root}'", flush=True)
+    print(f"nodeflow server for {len(users)} user(s): http://{host}:{port}/", flush=True)
+    ui.run(host=host, port=port, reload=False, show=False, title="nodeflow", favicon="🔀",
+           show_welcome_message=False)
