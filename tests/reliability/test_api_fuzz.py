@@ -10,6 +10,8 @@ hundred requests take seconds."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -122,16 +124,35 @@ def wire(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
-@given(data=st.data())
-async def test_every_operation_refuses_hostile_input_with_a_documented_4xx_and_changes_nothing(http, data):
-    client, session, schema = http.client, http.session, http.schema
+@dataclass(frozen=True)
+class Request:
+    """One call of an operation, drawn to be hostile."""
+    method: str
+    url: str
+    content: bytes | None
+    op: dict[str, Any]
+
+    async def send(self, client):
+        """Sent by ``client``; the answer is never a 5xx and always a status the schema documents."""
+        response = await client.request(self.method, self.url, content=self.content,
+                                        headers={"Content-Type": "application/json"} if self.content is not None
+                                        else {})
+        assert response.status_code < 500, (self.method, self.url, response.text[:500])
+        assert str(response.status_code) in self.op["responses"], (
+            self.method, self.url, response.status_code, response.text[:300], sorted(self.op["responses"]))
+        return response
+
+
+def draw_request(data, schema: dict[str, Any], ops: list[tuple[str, str, dict[str, Any]]],
+                 ids: Callable[[str], list[str]]) -> Request:
+    """One of ``ops`` with each path param one of ``ids(its name)`` or hostile text, query params
+    made from their schemas or any scalar, and a body made from its schema, poisoned, hostile or none."""
     components = schema.get("components", {}).get("schemas", {})
-    method, path, op = data.draw(st.sampled_from(operations(schema)), label="operation")
+    method, path, op = data.draw(st.sampled_from(ops), label="operation")
     url, query = path, {}
     for param in op.get("parameters", []):
         if param["in"] == "path":
-            value = data.draw((st.sampled_from(["c1", "desc", "1", "999"]) | HOSTILE_TEXT).filter(
+            value = data.draw((st.sampled_from(ids(param["name"])) | HOSTILE_TEXT).filter(
                 lambda v: v not in ("", ".", "..")), label=param["name"])  # a client resolves dot segments
             url = url.replace("{%s}" % param["name"], quote(wire(value), safe=""))
         elif param["in"] == "query" and data.draw(st.booleans(), label=f"send {param['name']}"):
@@ -146,14 +167,18 @@ async def test_every_operation_refuses_hostile_input_with_a_documented_4xx_and_c
         body = data.draw(st.one_of(valid, valid.flatmap(poisoned), HOSTILE), label="body")
         content = data.draw(st.one_of(st.builds(encoded, st.just(body), st.booleans()),
                                       DEEP.map(str.encode)), label="bytes")
+    return Request(method, url, content, op)
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+async def test_every_operation_refuses_hostile_input_with_a_documented_4xx_and_changes_nothing(http, data):
+    session = http.session
+    request = draw_request(data, http.schema, operations(http.schema), lambda name: ["c1", "desc", "1", "999"])
     before = state(session)
-    response = await client.request(method, url, content=content,
-                                    headers={"Content-Type": "application/json"} if content is not None else {})
-    assert response.status_code < 500, (method, url, response.text[:500])
-    assert str(response.status_code) in op["responses"], (method, url, response.status_code, response.text[:300],
-                                                         sorted(op["responses"]))
+    response = await request.send(http.client)
     if response.status_code >= 400:
-        assert state(session) == before, (method, url, response.status_code)
+        assert state(session) == before, (request.method, request.url, response.status_code)
     session.wait(30)  # a run or a sweep this started ends before the next example compares
     if len(session.graph.nodes) > 20:
         session.replace(http.graph)
