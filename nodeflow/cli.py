@@ -87,11 +87,20 @@ def apply_overrides(graph: Graph, assignments: list[str], registry: Registry | N
     return Graph.from_data(data, "graph with --set values")
 
 
-def graph_with_overrides(args: argparse.Namespace, registry: Registry) -> Graph:
-    """The graph ``args.graph`` names with its ``--set`` values, each checked against its param
-    whatever part of the graph the command goes on to run (a value on a node outside ``--target``
-    is as wrong as one inside it)."""
-    graph = apply_overrides(load_graph(args.graph), args.set, registry)
+def graph_and_registry(args: argparse.Namespace) -> tuple[Graph, Registry]:
+    """The graph ``args.graph`` names, with its ``--set`` values, and the catalogue. The file is read
+    first, so a file that is not a graph is refused in a moment, before the catalogue (and torch)
+    is loaded."""
+    graph = load_graph(args.graph)
+    registry = registry_for(args)
+    return graph_with_overrides(graph, args, registry), registry
+
+
+def graph_with_overrides(graph: Graph, args: argparse.Namespace, registry: Registry) -> Graph:
+    """``graph`` with the ``--set`` values, each checked against its param whatever part of the
+    graph the command goes on to run (a value on a node outside ``--target`` is as wrong as one
+    inside it)."""
+    graph = apply_overrides(graph, args.set, registry)
     given = {tuple(item.partition("=")[0].strip().split(".", 1)) for item in args.set}
     wrong = [p for p in Executor(registry).validate(graph) if (p.node_id, p.param) in given]
     if wrong:
@@ -118,8 +127,7 @@ def import_nodes(ref: str):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    registry = registry_for(args)
-    graph = graph_with_overrides(args, registry)
+    graph, registry = graph_and_registry(args)
     problems = Executor(registry).validate(graph)
     if not any(p.blocking for p in problems):
         warned = f"; {len(problems)} warning{'s' if len(problems) != 1 else ''}" if problems else ""
@@ -136,8 +144,9 @@ def cmd_export_script(args: argparse.Namespace) -> int:
     if args.output not in (None, "-") and Path(args.output).is_dir():
         raise CliError(f"-o {args.output}: that is a folder; give the script's file name, e.g. "
                        f"{Path(args.output) / 'train.py'}")
+    loaded = load_graph(args.graph)
     registry = registry_for(args)
-    graph = apply_overrides(load_graph(args.graph), args.set, registry)
+    graph = apply_overrides(loaded, args.set, registry)
     try:
         exported = export_script(graph, registry, args.target)
     except GraphInvalid as exc:
@@ -244,9 +253,8 @@ class _TerminalProgress:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    registry = registry_for(args)
     mlflow_client(args)
-    graph = graph_with_overrides(args, registry)
+    graph, registry = graph_and_registry(args)
     workspace = Path(args.workspace) if args.workspace else default_workspace()
     executor = Executor(registry, workspace, device=args.device)
     if args.dry_run:
@@ -348,8 +356,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from nodeflow.sweep import (GridError, branch_outcomes, branch_values, expand, held_out, held_out_warning, judge,
                                 key_metric, metric_value, parse_grid, results_table, run_sweep, sweep_report)
 
-    registry = registry_for(args)
-    base = graph_with_overrides(args, registry)
+    base, registry = graph_and_registry(args)
     grid = parse_grid(args.grid)
 
     def assign(graph: Graph, values: dict) -> Graph:  # as --set would, so a path typed here is made absolute
@@ -440,7 +447,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         graph = apply_overrides(reopened.graph, args.set, registry)
     else:
         args.graph = args.graph or DEFAULT_GRAPH
-        graph = graph_with_overrides(args, registry)
+        graph = graph_with_overrides(load_graph(args.graph), args, registry)
     path = reopened.path if reopened else Path(args.graph) if Path(args.graph).exists() else None
     with cluster_for(args) as cluster:
         session = Session(registry, workspace, graph=graph, path=path, device=args.device,
