@@ -224,6 +224,7 @@ def test_a_plain_run_imports_no_dask(tmp_path):
     assert result.stdout.strip() == "0 []", result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_cli_run_with_jobs_writes_the_same_report(tmp_path):
     graph = make_graph({"a": ("test.constant", {"value": 2}), "b": ("test.constant", {"value": 3}),
                         "sum": ("test.add", {})}, ["a.value->sum.a", "b.value->sum.b"])
@@ -236,6 +237,7 @@ def test_cli_run_with_jobs_writes_the_same_report(tmp_path):
     assert report["ok"] and report["nodes"]["sum"]["status"] == "ran" and report["nodes"]["sum"]["metrics"] == {"sum": 5.0}
 
 
+@pytest.mark.slow
 def test_an_unreachable_scheduler_is_one_line_naming_the_option(tmp_path):
     graph = make_graph({"a": ("test.constant", {})}, [])
     graph.save(tmp_path / "g.json")
@@ -270,6 +272,7 @@ def test_a_local_cluster_hands_out_the_visible_gpus(monkeypatch):
     assert local_gpus() == []
 
 
+@pytest.mark.slow
 def test_an_editor_sweep_on_serve_jobs_2_trains_two_branches_at_once(tmp_path):
     """``nodeflow serve --jobs 2``: a sweep from the editor is one run over its branches on the Dask
     workers, so two of its four trainings run at the same time, as ``nodeflow sweep --jobs 2`` does."""

@@ -77,6 +77,7 @@ def _wait_workers(address: str, n: int) -> None:
         time.sleep(0.3)
 
 
+@pytest.mark.slow
 def test_scheduler_by_address_and_by_environment_and_what_it_refuses(cluster, tmp_path):
     address, add_worker, procs = cluster
     add_worker()

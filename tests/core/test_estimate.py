@@ -152,6 +152,7 @@ def test_target_limits_the_estimate_and_bad_requests_raise(executor):
 # -- nodeflow run --dry-run -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_estimate_table_and_runs_nothing_heavy(tmp_path):
     import json
     import os

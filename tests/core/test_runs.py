@@ -221,6 +221,7 @@ def test_kill_9_of_the_cli_mid_run_leaves_an_interrupted_run_with_what_it_did(tm
     assert [r["status"] for r in listed] == ["interrupted"]
 
 
+@pytest.mark.slow
 def test_cli_lists_shows_diffs_restores_and_traces_runs(tmp_path, workspace):
     graph = make_graph({"a": ("test.constant", {"value": 2}), "b": ("test.constant", {"value": 3}),
                         "sum": ("test.add", {})}, ["a.value->sum.a", "b.value->sum.b"], name="sums")

@@ -26,6 +26,7 @@ def graph():
                        "sum": ("test.add", {})}, ["a.value->slow.value", "slow.value->sum.a"], name="tracked")
 
 
+@pytest.mark.slow
 def test_cli_run_is_logged_to_mlflow_with_params_curves_graph_and_tags(tmp_path, workspace):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient

@@ -50,6 +50,7 @@ def test_grid_parsing_and_combinations():
             parse_grid([bad])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", [[], ["--jobs", "2"]], ids=["local", "dask"])
 def test_sweep_runs_the_shared_head_once_and_records_each_branch(head_graph, tmp_path, parallel):
     log = tmp_path / "runs.log"
@@ -109,6 +110,7 @@ def test_a_branch_that_cannot_run_stops_the_sweep_before_anything_runs(tmp_path)
     assert not (tmp_path / "ws" / "cache").exists()  # nothing ran
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", [[], ["--jobs", "2"]], ids=["local", "dask"])
 def test_a_branch_failing_at_run_time_fails_the_sweep_and_the_others_finish(tmp_path, parallel):
     graph = make_graph({"c": ("test.constant", {"value": 6.0}), "one": ("test.constant", {"value": 1.0}),

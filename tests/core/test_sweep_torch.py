@@ -21,6 +21,7 @@ TINY = {"input.height": 32, "input.width": 32, "formatter.height": 32, "formatte
         "train_finetuned.epochs": 1, "train_finetuned.batch_size": 16}
 
 
+@pytest.mark.slow
 def test_template_sweep_trains_the_head_once_for_four_branches(tmp_path):
     data = make_image_set(tmp_path / "data", ("circle", "stripes"), per_class=16, size=32, class_names=("cat", "dog"))
     sets = [a for k, v in {**TINY, "dataset.root": str(data)}.items()

@@ -98,6 +98,7 @@ def test_unknown_node_class_or_page_and_nodes_without_galleries_are_lookup_error
         session.cell_gallery("eval", true, predicted)
 
 
+@pytest.mark.slow
 def test_report_lists_the_top_errors_also_when_the_node_comes_from_the_cache(tmp_path):
     root = make_image_set(tmp_path / "images", ("circle", "stripes"), per_class=20, size=SIZE, fmt="png", seed=4)
     graph_file = tmp_path / "graph.json"

@@ -36,6 +36,7 @@ def files(folder):
     return sorted(str(p) for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
+@pytest.mark.slow
 def test_a_cached_prefix_makes_the_estimate_much_smaller_and_weights_stay(data, tmp_path):
     MEMORY.clear()
     torch.manual_seed(0)
@@ -70,6 +71,7 @@ def test_a_cached_prefix_makes_the_estimate_much_smaller_and_weights_stay(data, 
     assert all(torch.equal(before[k], trained.model.state[k]) for k in before)
 
 
+@pytest.mark.slow
 def test_the_estimate_is_near_a_measured_epoch_without_cache(data, tmp_path):
     MEMORY.clear()
     torch.manual_seed(0)

@@ -139,6 +139,7 @@ def finish(proc: subprocess.Popen) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_two_machines_train_the_model_one_process_trains(registry, folder, tmp_path):
     """``nodeflow run`` twice on one graph and one workspace, the second machine told its rank by
     NODEFLOW_NODE_RANK: the trainer's model and metrics are those of a run on one machine, and the
@@ -192,6 +193,7 @@ def launch_both(data, workspaces: tuple[Path, Path], stop: threading.Event | Non
     return results
 
 
+@pytest.mark.slow
 def test_a_stopped_two_machine_run_resumes_from_rank_zeros_checkpoint(tiny, tmp_path):  # noqa: F811
     EPOCHS = 120  # a tenth of a second or so each on an idle 2-core box: the stop lands well before the end
     workspace = tmp_path / "shared"

@@ -62,6 +62,7 @@ def test_head_only_training_caches_the_frozen_prefix_once_and_reuses_it(registry
     assert len(list((tmp_path / "ws" / "features").glob("*.safetensors"))) == 3
 
 
+@pytest.mark.slow
 def test_cache_on_and_off_train_the_same_model(registry, shapes, tmp_path):
     """Same batches in the same order; only the fp16 rounding of the stored features differs."""
     on, _ = run_graph(registry, head_only(shapes), tmp_path / "on")
@@ -95,6 +96,7 @@ def test_random_augmentation_turns_the_cache_off_and_says_why_unless_copies_are_
     assert info["enabled"] and info["copies"] == 2 and info["train"] == "computed"
 
 
+@pytest.mark.slow
 def test_benchmark_quick_mode_runs(tmp_path):
     """The benchmark's smoke run, as CI runs it."""
     start = time.monotonic()

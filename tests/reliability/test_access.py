@@ -81,6 +81,7 @@ DOC = st.fixed_dictionaries({"format": st.just("nodeflow.graph") | JSONISH, "ver
                                       "edges": st.lists(JSONISH, max_size=3) | JSONISH})
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(DOC | JSONISH)
 def test_put_graph_never_breaks_the_server(guarded, doc):

@@ -356,6 +356,7 @@ OP = st.fixed_dictionaries(
 BODY = st.fixed_dictionaries({"ops": st.lists(OP | JSONISH, max_size=4) | JSONISH}) | st.lists(OP, max_size=3) | JSONISH
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(BODY)
 def test_edits_of_any_shape_never_break_the_server_and_refusals_change_nothing(server, body):
@@ -373,6 +374,7 @@ def test_edits_of_any_shape_never_break_the_server_and_refusals_change_nothing(s
         server.api("PUT", "/api/graph", json=demo_graph().model_dump(mode="json"))
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.sampled_from(["/api/edit", "/api/graph", "/api/run"]), JSONISH)
 def test_any_json_body_on_any_route_is_never_a_5xx(server, path, body):

@@ -68,6 +68,7 @@ def test_in_memory_values_of_the_worker_count_as_cached(registry, workspace):
         session.close()
 
 
+@pytest.mark.slow
 def test_kill_9_mid_epoch_of_real_training_then_resume(tmp_path):
     """The real trainer in the worker: killed in epoch 2, the node fails with the signal, the data
     nodes stay cached, and the next run resumes training after epoch 1."""

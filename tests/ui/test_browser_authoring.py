@@ -315,6 +315,7 @@ def test_a_group_saved_to_the_palette_is_inserted_by_dragging_it_in(tab, pack_se
 
 
 # -- continuity ----------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_open_lists_graphs_newest_first_and_the_editor_reopens_unsaved_edits(browser, tmp_path):
     workspace = tmp_path / "workspace"
     (workspace / "projects").mkdir(parents=True)

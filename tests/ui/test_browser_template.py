@@ -63,6 +63,7 @@ def seen(tab, node: str) -> list[str]:
     return tab.evaluate("(node) => window.__states[node]", node)
 
 
+@pytest.mark.slow
 def test_template_fine_tune_layers_and_run(browser, template_server):
     tab = browser.new_page(viewport={"width": 1600, "height": 950})
     errors: list[str] = []

@@ -112,6 +112,7 @@ def diagnose(data, planted, workspace: Path) -> dict[str, tuple[set, set]]:
             "near": (near_found, planted["near"]), "flips": (flips_found, planted["flips"])}
 
 
+@pytest.mark.slow
 def test_each_planted_fault_is_found_with_measured_precision_and_recall(tmp_path):
     """Pooled over four generated sets (a few planted faults per set make one set's figures coarse)."""
     totals = {kind: [0, 0, 0] for kind in ("unreadable", "exact", "near", "flips")}  # hits, found, planted
