@@ -139,7 +139,8 @@ def click_to_queued(repeats: int) -> dict[str, dict[str, float]]:
     from tests.imagegen import make_image_set
 
     with tempfile.TemporaryDirectory() as tmp:
-        images = make_image_set(Path(tmp) / "pets", ("cat", "dog"), per_class=20, size=48)
+        images = make_image_set(Path(tmp) / "pets", ("circle", "stripes"), per_class=20, size=48,
+                                class_names=("cat", "dog"))
         graph = Graph.load(ROOT / "templates" / "cats_vs_dogs_finetune.json")
         data = graph.model_dump(mode="json")
         for node in data["nodes"]:
@@ -191,6 +192,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    if args.nodes < 20 + args.repeats:  # the connects wire n0..n9 into n20, n21, ...
+        parser.error(f"--nodes must be at least 20 + --repeats ({20 + args.repeats})")
     graph = big_graph(args.nodes)
     result = {"nodes": len(graph.nodes), "edges": len(graph.edges), **server_side(graph, args.repeats),
               **browser_side(graph, args.repeats), "vgg16_template": click_to_queued(args.repeats)}
