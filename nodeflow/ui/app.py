@@ -819,6 +819,8 @@ PAGE_CSS = """
 .nicegui-content { padding: 0 !important; }
 .nf-log { font-family: ui-monospace, monospace; }
 .nf-log .q-scrollarea__content { width: 100% !important; }
+.nf-log .q-scrollarea__content:empty::before { content: "The run log: what each run does, its progress and its messages, appear here.";
+  display: block; padding: 6px 8px; color: #9e9e9e; }
 .nf-log .q-scrollarea__content > * { white-space: pre-wrap !important; overflow-wrap: anywhere; }
 .nf-error-box { border-left: 3px solid #c62828; background: #fff5f5; padding: 6px 10px; border-radius: 4px; }
 .nf-error-text { white-space: pre-wrap; overflow-wrap: anywhere; color: #7f1d1d; }
