@@ -165,6 +165,12 @@ class FairTurns:
             waiting = [(w.user, *w.run_id) for w in self.queue.snapshot()]
             return running, waiting, list(self.starts), self.version
 
+    def changed(self) -> None:
+        """Something the queue's views show moved outside it (a project queued or cancelled runs):
+        a cached view keyed on ``version`` is worked out again."""
+        with self._cond:
+            self._changed()
+
     def holds(self, project: str) -> bool:
         """Whether the project has a job running or waiting for its turn."""
         with self._cond:
@@ -242,7 +248,7 @@ class ProjectSession(Session):
         try:
             return super().submit(target, source)
         finally:
-            self.server.turns._changed()
+            self.server.turns.changed()
 
     def submit_sweep(self, grid: list[tuple[str, list[Any]]], target: str | None = None,
                      metric: str | None = None) -> dict[str, Any]:
@@ -250,7 +256,7 @@ class ProjectSession(Session):
         try:
             return super().submit_sweep(grid, target, metric)
         finally:
-            self.server.turns._changed()
+            self.server.turns.changed()
 
     def cancel(self, run_id: int) -> str:
         status = super().cancel(run_id)
@@ -275,7 +281,7 @@ class ProjectSession(Session):
         for _, project, runs in waiting:
             if project == self.project.id and not set(runs) & set(self.runs.queued()):
                 self.server.turns.withdraw(project)
-        self.server.turns._changed()
+        self.server.turns.changed()
 
     def _end_turn(self) -> None:
         if self.worker is not None:
