@@ -27,6 +27,9 @@ from .state import STATE_STYLE
 REFRESH_SECONDS = 1.0
 #: long cells wrap, so every column stays in view at 1440 px (a table cell does not wrap by default)
 WRAP = "white-space: normal; overflow-wrap: anywhere; min-width: 10rem; max-width: 24rem"
+#: a column of names (a target node id, where a run came from): wrapped too, so one long id cannot push the
+#: Status column out of the panel
+WRAP_NAMES = "white-space: normal; overflow-wrap: anywhere; min-width: 5rem; max-width: 14rem"
 #: flipped images listed per direction in the Compare panel (the count says how many there are)
 FLIPS_LISTED = 12
 #: how a metric's name ranks when choosing which curve to show first
@@ -141,11 +144,11 @@ class RunsPanel:
 
     COLUMNS = [{"name": "id", "label": "Run", "field": "id", "align": "right"},
                {"name": "when", "label": "When", "field": "when", "align": "left"},
-               {"name": "target", "label": "Target", "field": "target", "align": "left"},
+               {"name": "target", "label": "Target", "field": "target", "align": "left", "style": WRAP_NAMES},
                {"name": "changed", "label": "What changed", "field": "changed", "align": "left", "style": WRAP},
                {"name": "metrics", "label": "Key metrics", "field": "metrics", "align": "left", "style": WRAP},
                {"name": "duration", "label": "Duration", "field": "duration", "align": "right"},
-               {"name": "source", "label": "From", "field": "source", "align": "left"},
+               {"name": "source", "label": "From", "field": "source", "align": "left", "style": WRAP_NAMES},
                {"name": "status", "label": "Status", "field": "status", "align": "left"}]
 
     def __init__(self, session: Session, on_restore=None) -> None:
