@@ -8,6 +8,7 @@ editor's executor is told which (:meth:`nodeflow.cache.Cache.set_elsewhere`).
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import multiprocessing as mp
 import signal
@@ -28,6 +29,26 @@ _CONTEXT = mp.get_context("spawn")  # a fresh interpreter: no threads or CUDA st
 
 class WorkerDied(RuntimeError):
     pass
+
+
+class SharedStopFlag:
+    """The stop flag the editor shares with its worker: one byte of shared memory, and no lock.
+    ``multiprocessing.Event`` guards its value with a lock that a kill -9 of the worker, landing while
+    the worker reads the flag (it does before every layer's forward), leaves held for good; the next
+    stop or run would then hang the editor's run thread. A byte needs no lock: a read sees either the
+    old value or the new one."""
+
+    def __init__(self) -> None:
+        self._value = _CONTEXT.RawValue(ctypes.c_bool, False)
+
+    def is_set(self) -> bool:
+        return bool(self._value.value)
+
+    def set(self) -> None:
+        self._value.value = True
+
+    def clear(self) -> None:
+        self._value.value = False
 
 
 def _serve(conn, origins, workspace: str, device: str, stop, allowed_roots: list[str] | None = None) -> None:
@@ -77,7 +98,8 @@ class WorkerBackend:
         self.device = device
         self.allowed_roots = None if allowed_roots is None else [str(r) for r in allowed_roots]
         self.on_memory = on_memory
-        self._stop = _CONTEXT.Event()
+        #: the flag the worker reads to stop its node
+        self.stop_flag = SharedStopFlag()
         self._process: Any = None
         self._conn: Any = None
         self._lock = threading.Lock()
@@ -91,7 +113,7 @@ class WorkerBackend:
 
     # -- the backend protocol (see nodeflow.scheduler) ------------------------------------------------
     def begin(self, branches: list[Any]) -> None:
-        self._stop.clear()
+        self.stop_flag.clear()
 
     def end(self) -> None:
         pass
@@ -134,7 +156,7 @@ class WorkerBackend:
             return [(task, Outcome("failed", error=cause, fatal=True))]
 
     def stop(self) -> None:
-        self._stop.set()
+        self.stop_flag.set()
 
     # -- the process ---------------------------------------------------------------------------------
     def _ensure_started(self) -> None:
@@ -142,7 +164,7 @@ class WorkerBackend:
             return
         parent, child = _CONTEXT.Pipe()
         self._process = _CONTEXT.Process(target=_serve, name="nodeflow-worker", daemon=True,
-                                         args=(child, self.origins, str(self.workspace), self.device, self._stop,
+                                         args=(child, self.origins, str(self.workspace), self.device, self.stop_flag,
                                                self.allowed_roots))
         self._process.start()
         child.close()

@@ -3,6 +3,7 @@ stays usable, cached results survive, and the next run starts a new worker."""
 
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -99,3 +100,32 @@ def test_kill_9_mid_epoch_of_real_training_then_resume(tmp_path):
         session.wait(60)
     finally:
         session.close()
+
+
+def _read_the_flag_forever(flag, reads) -> None:
+    while True:
+        flag.is_set()
+        reads.value += 1
+
+
+def test_a_worker_killed_while_it_reads_the_stop_flag_leaves_the_flag_usable(registry, workspace):
+    """The worker reads the stop flag before every layer's forward, so a kill -9 lands in a read more
+    often than not. A flag with a lock (multiprocessing.Event) then stays locked for good, and the
+    next ▶ or ■ hangs the editor's run thread; the worker's flag must come through any kill."""
+    import ctypes
+
+    from nodeflow.worker import _CONTEXT, WorkerBackend
+
+    flag = WorkerBackend(registry, workspace).stop_flag
+    for _ in range(5):
+        reads = _CONTEXT.RawValue(ctypes.c_long, 0)
+        reader = _CONTEXT.Process(target=_read_the_flag_forever, args=(flag, reads), daemon=True)
+        reader.start()
+        assert wait_for(lambda: reads.value > 10_000, timeout=60)
+        reader.kill()
+        reader.join(10)
+        toggled = threading.Thread(target=lambda: (flag.set(), flag.is_set(), flag.clear()), daemon=True)
+        toggled.start()
+        toggled.join(5)
+        assert not toggled.is_alive(), "setting the stop flag hung after its reader was killed"
+        assert not flag.is_set()
