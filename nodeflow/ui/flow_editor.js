@@ -284,7 +284,7 @@ export default {
              deleteKeys: ["Delete", "Backspace"], edgeOptions: { type: "default" } };
   },
   data() {
-    return { version: -1, rid: 0, pending: {}, removing: null, selectedIds: [], groups: [], menu: null };
+    return { version: -1, rid: 0, pending: {}, removing: null, selectedIds: [], groups: [], menu: null, fits: 0 };
   },
   computed: {
     // member id -> its group's id, for the members of collapsed groups (drawn as the group's card)
@@ -316,7 +316,7 @@ export default {
     },
   },
   template: `
-  <div class="nf-canvas" :id="flowId + '-root'" :class="{ 'nf-refused': cue }" style="position: relative"
+  <div class="nf-canvas" :id="flowId + '-root'" :class="{ 'nf-refused': cue }" :data-fits="fits" style="position: relative"
        @dragover="onDragOver" @drop="onDrop" @pointermove="onPointer" @pointerdown="onCanvasDown">
     <div v-if="cue" class="nf-cue">{{ cue }}</div>
     <VueFlow :id="flowId" :node-types="nodeTypes" :is-valid-connection="isValidConnection"
@@ -500,6 +500,7 @@ export default {
       const x = (x1 - x0) * zoom <= el.width - 2 * pad ? (el.width - (x1 - x0) * zoom) / 2 - x0 * zoom : pad - x0 * zoom;
       const y = (y1 - y0) * zoom <= el.height - 2 * pad ? (el.height - (y1 - y0) * zoom) / 2 - y0 * zoom : pad - y0 * zoom;
       store.setViewport({ x, y, zoom });
+      this.fits += 1;  // drawn as data-fits: what is measured or pictured after it sees the fitted view
     },
     // -- canvas -> server ------------------------------------------------------------------------
     send(kind, ops) {

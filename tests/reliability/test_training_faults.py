@@ -80,13 +80,13 @@ def test_out_of_memory_suggests_a_smaller_batch_and_the_next_run_works(catalogue
 def test_stop_ends_training_at_the_next_batch_and_leaves_the_node_stale(catalogue, images, tmp_path):
     graph = classifier_graph(images, epochs=50, trainer={"batch_size": 8})
     executor = Executor(catalogue, tmp_path, device="cpu")
-    epoch_done = threading.Event()
-    executor.subscribe(lambda e: epoch_done.set() if e.kind == "metric" and e.data["name"] == "val_loss" else None)
+    in_epoch_two = threading.Event()  # a third of the way into it: past the epoch-1 checkpoint
+    executor.subscribe(lambda e: in_epoch_two.set() if e.kind == "progress" and e.data["epochs"]
+                       and e.data["done"] / e.data["total"] > 1.33 / 50 else None)
     result = {}
     worker = threading.Thread(target=lambda: result.update(report=executor.run(graph, target="train")))
     worker.start()
-    assert epoch_done.wait(120)
-    time.sleep(0.3)  # somewhere in epoch 2
+    assert in_epoch_two.wait(120)
     stopped_at = time.monotonic()
     executor.interrupt()
     worker.join(30)

@@ -122,24 +122,34 @@ def pack_server(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def editor_tab(browser, server: Server, drawn: str, height: int = 900, width: int = 1500, clipboard: bool = False):
-    """A tab on ``server``'s editor once the card ``drawn`` (a node id) is on the canvas; an error in
-    the page fails the test that used it. ``clipboard``: the page may read and write the system
-    clipboard (a person's browser asks once; headless Chromium needs it granted)."""
-    context = browser.new_context(viewport={"width": width, "height": height})
+def editor_tab(browser, server: Server, drawn: str, height: int = 900, width: int = 1500, clipboard: bool = False,
+               console: bool = False, downloads: bool = False):
+    """A tab on ``server``'s editor once the card ``drawn`` (a node id) is on the canvas and the view
+    fitted; an error in the page fails the test that used it, and so does, with ``console``, an error
+    in the browser's console or a "not found" there (an edge anchor with no card). ``tab.requests``
+    lists every address the tab asked for. ``clipboard``: the page may read and write the system
+    clipboard (a person's browser asks once; headless Chromium needs it granted). ``downloads``: a
+    download is kept for the test to read."""
+    context = browser.new_context(viewport={"width": width, "height": height}, accept_downloads=downloads)
     if clipboard:
         context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
     tab = context.new_page()
-    errors: list[str] = []
-    tab.on("pageerror", lambda e: errors.append(str(e)))
+    tab.problems, tab.requests = [], []
+    tab.on("pageerror", lambda e: tab.problems.append(f"page error: {e}"))
+    if console:
+        tab.on("console", lambda m: tab.problems.append(f"console {m.type}: {m.text}")
+               if m.type == "error" or "not found" in m.text else None)
+    tab.on("request", lambda r: tab.requests.append(r.url))
     try:
         tab.goto(server.url + "/")
         tab.wait_for_selector(f'.vue-flow__node[data-id="{drawn}"]')
-        tab.wait_for_timeout(300)
+        wait_for_fit(tab)
         yield tab
+        if console:
+            tab.wait_for_timeout(300)  # a console error the test's last step causes is still the test's
     finally:
         context.close()
-    assert not errors, f"errors in the page: {errors}"
+    assert not tab.problems, f"errors in the page: {tab.problems}"
 
 
 @pytest.fixture
@@ -156,3 +166,23 @@ def shot(tab, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     tab.screenshot(path=str(path))
     return path
+
+
+def wait_for_fit(tab) -> None:
+    """Until the canvas has fitted its view to the graph (it does once the cards are measured): what
+    is measured or pictured after it is the view a person sees first."""
+    tab.wait_for_function("() => Number(document.querySelector('.nf-canvas')?.dataset.fits) > 0")
+
+
+def wait_until_still(tab, selector: str, frames: int = 6) -> None:
+    """Until what ``selector`` matches has the same box for ``frames`` animation frames in a row: a
+    drawer or tab panel that slides in has arrived."""
+    tab.evaluate("window.__still = null")
+    tab.wait_for_function("""([selector, frames]) => {
+        const el = document.querySelector(selector);
+        if (!el) return false;
+        const box = JSON.stringify(el.getBoundingClientRect());
+        window.__still = window.__still && window.__still.box === box && window.__still.selector === selector
+            ? { selector, box, frames: window.__still.frames + 1 } : { selector, box, frames: 0 };
+        return window.__still.frames >= frames;
+    }""", arg=[selector, frames], polling="raf")

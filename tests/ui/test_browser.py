@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.waiting import wait_for
+
 from .conftest import shot
 
 pytestmark = pytest.mark.browser
@@ -51,9 +53,8 @@ def test_wire_two_compatible_ports(page, pack_server):
     page.mouse.up()
     drag_wire(page, src, dst)
     page.wait_for_selector('.vue-flow__edge[data-id="add2.a"]', state="attached")
-    page.wait_for_timeout(300)
-    edges = pack_server.api("GET", "/api/graph").json()["edges"]
-    assert {"source": "c2", "source_port": "value", "target": "add2", "target_port": "a"} in edges
+    wire = {"source": "c2", "source_port": "value", "target": "add2", "target_port": "a"}
+    assert wait_for(lambda: wire in pack_server.api("GET", "/api/graph").json()["edges"], timeout=10)
 
 
 def test_incompatible_wire_is_refused_with_a_cue(page, pack_server):
@@ -69,8 +70,7 @@ def test_incompatible_wire_is_refused_with_a_cue(page, pack_server):
     assert float(handle(page, "slow", "value", "target").evaluate("el => getComputedStyle(el).opacity")) < 0.5
     page.mouse.up()
     page.wait_for_selector(".nf-cue")
-    assert "refused" in page.locator(".nf-cue").inner_text()
-    page.wait_for_timeout(300)
+    assert "refused" in page.locator(".nf-cue").inner_text()  # shown once refused: nothing more is coming
     assert page.locator('.vue-flow__edge[data-id="add2.b"]').count() == 0
     edges = pack_server.api("GET", "/api/graph").json()["edges"]
     assert not any(e["target"] == "add2" for e in edges)
@@ -95,17 +95,20 @@ def test_drag_a_node_moves_it_on_the_server(page, pack_server):
     page.mouse.down()
     page.mouse.move(box["x"] + 110, box["y"] + 65, steps=6)
     page.mouse.up()
-    page.wait_for_timeout(400)
-    pos = next(n for n in pack_server.api("GET", "/api/graph").json()["nodes"] if n["id"] == "add2")["position"]
-    assert pos["x"] > 650 and pos["y"] > 330
+
+    def moved() -> bool:
+        pos = next(n for n in pack_server.api("GET", "/api/graph").json()["nodes"] if n["id"] == "add2")["position"]
+        return pos["x"] > 650 and pos["y"] > 330
+
+    assert wait_for(moved, timeout=10)
 
 
 def test_delete_key_removes_the_selected_node_and_undo_restores_it(page, pack_server):
     page.locator('.vue-flow__node[data-id="desc"] .nf-title').click()
     page.keyboard.press("Delete")
     page.wait_for_selector('.vue-flow__node[data-id="desc"]', state="detached")
-    page.wait_for_timeout(300)
-    assert not any(n["id"] == "desc" for n in pack_server.api("GET", "/api/graph").json()["nodes"])
+    assert wait_for(lambda: not any(n["id"] == "desc" for n in pack_server.api("GET", "/api/graph").json()["nodes"]),
+                    timeout=10)
     page.locator(".vue-flow__pane").click(position={"x": 20, "y": 20})
     page.keyboard.press("Control+z")
     page.wait_for_selector('.vue-flow__node[data-id="desc"]')

@@ -18,7 +18,7 @@ from playwright.sync_api import expect
 
 from tests.waiting import wait_for
 
-from .conftest import Server, editor_tab, shot
+from .conftest import Server, editor_tab, shot, wait_until_still
 from .server import demo_graph
 
 pytestmark = pytest.mark.browser
@@ -426,6 +426,7 @@ def test_the_runs_table_shows_every_column_at_1440_px(browser, pack_server):
         page.get_by_role("button", name="Runs").click()
         table = page.locator(".nf-runs-table")
         expect(table.locator("tbody tr").first).to_be_visible()
+        wait_until_still(page, ".nf-runs-panel")  # the dialog grows as it opens: measure it open
         panel = page.locator(".nf-runs-panel").bounding_box()
         for name in ("Run", "When", "Target", "What changed", "Key metrics", "Duration", "From", "Status"):
             header = table.locator("th", has_text=name).first.bounding_box()

@@ -43,7 +43,7 @@ def test_estimate_on_the_card_and_confirmation_over_the_threshold(page, pack_ser
 
     dialog.get_by_role("button", name="Cancel").click()
     dialog.wait_for(state="hidden")
-    page.wait_for_timeout(800)
+    page.wait_for_timeout(800)  # no event to wait for: a run that Cancel had started would show by now
     status = pack_server.api("GET", "/api/status").json()
     assert not status["running"] and status["nodes"]["timed"]["state"] in ("idle", "stale")
     assert len(pack_server.api("GET", "/api/runs").json()) == runs_before

@@ -11,7 +11,7 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import Server
+from .conftest import Server, editor_tab
 from .test_browser_readable import VIEWPORT, select, tiny_template
 
 pytestmark = pytest.mark.browser
@@ -31,15 +31,8 @@ def server(tmp_path_factory):
 def tab(browser, server):
     server.api("POST", "/api/stop")
     server.api("PUT", "/api/graph", json=server.graph)
-    context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
-    page = context.new_page()
-    page.problems = []
-    page.on("pageerror", lambda e: page.problems.append(f"page error: {e}"))
-    page.goto(server.url + "/")
-    page.wait_for_selector('.vue-flow__node[data-id="evaluate"] .nf-title')
-    yield page
-    context.close()
-    assert page.problems == [], page.problems
+    with editor_tab(browser, server, "evaluate", downloads=True, **VIEWPORT) as page:
+        yield page
 
 
 def card(tab, node: str, part: str = "nf-title"):

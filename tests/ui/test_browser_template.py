@@ -10,7 +10,7 @@ import pytest
 
 from nodeflow.templates import template_path
 
-from .conftest import ARTIFACTS, Server, shot
+from .conftest import ARTIFACTS, Server, shot, wait_for_fit
 
 pytestmark = pytest.mark.browser
 
@@ -73,10 +73,9 @@ def test_template_fine_tune_layers_and_run(browser, template_server):
     ids = set(tab.eval_on_selector_all(".vue-flow__node", "els => els.map(e => e.dataset.id)"))
     assert ids == TEMPLATE_IDS
     assert tab.locator(".vue-flow__edge").count() == 12
-    tab.wait_for_timeout(500)
+    wait_for_fit(tab)
     shot(tab, "editor-template")
     tab.locator(".vue-flow__controls-fitview").click()  # the first view is readable, not whole
-    tab.wait_for_timeout(300)
 
     # train the first stage through the API: the browser shows the same run
     assert template_server.api("POST", "/api/run", json={"target": "train"}).status_code == 200
