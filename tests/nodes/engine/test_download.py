@@ -41,19 +41,15 @@ def test_a_file_with_another_digest_is_refused_and_not_kept(mirror, tmp_path):
     assert leftovers(tmp_path / "w") == []
 
 
-def test_a_stalled_server_times_out_and_leaves_nothing(mirror, tmp_path):
-    mirror.files["slow.pth"] = BODY
-    mirror.stall.add("slow.pth")
-    with pytest.raises(DownloadError, match=r"did not answer within 0.5 s"):
-        download(f"{mirror.url}/slow.pth", tmp_path / "w" / "slow.pth", "sha256", SHA[:8], 0.5)
-    assert leftovers(tmp_path / "w") == []
-
-
-def test_a_connection_cut_before_the_promised_length_leaves_nothing(mirror, tmp_path):
-    mirror.files["cut.pth"] = BODY
-    mirror.cut.add("cut.pth")
-    with pytest.raises(DownloadError, match=rf"closed after {len(BODY) // 2} of {len(BODY)} bytes"):
-        download(f"{mirror.url}/cut.pth", tmp_path / "w" / "cut.pth", "sha256", SHA[:8], 5)
+@pytest.mark.parametrize("fault, timeout, message", [
+    ("stall", 0.5, r"did not answer within 0.5 s"),
+    ("cut", 5, rf"closed after {len(BODY) // 2} of {len(BODY)} bytes"),
+], ids=["a stalled server times out", "a connection cut before the promised length"])
+def test_a_server_that_breaks_off_leaves_nothing(mirror, tmp_path, fault, timeout, message):
+    mirror.files["r18.pth"] = BODY
+    getattr(mirror, fault).add("r18.pth")
+    with pytest.raises(DownloadError, match=message):
+        download(f"{mirror.url}/r18.pth", tmp_path / "w" / "r18.pth", "sha256", SHA[:8], timeout)
     assert leftovers(tmp_path / "w") == []
 
 
