@@ -128,7 +128,7 @@ class WorkerBackend:
                 self._ensure_started()
                 self._conn.send(("task", task.branch.checked.graph.dumps(), task.node_id, task.key, task.force,
                                  task.fetch, task.run))
-            except WorkerDied:
+            except (WorkerDied, OSError):  # OSError: it died between the check and the send
                 pass  # collect says why
 
     def collect(self, timeout: float) -> list[tuple[Task, Outcome]]:

@@ -129,3 +129,29 @@ def test_a_worker_killed_while_it_reads_the_stop_flag_leaves_the_flag_usable(reg
         toggled.join(5)
         assert not toggled.is_alive(), "setting the stop flag hung after its reader was killed"
         assert not flag.is_set()
+
+
+def test_a_worker_that_dies_just_before_a_task_is_sent_fails_that_node_with_the_cause(registry, workspace):
+    """The worker can die between the check that it lives and the sending of the task (the pipe is
+    then broken): the node fails saying the worker was killed, and the next run starts a new worker."""
+    graph = make_graph({"a": ("test.constant", {"value": 2}), "after": ("test.add", {})}, ["a.value->after.a"])
+    session = Session(registry, workspace, graph=graph, isolate=True)
+    try:
+        session.run()
+        assert session.wait(60).ok
+        worker = session.worker
+        os.kill(worker.pid, signal.SIGKILL)
+        worker._process.join(10)
+        ensure_started = worker._ensure_started
+        worker._ensure_started = lambda: None  # as if it had died right after the check
+        session.edit("set_params", id="a", params={"value": 3})
+        session.run()
+        session.wait(60)
+        node = session.snapshot()["nodes"]["a"]
+        assert node["state"] == "failed" and "killed by SIGKILL" in node["error"]
+        worker._ensure_started = ensure_started
+        session.run()
+        report = session.wait(60)
+        assert report.ok and report.nodes["after"].metrics["sum"] == 3.0
+    finally:
+        session.close()
