@@ -19,11 +19,13 @@ not a second loop.
 
 from __future__ import annotations
 
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from nodeflow.errors import describe_exception
 from nodeflow.events import Event, Log, NodeFailed, NodeFinished, NodeSkipped, NodeStopped
 
 if TYPE_CHECKING:
@@ -252,6 +254,13 @@ class RunState:
         """No new task starts; what has not started is skipped once what runs has ended."""
         self.stopping = True
 
+    def broken_off(self, exc: Exception, trace: str) -> list[tuple[Task, Outcome]]:
+        """A failed outcome, naming ``exc``, for every task handed to a backend that then broke, so
+        that each of their nodes is told why instead of staying as it was."""
+        error = f"the run's backend broke off: {describe_exception(exc)}"
+        return [(s.task, Outcome("failed", error=error, traceback=trace, fatal=True))
+                for s in self.slots.values() if s.status == "submitted"]
+
     def record(self, task: Task, outcome: Outcome) -> None:
         slot = self.slots[task.key]
         slot.status, slot.outcome = "done", outcome
@@ -375,13 +384,19 @@ def execute(branches: list[Prepared], backend: Backend,
                 state.stop()
                 state.stopped = True
                 backend.stop()
-            for task in state.ready(backend.free()):
-                # a task's events go to its branch (the same node in another branch sharing the task is
-                # told only its outcome)
-                backend.submit(task, task.branch.emit)
-            if state.finished():
-                break
-            for task, outcome in backend.collect(POLL_SECONDS):
+            try:
+                for task in state.ready(backend.free()):
+                    # a task's events go to its branch (the same node in another branch sharing the task
+                    # is told only its outcome)
+                    backend.submit(task, task.branch.emit)
+                if state.finished():
+                    break
+                collected = backend.collect(POLL_SECONDS)
+            except Exception as exc:  # the backend broke (a bug, a cluster gone): what it had fails with why
+                collected = state.broken_off(exc, traceback.format_exc())
+                if not collected:
+                    raise
+            for task, outcome in collected:
                 state.record(task, outcome)
                 if outcome.fatal:
                     backend.stop()

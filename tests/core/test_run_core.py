@@ -157,6 +157,27 @@ def test_branches_that_need_one_result_share_one_task_and_a_failure_skips_only_w
         failing.tasks
 
 
+
+class BreaksOff(InProcess):
+    """A backend that takes a task and then breaks as it is asked for the outcome (a cluster gone)."""
+
+    def collect(self, timeout):
+        if self._done:
+            raise ConnectionError("the scheduler went away")
+        return super().collect(timeout)
+
+
+def test_a_backend_that_breaks_off_fails_the_nodes_it_had_and_says_why(registry, workspace):
+    executor = Executor(registry, workspace)
+    graph = make_graph({"a": ("test.constant", {"value": 2}), "sum": ("test.add", {})}, ["a.value->sum.a"])
+    heard: list = []
+    report = execute([executor.prepare(graph, listeners=[heard.append])], BreaksOff(executor.stop_flag))[0]
+    assert {n: r.status for n, r in report.nodes.items()} == {"a": "failed", "sum": "skipped"}
+    assert report.nodes["a"].error == "the run's backend broke off: ConnectionError: the scheduler went away"
+    told = [e for e in heard if isinstance(e, NodeFailed)]  # the card is told, not only the run's record
+    assert [(e.node_id, e.message) for e in told] == [("a", report.nodes["a"].error)]
+
+
 # -- what the session shows --------------------------------------------------------------------------------
 
 def training_graph(epochs=40, delay=0.05):
