@@ -54,6 +54,7 @@ def test_validate_ok(chain_file):
     assert result.returncode == 0 and "valid (6 nodes, 4 edges)" in result.stdout
 
 
+@pytest.mark.slow
 def test_run_set_report_and_rerun_in_new_process(chain_file, workspace, tmp_path):
     report = tmp_path / "report.json"
     first = nodeflow("run", str(chain_file), "--report", str(report), workspace=workspace)

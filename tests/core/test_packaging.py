@@ -41,6 +41,7 @@ def test_wheel_ships_templates_and_the_editor_bundle(wheel):
 
 
 @pytest.mark.browser
+@pytest.mark.slow
 def test_installed_wheel_opens_the_editor_without_a_checkout_or_node(wheel, browser, tmp_path):  # noqa: F811
     """A fresh venv gets the wheel alone; its dependencies (torch, NiceGUI, ...) are this environment's,
     put on its path so the test downloads nothing, but not its editable nodeflow."""

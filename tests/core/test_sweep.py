@@ -88,6 +88,7 @@ def test_sweep_runs_the_shared_head_once_and_records_each_branch(head_graph, tmp
     assert one["nodes"]["score"]["metrics"]["sum"] == 27.0
 
 
+@pytest.mark.slow
 def test_a_bad_grid_value_names_node_and_param_in_one_line(head_graph, tmp_path):
     result = nodeflow("sweep", str(head_graph), "--grid", 'finetune.offset=[1, "x"]', "--workspace", str(tmp_path))
     assert result.returncode == 1

@@ -96,6 +96,7 @@ def test_a_scoring_pass_counts_the_prefix_only_while_uncached(data, tmp_path):
     assert found.seconds > 0 and found.epochs is None and found.feature_cache == "built in this pass"
 
 
+@pytest.mark.slow
 def test_dry_run_of_the_template_prints_the_estimate_and_trains_nothing(tmp_path, shapes):
     import subprocess
     import sys

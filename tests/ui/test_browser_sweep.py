@@ -46,6 +46,7 @@ def tab(browser, train_server):
         yield page
 
 
+@pytest.mark.slow
 def test_a_learning_rate_sweep_from_the_params_form(tab, train_server):
     tab.locator('.vue-flow__node[data-id="train"] .nf-title').click()
     tab.get_by_role("button", name="Sweep lr…").click()

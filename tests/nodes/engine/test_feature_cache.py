@@ -133,6 +133,7 @@ def test_entries_are_invalidated_exactly_when_weights_files_or_transform_change(
     assert hit() == "memory"
 
 
+@pytest.mark.slow
 def test_a_new_process_finds_the_entry_on_disk(shapes, tmp_path):
     code = ("import sys, torch; from pathlib import Path\n"
             "from nodes.engine.feature_cache import cache_cut, features_for, prefix_digest\n"
