@@ -182,7 +182,7 @@ def wait_until_still(tab, selector: str, frames: int = 6) -> None:
         const el = document.querySelector(selector);
         if (!el) return false;
         const box = JSON.stringify(el.getBoundingClientRect());
-        window.__still = window.__still && window.__still.box === box && window.__still.selector === selector
-            ? { selector, box, frames: window.__still.frames + 1 } : { selector, box, frames: 0 };
+        window.__still = window.__still && window.__still.box === box
+            ? { box, frames: window.__still.frames + 1 } : { box, frames: 0 };
         return window.__still.frames >= frames;
     }""", arg=[selector, frames], polling="raf")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.ui import gallery_server
-from tests.ui.conftest import editor_tab, shot
+from tests.ui.conftest import editor_tab, shot, wait_until_still
 
 pytestmark = pytest.mark.browser
 
@@ -54,14 +54,8 @@ def open_output(tab, node_id: str) -> None:
 
 def settled_cells(tab) -> dict:
     """The cells once the Output panel has stopped sliding in (a tab switch animates it)."""
-    before = tab.evaluate(CELLS)
-    for _ in range(50):
-        tab.wait_for_timeout(100)
-        now = tab.evaluate(CELLS)
-        if now == before:
-            return now
-        before = now
-    raise AssertionError("the confusion matrix kept moving")
+    wait_until_still(tab, ".nf-output .nf-confusion")
+    return tab.evaluate(CELLS)
 
 
 def click_cell(tab, true: str, predicted: str) -> None:
