@@ -819,15 +819,10 @@ PAGE_CSS = """
 .nicegui-content { padding: 0 !important; }
 .nf-log { font-family: ui-monospace, monospace; }
 .nf-log .q-scrollarea__content { width: 100% !important; }
-/* the Runs table never grows past its panel: fixed widths for every column but What changed and Key
-   metrics, which share the rest, wrapping */
+/* the Runs table never grows past its panel: every column has its width (RunsPanel.COLUMNS) but What
+   changed and Key metrics, which share the rest, wrapping */
 .nf-runs-table table { table-layout: fixed; }
-.nf-runs-table thead th:nth-child(1) { width: 2.75rem; }
-.nf-runs-table thead th:nth-child(2) { width: 3.5rem; }
-.nf-runs-table thead th:nth-child(3) { width: 8rem; }
-.nf-runs-table thead th:nth-child(4) { width: 12rem; }
-.nf-runs-table thead th:nth-child(7), .nf-runs-table thead th:nth-child(8) { width: 5.5rem; }
-.nf-runs-table thead th:nth-child(9) { width: 8.5rem; }
+.nf-runs-table thead th:first-child { width: 2.75rem; }  /* the selection boxes */
 .nf-log .q-scrollarea__content:empty::before { content: "The run log: what each run does, its progress and its messages, appear here.";
   display: block; padding: 6px 8px; color: #9e9e9e; }
 .nf-log .q-scrollarea__content > * { white-space: pre-wrap !important; overflow-wrap: anywhere; }

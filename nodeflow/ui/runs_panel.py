@@ -142,14 +142,18 @@ def overlay_options(runs: list[dict[str, Any]], curve: str | None) -> dict[str, 
 class RunsPanel:
     """A dialog over the editor; ``open()`` shows it."""
 
-    COLUMNS = [{"name": "id", "label": "Run", "field": "id", "align": "right"},
-               {"name": "when", "label": "When", "field": "when", "align": "left"},
-               {"name": "target", "label": "Target", "field": "target", "align": "left", "style": WRAP_NAMES},
+    COLUMNS = [{"name": "id", "label": "Run", "field": "id", "align": "right", "headerStyle": "width: 3.5rem"},
+               {"name": "when", "label": "When", "field": "when", "align": "left", "headerStyle": "width: 8rem"},
+               {"name": "target", "label": "Target", "field": "target", "align": "left", "style": WRAP_NAMES,
+                "headerStyle": "width: 12rem"},
                {"name": "changed", "label": "What changed", "field": "changed", "align": "left", "style": WRAP},
                {"name": "metrics", "label": "Key metrics", "field": "metrics", "align": "left", "style": WRAP},
-               {"name": "duration", "label": "Duration", "field": "duration", "align": "right"},
-               {"name": "source", "label": "From", "field": "source", "align": "left", "style": WRAP_NAMES},
-               {"name": "status", "label": "Status", "field": "status", "align": "left"}]
+               {"name": "duration", "label": "Duration", "field": "duration", "align": "right",
+                "headerStyle": "width: 5.5rem"},
+               {"name": "source", "label": "From", "field": "source", "align": "left", "style": WRAP_NAMES,
+                "headerStyle": "width: 5.5rem"},
+               {"name": "status", "label": "Status", "field": "status", "align": "left",
+                "headerStyle": "width: 8.5rem"}]
 
     def __init__(self, session: Session, on_restore=None) -> None:
         self.session = session
