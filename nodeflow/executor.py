@@ -34,6 +34,7 @@ from nodeflow.errors import (DisabledInputError, GraphCycleError, GraphInvalid, 
                              describe_exception)
 from nodeflow.events import Event, Log, Memory, NodeStarted, RunFinished, RunStarted, Seen, derive
 from nodeflow.graph import Graph, NodeSpec
+from nodeflow.limits import NO_LIMITS, JobLimits
 from nodeflow.node import (Interrupted, Node, ParamProblem, Registry, RunContext, UnknownNodeType, card_title,
                            fresh_fingerprints)
 from nodeflow.paths import params_paths
@@ -148,7 +149,8 @@ class Executor:
 
     def __init__(self, registry: Registry, workspace: Path | None = None, device: str = "auto",
                  listeners: Iterable[Callable[[Event], None]] = (), stop_flag: Any = None,
-                 allowed_roots: list[Path] | None = None, history: History | None = None) -> None:
+                 allowed_roots: list[Path] | None = None, history: History | None = None,
+                 limits: JobLimits | None = None) -> None:
         """``allowed_roots``: folders every path a node resolves must lie in (runs for the editor
         and its HTTP API); None leaves paths unrestricted (the command line)."""
         self.registry = registry
@@ -160,6 +162,8 @@ class Executor:
         self._stop = stop_flag if stop_flag is not None else threading.Event()
         self._run_lock = threading.Lock()
         self.allowed_roots = None if allowed_roots is None else [Path(r) for r in allowed_roots]
+        #: a shared server's limits on each job (see :mod:`nodeflow.limits`); none elsewhere
+        self.limits = limits or NO_LIMITS
         if history is None:
             memory = Memory()
             self._listeners.append(memory)
@@ -478,7 +482,7 @@ class Executor:
                 params = checked.params[node_id]
                 ctx = RunContext(node_id, workspace, device=self.device, seed=int(key[:8], 16), stop_flag=stop,
                                  scratch=scratch / node_id, key=key, allowed_roots=self.allowed_roots,
-                                 path_params=_path_values(node, params))
+                                 limits=self.limits, path_params=_path_values(node, params))
                 try:
                     ctx.check_inputs(node, inputs)
                     found = node().estimate(ctx, params, **inputs) if node.has_estimate() else None
@@ -641,7 +645,7 @@ class Executor:
         workspace = self.workspace or Path(tempfile.gettempdir()) / "nodeflow"
         return RunContext(node_id, workspace, device=self.device, seed=int(key[:8], 16), emit=emit,
                           stop_flag=stop_flag, scratch=workspace / "scratch" / key, key=key,
-                          allowed_roots=self.allowed_roots, path_params=_path_values(node, params))
+                          allowed_roots=self.allowed_roots, limits=self.limits, path_params=_path_values(node, params))
 
     def _compute(self, node_id: str, node: type[Node], params: Any, inputs: dict[str, Any], key: str,
                  values: dict[str, dict[str, Any]], emit: Callable[[Event], None], stop_flag: Any) -> Outcome:

@@ -42,6 +42,7 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel, ConfigDict
 
 from nodeflow.events import Event, Log, Metric, Preview, Progress
+from nodeflow.limits import NO_LIMITS, JobLimits, LimitExceeded
 from nodeflow.paths import PathNotAllowed, confine, escaping
 
 ENTRY_POINT_GROUP = "nodeflow.nodes"
@@ -176,6 +177,7 @@ class RunContext:
         key: str = "",
         allowed_roots: list[Path] | None = None,
         path_params: Mapping[str, str] | None = None,
+        limits: JobLimits | None = None,
     ) -> None:
         self.node_id = node_id
         self.key = key
@@ -195,6 +197,8 @@ class RunContext:
         self.allowed_roots = allowed_roots
         #: path-param value -> param name, so a refused path names its parameter
         self._path_params = dict(path_params or {})
+        #: what this job may use on a shared server (see :mod:`nodeflow.limits`); unlimited elsewhere
+        self.limits = limits or NO_LIMITS
 
     @property
     def interrupted(self) -> bool:
