@@ -1,0 +1,144 @@
+"""Who may call what: each method that a page, the socket or the HTTP API can reach declares once,
+where it is defined, whether it reads, writes (changes a project: its graph, files, runs) or works
+(starts work on the machine: a run, an estimate, a drawing). Everything else derives from that
+declaration: the read-only view a viewer gets (:class:`ReadOnlyView`), the socket's commands and the
+HTTP routes, which call these methods. A method that declares nothing is refused to a viewer (deny by
+default), and a test lists every public method of the declared classes to find one that forgot.
+
+In the manner of JupyterHub's ``@needs_scope``: the rule sits on the thing it guards.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable
+from enum import Enum
+from pathlib import PurePath
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+ATTRIBUTE = "__nodeflow_access__"
+
+
+class Access(str, Enum):
+    READ = "read"
+    WRITE = "write"
+    WORK = "work"
+
+
+def _declare(access: Access) -> Callable[[F], F]:
+    def mark(function: F) -> F:
+        target = function.fget if isinstance(function, property) else function  # type: ignore[union-attr]
+        setattr(target, ATTRIBUTE, access)
+        return function
+    return mark
+
+
+#: the method only reads (a viewer may call it)
+reads = _declare(Access.READ)
+#: the method changes the project (owners only)
+writes = _declare(Access.WRITE)
+#: the method starts work on the machine (owners only)
+works = _declare(Access.WORK)
+
+
+def guarded(cls: type) -> type:
+    """Mark a class whose public methods must all declare their access; a viewer reaching an
+    instance of it (as an attribute of another) gets a :class:`ReadOnlyView` of it."""
+    setattr(cls, ATTRIBUTE, "class")
+    return cls
+
+
+def is_guarded(value: Any) -> bool:
+    return getattr(type(value), ATTRIBUTE, None) == "class"
+
+
+def access_of(owner: type | Any, name: str) -> Access | None:
+    """The declared access of ``owner.name`` (a method or a property), None when it declares none."""
+    cls = owner if isinstance(owner, type) else type(owner)
+    found = inspect.getattr_static(cls, name, None)
+    if isinstance(found, (staticmethod, classmethod)):
+        found = found.__func__
+    if isinstance(found, property):
+        found = found.fget
+    return getattr(found, ATTRIBUTE, None)
+
+
+def undeclared(cls: type) -> list[str]:
+    """The public methods and properties of ``cls`` that declare no access (the test's list)."""
+    missing = []
+    for name in dir(cls):
+        if name.startswith("_"):
+            continue
+        found = inspect.getattr_static(cls, name)
+        if isinstance(found, (staticmethod, classmethod)):
+            found = found.__func__
+        if isinstance(found, property):
+            found = found.fget
+        if callable(found) and getattr(found, ATTRIBUTE, None) is None:
+            missing.append(name)
+    return missing
+
+
+class Refused(PermissionError):
+    """A change or work asked through a read-only view; nothing was done."""
+
+
+#: values a viewer may be handed as they are: nothing in them can change the project
+_IMMUTABLE = (str, bytes, int, float, bool, type(None), PurePath, frozenset)
+
+
+class ReadOnlyView:
+    """What a viewer sees of a guarded object: the methods and properties declared ``reads``, and its
+    plain attributes (a copy of anything mutable); guarded collaborators come wrapped the same way.
+    Anything else raises :class:`Refused` naming ``reason``."""
+
+    __slots__ = ("_target", "_reason")
+
+    def __init__(self, target: Any, reason: str) -> None:
+        object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "_reason", reason)
+
+    def _refuse(self, name: str) -> Refused:
+        return Refused(f"read-only: {self._reason}; '{name}' changes it or starts work, so nothing was done")
+
+    def __getattr__(self, name: str) -> Any:
+        target = self._target
+        cls = type(target)
+        declared = inspect.getattr_static(cls, name, None)
+        if name.startswith("_"):
+            raise self._refuse(name)
+        if declared is not None and (callable(declared) or isinstance(declared, (property, staticmethod,
+                                                                                   classmethod))):
+            if access_of(cls, name) is not Access.READ:
+                raise self._refuse(name)
+            value = getattr(target, name)
+            if callable(value) and not isinstance(declared, property):
+                return value
+            return self._shown(value)
+        return self._shown(getattr(target, name))
+
+    def _shown(self, value: Any) -> Any:
+        if isinstance(value, _IMMUTABLE):
+            return value
+        if isinstance(value, tuple) and all(isinstance(v, _IMMUTABLE) for v in value):
+            return value
+        if is_guarded(value):
+            return ReadOnlyView(value, self._reason)
+        if callable(value) or inspect.ismodule(value):
+            raise self._refuse(getattr(value, "__name__", "?"))
+        return copy.deepcopy(value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise self._refuse(name)
+
+    def __delattr__(self, name: str) -> None:
+        raise self._refuse(name)
+
+    def __repr__(self) -> str:
+        return f"ReadOnlyView({self._target!r})"
+
+
+__all__ = ["Access", "ReadOnlyView", "Refused", "access_of", "guarded", "is_guarded", "reads", "undeclared",
+           "works", "writes"]
