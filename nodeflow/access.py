@@ -29,7 +29,11 @@ class Access(str, Enum):
 
 def _declare(access: Access) -> Callable[[F], F]:
     def mark(function: F) -> F:
-        target = function.fget if isinstance(function, property) else function  # type: ignore[union-attr]
+        target: Any = function
+        if isinstance(function, property):
+            target = function.fget
+        elif isinstance(function, (classmethod, staticmethod)):
+            target = function.__func__
         setattr(target, ATTRIBUTE, access)
         return function
     return mark
@@ -52,6 +56,14 @@ def guarded(cls: type) -> type:
 
 def is_guarded(value: Any) -> bool:
     return getattr(type(value), ATTRIBUTE, None) == "class"
+
+
+def allows(obj: Any, name: str) -> bool:
+    """Whether ``obj`` (a guarded object, or a read-only view of one) lets its holder call ``name``:
+    always for the object itself, only what ``reads`` through a view."""
+    if isinstance(obj, ReadOnlyView):
+        return access_of(type(object.__getattribute__(obj, "_target")), name) is Access.READ
+    return True
 
 
 def access_of(owner: type | Any, name: str) -> Access | None:
@@ -81,8 +93,10 @@ def undeclared(cls: type) -> list[str]:
     return missing
 
 
-class Refused(PermissionError):
-    """A change or work asked through a read-only view; nothing was done."""
+class Refused(Exception):
+    """A change or work asked through a read-only view; nothing was done. (Not an EditError or an
+    OSError: a handler that answers those with 422 or a notice must not swallow a refusal, which the
+    HTTP API answers 403.)"""
 
 
 #: values a viewer may be handed as they are: nothing in them can change the project
@@ -130,6 +144,21 @@ class ReadOnlyView:
             raise self._refuse(getattr(value, "__name__", "?"))
         return copy.deepcopy(value)
 
+    def _forward(self, name: str) -> Any:
+        """A container protocol method of the target, when it declares it ``reads``."""
+        if access_of(type(self._target), name) is not Access.READ:
+            raise self._refuse(name)
+        return getattr(self._target, name)
+
+    def __contains__(self, item: Any) -> bool:
+        return self._forward("__contains__")(item)
+
+    def __iter__(self):
+        return iter(self._forward("__iter__")())
+
+    def __len__(self) -> int:
+        return self._forward("__len__")()
+
     def __setattr__(self, name: str, value: Any) -> None:
         raise self._refuse(name)
 
@@ -140,5 +169,5 @@ class ReadOnlyView:
         return f"ReadOnlyView({self._target!r})"
 
 
-__all__ = ["Access", "ReadOnlyView", "Refused", "access_of", "guarded", "is_guarded", "reads", "undeclared",
+__all__ = ["Access", "ReadOnlyView", "Refused", "access_of", "allows", "guarded", "is_guarded", "reads", "undeclared",
            "works", "writes"]

@@ -41,6 +41,7 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
+from nodeflow.access import guarded, reads, writes
 from nodeflow.events import Event, Log, Metric, Preview, Progress
 from nodeflow.limits import NO_LIMITS, JobLimits, LimitExceeded
 from nodeflow.paths import PathNotAllowed, confine, escaping
@@ -582,6 +583,7 @@ class UnknownNodeType(KeyError):
         return self.args[0]
 
 
+@guarded
 class Registry:
     """Node types by their ``type`` id. Built from entry points or from explicit modules."""
 
@@ -592,6 +594,7 @@ class Registry:
         for node in nodes:
             self.add(node)
 
+    @writes
     def add(self, node: type[Node], source: str | None = None) -> None:
         if not node.type:
             raise ValueError(f"{node.__qualname__} has no 'type'")
@@ -605,6 +608,7 @@ class Registry:
             node._nodeflow_source = source  # type: ignore[attr-defined]
         self._types[node.type] = node
 
+    @writes
     def add_module(self, module: ModuleType, source: str | None = None) -> None:
         """Add every Node subclass defined in ``module`` and, for a package, in its submodules."""
         self.origins.append(("module", getattr(module, "__file__", None) if module.__name__.startswith(_FILE_MODULE)
@@ -617,6 +621,7 @@ class Registry:
                 if issubclass(obj, Node) and obj is not Node and obj.type and obj.__module__ == mod.__name__:
                     self.add(obj, source or module.__name__)
 
+    @reads
     @classmethod
     def discover(cls, plugins: bool = True, group: str = ENTRY_POINT_GROUP) -> Registry:
         """Load node types from the ``nodeflow.nodes`` entry points (the built-ins register there
@@ -637,6 +642,7 @@ class Registry:
                     registry.add(node, source)
         return registry
 
+    @reads
     @classmethod
     def rebuild(cls, origins: list[tuple[str, Any]]) -> Registry:
         """The registry that ``origins`` (another registry's) describes, e.g. in a worker process."""
@@ -653,6 +659,7 @@ class Registry:
                 registry.add_module(import_module_or_file(ref), source)
         return registry
 
+    @reads
     def get(self, type_name: str) -> type[Node]:
         try:
             return self._types[type_name]
@@ -660,15 +667,19 @@ class Registry:
             close = difflib.get_close_matches(type_name, list(self._types), n=3, cutoff=0.5)
             raise UnknownNodeType(type_name, close) from None
 
+    @reads
     def __contains__(self, type_name: object) -> bool:
         return type_name in self._types
 
+    @reads
     def __iter__(self):
         return iter(sorted(self._types.values(), key=lambda n: (n.category, n.type)))
 
+    @reads
     def __len__(self) -> int:
         return len(self._types)
 
+    @reads
     def catalogue(self) -> list[dict[str, Any]]:
         return [node.describe() for node in self]
 

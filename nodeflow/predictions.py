@@ -11,6 +11,7 @@ hundred runs on one data set share one copy.
 """
 
 from __future__ import annotations
+from nodeflow.access import guarded, reads
 
 import functools
 import gzip
@@ -115,6 +116,7 @@ def file_list(folder: str, digest: str) -> tuple[str, ...]:
     return tuple(files)
 
 
+@guarded
 class PredictionStore:
     """The per-image predictions of results (by cache key) in one workspace."""
 
@@ -122,6 +124,7 @@ class PredictionStore:
         self.cache = cache
         self.workspace = Path(workspace)
 
+    @reads
     def of(self, key: str | None) -> dict[str, SplitPredictions]:
         return load(self.cache.files(key), self.workspace) if key else {}
 

@@ -43,8 +43,9 @@ class Results:
         return self.executor.cache.tables(key)
 
     def cell_gallery(self, graph: Graph, node_id: str, true: str, predicted: str, page: int = 1,
-                     per_page: int = 12) -> dict[str, Any]:
-        """One page of a confusion-matrix cell's images with their overlays, from a finished node
+                     per_page: int = 12, draw: bool = True) -> dict[str, Any]:
+        """One page of a confusion-matrix cell's images with their overlays (``draw`` False: only
+        those drawn before), from a finished node
         whose type offers ``cell_gallery`` (error analysis). Reads the node's cached result and
         loads an input (the model) from the cache only when an overlay must be drawn. Raises
         LookupError (no such node, cell or page; not run; no galleries), ParamProblem (a param
@@ -66,7 +67,8 @@ class Results:
             outputs = cache.get(key, node_cls)[0]
             return gallery(node_cls.Params.model_validate(spec.params), outputs, input_keys, load_input,
                            self.overlay_folder, self.workspace, self.executor.device, true, predicted, page, per_page,
-                           RunContext(node_id, self.workspace, allowed_roots=self.executor.allowed_roots).check_files)
+                           RunContext(node_id, self.workspace, allowed_roots=self.executor.allowed_roots).check_files,
+                           draw=draw)
         except KeyError as exc:
             raise LookupError(exc.args[0] if exc.args else str(exc)) from None
         except (LookupError, ParamProblem):

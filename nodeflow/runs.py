@@ -14,6 +14,7 @@ Writes are transactions in WAL mode, so a run killed at any moment leaves whole 
 """
 
 from __future__ import annotations
+from nodeflow.access import guarded, reads, writes
 
 import hashlib
 import json
@@ -118,6 +119,23 @@ REPORT_WORDS = {"done": "ran", "cached": "cached", "failed": "failed", "skipped"
 POSITION = "(CASE WHEN r.status = 'queued' THEN (SELECT COUNT(*) FROM runs q WHERE q.status = 'queued' AND q.id <= r.id) END)"
 #: what of a settled node state the store keeps beside its key (the curves are kept per run)
 KEPT = ("error", "param", "epoch", "epochs", "resumable", "seconds", "metrics")
+
+
+#: the run store's file in a workspace
+STORE_FILE = "runs.sqlite"
+
+
+def has_queued_runs(workspace: Path) -> bool:
+    """Whether the workspace's run store holds queued runs, read without opening the store for
+    writing (a shared server asks this of every project when it starts)."""
+    store = Path(workspace) / STORE_FILE
+    if not store.is_file():
+        return False
+    try:
+        with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute("SELECT 1 FROM runs WHERE status = 'queued' LIMIT 1").fetchone() is not None
+    except sqlite3.Error:
+        return False
 
 
 class RunNotFound(KeyError):
@@ -241,11 +259,12 @@ def graph_facts(executor: Any, graph: Graph) -> dict[str, NodeFacts]:
     return facts
 
 
+@guarded
 class RunStore:
     """The runs database of one workspace. Safe to share between threads."""
 
-    def __init__(self, workspace: Path) -> None:
-        self.path = Path(workspace) / "runs.sqlite"
+    def __init__(self, workspace: Path, placing: Callable[[int, int], int | None] | None = None) -> None:
+        self.path = Path(workspace) / STORE_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
@@ -254,7 +273,7 @@ class RunStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         #: on a machine several stores share (a multi-user server), a queued run's place in the
         #: machine's queue, given the run and its place in this store's; None: this store's place
-        self.placing: Callable[[int, int], int | None] | None = None
+        self.placing = placing
         with self._lock:
             self._db.executescript(SCHEMA)
             columns = {r["name"] for r in self._db.execute("PRAGMA table_info(versions)")}
@@ -265,6 +284,7 @@ class RunStore:
         self._import_sweep_files()
         self.recover()
 
+    @writes
     def close(self) -> None:
         with self._lock:
             self._db.close()
@@ -293,6 +313,7 @@ class RunStore:
             return self._db.execute(sql, tuple(args)).fetchall()
 
     # -- lifecycle of a run -------------------------------------------------------------------------
+    @writes
     def recover(self) -> list[int]:
         """Mark ``running`` rows whose owner is gone (killed, power loss) as ``interrupted``."""
         now = time.time()
@@ -310,6 +331,7 @@ class RunStore:
                            "WHERE id = ?", (run_id,))
         return gone
 
+    @writes
     def create(self, graph: Graph, target: str | None = None, source: str = "cli", status: str = "running") -> int:
         """A new run of ``graph``: ``running`` now (owned by this process) or ``queued``."""
         doc = graph.model_dump(mode="json", exclude_none=True)
@@ -327,6 +349,7 @@ class RunStore:
                 _ACTIVE.add((str(self.path), run_id))
         return run_id
 
+    @writes
     def claim(self, run_id: int) -> bool:
         """Take a queued run to run it here; False if it was cancelled or taken meanwhile."""
         now = time.time()
@@ -346,6 +369,7 @@ class RunStore:
         changes = param_changes(json.loads(prev["graph"]) if prev else None, json.loads(row["graph"]))
         db.execute("UPDATE runs SET changes = ? WHERE id = ?", (json.dumps(changes), run_id))
 
+    @writes
     def finish(self, run_id: int, status: str, error: str | None = None) -> None:
         if status not in FINISHED:
             raise ValueError(f"not a final status: {status!r}")
@@ -354,6 +378,7 @@ class RunStore:
                        "AND status IN ('running', 'queued')", (status, time.time(), error, run_id))
         _ACTIVE.discard((str(self.path), run_id))
 
+    @writes
     def add_warning(self, run_id: int, warning: str) -> None:
         """Note something that went wrong around a run without failing it (e.g. it could not be
         logged to MLflow after it finished)."""
@@ -363,6 +388,7 @@ class RunStore:
                 db.execute("UPDATE runs SET warnings = ? WHERE id = ?",
                            (json.dumps([*json.loads(row["warnings"]), warning]), run_id))
 
+    @writes
     def cancel(self, run_id: int) -> str:
         """Cancel a queued run; returns its status afterwards (a running run is the caller's to stop)."""
         run_id = run_number(run_id)
@@ -375,10 +401,12 @@ class RunStore:
                 return "cancelled"
             return row["status"]
 
+    @writes
     def heartbeat(self, run_id: int) -> None:
         with self._tx() as db:
             db.execute("UPDATE runs SET heartbeat = ? WHERE id = ? AND status = 'running'", (time.time(), run_id))
 
+    @reads
     def graph_of(self, run_id: int) -> tuple[Graph, str | None]:
         """The graph a run was asked for (as it was then) and its target."""
         rows = self._query("SELECT graph, target FROM runs WHERE id = ?", (run_id,))
@@ -386,23 +414,28 @@ class RunStore:
             raise RunNotFound(f"no run {run_id}")
         return Graph.from_data(json.loads(rows[0]["graph"]), f"run {run_id}"), rows[0]["target"]
 
+    @writes
     def set_source(self, run_ids: list[int], source: str) -> None:
         with self._tx() as db:
             db.executemany("UPDATE runs SET source = ? WHERE id = ?", [(source, i) for i in run_ids])
 
+    @reads
     def queued(self) -> list[int]:
         return [r["id"] for r in self._query("SELECT id FROM runs WHERE status = 'queued' ORDER BY id")]
 
     # -- what a recorder writes ---------------------------------------------------------------------
+    @writes
     def update_nodes(self, run_id: int, nodes: dict[str, Any], models: list[str]) -> None:
         with self._tx() as db:
             db.execute("UPDATE runs SET nodes = ?, models = ?, heartbeat = ? WHERE id = ?",
                        (json.dumps(nodes), json.dumps(models), time.time(), run_id))
 
+    @writes
     def add_point(self, run_id: int, node: str, name: str, step: int, value: float) -> None:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO curves VALUES (?, ?, ?, ?, ?)", (run_id, node, name, step, value))
 
+    @writes
     def add_version(self, key: str, node: str, facts: NodeFacts, metrics: dict[str, Any], run_id: int) -> None:
         """Record a result's provenance; a key seen before keeps its first record, with newer metrics."""
         with self._tx() as db:
@@ -414,6 +447,7 @@ class RunStore:
             if metrics:
                 db.execute("UPDATE versions SET metrics = ? WHERE key = ?", (json.dumps(metrics), key))
 
+    @writes
     def settle(self, node: str, state: NodeState, run_id: int) -> None:
         """Keep a node's settled state (done, cached, failed, stopped) for its key: what the editor
         shows of it, also after a restart."""
@@ -423,6 +457,7 @@ class RunStore:
                        "VALUES (?, ?, ?, ?, ?, ?)", (node, state.key, state.state, run_id, time.time(),
                                                      json.dumps(detail, default=str)))
 
+    @reads
     def seen(self, keys: dict[str, str | None]) -> dict[str, Seen]:
         """For each node, its latest settled state under its current key and whether it had a result
         under any key before (the history :meth:`nodeflow.executor.Executor.status` reads)."""
@@ -443,6 +478,7 @@ class RunStore:
                                               **{k: v for k, v in detail.items() if k in KEPT})
         return {n: Seen(same.get(n), n in before) for n in keys}
 
+    @reads
     def measured(self, node_type: str, params: dict[str, Any]) -> dict[str, Any] | None:
         """What the latest finished run of a node of this type with these params took: its seconds
         and its epochs (for a training), or None if none ran here."""
@@ -454,12 +490,14 @@ class RunStore:
         detail = json.loads(rows[0]["detail"])
         return {"seconds": detail.get("seconds"), "epochs": detail.get("epochs")}
 
+    @reads
     def produced(self, key: str) -> tuple[int, str] | None:
         """The run and node that computed the result ``key`` (for its stored curves), if recorded."""
         rows = self._query("SELECT run_id, node FROM versions WHERE key = ?", (key,))
         return (rows[0]["run_id"], rows[0]["node"]) if rows else None
 
     # -- sweeps ---------------------------------------------------------------------------------------
+    @writes
     def create_sweep(self, grid: list[tuple[str, list[Any]]], target: str | None, graph_name: str,
                      branches: list[tuple[dict[str, Any], int]], metric: str | None = None) -> int:
         """A sweep, the metric that ranks it (None: the default) and its branches (the values of each,
@@ -472,6 +510,7 @@ class RunStore:
                            [(sweep_id, i, run_id, json.dumps(params)) for i, (params, run_id) in enumerate(branches)])
         return sweep_id
 
+    @reads
     def sweep(self, sweep_id: int | str) -> dict[str, Any]:
         """``{"id", "grid", "target", "metric", "graph_name", "created", "branches": [{"params", "run"}]}``."""
         text = str(sweep_id)
@@ -486,6 +525,7 @@ class RunStore:
                 "graph_name": row["graph_name"], "created": row["created"],
                 "branches": [{"params": json.loads(b["params"]), "run": b["run_id"]} for b in branches]}
 
+    @reads
     def sweep_of(self, run_id: int) -> int | None:
         rows = self._query("SELECT sweep_id FROM sweep_branches WHERE run_id = ?", (run_id,))
         return rows[0]["sweep_id"] if rows else None
@@ -527,10 +567,12 @@ class RunStore:
             data["graph"] = json.loads(row["graph"])
         return data
 
+    @reads
     def list(self, limit: int = 200) -> list[dict[str, Any]]:
         rows = self._query(f"SELECT *, {POSITION} AS position FROM runs r ORDER BY id DESC LIMIT ?", (limit,))
         return [self._row(r) for r in rows]
 
+    @reads
     def get(self, run_id: int | str) -> dict[str, Any]:
         number = run_number(run_id)
         rows = self._query(f"SELECT *, {POSITION} AS position FROM runs r WHERE id = ?", (number,))
@@ -540,6 +582,7 @@ class RunStore:
         data["curves"] = self.curves(number)
         return data
 
+    @reads
     def place(self, run_id: int) -> tuple[str, int | None]:
         """A run's status and, while queued, its place in the queue (1: next)."""
         rows = self._query(f"SELECT status, {POSITION} AS position FROM runs r WHERE id = ?", (run_id,))
@@ -551,6 +594,7 @@ class RunStore:
     def _place(self, run_id: int, here: int) -> int | None:
         return here if self.placing is None else self.placing(run_id, here)
 
+    @reads
     def run_curves(self, run: dict[str, Any]) -> dict[str, dict[str, list[list[float]]]]:
         """A run's curves by node, and for a node it took from the cache, the curves of the run that
         computed that result (so a sweep branch that came from the cache has its curves too)."""
@@ -564,6 +608,7 @@ class RunStore:
                         curves[node] = found
         return curves
 
+    @reads
     def result_curves(self, key: str) -> dict[str, Any]:
         """The curves of the node run that computed ``key``, as a node's series
         (``{name: [{"step", "value"}]}``), with that run's start and end."""
@@ -579,6 +624,7 @@ class RunStore:
         return {"series": series, "started": rows[0]["started"] if rows else None,
                 "finished": rows[0]["ended"] if rows else None}
 
+    @reads
     def curves(self, run_id: int) -> dict[str, dict[str, list[list[float]]]]:
         """node -> metric -> [[step, value], ...]"""
         out: dict[str, dict[str, list[list[float]]]] = {}
@@ -587,6 +633,7 @@ class RunStore:
             out.setdefault(r["node"], {}).setdefault(r["name"], []).append([r["step"], r["value"]])
         return out
 
+    @reads
     def diff(self, a: int | str, b: int | str) -> dict[str, Any]:
         """What changed from run A to run B (params by ``node.param``) and what it did (metric deltas)."""
         ra, rb = self.get(a), self.get(b)
@@ -596,6 +643,7 @@ class RunStore:
                 "metrics": metric_deltas(ra["nodes"], rb["nodes"]), "changed_nodes": changed}
 
     # -- lineage ------------------------------------------------------------------------------------
+    @reads
     def version(self, ref: str) -> dict[str, Any]:
         """A version by cache key (or a unique prefix of at least 6), or a node id's latest version."""
         rows = self._query("SELECT * FROM versions WHERE node = ? ORDER BY created DESC LIMIT 1", (ref,))
@@ -613,12 +661,14 @@ class RunStore:
                 "is_model": bool(row["is_model"]), "metrics": json.loads(row["metrics"]), "run_id": row["run_id"],
                 "created": row["created"]}
 
+    @reads
     def by_key(self, key: str | None) -> dict[str, Any] | None:
         if key is None:
             return None
         rows = self._query("SELECT * FROM versions WHERE key = ?", (key,))
         return self._version(rows[0]) if rows else None
 
+    @reads
     def lineage(self, ref: str) -> dict[str, Any]:
         """Where a version came from: the chain of models it was trained or fine-tuned from (oldest
         first), and the data it was made with (sources with their fingerprints)."""
@@ -659,6 +709,7 @@ class RunStore:
             todo.extend(i["key"] for i in v["inputs"].values() if i.get("key"))
         return found
 
+    @reads
     def compare_versions(self, a: str, b: str) -> dict[str, Any]:
         """What changed between two versions along their lineage (params of every node id in
         either chain, by ``node.param``) and what it did (their metric deltas)."""

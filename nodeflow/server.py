@@ -2,7 +2,7 @@
 machine's one queue. No web code here: :mod:`nodeflow.ui.multiuser` puts it behind pages and routes.
 
 - Each project is a workspace of its own (graphs, ``data/``, its cache, ``runs.sqlite``), opened as
-  a :class:`ProjectSession` on first use, kept while a page shows it or it has runs to do, and
+  a :class:`Session` on first use, kept while a page shows it or it has runs to do, and
   closed after ``idle_seconds`` of nobody using it. Nothing is shared between projects: not the
   cache (it would tell one person what another trained), not the run history, not the files.
 - :class:`FairTurns` is the :class:`~nodeflow.runqueue.Turns` every project's run queue takes its
@@ -26,7 +26,8 @@ from typing import Any
 from nodeflow.fairqueue import FairQueue
 from nodeflow.graph import Graph, GraphFileError
 from nodeflow.node import Registry
-from nodeflow.session import Session
+from nodeflow.runs import has_queued_runs
+from nodeflow.session import Session, Sharing
 from nodeflow.uploads import UploadLimits
 from nodeflow.users import Accounts, DiskQuota, NotAllowed, Project, ProjectNotFound, Projects, QuotaExceeded, User
 
@@ -224,69 +225,34 @@ class ProjectTurns:
         self.left = True
         self.turns.withdraw(self.project)
 
-
-class ProjectSession(Session):
-    """One project's session on a shared server. Its runs take turns with everyone's; a run or a
-    sweep is refused while its owner is over their queue limit or disk quota; queued runs show their
-    place in the machine's queue; and when a job's turn ends its worker process ends too, so the
-    memory (on a GPU, the GPU memory) it held is free for the next person's job."""
-
-    def __init__(self, server: ClassServer, project: Project, **kwargs: Any) -> None:
-        self.server = server
-        self.project = project
-        self.owner = project.owner
-        turns = ProjectTurns(server.turns, project.owner, project.id, on_release=self._end_turn)
-        graph, path, unsaved = latest_graph(project.path)
-        super().__init__(server.registry, project.path, graph=graph, path=path, allowed_roots=[], turns=turns,
-                         **kwargs)
-        self.document.dirty = unsaved
-        self.runs.placing = lambda run_id, here: server.position(project.id, run_id)
-        self.run_queue.finished_hooks.append(lambda run_id: server.quota.forget(project.owner))
-
-    def submit(self, target: str | None = None, source: str = "editor") -> dict[str, Any]:
-        self.server.admit(self.owner)
-        try:
-            return super().submit(target, source)
-        finally:
-            self.server.turns.changed()
-
-    def submit_sweep(self, grid: list[tuple[str, list[Any]]], target: str | None = None,
-                     metric: str | None = None) -> dict[str, Any]:
-        self.server.admit(self.owner)
-        try:
-            return super().submit_sweep(grid, target, metric)
-        finally:
-            self.server.turns.changed()
-
-    def cancel(self, run_id: int) -> str:
-        status = super().cancel(run_id)
-        self._forget_cancelled()
-        return status
-
-    def cancel_sweep(self, sweep_id: int | str) -> dict[str, Any]:
-        found = super().cancel_sweep(sweep_id)
-        self._forget_cancelled()
-        return found
-
-    def close(self) -> None:
-        """Queued runs stay queued for the next start, and unsaved changes are kept as the newest
-        autosave, which the project opens with next time."""
-        if self.dirty:
-            self.autosave()
-        super().close()
-
-    def _forget_cancelled(self) -> None:
-        """A job waiting for its turn whose runs were all cancelled leaves the machine's queue."""
-        _, waiting, _, _ = self.server.turns.state()
+    def queue_changed(self, queued: list[int]) -> None:
+        """The project's queued runs changed: a job waiting for its turn whose runs were all cancelled
+        leaves the machine's queue, and the machine's queue is shown anew."""
+        _, waiting, _, _ = self.turns.state()
         for _, project, runs in waiting:
-            if project == self.project.id and not set(runs) & set(self.runs.queued()):
-                self.server.turns.withdraw(project)
-        self.server.turns.changed()
+            if project == self.project and not set(runs) & set(queued):
+                self.turns.withdraw(project)
+        self.turns.changed()
 
-    def _end_turn(self) -> None:
-        if self.worker is not None:
-            self.worker.close()
-            self.executor.cache.set_elsewhere({})  # what it held in memory is gone with it
+
+def open_project(server: ClassServer, project: Project, **kwargs: Any) -> Session:
+    """One project's session on a shared server, built with the server's rules passed in
+    (:class:`~nodeflow.session.Sharing`): its runs take turns with everyone's; a run or a sweep is
+    refused while its owner is over their queue limit or disk quota; queued runs show their place in
+    the machine's queue; and when a job's turn ends its worker process ends too, so the memory (on a
+    GPU, the GPU memory) it held is free for the next person's job."""
+    opened: list[Session] = []
+    turns = ProjectTurns(server.turns, project.owner, project.id,
+                         on_release=lambda: opened[0].free_worker() if opened else None)
+    sharing = Sharing(owner=project.owner, turns=turns, admit=lambda: server.admit(project.owner),
+                      placing=lambda run_id, here: server.position(project.id, run_id),
+                      queue_changed=turns.queue_changed, finished=lambda run_id: server.quota.forget(project.owner))
+    graph, path, unsaved = latest_graph(project.path)
+    session = Session(server.registry, project.path, graph=graph, path=path, allowed_roots=[], sharing=sharing,
+                      **kwargs)
+    session.document.dirty = unsaved
+    opened.append(session)
+    return session
 
 
 def latest_graph(project: Path) -> tuple[Graph | None, Path | None, bool]:
@@ -335,7 +301,7 @@ class ClassServer:
                               "autosave_delay": AUTOSAVE_SECONDS}
         self.cluster = cluster
         self._lock = threading.Lock()
-        self._sessions: dict[str, ProjectSession] = {}
+        self._sessions: dict[str, Session] = {}
         self._opening: dict[str, threading.Lock] = {}
         self._used: dict[str, float] = {}
         self._holds: dict[str, int] = {}
@@ -343,7 +309,7 @@ class ClassServer:
         self._closed = False
 
     # -- open projects ---------------------------------------------------------------------------------
-    def session(self, project: Project) -> ProjectSession:
+    def session(self, project: Project) -> Session:
         """The project's open session, opened now if it is not (one per project, however many ask)."""
         with self._lock:
             if self._closed:
@@ -359,14 +325,14 @@ class ClassServer:
             if found is not None:
                 return found
             cluster = self.cluster.share() if self.cluster is not None else None
-            session = ProjectSession(self, project, cluster=cluster, **self._session_args)
+            session = open_project(self, project, cluster=cluster, **self._session_args)
             session.mlflow_uri = self.mlflow_uri
             with self._lock:
                 self._sessions[project.id] = session
                 self._used[project.id] = self.clock()
             return session
 
-    def open_sessions(self) -> dict[str, ProjectSession]:
+    def open_sessions(self) -> dict[str, Session]:
         with self._lock:
             return dict(self._sessions)
 
@@ -409,8 +375,7 @@ class ClassServer:
         resumed = []
         for user in self.accounts.list():
             for project in self.projects.mine(user):
-                store = project.path / "runs.sqlite"
-                if store.is_file() and _has_queued(store):
+                if has_queued_runs(project.path):
                     self.session(project)
                     resumed.append(project.id)
         return resumed
@@ -522,14 +487,4 @@ class ClassServer:
             return None
 
 
-def _has_queued(store: Path) -> bool:
-    import sqlite3
-
-    try:
-        with sqlite3.connect(f"file:{store}?mode=ro", uri=True, timeout=5) as db:
-            return db.execute("SELECT 1 FROM runs WHERE status = 'queued' LIMIT 1").fetchone() is not None
-    except sqlite3.Error:
-        return False
-
-
-__all__ = ["ClassServer", "FairTurns", "ProjectSession", "ProjectTurns", "QueueEntry", "WorkRefused", "latest_graph"]
+__all__ = ["ClassServer", "FairTurns", "ProjectTurns", "QueueEntry", "WorkRefused", "latest_graph", "open_project"]

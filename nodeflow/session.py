@@ -16,10 +16,12 @@ import copy
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nodeflow import edits
+from nodeflow.access import guarded, reads, works, writes
 from nodeflow.document import AUTOSAVE_KEEP, Document
 from nodeflow.edits import EditError
 from nodeflow.errors import GraphProblem, ParamError
@@ -37,7 +39,7 @@ from nodeflow.runs import RunNotFound, RunStore
 from nodeflow.scheduler import InProcess
 from nodeflow.worker import WorkerBackend
 
-__all__ = ["AUTOSAVE_KEEP", "EditError", "Session", "SweepNotFound"]
+__all__ = ["AUTOSAVE_KEEP", "EditError", "Session", "Sharing", "SweepNotFound"]
 
 #: how many stored curves (per cache key) a session keeps at hand for cached nodes' Output tabs
 STORED_CURVES = 256
@@ -45,11 +47,33 @@ STORED_CURVES = 256
 PROFILE_DELAY = 1.0
 
 
+@dataclass(frozen=True)
+class Sharing:
+    """How a session takes part in a machine that several projects share (built by
+    :func:`nodeflow.server.open_project`; a session alone has none). Passed in whole, so the shared
+    server adds its rules to a session without subclassing it or patching its parts.
+
+    ``turns``: when this project's jobs may start; ``admit``: raises to refuse new work (a run, a
+    sweep) before anything is queued; ``placing``: a queued run's place in the machine's queue (from
+    its place in this project's); ``queue_changed``: told the project's queued runs after each run is
+    queued or cancelled; ``finished``: told each run id once it is recorded as finished; ``owner``:
+    whose project it is; ``keep_unsaved``: closing keeps unsaved changes as the newest autosave."""
+
+    owner: str
+    turns: Turns
+    admit: Callable[[], None]
+    placing: Callable[[int, int], int | None]
+    queue_changed: Callable[[list[int]], None]
+    finished: Callable[[int], None]
+    keep_unsaved: bool = True
+
+
 class SweepNotFound(KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
 
 
+@guarded
 class Session:
     """The open document, its runs, and what the editor shows of them.
 
@@ -61,19 +85,21 @@ class Session:
     def __init__(self, registry: Registry, workspace: Path, graph: Graph | None = None,
                  path: Path | None = None, device: str = "auto", isolate: bool = False,
                  autosave_delay: float | None = None, allowed_roots: list[Path] | None = None,
-                 cluster: Any = None, auto_estimate: bool = False, turns: Turns | None = None) -> None:
+                 cluster: Any = None, auto_estimate: bool = False, sharing: Sharing | None = None) -> None:
         """``isolate`` runs tasks in a worker process; ``cluster`` (a started
         :class:`nodeflow.parallel.DaskBackend`, ``serve --jobs/--scheduler``) runs them on Dask,
         whose worker processes already keep a crash away from the editor. ``auto_estimate``: after an
         edit, and when no run is going, profile in the background the nodes whose cost is not known
         yet (those that never ran), so their cards and the Run confirmation can tell it. ``turns``:
-        when this project's jobs may start, on a machine several projects share (see
-        :class:`nodeflow.runqueue.Turns`); alone, always."""
+        ``sharing``: the rules of a machine several projects share (:class:`Sharing`); alone, none."""
         self.registry = registry
         self.workspace = Path(workspace)
+        self.sharing = sharing
+        #: whose project this is (None: the person at this machine)
+        self.owner = sharing.owner if sharing is not None else None
         #: folders that path params may point into; None = unrestricted (the user's own shell)
         self.allowed_roots = None if allowed_roots is None else [self.workspace, *allowed_roots]
-        self.runs = RunStore(self.workspace)
+        self.runs = RunStore(self.workspace, placing=sharing.placing if sharing is not None else None)
         self.executor = Executor(registry, self.workspace, device=device, allowed_roots=self.allowed_roots,
                                  history=self.runs)
         self.executor.subscribe(self._tell)
@@ -97,8 +123,11 @@ class Session:
                                                   on_memory=self.executor.cache.set_elsewhere)
         else:
             backend = InProcess(stop)
-        self.run_queue = RunQueue(self.runs, self.executor, backend, stop, self._tell, turns)
+        self.run_queue = RunQueue(self.runs, self.executor, backend, stop, self._tell,
+                                  sharing.turns if sharing is not None else None)
         self.run_queue.finished_hooks.append(self._log_to_mlflow)
+        if sharing is not None:
+            self.run_queue.finished_hooks.append(sharing.finished)
         self.results = Results(self.executor, self.workspace)
         self.estimator = Estimates(self.executor, self.runs, ahead=self.run_queue.ahead)
         self.auto_estimate = auto_estimate
@@ -110,14 +139,17 @@ class Session:
         self.run_queue.start_next()  # runs queued before the last stop
 
     # -- the document -----------------------------------------------------------------------------
+    @reads
     @property
     def graph(self) -> Graph:
         return self.document.graph
 
+    @reads
     @property
     def version(self) -> int:
         return self.document.version
 
+    @reads
     @property
     def dirty(self) -> bool:
         return self.document.dirty
@@ -126,6 +158,7 @@ class Session:
     def dirty(self, value: bool) -> None:
         self.document.dirty = value
 
+    @reads
     @property
     def path(self) -> Path | None:
         return self.document.path
@@ -134,14 +167,17 @@ class Session:
     def path(self, value: Path | None) -> None:
         self.document.path = value
 
+    @reads
     @property
     def can_undo(self) -> bool:
         return self.document.can_undo
 
+    @reads
     @property
     def can_redo(self) -> bool:
         return self.document.can_redo
 
+    @reads
     @property
     def autosave_delay(self) -> float | None:
         return self.document.autosave_delay
@@ -150,18 +186,22 @@ class Session:
     def autosave_delay(self, value: float | None) -> None:
         self.document.autosave_delay = value
 
+    @reads
     @property
     def autosave_folder(self) -> Path:
         return self.document.autosave_folder
 
+    @writes
     def replace(self, graph: Graph, record: bool = True) -> None:
         self._check_paths(graph)
         self.document.change(graph, record)
 
+    @writes
     def edit(self, op: str, **args: Any) -> Graph:
         """Apply one edit (see :mod:`nodeflow.edits`); all-or-nothing, recorded for undo."""
         return self.edits([{"op": op, **args}])
 
+    @writes
     def edits(self, ops: list[Any]) -> Graph:
         """Apply several edits (their JSON form, or :mod:`nodeflow.edits` records) as one undo step
         (a bulk move, a paste, deleting a selection). Every path param of every node is checked
@@ -173,12 +213,15 @@ class Session:
             self.document.change(graph)
             return graph
 
+    @writes
     def undo(self) -> bool:
         return self.document.undo()
 
+    @writes
     def redo(self) -> bool:
         return self.document.redo()
 
+    @writes
     def save(self, path: Path | None = None) -> Path:
         try:
             saved = self.document.save(path)
@@ -187,9 +230,11 @@ class Session:
         self.notice = None
         return saved
 
+    @writes
     def open(self, path: Path) -> None:
         self.load(Graph.load(path), Path(path))
 
+    @writes
     def load(self, graph: Graph, path: Path | None = None) -> None:
         """Make ``graph`` the open document (undoable), saved at ``path`` (None: not saved yet)."""
         self.replace(graph)
@@ -198,9 +243,19 @@ class Session:
         self.notice = None
         remember(self.workspace, path, graph.name, None, False)
 
+    @writes
+    def save_group(self, group_id: str) -> str:
+        """Save a group of the open graph to the project's palette of groups (KeyError: no such
+        group); returns the name it shows under."""
+        from nodeflow import fragments
+
+        return fragments.save_group(self.workspace, self.graph, group_id)
+
+    @writes
     def autosave(self) -> Path:
         return self.document.autosave()
 
+    @reads
     def autosaves(self) -> list[Path]:
         return self.document.autosaves()
 
@@ -219,73 +274,115 @@ class Session:
                                                self.allowed_roots, Path.cwd())]
 
     # -- checking and costs -----------------------------------------------------------------------
+    @reads
     def validate(self) -> list[GraphProblem]:
         """The graph's problems, and each path param that leads outside the allowed folders as the
         disk stands now (a folder swapped for a link since it was set): what a run would refuse."""
         graph = self.graph
         return self.executor.validate(graph) + self._path_problems(graph)
 
+    @reads
     def input_facts(self, node_id: str) -> dict[str, dict[str, Any]]:
         return self.executor.input_facts(self.graph, node_id)
 
+    @works
     def estimate(self, target: str | None = None) -> dict[str, Any]:
         """Measure what running ``target`` (or everything) would cost (:meth:`Estimates.estimate`)."""
         return self.estimator.estimate(self.graph, target)
 
+    @reads
     def price(self, target: str | None = None) -> dict[str, Any]:
         """What running ``target`` costs as far as it is known now, at once (:meth:`Estimates.price`)."""
         return self.estimator.price(self.graph, target)
 
+    @reads
     def estimates(self, keys: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
         """Each stale node's price, for its card (:meth:`Estimates.prices`)."""
         return self.estimator.prices(self.graph, keys)
 
     # -- running ------------------------------------------------------------------------------------
+    @reads
     @property
     def running(self) -> bool:
         return self.run_queue.running
 
+    @reads
     @property
     def last_report(self) -> RunReport | None:
         return self.run_queue.last_report
 
+    @reads
     @property
     def last_error(self) -> str | None:
         return self.run_queue.last_error
 
+    @reads
     @property
     def run_id(self) -> int | None:
         return self.run_queue.run_id
 
+    @works
     def run(self, target: str | None = None) -> dict[str, str]:
         """Start a run (or queue it behind the running one); returns the plan (node -> run|cached) at
         once. Raises GraphInvalid (nothing started) if the needed part of the graph is invalid."""
         return self.submit(target)["plan"]
 
+    @works
     def submit(self, target: str | None = None, source: str = "editor") -> dict[str, Any]:
         """Record a run of the current document and start it, or queue it while another runs;
         returns its id, status, queue position and plan."""
-        run_id, plan = self.run_queue.add(self.graph, target, source)  # GraphInvalid: nothing is queued
+        self._admit()
+        try:
+            run_id, plan = self.run_queue.add(self.graph, target, source)  # GraphInvalid: nothing is queued
+        finally:
+            self._queue_changed()
         status, position = self.run_queue.place(run_id)
         return {"id": run_id, "status": status, "position": position, "plan": plan}
 
+    def _admit(self) -> None:
+        if self.sharing is not None:
+            self.sharing.admit()
+
+    def _queue_changed(self) -> None:
+        if self.sharing is not None:
+            self.sharing.queue_changed(self.runs.queued())
+
+    @works
     def cancel(self, run_id: int) -> str:
         """Cancel a queued run, or stop the running one (it ends ``cancelled``)."""
-        return self.run_queue.cancel(run_id)
+        try:
+            return self.run_queue.cancel(run_id)
+        finally:
+            self._queue_changed()
 
+    @reads
     def queue(self) -> list[dict[str, Any]]:
         """Queued runs in the order they will run, with their positions."""
         return [self.runs.get(i) for i in self.runs.queued()]
 
+    @works
     def stop(self) -> None:
         self.run_queue.stop()
 
+    @reads
     def wait(self, timeout: float | None = None) -> RunReport | None:
         """Wait for the running run and the runs queued behind it."""
         return self.run_queue.wait(timeout)
 
+    @writes
+    def free_worker(self) -> None:
+        """End the worker process between jobs (a shared machine's next job gets the memory it held);
+        the next job starts a new one."""
+        if self.worker is not None:
+            self.worker.close()
+            self.executor.cache.set_elsewhere({})  # what it held in memory is gone with it
+
+    @writes
     def close(self) -> None:
-        """Stop any run and end the worker process; queued runs stay queued for the next start."""
+        """Stop any run and end the worker process; queued runs stay queued for the next start (and on
+        a shared machine, unsaved changes as the newest autosave, which the project opens with next)."""
+        if self.sharing is not None and self.sharing.keep_unsaved and self.dirty:
+            self.autosave()
         if self._profile_timer is not None:
             self._profile_timer.cancel()
         self.document.flush()
@@ -330,6 +427,7 @@ class Session:
         self._mlflow.submit(run_id)
 
     # -- sweeps (nodeflow.sweep): one job of the queue, each branch a run tagged with the sweep -------
+    @works
     def submit_sweep(self, grid: list[tuple[str, list[Any]]], target: str | None = None,
                      metric: str | None = None) -> dict[str, Any]:
         """Check a grid over the open document (every value against its param, every branch as a
@@ -345,13 +443,17 @@ class Session:
             self._check_paths(result)
             return result
 
+        self._admit()
         base = self.graph
         if target is not None and not base.has_node(target):
             raise sweep.GridError(f"target: no node '{target}'", "target")
         sweep.check_metric(base, metric)
         branches = sweep.expand(base, grid, self.executor, target, assign=confined)
-        sweep_id = self.run_queue.add_sweep([(b.graph, b.params) for b in branches], target, grid, base.name,
-                                            sweep.source_tag, metric)
+        try:
+            sweep_id = self.run_queue.add_sweep([(b.graph, b.params) for b in branches], target, grid, base.name,
+                                                sweep.source_tag, metric)
+        finally:
+            self._queue_changed()
         return self.sweep(sweep_id)
 
     def _sweep_record(self, sweep_id: int | str) -> dict[str, Any]:
@@ -360,6 +462,7 @@ class Session:
         except RunNotFound as exc:
             raise SweepNotFound(str(exc)) from None
 
+    @reads
     def sweep(self, sweep_id: int | str, curves: bool = False) -> dict[str, Any]:
         """A sweep's branches (values, run, status, the target's main metric, time), the best one and
         its progress (see :func:`nodeflow.sweep.summary`); ``curves`` adds each branch's curves (for a
@@ -374,31 +477,47 @@ class Session:
                 branch["curves"] = self.runs.run_curves(run)
         return data
 
+    @works
     def cancel_sweep(self, sweep_id: int | str) -> dict[str, Any]:
         """Cancel the sweep's queued branches, then stop its running ones (they end ``cancelled``)."""
         record = self._sweep_record(sweep_id)
-        for branch in record["branches"]:
-            self.run_queue.cancel(branch["run"])
+        try:
+            for branch in record["branches"]:
+                self.run_queue.cancel(branch["run"])
+        finally:
+            self._queue_changed()
         return self.sweep(sweep_id)
 
     # -- a finished node's details ------------------------------------------------------------------
+    @reads
     @property
     def predictions(self) -> PredictionStore:
         """The per-image predictions nodes kept beside their cached results (run comparisons)."""
         return PredictionStore(self.executor.cache, self.workspace)
 
+    @reads
     @property
     def overlay_folder(self) -> Path:
         return self.results.overlay_folder
 
+    @reads
     def node_tables(self, node_id: str) -> dict[str, Any]:
         return self.results.tables(self.graph, node_id)
 
+    @works
     def cell_gallery(self, node_id: str, true: str, predicted: str, page: int = 1,
                      per_page: int = 12) -> dict[str, Any]:
+        """One page of a confusion cell's images, drawing the Grad-CAM overlays not drawn yet."""
         return self.results.cell_gallery(self.graph, node_id, true, predicted, page, per_page)
 
+    @reads
+    def drawn_cell_gallery(self, node_id: str, true: str, predicted: str, page: int = 1,
+                           per_page: int = 12) -> dict[str, Any]:
+        """The same page with only the overlays drawn before: nothing is drawn or written."""
+        return self.results.cell_gallery(self.graph, node_id, true, predicted, page, per_page, draw=False)
+
     # -- what the editor shows --------------------------------------------------------------------
+    @reads
     def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
@@ -420,6 +539,7 @@ class Session:
             self._log.append({"time": time.time(), "node": node, "kind": kind, "message": message})
             del self._log[:-1000]
 
+    @reads
     def snapshot(self) -> dict[str, Any]:
         """Each node's state for every view (card, minimap, Output tab, Runs panel, API): what the
         cache and the run store say, overlaid with a run of this session that is telling more."""

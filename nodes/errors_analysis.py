@@ -121,7 +121,8 @@ class ErrorAnalysis(Node):
     def cell_gallery(cls, params: Params, outputs: dict[str, Any], input_keys: dict[str, str],
                      load_input: Callable[[str], Any], folder: Path, workspace: Path, device: str,
                      true: str, predicted: str, page: int = 1, per_page: int = 12,
-                     check_files: Callable[[list[Path]], None] = lambda files: None) -> dict[str, Any]:
+                     check_files: Callable[[list[Path]], None] = lambda files: None,
+                     draw: bool = True) -> dict[str, Any]:
         """One page of a confusion cell's images (true class ``true``, predicted ``predicted``),
         highest loss first, each with its Grad-CAM overlay for the predicted class. Overlays come
         from the on-disk cache in ``folder`` (keyed by the model's cache key, the file, the class and
@@ -130,7 +131,9 @@ class ErrorAnalysis(Node):
         ``check_files`` is the run's confinement check (:meth:`RunContext.check_files`): the page's
         images are checked before an overlay is looked up (which hashes the image) or drawn, and a
         file that leads outside the allowed folders now refuses the page (PermissionError).
-        Raises KeyError for a class the model does not have or a page past the end."""
+        ``draw`` False shows only the overlays drawn before (a read-only viewer's page: drawing is work
+        on the machine and writes into the project). Raises KeyError for a class the model does not
+        have or a page past the end."""
         from nodes.engine.explain import OverlayCache
         from nodes.engine.hooks import Hooks
 
@@ -169,6 +172,14 @@ class ErrorAnalysis(Node):
             except ParamProblem as exc:
                 raise PermissionError(str(exc)) from None
 
+        if not draw:
+            confined([r["file"] for r in rows])
+            for r in rows:
+                path = cache.path(input_keys["model"], r["file"], target, params.block)
+                r["overlay"] = str(path) if path.is_file() else None
+            if any(r["overlay"] is None for r in rows):
+                result["note"] = "some overlays are not drawn yet: they are drawn when the project's owner opens this cell"
+            return result
         try:
             paths, drawn = cache.overlays(lambda: load_input("model"), input_keys["model"], [r["file"] for r in rows],
                                           [target] * len(rows), params.block, params.batch_size,

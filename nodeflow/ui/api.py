@@ -35,6 +35,7 @@ from fastapi import Body, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
+from nodeflow.access import Refused, allows
 from nodeflow.compare import compare_run_ids
 from nodeflow.edits import MAX_OPS, EditRequest, RunRequest
 from nodeflow.errors import GraphInvalid
@@ -366,6 +367,12 @@ def read_overlay(folder: Path, name: str) -> bytes | None:
         return handle.read() if stat.S_ISREG(os.fstat(handle.fileno()).st_mode) else None
 
 
+def cell_gallery_of(session: Any) -> Any:
+    """How the holder of ``session`` opens a confusion cell: drawing the missing overlays, or, through
+    a read-only view (which refuses the drawing, as the session declares it), with those drawn before."""
+    return session.cell_gallery if allows(session, "cell_gallery") else session.drawn_cell_gallery
+
+
 def overlay_url(node_id: str, path: str | None, base: str = "/api") -> str | None:
     """Where the API serves an overlay PNG drawn for ``node_id`` (see ``get_overlay``); ``base`` is
     where the API is (a project's, on a multi-user server)."""
@@ -376,6 +383,11 @@ async def _invalid_request(request: Request, exc: RequestValidationError) -> JSO
     """FastAPI's 422, made safe to serialise when the body held NaN or Infinity."""
     errors = [{k: v for k, v in error.items() if k in ("type", "loc", "msg", "input")} for error in exc.errors()]
     return JSONResponse({"detail": _json_safe(errors)}, status_code=422)
+
+
+async def _read_only(request: Request, exc: Refused) -> JSONResponse:
+    """A change or work asked of a project open read-only (the session's view refused it)."""
+    return JSONResponse({"detail": str(exc)}, status_code=403)
 
 
 class SweepRequest(BaseModel):
@@ -402,6 +414,7 @@ def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
     multi-user server puts one set of routes per project behind its own checks)."""
     session = hub.session
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(Refused, _read_only)
 
     def guard(request: Request) -> None:
         if not token_ok(request, token):
@@ -596,7 +609,7 @@ def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
                  per_page: Annotated[int, Query(ge=1, le=200)] = 12) -> dict[str, Any]:
         guard(request)
         try:
-            gallery = session.cell_gallery(node_id, true, predicted, page, per_page)
+            gallery = cell_gallery_of(session)(node_id, true, predicted, page, per_page)
         except LookupError as exc:
             raise HTTPException(404, str(exc.args[0]) if exc.args else str(exc)) from None
         except ParamProblem as exc:

@@ -8,6 +8,7 @@ the document's version moved without this tab having made the change.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 import re
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from fastapi import Request
 from nicegui import app, ui
 
 from nodeflow import fragments
+from nodeflow.access import Refused, allows
 from nodeflow.errors import GraphInvalid
 from nodeflow.executor import estimate_note, format_seconds
 from nodeflow.graph import Graph, GraphFileError
@@ -27,7 +29,7 @@ from nodeflow.script import export_script
 from nodeflow.session import EditError, Session
 from nodeflow.templates import list_templates
 
-from .api import access_token, install_api, token_ok
+from .api import access_token, cell_gallery_of, install_api, token_ok
 from .flow_editor import BundleMissing, FlowEditor, check_bundle
 from .runs_panel import LineageView, RunsPanel
 from .state import Hub, status_delta
@@ -43,6 +45,28 @@ GROUP_DRAG_TYPE = "application/x-nodeflow-group"
 RUN_CONFIRM_SECONDS = 60.0
 
 
+@dataclass(frozen=True)
+class Message:
+    """A message the canvas sends over the socket: the page's method that handles it (with the
+    message's arguments) and the Session method it ends in, or None when it changes nothing and starts
+    nothing (selecting, copying). Whether a read-only page may send it is what that Session method
+    declares (:mod:`nodeflow.access`), so no rule about it is kept here."""
+
+    handler: str
+    calls: str | None
+
+
+#: every message the canvas sends (``FlowEditor``'s events)
+CANVAS_EVENTS = {"edit": Message("on_edit", "edits"), "select": Message("on_select", None),
+                 "run": Message("run_to", "submit"), "failure": Message("show_failure", None),
+                 "command": Message("on_command", None)}
+#: the names a ``command`` message carries (the context menu, keys, the group bar)
+COMMANDS = {"copy": Message("copy", None), "paste": Message("paste", "edits"),
+            "duplicate": Message("duplicate", "edits"), "insert_group": Message("insert_group", "edits"),
+            "save_group": Message("save_group", "save_group"), "undo": Message("undo", "undo"),
+            "redo": Message("redo", "redo"), "save": Message("save", "save")}
+
+
 class EditorPage:
     """One browser tab. ``read_only`` (the reason, e.g. "alice's project") shows the graph, its
     states and runs without the controls that change them; the hub's session refuses those anyway."""
@@ -54,6 +78,8 @@ class EditorPage:
         self._ParamForm = ParamForm
         self.hub = hub
         self.session: Session = hub.session
+        #: why this page may only read (None: it may change the project)
+        self.read_only = read_only
         self.selected: list[str] = []
         self.synced_version = self.session.version
         self.form_sig: Any = None
@@ -74,7 +100,7 @@ class EditorPage:
                 with ui.tab_panel("params").classes("p-3"):
                     self.inspector = ui.column().classes("w-full gap-1 nf-inspector")
                 with ui.tab_panel("output").classes("p-3"):
-                    self.output = OutputPanel(on_param=self.focus_param, gallery=self.session.cell_gallery)
+                    self.output = OutputPanel(on_param=self.focus_param, gallery=cell_gallery_of(self.session))
                     self.lineage = LineageView(self.session)
         with ui.footer(fixed=True).classes("bg-white text-black p-0 nf-footer").style("border-top: 1px solid #ddd"):
             self.log = ui.log(max_lines=500).classes("w-full h-28 text-xs nf-log")
@@ -82,11 +108,8 @@ class EditorPage:
         self.sent_status = hub.status_of(snap)
         self.editor = FlowEditor(hub.canvas_catalogue(), hub.canvas_graph(), self.sent_status) \
             .classes("w-full nf-editor").style("height: calc(100vh - 152px)")
-        self.editor.on("edit", self.on_edit)
-        self.editor.on("select", self.on_select)
-        self.editor.on("run", lambda e: self.run(e.args.get("target")))
-        self.editor.on("command", self.on_command)
-        self.editor.on("failure", lambda e: self.show_failure(e.args.get("id")))
+        for name, message in CANVAS_EVENTS.items():
+            self.editor.on(name, lambda e, m=message: self.receive(m, e.args))
         self.render_inspector()
         if read_only:
             self._without_controls(read_only)
@@ -200,7 +223,8 @@ class EditorPage:
                 item.on("dragstart", js_handler=(
                     f"(e) => {{ e.dataTransfer.setData({json.dumps(GROUP_DRAG_TYPE)}, {json.dumps(name)});"
                     " e.dataTransfer.effectAllowed = 'copy'; }"))
-                item.on("dblclick", lambda n=name: self.insert_group(n, {"x": 40, "y": 40}))
+                item.on("dblclick", lambda n=name: self.receive(COMMANDS["insert_group"],
+                                                                {"group": n, "at": {"x": 40, "y": 40}}))
 
     def filter_palette(self, query: str) -> None:
         words = query.lower().split()
@@ -247,8 +271,19 @@ class EditorPage:
                 self.log_seen = entry["time"]
 
     # -- canvas events ---------------------------------------------------------------------------
-    def on_edit(self, e) -> None:
-        msg = e.args
+    def receive(self, message: Message, args: Any) -> None:
+        """Every message from the canvas: refused here when the session this page holds does not let
+        it call the method the message ends in (a read-only view), else handled; a refusal from
+        deeper down is shown the same way."""
+        args = args if isinstance(args, dict) else {}
+        try:
+            if message.calls is not None and not allows(self.session, message.calls):
+                raise Refused(f"read-only: {self.read_only}; nothing was changed")
+            getattr(self, message.handler)(args)
+        except Refused as exc:
+            ui.notify(f"Refused: {exc}", type="warning")
+
+    def on_edit(self, msg: dict[str, Any]) -> None:
         kind = msg.get("kind")
         started = time.perf_counter()
         before = self.session.version
@@ -273,14 +308,21 @@ class EditorPage:
         self.last_key = None
         self.tick()
 
-    def on_select(self, e) -> None:
-        self.selected = [i for i in e.args.get("ids", []) if self.session.graph.has_node(i)]
+    def on_select(self, args: dict[str, Any]) -> None:
+        ids = args.get("ids")
+        self.selected = [i for i in ids if isinstance(i, str) and self.session.graph.has_node(i)] \
+            if isinstance(ids, list) else []
         self.run_sel_btn.set_enabled(bool(self.selected))
         self.tick_now()
 
-    def show_failure(self, node_id: str | None) -> None:
+    def run_to(self, args: dict[str, Any]) -> None:
+        target = args.get("target")
+        self.run(target if isinstance(target, str) else None)
+
+    def show_failure(self, args: dict[str, Any]) -> None:
         """A click on a card's error: select the node and show its whole message."""
-        if not node_id or not self.session.graph.has_node(node_id):
+        node_id = args.get("id")
+        if not isinstance(node_id, str) or not self.session.graph.has_node(node_id):
             return
         self.selected = [node_id]
         self.editor.select([node_id])
@@ -297,35 +339,31 @@ class EditorPage:
         self.tick_now()
         ui.run_javascript(FOCUS_FIELD_JS % json.dumps(param))
 
-    def on_command(self, e) -> None:
-        args = e.args or {}
-        name = args.get("name")
-        ids = [i for i in args.get("ids") or [] if isinstance(i, str) and self.session.graph.has_node(i)]
-        at = _point(args.get("at"))
-        if name == "copy" and ids:
-            self.copy(ids)
-        elif name == "paste":
-            self.paste(args.get("text"), at)
-        elif name == "duplicate" and ids:
-            self.add_fragment(fragments.fragment_of(self.session.graph, ids), None, "Duplicated")
-        elif name == "insert_group" and isinstance(args.get("group"), str):
-            self.insert_group(args["group"], at)
-        elif name == "save_group" and isinstance(args.get("group"), str):
-            self.save_group(args["group"])
-        else:
-            {"undo": self.undo, "redo": self.redo, "save": self.save}.get(name, lambda: None)()
+    def on_command(self, args: dict[str, Any]) -> None:
+        """A named command (:data:`COMMANDS`), checked as any other message; unknown names do nothing."""
+        found = COMMANDS.get(args.get("name")) if isinstance(args.get("name"), str) else None
+        if found is not None:
+            self.receive(found, args)
+
+    def _ids(self, args: dict[str, Any]) -> list[str]:
+        ids = args.get("ids")
+        return [i for i in ids if isinstance(i, str) and self.session.graph.has_node(i)] if isinstance(ids, list) else []
 
     # -- copy, paste, groups ---------------------------------------------------------------------
-    def copy(self, ids: list[str]) -> None:
+    def copy(self, args: dict[str, Any]) -> None:
         """The selection as a graph document, to the system clipboard (and the server's copy)."""
+        ids = self._ids(args)
+        if not ids:
+            return
         text = fragments.fragment_of(self.session.graph, ids).dumps()
         self.hub.clipboard = text
         self.editor.write_clipboard(text)
         ui.notify(f"Copied {len(ids)} node{'s' if len(ids) != 1 else ''}", timeout=1200)
 
-    def paste(self, text: Any, at: dict[str, float] | None) -> None:
-        """Paste the clipboard's graph document at ``at``; None (the page may not read the system
-        clipboard here) pastes the latest copy made in this editor."""
+    def paste(self, args: dict[str, Any]) -> None:
+        """Paste the clipboard's graph document (``text``) at ``at``; no text (the page may not read
+        the system clipboard here) pastes the latest copy made in this editor."""
+        text, at = args.get("text"), _point(args.get("at"))
         try:
             fragment = fragments.read_fragment(self.hub.clipboard if text is None else text)
         except fragments.NothingToPaste as exc:
@@ -347,7 +385,15 @@ class EditorPage:
         self.editor.select(ids)
         ui.notify(f"{verb} {len(ids)} node{'s' if len(ids) != 1 else ''}", timeout=1200)
 
-    def insert_group(self, name: str, at: dict[str, float] | None) -> None:
+    def duplicate(self, args: dict[str, Any]) -> None:
+        ids = self._ids(args)
+        if ids:
+            self.add_fragment(fragments.fragment_of(self.session.graph, ids), None, "Duplicated")
+
+    def insert_group(self, args: dict[str, Any]) -> None:
+        name, at = args.get("group"), _point(args.get("at"))
+        if not isinstance(name, str):
+            return
         try:
             fragment = fragments.load_group(self.session.workspace, name)
         except (KeyError, GraphFileError) as exc:
@@ -355,9 +401,12 @@ class EditorPage:
             return
         self.add_fragment(fragment, at or {"x": 40, "y": 40}, "Inserted")
 
-    def save_group(self, group_id: str) -> None:
+    def save_group(self, args: dict[str, Any]) -> None:
+        group_id = args.get("group")
+        if not isinstance(group_id, str):
+            return
         try:
-            name = fragments.save_group(self.session.workspace, self.session.graph, group_id)
+            name = self.session.save_group(group_id)
         except (KeyError, OSError) as exc:
             ui.notify(f"Not saved: {str(exc).strip(chr(34))}", type="warning")
             return
@@ -562,13 +611,13 @@ class EditorPage:
         ui.notify(f"Exported {name}: plain PyTorch, runs with python {name}{left}", type="positive",
                   multi_line=bool(left), timeout=6000)
 
-    def undo(self) -> None:
+    def undo(self, args: Any = None) -> None:
         if not self.session.undo():
             ui.notify("Nothing to undo", timeout=1200)
         self.form_sig = None
         self.tick_now()
 
-    def redo(self) -> None:
+    def redo(self, args: Any = None) -> None:
         if not self.session.redo():
             ui.notify("Nothing to redo", timeout=1200)
         self.form_sig = None
@@ -693,7 +742,7 @@ class EditorPage:
                 ui.button("Open", on_click=lambda: (p := self._workspace_path(name.value)) and open_path(p))
         dialog.open()
 
-    def save(self) -> None:
+    def save(self, args: Any = None) -> None:
         if self.session.path is None:
             self.save_as()
             return

@@ -37,24 +37,23 @@ from nicegui import app, core, ui
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from nodeflow.edits import EditError
+from nodeflow.access import ReadOnlyView
 from nodeflow.executor import Executor, format_bytes
 from nodeflow.graph import Graph
-from nodeflow.server import ClassServer, ProjectSession, WorkRefused
+from nodeflow.server import ClassServer, WorkRefused
+from nodeflow.session import Session
 from nodeflow.uploads import UPLOAD_NAME, UploadRefused, receive_files, receive_zip, remove_leftovers
 from nodeflow.users import AccountError, NotAllowed, Project, ProjectNotFound, User
 from nodeflow.users.login import LoginThrottle, current_user, install_login
 
-from .api import (API_BASE, SAFE_METHODS, RequestGuard, add_api_routes, document_refusals, refusal,
+from .api import (API_BASE, RequestGuard, add_api_routes, document_refusals, refusal,
                   restrict_socket_origins, twice_given)
 from .flow_editor import BundleMissing, check_bundle
-from .project_pages import add_pages
+from .project_pages import add_pages, read_only_reason
 from .state import Hub
 
 #: a project's API: /api/p/{project_id} followed by the path of the one-person API
 PROJECT_API = re.compile(r"/api/p/([^/]*)(/.*)?\Z", re.S)
-#: reads that do work on the machine, so a read-only viewer may not ask for them
-WORKING_READS = {"/api/estimate"}
 #: NiceGUI's own scripts and styles carry no data; its websocket needs a signed-in user (guard_sockets)
 PUBLIC = (f"/_nicegui/{nicegui_version}/", "/favicon")
 #: a multipart upload's own parts (field names, boundaries) on top of the files' bytes
@@ -67,41 +66,29 @@ DOCTOR_ROWS = 50
 IDLE_CHECK_SECONDS = 60.0
 
 
-class ReadOnly(EditError, RuntimeError):
-    """A change asked of a project open read-only (an EditError and a RuntimeError, so every part
-    of the page that refuses an edit or a run shows it the same way)."""
+@dataclass
+class Access:
+    """One way into an open project: the hub its pages share and the API bound to the same session
+    (the whole session for its owner; a :class:`~nodeflow.access.ReadOnlyView` of it for a viewer)."""
 
-
-class ReadOnlySession:
-    """A project's session as a read-only viewer's page sees it: everything it shows, nothing that
-    changes it or starts work (each such call raises :class:`ReadOnly`)."""
-
-    REFUSED = ("replace", "edit", "edits", "undo", "redo", "save", "open", "load", "autosave", "run", "submit",
-               "cancel", "stop", "submit_sweep", "cancel_sweep", "estimate")
-
-    def __init__(self, session: ProjectSession, reason: str) -> None:
-        self._session = session
-        self._reason = reason
-
-    def __getattr__(self, name: str) -> Any:
-        if name in self.REFUSED:
-            def refuse(*args: Any, **kwargs: Any) -> Any:
-                raise ReadOnly(f"read-only: {self._reason}; nothing was changed")
-            return refuse
-        return getattr(self._session, name)
+    hub: Hub
+    api: FastAPI
+    guarded: RequestGuard
 
 
 @dataclass
 class ProjectView:
-    """What the server keeps per open project: its session, the hubs of its pages (one for the owner's
-    tabs, one for read-only viewers) and its API."""
+    """What the server keeps per open project: its session, the owner's way in, and the viewers' ways
+    in (one per reason they read it only: shared with them, archived, an admin's look)."""
 
     project: Project
-    session: ProjectSession
-    hub: Hub
-    viewers: Hub
-    api: FastAPI
-    guarded: RequestGuard
+    session: Session
+    owner: Access
+    viewers: dict[str, Access] = dataclasses.field(default_factory=dict)
+
+    @property
+    def hub(self) -> Hub:
+        return self.owner.hub
 
 
 class MultiUser:
@@ -125,12 +112,27 @@ class MultiUser:
             found = self._views.get(project.id)
             if found is not None and found.session is session:
                 return found
-            hub = Hub(session)
-            api = project_app(self, hub)
-            viewers = Hub(ReadOnlySession(session, f"{project.owner}'s project '{project.title}'"))  # type: ignore[arg-type]
-            view = ProjectView(project, session, hub, viewers, api, RequestGuard(api, check_host=False))
+            view = ProjectView(project, session, self._access(Hub(session)))
             self._views[project.id] = view
             return view
+
+    def way_in(self, view: ProjectView, user: User) -> Access:
+        """How ``user`` enters the open project: as its owner, or read-only (the reason named), as the
+        accounts say now; a viewer's hub and API see a read-only view of the session, so what they may
+        call is what the session's methods declare (:mod:`nodeflow.access`), decided nowhere else."""
+        if self.server.projects.can(user, view.project, "write"):
+            return view.owner
+        reason = read_only_reason(user, view.project)
+        with self._lock:
+            found = view.viewers.get(reason)
+            if found is None:
+                found = view.viewers[reason] = self._access(
+                    Hub(ReadOnlyView(view.session, f"read-only: {reason}")))  # type: ignore[arg-type]
+            return found
+
+    def _access(self, hub: Hub) -> Access:
+        api = project_app(self, hub)
+        return Access(hub, api, RequestGuard(api, check_host=False))
 
     def close_idle(self) -> None:
         closed = self.server.close_idle()
@@ -151,7 +153,7 @@ class MultiUser:
         self.server.close()
 
     # -- uploads and the dataset doctor --------------------------------------------------------------
-    def data_folders(self, session: ProjectSession) -> list[dict[str, Any]]:
+    def data_folders(self, session: Session) -> list[dict[str, Any]]:
         data = session.workspace / "data"
         found = []
         for folder in sorted(data.iterdir()) if data.is_dir() else []:
@@ -161,7 +163,7 @@ class MultiUser:
                               "bytes": sum(p.stat().st_size for p in files)})
         return found
 
-    def doctor(self, session: ProjectSession, name: str) -> dict[str, Any]:
+    def doctor(self, session: Session, name: str) -> dict[str, Any]:
         """The dataset doctor (``data.doctor``, found in the catalogue by its type) on an uploaded
         folder: a two-node graph run by an executor on the project's workspace and catalogue (its
         own, so the page's nodes and run lock are not touched). Raises LookupError, ValueError."""
@@ -208,7 +210,7 @@ class MultiUser:
         client.on_delete(lambda: self.owners.pop(client.id, None))
 
 
-def upload_folder(session: ProjectSession, name: str) -> Path:
+def upload_folder(session: Session, name: str) -> Path:
     """An uploaded folder of the project by name (LookupError for one that is not there)."""
     if not isinstance(name, str) or not UPLOAD_NAME.fullmatch(name) or name.startswith("."):
         raise LookupError(f"no uploaded folder '{str(name)[:64]}'")
@@ -258,7 +260,7 @@ def project_app(mu: MultiUser, hub: Hub | None) -> FastAPI:
     ``hub`` None, an app for the schema only (its routes are read, never called)."""
     api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     add_api_routes(api, hub or SimpleNamespace(session=None, catalogue_list=[]))  # type: ignore[arg-type]
-    session: ProjectSession = hub.session if hub is not None else None  # type: ignore[assignment]
+    session: Session = hub.session if hub is not None else None  # type: ignore[assignment]
 
     @api.exception_handler(WorkRefused)
     async def work_refused(request: Request, exc: WorkRefused) -> JSONResponse:
@@ -380,15 +382,15 @@ class ProjectRouter:
             await PlainTextResponse("401: sign in first", status_code=401)(scope, receive, send)
             return
         project_id, rest = found.group(1), "/api" + (found.group(2) or "")
-        need = "write" if scope["method"] not in SAFE_METHODS or rest in WORKING_READS else "read"
+
+        def enter() -> Access:
+            view = self.mu.view(self.mu.server.project_for(user, project_id))
+            return self.mu.way_in(view, user)
+
         try:  # one hop to a thread: both read the accounts' database
-            view = await anyio.to_thread.run_sync(lambda: self.mu.view(self.mu.server.project_for(user, project_id,
-                                                                                                 need)))
+            way = await anyio.to_thread.run_sync(enter)
         except ProjectNotFound as exc:
             await JSONResponse({"detail": str(exc)}, status_code=404)(scope, receive, send)
-            return
-        except NotAllowed as exc:
-            await JSONResponse({"detail": str(exc)}, status_code=403)(scope, receive, send)
             return
         child = {**scope, "path": rest, "raw_path": rest.encode(), "root_path": "",
                  API_BASE: f"/api/p/{project_id}"}
@@ -401,9 +403,9 @@ class ProjectRouter:
             if refused is not None:
                 await PlainTextResponse(refused[1], status_code=refused[0])(scope, receive, send)
                 return
-            await view.api(child, receive, send)
+            await way.api(child, receive, send)
             return
-        await view.guarded(child, receive, send)
+        await way.guarded(child, receive, send)
 
 
 # -- the site-wide API ------------------------------------------------------------------------------------
@@ -613,8 +615,8 @@ def site_schema() -> dict[str, Any]:
             operation["parameters"] = [parameter, *operation.get("parameters", [])]
             answers = operation.setdefault("responses", {})
             answers.setdefault("404", {"description": "no such project (or one you may not read)"})
-            if method.upper() not in SAFE_METHODS or path in WORKING_READS:
-                answers.setdefault("403", {"description": "the project is open to you read-only"})
+            answers.setdefault("403", {"description": "the project is open to you read-only, and this changes it "
+                                                     "or starts work"})
             if path in ("/api/run", "/api/sweep"):
                 answers.setdefault("429", {"description": "you already have as many runs waiting as you may"})
                 answers.setdefault("507", {"description": "your disk quota is full"})

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .multiuser import MultiUser, ProjectView
 
 
+
 def not_found_page(message: str) -> HTMLResponse:
     """Another person's project by its address, or one that does not exist: the same page."""
     return HTMLResponse(f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Not found · nodeflow
@@ -33,6 +34,15 @@ def not_found_page(message: str) -> HTMLResponse:
 SIGN_OUT = ('<form method="post" action="/logout" style="margin:0"><button type="submit" class="nf-sign-out" '
             'style="background:none;border:1px solid #fff8;color:inherit;border-radius:4px;padding:2px 10px;'
             'cursor:pointer">Sign out</button></form>')
+
+
+def read_only_reason(user: User, project: Project) -> str:
+    """Why ``user`` may only read ``project`` (what their page and every refusal says)."""
+    if project.owner == user.name:
+        return "archived (restore it on the project list to change it)"
+    if not user.admin or user.name in project.shared_with:
+        return f"{project.owner}'s project, shared with you"
+    return f"{project.owner}'s project, open to you as an admin"
 
 
 def add_pages(mu: MultiUser) -> None:
@@ -53,15 +63,11 @@ def add_pages(mu: MultiUser) -> None:
             return not_found_page(str(exc))
         view = mu.view(project)
         mu.own_client(user)
-        writable = server.projects.can(user, project, "write")
-        reason = None if writable else ("archived (restore it on the project list to change it)"
-                                         if project.owner == user.name else
-                                         f"{project.owner}'s project, shared with you" if not user.admin
-                                         or user.name in project.shared_with else
-                                         f"{project.owner}'s project, open to you as an admin")
+        way = mu.way_in(view, user)
+        writable = way is view.owner
         server.hold(project.id)
         ui.context.client.on_delete(lambda: server.let_go(project.id))
-        page = EditorPage(view.hub if writable else view.viewers, read_only=reason)
+        page = EditorPage(way.hub, read_only=None if writable else read_only_reason(user, project))
         ProjectHeader(mu, page, view, user, writable)
         return None
 
