@@ -115,7 +115,8 @@ class ReadOnlyView:
         object.__setattr__(self, "_reason", reason)
 
     def _refuse(self, name: str) -> Refused:
-        return Refused(f"read-only: {self._reason}; '{name}' changes it or starts work, so nothing was done")
+        return Refused(f"read-only: {self._reason}; nothing was changed ('{name}' changes the project or "
+                       "starts work)")
 
     def __getattr__(self, name: str) -> Any:
         target = self._target

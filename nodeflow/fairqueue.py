@@ -32,8 +32,9 @@ class Waiting:
 
 
 class FairQueue:
-    def __init__(self, per_user: int = 10) -> None:
-        if per_user < 1:
+    def __init__(self, per_user: int | None = 10) -> None:
+        """``per_user`` None: no limit here (a server that admits work in one place of its own)."""
+        if per_user is not None and per_user < 1:
             raise ValueError(f"per_user must be at least 1, got {per_user}")
         self.per_user = per_user
         self._lock = threading.Lock()
@@ -53,7 +54,7 @@ class FairQueue:
             if run_id in self._owner:
                 raise ValueError(f"run {run_id!r} is already queued")
             waiting = self._queues.setdefault(user, deque())
-            if len(waiting) >= self.per_user:
+            if self.per_user is not None and len(waiting) >= self.per_user:
                 raise QueueFull(f"{user} already has {len(waiting)} runs waiting, the most one user may queue; "
                                 "wait for one to start or cancel one")
             if not waiting:

@@ -78,7 +78,7 @@ class FairTurns:
         self.slots = slots
         #: the limit on waiting runs is applied where runs are queued (ClassServer.admit), so the fair
         #: queue itself never refuses a job that is already recorded
-        self.queue = FairQueue(per_user=1 << 30)
+        self.queue = FairQueue(per_user=None)
         self._cond = threading.Condition()
         #: project -> (user, runs) of the jobs running now
         self._running: dict[str, tuple[str, tuple[int, ...]]] = {}

@@ -13,6 +13,7 @@ from typing import Any
 
 from nicegui import ui
 
+from nodeflow.access import Refused
 from nodeflow.node import auto_title
 from nodeflow.session import EditError, Session
 
@@ -199,7 +200,7 @@ class ParamForm:
             ops.append({"op": "rename", "id": self.node_id, "title": title})
         try:
             self.session.edits(ops)
-        except EditError as exc:
+        except (EditError, Refused) as exc:
             reason = str(exc).removeprefix(f"{self.node_id}: ")
             for name in values:
                 self.errors[name].set_text(f"Refused: {reason}")

@@ -127,7 +127,7 @@ class MultiUser:
             found = view.viewers.get(reason)
             if found is None:
                 found = view.viewers[reason] = self._access(
-                    Hub(ReadOnlyView(view.session, f"read-only: {reason}")))  # type: ignore[arg-type]
+                    Hub(ReadOnlyView(view.session, reason)))  # type: ignore[arg-type]
             return found
 
     def _access(self, hub: Hub) -> Access:

@@ -21,6 +21,7 @@ from nodeflow.compare import compare_run_ids, readable, readable_delta
 from nodeflow.graph import Graph, GraphFileError
 from nodeflow.session import EditError, Session
 
+from .api import cell_gallery_of
 from .outputs import CellGallery
 from .state import STATE_STYLE
 
@@ -185,7 +186,7 @@ class RunsPanel:
                   :style="{background: props.row.background, color: props.row.color, padding: '0 7px',
                            borderRadius: '10px', whiteSpace: 'nowrap'}">{{ props.value }}</span></q-td>""")
             self.comparison = ui.column().classes("w-full gap-1 nf-runs-compare")
-        self.gallery = CellGallery(session.cell_gallery)  # a flipped image's confusion cell
+        self.gallery = CellGallery(cell_gallery_of(session))  # a flipped image's confusion cell
         self.timer = ui.timer(REFRESH_SECONDS, self.refresh, active=False)
         self.dialog.on_value_change(lambda e: self.timer.activate() if e.value else self.timer.deactivate())
         self.update_buttons()

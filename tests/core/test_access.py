@@ -48,7 +48,7 @@ def test_a_method_that_declares_nothing_is_refused_to_a_viewer():
         def forgot(self) -> None:
             raise AssertionError("a viewer reached an undeclared method")
 
-    view = ReadOnlyView(Declared(), "read-only: a test")
+    view = ReadOnlyView(Declared(), "a test")
     assert view.look() == "seen"
     with pytest.raises(Refused, match="read-only: a test"):
         view.forgot()
@@ -105,7 +105,7 @@ def viewed(tmp_path_factory):
     session.run()
     assert session.wait(30).ok
     session.save(session.workspace / "graph.json")
-    yield session, ReadOnlyView(session, "read-only: bob's project, shared with you")
+    yield session, ReadOnlyView(session, "bob's project, shared with you")
     session.close()
 
 
