@@ -66,13 +66,19 @@ class FairQueue:
 
     def pop_next(self, skip: Callable[[RunId], bool] | None = None) -> tuple[str, RunId] | None:
         """The run to start now and its user, taken off the queue; None when nothing waits. ``skip``:
-        runs that cannot start yet (their users are passed over until their next run can)."""
+        runs that cannot start yet; a user whose runs all wait so is passed over, and otherwise their
+        first run that can start goes (their order among the runs that can start is kept)."""
         with self._lock:
-            waiting = [user for user, runs in self._queues.items() if runs and not (skip and skip(runs[0]))]
-            if not waiting:
+            ready: dict[str, RunId] = {}
+            for user, runs in self._queues.items():
+                found = next((r for r in runs if not (skip and skip(r))), None) if skip else (runs[0] if runs else None)
+                if found is not None:
+                    ready[user] = found
+            if not ready:
                 return None
-            user = min(waiting, key=lambda u: (self._served.get(u, -1), self._since[u]))
-            run_id = self._queues[user].popleft()
+            user = min(ready, key=lambda u: (self._served.get(u, -1), self._since[u]))
+            run_id = ready[user]
+            self._queues[user].remove(run_id)
             self._served[user] = next(self._ticks)
             self._forget(user, run_id)
             return user, run_id

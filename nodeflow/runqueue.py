@@ -120,6 +120,15 @@ class RunQueue:
                 return "running", None
         return self.store.place(run_id)
 
+    def jobs(self) -> list[tuple[int, ...]]:
+        """The queued runs as the jobs they start in, in order: a run alone, or a sweep's queued
+        branches together."""
+        jobs: dict[str, list[int]] = {}
+        for run_id in self.store.queued():
+            sweep = self.store.sweep_of(run_id)
+            jobs.setdefault(f"run {run_id}" if sweep is None else f"sweep {sweep}", []).append(run_id)
+        return [tuple(runs) for runs in jobs.values()]
+
     def ahead(self) -> set[str]:
         """The cache keys that queued or running runs will compute."""
         with self._lock:
@@ -178,12 +187,10 @@ class RunQueue:
         with self._lock:
             if self.current or self._closing:
                 return
-            queued = self.store.queued()
-            if not queued:
+            jobs = self.jobs()
+            if not jobs:
                 return
-            sweep = self.store.sweep_of(queued[0])
-            wanted = [queued[0]] if sweep is None else [b["run"] for b in self.store.sweep(sweep)["branches"]
-                                                         if b["run"] in queued]
+            wanted = list(jobs[0])
             self.run_id = wanted[-1]
             self.last_error = None
             if self.turns.acquire(wanted, blocking=False):

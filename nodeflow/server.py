@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +41,8 @@ AUTOSAVE_SECONDS = 10.0
 STARTS_KEPT = 1000
 #: a job on the machine: (user, project id, its run ids)
 Job = tuple[str, str, tuple[int, ...]]
+#: a waiting job's key in the fair queue: (project id, its first run id)
+JobKey = tuple[str, int]
 
 
 class WorkRefused(RuntimeError):
@@ -67,10 +69,14 @@ class QueueEntry:
 
 
 class FairTurns:
-    """The machine's turns, shared by every project: at most ``slots`` jobs run at once; a job that
-    finds no free slot waits in a :class:`FairQueue` (round-robin by user) until one is handed to it.
-    A project has at most one job running or waiting at a time (its run queue runs one job after
-    another), so jobs are known by their project."""
+    """The machine's one queue, shared by every project: every job that waits to run is in its
+    :class:`FairQueue` (round-robin by user), which alone decides the order jobs start in and the
+    places the pages show; at most ``slots`` jobs run at once. A project runs its jobs one after
+    another, so a job starts only when its project's run queue asks for it (``acquire``) and nothing
+    else of that project runs; the fair queue passes over what cannot start yet.
+
+    A job is known by a key (its project, its first run) and holds its runs, which change as runs of
+    a sweep are cancelled; ``sync`` keeps a project's jobs as its run queue has them."""
 
     def __init__(self, slots: int = 1) -> None:
         if slots < 1:
@@ -80,11 +86,13 @@ class FairTurns:
         #: queue itself never refuses a job that is already recorded
         self.queue = FairQueue(per_user=None)
         self._cond = threading.Condition()
+        #: key -> (user, the job's runs), for every job in the fair queue
+        self._jobs: dict[JobKey, tuple[str, tuple[int, ...]]] = {}
         #: project -> (user, runs) of the jobs running now
         self._running: dict[str, tuple[str, tuple[int, ...]]] = {}
-        #: project -> the fair queue's key of its waiting job
-        self._waiting: dict[str, tuple[str, tuple[int, ...]]] = {}
-        #: projects whose waiting job was handed a slot that its thread has not picked up yet
+        #: project -> the key of the job its run queue asks a turn for
+        self._asking: dict[str, JobKey] = {}
+        #: projects whose asking job was handed a slot that its thread has not picked up yet
         self._granted: set[str] = set()
         self._closed = False
         #: hand out no more turns (the server is closing its projects)
@@ -96,50 +104,64 @@ class FairTurns:
 
     # -- the Turns protocol, per project (see ProjectTurns) --------------------------------------------
     def acquire(self, user: str, project: str, run_ids: list[int], blocking: bool) -> bool:
-        """Without ``blocking``: start now if a slot is free and nobody waits, else queue the job and
-        answer False. With it: wait for the job queued so, answering True when its turn comes and
-        False when it was withdrawn meanwhile (or before)."""
+        """Without ``blocking``: ask a turn for the job of ``run_ids`` (queued now if it is not yet);
+        True when it starts at once, else it waits its turn. With it: wait for the job asked for so,
+        answering True when its turn comes and False when it was withdrawn meanwhile (or before)."""
         with self._cond:
-            if not blocking and project not in self._waiting and project not in self._granted:
-                if not self._closed and not self._draining and len(self._running) < self.slots \
-                        and project not in self._running and not len(self.queue):
-                    self.queue.push(user, (project, tuple(run_ids)))
-                    self.queue.pop_next()  # through the queue, so that it counts as this user's turn
-                    self._start(user, project, tuple(run_ids))
-                    self._changed()
-                    return True
-                if self._closed:
-                    return False
-                key = (project, tuple(run_ids))
-                self.queue.push(user, key)
-                self._waiting[project] = key
-                self._changed()
-                return False
-            while blocking:
+            if not blocking:
                 if project in self._granted:
                     self._granted.discard(project)
                     return True
-                if project not in self._waiting:  # withdrawn (cancelled, or the project closed)
+                if self._closed:
+                    return False
+                key = self._key(user, project, tuple(run_ids))
+                self._asking[project] = key
+                self._hand_out()
+                if project in self._granted:
+                    self._granted.discard(project)
+                    return True
+                return False
+            while True:
+                if project in self._granted:
+                    self._granted.discard(project)
+                    return True
+                if project not in self._asking:  # withdrawn (cancelled, or the project closed)
                     return False
                 self._cond.wait()
-            return False
 
     def release(self, project: str) -> None:
         with self._cond:
             if self._running.pop(project, None) is not None:
                 self._hand_out()
 
-    def withdraw(self, project: str) -> bool:
-        """Take the project's waiting job off the queue (its runs were cancelled, or the project
-        closes); its thread's ``acquire`` answers False. False if it was not waiting."""
+    def sync(self, user: str, project: str, jobs: list[tuple[int, ...]]) -> None:
+        """The project's waiting jobs, in its order, as its run queue has them now: new ones join the
+        queue at its end, a job whose runs were all cancelled leaves it (its asking thread is told no)."""
         with self._cond:
-            key = self._waiting.pop(project, None)
-            if key is None:
-                return False
-            self.queue.cancel(key)
+            kept: set[JobKey] = set()
+            for runs in jobs:
+                key = next((k for k, (_, held) in self._jobs.items() if k[0] == project and set(held) & set(runs)),
+                           None)
+                if key is None and not self._closed:
+                    key = self._key(user, project, tuple(runs))
+                if key is not None:
+                    self._jobs[key] = (user, tuple(runs))
+                    kept.add(key)
+            for key in [k for k in self._jobs if k[0] == project and k not in kept]:
+                self._drop(key)
             self._changed()
             self._cond.notify_all()
-            return True
+
+    def withdraw(self, project: str) -> bool:
+        """Take the project's jobs off the queue (the project closes: its runs stay queued for its next
+        opening); its asking thread's ``acquire`` answers False. False if nothing of it was waiting."""
+        with self._cond:
+            keys = [k for k in self._jobs if k[0] == project]
+            for key in keys:
+                self._drop(key)
+            self._changed()
+            self._cond.notify_all()
+            return bool(keys)
 
     def drain(self) -> None:
         """Hand out no more turns: jobs that finish free their slots for nobody, so that the projects
@@ -151,9 +173,8 @@ class FairTurns:
         """No more turns: every waiting job's ``acquire`` answers False (its runs stay queued)."""
         with self._cond:
             self._closed = True
-            for key in self._waiting.values():
-                self.queue.cancel(key)
-            self._waiting.clear()
+            for key in list(self._jobs):
+                self._drop(key)
             self._changed()
             self._cond.notify_all()
 
@@ -163,36 +184,58 @@ class FairTurns:
         (user, project, runs)."""
         with self._cond:
             running = [(user, project, runs) for project, (user, runs) in self._running.items()]
-            waiting = [(w.user, *w.run_id) for w in self.queue.snapshot()]
+            waiting = [(w.user, w.run_id[0], self._jobs[w.run_id][1]) for w in self.queue.snapshot()]
             return running, waiting, list(self.starts), self.version
 
+    def waiting(self, user: str) -> int:
+        """How many jobs ``user`` has waiting (a sweep's branches are one job)."""
+        with self._cond:
+            return sum(1 for owner, _ in self._jobs.values() if owner == user)
+
     def changed(self) -> None:
-        """Something the queue's views show moved outside it (a project queued or cancelled runs):
-        a cached view keyed on ``version`` is worked out again."""
+        """Something the queue's views show moved outside it: a cached view keyed on ``version`` is
+        worked out again."""
         with self._cond:
             self._changed()
 
     def holds(self, project: str) -> bool:
-        """Whether the project has a job running or waiting for its turn."""
+        """Whether the project has a job running or asking for its turn."""
         with self._cond:
-            return project in self._running or project in self._waiting
+            return project in self._running or project in self._asking
 
     # -- inside the lock -------------------------------------------------------------------------------
+    def _key(self, user: str, project: str, runs: tuple[int, ...]) -> JobKey:
+        """The key of the project's job holding ``runs[0]``, queued now if there is none."""
+        key = next((k for k, (_, held) in self._jobs.items() if k[0] == project and runs and runs[0] in held), None)
+        if key is None:
+            key = (project, runs[0] if runs else -1)
+            self.queue.push(user, key)
+            self._changed()
+        self._jobs[key] = (user, runs)
+        return key
+
+    def _drop(self, key: JobKey) -> None:
+        self.queue.cancel(key)
+        self._jobs.pop(key, None)
+        if self._asking.get(key[0]) == key:
+            del self._asking[key[0]]
+
     def _start(self, user: str, project: str, runs: tuple[int, ...]) -> None:
         self._running[project] = (user, runs)
         self.starts.append((user, project, runs))
 
     def _hand_out(self) -> None:
-        """Fill the free slots from the fair queue. A project still finishing its previous job (its
-        next one was queued before that one's turn ended) is passed over until it has."""
-        while len(self._running) < self.slots and not self._draining:
-            found = self.queue.pop_next(skip=lambda key: key[0] in self._running)
+        """Fill the free slots from the fair queue with jobs their projects ask for: a project still
+        finishing its previous job, or not asking yet, is passed over until it is."""
+        while len(self._running) < self.slots and not self._draining and not self._closed:
+            found = self.queue.pop_next(skip=lambda key: key[0] in self._running or self._asking.get(key[0]) != key)
             if found is None:
                 break
-            user, (project, runs) = found
-            del self._waiting[project]
-            self._start(user, project, runs)
-            self._granted.add(project)
+            user, key = found
+            _, runs = self._jobs.pop(key)
+            del self._asking[key[0]]
+            self._start(user, key[0], runs)
+            self._granted.add(key[0])
         self._changed()
         self._cond.notify_all()
 
@@ -225,14 +268,10 @@ class ProjectTurns:
         self.left = True
         self.turns.withdraw(self.project)
 
-    def queue_changed(self, queued: list[int]) -> None:
-        """The project's queued runs changed: a job waiting for its turn whose runs were all cancelled
-        leaves the machine's queue, and the machine's queue is shown anew."""
-        _, waiting, _, _ = self.turns.state()
-        for _, project, runs in waiting:
-            if project == self.project and not set(runs) & set(queued):
-                self.turns.withdraw(project)
-        self.turns.changed()
+    def queue_changed(self, jobs: list[tuple[int, ...]]) -> None:
+        """The project's waiting jobs changed (one queued, runs cancelled): the machine's queue holds
+        them as they are now."""
+        self.turns.sync(self.user, self.project, jobs)
 
 
 def open_project(server: ClassServer, project: Project, **kwargs: Any) -> Session:
@@ -406,18 +445,14 @@ class ClassServer:
                               "cancel one", 429)
 
     def waiting_jobs(self, user: str) -> int:
-        """The jobs of ``user``'s projects that wait to run (a sweep's branches are one job)."""
-        count = 0
-        for session in self.open_sessions().values():
-            if session.owner == user:
-                count += len({session.runs.sweep_of(r) or f"run {r}" for r in session.runs.queued()})
-        return count
+        """The jobs of ``user``'s projects that wait to run (a sweep's branches are one job), as the
+        machine's queue holds them."""
+        return self.turns.waiting(user)
 
     # -- the machine's queue ---------------------------------------------------------------------------
     def queue(self, user: User | None = None) -> list[QueueEntry]:
-        """The machine's jobs: running first, then waiting in the order they will start (the fair
-        queue's order, then each project's later runs one per user per round). With ``user``, only
-        theirs (every job for an admin)."""
+        """The machine's jobs: running first, then waiting in the order the fair queue will start them.
+        With ``user``, only theirs (every job for an admin)."""
         entries = self._queue()[2]
         if user is None or user.admin:
             return entries
@@ -428,38 +463,14 @@ class ClassServer:
         return self._queue()[1].get((project_id, run_id))
 
     def _queue(self) -> tuple[int, dict[tuple[str, int], int], list[QueueEntry]]:
-        running, waiting, starts, version = self.turns.state()
+        """The queue as the pages show it, read from the machine's queue (kept while it does not move)."""
+        running, waiting, _, version = self.turns.state()
         cached = self._order
         if cached is not None and cached[0] == version:
             return cached
-        taken = {(project, r) for _, project, runs in running + waiting for r in runs}
-        # each user's jobs in the order they will start: those in the fair queue first (in its order),
-        # then those waiting behind their project's current job, by when they were asked for
-        per_user: OrderedDict[str, list[tuple[str, tuple[int, ...]]]] = OrderedDict()
-        for user, project, runs in waiting:
-            per_user.setdefault(user, []).append((project, runs))
-        later: list[tuple[str, str, tuple[int, ...]]] = []
-        for project_id, session in self.open_sessions().items():
-            jobs: OrderedDict[Any, list[int]] = OrderedDict()
-            for run_id in session.runs.queued():
-                if (project_id, run_id) not in taken:
-                    jobs.setdefault(session.runs.sweep_of(run_id) or f"run {run_id}", []).append(run_id)
-            later.extend((session.owner, project_id, tuple(runs)) for runs in jobs.values())
-        # users with nothing in the fair queue come after those with something there; among them,
-        # who was served longest ago first, as the fair queue would pick them
-        served = {user: i for i, (user, _, _) in enumerate(starts)}
-        for user, project, runs in sorted(later, key=lambda j: (j[0] not in per_user, served.get(j[0], -1))):
-            per_user.setdefault(user, []).append((project, runs))
-        order: list[tuple[str, str, tuple[int, ...]]] = []
-        queues = [(user, deque(jobs)) for user, jobs in per_user.items()]
-        while queues:  # one job per user per round, as the fair queue serves them
-            for user, jobs in queues:
-                project, runs = jobs.popleft()
-                order.append((user, project, runs))
-            queues = [(u, j) for u, j in queues if j]
         entries = [QueueEntry(user, project, runs, None) for user, project, runs in running]
         positions: dict[tuple[str, int], int] = {}
-        for place, (user, project, runs) in enumerate(order, start=1):
+        for place, (user, project, runs) in enumerate(waiting, start=1):
             entries.append(QueueEntry(user, project, runs, place))
             positions.update({(project, r): place for r in runs})
         self._order = (version, positions, entries)

@@ -63,7 +63,7 @@ class Sharing:
     turns: Turns
     admit: Callable[[], None]
     placing: Callable[[int, int], int | None]
-    queue_changed: Callable[[list[int]], None]
+    queue_changed: Callable[[list[tuple[int, ...]]], None]
     finished: Callable[[int], None]
     keep_unsaved: bool = True
 
@@ -136,7 +136,8 @@ class Session:
         self.document.on_change.append(self._profile_later)
         self.mlflow_uri: str | None = None
         self._mlflow: Any = None  # the thread logging finished runs to MLflow, started with the first
-        self.run_queue.start_next()  # runs queued before the last stop
+        self._queue_changed()  # runs queued before the last stop wait on the machine's queue
+        self.run_queue.start_next()
 
     # -- the document -----------------------------------------------------------------------------
     @reads
@@ -345,7 +346,7 @@ class Session:
 
     def _queue_changed(self) -> None:
         if self.sharing is not None:
-            self.sharing.queue_changed(self.runs.queued())
+            self.sharing.queue_changed(self.run_queue.jobs())
 
     @works
     def cancel(self, run_id: int) -> str:
