@@ -147,7 +147,7 @@ class EditorPage:
             self.run_all_btn = ui.button("Run all", icon="play_arrow", on_click=lambda: self.run(None)) \
                 .props("unelevated dense color=green-7 no-caps").classes("px-2")
             self.run_sel_btn = ui.button("Run selected", icon="play_circle", on_click=self.run_selected) \
-                .props("unelevated dense color=indigo-5 no-caps").classes("px-2") \
+                .props("unelevated dense color=indigo-5 no-caps").classes("px-2 nf-compact") \
                 .tooltip("Run the selected node and only the stale nodes it needs")
             self.stop_btn = ui.button("Stop", icon="stop", on_click=self.stop) \
                 .props("unelevated dense color=red-7 no-caps").classes("px-2")
@@ -558,7 +558,8 @@ class EditorPage:
             ui.notify(str(exc).strip('"'), type="warning")
             return
         if queued["status"] == "queued":
-            ui.notify(f"Run {queued['id']} queued (#{queued['position']}); see Runs to cancel it", type="info")
+            ui.notify(f"Run {queued['id']} queued (#{queued['position']}): Runs, the clock button at the top right, "
+                      "lists it and cancels it", type="info")
             return
         self.tabs.set_value("output")  # the curves are what one watches while it runs
         todo = sum(1 for a in plan.values() if a == "run")
@@ -883,9 +884,10 @@ PAGE_CSS = """
    their icons */
 .nf-header { flex-wrap: nowrap !important; }
 .nf-header > * { flex-shrink: 0; }
-.nf-header > .nf-file, .nf-header > .nf-run-state { flex-shrink: 1; min-width: 0; white-space: nowrap; overflow: hidden;
-  text-overflow: ellipsis; }
+.nf-header > .nf-file, .nf-header > .nf-run-state, .nf-header > .nf-project-title { flex-shrink: 1; min-width: 0;
+  white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 .nf-header > .nf-file { max-width: 360px; }
+.nf-header > .nf-project-title { max-width: 320px; flex-shrink: 2; }
 .nf-header > .nf-run-state { max-width: 260px; }
 @media (max-width: 1439px) {
   .nf-header .nf-compact .q-btn__content > .block { max-width: 0; overflow: hidden; }

@@ -83,13 +83,17 @@ class ProjectHeader:
         with page.header:
             back = ui.link("← Projects", "/").classes("text-white text-sm q-mr-sm nf-back")
             back.move(target_index=1)
+            # a long title gives way to the buttons (cut, whole in its tooltip), as the file name does
             title = ui.label(view.project.title).classes("text-sm text-weight-medium q-mr-sm nf-project-title")
+            title._props["title"] = view.project.title
             title.move(target_index=2)
             if writable:
                 ui.button("Upload data", icon="upload", on_click=lambda: self.upload.open()) \
-                    .props("flat dense color=white no-caps").classes("nf-upload-button")
+                    .props("flat dense color=white no-caps").classes("nf-upload-button nf-compact") \
+                    .tooltip("Upload data: a zip, or image files and folders, into this project's data/")
             if user.admin:
                 ui.button("Publish", icon="school", on_click=self.publish).props("flat dense color=white no-caps") \
+                    .classes("nf-compact") \
                     .tooltip("Publish this graph as a class template: each person who opens it gets a copy")
         if writable:
             self.upload = UploadPanel(mu, view)
