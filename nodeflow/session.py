@@ -27,6 +27,7 @@ from nodeflow.estimates import Estimates
 from nodeflow.events import ACTIVE, SETTLED, Board, Event, NodeState, Seen
 from nodeflow.executor import Executor, RunReport
 from nodeflow.graph import Graph
+from nodeflow.limits import NO_LIMITS, JobLimits
 from nodeflow.node import Registry
 from nodeflow.paths import path_problems
 from nodeflow.predictions import PredictionStore
@@ -35,7 +36,7 @@ from nodeflow.results import Results
 from nodeflow.runqueue import RunQueue, Turns
 from nodeflow.runs import RunNotFound, RunStore
 from nodeflow.scheduler import InProcess
-from nodeflow.worker import WorkerBackend
+from nodeflow.worker import EstimateWorker, WorkerBackend
 
 __all__ = ["AUTOSAVE_KEEP", "EditError", "Session", "SweepNotFound"]
 
@@ -61,21 +62,26 @@ class Session:
     def __init__(self, registry: Registry, workspace: Path, graph: Graph | None = None,
                  path: Path | None = None, device: str = "auto", isolate: bool = False,
                  autosave_delay: float | None = None, allowed_roots: list[Path] | None = None,
-                 cluster: Any = None, auto_estimate: bool = False, turns: Turns | None = None) -> None:
+                 cluster: Any = None, auto_estimate: bool = False, turns: Turns | None = None,
+                 limits: JobLimits = NO_LIMITS, estimates_apart: bool | None = None) -> None:
         """``isolate`` runs tasks in a worker process; ``cluster`` (a started
         :class:`nodeflow.parallel.DaskBackend`, ``serve --jobs/--scheduler``) runs them on Dask,
         whose worker processes already keep a crash away from the editor. ``auto_estimate``: after an
         edit, and when no run is going, profile in the background the nodes whose cost is not known
         yet (those that never ran), so their cards and the Run confirmation can tell it. ``turns``:
         when this project's jobs may start, on a machine several projects share (see
-        :class:`nodeflow.runqueue.Turns`); alone, always."""
+        :class:`nodeflow.runqueue.Turns`); alone, always. ``limits``: what each job may use (a shared
+        server's), for the worker and every node. ``estimates_apart``: estimates are measured in a
+        process of their own that ends with each one (a shared server: the memory a profile took is
+        given back at once); None measures them in a process kept for the next one when tasks run in
+        a worker (``isolate``), else here."""
         self.registry = registry
         self.workspace = Path(workspace)
         #: folders that path params may point into; None = unrestricted (the user's own shell)
         self.allowed_roots = None if allowed_roots is None else [self.workspace, *allowed_roots]
         self.runs = RunStore(self.workspace)
         self.executor = Executor(registry, self.workspace, device=device, allowed_roots=self.allowed_roots,
-                                 history=self.runs)
+                                 history=self.runs, limits=limits)
         self.executor.subscribe(self._tell)
         self.document = Document(graph, path, self.workspace, autosave_delay)
         #: said to each tab that opens until the document is saved or another one is opened
@@ -94,13 +100,16 @@ class Session:
             backend = cluster
         elif isolate:
             self.worker = backend = WorkerBackend(registry, self.workspace, device, self.allowed_roots,
-                                                  on_memory=self.executor.cache.set_elsewhere)
+                                                  on_memory=self.executor.cache.set_elsewhere, limits=limits)
         else:
             backend = InProcess(stop)
         self.run_queue = RunQueue(self.runs, self.executor, backend, stop, self._tell, turns)
         self.run_queue.finished_hooks.append(self._log_to_mlflow)
         self.results = Results(self.executor, self.workspace)
-        self.estimator = Estimates(self.executor, self.runs, ahead=self.run_queue.ahead)
+        apart = estimates_apart or estimates_apart is None and isolate and cluster is None
+        measurer = EstimateWorker(registry, self.workspace, device, self.allowed_roots, limits,
+                                  keep=not estimates_apart) if apart else None
+        self.estimator = Estimates(self.executor, self.runs, ahead=self.run_queue.ahead, worker=measurer)
         self.auto_estimate = auto_estimate
         self._profile_timer: threading.Timer | None = None
         self.run_queue.finished_hooks.append(self._after_run)
@@ -289,6 +298,7 @@ class Session:
         if self._profile_timer is not None:
             self._profile_timer.cancel()
         self.document.flush()
+        self.estimator.close()
         self.run_queue.close()
         if self.worker is not None:
             self.worker.close()
