@@ -22,6 +22,7 @@ from nodeflow.events import Board, Event
 from nodeflow.executor import Executor
 from nodeflow.files import atomic_write_text
 from nodeflow.graph import Graph, GraphFileError
+from nodeflow.limits import CLASS_BATCH, CLASS_IMAGE_SIDE, CLASS_OPEN_PROJECTS
 from nodeflow.node import Registry, import_module_or_file
 from nodeflow.paths import path_params
 from nodeflow.recent import reopen
@@ -478,6 +479,7 @@ def cmd_serve_users(args: argparse.Namespace) -> int:
         raise CliError(f"the editor is not available ({exc})") from None
     if args.queue_limit < 1:
         raise CliError(f"--queue-limit {args.queue_limit}: give 1 or more")
+    limits = class_limits_for(args)
     root = Path(args.workspace) if args.workspace else default_workspace()
     registry = registry_for(args)
     with cluster_for(args) as cluster:
@@ -485,12 +487,44 @@ def cmd_serve_users(args: argparse.Namespace) -> int:
         slots = (len(cluster.client.scheduler_info().get("workers", {})) or 1) if cluster is not None else 1
         server = ClassServer(root, registry, device=args.device, isolate=not args.in_process, cluster=cluster,
                              slots=slots, quota_bytes=args.quota, queue_limit=args.queue_limit,
-                             mlflow_uri=mlflow_uri(args))
+                             mlflow_uri=mlflow_uri(args), limits=limits, max_open_projects=args.max_open_projects)
         try:
             serve_users(server, host=args.host, port=args.port)
         finally:
             server.close()
     return EXIT_OK
+
+
+def class_limits_for(args: argparse.Namespace) -> Any:
+    """The limits on each job of ``serve --users``: the flags given, the class defaults for the rest
+    (:func:`nodeflow.limits.class_limits`). Refuses (one line) what cannot hold: more devices than the
+    machine has, a memory limit for jobs run in the server process."""
+    from dataclasses import replace
+
+    from nodeflow.limits import class_limits, flag_of, machine_devices
+
+    limits = class_limits(args.device)
+    remote = bool(args.scheduler or os.environ.get("NODEFLOW_DASK_SCHEDULER"))
+    if args.max_devices is not None and not remote:
+        machine = machine_devices(args.device)
+        if args.max_devices > machine and args.device in ("auto", "cuda"):
+            import torch  # not only NVIDIA's GPUs: ask the one that will train
+
+            machine = max(machine, torch.cuda.device_count())
+        if args.max_devices > machine:
+            raise CliError(f"--max-devices {args.max_devices}: this machine has {machine} device(s) for "
+                           f"--device {args.device}; give {machine} or fewer")
+    if args.in_process or args.jobs or remote:
+        if args.job_memory is not None:
+            where = "--in-process runs them in the server process" if args.in_process else \
+                "--jobs/--scheduler runs them on Dask's workers (give those a memory limit of their own)"
+            raise CliError(f"{flag_of('memory_bytes')} holds the worker process of each job, and {where}; leave one "
+                           "of them out")
+        limits = replace(limits, memory_bytes=None)
+    given = {"memory_bytes": args.job_memory, "max_image_side": args.max_image_side, "max_batch": args.max_batch,
+             "max_devices": args.max_devices if args.max_devices is not None else 1 if remote else None,
+             "rendezvous_hosts": args.rendezvous_hosts}
+    return replace(limits, **{name: value for name, value in given.items() if value is not None})
 
 
 # -- run history (see nodeflow.runs) --------------------------------------------------------------
@@ -718,12 +752,53 @@ def device_name(text: str) -> str:
     return text
 
 
+#: the largest size a flag takes (an exbibyte): more is a typo, and would overflow a C long
+LARGEST_SIZE = 2**60
+
+
 def byte_size(text: str) -> int:
-    """``--quota``: bytes, or a number with K, M, G or T (powers of 1024), e.g. 5G."""
-    found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.I)
-    if not found or float(found.group(1)) <= 0:
+    """``--quota``, ``--job-memory``: bytes, or a number with K, M, G or T (powers of 1024), e.g. 5G."""
+    from decimal import Decimal
+
+    found = re.fullmatch(r"\s*(\d{1,20}(?:\.\d{1,20})?)\s*([KMGT]?)(?:i?B)?\s*", text, re.I | re.A)
+    count = int(Decimal(found.group(1)) * 1024 ** " KMGT".index(found.group(2).upper() or " ")) if found else 0
+    if not 0 < count <= LARGEST_SIZE:
         raise argparse.ArgumentTypeError(f"'{text}' is not a size: give bytes or a number with K, M, G or T, e.g. 5G")
-    return int(float(found.group(1)) * 1024 ** " KMGT".index(found.group(2).upper() or " "))
+    return count
+
+
+def job_memory(text: str) -> int:
+    """``--job-memory``: a size (:func:`byte_size`) a worker can start in."""
+    from nodeflow.limits import MIN_JOB_MEMORY, size_words
+
+    count = byte_size(text)
+    if count < MIN_JOB_MEMORY:
+        raise argparse.ArgumentTypeError(f"'{text}' is too little: a job's worker needs about "
+                                         f"{size_words(MIN_JOB_MEMORY)} to start; give 1G or more, e.g. 8G")
+    return count
+
+
+def whole_number(least: int, most: int) -> Any:
+    """An argparse type: a whole number from ``least`` to ``most``."""
+    def parse(text: str) -> int:
+        if not re.fullmatch(r"\s*\d{1,9}\s*", text, re.A) or not least <= int(text) <= most:
+            raise argparse.ArgumentTypeError(f"'{text}' is not a whole number from {least} to {most}")
+        return int(text)
+    return parse
+
+
+#: a host name or address as ``--rendezvous-hosts`` takes it (name, IPv4, or IPv6 in brackets or not)
+HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[?[0-9A-Fa-f:.]{2,45}\]?")
+
+
+def host_list(text: str) -> tuple[str, ...]:
+    """``--rendezvous-hosts HOST[,HOST]``: the machines a training may meet."""
+    hosts = tuple(h.strip() for h in text.split(","))
+    bad = next((h for h in hosts if not HOST.fullmatch(h)), None)
+    if bad is not None:
+        raise argparse.ArgumentTypeError(f"'{bad}' is not a host name or address: give HOST[,HOST], e.g. "
+                                         "gpu1.example.org,10.0.0.7")
+    return tuple(dict.fromkeys(hosts))
 
 
 def port_number(text: str) -> int:
@@ -859,6 +934,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "(uploads, caches, checkpoints), e.g. 5G; over it, new runs and uploads are refused")
     p.add_argument("--queue-limit", type=int, default=10, metavar="N",
                    help="with --users: the runs one person may have waiting (default 10; a sweep counts once)")
+    p.add_argument("--job-memory", type=job_memory, metavar="SIZE",
+                   help="with --users: the memory each job's worker process may take, e.g. 8G (default: half the "
+                        "machine's); a job over it fails alone, saying so")
+    p.add_argument("--max-image-side", type=whole_number(8, 4096), metavar="PIXELS",
+                   help=f"with --users: the largest image side a formatter may resize to (default {CLASS_IMAGE_SIDE})")
+    p.add_argument("--max-batch", type=whole_number(1, 4096), metavar="N",
+                   help=f"with --users: the largest batch_size of any node (default {CLASS_BATCH})")
+    p.add_argument("--max-devices", type=whole_number(1, 64), metavar="N",
+                   help="with --users: the devices (processes) one training may use (default and most: this "
+                        "machine's GPUs, 1 without)")
+    p.add_argument("--rendezvous-hosts", type=host_list, metavar="HOST[,HOST]",
+                   help="with --users: the machines a multi-machine training may meet (default: none, so trainings "
+                        "stay on this machine)")
+    p.add_argument("--max-open-projects", type=whole_number(1, 1000), default=CLASS_OPEN_PROJECTS, metavar="N",
+                   help="with --users: the projects one person may have open at once (default "
+                        f"{CLASS_OPEN_PROJECTS}); over it, their least recently used idle one is closed")
     parallel_args(p)
     p.set_defaults(func=cmd_serve)
 

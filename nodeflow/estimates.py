@@ -8,7 +8,9 @@
   so they show the same number, and Run never waits for it.
 - :meth:`Estimates.estimate` measures (:meth:`Executor.estimate`: a few real batches, for what never
   ran); the page runs it in the background, and the Estimate button and ``GET /api/estimate`` on
-  demand. Its results are kept per node and key for :meth:`price`.
+  demand. Its results are kept per node and key for :meth:`price`. Where a session has a worker (or
+  a shared server's limits), the batches are measured in a process of their own
+  (:class:`nodeflow.worker.EstimateWorker`), never in the process that serves the editor.
 """
 
 from __future__ import annotations
@@ -21,16 +23,20 @@ from nodeflow.errors import GraphInvalid
 from nodeflow.executor import Checked, Executor
 from nodeflow.graph import Graph
 from nodeflow.runs import RunStore
+from nodeflow.worker import EstimateFailed, EstimateWorker
 
 
 class Estimates:
     """Prices for the nodes of a document. ``ahead``: the cache keys that queued or running runs will
-    compute before a new run starts."""
+    compute before a new run starts. ``worker``: the process estimates are measured in (None: this
+    one, on the caller's thread)."""
 
-    def __init__(self, executor: Executor, store: RunStore, ahead: Callable[[], set[str]] = set) -> None:
+    def __init__(self, executor: Executor, store: RunStore, ahead: Callable[[], set[str]] = set,
+                 worker: EstimateWorker | None = None) -> None:
         self.executor = executor
         self.store = store
         self.ahead = ahead
+        self.worker = worker
         self._lock = threading.Lock()
         self._measuring = threading.Lock()
         self._profiled: dict[str, dict[str, Any]] = {}  # node id -> its latest profile (with its key)
@@ -122,16 +128,46 @@ class Estimates:
     # -- measured ----------------------------------------------------------------------------------
     def estimate(self, graph: Graph, target: str | None = None) -> dict[str, Any]:
         """Measure what running ``target`` (or everything) would cost, per stale node (see
-        :meth:`Executor.estimate`). It runs on the caller's thread: the HTTP API calls it from its
-        thread pool and the page from a background thread, so the event loop stays free. One at a
+        :meth:`Executor.estimate`). It runs on the caller's thread (measured there, or in the
+        worker while the thread waits): the HTTP API calls it from its thread pool and the page from a
+        background thread, so the event loop stays free. One at a
         time: a second caller waits for the first. Raises GraphInvalid or KeyError as
         :meth:`Executor.plan`."""
         with self._measuring:
-            found = self.executor.estimate(graph, target)
+            if self.worker is None:
+                found = self.executor.estimate(graph, target)
+            else:
+                found = self._measured_apart(graph, target)
             with self._lock:
                 self._profiled.update({n: e for n, e in found["nodes"].items() if e.get("status") == "stale"})
                 self._revision += 1
             return found
+
+    @property
+    def measuring(self) -> bool:
+        """Whether an estimate is being measured now."""
+        return self._measuring.locked()
+
+    def _measured_apart(self, graph: Graph, target: str | None) -> dict[str, Any]:
+        """The estimate measured by the worker. Where it refused the graph or the target, checked here
+        again to raise GraphInvalid or KeyError as :meth:`Executor.plan`; where nothing could be measured
+        (its process died: over the memory limit, say), every node the run would compute says why."""
+        try:
+            return self.worker.estimate(graph, target)
+        except EstimateFailed as exc:
+            plan = self.executor.plan(graph, target)  # GraphInvalid, KeyError: as a run would refuse it
+            checked = self.executor.check(graph)
+            nodes = {}
+            for node_id, action in plan.items():
+                base = {"type": checked.types[node_id].type, "key": checked.keys[node_id]}
+                nodes[node_id] = {**base, "status": "cached", "seconds": 0.0} if action == "cached" else \
+                    {**base, "status": "error", "seconds": None, "error": str(exc)}
+            return summed(target, self.executor.device, nodes)
+
+    def close(self) -> None:
+        """End the estimate process (and an estimate it is measuring)."""
+        if self.worker is not None:
+            self.worker.close()
 
     def profile_unknown(self, graph: Graph) -> bool:
         """Measure, in the caller's (background) thread, the nodes whose price is unknown; whether

@@ -11,20 +11,27 @@ machine's one queue. No web code here: :mod:`nodeflow.ui.multiuser` puts it behi
   round-robin by user.
 - New work is refused, with the reason, when its owner already has ``queue_limit`` jobs waiting or
   is over their disk quota (:class:`WorkRefused`); nothing stored is touched.
+- What one person may hold at once is bounded, so nobody can exhaust the machine for the others:
+  ``max_open_projects`` open projects each (over it, their least recently used idle one is closed,
+  else the next is refused), ``estimate_limit`` estimates being measured, and per job the admin's
+  :class:`~nodeflow.limits.JobLimits` (its worker's memory, image side, batch, devices), which every
+  project's session hands to its worker, its estimate process and its nodes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nodeflow.fairqueue import FairQueue
 from nodeflow.graph import Graph, GraphFileError
+from nodeflow.limits import CLASS_OPEN_PROJECTS, NO_LIMITS, JobLimits
 from nodeflow.node import Registry
 from nodeflow.runs import has_queued_runs
 from nodeflow.session import Session, Sharing
@@ -35,6 +42,10 @@ from nodeflow.users import Accounts, DiskQuota, NotAllowed, Project, ProjectNotF
 QUEUE_LIMIT = 10
 #: how long a project nobody uses stays open (its worker process, its state in memory)
 IDLE_SECONDS = 600.0
+#: a project used this recently is not closed to make room for another (a request may still be using it)
+OPEN_GRACE_SECONDS = 5.0
+#: the estimates one person may have measured at once (each is a process profiling real batches)
+ESTIMATE_LIMIT = 1
 #: seconds after a change when an open project's graph is autosaved (as in the one-person editor)
 AUTOSAVE_SECONDS = 10.0
 #: how many job starts the server remembers (the order the benchmark and an admin look at)
@@ -278,14 +289,16 @@ def open_project(server: ClassServer, project: Project, **kwargs: Any) -> Sessio
     """One project's session on a shared server, built with the server's rules passed in
     (:class:`~nodeflow.session.Sharing`): its runs take turns with everyone's; a run or a sweep is
     refused while its owner is over their queue limit or disk quota; queued runs show their place in
-    the machine's queue; and when a job's turn ends its worker process ends too, so the memory (on a
-    GPU, the GPU memory) it held is free for the next person's job."""
+    the machine's queue; an estimate is refused while its owner has ``estimate_limit`` being measured;
+    and when a job's turn ends its worker process ends too, so the memory (on a GPU, the GPU memory)
+    it held is free for the next person's job."""
     opened: list[Session] = []
     turns = ProjectTurns(server.turns, project.owner, project.id,
                          on_release=lambda: opened[0].free_worker() if opened else None)
     sharing = Sharing(owner=project.owner, turns=turns, admit=lambda: server.admit(project.owner),
                       placing=lambda run_id, here: server.position(project.id, run_id),
-                      queue_changed=turns.queue_changed, finished=lambda run_id: server.quota.forget(project.owner))
+                      queue_changed=turns.queue_changed, finished=lambda run_id: server.quota.forget(project.owner),
+                      estimating=lambda: server.estimating(project.owner))
     graph, path, unsaved = latest_graph(project.path)
     session = Session(server.registry, project.path, graph=graph, path=path, allowed_roots=[], sharing=sharing,
                       **kwargs)
@@ -323,7 +336,14 @@ class ClassServer:
                  device: str = "auto", isolate: bool = True, cluster: Any = None, slots: int = 1,
                  quota_bytes: int | None = None, queue_limit: int = QUEUE_LIMIT,
                  idle_seconds: float = IDLE_SECONDS, mlflow_uri: str | None = None,
-                 upload_limits: UploadLimits = UploadLimits(), clock: Callable[[], float] = time.monotonic) -> None:
+                 upload_limits: UploadLimits = UploadLimits(), clock: Callable[[], float] = time.monotonic,
+                 limits: JobLimits = NO_LIMITS, max_open_projects: int = CLASS_OPEN_PROJECTS,
+                 estimate_limit: int = ESTIMATE_LIMIT) -> None:
+        """``limits``: what each job may use (``serve --job-memory`` ...), handed to every project's
+        worker, estimate process and nodes; ``max_open_projects`` and ``estimate_limit``: per person."""
+        if max_open_projects < 1 or estimate_limit < 1:
+            raise ValueError(f"max_open_projects and estimate_limit must be at least 1, got {max_open_projects} "
+                             f"and {estimate_limit}")
         self.root = Path(root)
         self.registry = registry
         self.accounts = accounts or Accounts(self.root)
@@ -336,12 +356,20 @@ class ClassServer:
         self.idle_seconds = idle_seconds
         self.mlflow_uri = mlflow_uri
         self.clock = clock
+        #: what each job may use
+        self.limits = limits
+        self.max_open_projects = max_open_projects
+        self.estimate_limit = estimate_limit
         self._session_args = {"device": device, "isolate": isolate and cluster is None,
-                              "autosave_delay": AUTOSAVE_SECONDS}
+                              "autosave_delay": AUTOSAVE_SECONDS, "limits": limits, "estimates_apart": True}
         self.cluster = cluster
         self._lock = threading.Lock()
         self._sessions: dict[str, Session] = {}
         self._opening: dict[str, threading.Lock] = {}
+        #: project id -> its owner, for the projects being opened now (they count as open)
+        self._reserved: dict[str, str] = {}
+        #: user -> their estimates being measured now
+        self._estimates: dict[str, int] = {}
         self._used: dict[str, float] = {}
         self._holds: dict[str, int] = {}
         self._order: tuple[int, dict[tuple[str, int], int], list[QueueEntry]] | None = None
@@ -349,7 +377,14 @@ class ClassServer:
 
     # -- open projects ---------------------------------------------------------------------------------
     def session(self, project: Project) -> Session:
-        """The project's open session, opened now if it is not (one per project, however many ask)."""
+        """The project's open session, opened now if it is not (one per project, however many ask).
+        Its owner may have ``max_open_projects`` open: over that, their least recently used project
+        that is idle (no page shows it, nothing of it runs, waits or is being estimated) is closed,
+        and with none idle the project is refused (WorkRefused, 429), so that nobody can hold the
+        server's files open for the others."""
+        return self._session(project, limited=True)
+
+    def _session(self, project: Project, limited: bool) -> Session:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the server is shutting down")
@@ -363,13 +398,74 @@ class ClassServer:
                 found = self._sessions.get(project.id)
             if found is not None:
                 return found
-            cluster = self.cluster.share() if self.cluster is not None else None
-            session = open_project(self, project, cluster=cluster, **self._session_args)
-            session.mlflow_uri = self.mlflow_uri
+            self._make_room(project, limited)
+            try:
+                cluster = self.cluster.share() if self.cluster is not None else None
+                session = open_project(self, project, cluster=cluster, **self._session_args)
+                session.mlflow_uri = self.mlflow_uri
+            except BaseException:
+                with self._lock:
+                    self._reserved.pop(project.id, None)
+                raise
             with self._lock:
+                self._reserved.pop(project.id, None)
                 self._sessions[project.id] = session
                 self._used[project.id] = self.clock()
             return session
+
+    def _make_room(self, project: Project, limited: bool) -> None:
+        """Count ``project`` as open for its owner (reserved until its session is made), first closing
+        their least recently used idle project when they are at ``max_open_projects``; WorkRefused
+        when none of theirs is idle. ``limited`` False: counted, never refused (runs queued before a
+        restart go on)."""
+        owner = project.owner
+        while True:
+            with self._lock:
+                mine = [pid for pid, s in self._sessions.items() if s.owner == owner]
+                held = len(mine) + sum(1 for pid, user in self._reserved.items() if user == owner)
+                if not limited or held < self.max_open_projects:
+                    self._reserved[project.id] = owner
+                    return
+                now = self.clock()
+                candidates = sorted((pid for pid in mine if not self._holds.get(pid)
+                                     and now - self._used.get(pid, now) >= OPEN_GRACE_SECONDS),
+                                    key=lambda pid: self._used.get(pid, now))
+                sessions = {pid: self._sessions[pid] for pid in candidates}
+            idle = next((pid for pid in candidates if self._idle(pid, sessions[pid])), None)
+            if idle is None:
+                raise WorkRefused(f"'{project.title}' was not opened: {owner} already has {held} projects open, the "
+                                  f"most one person may have at once ({self.max_open_projects}; serve "
+                                  "--max-open-projects), and each of them is shown on a page, running, waiting or "
+                                  "being estimated; close one of their pages or wait for its runs to end", 429)
+            with self._lock:
+                if self._holds.get(idle) or self._sessions.get(idle) is not sessions[idle]:
+                    continue  # shown or replaced meanwhile: look again
+                del self._sessions[idle]
+            sessions[idle].close()
+
+    def _idle(self, project_id: str, session: Session) -> bool:
+        """Nothing of the project runs, waits for its turn, is queued or is being estimated."""
+        return not (session.running or self.turns.holds(project_id) or session.runs.queued()
+                    or session.estimator.measuring)
+
+    @contextlib.contextmanager
+    def estimating(self, user: str) -> Iterator[None]:
+        """Count an estimate of ``user``'s while it is measured; WorkRefused (429) when they have
+        ``estimate_limit`` being measured already."""
+        with self._lock:
+            count = self._estimates.get(user, 0)
+            if count >= self.estimate_limit:
+                raise WorkRefused(f"nothing was estimated: {user} already has {count} estimate(s) being measured, "
+                                  f"the most one person may have at once ({self.estimate_limit}); wait for it to "
+                                  "finish", 429)
+            self._estimates[user] = count + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                left = self._estimates.pop(user) - 1
+                if left:
+                    self._estimates[user] = left
 
     def open_sessions(self) -> dict[str, Session]:
         with self._lock:
@@ -398,7 +494,7 @@ class ClassServer:
                     and now - self._used.get(pid, now) >= self.idle_seconds]
         closing = []
         for project_id, session in idle:
-            if session.running or self.turns.holds(project_id) or session.runs.queued():
+            if not self._idle(project_id, session):
                 continue
             with self._lock:
                 if self._holds.get(project_id) or self._sessions.get(project_id) is not session:
@@ -415,7 +511,7 @@ class ClassServer:
         for user in self.accounts.list():
             for project in self.projects.mine(user):
                 if has_queued_runs(project.path):
-                    self.session(project)
+                    self._session(project, limited=False)
                     resumed.append(project.id)
         return resumed
 

@@ -12,10 +12,12 @@ A thin façade over the parts that do the work:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from nodeflow.estimates import Estimates
 from nodeflow.events import ACTIVE, SETTLED, Board, Event, NodeState, Seen
 from nodeflow.executor import Executor, RunReport
 from nodeflow.graph import Graph
+from nodeflow.limits import NO_LIMITS, JobLimits
 from nodeflow.node import Registry
 from nodeflow.paths import path_problems
 from nodeflow.predictions import PredictionStore
@@ -37,7 +40,7 @@ from nodeflow.results import Results
 from nodeflow.runqueue import RunQueue, Turns
 from nodeflow.runs import RunNotFound, RunStore
 from nodeflow.scheduler import InProcess
-from nodeflow.worker import WorkerBackend
+from nodeflow.worker import EstimateWorker, WorkerBackend
 
 __all__ = ["AUTOSAVE_KEEP", "EditError", "Session", "Sharing", "SweepNotFound"]
 
@@ -57,7 +60,8 @@ class Sharing:
     sweep) before anything is queued; ``placing``: a queued run's place in the machine's queue (from
     its place in this project's); ``queue_changed``: told the project's queued runs after each run is
     queued or cancelled; ``finished``: told each run id once it is recorded as finished; ``owner``:
-    whose project it is; ``keep_unsaved``: closing keeps unsaved changes as the newest autosave."""
+    whose project it is; ``estimating``: held while an estimate is measured (raises to refuse one
+    past the owner's limit); ``keep_unsaved``: closing keeps unsaved changes as the newest autosave."""
 
     owner: str
     turns: Turns
@@ -65,6 +69,7 @@ class Sharing:
     placing: Callable[[int, int], int | None]
     queue_changed: Callable[[list[tuple[int, ...]]], None]
     finished: Callable[[int], None]
+    estimating: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
     keep_unsaved: bool = True
 
 
@@ -85,13 +90,18 @@ class Session:
     def __init__(self, registry: Registry, workspace: Path, graph: Graph | None = None,
                  path: Path | None = None, device: str = "auto", isolate: bool = False,
                  autosave_delay: float | None = None, allowed_roots: list[Path] | None = None,
-                 cluster: Any = None, auto_estimate: bool = False, sharing: Sharing | None = None) -> None:
+                 cluster: Any = None, auto_estimate: bool = False, sharing: Sharing | None = None,
+                 limits: JobLimits = NO_LIMITS, estimates_apart: bool | None = None) -> None:
         """``isolate`` runs tasks in a worker process; ``cluster`` (a started
         :class:`nodeflow.parallel.DaskBackend`, ``serve --jobs/--scheduler``) runs them on Dask,
         whose worker processes already keep a crash away from the editor. ``auto_estimate``: after an
         edit, and when no run is going, profile in the background the nodes whose cost is not known
-        yet (those that never ran), so their cards and the Run confirmation can tell it. ``turns``:
-        ``sharing``: the rules of a machine several projects share (:class:`Sharing`); alone, none."""
+        yet (those that never ran), so their cards and the Run confirmation can tell it.
+        ``sharing``: the rules of a machine several projects share (:class:`Sharing`); alone, none.
+        ``limits``: what each job may use (a shared server's), for the worker and every node.
+        ``estimates_apart``: estimates are measured in a process of their own that ends with each one
+        (a shared server: the memory a profile took is given back at once); None measures them in a
+        process kept for the next one when tasks run in a worker (``isolate``), else here."""
         self.registry = registry
         self.workspace = Path(workspace)
         self.sharing = sharing
@@ -101,7 +111,7 @@ class Session:
         self.allowed_roots = None if allowed_roots is None else [self.workspace, *allowed_roots]
         self.runs = RunStore(self.workspace, placing=sharing.placing if sharing is not None else None)
         self.executor = Executor(registry, self.workspace, device=device, allowed_roots=self.allowed_roots,
-                                 history=self.runs)
+                                 history=self.runs, limits=limits)
         self.executor.subscribe(self._tell)
         self.document = Document(graph, path, self.workspace, autosave_delay)
         #: said to each tab that opens until the document is saved or another one is opened
@@ -120,7 +130,7 @@ class Session:
             backend = cluster
         elif isolate:
             self.worker = backend = WorkerBackend(registry, self.workspace, device, self.allowed_roots,
-                                                  on_memory=self.executor.cache.set_elsewhere)
+                                                  on_memory=self.executor.cache.set_elsewhere, limits=limits)
         else:
             backend = InProcess(stop)
         self.run_queue = RunQueue(self.runs, self.executor, backend, stop, self._tell,
@@ -129,7 +139,10 @@ class Session:
         if sharing is not None:
             self.run_queue.finished_hooks.append(sharing.finished)
         self.results = Results(self.executor, self.workspace)
-        self.estimator = Estimates(self.executor, self.runs, ahead=self.run_queue.ahead)
+        apart = estimates_apart or estimates_apart is None and isolate and cluster is None
+        measurer = EstimateWorker(registry, self.workspace, device, self.allowed_roots, limits,
+                                  keep=not estimates_apart) if apart else None
+        self.estimator = Estimates(self.executor, self.runs, ahead=self.run_queue.ahead, worker=measurer)
         self.auto_estimate = auto_estimate
         self._profile_timer: threading.Timer | None = None
         self.run_queue.finished_hooks.append(self._after_run)
@@ -288,8 +301,10 @@ class Session:
 
     @works
     def estimate(self, target: str | None = None) -> dict[str, Any]:
-        """Measure what running ``target`` (or everything) would cost (:meth:`Estimates.estimate`)."""
-        return self.estimator.estimate(self.graph, target)
+        """Measure what running ``target`` (or everything) would cost (:meth:`Estimates.estimate`); on a
+        shared machine, counted against its owner's estimates at once while it is measured."""
+        with self.sharing.estimating() if self.sharing is not None else contextlib.nullcontext():
+            return self.estimator.estimate(self.graph, target)
 
     @reads
     def price(self, target: str | None = None) -> dict[str, Any]:
@@ -387,6 +402,7 @@ class Session:
         if self._profile_timer is not None:
             self._profile_timer.cancel()
         self.document.flush()
+        self.estimator.close()
         self.run_queue.close()
         if self.worker is not None:
             self.worker.close()

@@ -4,6 +4,11 @@ cause, every cached result is kept, and the next task starts a fresh worker.
 
 The worker is kept between tasks and runs, so values that live only in memory stay cached too; the
 editor's executor is told which (:meth:`nodeflow.cache.Cache.set_elsewhere`).
+
+On a shared server each worker runs under the job's limits (:mod:`nodeflow.limits`): its memory is
+capped in the child, so a job that wants more fails alone, as a node failure that names the limit.
+:class:`EstimateWorker` measures estimates (real batches profiled) in a process of its own under the
+same limits, so the server process never holds them.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nodeflow.errors import GraphInvalid, describe_exception
 from nodeflow.events import Event, from_json, to_json
 from nodeflow.executor import Executor
 from nodeflow.graph import Graph
+from nodeflow.limits import NO_LIMITS, JobLimits, limit_memory
 from nodeflow.node import Registry
 from nodeflow.scheduler import Outcome, Task
 
@@ -51,13 +58,16 @@ class SharedStopFlag:
         self._value.value = False
 
 
-def _serve(conn, origins, workspace: str, device: str, stop, allowed_roots: list[str] | None = None) -> None:
+def _serve(conn, origins, workspace: str, device: str, stop, allowed_roots: list[str] | None = None,
+           limits: JobLimits = NO_LIMITS) -> None:
     """The worker's main loop: build the registry, then compute tasks on request. ``allowed_roots``
-    confines every path a node resolves (a run for the editor)."""
+    confines every path a node resolves (a run for the editor); ``limits`` holds the process to the
+    job's memory first of all, then reaches every node's run context."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the parent's to handle
+    limit_memory(limits.memory_bytes)
     registry = Registry.rebuild(origins)
     roots = None if allowed_roots is None else [Path(r) for r in allowed_roots]
-    executor = Executor(registry, Path(workspace), device=device, stop_flag=stop, allowed_roots=roots)
+    executor = Executor(registry, Path(workspace), device=device, stop_flag=stop, allowed_roots=roots, limits=limits)
     checked: tuple[str, Any] = ("", None)
     values: dict[str, dict[str, dict[str, Any]]] = {}
     conn.send(("ready",))
@@ -77,9 +87,19 @@ def _serve(conn, origins, workspace: str, device: str, stop, allowed_roots: list
                 values = {run: {}}
             outcome = executor.compute(checked[1], node_id, key, lambda e: conn.send(("event", to_json(e))), stop,
                                        force=force, values=values[run], fetch=fetch)
-        except Exception as exc:  # a bug in checking or computing: say so, keep the worker
+        except Exception as exc:  # a bug in checking or computing (or no memory left for it): say so, keep the worker
             outcome = Outcome("failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc())
+        _name_memory_limit(outcome, limits)
         conn.send(("outcome", outcome.to_json(), executor.cache.memory_metrics()))
+
+
+def _name_memory_limit(outcome: Outcome, limits: JobLimits) -> None:
+    """A node that failed for want of memory under the job's limit says so, naming the limit, for
+    itself and for each node computed inside its task."""
+    if outcome.status == "failed":
+        outcome.error = limits.name_memory_limit(outcome.error)
+    for inner in outcome.inline.values():
+        _name_memory_limit(inner, limits)
 
 
 class WorkerBackend:
@@ -92,12 +112,15 @@ class WorkerBackend:
 
     def __init__(self, registry: Registry, workspace: Path, device: str = "auto",
                  allowed_roots: list[Path] | None = None,
-                 on_memory: Callable[[dict[str, dict[str, float]]], None] = lambda metrics: None) -> None:
+                 on_memory: Callable[[dict[str, dict[str, float]]], None] = lambda metrics: None,
+                 limits: JobLimits = NO_LIMITS) -> None:
         self.origins = registry.origins
         self.workspace = Path(workspace)
         self.device = device
         self.allowed_roots = None if allowed_roots is None else [str(r) for r in allowed_roots]
         self.on_memory = on_memory
+        #: what each job may use (a shared server's); the worker process is held to its memory
+        self.limits = limits
         #: the flag the worker reads to stop its node
         self.stop_flag = SharedStopFlag()
         self._process: Any = None
@@ -165,7 +188,7 @@ class WorkerBackend:
         parent, child = _CONTEXT.Pipe()
         self._process = _CONTEXT.Process(target=_serve, name="nodeflow-worker", daemon=True,
                                          args=(child, self.origins, str(self.workspace), self.device, self.stop_flag,
-                                               self.allowed_roots))
+                                               self.allowed_roots, self.limits))
         self._process.start()
         child.close()
         self._conn = parent
@@ -177,21 +200,7 @@ class WorkerBackend:
         """The worker's next message; None when none came within ``timeout`` (None: wait for one)."""
         if self._process is None:
             raise WorkerDied("the worker process did not start")
-        waited = 0.0
-        while True:
-            step = 0.2 if timeout is None else min(0.2, max(0.0, timeout - waited))
-            if self._conn.poll(step):
-                try:
-                    return self._conn.recv()
-                except EOFError:
-                    break
-            if not self._process.is_alive():
-                break
-            waited += step
-            if timeout is not None and waited >= timeout:
-                return None
-        self._process.join(5)
-        raise WorkerDied(_death_cause(self._process.exitcode))
+        return _receive(self._process, self._conn, timeout, self.limits)
 
     def interrupt(self) -> None:
         self.stop()
@@ -210,6 +219,156 @@ class WorkerBackend:
             self._process.join(5)
             if self._process.is_alive():
                 self._process.kill()
+
+
+class EstimateFailed(RuntimeError):
+    """An estimate could not be measured at all: its process died, or (``refused``) it refused the
+    graph or the target."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+def _estimate(conn, origins, workspace: str, device: str, allowed_roots: list[str] | None, limits: JobLimits) -> None:
+    """An estimate process's main loop: under the job's limits, measure each graph it is sent
+    (:meth:`Executor.estimate`) until told to exit. A node's estimate that fails for want of memory
+    names the limit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit_memory(limits.memory_bytes)
+    registry = Registry.rebuild(origins)
+    roots = None if allowed_roots is None else [Path(r) for r in allowed_roots]
+    executor = Executor(registry, Path(workspace), device=device, allowed_roots=roots, limits=limits)
+    conn.send(("ready",))
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message[0] == "exit":
+            return
+        _, graph_text, target = message
+        try:
+            found = executor.estimate(Graph.loads(graph_text, "the estimate's graph"), target)
+        except (GraphInvalid, KeyError) as exc:  # the caller checks again to raise it as itself
+            conn.send(("refused", describe_exception(exc)))
+            continue
+        except Exception as exc:  # no memory left even to check, or a bug: the caller says so per node
+            conn.send(("failed", limits.name_memory_limit(describe_exception(exc))))
+            continue
+        for entry in found["nodes"].values():
+            if entry.get("status") == "error":
+                entry["error"] = limits.name_memory_limit(entry.get("error"))
+        conn.send(("estimate", found))
+
+
+class EstimateWorker:
+    """Estimates measured in a process of their own, under the job's limits: an estimate profiles
+    real batches (gigabytes at a large image size and batch), and the process that serves the editor
+    must never hold them. ``keep``: the process stays for the next estimate (the one-person editor,
+    which profiles after each edit); otherwise it ends with each estimate, so its memory is given back
+    (a shared server). One estimate at a time; :meth:`close` ends one that is measuring."""
+
+    def __init__(self, registry: Registry, workspace: Path, device: str = "auto",
+                 allowed_roots: list[Path] | None = None, limits: JobLimits = NO_LIMITS, keep: bool = False) -> None:
+        self.origins = registry.origins
+        self.workspace = Path(workspace)
+        self.device = device
+        self.allowed_roots = None if allowed_roots is None else [str(r) for r in allowed_roots]
+        self.limits = limits
+        self.keep = keep
+        self._lock = threading.Lock()
+        self._process: Any = None
+        self._conn: Any = None
+        self._closed = False
+
+    @property
+    def pid(self) -> int | None:
+        """The measuring process (None when there is none now)."""
+        process = self._process
+        return process.pid if process is not None and process.is_alive() else None
+
+    def estimate(self, graph: Graph, target: str | None = None) -> dict[str, Any]:
+        """:meth:`Executor.estimate` of ``graph``, measured in the estimate process. Raises
+        EstimateFailed when nothing could be measured, ``refused`` True when the graph or the target
+        was refused there (the caller's own check says how)."""
+        with self._lock:
+            if self._closed:
+                raise EstimateFailed("the estimate could not be measured: the project is closing")
+            try:
+                self._ensure_started()
+                self._conn.send(("estimate", graph.dumps(), target))
+                reply = _receive(self._process, self._conn, None, self.limits)
+            except (WorkerDied, OSError) as exc:
+                self._end()
+                raise EstimateFailed(f"the estimate could not be measured: {exc}") from None
+            finally:
+                if not self.keep:
+                    self._end()
+            if reply[0] == "estimate":
+                return reply[1]
+            raise EstimateFailed(reply[1], refused=reply[0] == "refused")
+
+    def _ensure_started(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            return
+        parent, child = _CONTEXT.Pipe()
+        self._process = _CONTEXT.Process(target=_estimate, name="nodeflow-estimate", daemon=True,
+                                         args=(child, self.origins, str(self.workspace), self.device,
+                                               self.allowed_roots, self.limits))
+        self._process.start()
+        child.close()
+        self._conn = parent
+        if self._closed:  # closed while it started: close() found nothing to end yet
+            raise WorkerDied("the project is closing")
+        reply = _receive(self._process, self._conn, None, self.limits)
+        if reply is None or reply[0] != "ready":
+            raise WorkerDied(f"the estimate process did not start: {reply}")
+
+    def _end(self) -> None:
+        process, conn = self._process, self._conn
+        self._process = self._conn = None
+        if process is None:
+            return
+        if process.is_alive():
+            try:
+                conn.send(("exit",))
+            except (OSError, BrokenPipeError):
+                pass
+            process.join(5)
+        if process.is_alive():
+            process.kill()
+            process.join(5)
+        conn.close()
+
+    def close(self) -> None:
+        """End the process, and with it an estimate it is measuring (its caller is told so)."""
+        self._closed = True
+        process = self._process
+        if process is not None and process.is_alive() and self._lock.locked():
+            process.kill()  # measuring: the caller's wait ends, and it ends the process
+        with self._lock:
+            self._end()
+
+
+def _receive(process: Any, conn: Any, timeout: float | None, limits: JobLimits) -> tuple | None:
+    """A child's next message; None when none came within ``timeout`` (None: wait for one).
+    WorkerDied, saying why, when the child died instead."""
+    waited = 0.0
+    while True:
+        step = 0.2 if timeout is None else min(0.2, max(0.0, timeout - waited))
+        if conn.poll(step):
+            try:
+                return conn.recv()
+            except EOFError:
+                break
+        if not process.is_alive():
+            break
+        waited += step
+        if timeout is not None and waited >= timeout:
+            return None
+    process.join(5)
+    raise WorkerDied(limits.died_under(_death_cause(process.exitcode)))
 
 
 def _death_cause(exitcode: int | None) -> str:

@@ -220,7 +220,15 @@ class ImageFormatter(Node):
             training if training != evaluation else f"{ctx.name('eval')}  # training images are formatted alike")
         return ScriptPart(code=code, outputs={"data": formatted}, imports=IMPORTS)
 
+    @staticmethod
+    def within_limits(ctx: RunContext, params: Params) -> None:
+        """Refuse, before any image is decoded, a size over the server's largest image side: every
+        later node (augmentation, training, scoring) decodes at this size, so it sets their memory."""
+        for name in ("height", "width", "resize_to"):
+            ctx.limits.check_image_side(getattr(params, name), name)
+
     def run(self, ctx: RunContext, params: Params, data: ImageSet) -> dict:
+        self.within_limits(ctx, params)
         formatted = data.with_(format=params.model_dump(mode="json"),
                                sources={**data.sources, "format": ctx.node_id})
         ctx.preview("samples", sample_grid(formatted, seed=ctx.seed))

@@ -247,8 +247,15 @@ class Trainer(Node):
         with settings_named():
             return machines(cls.launch(params), environ)
 
+    @staticmethod
+    def within_limits(ctx: RunContext, params: Params) -> None:
+        """Refuse, before anything is loaded, a batch or a number of devices over the server's limits."""
+        ctx.limits.check_batch(params.batch_size)
+        ctx.limits.check_devices(params.devices)
+
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
             teacher: ModelValue | None = None) -> dict:
+        self.within_limits(ctx, params)
         ctx.log_metric("train_images", len(data.split("train")))
         outputs = self.train(ctx, params, model, data, teacher)
         if outputs and not current_group().active:  # a torchrun rank leaves this to the process that records
@@ -296,6 +303,7 @@ class Trainer(Node):
         the model as training leaves it in cost: same layers, sized for these classes."""
         from nodes.engine.estimate import estimate_fit
 
+        self.within_limits(ctx, params)
         check_fit(value_facts(model), data_facts(data))
         config = self.fit_config(params, ctx.device)
         with engine_errors(ctx, params.batch_size):
@@ -466,6 +474,7 @@ class LRFinder(Node):
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
         if params.end_lr <= params.start_lr:
             raise ParamProblem("end_lr must be larger than start_lr", param="end_lr")
+        ctx.limits.check_batch(params.batch_size)
         check_fit(value_facts(model), data_facts(data))
         config = LRRangeConfig(**params.model_dump(), device=ctx.device)
         with engine_errors(ctx, params.batch_size):
@@ -489,6 +498,7 @@ class LRFinder(Node):
         """``steps`` profiled training steps (at most: the sweep stops when the loss blows up)."""
         from nodes.engine.estimate import estimate_fit
 
+        ctx.limits.check_batch(params.batch_size)
         check_fit(value_facts(model), data_facts(data))
         config = LRRangeConfig(**params.model_dump(), device=ctx.device)
         with engine_errors(ctx, params.batch_size):

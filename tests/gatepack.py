@@ -1,8 +1,10 @@
-"""A test node that runs for as long as a test wants: it waits for a file to appear (or for a stop).
+"""Test nodes for the shared server: one that runs for as long as a test wants (it waits for a file to
+appear, or for a stop), one that takes a given amount of memory.
 Beside the test pack (``tests/nodepack.py``) for the tests of the shared server's queue."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -30,3 +32,25 @@ class Gate(Node):
             ctx.progress(0, 1)  # raises Interrupted when the run is stopped
             time.sleep(0.01)
         return {"value": params.value}
+
+
+class Allocate(Node):
+    """Takes ``bytes`` of memory while it runs, and as much while its cost is estimated, writing
+    every page so the process really holds it; the estimate says which process measured it."""
+
+    type = "test.allocate"
+    title = "Allocate"
+    category = "Test"
+    outputs = (Port("value", NUMBER),)
+
+    class Params(NodeParams):
+        bytes: int = Field(0, ge=0, description="how much memory to take")
+
+    def run(self, ctx, params):
+        record_run(ctx.node_id)
+        block = b"\x01" * params.bytes
+        return {"value": float(len(block))}
+
+    def estimate(self, ctx, params):
+        block = b"\x01" * params.bytes
+        return {"seconds": 0.01, "pid": os.getpid(), "bytes": len(block)}
