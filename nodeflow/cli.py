@@ -948,7 +948,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             traceback.print_exc()
         message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {one_line(message)}", file=sys.stderr)  # a value typed with a newline in it stays on it
         return EXIT_ERROR
     except RecursionError:  # input nested deeper than any graph (a document or a --set value)
         if args.debug:
@@ -961,7 +961,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, or a library's error nobody foresaw: still one line
         if args.debug:
             traceback.print_exc()
-        print(f"error: {describe_exception(exc)} (run with --debug for the traceback)", file=sys.stderr)
+        print(f"error: {one_line(describe_exception(exc))} (run with --debug for the traceback)", file=sys.stderr)
         return EXIT_ERROR
 
 

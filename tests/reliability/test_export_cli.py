@@ -47,6 +47,7 @@ def folder(tmp_path_factory):
 @example(graph="--", target=None, sets=[], output=None)
 @example(graph="-h", target=None, sets=[], output="new.py")  # help, not a script
 @example(graph="-a\nb", target=None, sets=[], output=None)  # one line even so
+@example(graph="graph.json", target=None, sets=["\n"], output=None)  # the --set value's newline was printed as is
 def test_export_script_answers_a_script_or_one_line(folder, capsys, graph, target, sets, output):
     n = next(COUNTER)
     ref = str(folder / graph) if graph in ("graph.json", "broken.json", "missing.json", "taken") else graph
