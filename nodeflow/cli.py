@@ -32,11 +32,71 @@ from nodeflow.templates import list_templates
 #: what ``nodeflow serve`` opens the first time (later: the graph open when the editor stopped)
 DEFAULT_GRAPH = "cats_vs_dogs_finetune"
 
-EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 130
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class CliError(Exception):
     """A user mistake; printed as one line, exit 1."""
+
+
+class UsageError(CliError):
+    """A command line argparse cannot read; printed as one line naming the option (not the usage block), exit 2."""
+
+
+class ParserExit(Exception):
+    """``--help`` printed (or argparse otherwise finished): main returns ``status`` instead of raising SystemExit."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+class CommandLine(argparse.ArgumentParser):
+    """argparse, with two changes for command lines people type.
+
+    An argument argparse would refuse as an unknown option but which names an existing file or folder is
+    that path, so ``nodeflow run -x.json`` runs the file; a name argparse does know as an option keeps
+    its meaning as an option. ``--`` works as everywhere (``nodeflow run -- -x.json``). And a usage error
+    is raised as :class:`UsageError`, one line that main prints, instead of the usage block and SystemExit.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.strays: list[str] = []  # arguments read as options this command does not have
+        self.has_commands = False
+
+    def add_subparsers(self, **kwargs: Any):
+        self.has_commands = True
+        return super().add_subparsers(**kwargs)
+
+    def _parse_optional(self, arg_string: str):
+        found = super()._parse_optional(arg_string)
+        matches = found if isinstance(found, list) else [found]  # a list of matches from Python 3.12.7 on
+        if found is None or any(m[0] is not None for m in matches):
+            return found
+        if os.path.lexists(arg_string):
+            return None  # a positional: the file of that name
+        self.strays.append(arg_string)
+        return found
+
+    def error(self, message: str):
+        """One line: what argparse objects to and, for an argument that starts with ``-``, how to give it as a file."""
+        named = [s for s in dict.fromkeys(self.strays)
+                 if (s in message or not self.has_commands) and not (s.startswith("--") and s in message)]
+        hint = "".join(f" ('{s}' is not an option: put -- before it to give it as an argument, or write ./{s} "
+                       "for a file)" for s in named[:3])
+        raise UsageError(one_line(f"{self.prog}: {message}{hint}"))
+
+    def exit(self, status: int = 0, message: str | None = None):
+        if message:
+            sys.stderr.write(message)
+        raise ParserExit(status)
+
+
+def one_line(text: str) -> str:
+    """``text`` with its line breaks and other unprintable characters escaped, so an argument typed with
+    a newline in it cannot break the one-line answer."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def default_workspace() -> Path:
@@ -808,7 +868,7 @@ def port_number(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nodeflow", description=__doc__.splitlines()[0])
+    parser = CommandLine(prog="nodeflow", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("--no-plugins", action="store_true", help="load only the built-in node catalogue")
     parser.add_argument("--nodes", action="append", metavar="MODULE_OR_FILE",
@@ -960,14 +1020,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """The exit code (the console script exits with it); errors are one line on stderr, never a SystemExit."""
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ParserExit as exc:  # --help
+        return exc.status
     try:
         return args.func(args)
+    except SystemExit as exc:  # raised below main (e.g. a server that cannot start): its code, its one line
+        if isinstance(exc.code, str):
+            print(f"error: {one_line(exc.code)}", file=sys.stderr)
+            return EXIT_ERROR
+        return exc.code or EXIT_OK
     except (CliError, GraphFileError, GraphInvalid, KeyError, OSError, ValueError) as exc:
         if args.debug:
             traceback.print_exc()
         message = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {one_line(message)}", file=sys.stderr)  # a value typed with a newline in it stays on it
         return EXIT_ERROR
     except RecursionError:  # input nested deeper than any graph (a document or a --set value)
         if args.debug:
@@ -980,7 +1052,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug, or a library's error nobody foresaw: still one line
         if args.debug:
             traceback.print_exc()
-        print(f"error: {describe_exception(exc)} (run with --debug for the traceback)", file=sys.stderr)
+        print(f"error: {one_line(describe_exception(exc))} (run with --debug for the traceback)", file=sys.stderr)
         return EXIT_ERROR
 
 

@@ -22,6 +22,7 @@ from nodes.engine.models import (ACTIVATIONS, ARCHS, WEIGHTS_FILES, SpecError, W
                                  cached_imagenet_weights, can_reach, hub_checkpoints, imagenet_url, imagenet_weights,
                                  summarize)
 from nodes.engine.download import MIRROR_ENV, DownloadError, source_url
+from nodes.engine.files import file_stamp
 from nodes.engine.scripting import IMPORTS, ScriptModel, functions
 from nodes.ports import MODEL, ModelValue
 
@@ -172,8 +173,7 @@ class Backbone(_LayerNode):
         path = Path(params.weights).expanduser()
         if not path.is_file():
             return "missing"
-        stat = path.stat()
-        return f"{stat.st_size}:{stat.st_mtime_ns}"
+        return file_stamp(path.stat())
 
     @classmethod
     def layer(cls, params: Params) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from nodes.engine.files import file_stamp
 from nodes.engine.values import SPLITS, ImageSet
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -162,17 +163,18 @@ def build_image_set(root: Path, validation: float, test: float, seed: int, max_p
 
 
 def tree_fingerprint(root: Path) -> str:
-    """Changes when files under ``root`` are added, removed or rewritten (names, sizes, mtimes)."""
+    """Changes when files under ``root`` are added, removed or rewritten (names and each file's
+    :func:`~nodes.engine.files.file_stamp`)."""
     digest = hashlib.sha256()
     root = Path(root).expanduser()
     if not root.exists():
         return "missing"
     for base, dirs, files in os.walk(root):
         dirs.sort()
+        folder = os.path.relpath(base, root)
         for name in sorted(files):
-            stat = os.stat(os.path.join(base, name))
-            digest.update(f"{os.path.relpath(os.path.join(base, name), root)}:{stat.st_size}:{stat.st_mtime_ns}\n"
-                          .encode())
+            path = os.path.join(base, name)
+            digest.update(f"{os.path.join(folder, name)}:{file_stamp(os.stat(path))}\n".encode())
     return digest.hexdigest()
 
 
@@ -182,7 +184,7 @@ class TreeFingerprints:
     Adding, removing or renaming a file changes its folder's mtime, so while every folder seen by
     the last full walk keeps its mtime the last answer stands, and a status query costs one stat
     per folder instead of one per image. A file rewritten in place changes no folder's mtime, so a
-    run asks with ``fresh``: a full walk, every file's size and mtime, which the memo then keeps.
+    run asks with ``fresh``: a full walk, every file's stamp, which the memo then keeps.
     """
 
     def __init__(self) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from nodes.engine.files import file_stamp
 from nodes.engine.hooks import Stopped
 from nodes.engine.images import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, load_rgb, make_transform
 from nodes.engine.store import MEMORY, EntryWriter, fits_gpu, memory_budget, nbytes, read_entry
@@ -58,12 +59,12 @@ def random_reason(data: ImageSet) -> str | None:
 
 
 def files_digest(items: Sequence[tuple[str, int]]) -> str:
-    """Changes when a file of the split is added, removed, relabelled or rewritten (size, mtime)."""
+    """Changes when a file of the split is added, removed, relabelled or rewritten (its file_stamp)."""
     digest = hashlib.blake2b(digest_size=16)
     for path, label in items:
         try:
             stat = os.stat(path)
-            digest.update(f"{path}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            digest.update(f"{path}\0{label}\0{file_stamp(stat)}\n".encode())
         except OSError:
             digest.update(f"{path}\0{label}\0missing\n".encode())
     return digest.hexdigest()

@@ -48,10 +48,8 @@ def test_what_serve_users_refuses_is_one_line(tmp_path, extra, says):
 def test_a_quota_is_a_size():
     assert byte_size("5G") == 5 * 2**30 and byte_size("500M") == 500 * 2**20 and byte_size("1.5GiB") == 1.5 * 2**30
     assert byte_size("123") == 123 and byte_size("64 kb") == 64 * 1024
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), pytest.raises(SystemExit):
-        main(["serve", "--users", "--quota", "lots"])
-    assert "argument --quota: 'lots' is not a size" in err.getvalue()
+    code, err = one_line("serve", "--users", "--quota", "lots")
+    assert code == 2 and "argument --quota: 'lots' is not a size" in err and len(err.splitlines()) == 1, err
 
 
 @pytest.mark.parametrize("flag,value,says", [

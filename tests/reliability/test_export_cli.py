@@ -1,5 +1,6 @@
 """``nodeflow export-script`` under arbitrary arguments: a script that parses, or one line that says
-what is wrong (exit 1), never a traceback; and a refused export writes nothing."""
+what is wrong (exit 1, or 2 for a command line argparse cannot read), never a traceback or SystemExit;
+and a refused export writes nothing."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import itertools
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from nodeflow.cli import main
@@ -41,6 +42,12 @@ def folder(tmp_path_factory):
 @given(graph=st.sampled_from([*TEMPLATES, "graph.json", "broken.json", "missing.json", "taken"]) | st.text(max_size=12),
        target=st.none() | st.sampled_from(IDS) | st.text(max_size=10), sets=SETS,
        output=st.sampled_from([None, "-", "new.py", "taken", "sub/dir/new.py", "bad\0name.py"]))
+@example(graph="-:", target=None, sets=[], output=None)  # read as an option: SystemExit(2) and the usage block
+@example(graph="-:", target="train", sets=["train.epochs=1"], output="new.py")
+@example(graph="--", target=None, sets=[], output=None)
+@example(graph="-h", target=None, sets=[], output="new.py")  # help, not a script
+@example(graph="-a\nb", target=None, sets=[], output=None)  # one line even so
+@example(graph="graph.json", target=None, sets=["\n"], output=None)  # the --set value's newline was printed as is
 def test_export_script_answers_a_script_or_one_line(folder, capsys, graph, target, sets, output):
     n = next(COUNTER)
     ref = str(folder / graph) if graph in ("graph.json", "broken.json", "missing.json", "taken") else graph
@@ -55,8 +62,12 @@ def test_export_script_answers_a_script_or_one_line(folder, capsys, graph, targe
     code = main(argv)
     out, err = capsys.readouterr()
     assert "Traceback" not in err and "Traceback" not in out
-    if code == 1:
+    if out.startswith("usage: "):  # a graph name that reads as -h or --help
+        assert code == 0 and ref.startswith("-"), out
+        return
+    if code in (1, 2):
         assert err.count("\n") == 1 and err.startswith("error: "), err
+        assert code == 1 or ref.startswith("-"), err  # only a graph name can read as an option here
         if written not in (None, "-", "taken"):  # refused: nothing written
             assert not (folder / written).exists()
         return
