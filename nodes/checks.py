@@ -143,7 +143,10 @@ def settings_named() -> Iterator[None]:
 def engine_errors(ctx: RunContext, batch_size: int | None = None) -> Iterator[None]:
     """Translate what the engine raises into what the executor understands: a stop request into
     ``Interrupted``, a setting that cannot work or running out of memory into a ParamProblem that
-    names the param (batch_size for memory)."""
+    names the param (batch_size for memory). A batch over a shared server's limit is refused first,
+    before anything is loaded (every node that reads images in batches comes through here)."""
+    if batch_size is not None:
+        ctx.limits.check_batch(batch_size)
     try:
         with settings_named():
             yield

@@ -392,6 +392,9 @@ class ProjectRouter:
         except ProjectNotFound as exc:
             await JSONResponse({"detail": str(exc)}, status_code=404)(scope, receive, send)
             return
+        except WorkRefused as exc:  # over the person's open projects
+            await JSONResponse({"detail": str(exc)}, status_code=exc.status)(scope, receive, send)
+            return
         child = {**scope, "path": rest, "raw_path": rest.encode(), "root_path": "",
                  API_BASE: f"/api/p/{project_id}"}
         if rest == "/api/uploads" and scope["method"] == "POST":

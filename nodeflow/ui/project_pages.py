@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse
 from nicegui import ui
 
 from nodeflow.executor import format_bytes
+from nodeflow.server import WorkRefused
 from nodeflow.users import AccountError, NotAllowed, Project, ProjectNotFound, User
 
 from .app import EditorPage
@@ -24,11 +25,12 @@ if TYPE_CHECKING:
 
 
 
-def not_found_page(message: str) -> HTMLResponse:
-    """Another person's project by its address, or one that does not exist: the same page."""
-    return HTMLResponse(f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Not found · nodeflow
-</title></head><body style="font-family: system-ui, sans-serif; margin: 3rem"><h1>Not found</h1>
-<p role="alert">{escape(message)}</p><p><a href="/">Your projects</a></p></body></html>""", status_code=404)
+def not_found_page(message: str, title: str = "Not found", status: int = 404) -> HTMLResponse:
+    """Another person's project by its address, or one that does not exist: the same page (and with
+    another title, a project that cannot be opened now)."""
+    return HTMLResponse(f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{escape(title)} · nodeflow
+</title></head><body style="font-family: system-ui, sans-serif; margin: 3rem"><h1>{escape(title)}</h1>
+<p role="alert">{escape(message)}</p><p><a href="/">Your projects</a></p></body></html>""", status_code=status)
 
 
 SIGN_OUT = ('<form method="post" action="/logout" style="margin:0"><button type="submit" class="nf-sign-out" '
@@ -61,7 +63,10 @@ def add_pages(mu: MultiUser) -> None:
             project = server.project_for(user, project_id)
         except ProjectNotFound as exc:
             return not_found_page(str(exc))
-        view = mu.view(project)
+        try:
+            view = mu.view(project)
+        except WorkRefused as exc:  # over the person's open projects: say so, as a page
+            return not_found_page(str(exc), title="Too many projects open", status=exc.status)
         mu.own_client(user)
         way = mu.way_in(view, user)
         writable = way is view.owner

@@ -184,3 +184,17 @@ async def test_an_admin_reads_every_project_and_changes_none(tmp_path, who):
         await site.wait_idle("bob", ids["project_id"])
         assert json.loads(dumps((await bob.get(f"/api/p/{ids['project_id']}/runs/{run}")).json()["status"])) \
             == "cancelled"
+
+
+async def test_a_project_past_the_persons_open_projects_answers_429_naming_the_limit_and_others_go_on(tmp_path):
+    async with classroom_site(tmp_path / "root", max_open_projects=1) as site:
+        alice, bob = site.client("alice"), site.client("bob")
+        first = (await alice.post("/api/projects", json={"title": "one"})).json()["id"]
+        second = (await alice.post("/api/projects", json={"title": "two"})).json()["id"]
+        assert (await alice.get(f"/api/p/{first}/status")).status_code == 200
+        site.server.hold(first)  # a page shows it: it cannot be closed to make room
+        refused = await alice.get(f"/api/p/{second}/status")
+        assert refused.status_code == 429 and "--max-open-projects" in refused.json()["detail"]
+        theirs = (await bob.post("/api/projects", json={"title": "bob's"})).json()["id"]
+        assert (await bob.get(f"/api/p/{theirs}/status")).status_code == 200  # the limit is per person
+        site.server.let_go(first)
