@@ -514,7 +514,7 @@ class RunStore:
     def sweep(self, sweep_id: int | str) -> dict[str, Any]:
         """``{"id", "grid", "target", "metric", "graph_name", "created", "branches": [{"params", "run"}]}``."""
         text = str(sweep_id)
-        number = int(text) if text.isdigit() and len(text) <= 18 else 0
+        number = int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else 0  # not "²": int() refuses it
         rows = self._query("SELECT * FROM sweeps WHERE id = ?", (number,)) if number else []
         if not rows:
             raise RunNotFound(f"no sweep {text[:40]!r}")
