@@ -862,7 +862,7 @@ def host_list(text: str) -> tuple[str, ...]:
 
 
 def port_number(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"'{text}' is not a TCP port: give a number from 1 to 65535")
     return int(text)
 

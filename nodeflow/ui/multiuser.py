@@ -318,7 +318,7 @@ def project_app(mu: MultiUser, hub: Hub | None) -> FastAPI:
         limits = dataclasses.replace(mu.server.upload_limits, quota_left=left)
         body_limit = limits.max_total_bytes + MULTIPART_SLACK
         length = request.headers.get("content-length")
-        if length is not None and length.strip().isdigit() and int(length) > body_limit:
+        if length is not None and length.strip().isascii() and length.strip().isdigit() and int(length) > body_limit:
             return _refusal(413, f"upload refused: larger than max_total_bytes = "
                                  f"{format_bytes(limits.max_total_bytes)}; nothing was saved", limit="max_total_bytes")
         if not UPLOAD_NAME.fullmatch(name.strip()) or name.startswith("."):
