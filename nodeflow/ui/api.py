@@ -156,7 +156,8 @@ def refusal(scope: dict[str, Any], headers: dict[str, str], check_host: bool = T
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if (has_body or content_type) and content_type != "application/json":
         return 415, "415: send the body as JSON, with 'Content-Type: application/json'"
-    if length is not None and (not (length.strip().isascii() and length.strip().isdigit()) or int(length) > MAX_BODY_BYTES):
+    digits = length is not None and length.strip().isascii() and length.strip().isdigit()
+    if length is not None and (not digits or int(length) > MAX_BODY_BYTES):
         return 413, f"413: a request body may be at most {MAX_BODY_BYTES // (1024 * 1024)} MB"
     return None
 
