@@ -434,6 +434,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     mlflow_client(args)
     if args.users:
         return cmd_serve_users(args)
+    if args.trusted_proxy:
+        raise CliError("--trusted-proxy is for --users (the sign-in limits count clients' addresses)")
 
     try:
         from nodeflow.ui.app import serve
@@ -487,7 +489,8 @@ def cmd_serve_users(args: argparse.Namespace) -> int:
                              slots=slots, quota_bytes=args.quota, queue_limit=args.queue_limit,
                              mlflow_uri=mlflow_uri(args))
         try:
-            serve_users(server, host=args.host, port=args.port)
+            serve_users(server, host=args.host, port=args.port,
+                        trusted_proxies=[a for given in args.trusted_proxy for a in given])
         finally:
             server.close()
     return EXIT_OK
@@ -726,6 +729,23 @@ def byte_size(text: str) -> int:
     return int(float(found.group(1)) * 1024 ** " KMGT".index(found.group(2).upper() or " "))
 
 
+def proxy_addresses(text: str) -> list[str]:
+    """``--trusted-proxy``: addresses or networks (10.0.0.5, 10.0.0.0/24, ::1), comma-separated."""
+    import ipaddress
+
+    found = [part.strip() for part in text.split(",") if part.strip()]
+    for part in found:
+        try:
+            ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part[:60]!r} is not an address or network: name the proxy in front of the server, e.g. 127.0.0.1 "
+                "or 10.0.0.0/24 (never '*', which would let every client choose its own address)") from None
+    if not found:
+        raise argparse.ArgumentTypeError("give the proxy's address, e.g. --trusted-proxy 127.0.0.1")
+    return found
+
+
 def port_number(text: str) -> int:
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"'{text}' is not a TCP port: give a number from 1 to 65535")
@@ -859,6 +879,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "(uploads, caches, checkpoints), e.g. 5G; over it, new runs and uploads are refused")
     p.add_argument("--queue-limit", type=int, default=10, metavar="N",
                    help="with --users: the runs one person may have waiting (default 10; a sweep counts once)")
+    p.add_argument("--trusted-proxy", type=proxy_addresses, action="append", default=[], metavar="ADDR",
+                   help="with --users: a reverse proxy in front of the server (address or network; repeatable or "
+                   "comma-separated), whose X-Forwarded-For names the client; by default no one's is believed")
     parallel_args(p)
     p.set_defaults(func=cmd_serve)
 

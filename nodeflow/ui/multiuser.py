@@ -22,6 +22,7 @@ import dataclasses
 import re
 import shutil
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -685,7 +686,9 @@ def guard_sockets(mu: MultiUser) -> None:
 
 def install_multiuser(server: ClassServer, *, secure: bool = False,
                       throttle: LoginThrottle | None = None) -> MultiUser:
-    """Register the multi-user site on NiceGUI's app (once per process, before it starts)."""
+    """Register the multi-user site on NiceGUI's app (once per process, before it starts). The
+    address the sign-in limits count is the connection's peer: start the server with
+    :func:`serve_users` (or uvicorn with ``proxy_headers`` off, or on for named proxies only)."""
     global _SCHEMA_APP
     mu = MultiUser(server)
     _SCHEMA_APP = project_app(mu, None)
@@ -708,8 +711,14 @@ def install_multiuser(server: ClassServer, *, secure: bool = False,
 _SCHEMA_APP: FastAPI
 
 
-def serve_users(server: ClassServer, host: str = "127.0.0.1", port: int = 8080, secure: bool = False) -> None:
-    """Start the multi-user editor on ``host:port`` and block until the server stops."""
+def serve_users(server: ClassServer, host: str = "127.0.0.1", port: int = 8080, secure: bool = False,
+                trusted_proxies: Sequence[str] = ()) -> None:
+    """Start the multi-user editor on ``host:port`` and block until the server stops.
+
+    A client's address (which the sign-in limits count) is the connection's peer. Only the
+    ``trusted_proxies`` (addresses or networks) may name another in ``X-Forwarded-For``; by default
+    none may, not even one on this machine (uvicorn would trust 127.0.0.1, so any local program
+    could pose as a new address with each guess)."""
     try:
         check_bundle()
     except BundleMissing as exc:
@@ -721,4 +730,10 @@ def serve_users(server: ClassServer, host: str = "127.0.0.1", port: int = 8080, 
               f"'nodeflow users add NAME --admin --workspace {server.root}'", flush=True)
     print(f"nodeflow server for {len(users)} user(s): http://{host}:{port}/", flush=True)
     ui.run(host=host, port=port, reload=False, show=False, title="nodeflow", favicon="🔀",
-           show_welcome_message=False)
+           show_welcome_message=False, **proxy_settings(trusted_proxies))
+
+
+def proxy_settings(trusted_proxies: Sequence[str]) -> dict[str, Any]:
+    """uvicorn's settings for whose ``X-Forwarded-For`` counts: the named proxies' only, none by default."""
+    trusted = [p for p in trusted_proxies if p]
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or None}
