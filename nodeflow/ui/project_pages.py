@@ -52,7 +52,7 @@ def add_pages(mu: MultiUser) -> None:
         except ProjectNotFound as exc:
             return not_found_page(str(exc))
         view = mu.view(project)
-        mu.own_client(user)
+        mu.own_client(user, project.id)  # closed when the user may no longer read it (an unshare)
         writable = server.projects.can(user, project, "write")
         reason = None if writable else ("archived (restore it on the project list to change it)"
                                          if project.owner == user.name else

@@ -14,6 +14,9 @@ from that address, and of that address (:class:`LoginThrottle`): a wait that gro
 failure, during which attempts are refused without checking the password. The address is the
 connection's peer; only a proxy the admin names (``serve --trusted-proxy``) may say whose request
 it forwards.
+
+What a request signed in with (:class:`Credential`) travels with it, so a page and its socket can be
+ended when that credential ends (signing out, a new password, the account removed).
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, quote, urlsplit
 
 import anyio
@@ -44,6 +48,15 @@ PUBLIC_PREFIXES = ("/_nicegui/", "/_nicegui_ws/", "/favicon")
 MAX_FORM_BYTES = 8192
 #: password checks at once: Argon2 takes 64 MiB each, so a burst of sign-ins cannot take the memory
 CONCURRENT_CHECKS = 4
+
+
+@dataclass(frozen=True)
+class Credential:
+    """What a request signed in with: a session's secret (from the cookie) or an API token. A page
+    keeps the one it was built with, so that it ends when the credential does."""
+
+    kind: Literal["session", "token"]
+    secret: str = field(repr=False)
 
 
 class Backoff:
@@ -198,6 +211,8 @@ class Login:
         self.api_prefix = api_prefix
         self.public = public
         self._checks = anyio.CapacityLimiter(CONCURRENT_CHECKS)
+        #: called after this server ends a sign-in (the multi-user site closes its pages then)
+        self.on_session_end: list[Callable[[], None]] = []
 
     # -- who is asking ---------------------------------------------------------------------------------
     def session_secret(self, cookie: str | None) -> str | None:
@@ -209,13 +224,24 @@ class Login:
             return None
         return secret if isinstance(secret, str) else None
 
-    def user_of(self, request: HTTPConnection) -> User | None:
+    def credential_of(self, request: HTTPConnection) -> Credential | None:
         header = request.headers.get("authorization")
         if header is not None:  # a credential that fails is not made good by a cookie beside it
             scheme, _, token = header.partition(" ")
-            return self.accounts.token_user(token.strip()) if scheme.lower() == "bearer" else None
+            return Credential("token", token.strip()) if scheme.lower() == "bearer" else None
         secret = self.session_secret(request.cookies.get(COOKIE))
-        return self.accounts.session_user(secret) if secret else None
+        return Credential("session", secret) if secret else None
+
+    def user_for(self, credential: Credential | None, touch: bool = True) -> User | None:
+        """Whose ``credential`` is, now (None once it has ended). ``touch``: note a token's use."""
+        if credential is None:
+            return None
+        if credential.kind == "token":
+            return self.accounts.token_user(credential.secret, touch=touch)
+        return self.accounts.session_user(credential.secret)
+
+    def user_of(self, request: HTTPConnection) -> User | None:
+        return self.user_for(self.credential_of(request))
 
     # -- routes ---------------------------------------------------------------------------------------
     async def page(self, request: Request) -> HTMLResponse:
@@ -248,7 +274,7 @@ class Login:
         self.throttle.succeeded(name, address, ticket)
         previous = self.session_secret(request.cookies.get(COOKIE))
         if previous:
-            self.accounts.end_session(previous)
+            self.end_session(previous)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(COOKIE, self.signer.dumps(self.accounts.start_session(user)), max_age=SESSION_SECONDS,
                             path="/", httponly=True, samesite="strict",
@@ -260,11 +286,17 @@ class Login:
             return login_page("/", "This form was sent from another site.", 403)
         secret = self.session_secret(request.cookies.get(COOKIE))
         if secret:
-            self.accounts.end_session(secret)
+            self.end_session(secret)
         response = RedirectResponse(LOGIN_PATH, status_code=303)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict",
                                secure=self.secure or request.url.scheme == "https")
         return response
+
+    def end_session(self, secret: str) -> None:
+        """End a sign-in, and tell whoever keeps pages open with it (:attr:`on_session_end`) at once."""
+        self.accounts.end_session(secret)
+        for hook in list(self.on_session_end):
+            hook()
 
     def refusal(self, scope: dict[str, Any]) -> Response:
         """What an unauthenticated request gets: 401 for the API, the form for a page."""
@@ -279,7 +311,8 @@ class Login:
 
 class LoginGate:
     """ASGI middleware: every request outside the login routes and NiceGUI's static files must be
-    someone's; ``scope["state"]["user"]`` (``request.state.user``) then says whose."""
+    someone's; ``scope["state"]["user"]`` (``request.state.user``) then says whose, and
+    ``scope["state"]["credential"]`` with what."""
 
     def __init__(self, app: Any, login: Login) -> None:
         self.app = app
@@ -293,14 +326,16 @@ class LoginGate:
         if path in (LOGIN_PATH, LOGOUT_PATH) or path.startswith(self.login.public):
             await self.app(scope, receive, send)
             return
-        user = await anyio.to_thread.run_sync(self.login.user_of, HTTPConnection(scope))
+        credential = self.login.credential_of(HTTPConnection(scope))
+        user = await anyio.to_thread.run_sync(self.login.user_for, credential)
         if user is None:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
             else:
                 await self.login.refusal(scope)(scope, receive, send)
             return
-        scope.setdefault("state", {})["user"] = user
+        state = scope.setdefault("state", {})
+        state["user"], state["credential"] = user, credential
         await self.app(scope, receive, send)
 
 
