@@ -495,6 +495,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     mlflow_client(args)
     if args.users:
         return cmd_serve_users(args)
+    if args.trusted_proxy:
+        raise CliError("--trusted-proxy is for --users (the sign-in limits count clients' addresses)")
 
     try:
         from nodeflow.ui.app import serve
@@ -549,7 +551,8 @@ def cmd_serve_users(args: argparse.Namespace) -> int:
                              slots=slots, quota_bytes=args.quota, queue_limit=args.queue_limit,
                              mlflow_uri=mlflow_uri(args), limits=limits, max_open_projects=args.max_open_projects)
         try:
-            serve_users(server, host=args.host, port=args.port)
+            serve_users(server, host=args.host, port=args.port,
+                        trusted_proxies=[a for given in args.trusted_proxy for a in given])
         finally:
             server.close()
     return EXIT_OK
@@ -861,6 +864,23 @@ def host_list(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(hosts))
 
 
+def proxy_addresses(text: str) -> list[str]:
+    """``--trusted-proxy``: addresses or networks (10.0.0.5, 10.0.0.0/24, ::1), comma-separated."""
+    import ipaddress
+
+    found = [part.strip() for part in text.split(",") if part.strip()]
+    for part in found:
+        try:
+            ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part[:60]!r} is not an address or network: name the proxy in front of the server, e.g. 127.0.0.1 "
+                "or 10.0.0.0/24 (never '*', which would let every client choose its own address)") from None
+    if not found:
+        raise argparse.ArgumentTypeError("give the proxy's address, e.g. --trusted-proxy 127.0.0.1")
+    return found
+
+
 def port_number(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError(f"'{text}' is not a TCP port: give a number from 1 to 65535")
@@ -1010,6 +1030,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-open-projects", type=whole_number(1, 1000), default=CLASS_OPEN_PROJECTS, metavar="N",
                    help="with --users: the projects one person may have open at once (default "
                         f"{CLASS_OPEN_PROJECTS}); over it, their least recently used idle one is closed")
+    p.add_argument("--trusted-proxy", type=proxy_addresses, action="append", default=[], metavar="ADDR",
+                   help="with --users: a reverse proxy in front of the server (address or network; repeatable or "
+                   "comma-separated), whose X-Forwarded-For names the client; by default no one's is believed")
     parallel_args(p)
     p.set_defaults(func=cmd_serve)
 

@@ -22,6 +22,7 @@ import dataclasses
 import re
 import shutil
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -49,6 +50,7 @@ from nodeflow.users.login import LoginThrottle, current_user, install_login
 from .api import (API_BASE, RequestGuard, add_api_routes, document_refusals, refusal,
                   restrict_socket_origins, twice_given)
 from .flow_editor import BundleMissing, check_bundle
+from .open_pages import OpenPages
 from .project_pages import add_pages, read_only_reason
 from .state import Hub
 
@@ -204,10 +206,16 @@ class MultiUser:
                 "counts": {kind: len(rows) for kind, rows in (tables.get("findings") or {}).items()}}
 
     # -- pages ---------------------------------------------------------------------------------------
-    def own_client(self, user: User) -> None:
+    #: the pages and sockets open now, each closed when its credential ends (set by install_multiuser)
+    open_pages: OpenPages
+
+    def own_client(self, user: User, project: str | None = None) -> None:
+        """The page being built is ``user``'s (an editor: of ``project``); it is closed when the
+        credential it was built with ends, or when ``user`` may no longer read ``project``."""
         client = ui.context.client
         self.owners[client.id] = user.name
         client.on_delete(lambda: self.owners.pop(client.id, None))
+        self.open_pages.add(client, user, project)
 
 
 def upload_folder(session: Session, name: str) -> Path:
@@ -638,42 +646,52 @@ def site_schema() -> dict[str, Any]:
 def guard_sockets(mu: MultiUser) -> None:
     """NiceGUI's socket.io server attaches a socket to whichever page client id it names, and takes
     events for any client id: let a socket attach only to the clients of its own user, and carry
-    events only for the client it attached to."""
+    events only for the client it attached to, and only while the credentials of the socket and of
+    the page still stand (:meth:`OpenPages.allows`: asked on each event, so none runs after a
+    sign-out, a new password, a removal or an unshare, even before the page is closed)."""
     sio = core.sio
     if not hasattr(sio, "nodeflow_handlers"):  # NiceGUI's own, kept once (a test process installs this often)
         sio.nodeflow_handlers = dict(sio.handlers["/"])
     handlers = sio.nodeflow_handlers
     connect, handshake, disconnect = handlers["connect"], handlers["handshake"], handlers["disconnect"]
-    users: dict[str, str] = {}
+    pages = mu.open_pages
 
     def owns(sid: str, client_id: Any) -> bool:
-        return isinstance(client_id, str) and users.get(sid) is not None and mu.owners.get(client_id) == users[sid]
+        user = pages.socket_user(sid)
+        return user is not None and pages.owner(client_id) == user
 
     async def on_connect(sid: str, environ: dict[str, Any], auth: Any = None) -> Any:
         import socketio
 
-        user = environ.get("asgi.scope", {}).get("state", {}).get("user")
+        state = environ.get("asgi.scope", {}).get("state", {})
+        user = state.get("user")
         if not isinstance(user, User):
             raise socketio.exceptions.ConnectionRefusedError("sign in first")
-        users[sid] = user.name
+        pages.connected(sid, user, state.get("credential"))
         client_id = parse_qs(environ.get("QUERY_STRING", "")).get("client_id", [None])[0]
-        if client_id is not None and not owns(sid, client_id):
-            users.pop(sid, None)
-            raise socketio.exceptions.ConnectionRefusedError("not your page")
+        if client_id is not None and not (owns(sid, client_id) and pages.allows(sid, client_id)):
+            pages.disconnected(sid)
+            # NiceGUI's own words for a page it does not know, on which its script reloads the page: a
+            # page closed before its socket came reloads through the sign-in gate, and nothing is told
+            # about whose page a client id is
+            raise socketio.exceptions.ConnectionRefusedError("Implicit handshake failed")
         return await connect(sid, environ)
 
     async def on_handshake(sid: str, data: dict[str, Any]) -> bool:
-        if not isinstance(data, dict) or not owns(sid, data.get("client_id")):
+        if not isinstance(data, dict) or not owns(sid, data.get("client_id")) or \
+                not pages.allows(sid, data["client_id"]):
             return False
         return await handshake(sid, data)
 
     def on_disconnect(sid: str, *args: Any) -> Any:
-        users.pop(sid, None)
+        pages.disconnected(sid)
         return disconnect(sid)
 
     def only_its_own(original):
         def handler(sid: str, msg: Any) -> Any:
-            if isinstance(msg, dict) and msg.get("client_id") in sio.rooms(sid) and owns(sid, msg.get("client_id")):
+            client_id = msg.get("client_id") if isinstance(msg, dict) else None
+            if isinstance(client_id, str) and client_id in sio.rooms(sid) and owns(sid, client_id) \
+                    and pages.allows(sid, client_id):
                 return original(sid, msg)
             return None
         return handler
@@ -690,7 +708,9 @@ def guard_sockets(mu: MultiUser) -> None:
 
 def install_multiuser(server: ClassServer, *, secure: bool = False,
                       throttle: LoginThrottle | None = None) -> MultiUser:
-    """Register the multi-user site on NiceGUI's app (once per process, before it starts)."""
+    """Register the multi-user site on NiceGUI's app (once per process, before it starts). The
+    address the sign-in limits count is the connection's peer: start the server with
+    :func:`serve_users` (or uvicorn with ``proxy_headers`` off, or on for named proxies only)."""
     global _SCHEMA_APP
     mu = MultiUser(server)
     _SCHEMA_APP = project_app(mu, None)
@@ -699,13 +719,16 @@ def install_multiuser(server: ClassServer, *, secure: bool = False,
             remove_leftovers(project.path / "data")
     app.add_middleware(RequestGuard, check_host=False)
     app.add_middleware(ProjectRouter, mu=mu)
-    install_login(app, server.accounts, throttle=throttle, secure=secure, public=PUBLIC)
+    login = install_login(app, server.accounts, throttle=throttle, secure=secure, public=PUBLIC)
+    mu.open_pages = OpenPages(server, login)
     restrict_socket_origins(check_host=False)
     guard_sockets(mu)
     add_site_routes(mu)
     add_pages(mu)  # nodeflow.ui.project_pages
-    for start in (lambda: threading.Thread(target=server.resume_queued, daemon=True).start(), mu.watch_idle):
+    for start in (lambda: threading.Thread(target=server.resume_queued, daemon=True).start(), mu.watch_idle,
+                  mu.open_pages.start):
         start() if app.is_started else app.on_startup(start)  # a test installs it into a running app
+    app.on_shutdown(mu.open_pages.stop)
     app.on_shutdown(mu.close)
     return mu
 
@@ -713,8 +736,14 @@ def install_multiuser(server: ClassServer, *, secure: bool = False,
 _SCHEMA_APP: FastAPI
 
 
-def serve_users(server: ClassServer, host: str = "127.0.0.1", port: int = 8080, secure: bool = False) -> None:
-    """Start the multi-user editor on ``host:port`` and block until the server stops."""
+def serve_users(server: ClassServer, host: str = "127.0.0.1", port: int = 8080, secure: bool = False,
+                trusted_proxies: Sequence[str] = ()) -> None:
+    """Start the multi-user editor on ``host:port`` and block until the server stops.
+
+    A client's address (which the sign-in limits count) is the connection's peer. Only the
+    ``trusted_proxies`` (addresses or networks) may name another in ``X-Forwarded-For``; by default
+    none may, not even one on this machine (uvicorn would trust 127.0.0.1, so any local program
+    could pose as a new address with each guess)."""
     try:
         check_bundle()
     except BundleMissing as exc:
@@ -726,4 +755,10 @@ def serve_users(server: ClassServer, host: str = "127.0.0.1", port: int = 8080, 
               f"'nodeflow users add NAME --admin --workspace {server.root}'", flush=True)
     print(f"nodeflow server for {len(users)} user(s): http://{host}:{port}/", flush=True)
     ui.run(host=host, port=port, reload=False, show=False, title="nodeflow", favicon="🔀",
-           show_welcome_message=False)
+           show_welcome_message=False, **proxy_settings(trusted_proxies))
+
+
+def proxy_settings(trusted_proxies: Sequence[str]) -> dict[str, Any]:
+    """uvicorn's settings for whose ``X-Forwarded-For`` counts: the named proxies' only, none by default."""
+    trusted = [p for p in trusted_proxies if p]
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or None}

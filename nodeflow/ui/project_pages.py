@@ -67,7 +67,7 @@ def add_pages(mu: MultiUser) -> None:
             view = mu.view(project)
         except WorkRefused as exc:  # over the person's open projects: say so, as a page
             return not_found_page(str(exc), title="Too many projects open", status=exc.status)
-        mu.own_client(user)
+        mu.own_client(user, project.id)  # closed when the user may no longer read it (an unshare)
         way = mu.way_in(view, user)
         writable = way is view.owner
         server.hold(project.id)

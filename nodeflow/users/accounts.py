@@ -215,8 +215,9 @@ class Accounts:
             if not db.execute("DELETE FROM tokens WHERE id = ? AND user = ?", (token_id, name)).rowcount:
                 raise AccountError(f"no token '{str(token_id)[:20]}' of yours")
 
-    def token_user(self, token: str) -> User | None:
-        """The user an API token belongs to, or None for anything else (compared in constant time)."""
+    def token_user(self, token: str, touch: bool = True) -> User | None:
+        """The user an API token belongs to, or None for anything else (compared in constant time).
+        ``touch`` notes its use (a check that the token still stands is not a use)."""
         prefix, _, rest = token.partition("_")
         token_id, _, secret = rest.partition("_")
         if prefix != TOKEN_PREFIX or not token_id or not secret:
@@ -226,7 +227,8 @@ class Accounts:
         if not rows or not hmac.compare_digest(rows[0]["digest"], digest(secret)):
             return None
         now = self.clock()
-        if (rows[0]["last_used"] or 0) < now - TOKEN_USE_RESOLUTION:  # a script polling is not a write per call
+        # a script polling is not a write per call
+        if touch and (rows[0]["last_used"] or 0) < now - TOKEN_USE_RESOLUTION:
             with self.db.tx() as db:
                 db.execute("UPDATE tokens SET last_used = ? WHERE id = ?", (now, token_id))
         return _user(rows[0])

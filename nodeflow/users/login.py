@@ -9,21 +9,28 @@ HttpOnly and SameSite=Strict (and Secure over https). Without either, an API req
 and a page redirects to the form.
 
 A failed sign-in answers the same whichever part was wrong, takes as long for an unknown name as
-for a wrong password (see :meth:`Accounts.verify`), and counts against both the name and the
-client's address; past a limit, attempts are refused without checking the password until the
-window has passed.
+for a wrong password (see :meth:`Accounts.verify`), and slows down the next attempts of that name
+from that address, and of that address (:class:`LoginThrottle`): a wait that grows with each
+failure, during which attempts are refused without checking the password. The address is the
+connection's peer; only a proxy the admin names (``serve --trusted-proxy``) may say whose request
+it forwards.
+
+What a request signed in with (:class:`Credential`) travels with it, so a page and its socket can be
+ended when that credential ends (signing out, a new password, the account removed).
 """
 
 from __future__ import annotations
 
 import html
+import math
 import os
 import secrets
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, quote, urlsplit
 
 import anyio
@@ -43,64 +50,117 @@ MAX_FORM_BYTES = 8192
 CONCURRENT_CHECKS = 4
 
 
-class RateLimit:
-    """At most ``limit`` failures per key within ``window`` seconds. Memory is bounded: at most
-    ``max_keys`` keys, the least recently failed forgotten first, each holding ``limit`` times."""
+@dataclass(frozen=True)
+class Credential:
+    """What a request signed in with: a session's secret (from the cookie) or an API token. A page
+    keeps the one it was built with, so that it ends when the credential does."""
 
-    def __init__(self, limit: int, window: float, max_keys: int = 10_000,
+    kind: Literal["session", "token"]
+    secret: str = field(repr=False)
+
+
+class Backoff:
+    """Failures per key, and how long they make the next attempt wait: the first ``free`` cost
+    nothing; after them each attempt must come ``first`` seconds after the last failure, doubling
+    with each further failure up to ``cap`` (OWASP's advice: a slowdown that grows, never a lockout
+    that someone else can set off). A key with no failure for ``forget`` seconds starts over.
+    Memory is bounded: at most ``max_keys`` keys, the least recently failed forgotten first."""
+
+    def __init__(self, free: int, first: float, cap: float, forget: float = 3600.0, max_keys: int = 20_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit, self.window, self.max_keys, self.clock = limit, window, max_keys, clock
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        if free < 0 or first <= 0 or cap < first or forget <= 0 or max_keys < 1:
+            raise ValueError("Backoff needs free >= 0, 0 < first <= cap, forget > 0 and max_keys >= 1")
+        self.free, self.first, self.cap, self.forget, self.max_keys = free, first, cap, forget, max_keys
+        self.clock = clock
+        #: key -> [failures, time of the last one]
+        self._failures: OrderedDict[Hashable, list[float]] = OrderedDict()
 
-    def wait(self, key: str) -> float:
-        """Seconds until ``key`` may try again (0: now)."""
-        times = self._failures.get(key)
-        if times is None or len(times) < self.limit:
+    def _entry(self, key: Hashable) -> list[float] | None:
+        entry = self._failures.get(key)
+        if entry is not None and self.clock() - entry[1] >= self.forget:
+            del self._failures[key]
+            return None
+        return entry
+
+    def delay(self, failures: int) -> float:
+        """How long after the last of ``failures`` failures the next attempt must wait."""
+        if failures < self.free:
             return 0.0
-        return max(0.0, times[0] + self.window - self.clock())
+        return min(self.cap, self.first * 2.0 ** min(failures - self.free, 64))
 
-    def failed(self, key: str) -> None:
-        times = self._failures.pop(key, None) or deque(maxlen=self.limit)
-        times.append(self.clock())
-        self._failures[key] = times
+    def wait(self, key: Hashable) -> float:
+        """Seconds until ``key`` may try again (0: now)."""
+        entry = self._entry(key)
+        if entry is None:
+            return 0.0
+        return max(0.0, entry[1] + self.delay(int(entry[0])) - self.clock())
+
+    def failed(self, key: Hashable) -> tuple[float, float | None]:
+        """Count a failure now; returns what :meth:`forgive` needs to take it back."""
+        entry = self._entry(key)
+        self._failures.pop(key, None)
+        now = self.clock()
+        self._failures[key] = [(entry[0] if entry else 0) + 1, now]
         while len(self._failures) > self.max_keys:
             self._failures.popitem(last=False)
+        return now, entry[1] if entry else None
 
-    def clear(self, key: str) -> None:
+    def clear(self, key: Hashable) -> None:
         self._failures.pop(key, None)
 
-    def forgive(self, key: str) -> None:
-        """Take back one failure (an attempt counted in advance that succeeded)."""
-        times = self._failures.get(key)
-        if times:
-            times.pop()
+    def forgive(self, key: Hashable, failure: tuple[float, float | None]) -> None:
+        """Take back ``failure`` (an attempt counted in advance that succeeded): one failure fewer,
+        and, when none came after it, the wait runs from the failure before it again, so that people
+        signing in one after another at a slowed-down address do not each restart its wait."""
+        entry = self._failures.get(key)
+        if entry is None:
+            return
+        entry[0] -= 1
+        stamp, before = failure
+        if entry[0] <= 0:
+            del self._failures[key]
+        elif entry[1] == stamp and before is not None:
+            entry[1] = before
 
     def __len__(self) -> int:
         return len(self._failures)
 
 
 class LoginThrottle:
-    """Failed sign-ins per account name and per client address. A class behind one address (a
-    school's NAT) shares the address's allowance, so it is the larger one."""
+    """Failed sign-ins slow down the next attempt per name *at* an address, and per address.
+    Never per name alone: then anyone could keep the owner out by failing on purpose, while the
+    owner at another address signs in as usual. A class behind one address (a school's NAT)
+    shares the address's allowance, so it is the larger one; guesses spread over many addresses
+    are slowed by the password hash itself (:data:`CONCURRENT_CHECKS` at once)."""
 
-    def __init__(self, per_account: tuple[int, float] = (10, 600.0), per_address: tuple[int, float] = (50, 600.0),
-                 max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
-        self.accounts = RateLimit(*per_account, max_keys=max_keys, clock=clock)
-        self.addresses = RateLimit(*per_address, max_keys=max_keys, clock=clock)
+    def __init__(self, per_name_at_address: tuple[int, float, float] = (5, 1.0, 300.0),
+                 per_address: tuple[int, float, float] = (30, 1.0, 60.0), forget: float = 3600.0,
+                 max_keys: int = 20_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.pairs = Backoff(*per_name_at_address, forget=forget, max_keys=max_keys, clock=clock)
+        self.addresses = Backoff(*per_address, forget=forget, max_keys=max_keys, clock=clock)
 
-    def begin(self, name: str, address: str) -> float:
-        """Seconds until this name and address may try again; when they may now, the attempt is
-        counted as failed until :meth:`succeeded` says otherwise, so a burst of attempts sent at
-        once cannot all pass the check while their passwords are being verified."""
-        wait = max(self.accounts.wait(name), self.addresses.wait(address))
-        if not wait:
-            self.accounts.failed(name)
-            self.addresses.failed(address)
-        return wait
+    def begin(self, name: str, address: str) -> tuple[float, Any]:
+        """Seconds until this name at this address may try again (0: now), and the ticket that
+        :meth:`succeeded` takes. An attempt allowed now is counted as failed until then, so a burst
+        of attempts sent at once cannot all pass the check while their passwords are verified."""
+        wait = max(self.pairs.wait((name, address)), self.addresses.wait(address))
+        if wait:
+            return wait, None
+        self.pairs.failed((name, address))
+        return 0.0, self.addresses.failed(address)
 
-    def succeeded(self, name: str, address: str) -> None:
-        self.accounts.clear(name)
-        self.addresses.forgive(address)
+    def succeeded(self, name: str, address: str, ticket: Any) -> None:
+        self.pairs.clear((name, address))
+        self.addresses.forgive(address, ticket)
+
+
+def wait_words(seconds: float) -> str:
+    """How long, as the refusal says it: "3 seconds", "1 minute", "5 minutes"."""
+    if seconds < 90:
+        whole = max(1, math.ceil(seconds))
+        return f"{whole} second{'s' if whole > 1 else ''}"
+    minutes = max(1, round(seconds / 60))
+    return f"{minutes} minute{'s' if minutes > 1 else ''}"
 
 
 def signing_key(root: Path) -> bytes:
@@ -151,6 +211,8 @@ class Login:
         self.api_prefix = api_prefix
         self.public = public
         self._checks = anyio.CapacityLimiter(CONCURRENT_CHECKS)
+        #: called after this server ends a sign-in (the multi-user site closes its pages then)
+        self.on_session_end: list[Callable[[], None]] = []
 
     # -- who is asking ---------------------------------------------------------------------------------
     def session_secret(self, cookie: str | None) -> str | None:
@@ -162,13 +224,24 @@ class Login:
             return None
         return secret if isinstance(secret, str) else None
 
-    def user_of(self, request: HTTPConnection) -> User | None:
+    def credential_of(self, request: HTTPConnection) -> Credential | None:
         header = request.headers.get("authorization")
         if header is not None:  # a credential that fails is not made good by a cookie beside it
             scheme, _, token = header.partition(" ")
-            return self.accounts.token_user(token.strip()) if scheme.lower() == "bearer" else None
+            return Credential("token", token.strip()) if scheme.lower() == "bearer" else None
         secret = self.session_secret(request.cookies.get(COOKIE))
-        return self.accounts.session_user(secret) if secret else None
+        return Credential("session", secret) if secret else None
+
+    def user_for(self, credential: Credential | None, touch: bool = True) -> User | None:
+        """Whose ``credential`` is, now (None once it has ended). ``touch``: note a token's use."""
+        if credential is None:
+            return None
+        if credential.kind == "token":
+            return self.accounts.token_user(credential.secret, touch=touch)
+        return self.accounts.session_user(credential.secret)
+
+    def user_of(self, request: HTTPConnection) -> User | None:
+        return self.user_for(self.credential_of(request))
 
     # -- routes ---------------------------------------------------------------------------------------
     async def page(self, request: Request) -> HTMLResponse:
@@ -189,21 +262,19 @@ class Login:
         name = (form.get("name") or [""])[0].strip().lower()[:64]
         password = (form.get("password") or [""])[0]
         target = safe_next((form.get("next") or [""])[0])
-        address = request.client.host if request.client else "unknown"
-        wait = self.throttle.begin(name, address)
+        address = request.client.host if request.client else "unknown"  # the peer, or what a trusted proxy says
+        wait, ticket = self.throttle.begin(name, address)
         if wait:
-            minutes = max(1, round(wait / 60))
-            response = login_page(target, f"Too many failed sign-ins. Try again in {minutes} minute"
-                                          f"{'s' if minutes > 1 else ''}.", 429)
-            response.headers["Retry-After"] = str(int(wait) + 1)
+            response = login_page(target, f"Too many failed sign-ins. Try again in {wait_words(wait)}.", 429, name)
+            response.headers["Retry-After"] = str(math.ceil(wait))
             return response
         user = await anyio.to_thread.run_sync(self.accounts.verify, name, password, limiter=self._checks)
         if user is None:
             return login_page(target, "Wrong name or password.", 401, name)
-        self.throttle.succeeded(name, address)
+        self.throttle.succeeded(name, address, ticket)
         previous = self.session_secret(request.cookies.get(COOKIE))
         if previous:
-            self.accounts.end_session(previous)
+            self.end_session(previous)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(COOKIE, self.signer.dumps(self.accounts.start_session(user)), max_age=SESSION_SECONDS,
                             path="/", httponly=True, samesite="strict",
@@ -215,11 +286,17 @@ class Login:
             return login_page("/", "This form was sent from another site.", 403)
         secret = self.session_secret(request.cookies.get(COOKIE))
         if secret:
-            self.accounts.end_session(secret)
+            self.end_session(secret)
         response = RedirectResponse(LOGIN_PATH, status_code=303)
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict",
                                secure=self.secure or request.url.scheme == "https")
         return response
+
+    def end_session(self, secret: str) -> None:
+        """End a sign-in, and tell whoever keeps pages open with it (:attr:`on_session_end`) at once."""
+        self.accounts.end_session(secret)
+        for hook in list(self.on_session_end):
+            hook()
 
     def refusal(self, scope: dict[str, Any]) -> Response:
         """What an unauthenticated request gets: 401 for the API, the form for a page."""
@@ -234,7 +311,8 @@ class Login:
 
 class LoginGate:
     """ASGI middleware: every request outside the login routes and NiceGUI's static files must be
-    someone's; ``scope["state"]["user"]`` (``request.state.user``) then says whose."""
+    someone's; ``scope["state"]["user"]`` (``request.state.user``) then says whose, and
+    ``scope["state"]["credential"]`` with what."""
 
     def __init__(self, app: Any, login: Login) -> None:
         self.app = app
@@ -248,14 +326,16 @@ class LoginGate:
         if path in (LOGIN_PATH, LOGOUT_PATH) or path.startswith(self.login.public):
             await self.app(scope, receive, send)
             return
-        user = await anyio.to_thread.run_sync(self.login.user_of, HTTPConnection(scope))
+        credential = self.login.credential_of(HTTPConnection(scope))
+        user = await anyio.to_thread.run_sync(self.login.user_for, credential)
         if user is None:
             if scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})
             else:
                 await self.login.refusal(scope)(scope, receive, send)
             return
-        scope.setdefault("state", {})["user"] = user
+        state = scope.setdefault("state", {})
+        state["user"], state["credential"] = user, credential
         await self.app(scope, receive, send)
 
 

@@ -107,7 +107,8 @@ async def classroom_site(root: Path, **server_args: Any):
     tokens = {name: accounts.create_token(name, "tests")[1] for name in NAMES}
     server = ClassServer(root, pack(), accounts, device="cpu", isolate=False, **server_args)
     async with user_simulation():
-        install_multiuser(server, throttle=LoginThrottle(per_account=(1000, 60), per_address=(1000, 60)))
+        install_multiuser(server, throttle=LoginThrottle(per_name_at_address=(1000, 1, 60),
+                                                         per_address=(1000, 1, 60)))
         site = Site(server, users, tokens, httpx.ASGITransport(app, client=("127.0.0.1", 40000)))
         try:
             yield site

@@ -20,7 +20,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 from nodeflow.users import Accounts, User
 from nodeflow.users.accounts import SESSION_SECONDS
-from nodeflow.users.login import COOKIE, LoginThrottle, RateLimit, current_user, install_login
+from nodeflow.users.login import COOKIE, Backoff, LoginThrottle, current_user, install_login, wait_words
 
 CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 BASE = "http://testserver"
@@ -76,7 +76,8 @@ class Server:
 
 @pytest.fixture
 def server(tmp_path) -> Server:
-    return Server(tmp_path, throttle=LoginThrottle(per_account=(3, 600), per_address=(6, 600), clock=Clock()))
+    return Server(tmp_path, throttle=LoginThrottle(per_name_at_address=(3, 2.0, 16.0), per_address=(6, 2.0, 16.0),
+                                                   clock=Clock()))
 
 
 async def sign_in(client: httpx.AsyncClient, name: str, password: str, target: str = "/page", **headers) -> httpx.Response:
@@ -148,7 +149,7 @@ async def test_an_unknown_name_takes_as_long_as_a_wrong_password(tmp_path):
     """With a hash cost that dominates a request (as Argon2's does), the two cannot be told apart.
     Without the decoy hash an unknown name would answer in a fraction of the time."""
     server = Server(tmp_path, hasher=PasswordHasher(time_cost=2, memory_cost=16 * 1024, parallelism=1),
-                    throttle=LoginThrottle(per_account=(1000, 600), per_address=(1000, 600)))
+                    throttle=LoginThrottle(per_name_at_address=(1000, 1, 600), per_address=(1000, 1, 600)))
     times = {"alice": [], "nobody-at-all": []}
     async with server.client() as client:
         await sign_in(client, "alice", "warm-up")
@@ -161,23 +162,63 @@ async def test_an_unknown_name_takes_as_long_as_a_wrong_password(tmp_path):
     assert 0.5 < ratio < 2.0, times
 
 
-async def test_failed_sign_ins_are_limited_per_account_whatever_the_address(server):
-    for i in range(3):
-        async with server.client(f"10.0.1.{i}") as client:
+async def test_failed_sign_ins_from_one_address_never_keep_the_owner_out_at_another(tmp_path):
+    """With the server's own limits: a dozen wrong passwords for alice, from one address, slow
+    that address down; alice at her own address signs in as usual."""
+    clock = Clock()
+    server = Server(tmp_path, throttle=LoginThrottle(clock=clock))
+    async with server.client("10.66.0.1") as attacker:
+        answers = [(await sign_in(attacker, "alice", f"guess-{i}")).status_code for i in range(12)]
+        assert 401 in answers and answers[-1] == 429
+    async with server.client("10.0.2.1") as owner:
+        assert (await sign_in(owner, "alice", "alice-pass")).status_code == 303
+        assert (await sign_in(owner, "alice", "alice-pass")).status_code == 303
+
+
+async def test_each_failure_past_the_free_ones_doubles_the_wait_up_to_the_cap(server):
+    """3 free failures of alice at one address; then 2, 4, 8, 16, 16 seconds after each failure
+    (the fixture's limits). A refused attempt adds nothing, the right password ends it."""
+    clock = server.login.throttle.pairs.clock
+    async with server.client("10.0.1.1") as client:
+        for i in range(3):
             assert (await sign_in(client, "alice", f"guess-{i}")).status_code == 401
-    async with server.client("10.0.2.1") as client:
-        blocked = await sign_in(client, "alice", "alice-pass")  # the right one, but it is not even checked
-        assert blocked.status_code == 429 and "Too many failed sign-ins. Try again in 10 minutes." in blocked.text
-        assert int(blocked.headers["retry-after"]) == 601 and "set-cookie" not in blocked.headers
-        assert (await sign_in(client, "bob", "bob-pass-1")).status_code == 303  # other accounts are not held back
-    # an unknown name is limited alike, so the limit does not tell which names exist
+        for wait in (2, 4, 8, 16, 16):
+            refused = await sign_in(client, "alice", "alice-pass")  # the right one, but it is not even checked
+            assert refused.status_code == 429 and "set-cookie" not in refused.headers
+            assert int(refused.headers["retry-after"]) == wait
+            assert f"Too many failed sign-ins. Try again in {wait} seconds." in refused.text
+            clock.now += wait - 0.5
+            assert int((await sign_in(client, "alice", "alice-pass")).headers["retry-after"]) == 1
+            clock.now += 0.5
+            assert (await sign_in(client, "alice", "still-a-guess")).status_code == 401
+        clock.now += 16
+        assert len(server.login.throttle.pairs) == 1
+        assert (await sign_in(client, "alice", "alice-pass")).status_code == 303
+        assert len(server.login.throttle.pairs) == 0  # the slate is clean again
+        assert (await sign_in(client, "bob", "bob-pass-1")).status_code == 303
+    # an unknown name is slowed down alike, so the limit does not tell which names exist
     async with server.client("10.0.3.1") as client:
         for i in range(3):
-            await sign_in(client, "nobody", f"guess-{i}")
+            assert (await sign_in(client, "nobody", f"guess-{i}")).status_code == 401
         assert (await sign_in(client, "nobody", "guess")).status_code == 429
-    server.login.throttle.accounts.clock.now += 601
-    async with server.client("10.0.2.1") as client:
-        assert (await sign_in(client, "alice", "alice-pass")).status_code == 303
+
+
+def test_a_key_quiet_for_long_enough_starts_over_and_minutes_are_said_as_minutes():
+    clock = Clock()
+    backoff = Backoff(free=1, first=60, cap=600, forget=3600, clock=clock)
+    for _ in range(5):
+        backoff.failed("k")
+    assert backoff.wait("k") == 600
+    clock.now += 3599
+    assert backoff.wait("k") == 0  # the cap has passed long since, but the failures still count
+    backoff.failed("k")
+    assert backoff.wait("k") == 600
+    clock.now += 3600
+    assert backoff.wait("k") == 0 and len(backoff) == 0
+    backoff.failed("k")
+    assert backoff.wait("k") == 60  # counted from one again
+    assert [wait_words(s) for s in (0.2, 1, 59.5, 89, 90, 150, 600)] == [
+        "1 second", "1 second", "60 seconds", "89 seconds", "2 minutes", "2 minutes", "10 minutes"]
 
 
 async def test_failed_sign_ins_are_limited_per_address_whatever_the_name(server):
@@ -185,6 +226,13 @@ async def test_failed_sign_ins_are_limited_per_address_whatever_the_name(server)
         for i in range(6):
             assert (await sign_in(client, f"name{i}", "guess")).status_code == 401
         assert (await sign_in(client, "alice", "alice-pass")).status_code == 429
+        server.login.throttle.addresses.clock.now += 2
+        # once the wait is over, the class behind the address signs in one after another, without
+        # each sign-in restarting the wait for the next
+        assert (await sign_in(client, "alice", "alice-pass")).status_code == 303
+        assert (await sign_in(client, "bob", "bob-pass-1")).status_code == 303
+        assert (await sign_in(client, "name7", "guess")).status_code == 401
+        assert int((await sign_in(client, "alice", "alice-pass")).headers["retry-after"]) == 4
     async with server.client("10.9.9.10") as client:
         assert (await sign_in(client, "alice", "alice-pass")).status_code == 303
 
@@ -216,22 +264,50 @@ async def test_signing_in_clears_the_accounts_failures(server):
         assert (await sign_in(client, "alice", "alice-pass")).status_code == 303
 
 
-def test_the_rate_limit_holds_bounded_memory():
+def test_the_backoff_holds_bounded_memory():
     clock = Clock()
-    limit = RateLimit(limit=2, window=60, max_keys=50, clock=clock)
+    backoff = Backoff(free=1, first=60, cap=600, max_keys=50, clock=clock)
     for i in range(1000):
-        limit.failed(f"name-{i}")
-        limit.failed(f"name-{i}")
-    assert len(limit) == 50
-    assert limit.wait("name-999") == 60 and limit.wait("name-0") == 0  # the oldest were forgotten
-    clock.now += 30
-    assert limit.wait("name-999") == 30
-    limit.failed("name-999")  # only the last `limit` failures are kept, and the window slides
-    assert limit.wait("name-999") == 30
-    clock.now += 31
-    assert limit.wait("name-999") == 0  # one failure in the last minute
-    limit.failed("name-999")
-    assert limit.wait("name-999") == 29
+        backoff.failed(("name", f"10.0.{i // 256}.{i % 256}"))
+        backoff.failed(("name", f"10.0.{i // 256}.{i % 256}"))
+    assert len(backoff) == 50
+    assert backoff.wait(("name", "10.0.3.231")) == 120  # the newest are kept
+    assert backoff.wait(("name", "10.0.0.0")) == 0  # the oldest were forgotten
+    for _ in range(10_000):  # a count past any float's exponent still gives the cap
+        backoff.failed("many")
+    assert backoff.wait("many") == 600
+
+
+@settings(max_examples=200, deadline=None)
+@given(steps=st.lists(st.tuples(st.sampled_from(["fail", "forgive", "clear"]), st.integers(0, 5),
+                                st.floats(0, 100, allow_nan=False)), max_size=80))
+def test_any_run_of_attempts_waits_as_its_failures_say(steps):
+    """Against a plain count of failures per key: right after a failure the wait is the delay for
+    that count (none for the free ones, then doubling to the cap), later never more, never below 0."""
+    clock = Clock()
+    backoff = Backoff(free=2, first=1.0, cap=60.0, forget=10**9, clock=clock)
+    counts: dict[int, int] = {}
+    tickets: dict[int, list] = {}
+
+    def delay(failures: int) -> float:
+        return 0.0 if failures < 2 else min(60.0, 2.0 ** (failures - 2))
+
+    for action, key, later in steps:
+        clock.now += later
+        if action == "fail":
+            tickets.setdefault(key, []).append(backoff.failed(key))
+            counts[key] = counts.get(key, 0) + 1
+            assert backoff.wait(key) == delay(counts[key])
+        elif action == "forgive" and tickets.get(key):
+            backoff.forgive(key, tickets[key].pop())
+            counts[key] -= 1
+        elif action == "clear":
+            backoff.clear(key)
+            counts.pop(key, None)
+            tickets.pop(key, None)
+        for other in range(6):
+            assert 0.0 <= backoff.wait(other) <= delay(counts.get(other, 0))
+    assert len(backoff) == sum(1 for n in counts.values() if n > 0)
 
 
 # -- the cookie, attacked ---------------------------------------------------------------------------------
@@ -398,7 +474,8 @@ async def test_a_websocket_needs_a_signed_in_cookie(server):
 
 @pytest.fixture(scope="module")
 def fuzz_server(tmp_path_factory) -> Server:
-    return Server(tmp_path_factory.mktemp("fuzz"), throttle=LoginThrottle(per_account=(10**6, 1), per_address=(10**6, 1)))
+    return Server(tmp_path_factory.mktemp("fuzz"), throttle=LoginThrottle(per_name_at_address=(10**6, 1, 1),
+                                                                         per_address=(10**6, 1, 1)))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))

@@ -1,6 +1,7 @@
 """Start the multi-user editor for tests: ``python -m tests.ui.classroom_server --port N --workspace ROOT
-[--builtin] [--quota BYTES] [--queue-limit N]``. As ``nodeflow serve --users``, with a cheap password hash
-(accounts made by the tests use one too) and, unless ``--builtin``, the test node pack and its gate."""
+[--builtin] [--quota BYTES] [--queue-limit N] [--trusted-proxy ADDR]``. As ``nodeflow serve --users``, with a
+cheap password hash (accounts made by the tests use one too) and, unless ``--builtin``, the test node pack and
+its gate."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ def main() -> None:
     parser.add_argument("--queue-limit", type=int, default=10)
     parser.add_argument("--in-process", action="store_true", help="no worker process per project")
     parser.add_argument("--idle-seconds", type=float, default=600.0)
+    parser.add_argument("--trusted-proxy", action="append", default=[], help="as serve's (none by default)")
     args = parser.parse_args()
     if args.builtin:
         registry = Registry.discover(plugins=False)
@@ -47,7 +49,7 @@ def main() -> None:
     from nodeflow.ui.multiuser import serve_users
 
     try:
-        serve_users(server, port=args.port)
+        serve_users(server, port=args.port, trusted_proxies=args.trusted_proxy)
     finally:
         server.close()
 

@@ -33,7 +33,9 @@ def site(tmp_path_factory):
         return HTMLResponse(f"<h1>Projects of {user.name}</h1>"
                             '<form method="post" action="/logout"><button>Sign out</button></form>')
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    # proxy_headers off, as serve_users: the address the sign-in limits count is the peer's
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning",
+                                           proxy_headers=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     assert wait_for(lambda: server.started, timeout=30), "the server did not start"
