@@ -111,6 +111,13 @@ class Document:
             old.unlink(missing_ok=True)
         return path
 
+    def drop_pending(self) -> None:
+        """Forget an autosave still waiting for its delay, writing nothing (the project's folder is
+        gone: its owner was removed)."""
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            timer.cancel()
+
     def flush(self) -> None:
         """Write an autosave that is still waiting for its delay now (the editor is stopping: the
         edits of its last seconds are not lost with the process)."""

@@ -504,6 +504,20 @@ class ClassServer:
             closing.append(project_id)
         return closing
 
+    def drop_removed(self) -> list[str]:
+        """Close, writing nothing, the open projects whose owners are no longer users (removed while
+        the server runs, from another process too): their folders were moved away, and nothing of
+        theirs may make them again. Returns the projects' ids."""
+        users = {u.name for u in self.accounts.list()}
+        with self._lock:
+            gone = [(pid, s) for pid, s in self._sessions.items() if s.owner not in users]
+            for pid, _ in gone:
+                del self._sessions[pid]
+        for project_id, session in gone:
+            self.turns.withdraw(project_id)
+            session.abandon()
+        return [pid for pid, _ in gone]
+
     def resume_queued(self) -> list[str]:
         """Open the projects that have runs queued from before the last stop, so they run without
         waiting for their owners to come back."""

@@ -394,6 +394,19 @@ class Session:
             self.executor.cache.set_elsewhere({})  # what it held in memory is gone with it
 
     @writes
+    def abandon(self) -> None:
+        """Stop everything and write nothing more into the workspace: its owner was removed and the
+        folder moved away, so an autosave or a new file would make it again."""
+        if self._profile_timer is not None:
+            self._profile_timer.cancel()
+        self.document.drop_pending()
+        self.run_queue.close()
+        if self.worker is not None:
+            self.worker.close()
+        if self._mlflow is not None:
+            self._mlflow.close(timeout=10)
+
+    @writes
     def close(self) -> None:
         """Stop any run and end the worker process; queued runs stay queued for the next start (and on
         a shared machine, unsaved changes as the newest autosave, which the project opens with next)."""

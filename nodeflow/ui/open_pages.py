@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from nicegui import Client, core
+from nicegui import Client, core, run
 
 from nodeflow.users import User
 from nodeflow.users.login import LOGIN_PATH, Credential, Login
@@ -185,6 +185,7 @@ class OpenPages:
                 seen, self._unchecked = version, False
                 try:
                     await self.close_ended()
+                    await run.io_bound(self.server.drop_removed)
                 except Exception as exc:  # the watcher must outlive one bad look
                     core.app.handle_exception(exc)
 

@@ -261,3 +261,19 @@ def test_closing_the_server_while_jobs_wait_is_quick(classroom, tmp_path):
     server.close()
     assert time.monotonic() - started < 8  # the waiting job stops waiting; the running one stops
     assert RunStore(projects["bob"].path).get(1)["status"] == "queued"  # for the next start
+
+
+def test_a_removed_users_open_project_is_closed_writing_nothing_where_their_folder_was(classroom, tmp_path):
+    server, users, projects = classroom
+    alice = session_of(server, projects, "alice", gate_graph(tmp_path / "open"))
+    alice.autosave_delay = 3600.0  # an autosave waits: the unsaved edit below
+    alice.edit("move", id=alice.graph.nodes[0].id, x=5, y=5)
+    assert alice.dirty
+    folder = server.root / "users" / "alice"
+    assert server.accounts.remove("alice") is not None and not folder.exists()
+    assert server.drop_removed() == [projects["alice"].id]
+    assert projects["alice"].id not in server.open_sessions()
+    alice.document.flush()  # an autosave left waiting would write now
+    server.close_idle()
+    assert not folder.exists(), sorted(str(p) for p in folder.rglob("*"))
+    assert server.drop_removed() == []  # the others' projects stay open
