@@ -93,9 +93,9 @@ class ProjectData:
             if length is not None and length > max_body:
                 raise UploadRefused(f"larger than max_total_bytes = {format_bytes(self.limits.max_total_bytes)}",
                                     limit="max_total_bytes", about_files=False)
-            if not UPLOAD_NAME.fullmatch(name.strip()) or name.startswith("."):
-                message = (f"the folder name {name[:64]!r} is not allowed: use 1 to 64 letters, digits, spaces and "
-                           ". _ - (not starting with a dot)")
+            if not isinstance(name, str) or not UPLOAD_NAME.fullmatch(name.strip()) or name.startswith("."):
+                message = (f"the folder name {str(name)[:64]!r} is not allowed: use 1 to 64 letters, digits, "
+                           "spaces and . _ - (not starting with a dot)")
                 raise UploadRefused(message, limit="name", about_files=False, message=message)
             folder = free_name(self.data_dir, name.strip()) if rename else name.strip()
             if not rename and (self.data_dir / folder).exists():

@@ -82,7 +82,8 @@ class UploadLimits:
     max_pixels: int = 40_000_000
     #: uncompressed bytes per compressed byte, for each zip entry and for the whole archive
     max_ratio: float = 200.0
-    #: what the user's disk quota has left (``DiskQuota.left``), None for no quota
+    #: a fixed figure of what the disk quota has left, None for none; a shared server counts uploads
+    #: against the quota as they arrive instead, with a reservation (``DiskQuota.reserve``)
     quota_left: int | None = None
 
 
@@ -552,10 +553,10 @@ class _Staging:
             if self.bytes > self.limits.max_total_bytes:
                 raise UploadRefused(f"the upload is larger than max_total_bytes = "
                                     f"{format_bytes(self.limits.max_total_bytes)}", name, "max_total_bytes")
-            if self.limits.quota_left is not None and self.bytes > self.limits.quota_left:
+            left = self.limits.quota_left
+            if left is not None and self.bytes > left:
                 raise UploadRefused(f"the upload is larger than what your disk quota has left "
-                                    f"({format_bytes(self.limits.quota_left) if self.limits.quota_left else 'nothing'})",
-                                    name, "quota_left")
+                                    f"({format_bytes(left) if left else 'nothing'})", name, "quota_left")
         if self.reservation is not None:
             try:
                 self.reservation.take(nbytes)

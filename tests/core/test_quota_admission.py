@@ -14,6 +14,7 @@ from argon2 import PasswordHasher
 from nodeflow.access import ReadOnlyView, Refused, undeclared
 from nodeflow.project_data import ProjectData
 from nodeflow.users import Accounts, DiskQuota, Projects, QuotaExceeded
+from nodeflow.users import quota as quota_module
 from nodeflow.users.quota import TooManyUploads, folder_bytes
 
 CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -55,8 +56,8 @@ def test_bytes_are_counted_before_they_are_written_against_the_room_beside_other
     one, two = quota.reserve("alice", 6000), quota.reserve("alice")
     assert (one.claim, two.claim) == (6000, 0)
     two.take(4000)
-    with pytest.raises(QuotaExceeded, match=r"what your disk quota has left \(3.9 KiB: quota .*5.9 KiB held by your other "
-                                               "uploads arriving now"):
+    with pytest.raises(QuotaExceeded, match=r"what your disk quota has left \(3.9 KiB: quota .*5.9 KiB held by "
+                                               "your other uploads arriving now"):
         two.take(1)  # the first announced 6000: it keeps them
     one.take(6000)
     with pytest.raises(QuotaExceeded):
@@ -122,7 +123,7 @@ def test_a_measurement_leaves_out_uploads_in_flight_and_is_taken_again_when_one_
             reservation.settle(3000, lambda: (staging / "files").rename(folder / "a"))
         return total
 
-    monkeypatch.setattr("nodeflow.users.quota.folder_bytes", walk_while_it_lands)
+    monkeypatch.setattr(quota_module, "folder_bytes", walk_while_it_lands)
     quota.forget("alice")
     assert quota.usage("alice") == used + 3000  # the walk that raced the landing was not kept
     assert len(walks) == 2 and quota.usage("alice") == folder_bytes(accounts.user_dir("alice"))

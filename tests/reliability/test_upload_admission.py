@@ -242,7 +242,8 @@ async def test_a_client_that_goes_away_mid_upload_leaves_nothing_and_frees_its_p
         await until(lambda: not staging(data), what="the abandoned upload to be cleared")
     assert tree(data) == before
     assert_nothing_left(site)
-    again = await site.client("alice").post(url(site, "again"), files=[("files", ("cat/1.png", noise_png(512, 9), "image/png"))])
+    again = await site.client("alice").post(url(site, "again"),
+                                            files=[("files", ("cat/1.png", noise_png(512, 9), "image/png"))])
     assert again.status_code == 200, again.text  # its place (one upload at once) and its bytes are free
 
 
