@@ -58,6 +58,20 @@ def is_guarded(value: Any) -> bool:
     return getattr(type(value), ATTRIBUTE, None) == "class"
 
 
+def unwrapped(obj: Any) -> Any:
+    """The object behind a read-only view (or ``obj`` itself): only to build what its holder is
+    handed beside it, through :func:`beside`."""
+    return object.__getattribute__(obj, "_target") if isinstance(obj, ReadOnlyView) else obj
+
+
+def beside(holder: Any, other: Any) -> Any:
+    """``other`` as the holder of ``holder`` may use it: whole beside a whole object, read-only (for
+    the same reason) beside a read-only view, so a project's parts are handed out as its session is."""
+    if isinstance(holder, ReadOnlyView):
+        return ReadOnlyView(other, object.__getattribute__(holder, "_reason"))
+    return other
+
+
 def allows(obj: Any, name: str) -> bool:
     """Whether ``obj`` (a guarded object, or a read-only view of one) lets its holder call ``name``:
     always for the object itself, only what ``reads`` through a view."""
@@ -170,5 +184,5 @@ class ReadOnlyView:
         return f"ReadOnlyView({self._target!r})"
 
 
-__all__ = ["Access", "ReadOnlyView", "Refused", "access_of", "allows", "guarded", "is_guarded", "reads", "undeclared",
-           "works", "writes"]
+__all__ = ["Access", "ReadOnlyView", "Refused", "access_of", "allows", "beside", "guarded", "is_guarded", "reads",
+           "undeclared", "unwrapped", "works", "writes"]

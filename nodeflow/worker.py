@@ -247,6 +247,9 @@ def _estimate(conn, origins, workspace: str, device: str, allowed_roots: list[st
             return
         if message[0] == "exit":
             return
+        if message[0] == "findings":
+            conn.send(_findings(executor, limits, *message[1:]))
+            continue
         _, graph_text, target = message
         try:
             found = executor.estimate(Graph.loads(graph_text, "the estimate's graph"), target)
@@ -260,6 +263,20 @@ def _estimate(conn, origins, workspace: str, device: str, allowed_roots: list[st
             if entry.get("status") == "error":
                 entry["error"] = limits.name_memory_limit(entry.get("error"))
         conn.send(("estimate", found))
+
+
+def _findings(executor: Executor, limits: JobLimits, graph_text: str, node: str, port: str) -> tuple:
+    """Run a small graph of the catalogue's (the dataset doctor's) and answer its ``node.port``
+    output as plain data: a findings record's values and tables, never an object of the graph's."""
+    try:
+        report = executor.run(Graph.loads(graph_text, "the graph"))
+    except Exception as exc:  # no memory left even to start, or a refusal of the graph
+        return "failed", limits.name_memory_limit(describe_exception(exc))
+    failure = report.failure()
+    if failure is not None:
+        return "failed", limits.name_memory_limit(str(failure[1].error))
+    found = report.outputs[node][port]
+    return "findings", {"values": dict(found.values), "tables": dict(found.tables)}
 
 
 class EstimateWorker:
@@ -308,6 +325,27 @@ class EstimateWorker:
             if reply[0] == "estimate":
                 return reply[1]
             raise EstimateFailed(reply[1], refused=reply[0] == "refused")
+
+    def findings(self, graph: Graph, node: str, port: str) -> dict[str, Any]:
+        """Run ``graph`` (a small graph of the catalogue's, such as the dataset doctor's) in the
+        process, under the job's limits, and answer the values and tables of ``node``'s ``port``.
+        Raises EstimateFailed with the node's error when it fails (the memory limit named)."""
+        with self._lock:
+            if self._closed:
+                raise EstimateFailed("the project is closing")
+            try:
+                self._ensure_started()
+                self._conn.send(("findings", graph.dumps(), node, port))
+                reply = _receive(self._process, self._conn, None, self.limits)
+            except (WorkerDied, OSError) as exc:
+                self._end()
+                raise EstimateFailed(str(exc)) from None
+            finally:
+                if not self.keep:
+                    self._end()
+            if reply[0] == "findings":
+                return reply[1]
+            raise EstimateFailed(reply[1])
 
     def _ensure_started(self) -> None:
         if self._process is not None and self._process.is_alive():

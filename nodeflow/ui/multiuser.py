@@ -18,13 +18,10 @@ How a request finds its data, and why it cannot find anyone else's:
 
 from __future__ import annotations
 
-import dataclasses
 import re
-import shutil
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Annotated, Any
 from urllib.parse import parse_qs
@@ -36,14 +33,12 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from nicegui import __version__ as nicegui_version
 from nicegui import app, core, ui
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.formparsers import MultiPartException, MultiPartParser
 
-from nodeflow.access import ReadOnlyView
-from nodeflow.executor import Executor, format_bytes
-from nodeflow.graph import Graph
+from nodeflow.access import ReadOnlyView, beside, unwrapped
+from nodeflow.project_data import ProjectData, data_of
 from nodeflow.server import ClassServer, WorkRefused
 from nodeflow.session import Session
-from nodeflow.uploads import UPLOAD_NAME, UploadRefused, receive_files, receive_zip, remove_leftovers
+from nodeflow.uploads import NameTaken, UploadRefused, remove_leftovers
 from nodeflow.users import AccountError, NotAllowed, Project, ProjectNotFound, User
 from nodeflow.users.login import LoginThrottle, current_user, install_login
 
@@ -58,13 +53,8 @@ from .state import Hub
 PROJECT_API = re.compile(r"/api/p/([^/]*)(/.*)?\Z", re.S)
 #: NiceGUI's own scripts and styles carry no data; its websocket needs a signed-in user (guard_sockets)
 PUBLIC = (f"/_nicegui/{nicegui_version}/", "/favicon")
-#: a multipart upload's own parts (field names, boundaries) on top of the files' bytes
-MULTIPART_SLACK = 1024 * 1024
 #: uploads (unpacking, decoding every image) and doctor runs at once: the server's other work goes on
 UPLOADS_AT_ONCE = 2
-DOCTOR_TYPES = ("data.image_folder", "data.doctor")
-#: how many rows of each finding the doctor's answer carries (the page shows fewer)
-DOCTOR_ROWS = 50
 IDLE_CHECK_SECONDS = 60.0
 
 
@@ -86,7 +76,7 @@ class ProjectView:
     project: Project
     session: Session
     owner: Access
-    viewers: dict[str, Access] = dataclasses.field(default_factory=dict)
+    viewers: dict[str, Access] = field(default_factory=dict)
 
     @property
     def hub(self) -> Hub:
@@ -155,55 +145,11 @@ class MultiUser:
         self.server.close()
 
     # -- uploads and the dataset doctor --------------------------------------------------------------
-    def data_folders(self, session: Session) -> list[dict[str, Any]]:
-        data = session.workspace / "data"
-        found = []
-        for folder in sorted(data.iterdir()) if data.is_dir() else []:
-            if folder.is_dir() and not folder.is_symlink() and not folder.name.startswith("."):
-                files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]
-                found.append({"name": folder.name, "path": f"data/{folder.name}", "images": len(files),
-                              "bytes": sum(p.stat().st_size for p in files)})
-        return found
-
-    def doctor(self, session: Session, name: str) -> dict[str, Any]:
-        """The dataset doctor (``data.doctor``, found in the catalogue by its type) on an uploaded
-        folder: a two-node graph run by an executor on the project's workspace and catalogue (its
-        own, so the page's nodes and run lock are not touched). Raises LookupError, ValueError."""
-        folder = upload_folder(session, name)
-        missing = [t for t in DOCTOR_TYPES if t not in session.registry]
-        if missing:
-            raise LookupError(f"the dataset doctor needs the node types {', '.join(missing)}, which this "
-                              "server's catalogue does not have")
-        graph = Graph.from_data({
-            "format": "nodeflow.graph", "version": 1, "name": f"dataset doctor: {name}",
-            "nodes": [{"id": "data", "type": DOCTOR_TYPES[0], "params": {"root": str(folder)}},
-                      {"id": "doctor", "type": DOCTOR_TYPES[1]}],
-            "edges": [{"source": "data", "source_port": "data", "target": "doctor", "target_port": "data"}]})
-        with self.doctors:
-            executor = Executor(session.registry, session.workspace, device="cpu",
-                                allowed_roots=session.allowed_roots)
-            report = executor.run(graph)
-        failure = report.failure()
-        if failure is not None:
-            why = str(failure[1].error).replace(str(folder), f"data/{name}")  # no path of the server's
-            raise ValueError(f"the dataset doctor could not read data/{name} as a dataset: {why}")
-        findings = report.outputs["doctor"]["findings"]
-        tables = findings.tables
-        prefix = str(folder) + "/"
-
-        def shown(value: Any) -> Any:  # paths inside the upload, as the person knows them
-            if isinstance(value, str) and value.startswith(prefix):
-                return value[len(prefix):]
-            if isinstance(value, list):
-                return [shown(v) for v in value]
-            if isinstance(value, dict):
-                return {k: shown(v) for k, v in value.items()}
-            return value
-
-        return {"folder": name, "values": findings.values, "balance": tables.get("class_balance", []),
-                "checked": tables.get("checked", []),
-                "findings": {kind: shown(rows[:DOCTOR_ROWS]) for kind, rows in (tables.get("findings") or {}).items()},
-                "counts": {kind: len(rows) for kind, rows in (tables.get("findings") or {}).items()}}
+    def project_data(self, session: Session) -> ProjectData:
+        """An open project's uploaded data, under its owner's disk quota and the server's upload limits,
+        handed out as the session is: whole to its owner, read-only to a viewer (listing only)."""
+        return beside(session, data_of(unwrapped(session), self.server.quota, self.server.upload_limits,
+                                       self.doctors))
 
     # -- pages ---------------------------------------------------------------------------------------
     #: the pages and sockets open now, each closed when its credential ends (set by install_multiuser)
@@ -218,45 +164,31 @@ class MultiUser:
         self.open_pages.add(client, user, project)
 
 
-def upload_folder(session: Session, name: str) -> Path:
-    """An uploaded folder of the project by name (LookupError for one that is not there)."""
-    if not isinstance(name, str) or not UPLOAD_NAME.fullmatch(name) or name.startswith("."):
-        raise LookupError(f"no uploaded folder '{str(name)[:64]}'")
-    folder = session.workspace / "data" / name
-    if folder.is_symlink() or not folder.is_dir():
-        raise LookupError(f"no uploaded folder '{name[:64]}'")
-    return folder
+class ClientGone(Exception):
+    """The client closed the connection before its request's body ended."""
 
 
-def free_name(data: Path, name: str) -> str:
-    """``name``, or ``name-2``, ``name-3``, ... whichever the data folder does not have yet."""
-    candidate, n = name, 1
-    while (data / candidate).exists() or (data / candidate).is_symlink():
-        n += 1
-        suffix = f"-{n}"
-        candidate = name[:64 - len(suffix)].rstrip(" .") + suffix
-    return candidate
-
-
-class TooLarge(Exception):
-    pass
-
-
-async def _counted(receive, limit: int):
-    """The request body's chunks, refused (TooLarge) past ``limit`` bytes: a chunked body too."""
-    size = 0
+async def _body(receive):
+    """The request body's chunks as they arrive (a chunked body too)."""
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            raise TooLarge("the client went away")
+            raise ClientGone()
         chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge()
         if chunk:
             yield chunk
         if not message.get("more_body", False):
             return
+
+
+#: the HTTP answer to an upload refused at a limit (UploadRefused.limit); any other refusal is 422
+UPLOAD_STATUS = {"max_total_bytes": 413, "max_files": 413, "quota": 507, "quota_left": 507, "uploads_at_once": 429}
+
+
+def _upload_refusal(exc: UploadRefused) -> JSONResponse:
+    detail = exc.detail()
+    status = 409 if isinstance(exc, NameTaken) else UPLOAD_STATUS.get(exc.limit or "", 422)
+    return _refusal(status, detail.pop("message"), **detail)
 
 
 def _refusal(status: int, message: str, **extra: Any) -> JSONResponse:
@@ -276,18 +208,15 @@ def project_app(mu: MultiUser, hub: Hub | None) -> FastAPI:
 
     @api.get("/api/data", tags=["data"], summary="The project's uploaded folders (data/NAME) and their files")
     def get_data() -> list[dict[str, Any]]:
-        return mu.data_folders(session)
+        return mu.project_data(session).folders()
 
     @api.delete("/api/data/{name}", tags=["data"], summary="Remove an uploaded folder and its files",
                 responses={404: {"description": "no uploaded folder of that name"}})
     def delete_data(name: str) -> dict[str, Any]:
         try:
-            folder = upload_folder(session, name)
+            return {"removed": mu.project_data(session).remove(name)}
         except LookupError as exc:
             raise HTTPException(404, str(exc)) from None
-        shutil.rmtree(folder)
-        mu.server.quota.forget(session.owner)
-        return {"removed": f"data/{name}"}
 
     @api.post("/api/data/{name}/doctor", tags=["data"],
               summary="Run the dataset doctor on an uploaded folder: class balance, unreadable, tiny and "
@@ -296,7 +225,7 @@ def project_app(mu: MultiUser, hub: Hub | None) -> FastAPI:
                          422: {"description": "the folder cannot be read as a dataset (the reason is named)"}})
     def post_doctor(name: str) -> dict[str, Any]:
         try:
-            return mu.doctor(session, name)
+            return mu.project_data(session).doctor(name)
         except LookupError as exc:
             raise HTTPException(404, str(exc.args[0]) if exc.args else str(exc)) from None
         except ValueError as exc:
@@ -310,62 +239,35 @@ def project_app(mu: MultiUser, hub: Hub | None) -> FastAPI:
                          415: {"description": "a body that is not multipart/form-data"},
                          422: {"description": "refused: zip-slip, a link, a zip bomb, a file that is not an "
                                               "image, too many pixels; the file and the reason are named"},
+                         429: {"description": "you have as many uploads arriving as one person may at once "
+                                              "(uploads_at_once)"},
                          507: {"description": "the disk quota has no room for it"}})
     async def post_upload(request: Request,
                           name: Annotated[str, Query(min_length=1, max_length=64,
                                                      description="the new folder's name in data/")],
                           rename: Annotated[bool, Query(description="take a free name (NAME-2, ...) when "
                                                                     "data/NAME is there")] = False) -> Any:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "multipart/form-data":
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != "multipart/form-data":
             return _refusal(415, "send the files as multipart/form-data")
-        left = mu.server.quota.left(session.owner)
-        if left is not None and left <= 0:
-            return _refusal(507, f"upload refused: {session.owner}'s disk quota is full; nothing was saved",
-                            limit="quota")
-        limits = dataclasses.replace(mu.server.upload_limits, quota_left=left)
-        body_limit = limits.max_total_bytes + MULTIPART_SLACK
         length = request.headers.get("content-length")
-        if length is not None and length.strip().isascii() and length.strip().isdigit() and int(length) > body_limit:
-            return _refusal(413, f"upload refused: larger than max_total_bytes = "
-                                 f"{format_bytes(limits.max_total_bytes)}; nothing was saved", limit="max_total_bytes")
-        if not UPLOAD_NAME.fullmatch(name.strip()) or name.startswith("."):
-            return _refusal(422, f"the folder name {name[:64]!r} is not allowed: use 1 to 64 letters, digits, "
-                                 "spaces and . _ - (not starting with a dot)", limit="name")
-        data = session.workspace / "data"
-        folder = free_name(data, name.strip()) if rename else name.strip()
-        if not rename and (data / folder).exists():
-            return _refusal(409, f"the data folder already has '{folder}'; choose another name")
-        parser = MultiPartParser(request.headers, _counted(request.receive, body_limit),
-                                 max_files=limits.max_files + 1, max_fields=4)
+        announced = int(length) if length is not None and length.strip().isascii() and length.strip().isdigit() else None
         try:
-            form = await parser.parse()
-        except TooLarge:
-            return _refusal(413, f"upload refused: larger than max_total_bytes = "
-                                 f"{format_bytes(limits.max_total_bytes)}; nothing was saved", limit="max_total_bytes")
-        except MultiPartException as exc:
-            if "Too many files" in exc.message:
-                return _refusal(413, f"upload refused: more than max_files = {limits.max_files:,} files; "
-                                     "nothing was saved", limit="max_files")
-            return _refusal(422, f"upload refused: not a readable multipart body ({exc.message})")
+            upload = await anyio.to_thread.run_sync(
+                lambda: mu.project_data(session).receive(name, content_type, rename, announced))
+        except UploadRefused as exc:
+            return _upload_refusal(exc)
         try:
-            files = [f for f in form.getlist("files") if not isinstance(f, str)]
-            if not files:
-                return _refusal(422, "upload refused: no files in the field 'files'; nothing was saved")
-
-            def receive() -> Any:
-                if len(files) == 1 and (files[0].filename or "").lower().endswith(".zip"):
-                    return receive_zip(files[0].file, data, folder, limits)
-                return receive_files([(f.filename, f.file) for f in files], data, folder, limits)
-
-            try:
-                summary = await anyio.to_thread.run_sync(receive, limiter=mu.uploads)
-            except UploadRefused as exc:
-                status = {"max_total_bytes": 413, "max_files": 413, "quota_left": 507}.get(exc.limit or "", 422)
-                return _refusal(status, str(exc), reason=exc.reason, entry=exc.entry, limit=exc.limit)
+            async for chunk in _body(request.receive):
+                await anyio.to_thread.run_sync(upload.feed, chunk)
+            summary = await anyio.to_thread.run_sync(upload.finish, limiter=mu.uploads)
+        except UploadRefused as exc:
+            return _upload_refusal(exc)
+        except ClientGone:
+            return _refusal(400, "upload refused: the connection closed before the body ended; nothing was saved")
         finally:
-            await form.close()
-        mu.server.quota.add(session.owner, summary.bytes)
+            with anyio.CancelScope(shield=True):  # what a refused or abandoned upload left goes, whatever happens
+                await anyio.to_thread.run_sync(upload.close)
         return {"folder": summary.folder, "path": f"data/{summary.folder}", "images": summary.images,
                 "bytes": summary.bytes, "classes": summary.classes, "loose": summary.loose, "skipped": summary.skipped}
 

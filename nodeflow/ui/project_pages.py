@@ -201,7 +201,7 @@ class UploadPanel:
                 .classes("text-sm text-grey-8 nf-upload-pick")
             note = ui.label("The dataset doctor is looking at it…").classes("text-sm nf-doctor-status")
         try:
-            found = await asyncio.to_thread(self.mu.doctor, self.view.session, answer["folder"])
+            found = await asyncio.to_thread(self.mu.project_data(self.view.session).doctor, answer["folder"])
         except (LookupError, ValueError) as exc:
             note.set_text(str(exc.args[0]) if exc.args else str(exc))
             return

@@ -18,13 +18,14 @@ from hypothesis import strategies as st
 from nodeflow.access import Access, ReadOnlyView, Refused, access_of, allows, undeclared
 from nodeflow.node import Registry
 from nodeflow.predictions import PredictionStore
+from nodeflow.project_data import ProjectData
 from nodeflow.runs import RunStore
 from nodeflow.session import Session
 from nodeflow.ui.app import CANVAS_EVENTS, COMMANDS, EditorPage
 
 ROOT = Path(__file__).resolve().parents[2]
 #: every class a viewer can reach through a project's session
-GUARDED = [Session, RunStore, PredictionStore, Registry]
+GUARDED = [Session, RunStore, PredictionStore, Registry, ProjectData]
 
 
 @pytest.mark.parametrize("cls", GUARDED, ids=lambda c: c.__name__)

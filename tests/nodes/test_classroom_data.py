@@ -15,8 +15,8 @@ from argon2 import PasswordHasher
 
 from nodeflow.edits import EditError
 from nodeflow.graph import Graph
+from nodeflow.project_data import data_of
 from nodeflow.server import ClassServer
-from nodeflow.ui.multiuser import MultiUser
 from nodeflow.ui.project_pages import doctor_lines
 from nodeflow.uploads import receive_zip
 from nodeflow.users import Accounts
@@ -52,7 +52,7 @@ def test_the_doctor_looks_at_a_new_upload_and_names_what_it_finds(classroom):
         archive.writestr("pets/cat/tiny.jpg", jpeg(4, size=8))
     buffer.seek(0)
     receive_zip(buffer, session.workspace / "data", "pets")
-    found = MultiUser(server).doctor(session, "pets")
+    found = data_of(session, server.quota).doctor("pets")
     assert found["counts"]["exact_duplicates"] == 1 and found["counts"]["tiny"] == 1
     assert sorted(found["findings"]["exact_duplicates"][0]["files"]) == ["dog/0.jpg", "dog/again.jpg"]
     assert found["findings"]["tiny"][0]["file"] == "cat/tiny.jpg"  # named inside the upload, no server path
@@ -73,9 +73,9 @@ def test_a_folder_that_is_no_dataset_is_said_so(classroom):
     buffer.seek(0)
     receive_zip(buffer, session.workspace / "data", "loose")
     with pytest.raises(ValueError, match="could not read data/loose as a dataset"):
-        MultiUser(server).doctor(session, "loose")
+        data_of(session, server.quota).doctor("loose")
     with pytest.raises(LookupError, match="no uploaded folder"):
-        MultiUser(server).doctor(session, "../loose")
+        data_of(session, server.quota).doctor("../loose")
 
 
 def test_every_project_reads_the_shared_pretrained_weights_and_none_can_write_there(classroom, tmp_path,

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from nodeflow.uploads import (IMAGE_SUFFIXES, STAGING_PREFIX, UploadLimits, UploadRefused, receive_files,
-                              receive_zip, remove_leftovers)
+from nodeflow.uploads import (IMAGE_SUFFIXES, STAGING_PREFIX, MultipartUpload, UploadLimits, UploadRefused,
+                              receive_files, receive_zip, remove_leftovers)
 from tests.imagegen import draw
 
 
@@ -367,3 +367,107 @@ def test_any_dropped_files_or_bytes_are_taken_or_refused_and_nothing_lands_outsi
     (tmp_path / "raw.zip").write_bytes(raw)
     check_any_upload(tmp_path, lambda data: receive_zip(tmp_path / "raw.zip", data, "upload-raw"))
 
+
+
+# -- a browser's multipart body, taken in as it arrives ----------------------------------------------------
+
+
+def multipart_body(files: list[tuple[str, bytes]], fields: dict[str, str] | None = None) -> tuple[str, bytes]:
+    """The content type and body of a browser's form with ``files`` in the field 'files' (as httpx
+    encodes them), and the form fields ``fields``."""
+    import httpx
+
+    if not files:  # httpx sends a form without files urlencoded: a browser's FormData is multipart still
+        body = b"".join(f'--b0undary\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+                        for k, v in (fields or {}).items())
+        return "multipart/form-data; boundary=b0undary", body + b"--b0undary--\r\n"
+    request = httpx.Request("POST", "http://127.0.0.1/", data=fields or {},
+                            files=[("files", (name, data, "application/octet-stream")) for name, data in files])
+    return request.headers["content-type"], request.read()
+
+
+def stream(content_type: str, body: bytes, data: Path, name: str, chunk: int = 7000,
+           limits: UploadLimits = UploadLimits()):
+    """Feed ``body`` to a MultipartUpload in chunks of ``chunk`` bytes; its summary."""
+    with MultipartUpload(content_type, data, name, limits) as upload:
+        for at in range(0, len(body), chunk):
+            upload.feed(body[at:at + chunk])
+        return upload.finish()
+
+
+def test_a_multipart_body_lands_as_its_files_or_as_its_one_zip(tmp_path, project):
+    png, jpeg = image_bytes(), image_bytes("JPEG")
+    summary = stream(*multipart_body([("set/cat/1.png", png), ("set/dog/1.jpg", jpeg), ("set/.DS_Store", b"x")],
+                                     {"note": "kept out"}), project / "data", "dropped", chunk=1)
+    assert summary.classes == {"cat": 1, "dog": 1} and summary.skipped == ["set/.DS_Store"]
+    assert (project / "data" / "dropped" / "dog" / "1.jpg").read_bytes() == jpeg
+    archive = make_zip(tmp_path / "pets.zip", [("pets/cat/1.png", png), ("pets/dog/1.png", png)]).read_bytes()
+    summary = stream(*multipart_body([("pets.zip", archive)]), project / "data", "zipped", chunk=64 * 1024)
+    assert summary.classes == {"cat": 1, "dog": 1} and summary.bytes == 2 * len(png)
+    assert sorted(p.name for p in (project / "data").iterdir()) == ["dropped", "zipped"]  # no staging, no zip
+
+
+def cut_short() -> tuple[str, bytes]:
+    content_type, body = multipart_body([("c/1.png", image_bytes())])
+    return content_type, body[:-20]
+
+
+@pytest.mark.parametrize("body, message", [
+    (cut_short, "not a readable multipart body (the body ends before its closing boundary)"),
+    (lambda: multipart_body([], {f"f{i}": "x" for i in range(5)}),
+     "not a readable multipart body (Too many fields. Maximum number of fields is 4.)"),
+    (lambda: multipart_body([], {"note": "x"}), "no files in the field 'files'; nothing was saved"),
+    (lambda: ("multipart/form-data; boundary=x", b"--x\r\nContent-Disposition: form-data\r\n\r\nabc\r\n--x--\r\n"),
+     'not a readable multipart body (The Content-Disposition header field "name" must be provided.)'),
+    (lambda: ("multipart/form-data", b"--x\r\n"), "not a readable multipart body (Missing boundary in multipart.)"),
+    (lambda: multipart_body([("pets.zip", b"PK\3\4 no zip"), ("c/1.png", image_bytes())]),
+     "'pets.zip': not an image file"),
+    (lambda: multipart_body([("pets.zip", b"PK\3\4 no zip")]), "not a readable zip file"),
+])
+def test_a_multipart_body_that_is_not_one_upload_is_refused_and_leaves_nothing(tmp_path, project, body, message):
+    content_type, data = body()
+    before = tree(tmp_path)
+    with pytest.raises(UploadRefused) as caught:
+        stream(content_type, data, project / "data", "up")
+    assert str(caught.value).startswith("upload refused: ") and message in str(caught.value), str(caught.value)
+    assert tree(tmp_path) == before
+
+
+def test_a_body_over_the_limit_is_refused_as_it_arrives(tmp_path, project):
+    content_type, body = multipart_body([("c/1.bmp", b"BM" + bytes(3 * 2**20))])
+    limits = UploadLimits(max_total_bytes=2**20)
+    written = []
+
+    def feed_all() -> None:
+        with MultipartUpload(content_type, project / "data", "big", limits) as upload:
+            for at in range(0, len(body), 64 * 1024):
+                written.append(sum(p.stat().st_size for p in (project / "data").rglob("*") if p.is_file()))
+                upload.feed(body[at:at + 64 * 1024])
+
+    error = refused(tmp_path, project, feed_all, "the upload is larger than max_total_bytes = 1.0 MiB")
+    assert error.limit == "max_total_bytes" and max(written) <= 2**20  # stopped at the limit, not after the body
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=list(HealthCheck))
+@given(files=entries, chunk=st.integers(1, 5000), as_zip=st.booleans())
+def test_any_multipart_upload_in_any_chunks_is_taken_as_the_same_files_would_be(tmp_path_factory, files, chunk,
+                                                                                 as_zip):
+    """The body streamed in chunks of any size is taken or refused as the files given whole would
+    be, lands the same files, and a refusal leaves nothing."""
+    tmp_path = tmp_path_factory.mktemp("any")
+    named = [(name or "x", data) for name, data, _ in files]
+    if as_zip:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            named = [("any.zip", make_zip(tmp_path / "any.zip", [(n, d) for n, d in named]).read_bytes())]
+    content_type, body = multipart_body(named)
+    check_any_upload(tmp_path, lambda data: stream(content_type, body, data, "upload", chunk))
+    if as_zip:
+        whole = lambda data: receive_zip(io.BytesIO(named[0][1]), data, "upload-whole")  # noqa: E731
+    else:
+        whole = lambda data: receive_files([(n, io.BytesIO(d)) for n, d in named], data, "upload-whole")  # noqa: E731
+    check_any_upload(tmp_path, whole)
+    streamed, given = tmp_path / "project" / "data" / "upload", tmp_path / "project" / "data" / "upload-whole"
+    assert streamed.exists() == given.exists()
+    if streamed.exists():
+        assert tree(streamed) == tree(given)
