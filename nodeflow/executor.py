@@ -260,7 +260,7 @@ class Executor:
         """A path param of an enabled node that names nothing on disk, unless the node said so itself:
         what its run would fail on, told before it starts (:func:`nodeflow.paths.missing_paths`)."""
         return [ParamError(spec.id, why, param=name) for spec in graph.nodes if spec.id in params and not spec.disabled
-                for name, why in missing_paths(params[spec.id], self.path_base, self.allowed_roots)
+                for name, why in missing_paths(params[spec.id], self.path_base, self.allowed_roots, spec.params)
                 if (spec.id, name) not in said]
 
     def _edge_problems(self, edge, types: dict[str, type[Node]]) -> list[GraphProblem]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -148,23 +148,28 @@ def _values(params: Any) -> Iterator[tuple[str, str, str]]:
 def resolved_params(params: Any, workspace: Path) -> Any:
     """A node's validated ``params`` with each relative or ``~`` path made absolute by :func:`resolve`:
     what every node method sees, so its file checks, fingerprint and run read the same folder from any
-    starting folder, and a cache key depends on the folder rather than on how it was written. An
-    absolute path is left exactly as written, so graphs that named absolute paths keep their keys."""
-    changes = {name: str(resolve(value, workspace)) for name, _, value in _values(params)
-               if not (os.path.isabs(value) and not value.startswith("~"))}
+    starting folder, and a cache key depends on the folder rather than on how it was written
+    (``/data/x/`` is ``/data/x``). An absolute path as :class:`~pathlib.Path` writes it stays exactly
+    as it was, so graphs that named absolute paths keep their cache keys."""
+    changes = {name: str(resolve(value, workspace)) for name, _, value in _values(params)}
+    changes = {name: value for name, value in changes.items() if value != getattr(params, name)}
     return params.model_copy(update=changes) if changes else params
 
 
-def missing_paths(params: Any, workspace: Path, roots: Iterable[Path] | None = None) -> list[tuple[str, str]]:
+def missing_paths(params: Any, workspace: Path, roots: Iterable[Path] | None = None,
+                  written: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
     """(param, why) for each path param of ``params`` that names nothing on disk (a folder that is not
     a folder, a file that is not a file): what a run would fail on. Output folders are not asked (a run
     makes them); with ``roots``, neither is a path outside them (the session refuses it as outside,
-    without saying whether something is there)."""
+    without saying whether something is there). ``written``: the params as the graph has them (before
+    :func:`resolved_params`), so the message quotes the user's own words."""
     roots = None if roots is None else list(roots)
     found = []
-    for name, kind, value in _values(params):
+    for name, kind, resolved in _values(params):
         if kind == "output":
             continue
+        value = (written or {}).get(name, resolved)
+        value = value if isinstance(value, str) and value else resolved
         path = resolve(value, workspace)
         if roots is not None:
             try:
