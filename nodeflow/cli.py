@@ -47,9 +47,10 @@ def default_workspace() -> Path:
 
 def workspace_of(args: argparse.Namespace) -> Path:
     """The workspace a command uses (``--workspace``, else :func:`default_workspace`): where its cache
-    is, and what the relative paths of its graph are relative to (:func:`nodeflow.paths.resolve`)."""
+    is, and what the relative paths of its graph are relative to (:func:`nodeflow.paths.resolve`).
+    Made absolute here, from the shell's folder, so worker processes started elsewhere agree."""
     given = getattr(args, "workspace", None)
-    return Path(given).expanduser() if given else default_workspace()
+    return (Path(given).expanduser() if given else default_workspace()).absolute()
 
 
 def load_graph(ref: str) -> Graph:

@@ -256,7 +256,8 @@ class Executor:
         problems.extend(self._missing_paths(graph, params, {(p.node_id, p.param) for p in problems}))
         return Checked(graph, dag, problems, params, types, keys, order, facts, off)
 
-    def _missing_paths(self, graph: Graph, params: dict[str, Any], said: set[tuple[str, str | None]]) -> list[GraphProblem]:
+    def _missing_paths(self, graph: Graph, params: dict[str, Any],
+                       said: set[tuple[str, str | None]]) -> list[GraphProblem]:
         """A path param of an enabled node that names nothing on disk, unless the node said so itself:
         what its run would fail on, told before it starts (:func:`nodeflow.paths.missing_paths`)."""
         return [ParamError(spec.id, why, param=name) for spec in graph.nodes if spec.id in params and not spec.disabled

@@ -169,11 +169,13 @@ def _arguments(options: list[PathOption]) -> list[str]:
     for option in options:
         flags = (['"--data"'] if option.data else []) + [json.dumps(option.flag)]
         what = "the dataset folder, " if option.data else ""
+        helps = json.dumps(f"{what}{option.where} (default: {option.constant} above)")
         lines += [f"    parser.add_argument({', '.join(flags)}, dest={json.dumps(option.constant)}, metavar=\"PATH\",",
-                  f"                        help={json.dumps(f'{what}{option.where} (default: {option.constant} above)')})"]
+                  f"                        help={helps})"]
     lines.append("    given = parser.parse_args()")
     for option in options:
-        lines += [f"    if given.{option.constant} is not None:", f"        {option.constant} = given.{option.constant}"]
+        name = option.constant
+        lines += [f"    if given.{name} is not None:", f"        {name} = given.{name}"]
     return lines
 
 

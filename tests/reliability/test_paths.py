@@ -172,7 +172,8 @@ def test_the_cache_key_follows_the_folder_not_the_spelling_nor_the_starting_fold
         monkeypatch.chdir(folder)
         graph = make_graph({"r": ("test.read_folder", {"root": value})}, [])
         keys.append(executor.keys(graph).get("r"))
-    absolute = make_graph({"r": ("test.read_folder", {"root": str(paths.resolve(value, workspace)) if value else ""})}, [])
+    spelled_absolute = str(paths.resolve(value, workspace)) if value else ""
+    absolute = make_graph({"r": ("test.read_folder", {"root": spelled_absolute})}, [])
     assert keys[0] == keys[1] == executor.keys(absolute).get("r"), (value, keys)
 
 
@@ -181,8 +182,9 @@ def test_what_a_picker_stores_names_the_same_folder_relative_inside_the_workspac
     workspace, data, secret = layout
     (workspace / "inside" / "deep").mkdir()
     (workspace / "to_data").symlink_to(data)
-    folder = {"workspace": workspace, "inside": workspace / "inside" / "deep", "link": (workspace / "to_data").resolve(),
-              "outside": secret, "up": workspace / "inside" / ".." / "inside"}[where]
+    folder = {"workspace": workspace, "inside": workspace / "inside" / "deep",
+              "link": (workspace / "to_data").resolve(), "outside": secret,
+              "up": workspace / "inside" / ".." / "inside"}[where]
     stored = paths.stored_form(folder, workspace)
     assert os.path.samefile(paths.resolve(stored, workspace), folder)
     assert os.path.isabs(stored) == (where in ("link", "outside")), stored
