@@ -199,16 +199,16 @@ class Rewritten:
     note: str
 
 
-def settle_graph(graph: Any, registry: Any, workspace: Path, started_in: Path | None,
+def settle_graph(graph: Any, registry: Any, workspace: Path, old_base: Path | None,
                  roots: Iterable[Path] | None = None) -> tuple[Any, list[Rewritten]]:
     """``graph`` (a :class:`nodeflow.graph.Graph`) with each relative path param that names nothing in
-    the workspace but names something from ``started_in`` (the folder this process was started in,
-    from which relative paths used to be taken) rewritten to its :func:`stored_form`; and what was
-    rewritten. A value that still names nothing from there but passes through the workspace's own
-    folder names (``users/ana/proj/data/x``, written from a folder above the project by a server since
-    started elsewhere) is rewritten to the part inside the workspace. With ``roots`` (a session that
-    serves the editor), only a folder inside them is taken. Anything else is left as it is
-    (validation names it). Returns ``graph`` itself when nothing changes."""
+    the workspace but names something from ``old_base`` (the folder this process was started in, from
+    which relative paths used to be taken: :func:`started_in`) rewritten to its :func:`stored_form`;
+    and what was rewritten. A value that still names nothing from there but passes through the
+    workspace's own folder names (``users/ana/proj/data/x``, written from a folder above the project
+    by a server since started elsewhere) is rewritten to the part inside the workspace. With ``roots``
+    (a session that serves the editor), only a folder inside them is taken. Anything else is left as
+    it is (validation names it). Returns ``graph`` itself when nothing changes."""
     from nodeflow.graph import Graph
 
     workspace = Path(os.path.expanduser(workspace)).absolute()
@@ -224,7 +224,7 @@ def settle_graph(graph: Any, registry: Any, workspace: Path, started_in: Path | 
             if not isinstance(value, str) or not value or value in keywords or value.startswith("~") \
                     or os.path.isabs(value) or "\0" in value or _exists(workspace / value):
                 continue
-            now, how = _found_elsewhere(value, workspace, started_in)
+            now, how = _found_elsewhere(value, workspace, old_base)
             if now is None or roots is not None and not _allowed(now, roots, workspace):
                 continue
             if data is None:
@@ -237,7 +237,7 @@ def settle_graph(graph: Any, registry: Any, workspace: Path, started_in: Path | 
     return Graph.from_data(data, "graph with settled paths"), changed
 
 
-def settle_file(path: Path, registry: Any, workspace: Path, started_in: Path | None,
+def settle_file(path: Path, registry: Any, workspace: Path, old_base: Path | None,
                 roots: Iterable[Path] | None = None) -> str:
     """Rewrite the graph file at ``path`` as :func:`settle_graph` says, once, so the next start from
     any folder reads it as meant; a sentence saying what became of the file ("" when nothing needed
@@ -248,7 +248,7 @@ def settle_file(path: Path, registry: Any, workspace: Path, started_in: Path | N
         graph = Graph.load(path)
     except GraphFileError:
         return ""
-    settled, rewritten = settle_graph(graph, registry, workspace, started_in, roots)
+    settled, rewritten = settle_graph(graph, registry, workspace, old_base, roots)
     if not rewritten:
         return ""
     try:
@@ -275,9 +275,9 @@ def _allowed(value: str, roots: list[Path], workspace: Path) -> bool:
     return True
 
 
-def _found_elsewhere(value: str, workspace: Path, started_in: Path | None) -> tuple[str | None, str]:
-    if started_in is not None and _exists(Path(started_in) / value):
-        return stored_form(Path(started_in).absolute() / value, workspace), \
+def _found_elsewhere(value: str, workspace: Path, old_base: Path | None) -> tuple[str | None, str]:
+    if old_base is not None and _exists(Path(old_base) / value):
+        return stored_form(Path(old_base).absolute() / value, workspace), \
             "was read from the folder nodeflow was started in"
     parts = [p for p in Path(value).parts if p != ".."]
     own = workspace.parts

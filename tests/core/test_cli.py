@@ -261,6 +261,11 @@ def test_a_picked_folder_runs_and_validates_from_any_folder(picked, tmp_path):
     assert again.returncode == 0 and json.loads(report.read_text())["nodes"]["dataset"]["status"] == "cached"
     checked = nodeflow_in(elsewhere, "validate", str(path), "--workspace", str(workspace))
     assert checked.returncode == 0 and "valid (1 nodes" in checked.stdout, checked.stdout + checked.stderr
+    swept = nodeflow_in(elsewhere, "sweep", str(path), "--workspace", str(workspace), "--grid", "dataset.seed=[0,1]",
+                        "--report", str(report), "--quiet")
+    assert swept.returncode == 0, swept.stderr
+    branches = json.loads(report.read_text())["branches"]
+    assert [b["nodes"]["dataset"]["status"] for b in branches] == ["cached", "ran"], branches
     assert json.loads(path.read_text())["nodes"][0]["params"]["root"] == "data/hotdog"  # nothing to rewrite
 
 
