@@ -24,7 +24,7 @@ from nodeflow.files import atomic_write_text
 from nodeflow.graph import Graph, GraphFileError
 from nodeflow.limits import CLASS_BATCH, CLASS_IMAGE_SIDE, CLASS_OPEN_PROJECTS
 from nodeflow.node import Registry, import_module_or_file
-from nodeflow.paths import path_params
+from nodeflow.paths import path_params, settle_file, settle_graph, started_in
 from nodeflow.recent import reopen
 from nodeflow.runs import Recording, RunStore
 from nodeflow.templates import list_templates
@@ -106,6 +106,14 @@ def default_workspace() -> Path:
     return Path(base) / "nodeflow"
 
 
+def workspace_of(args: argparse.Namespace) -> Path:
+    """The workspace a command uses (``--workspace``, else :func:`default_workspace`): where its cache
+    is, and what the relative paths of its graph are relative to (:func:`nodeflow.paths.resolve`).
+    Made absolute here, from the shell's folder, so worker processes started elsewhere agree."""
+    given = getattr(args, "workspace", None)
+    return (Path(given).expanduser() if given else default_workspace()).absolute()
+
+
 def load_graph(ref: str) -> Graph:
     """A graph file path, or the name of a shipped template."""
     path = Path(ref)
@@ -149,12 +157,27 @@ def apply_overrides(graph: Graph, assignments: list[str], registry: Registry | N
 
 
 def graph_and_registry(args: argparse.Namespace) -> tuple[Graph, Registry]:
-    """The graph ``args.graph`` names, with its ``--set`` values, and the catalogue. The file is read
-    first, so a file that is not a graph is refused in a moment, before the catalogue (and torch)
-    is loaded."""
+    """The graph ``args.graph`` names, its old relative paths settled (:func:`settled_graph`), with its
+    ``--set`` values, and the catalogue. The file is read first, so a file that is not a graph is
+    refused in a moment, before the catalogue (and torch) is loaded."""
     graph = load_graph(args.graph)
     registry = registry_for(args)
+    graph = settled_graph(graph, args.graph, registry, workspace_of(args))
     return graph_with_overrides(graph, args, registry), registry
+
+
+def settled_graph(graph: Graph, ref: str, registry: Registry, workspace: Path) -> Graph:
+    """``graph`` with each relative path written when relative paths started at the shell's folder,
+    and naming nothing in the workspace, rewritten (:func:`nodeflow.paths.settle_graph`); its file
+    ``ref`` too, once; each said on a line of its own."""
+    old_base = started_in()
+    graph, rewritten = settle_graph(graph, registry, workspace, old_base)
+    if rewritten:
+        saved = settle_file(Path(ref), registry, workspace, old_base) if Path(ref).is_file() else ""
+        for line in [*(r.note for r in rewritten), saved]:
+            if line:
+                print(f"note: {line}", file=sys.stderr)
+    return graph
 
 
 def graph_with_overrides(graph: Graph, args: argparse.Namespace, registry: Registry) -> Graph:
@@ -163,7 +186,7 @@ def graph_with_overrides(graph: Graph, args: argparse.Namespace, registry: Regis
     inside it)."""
     graph = apply_overrides(graph, args.set, registry)
     given = {tuple(item.partition("=")[0].strip().split(".", 1)) for item in args.set}
-    wrong = [p for p in Executor(registry).validate(graph) if (p.node_id, p.param) in given]
+    wrong = [p for p in Executor(registry, workspace_of(args)).validate(graph) if (p.node_id, p.param) in given]
     if wrong:
         raise CliError("; ".join(f"--set {p}" for p in wrong))
     return graph
@@ -188,11 +211,19 @@ def import_nodes(ref: str):
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    graph, registry = graph_and_registry(args)
-    problems = Executor(registry).validate(graph)
-    if not any(p.blocking for p in problems):
+    """Every problem of the graph with its ``--set`` values, as a run from the same workspace would see
+    them (a path param that names nothing there included), under one line that says valid or invalid."""
+    graph = load_graph(args.graph)
+    registry = registry_for(args)
+    workspace = workspace_of(args)
+    graph = apply_overrides(settled_graph(graph, args.graph, registry, workspace), args.set, registry)
+    problems = Executor(registry, workspace).validate(graph)
+    errors = sum(p.blocking for p in problems)
+    if not errors:
         warned = f"; {len(problems)} warning{'s' if len(problems) != 1 else ''}" if problems else ""
         print(f"{args.graph}: valid ({len(graph.nodes)} nodes, {len(graph.edges)} edges){warned}")
+    else:
+        print(f"{args.graph}: invalid ({errors} error{'s' if errors != 1 else ''})")
     for problem in problems:
         print(f"{args.graph}: {problem}")
     return EXIT_ERROR if any(p.blocking for p in problems) else EXIT_OK
@@ -207,9 +238,10 @@ def cmd_export_script(args: argparse.Namespace) -> int:
                        f"{Path(args.output) / 'train.py'}")
     loaded = load_graph(args.graph)
     registry = registry_for(args)
-    graph = apply_overrides(loaded, args.set, registry)
+    workspace = workspace_of(args)
+    graph = apply_overrides(settled_graph(loaded, args.graph, registry, workspace), args.set, registry)
     try:
-        exported = export_script(graph, registry, args.target)
+        exported = export_script(graph, registry, args.target, workspace=workspace)
     except GraphInvalid as exc:
         first = exc.problems[0]
         more = f" (and {len(exc.problems) - 1} more: nodeflow validate lists them)" if len(exc.problems) > 1 else ""
@@ -316,7 +348,7 @@ class _TerminalProgress:
 def cmd_run(args: argparse.Namespace) -> int:
     mlflow_client(args)
     graph, registry = graph_and_registry(args)
-    workspace = Path(args.workspace) if args.workspace else default_workspace()
+    workspace = workspace_of(args)
     executor = Executor(registry, workspace, device=args.device)
     if args.dry_run:
         return _dry_run(args, graph, executor)
@@ -423,11 +455,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     def assign(graph: Graph, values: dict) -> Graph:  # as --set would, so a path typed here is made absolute
         return apply_overrides(graph, [f"{k}={json.dumps(v)}" for k, v in values.items()], registry)
 
+    workspace = workspace_of(args)
     try:  # each value checked as --set would be, then each branch's graph as a whole, before anything runs
-        branches = expand(base, grid, Executor(registry), args.target, assign)
+        branches = expand(base, grid, Executor(registry, workspace), args.target, assign)
     except GridError as exc:
         raise CliError(f"--grid {exc}" if exc.name else f"--grid: {exc}") from None
-    workspace = Path(args.workspace) if args.workspace else default_workspace()
     progress = _TerminalProgress(quiet=args.quiet)
 
     executor = Executor(registry, workspace, device=args.device, listeners=[progress])
@@ -516,8 +548,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         session = Session(registry, workspace, graph=graph, path=path, device=args.device,
                           isolate=not args.in_process, autosave_delay=2.0, cluster=cluster, auto_estimate=True,
                           allowed_roots=[Path(p).expanduser().resolve() for p in args.allow_root])
-        if reopened:
-            session.dirty, session.notice = reopened.dirty, reopened.message
+        if reopened:  # what reopening says, then any path the session rewrote (Session._settle_paths)
+            session.dirty = reopened.dirty
+            session.notice = " ".join(filter(None, [reopened.message, session.notice]))
         session.mlflow_uri = mlflow_uri(args)
         try:
             serve(session, host=args.host, port=args.port, token=args.token)
@@ -981,10 +1014,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a graph file without running it")
     graph_args(p)
+    p.add_argument("--workspace", help="the workspace relative paths start at (default: as for run)")
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("export-script", help="write the graph as one standalone PyTorch script (no nodeflow needed)")
     graph_args(p)
+    p.add_argument("--workspace", help="the workspace relative paths start at; the script names them absolute "
+                   "(default: as for run)")
     p.add_argument("--target", help="only this node and the nodes it needs")
     p.add_argument("-o", "--output", metavar="FILE", help="the script file to write (default: standard output)")
     p.set_defaults(func=cmd_export_script)

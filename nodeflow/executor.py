@@ -37,7 +37,7 @@ from nodeflow.graph import Graph, NodeSpec
 from nodeflow.limits import NO_LIMITS, JobLimits
 from nodeflow.node import (Interrupted, Node, ParamProblem, Registry, RunContext, UnknownNodeType, card_title,
                            fresh_fingerprints)
-from nodeflow.paths import params_paths
+from nodeflow.paths import missing_paths, params_paths, resolved_params
 from nodeflow.scheduler import Outcome
 
 # -- results ---------------------------------------------------------------------------------
@@ -170,6 +170,12 @@ class Executor:
             history = memory
         self.history = history
 
+    @property
+    def path_base(self) -> Path:
+        """What relative path params are relative to (:func:`nodeflow.paths.resolve`): the workspace;
+        an executor made without one (a library call) takes them from the folder it runs in."""
+        return self.workspace if self.workspace is not None else Path.cwd()
+
     # events
     def subscribe(self, listener: Callable[[Event], None]) -> Callable[[], None]:
         self._listeners.append(listener)
@@ -218,7 +224,7 @@ class Executor:
                 problems.append(UnknownTypeError(spec.id, str(exc)))
                 continue
             try:
-                params[spec.id] = types[spec.id].Params.model_validate(spec.params)
+                params[spec.id] = resolved_params(types[spec.id].Params.model_validate(spec.params), self.path_base)
             except ValidationError as exc:
                 problems.extend(_param_problems(spec, exc))
         for edge in graph.edges:
@@ -247,7 +253,16 @@ class Executor:
             problems.extend(found)
             found, facts = self._infer(graph, order, types, params, {p.node_id for p in problems})
             problems.extend(found)
+        problems.extend(self._missing_paths(graph, params, {(p.node_id, p.param) for p in problems}))
         return Checked(graph, dag, problems, params, types, keys, order, facts, off)
+
+    def _missing_paths(self, graph: Graph, params: dict[str, Any],
+                       said: set[tuple[str, str | None]]) -> list[GraphProblem]:
+        """A path param of an enabled node that names nothing on disk, unless the node said so itself:
+        what its run would fail on, told before it starts (:func:`nodeflow.paths.missing_paths`)."""
+        return [ParamError(spec.id, why, param=name) for spec in graph.nodes if spec.id in params and not spec.disabled
+                for name, why in missing_paths(params[spec.id], self.path_base, self.allowed_roots, spec.params)
+                if (spec.id, name) not in said]
 
     def _edge_problems(self, edge, types: dict[str, type[Node]]) -> list[GraphProblem]:
         src, dst = types.get(edge.source), types.get(edge.target)

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict
 from nodeflow.access import guarded, reads, writes
 from nodeflow.events import Event, Log, Metric, Preview, Progress
 from nodeflow.limits import NO_LIMITS, JobLimits, LimitExceeded
-from nodeflow.paths import PathNotAllowed, confine, escaping
+from nodeflow.paths import PathNotAllowed, confine, escaping, resolve
 
 ENTRY_POINT_GROUP = "nodeflow.nodes"
 #: True while a run is being planned: see :func:`fingerprints_fresh`
@@ -249,17 +249,19 @@ class RunContext:
         self._emit(Preview(node_id=self.node_id, name=kind, payload=payload))
 
     def resolve_path(self, value: str) -> Path:
-        """A path param as an absolute path: ``~`` expanded, relative paths taken from the folder
-        nodeflow was started in (as in any command-line tool; ``infer`` sees the same).
+        """A path param as an absolute path: ``~`` expanded, relative paths taken from the workspace
+        (:func:`nodeflow.paths.resolve`), never from the folder nodeflow was started in, so a graph
+        reads the same folder from the command line, the editor and a worker process. The executor
+        hands nodes their path params resolved already; this resolves the same way.
 
         In a run started from the editor or its HTTP API the path is resolved (symlinks followed)
         and must lie inside the allowed folders, checked here, when it is used: a folder swapped
         for a symlink after the edit was checked cannot lead outside. The command line is the
         user's own shell and stays unrestricted."""
         if self.allowed_roots is None:
-            return Path(value).expanduser().absolute()
+            return resolve(value, self.workspace)
         try:
-            return confine(value, self.allowed_roots, Path.cwd())
+            return confine(value, self.allowed_roots, self.workspace)
         except PathNotAllowed as exc:
             raise ParamProblem(str(exc), param=self._path_params.get(value)) from None
 

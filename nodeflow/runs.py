@@ -29,6 +29,7 @@ from typing import Any
 
 from nodeflow.events import SETTLED, Board, Event, Metric, NodeState, RunStarted, Seen
 from nodeflow.graph import Graph
+from nodeflow.paths import resolved_params
 
 STATUSES = ("queued", "running", "done", "failed", "interrupted", "cancelled")
 FINISHED = ("done", "failed", "interrupted", "cancelled")
@@ -239,7 +240,7 @@ def graph_facts(executor: Any, graph: Graph) -> dict[str, NodeFacts]:
             continue
         node = executor.registry.get(spec.type)
         try:
-            params = node.Params.model_validate(spec.params)
+            params = resolved_params(node.Params.model_validate(spec.params), executor.path_base)  # as the key has them
         except Exception:
             continue
         try:

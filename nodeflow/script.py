@@ -6,6 +6,11 @@ graph runs them, passes each part what the parts before it gave for its inputs, 
 docstring, the imports, the graph's params as named constants, the functions the parts share,
 ``main()`` with every part's statements (a node with no script form is a comment saying so), and
 ``main()``'s results printed as JSON.
+
+Path params are written as the absolute paths they resolve to in the workspace the graph was
+exported from (:func:`nodeflow.paths.resolve`), so the script reads the same folders from any
+folder it is run in; each can be given anew on the script's command line (``--data`` for the
+folder of the graph's one dataset), for a machine where the data lies elsewhere.
 """
 
 from __future__ import annotations
@@ -14,12 +19,14 @@ import json
 import re
 import textwrap
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from nodeflow.errors import GraphInvalid, describe_exception
 from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.node import ParamProblem, Registry, ScriptContext, ScriptPart, card_title
+from nodeflow.paths import params_paths
 
 #: imports of these top-level modules are written after the standard library's
 THIRD_PARTY = ("numpy", "PIL", "torch", "torchvision")
@@ -36,10 +43,27 @@ class Exported:
     notes: list[str] = field(default_factory=list)
 
 
-def export_script(graph: Graph, registry: Registry, target: str | None = None) -> Exported:
-    """The script of ``graph`` (of ``target`` and what it needs, when given). Raises GraphInvalid
-    when the nodes it needs have errors, KeyError when ``target`` is no node of the graph."""
-    executor = Executor(registry)
+@dataclass(frozen=True)
+class PathOption:
+    """A path constant of the script that its command line may set anew: ``--flag`` (and ``--data``
+    for the folder of the graph's one dataset, when ``data``)."""
+
+    constant: str
+    where: str
+    data: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.constant.lower().replace("_", "-")
+
+
+def export_script(graph: Graph, registry: Registry, target: str | None = None,
+                  workspace: Path | None = None) -> Exported:
+    """The script of ``graph`` (of ``target`` and what it needs, when given), its relative paths taken
+    from ``workspace`` (None: the folder this runs in, as for an executor without one) and written
+    absolute. Raises GraphInvalid when the nodes it needs have errors, KeyError when ``target`` is no
+    node of the graph."""
+    executor = Executor(registry, workspace)
     checked = executor.check(graph)
     needed = executor.needed(checked, target)
     blocking = [p for p in checked.problems if p.blocking and (p.node_id is None or p.node_id in needed)]
@@ -84,13 +108,31 @@ def export_script(graph: Graph, registry: Registry, target: str | None = None) -
         for note in part.notes if part is not None else ():
             said.setdefault(note, []).append(node_id)
     notes = [f"{', '.join(nodes)}: {note}" for note, nodes in said.items()]
-    return Exported(_write(graph, target, constants, parts, notes), left_out, notes)
+    options = _path_options(checked, constants)
+    return Exported(_write(graph, target, constants, parts, notes, options), left_out, notes)
+
+
+def _path_options(checked: Any, constants: dict[str, tuple[Any, str]]) -> list[PathOption]:
+    """The constants that hold a path param (set to a path): each an option of the script's command
+    line. ``--data`` stands for the folder of a node with no inputs (a dataset) when there is one."""
+    options = []
+    for name, (value, where) in constants.items():
+        node_id, _, param = where.partition(".")
+        node = checked.types.get(node_id)
+        kinds = params_paths(node.Params) if node is not None else {}
+        if param in kinds and isinstance(value, str) and value and value not in kinds[param][1]:
+            options.append(PathOption(name, where, kinds[param][0] == "folder" and not node.inputs))
+    if sum(o.data for o in options) != 1:
+        options = [PathOption(o.constant, o.where) for o in options]
+    return options
 
 
 def _write(graph: Graph, target: str | None, constants: dict[str, tuple[Any, str]],
-           parts: list[tuple[str, str, ScriptPart | None, str]], notes: list[str]) -> str:
+           parts: list[tuple[str, str, ScriptPart | None, str]], notes: list[str],
+           options: list[PathOption] = ()) -> str:
     done = [p for p in parts if p[2] is not None]
-    imports = sorted({line for _, _, part, _ in done for line in part.imports} | {"import json"}, key=_import_order)
+    imports = {line for _, _, part, _ in done for line in part.imports} | {"import json"}
+    imports = sorted(imports | {"import argparse"} if options else imports, key=_import_order)
     functions: dict[str, str] = {}
     for node_id, _, part, _ in done:
         for source in part.functions:
@@ -112,9 +154,29 @@ def _write(graph: Graph, target: str | None, constants: dict[str, tuple[Any, str
             out += [f"    # {line}" for line in textwrap.wrap(f"left out: {why}", LINE - 6)]
             continue
         out += [f"    {line}" if line.strip() else "" for line in part.code.strip("\n").splitlines()]
-    out += ["    return results", "", "", 'if __name__ == "__main__":',
+    out += ["    return results", "", "", 'if __name__ == "__main__":', *_arguments(options),
             "    print(json.dumps(main(), indent=1))", ""]
     return "\n".join(out)
+
+
+def _arguments(options: list[PathOption]) -> list[str]:
+    """The script's command line: each path constant may be given anew (the data on another machine),
+    else the absolute path the graph was exported with stands."""
+    if not options:
+        return []
+    lines = ['    parser = argparse.ArgumentParser(description="Run the graph\'s steps; paths default to those it '
+             'was exported with.")']
+    for option in options:
+        flags = (['"--data"'] if option.data else []) + [json.dumps(option.flag)]
+        what = "the dataset folder, " if option.data else ""
+        helps = json.dumps(f"{what}{option.where} (default: {option.constant} above)")
+        lines += [f"    parser.add_argument({', '.join(flags)}, dest={json.dumps(option.constant)}, metavar=\"PATH\",",
+                  f"                        help={helps})"]
+    lines.append("    given = parser.parse_args()")
+    for option in options:
+        name = option.constant
+        lines += [f"    if given.{name} is not None:", f"        {name} = given.{name}"]
+    return lines
 
 
 def _docstring(graph: Graph, target: str | None, parts, notes: list[str]) -> str:

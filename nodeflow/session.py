@@ -33,7 +33,7 @@ from nodeflow.executor import Executor, RunReport
 from nodeflow.graph import Graph
 from nodeflow.limits import NO_LIMITS, JobLimits
 from nodeflow.node import Registry
-from nodeflow.paths import path_problems
+from nodeflow.paths import path_problems, settle_file, settle_graph, started_in
 from nodeflow.predictions import PredictionStore
 from nodeflow.recent import remember
 from nodeflow.results import Results
@@ -113,10 +113,11 @@ class Session:
         self.executor = Executor(registry, self.workspace, device=device, allowed_roots=self.allowed_roots,
                                  history=self.runs, limits=limits)
         self.executor.subscribe(self._tell)
+        graph, settled = self._settle_paths(graph, path)
         self.document = Document(graph, path, self.workspace, autosave_delay)
         #: said to each tab that opens until the document is saved or another one is opened
-        #: ("Reopened graph.json with unsaved edits from ...")
-        self.notice: str | None = None
+        #: ("Reopened graph.json with unsaved edits from ...", a path rewritten by _settle_paths)
+        self.notice: str | None = settled
         self._lock = threading.RLock()
         self.board = Board()
         self._log: list[dict[str, Any]] = []
@@ -251,10 +252,11 @@ class Session:
     @writes
     def load(self, graph: Graph, path: Path | None = None) -> None:
         """Make ``graph`` the open document (undoable), saved at ``path`` (None: not saved yet)."""
+        graph, settled = self._settle_paths(graph, path)
         self.replace(graph)
         self.document.path = path
         self.document.dirty = False
-        self.notice = None
+        self.notice = settled
         remember(self.workspace, path, graph.name, None, False)
 
     @writes
@@ -281,11 +283,27 @@ class Session:
             raise EditError("; ".join(str(p) for p in problems))
 
     def _path_problems(self, graph: Graph) -> list[GraphProblem]:
+        """Path params that lead outside the allowed folders; relative ones are taken from the
+        workspace, as every run takes them, whatever folder the editor was started from."""
         if self.allowed_roots is None:
             return []
         return [ParamError(spec.id, why, param=name) for spec in graph.nodes if spec.type in self.registry
                 for name, why in path_problems(self.registry.get(spec.type).Params, spec.params,
-                                               self.allowed_roots, Path.cwd())]
+                                               self.allowed_roots, self.workspace)]
+
+    def _settle_paths(self, graph: Graph | None, path: Path | None) -> tuple[Graph | None, str | None]:
+        """A graph opened here whose relative paths were written when they started at the folder the
+        editor was started in: those that name nothing in the workspace but name a folder from there
+        are rewritten (:func:`nodeflow.paths.settle_graph`, within the allowed folders when there are
+        some), its file ``path`` too, once; and the notice that tells the user (None: nothing was)."""
+        if graph is None:
+            return graph, None
+        old_base = started_in()
+        graph, rewritten = settle_graph(graph, self.registry, self.workspace, old_base, self.allowed_roots)
+        if not rewritten:
+            return graph, None
+        saved = settle_file(path, self.registry, self.workspace, old_base, self.allowed_roots) if path else ""
+        return graph, " ".join([*(r.note + "." for r in rewritten), saved]).strip()
 
     # -- checking and costs -----------------------------------------------------------------------
     @reads

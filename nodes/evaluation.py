@@ -16,7 +16,7 @@ from pydantic import Field
 
 from nodeflow.files import atomic_write_bytes, atomic_write_text
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext, ScriptContext, ScriptPart, fingerprints_fresh
-from nodeflow.paths import FolderPath
+from nodeflow.paths import FolderPath, OutputFolder
 from nodes.checks import check_fit, check_scoring, engine_errors, hooks, keep_outcome, png_preview
 from nodes.engine.images import folder_fingerprint, image_files
 from nodes.engine.inference import predict, score
@@ -107,7 +107,7 @@ class Export(Node):
     outputs = (Port("files", FILES, "Paths of the written files by format"),)
 
     class Params(NodeParams):
-        folder: FolderPath = Field("", description="Where to write (empty: exports/<node id> in the workspace)")
+        folder: OutputFolder = Field("", description="Where to write (empty: exports/<node id> in the workspace)")
         name: str = Field("model", pattern=r"^[A-Za-z0-9_.\-]{1,100}$", description="File name without extension")
         formats: list[Literal["safetensors", "torchscript", "onnx"]] = Field(
             default_factory=lambda: ["safetensors"], min_length=1, description="Which files to write")

@@ -599,7 +599,7 @@ class EditorPage:
         ``nodeflow export-script`` writes)."""
         graph = self.session.graph
         try:
-            exported = export_script(graph, self.session.registry)
+            exported = export_script(graph, self.session.registry, workspace=self.session.workspace)
         except GraphInvalid as exc:
             ui.notify(f"Cannot export: {exc.problems[0]}" + (f" (+{len(exc.problems) - 1} more)"
                                                             if len(exc.problems) > 1 else ""),

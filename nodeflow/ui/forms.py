@@ -15,6 +15,7 @@ from nicegui import ui
 
 from nodeflow.access import Refused
 from nodeflow.node import auto_title
+from nodeflow.paths import stored_form
 from nodeflow.session import EditError, Session
 
 FOLDER_FORMATS = {"directory-path"}
@@ -372,8 +373,8 @@ class LayerPicker:
 
 class FolderPicker:
     """A dialog that browses folders inside the allowed roots only (the workspace and each
-    ``--allow-root``, all shown at the top level); returns the folder relative to the directory
-    nodeflow runs in when it lies below it, else absolute. Icons are inline SVG: nothing here
+    ``--allow-root``, all shown at the top level); returns the folder relative to the workspace when
+    it lies inside it, else absolute (:func:`nodeflow.paths.stored_form`). Icons are inline SVG: nothing here
     waits for a font download."""
 
     def __init__(self, roots: list[Path], on_pick: Callable[[str], None], workspace: Path | None = None) -> None:
@@ -440,10 +441,8 @@ class FolderPicker:
     def choose(self) -> None:
         if self.current is None:
             return
-        # relative path params are read from the folder nodeflow runs in (RunContext.resolve_path)
-        cwd = Path.cwd().resolve()
-        chosen = self.current.relative_to(cwd) if self.current.is_relative_to(cwd) else self.current
-        self.on_pick(chosen.as_posix())
+        # relative path params start at the workspace wherever nodeflow runs (nodeflow.paths.resolve)
+        self.on_pick(stored_form(self.current, self.workspace))
         self.dialog.close()
 
 

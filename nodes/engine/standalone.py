@@ -46,6 +46,9 @@ def find_images(root, validation_fraction, test_fraction, seed, max_per_class=0,
             return False
 
     root = os.path.expanduser(root)
+    if not os.path.isdir(root):  # the data lies elsewhere on this machine: say how to point at it
+        raise SystemExit(f"dataset folder '{root}' does not exist on this machine; give its folder on the command "
+                         "line (--data PATH, or see --help)")
     if os.path.isdir(os.path.join(root, "PetImages")):
         root = os.path.join(root, "PetImages")
     names = {name.lower(): name for name in folders(root)}

@@ -223,3 +223,81 @@ def test_nan_and_infinity_in_a_file_or_a_set_are_named(tmp_path, workspace):
     assert result.returncode == 1 and "param 'value' is inf" in result.stderr and "Traceback" not in result.stderr
     result = nodeflow("run", str(good), "--set", "t.value=true", workspace=workspace)
     assert result.returncode == 1 and "t.value: Input should be a valid number" in result.stderr
+
+
+# -- relative paths start at the workspace, whatever folder the command runs in -----------------------
+
+
+def nodeflow_in(folder, *args):
+    """The CLI run from ``folder``, with this checkout's nodeflow on its path."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "nodeflow.cli", *args], capture_output=True, text=True, cwd=folder,
+                          env=env, timeout=300)
+
+
+@pytest.fixture
+def picked(tmp_path):
+    """A workspace holding data/hotdog, a graph whose dataset names it as the folder picker stores it
+    (relative to the workspace), and an empty folder to run commands from."""
+    from tests.imagegen import make_image_set
+
+    workspace, elsewhere = tmp_path / "ws", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    make_image_set(workspace / "data" / "hotdog", ("circle", "stripes"), per_class=5, size=16,
+                   class_names=("hotdog", "other"))
+    graph = make_graph({"dataset": ("data.image_folder", {"root": "data/hotdog", "verify": False})}, [])
+    path = tmp_path / "graph.json"
+    graph.save(path)
+    return workspace, elsewhere, path
+
+
+def test_a_picked_folder_runs_and_validates_from_any_folder(picked, tmp_path):
+    workspace, elsewhere, path = picked
+    report = tmp_path / "report.json"
+    result = nodeflow_in(elsewhere, "run", str(path), "--workspace", str(workspace), "--report", str(report), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(report.read_text())["nodes"]["dataset"]["metrics"]["train_images"] == 6
+    again = nodeflow_in(tmp_path, "run", str(path), "--workspace", str(workspace), "--report", str(report), "--quiet")
+    assert again.returncode == 0 and json.loads(report.read_text())["nodes"]["dataset"]["status"] == "cached"
+    checked = nodeflow_in(elsewhere, "validate", str(path), "--workspace", str(workspace))
+    assert checked.returncode == 0 and "valid (1 nodes" in checked.stdout, checked.stdout + checked.stderr
+    swept = nodeflow_in(elsewhere, "sweep", str(path), "--workspace", str(workspace), "--grid", "dataset.seed=[0,1]",
+                        "--report", str(report), "--quiet")
+    assert swept.returncode == 0, swept.stderr
+    branches = json.loads(report.read_text())["branches"]
+    assert [b["nodes"]["dataset"]["status"] for b in branches] == ["cached", "ran"], branches
+    assert json.loads(path.read_text())["nodes"][0]["params"]["root"] == "data/hotdog"  # nothing to rewrite
+
+
+def test_validate_names_a_path_that_does_not_exist(picked):
+    workspace, elsewhere, path = picked
+    result = nodeflow_in(elsewhere, "validate", str(path), "--set", "dataset.root=/nonexistent")
+    assert result.returncode == 1, result.stdout
+    assert f"{path}: invalid (1 error)" in result.stdout
+    assert "dataset.root: folder '/nonexistent' does not exist" in result.stdout
+    moved = nodeflow_in(elsewhere, "validate", str(path), "--workspace", str(elsewhere))  # no data/hotdog there
+    assert moved.returncode == 1 and "dataset.root: folder 'data/hotdog' (relative paths start at the workspace: " \
+        f"'{elsewhere / 'data' / 'hotdog'}') does not exist" in moved.stdout, moved.stdout
+    run = nodeflow_in(elsewhere, "run", str(path), "--workspace", str(elsewhere))
+    assert run.returncode == 1 and "dataset.root" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_an_old_graph_with_a_path_from_the_starting_folder_is_rewritten_once_with_a_note(tmp_path):
+    """Written when relative paths started at the folder nodeflow was started in (here ``project``,
+    whose data/hotdog the workspace lacks): the first command from there rewrites it, saying so."""
+    from tests.imagegen import make_image_set
+
+    project, workspace = tmp_path / "project", tmp_path / "ws"
+    data = make_image_set(project / "data" / "hotdog", ("circle", "stripes"), per_class=5, size=16,
+                   class_names=("hotdog", "other"))
+    path = project / "graph.json"
+    make_graph({"dataset": ("data.image_folder", {"root": "data/hotdog", "verify": False})}, []).save(path)
+    first = nodeflow_in(project, "run", str(path), "--workspace", str(workspace), "--quiet")
+    assert first.returncode == 0, first.stderr
+    notes = [line for line in first.stderr.splitlines() if line.startswith("note: ")]
+    assert notes == [f"note: dataset.root: 'data/hotdog' was read from the folder nodeflow was started in; relative "
+                     f"paths now start at the workspace ({workspace}), so it was rewritten to '{data}'",
+                     f"note: {path} was rewritten with this path."]
+    assert json.loads(path.read_text())["nodes"][0]["params"]["root"] == str(data)
+    second = nodeflow_in(tmp_path, "run", str(path), "--workspace", str(workspace), "--quiet")
+    assert second.returncode == 0 and "note:" not in second.stderr, second.stderr

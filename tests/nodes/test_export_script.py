@@ -40,6 +40,7 @@ CATS = {**TINY, "vgg16.weights": "none", "train.epochs": 2, "train_finetuned.epo
 HOTDOG = {**TINY, "resnet18_ft.weights": "none", "formatter.resize_to": 36, "train_ft.epochs": 2,
           "train_sc.epochs": 2, "train_ft.batch_size": 8, "train_sc.batch_size": 8}
 STANDARD_LIBRARY = set(sys.stdlib_module_names)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +145,44 @@ def test_a_training_setting_the_script_cannot_reproduce_leaves_the_trainer_out_n
     assert left["train"].startswith("train.batch_augment: 'mixup' has no script form")
     assert left["finetune"] == "it needs the output of 'train', left out above"
     assert set(left) == {"train", "finetune", "train_finetuned", "evaluate"}
+
+
+def test_a_picked_folder_is_written_absolute_and_the_script_runs_in_an_empty_folder(images, tmp_path):
+    """The dataset picked as the picker stores it (relative to the workspace), exported from another
+    folder: the script names the folder absolute, runs from an empty folder, and takes --data."""
+    import shutil
+
+    from nodeflow.graph import Graph
+
+    workspace, elsewhere, empty = tmp_path / "ws", tmp_path / "elsewhere", tmp_path / "empty"
+    elsewhere.mkdir()
+    empty.mkdir()
+    shutil.copytree(images, workspace / "data" / "hotdog")
+    path = tmp_path / "graph.json"
+    Graph.from_data({"format": "nodeflow.graph", "version": 2, "name": "picked", "nodes": [
+        {"id": "dataset", "type": "data.image_folder", "params": {"root": "data/hotdog", "verify": False}}]}).save(path)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "NODEFLOW_WORKSPACE": str(workspace)}  # the workspace of the editor it was exported from
+    done = subprocess.run([sys.executable, "-m", "nodeflow.cli", "--no-plugins", "export-script", str(path),
+                           "-o", str(tmp_path / "train.py")],
+                          capture_output=True, text=True, cwd=elsewhere, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "train.py").read_text()
+    assert f'DATASET_ROOT = "{workspace / "data" / "hotdog"}"' in text
+    assert run_script(text, empty)["dataset"] == {"train_images": 24, "validation_images": 8, "test_images": 8}
+    smaller = tmp_path / "smaller"
+    for split in ("train", "validation", "test"):
+        for label in ("cat", "dog"):
+            (smaller / split / label).mkdir(parents=True)
+            for image in sorted((images / split / label).iterdir())[:2]:
+                shutil.copy(image, smaller / split / label)
+    shutil.rmtree(workspace)  # the data is elsewhere on this machine: --data says where
+    script = empty / "train.py"
+    moved = subprocess.run([sys.executable, "-I", str(script), "--data", str(smaller)], capture_output=True,
+                           text=True, cwd=empty, timeout=300)
+    assert moved.returncode == 0, moved.stderr[-3000:]
+    assert json.loads(moved.stdout[moved.stdout.rindex("\n{\n") + 1:])["dataset"] == {
+        "train_images": 4, "validation_images": 4, "test_images": 4}
+    lost = subprocess.run([sys.executable, "-I", str(script)], capture_output=True, text=True, cwd=empty, timeout=300)
+    assert lost.returncode == 1 and "does not exist on this machine" in lost.stderr and "--data" in lost.stderr
+    assert "Traceback" not in lost.stderr

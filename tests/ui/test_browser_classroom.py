@@ -131,8 +131,9 @@ def open_copy_and_upload(tab, server, folder: bool) -> str:
     picker.locator(".nf-folder", has_text="pets").click()
     picker.get_by_text("Choose this folder").click()
     project = tab.url.rsplit("/", 1)[1]
-    tab.wait_for_function("(p) => document.querySelector('.nf-field[data-param=\"root\"] input').value.endsWith(p)",
-                          arg=f"{project}/data/pets")
+    # stored relative to the project, whatever folder the server was started from
+    tab.wait_for_function("(p) => document.querySelector('.nf-field[data-param=\"root\"] input').value === p",
+                          arg="data/pets")
     return project
 
 

@@ -315,3 +315,30 @@ def test_help_text_is_plain_words():
     entry = Documented.describe()  # what the palette, the inspector and `nodeflow nodes` show
     assert entry["description"] == "Shows a cell's images (cell_gallery)."
     assert entry["params_schema"]["properties"]["depth"]["description"] == "Like Trainer.epochs, in blocks"
+
+
+async def test_the_folder_picker_stores_a_folder_of_the_workspace_relative_to_the_workspace(editor, workspace, tmp_path,
+                                                                                         monkeypatch):
+    """Not relative to the folder the editor was started in: the graph then reads the same folder when
+    the editor, the command line or a class server is started from anywhere else."""
+    from nicegui import ui
+    from nicegui.testing.user_interaction import UserInteraction
+
+    user, session, _ = editor
+    (workspace / "data" / "hotdog").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # the workspace lies below the starting folder, as in `nodeflow serve --workspace ws`
+    session.edit("add_node", type="test.read_folder", id="r", position={"x": 0, "y": 500})
+    await user.open("/")
+    user.find(FlowEditor).trigger("select", {"ids": ["r"]})
+    await user.should_see(marker="param-root")
+
+    def click(elements) -> None:
+        UserInteraction(user, set(elements), None).click()
+
+    click(e for e in user.find(kind=ui.button).elements if "nf-pick-folder" in e.classes)
+    for name in ("data", "hotdog"):
+        await user.should_see(name)
+        click(e for e in user.find(kind=ui.item).elements
+              if any(isinstance(d, ui.label) and d.text == name for d in e.descendants()))
+    user.find("Choose this folder").click()
+    assert session.graph.node("r").params["root"] == "data/hotdog"
