@@ -287,7 +287,11 @@ class Session:
         workspace, as every run takes them, whatever folder the editor was started from."""
         if self.allowed_roots is None:
             return []
-        return [ParamError(spec.id, why, param=name) for spec in graph.nodes if spec.type in self.registry
+        # what the person can do about it: a shared server's project uses its own folder only
+        hint = ("; a project on a shared server reads and writes its own folder only: upload the data into it"
+                if self.sharing is not None else
+                "; to use another folder, start the editor with --allow-root FOLDER (repeatable)")
+        return [ParamError(spec.id, why + hint, param=name) for spec in graph.nodes if spec.type in self.registry
                 for name, why in path_problems(self.registry.get(spec.type).Params, spec.params,
                                                self.allowed_roots, self.workspace)]
 

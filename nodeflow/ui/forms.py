@@ -150,8 +150,10 @@ class ParamForm:
                 w = ui.input(label, value=value or "", on_change=lambda e, n=name: self.set(n, e.value or None
                                                                                       if nullable else e.value))
                 w.props("debounce=500").classes("grow")
-                with ui.button(on_click=lambda n=name, field=w: self.pick_folder(field)) \
-                        .props('flat dense aria-label="Choose a folder"').classes("nf-pick-folder"):
+                files = prop.get(PATH_KEY) == "file"  # a weights file, say: the picker lists files too
+                with ui.button(on_click=lambda field=w, f=files: self.pick_folder(field, f)) \
+                        .props(f'flat dense aria-label="{"Choose a file" if files else "Choose a folder"}"') \
+                        .classes("nf-pick-folder"):
                     ui.html(FOLDER_SVG, sanitize=False).style("flex: none; min-width: 18px")
         elif kind == "layers":
             LayerPicker(self, name, value or [], prop.get(LAST_N_KEY))
@@ -240,9 +242,9 @@ class ParamForm:
             return
         self.set(name, value)
 
-    def pick_folder(self, field: ui.input) -> None:
+    def pick_folder(self, field: ui.input, files: bool = False) -> None:
         FolderPicker(self.session.allowed_roots or [self.session.workspace], lambda rel: field.set_value(rel),
-                     workspace=self.session.workspace)
+                     workspace=self.session.workspace, files=files)
 
 
 class LayerPicker:
@@ -374,10 +376,13 @@ class LayerPicker:
 class FolderPicker:
     """A dialog that browses folders inside the allowed roots only (the workspace and each
     ``--allow-root``, all shown at the top level); returns the folder relative to the workspace when
-    it lies inside it, else absolute (:func:`nodeflow.paths.stored_form`). Icons are inline SVG: nothing here
-    waits for a font download."""
+    it lies inside it, else absolute (:func:`nodeflow.paths.stored_form`). With ``files`` (a param that
+    names a file, such as a weights file) it lists the files too, and a click on one picks it. Icons
+    are inline SVG: nothing here waits for a font download."""
 
-    def __init__(self, roots: list[Path], on_pick: Callable[[str], None], workspace: Path | None = None) -> None:
+    def __init__(self, roots: list[Path], on_pick: Callable[[str], None], workspace: Path | None = None,
+                 files: bool = False) -> None:
+        self.files = files
         resolved = list(dict.fromkeys(Path(r).resolve() for r in roots))
         self.workspace = Path(workspace).resolve() if workspace is not None else resolved[0]
         self.roots = [r for r in resolved if r.is_dir()] or [self.workspace]
@@ -427,6 +432,14 @@ class FolderPicker:
                 children = []
             for child in children:
                 self._entry(child.name, lambda c=child: self.go(c))
+            if self.files:
+                try:
+                    found = sorted(p for p in self.current.iterdir() if p.is_file() and not p.name.startswith("."))
+                except OSError:
+                    found = []
+                for file in found:
+                    ui.item(file.name, on_click=lambda f=file: self.pick(f)).classes("w-full nf-file-entry") \
+                        .props("dense").style("overflow-wrap: anywhere")
 
     def go(self, folder: Path | None) -> None:
         if folder is None:
@@ -437,6 +450,13 @@ class FolderPicker:
         if self.root_of(folder) is not None:
             self.current = folder
             self.show()
+
+    def pick(self, file: Path) -> None:
+        """A file, chosen by a click (it must still lie inside an allowed root)."""
+        file = file.resolve()
+        if self.root_of(file) is not None:
+            self.on_pick(stored_form(file, self.workspace))
+            self.dialog.close()
 
     def choose(self) -> None:
         if self.current is None:

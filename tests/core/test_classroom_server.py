@@ -277,3 +277,14 @@ def test_a_removed_users_open_project_is_closed_writing_nothing_where_their_fold
     server.close_idle()
     assert not folder.exists(), sorted(str(p) for p in folder.rglob("*"))
     assert server.drop_removed() == []  # the others' projects stay open
+
+
+def test_a_path_outside_a_class_project_says_what_the_student_can_do(classroom, tmp_path):
+    from nodeflow.edits import EditError
+
+    server, users, projects = classroom
+    alice = session_of(server, projects, "alice")
+    alice.edit("add_node", type="test.read_folder", id="r")
+    with pytest.raises(EditError, match="its own folder only: upload the data into it") as refused:
+        alice.edit("set_params", id="r", params={"root": str(tmp_path)})
+    assert "--allow-root" not in str(refused.value)  # a flag the student cannot use

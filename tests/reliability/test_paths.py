@@ -37,7 +37,8 @@ def test_paths_inside_are_accepted(session, layout, value):
 def test_escapes_are_refused_naming_the_param(session, layout, value):
     _, _, secret = layout
     before = session.graph
-    with pytest.raises(EditError, match=r"r\.root: .* is outside the folders this editor may use"):
+    with pytest.raises(EditError, match=r"r\.root: .* is outside the folders this editor may use .*; to use another "
+                                         r"folder, start the editor with --allow-root FOLDER"):
         session.edit("set_params", id="r", params={"root": value.replace("SECRET", str(secret))})
     assert session.graph == before
 

@@ -342,3 +342,30 @@ async def test_the_folder_picker_stores_a_folder_of_the_workspace_relative_to_th
               if any(isinstance(d, ui.label) and d.text == name for d in e.descendants()))
     user.find("Choose this folder").click()
     assert session.graph.node("r").params["root"] == "data/hotdog"
+
+
+async def test_a_file_params_picker_lists_files_and_a_click_picks_one(editor, workspace):
+    """A weights file is picked as a folder is, not typed: the picker of a param that names a file
+    lists the files beside the folders."""
+    from nicegui import ui
+    from nicegui.testing.user_interaction import UserInteraction
+
+    user, session, _ = editor
+    (workspace / "weights").mkdir()
+    (workspace / "weights" / "resnet18-4-classes.pth").write_bytes(b"not read by the picker")
+    session.edit("add_node", type="test.read_folder", id="r", position={"x": 0, "y": 500})
+    await user.open("/")
+    user.find(FlowEditor).trigger("select", {"ids": ["r"]})
+    await user.should_see(marker="param-weights")
+
+    def click(elements) -> None:
+        UserInteraction(user, set(elements), None).click()
+
+    pickers = [e for e in user.find(kind=ui.button).elements if "nf-pick-folder" in e.classes]
+    click(p for p in pickers if p.props.get("aria-label") == "Choose a file")
+    await user.should_see("weights")
+    click(e for e in user.find(kind=ui.item).elements
+          if any(isinstance(d, ui.label) and d.text == "weights" for d in e.descendants()))
+    await user.should_see("resnet18-4-classes.pth")
+    click(e for e in user.find(kind=ui.item).elements if "nf-file-entry" in e.classes)
+    assert session.graph.node("r").params["weights"] == "weights/resnet18-4-classes.pth"
