@@ -18,8 +18,11 @@ from nodeflow.recent import is_graph_file
 
 LIBRARY_FOLDER = "groups"
 
-#: how far a duplicate lands from its original (right and down), in canvas units
-DUPLICATE_OFFSET = 40.0
+#: a card's width on the canvas (the editor's style fixes it) and a height few cards exceed (one
+#: with a three-line warning), in canvas units: the room a duplicate keeps clear
+CARD_WIDTH, CARD_HEIGHT = 200.0, 340.0
+#: the space a duplicate leaves between itself and the cards it avoids
+GAP = 40.0
 
 
 class NothingToPaste(ValueError):
@@ -51,12 +54,12 @@ def read_fragment(text: Any) -> Graph:
     return fragment
 
 
-def paste_ops(fragment: Graph, graph: Graph, at: dict[str, float] | None = None,
-              offset: float = DUPLICATE_OFFSET) -> tuple[list[dict[str, Any]], list[str]]:
+def paste_ops(fragment: Graph, graph: Graph,
+              at: dict[str, float] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
     """Edit ops that add ``fragment`` to ``graph`` (one undo step when applied together), and the
     ids its nodes get. Ids already taken get a suffix; ``at`` puts the fragment's top left corner
-    there, else it lands ``offset`` right and down of where it was (a duplicate beside its
-    original)."""
+    there, else it lands beside or below where it was, clear of the cards there (a duplicate beside
+    its original, see :func:`clear_shift`)."""
     taken = {n.id for n in graph.nodes}
     renamed: dict[str, str] = {}
     for node in fragment.nodes:
@@ -64,7 +67,7 @@ def paste_ops(fragment: Graph, graph: Graph, at: dict[str, float] | None = None,
         taken.add(renamed[node.id])
     left = min(n.position.x for n in fragment.nodes)
     top = min(n.position.y for n in fragment.nodes)
-    dx, dy = (at["x"] - left, at["y"] - top) if at is not None else (offset, offset)
+    dx, dy = (at["x"] - left, at["y"] - top) if at is not None else clear_shift(fragment, graph)
     ops: list[dict[str, Any]] = []
     for node in fragment.nodes:
         ops.append({"op": "add_node", "id": renamed[node.id], "type": node.type, "params": node.params,
@@ -84,6 +87,28 @@ def paste_ops(fragment: Graph, graph: Graph, at: dict[str, float] | None = None,
                     "members": [renamed[m] for m in group.members],
                     "position": {"x": round(group.position.x + dx), "y": round(group.position.y + dy)}})
     return ops, [renamed[n.id] for n in fragment.nodes]
+
+
+def clear_shift(fragment: Graph, graph: Graph) -> tuple[float, float]:
+    """How far to move ``fragment`` so that none of its cards lands on a card of ``graph``: right
+    past its own bounding box, or down past it, each time on past any card in the way; the shorter
+    move wins (right on a tie). A copy 25 px off its original reads as the original with a shadow,
+    so a duplicate lands where other node editors put one: beside or below what it copies."""
+    spots = [(n.position.x, n.position.y) for n in fragment.nodes]
+    cards = [(n.position.x, n.position.y) for n in graph.nodes]
+
+    def in_the_way(dx: float, dy: float) -> list[tuple[float, float]]:
+        return [(cx, cy) for cx, cy in cards
+                if any(abs(x + dx - cx) < CARD_WIDTH and abs(y + dy - cy) < CARD_HEIGHT for x, y in spots)]
+
+    left, top = min(x for x, _ in spots), min(y for _, y in spots)
+    dx = max(x for x, _ in spots) + CARD_WIDTH + GAP - left
+    while hit := in_the_way(dx, 0.0):  # each pass moves past a card it overlapped: it ends
+        dx = max(cx for cx, _ in hit) + CARD_WIDTH + GAP - left
+    dy = max(y for _, y in spots) + CARD_HEIGHT + GAP - top
+    while hit := in_the_way(0.0, dy):
+        dy = max(cy for _, cy in hit) + CARD_HEIGHT + GAP - top
+    return (dx, 0.0) if dx <= dy else (0.0, dy)
 
 
 def _stem(node_id: str) -> str:

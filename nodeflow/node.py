@@ -317,6 +317,13 @@ class Node:
     #: A title that follows the params, e.g. "Input layer ({height}×{width}×{channels})": a card
     #: shows it while its node has no title of its own (see :func:`auto_title`).
     title_template: ClassVar[str] = ""
+    #: Templates for particular params, tried in order before ``title_template``: ``(when,
+    #: template)``, where ``when`` maps params to the values they must have, e.g.
+    #: ``({"feature_extractor": True}, "{arch} feature extractor")``.
+    title_cases: ClassVar[tuple[tuple[Mapping[str, Any], str], ...]] = ()
+    #: How a param's value reads in a title, by value ("imagenet" → "ImageNet weights"); ``"*"``
+    #: words any other value, ``{}`` standing for it (a path's file name).
+    title_words: ClassVar[Mapping[str, Mapping[str, str]]] = {}
     category: ClassVar[str] = "Other"
     description: ClassVar[str] = ""
     Params: ClassVar[type[NodeParams]] = NoParams
@@ -436,6 +443,8 @@ class Node:
             "inputs": [port(p) for p in cls.inputs],
             "outputs": [port(p) for p in cls.outputs],
             "title_template": cls.title_template,
+            "title_cases": [{"when": dict(when), "template": template} for when, template in cls.title_cases],
+            "title_words": {name: dict(words) for name, words in cls.title_words.items()},
             "params_schema": schema,
             "defaults": cls.Params().model_dump(mode="json") if _has_all_defaults(cls.Params) else {},
             "persist": cls.persist,
@@ -490,15 +499,21 @@ class ParamWarning:
 
 def auto_title(entry: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:
     """A title that follows a node's params, from its catalogue entry (:meth:`Node.describe`): the
-    type's ``title_template`` filled in ("Input layer (64×64×3)"), or, for a node with a layer
-    picker (``x-widget: layers``), what it unfreezes ("Unfreeze the last block", "Unfreeze block4,
-    block5"); None for other nodes. ``params`` may leave out defaults."""
+    type's first ``title_cases`` template whose params match, else its ``title_template``, filled in
+    with the params as ``title_words`` words them ("Input layer (64×64×3)", "ResNet-18 feature
+    extractor"); or, for a node with a layer picker (``x-widget: layers``), what it unfreezes
+    ("Unfreeze the last block", "Unfreeze block4, block5"); None for other nodes. ``params`` may
+    leave out defaults."""
     values = {**(entry.get("defaults") or {}), **params}
-    template = entry.get("title_template")
+    template = next((case["template"] for case in entry.get("title_cases") or ()
+                     if all(name in values and values[name] == want for name, want in case["when"].items())),
+                    entry.get("title_template"))
     if template:
+        words = entry.get("title_words") or {}
         try:
-            return template.format_map(values)
-        except (KeyError, ValueError, IndexError):
+            return template.format_map({**values, **{name: _worded(values[name], words[name])
+                                                     for name in words if name in values}})
+        except (KeyError, ValueError, IndexError, AttributeError):
             return None
     props = (entry.get("params_schema") or {}).get("properties", {})
     layers = [(name, prop) for name, prop in props.items() if prop.get("x-widget") == "layers"]
@@ -512,6 +527,16 @@ def auto_title(entry: Mapping[str, Any], params: Mapping[str, Any]) -> str | Non
     if not isinstance(last_n, int) or last_n <= 0:
         return "Unfreeze nothing"
     return "Unfreeze the last block" if last_n == 1 else f"Unfreeze the last {last_n} blocks"
+
+
+def _worded(value: Any, words: Mapping[str, str]) -> Any:
+    """A param's value as a title says it: its word, else the ``"*"`` word around its file name
+    (a path reads by its last part), else the value itself."""
+    if isinstance(value, str) and value in words:
+        return words[value]
+    if "*" in words:
+        return words["*"].replace("{}", re.split(r"[\\/]", str(value).rstrip("/\\"))[-1] or str(value))
+    return value
 
 
 def card_title(node: type[Node], title: str | None, params: Mapping[str, Any]) -> str:

@@ -17,10 +17,11 @@ from nodes.ports import IMAGES, METRICS, MODEL, ImageSet, Metrics, ModelValue
 
 class DatasetDoctor(Node):
     """Checks a dataset before training: class balance; unreadable, tiny and extreme-aspect
-    images; exact duplicates (same bytes) and near duplicates across train/validation/test
-    (leakage), by cosine similarity of a frozen backbone's CNN codes; and suspected label errors,
-    where a linear probe's out-of-fold prediction confidently names another class. Without a
-    model only the balance, file and exact-duplicate checks run. Findings are grouped by kind."""
+    images; exact duplicates (same bytes, same class); label conflicts (same bytes under two
+    classes); near duplicates across train/validation/test (leakage), by cosine similarity of a
+    frozen backbone's CNN codes; and suspected label errors, where a linear probe's out-of-fold
+    prediction confidently names another class. Without a model only the balance, file and
+    same-bytes checks run. Findings are grouped by kind."""
 
     type = "data.doctor"
     title = "Dataset doctor"
@@ -54,8 +55,9 @@ class DatasetDoctor(Node):
         return {}
 
     def run(self, ctx: RunContext, params: Params, data: ImageSet, model: ModelValue | None = None) -> dict:
-        from nodes.engine.doctor import (Entry, class_balance, entries, exact_duplicates, file_problems, label_suspects,
-                                         near_duplicates, out_of_fold_probs, skipped_files)
+        from nodes.engine.doctor import (Entry, class_balance, entries, exact_duplicates, file_problems,
+                                         label_conflicts, label_suspects, near_duplicates, out_of_fold_probs,
+                                         skipped_files)
         from nodes.engine.inference import extract_codes
 
         items = entries(data)
@@ -70,8 +72,9 @@ class DatasetDoctor(Node):
         bad = {f["file"] for f in findings["unreadable"]}
         readable = [e for e in items if e.file not in bad]
         findings["exact_duplicates"] = exact_duplicates(readable)
+        findings["label_conflicts"] = label_conflicts(readable, data.classes)
         ctx.progress(2, 4)
-        checked = ["balance", "files", "exact_duplicates"]
+        checked = ["balance", "files", "exact_duplicates", "label_conflicts"]
         if model is not None:
             check_images(model, data)
             if summarize(model.spec)["output_shape"][0] == "auto":
@@ -84,7 +87,8 @@ class DatasetDoctor(Node):
             order = [e for s in clean.splits if clean.split(s) for e in readable if e.split == s]
             x = torch.cat([codes.splits[s][0] for s in clean.splits if clean.split(s)])
             y = torch.cat([codes.splits[s][1] for s in clean.splits if clean.split(s)])
-            skip = {frozenset((a, b)) for g in findings["exact_duplicates"] for a in g["files"] for b in g["files"]}
+            skip = {frozenset((a, b)) for kind in ("exact_duplicates", "label_conflicts")
+                    for g in findings[kind] for a in g["files"] for b in g["files"]}
             findings["near_duplicates"] = near_duplicates(x, order, params.near_threshold,
                                                           params.near_scope == "across_splits", skip)
             ctx.progress(3, 4)

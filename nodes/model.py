@@ -151,6 +151,12 @@ class InputLayer(Node):
         return {"model": ModelValue(spec=self.spec(params, ctx.node_id))}
 
 
+#: how a title names each architecture the backbone offers (as its authors write it)
+ARCH_NAMES = {"vgg11": "VGG11", "vgg16": "VGG16", "vgg19": "VGG19", "vgg16_bn": "VGG16-BN", "resnet18": "ResNet-18",
+              "resnet34": "ResNet-34", "resnet50": "ResNet-50", "resnet101": "ResNet-101",
+              "efficientnet_b0": "EfficientNet-B0", "mobilenet_v3_small": "MobileNetV3-Small",
+              "mobilenet_v3_large": "MobileNetV3-Large", "convnext_tiny": "ConvNeXt-Tiny"}
+
 class Backbone(_LayerNode):
     """A torchvision network without its classifier, used as a feature extractor: its feature
     blocks are added under their names (VGG: block1..block5; ResNet: stem, layer1..layer4)."""
@@ -158,6 +164,13 @@ class Backbone(_LayerNode):
     type = "model.backbone"
     title = "Backbone"
     blame = "arch"
+    # the card says which network with which weights, and follows when either changes; the words
+    # for a frozen ImageNet network are those the templates used to type ("VGG16 feature extractor")
+    title_template = "{arch}, {weights}"
+    title_cases = (({"feature_extractor": True, "weights": "imagenet"}, "{arch} feature extractor"),
+                   ({"feature_extractor": True}, "{arch} feature extractor, {weights}"))
+    title_words = {"arch": ARCH_NAMES, "weights": {"imagenet": "ImageNet weights", "none": "random weights",
+                                                   "*": "weights from {}"}}
 
     class Params(NodeParams):
         arch: Literal[ARCHS] = Field("vgg16", description="Which torchvision architecture")  # type: ignore[valid-type]

@@ -267,6 +267,8 @@ export default {
     graph: { type: Object, default: () => ({ version: -1, nodes: [], edges: [], groups: [] }) },
     status: { type: Object, default: () => ({}) },
     states: { type: Object, default: () => ({}) },
+    // a word from the server for the person, e.g. "Reopened mine.json with unsaved edits from ..."
+    notice: { type: String, default: "" },
   },
   setup(props, { emit }) {
     installCss();
@@ -356,6 +358,7 @@ export default {
     this.ctx.act = (...args) => this.act(...args);
     this._onKey = (e) => this.onKey(e);
     window.addEventListener("keydown", this._onKey);
+    if (this.notice) this.tell(this.notice);
   },
   unmounted() {
     window.removeEventListener("keydown", this._onKey);
@@ -470,6 +473,42 @@ export default {
       const add = ids.map((id) => store.findNode(id)).filter(Boolean);
       if (add.length) store.addSelectedNodes(add);
       this.selectedIds = [...ids];
+      this.reveal(add);
+    },
+    // Pan (never zoom) until these cards are in view, when part of one is not: a duplicate placed
+    // beside cards at the view's edge is seen where it landed.
+    reveal(nodes) {
+      const shown = nodes.filter((n) => !n.hidden);
+      if (!shown.length) return;
+      const el = this.$el.getBoundingClientRect();
+      const { x: vx, y: vy, zoom } = unref(this.store.viewport);
+      let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+      for (const n of shown) {
+        const w = (n.dimensions && n.dimensions.width) || CARD_W, h = (n.dimensions && n.dimensions.height) || CARD_H;
+        x0 = Math.min(x0, n.position.x); y0 = Math.min(y0, n.position.y);
+        x1 = Math.max(x1, n.position.x + w); y1 = Math.max(y1, n.position.y + h);
+      }
+      if (x0 * zoom + vx >= 0 && y0 * zoom + vy >= 0 && x1 * zoom + vx <= el.width && y1 * zoom + vy <= el.height) return;
+      const margin = 16, bottom = 120;  // clear of the minimap and the zoom buttons
+      const along = (lo, hi, v, size, end) => {
+        if ((hi - lo) * zoom > size - margin - end) return margin - lo * zoom;  // too big: its start in view
+        if (lo * zoom + v < margin) return margin - lo * zoom;
+        if (hi * zoom + v > size - end) return size - end - hi * zoom;
+        return v;
+      };
+      this.store.setViewport({ x: along(x0, x1, vx, el.width, margin), y: along(y0, y1, vy, el.height, bottom), zoom });
+    },
+    // The server's word for the person, once per browser tab: a reload of the page does not say it
+    // again (sessionStorage lives as long as the tab), a new tab does, and so does a new word.
+    tell(text) {
+      const key = "nodeflow-notice";
+      try {
+        if (window.sessionStorage.getItem(key) === text) return;
+        window.sessionStorage.setItem(key, text);
+      } catch (err) {
+        // storage refused (a privacy setting): say it on each load rather than never
+      }
+      window.Quasar.Notify.create({ message: text, type: "info", timeout: 10000, closeBtn: true, classes: "nf-notice" });
     },
     async writeClipboard(text) {
       // the server keeps a copy too: where the page may not use the system clipboard (a plain
@@ -706,8 +745,28 @@ export default {
     duplicate(ids) {
       if (ids.length) this.command("duplicate", { ids });
     },
+    // A new group of these nodes, as one edit; a node is in one group at most, so those in a group
+    // leave it first (the group keeps its other members, its title and its place).
     group(ids) {
-      if (ids.length) this.send("group", [{ op: "group", members: ids }]);
+      if (!ids.length) return;
+      const chosen = new Set(ids);
+      const ops = [];
+      for (const g of this.groups) {
+        if (!g.members.some((m) => chosen.has(m))) continue;
+        const rest = g.members.filter((m) => !chosen.has(m));
+        if (!rest.length && g.members.length === ids.length) return;  // they are a group already
+        ops.push({ op: "ungroup", id: g.id });
+        if (rest.length) ops.push({ op: "group", id: g.id, title: g.title, members: rest, collapsed: g.collapsed, position: g.position });
+      }
+      ops.push({ op: "group", members: ids });
+      this.send("group", ops);
+    },
+    // Where a paste from a card's menu lands: beside the cards it was opened on, not on them.
+    besides(ids) {
+      const nodes = ids.map((id) => this.store.findNode(id)).filter(Boolean);
+      if (!nodes.length) return undefined;
+      const right = Math.max(...nodes.map((n) => n.position.x + ((n.dimensions && n.dimensions.width) || CARD_W)));
+      return this.inView({ x: right + 40, y: Math.min(...nodes.map((n) => n.position.y)) });
     },
     // The groups of these nodes, dissolved in one edit.
     ungroup(groupIds) {
@@ -779,11 +838,12 @@ export default {
       items.push(
         { label: "Duplicate", action: "duplicate", keys: "Ctrl+D", run: () => this.duplicate(ids) },
         { label: "Copy", action: "copy", keys: "Ctrl+C", run: () => this.copy(ids) },
+        { label: "Paste", action: "paste", keys: "Ctrl+V", run: () => this.paste(this.besides(ids)) },
         { label: disabled ? "Enable" : "Disable", action: disabled ? "enable" : "disable", run: () => this.setDisabled(ids, !disabled) },
+        { label: "Group", action: "group", keys: "Ctrl+G", run: () => this.group(ids) },
       );
-      if (!grouped.length) items.push({ label: "Group", action: "group", keys: "Ctrl+G", run: () => this.group(ids) });
-      else items.push({ label: grouped.length > 1 ? "Ungroup their groups" : "Ungroup", action: "ungroup",
-                        run: () => this.ungroup(grouped) });
+      if (grouped.length) items.push({ label: grouped.length > 1 ? "Ungroup their groups" : "Ungroup", action: "ungroup",
+                                       run: () => this.ungroup(grouped) });
       items.push({ label: "Delete", action: "delete", keys: "Del", danger: true, run: () => this.remove(ids) });
       return items;
     },
@@ -801,7 +861,7 @@ export default {
     onPaneMenu(event) {
       const ids = this.selection();
       const items = [{ label: "Paste", action: "paste", keys: "Ctrl+V", run: () => this.paste(this._menuAt) }];
-      if (ids.length) items.push(...this.nodesMenu(ids).filter((i) => i.action !== "run"));
+      if (ids.length) items.push(...this.nodesMenu(ids).filter((i) => i.action !== "run" && i.action !== "paste"));
       items.push({ label: "Fit view", action: "fit", run: () => this.fit() });
       this.openMenu(event, ids.length ? `canvas · ${ids.length} selected` : "canvas", items);
     },

@@ -1,8 +1,10 @@
 """Whether a dataset is sound before any training: class balance; files that do not decode, are
-tiny or have an extreme aspect ratio; exact duplicates (same bytes) and near duplicates (CNN codes
-of a frozen backbone closer than a cosine-similarity threshold) across train/validation/test, which
-leak test images into training; and suspected label errors, confident-learning style: out-of-fold
-predictions of a linear probe on the codes that confidently disagree with the given label.
+tiny or have an extreme aspect ratio; exact duplicates (same bytes, same class) and near duplicates
+(CNN codes of a frozen backbone closer than a cosine-similarity threshold) across
+train/validation/test, which leak test images into training; label conflicts (same bytes filed
+under two classes: one of the labels is wrong, whatever a model learns); and suspected label errors,
+confident-learning style: out-of-fold predictions of a linear probe on the codes that confidently
+disagree with the given label.
 """
 
 from __future__ import annotations
@@ -90,14 +92,30 @@ def content_hash(path: str) -> str:
     return digest.hexdigest()
 
 
-def exact_duplicates(items: Sequence[Entry]) -> list[dict[str, Any]]:
-    """Groups of files with the same bytes, with their splits and labels."""
+def same_bytes(items: Sequence[Entry]) -> list[list[Entry]]:
+    """Groups of two or more files with the same bytes, in the order their first file comes."""
     groups: dict[str, list[Entry]] = {}
     for entry in items:
         groups.setdefault(content_hash(entry.file), []).append(entry)
+    return [group for group in groups.values() if len(group) > 1]
+
+
+def exact_duplicates(items: Sequence[Entry]) -> list[dict[str, Any]]:
+    """Groups of files with the same bytes under one class, with their splits and labels (the same
+    bytes under two classes are a :func:`label_conflicts` finding instead)."""
     return [{"files": [e.file for e in group], "splits": [e.split for e in group], "labels": [e.label for e in group],
              "across_splits": len({e.split for e in group}) > 1}
-            for group in groups.values() if len(group) > 1]
+            for group in same_bytes(items) if len({e.label for e in group}) == 1]
+
+
+def label_conflicts(items: Sequence[Entry], classes: Sequence[str]) -> list[dict[str, Any]]:
+    """Groups of files with the same bytes filed under two or more classes: the one image carries
+    contradicting labels, which no model can satisfy, so it is a labelling fault to fix, not a
+    copy to drop. Each names every file with its class and split."""
+    return [{"files": [e.file for e in group], "classes": [classes[e.label] for e in group],
+             "splits": [e.split for e in group], "labels": [e.label for e in group],
+             "across_splits": len({e.split for e in group}) > 1}
+            for group in same_bytes(items) if len({e.label for e in group}) > 1]
 
 
 def near_duplicates(codes: torch.Tensor, items: Sequence[Entry], threshold: float, across_splits_only: bool = True,

@@ -3,10 +3,14 @@
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from nodeflow.fragments import (NothingToPaste, fragment_of, library, load_group, paste_ops, read_fragment,
-                                save_group)
+from nodeflow.fragments import (CARD_HEIGHT, CARD_WIDTH, NothingToPaste, fragment_of, library, load_group, paste_ops,
+                                read_fragment, save_group)
 from nodeflow.session import Session
+
+from .conftest import make_graph
 
 
 @pytest.fixture
@@ -48,7 +52,45 @@ def test_duplicating_lands_beside_the_original_and_keeps_a_disabled_node_disable
     ops, ids = paste_ops(fragment_of(session.graph, ["sum"]), session.graph)
     session.edits(ops)
     copy = session.graph.node(ids[0])
-    assert ids == ["sum_2"] and copy.disabled and (copy.position.x, copy.position.y) == (440, 160)
+    # sum's card spans x 400..600: the copy starts a gap to its right, on the same row
+    assert ids == ["sum_2"] and copy.disabled and (copy.position.x, copy.position.y) == (640, 120)
+
+
+def test_a_duplicate_goes_below_when_a_card_is_beside_and_past_cards_in_its_way(session):
+    session.edits([{"op": "move", "id": "text", "x": 700, "y": 150}])  # right beside sum (400..600)
+    ops, ids = paste_ops(fragment_of(session.graph, ["sum"]), session.graph)
+    assert [op["position"] for op in ops if op["op"] == "add_node"] == [{"x": 400, "y": 500}]  # below: nearer
+    session.edits([{"op": "move", "id": "c", "x": 400, "y": 480}])  # something below too
+    ops, ids = paste_ops(fragment_of(session.graph, ["sum"]), session.graph)
+    assert [op["position"] for op in ops if op["op"] == "add_node"] == [{"x": 940, "y": 120}]  # past text's card
+    ops, ids = paste_ops(fragment_of(session.graph, ["a", "b"]), session.graph)  # beside them: sum, then text
+    assert [op["position"] for op in ops if op["op"] == "add_node"] == [{"x": 100, "y": 580}, {"x": 100, "y": 740}]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(-800, 800), st.integers(-800, 800)), min_size=1, max_size=12),
+       st.data())
+def test_a_duplicate_lands_clear_of_every_card_beside_or_below_its_originals(spots, data):
+    """Whatever the layout and whichever cards are duplicated: no copy overlaps a card (as wide as
+    the editor draws them, and as tall as a card with a warning), the copies keep their layout, and
+    they sit wholly right of or wholly below the originals' bounding box."""
+    graph = make_graph({f"n{i}": ("test.constant", {}) for i in range(len(spots))}, [])
+    graph = graph.model_copy(update={"nodes": [n.model_copy(update={"position": n.position.model_copy(
+        update={"x": float(x), "y": float(y)})}) for n, (x, y) in zip(graph.nodes, spots)]})
+    chosen = data.draw(st.lists(st.sampled_from([n.id for n in graph.nodes]), min_size=1, unique=True))
+    ops, ids = paste_ops(fragment_of(graph, chosen), graph)
+    added = {op["id"]: op["position"] for op in ops if op["op"] == "add_node"}
+    originals = {n.id: n.position for n in graph.nodes if n.id in chosen}
+    for node in graph.nodes:
+        for copy in added.values():
+            assert abs(copy["x"] - node.position.x) >= CARD_WIDTH or abs(copy["y"] - node.position.y) >= CARD_HEIGHT
+    shifts = {(added[new]["x"] - originals[old].x, added[new]["y"] - originals[old].y)
+              for old, new in zip([n.id for n in graph.nodes if n.id in chosen], ids)}
+    assert len(shifts) == 1  # one move for all: the copies keep their layout
+    dx, dy = shifts.pop()
+    width = max(p.x for p in originals.values()) - min(p.x for p in originals.values()) + CARD_WIDTH
+    height = max(p.y for p in originals.values()) - min(p.y for p in originals.values()) + CARD_HEIGHT
+    assert (dy == 0 and dx >= width) or (dx == 0 and dy >= height)
 
 
 def test_pasting_into_another_graph_keeps_ids_that_are_free_there(registry, workspace, session):

@@ -120,9 +120,27 @@ def test_doctor_without_a_model_checks_files_balance_and_exact_copies(registry, 
     assert metrics["unreadable_count"] == 3 and metrics["tiny_count"] == metrics["images"] == 31
     assert metrics["leaked_exact_duplicates_count"] == 1 and "near_duplicates_count" not in metrics
     saved = json.loads((tmp_path / "ws" / "doctor" / "doctor" / "findings.json").read_text())["tables"]
-    assert saved["checked"] == ["balance", "files", "exact_duplicates"]
+    assert saved["checked"] == ["balance", "files", "exact_duplicates", "label_conflicts"]
     assert {row["class"]: row["test"] for row in saved["class_balance"]} == {"circle": 2, "cross": 3, "stripes": 2}
     assert all(".broken" in f["file"] for f in saved["findings"]["unreadable"])
+
+
+def test_doctor_calls_one_image_under_two_classes_a_label_conflict_naming_both_files(registry, tmp_path):
+    from tests.nodes.conftest import run
+
+    root = make_image_set(tmp_path / "images", ("circle", "stripes"), per_class=6, size=SIZE, fmt="png")
+    original = sorted((root / "train" / "circle").glob("*.png"))[0]
+    misfiled = root / "train" / "stripes" / "misfiled.png"
+    shutil.copyfile(original, misfiled)
+    report = run(registry, doctor_graph(root), tmp_path / "ws")
+    assert report.ok, report.to_json()
+    metrics = report.nodes["doctor"].metrics
+    assert metrics["label_conflicts_count"] == 1 and metrics["exact_duplicates_count"] == 0
+    findings = json.loads((tmp_path / "ws" / "doctor" / "doctor" / "findings.json").read_text())["tables"]["findings"]
+    assert findings["exact_duplicates"] == []
+    [conflict] = findings["label_conflicts"]
+    assert sorted(zip(conflict["files"], conflict["classes"])) == [(str(original.resolve()), "circle"),
+                                                                  (str(misfiled.resolve()), "stripes")]
 
 
 def test_doctor_names_the_port_when_the_model_does_not_take_the_images(registry, tmp_path):

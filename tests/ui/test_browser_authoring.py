@@ -135,7 +135,7 @@ def test_duplicate_with_ctrl_d_lands_beside_the_original_and_is_selected(tab, pa
     expect(card(tab, "slow_2")).to_be_visible()
     expect(card(tab, "slow_2")).to_have_class(SELECTED)
     original, copy = card(tab, "slow").bounding_box(), card(tab, "slow_2").bounding_box()
-    assert copy["x"] > original["x"] and copy["y"] > original["y"]
+    assert copy["x"] >= original["x"] + original["width"] or copy["y"] >= original["y"] + original["height"]
     summary = card(tab, "slow").locator(".nf-summary").inner_text()
     assert card(tab, "slow_2").locator(".nf-summary").inner_text() == summary
     expect(tab.locator(".nf-inspector-title")).to_have_text("Slow")  # the copy's form is open
@@ -182,7 +182,8 @@ def test_right_click_a_node_to_disable_it_then_run_all_leaves_it_and_what_needs_
     expect(card(tab, "add2")).to_have_count(0)
     right_click(tab, "slow")
     items = tab.locator(".nf-menu-item").all_inner_texts()
-    assert [i.split("\n")[0] for i in items] == ["Run to here", "Duplicate", "Copy", "Disable", "Group", "Delete"]
+    assert [i.split("\n")[0] for i in items] == ["Run to here", "Duplicate", "Copy", "Paste", "Disable", "Group",
+                                                 "Delete"]
     choose(tab, "disable")
     expect(card(tab, "slow").locator(".nf-badge")).to_have_text("disabled")
     expect(card(tab, "slow").locator(".nf-node")).to_have_class(re.compile("nf-disabled"))

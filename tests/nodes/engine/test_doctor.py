@@ -11,10 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image, ImageEnhance
 
-from nodes.engine.doctor import (class_balance, entries, exact_duplicates, file_problems, label_suspects,
-                                 near_duplicates, out_of_fold_probs)
+from nodes.engine.doctor import (Entry, class_balance, entries, exact_duplicates, file_problems, label_conflicts,
+                                 label_suspects, near_duplicates, out_of_fold_probs)
 from nodes.engine.hooks import Hooks
 from nodes.engine.images import build_image_set
 from nodes.engine.inference import extract_codes
@@ -136,3 +138,44 @@ def test_class_balance_counts_every_image_once(doctored):
     rows = class_balance(data)
     assert sum(row[s] for row in rows for s in data.splits) == sum(len(data.split(s)) for s in data.splits)
     assert abs(sum(row["share"] for row in rows) - 1) < 1e-3
+
+
+def test_one_image_under_two_classes_is_a_label_conflict_and_a_copy_within_a_class_an_exact_duplicate(tmp_path):
+    root = make_image_set(tmp_path / "images", ("circle", "stripes"), per_class=4, size=16, fmt="png", seed=3,
+                          class_names=("cat", "dog"))
+    cat = sorted((root / "train" / "cat").glob("*.png"))
+    shutil.copyfile(cat[0], root / "train" / "dog" / "also_a_dog.png")  # the same picture, filed as a dog
+    shutil.copyfile(cat[1], root / "test" / "cat" / "again.png")  # a copy in its own class
+    data = build_image_set(root, 0.2, 0.2, 0, 0, verify=False)
+    items = entries(data)
+    conflict = str((root / "train" / "dog" / "also_a_dog.png").resolve())
+    conflicts = label_conflicts(items, data.classes)
+    assert [sorted(zip(g["files"], g["classes"])) for g in conflicts] == \
+        [sorted([(str(cat[0].resolve()), "cat"), (conflict, "dog")])]
+    duplicates = exact_duplicates(items)
+    again = str((root / "test" / "cat" / "again.png").resolve())
+    assert [set(g["files"]) for g in duplicates] == [{str(cat[1].resolve()), again}]
+    assert duplicates[0]["across_splits"] and not conflicts[0]["across_splits"]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from([b"a", b"b", b"c", b"d"]), st.integers(0, 2)), min_size=1, max_size=9))
+def test_every_group_of_same_bytes_is_either_an_exact_duplicate_or_a_label_conflict(tmp_path, files):
+    """Same bytes, one class: an exact duplicate; same bytes, two or more classes: a label conflict;
+    never both, never neither."""
+    folder = tmp_path / f"set{len(list(tmp_path.iterdir()))}"
+    folder.mkdir()
+    items = []
+    for index, (content, label) in enumerate(files):
+        path = folder / f"{index}.png"
+        path.write_bytes(content)
+        items.append(Entry(str(path), "train", label))
+    duplicates, conflicts = exact_duplicates(items), label_conflicts(items, ["cat", "dog", "fox"])
+    found = [frozenset(g["files"]) for g in duplicates + conflicts]
+    wanted = {}
+    for entry, (content, _) in zip(items, files):
+        wanted.setdefault(content, []).append(entry)
+    assert sorted(found, key=sorted) == sorted((frozenset(e.file for e in group) for group in wanted.values()
+                                                if len(group) > 1), key=sorted)
+    assert all(len(set(g["labels"])) == 1 for g in duplicates)
+    assert all(len(set(g["classes"])) > 1 and len(g["classes"]) == len(g["files"]) for g in conflicts)
