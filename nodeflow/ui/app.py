@@ -115,8 +115,8 @@ class EditorPage:
             self._without_controls(read_only)
         self.tick()
         ui.timer(POLL_SECONDS, self.tick)
-        if self.session.notice:  # e.g. the graph reopened with the unsaved edits of the last start
-            ui.notify(self.session.notice, type="info", timeout=10000, close_button=True, classes="nf-notice")
+        # e.g. the graph reopened with the unsaved edits of the last start: the canvas says it once per tab
+        self.editor.props["notice"] = self.session.notice or ""
         # the lines pushed before the page was drawn: open the log at the newest one
         ui.timer(0.3, lambda: ui.run_javascript(SCROLL_LOG_JS % self.log.id), once=True)
 

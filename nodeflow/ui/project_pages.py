@@ -220,7 +220,8 @@ def doctor_lines(found: dict[str, Any]) -> list[str]:
             for row in found["balance"]))
     names = {"unreadable": "unreadable files", "tiny": "tiny images", "extreme_aspect": "extreme aspect ratios",
              "exact_duplicates": "groups of exact duplicates", "near_duplicates": "near duplicates",
-             "label_suspects": "suspected label errors"}
+             "label_suspects": "suspected label errors",
+             "label_conflicts": "label conflicts (one image under two classes)"}
     for kind, count in found["counts"].items():
         rows = found["findings"].get(kind) or []
         example = ""
