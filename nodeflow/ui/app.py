@@ -147,7 +147,7 @@ class EditorPage:
             self.run_all_btn = ui.button("Run all", icon="play_arrow", on_click=lambda: self.run(None)) \
                 .props("unelevated dense color=green-7 no-caps").classes("px-2")
             self.run_sel_btn = ui.button("Run selected", icon="play_circle", on_click=self.run_selected) \
-                .props("unelevated dense color=indigo-5 no-caps").classes("px-2 nf-compact") \
+                .props("unelevated dense color=indigo-5 no-caps").classes("px-2") \
                 .tooltip("Run the selected node and only the stale nodes it needs")
             self.stop_btn = ui.button("Stop", icon="stop", on_click=self.stop) \
                 .props("unelevated dense color=red-7 no-caps").classes("px-2")
