@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nodeflow.errors import GraphInvalid, describe_exception
-from nodeflow.events import Board, Event
+from nodeflow.events import Board, Event, describe
 from nodeflow.executor import Executor
 from nodeflow.files import atomic_write_text
 from nodeflow.graph import Graph, GraphFileError
@@ -599,8 +599,11 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     for node, info in run["nodes"].items():
         metrics = "  ".join(f"{k}={_fmt(v)}" for k, v in (info.get("metrics") or {}).items())
         key = (info.get("key") or "")[:12]
-        print(f"  {node:<20} {info.get('status', '?'):<11} {key:<12}  {metrics}"
-              + (f"  ({info['error']})" if info.get("error") else ""))
+        status = info.get("status", "?")
+        if status == "stopped" and info.get("epochs"):  # as its card says it: stopped at epoch 3/12 · resumes ...
+            metrics = " ".join(x for x in (describe("stopped", info.get("epoch"), info["epochs"],
+                                                    bool(info.get("resumable"))), metrics) if x)
+        print(f"  {node:<20} {status:<11} {key:<12}  {metrics}" + (f"  ({info['error']})" if info.get("error") else ""))
     for key in run["models"]:
         print(f"  model version {key[:12]}")
     return EXIT_OK
