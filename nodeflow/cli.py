@@ -662,7 +662,7 @@ def _metric_change(name: str, m: dict[str, Any], diff: dict[str, Any]) -> str:
     split = f" {m['split']}" if m["split"] else ""
     on = "" if not counts else \
         f" on {counts[0]:,}{split} images" if len(set(counts)) == 1 else f" on {counts[0]:,} -> {counts[1]:,}{split} images"
-    words = f": {m['comparison']['words']}" if m.get("comparison") else ""
+    words = f": {m['judged']}" if m.get("judged") else ""  # the test on those images, or "untested"
     return f"{readable(name, m['a'])} -> {readable(name, m['b'])} {note}{on}{words}"
 
 

@@ -130,7 +130,8 @@ def test_a_store_that_called_a_stop_interrupted_reads_stopped(workspace):
     "interrupted"; runs whose process died kept an error and the node they were running."""
     RunStore(workspace).close()
     graph = demo_graph().model_dump(mode="json")
-    old = [("interrupted", None, {"slow": {"status": "interrupted", "epoch": 2, "epochs": 9}, "add": {"status": "ran"}}),
+    stopped = {"slow": {"status": "interrupted", "epoch": 2, "epochs": 9}, "add": {"status": "ran"}}
+    old = [("interrupted", None, stopped),
            ("interrupted", "the process running it stopped (killed or power lost)", {"slow": {"status": "running"}}),
            ("interrupted", "the worker process was killed by SIGKILL", {"slow": {"status": "failed"}}),
            ("done", None, {"slow": {"status": "ran"}})]

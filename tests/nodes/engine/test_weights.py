@@ -199,7 +199,8 @@ def test_the_exported_scripts_loader_loads_what_the_graph_loads(arch, tmp_path):
     model = seeded_torchvision(arch)
     blocks = nn.Sequential(OrderedDict(split_blocks(arch, model)))
     kept = {id(t) for t in blocks.state_dict(keep_vars=True).values()}
-    head = {k: t[:4].clone() if t.dim() else t for k, t in model.state_dict(keep_vars=True).items() if id(t) not in kept}
+    head = {k: t[:4].clone() if t.dim() else t for k, t in model.state_dict(keep_vars=True).items()
+            if id(t) not in kept}
     assert head, "a classifier to cut"
     theirs = save({k: t for k, t in model.state_dict().items() if k not in head} | head, tmp_path / "theirs.pth")
     ours = save(blocks.state_dict() | {f"head.{k}": t for k, t in head.items()}, tmp_path / "ours.pth")
