@@ -12,6 +12,9 @@ import sqlite3
 import subprocess
 import sys
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from nodeflow.graph import Graph
 from nodeflow.runs import FORMAT, RunStore
 from nodeflow.session import Session
@@ -151,3 +154,37 @@ def test_a_store_that_called_a_stop_interrupted_reads_stopped(workspace):
         assert db.execute("PRAGMA user_version").fetchone()[0] == FORMAT
         db.execute("UPDATE runs SET status = 'interrupted' WHERE id = 1")  # as a run that died later would be
     assert RunStore(workspace).get(1)["status"] == "interrupted"  # read as it is: the store is in the new format
+
+
+OLD_NODE_STATUSES = st.sampled_from(["ran", "cached", "failed", "skipped", "interrupted", "running", "planned"])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.tuples(st.sampled_from(["queued", "running", "done", "failed", "interrupted", "cancelled"]),
+                          st.one_of(st.none(), st.text(min_size=1, max_size=20)),
+                          st.dictionaries(st.sampled_from(["a", "b", "slow"]), OLD_NODE_STATUSES, max_size=3)),
+                min_size=1, max_size=6))
+def test_any_old_store_reads_in_the_new_words_once(tmp_path_factory, rows):
+    """Whatever an old store holds: a stop (no error, or a node that then read "interrupted") reads
+    "stopped" with its nodes, every other row is as it was, and opening it again changes nothing."""
+    workspace = tmp_path_factory.mktemp("old")
+    RunStore(workspace).close()
+    with sqlite3.connect(workspace / "runs.sqlite") as db:
+        db.execute("PRAGMA user_version = 0")
+        for status, error, nodes in rows:  # pid 0: no process owns a running row, as after a reboot
+            db.execute("INSERT INTO runs (graph_name, graph_hash, graph, source, status, requested, error, nodes, "
+                       "pid) VALUES ('g', 'h', '{}', 'cli', ?, 0, ?, ?, 0)",
+                       (status, error, json.dumps({n: {"status": s} for n, s in nodes.items()})))
+    store = RunStore(workspace)
+    found = {r["id"]: r for r in store.list()}
+    for run_id, (status, error, nodes) in enumerate(rows, start=1):
+        run = found[run_id]
+        stop = status == "interrupted" and (error is None or "interrupted" in nodes.values())
+        if stop:
+            assert run["status"] == "stopped" and "interrupted" not in {n["status"] for n in run["nodes"].values()}
+        elif status == "running":  # its process is gone: recovered as interrupted, its running node too
+            assert run["status"] == "interrupted" and "running" not in {n["status"] for n in run["nodes"].values()}
+        else:
+            assert run["status"] == status and run["nodes"] == {n: {"status": s} for n, s in nodes.items()}
+    store.close()
+    assert {r["id"]: r for r in RunStore(workspace).list()} == found
