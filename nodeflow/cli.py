@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from nodeflow.errors import GraphInvalid, describe_exception
-from nodeflow.events import Board, Event
+from nodeflow.events import Board, Event, describe
 from nodeflow.executor import Executor
 from nodeflow.files import atomic_write_text
 from nodeflow.graph import Graph, GraphFileError
@@ -729,8 +729,11 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     for node, info in run["nodes"].items():
         metrics = "  ".join(f"{k}={_fmt(v)}" for k, v in (info.get("metrics") or {}).items())
         key = (info.get("key") or "")[:12]
-        print(f"  {node:<20} {info.get('status', '?'):<11} {key:<12}  {metrics}"
-              + (f"  ({info['error']})" if info.get("error") else ""))
+        status = info.get("status", "?")
+        if status == "stopped" and info.get("epochs"):  # as its card says it: stopped at epoch 3/12 · resumes ...
+            metrics = " ".join(x for x in (describe("stopped", info.get("epoch"), info["epochs"],
+                                                    bool(info.get("resumable"))), metrics) if x)
+        print(f"  {node:<20} {status:<11} {key:<12}  {metrics}" + (f"  ({info['error']})" if info.get("error") else ""))
     for key in run["models"]:
         print(f"  model version {key[:12]}")
     return EXIT_OK
@@ -789,7 +792,7 @@ def _metric_change(name: str, m: dict[str, Any], diff: dict[str, Any]) -> str:
     split = f" {m['split']}" if m["split"] else ""
     on = "" if not counts else \
         f" on {counts[0]:,}{split} images" if len(set(counts)) == 1 else f" on {counts[0]:,} -> {counts[1]:,}{split} images"
-    words = f": {m['comparison']['words']}" if m.get("comparison") else ""
+    words = f": {m['judged']}" if m.get("judged") else ""  # the test on those images, or "untested"
     return f"{readable(name, m['a'])} -> {readable(name, m['b'])} {note}{on}{words}"
 
 

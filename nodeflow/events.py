@@ -206,10 +206,17 @@ def _plain(value: Any) -> Any:
 #: every state a node can be in, in the words every view uses:
 #: idle (never ran), stale (ran before with other params or inputs), queued, running, done (computed
 #: by its latest run), cached (its latest run took it from the cache), failed, stopped (on request;
-#: may resume), skipped (an input did not finish), invalid (the graph says it cannot run), disabled (left
-#: out of runs by the user)
-STATES = ("idle", "stale", "queued", "running", "done", "cached", "failed", "stopped", "skipped", "invalid",
-          "disabled")
+#: may resume), interrupted (the process running it died under it: kill -9, power lost; found when the
+#: run store is next opened), skipped (an input did not finish), invalid (the graph says it cannot run),
+#: disabled (left out of runs by the user)
+STATES = ("idle", "stale", "queued", "running", "done", "cached", "failed", "stopped", "interrupted", "skipped",
+          "invalid", "disabled")
+#: what became of a whole run, in the same words as its nodes' states where they mean the same: stopped
+#: on request, interrupted when the process running it died; cancelled while it waited in the queue
+RUN_STATUSES = ("queued", "running", "done", "failed", "stopped", "interrupted", "cancelled")
+#: states a node keeps after its run ended that a person reads as "it did not finish": the next run
+#: computes it again (a stopped or interrupted training resumes from its checkpoint)
+UNFINISHED = ("failed", "stopped", "interrupted")
 #: states in which a node is part of a run that has not finished
 ACTIVE = ("queued", "running")
 #: the most points a curve keeps while a run goes on
@@ -274,6 +281,8 @@ def describe(state: str, epoch: int | None = None, epochs: int | None = None, re
     if state == "stopped":
         where = f"stopped at epoch {epoch}/{epochs}" if epoch is not None and epochs else "stopped"
         return f"{where} · resumes from its checkpoint" if resumable else f"{where} · starts again when run"
+    if state == "interrupted":
+        return "interrupted · the process running it ended"
     return {"idle": "not run", "stale": "stale", "skipped": "skipped"}.get(state, state)
 
 
@@ -404,7 +413,7 @@ def derive(key: str | None, cached: bool, seen: Seen | None) -> str:
     same = seen.same if seen is not None else None
     if cached:
         return "done" if same is not None and same.state == "done" else "cached"
-    if same is not None and same.state in ("failed", "stopped"):
+    if same is not None and same.state in UNFINISHED:
         return same.state
     return "stale" if seen is not None and seen.before else "idle"
 

@@ -10,7 +10,9 @@ is kept too, so what the editor shows survives a restart; a sweep is a row and i
 The store is fed from a run's events (:class:`RunRecorder`, through the one reducer of
 :mod:`nodeflow.events`), never by the scheduler itself.
 Writes are transactions in WAL mode, so a run killed at any moment leaves whole rows; a row left
-``running`` by a process that is gone is marked ``interrupted`` when the store is next opened.
+``running`` by a process that is gone is marked ``interrupted`` when the store is next opened, and so
+is the node it was running. A run stopped on request is ``stopped``, as its node's card says: the
+statuses are the node states' words (:data:`nodeflow.events.RUN_STATUSES`).
 """
 
 from __future__ import annotations
@@ -27,12 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodeflow.events import SETTLED, Board, Event, Metric, NodeState, RunStarted, Seen
+from nodeflow.events import RUN_STATUSES, SETTLED, Board, Event, Metric, NodeState, RunStarted, Seen
 from nodeflow.graph import Graph
 from nodeflow.paths import resolved_params
 
-STATUSES = ("queued", "running", "done", "failed", "interrupted", "cancelled")
-FINISHED = ("done", "failed", "interrupted", "cancelled")
+STATUSES = RUN_STATUSES
+FINISHED = tuple(s for s in RUN_STATUSES if s not in ("queued", "running"))
+#: the store's format (SQLite's user_version): 1 once runs stopped on request read "stopped" (before,
+#: they read "interrupted", as runs whose process died still do)
+FORMAT = 1
+#: why a run whose process died is interrupted, as its record says
+DIED = "the process running it stopped (killed or power lost)"
 #: a running row whose owner has not written for this long is taken as dead (pid reuse after a reboot)
 HEARTBEAT_STALE_SECONDS = 90.0
 HEARTBEAT_SECONDS = 10.0
@@ -113,9 +120,9 @@ CREATE TABLE IF NOT EXISTS sweep_branches (
 );
 CREATE INDEX IF NOT EXISTS sweep_branches_by_run ON sweep_branches (run_id);
 """
-#: what a node state is called in a run's record and in ``nodeflow run --report``
+#: what a node state is called in a run's record (``GET /api/runs/ID``, ``nodeflow runs show``)
 REPORT_WORDS = {"done": "ran", "cached": "cached", "failed": "failed", "skipped": "skipped",
-                "stopped": "interrupted", "running": "running", "queued": "planned"}
+                "stopped": "stopped", "running": "running", "queued": "planned"}
 #: a queued run's place in the queue (1: next), read in the same query as its status, so the two agree
 POSITION = "(CASE WHEN r.status = 'queued' THEN (SELECT COUNT(*) FROM runs q WHERE q.status = 'queued' AND q.id <= r.id) END)"
 #: what of a settled node state the store keeps beside its key (the curves are kept per run)
@@ -282,6 +289,7 @@ class RunStore:
                 self._db.execute("ALTER TABLE versions ADD COLUMN given TEXT NOT NULL DEFAULT '{}'")
             if "warnings" not in {r["name"] for r in self._db.execute("PRAGMA table_info(runs)")}:
                 self._db.execute("ALTER TABLE runs ADD COLUMN warnings TEXT NOT NULL DEFAULT '[]'")
+        self._name_stops()
         self._import_sweep_files()
         self.recover()
 
@@ -314,9 +322,29 @@ class RunStore:
             return self._db.execute(sql, tuple(args)).fetchall()
 
     # -- lifecycle of a run -------------------------------------------------------------------------
+    def _name_stops(self) -> None:
+        """A store written before runs stopped on request were called "stopped" called them
+        "interrupted", as it called their stopped nodes: such a run (no error, or a node recorded
+        "interrupted", which then meant stopped) reads "stopped" from now on, and its nodes too. A run
+        whose process died kept its error and its running node, and stays "interrupted". Done once,
+        then the store's format says so."""
+        with self._tx() as db:
+            if db.execute("PRAGMA user_version").fetchone()[0] >= FORMAT:
+                return
+            for row in db.execute("SELECT id, nodes, error FROM runs WHERE status = 'interrupted'").fetchall():
+                nodes = json.loads(row["nodes"])
+                if row["error"] is None or any(n.get("status") == "interrupted" for n in nodes.values()):
+                    nodes = {k: {**n, "status": "stopped"} if n.get("status") == "interrupted" else n
+                             for k, n in nodes.items()}
+                    db.execute("UPDATE runs SET status = 'stopped', nodes = ? WHERE id = ?",
+                               (json.dumps(nodes), row["id"]))
+            db.execute(f"PRAGMA user_version = {FORMAT}")
+
     @writes
     def recover(self) -> list[int]:
-        """Mark ``running`` rows whose owner is gone (killed, power loss) as ``interrupted``."""
+        """Mark ``running`` rows whose owner is gone (killed, power loss) as ``interrupted``, and the
+        nodes they were running: in the run's record and as those nodes' settled state, so their cards
+        say it after a restart. Nodes the run had not reached yet are recorded skipped, as after a stop."""
         now = time.time()
         gone = []
         with self._tx() as db:
@@ -327,9 +355,19 @@ class RunStore:
                 if (mine and not active_here) or (not mine and (not _pid_alive(row["pid"]) or stale)):
                     gone.append(row["id"])
             for run_id in gone:
-                db.execute("UPDATE runs SET status = 'interrupted', ended = COALESCE(heartbeat, started), "
-                           "error = COALESCE(error, 'the process running it stopped (killed or power lost)') "
-                           "WHERE id = ?", (run_id,))
+                row = db.execute("SELECT nodes, COALESCE(heartbeat, started) AS ended FROM runs WHERE id = ?",
+                                 (run_id,)).fetchone()
+                nodes = json.loads(row["nodes"])
+                for node, record in nodes.items():
+                    if record.get("status") == "running":
+                        record["status"] = "interrupted"
+                        if record.get("key"):
+                            db.execute("INSERT OR REPLACE INTO node_states (node, key, state, run_id, updated, detail) "
+                                       "VALUES (?, ?, 'interrupted', ?, ?, '{}')", (node, record["key"], run_id, now))
+                    elif record.get("status") == "planned":
+                        record["status"] = "skipped"
+                db.execute("UPDATE runs SET status = 'interrupted', ended = ?, nodes = ?, error = COALESCE(error, ?) "
+                           "WHERE id = ?", (row["ended"], json.dumps(nodes), DIED, run_id))
         return gone
 
     @writes
@@ -372,11 +410,21 @@ class RunStore:
 
     @writes
     def finish(self, run_id: int, status: str, error: str | None = None) -> None:
+        """Give a run its final status. A run stopped or interrupted before its nodes told how they
+        ended (a second Ctrl-C aborts at once) has the node it was running recorded as the run is,
+        and those it had not reached as skipped, so no finished run says "running"."""
         if status not in FINISHED:
             raise ValueError(f"not a final status: {status!r}")
         with self._tx() as db:
-            db.execute("UPDATE runs SET status = ?, ended = ?, error = COALESCE(?, error) WHERE id = ? "
-                       "AND status IN ('running', 'queued')", (status, time.time(), error, run_id))
+            updated = db.execute("UPDATE runs SET status = ?, ended = ?, error = COALESCE(?, error) WHERE id = ? "
+                                 "AND status IN ('running', 'queued')", (status, time.time(), error, run_id)).rowcount
+            row = db.execute("SELECT nodes FROM runs WHERE id = ?", (run_id,)).fetchone()
+            if updated and row is not None and status in ("stopped", "interrupted"):
+                nodes = json.loads(row["nodes"])
+                ended = {"running": status, "planned": "skipped"}
+                if any(n.get("status") in ended for n in nodes.values()):
+                    nodes = {k: {**n, "status": ended.get(n.get("status"), n.get("status"))} for k, n in nodes.items()}
+                    db.execute("UPDATE runs SET nodes = ? WHERE id = ?", (json.dumps(nodes), run_id))
         _ACTIVE.discard((str(self.path), run_id))
 
     @writes
@@ -616,9 +664,22 @@ class RunStore:
         made = self.produced(key)
         if made is None:
             return {"series": {}, "started": None, "finished": None}
-        rows = self._query("SELECT started, ended FROM runs WHERE id = ?", (made[0],))
+        return self.node_curves(*made)
+
+    @reads
+    def settled_run(self, node: str, key: str) -> int | None:
+        """The run that left ``node`` in its latest settled state under ``key`` (a stop, a failure, a
+        process that died: what its Output tab shows after a restart), if recorded."""
+        rows = self._query("SELECT run_id FROM node_states WHERE node = ? AND key = ?", (node, key))
+        return rows[0]["run_id"] if rows else None
+
+    @reads
+    def node_curves(self, run_id: int, node: str) -> dict[str, Any]:
+        """One node's curves in one run, as a node's series (``{name: [{"step", "value"}]}``), with
+        that run's start and end."""
+        rows = self._query("SELECT started, ended FROM runs WHERE id = ?", (run_id,))
         points = self._query("SELECT name, step, value FROM curves WHERE run_id = ? AND node = ? ORDER BY name, step",
-                             made)
+                             (run_id, node))
         series: dict[str, list[dict[str, float]]] = {}
         for r in points:
             series.setdefault(r["name"], []).append({"step": r["step"], "value": r["value"]})
@@ -784,8 +845,8 @@ class RunRecorder:
 
 
 def node_record(state: NodeState) -> dict[str, Any]:
-    """A node as a run's record (and ``nodeflow run --report``) tells it: its status in the report's
-    words (ran, cached, failed, skipped, interrupted; running or planned while the run goes)."""
+    """A node as a run's record tells it: its status in the report's words (ran, cached, failed,
+    skipped, stopped; running or planned while the run goes; interrupted once its process died)."""
     record: dict[str, Any] = {"status": REPORT_WORDS.get(state.state, state.state)}
     if state.key:
         record["key"] = state.key
@@ -802,9 +863,10 @@ def node_record(state: NodeState) -> dict[str, Any]:
 
 
 def report_status(report: Any) -> str:
-    """A run's final status from the executor's report."""
+    """A run's final status from the executor's report: one the report says was interrupted was
+    stopped on request (a process that dies writes no report; :meth:`RunStore.recover` finds it)."""
     if report.interrupted:
-        return "interrupted"
+        return "stopped"
     return "done" if report.ok else "failed"
 
 
@@ -835,6 +897,6 @@ class Recording:
             if exc is None and self.report is not None:
                 self.status = report_status(self.report)
             else:
-                self.status = "interrupted" if kind is KeyboardInterrupt else "failed"
+                self.status = "stopped" if kind is KeyboardInterrupt else "failed"  # Ctrl-C: asked for
         error = self.error if exc is None else (str(exc).strip() or type(exc).__name__)
         self.store.finish(self.run_id, self.status, error)

@@ -28,7 +28,7 @@ from nodeflow.document import AUTOSAVE_KEEP, Document
 from nodeflow.edits import EditError
 from nodeflow.errors import GraphProblem, ParamError
 from nodeflow.estimates import Estimates
-from nodeflow.events import ACTIVE, SETTLED, Board, Event, NodeState, Seen
+from nodeflow.events import ACTIVE, SETTLED, UNFINISHED, Board, Event, NodeState, Seen
 from nodeflow.executor import Executor, RunReport
 from nodeflow.graph import Graph
 from nodeflow.limits import NO_LIMITS, JobLimits
@@ -620,24 +620,31 @@ class Session:
         if seen is not None and seen.same is not None and state != "disabled":  # what the store kept of it
             for name in ("error", "param", "epoch", "epochs", "resumable", "seconds", "metrics"):
                 setattr(shown, name, getattr(seen.same, name))
-        if state in ("done", "cached") and key is not None:
-            stored = self._stored_curves(key)
+        if state in ("done", "cached", *UNFINISHED) and key is not None:
+            stored = self._stored_curves(key, None if state in ("done", "cached") else node_id)
             shown.series, shown.started, shown.finished = stored["series"], stored["started"], stored["finished"]
-            if not shown.metrics:  # a result no run of this store recorded (an older store, a copied cache)
-                shown.metrics = self.executor.cache.metrics(key)
+            if not shown.metrics and state in ("done", "cached"):  # a result no run of this store recorded
+                shown.metrics = self.executor.cache.metrics(key)  # (an older store, a copied cache)
         view = _with_words(shown.to_json(), shown)
         if live is not None and live.previous and live.state in ACTIVE:
             view["previous"] = live.previous
         return view
 
-    def _stored_curves(self, key: str) -> dict[str, Any]:
-        """The curves of the run that computed ``key`` (what a cached node's Output tab shows)."""
-        found = self._stored.get(key)
+    def _stored_curves(self, key: str, node_id: str | None = None) -> dict[str, Any]:
+        """The curves of the run that computed ``key`` (what a cached node's Output tab shows); with
+        ``node_id``, of the run that left that node stopped, failed or interrupted under ``key``: its
+        curves up to where it ended, after a restart as before it. Kept at hand by run, as a later run
+        may stop the node again under the same key."""
+        run_id = None if node_id is None else self.runs.settled_run(node_id, key)
+        if node_id is not None and run_id is None:
+            return {"series": {}, "started": None, "finished": None}
+        held = key if node_id is None else f"run {run_id} {node_id}"  # never a cache key: those have no spaces
+        found = self._stored.get(held)
         if found is None:
-            found = self.runs.result_curves(key)
+            found = self.runs.result_curves(key) if run_id is None else self.runs.node_curves(run_id, node_id)
             if len(self._stored) >= STORED_CURVES:
                 self._stored.pop(next(iter(self._stored)))
-            self._stored[key] = found
+            self._stored[held] = found
         return found
 
 

@@ -83,17 +83,21 @@ def run_row(run: dict[str, Any]) -> dict[str, Any]:
             "state": state, "color": look["color"], "background": look["background"]}
 
 
-def verdict_colour(comparison: dict[str, Any] | None) -> str:
-    """Green for a clear gain, red for a clear loss, grey when the images cannot tell."""
-    if not comparison or not comparison.get("paired") or not comparison.get("clear"):
-        return "text-grey-8"
-    return "text-positive" if comparison["delta"] > 0 else "text-negative"
+#: the colour of each verdict (nodeflow.compare): a clear gain green, a clear loss red, the rest grey
+VERDICT_COLOURS = {"better": "text-positive", "worse": "text-negative"}
+
+
+def verdict_colour(judged: dict[str, Any] | None) -> str:
+    """The colour of a verdict, and only of it (a metric's own, or a split's comparison's): green
+    for better, red for worse, grey for no clear difference, untested, or no verdict."""
+    return VERDICT_COLOURS.get((judged or {}).get("verdict") or "", "text-grey-8")
 
 
 def metric_line(name: str, m: dict[str, Any]) -> None:
-    """A metric's change in the units people read, coloured by the metric's direction (counts and
-    parameters stay neutral), with the images it stands on and, for an accuracy measured on the
-    same images by both runs, whether the difference is real."""
+    """A metric's change in the units people read, with the images it stands on, coloured by its
+    verdict alone (nodeflow.compare: every figure measured on the same images is tested on them;
+    counts and parameters have none and stay grey), and under it what the test says: the interval
+    and p-value, tie or not, or that it is untested."""
     text = f"{name}: {readable(name, m['a'])} → {readable(name, m['b'])}"
     if m["delta"] is not None:
         text += f" ({readable_delta(name, m['delta'])})" if m["delta"] else " (same)"
@@ -102,14 +106,10 @@ def metric_line(name: str, m: dict[str, Any]) -> None:
         split = f" {m['split']}" if m.get("split") else ""
         text += f" · {counts[0]:,}{split} images" if len(set(counts)) == 1 else \
             f" · {counts[0]:,} → {counts[1]:,}{split} images"
-    better = (m["delta"] or 0) * m.get("direction", 0)
-    colour = "text-positive" if better > 0 else "text-negative" if better < 0 else "text-grey-8"
-    comparison = m.get("comparison")
-    if comparison is not None and not comparison.get("clear"):
-        colour = "text-grey-8"  # a move the images cannot tell from chance is not shown as a gain or a loss
-    ui.label(text).classes(f"text-xs nf-diff-metric {colour}")
-    if comparison is not None:
-        ui.label(comparison["words"]).classes(f"text-xs q-ml-md nf-diff-interval {verdict_colour(comparison)}")
+    colour = verdict_colour(m)
+    ui.label(text).classes(f"text-xs nf-diff-metric {colour}").props(f'data-verdict="{m.get("verdict") or ""}"')
+    if m.get("judged"):
+        ui.label(m["judged"]).classes(f"text-xs q-ml-md nf-diff-interval {colour}")
 
 
 def curve_names(*runs: dict[str, Any]) -> list[str]:

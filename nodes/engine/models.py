@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nodes.engine import standalone
 from nodes.engine.download import MIRROR_ENV, DownloadError, download, file_name, source_url
 
 #: Architectures the backbone node offers; all come from torchvision without their classifier.
@@ -51,21 +52,14 @@ def torchvision_model(arch: str) -> nn.Module:
 
 
 def split_blocks(arch: str, model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Cut a torchvision classifier into its named feature blocks (classifier dropped)."""
+    """Cut a torchvision classifier into its named feature blocks (classifier dropped), with the
+    functions the exported script cuts it with, so both name the blocks alike."""
     if arch.startswith("vgg"):
-        blocks, current = [], []
-        for layer in model.features:
-            current.append(layer)
-            if isinstance(layer, nn.MaxPool2d):
-                blocks.append((f"block{len(blocks) + 1}", nn.Sequential(*current)))
-                current = []
-        return blocks
+        return list(standalone.vgg_blocks(model).items())
     if arch.startswith("resnet"):
-        stem = nn.Sequential(OrderedDict(conv1=model.conv1, bn1=model.bn1, relu=model.relu, maxpool=model.maxpool))
-        return [("stem", stem)] + [(f"layer{i}", getattr(model, f"layer{i}")) for i in range(1, 5)]
+        return list(standalone.resnet_blocks(model).items())
     if hasattr(model, "features"):
-        children = list(model.features)
-        return [("stem", children[0])] + [(f"stage{i}", child) for i, child in enumerate(children[1:], 1)]
+        return list(standalone.feature_blocks(model).items())
     raise SpecError(f"don't know how to split '{arch}' into blocks")
 
 
@@ -191,9 +185,7 @@ def load_backbone_state(arch: str, model: nn.Module, blocks: list[tuple[str, nn.
     naming, problems = _match(layout, state)
     if problems:
         raise WeightsMismatch(_mismatch_message(arch, source, naming, layout[0], problems, state))
-    names = layout[0][naming]
-    nn.Sequential(OrderedDict(blocks)).load_state_dict({names[k]: v for k, v in state.items() if k in names},
-                                                       strict=False)
+    standalone.backbone(arch, state, model)  # the exported script's loader: what the graph loads, it loads
 
 
 def _mismatch_message(arch: str, source: str, naming: str, namings: dict[str, dict[str, str]],

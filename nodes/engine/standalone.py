@@ -136,15 +136,49 @@ def loader(items, transform, batch_size, shuffle=False, seed=0, workers=0, keep_
                       pin_memory=torch.cuda.is_available(), persistent_workers=keep_workers and workers > 0)
 
 
-def backbone(arch, weights):
-    """A torchvision network: ImageNet weights ("imagenet", downloaded by torchvision), random
-    ones ("none"), or those of a torch.save file with torchvision's names (a classifier in the file
-    is not needed: it is cut off)."""
+def backbone(arch, weights, model=None):
+    """A torchvision network (``model``, else a new one) with ImageNet weights ("imagenet", downloaded
+    by torchvision), random ones ("none"), or those of a weights file (a torch.save file's path, or
+    the state dict read from one), read as the graph's backbone node reads it: with torchvision's key
+    names (``conv1.weight``, ``features.0.weight``: its published files, ``torch.save(model.state_dict())``)
+    or the feature blocks' (``stem.conv1.weight``, ``block1.0.weight``, as nodeflow's export node
+    writes them), whichever the file has more of. Only the feature blocks load: a classifier in the
+    file, of any size, is left out. A file without every tensor of the blocks, with others under
+    their names, or with other shapes is refused before anything loads."""
     if weights == "imagenet":
         return torchvision.models.get_model(arch, weights="DEFAULT")
-    model = torchvision.models.get_model(arch, weights=None)
-    if weights != "none":
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=False)
+    model = torchvision.models.get_model(arch, weights=None) if model is None else model
+    if weights == "none":
+        return model
+    state, source = weights, "the state dict"
+    if not isinstance(weights, dict):  # a state dict, or a checkpoint holding one; a wrapper's prefixes dropped
+        state, source = torch.load(weights, map_location="cpu", weights_only=True), f"'{weights}'"
+        for key in ("state_dict", "model", "model_state"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+        unwrapped = {}
+        for key, tensor in state.items():
+            while key.startswith(("module.", "model.")):
+                key = key.split(".", 1)[1]
+            unwrapped[key] = tensor
+        state = unwrapped
+    # the feature blocks hold the network's own tensors: each has a name in the network and one in the blocks
+    split = vgg_blocks if arch.startswith("vgg") else resnet_blocks if arch.startswith("resnet") else feature_blocks
+    blocks = nn.Sequential(split(model))
+    ours = blocks.state_dict(keep_vars=True)
+    by_tensor = {id(tensor): key for key, tensor in ours.items()}
+    torchvisions = {key: by_tensor[id(tensor)] for key, tensor in model.state_dict(keep_vars=True).items()
+                    if id(tensor) in by_tensor}
+    names = max((torchvisions, {key: key for key in ours}), key=lambda names: len(state.keys() & names.keys()))
+    roots = {key.split(".", 1)[0] for key in names}  # a key under these is the blocks'; any other is a head
+    problems = [f"{key} is missing" for key in names if key not in state and not key.endswith("num_batches_tracked")]
+    problems += [f"{key} is not {arch}'s" for key in state if key not in names and key.split(".", 1)[0] in roots]
+    problems += [f"{key} is {list(state[key].shape)}, not {list(ours[names[key]].shape)}" for key in state
+                 if key in names and state[key].shape != ours[names[key]].shape]
+    if problems:
+        raise ValueError(f"{source} does not hold {arch}'s feature blocks: {'; '.join(problems[:3])}"
+                         + (f" ({len(problems)} problems in all)" if len(problems) > 3 else ""))
+    blocks.load_state_dict({names[key]: tensor for key, tensor in state.items() if key in names}, strict=False)
     return model
 
 

@@ -68,9 +68,11 @@ def test_the_words_follow_the_numbers():
     a, b = outcomes(10, 0, 1, 1)  # 12 images, one flip each way
     unclear = paired(a, b)
     assert not unclear.clear and unclear.verdict == "no clear difference"
-    assert re.fullmatch(r"no clear difference on 12 images \(-\d+ … \+\d+ points\)", unclear.words())
+    # a tie says its interval and p-value too
+    assert re.fullmatch(r"no clear difference on 12 images \(0 points, 95% CI -\d+ … \+\d+, p = 1\)", unclear.words())
     same = paired(a, a)
-    assert same.p_value == 1 and same.words() == "no clear difference on 12 images (the same images right and wrong)"
+    assert same.p_value == 1
+    assert same.words() == "no clear difference on 12 images (the same images right and wrong: 95% CI 0 … 0, p = 1)"
 
 
 def test_a_p_value_alone_does_not_make_a_difference_real():
@@ -79,8 +81,8 @@ def test_a_p_value_alone_does_not_make_a_difference_real():
     a, b = outcomes(900, 96, 0, 4)  # four of 1,000 gained: the interval leans up, McNemar does not
     leaning = paired(a, b)
     assert leaning.low > 0 and not leaning.clear
-    assert leaning.words() == (f"no clear difference on 1,000 images ({points(leaning.low, 1000)} … "
-                               f"{points(leaning.high, 1000)} points, but only 4 images changed: p = 0.12)")
+    assert leaning.words() == (f"no clear difference on 1,000 images (+0.4 points, 95% CI {points(leaning.low, 1000)} … "
+                               f"{points(leaning.high, 1000)}, but only 4 images changed: p = 0.12)")
     a, b = outcomes(0, 0, 0, 6)  # six: p = 0.031 and the interval is all above 0
     assert paired(a, b).clear
 

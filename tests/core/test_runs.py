@@ -215,7 +215,7 @@ def test_kill_9_of_the_cli_mid_run_leaves_an_interrupted_run_with_what_it_did(tm
     proc.wait()
     run = RunStore(workspace).get(1)
     assert run["status"] == "interrupted" and run["error"]
-    assert run["nodes"]["a"]["status"] == "ran" and run["nodes"]["slow"]["status"] == "running"
+    assert run["nodes"]["a"]["status"] == "ran" and run["nodes"]["slow"]["status"] == "interrupted"
     assert len(run["curves"]["slow"]["step_loss"]) >= 1
     listed = json.loads(nodeflow("runs", "--json", "--workspace", str(workspace)).stdout)
     assert [r["status"] for r in listed] == ["interrupted"]

@@ -56,7 +56,7 @@ def test_queued_runs_can_be_cancelled_and_survive_a_restart(registry, workspace)
             session.cancel(99)
     finally:
         session.close()  # stops the running one; the queued one waits for the next start
-    assert session.runs.get(first["id"])["status"] == "interrupted"
+    assert session.runs.get(first["id"])["status"] == "stopped"  # on request: closing stops it cleanly
     assert session.runs.get(third["id"])["status"] == "queued"
     restarted = Session(registry, workspace, graph=slow_graph(steps=1))
     try:
@@ -65,7 +65,7 @@ def test_queued_runs_can_be_cancelled_and_survive_a_restart(registry, workspace)
         restarted.wait(30)
         assert restarted.runs.get(third["id"])["status"] == "cancelled"
         assert restarted.runs.get(second["id"])["status"] == "cancelled"
-        assert [r["status"] for r in restarted.runs.list()] == ["cancelled", "cancelled", "interrupted"]
+        assert [r["status"] for r in restarted.runs.list()] == ["cancelled", "cancelled", "stopped"]
     finally:
         restarted.close()
 
@@ -105,6 +105,6 @@ def test_server_killed_with_a_queue_resumes_it_on_start(tmp_path):
         done = again.api("GET", f"/api/runs/{second['id']}").json()
         assert done["nodes"]["desc"]["status"] == "ran" and done["target"] == "desc"
         killed = again.api("GET", f"/api/runs/{first['id']}").json()
-        assert killed["status"] == "interrupted" and killed["nodes"]["slow"]["status"] == "running"
+        assert killed["status"] == "interrupted" and killed["nodes"]["slow"]["status"] == "interrupted"
     finally:
         again.stop()

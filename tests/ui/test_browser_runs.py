@@ -35,7 +35,7 @@ async def test_a_second_run_from_the_editor_is_queued_and_listed_with_its_positi
     assert session.cancel(2) == "cancelled"
     session.stop()
     session.wait(10)
-    assert [r["status"] for r in session.runs.list()] == ["cancelled", "interrupted"]
+    assert [r["status"] for r in session.runs.list()] == ["cancelled", "stopped"]
 
 
 def run_and_wait(server, steps: int) -> int:

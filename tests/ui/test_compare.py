@@ -84,6 +84,14 @@ def test_the_api_compares_two_runs_image_by_image(hue_server):
         comparison["right_to_wrong"] + comparison["wrong_to_right"]
     assert found["metrics"]["train.trainable_params"]["direction"] == 0  # a count: never better or worse
     assert found["metrics"]["train.val_loss"]["direction"] == -1
+    # one verdict for the images: the error analysis of that model on that split reads the trainer's records
+    error_rate = found["metrics"]["errors.error_rate"]
+    assert error_rate["verdict"] == accuracy["verdict"] == comparison["verdict"]
+    assert error_rate["comparison"]["p_value"] == comparison["p_value"]
+    assert found["metrics"]["train.val_loss"]["verdict"] == "untested"  # no per-image record of a loss
+    for name, m in found["metrics"].items():  # the interval and the p-value of every tested difference, tie or not
+        if m.get("verdict") in ("better", "worse", "no clear difference"):
+            assert "95% CI" in m["judged"] and ("p = " in m["judged"] or "p < " in m["judged"]), name
 
 
 @pytest.mark.parametrize("query, status", [("a=1&b=99", 404), ("a=x&b=2", 404), ("a=-1&b=2", 404),
@@ -120,8 +128,14 @@ def test_the_compare_panel_shows_the_interval_and_the_flipped_images(browser, hu
         # the accuracy in percent with its images, and under it whether the change is real
         line = diff.locator(".nf-diff-metric", has_text="train.val_accuracy")
         assert " · 20 validation images" in line.inner_text()
-        interval = diff.locator(".nf-diff-interval").first
-        assert interval.inner_text() == expected["metrics"]["train.val_accuracy"]["comparison"]["words"]
+        words = expected["metrics"]["train.val_accuracy"]["comparison"]["words"]
+        assert diff.locator(".nf-diff-interval", has_text=words).count() >= 1
+        # every metric's colour is its verdict's, and only that
+        colour = {"better": "text-positive", "worse": "text-negative"}
+        for shown in diff.locator(".nf-diff-metric").all():
+            verdict = shown.get_attribute("data-verdict")
+            classes = shown.get_attribute("class")
+            assert colour.get(verdict, "text-grey-8") in classes, (shown.inner_text(), verdict, classes)
         # the images that flipped, most confidently wrong first, each opening its confusion cell
         flips = tab.locator('.nf-runs-flips[data-node="train"][data-split="validation"]')
         assert flips.locator(".nf-flips-words").inner_text() == entry["words"]

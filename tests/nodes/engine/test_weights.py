@@ -187,3 +187,28 @@ def test_any_state_dict_loads_only_when_it_fits_and_a_refusal_changes_nothing(re
         assert with_real
         assert torch.equal(net.stem.conv1.weight, state.get("conv1.weight", state.get("stem.conv1.weight")))
         net.load_state_dict(before)
+
+
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in SLOW else a for a in ARCHS])
+def test_the_exported_scripts_loader_loads_what_the_graph_loads(arch, tmp_path):
+    """``standalone.backbone`` (the script's) against the graph's loader, from one file per naming:
+    torchvision's with its classifier cut to 4 classes (as a fine-tuned model is saved), and the
+    blocks' names with a head of their own. Both load every tensor of the blocks, and the same."""
+    from nodes.engine import standalone
+
+    model = seeded_torchvision(arch)
+    blocks = nn.Sequential(OrderedDict(split_blocks(arch, model)))
+    kept = {id(t) for t in blocks.state_dict(keep_vars=True).values()}
+    head = {k: t[:4].clone() if t.dim() else t for k, t in model.state_dict(keep_vars=True).items()
+            if id(t) not in kept}
+    assert head, "a classifier to cut"
+    theirs = save({k: t for k, t in model.state_dict().items() if k not in head} | head, tmp_path / "theirs.pth")
+    ours = save(blocks.state_dict() | {f"head.{k}": t for k, t in head.items()}, tmp_path / "ours.pth")
+    for path in (theirs, ours):
+        script = nn.Sequential(OrderedDict(split_blocks(arch, standalone.backbone(arch, str(path))))).state_dict()
+        graph = loaded(arch, path)
+        assert script.keys() == graph.keys() == blocks.state_dict().keys()
+        for key, tensor in blocks.state_dict().items():
+            assert torch.equal(script[key], tensor) and torch.equal(graph[key], tensor), (path.name, key)
+    with pytest.raises(ValueError, match=f"does not hold {arch}'s feature blocks: .* is missing"):
+        standalone.backbone(arch, str(save(dict(list(blocks.state_dict().items())[1:]), tmp_path / "part.pth")))
