@@ -332,7 +332,7 @@ class _TerminalProgress:
             self._write(f"- {node} (skipped: an input failed)")
         elif event.kind == "node_stopped":
             self._close()
-            self._write(f"■ {node} interrupted: {state.words()}")
+            self._write(f"■ {node} stopped: {state.words()}")
 
     def _write(self, line: str) -> None:
         from tqdm import tqdm
@@ -382,7 +382,7 @@ def _dry_run(args: argparse.Namespace, graph: Graph, executor: Executor) -> int:
     for row in [header, *rows]:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
     stale = [n for n, e in found["nodes"].items() if e["status"] != "cached"]
-    waiting = [n for n, e in found["nodes"].items() if e["status"] in ("after upstream", "error", "interrupted")]
+    waiting = [n for n, e in found["nodes"].items() if e["status"] in ("after upstream", "error", "stopped")]
     print(f"total: ≈ {format_seconds(found['total_seconds'])} for {len(stale)} node(s) to run, "
           f"{len(found['nodes']) - len(stale)} cached" + (f"; not estimated: {', '.join(waiting)}" if waiting else ""))
     return EXIT_OK
@@ -430,7 +430,7 @@ def _run_and_report(args: argparse.Namespace, graph: Graph, workspace: Path, exe
     if args.report:
         atomic_write_text(Path(args.report), json.dumps(report.to_json(), indent=2) + "\n")
     if report.interrupted:
-        print("interrupted; finished nodes stay cached", file=sys.stderr)
+        print("stopped; finished nodes stay cached", file=sys.stderr)
         return EXIT_INTERRUPTED
     failure = report.failure()
     if failure is not None:
@@ -497,7 +497,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"note: --metric {args.metric}: no branch reported it (give NODE.METRIC as `nodeflow runs show` "
               "lists them)", file=sys.stderr)
     if any(b.report is not None and b.report.interrupted for b in branches):
-        print("interrupted; finished nodes stay cached", file=sys.stderr)
+        print("stopped; finished nodes stay cached", file=sys.stderr)
         return EXIT_INTERRUPTED
     failed = [b for b in branches if b.report is None or not b.report.ok]
     if failed:

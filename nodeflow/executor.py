@@ -514,7 +514,7 @@ class Executor:
                             values[node_id] = stand_in
                             after[node_id] = {*upstream, node_id}
                 except Interrupted:
-                    nodes[node_id] = {**base, "status": "interrupted", "seconds": None}
+                    nodes[node_id] = {**base, "status": "stopped", "seconds": None}
                     break
                 except Exception as exc:
                     nodes[node_id] = {**base, "status": "error", "seconds": None, "error": _node_message(exc)}

@@ -19,7 +19,7 @@ from nodeflow.runs import RunStore, flat_params
 
 #: MLflow's limits per log_batch call and per param value
 BATCH_METRICS, BATCH_PARAMS, PARAM_CHARS = 1000, 100, 6000
-STATUS = {"done": "FINISHED", "failed": "FAILED", "interrupted": "KILLED", "cancelled": "KILLED"}
+STATUS = {"done": "FINISHED", "failed": "FAILED", "stopped": "KILLED", "interrupted": "KILLED", "cancelled": "KILLED"}
 #: how long one request to a tracking server may take and how often it is tried again, unless the
 #: environment says otherwise: MLflow's own defaults (120 s, 7 retries with doubling back-off) kept
 #: trying an address where nothing listens for four minutes

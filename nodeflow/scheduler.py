@@ -352,7 +352,7 @@ class RunState:
         if outcome.status == "stopped":
             b.emit(NodeStopped(node_id=node_id, key=key, seconds=outcome.seconds, epoch=outcome.epoch,
                                epochs=outcome.epochs, resumable=outcome.resumable))
-            return NodeReport("interrupted", outcome.seconds, dict(outcome.metrics), "interrupted by the user")
+            return NodeReport("stopped", outcome.seconds, dict(outcome.metrics), "stopped by the user")
         b.emit(NodeFailed(node_id=node_id, key=key, message=outcome.error or "failed", traceback=outcome.traceback,
                           param=outcome.param, seconds=outcome.seconds))
         return NodeReport("failed", outcome.seconds, dict(outcome.metrics), outcome.error)
@@ -363,7 +363,7 @@ class RunState:
             for node_id in b.needed:  # whatever was never told (a stop before it) is skipped
                 if node_id not in rec:
                     self._tell(self.branches.index(b), b, node_id, "skipped", None)
-            interrupted = self.stopped or any(r.status == "interrupted" for r in rec.values()) or (
+            interrupted = self.stopped or any(r.status == "stopped" for r in rec.values()) or (
                 self.stopping and any(r.status == "skipped" for r in rec.values())
                 and not any(r.status == "failed" for r in rec.values()))
             out.append(b.finish({n: rec[n] for n in b.needed}, interrupted))

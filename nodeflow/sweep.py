@@ -363,7 +363,7 @@ def results_table(branches: list[Branch], metric: str | None, judgement: Judgeme
     rows = []
     for i, b in enumerate(branches):
         status = "-" if b.report is None else (
-            "ok" if b.report.ok else "interrupted" if b.report.interrupted else "failed")
+            "ok" if b.report.ok else "stopped" if b.report.interrupted else "failed")
         value = metric_value(b, metric)
         mark = "*" if i == judgement.star else "=" if i in judgement.tie else ""
         rows.append([mark, str(b.run_id or "-"), *[json.dumps(b.params[n]) for n in names], status,

@@ -30,7 +30,7 @@ function fits(accepts, expected) {
 // How each state looks (label, colours, hint) comes from the server as the `states` prop, the one
 // table the card, the group card, the minimap and the Runs panel all draw from.
 // The state a group card shows: the most pressing one among its members.
-const GROUP_ORDER = ["failed", "running", "stopped", "queued", "invalid", "stale", "idle", "skipped", "disabled",
+const GROUP_ORDER = ["failed", "interrupted", "running", "stopped", "queued", "invalid", "stale", "idle", "skipped", "disabled",
                      "done", "cached"];
 
 function groupState(status, members, states) {

@@ -37,7 +37,7 @@ STATE_STYLE: dict[str, dict[str, str]] = {
                  "hint": "Disabled: a run leaves it out, and the nodes that need it (right-click to enable it)"},
     # a run's statuses in the Runs panel, drawn as the node states they correspond to
     "interrupted": {"label": "interrupted", "color": "#a05a00", "background": "#ffe9c7",
-                    "hint": "Stopped, or the process running it ended; finished nodes stay cached"},
+                    "hint": "The process running it ended (killed, power lost); finished nodes stay cached"},
     "cancelled": {"label": "cancelled", "color": "#7b8794", "background": "#eef0f3", "hint": "Cancelled"},
 }
 #: the minimap's fill for a running node (its badge is white on indigo)

@@ -116,7 +116,7 @@ def test_ctrl_c_stops_cleanly_with_130(tmp_path, workspace):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
-    assert "slow interrupted" in err
+    assert "slow stopped" in err
 
 
 def test_nodes_lists_the_catalogue_as_json():

@@ -320,6 +320,6 @@ def test_stopping_an_in_process_run_reaches_the_running_node(registry, workspace
     assert started.wait(30)
     executor.interrupt()
     thread.join(30)
-    assert result["report"].nodes["train"].status == "interrupted"
+    assert result["report"].nodes["train"].status == "stopped"
     with pytest.raises(KeyError):
         executor.plan(training_graph(), target="nope")

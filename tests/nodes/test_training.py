@@ -129,7 +129,7 @@ def test_an_interrupted_trainer_resumes_from_its_last_epoch(registry, shapes, tm
     first = Executor(registry, tmp_path / "ws", device="cpu")
     first.subscribe(lambda e: first.interrupt() if e.kind == "metric" and e.data["name"] == "val_loss"
                     and e.data["step"] == 2 else None)
-    assert first.run(graph, target="train").nodes["train"].status == "interrupted"
+    assert first.run(graph, target="train").nodes["train"].status == "stopped"
 
     logs: list[str] = []
     again = Executor(registry, tmp_path / "ws", device="cpu",
