@@ -292,7 +292,7 @@ def rendezvous_secret(workspace: Path, launch: Launch, rank: int, environ: Mappi
     """The key of :func:`rendezvous_id`: NODEFLOW_RDZV_SECRET, which a shared server's admin sets on
     every machine (required there); else, on one's own machines, a random one kept in the shared
     workspace, written once by a machine with node_rank 0 and awaited by the others for up to
-    ``wait`` seconds (WorkspaceNotShared when it never appears)."""
+    ``wait`` seconds (default SHARED_WAIT; WorkspaceNotShared when it never appears)."""
     env = os.environ if environ is None else environ
     given = env.get(SECRET_ENV, "").strip()
     if given:
@@ -452,7 +452,8 @@ def _launch(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks, 
     backend, kind = _backend(config.device, devices)
     wait = join_timeout(launch)
     # several machines share a secret id; one machine's processes meet at a free local port, under an id of their own
-    rdzv_id = rendezvous_id(launch.run_id, rendezvous_secret(hooks.workspace, launch, spread.rank)) \
+    # (a machine waits for the first one's secret as long as it would wait for it in the rendezvous)
+    rdzv_id = rendezvous_id(launch.run_id, rendezvous_secret(hooks.workspace, launch, spread.rank, wait=wait)) \
         if spread.several else f"nodeflow-{secrets.token_hex(20)}"
     job = hooks.checkpoints / "ddp-job"
     leader = spread.rank == 0
