@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from nodeflow.files import atomic_write_bytes, atomic_write_text
+from nodeflow.limits import NO_LIMITS, JobLimits
 from nodeflow.node import Node, NodeParams, ParamProblem, ParamWarning, Port, RunContext, ScriptContext, ScriptPart
 from nodes.checks import (check_fit, data_facts, engine_errors, hooks, keep_outcome, model_facts,
                           output_activation_warning, output_node, png_preview, settings_named, value_facts)
@@ -237,15 +238,19 @@ class Trainer(Node):
                 "val_loss": "validation", "val_accuracy": "validation", "validation_images": "validation"}
 
     @staticmethod
-    def launch(params: Params, key: str = "") -> Launch:
-        """Where the engine runs the training: the launch params, the rendezvous named by the cache key."""
-        return Launch(params.devices, params.num_nodes, params.node_rank, params.rdzv_endpoint, key)
+    def launch(params: Params, key: str = "", limits: JobLimits = NO_LIMITS) -> Launch:
+        """Where the engine runs the training: the launch params, the cache key its machines share
+        (the engine keys the rendezvous id with a secret), and the hosts a shared server lets it meet at."""
+        return Launch(params.devices, params.num_nodes, params.node_rank, params.rdzv_endpoint, key,
+                      limits.rendezvous_hosts)
 
     @classmethod
-    def machines(cls, params: Params, environ: Mapping[str, str] | None = None) -> Machines:
-        """The machines the training runs on (params, else NODEFLOW_* or SLURM in ``environ``)."""
+    def machines(cls, params: Params, environ: Mapping[str, str] | None = None,
+                 limits: JobLimits = NO_LIMITS) -> Machines:
+        """The machines the training runs on (params, else NODEFLOW_* or SLURM in ``environ``);
+        a ParamProblem naming the param when they cannot work, or meet where ``limits`` forbid."""
         with settings_named():
-            return machines(cls.launch(params), environ)
+            return machines(cls.launch(params, limits=limits), environ)
 
     @staticmethod
     def within_limits(ctx: RunContext, params: Params) -> None:
@@ -280,11 +285,12 @@ class Trainer(Node):
         """The training itself: here, or under torchrun with several devices or machines (see
         :func:`nodes.engine.multinode.fit_launched`)."""
         check_fit(value_facts(model), data_facts(data))
+        self.machines(params, limits=ctx.limits)  # refused before anything is written, started or connected
         config = self.fit_config(params, ctx.device)
         with engine_errors(ctx, params.batch_size):
             try:
                 result = fit_launched(model, data, config, hooks(ctx, checkpoints=True), teacher,
-                                      self.launch(params, ctx.key))
+                                      self.launch(params, ctx.key, ctx.limits))
             except NothingToTrain as exc:
                 raise ParamProblem(f"{exc}; unfreeze some blocks (fine-tune node) or set the backbone's "
                                    "feature_extractor to false", port="model") from None
@@ -305,6 +311,7 @@ class Trainer(Node):
 
         self.within_limits(ctx, params)
         check_fit(value_facts(model), data_facts(data))
+        self.machines(params, limits=ctx.limits)  # a launch the server refuses is refused when the run is priced
         config = self.fit_config(params, ctx.device)
         with engine_errors(ctx, params.batch_size):
             try:

@@ -4,6 +4,10 @@ the group (``Group``), how it shards data, wraps the trained module and reduces 
 How the processes are started (torchrun) is ``nodes.engine.multinode``'s business; this module
 only reads which group it runs in.
 
+Ranks exchange tensors, and small facts as JSON (:func:`broadcast_json`, :func:`all_gather_json`),
+never pickles: another machine of a training may be anyone who reached the rendezvous, and
+``broadcast_object_list`` or ``all_gather_object`` would run what it sent.
+
 ``batch_size`` stays the global batch: each rank takes its share, so the same settings give the
 same optimisation on one device or several.
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import json
 import math
 import os
 from collections.abc import Callable
@@ -122,8 +127,88 @@ def current() -> Group:
     return group
 
 
-
-
 def use_group(group: Group) -> None:
     """Make ``group`` the one this process's trainings run in (set once per torchrun rank)."""
     _GROUP.set(group)
+
+
+# -- small facts between ranks: JSON bytes in uint8 tensors ---------------------------------------
+
+#: the most bytes one rank takes from another in one exchange: the facts are a token and a host name
+EXCHANGE_LIMIT = 64 * 1024
+
+
+class MalformedExchange(ValueError):
+    """What another rank sent is not the JSON this rank expects (a peer that is not nodeflow's, or
+    not this version's)."""
+
+
+def broadcast_json(value: Any, src: int, device: torch.device, expect: Callable[[Any], bool], what: str) -> Any:
+    """``value`` of rank ``src``, on every rank: its length as one int64, then its JSON as bytes
+    (the layout ``broadcast_object_list`` uses, so a peer sending a pickle is read, and refused, as
+    bytes). Every rank checks the length before taking the bytes; a receiver checks the decoded
+    value with ``expect``. MalformedExchange names ``what`` and the sender."""
+    sending = torch.distributed.get_rank() == src
+    payload = _encode(value) if sending else b""
+    length = torch.tensor([len(payload)], dtype=torch.int64, device=device)
+    torch.distributed.broadcast(length, src)
+    size = _checked_length(int(length.item()), src, what)  # the sender too: every rank stops here alike
+    data = _to_tensor(payload, device) if sending else torch.empty(size, dtype=torch.uint8, device=device)
+    torch.distributed.broadcast(data, src)
+    return value if sending else decode_json(_to_bytes(data, size), src, expect, what)
+
+
+def all_gather_json(value: Any, device: torch.device, expect: Callable[[Any], bool], what: str) -> list[Any]:
+    """Every rank's ``value``, by rank: the lengths as int64s, then each rank's JSON bytes padded to
+    the longest (``all_gather_object``'s layout, read as bytes). Each rank checks every length
+    before taking the bytes and every decoded value with ``expect``, so all of them refuse a bad
+    peer alike (MalformedExchange naming ``what`` and the rank) instead of waiting on each other."""
+    world, own = torch.distributed.get_world_size(), torch.distributed.get_rank()
+    payload = _encode(value)
+    lengths = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(world)]
+    torch.distributed.all_gather(lengths, torch.tensor([len(payload)], dtype=torch.int64, device=device))
+    sizes = [_checked_length(int(length.item()), rank, what) for rank, length in enumerate(lengths)]
+    longest = max(sizes)
+    padded = _to_tensor(payload + b"\0" * (longest - len(payload)), device)
+    gathered = [torch.empty(longest, dtype=torch.uint8, device=device) for _ in range(world)]
+    torch.distributed.all_gather(gathered, padded)
+    return [value if rank == own else decode_json(_to_bytes(data, size), rank, expect, what)
+            for rank, (data, size) in enumerate(zip(gathered, sizes))]
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+
+
+def _checked_length(size: int, rank: int, what: str) -> int:
+    if not 0 <= size <= EXCHANGE_LIMIT:
+        raise MalformedExchange(f"rank {rank} sent {what} of {size} bytes; nodeflow's ranks send at most "
+                                f"{EXCHANGE_LIMIT} (is every machine of this training running nodeflow?)")
+    return size
+
+
+def _to_tensor(payload: bytes, device: torch.device) -> torch.Tensor:
+    return torch.frombuffer(bytearray(payload), dtype=torch.uint8).to(device) if payload else \
+        torch.empty(0, dtype=torch.uint8, device=device)
+
+
+def _to_bytes(data: torch.Tensor, size: int) -> bytes:
+    return data[:size].cpu().numpy().tobytes()
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode_json(raw: bytes, rank: int, expect: Callable[[Any], bool], what: str) -> Any:
+    """The JSON value in ``raw`` that rank ``rank`` sent, if it is what ``expect`` accepts;
+    MalformedExchange naming ``what`` otherwise. Bytes are only ever read as UTF-8 JSON."""
+    try:
+        value = json.loads(raw.decode("utf-8"), parse_constant=_refuse_constant)
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise MalformedExchange(f"rank {rank} sent {what} that is not JSON (it starts {raw[:24]!r}); nodeflow's "
+                                "ranks exchange JSON only, so it was not read (is every machine of this training "
+                                "running nodeflow?)") from None
+    if not expect(value):
+        raise MalformedExchange(f"rank {rank} sent {what} of an unexpected form ({json.dumps(value)[:80]})")
+    return value

@@ -8,10 +8,16 @@ than multiprocessing, because the editor's own worker is a daemon process (which
 children) and because torchrun is what users run by hand anyway.
 
 With ``num_nodes > 1`` every machine runs the same graph, and each machine's launcher starts its
-torchrun with ``--nnodes num_nodes`` and torchrun's c10d rendezvous at ``rdzv_endpoint``, the
-rendezvous id derived from ``Launch.run_id`` (the trainer's cache key) so that all machines meet in
-the same one. Under ``srun`` the three settings come from SLURM (:func:`machines`).
+torchrun with ``--nnodes num_nodes`` and torchrun's c10d rendezvous at ``rdzv_endpoint``. Under
+``srun`` the three settings come from SLURM (:func:`machines`). The rendezvous id is a secret, so
+that whoever reaches the endpoint cannot join a training as one of its machines: an HMAC of
+``Launch.run_id`` (the trainer's cache key, the same on every machine but shown by the run store)
+keyed with NODEFLOW_RDZV_SECRET, or, where that is unset, with a random secret kept in the shared
+workspace (:func:`rendezvous_secret`). It travels to torchrun in its environment, never on a
+command line or in a message. ``Launch.allowed_hosts`` (a shared server's limit) names the hosts a
+rendezvous may be at; another is refused before anything connects.
 
+Ranks exchange tensors and JSON only, never pickles (``nodes.engine.distributed``).
 Everything between the launcher and its ranks goes through files in the job folder, which lies in
 the run's checkpoint folder (``Hooks.checkpoints``, shared storage when there are several machines):
 the machine with node_rank 0 writes the job (the config as JSON, the model as safetensors, no
@@ -31,6 +37,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import hmac
+import ipaddress
 import json
 import os
 import re
@@ -50,7 +59,7 @@ from typing import Any
 import torch
 
 from nodes.engine.checkpoint import background_checkpoints
-from nodes.engine.distributed import Group, current, use_group
+from nodes.engine.distributed import Group, all_gather_json, broadcast_json, current, use_group
 from nodes.engine.fit import FitConfig, FitResult, NothingToTrain, TeacherMismatch, fit
 from nodes.engine.hooks import Hooks, Stopped
 from nodes.engine.loop import NonFiniteLoss
@@ -65,6 +74,15 @@ RDZV_PORT = 29400
 SHARED_WAIT = 60.0
 #: how long the machines wait for each other in the rendezvous (torchrun's join_timeout)
 JOIN_TIMEOUT = 600
+#: the same on a shared server (``Launch.allowed_hosts`` set): a training waiting for machines that
+#: may never come holds one of the server's slots all that time
+RESTRICTED_JOIN_TIMEOUT = 60
+#: seconds, overriding both (the admin's, or a person's own)
+JOIN_TIMEOUT_ENV = "NODEFLOW_RDZV_JOIN_TIMEOUT"
+#: the key of the rendezvous id's HMAC, the same on every machine of a training (at least 16 characters)
+SECRET_ENV = "NODEFLOW_RDZV_SECRET"
+#: where the rendezvous secret is kept in a shared workspace when SECRET_ENV is unset
+SECRET_FILE = "rendezvous.secret"
 #: how often a rank looks for the stop file (it is polled before every layer's forward)
 STOP_POLL = 0.25
 EVENTS = "events.jsonl"
@@ -86,18 +104,29 @@ class SettingError(ValueError):
         self.setting = setting
 
 
+class MalformedJobFile(RuntimeError):
+    """A file of the job folder (a report, an error, the result) is not what the ranks write."""
+
+
 @dataclass(frozen=True)
 class Launch:
     """Where one training runs: ``devices`` processes on each of ``num_nodes`` machines, this one
     being ``node_rank``, meeting at ``rdzv_endpoint``. The defaults (one machine, rank 0, no
-    endpoint) may be filled from the environment (:func:`machines`). ``run_id`` names the
-    rendezvous and must be the same on every machine (the trainer's cache key)."""
+    endpoint) may be filled from the environment (:func:`machines`). ``run_id`` is the same on
+    every machine (the trainer's cache key); the rendezvous id is a secret derived from it
+    (:func:`rendezvous_id`). ``allowed_hosts``: the hosts a rendezvous may be at (a shared
+    server's admin names them; empty: one machine only; None: any, as on one's own machines)."""
 
     devices: int = 1
     num_nodes: int = 1
     node_rank: int = 0
     rdzv_endpoint: str = ""
     run_id: str = ""
+    allowed_hosts: tuple[str, ...] | None = None
+
+    @property
+    def restricted(self) -> bool:
+        return self.allowed_hosts is not None
 
 
 @dataclass(frozen=True)
@@ -199,6 +228,10 @@ def machines(launch: Launch, environ: Mapping[str, str] | None = None) -> Machin
     if not 0 <= rank < count:
         raise SettingError(f"node_rank is {rank}{origin['node_rank']} but num_nodes is {count}{origin['num_nodes']}: "
                            f"number the machines 0 to {count - 1}", "node_rank")
+    if launch.allowed_hosts is not None and (count > 1 or endpoint.strip()):
+        _check_allowed(launch.allowed_hosts, count, origin["num_nodes"], endpoint.strip(), origin["rdzv_endpoint"])
+        if count > 1 and not env.get(SECRET_ENV, "").strip():
+            raise SettingError(_NO_SERVER_SECRET, "num_nodes")
     if count == 1:
         return Machines()
     if not endpoint:
@@ -210,6 +243,112 @@ def machines(launch: Launch, environ: Mapping[str, str] | None = None) -> Machin
     except ValueError as exc:
         raise SettingError(f"rdzv_endpoint{origin['rdzv_endpoint']}: {exc}", "rdzv_endpoint") from None
     return Machines(count, rank, endpoint.strip())
+
+
+_NO_SERVER_SECRET = (f"multi-machine training on this server needs its admin to set {SECRET_ENV} (the same secret on "
+                     "every machine of a training); until then set num_nodes to 1")
+
+
+def normal_host(host: str) -> str:
+    """A host as the rendezvous limit compares it, resolving nothing: lower case, no brackets or
+    trailing dot, an IP address in its canonical form (``::0:1`` → ``::1``)."""
+    host = host.strip().strip("[]").rstrip(".").lower()
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return host
+
+
+def _check_allowed(allowed: tuple[str, ...], count: int, count_origin: str, endpoint: str,
+                   endpoint_origin: str) -> None:
+    """SettingError unless a training of ``count`` machines meeting at ``endpoint`` keeps to the
+    hosts a shared server's admin allows (``serve --rendezvous-hosts``)."""
+    if not allowed:
+        setting, said = ("rdzv_endpoint", f"rdzv_endpoint is {endpoint!r}{endpoint_origin}") if endpoint else \
+            ("num_nodes", f"num_nodes is {count}{count_origin}")
+        raise SettingError(f"{said}, but this server trains on one machine only (its admin allows no rendezvous "
+                           "hosts, --rendezvous-hosts): set num_nodes to 1 and leave rdzv_endpoint empty", setting)
+    try:
+        host = parse_endpoint(endpoint)[0]
+    except ValueError as exc:
+        raise SettingError(f"rdzv_endpoint{endpoint_origin}: {exc}", "rdzv_endpoint") from None
+    hosts = sorted({normal_host(h) for h in allowed})
+    if normal_host(host) not in hosts:
+        raise SettingError(f"rdzv_endpoint is {endpoint!r}{endpoint_origin}, but this server's admin allows "
+                           f"multi-machine trainings to meet only at {', '.join(hosts)} (--rendezvous-hosts): "
+                           "use one of those hosts, or set num_nodes to 1 and leave rdzv_endpoint empty",
+                           "rdzv_endpoint")
+
+
+def rendezvous_id(run_id: str, secret: str) -> str:
+    """The rendezvous id of the training ``run_id`` names: the same on every machine that holds
+    ``secret``, and not to be found from ``run_id`` (which the run store shows) without it."""
+    digest = hmac.new(secret.encode(), run_id.encode(), hashlib.sha256).hexdigest()
+    return f"nodeflow-{digest[:40]}"
+
+
+def rendezvous_secret(workspace: Path, launch: Launch, rank: int, environ: Mapping[str, str] | None = None,
+                      wait: float | None = None) -> str:
+    """The key of :func:`rendezvous_id`: NODEFLOW_RDZV_SECRET, which a shared server's admin sets on
+    every machine (required there); else, on one's own machines, a random one kept in the shared
+    workspace, written once by a machine with node_rank 0 and awaited by the others for up to
+    ``wait`` seconds (default SHARED_WAIT; WorkspaceNotShared when it never appears)."""
+    env = os.environ if environ is None else environ
+    given = env.get(SECRET_ENV, "").strip()
+    if given:
+        if len(given) < 16:
+            raise SettingError(f"{SECRET_ENV} has {len(given)} characters; give it at least 16 (e.g. the output of "
+                               "`python -c \"import secrets; print(secrets.token_hex(16))\"`), the same on every "
+                               "machine", "num_nodes")
+        return given
+    if launch.restricted:
+        raise SettingError(_NO_SERVER_SECRET, "num_nodes")
+    path = workspace / SECRET_FILE
+    if rank == 0 and not path.exists():
+        workspace.mkdir(parents=True, exist_ok=True)
+        handle, name = tempfile.mkstemp(prefix=".rendezvous-", dir=workspace)  # readable by its owner only
+        with os.fdopen(handle, "w") as out:
+            out.write(secrets.token_hex(32))
+        try:
+            os.link(name, path)  # whole or not at all, and never over one another machine wrote first
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(name)
+    deadline = time.monotonic() + (SHARED_WAIT if wait is None else wait)
+    while True:
+        try:
+            secret = path.read_text().strip()
+        except FileNotFoundError:
+            if time.monotonic() > deadline:
+                raise WorkspaceNotShared(
+                    f"workspace: {workspace} is not shared between the machines of this training: the rendezvous "
+                    f"secret the machine with node_rank 0 keeps there ({path}) did not appear here within "
+                    f"{SHARED_WAIT if wait is None else wait:g} s; put the workspace (--workspace) on storage every "
+                    f"machine mounts at the same path, or set {SECRET_ENV} on every machine") from None
+            time.sleep(0.2)
+            continue
+        if not re.fullmatch(r"[0-9a-f]{64}", secret):
+            raise SettingError(f"{path} does not hold a rendezvous secret (64 hex digits); delete it and start the "
+                               "training again on every machine", "num_nodes")
+        return secret
+
+
+def join_timeout(launch: Launch, environ: Mapping[str, str] | None = None) -> int:
+    """Seconds the machines wait for each other: NODEFLOW_RDZV_JOIN_TIMEOUT, else short on a shared
+    server (``RESTRICTED_JOIN_TIMEOUT``) and torchrun's usual wait elsewhere (``JOIN_TIMEOUT``)."""
+    env = os.environ if environ is None else environ
+    raw = env.get(JOIN_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return RESTRICTED_JOIN_TIMEOUT if launch.restricted else JOIN_TIMEOUT
+    try:
+        seconds = int(raw)
+    except ValueError:
+        seconds = 0
+    if not 1 <= seconds <= 86_400:
+        raise SettingError(f"{JOIN_TIMEOUT_ENV}={raw!r} is not a whole number of seconds from 1 to 86400",
+                           "num_nodes")
+    return seconds
 
 
 def assists(launch: Launch) -> bool:
@@ -235,7 +374,7 @@ def fit_launched(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Ho
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # the caller itself was started by torchrun
                 _join_torchrun_group(config.device)
                 return fit(model, data, config, hooks, teacher)
-            return _launch(model, data, config, hooks, teacher, launch.devices, spread, launch.run_id)
+            return _launch(model, data, config, hooks, teacher, launch, spread)
     with background_checkpoints():
         return fit(model, data, config, hooks, teacher)
 
@@ -273,13 +412,14 @@ def _is_loopback(host: str) -> bool:
     return host in ("localhost", "::1") or host.startswith("127.")
 
 
-def _torchrun(job: Path, devices: int, spread: Machines, run_id: str, backend: str, kind: str,
-              workspace: Path) -> list[str]:
+def _torchrun(job: Path, devices: int, spread: Machines, backend: str, kind: str, workspace: Path,
+              wait: int) -> list[str]:
+    """torchrun's command line; the rendezvous id goes in its environment (PET_RDZV_ID), where
+    another user of the machine cannot read it as they can a command line."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(devices)]
     if spread.several:
-        command += ["--nnodes", str(spread.count), "--rdzv-backend", "c10d",
-                    "--rdzv-endpoint", spread.endpoint, "--rdzv-id", f"nodeflow-{run_id[:24] or 'run'}",
-                    "--rdzv-conf", f"join_timeout={JOIN_TIMEOUT}", "--max-restarts", "0"]
+        command += ["--nnodes", str(spread.count), "--rdzv-backend", "c10d", "--rdzv-endpoint", spread.endpoint,
+                    "--rdzv-conf", f"join_timeout={wait}", "--max-restarts", "0"]
         if _is_loopback(parse_endpoint(spread.endpoint)[0]):  # every "machine" is this one
             command += ["--local-addr", "127.0.0.1"]
     else:
@@ -301,14 +441,20 @@ def _write_job(job: Path, model: ModelValue, data: ImageSet, config: FitConfig, 
 
 
 def _launch(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks, teacher: ModelValue | None,
-            devices: int, spread: Machines, run_id: str, grace: float = 15.0) -> FitResult | None:
+            launch: Launch, spread: Machines, grace: float = 15.0) -> FitResult | None:
     """torchrun ``-m nodes.engine.multinode JOB``: every rank runs ``fit`` on the job in JOB. The
     machine with node_rank 0 writes the job, tails rank 0's reports into ``hooks`` and returns rank
     0's result; another machine runs its ranks and returns None. A stop request (``should_stop``, or
     a hook that raises), on any machine, becomes the stop file."""
     if hooks.checkpoints is None:
         raise ValueError("a training in several processes keeps its job files in the checkpoint folder; give one")
+    devices = launch.devices
     backend, kind = _backend(config.device, devices)
+    wait = join_timeout(launch)
+    # several machines share a secret id; one machine's processes meet at a free local port, under an id of their own
+    # (a machine waits for the first one's secret as long as it would wait for it in the rendezvous)
+    rdzv_id = rendezvous_id(launch.run_id, rendezvous_secret(hooks.workspace, launch, spread.rank, wait=wait)) \
+        if spread.several else f"nodeflow-{secrets.token_hex(20)}"
     job = hooks.checkpoints / "ddp-job"
     leader = spread.rank == 0
     if leader:
@@ -324,9 +470,10 @@ def _launch(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks, 
             f"{devices} {kind.upper()} processes"
     hooks.log(f"training in {where} with DistributedDataParallel ({backend}, torchrun, {processes} ranks)")
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, available_cores() // devices)) if kind == "cpu"
-           else os.environ.get("OMP_NUM_THREADS", "1")}
+           else os.environ.get("OMP_NUM_THREADS", "1"), "PET_RDZV_ID": rdzv_id}
+    env.pop(SECRET_ENV, None)  # the ranks need no secret
     with open(log_path, "wb") as output:
-        proc = subprocess.Popen(_torchrun(job, devices, spread, run_id, backend, kind, hooks.workspace),
+        proc = subprocess.Popen(_torchrun(job, devices, spread, backend, kind, hooks.workspace, wait),
                                 stdout=output, stderr=subprocess.STDOUT, env=env)
     events = _EventTail(job / EVENTS) if leader else None
     refused: BaseException | None = None  # what a hook raised (the caller's way of saying stop)
@@ -358,36 +505,60 @@ def _launch(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks, 
     if refused is not None:
         raise refused
     stopped = stopped_at is not None or (job / "stop").exists()
-    _raise_failure(job, proc.returncode, log_path, spread, stopped, devices)
+    _raise_failure(job, proc.returncode, log_path, spread, stopped, devices, wait, rdzv_id)
     if not leader:
         log_path.unlink(missing_ok=True)
         hooks.log(f"this machine's part of the training is done (node_rank {spread.rank}); the machine with "
                   "node_rank 0 records the trained model")
         return None
     trained = load_model(job / "result")
-    facts = json.loads((job / "result" / "fit.json").read_text())
+    facts = _job_record(job / "result" / "fit.json", {"best_val_loss": (float, int, type(None)),
+                                                      "trainable_params": (int,), "feature_cache": (dict, type(None))})
     shutil.rmtree(job, ignore_errors=True)
     return FitResult(trained, list(trained.history), facts["best_val_loss"], facts["trainable_params"],
                      facts["feature_cache"])
 
 
-def _report(hooks: Hooks, message: dict[str, Any]) -> None:
-    """One of rank 0's records, as the call of the hook it came from."""
+def _job_record(path: Path, fields: Mapping[str, tuple[type, ...]]) -> dict[str, Any]:
+    """A JSON object the ranks wrote, with ``fields`` of those types; MalformedJobFile otherwise."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MalformedJobFile(f"cannot read {path}: {exc}") from None
+    if not isinstance(record, dict):
+        raise MalformedJobFile(f"{path} holds no JSON object")
+    for name, types in fields.items():
+        if not isinstance(record.get(name), types) or isinstance(record.get(name), bool) and bool not in types:
+            raise MalformedJobFile(f"{path}: {name} is {record.get(name)!r}, not what a rank writes")
+    return record
+
+
+def _report(hooks: Hooks, message: Any) -> None:
+    """One of rank 0's records, as the call of the hook it came from; MalformedJobFile for a
+    record that is not one rank 0 writes."""
+    if not (isinstance(message, dict) and message.get("kind") in REPORTS and isinstance(message.get("data"), dict)
+            and all(name in message["data"] for name in REPORTS[message["kind"]])):
+        raise MalformedJobFile(f"a record in the events file is not one rank 0 writes: {json.dumps(message)[:200]}")
     kind, data = message["kind"], dict(message["data"])
-    if kind not in REPORTS:
-        raise ValueError(f"unknown report {kind!r} in the events file")
     leading = [data.pop(name) for name in REPORTS[kind]]
-    getattr(hooks, kind)(*leading, **data)
+    try:
+        getattr(hooks, kind)(*leading, **data)
+    except TypeError as exc:  # a record with arguments the hook does not take
+        raise MalformedJobFile(f"a {kind} record in the events file does not fit its hook: {exc}") from None
 
 
-def _raise_failure(job: Path, code: int | None, log_path: Path, spread: Machines, stopped: bool, devices: int) -> None:
+_ERROR_FIELDS = {"rank": (int,), "kind": (str,), "message": (str,), "facts": (dict,), "traceback": (str,)}
+
+
+def _raise_failure(job: Path, code: int | None, log_path: Path, spread: Machines, stopped: bool, devices: int,
+                   wait: int = JOIN_TIMEOUT, rdzv_id: str = "") -> None:
     """Raise what went wrong in the ranks (as the engine error they raised, when it is one), or
-    nothing when the training succeeded."""
+    nothing when the training succeeded. The rendezvous id, a secret, is cut out of what is told."""
     # the first machine needs rank 0's result; another one only that its own ranks succeeded
     done = code == 0 if spread.rank > 0 else (job / "result").is_dir()
     if stopped and not done:
         raise Stopped("stopped on request")
-    errors = [json.loads(path.read_text()) for path in sorted(job.glob("error-*.json"))] if job.is_dir() else []
+    errors = [_job_record(path, _ERROR_FIELDS) for path in sorted(job.glob("error-*.json"))] if job.is_dir() else []
     # the first rank that failed for a reason of its own, not because a peer went away
     errors.sort(key=lambda e: (e["kind"].startswith("Dist") or "Connection closed" in e["message"], e["rank"]))
     if errors:
@@ -401,11 +572,13 @@ def _raise_failure(job: Path, code: int | None, log_path: Path, spread: Machines
     if code == 0 and done:
         return
     tail = log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
+    if rdzv_id:
+        tail = tail.replace(rdzv_id, "<rendezvous id>")
     if spread.several and ("RendezvousTimeoutError" in tail or "RendezvousConnectionError" in tail):
         raise SettingError(f"the {spread.count} machines did not meet at rdzv_endpoint {spread.endpoint} within "
-                           f"{JOIN_TIMEOUT} s: start "
-                           f"nodeflow with the same graph on every machine (node_rank 0 to {spread.count - 1}) and "
-                           "make sure each can reach that host and port (torchrun's log: "
+                           f"{wait} s: start nodeflow with the same graph on every machine (node_rank 0 to "
+                           f"{spread.count - 1}), make sure each can reach that host and port, and give them the "
+                           f"same rendezvous secret ({SECRET_ENV}, or one shared workspace) (torchrun's log: "
                            f"{log_path})", "rdzv_endpoint")
     raise RuntimeError(f"torchrun exited with code {code} (its log: {log_path}):\n{tail}")
 
@@ -415,6 +588,9 @@ def _engine_error(error: dict[str, Any]) -> BaseException | None:
     training in several processes as it handles one in this process; None for any other error."""
     kind, message, facts = error["kind"], error["message"], error["facts"]
     if kind == "NonFiniteLoss":
+        if not (all(isinstance(facts.get(name), (int, float)) for name in ("value", "batch"))
+                and all(isinstance(facts.get(name), (int, float, type(None))) for name in ("epoch", "lr"))):
+            return None  # told as it was written, by the caller's generic error
         found = NonFiniteLoss(facts["value"], facts["batch"])
         found.epoch, found.lr = facts["epoch"], facts["lr"]
         return found
@@ -429,7 +605,7 @@ class _EventTail:
     def __init__(self, path: Path) -> None:
         self.path, self.offset = path, 0
 
-    def read(self) -> list[dict[str, Any]]:
+    def read(self) -> list[Any]:
         try:
             with open(self.path, "rb") as handle:
                 handle.seek(self.offset)
@@ -438,7 +614,10 @@ class _EventTail:
             return []
         whole = data[:data.rfind(b"\n") + 1]
         self.offset += len(whole)
-        return [json.loads(line) for line in whole.splitlines() if line.strip()]
+        try:
+            return [json.loads(line) for line in whole.splitlines() if line.strip()]
+        except ValueError as exc:
+            raise MalformedJobFile(f"a line of {self.path} is not JSON: {exc}") from None
 
 
 # -- the rank side --------------------------------------------------------------------------------
@@ -497,12 +676,11 @@ def _read_job(job: Path, rank: int, device: torch.device, wait: float, workspace
             time.sleep(0.2)
 
     spec = look(None) if rank == 0 else None
-    token = [spec["token"] if spec else ""]
-    torch.distributed.broadcast_object_list(token, src=0, device=device)
-    if rank != 0 and token[0]:
-        spec = look(token[0])
-    seen: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(seen, (socket.gethostname(), spec is not None))
+    token = broadcast_json(spec["token"] if spec else "", 0, device, _is_token, "the job's token")
+    if rank != 0 and token:
+        spec = look(token)
+    seen = all_gather_json([socket.gethostname()[:255] or "?", spec is not None], device, _is_sighting,
+                           "whether it saw the job")
     blind = sorted({host for host, ok in seen if not ok})
     if blind:
         raise WorkspaceNotShared(
@@ -511,6 +689,16 @@ def _read_job(job: Path, rank: int, device: torch.device, wait: float, workspace
             "put the workspace (--workspace) on storage every machine mounts at the same path")
     assert spec is not None
     return spec
+
+
+def _is_token(value: Any) -> bool:
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{0,64}", value) is not None
+
+
+def _is_sighting(value: Any) -> bool:
+    """[host name, whether that rank saw the job]"""
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and 0 < len(value[0]) <= 255 \
+        and isinstance(value[1], bool)
 
 
 def _write_result(job: Path, result: FitResult) -> None:

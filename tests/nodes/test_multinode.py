@@ -20,7 +20,7 @@ from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.node import Event, Interrupted, ParamProblem, RunContext
 from nodes.engine.checkpoint import read_checkpoint
-from nodes.engine.multinode import Machines, WorkspaceNotShared, first_host, free_port
+from nodes.engine.multinode import SECRET_ENV, SECRET_FILE, Machines, WorkspaceNotShared, first_host, free_port
 from nodes.ports import ModelValue
 from nodes.training import Trainer
 from tests.nodes.conftest import ROOT
@@ -232,11 +232,30 @@ def test_a_stopped_two_machine_run_resumes_from_rank_zeros_checkpoint(tiny, tmp_
 
 
 def test_a_workspace_the_machines_do_not_share_is_named(tiny, tmp_path, monkeypatch):  # noqa: F811
+    """With the secret from the environment the machines meet, and each learns that the others did
+    not see the job the first one wrote."""
     monkeypatch.setattr("nodes.engine.multinode.SHARED_WAIT", 2.0)
+    monkeypatch.setenv(SECRET_ENV, "s" * 32)
     results = launch_both(tiny, (tmp_path / "here", tmp_path / "there"))
     for outcome, _ in results:
         assert isinstance(outcome, WorkspaceNotShared), outcome
         assert str(outcome).startswith("workspace: ") and "not shared between the machines" in str(outcome)
+
+
+def test_without_a_shared_workspace_or_secret_the_machines_say_why_they_did_not_meet(tiny, tmp_path,  # noqa: F811
+                                                                                      monkeypatch):
+    """The secret each machine keys the rendezvous id with lies in the workspace: a machine that
+    never sees it says so, after waiting for it as long as it would wait in the rendezvous (a
+    machine may reach its trainer much later than another), and the first machine, waiting alone,
+    names both ways to share one."""
+    monkeypatch.setattr("nodes.engine.multinode.JOIN_TIMEOUT", 3)
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    (first, _), (second, _) = launch_both(tiny, (tmp_path / "here", tmp_path / "there"))
+    assert isinstance(second, WorkspaceNotShared) and str(second).startswith("workspace: ")
+    assert str(tmp_path / "there" / SECRET_FILE) in str(second) and "within 3 s" in str(second)
+    assert SECRET_ENV in str(second)
+    assert isinstance(first, ParamProblem) and first.param == "rdzv_endpoint", first
+    assert "did not meet" in str(first) and SECRET_ENV in str(first) and "workspace" in str(first)
 
 
 def test_machines_that_never_meet_name_the_endpoint(tiny, tmp_path, monkeypatch):  # noqa: F811
