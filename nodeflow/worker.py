@@ -58,16 +58,23 @@ class SharedStopFlag:
         self._value.value = False
 
 
+def _process_executor(origins, workspace: str, device: str, allowed_roots: list[str] | None, limits: JobLimits,
+                      stop: Any = None) -> Executor:
+    """What a worker or an estimate process starts with: Ctrl-C left to the parent, the job's memory
+    limit first of all, then the parent's catalogue rebuilt and an executor under the same limits."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the parent's to handle
+    limit_memory(limits.memory_bytes)
+    registry = Registry.rebuild(origins)
+    roots = None if allowed_roots is None else [Path(r) for r in allowed_roots]
+    return Executor(registry, Path(workspace), device=device, stop_flag=stop, allowed_roots=roots, limits=limits)
+
+
 def _serve(conn, origins, workspace: str, device: str, stop, allowed_roots: list[str] | None = None,
            limits: JobLimits = NO_LIMITS) -> None:
     """The worker's main loop: build the registry, then compute tasks on request. ``allowed_roots``
     confines every path a node resolves (a run for the editor); ``limits`` holds the process to the
     job's memory first of all, then reaches every node's run context."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a terminal is the parent's to handle
-    limit_memory(limits.memory_bytes)
-    registry = Registry.rebuild(origins)
-    roots = None if allowed_roots is None else [Path(r) for r in allowed_roots]
-    executor = Executor(registry, Path(workspace), device=device, stop_flag=stop, allowed_roots=roots, limits=limits)
+    executor = _process_executor(origins, workspace, device, allowed_roots, limits, stop)
     checked: tuple[str, Any] = ("", None)
     values: dict[str, dict[str, dict[str, Any]]] = {}
     conn.send(("ready",))
@@ -234,11 +241,7 @@ def _estimate(conn, origins, workspace: str, device: str, allowed_roots: list[st
     """An estimate process's main loop: under the job's limits, measure each graph it is sent
     (:meth:`Executor.estimate`) until told to exit. A node's estimate that fails for want of memory
     names the limit."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    limit_memory(limits.memory_bytes)
-    registry = Registry.rebuild(origins)
-    roots = None if allowed_roots is None else [Path(r) for r in allowed_roots]
-    executor = Executor(registry, Path(workspace), device=device, allowed_roots=roots, limits=limits)
+    executor = _process_executor(origins, workspace, device, allowed_roots, limits)
     conn.send(("ready",))
     while True:
         try:

@@ -18,6 +18,7 @@ from nodeflow.recent import remember
 from nodeflow.templates import template_path
 
 from .conftest import Server, editor_tab, free_port, shot, wait_for_fit
+from .test_browser_authoring import box_select
 from .server import demo_graph
 
 pytestmark = pytest.mark.browser
@@ -185,21 +186,6 @@ def right_click(tab, node: str) -> None:
 def menu_choose(tab, action: str) -> None:
     tab.locator(f'.nf-menu-item[data-action="{action}"]').click()
     tab.locator(".nf-menu").wait_for(state="detached")
-
-
-def box_select(tab, nodes: list[str]) -> None:
-    """Shift-drag a box around the cards ``nodes``, as a person selects several."""
-    found = [card(tab, n).bounding_box() for n in nodes]
-    x0, y0 = min(b["x"] for b in found) - 15, min(b["y"] for b in found) - 15
-    x1, y1 = max(b["x"] + b["width"] for b in found) + 15, max(b["y"] + b["height"] for b in found) + 15
-    tab.keyboard.down("Shift")
-    tab.mouse.move(x0, y0)
-    tab.mouse.down()
-    tab.mouse.move(x1, y1, steps=8)
-    tab.mouse.up()
-    tab.keyboard.up("Shift")
-    for node in nodes:
-        expect(card(tab, node)).to_have_class(SELECTED)
 
 
 def test_ctrl_d_puts_the_copies_clear_of_every_card_and_in_view(tab, pack_server):
