@@ -597,7 +597,7 @@ def compare_runs(diff: dict[str, Any], run_a: dict[str, Any], run_b: dict[str, A
                 continue
             entry = {"node": node, "also": [], "split": split, "held_out": split == "test", **compare_splits(a, b)}
             if entry.get("flips") and registry is not None:
-                _link_cells(entry, run_b.get("graph") or {}, registry)
+                _link_cells(entry, run_b.get("graph") or {}, registry, run_b.get("id"))
             comparisons.append(entry)
             seen[same] = by_split[(node, split)] = entry
     model_of = [_model_sources(run.get("graph")) for run in (run_a, run_b)]
@@ -677,16 +677,19 @@ def compare_run_ids(store: Any, predictions: Any, registry: Any, a: int | str, b
     return compare_runs(store.diff(a, b), store.get(a), store.get(b), predictions.of, registry)
 
 
-def _link_cells(entry: dict[str, Any], graph_doc: Mapping[str, Any], registry: Any) -> None:
+def _link_cells(entry: dict[str, Any], graph_doc: Mapping[str, Any], registry: Any, run: int | None = None) -> None:
     """Point each flipped image at the confusion cell it now lies in (true class, B's prediction)
-    in the gallery of run B's error-analysis node on the same model and split."""
+    in the gallery of run B's error-analysis node on the same model and split, as run B had it
+    (``run``: its stored result, whatever the graph open now says)."""
     gallery = gallery_node(graph_doc, entry["node"], entry["split"], registry)
     entry["gallery"] = gallery
+    entry["gallery_run"] = run
+    asked = f"?run={run}" if run is not None else ""
     for group in entry["flips"].values():
         for row in group["rows"]:
             row["cell"] = [row["true"], row["b"]]
             row["gallery_url"] = None if gallery is None else \
-                f"/api/errors/{_quoted(gallery)}/cells/{_quoted(row['true'])}/{_quoted(row['b'])}"
+                f"/api/errors/{_quoted(gallery)}/cells/{_quoted(row['true'])}/{_quoted(row['b'])}{asked}"
 
 
 def _quoted(text: str) -> str:

@@ -38,7 +38,7 @@ from nodeflow.predictions import PredictionStore
 from nodeflow.recent import remember
 from nodeflow.results import Results
 from nodeflow.runqueue import RunQueue, Turns
-from nodeflow.runs import RunNotFound, RunStore
+from nodeflow.runs import RunNotFound, RunStore, run_number
 from nodeflow.scheduler import InProcess
 from nodeflow.worker import EstimateWorker, WorkerBackend
 
@@ -558,15 +558,21 @@ class Session:
 
     @works
     def cell_gallery(self, node_id: str, true: str, predicted: str, page: int = 1,
-                     per_page: int = 12) -> dict[str, Any]:
-        """One page of a confusion cell's images, drawing the Grad-CAM overlays not drawn yet."""
-        return self.results.cell_gallery(self.graph, node_id, true, predicted, page, per_page)
+                     per_page: int = 12, run: int | str | None = None) -> dict[str, Any]:
+        """One page of a confusion cell's images, drawing the Grad-CAM overlays not drawn yet; of
+        the graph open now, or with ``run`` of the graph that run ran (a compared run's flipped
+        image: its stored result, whatever was edited since; RunNotFound, a LookupError)."""
+        return self.results.cell_gallery(self._graph_of(run), node_id, true, predicted, page, per_page)
 
     @reads
     def drawn_cell_gallery(self, node_id: str, true: str, predicted: str, page: int = 1,
-                           per_page: int = 12) -> dict[str, Any]:
+                           per_page: int = 12, run: int | str | None = None) -> dict[str, Any]:
         """The same page with only the overlays drawn before: nothing is drawn or written."""
-        return self.results.cell_gallery(self.graph, node_id, true, predicted, page, per_page, draw=False)
+        return self.results.cell_gallery(self._graph_of(run), node_id, true, predicted, page, per_page,
+                                         draw=False)
+
+    def _graph_of(self, run: int | str | None) -> Graph:
+        return self.graph if run is None else self.runs.graph_of(run_number(run))[0]
 
     # -- what the editor shows --------------------------------------------------------------------
     @reads

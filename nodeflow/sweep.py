@@ -403,6 +403,16 @@ def source_tag(sweep_id: int) -> str:
     return f"{SOURCE_PREFIX}{sweep_id}"
 
 
+def branch_seconds(run: dict[str, Any]) -> float | None:
+    """A branch's own time: what its nodes that ran took (a node the cache had, or another branch of
+    the same job computed, took it nothing), so a fully cached branch shows 0 and not the whole
+    job's time, which every branch's run spans. None while it has not finished."""
+    if run["status"] in ("queued", "running") or run.get("seconds") is None:
+        return None
+    return round(sum(float(info.get("seconds") or 0.0) for info in run["nodes"].values()
+                     if info.get("status") == "ran"), 3)
+
+
 def summary(record: dict[str, Any], runs: list[dict[str, Any]], registry: Any = None,
             predictions_of: Callable[[str | None], dict[str, SplitPredictions]] | None = None) -> dict[str, Any]:
     """A sweep as the editor and ``GET /api/sweeps/{id}`` show it: per branch its values, run,
@@ -427,7 +437,7 @@ def summary(record: dict[str, Any], runs: list[dict[str, Any]], registry: Any = 
     outcomes = branch_outcomes(runs, metric, split, predictions_of) if predictions_of is not None else None
     judgement = judge(values, metric, outcomes)
     branches = [{"branch": i + 1, "params": b["params"], "run": b["run"], "status": r["status"],
-                 "position": r.get("position"), "value": v, "seconds": r["seconds"], "error": r["error"],
+                 "position": r.get("position"), "value": v, "seconds": branch_seconds(r), "error": r["error"],
                  "best": i == judgement.star, "tie": i in judgement.tie}
                 for i, (b, r, v) in enumerate(zip(record["branches"], runs, values))]
     total = len(branches)

@@ -374,10 +374,12 @@ def cell_gallery_of(session: Any) -> Any:
     return session.cell_gallery if allows(session, "cell_gallery") else session.drawn_cell_gallery
 
 
-def overlay_url(node_id: str, path: str | None, base: str = "/api") -> str | None:
+def overlay_url(node_id: str, path: str | None, base: str = "/api", run: Any = None) -> str | None:
     """Where the API serves an overlay PNG drawn for ``node_id`` (see ``get_overlay``); ``base`` is
-    where the API is (a project's, on a multi-user server)."""
-    return f"{base}/errors/{quote(node_id, safe='')}/overlays/{Path(path).name}" if path else None
+    where the API is (a project's, on a multi-user server); ``run``: the node as that run had it."""
+    if not path:
+        return None
+    return f"{base}/errors/{quote(node_id, safe='')}/overlays/{Path(path).name}" + (f"?run={run}" if run else "")
 
 
 async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -607,10 +609,13 @@ def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
                         422: {"description": "a parameter of the node that the drawing refuses"}})
     def get_cell(request: Request, node_id: str, true: str, predicted: str,
                  page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
-                 per_page: Annotated[int, Query(ge=1, le=200)] = 12) -> dict[str, Any]:
+                 per_page: Annotated[int, Query(ge=1, le=200)] = 12,
+                 run: Annotated[str | None, Query(max_length=40, description=(
+                     "the node as this run had it (a compared run's flipped image), not as the open graph "
+                     "has it now"))] = None) -> dict[str, Any]:
         guard(request)
         try:
-            gallery = cell_gallery_of(session)(node_id, true, predicted, page, per_page)
+            gallery = cell_gallery_of(session)(node_id, true, predicted, page, per_page, run)
         except LookupError as exc:
             raise HTTPException(404, str(exc.args[0]) if exc.args else str(exc)) from None
         except ParamProblem as exc:
@@ -619,14 +624,20 @@ def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
             raise HTTPException(409, str(exc)) from None
         base = request.scope.get(API_BASE, "/api")
         return {"node": node_id, **gallery, "rows": [
-            {**row, "overlay_url": overlay_url(node_id, row.get("overlay"), base)} for row in gallery["rows"]]}
+            {**row, "overlay_url": overlay_url(node_id, row.get("overlay"), base, run)} for row in gallery["rows"]]}
 
     @app.get("/api/errors/{node_id}/overlays/{name}", tags=["runs"], summary="A Grad-CAM overlay PNG",
              response_class=Response, responses={200: {"content": {"image/png": {}}},
                                                  404: {"description": "no such overlay"}})
-    def get_overlay(request: Request, node_id: str, name: str) -> Response:
+    def get_overlay(request: Request, node_id: str, name: str,
+                    run: Annotated[str | None, Query(max_length=40, description=(
+                        "the node as this run had it (a compared run's flipped image)"))] = None) -> Response:
         guard(request)
-        if not session.graph.has_node(node_id):
+        try:
+            graph = session.graph if run is None else session.runs.graph_of(run_number(run))[0]
+        except KeyError:
+            raise HTTPException(404, f"no run '{run[:40]}'") from None
+        if not graph.has_node(node_id):
             raise HTTPException(404, f"no node with id '{node_id[:80]}'")
         png = read_overlay(session.overlay_folder, name) if OVERLAY_NAME.fullmatch(name) else None
         if png is None:

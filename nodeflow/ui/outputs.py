@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nicegui import run, ui
+from nicegui import ui
+from nicegui.run import io_bound
 
 from nodeflow.node import ParamProblem
 
@@ -28,7 +29,7 @@ GALLERY_PAGE = 12  # images per page of a confusion cell's gallery
 EVALUATE_HINT = ("To see a cell's images with Grad-CAM overlays, add an Error analysis node (Evaluate → Error "
                  "analysis) on the same model and data, run it, and click a cell of its matrix.")
 #: (node id, true class, predicted class, page, per page) -> one page of a cell's images (Session.cell_gallery)
-GalleryProvider = Callable[[str, str, str, int, int], dict[str, Any]]
+GalleryProvider = Callable[[str, str, str, int, int, Any], dict[str, Any]]
 
 
 def group_series(series: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -318,7 +319,7 @@ class CellGallery:
     def __init__(self, provider: GalleryProvider, per_page: int = GALLERY_PAGE) -> None:
         self.provider = provider
         self.per_page = per_page
-        self.cell: tuple[str, str, str, int] | None = None  # the page asked for last
+        self.cell: tuple[str, str, str, int, Any] | None = None  # the page asked for last
         # seamless, at the left: the matrix stays in view and another cell can be clicked meanwhile
         with ui.dialog().props("seamless position=left") as self.dialog, \
                 ui.card().classes("nf-gallery w-[960px] max-w-[72vw] overflow-auto") \
@@ -331,8 +332,10 @@ class CellGallery:
             self.status = ui.label().classes("text-caption text-grey-8 nf-gallery-status")
             self.body = ui.column().classes("w-full gap-2")
 
-    async def open(self, node_id: str, true: str, predicted: str, page: int = 1) -> None:
-        self.cell = (node_id, true, predicted, page)
+    async def open(self, node_id: str, true: str, predicted: str, page: int = 1, run: Any = None) -> None:
+        """A page of the cell; with ``run``, of the node as that run had it (a compared run's flipped
+        image), not as the open graph has it now."""
+        self.cell = (node_id, true, predicted, page, run)
         self.title.set_text(f"True {true}, predicted {predicted}")
         self.status.set_text("Drawing Grad-CAM overlays…")
         self.body.clear()
@@ -340,9 +343,9 @@ class CellGallery:
             ui.spinner(size="lg").classes("self-center nf-gallery-spinner")
         self.dialog.open()
         try:
-            result = await run.io_bound(self.provider, node_id, true, predicted, page, self.per_page)
+            result = await io_bound(self.provider, node_id, true, predicted, page, self.per_page, run)
         except (LookupError, ParamProblem, RuntimeError) as exc:
-            if self.cell != (node_id, true, predicted, page):
+            if self.cell != (node_id, true, predicted, page, run):
                 return
             self.body.clear()
             self.status.set_text("")
@@ -350,10 +353,10 @@ class CellGallery:
                 where = f"parameter '{exc.param}': " if isinstance(exc, ParamProblem) and exc.param else ""
                 ui.label(where + str(exc.args[0] if exc.args else exc)).classes("text-negative nf-gallery-error")
             return
-        if self.cell == (node_id, true, predicted, page):  # not replaced by a later click meanwhile
-            self._show(node_id, result)
+        if self.cell == (node_id, true, predicted, page, run):  # not replaced by a later click meanwhile
+            self._show(node_id, result, run)
 
-    def _show(self, node_id: str, result: dict[str, Any]) -> None:
+    def _show(self, node_id: str, result: dict[str, Any], run: Any = None) -> None:
         true, predicted, count = result["true"], result["predicted"], result["count"]
         split = f" of the {result['split']} split" if result.get("split") else ""
         kind = "correct" if true == predicted else "misclassified"
@@ -377,7 +380,7 @@ class CellGallery:
             with ui.element("div").classes("grid grid-cols-4 gap-3 w-full nf-gallery-grid"):
                 for row in result["rows"]:
                     with ui.element("figure").classes("m-0 nf-gallery-item").props(f"data-rank={row['rank']}"):
-                        url = row.get("overlay_url") or overlay_url(node_id, row.get("overlay"))
+                        url = row.get("overlay_url") or overlay_url(node_id, row.get("overlay"), run=run)
                         if url:
                             image = ui.element("img").classes("w-full rounded nf-gallery-img") \
                                 .style("image-rendering: pixelated")
@@ -397,5 +400,5 @@ class CellGallery:
             if result.get("pages", 1) > 1:
                 node, true_, pred = node_id, true, predicted
                 ui.pagination(1, result["pages"], direction_links=True, value=result["page"],
-                              on_change=lambda e: self.open(node, true_, pred, int(e.value))) \
+                              on_change=lambda e: self.open(node, true_, pred, int(e.value), run)) \
                     .props("max-pages=7 boundary-numbers").classes("self-center nf-gallery-pages")

@@ -298,7 +298,8 @@ class RunsPanel:
                                 if gallery is not None:
                                     true, predicted = row["cell"]
                                     ui.link(f"cell {true} → {predicted}").classes("text-xs nf-flip-cell") \
-                                        .on("click", lambda _, t=true, p=predicted: self.gallery.open(gallery, t, p))
+                                        .on("click", lambda _, t=true, p=predicted, r=entry.get("gallery_run"):
+                                            self.gallery.open(gallery, t, p, run=r))
                         if group["count"] > FLIPS_LISTED:
                             ui.label(f"and {group['count'] - FLIPS_LISTED} more").classes("text-xs text-grey-7")
             if gallery is None:

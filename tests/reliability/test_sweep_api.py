@@ -70,6 +70,13 @@ def test_a_sweep_queues_one_run_per_branch_and_ranks_them(api):
     assert next(n for n in graph["nodes"] if n["id"] == "c1")["params"] == {"value": 2}
     with_curves = api.api("GET", f"/api/sweeps/{sweep['id']}?curves=true").json()
     assert all("curves" in b for b in with_curves["branches"])
+    # a branch's time is its own: what its nodes that ran took, so the same sweep again, all cached,
+    # shows 0 for each branch (not the job's time, which every branch's run spans)
+    again = api.api("POST", "/api/sweep", json={"grid": {"c1.value": [1, 3], "c2.value": [10, 20]},
+                                                 "target": "add"}).json()
+    cached = wait_sweep(api, again["id"], lambda s: s["status"] not in ("queued", "running"))
+    assert [b["seconds"] for b in cached["branches"]] == [0.0] * 4
+    assert all(runs[b["run"]]["seconds"] is not None for b in done["branches"])
 
 
 @pytest.mark.parametrize("grid, param, words", [

@@ -78,8 +78,20 @@ def test_the_api_compares_two_runs_image_by_image(hue_server):
     entry = next(c for c in found["comparisons"] if c["node"] == "train" and c["split"] == "validation")
     assert entry["gallery"] == "errors"  # the error analysis of that model on that split
     flipped = [r for group in entry["flips"].values() for r in group["rows"]]
-    assert flipped and all(r["gallery_url"] == f"/api/errors/errors/cells/{r['cell'][0]}/{r['cell'][1]}"
+    assert flipped and all(r["gallery_url"] == f"/api/errors/errors/cells/{r['cell'][0]}/{r['cell'][1]}?run=2"
                            for r in flipped)
+    # the gallery is the compared run's, whatever the open graph says now: with its error analysis
+    # gone from the graph, a flipped image's cell still opens from run 2's stored result
+    graph = hue_server.api("GET", "/api/graph").json()
+    assert hue_server.api("POST", "/api/edit", json={"ops": [{"op": "remove_node", "id": "errors"}]}).status_code == 200
+    try:
+        assert hue_server.api("GET", flipped[0]["gallery_url"].split("?")[0]).status_code == 404  # the open graph's
+        cell = hue_server.api("GET", flipped[0]["gallery_url"])
+        assert cell.status_code == 200, cell.text
+        assert cell.json()["count"] >= 1 and all(r["overlay_url"] is None or r["overlay_url"].endswith("?run=2")
+                                                 for r in cell.json()["rows"])
+    finally:
+        assert hue_server.api("PUT", "/api/graph", json=graph).status_code == 200
     assert entry["flips"]["right_to_wrong"]["count"] + entry["flips"]["wrong_to_right"]["count"] == \
         comparison["right_to_wrong"] + comparison["wrong_to_right"]
     assert found["metrics"]["train.trainable_params"]["direction"] == 0  # a count: never better or worse
