@@ -82,3 +82,15 @@ def test_every_header_control_is_on_a_laptop_screen_whatever_the_title(browser, 
         assert tab.locator(".nf-header").bounding_box()["height"] < 70  # one row (two are over 90 px)
     finally:
         context.close()
+
+
+def test_the_one_person_editors_header_is_on_a_laptop_screen_with_the_longest_title(browser, pack_server):
+    from .conftest import editor_tab
+    from .server import demo_graph
+
+    named = demo_graph().model_copy(update={"name": longest_template_title()})
+    pack_server.api("POST", "/api/stop")
+    assert pack_server.api("PUT", "/api/graph", json=named.model_dump(mode="json")).status_code == 200
+    with editor_tab(browser, pack_server, "desc", width=LAPTOP["width"], height=LAPTOP["height"]) as tab:
+        assert header_out_of_view(tab) == []
+        assert tab.locator(".nf-file").get_attribute("title").startswith(longest_template_title())
