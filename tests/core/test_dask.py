@@ -132,7 +132,7 @@ def test_stop_reaches_the_workers_through_the_workspace(registry, tmp_path, disp
     started = time.perf_counter()
     report = ex.run(graph)
     assert time.perf_counter() - started < 8.0  # 400 steps would take 8 s
-    assert report.interrupted and report.nodes["s"].status == "interrupted"
+    assert report.interrupted and report.nodes["s"].status == "stopped"
     assert report.nodes["t"].status == "skipped"
 
 
@@ -167,7 +167,7 @@ def test_the_editor_session_runs_its_queue_through_the_cluster(registry, tmp_pat
         session.run()
         stopped = session.wait(60)
         assert time.perf_counter() - started < 8.0  # 400 steps would take 8 s
-        assert stopped.interrupted and stopped.nodes["s"].status == "interrupted"
+        assert stopped.interrupted and stopped.nodes["s"].status == "stopped"
     finally:
         session.close()
 

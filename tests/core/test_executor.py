@@ -243,7 +243,7 @@ def test_interrupt_stops_at_next_check_and_caches_nothing_for_that_node(registry
     worker.join(10)
     assert time.monotonic() - t0 < 1.0
     report = result["report"]
-    assert report.interrupted and statuses(report) == {"slow": "interrupted", "after": "skipped"}
+    assert report.interrupted and statuses(report) == {"slow": "stopped", "after": "skipped"}
     assert ex.status(graph)["slow"] == "stopped"  # needs a run; nothing half-done was cached
     # the next run starts afresh, not interrupted
     quick = make_graph({"slow": ("test.slow", {"steps": 2, "delay": 0}), "after": ("test.add", {})},

@@ -92,7 +92,7 @@ def test_stop_ends_training_at_the_next_batch_and_leaves_the_node_stale(catalogu
     worker.join(30)
     assert time.monotonic() - stopped_at < 2.0
     report = result["report"]
-    assert report.interrupted and report.nodes["train"].status == "interrupted"
+    assert report.interrupted and report.nodes["train"].status == "stopped"
     assert executor.status(graph)["train"] == "stopped"  # not failed, not cached
     assert len(checkpoints(tmp_path)) == 1
 
