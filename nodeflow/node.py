@@ -43,7 +43,7 @@ from pydantic import BaseModel, ConfigDict
 
 from nodeflow.access import guarded, reads, writes
 from nodeflow.events import Event, Log, Metric, Preview, Progress
-from nodeflow.limits import NO_LIMITS, JobLimits, LimitExceeded
+from nodeflow.limits import NO_LIMITS, JobLimits
 from nodeflow.paths import PathNotAllowed, confine, escaping, resolve
 
 ENTRY_POINT_GROUP = "nodeflow.nodes"
