@@ -8,9 +8,9 @@ the document's version moved without this tab having made the change.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
