@@ -19,7 +19,7 @@ import multiprocessing as mp
 import signal
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,20 @@ class SharedStopFlag:
         self._value.value = False
 
 
+def _messages(conn) -> Iterator[tuple]:
+    """What the parent sends a worker or an estimate process, after saying it is ready, until it
+    says exit or goes away."""
+    conn.send(("ready",))
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message[0] == "exit":
+            return
+        yield message
+
+
 def _process_executor(origins, workspace: str, device: str, allowed_roots: list[str] | None, limits: JobLimits,
                       stop: Any = None) -> Executor:
     """What a worker or an estimate process starts with: Ctrl-C left to the parent, the job's memory
@@ -77,14 +91,7 @@ def _serve(conn, origins, workspace: str, device: str, stop, allowed_roots: list
     executor = _process_executor(origins, workspace, device, allowed_roots, limits, stop)
     checked: tuple[str, Any] = ("", None)
     values: dict[str, dict[str, dict[str, Any]]] = {}
-    conn.send(("ready",))
-    while True:
-        try:
-            message = conn.recv()
-        except EOFError:
-            return
-        if message[0] == "exit":
-            return
+    for message in _messages(conn):
         _, graph_text, node_id, key, force, fetch, run = message
         digest = hashlib.sha256(graph_text.encode()).hexdigest()
         try:
@@ -242,14 +249,7 @@ def _estimate(conn, origins, workspace: str, device: str, allowed_roots: list[st
     (:meth:`Executor.estimate`) until told to exit. A node's estimate that fails for want of memory
     names the limit."""
     executor = _process_executor(origins, workspace, device, allowed_roots, limits)
-    conn.send(("ready",))
-    while True:
-        try:
-            message = conn.recv()
-        except EOFError:
-            return
-        if message[0] == "exit":
-            return
+    for message in _messages(conn):
         if message[0] == "findings":
             conn.send(_findings(executor, limits, *message[1:]))
             continue

@@ -53,8 +53,9 @@ from .state import Hub
 PROJECT_API = re.compile(r"/api/p/([^/]*)(/.*)?\Z", re.S)
 #: NiceGUI's own scripts and styles carry no data; its websocket needs a signed-in user (guard_sockets)
 PUBLIC = (f"/_nicegui/{nicegui_version}/", "/favicon")
-#: uploads (unpacking, decoding every image) and doctor runs at once: the server's other work goes on
-UPLOADS_AT_ONCE = 2
+#: uploads being unpacked and decoded at once, all users together (the dataset doctor has its own
+#: bound, nodeflow.project_data.DOCTORS_AT_ONCE): the server's other work goes on
+DECODING_AT_ONCE = 2
 IDLE_CHECK_SECONDS = 60.0
 
 
@@ -92,8 +93,7 @@ class MultiUser:
         self._lock = threading.Lock()
         #: NiceGUI client id -> the user whose request built that page
         self.owners: dict[str, str] = {}
-        self.uploads = anyio.CapacityLimiter(UPLOADS_AT_ONCE)
-        self.doctors = threading.BoundedSemaphore(UPLOADS_AT_ONCE)
+        self.uploads = anyio.CapacityLimiter(DECODING_AT_ONCE)
         self._stop_idle = threading.Event()
 
     # -- projects ------------------------------------------------------------------------------------
@@ -148,8 +148,7 @@ class MultiUser:
     def project_data(self, session: Session) -> ProjectData:
         """An open project's uploaded data, under its owner's disk quota and the server's upload limits,
         handed out as the session is: whole to its owner, read-only to a viewer (listing only)."""
-        return beside(session, data_of(unwrapped(session), self.server.quota, self.server.upload_limits,
-                                       self.doctors))
+        return beside(session, data_of(unwrapped(session), self.server.quota, self.server.upload_limits))
 
     # -- pages ---------------------------------------------------------------------------------------
     #: the pages and sockets open now, each closed when its credential ends (set by install_multiuser)

@@ -51,13 +51,18 @@ def clock_passes(stamp_ns: int, scratch: Path) -> None:
         assert time.monotonic() < deadline, "the file system's clock did not move"
 
 
-def test_an_image_rewritten_in_place_makes_the_dataset_and_what_follows_run_again(registry, tmp_path):
+def dataset_session(registry, tmp_path: Path, name: str) -> tuple[Path, Graph, Session]:
+    """A generated image folder, the graph that reads and formats it, and an editor session on it."""
     root = make_image_set(tmp_path / "data", per_class=5, size=24)
-    graph = Graph.from_data({"format": "nodeflow.graph", "version": 1, "name": "in place", "nodes": [
+    graph = Graph.from_data({"format": "nodeflow.graph", "version": 1, "name": name, "nodes": [
         {"id": "dataset", "type": "data.image_folder", "params": {"root": str(root)}},
         {"id": "formatter", "type": "data.format", "params": {"height": 24, "width": 24}}],
         "edges": [{"source": "dataset", "source_port": "data", "target": "formatter", "target_port": "data"}]})
-    session = Session(registry, tmp_path / "workspace", graph=graph, device="cpu")
+    return root, graph, Session(registry, tmp_path / "workspace", graph=graph, device="cpu")
+
+
+def test_an_image_rewritten_in_place_makes_the_dataset_and_what_follows_run_again(registry, tmp_path):
+    root, graph, session = dataset_session(registry, tmp_path, "in place")
     try:
         session.submit()
         session.wait(120)
@@ -80,12 +85,7 @@ def test_an_image_rewritten_in_place_makes_the_dataset_and_what_follows_run_agai
 
 
 def test_an_image_rewritten_with_its_old_size_and_mtime_put_back_is_read_again(registry, tmp_path):
-    root = make_image_set(tmp_path / "data", per_class=5, size=24)
-    graph = Graph.from_data({"format": "nodeflow.graph", "version": 1, "name": "restored mtime", "nodes": [
-        {"id": "dataset", "type": "data.image_folder", "params": {"root": str(root)}},
-        {"id": "formatter", "type": "data.format", "params": {"height": 24, "width": 24}}],
-        "edges": [{"source": "dataset", "source_port": "data", "target": "formatter", "target_port": "data"}]})
-    session = Session(registry, tmp_path / "workspace", graph=graph, device="cpu")
+    root, graph, session = dataset_session(registry, tmp_path, "restored mtime")
     try:
         session.submit()
         session.wait(120)

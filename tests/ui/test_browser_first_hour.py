@@ -18,7 +18,7 @@ from nodeflow.recent import remember
 from nodeflow.templates import template_path
 
 from .conftest import Server, editor_tab, free_port, shot, wait_for_fit
-from .test_browser_authoring import box_select
+from .test_browser_authoring import box_select, tab  # noqa: F401 (tab: the authoring tests' fixture)
 from .server import demo_graph
 
 pytestmark = pytest.mark.browser
@@ -157,15 +157,6 @@ def test_a_template_opens_as_its_course_parts_and_no_card_covers_a_group_title(b
 
 
 # -- the test node pack: duplicate, the card's menu ---------------------------------------------------
-@pytest.fixture
-def tab(browser, pack_server):
-    """A tab on the demo graph that may use the system clipboard."""
-    pack_server.api("POST", "/api/stop")
-    pack_server.api("PUT", "/api/graph", json=demo_graph().model_dump(mode="json"))
-    with editor_tab(browser, pack_server, "desc", clipboard=True) as page:
-        yield page
-
-
 def wait_in_view(tab, nodes: list[str]) -> None:
     """Until the cards ``nodes`` lie wholly inside the canvas (the view pans to a duplicate)."""
     tab.wait_for_function("""(ids) => {
