@@ -569,7 +569,7 @@ def cmd_serve_users(args: argparse.Namespace) -> int:
                        "folder only (people upload their data into it)")
     try:
         from nodeflow.server import ClassServer
-        from nodeflow.ui.multiuser import serve_users
+        from nodeflow.ui.site import serve_users
     except ImportError as exc:
         raise CliError(f"the editor is not available ({exc})") from None
     if args.queue_limit < 1:

@@ -27,23 +27,15 @@ import os
 import re
 import secrets
 import stat
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote, urlsplit
 
-from fastapi import Body, FastAPI, HTTPException, Query, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
-from nodeflow.access import Refused, allows
-from nodeflow.compare import compare_run_ids
-from nodeflow.edits import MAX_OPS, EditRequest, RunRequest
-from nodeflow.errors import GraphInvalid
-from nodeflow.graph import Graph, GraphFileError
-from nodeflow.node import ParamProblem
-from nodeflow.runs import RunNotFound, run_number
-from nodeflow.session import EditError, SweepNotFound
-from nodeflow.sweep import MAX_BRANCHES, GridError, grid_of
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from nodeflow.access import allows
 
 #: the largest request body the API reads (a 10,000-node graph is about 2 MB)
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -53,7 +45,18 @@ OVERLAY_NAME = re.compile(r"[0-9a-f]{64}\.png")
 #: the ASGI scope key under which a server that serves this API elsewhere than ``/api`` says where
 API_BASE = "nodeflow.api_base"
 
-from .state import Hub
+
+#: what every route calls first with its request: raises the API's 401 when the token is missing or wrong
+Guard = Callable[[Request], None]
+
+
+def token_guard(token: str | None) -> Guard:
+    """The :data:`Guard` of an API that needs ``token`` (None: one that lets every request through)."""
+    def guard(request: Request) -> None:
+        if not token_ok(request, token):
+            raise HTTPException(401, "missing or wrong token: pass ?token=... or 'Authorization: Bearer ...'")
+
+    return guard
 
 
 def token_ok(request: Request, token: str | None) -> bool:
@@ -320,16 +323,16 @@ def restrict_socket_origins(check_host: bool = True) -> None:
 ECHO_DEPTH = 16
 
 
-def _json_safe(value: Any, depth: int = 0) -> Any:
+def json_safe(value: Any, depth: int = 0) -> Any:
     """Echoed input as JSON can carry it: NaN and Infinity as text, bytes as text, nesting cut."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, (dict, list, tuple)) and depth >= ECHO_DEPTH:
         return "..."
     if isinstance(value, dict):
-        return {str(k): _json_safe(v, depth + 1) for k, v in value.items()}
+        return {str(k): json_safe(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v, depth + 1) for v in value]
+        return [json_safe(v, depth + 1) for v in value]
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
@@ -380,266 +383,3 @@ def overlay_url(node_id: str, path: str | None, base: str = "/api", run: Any = N
     if not path:
         return None
     return f"{base}/errors/{quote(node_id, safe='')}/overlays/{Path(path).name}" + (f"?run={run}" if run else "")
-
-
-async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-    """FastAPI's 422, made safe to serialise when the body held NaN or Infinity."""
-    errors = [{k: v for k, v in error.items() if k in ("type", "loc", "msg", "input")} for error in exc.errors()]
-    return JSONResponse({"detail": _json_safe(errors)}, status_code=422)
-
-
-async def _read_only(request: Request, exc: Refused) -> JSONResponse:
-    """A change or work asked of a project open read-only (the session's view refused it)."""
-    return JSONResponse({"detail": str(exc)}, status_code=403)
-
-
-class SweepRequest(BaseModel):
-    """``POST /api/sweep``: values per ``NODE.PARAM`` (every combination is a branch) and the node
-    each branch runs up to."""
-
-    model_config = ConfigDict(extra="forbid")
-    grid: dict[str, list[Any]] = Field(description='values per NODE.PARAM, e.g. {"train.lr": [1e-5, 1e-4]}')
-    target: str | None = Field(None, description="run each branch up to this node (default: the whole graph)")
-    metric: str | None = Field(None, max_length=300, description=(
-        "NODE.METRIC that ranks the branches (default: a validation metric; a test metric is allowed, and the "
-        "results then carry a warning)"))
-
-
-def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
-    install_token_check(app, token)
-    app.add_middleware(RequestGuard, check_host=not token)
-    restrict_socket_origins(check_host=not token)
-    add_api_routes(app, hub, token)
-
-
-def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
-    """The routes of the API on ``hub``'s session, without the request rules in front of them (a
-    multi-user server puts one set of routes per project behind its own checks)."""
-    session = hub.session
-    app.add_exception_handler(RequestValidationError, _invalid_request)
-    app.add_exception_handler(Refused, _read_only)
-
-    def guard(request: Request) -> None:
-        if not token_ok(request, token):
-            raise HTTPException(401, "missing or wrong token: pass ?token=... or 'Authorization: Bearer ...'")
-
-    @app.get("/api/graph", tags=["document"], summary="The open graph document")
-    def get_graph(request: Request) -> JSONResponse:
-        guard(request)
-        return JSONResponse(session.graph.model_dump(mode="json", exclude_none=True),
-                            headers={"X-Nodeflow-Version": str(session.version)})
-
-    @app.put("/api/graph", tags=["document"], summary="Replace the open graph document (undoable)",
-             responses={422: {"description": "not a graph document, or a path outside the allowed folders"}})
-    def put_graph(request: Request, data: Annotated[dict[str, Any], Body(
-            description="a graph document, as `nodeflow` saves it")]) -> dict[str, Any]:
-        guard(request)
-        try:
-            graph = Graph.from_data(data, "request body")
-            session.replace(graph)
-        except (GraphFileError, EditError) as exc:
-            raise HTTPException(422, str(exc)) from None
-        return {"version": session.version, "problems": [p.to_json() for p in session.validate()]}
-
-    @app.post("/api/edit", tags=["document"], summary=f"Apply edit operations as one undo step (at most {MAX_OPS})",
-              responses={422: {"description": "a wrong op or argument (named), or an edit the document cannot take; "
-                                              "nothing was changed"}})
-    def post_edit(request: Request, edit: EditRequest) -> dict[str, Any]:
-        """Edits, all or nothing: ``add_node``, ``remove_node``, ``set_params``, ``move``,
-        ``rename``, ``connect``, ``disconnect`` (see the schema for each op's arguments)."""
-        guard(request)
-        try:
-            session.edits(edit.ops)
-        except EditError as exc:
-            raise HTTPException(422, str(exc).strip('"')) from None
-        return {"version": session.version}
-
-    @app.post("/api/run", tags=["runs"],
-              summary="Start a run, or queue it behind the running one; answers its id, status, queue position "
-                      "and plan at once",
-              responses={404: {"description": "no node with that id"},
-                         422: {"description": "the graph is not valid: the problems, per node"}})
-    def post_run(request: Request, run: Annotated[RunRequest | None, Body()] = None) -> dict[str, Any]:
-        guard(request)
-        try:
-            queued = session.submit(run.target if run is not None else None, source="api")
-        except GraphInvalid as exc:
-            raise HTTPException(422, {"message": "the graph is not valid", "problems":
-                                      [p.to_json() for p in exc.problems]}) from None
-        except KeyError as exc:
-            raise HTTPException(404, str(exc.args[0]) if exc.args else str(exc)) from None
-        return queued  # id, status (running or queued), position in the queue, plan
-
-    @app.post("/api/stop", tags=["runs"], summary="Stop the run at the next batch")
-    def post_stop(request: Request) -> dict[str, Any]:
-        guard(request)
-        session.stop()
-        return {"running": session.running}
-
-    @app.get("/api/status", tags=["runs"], summary="Per-node state, metrics, problems and the last error")
-    def get_status(request: Request) -> dict[str, Any]:
-        guard(request)
-        return hub.api_status()
-
-    @app.get("/api/nodes", tags=["catalogue"], summary="The node catalogue (types, ports, params schemas)")
-    def get_nodes(request: Request) -> list[dict[str, Any]]:
-        guard(request)
-        return hub.catalogue_list
-
-    @app.get("/api/openapi.json", tags=["catalogue"], summary="This API's OpenAPI schema")
-    def get_openapi_schema(request: Request) -> dict[str, Any]:
-        guard(request)
-        from fastapi.openapi.utils import get_openapi
-
-        routes = [r for r in app.routes if getattr(r, "path", "").startswith("/api/")]
-        return document_refusals(get_openapi(
-            title="nodeflow editor API", version="1", routes=routes,
-            description="The open graph, its edits and its runs; the same session the editor shows."))
-
-    @app.get("/api/validate", tags=["document"], summary="Problems of the open graph")
-    def get_validate(request: Request) -> dict[str, Any]:
-        guard(request)
-        return {"problems": [p.to_json() for p in session.validate()]}
-
-    @app.get("/api/estimate", tags=["runs"],
-             summary="What a run would cost, per stale node: seconds per epoch and in all, epochs, peak memory, "
-                     "device, feature cache; measured on a few batches of the real data, nothing is trained",
-             responses={404: {"description": "no node with that id"},
-                        422: {"description": "the graph is not valid: the problems, per node"}})
-    def get_estimate(request: Request, target: str | None = None) -> dict[str, Any]:
-        guard(request)  # a plain def: FastAPI runs it in its thread pool, off the event loop
-        try:
-            return session.estimate(target or None)
-        except GraphInvalid as exc:
-            raise HTTPException(422, {"message": "the graph is not valid", "problems":
-                                      [p.to_json() for p in exc.problems]}) from None
-        except KeyError as exc:
-            raise HTTPException(404, str(exc.args[0]) if exc.args else str(exc)) from None
-
-    # -- run history and queue (nodeflow.runs) -------------------------------------------------------
-    @app.get("/api/runs")
-    def get_runs(request: Request, limit: int = 200) -> list[dict[str, Any]]:
-        guard(request)
-        return session.runs.list(limit=max(1, min(limit, 10_000)))
-
-    @app.get("/api/runs/compare", tags=["runs"],
-             summary="Two runs compared: changed params, metric deltas in readable units with the images they "
-                     "stand on, and per split the difference image by image (95% interval, McNemar's p) with "
-                     "the images that flipped",
-             responses={404: {"description": "no such run"}, 422: {"description": "a or b missing"}})
-    def compare_runs(request: Request, a: Annotated[str, Query(max_length=40)],
-                     b: Annotated[str, Query(max_length=40)]) -> dict[str, Any]:
-        guard(request)  # a plain def: the bootstrap runs in FastAPI's thread pool, off the event loop
-        try:
-            return _json_safe(compare_run_ids(session.runs, session.predictions, session.registry, a, b))
-        except KeyError as exc:
-            raise HTTPException(404, str(exc)) from None
-
-    @app.get("/api/runs/{run_id}", responses={404: {"description": "no such run"}})
-    def get_run(request: Request, run_id: str) -> dict[str, Any]:
-        guard(request)
-        try:
-            return session.runs.get(run_id)
-        except KeyError as exc:
-            raise HTTPException(404, str(exc)) from None
-
-    @app.post("/api/runs/{run_id}/cancel", responses={404: {"description": "no such run"}})
-    def cancel_run(request: Request, run_id: str) -> dict[str, Any]:
-        guard(request)
-        try:
-            number = run_number(run_id)
-            return {"id": number, "status": session.cancel(number)}
-        except KeyError as exc:
-            raise HTTPException(404, str(exc)) from None
-
-    # -- sweeps (nodeflow.sweep): a grid over the open graph, each branch a queued run -----------------
-    @app.post("/api/sweep", tags=["runs"],
-              summary=f"Sweep params of the open graph: one queued run per combination (at most {MAX_BRANCHES})",
-              responses={422: {"description": "a value its param refuses, an unknown node or param, too many "
-                                              "branches, or a branch that cannot run: the message names it, "
-                                              "'param' is the NODE.PARAM at fault; nothing was queued"}})
-    def post_sweep(request: Request, body: SweepRequest) -> dict[str, Any]:
-        """Every value is checked against its param and every branch as a whole before anything is
-        queued; the answer is the sweep as ``GET /api/sweeps/{id}`` gives it."""
-        guard(request)
-        try:
-            return session.submit_sweep(grid_of(body.grid), body.target, body.metric)
-        except GridError as exc:
-            raise HTTPException(422, {"message": str(exc), "param": exc.name}) from None
-        except GraphInvalid as exc:
-            raise HTTPException(422, {"message": "the graph is not valid", "problems":
-                                      [p.to_json() for p in exc.problems]}) from None
-
-    @app.get("/api/sweeps/{sweep_id}", tags=["runs"],
-             summary="A sweep's branches (values, run, status, main metric, time), the best one and its progress",
-             responses={404: {"description": "no such sweep, or a branch's run is gone from the history"}})
-    def get_sweep(request: Request, sweep_id: str, curves: bool = False) -> dict[str, Any]:
-        guard(request)
-        try:
-            return session.sweep(sweep_id, curves=curves)
-        except (SweepNotFound, RunNotFound) as exc:  # a branch's run gone from the history too
-            raise HTTPException(404, str(exc)) from None
-
-    @app.post("/api/sweeps/{sweep_id}/cancel", tags=["runs"],
-              summary="Cancel a sweep's queued branches and stop its running one",
-              responses={404: {"description": "no such sweep, or a branch's run is gone from the history"}})
-    def cancel_sweep(request: Request, sweep_id: str) -> dict[str, Any]:
-        guard(request)
-        try:
-            return session.cancel_sweep(sweep_id)
-        except (SweepNotFound, RunNotFound) as exc:  # a branch's run gone from the history too
-            raise HTTPException(404, str(exc)) from None
-
-    # -- a finished node's details: report tables, confusion-cell galleries ----------------------------
-    @app.get("/api/tables/{node_id}", tags=["runs"], summary="The tables a finished node reported (e.g. the "
-             "dataset doctor's findings, the worst errors)", responses={404: {"description": "no such node, or it "
-                                                                               "has no result for its params"}})
-    def get_tables(request: Request, node_id: str) -> dict[str, Any]:
-        guard(request)
-        try:
-            return {"node": node_id, "tables": session.node_tables(node_id)}
-        except LookupError as exc:
-            raise HTTPException(404, str(exc.args[0]) if exc.args else str(exc)) from None
-
-    @app.get("/api/errors/{node_id}/cells/{true}/{predicted}", tags=["runs"],
-             summary="One page of a confusion-matrix cell's images (true class, predicted class), worst first, "
-                     "with Grad-CAM overlay URLs; overlays are drawn once and then served from the cache",
-             responses={404: {"description": "no such node, class or page, or the node has not run"},
-                        409: {"description": "the overlays could not be drawn (the cause is named)"},
-                        422: {"description": "a parameter of the node that the drawing refuses"}})
-    def get_cell(request: Request, node_id: str, true: str, predicted: str,
-                 page: Annotated[int, Query(ge=1, le=1_000_000)] = 1,
-                 per_page: Annotated[int, Query(ge=1, le=200)] = 12,
-                 run: Annotated[str | None, Query(max_length=40, description=(
-                     "the node as this run had it (a compared run's flipped image), not as the open graph "
-                     "has it now"))] = None) -> dict[str, Any]:
-        guard(request)
-        try:
-            gallery = cell_gallery_of(session)(node_id, true, predicted, page, per_page, run)
-        except LookupError as exc:
-            raise HTTPException(404, str(exc.args[0]) if exc.args else str(exc)) from None
-        except ParamProblem as exc:
-            raise HTTPException(422, f"{node_id}: parameter '{exc.param}': {exc}") from None
-        except RuntimeError as exc:
-            raise HTTPException(409, str(exc)) from None
-        base = request.scope.get(API_BASE, "/api")
-        return {"node": node_id, **gallery, "rows": [
-            {**row, "overlay_url": overlay_url(node_id, row.get("overlay"), base, run)} for row in gallery["rows"]]}
-
-    @app.get("/api/errors/{node_id}/overlays/{name}", tags=["runs"], summary="A Grad-CAM overlay PNG",
-             response_class=Response, responses={200: {"content": {"image/png": {}}},
-                                                 404: {"description": "no such overlay"}})
-    def get_overlay(request: Request, node_id: str, name: str,
-                    run: Annotated[str | None, Query(max_length=40, description=(
-                        "the node as this run had it (a compared run's flipped image)"))] = None) -> Response:
-        guard(request)
-        try:
-            graph = session.graph if run is None else session.runs.graph_of(run_number(run))[0]
-        except KeyError:
-            raise HTTPException(404, f"no run '{run[:40]}'") from None
-        if not graph.has_node(node_id):
-            raise HTTPException(404, f"no node with id '{node_id[:80]}'")
-        png = read_overlay(session.overlay_folder, name) if OVERLAY_NAME.fullmatch(name) else None
-        if png is None:
-            raise HTTPException(404, f"no overlay '{name[:80]}'")
-        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})

@@ -29,8 +29,9 @@ from nodeflow.script import export_script
 from nodeflow.session import EditError, Session
 from nodeflow.templates import list_templates
 
-from .api import access_token, cell_gallery_of, install_api, token_ok
+from .api import access_token, cell_gallery_of, token_ok
 from .flow_editor import BundleMissing, FlowEditor, check_bundle
+from .routes import install_api
 from .runs_panel import LineageView, RunsPanel
 from .state import Hub, status_delta
 from .sweep_panel import SweepPanel

@@ -1,5 +1,6 @@
 """The editor for many people (``nodeflow serve --users``): sign-in, the open projects, the HTTP API
-per project, uploads, and the site's own routes; the pages are in :mod:`nodeflow.ui.project_pages`.
+per project, uploads, and the site's own routes; the pages are in :mod:`nodeflow.ui.project_pages`, and
+:mod:`nodeflow.ui.site` puts the two together.
 
 How a request finds its data, and why it cannot find anyone else's:
 
@@ -7,7 +8,7 @@ How a request finds its data, and why it cannot find anyone else's:
   the websocket included: a page client belongs to the user whose request built it, and a socket
   may attach to, and send events to, only the clients of its own user (:func:`guard_sockets`).
 - The API of one project lives under ``/api/p/{project_id}/...`` and is the one-person API
-  (:func:`nodeflow.ui.api.add_api_routes`) bound to that project's session alone, plus its
+  (:func:`nodeflow.ui.routes.add_api_routes`) bound to that project's session alone, plus its
   uploads. :class:`ProjectRouter` looks the project up for the signed-in user before anything is
   read: a project they may not read answers 404, as one that does not exist; a change (or work:
   an estimate, the doctor) in a project they may only read answers 403. Run, sweep, overlay and
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Annotated, Any
@@ -38,15 +38,13 @@ from nodeflow.access import ReadOnlyView, beside, unwrapped
 from nodeflow.project_data import ProjectData, data_of
 from nodeflow.server import ClassServer, WorkRefused
 from nodeflow.session import Session
-from nodeflow.uploads import NameTaken, UploadRefused, remove_leftovers
+from nodeflow.uploads import NameTaken, UploadRefused
 from nodeflow.users import AccountError, NotAllowed, Project, ProjectNotFound, User
-from nodeflow.users.login import LoginThrottle, current_user, install_login
+from nodeflow.users.login import current_user
 
-from .api import (API_BASE, RequestGuard, add_api_routes, document_refusals, refusal,
-                  restrict_socket_origins, twice_given)
-from .flow_editor import BundleMissing, check_bundle
+from .api import API_BASE, RequestGuard, document_refusals, refusal, twice_given
 from .open_pages import OpenPages
-from .project_pages import add_pages, read_only_reason
+from .routes import add_api_routes
 from .state import Hub
 
 #: a project's API: /api/p/{project_id} followed by the path of the one-person API
@@ -84,8 +82,17 @@ class ProjectView:
         return self.owner.hub
 
 
+def read_only_reason(user: User, project: Project) -> str:
+    """Why ``user`` may only read ``project`` (what their page and every refusal says)."""
+    if project.owner == user.name:
+        return "archived (restore it on the project list to change it)"
+    if not user.admin or user.name in project.shared_with:
+        return f"{project.owner}'s project, shared with you"
+    return f"{project.owner}'s project, open to you as an admin"
+
+
 class MultiUser:
-    """The multi-user site on NiceGUI's app (see :func:`install_multiuser`)."""
+    """The multi-user site on NiceGUI's app (see :func:`nodeflow.ui.site.install_multiuser`)."""
 
     def __init__(self, server: ClassServer) -> None:
         self.server = server
@@ -95,6 +102,8 @@ class MultiUser:
         self.owners: dict[str, str] = {}
         self.uploads = anyio.CapacityLimiter(DECODING_AT_ONCE)
         self._stop_idle = threading.Event()
+        #: one project's routes, for the schema only (:func:`site_schema`)
+        self.schema_app = project_app(self, None)
 
     # -- projects ------------------------------------------------------------------------------------
     def view(self, project: Project) -> ProjectView:
@@ -508,17 +517,17 @@ def add_site_routes(mu: MultiUser) -> None:
 
     @app.get("/api/openapi.json", tags=["site"], summary="This API's OpenAPI schema")
     def get_schema(user: Me) -> dict[str, Any]:
-        return site_schema()
+        return site_schema(mu)
 
 
-def site_schema() -> dict[str, Any]:
+def site_schema(mu: MultiUser) -> dict[str, Any]:
     """The whole API: the site's routes, and each project's under ``/api/p/{project_id}``."""
     routes = [r for r in app.routes if getattr(r, "path", "").startswith("/api/")
               and getattr(r, "include_in_schema", False)]
     schema = get_openapi(title="nodeflow server API", version="1", routes=routes,
                          description="Projects, class templates, the machine's queue and API tokens; each "
                                      "project's graph, runs and data under /api/p/{project_id}.")
-    per_project = get_openapi(title="", version="1", routes=[r for r in _SCHEMA_APP.routes
+    per_project = get_openapi(title="", version="1", routes=[r for r in mu.schema_app.routes
                                                              if getattr(r, "path", "").startswith("/api/")])
     parameter = {"name": "project_id", "in": "path", "required": True, "schema": {"type": "string"},
                  "description": "the project's id (GET /api/projects)"}
@@ -602,64 +611,3 @@ def guard_sockets(mu: MultiUser) -> None:
     sio.on("disconnect", on_disconnect)
     for name in ("event", "javascript_response", "ack", "log"):
         sio.on(name, only_its_own(handlers[name]))
-
-
-# -- putting it together ----------------------------------------------------------------------------------
-
-
-def install_multiuser(server: ClassServer, *, secure: bool = False,
-                      throttle: LoginThrottle | None = None) -> MultiUser:
-    """Register the multi-user site on NiceGUI's app (once per process, before it starts). The
-    address the sign-in limits count is the connection's peer: start the server with
-    :func:`serve_users` (or uvicorn with ``proxy_headers`` off, or on for named proxies only)."""
-    global _SCHEMA_APP
-    mu = MultiUser(server)
-    _SCHEMA_APP = project_app(mu, None)
-    for user in server.accounts.list():  # uploads a killed process left half-done
-        for project in server.projects.mine(user) + server.projects.mine(user, archived=True):
-            remove_leftovers(project.path / "data")
-    app.add_middleware(RequestGuard, check_host=False)
-    app.add_middleware(ProjectRouter, mu=mu)
-    login = install_login(app, server.accounts, throttle=throttle, secure=secure, public=PUBLIC)
-    mu.open_pages = OpenPages(server, login)
-    restrict_socket_origins(check_host=False)
-    guard_sockets(mu)
-    add_site_routes(mu)
-    add_pages(mu)  # nodeflow.ui.project_pages
-    for start in (lambda: threading.Thread(target=server.resume_queued, daemon=True).start(), mu.watch_idle,
-                  mu.open_pages.start):
-        start() if app.is_started else app.on_startup(start)  # a test installs it into a running app
-    app.on_shutdown(mu.open_pages.stop)
-    app.on_shutdown(mu.close)
-    return mu
-
-
-_SCHEMA_APP: FastAPI
-
-
-def serve_users(server: ClassServer, host: str = "127.0.0.1", port: int = 8080, secure: bool = False,
-                trusted_proxies: Sequence[str] = ()) -> None:
-    """Start the multi-user editor on ``host:port`` and block until the server stops.
-
-    A client's address (which the sign-in limits count) is the connection's peer. Only the
-    ``trusted_proxies`` (addresses or networks) may name another in ``X-Forwarded-For``; by default
-    none may, not even one on this machine (uvicorn would trust 127.0.0.1, so any local program
-    could pose as a new address with each guess)."""
-    try:
-        check_bundle()
-    except BundleMissing as exc:
-        raise SystemExit(f"nodeflow serve: {exc}") from None
-    install_multiuser(server, secure=secure)
-    users = server.accounts.list()
-    if not users:
-        print(f"nodeflow: no users in {server.root} yet; add one with "
-              f"'nodeflow users add NAME --admin --workspace {server.root}'", flush=True)
-    print(f"nodeflow server for {len(users)} user(s): http://{host}:{port}/", flush=True)
-    ui.run(host=host, port=port, reload=False, show=False, title="nodeflow", favicon="🔀",
-           show_welcome_message=False, **proxy_settings(trusted_proxies))
-
-
-def proxy_settings(trusted_proxies: Sequence[str]) -> dict[str, Any]:
-    """uvicorn's settings for whose ``X-Forwarded-For`` counts: the named proxies' only, none by default."""
-    trusted = [p for p in trusted_proxies if p]
-    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or None}

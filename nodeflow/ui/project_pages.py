@@ -8,7 +8,7 @@ import asyncio
 import json
 import time
 from html import escape
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -19,10 +19,7 @@ from nodeflow.server import WorkRefused
 from nodeflow.users import AccountError, NotAllowed, Project, ProjectNotFound, User
 
 from .app import EditorPage
-
-if TYPE_CHECKING:
-    from .multiuser import MultiUser, ProjectView
-
+from .multiuser import MultiUser, ProjectView, read_only_reason
 
 
 def not_found_page(message: str, title: str = "Not found", status: int = 404) -> HTMLResponse:
@@ -36,15 +33,6 @@ def not_found_page(message: str, title: str = "Not found", status: int = 404) ->
 SIGN_OUT = ('<form method="post" action="/logout" style="margin:0"><button type="submit" class="nf-sign-out" '
             'style="background:none;border:1px solid #fff8;color:inherit;border-radius:4px;padding:2px 10px;'
             'cursor:pointer">Sign out</button></form>')
-
-
-def read_only_reason(user: User, project: Project) -> str:
-    """Why ``user`` may only read ``project`` (what their page and every refusal says)."""
-    if project.owner == user.name:
-        return "archived (restore it on the project list to change it)"
-    if not user.admin or user.name in project.shared_with:
-        return f"{project.owner}'s project, shared with you"
-    return f"{project.owner}'s project, open to you as an admin"
 
 
 def add_pages(mu: MultiUser) -> None:

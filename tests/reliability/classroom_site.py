@@ -100,7 +100,7 @@ async def classroom_site(root: Path, **server_args: Any):
     from nicegui import app
     from nicegui.testing.user_simulation import user_simulation
 
-    from nodeflow.ui.multiuser import install_multiuser
+    from nodeflow.ui.site import install_multiuser
 
     accounts = Accounts(root, hasher=CHEAP)
     users = {name: accounts.add(name, f"{name}-password", admin=name == "teacher") for name in NAMES}

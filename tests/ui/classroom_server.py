@@ -46,7 +46,7 @@ def main() -> None:
     root = Path(args.workspace)
     server = ClassServer(root, registry, Accounts(root, hasher=CHEAP), device="cpu", isolate=not args.in_process,
                          quota_bytes=args.quota, queue_limit=args.queue_limit, idle_seconds=args.idle_seconds)
-    from nodeflow.ui.multiuser import serve_users
+    from nodeflow.ui.site import serve_users
 
     try:
         serve_users(server, port=args.port, trusted_proxies=args.trusted_proxy)
