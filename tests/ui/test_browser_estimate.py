@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from nodeflow.ui.app import RUN_CONFIRM_SECONDS
+from nodeflow.ui.run_controls import RUN_CONFIRM_SECONDS
 
 pytestmark = pytest.mark.browser
 

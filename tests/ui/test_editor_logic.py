@@ -106,9 +106,9 @@ async def test_canvas_commands_copy_paste_duplicate_and_refuse_what_they_cannot_
                     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.sampled_from("xyz"), c, max_size=3),
                     max_leaves=8))
 def test_a_point_from_the_page_is_two_finite_numbers_or_none(value):
-    from nodeflow.ui.app import _point
+    from nodeflow.ui.clipboard import canvas_point
 
-    point = _point(value)
+    point = canvas_point(value)
     assert point is None or (set(point) == {"x", "y"} and all(abs(v) < 1e9 for v in point.values()))
 
 
@@ -239,7 +239,7 @@ def test_a_new_run_keeps_the_previous_output_apart(workspace, monkeypatch):
 
 
 def test_editor_words_and_names():
-    from nodeflow.ui.app import default_file_name, file_name_problem
+    from nodeflow.ui.file_dialogs import default_file_name, file_name_problem
     from nodeflow.ui.forms import auto_title, bounds_text
     from nodeflow.ui.outputs import error_param
 
@@ -264,7 +264,7 @@ def test_editor_words_and_names():
 
 
 def test_a_card_shows_what_a_node_costs_but_not_a_quick_nodes_zero():
-    from nodeflow.ui.app import estimate_line
+    from nodeflow.ui.run_controls import estimate_line
 
     trainer = {"seconds": 42.0, "epochs": 3, "device": "cpu (2 threads)", "feature_cache": "hit", "note": ""}
     assert estimate_line(trainer) == "≈ 42 s · 3 epochs · CPU · feature cache: hit"
