@@ -626,6 +626,9 @@ def install_multiuser(server: ClassServer, *, secure: bool = False,
     guard_sockets(mu)
     add_site_routes(mu)
     add_pages(mu)  # nodeflow.ui.project_pages
+    from .assignments_page import install_assignments
+
+    install_assignments(mu)  # class competitions: /api/assignments, /assignments/ID
     for start in (lambda: threading.Thread(target=server.resume_queued, daemon=True).start(), mu.watch_idle,
                   mu.open_pages.start):
         start() if app.is_started else app.on_startup(start)  # a test installs it into a running app
