@@ -440,7 +440,9 @@ class Assignments:
 
     # -- hand-ins ----------------------------------------------------------------------------------------
     def check_open(self, assignment: Assignment, user: str) -> None:
-        """Refuse a hand-in after the deadline, on a closed assignment, or over the day's limit."""
+        """Refuse a hand-in after the deadline, on a closed assignment, or over the day's limit (as the
+        assignment is now: closed meanwhile too)."""
+        assignment = self.get(assignment.id)
         now = self.clock()
         if assignment.closed:
             raise AssignmentError(f"'{assignment.title}' is closed; it takes no more hand-ins", 409)
