@@ -368,6 +368,10 @@ class Assignments:
         if not isinstance(per_day, int) or not 1 <= per_day <= 1000:
             raise AssignmentError(f"handins_per_day must be a whole number from 1 to 1000, got {str(per_day)[:20]}")
         try:
+            splits = [s for s in ("train", "validation", "test") if (self.hidden_dir(assignment_id) / s).is_dir()]
+            if splits:
+                raise AssignmentError(f"the test set is one folder per class; it has {', '.join(splits)}/ folders: "
+                                      "zip the class folders of the images to score on")
             try:
                 found = self.hidden_data(assignment_id).doctor(HIDDEN)
             except LookupError as exc:

@@ -10,7 +10,7 @@ from html import escape
 from typing import Annotated, Any
 
 import anyio
-from fastapi import HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from nicegui import app, ui
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,6 +22,10 @@ from nodeflow.uploads import MultipartUpload, UploadRefused
 from nodeflow.users import AccountError, NotAllowed, ProjectNotFound, User
 
 from .multiuser import Me, MultiUser, _body, _refusal, _upload_refusal, ClientGone
+
+
+POST_SUMMARY = ("A new assignment (admins; multipart/form-data: title, deadline (ISO 8601, optional), "
+                "handins_per_day (default 5), test: a zip of class folders, the hidden test set)")
 
 
 class HandinRequest(BaseModel):
@@ -71,13 +75,19 @@ def install_assignments(mu: MultiUser, store: Assignments | None = None) -> Hand
         now = store.clock()
         return [a.to_json(now) for a in store.desk(user).list()]
 
-    @app.post("/api/assignments", tags=["assignments"],
-              summary="A new assignment (admins; multipart/form-data: title, deadline (ISO 8601, optional), "
-                      "handins_per_day (default 5), test: a zip of class folders, the hidden test set)",
-              responses={**teacher_only, 413: {"description": "over the upload limits"},
-                         415: {"description": "not multipart/form-data"},
-                         422: {"description": "a refused title, deadline or test set (the reason is named)"}})
+    streamed = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    mu.streamed[("POST", "/api/assignments")] = streamed
+
     async def post_assignment(user: Me, request: Request) -> Any:
+        return await _post_assignment(user, request)
+
+    for target in (app, streamed):  # the site's schema documents it; the streamed app answers it
+        target.post("/api/assignments", tags=["assignments"], summary=POST_SUMMARY, responses={
+            **teacher_only, 413: {"description": "over the upload limits"},
+            415: {"description": "not multipart/form-data"},
+            422: {"description": "a refused title, deadline or test set (the reason is named)"}})(post_assignment)
+
+    async def _post_assignment(user: User, request: Request) -> Any:
         if not user.admin:
             return _refusal(403, "only a teacher (an admin) may set an assignment")
         content_type = request.headers.get("content-type", "")
