@@ -29,12 +29,10 @@ import math
 import multiprocessing as mp
 import secrets
 import shutil
-import sqlite3
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,6 +47,7 @@ from nodeflow.node import Registry
 from nodeflow.project_data import ProjectData
 from nodeflow.uploads import UploadLimits
 from nodeflow.users import User
+from nodeflow.users.db import Database
 from nodeflow.users.projects import check_title
 
 #: the folder of a server's assignments, under its root
@@ -323,26 +322,12 @@ class Assignments:
         self.limits = limits
         self.device = device
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.folder / "assignments.sqlite", check_same_thread=False,
-                                   isolation_level=None)
-        self._db.execute("PRAGMA foreign_keys = ON")
-        self._db.executescript(SCHEMA)
+        #: WAL, so that ``nodeflow assignments ...`` may change it while the server runs
+        self.db = Database(self.folder / "assignments.sqlite", SCHEMA)
         self._scores: dict[int, dict[str, Any]] = {}
 
-    @contextmanager
-    def _tx(self):
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.db.close()
 
     # -- assignments -------------------------------------------------------------------------------------
     def hidden_dir(self, assignment_id: str) -> Path:
@@ -387,7 +372,7 @@ class Assignments:
                                       "them: fix the zip and send it again")
             files = self._hidden_files(assignment_id)
             created = self.clock()
-            with self._tx() as db:
+            with self.db.tx() as db:
                 db.execute("INSERT INTO assignments VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)",
                            (assignment_id, title, created, deadline, per_day, secrets.token_hex(16), len(files),
                             json.dumps(classes)))
@@ -414,29 +399,28 @@ class Assignments:
         return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and not p.is_symlink())
 
     def get(self, assignment_id: str) -> Assignment:
-        with self._lock:
-            row = self._db.execute("SELECT id, title, created, deadline, per_day, closed, images, classes FROM "
-                                   "assignments WHERE id = ?", (str(assignment_id),)).fetchone()
+        rows = self.db.query("SELECT id, title, created, deadline, per_day, closed, images, classes FROM assignments "
+                             "WHERE id = ?", (str(assignment_id),))
+        row = rows[0] if rows else None
         if row is None:
             raise AssignmentNotFound(assignment_id)
         return Assignment(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6], tuple(json.loads(row[7])))
 
     def list(self) -> list[Assignment]:
-        with self._lock:
-            ids = [r[0] for r in self._db.execute("SELECT id FROM assignments ORDER BY created")]
+        ids = [r[0] for r in self.db.query("SELECT id FROM assignments ORDER BY created")]
         return [self.get(i) for i in ids]
 
     def close_assignment(self, assignment_id: str) -> Assignment:
         """No more hand-ins; the board stays."""
         self.get(assignment_id)
-        with self._tx() as db:
+        with self.db.tx() as db:
             db.execute("UPDATE assignments SET closed = 1 WHERE id = ?", (assignment_id,))
         return self.get(assignment_id)
 
     def remove(self, assignment_id: str) -> str:
         """The assignment, its hidden set and every hand-in, gone."""
         self.get(assignment_id)
-        with self._tx() as db:
+        with self.db.tx() as db:
             db.execute("DELETE FROM handins WHERE assignment = ?", (assignment_id,))
             db.execute("DELETE FROM assignments WHERE id = ?", (assignment_id,))
         shutil.rmtree(self.folder / assignment_id, ignore_errors=True)
@@ -455,10 +439,8 @@ class Assignments:
                                   "it takes no more hand-ins", 409)
         day = datetime.fromtimestamp(now, timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
         start = day.timestamp()
-        with self._lock:
-            count = self._db.execute("SELECT COUNT(*) FROM handins WHERE assignment = ? AND user = ? AND "
-                                     "handed_in >= ? AND handed_in < ?",
-                                     (assignment.id, user, start, start + 86400)).fetchone()[0]
+        count = self.db.query("SELECT COUNT(*) FROM handins WHERE assignment = ? AND user = ? AND handed_in >= ? "
+                              "AND handed_in < ?", (assignment.id, user, start, start + 86400))[0][0]
         if count >= assignment.per_day:
             raise AssignmentError(f"you have handed in {count} times today, the most per day for "
                                   f"'{assignment.title}' (handins_per_day = {assignment.per_day}); the next day "
@@ -470,7 +452,7 @@ class Assignments:
         beside it, frozen, with the graph it came from. Queued for scoring."""
         with self._lock:
             self.check_open(assignment, user)
-            with self._tx() as db:
+            with self.db.tx() as db:
                 handin_id = db.execute("INSERT INTO handins (assignment, user, project, node, key, handed_in, status) "
                                        "VALUES (?, ?, ?, ?, ?, ?, 'queued')",
                                        (assignment.id, user, project, node, key, self.clock())).lastrowid
@@ -481,7 +463,7 @@ class Assignments:
                 (folder / "graph.json").write_text(graph.dumps())
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
-                with self._tx() as db:
+                with self.db.tx() as db:
                     db.execute("DELETE FROM handins WHERE id = ?", (handin_id,))
                 raise
         return self.handin(handin_id)
@@ -494,30 +476,26 @@ class Assignments:
             number = int(handin_id)
         except (TypeError, ValueError):
             raise AssignmentError(f"no hand-in '{str(handin_id)[:20]}'", 404) from None
-        with self._lock:
-            row = self._db.execute("SELECT id, assignment, user, project, node, key, handed_in, status, error FROM "
-                                   "handins WHERE id = ?", (number,)).fetchone()
-        if row is None:
+        rows = self.db.query("SELECT id, assignment, user, project, node, key, handed_in, status, error FROM handins "
+                             "WHERE id = ?", (number,))
+        if not rows:
             raise AssignmentError(f"no hand-in '{number}'", 404)
-        return Handin(*row)
+        return Handin(*rows[0])
 
     def handins(self, assignment_id: str, user: str | None = None) -> list[Handin]:
         self.get(assignment_id)
         query = "SELECT id FROM handins WHERE assignment = ?" + (" AND user = ?" if user is not None else "")
-        with self._lock:
-            ids = [r[0] for r in self._db.execute(query + " ORDER BY handed_in, id",
-                                                  (assignment_id,) + ((user,) if user is not None else ()))]
+        ids = [r[0] for r in self.db.query(query + " ORDER BY handed_in, id",
+                                           (assignment_id,) + ((user,) if user is not None else ()))]
         return [self.handin(i) for i in ids]
 
     def pending(self) -> list[Handin]:
         """Hand-ins not scored yet (queued, or being scored when the server stopped)."""
-        with self._lock:
-            ids = [r[0] for r in self._db.execute("SELECT id FROM handins WHERE status IN ('queued', 'scoring') "
-                                                  "ORDER BY id")]
+        ids = [r[0] for r in self.db.query("SELECT id FROM handins WHERE status IN ('queued', 'scoring') ORDER BY id")]
         return [self.handin(i) for i in ids]
 
     def _set_status(self, handin_id: int, status: str, error: str | None = None) -> None:
-        with self._tx() as db:
+        with self.db.tx() as db:
             db.execute("UPDATE handins SET status = ?, error = ? WHERE id = ?", (status, error, handin_id))
 
     def score(self, handin: Handin) -> Handin:
@@ -549,8 +527,7 @@ class Assignments:
 
     # -- the board ---------------------------------------------------------------------------------------
     def _half(self, assignment: Assignment, which: str) -> list[str]:
-        with self._lock:
-            secret = self._db.execute("SELECT secret FROM assignments WHERE id = ?", (assignment.id,)).fetchone()[0]
+        secret = self.db.query("SELECT secret FROM assignments WHERE id = ?", (assignment.id,))[0][0]
         files = self._hidden_files(assignment.id)
         public = public_half(files, secret)
         return [f for f in files if (f in public) == (which == "public")]

@@ -5,23 +5,21 @@ student's does not: a route reaching for one a desk lacks answers 403)."""
 
 from __future__ import annotations
 
-import json
 from html import escape
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse
 from nicegui import app, ui
 from pydantic import BaseModel, ConfigDict, Field
 
 from nodeflow.assignments import HIDDEN, PER_DAY, AssignmentError, Assignments, parse_deadline
 from nodeflow.handins import Handins
-from nodeflow.server import WorkRefused
 from nodeflow.uploads import MultipartUpload, UploadRefused
-from nodeflow.users import AccountError, NotAllowed, ProjectNotFound, User
+from nodeflow.users import User
 
-from .multiuser import Me, MultiUser, _body, _refusal, _upload_refusal, ClientGone
+from .multiuser import ClientGone, Me, MultiUser, _answer_errors, _body, _refusal, _upload_refusal
 
 
 POST_SUMMARY = ("A new assignment (admins; multipart/form-data: title, deadline (ISO 8601, optional), "
@@ -43,17 +41,11 @@ def _teacher(desk: Any, operation: str) -> Any:
 
 
 def _answer(call):
+    """``call``, with the refusals of the users module (see ``_answer_errors``) and of the assignments
+    as HTTP answers."""
     try:
-        return call()
+        return _answer_errors(call)
     except AssignmentError as exc:
-        raise HTTPException(exc.status, str(exc)) from None
-    except (ProjectNotFound, KeyError) as exc:
-        raise HTTPException(404, str(exc.args[0]) if exc.args else str(exc)) from None
-    except NotAllowed as exc:
-        raise HTTPException(403, str(exc)) from None
-    except AccountError as exc:
-        raise HTTPException(422, str(exc)) from None
-    except WorkRefused as exc:
         raise HTTPException(exc.status, str(exc)) from None
 
 

@@ -70,7 +70,7 @@ async def site(tmp_path, registry):
 
 def lay_down(store, assignment_id: str, user: str, project: str, files: list[str]) -> int:
     """A scored hand-in, recorded as the server records one (its score laid down, not computed)."""
-    entry = store.folder / "entry"
+    entry = store.folder.parent / "laid-down-entry"
     entry.mkdir(exist_ok=True)
     handin = store.record(store.get(assignment_id), user, project, "train", "cd" * 32, Graph(), entry)
     (store.handin_dir(assignment_id, handin.id) / SCORE_FILE).write_text(json.dumps(
