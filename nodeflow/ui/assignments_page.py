@@ -248,7 +248,7 @@ class LeaderboardPage:
         intervals = [{"type": "line", "name": "95% interval", "symbol": "none", "silent": True,
                       "lineStyle": {"width": 4, "color": "#f9a825" if r["mine"] else "#90caf9"},
                       "data": [[_num(r["ci_low"]), i], [_num(r["ci_high"]), i]]} for i, r in enumerate(rows)]
-        return {"grid": {"left": 160, "right": 30}, "tooltip": {},
+        return {"animation": False, "grid": {"left": 160, "right": 30}, "tooltip": {},
                 "xAxis": {"type": "value", "min": 0, "max": 1, "name": "accuracy"},
                 "yAxis": {"type": "category", "data": labels, "inverse": True},
                 "series": [*intervals, {"type": "scatter", "name": "accuracy", "data": points, "symbolSize": 10}]}

@@ -78,6 +78,20 @@ def train_and_hand_in(server, who: str, assignment: str, lr: float) -> int:
     return handed.json()["id"]
 
 
+def colours(png: bytes) -> dict[str, int]:
+    """How many pixels of the plot are drawn in the own rows' colour (amber) and in the others' (blue)."""
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(png)).convert("RGB")
+    own = others = 0
+    for r, g, b in image.getdata():
+        if r > 220 and 140 < g < 200 and b < 90:
+            own += 1
+        elif b > 150 and r < 120:
+            others += 1
+    return {"own": own, "others": others}
+
+
 def signed_in(browser, server, name: str):
     context = browser.new_context(viewport=VIEWPORT)
     tab = context.new_page()
@@ -120,7 +134,10 @@ def test_two_students_hand_in_and_each_sees_the_board_with_her_own_rows_highligh
         expect(mine).to_contain_text("…")  # the interval: low … high
         other = "bob" if who == "alice" else "alice"
         expect(rows.filter(has_text=other)).not_to_have_class("nf-mine")
-        expect(tab.locator(".nf-board-plot canvas").first).to_be_visible()  # the intervals, drawn
+        canvas = tab.locator(".nf-board-plot canvas").first
+        expect(canvas).to_be_visible()
+        drawn = colours(canvas.screenshot())
+        assert drawn["own"] > 30 and drawn["others"] > 30, drawn  # her interval highlighted, the other's plain
         shot(tab, f"assignment-board-{who}")
         context.close()
     board = call(server, "alice", "GET", f"/api/assignments/{assignment}/leaderboard").json()
