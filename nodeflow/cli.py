@@ -1078,6 +1078,9 @@ def build_parser() -> argparse.ArgumentParser:
     from nodeflow.users import command as users_command
 
     users_command.add_parser(sub, default_workspace)
+    from nodeflow.users import assignments_command
+
+    assignments_command.add_parser(sub, default_workspace)
     return parser
 
 

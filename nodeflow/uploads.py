@@ -73,6 +73,8 @@ MULTIPART_SLACK = 1024 * 1024
 #: the form field whose files are the upload; other fields are read past, at most MAX_FIELDS of them
 FILES_FIELD = "files"
 MAX_FIELDS = 4
+#: the characters of a form field's value that an upload keeps (``MultipartUpload.values``)
+FIELD_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -158,7 +160,7 @@ class MultipartUpload:
     Raises :class:`UploadRefused` (from any of them), with the reason."""
 
     def __init__(self, content_type: str, data_dir: Path, name: str, limits: UploadLimits = UploadLimits(),
-                 reservation: Reservation | None = None) -> None:
+                 reservation: Reservation | None = None, files_field: str = FILES_FIELD) -> None:
         _, params = parse_options_header(content_type)
         charset = params.get(b"charset", b"utf-8").decode("latin-1")
         try:
@@ -187,6 +189,11 @@ class MultipartUpload:
         #: the files written so far (name, where), decoded when the body has ended
         self.received: list[tuple[str, Path]] = []
         self.ended = False
+        #: the field whose files are the upload
+        self.files_field = files_field
+        #: the form fields' values (their first FIELD_CHARS characters), by name
+        self.values: dict[str, str] = {}
+        self._value: tuple[str, bytearray] | None = None
 
     @property
     def folder(self) -> str:
@@ -209,7 +216,7 @@ class MultipartUpload:
         if not self.ended:
             raise _unreadable("the body ends before its closing boundary")
         if self.given == 0:
-            raise UploadRefused(f"no files in the field '{FILES_FIELD}'", about_files=False)
+            raise UploadRefused(f"no files in the field '{self.files_field}'", about_files=False)
         if self.archive is not None:
             spooled = self.staging.spooled
             with _open_zip(spooled) as archive:
@@ -254,16 +261,17 @@ class MultipartUpload:
         _, options = parse_options_header(self.part.disposition)
         if b"name" not in options:
             raise _unreadable('The Content-Disposition header field "name" must be provided.')
-        if b"filename" not in options:  # a form field: its value is not needed
+        if b"filename" not in options:  # a form field: its first characters are kept
             self.fields += 1
             if self.fields > MAX_FIELDS:
                 raise _unreadable(f"Too many fields. Maximum number of fields is {MAX_FIELDS}.")
+            self._value = (_decoded(options[b"name"], self.charset), bytearray())
             return
         self.parts += 1
         if self.parts > self.limits.max_files + 1:  # the images among them are counted as they are saved
             raise UploadRefused(f"more than max_files = {self.limits.max_files:,} files", limit="max_files",
                                 about_files=False)
-        if _decoded(options[b"name"], self.charset) != FILES_FIELD:
+        if _decoded(options[b"name"], self.charset) != self.files_field:
             return
         filename = _decoded(options[b"filename"], self.charset)
         self.given += 1
@@ -280,8 +288,14 @@ class MultipartUpload:
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self.part.writer is not None:
             self.part.writer.write(data[start:end])
+        elif self._value is not None and len(self._value[1]) < 4 * FIELD_CHARS:
+            self._value[1].extend(data[start:min(end, start + 4 * FIELD_CHARS)])
 
     def _part_end(self) -> None:
+        if self._value is not None:
+            name, raw = self._value
+            self.values[name] = raw.decode(self.charset, "replace")[:FIELD_CHARS]
+            self._value = None
         writer, self.part.writer = self.part.writer, None
         if writer is not None:
             path = writer.close()

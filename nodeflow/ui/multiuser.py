@@ -102,6 +102,9 @@ class MultiUser:
         self.owners: dict[str, str] = {}
         self.uploads = anyio.CapacityLimiter(DECODING_AT_ONCE)
         self._stop_idle = threading.Event()
+        #: (method, path) -> an ASGI app that reads its own multipart body as it streams in (the site's
+        #: routes past the JSON-only guard; the other rules stand, see ProjectRouter)
+        self.streamed: dict[tuple[str, str], Any] = {}
         #: one project's routes, for the schema only (:func:`site_schema`)
         self.schema_app = project_app(self, None)
 
@@ -196,6 +199,10 @@ class ProjectRouter:
         self.mu = mu
 
     async def __call__(self, scope, receive, send) -> None:
+        streamed = self.mu.streamed.get((scope.get("method"), scope.get("path"))) if scope["type"] == "http" else None
+        if streamed is not None:
+            await self._streamed(streamed, scope, receive, send)
+            return
         found = PROJECT_API.match(scope.get("path", "")) if scope["type"] == "http" else None
         if found is None:
             await self.app(scope, receive, send)
@@ -221,17 +228,24 @@ class ProjectRouter:
         child = {**scope, "path": rest, "raw_path": rest.encode(), "root_path": "",
                  API_BASE: f"/api/p/{project_id}"}
         if rest == "/api/uploads" and scope["method"] == "POST":
-            # its body is multipart and larger: the route reads it itself; the other rules stand
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-            repeated = twice_given(scope.get("headers", []))
-            refused = (400, f"400: the header '{repeated}' is given more than once") if repeated else \
-                refusal({**child, "method": "GET"}, headers, check_host=False)
-            if refused is not None:
-                await PlainTextResponse(refused[1], status_code=refused[0])(scope, receive, send)
-                return
-            await way.api(child, receive, send)
+            await self._streamed(way.api, child, receive, send)
             return
         await way.guarded(child, receive, send)
+
+    @staticmethod
+    async def _streamed(app: Any, scope, receive, send) -> None:
+        """A route whose body is multipart and larger reads it itself; the other rules stand."""
+        if not isinstance(scope.get("state", {}).get("user"), User):
+            await PlainTextResponse("401: sign in first", status_code=401)(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        repeated = twice_given(scope.get("headers", []))
+        refused = (400, f"400: the header '{repeated}' is given more than once") if repeated else \
+            refusal({**scope, "method": "GET"}, headers, check_host=False)
+        if refused is not None:
+            await PlainTextResponse(refused[1], status_code=refused[0])(scope, receive, send)
+            return
+        await app(scope, receive, send)
 
 
 # -- the site-wide API ------------------------------------------------------------------------------------

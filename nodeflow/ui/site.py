@@ -18,6 +18,7 @@ from .api import RequestGuard, restrict_socket_origins
 from .flow_editor import BundleMissing, check_bundle
 from .multiuser import PUBLIC, MultiUser, ProjectRouter, add_site_routes, guard_sockets
 from .open_pages import OpenPages
+from .assignments_page import install_assignments
 from .project_pages import add_pages
 
 
@@ -38,6 +39,7 @@ def install_multiuser(server: ClassServer, *, secure: bool = False,
     guard_sockets(mu)
     add_site_routes(mu)
     add_pages(mu)
+    install_assignments(mu)  # class competitions: /api/assignments, /assignments/ID
     for start in (lambda: threading.Thread(target=server.resume_queued, daemon=True).start(), mu.watch_idle,
                   mu.open_pages.start):
         start() if app.is_started else app.on_startup(start)  # a test installs it into a running app

@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS class_templates (
 class Database:
     """One connection shared by threads (serialised by a lock), as the run store does."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, schema: str = SCHEMA) -> None:
+        """``schema``: the tables (the accounts' by default; a server's assignments keep theirs so)."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():  # it holds password hashes: its owner's only (SQLite gives its journals the same mode)
@@ -76,7 +77,7 @@ class Database:
         self._db.execute("PRAGMA synchronous=NORMAL")  # as the run store: whole transactions, fewer fsyncs
         self._db.execute("PRAGMA foreign_keys=ON")
         with self._lock:
-            self._db.executescript(SCHEMA)
+            self._db.executescript(schema)
 
     def close(self) -> None:
         with self._lock:

@@ -71,6 +71,8 @@ class Site:
     tokens: dict[str, str]
     transport: httpx.ASGITransport
     clients: dict[str, httpx.AsyncClient] = field(default_factory=dict)
+    #: the site (nodeflow.ui.multiuser.MultiUser)
+    mu: Any = None
 
     def client(self, name: str) -> httpx.AsyncClient:
         """A script of ``name``'s: their API token as a Bearer header."""
@@ -96,7 +98,7 @@ async def _pause() -> None:
 
 
 @asynccontextmanager
-async def classroom_site(root: Path, **server_args: Any):
+async def classroom_site(root: Path, registry: Registry | None = None, **server_args: Any):
     from nicegui import app
     from nicegui.testing.user_simulation import user_simulation
 
@@ -105,11 +107,11 @@ async def classroom_site(root: Path, **server_args: Any):
     accounts = Accounts(root, hasher=CHEAP)
     users = {name: accounts.add(name, f"{name}-password", admin=name == "teacher") for name in NAMES}
     tokens = {name: accounts.create_token(name, "tests")[1] for name in NAMES}
-    server = ClassServer(root, pack(), accounts, device="cpu", isolate=False, **server_args)
+    server = ClassServer(root, registry or pack(), accounts, device="cpu", isolate=False, **server_args)
     async with user_simulation():
-        install_multiuser(server, throttle=LoginThrottle(per_name_at_address=(1000, 1, 60),
-                                                         per_address=(1000, 1, 60)))
-        site = Site(server, users, tokens, httpx.ASGITransport(app, client=("127.0.0.1", 40000)))
+        mu = install_multiuser(server, throttle=LoginThrottle(per_name_at_address=(1000, 1, 60),
+                                                              per_address=(1000, 1, 60)))
+        site = Site(server, users, tokens, httpx.ASGITransport(app, client=("127.0.0.1", 40000)), mu=mu)
         try:
             yield site
         finally:

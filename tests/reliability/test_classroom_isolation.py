@@ -15,7 +15,8 @@ from tests.reliability.classroom_site import classroom_site, dumps, image_zip, q
 
 #: operations that name no one else's id: they act on the caller's own things
 OWN_ONLY = {("GET", "/api/me"), ("GET", "/api/projects"), ("POST", "/api/projects"), ("GET", "/api/templates"),
-            ("GET", "/api/queue"), ("GET", "/api/tokens"), ("POST", "/api/tokens"), ("GET", "/api/openapi.json")}
+            ("GET", "/api/queue"), ("GET", "/api/tokens"), ("POST", "/api/tokens"), ("GET", "/api/openapi.json"),
+            ("GET", "/api/assignments")}
 #: reads that do work: a viewer may not ask for them either
 WORKING_READS = {"/api/p/{project_id}/estimate"}
 OVERLAY = "ab" * 32 + ".png"
@@ -42,6 +43,7 @@ def body_for(method: str, path: str, ids: dict[str, Any]) -> dict[str, Any]:
         "/api/templates/{template_id}/open": {"project": ids["project_id"]},
         "/api/projects": {"title": "alice's own"},
         "/api/tokens": {"label": "alice's own"},
+        "/api/assignments/{assignment_id}/handins": {"project": ids["project_id"], "node": "c1"},
     }
     return {"json": bodies[path]} if path in bodies and method != "GET" else {}
 
@@ -87,7 +89,8 @@ async def bobs_things(site) -> dict[str, Any]:
     template = (await teacher.post("/api/templates", json={"project": project, "title": "Week 1"})).json()["id"]
     token = site.server.accounts.tokens("bob")[0].id
     return {"project_id": project, "run_id": run, "sweep_id": sweep["id"], "node_id": "c1", "true": "a",
-            "predicted": "b", "name": "bobdata", "template_id": template, "token_id": token, "other": "alice"}
+            "predicted": "b", "name": "bobdata", "template_id": template, "token_id": token, "other": "alice",
+            "assignment_id": "none-such", "handin_id": 1}
 
 
 async def send(client, method: str, path: str, ids: dict[str, Any]):
