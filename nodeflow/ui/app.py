@@ -74,6 +74,7 @@ class EditorPage:
     def __init__(self, hub: Hub, read_only: str | None = None) -> None:
         from .forms import ParamForm
         from .outputs import OutputPanel
+        from .try_it import TryItPanel
 
         self._ParamForm = ParamForm
         self.hub = hub
@@ -96,12 +97,15 @@ class EditorPage:
             with ui.tabs().props("dense inline-label align=justify narrow-indicator no-caps").classes("w-full text-indigo-9") as self.tabs:
                 ui.tab("params", "Parameters", icon="tune")
                 ui.tab("output", "Output", icon="insights")
+                ui.tab("try", "Try it", icon="image_search")
             with ui.tab_panels(self.tabs, value="params").classes("w-full"):
                 with ui.tab_panel("params").classes("p-3"):
                     self.inspector = ui.column().classes("w-full gap-1 nf-inspector")
                 with ui.tab_panel("output").classes("p-3"):
                     self.output = OutputPanel(on_param=self.focus_param, gallery=cell_gallery_of(self.session))
                     self.lineage = LineageView(self.session)
+                with ui.tab_panel("try").classes("p-3"):
+                    self.try_it = TryItPanel(self.session)
         with ui.footer(fixed=True).classes("bg-white text-black p-0 nf-footer").style("border-top: 1px solid #ddd"):
             self.log = ui.log(max_lines=500).classes("w-full h-28 text-xs nf-log")
         snap = hub.snapshot()
@@ -427,6 +431,7 @@ class EditorPage:
                len(self.session.graph.edges) if spec else None,
                tuple((e.source, e.source_port, e.target_port) for e in self.session.graph.incoming(node_id))
                if spec else None)
+        self.try_it.show(node_id)
         if sig == self.form_sig:
             return
         self.form_sig = sig
