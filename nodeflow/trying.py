@@ -37,7 +37,7 @@ from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.limits import NO_LIMITS, JobLimits
 from nodeflow.uploads import IMAGE_FORMATS, UploadLimits
-from nodeflow.worker import _CONTEXT, WorkerDied, _messages, _process_executor, _receive
+from nodeflow.worker import _CONTEXT, WorkerDied, _messages, _process_executor, _receive, end_child
 
 #: pictures one request may send
 MAX_PICTURES = 16
@@ -286,18 +286,7 @@ class ModelProcess:
     def _end(self) -> None:
         process, conn = self._process, self._conn
         self._process = self._conn = self._held = None
-        if process is None:
-            return
-        if process.is_alive():
-            try:
-                conn.send(("exit",))
-            except (OSError, BrokenPipeError):
-                pass
-            process.join(5)
-        if process.is_alive():
-            process.kill()
-            process.join(5)
-        conn.close()
+        end_child(process, conn)
 
     def close(self) -> None:
         if self._timer is not None:

@@ -16,9 +16,8 @@ from typing import Any
 import torch
 
 from nodes.engine.device import resolve_device
-from nodes.engine.images import IMAGENET_MEAN, IMAGENET_STD
 from nodes.engine.loop import network
-from nodes.engine.pipeline import default_format, geometry_for
+from nodes.engine.pipeline import default_format, geometry_for, network_input
 from nodes.engine.values import ModelValue
 
 
@@ -50,16 +49,7 @@ class Predictor:
         from torchvision.transforms.v2 import functional as F
 
         image = self.geometry.apply(F.pil_to_tensor(picture.convert("RGB")))
-        batch = image.unsqueeze(0)
-        if self.format["channels"] == 1:
-            batch = F.rgb_to_grayscale(batch, num_output_channels=1)
-        batch = F.to_dtype(batch, torch.float32, scale=True)
-        if self.format["normalize"] == "imagenet":
-            mean, std = IMAGENET_MEAN, IMAGENET_STD
-            if self.format["channels"] == 1:
-                mean, std = (sum(mean) / 3,), (sum(std) / 3,)
-            batch = F.normalize(batch, list(mean), list(std))
-        return batch.to(self.device.torch)
+        return network_input(image.unsqueeze(0), self.format).to(self.device.torch)
 
     def predict(self, pictures: Sequence[Any], overlay: bool = False) -> list[Answer]:
         """Each picture's probabilities, and with ``overlay`` its top class's Grad-CAM PNG."""

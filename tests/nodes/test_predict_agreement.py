@@ -5,6 +5,7 @@ probability within 1e-5, for colour, grey and RGBA pictures of several sizes."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,21 @@ def test_the_command_line_refuses_in_one_line(trained, bad, message):
     assert done.returncode != 0 and done.stdout == ""
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_the_model_process_is_let_go_when_idle_and_loads_again_on_the_next_picture(trained):
+    from tests.waiting import wait_for
+
+    row = trained["rows"][0]
+    picture = [Picture(row["file"], Path(row["file"]).read_bytes())]
+    tryer = Tryer(trained["executor"], idle_seconds=1.0)
+    try:
+        assert tryer.predict(trained["graph"], "train", picture)["loaded"] is True
+        first = tryer.process.pid
+        assert first is not None and first != os.getpid()
+        assert wait_for(lambda: tryer.process.pid is None, timeout=60)
+        again = tryer.predict(trained["graph"], "train", picture)
+        assert again["loaded"] is True and tryer.process.pid not in (None, first)
+        assert again["results"][0]["classes"][0]["label"] == row["label"]
+    finally:
+        tryer.close()
