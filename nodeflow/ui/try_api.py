@@ -24,8 +24,9 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import anyio
-from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from nodeflow.trying import MAX_PICTURE_BYTES, MAX_PICTURES, Picture, TryRefused, shown_name
 
@@ -38,10 +39,17 @@ PREDICT_SUMMARY = (f"Classify one or several images (multipart field 'image', at
                    "a 'note'): the node changed since it trained, and its last trained model answered")
 
 
+#: the request body, documented by hand: the route reads the form itself, after the access check
+FORM = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["image"], "properties": {"image": {
+        "type": "array", "items": {"type": "string", "format": "binary"}, "maxItems": MAX_PICTURES,
+        "description": "the images (JPEG, PNG, BMP, GIF, WebP, TIFF; grey and RGBA are converted)"}}}}}}}
+
+
 def add_try_routes(app: FastAPI, session: Any, guard: Any) -> None:
     """The routes on ``session`` (the whole session, or a viewer's read-only view of it)."""
 
-    @app.post("/api/models/{node_id}/predict", tags=["models"], summary=PREDICT_SUMMARY,
+    @app.post("/api/models/{node_id}/predict", tags=["models"], summary=PREDICT_SUMMARY, openapi_extra=FORM,
               responses={403: {"description": "the project is open read-only to you: trying spends its owner's "
                                               "machine"},
                          404: {"description": "no such node, or it gives no trained model"},
@@ -53,21 +61,25 @@ def add_try_routes(app: FastAPI, session: Any, guard: Any) -> None:
                          422: {"description": "a file that is not an image, is empty or too small (named), "
                                               "or a malformed argument"}})
     async def post_predict(request: Request, node_id: str,
-                           image: Annotated[list[UploadFile], File(description=(
-                               "the images (JPEG, PNG, BMP, GIF, WebP, TIFF; grey and RGBA are converted)"))],
                            overlay: Annotated[bool, Query(description=(
                                "add each image's Grad-CAM overlay of its top class"))] = False,
                            top: Annotated[int | None, Query(ge=1, le=10_000, description=(
                                "keep the K most probable classes (default: all)"))] = None) -> Any:
         guard(request)
-        if len(image) > MAX_PICTURES:
-            return _refused(413, f"{len(image)} images: send at most {MAX_PICTURES} at once")
-        pictures = []
-        for index, upload in enumerate(image):
-            data = await upload.read(MAX_PICTURE_BYTES + 1)
-            pictures.append(Picture(shown_name(upload.filename, index), data))
+        predict = session.predict  # a viewer's read-only view refuses here (403), before the body is read
+        form = await request.form()
         try:
-            found = await anyio.to_thread.run_sync(lambda: session.predict(node_id, pictures, overlay, top))
+            uploads = [value for value in form.getlist("image") if isinstance(value, StarletteUpload)]
+            if not uploads:
+                return _refused(422, "send the images as files in the multipart field 'image'")
+            if len(uploads) > MAX_PICTURES:
+                return _refused(413, f"{len(uploads)} images: send at most {MAX_PICTURES} at once")
+            pictures = [Picture(shown_name(upload.filename, index), await upload.read(MAX_PICTURE_BYTES + 1))
+                        for index, upload in enumerate(uploads)]
+        finally:
+            await form.close()
+        try:
+            found = await anyio.to_thread.run_sync(lambda: predict(node_id, pictures, overlay, top))
         except TryRefused as exc:
             return _refused(exc.status, str(exc), exc.picture)
         base = request.scope.get(API_BASE, "/api")
