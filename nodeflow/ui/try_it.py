@@ -23,7 +23,8 @@ if (!window.nfTryPaste) {
   window.nfTryPaste = true;
   document.addEventListener("paste", (event) => {
     const box = document.querySelector(".nf-try-upload");
-    const files = [...(event.clipboardData ? event.clipboardData.files : [])].filter((f) => f.type.startsWith("image/"));
+    const given = event.clipboardData ? [...event.clipboardData.files] : [];
+    const files = given.filter((f) => f.type.startsWith("image/"));
     if (!box || !box.offsetParent || !files.length) return;
     getElement(box.id.replace(/^c/, "")).$refs.qRef.addFiles(files);
     event.preventDefault();

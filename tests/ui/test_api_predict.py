@@ -110,7 +110,8 @@ def test_a_body_that_is_not_a_form_is_refused(server):
        name=st.text(max_size=300), count=st.integers(1, 3), overlay=st.booleans())
 def test_arbitrary_bytes_and_names_never_get_a_5xx_nor_write_anything(server, data, name, count, overlay):
     before = workspace_files(server)
-    answer = predict(server, [("image", (name, data, "application/octet-stream"))] * count, overlay=str(overlay).lower())
+    files = [("image", (name, data, "application/octet-stream"))] * count
+    answer = predict(server, files, overlay=str(overlay).lower())
     assert answer.status_code < 500, answer.text
     assert answer.status_code in (200, 413, 422), answer.text
     if answer.status_code == 200:
