@@ -72,8 +72,8 @@ def test_the_tryer_agrees_with_eval_predict(trained):
 def test_the_command_line_agrees_with_eval_predict(trained):
     rows = trained["rows"]
     done = subprocess.run([sys.executable, "-m", "nodeflow.cli", "--no-plugins", "predict", str(trained["file"]),
-                           "train", *[r["file"] for r in rows], "--workspace", str(trained["workspace"]), "--device", "cpu",
-                           "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                           "train", *[r["file"] for r in rows], "--workspace", str(trained["workspace"]),
+                           "--device", "cpu", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     agrees(rows, json.loads(done.stdout))
     plain = subprocess.run([sys.executable, "-m", "nodeflow.cli", "--no-plugins", "predict", str(trained["file"]),
