@@ -138,7 +138,8 @@ class Tryer:
         self.runs = runs
         self.process = ModelProcess(executor, limits if limits is not None else executor.limits, idle_seconds)
         self._overlays: OrderedDict[str, bytes] = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # one request at a time
+        self._kept = threading.Lock()  # the overlays, read while a request runs
 
     def model(self, graph: Graph, node_id: str) -> Model:
         """The cached result that answers for ``node_id``; TryRefused when there is none."""
@@ -193,7 +194,7 @@ class Tryer:
         if png is None:
             return None
         name = f"{hashlib.sha256(png).hexdigest()}.png"
-        with self._lock:
+        with self._kept:
             self._overlays[name] = png
             self._overlays.move_to_end(name)
             while len(self._overlays) > OVERLAYS_KEPT:
@@ -202,7 +203,7 @@ class Tryer:
 
     def overlay(self, name: str) -> bytes | None:
         """An overlay PNG drawn for a recent answer, by its name; None when it is not kept (any more)."""
-        with self._lock:
+        with self._kept:
             return self._overlays.get(name)
 
     def close(self) -> None:
