@@ -427,8 +427,8 @@ def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
         if not token_ok(request, token):
             raise HTTPException(401, "missing or wrong token: pass ?token=... or 'Authorization: Bearer ...'")
 
-    from .try_api import add_try_routes
-    add_try_routes(app, session, guard)
+    from .try_api import model_routes
+    model_routes(app, hub, guard)
 
     @app.get("/api/graph", tags=["document"], summary="The open graph document")
     def get_graph(request: Request) -> JSONResponse:

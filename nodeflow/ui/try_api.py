@@ -46,8 +46,8 @@ FORM = {"requestBody": {"required": True, "content": {"multipart/form-data": {"s
         "description": "the images (JPEG, PNG, BMP, GIF, WebP, TIFF; grey and RGBA are converted)"}}}}}}}
 
 
-def add_try_routes(app: FastAPI, session: Any, guard: Any) -> None:
-    """The routes on ``session`` (the whole session, or a viewer's read-only view of it)."""
+def model_routes(app: FastAPI, hub: Any, guard: Any) -> None:
+    """The routes on ``hub``'s session (the whole session, or a viewer's read-only view of it)."""
 
     @app.post("/api/models/{node_id}/predict", tags=["models"], summary=PREDICT_SUMMARY, openapi_extra=FORM,
               responses={403: {"description": "the project is open read-only to you: trying spends its owner's "
@@ -66,7 +66,7 @@ def add_try_routes(app: FastAPI, session: Any, guard: Any) -> None:
                            top: Annotated[int | None, Query(ge=1, le=10_000, description=(
                                "keep the K most probable classes (default: all)"))] = None) -> Any:
         guard(request)
-        predict = session.predict  # a viewer's read-only view refuses here (403), before the body is read
+        predict = hub.session.predict  # a viewer's read-only view refuses here (403), before the body is read
         form = await request.form()
         try:
             uploads = [value for value in form.getlist("image") if isinstance(value, StarletteUpload)]
@@ -97,7 +97,7 @@ def add_try_routes(app: FastAPI, session: Any, guard: Any) -> None:
                                                  404: {"description": "no such overlay (or no longer kept)"}})
     def get_predicted_overlay(request: Request, node_id: str, name: str) -> Response:
         guard(request)
-        png = session.predicted_overlay(name) if OVERLAY_NAME.fullmatch(name) else None
+        png = hub.session.predicted_overlay(name) if OVERLAY_NAME.fullmatch(name) else None
         if png is None:
             raise HTTPException(404, f"no overlay '{name[:80]}' (overlays are kept for a while; predict again)")
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
