@@ -1075,6 +1075,10 @@ def build_parser() -> argparse.ArgumentParser:
     parallel_args(p)
     p.set_defaults(func=cmd_serve)
 
+    from nodeflow import predict_command
+
+    predict_command.add_parser(sub, graph_args, runtime_args)
+
     from nodeflow.users import command as users_command
 
     users_command.add_parser(sub, default_workspace)

@@ -667,6 +667,14 @@ class RunStore:
         return self.node_curves(*made)
 
     @reads
+    def result_keys(self, node: str) -> list[tuple[str, int | None]]:
+        """The keys under which ``node`` finished (done or cached), newest first, each with its run:
+        the models a node trained before its params changed (the Try it tab's stale answer)."""
+        rows = self._query("SELECT key, run_id FROM node_states WHERE node = ? AND state IN ('done', 'cached') "
+                           "ORDER BY updated DESC", (node,))
+        return [(row["key"], row["run_id"]) for row in rows]
+
+    @reads
     def settled_run(self, node: str, key: str) -> int | None:
         """The run that left ``node`` in its latest settled state under ``key`` (a stop, a failure, a
         process that died: what its Output tab shows after a restart), if recorded."""

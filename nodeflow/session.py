@@ -40,6 +40,7 @@ from nodeflow.results import Results
 from nodeflow.runqueue import RunQueue, Turns
 from nodeflow.runs import RunNotFound, RunStore, run_number
 from nodeflow.scheduler import InProcess
+from nodeflow.trying import close_tryer
 from nodeflow.worker import EstimateWorker, WorkerBackend
 
 __all__ = ["AUTOSAVE_KEEP", "EditError", "Session", "Sharing", "SweepNotFound"]
@@ -441,6 +442,7 @@ class Session:
         self.run_queue.close()
         if self.worker is not None:
             self.worker.close()
+        close_tryer(self)
         if self._mlflow is not None:
             self._mlflow.close(timeout=60)
 
@@ -570,6 +572,20 @@ class Session:
         """The same page with only the overlays drawn before: nothing is drawn or written."""
         return self.results.cell_gallery(self._graph_of(run), node_id, true, predicted, page, per_page,
                                          draw=False)
+
+    @works
+    def predict(self, node_id: str, pictures: list[Any], overlay: bool = False, top: int | None = None) -> dict[str, Any]:
+        """Classify pictures with the trained model of ``node_id``, in a process of its own (see
+        :mod:`nodeflow.trying`); raises TryRefused."""
+        from nodeflow.trying import tryer_of
+
+        return tryer_of(self).predict(self.graph, node_id, pictures, overlay, top)
+
+    @reads
+    def predicted_overlay(self, name: str) -> bytes | None:
+        """A Grad-CAM overlay of a recent :meth:`predict` answer, by its name (kept in memory only)."""
+        found = self.__dict__.get("_tryer")
+        return found.overlay(name) if found is not None else None
 
     def _graph_of(self, run: int | str | None) -> Graph:
         return self.graph if run is None else self.runs.graph_of(run_number(run))[0]

@@ -369,18 +369,7 @@ class EstimateWorker:
     def _end(self) -> None:
         process, conn = self._process, self._conn
         self._process = self._conn = None
-        if process is None:
-            return
-        if process.is_alive():
-            try:
-                conn.send(("exit",))
-            except (OSError, BrokenPipeError):
-                pass
-            process.join(5)
-        if process.is_alive():
-            process.kill()
-            process.join(5)
-        conn.close()
+        end_child(process, conn)
 
     def close(self) -> None:
         """End the process, and with it an estimate it is measuring (its caller is told so)."""
@@ -390,6 +379,23 @@ class EstimateWorker:
             process.kill()  # measuring: the caller's wait ends, and it ends the process
         with self._lock:
             self._end()
+
+
+def end_child(process: Any, conn: Any) -> None:
+    """Ask a child process (an estimate process, a model's) to exit, kill it if it will not, and close
+    its pipe; nothing when there is none."""
+    if process is None:
+        return
+    if process.is_alive():
+        try:
+            conn.send(("exit",))
+        except (OSError, BrokenPipeError):
+            pass
+        process.join(5)
+    if process.is_alive():
+        process.kill()
+        process.join(5)
+    conn.close()
 
 
 def _receive(process: Any, conn: Any, timeout: float | None, limits: JobLimits) -> tuple | None:

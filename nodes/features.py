@@ -92,6 +92,13 @@ class LinearClassifier(Node):
         standardize: bool = Field(True, description="Scale each feature to zero mean, unit variance (on the training split)")
         name: str = Field("linear", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$", description="Name of the new layer")
 
+    @classmethod
+    def predictor(cls, outputs: dict, device: str = "cpu"):
+        """The trained model kept loaded to classify pictures one at a time (the Try it tab)."""
+        from nodes.engine.trying import Predictor
+
+        return Predictor(outputs["model"], device)
+
     def run(self, ctx: RunContext, params: Params, codes: Codes) -> dict:
         if "train" not in codes.splits:
             raise ParamProblem("the codes have no training split", port="codes")

@@ -258,6 +258,13 @@ class Trainer(Node):
         ctx.limits.check_batch(params.batch_size)
         ctx.limits.check_devices(params.devices)
 
+    @classmethod
+    def predictor(cls, outputs: dict, device: str = "cpu"):
+        """The trained model kept loaded to classify pictures one at a time (the Try it tab)."""
+        from nodes.engine.trying import Predictor
+
+        return Predictor(outputs["model"], device)
+
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
             teacher: ModelValue | None = None) -> dict:
         self.within_limits(ctx, params)

@@ -42,6 +42,8 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 #: what an overlay's file name looks like (a SHA-256 hex digest): nothing else is served from that folder
 OVERLAY_NAME = re.compile(r"[0-9a-f]{64}\.png")
+#: routes whose body is multipart/form-data (pictures to classify), held to MAX_BODY_BYTES like any other
+MULTIPART_ROUTES = re.compile(r"/api/models/[^/]+/predict")
 #: the ASGI scope key under which a server that serves this API elsewhere than ``/api`` says where
 API_BASE = "nodeflow.api_base"
 
@@ -157,8 +159,10 @@ def refusal(scope: dict[str, Any], headers: dict[str, str], check_host: bool = T
     length = headers.get("content-length")
     has_body = (length is not None and length.strip() != "0") or "transfer-encoding" in headers
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-    if (has_body or content_type) and content_type != "application/json":
-        return 415, "415: send the body as JSON, with 'Content-Type: application/json'"
+    multipart = content_type == "multipart/form-data" and MULTIPART_ROUTES.fullmatch(scope["path"])
+    if (has_body or content_type) and content_type != "application/json" and not multipart:
+        return 415, ("415: send the images as multipart/form-data, in the field 'image'" if MULTIPART_ROUTES.fullmatch(
+            scope["path"]) else "415: send the body as JSON, with 'Content-Type: application/json'")
     digits = length is not None and length.strip().isascii() and length.strip().isdigit()
     if length is not None and (not digits or int(length) > MAX_BODY_BYTES):
         return 413, f"413: a request body may be at most {MAX_BODY_BYTES // (1024 * 1024)} MB"

@@ -33,6 +33,7 @@ from .runs_panel import LineageView, RunsPanel
 from .state import Hub, status_delta
 from .sweep_panel import SweepPanel
 from .toolbar import Toolbar
+from .try_it import TryItPanel
 
 POLL_SECONDS = 0.3
 AUTOSAVE_SECONDS = 10.0
@@ -95,12 +96,15 @@ class EditorPage:
             with ui.tabs().props("dense inline-label align=justify narrow-indicator no-caps").classes("w-full text-indigo-9") as self.tabs:
                 ui.tab("params", "Parameters", icon="tune")
                 ui.tab("output", "Output", icon="insights")
+                ui.tab("try", "Try it", icon="image_search")
             with ui.tab_panels(self.tabs, value="params").classes("w-full"):
                 with ui.tab_panel("params").classes("p-3"):
                     self.inspector = Inspector(self, self.runner)
                 with ui.tab_panel("output").classes("p-3"):
                     self.output = OutputPanel(on_param=self.focus_param, gallery=cell_gallery_of(self.session))
                     self.lineage = LineageView(self.session)
+                with ui.tab_panel("try").classes("p-3"):
+                    self.try_it = TryItPanel(self.session)
         with ui.footer(fixed=True).classes("bg-white text-black p-0 nf-footer").style("border-top: 1px solid #ddd"):
             self.log = ui.log(max_lines=500).classes("w-full h-28 text-xs nf-log")
         snap = hub.snapshot()
@@ -109,7 +113,7 @@ class EditorPage:
             .classes("w-full nf-editor").style("height: calc(100vh - 152px)")
         for name, message in CANVAS_EVENTS.items():
             self.editor.on(name, lambda e, m=message: self.receive(m, e.args))
-        self.inspector.render()
+        self.render_selection()
         if read_only:
             self._without_controls(read_only)
         self.tick()
@@ -129,6 +133,11 @@ class EditorPage:
             ui.label(f"Read-only: {reason}").classes("text-sm q-ml-sm q-px-sm rounded bg-amber-2 text-black "
                                                      "nf-read-only").move(target_index=2)
 
+    def render_selection(self) -> None:
+        """The side panels that follow the one selected node: its parameters and its Try it tab."""
+        self.inspector.render()
+        self.try_it.show(self.selected[0] if len(self.selected) == 1 else None)
+
     # -- polling ---------------------------------------------------------------------------------
     def tick(self) -> None:
         key = self.hub.key()
@@ -147,7 +156,7 @@ class EditorPage:
             self.sent_status = status
         active = [i for i, s in status.items() if s["state"] == "running"]
         self.toolbar.show(snap, status, active, self.selected)
-        self.inspector.render()
+        self.render_selection()
         focus = self.selected[0] if len(self.selected) == 1 else (active[0] if active else None)
         self.output.show(focus, snap["nodes"].get(focus) if focus else None)
         self.lineage.show(focus, snap["nodes"].get(focus) if focus else None)

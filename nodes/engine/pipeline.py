@@ -313,7 +313,6 @@ class DecodedImages:
     def fetch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The transformed batch of images ``index`` (on the training device when they live there)."""
         from torchvision.transforms import v2
-        from torchvision.transforms.v2 import functional as F
 
         height, width = self.geometry.height, self.geometry.width
         images = [self.image(int(i)) for i in index]
@@ -334,19 +333,28 @@ class DecodedImages:
             elif op != "random_erasing":
                 single = make_transform_op(aug)
                 batch = torch.stack([single(image) for image in batch])
-        if self.fmt["channels"] == 1:
-            batch = F.rgb_to_grayscale(batch, num_output_channels=1)
-        batch = F.to_dtype(batch, torch.float32, scale=True)
-        if self.fmt["normalize"] == "imagenet":
-            mean, std = IMAGENET_MEAN, IMAGENET_STD
-            if self.fmt["channels"] == 1:
-                mean, std = (sum(mean) / 3,), (sum(std) / 3,)
-            batch = F.normalize(batch, list(mean), list(std))
+        batch = network_input(batch, self.fmt)
         erasing = next((a for a in self.augment if a["op"] == "random_erasing"), None)
         if erasing is not None:
             erase = v2.RandomErasing(p=erasing["p"])
             batch = torch.stack([erase(image) for image in batch])
         return batch, self.labels[index]
+
+
+def network_input(batch: torch.Tensor, fmt: dict[str, Any]) -> torch.Tensor:
+    """A batch of uint8 RGB pictures as the network takes it: grey when the format has one channel,
+    scaled to [0, 1], normalised as the format says."""
+    from torchvision.transforms.v2 import functional as F
+
+    if fmt["channels"] == 1:
+        batch = F.rgb_to_grayscale(batch, num_output_channels=1)
+    batch = F.to_dtype(batch, torch.float32, scale=True)
+    if fmt["normalize"] == "imagenet":
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+        if fmt["channels"] == 1:
+            mean, std = (sum(mean) / 3,), (sum(std) / 3,)
+        batch = F.normalize(batch, list(mean), list(std))
+    return batch
 
 
 def make_transform_op(aug: dict[str, Any]):

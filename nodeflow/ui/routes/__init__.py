@@ -19,13 +19,14 @@ from ..api import RequestGuard, install_token_check, json_safe, restrict_socket_
 from ..state import Hub
 from .catalogue import catalogue_routes
 from .document import document_routes
+from .models import model_routes
 from .results import result_routes
 from .runs import run_routes
 from .sweeps import sweep_routes
 
 #: every resource of the API, in the order its routes are added (the first route that matches a path
 #: answers it)
-ROUTE_GROUPS = (document_routes, run_routes, catalogue_routes, sweep_routes, result_routes)
+ROUTE_GROUPS = (document_routes, run_routes, catalogue_routes, sweep_routes, result_routes, model_routes)
 
 
 def install_api(app: FastAPI, hub: Hub, token: str | None = None) -> None:
