@@ -42,7 +42,8 @@ from nodeflow.errors import GraphInvalid
 from nodeflow.graph import Graph, GraphFileError
 from nodeflow.node import ParamProblem
 from nodeflow.runs import RunNotFound, run_number
-from nodeflow.session import EditError, SweepNotFound
+from nodeflow.session import EditError
+from nodeflow.sweep import SweepNotFound
 from nodeflow.sweep import MAX_BRANCHES, GridError, grid_of
 
 #: the largest request body the API reads (a 10,000-node graph is about 2 MB)
@@ -371,7 +372,7 @@ def read_overlay(folder: Path, name: str) -> bytes | None:
 def cell_gallery_of(session: Any) -> Any:
     """How the holder of ``session`` opens a confusion cell: drawing the missing overlays, or, through
     a read-only view (which refuses the drawing, as the session declares it), with those drawn before."""
-    return session.cell_gallery if allows(session, "cell_gallery") else session.drawn_cell_gallery
+    return session.results.cell_gallery if allows(session, "results.cell_gallery") else session.results.drawn_cell_gallery
 
 
 def overlay_url(node_id: str, path: str | None, base: str = "/api", run: Any = None) -> str | None:
@@ -426,8 +427,8 @@ def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
     @app.get("/api/graph", tags=["document"], summary="The open graph document")
     def get_graph(request: Request) -> JSONResponse:
         guard(request)
-        return JSONResponse(session.graph.model_dump(mode="json", exclude_none=True),
-                            headers={"X-Nodeflow-Version": str(session.version)})
+        return JSONResponse(session.document.graph.model_dump(mode="json", exclude_none=True),
+                            headers={"X-Nodeflow-Version": str(session.document.version)})
 
     @app.put("/api/graph", tags=["document"], summary="Replace the open graph document (undoable)",
              responses={422: {"description": "not a graph document, or a path outside the allowed folders"}})
@@ -436,10 +437,10 @@ def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
         guard(request)
         try:
             graph = Graph.from_data(data, "request body")
-            session.replace(graph)
+            session.document.replace(graph)
         except (GraphFileError, EditError) as exc:
             raise HTTPException(422, str(exc)) from None
-        return {"version": session.version, "problems": [p.to_json() for p in session.validate()]}
+        return {"version": session.document.version, "problems": [p.to_json() for p in session.validate()]}
 
     @app.post("/api/edit", tags=["document"], summary=f"Apply edit operations as one undo step (at most {MAX_OPS})",
               responses={422: {"description": "a wrong op or argument (named), or an edit the document cannot take; "
@@ -449,10 +450,10 @@ def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
         ``rename``, ``connect``, ``disconnect`` (see the schema for each op's arguments)."""
         guard(request)
         try:
-            session.edits(edit.ops)
+            session.document.edits(edit.ops)
         except EditError as exc:
             raise HTTPException(422, str(exc).strip('"')) from None
-        return {"version": session.version}
+        return {"version": session.document.version}
 
     @app.post("/api/run", tags=["runs"],
               summary="Start a run, or queue it behind the running one; answers its id, status, queue position "
@@ -462,7 +463,7 @@ def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
     def post_run(request: Request, run: Annotated[RunRequest | None, Body()] = None) -> dict[str, Any]:
         guard(request)
         try:
-            queued = session.submit(run.target if run is not None else None, source="api")
+            queued = session.queue.submit(run.target if run is not None else None, source="api")
         except GraphInvalid as exc:
             raise HTTPException(422, {"message": "the graph is not valid", "problems":
                                       [p.to_json() for p in exc.problems]}) from None
@@ -473,8 +474,8 @@ def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
     @app.post("/api/stop", tags=["runs"], summary="Stop the run at the next batch")
     def post_stop(request: Request) -> dict[str, Any]:
         guard(request)
-        session.stop()
-        return {"running": session.running}
+        session.queue.stop()
+        return {"running": session.queue.running}
 
     @app.get("/api/status", tags=["runs"], summary="Per-node state, metrics, problems and the last error")
     def get_status(request: Request) -> dict[str, Any]:
@@ -509,7 +510,7 @@ def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
     def get_estimate(request: Request, target: str | None = None) -> dict[str, Any]:
         guard(request)  # a plain def: FastAPI runs it in its thread pool, off the event loop
         try:
-            return session.estimate(target or None)
+            return session.estimator.estimate(target or None)
         except GraphInvalid as exc:
             raise HTTPException(422, {"message": "the graph is not valid", "problems":
                                       [p.to_json() for p in exc.problems]}) from None
@@ -548,7 +549,7 @@ def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
         guard(request)
         try:
             number = run_number(run_id)
-            return {"id": number, "status": session.cancel(number)}
+            return {"id": number, "status": session.queue.cancel(number)}
         except KeyError as exc:
             raise HTTPException(404, str(exc)) from None
 
@@ -563,7 +564,7 @@ def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
         queued; the answer is the sweep as ``GET /api/sweeps/{id}`` gives it."""
         guard(request)
         try:
-            return session.submit_sweep(grid_of(body.grid), body.target, body.metric)
+            return session.sweeps.submit(grid_of(body.grid), body.target, body.metric)
         except GridError as exc:
             raise HTTPException(422, {"message": str(exc), "param": exc.name}) from None
         except GraphInvalid as exc:
@@ -576,7 +577,7 @@ def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
     def get_sweep(request: Request, sweep_id: str, curves: bool = False) -> dict[str, Any]:
         guard(request)
         try:
-            return session.sweep(sweep_id, curves=curves)
+            return session.sweeps.get(sweep_id, curves=curves)
         except (SweepNotFound, RunNotFound) as exc:  # a branch's run gone from the history too
             raise HTTPException(404, str(exc)) from None
 
@@ -586,7 +587,7 @@ def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
     def cancel_sweep(request: Request, sweep_id: str) -> dict[str, Any]:
         guard(request)
         try:
-            return session.cancel_sweep(sweep_id)
+            return session.sweeps.cancel(sweep_id)
         except (SweepNotFound, RunNotFound) as exc:  # a branch's run gone from the history too
             raise HTTPException(404, str(exc)) from None
 
@@ -597,7 +598,7 @@ def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
     def get_tables(request: Request, node_id: str) -> dict[str, Any]:
         guard(request)
         try:
-            return {"node": node_id, "tables": session.node_tables(node_id)}
+            return {"node": node_id, "tables": session.results.tables(node_id)}
         except LookupError as exc:
             raise HTTPException(404, str(exc.args[0]) if exc.args else str(exc)) from None
 
@@ -634,12 +635,12 @@ def add_api_routes(app: FastAPI, hub: Hub, token: str | None = None) -> None:
                         "the node as this run had it (a compared run's flipped image)"))] = None) -> Response:
         guard(request)
         try:
-            graph = session.graph if run is None else session.runs.graph_of(run_number(run))[0]
+            graph = session.document.graph if run is None else session.runs.graph_of(run_number(run))[0]
         except KeyError:
             raise HTTPException(404, f"no run '{run[:40]}'") from None
         if not graph.has_node(node_id):
             raise HTTPException(404, f"no node with id '{node_id[:80]}'")
-        png = read_overlay(session.overlay_folder, name) if OVERLAY_NAME.fullmatch(name) else None
+        png = read_overlay(session.results.overlay_folder, name) if OVERLAY_NAME.fullmatch(name) else None
         if png is None:
             raise HTTPException(404, f"no overlay '{name[:80]}'")
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})

@@ -57,14 +57,14 @@ class Message:
 
 
 #: every message the canvas sends (``FlowEditor``'s events)
-CANVAS_EVENTS = {"edit": Message("on_edit", "edits"), "select": Message("on_select", None),
-                 "run": Message("run_to", "submit"), "failure": Message("show_failure", None),
+CANVAS_EVENTS = {"edit": Message("on_edit", "document.edits"), "select": Message("on_select", None),
+                 "run": Message("run_to", "queue.submit"), "failure": Message("show_failure", None),
                  "command": Message("on_command", None)}
 #: the names a ``command`` message carries (the context menu, keys, the group bar)
-COMMANDS = {"copy": Message("copy", None), "paste": Message("paste", "edits"),
-            "duplicate": Message("duplicate", "edits"), "insert_group": Message("insert_group", "edits"),
-            "save_group": Message("save_group", "save_group"), "undo": Message("undo", "undo"),
-            "redo": Message("redo", "redo"), "save": Message("save", "save")}
+COMMANDS = {"copy": Message("copy", None), "paste": Message("paste", "document.edits"),
+            "duplicate": Message("duplicate", "document.edits"), "insert_group": Message("insert_group", "document.edits"),
+            "save_group": Message("save_group", "document.save_group"), "undo": Message("undo", "document.undo"),
+            "redo": Message("redo", "document.redo"), "save": Message("save", "document.save")}
 
 
 class EditorPage:
@@ -81,7 +81,7 @@ class EditorPage:
         #: why this page may only read (None: it may change the project)
         self.read_only = read_only
         self.selected: list[str] = []
-        self.synced_version = self.session.version
+        self.synced_version = self.session.document.version
         self.form_sig: Any = None
         self.log_seen = 0.0
         self.last_key: tuple | None = None
@@ -116,7 +116,7 @@ class EditorPage:
         self.tick()
         ui.timer(POLL_SECONDS, self.tick)
         # e.g. the graph reopened with the unsaved edits of the last start: the canvas says it once per tab
-        self.editor.props["notice"] = self.session.notice or ""
+        self.editor.props["notice"] = self.session.document.notice or ""
         # the lines pushed before the page was drawn: open the log at the newest one
         ui.timer(0.3, lambda: ui.run_javascript(SCROLL_LOG_JS % self.log.id), once=True)
 
@@ -240,10 +240,10 @@ class EditorPage:
             return
         self.last_key = key
         snap = self.hub.snapshot()
-        if self.session.version != self.synced_version:
-            self.synced_version = self.session.version
+        if self.session.document.version != self.synced_version:
+            self.synced_version = self.session.document.version
             self.editor.set_graph(self.hub.canvas_graph())
-            self.selected = [i for i in self.selected if self.session.graph.has_node(i)]
+            self.selected = [i for i in self.selected if self.session.document.graph.has_node(i)]
         status = self.with_estimates(self.hub.status_of(snap), snap["keys"])
         delta = status_delta(self.sent_status, status)
         if delta:
@@ -253,12 +253,12 @@ class EditorPage:
         self.run_all_btn.set_enabled(True)  # while a run is going, another one is queued behind it
         self.run_sel_btn.set_enabled(bool(self.selected))
         self.stop_btn.set_enabled(running)
-        self.undo_btn.set_enabled(self.session.can_undo)
-        self.redo_btn.set_enabled(self.session.can_redo)
+        self.undo_btn.set_enabled(self.session.document.can_undo)
+        self.redo_btn.set_enabled(self.session.document.can_redo)
         active = [i for i, s in status.items() if s["state"] == "running"]
         _set_text(self.run_state, f"running {active[0]} {status[active[0]]['progress']:.0%}" if active
                   else "running…" if running else (f"error: {snap['error']}" if snap["error"] else ""))
-        name = snap["path"] and Path(snap["path"]).name or self.session.graph.name or "untitled"
+        name = snap["path"] and Path(snap["path"]).name or self.session.document.graph.name or "untitled"
         _set_text(self.file_label, f"{name}{' •' if snap['dirty'] else ''}")
         self.render_inspector()
         focus = self.selected[0] if len(self.selected) == 1 else (active[0] if active else None)
@@ -286,21 +286,21 @@ class EditorPage:
     def on_edit(self, msg: dict[str, Any]) -> None:
         kind = msg.get("kind")
         started = time.perf_counter()
-        before = self.session.version
+        before = self.session.document.version
         try:
-            self.session.edits(msg.get("ops") or [])
+            self.session.document.edits(msg.get("ops") or [])
         except (EditError, UnknownNodeType, KeyError, TypeError) as exc:
-            self.editor.ack({"rid": msg.get("rid"), "ok": False, "error": str(exc), "version": self.session.version})
+            self.editor.ack({"rid": msg.get("rid"), "ok": False, "error": str(exc), "version": self.session.document.version})
             ui.notify(f"Refused: {str(exc).strip(chr(34))}", type="warning")
             self.synced_version = -1  # put the canvas back to the server's document
             self.tick_now()
             return
         if kind in LOCAL_KINDS and msg.get("base") == before == self.synced_version:
-            self.synced_version = self.session.version  # the canvas already shows this change
-        self.editor.ack({"rid": msg.get("rid"), "ok": True, "version": self.session.version,
+            self.synced_version = self.session.document.version  # the canvas already shows this change
+        self.editor.ack({"rid": msg.get("rid"), "ok": True, "version": self.session.document.version,
                          "server_ms": round((time.perf_counter() - started) * 1000, 2)})
         if kind == "add":
-            self.selected = [self.session.graph.nodes[-1].id]
+            self.selected = [self.session.document.graph.nodes[-1].id]
             self.tick_now()  # draw the new node now
         # other edits are on the canvas already; badges follow on the next tick, after the ack left
 
@@ -310,7 +310,7 @@ class EditorPage:
 
     def on_select(self, args: dict[str, Any]) -> None:
         ids = args.get("ids")
-        self.selected = [i for i in ids if isinstance(i, str) and self.session.graph.has_node(i)] \
+        self.selected = [i for i in ids if isinstance(i, str) and self.session.document.graph.has_node(i)] \
             if isinstance(ids, list) else []
         self.run_sel_btn.set_enabled(bool(self.selected))
         self.tick_now()
@@ -322,7 +322,7 @@ class EditorPage:
     def show_failure(self, args: dict[str, Any]) -> None:
         """A click on a card's error: select the node and show its whole message."""
         node_id = args.get("id")
-        if not isinstance(node_id, str) or not self.session.graph.has_node(node_id):
+        if not isinstance(node_id, str) or not self.session.document.graph.has_node(node_id):
             return
         self.selected = [node_id]
         self.editor.select([node_id])
@@ -331,7 +331,7 @@ class EditorPage:
 
     def focus_param(self, node_id: str, param: str) -> None:
         """Select ``node_id`` on the canvas and in the inspector, and put the cursor in ``param``'s field."""
-        if not self.session.graph.has_node(node_id):
+        if not self.session.document.graph.has_node(node_id):
             return
         self.selected = [node_id]
         self.editor.select([node_id])
@@ -347,7 +347,7 @@ class EditorPage:
 
     def _ids(self, args: dict[str, Any]) -> list[str]:
         ids = args.get("ids")
-        return [i for i in ids if isinstance(i, str) and self.session.graph.has_node(i)] if isinstance(ids, list) else []
+        return [i for i in ids if isinstance(i, str) and self.session.document.graph.has_node(i)] if isinstance(ids, list) else []
 
     # -- copy, paste, groups ---------------------------------------------------------------------
     def copy(self, args: dict[str, Any]) -> None:
@@ -355,7 +355,7 @@ class EditorPage:
         ids = self._ids(args)
         if not ids:
             return
-        text = fragments.fragment_of(self.session.graph, ids).dumps()
+        text = fragments.fragment_of(self.session.document.graph, ids).dumps()
         self.hub.clipboard = text
         self.editor.write_clipboard(text)
         ui.notify(f"Copied {len(ids)} node{'s' if len(ids) != 1 else ''}", timeout=1200)
@@ -374,9 +374,9 @@ class EditorPage:
 
     def add_fragment(self, fragment: Graph, at: dict[str, float] | None, verb: str) -> None:
         """Add a part of a graph as one undo step, and select what it added."""
-        ops, ids = fragments.paste_ops(fragment, self.session.graph, at)
+        ops, ids = fragments.paste_ops(fragment, self.session.document.graph, at)
         try:
-            self.session.edits(ops)
+            self.session.document.edits(ops)
         except (EditError, UnknownNodeType, KeyError) as exc:
             ui.notify(f"Refused: {str(exc).strip(chr(34))}", type="warning", multi_line=True)
             return
@@ -388,7 +388,7 @@ class EditorPage:
     def duplicate(self, args: dict[str, Any]) -> None:
         ids = self._ids(args)
         if ids:
-            self.add_fragment(fragments.fragment_of(self.session.graph, ids), None, "Duplicated")
+            self.add_fragment(fragments.fragment_of(self.session.document.graph, ids), None, "Duplicated")
 
     def insert_group(self, args: dict[str, Any]) -> None:
         name, at = args.get("group"), _point(args.get("at"))
@@ -406,7 +406,7 @@ class EditorPage:
         if not isinstance(group_id, str):
             return
         try:
-            name = self.session.save_group(group_id)
+            name = self.session.document.save_group(group_id)
         except (KeyError, OSError) as exc:
             ui.notify(f"Not saved: {str(exc).strip(chr(34))}", type="warning")
             return
@@ -414,18 +414,18 @@ class EditorPage:
         ui.notify(f"Saved the group to the palette as “{name.replace('_', ' ')}”", type="positive", timeout=2000)
 
     def add_node(self, node_type: str) -> None:
-        count = len(self.session.graph.nodes)
-        self.session.edit("add_node", type=node_type, position={"x": 40 + 30 * (count % 10), "y": 40 + 30 * (count % 7)})
-        self.selected = [self.session.graph.nodes[-1].id]
+        count = len(self.session.document.graph.nodes)
+        self.session.document.edit("add_node", type=node_type, position={"x": 40 + 30 * (count % 10), "y": 40 + 30 * (count % 7)})
+        self.selected = [self.session.document.graph.nodes[-1].id]
         self.tick_now()
 
     # -- inspector -------------------------------------------------------------------------------
     def render_inspector(self) -> None:
         node_id = self.selected[0] if len(self.selected) == 1 else None
-        spec = self.session.graph.node(node_id) if node_id and self.session.graph.has_node(node_id) else None
+        spec = self.session.document.graph.node(node_id) if node_id and self.session.document.graph.has_node(node_id) else None
         sig = (node_id, spec and spec.type, spec and json.dumps(spec.params, sort_keys=True), spec and spec.title,
-               len(self.session.graph.edges) if spec else None,
-               tuple((e.source, e.source_port, e.target_port) for e in self.session.graph.incoming(node_id))
+               len(self.session.document.graph.edges) if spec else None,
+               tuple((e.source, e.source_port, e.target_port) for e in self.session.document.graph.incoming(node_id))
                if spec else None)
         if sig == self.form_sig:
             return
@@ -460,18 +460,18 @@ class EditorPage:
     def after_form_edit(self, redraw: bool = False) -> None:
         # the form already shows the new value (unless one edit set several fields): only the
         # canvas and badges need the news
-        spec = self.session.graph.node(self.selected[0])
+        spec = self.session.document.graph.node(self.selected[0])
         self.form_sig = None if redraw else \
             self.form_sig[:2] + (json.dumps(spec.params, sort_keys=True),) + self.form_sig[3:]
         self.tick_now()
 
     def rename(self, node_id: str, title: str) -> None:
         try:
-            self.session.edit("rename", id=node_id, title=title)
+            self.session.document.edit("rename", id=node_id, title=title)
         except EditError as exc:
             ui.notify(str(exc), type="warning")
             return
-        spec = self.session.graph.node(node_id)
+        spec = self.session.document.graph.node(node_id)
         self.form_sig = self.form_sig[:3] + (spec.title,) + self.form_sig[4:]
         self.tick_now()
 
@@ -479,7 +479,7 @@ class EditorPage:
     def with_estimates(self, status: dict[str, dict[str, Any]], keys: dict[str, str]) -> dict[str, dict[str, Any]]:
         """Each stale node's price (for the snapshot's cache ``keys``) as a line on its card: the same
         per-node numbers the Run confirmation adds up."""
-        found = self.session.estimates(keys)
+        found = self.session.estimator.prices(keys)
         for node_id, shown in status.items():
             entry = found.get(node_id)
             if entry is not None and shown["state"] in ("stale", "idle") and entry["status"] not in ("cached", "ahead"):
@@ -495,7 +495,7 @@ class EditorPage:
         target = self.selected[0] if len(self.selected) == 1 else None
         note = ui.notification("Estimating the cost…", spinner=True, timeout=None)
         try:
-            found = await background.io_bound(self.session.estimate, target)
+            found = await background.io_bound(self.session.estimator.estimate, target)
         except GraphInvalid as exc:
             lines = [str(p) for p in exc.problems]
             ui.notify("Cannot estimate: " + "; ".join(lines[:3]) + (f" (+{len(lines) - 3} more)" if len(lines) > 3
@@ -515,7 +515,7 @@ class EditorPage:
         with these params, or was profiled in the background) and is over RUN_CONFIRM_SECONDS, a
         dialog lists the heavy nodes first, with the numbers their cards show."""
         try:
-            found = self.session.price(target)
+            found = self.session.estimator.price(target)
         except (GraphInvalid, KeyError):
             found = None  # start_run says what is wrong
         if found is not None and found["total_seconds"] > RUN_CONFIRM_SECONDS:
@@ -547,7 +547,7 @@ class EditorPage:
     # -- running ---------------------------------------------------------------------------------
     def start_run(self, target: str | None) -> None:
         try:
-            queued = self.session.submit(target)
+            queued = self.session.queue.submit(target)
             plan = queued["plan"]
         except GraphInvalid as exc:
             lines = [str(p) for p in exc.problems]
@@ -574,7 +574,7 @@ class EditorPage:
         return self.run(self.selected[0])
 
     def stop(self) -> None:
-        self.session.stop()
+        self.session.queue.stop()
         ui.notify("Stopping at the next batch…", timeout=2000)
 
     def validate(self) -> None:
@@ -597,7 +597,7 @@ class EditorPage:
     def export_script(self) -> None:
         """The open graph as one standalone PyTorch script, downloaded by the browser (what
         ``nodeflow export-script`` writes)."""
-        graph = self.session.graph
+        graph = self.session.document.graph
         try:
             exported = export_script(graph, self.session.registry, workspace=self.session.workspace)
         except GraphInvalid as exc:
@@ -605,7 +605,7 @@ class EditorPage:
                                                             if len(exc.problems) > 1 else ""),
                       type="negative", multi_line=True, timeout=8000)
             return
-        path = self.session.path
+        path = self.session.document.path
         name = (path.stem if path is not None else default_file_name(graph.name).removesuffix(".json")) + ".py"
         ui.download.content(exported.text, name, "text/x-python")
         left = f"; left out (no script form): {', '.join(exported.left_out)}" if exported.left_out else ""
@@ -613,19 +613,19 @@ class EditorPage:
                   multi_line=bool(left), timeout=6000)
 
     def undo(self, args: Any = None) -> None:
-        if not self.session.undo():
+        if not self.session.document.undo():
             ui.notify("Nothing to undo", timeout=1200)
         self.form_sig = None
         self.tick_now()
 
     def redo(self, args: Any = None) -> None:
-        if not self.session.redo():
+        if not self.session.document.redo():
             ui.notify("Nothing to redo", timeout=1200)
         self.form_sig = None
         self.tick_now()
 
     def _confirm_discard(self, then) -> None:
-        if not self.session.dirty:
+        if not self.session.document.dirty:
             then()
             return
         with ui.dialog() as dialog, ui.card():
@@ -637,7 +637,7 @@ class EditorPage:
 
     def _load(self, graph: Graph, path: Path | None) -> None:
         try:
-            self.session.load(graph, path)
+            self.session.document.load(graph, path)
         except EditError as exc:  # e.g. a dataset path outside the folders this editor may use
             ui.notify(str(exc), type="negative", multi_line=True)
             return
@@ -744,11 +744,11 @@ class EditorPage:
         dialog.open()
 
     def save(self, args: Any = None) -> None:
-        if self.session.path is None:
+        if self.session.document.path is None:
             self.save_as()
             return
         try:
-            path = self.session.save()
+            path = self.session.document.save()
         except (EditError, OSError) as exc:
             ui.notify(f"Not saved: {exc}", type="negative")
             return
@@ -762,7 +762,7 @@ class EditorPage:
             if path is None:
                 return
             try:
-                self.session.save(path)
+                self.session.document.save(path)
             except (EditError, OSError, ValueError) as exc:
                 problem.set_text(f"Not saved: {exc}")
                 problem.set_visibility(True)
@@ -771,7 +771,7 @@ class EditorPage:
             ui.notify(f"Saved {path.name}", type="positive", timeout=1500)
             self.tick_now()
 
-        default = self.session.path.name if self.session.path else default_file_name(self.session.graph.name)
+        default = self.session.document.path.name if self.session.document.path else default_file_name(self.session.document.graph.name)
         with ui.dialog() as dialog, ui.card().classes("w-96 nf-save-as"):
             ui.label("Save as (in the workspace)").classes("text-h6")
             name = ui.input("file name", value=default).classes("w-full").on("keydown.enter", do_save)
@@ -919,8 +919,8 @@ def serve(session: Session, host: str = "127.0.0.1", port: int = 8080, token: st
         check_bundle()
     except BundleMissing as exc:
         raise SystemExit(f"nodeflow serve: {exc}") from None
-    if session.autosave_delay is None:
-        session.autosave_delay = AUTOSAVE_SECONDS  # the editor autosaves; the CLI's one-shot runs need not
+    if session.document.autosave_delay is None:
+        session.document.autosave_delay = AUTOSAVE_SECONDS  # the editor autosaves; the CLI's one-shot runs need not
     token, generated = access_token(host, token)
     create_app(session, token)
     address = f"http://{host}:{port}/" + (f"?token={token}" if token else "")
