@@ -76,6 +76,7 @@ class Estimates:
         """Each stale node's price of the open document, for its card (:meth:`prices_of`)."""
         return self.prices_of(self.document.graph, keys)
 
+    @reads
     def prices_of(self, graph: Graph, keys: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
         """Each stale node's price by itself, for its card (nodes the graph cannot run have none).
         ``keys``: the graph's cache keys as a snapshot already worked them out, so the cards of every
@@ -154,6 +155,7 @@ class Estimates:
         with self.estimating():
             return self.estimate_of(self.document.graph, target)
 
+    @works
     def estimate_of(self, graph: Graph, target: str | None = None) -> dict[str, Any]:
         """Measure what running ``target`` (or everything) would cost, per stale node (see
         :meth:`Executor.estimate`). It runs on the caller's thread (measured there, or in the

@@ -43,7 +43,7 @@ def test_an_unsaved_graph_is_reopened_from_its_autosave(registry, workspace, cha
 def test_nothing_to_reopen_when_the_files_are_gone_or_damaged(registry, workspace, chain, tmp_path):
     path = tmp_path / "gone.json"
     chain.save(path)
-    Session(registry, workspace, graph=chain, path=path).save()
+    Session(registry, workspace, graph=chain, path=path).document.save()
     path.unlink()
     assert reopen(workspace) is None
     (workspace / "autosave" / "editor.json").write_text("{broken")

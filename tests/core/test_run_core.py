@@ -29,7 +29,7 @@ plain = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st
 
 @st.composite
 def events(draw):
-    cls = draw(st.sampled_from(sorted(EVENT_TYPES.values(), key=lambda c: c.kind.value)))
+    cls = draw(st.sampled_from(sorted(EVENT_TYPES.values(), key=lambda c: c.kind)))
     values = {}
     for f in dataclasses.fields(cls):
         if f.name == "node_id":

@@ -59,7 +59,7 @@ def test_a_whole_document_is_checked_too(session, layout):
 def test_unrestricted_without_roots(registry, layout):
     workspace, _, secret = layout
     graph = make_graph({"r": ("test.read_folder", {"root": str(secret)})}, [])
-    Session(registry, workspace, graph=graph).replace(graph)
+    Session(registry, workspace, graph=graph).document.replace(graph)
 
 
 def test_confine_resolves_symlinks(layout):
