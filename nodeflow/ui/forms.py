@@ -1,6 +1,6 @@
 """The inspector: a node's parameter form, generated from its pydantic JSON schema.
 
-Every change goes through ``Session.edit('set_params', ...)``; a refused value stays in its field
+Every change goes through ``session.document.edit('set_params', ...)``; a refused value stays in its field
 with the reason under it, so the user sees what to change.
 """
 

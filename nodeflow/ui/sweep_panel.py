@@ -5,7 +5,7 @@ list, or start/stop/count spaced linearly or logarithmically; for a choice, tick
 values), optionally a second param of any node to span a grid, and the node each branch runs up
 to; it shows the branch count and refuses values the param's schema refuses, naming the param,
 before anything runs. "Start sweep" queues one run per branch in the session's queue
-(:meth:`Session.submit_sweep`, the grid expanded by :mod:`nodeflow.sweep` as the CLI does); the
+(:meth:`nodeflow.sweep.Sweeps.submit`, the grid expanded by :mod:`nodeflow.sweep` as the CLI does); the
 results view follows them: progress, one row per branch with the target's main metric and the best
 marked, the branches' curves overlaid, "Apply best" (one undo step) and "Cancel sweep".
 

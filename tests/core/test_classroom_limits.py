@@ -86,7 +86,7 @@ def test_one_person_may_have_one_estimate_measuring_at_a_time(tmp_path):
             with pytest.raises(WorkRefused) as refused:
                 second.estimator.estimate()
             assert refused.value.status == 429 and "the most one person may have at once (1)" in str(refused.value)
-            assert theirs.estimate()["nodes"]["take"]["status"] == "stale"  # bob is not held up by alice
+            assert theirs.estimator.estimate()["nodes"]["take"]["status"] == "stale"  # bob is not held up by alice
         assert first.estimator.estimate()["nodes"]["take"]["status"] == "stale"
     finally:
         server.close()
@@ -110,8 +110,8 @@ def test_over_the_open_projects_limit_the_idle_one_closes_else_the_next_is_refus
 
         server.hold(projects[1].id)  # shown on a page
         busy = server.session(projects[2])
-        busy.replace(gate_graph(tmp_path / "never"))
-        busy.submit()  # running
+        busy.document.replace(gate_graph(tmp_path / "never"))
+        busy.queue.submit()  # running
         clock.now += 60
         with pytest.raises(WorkRefused) as refused:
             server.session(projects[3])
