@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodeflow.events import (RUN_STATUSES, SETTLED, Board, Event, Log, Metric, NodeFinished, NodeState, Preview, Progress,
-                             RunStarted, Seen)
+from nodeflow.events import (RUN_STATUSES, SETTLED, Board, Event, Log, Metric, NodeFinished, NodeState, Preview,
+                             Progress, RunStarted, Seen)
 from nodeflow.graph import Graph
 from nodeflow.paths import resolved_params
 

@@ -21,13 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from nodeflow.access import guarded, reads, works
 from nodeflow.compare import (ALPHA, compare_splits, direction, is_count, is_paired_accuracy, mcnemar, metric_splits,
                               readable, split_of, unpairable)
 from nodeflow.errors import GraphInvalid
 from nodeflow.executor import RunReport
 from nodeflow.graph import Graph
 from nodeflow.predictions import SplitPredictions
-from nodeflow.access import guarded, reads, works
 from nodeflow.runs import Recording, RunNotFound, RunStore
 
 #: the most branches one sweep from the editor or the HTTP API may have: each is a queued run, and a
@@ -539,7 +539,8 @@ class Sweeps:
         return self.get(sweep_id)
 
 
-__all__ = ["MAX_BRANCHES", "Branch", "GridError", "SweepNotFound", "Sweeps", "Judgement", "best_of", "branch_count", "branch_outcomes",
+__all__ = ["MAX_BRANCHES", "Branch", "GridError", "Judgement", "SweepNotFound", "Sweeps", "best_of", "branch_count",
+           "branch_outcomes",
            "branch_values", "check_metric", "combinations", "expand", "held_out", "held_out_warning", "judge",
            "key_metric", "main_metric", "parse_grid", "results_table", "run_sweep", "source_tag", "summary",
            "sweep_report", "value_of", "with_values"]

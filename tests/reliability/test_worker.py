@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from nodeflow.events import Log
 from nodeflow.session import Session
 from tests.core.conftest import make_graph
 from tests.waiting import wait_for
@@ -93,7 +94,7 @@ def test_kill_9_mid_epoch_of_real_training_then_resume(tmp_path):
         assert snap["train"]["state"] == "failed" and "SIGKILL" in snap["train"]["error"]
         assert snap["data"]["state"] in ("done", "cached") and snap["fmt"]["state"] in ("done", "cached")
         logs = []
-        session.subscribe(lambda e: logs.append(e.data.get("message", "")) if e.kind == "log" else None)
+        session.subscribe(lambda e: logs.append(e.message) if isinstance(e, Log) else None)
         session.queue.run(target="train")
         assert wait_for(lambda: any("resuming after epoch" in m for m in logs), timeout=120)
         session.queue.stop()
