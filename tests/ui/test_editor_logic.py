@@ -212,6 +212,7 @@ def test_a_new_run_keeps_the_previous_output_apart(workspace, monkeypatch):
     """While a node runs again, its metrics are only the new run's, and the old curves and numbers
     are kept as ``previous`` until the run ends."""
     from nodeflow.events import Metric, NodeFinished, NodeStarted
+    from nodeflow.runqueue import RunQueue
 
     session = Session(pack_registry(), workspace, graph=demo_graph(), device="cpu")
     hub = Hub(session)
@@ -227,7 +228,7 @@ def test_a_new_run_keeps_the_previous_output_apart(workspace, monkeypatch):
 
     feed(NodeStarted(node_id="slow", key=key))
     feed(Metric(node_id="slow", name="trainable_params", value=200))
-    monkeypatch.setattr(Session, "running", property(lambda self: True))  # as while its run thread lives
+    monkeypatch.setattr(RunQueue, "running", property(lambda self: True))  # as while its run thread lives
     live = hub.snapshot()["nodes"]["slow"]
     assert live["state"] == "running"
     assert live["metrics"] == {"trainable_params": 200}  # not the old loss beside it
