@@ -58,10 +58,10 @@ def server_side(graph: Graph, repeats: int) -> dict[str, dict[str, float]]:
         moves, connects, snaps = [], [], []
         for i in range(repeats):
             t = time.perf_counter()
-            session.edit("move", id="n15", x=300 + i, y=700)
+            session.document.edit("move", id="n15", x=300 + i, y=700)
             moves.append((time.perf_counter() - t) * 1000)
             t = time.perf_counter()
-            session.edit("connect", source=f"n{i % 10}", source_port="value", target=f"n{20 + i}", target_port="b")
+            session.document.edit("connect", source=f"n{i % 10}", source_port="value", target=f"n{20 + i}", target_port="b")
             connects.append((time.perf_counter() - t) * 1000)
             t = time.perf_counter()
             session.snapshot()

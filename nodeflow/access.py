@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import typing
 from collections.abc import Callable
 from enum import Enum
 from pathlib import PurePath
@@ -55,7 +56,11 @@ def guarded(cls: type) -> type:
 
 
 def is_guarded(value: Any) -> bool:
-    return getattr(type(value), ATTRIBUTE, None) == "class"
+    return is_guarded_class(type(value))
+
+
+def is_guarded_class(cls: type) -> bool:
+    return getattr(cls, ATTRIBUTE, None) == "class"
 
 
 def unwrapped(obj: Any) -> Any:
@@ -74,15 +79,25 @@ def beside(holder: Any, other: Any) -> Any:
 
 def allows(obj: Any, name: str) -> bool:
     """Whether ``obj`` (a guarded object, or a read-only view of one) lets its holder call ``name``:
-    always for the object itself, only what ``reads`` through a view."""
+    always for the object itself, only what ``reads`` through a view. A dotted name (``document.edits``)
+    is a method of a part the object hands out, as its holder is handed it."""
+    if "." in name:
+        part, rest = name.split(".", 1)
+        return allows(getattr(obj, part), rest)
     if isinstance(obj, ReadOnlyView):
         return access_of(type(object.__getattribute__(obj, "_target")), name) is Access.READ
     return True
 
 
 def access_of(owner: type | Any, name: str) -> Access | None:
-    """The declared access of ``owner.name`` (a method or a property), None when it declares none."""
+    """The declared access of ``owner.name`` (a method or a property), None when it declares none. A
+    dotted name (``document.edits``) follows the parts a class declares it holds (``document:
+    Document`` in its body)."""
     cls = owner if isinstance(owner, type) else type(owner)
+    if "." in name:
+        part, rest = name.split(".", 1)
+        held = typing.get_type_hints(cls).get(part)
+        return access_of(held, rest) if isinstance(held, type) and is_guarded_class(held) else None
     found = inspect.getattr_static(cls, name, None)
     if isinstance(found, (staticmethod, classmethod)):
         found = found.__func__
@@ -184,5 +199,5 @@ class ReadOnlyView:
         return f"ReadOnlyView({self._target!r})"
 
 
-__all__ = ["Access", "ReadOnlyView", "Refused", "access_of", "allows", "beside", "guarded", "is_guarded", "reads",
+__all__ = ["Access", "ReadOnlyView", "Refused", "access_of", "allows", "beside", "guarded", "is_guarded", "is_guarded_class", "reads",
            "undeclared", "unwrapped", "works", "writes"]

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from nodeflow.errors import GraphInvalid, describe_exception
-from nodeflow.events import Board, Event, describe
+from nodeflow.events import (Board, Event, Log, Metric, NodeFailed, NodeFinished, NodeSkipped, NodeStarted,
+                             NodeStopped, Progress, describe)
 from nodeflow.executor import Executor
 from nodeflow.files import atomic_write_text
 from nodeflow.graph import Graph, GraphFileError
@@ -308,31 +309,32 @@ class _TerminalProgress:
         from tqdm import tqdm
 
         node = event.node_id
-        if event.kind == "node_started" and not self.bars:
-            self._write(f"… {node} running")
-        elif event.kind == "node_started":
-            self._close()
-            self.bar = tqdm(total=1.0, desc=f"  {node}", unit="", leave=False, file=sys.stderr,
-                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
-        elif event.kind == "progress" and self.bar is not None:
-            self.bar.n = state.progress
-            self.bar.set_postfix_str(state.words() if state.epochs else state.message, refresh=True)
-        elif event.kind == "metric" and event.data["step"] is not None and not event.data["name"].startswith("batch"):
-            self._write(f"  {node}  {event.data['name']}={event.data['value']:.4g}  (step {event.data['step']})")
-        elif event.kind == "log":
-            self._write(f"  {node}: {event.data['message']}")
-        elif event.kind == "node_finished":
-            self._close()
-            how = "cached" if state.state == "cached" else f"ran in {state.seconds or 0:.1f}s"
-            self._write(f"✓ {node} ({how})")
-        elif event.kind == "node_failed":
-            self._close()
-            self._write(f"✗ {node}: {state.error}")
-        elif event.kind == "node_skipped":
-            self._write(f"- {node} (skipped: an input failed)")
-        elif event.kind == "node_stopped":
-            self._close()
-            self._write(f"■ {node} stopped: {state.words()}")
+        match event:
+            case NodeStarted() if not self.bars:
+                self._write(f"… {node} running")
+            case NodeStarted():
+                self._close()
+                self.bar = tqdm(total=1.0, desc=f"  {node}", unit="", leave=False, file=sys.stderr,
+                                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}")
+            case Progress() if self.bar is not None:
+                self.bar.n = state.progress
+                self.bar.set_postfix_str(state.words() if state.epochs else state.message, refresh=True)
+            case Metric(name=name, value=value, step=step) if step is not None and not name.startswith("batch"):
+                self._write(f"  {node}  {name}={value:.4g}  (step {step})")
+            case Log(message=message):
+                self._write(f"  {node}: {message}")
+            case NodeFinished():
+                self._close()
+                how = "cached" if state.state == "cached" else f"ran in {state.seconds or 0:.1f}s"
+                self._write(f"✓ {node} ({how})")
+            case NodeFailed():
+                self._close()
+                self._write(f"✗ {node}: {state.error}")
+            case NodeSkipped():
+                self._write(f"- {node} (skipped: an input failed)")
+            case NodeStopped():
+                self._close()
+                self._write(f"■ {node} stopped: {state.words()}")
 
     def _write(self, line: str) -> None:
         from tqdm import tqdm
@@ -549,8 +551,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           isolate=not args.in_process, autosave_delay=2.0, cluster=cluster, auto_estimate=True,
                           allowed_roots=[Path(p).expanduser().resolve() for p in args.allow_root])
         if reopened:  # what reopening says, then any path the session rewrote (Session._settle_paths)
-            session.dirty = reopened.dirty
-            session.notice = " ".join(filter(None, [reopened.message, session.notice]))
+            session.document.dirty = reopened.dirty
+            session.document.notice = " ".join(filter(None, [reopened.message, session.document.notice]))
         session.mlflow_uri = mlflow_uri(args)
         try:
             serve(session, host=args.host, port=args.port, token=args.token)

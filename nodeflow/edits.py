@@ -1,5 +1,5 @@
 """The edit operations a document takes, as typed records, and how each applies: what
-:meth:`Session.edits` applies and what ``POST /api/edit`` publishes in its OpenAPI schema. A wrong
+:meth:`nodeflow.document.Document.edits` applies and what ``POST /api/edit`` publishes in its OpenAPI schema. A wrong
 argument is refused in these terms (``ops.0.set_params.id: Field required``), before anything is
 changed; :func:`apply` changes a graph's JSON form, all ops or none."""
 

@@ -15,10 +15,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
-from typing import Any
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
+from nodeflow.access import guarded, reads, works, writes
 from nodeflow.errors import GraphInvalid
 from nodeflow.executor import Checked, Executor
 from nodeflow.graph import Graph
@@ -26,13 +29,22 @@ from nodeflow.runs import RunStore
 from nodeflow.worker import EstimateFailed, EstimateWorker
 
 
-class Estimates:
-    """Prices for the nodes of a document. ``ahead``: the cache keys that queued or running runs will
-    compute before a new run starts. ``worker``: the process estimates are measured in (None: this
-    one, on the caller's thread)."""
+class HasGraph(Protocol):
+    graph: Graph
 
-    def __init__(self, executor: Executor, store: RunStore, ahead: Callable[[], set[str]] = set,
-                 worker: EstimateWorker | None = None) -> None:
+
+@guarded
+class Estimates:
+    """Prices for the nodes of a document (its graph as it is when asked). ``ahead``: the cache keys
+    that queued or running runs will compute before a new run starts. ``worker``: the process
+    estimates are measured in (None: this one, on the caller's thread). ``estimating``: held while an
+    estimate is measured (a shared machine counts it against its owner's, and raises to refuse one)."""
+
+    def __init__(self, executor: Executor, store: RunStore, document: HasGraph, ahead: Callable[[], set[str]] = set,
+                 worker: EstimateWorker | None = None,
+                 estimating: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext) -> None:
+        self.document = document
+        self.estimating = estimating
         self.executor = executor
         self.store = store
         self.ahead = ahead
@@ -46,18 +58,26 @@ class Estimates:
         self._memo: tuple[Any, dict[str, dict[str, Any]]] | None = None
 
     # -- at once ---------------------------------------------------------------------------------------
-    def price(self, graph: Graph, target: str | None = None) -> dict[str, Any]:
+    @reads
+    def price(self, target: str | None = None) -> dict[str, Any]:
         """What running ``target`` (everything if None) costs as far as it is known now: per node of
         the plan its entry (``status`` cached, ahead, measured, stale, quick or unknown, and ``seconds``),
         the total of what is known and whether everything is known. Raises GraphInvalid or KeyError as
         :meth:`Executor.plan`."""
+        graph = self.document.graph
         checked = self.executor.check(graph)
         plan = self.executor.plan(graph, target)
         ahead = self.ahead()
         nodes = {node_id: self._node_price(checked, node_id, action, ahead) for node_id, action in plan.items()}
         return summed(target, self.executor.device, nodes)
 
-    def prices(self, graph: Graph, keys: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    @reads
+    def prices(self, keys: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+        """Each stale node's price of the open document, for its card (:meth:`prices_of`)."""
+        return self.prices_of(self.document.graph, keys)
+
+    @reads
+    def prices_of(self, graph: Graph, keys: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
         """Each stale node's price by itself, for its card (nodes the graph cannot run have none).
         ``keys``: the graph's cache keys as a snapshot already worked them out, so the cards of every
         tab, polled several times a second, are priced again only when something changed."""
@@ -120,13 +140,23 @@ class Estimates:
             return int(same.epoch)
         return 0
 
+    @writes
     def forget_measurements(self) -> None:
         """Runs finished since: look their measurements up again."""
         self._measured.clear()
         self._revision += 1
 
     # -- measured ----------------------------------------------------------------------------------
-    def estimate(self, graph: Graph, target: str | None = None) -> dict[str, Any]:
+    @works
+    def estimate(self, target: str | None = None) -> dict[str, Any]:
+        """Measure what running ``target`` (or everything) in the open document would cost
+        (:meth:`estimate_of`); on a shared machine, counted against its owner's estimates at once
+        while it is measured."""
+        with self.estimating():
+            return self.estimate_of(self.document.graph, target)
+
+    @works
+    def estimate_of(self, graph: Graph, target: str | None = None) -> dict[str, Any]:
         """Measure what running ``target`` (or everything) would cost, per stale node (see
         :meth:`Executor.estimate`). It runs on the caller's thread (measured there, or in the
         worker while the thread waits): the HTTP API calls it from its thread pool and the page from a
@@ -143,6 +173,7 @@ class Estimates:
                 self._revision += 1
             return found
 
+    @reads
     @property
     def measuring(self) -> bool:
         """Whether an estimate is being measured now."""
@@ -164,21 +195,24 @@ class Estimates:
                     {**base, "status": "error", "seconds": None, "error": str(exc)}
             return summed(target, self.executor.device, nodes)
 
+    @writes
     def close(self) -> None:
         """End the estimate process (and an estimate it is measuring)."""
         if self.worker is not None:
             self.worker.close()
 
-    def profile_unknown(self, graph: Graph) -> bool:
-        """Measure, in the caller's (background) thread, the nodes whose price is unknown; whether
-        there were any."""
+    @works
+    def profile_unknown(self) -> bool:
+        """Measure, in the caller's (background) thread, the nodes of the open document whose price is
+        unknown; whether there were any."""
+        graph = self.document.graph
         try:
-            unknown = [n for n, e in self.prices(graph).items() if e["status"] == "unknown"]
+            unknown = [n for n, e in self.prices_of(graph).items() if e["status"] == "unknown"]
         except (GraphInvalid, KeyError):
             return False
         for node_id in unknown:
             try:
-                self.estimate(graph, node_id)
+                self.estimate_of(graph, node_id)
             except (GraphInvalid, KeyError):
                 continue
         return bool(unknown)

@@ -14,33 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, ClassVar
-
-
-class Kind(StrEnum):
-    """The kinds of events; a kind compares equal to its name (``Kind.METRIC == "metric"``)."""
-
-    RUN_QUEUED = "run_queued"
-    RUN_STARTED = "run_started"
-    NODE_STARTED = "node_started"
-    PROGRESS = "progress"
-    METRIC = "metric"
-    LOG = "log"
-    PREVIEW = "preview"
-    NODE_FINISHED = "node_finished"
-    NODE_FAILED = "node_failed"
-    NODE_SKIPPED = "node_skipped"
-    NODE_STOPPED = "node_stopped"
-    RUN_FINISHED = "run_finished"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Event:
     """Base of every event: ``node_id`` is None for events about a whole run."""
 
-    kind: ClassVar[Kind]
+    #: the event's name in its JSON form (what a stored run, a worker's pipe and the browser read); code
+    #: tells events apart by their class (``match event: case NodeStopped(...)``), never by this name
+    kind: ClassVar[str]
     #: the event's fields under other names in its JSON form (a field may not be called ``kind``)
     json_names: ClassVar[dict[str, str]] = {}
     node_id: str | None = None
@@ -57,21 +42,21 @@ class Event:
 class RunQueued(Event):
     """A run was accepted and waits for its turn; ``plan``: node -> "run" | "cached"."""
 
-    kind: ClassVar[Kind] = Kind.RUN_QUEUED
+    kind: ClassVar[str] = "run_queued"
     plan: dict[str, str] = field(default_factory=dict)
     target: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class RunStarted(Event):
-    kind: ClassVar[Kind] = Kind.RUN_STARTED
+    kind: ClassVar[str] = "run_started"
     plan: dict[str, str] = field(default_factory=dict)
     target: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
 class NodeStarted(Event):
-    kind: ClassVar[Kind] = Kind.NODE_STARTED
+    kind: ClassVar[str] = "node_started"
     key: str = ""
     type: str = ""
 
@@ -81,7 +66,7 @@ class Progress(Event):
     """``done`` of ``total`` (batches, images...); a training also says how many of its ``epochs``
     it has completed (``epoch``), so a view can say "epoch 12/40" and a stop "stopped at epoch 11/40"."""
 
-    kind: ClassVar[Kind] = Kind.PROGRESS
+    kind: ClassVar[str] = "progress"
     done: float = 0.0
     total: float = 1.0
     message: str = ""
@@ -93,7 +78,7 @@ class Progress(Event):
 class Metric(Event):
     """A number a node logged; with ``step`` it is a point of a curve (an epoch)."""
 
-    kind: ClassVar[Kind] = Kind.METRIC
+    kind: ClassVar[str] = "metric"
     name: str = ""
     value: float = 0.0
     step: int | None = None
@@ -106,7 +91,7 @@ class Metric(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class Log(Event):
-    kind: ClassVar[Kind] = Kind.LOG
+    kind: ClassVar[str] = "log"
     message: str = ""
 
 
@@ -114,7 +99,7 @@ class Log(Event):
 class Preview(Event):
     """Something to show beside a node (sample images, a plot): ``name`` says what it is."""
 
-    kind: ClassVar[Kind] = Kind.PREVIEW
+    kind: ClassVar[str] = "preview"
     json_names: ClassVar[dict[str, str]] = {"name": "kind"}
     name: str = ""
     payload: Any = None
@@ -124,7 +109,7 @@ class Preview(Event):
 class NodeFinished(Event):
     """A node has its outputs for ``key``: computed now (``from_cache`` False) or taken from the cache."""
 
-    kind: ClassVar[Kind] = Kind.NODE_FINISHED
+    kind: ClassVar[str] = "node_finished"
     key: str = ""
     seconds: float = 0.0
     from_cache: bool = False
@@ -135,7 +120,7 @@ class NodeFinished(Event):
 class NodeFailed(Event):
     """``param`` names the parameter the failure blames, when it blames one."""
 
-    kind: ClassVar[Kind] = Kind.NODE_FAILED
+    kind: ClassVar[str] = "node_failed"
     key: str = ""
     message: str = ""
     traceback: str = ""
@@ -145,7 +130,7 @@ class NodeFailed(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class NodeSkipped(Event):
-    kind: ClassVar[Kind] = Kind.NODE_SKIPPED
+    kind: ClassVar[str] = "node_skipped"
     reason: str = "an input did not finish"
 
 
@@ -154,7 +139,7 @@ class NodeStopped(Event):
     """A node stopped on request. ``epoch`` of ``epochs`` were completed (a training), and
     ``resumable`` says whether the next run continues from its checkpoint."""
 
-    kind: ClassVar[Kind] = Kind.NODE_STOPPED
+    kind: ClassVar[str] = "node_stopped"
     key: str = ""
     seconds: float = 0.0
     epoch: int | None = None
@@ -164,20 +149,20 @@ class NodeStopped(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class RunFinished(Event):
-    kind: ClassVar[Kind] = Kind.RUN_FINISHED
+    kind: ClassVar[str] = "run_finished"
     ok: bool = False
     interrupted: bool = False
     nodes: dict[str, Any] = field(default_factory=dict)
 
 
-EVENT_TYPES: dict[str, type[Event]] = {cls.kind.value: cls for cls in (
+EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in (
     RunQueued, RunStarted, NodeStarted, Progress, Metric, Log, Preview, NodeFinished, NodeFailed, NodeSkipped,
     NodeStopped, RunFinished)}
 
 
 def to_json(event: Event) -> dict[str, Any]:
     """An event as plain JSON values, to cross a process or a machine, whatever a node put in it."""
-    return {"kind": event.kind.value, "node_id": event.node_id, "data": _plain(event.data)}
+    return {"kind": event.kind, "node_id": event.node_id, "data": _plain(event.data)}
 
 
 def from_json(message: dict[str, Any]) -> Event:
@@ -264,6 +249,15 @@ class NodeState:
         """The state as a person reads it on a card, in the Output tab and in the Runs panel."""
         return describe(self.state, self.epoch, self.epochs, self.resumable, self.progress, self.eta)
 
+    def view(self) -> dict[str, Any]:
+        """What every view shows of the node (a copy): its fields, its words, the param its error
+        blames and when its run began and ended."""
+        view = self.to_json()  # asdict: copies of its dicts and lists
+        view["words"] = self.words()
+        view["error_param"] = self.param
+        view["run"] = {"started": self.started, "finished": self.finished}
+        return view
+
 
 def describe(state: str, epoch: int | None = None, epochs: int | None = None, resumable: bool = False,
              progress: float = 0.0, eta: float | None = None) -> str:
@@ -279,11 +273,32 @@ def describe(state: str, epoch: int | None = None, epochs: int | None = None, re
             parts.append(f"{_duration(eta)} left")
         return " · ".join(parts)
     if state == "stopped":
-        where = f"stopped at epoch {epoch}/{epochs}" if epoch is not None and epochs else "stopped"
-        return f"{where} · resumes from its checkpoint" if resumable else f"{where} · starts again when run"
+        return stopped_words(epoch, epochs, resumable)
     if state == "interrupted":
         return "interrupted · the process running it ended"
     return {"idle": "not run", "stale": "stale", "skipped": "skipped"}.get(state, state)
+
+
+def stopped_words(epoch: int | None, epochs: int | None, resumable: bool, by: str = "") -> str:
+    """"stopped at epoch 11/40 · resumes from its checkpoint"; ``by`` says who stopped it."""
+    where = f"stopped{by} at epoch {epoch}/{epochs}" if epoch is not None and epochs else f"stopped{by}"
+    return f"{where} · resumes from its checkpoint" if resumable else f"{where} · starts again when run"
+
+
+def log_line(event: Event, node: NodeState) -> tuple[str, str] | None:
+    """What the editor's log says of a node's ``event`` (its kind and message), given the node's state
+    after it; None: the log says nothing of it."""
+    match event:
+        case Log(message=message) | NodeFailed(message=message):
+            return event.kind, message or event.kind
+        case NodeStopped():
+            return "stopped", stopped_words(node.epoch, node.epochs, node.resumable, " by the user") + \
+                "; finished nodes stay cached"
+        case NodeFinished(from_cache=True):
+            return event.kind, "cached"
+        case NodeFinished(seconds=seconds):
+            return event.kind, f"done in {seconds:.2f}s"
+    return None
 
 
 def _duration(seconds: float) -> str:
@@ -389,6 +404,32 @@ class Board:
 
     def get(self, node_id: str) -> NodeState | None:
         return self.nodes.get(node_id)
+
+    def view(self, node_id: str, state: str, key: str | None, seen: Seen | None, pending: set[str], running: bool,
+             stored: Callable[[str, str | None], dict[str, Any]], metrics: Callable[[str], dict[str, float]]) -> dict:
+        """What every view shows of a node: what a run of this board tells while it is queued or
+        running, or told last of the node's current ``key``; else its ``state`` as the cache and a
+        history say it (``seen``), with the curves ``stored`` (a key and, for a node left unfinished,
+        its id) and, for a result no run recorded (an older store, a copied cache), its ``metrics``.
+        ``pending``: the nodes queued or running runs will compute; ``running``: whether one runs."""
+        live = self.nodes.get(node_id)
+        if live is not None and (node_id in pending and live.state in ACTIVE or live.state == "running" and running):
+            return live.view()  # queued or running now
+        if live is not None and key is not None and live.key == key and live.state in SETTLED and state != "disabled":
+            return live.view()  # what this board's latest run of it told
+        shown = NodeState(state=state, key=key)
+        if seen is not None and seen.same is not None and state != "disabled":  # what the store kept of it
+            for name in ("error", "param", "epoch", "epochs", "resumable", "seconds", "metrics"):
+                setattr(shown, name, getattr(seen.same, name))
+        if state in ("done", "cached", *UNFINISHED) and key is not None:
+            curves = stored(key, None if state in ("done", "cached") else node_id)
+            shown.series, shown.started, shown.finished = curves["series"], curves["started"], curves["finished"]
+            if not shown.metrics and state in ("done", "cached"):
+                shown.metrics = metrics(key)
+        view = shown.view()
+        if live is not None and live.previous and live.state in ACTIVE:
+            view["previous"] = live.previous
+        return view
 
 
 #: states a node's run ends in, which a history keeps

@@ -36,7 +36,7 @@ class Handins:
             raise NotAllowed(f"hand in a model of a project of your own; '{project.title}' is {project.owner}'s")
         desk.check_open(assignment, user.name)
         session = self.server.session(project)
-        graph = session.graph
+        graph = session.document.graph
         try:
             spec = graph.node(node)
         except KeyError:

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from nodeflow.events import Event, Log, from_json, to_json
+from nodeflow.events import Event, Log, NodeStarted, Progress, from_json, to_json
 from nodeflow.executor import Executor, Prepared
 from nodeflow.node import Registry, StopFile
 from nodeflow.scheduler import Outcome, Task
@@ -255,7 +255,7 @@ class DaskBackend:
         with self._live_lock:
             if where in self._collected:
                 return
-            if found.kind == "node_started":
+            if isinstance(found, NodeStarted):
                 self._started_live.add(where)
             emit(found)
 
@@ -404,16 +404,16 @@ def run_task(spec: dict[str, Any]) -> dict[str, Any]:
         _publish({"run": spec["run"], "event": to_json(event)})
 
     def listen(event: Event) -> None:
-        if event.kind == "progress":  # live only: a progress bar has no use once the node is done
-            now = time.monotonic()
-            last = event.data["done"] >= event.data["total"]
-            if last or now - last_progress.get(event.node_id, 0.0) >= PROGRESS_EVERY:
-                last_progress[event.node_id] = now
+        match event:
+            case Progress(done=done, total=total):  # live only: a progress bar has no use once the node is done
+                now = time.monotonic()
+                if done >= total or now - last_progress.get(event.node_id, 0.0) >= PROGRESS_EVERY:
+                    last_progress[event.node_id] = now
+                    live(event)
+                return
+            case NodeStarted():  # live too, so the editor shows it running (and when it began)
                 live(event)
-            return
-        if event.kind == "node_started":  # live too, so the editor shows it running (and when it began)
-            live(event)
-            live(Log(node_id=event.node_id, message=f"running on {_worker_address()}"))
+                live(Log(node_id=event.node_id, message=f"running on {_worker_address()}"))
         events.append(to_json(event))
 
     try:

@@ -3,27 +3,41 @@ node that offers them (error analysis), the images of a confusion-matrix cell wi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from nodeflow.access import guarded, reads, works
 from nodeflow.errors import describe_exception
 from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.node import ParamProblem, RunContext
 
 
+@guarded
 class Results:
-    """What a finished node of a graph holds, for the editor and the HTTP API."""
+    """What a finished node holds, for the editor and the HTTP API: of the document's graph as it is
+    now, or with ``run`` of the graph that run ran (``graph_of``: a run's number to its graph)."""
 
-    def __init__(self, executor: Executor, workspace: Path) -> None:
+    def __init__(self, executor: Executor, workspace: Path, document: Any = None,
+                 graph_of: Callable[[int | str], Graph] | None = None) -> None:
         self.executor = executor
         self.workspace = Path(workspace)
+        self.document = document
+        self.graph_of = graph_of
 
+    def _graph(self, run: int | str | None) -> Graph:
+        if run is None or self.graph_of is None:
+            return self.document.graph
+        return self.graph_of(run)
+
+    @reads
     @property
     def overlay_folder(self) -> Path:
         """Where drawn-on-demand images (Grad-CAM overlays of a confusion cell) are kept."""
         return self.workspace / "overlays"
 
+    @reads
     def finished(self, graph: Graph, node_id: str) -> tuple[type, str, dict[str, str]]:
         """The node's type, its cache key and the keys of its inputs by port; LookupError when there is
         no such node or it has no cached result for its current params."""
@@ -37,13 +51,28 @@ class Results:
         inputs = {e.target_port: keys[e.source] for e in graph.incoming(node_id) if e.source in keys}
         return node_cls, key, inputs
 
-    def tables(self, graph: Graph, node_id: str) -> dict[str, Any]:
+    @reads
+    def tables(self, node_id: str) -> dict[str, Any]:
         """The tables a finished node put in its report (``ctx.table``), e.g. the doctor's findings."""
-        _, key, _ = self.finished(graph, node_id)
+        _, key, _ = self.finished(self._graph(None), node_id)
         return self.executor.cache.tables(key)
 
-    def cell_gallery(self, graph: Graph, node_id: str, true: str, predicted: str, page: int = 1,
-                     per_page: int = 12, draw: bool = True) -> dict[str, Any]:
+    @works
+    def cell_gallery(self, node_id: str, true: str, predicted: str, page: int = 1,
+                     per_page: int = 12, run: int | str | None = None) -> dict[str, Any]:
+        """One page of a confusion cell's images, drawing the Grad-CAM overlays not drawn yet; of
+        the graph open now, or with ``run`` of the graph that run ran (a compared run's flipped
+        image: its stored result, whatever was edited since; RunNotFound, a LookupError)."""
+        return self._gallery(self._graph(run), node_id, true, predicted, page, per_page)
+
+    @reads
+    def drawn_cell_gallery(self, node_id: str, true: str, predicted: str, page: int = 1,
+                           per_page: int = 12, run: int | str | None = None) -> dict[str, Any]:
+        """The same page with only the overlays drawn before: nothing is drawn or written."""
+        return self._gallery(self._graph(run), node_id, true, predicted, page, per_page, draw=False)
+
+    def _gallery(self, graph: Graph, node_id: str, true: str, predicted: str, page: int = 1,
+                per_page: int = 12, draw: bool = True) -> dict[str, Any]:
         """One page of a confusion-matrix cell's images with their overlays (``draw`` False: only
         those drawn before), from a finished node
         whose type offers ``cell_gallery`` (error analysis). Reads the node's cached result and

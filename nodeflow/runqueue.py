@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from nodeflow.access import guarded, reads, works, writes
 from nodeflow.errors import GraphInvalid, describe_exception
 from nodeflow.events import Event, RunQueued
 from nodeflow.executor import Executor, RunReport
@@ -51,11 +52,25 @@ class AlwaysFree:
         pass
 
 
+class HasGraph(Protocol):
+    graph: Graph
+
+
+@guarded
 class RunQueue:
-    """Queued runs of one store, started one job at a time on a thread of their own."""
+    """Queued runs of one store, started one job at a time on a thread of their own.
+
+    ``document``: what :meth:`submit` runs (its graph as it is then); ``admit``: raises to refuse new
+    work before anything is queued; ``jobs_changed``: told the queued jobs after each run is queued or
+    cancelled (a machine several projects share keeps its own queue of them)."""
 
     def __init__(self, store: RunStore, executor: Executor, backend: Any, stop_flag: threading.Event,
-                 tell: Callable[[Event], None], turns: Turns | None = None) -> None:
+                 tell: Callable[[Event], None], turns: Turns | None = None, document: HasGraph | None = None,
+                 admit: Callable[[], None] | None = None,
+                 jobs_changed: Callable[[list[tuple[int, ...]]], None] | None = None) -> None:
+        self.document = document
+        self._admit = admit
+        self._jobs_changed = jobs_changed
         self.store = store
         self.executor = executor
         self.backend = backend
@@ -81,6 +96,43 @@ class RunQueue:
         self.run_id: int | None = None
 
     # -- asking ----------------------------------------------------------------------------------------
+    @works
+    def run(self, target: str | None = None) -> dict[str, str]:
+        """Start a run (or queue it behind the running one); returns the plan (node -> run|cached) at
+        once. Raises GraphInvalid (nothing started) if the needed part of the graph is invalid."""
+        return self.submit(target)["plan"]
+
+    @works
+    def submit(self, target: str | None = None, source: str = "editor") -> dict[str, Any]:
+        """Record a run of the open document and start it, or queue it while another runs;
+        returns its id, status, queue position and plan."""
+        assert self.document is not None, "a queue without a document takes runs through add()"
+        self.admit()
+        try:
+            run_id, plan = self.add(self.document.graph, target, source)  # GraphInvalid: nothing is queued
+        finally:
+            self.jobs_changed()
+        status, position = self.place(run_id)
+        return {"id": run_id, "status": status, "position": position, "plan": plan}
+
+    @reads
+    def queued(self) -> list[dict[str, Any]]:
+        """Queued runs in the order they will run, with their positions."""
+        return [self.store.get(i) for i in self.store.queued()]
+
+    @works
+    def admit(self) -> None:
+        """Raises when new work is refused now (a shared machine's rules); nothing is queued."""
+        if self._admit is not None:
+            self._admit()
+
+    @works
+    def jobs_changed(self) -> None:
+        """Tell whoever keeps count (a shared machine's queue) the queued jobs as they are now."""
+        if self._jobs_changed is not None:
+            self._jobs_changed(self.jobs())
+
+    @works
     def add(self, graph: Graph, target: str | None, source: str) -> tuple[int, dict[str, str]]:
         """Queue a run of ``graph`` and start it when nothing runs; its id and plan. Raises
         GraphInvalid (nothing is queued) if the needed part of the graph is invalid."""
@@ -91,6 +143,7 @@ class RunQueue:
             self.start_next()
             return run_id, plan
 
+    @works
     def add_sweep(self, branches: list[tuple[Graph, dict[str, Any]]], target: str | None,
                   grid: list[tuple[str, list[Any]]], graph_name: str, source: Callable[[int], str],
                   metric: str | None = None) -> int:
@@ -113,6 +166,7 @@ class RunQueue:
         self.keys[run_id] = {keys[n] for n, action in plan.items() if action == "run"}
         self.tell(RunQueued(plan=plan, target=target))
 
+    @reads
     def place(self, run_id: int) -> tuple[str, int | None]:
         """A run's status and queue position; a run of the job starting now is running already."""
         with self._lock:
@@ -120,6 +174,7 @@ class RunQueue:
                 return "running", None
         return self.store.place(run_id)
 
+    @reads
     def jobs(self) -> list[tuple[int, ...]]:
         """The queued runs as the jobs they start in, in order: a run alone, or a sweep's queued
         branches together."""
@@ -129,13 +184,25 @@ class RunQueue:
             jobs.setdefault(f"run {run_id}" if sweep is None else f"sweep {sweep}", []).append(run_id)
         return [tuple(runs) for runs in jobs.values()]
 
+    @reads
     def ahead(self) -> set[str]:
         """The cache keys that queued or running runs will compute."""
         with self._lock:
             return set().union(*self.keys.values()) if self.keys else set()
 
-    def cancel(self, run_id: int) -> str:
-        """Cancel a queued run, or stop the job of a running one (it ends ``cancelled``)."""
+    @works
+    def cancel(self, *run_ids: int) -> str:
+        """Cancel queued runs, or stop the job of a running one (it ends ``cancelled``); what became of
+        the last one."""
+        status = ""
+        try:
+            for run_id in run_ids:
+                status = self._cancel(run_id)
+        finally:
+            self.jobs_changed()
+        return status
+
+    def _cancel(self, run_id: int) -> str:
         status = self.store.cancel(run_id)
         with self._lock:
             if status == "cancelled":
@@ -147,19 +214,23 @@ class RunQueue:
                 return "cancelling"
         return status
 
+    @works
     def stop(self) -> None:
         self._stop.set()
         self.backend.stop()
 
+    @reads
     @property
     def running(self) -> bool:
         return bool(self.current) and not self.awaiting_turn
 
+    @reads
     def pending(self) -> set[str]:
         """The nodes that queued or running runs will compute."""
         with self._lock:
             return {n for plan in self.plans.values() for n, action in plan.items() if action == "run"}
 
+    @reads
     def wait(self, timeout: float | None = None) -> RunReport | None:
         """Wait for the running job and the jobs queued behind it."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -169,10 +240,12 @@ class RunQueue:
                 break
         return self.last_report
 
+    @reads
     @property
     def closing(self) -> bool:
         return self._closing
 
+    @writes
     def close(self) -> None:
         """Stop the running job; queued runs stay queued for the next start."""
         self._closing = True
@@ -181,6 +254,7 @@ class RunQueue:
         self.wait(10)
 
     # -- running ---------------------------------------------------------------------------------------
+    @works
     def start_next(self) -> None:
         """Start the oldest queued run (with the rest of its sweep) when nothing runs. When its turn is
         free its runs are claimed at once; otherwise they stay queued until the turn comes."""

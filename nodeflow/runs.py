@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodeflow.events import RUN_STATUSES, SETTLED, Board, Event, Metric, NodeState, RunStarted, Seen
+from nodeflow.events import (RUN_STATUSES, SETTLED, Board, Event, Log, Metric, NodeFinished, NodeState, Preview,
+                             Progress, RunStarted, Seen)
 from nodeflow.graph import Graph
 from nodeflow.paths import resolved_params
 
@@ -267,6 +268,10 @@ def graph_facts(executor: Any, graph: Graph) -> dict[str, NodeFacts]:
     return facts
 
 
+#: how many stored curves (per cache key, or node of a run) a store keeps at hand for the Output tabs
+SHOWN_CURVES = 256
+
+
 @guarded
 class RunStore:
     """The runs database of one workspace. Safe to share between threads."""
@@ -282,6 +287,7 @@ class RunStore:
         #: on a machine several stores share (a multi-user server), a queued run's place in the
         #: machine's queue, given the run and its place in this store's; None: this store's place
         self.placing = placing
+        self._shown: dict[str, dict[str, Any]] = {}  # shown_curves's, by key or "run N node"
         with self._lock:
             self._db.executescript(SCHEMA)
             columns = {r["name"] for r in self._db.execute("PRAGMA table_info(versions)")}
@@ -675,6 +681,26 @@ class RunStore:
         return [(row["key"], row["run_id"]) for row in rows]
 
     @reads
+    def shown_curves(self, key: str, node_id: str | None = None) -> dict[str, Any]:
+        """The curves of the run that computed ``key`` (what a cached node's Output tab shows); with
+        ``node_id``, of the run that left that node stopped, failed or interrupted under ``key``: its
+        curves up to where it ended, after a restart as before it. The last SHOWN_CURVES are kept at
+        hand, by run, as a later run may stop the node again under the same key."""
+        run_id = None if node_id is None else self.settled_run(node_id, key)
+        if node_id is not None and run_id is None:
+            return {"series": {}, "started": None, "finished": None}
+        held = key if node_id is None else f"run {run_id} {node_id}"  # never a cache key: those have no spaces
+        with self._lock:
+            found = self._shown.get(held)
+        if found is None:
+            found = self.result_curves(key) if run_id is None else self.node_curves(run_id, node_id)
+            with self._lock:
+                if len(self._shown) >= SHOWN_CURVES:
+                    self._shown.pop(next(iter(self._shown)))
+                self._shown[held] = found
+        return found
+
+    @reads
     def settled_run(self, node: str, key: str) -> int | None:
         """The run that left ``node`` in its latest settled state under ``key`` (a stop, a failure, a
         process that died: what its Output tab shows after a restart), if recorded."""
@@ -838,12 +864,12 @@ class RunRecorder:
             if event.step is not None and not event.name.startswith("batch") and event.node_id:
                 self.store.add_point(self.run_id, event.node_id, event.name, int(event.step), float(event.value))
             return
-        if not changed or event.kind in ("progress", "log", "preview"):
+        if not changed or isinstance(event, (Progress, Log, Preview)):
             return
         for node_id in changed:
             state = self.board.nodes[node_id]
             facts = self.facts.get(node_id)
-            if event.kind == "node_finished" and state.key and facts is not None:
+            if isinstance(event, NodeFinished) and state.key and facts is not None:
                 self.store.add_version(state.key, node_id, facts, dict(state.metrics), self.run_id)
                 if facts.is_model and state.state == "done" and state.key not in self.models:
                     self.models.append(state.key)

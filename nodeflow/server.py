@@ -445,7 +445,7 @@ class ClassServer:
 
     def _idle(self, project_id: str, session: Session) -> bool:
         """Nothing of the project runs, waits for its turn, is queued or is being estimated."""
-        return not (session.running or self.turns.holds(project_id) or session.runs.queued()
+        return not (session.queue.running or self.turns.holds(project_id) or session.runs.queued()
                     or session.estimator.measuring)
 
     @contextlib.contextmanager
@@ -593,7 +593,7 @@ class ClassServer:
         if project.owner != user.name and not user.admin:
             raise NotAllowed(f"only {project.owner} or an admin can cancel runs of project '{project.title}'")
         session = self.session(project)
-        return session.cancel(session.runs.get(run_id)["id"])  # RunNotFound for a run the project does not have
+        return session.queue.cancel(session.runs.get(run_id)["id"])  # RunNotFound for a run the project does not have
 
     # -- a project as a user may see it ----------------------------------------------------------------
     def project_for(self, user: User, project_id: str, need: str = "read") -> Project:

@@ -21,13 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from nodeflow.access import guarded, reads, works
 from nodeflow.compare import (ALPHA, compare_splits, direction, is_count, is_paired_accuracy, mcnemar, metric_splits,
                               readable, split_of, unpairable)
 from nodeflow.errors import GraphInvalid
 from nodeflow.executor import RunReport
 from nodeflow.graph import Graph
 from nodeflow.predictions import SplitPredictions
-from nodeflow.runs import Recording, RunStore
+from nodeflow.runs import Recording, RunNotFound, RunStore
 
 #: the most branches one sweep from the editor or the HTTP API may have: each is a queued run, and a
 #: typo in a count field must not queue thousands of trainings
@@ -466,7 +467,80 @@ def summary(record: dict[str, Any], runs: list[dict[str, Any]], registry: Any = 
             "comparison": judgement.to_json()["comparison"], "branches": branches}
 
 
-__all__ = ["MAX_BRANCHES", "Branch", "GridError", "Judgement", "best_of", "branch_count", "branch_outcomes",
+class SweepNotFound(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@guarded
+class Sweeps:
+    """The sweeps of one project over its open document: one job of its run queue each, every branch
+    a run tagged with the sweep."""
+
+    def __init__(self, document: Any, queue: Any, store: RunStore, executor: Any, predictions: Any) -> None:
+        self.document = document
+        self.queue = queue
+        self.store = store
+        self.executor = executor
+        self.predictions = predictions
+
+    @works
+    def submit(self, grid: list[tuple[str, list[Any]]], target: str | None = None,
+               metric: str | None = None) -> dict[str, Any]:
+        """Check a grid over the open document (every value against its param, every branch as a
+        whole; a GridError names what is wrong and nothing is queued), then queue its branches as one
+        job behind whatever runs now; ``metric`` (``NODE.METRIC``) ranks them, by default a validation
+        metric. Returns the sweep as :meth:`get` does."""
+
+        def confined(graph: Graph, values: dict[str, Any]) -> Graph:
+            """The values set, with path params held to the allowed folders as an edit's are (an
+            EditError, a ValueError, which ``expand`` turns into a GridError naming the param)."""
+            result = with_values(graph, values)
+            self.document.check_paths(result)
+            return result
+
+        self.queue.admit()
+        base = self.document.graph
+        if target is not None and not base.has_node(target):
+            raise GridError(f"target: no node '{target}'", "target")
+        check_metric(base, metric)
+        branches = expand(base, grid, self.executor, target, assign=confined)
+        try:
+            sweep_id = self.queue.add_sweep([(b.graph, b.params) for b in branches], target, grid, base.name,
+                                            source_tag, metric)
+        finally:
+            self.queue.jobs_changed()
+        return self.get(sweep_id)
+
+    def _record(self, sweep_id: int | str) -> dict[str, Any]:
+        try:
+            return self.store.sweep(sweep_id)
+        except RunNotFound as exc:
+            raise SweepNotFound(str(exc)) from None
+
+    @reads
+    def get(self, sweep_id: int | str, curves: bool = False) -> dict[str, Any]:
+        """A sweep's branches (values, run, status, the target's main metric, time), the best one and
+        its progress (see :func:`summary`); ``curves`` adds each branch's curves (for a branch that
+        came from the cache, those of the run that computed its result)."""
+        record = self._record(sweep_id)
+        runs = [self.store.get(b["run"]) for b in record["branches"]]
+        data = summary(record, runs, self.executor.registry, self.predictions.of)
+        if curves:
+            for branch, run in zip(data["branches"], runs):
+                branch["curves"] = self.store.run_curves(run)
+        return data
+
+    @works
+    def cancel(self, sweep_id: int | str) -> dict[str, Any]:
+        """Cancel the sweep's queued branches, then stop its running ones (they end ``cancelled``)."""
+        record = self._record(sweep_id)
+        self.queue.cancel(*(branch["run"] for branch in record["branches"]))
+        return self.get(sweep_id)
+
+
+__all__ = ["MAX_BRANCHES", "Branch", "GridError", "Judgement", "SweepNotFound", "Sweeps", "best_of", "branch_count",
+           "branch_outcomes",
            "branch_values", "check_metric", "combinations", "expand", "held_out", "held_out_warning", "judge",
            "key_metric", "main_metric", "parse_grid", "results_table", "run_sweep", "source_tag", "summary",
            "sweep_report", "value_of", "with_values"]

@@ -378,7 +378,7 @@ def read_overlay(folder: Path, name: str) -> bytes | None:
 def cell_gallery_of(session: Any) -> Any:
     """How the holder of ``session`` opens a confusion cell: drawing the missing overlays, or, through
     a read-only view (which refuses the drawing, as the session declares it), with those drawn before."""
-    return session.cell_gallery if allows(session, "cell_gallery") else session.drawn_cell_gallery
+    return session.results.cell_gallery if allows(session, "results.cell_gallery") else session.results.drawn_cell_gallery
 
 
 def overlay_url(node_id: str, path: str | None, base: str = "/api", run: Any = None) -> str | None:

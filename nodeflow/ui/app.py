@@ -52,14 +52,14 @@ class Message:
 
 
 #: every message the canvas sends (``FlowEditor``'s events)
-CANVAS_EVENTS = {"edit": Message("on_edit", "edits"), "select": Message("on_select", None),
-                 "run": Message("run_to", "submit"), "failure": Message("show_failure", None),
+CANVAS_EVENTS = {"edit": Message("on_edit", "document.edits"), "select": Message("on_select", None),
+                 "run": Message("run_to", "queue.submit"), "failure": Message("show_failure", None),
                  "command": Message("on_command", None)}
 #: the names a ``command`` message carries (the context menu, keys, the group bar)
-COMMANDS = {"copy": Message("copy", None), "paste": Message("paste", "edits"),
-            "duplicate": Message("duplicate", "edits"), "insert_group": Message("insert_group", "edits"),
-            "save_group": Message("save_group", "save_group"), "undo": Message("undo", "undo"),
-            "redo": Message("redo", "redo"), "save": Message("save", "save")}
+COMMANDS = {"copy": Message("copy", None), "paste": Message("paste", "document.edits"),
+            "duplicate": Message("duplicate", "document.edits"), "insert_group": Message("insert_group", "document.edits"),
+            "save_group": Message("save_group", "document.save_group"), "undo": Message("undo", "document.undo"),
+            "redo": Message("redo", "document.redo"), "save": Message("save", "document.save")}
 
 
 class EditorPage:
@@ -77,7 +77,7 @@ class EditorPage:
         #: why this page may only read (None: it may change the project)
         self.read_only = read_only
         self.selected: list[str] = []
-        self.synced_version = self.session.version
+        self.synced_version = self.session.document.version
         self.log_seen = 0.0
         self.last_key: tuple | None = None
 
@@ -119,7 +119,7 @@ class EditorPage:
         self.tick()
         ui.timer(POLL_SECONDS, self.tick)
         # e.g. the graph reopened with the unsaved edits of the last start: the canvas says it once per tab
-        self.editor.props["notice"] = self.session.notice or ""
+        self.editor.props["notice"] = self.session.document.notice or ""
         # the lines pushed before the page was drawn: open the log at the newest one
         ui.timer(0.3, lambda: ui.run_javascript(SCROLL_LOG_JS % self.log.id), once=True)
 
@@ -145,10 +145,10 @@ class EditorPage:
             return
         self.last_key = key
         snap = self.hub.snapshot()
-        if self.session.version != self.synced_version:
-            self.synced_version = self.session.version
+        if self.session.document.version != self.synced_version:
+            self.synced_version = self.session.document.version
             self.editor.set_graph(self.hub.canvas_graph())
-            self.selected = [i for i in self.selected if self.session.graph.has_node(i)]
+            self.selected = [i for i in self.selected if self.session.document.graph.has_node(i)]
         status = self.runner.with_estimates(self.hub.status_of(snap), snap["keys"])
         delta = status_delta(self.sent_status, status)
         if delta:
@@ -186,27 +186,27 @@ class EditorPage:
     def on_edit(self, msg: dict[str, Any]) -> None:
         kind = msg.get("kind")
         started = time.perf_counter()
-        before = self.session.version
+        before = self.session.document.version
         try:
-            self.session.edits(msg.get("ops") or [])
+            self.session.document.edits(msg.get("ops") or [])
         except (EditError, UnknownNodeType, KeyError, TypeError) as exc:
-            self.editor.ack({"rid": msg.get("rid"), "ok": False, "error": str(exc), "version": self.session.version})
+            self.editor.ack({"rid": msg.get("rid"), "ok": False, "error": str(exc), "version": self.session.document.version})
             ui.notify(f"Refused: {str(exc).strip(chr(34))}", type="warning")
             self.synced_version = -1  # put the canvas back to the server's document
             self.tick_now()
             return
         if kind in LOCAL_KINDS and msg.get("base") == before == self.synced_version:
-            self.synced_version = self.session.version  # the canvas already shows this change
-        self.editor.ack({"rid": msg.get("rid"), "ok": True, "version": self.session.version,
+            self.synced_version = self.session.document.version  # the canvas already shows this change
+        self.editor.ack({"rid": msg.get("rid"), "ok": True, "version": self.session.document.version,
                          "server_ms": round((time.perf_counter() - started) * 1000, 2)})
         if kind == "add":
-            self.selected = [self.session.graph.nodes[-1].id]
+            self.selected = [self.session.document.graph.nodes[-1].id]
             self.tick_now()  # draw the new node now
         # other edits are on the canvas already; badges follow on the next tick, after the ack left
 
     def on_select(self, args: dict[str, Any]) -> None:
         ids = args.get("ids")
-        self.selected = [i for i in ids if isinstance(i, str) and self.session.graph.has_node(i)] \
+        self.selected = [i for i in ids if isinstance(i, str) and self.session.document.graph.has_node(i)] \
             if isinstance(ids, list) else []
         self.toolbar.run_sel_btn.set_enabled(bool(self.selected))
         self.tick_now()
@@ -218,7 +218,7 @@ class EditorPage:
     def show_failure(self, args: dict[str, Any]) -> None:
         """A click on a card's error: select the node and show its whole message."""
         node_id = args.get("id")
-        if not isinstance(node_id, str) or not self.session.graph.has_node(node_id):
+        if not isinstance(node_id, str) or not self.session.document.graph.has_node(node_id):
             return
         self.selected = [node_id]
         self.editor.select([node_id])
@@ -227,7 +227,7 @@ class EditorPage:
 
     def focus_param(self, node_id: str, param: str) -> None:
         """Select ``node_id`` on the canvas and in the inspector, and put the cursor in ``param``'s field."""
-        if not self.session.graph.has_node(node_id):
+        if not self.session.document.graph.has_node(node_id):
             return
         self.selected = [node_id]
         self.editor.select([node_id])
@@ -261,13 +261,13 @@ class EditorPage:
         self.files.save(args)
 
     def undo(self, args: Any = None) -> None:
-        if not self.session.undo():
+        if not self.session.document.undo():
             ui.notify("Nothing to undo", timeout=1200)
         self.inspector.form_sig = None
         self.tick_now()
 
     def redo(self, args: Any = None) -> None:
-        if not self.session.redo():
+        if not self.session.document.redo():
             ui.notify("Nothing to redo", timeout=1200)
         self.inspector.form_sig = None
         self.tick_now()
@@ -347,8 +347,8 @@ def serve(session: Session, host: str = "127.0.0.1", port: int = 8080, token: st
         check_bundle()
     except BundleMissing as exc:
         raise SystemExit(f"nodeflow serve: {exc}") from None
-    if session.autosave_delay is None:
-        session.autosave_delay = AUTOSAVE_SECONDS  # the editor autosaves; the CLI's one-shot runs need not
+    if session.document.autosave_delay is None:
+        session.document.autosave_delay = AUTOSAVE_SECONDS  # the editor autosaves; the CLI's one-shot runs need not
     token, generated = access_token(host, token)
     create_app(session, token)
     address = f"http://{host}:{port}/" + (f"?token={token}" if token else "")

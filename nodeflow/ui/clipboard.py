@@ -30,7 +30,7 @@ class Clipboard:
         ids = self._ids(args)
         if not ids:
             return
-        text = fragments.fragment_of(self.session.graph, ids).dumps()
+        text = fragments.fragment_of(self.session.document.graph, ids).dumps()
         self.hub.clipboard = text
         self.page.editor.write_clipboard(text)
         ui.notify(f"Copied {len(ids)} node{'s' if len(ids) != 1 else ''}", timeout=1200)
@@ -49,9 +49,9 @@ class Clipboard:
 
     def add_fragment(self, fragment: Graph, at: dict[str, float] | None, verb: str) -> None:
         """Add a part of a graph as one undo step, and select what it added."""
-        ops, ids = fragments.paste_ops(fragment, self.session.graph, at)
+        ops, ids = fragments.paste_ops(fragment, self.session.document.graph, at)
         try:
-            self.session.edits(ops)
+            self.session.document.edits(ops)
         except (EditError, UnknownNodeType, KeyError) as exc:
             ui.notify(f"Refused: {str(exc).strip(chr(34))}", type="warning", multi_line=True)
             return
@@ -63,7 +63,7 @@ class Clipboard:
     def duplicate(self, args: dict[str, Any]) -> None:
         ids = self._ids(args)
         if ids:
-            self.add_fragment(fragments.fragment_of(self.session.graph, ids), None, "Duplicated")
+            self.add_fragment(fragments.fragment_of(self.session.document.graph, ids), None, "Duplicated")
 
     def insert_group(self, args: dict[str, Any]) -> None:
         name, at = args.get("group"), canvas_point(args.get("at"))
@@ -81,7 +81,7 @@ class Clipboard:
         if not isinstance(group_id, str):
             return
         try:
-            name = self.session.save_group(group_id)
+            name = self.session.document.save_group(group_id)
         except (KeyError, OSError) as exc:
             ui.notify(f"Not saved: {str(exc).strip(chr(34))}", type="warning")
             return
@@ -90,7 +90,7 @@ class Clipboard:
 
     def _ids(self, args: dict[str, Any]) -> list[str]:
         ids = args.get("ids")
-        return [i for i in ids if isinstance(i, str) and self.session.graph.has_node(i)] if isinstance(ids, list) else []
+        return [i for i in ids if isinstance(i, str) and self.session.document.graph.has_node(i)] if isinstance(ids, list) else []
 
 
 def canvas_point(value: Any) -> dict[str, float] | None:

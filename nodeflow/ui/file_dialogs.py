@@ -102,11 +102,11 @@ class FileDialogs:
         dialog.open()
 
     def save(self, args: Any = None) -> None:
-        if self.session.path is None:
+        if self.session.document.path is None:
             self.save_as()
             return
         try:
-            path = self.session.save()
+            path = self.session.document.save()
         except (EditError, OSError) as exc:
             ui.notify(f"Not saved: {exc}", type="negative")
             return
@@ -120,7 +120,7 @@ class FileDialogs:
             if path is None:
                 return
             try:
-                self.session.save(path)
+                self.session.document.save(path)
             except (EditError, OSError, ValueError) as exc:
                 problem.set_text(f"Not saved: {exc}")
                 problem.set_visibility(True)
@@ -129,7 +129,7 @@ class FileDialogs:
             ui.notify(f"Saved {path.name}", type="positive", timeout=1500)
             self.page.tick_now()
 
-        default = self.session.path.name if self.session.path else default_file_name(self.session.graph.name)
+        default = self.session.document.path.name if self.session.document.path else default_file_name(self.session.document.graph.name)
         with ui.dialog() as dialog, ui.card().classes("w-96 nf-save-as"):
             ui.label("Save as (in the workspace)").classes("text-h6")
             name = ui.input("file name", value=default).classes("w-full").on("keydown.enter", do_save)
@@ -143,7 +143,7 @@ class FileDialogs:
     def export_script(self) -> None:
         """The open graph as one standalone PyTorch script, downloaded by the browser (what
         ``nodeflow export-script`` writes)."""
-        graph = self.session.graph
+        graph = self.session.document.graph
         try:
             exported = export_script(graph, self.session.registry, workspace=self.session.workspace)
         except GraphInvalid as exc:
@@ -151,7 +151,7 @@ class FileDialogs:
                                                             if len(exc.problems) > 1 else ""),
                       type="negative", multi_line=True, timeout=8000)
             return
-        path = self.session.path
+        path = self.session.document.path
         name = (path.stem if path is not None else default_file_name(graph.name).removesuffix(".json")) + ".py"
         ui.download.content(exported.text, name, "text/x-python")
         left = f"; left out (no script form): {', '.join(exported.left_out)}" if exported.left_out else ""
@@ -159,7 +159,7 @@ class FileDialogs:
                   multi_line=bool(left), timeout=6000)
 
     def _confirm_discard(self, then) -> None:
-        if not self.session.dirty:
+        if not self.session.document.dirty:
             then()
             return
         with ui.dialog() as dialog, ui.card():
@@ -171,7 +171,7 @@ class FileDialogs:
 
     def _load(self, graph: Graph, path: Path | None) -> None:
         try:
-            self.session.load(graph, path)
+            self.session.document.load(graph, path)
         except EditError as exc:  # e.g. a dataset path outside the folders this editor may use
             ui.notify(str(exc), type="negative", multi_line=True)
             return

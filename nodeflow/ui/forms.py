@@ -1,6 +1,6 @@
 """The inspector: a node's parameter form, generated from its pydantic JSON schema.
 
-Every change goes through ``Session.edit('set_params', ...)``; a refused value stays in its field
+Every change goes through ``session.document.edit('set_params', ...)``; a refused value stays in its field
 with the reason under it, so the user sees what to change.
 """
 
@@ -112,7 +112,7 @@ class ParamForm:
         self.on_sweep = on_sweep
         self.errors: dict[str, ui.label] = {}
         self.watchers: list[Callable[[], None]] = []  # parts of the form that depend on other params
-        spec = session.graph.node(node_id)
+        spec = session.document.graph.node(node_id)
         self.params = {**(entry.get("defaults") or {}), **spec.params}
         schema = entry["params_schema"]
         properties = schema.get("properties", {})
@@ -194,7 +194,7 @@ class ParamForm:
 
     def set_many(self, values: dict[str, Any]) -> bool:
         """Apply params as one undo step; the node's title follows if it was the automatic one."""
-        spec = self.session.graph.node(self.node_id)
+        spec = self.session.document.graph.node(self.node_id)
         if all(self.params.get(k) == v and k in spec.params for k, v in values.items()):
             return True
         ops: list[dict[str, Any]] = [{"op": "set_params", "id": self.node_id, "params": values}]
@@ -202,7 +202,7 @@ class ParamForm:
         if title is not None:
             ops.append({"op": "rename", "id": self.node_id, "title": title})
         try:
-            self.session.edits(ops)
+            self.session.document.edits(ops)
         except (EditError, Refused) as exc:
             reason = str(exc).removeprefix(f"{self.node_id}: ")
             for name in values:

@@ -29,10 +29,10 @@ class Inspector:
 
     def render(self) -> None:
         node_id = self.page.selected[0] if len(self.page.selected) == 1 else None
-        spec = self.session.graph.node(node_id) if node_id and self.session.graph.has_node(node_id) else None
+        spec = self.session.document.graph.node(node_id) if node_id and self.session.document.graph.has_node(node_id) else None
         sig = (node_id, spec and spec.type, spec and json.dumps(spec.params, sort_keys=True), spec and spec.title,
-               len(self.session.graph.edges) if spec else None,
-               tuple((e.source, e.source_port, e.target_port) for e in self.session.graph.incoming(node_id))
+               len(self.session.document.graph.edges) if spec else None,
+               tuple((e.source, e.source_port, e.target_port) for e in self.session.document.graph.incoming(node_id))
                if spec else None)
         if sig == self.form_sig:
             return
@@ -67,17 +67,17 @@ class Inspector:
     def after_form_edit(self, redraw: bool = False) -> None:
         # the form already shows the new value (unless one edit set several fields): only the
         # canvas and badges need the news
-        spec = self.session.graph.node(self.page.selected[0])
+        spec = self.session.document.graph.node(self.page.selected[0])
         self.form_sig = None if redraw else \
             self.form_sig[:2] + (json.dumps(spec.params, sort_keys=True),) + self.form_sig[3:]
         self.page.tick_now()
 
     def rename(self, node_id: str, title: str) -> None:
         try:
-            self.session.edit("rename", id=node_id, title=title)
+            self.session.document.edit("rename", id=node_id, title=title)
         except EditError as exc:
             ui.notify(str(exc), type="warning")
             return
-        spec = self.session.graph.node(node_id)
+        spec = self.session.document.graph.node(node_id)
         self.form_sig = self.form_sig[:3] + (spec.title,) + self.form_sig[4:]
         self.page.tick_now()

@@ -375,7 +375,7 @@ def add_site_routes(mu: MultiUser) -> None:
             if not user.admin:
                 raise NotAllowed("only an admin can publish a class template")
             project = projects.get(user, body.project)
-            return projects.publish_template(user, mu.view(project).session.graph, body.title)
+            return projects.publish_template(user, mu.view(project).session.document.graph, body.title)
         return vars(_answer_errors(publish))
 
     @app.delete("/api/templates/{template_id}", tags=["site"], summary="Take a class template off the list "
@@ -394,7 +394,7 @@ def add_site_routes(mu: MultiUser) -> None:
             project, path = projects.open_template(user, template_id, body.project if body else None)
             session = server.open_sessions().get(project.id)
             if session is not None:  # open already: show the copy there
-                session.open(path)
+                session.document.open(path)
             return project, path
         project, path = _answer_errors(copy)
         return {"project": project_json(project, user), "graph": f"graphs/{path.name}"}

@@ -28,7 +28,7 @@ LR_CHART = "Loss vs learning rate"
 GALLERY_PAGE = 12  # images per page of a confusion cell's gallery
 EVALUATE_HINT = ("To see a cell's images with Grad-CAM overlays, add an Error analysis node (Evaluate → Error "
                  "analysis) on the same model and data, run it, and click a cell of its matrix.")
-#: (node id, true class, predicted class, page, per page) -> one page of a cell's images (Session.cell_gallery)
+#: (node id, true class, predicted class, page, per page) -> one page of a cell's images (Results.cell_gallery)
 GalleryProvider = Callable[[str, str, str, int, int, Any], dict[str, Any]]
 
 

@@ -88,7 +88,7 @@ class Palette:
             group.set_visibility(any(i.visible for i in items))
 
     def add_node(self, node_type: str) -> None:
-        count = len(self.session.graph.nodes)
-        self.session.edit("add_node", type=node_type, position={"x": 40 + 30 * (count % 10), "y": 40 + 30 * (count % 7)})
-        self.page.selected = [self.session.graph.nodes[-1].id]
+        count = len(self.session.document.graph.nodes)
+        self.session.document.edit("add_node", type=node_type, position={"x": 40 + 30 * (count % 10), "y": 40 + 30 * (count % 7)})
+        self.page.selected = [self.session.document.graph.nodes[-1].id]
         self.page.tick_now()

@@ -94,7 +94,7 @@ class ProjectHeader:
     def publish(self) -> None:
         def do_publish() -> None:
             try:
-                template = self.mu.server.projects.publish_template(self.user, self.view.session.graph,
+                template = self.mu.server.projects.publish_template(self.user, self.view.session.document.graph,
                                                                     title.value or "")
             except (AccountError, NotAllowed) as exc:
                 problem.set_text(str(exc))
@@ -104,7 +104,7 @@ class ProjectHeader:
 
         with ui.dialog() as dialog, ui.card().classes("w-96 nf-publish"):
             ui.label("Publish as a class template").classes("text-h6")
-            title = ui.input("title", value=self.view.session.graph.name or self.view.project.title).classes("w-full")
+            title = ui.input("title", value=self.view.session.document.graph.name or self.view.project.title).classes("w-full")
             problem = ui.label("").classes("text-negative text-sm")
             with ui.row().classes("w-full justify-end"):
                 ui.button("Cancel", on_click=dialog.close).props("flat")

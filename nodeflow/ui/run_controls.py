@@ -32,7 +32,7 @@ class RunControls:
     def with_estimates(self, status: dict[str, dict[str, Any]], keys: dict[str, str]) -> dict[str, dict[str, Any]]:
         """Each stale node's price (for the snapshot's cache ``keys``) as a line on its card: the same
         per-node numbers the Run confirmation adds up."""
-        found = self.session.estimates(keys)
+        found = self.session.estimator.prices(keys)
         for node_id, shown in status.items():
             entry = found.get(node_id)
             if entry is not None and shown["state"] in ("stale", "idle") and entry["status"] not in ("cached", "ahead"):
@@ -48,7 +48,7 @@ class RunControls:
         target = self.page.selected[0] if len(self.page.selected) == 1 else None
         note = ui.notification("Estimating the cost…", spinner=True, timeout=None)
         try:
-            found = await background.io_bound(self.session.estimate, target)
+            found = await background.io_bound(self.session.estimator.estimate, target)
         except GraphInvalid as exc:
             lines = [str(p) for p in exc.problems]
             ui.notify("Cannot estimate: " + "; ".join(lines[:3]) + (f" (+{len(lines) - 3} more)" if len(lines) > 3
@@ -68,7 +68,7 @@ class RunControls:
         with these params, or was profiled in the background) and is over RUN_CONFIRM_SECONDS, a
         dialog lists the heavy nodes first, with the numbers their cards show."""
         try:
-            found = self.session.price(target)
+            found = self.session.estimator.price(target)
         except (GraphInvalid, KeyError):
             found = None  # start_run says what is wrong
         if found is not None and found["total_seconds"] > RUN_CONFIRM_SECONDS:
@@ -100,7 +100,7 @@ class RunControls:
     # -- running ---------------------------------------------------------------------------------
     def start_run(self, target: str | None) -> None:
         try:
-            queued = self.session.submit(target)
+            queued = self.session.queue.submit(target)
             plan = queued["plan"]
         except GraphInvalid as exc:
             lines = [str(p) for p in exc.problems]
@@ -127,7 +127,7 @@ class RunControls:
         return self.run(self.page.selected[0])
 
     def stop(self) -> None:
-        self.session.stop()
+        self.session.queue.stop()
         ui.notify("Stopping at the next batch…", timeout=2000)
 
     def validate(self) -> None:

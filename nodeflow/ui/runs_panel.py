@@ -312,7 +312,7 @@ class RunsPanel:
             return
         run = self.session.runs.get(ids[0])
         try:
-            self.session.replace(Graph.from_data(run["graph"], f"run {ids[0]}"))  # one undo step
+            self.session.document.replace(Graph.from_data(run["graph"], f"run {ids[0]}"))  # one undo step
         except (GraphFileError, EditError) as exc:
             ui.notify(f"Cannot restore run {ids[0]}: {exc}", type="warning")
             return
@@ -323,7 +323,7 @@ class RunsPanel:
     def cancel(self) -> None:
         ids = self.selected_ids()
         if len(ids) == 1:
-            status = self.session.cancel(ids[0])
+            status = self.session.queue.cancel(ids[0])
             ui.notify(f"Run {ids[0]}: {status}", type="info")
             self.refresh()
 

@@ -66,7 +66,7 @@ class Hub:
 
     # -- snapshots ---------------------------------------------------------------------------
     def key(self) -> tuple:
-        return (self.session.version, self.session.events, self.session.running, self.session.dirty)
+        return (self.session.document.version, self.session.events, self.session.queue.running, self.session.document.dirty)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -83,9 +83,9 @@ class Hub:
                     "inputs": e["inputs"], "outputs": e["outputs"]} for t, e in self.catalogue.items()}
 
     def canvas_graph(self, graph: Graph | None = None, version: int | None = None) -> dict[str, Any]:
-        graph = graph or self.session.graph
+        graph = graph or self.session.document.graph
         return {
-            "version": self.session.version if version is None else version,
+            "version": self.session.document.version if version is None else version,
             "nodes": [{"id": n.id, "position": {"x": n.position.x, "y": n.position.y},
                        "data": {"id": n.id, "type": n.type, "title": self.title(n.type, n.title, n.params),
                                 "disabled": bool(n.disabled),

@@ -5,7 +5,7 @@ list, or start/stop/count spaced linearly or logarithmically; for a choice, tick
 values), optionally a second param of any node to span a grid, and the node each branch runs up
 to; it shows the branch count and refuses values the param's schema refuses, naming the param,
 before anything runs. "Start sweep" queues one run per branch in the session's queue
-(:meth:`Session.submit_sweep`, the grid expanded by :mod:`nodeflow.sweep` as the CLI does); the
+(:meth:`nodeflow.sweep.Sweeps.submit`, the grid expanded by :mod:`nodeflow.sweep` as the CLI does); the
 results view follows them: progress, one row per branch with the target's main metric and the best
 marked, the branches' curves overlaid, "Apply best" (one undo step) and "Cancel sweep".
 
@@ -299,7 +299,7 @@ class Axis:
         self.node_id, self.param = node_id, param
         self.name = f"{node_id}.{param}"
         session = dialog.session
-        spec = session.graph.node(node_id)
+        spec = session.document.graph.node(node_id)
         entry = dialog.catalogue.get(spec.type) or {}
         self.prop = param_schema(entry, param)
         self.kind = sweep_kind(self.prop)
@@ -412,7 +412,7 @@ class SweepDialog:
             self.error.set_visibility(False)
 
     def open(self, node_id: str, param: str) -> None:
-        graph = self.session.graph
+        graph = self.session.document.graph
         self.axes_box.clear()
         self.axes = []
         self.title.set_text(f"Sweep {node_id}.{param}")
@@ -433,7 +433,7 @@ class SweepDialog:
 
     def _refresh_metrics(self) -> None:
         """The metrics the branches can be judged at, up to the target: a validation one chosen."""
-        self.splits, default = judge_options(self.session.graph, self.session.registry, self.target.value)
+        self.splits, default = judge_options(self.session.document.graph, self.session.registry, self.target.value)
         self.metric.options = {AUTOMATIC: "automatic (the target's main metric)",
                                **{m: judge_label(m, split) for m, split in self.splits.items()}}
         self.metric.value = default or AUTOMATIC
@@ -449,7 +449,7 @@ class SweepDialog:
 
     def _refresh_add_options(self) -> None:
         taken = {a.name for a in self.axes}
-        options = {k: v for k, v in sweepable_params(self.session.graph, self.catalogue).items() if k not in taken}
+        options = {k: v for k, v in sweepable_params(self.session.document.graph, self.catalogue).items() if k not in taken}
         self.add_select.options = options
         self.add_select.value = None
         self.add_select.update()
@@ -515,7 +515,7 @@ class SweepDialog:
             return
         try:  # off the event loop: checking every value and branch plans the graph up to 64 times
             metric = None if self.metric.value in (None, AUTOMATIC) else self.metric.value
-            sweep = await background.io_bound(self.session.submit_sweep, list(grid.items()), self.target.value, metric)
+            sweep = await background.io_bound(self.session.sweeps.submit, list(grid.items()), self.target.value, metric)
         except (GridError, GraphInvalid) as exc:  # what only the whole graph shows (a node's own check)
             self.show_error(str(exc))
             return
@@ -577,7 +577,7 @@ class SweepResults:
         if self.data is not None and self.data["id"] == self.sweep_id and \
                 self.data["status"] not in ("running", "queued"):
             return  # finished: nothing changes any more
-        data = self.session.sweep(self.sweep_id, curves=True)
+        data = self.session.sweeps.get(self.sweep_id, curves=True)
         points = sum(len(p) for b in data["branches"] for c in (b.get("curves") or {}).values() for p in c.values())
         signature = (json.dumps([[b["status"], b["position"], b["value"], b["best"], b.get("tie")]
                                  for b in data["branches"]]), points)
@@ -645,8 +645,8 @@ class SweepResults:
     def cancel(self) -> None:
         if self.sweep_id is None:
             return
-        running = self.session.sweep(self.sweep_id)["status"] == "running"
-        self.session.cancel_sweep(self.sweep_id)
+        running = self.session.sweeps.get(self.sweep_id)["status"] == "running"
+        self.session.sweeps.cancel(self.sweep_id)
         ui.notify(f"Sweep {self.sweep_id} cancelled" + ("; the running branch stops at its next step" if running
                                                          else ""), type="info")
         self.refresh()
@@ -658,7 +658,7 @@ class SweepResults:
             return
         ops = [{"op": "set_params", "id": node_id, "params": params} for node_id, params in values.items()]
         try:
-            self.session.edits(ops)
+            self.session.document.edits(ops)
         except EditError as exc:  # e.g. the node was deleted since
             ui.notify(f"Cannot apply the best values: {exc}", type="warning")
             return

@@ -68,11 +68,11 @@ class Toolbar:
         self.run_all_btn.set_enabled(True)  # while a run is going, another one is queued behind it
         self.run_sel_btn.set_enabled(bool(selected))
         self.stop_btn.set_enabled(running)
-        self.undo_btn.set_enabled(self.session.can_undo)
-        self.redo_btn.set_enabled(self.session.can_redo)
+        self.undo_btn.set_enabled(self.session.document.can_undo)
+        self.redo_btn.set_enabled(self.session.document.can_redo)
         set_text(self.run_state, f"running {active[0]} {status[active[0]]['progress']:.0%}" if active
                  else "running…" if running else (f"error: {snap['error']}" if snap["error"] else ""))
-        name = snap["path"] and Path(snap["path"]).name or self.session.graph.name or "untitled"
+        name = snap["path"] and Path(snap["path"]).name or self.session.document.graph.name or "untitled"
         set_text(self.file_label, f"{name}{' •' if snap['dirty'] else ''}")
 
 

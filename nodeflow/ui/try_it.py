@@ -35,7 +35,7 @@ if (!window.nfTryPaste) {
 
 def tryable(session: Any, node_id: str | None) -> bool:
     """Whether ``node_id`` is a node of the open graph whose type gives a trained model to try."""
-    graph = session.graph
+    graph = session.document.graph
     if node_id is None or not graph.has_node(node_id):
         return False
     try:

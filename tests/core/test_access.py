@@ -16,16 +16,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodeflow.access import Access, ReadOnlyView, Refused, access_of, allows, undeclared
+from nodeflow.document import Document
+from nodeflow.estimates import Estimates
 from nodeflow.node import Registry
 from nodeflow.predictions import PredictionStore
 from nodeflow.project_data import ProjectData
+from nodeflow.results import Results
+from nodeflow.runqueue import RunQueue
 from nodeflow.runs import RunStore
 from nodeflow.session import Session
+from nodeflow.sweep import Sweeps
 from nodeflow.ui.app import CANVAS_EVENTS, COMMANDS, EditorPage
 
 ROOT = Path(__file__).resolve().parents[2]
 #: every class a viewer can reach through a project's session
-GUARDED = [Session, RunStore, PredictionStore, Registry, ProjectData]
+GUARDED = [Session, Document, RunQueue, Sweeps, RunStore, Estimates, Results, PredictionStore, Registry, ProjectData]
+#: the parts a session hands out, by the name it hands each out under
+PARTS = {"document": Document, "queue": RunQueue, "sweeps": Sweeps, "runs": RunStore, "estimator": Estimates,
+         "results": Results, "registry": Registry, "predictions": PredictionStore}
 
 
 @pytest.mark.parametrize("cls", GUARDED, ids=lambda c: c.__name__)
@@ -90,7 +98,7 @@ def project_state(session: Session) -> tuple:
     with sqlite3.connect(session.workspace / "runs.sqlite") as db:
         tables = [t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
         rows = {t: db.execute(f"SELECT * FROM {t} ORDER BY rowid").fetchall() for t in tables}  # noqa: S608
-    return session.graph.model_dump_json(), session.version, files, rows
+    return session.document.graph.model_dump_json(), session.document.version, files, rows
 
 
 @pytest.fixture(scope="module")
@@ -103,18 +111,16 @@ def viewed(tmp_path_factory):
     graph = make_graph({"a": ("test.constant", {"value": 2}), "b": ("test.constant", {"value": 3}),
                         "sum": ("test.add", {})}, ["a.value->sum.a", "b.value->sum.b"])
     session = Session(registry, tmp_path_factory.mktemp("project"), graph=graph)
-    session.run()
-    assert session.wait(30).ok
-    session.save(session.workspace / "graph.json")
+    session.queue.run()
+    assert session.queue.wait(30).ok
+    session.document.save(session.workspace / "graph.json")
     yield session, ReadOnlyView(session, "bob's project, shared with you")
     session.close()
 
 
 NAMES = sorted({*(n for n in dir(Session) if not n.startswith("_")),
-                *(f"runs.{n}" for n in dir(RunStore) if not n.startswith("_")),
-                *(f"registry.{n}" for n in dir(Registry) if not n.startswith("_")),
-                *(f"predictions.{n}" for n in dir(PredictionStore) if not n.startswith("_")),
-                "graph", "workspace", "document", "executor", "run_queue", "board", "results", "estimator"})
+                *(f"{part}.{n}" for part, cls in PARTS.items() for n in dir(cls) if not n.startswith("_")),
+                "document.graph", "workspace", "executor", "board", *PARTS})
 ARGS = st.one_of(st.none(), st.integers(-3, 5), st.sampled_from(["a", "b", "sum", "1", "graph.json", "x", ""]),
                  st.booleans(), st.lists(st.fixed_dictionaries({"op": st.sampled_from(["remove_node", "move"]),
                                                                 "id": st.sampled_from(["a", "sum"])}), max_size=2))
@@ -149,12 +155,16 @@ def test_a_viewer_sees_what_the_owner_sees_and_cannot_change_it_through_what_it_
     before = project_state(session)
     assert view.snapshot()["nodes"]["sum"]["state"] in ("done", "cached")
     assert [r["id"] for r in view.runs.list()] == [r["id"] for r in session.runs.list()]
-    graph = view.graph
+    graph = view.document.graph
     graph.nodes.clear()  # a copy: the project's graph keeps its nodes
     assert "sum" in view.registry or True
-    assert not allows(view, "edits") and allows(view, "snapshot") and allows(session, "edits")
+    assert not allows(view, "document.edits") and allows(view, "snapshot") and allows(session, "document.edits")
+    for refused in (lambda: view.document.edits([]), lambda: view.queue.submit(), lambda: view.sweeps.cancel(1),
+                    lambda: view.estimator.estimate(), lambda: view.results.cell_gallery("sum", "a", "b")):
+        with pytest.raises(Refused):
+            refused()
     with pytest.raises(Refused):
         view.runs.finish(1, "failed")
     with pytest.raises(Refused):
-        view.save_group("g")
+        view.document.save_group("g")
     assert project_state(session) == before

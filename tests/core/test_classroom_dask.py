@@ -30,17 +30,17 @@ def test_two_peoples_jobs_run_at_once_each_hearing_only_its_own(registry, tmp_pa
             sessions, heard = {}, {}
             for name, user in people.items():
                 session = server.session(server.projects.create(user, "p"))
-                session.replace(make_graph({f"slow_{name}": ("test.slow", {"steps": 25, "delay": 0.1})}, []))
+                session.document.replace(make_graph({f"slow_{name}": ("test.slow", {"steps": 25, "delay": 0.1})}, []))
                 heard[name] = []
                 session.subscribe(lambda e, seen=heard[name]: seen.append((e.kind, e.node_id, time.time())))
                 sessions[name] = session
-            assert sessions["alice"].run_queue.backend is not sessions["bob"].run_queue.backend
+            assert sessions["alice"].queue.backend is not sessions["bob"].queue.backend
             assert sessions["alice"].worker is None  # the Dask workers are the worker processes
             for session in sessions.values():
-                assert session.submit()["status"] == "running"  # two slots: nobody waits
+                assert session.queue.submit()["status"] == "running"  # two slots: nobody waits
             runs = {}
             for name, session in sessions.items():
-                report = session.wait(90)
+                report = session.queue.wait(90)
                 assert report is not None and report.ok, report.to_json() if report else None
                 runs[name] = session.runs.get(1)
             a, b = runs["alice"], runs["bob"]

@@ -39,10 +39,10 @@ def test_a_job_over_the_memory_limit_fails_alone_naming_the_limit(tmp_path):
     try:
         alice = server.session(server.projects.create(users["alice"], "big"))
         bob = server.session(server.projects.create(users["bob"], "small"))
-        alice.replace(allocate_graph(512 * MiB))
-        bob.replace(allocate_graph(16 * MiB))
-        alice.submit()
-        bob.submit()
+        alice.document.replace(allocate_graph(512 * MiB))
+        bob.document.replace(allocate_graph(16 * MiB))
+        alice.queue.submit()
+        bob.queue.submit()
         assert wait_for(lambda: alice.runs.get(1)["status"] in ("done", "failed")
                         and bob.runs.get(1)["status"] in ("done", "failed"), timeout=60)
         assert bob.runs.get(1)["status"] == "done"
@@ -60,14 +60,14 @@ def test_an_estimate_on_a_class_server_is_measured_in_a_process_of_its_own(tmp_p
     server, users = class_server(tmp_path, isolate=False, limits=JobLimits(memory_bytes=256 * MiB))
     try:
         session = server.session(server.projects.create(users["alice"], "p"))
-        session.replace(allocate_graph(64 * MiB))
-        found = session.estimate()
+        session.document.replace(allocate_graph(64 * MiB))
+        found = session.estimator.estimate()
         entry = found["nodes"]["take"]
         assert entry["status"] == "stale" and entry["bytes"] == 64 * MiB
         assert entry["pid"] != os.getpid()  # the server process allocated nothing of it
         assert session.estimator.worker.pid is None  # and that process has ended, its memory given back
-        session.replace(allocate_graph(512 * MiB))
-        over = session.estimate()["nodes"]["take"]
+        session.document.replace(allocate_graph(512 * MiB))
+        over = session.estimator.estimate()["nodes"]["take"]
         assert over["status"] == "error"
         assert "over this server's memory limit per job, 256 MiB (serve --job-memory)" in over["error"]
     finally:
@@ -81,13 +81,13 @@ def test_one_person_may_have_one_estimate_measuring_at_a_time(tmp_path):
         second = server.session(server.projects.create(users["alice"], "second"))
         theirs = server.session(server.projects.create(users["bob"], "bob's"))
         for session in (first, second, theirs):
-            session.replace(allocate_graph(MiB))
+            session.document.replace(allocate_graph(MiB))
         with server.estimating("alice"):  # one of alice's estimates is being measured
             with pytest.raises(WorkRefused) as refused:
-                second.estimate()
+                second.estimator.estimate()
             assert refused.value.status == 429 and "the most one person may have at once (1)" in str(refused.value)
-            assert theirs.estimate()["nodes"]["take"]["status"] == "stale"  # bob is not held up by alice
-        assert first.estimate()["nodes"]["take"]["status"] == "stale"
+            assert theirs.estimator.estimate()["nodes"]["take"]["status"] == "stale"  # bob is not held up by alice
+        assert first.estimator.estimate()["nodes"]["take"]["status"] == "stale"
     finally:
         server.close()
 
@@ -105,13 +105,13 @@ def test_over_the_open_projects_limit_the_idle_one_closes_else_the_next_is_refus
         server.session(projects[2])  # the least recently used idle one makes room
         open_now = server.open_sessions()
         assert projects[0].id not in open_now and {projects[1].id, projects[2].id} <= set(open_now)
-        assert first.run_queue.closing  # closed (its graph and runs are on disk, for when it opens again)
+        assert first.queue.closing  # closed (its graph and runs are on disk, for when it opens again)
         assert server.session(bobs).owner == "bob"  # another person is never refused for alice's projects
 
         server.hold(projects[1].id)  # shown on a page
         busy = server.session(projects[2])
-        busy.replace(gate_graph(tmp_path / "never"))
-        busy.submit()  # running
+        busy.document.replace(gate_graph(tmp_path / "never"))
+        busy.queue.submit()  # running
         clock.now += 60
         with pytest.raises(WorkRefused) as refused:
             server.session(projects[3])

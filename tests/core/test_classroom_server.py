@@ -57,7 +57,7 @@ def classroom(tmp_path):
 def session_of(server, projects, name, graph=None):
     session = server.session(projects[name])
     if graph is not None:
-        session.replace(graph)
+        session.document.replace(graph)
     return session
 
 
@@ -117,9 +117,9 @@ def test_five_runs_of_alice_then_one_of_bob_bob_starts_second(classroom, tmp_pat
     gate = tmp_path / "open"
     alice = session_of(server, projects, "alice", gate_graph(gate))
     bob = session_of(server, projects, "bob", gate_graph(gate))
-    queued = [alice.submit(None, source="api") for _ in range(5)]
+    queued = [alice.queue.submit(None, source="api") for _ in range(5)]
     assert [q["status"] for q in queued] == ["running"] + ["queued"] * 4
-    mine = bob.submit(None, source="api")
+    mine = bob.queue.submit(None, source="api")
     assert (mine["status"], mine["position"]) == ("queued", 1)  # the machine's queue: bob's run goes next
     assert [alice.runs.get(q["id"])["position"] for q in queued[1:]] == [2, 3, 4, 5]
     everyone = server.queue(users["teacher"])
@@ -128,7 +128,7 @@ def test_five_runs_of_alice_then_one_of_bob_bob_starts_second(classroom, tmp_pat
         ("alice", (5,), 5)]
     assert [e.user for e in server.queue(users["bob"])] == ["bob"]  # each sees their own
     gate.touch()
-    assert wait_for(lambda: not alice.running and not bob.running and not alice.runs.queued()
+    assert wait_for(lambda: not alice.queue.running and not bob.queue.running and not alice.runs.queued()
                     and not bob.runs.queued(), timeout=60)
     assert [user for user, _, _ in server.turns.starts] == ["alice", "bob", "alice", "alice", "alice", "alice"]
     started = sorted([(r["started"], "alice") for r in alice.runs.list()] + [(r["started"], "bob") for r in bob.runs.list()])
@@ -140,17 +140,17 @@ def test_new_work_over_the_queue_limit_is_refused_and_nothing_is_queued(classroo
     server, users, projects = classroom
     server.queue_limit = 2
     alice = session_of(server, projects, "alice", gate_graph(tmp_path / "open"))
-    alice.submit()  # running: not waiting
-    alice.submit()
-    alice.submit()
+    alice.queue.submit()  # running: not waiting
+    alice.queue.submit()
+    alice.queue.submit()
     with pytest.raises(WorkRefused) as refused:
-        alice.submit()
+        alice.queue.submit()
     assert refused.value.status == 429 and "2 runs waiting" in str(refused.value)
     with pytest.raises(WorkRefused):
-        alice.submit_sweep([("gate.value", [1.0, 2.0])])
+        alice.sweeps.submit([("gate.value", [1.0, 2.0])])
     assert len(alice.runs.list()) == 3
     bob = session_of(server, projects, "bob", gate_graph(tmp_path / "open"))
-    assert bob.submit()["status"] == "queued"  # the limit is per person
+    assert bob.queue.submit()["status"] == "queued"  # the limit is per person
     (tmp_path / "open").touch()
 
 
@@ -162,7 +162,7 @@ def test_over_the_disk_quota_new_runs_are_refused_and_nothing_is_removed(classro
     server.quota.limit = 4000
     server.quota.forget("alice")
     with pytest.raises(WorkRefused) as refused:
-        alice.submit()
+        alice.queue.submit()
     assert refused.value.status == 507 and "disk quota is full" in str(refused.value)
     assert alice.runs.list() == [] and kept.read_bytes() == b"x" * 5000
 
@@ -172,8 +172,8 @@ def test_cancelling_a_waiting_job_lets_the_project_queue_go_on(classroom, tmp_pa
     gate = tmp_path / "open"
     alice = session_of(server, projects, "alice", gate_graph(gate))
     bob = session_of(server, projects, "bob", gate_graph(gate))
-    alice.submit()
-    first, second = bob.submit(), bob.submit()
+    alice.queue.submit()
+    first, second = bob.queue.submit(), bob.queue.submit()
     assert server.turns.holds(projects["bob"].id)
     assert server.cancel(users["teacher"], projects["bob"].id, first["id"]) == "cancelled"  # an admin: anyone's
     assert wait_for(lambda: bob.runs.get(second["id"])["position"] == 1, timeout=10)
@@ -193,13 +193,13 @@ def test_idle_projects_close_but_not_while_shown_or_busy(classroom, tmp_path):
     bob = session_of(server, projects, "bob", gate_graph(tmp_path / "open"))
     server.hold(projects["teacher"].id)
     session_of(server, projects, "teacher")
-    bob.submit()
+    bob.queue.submit()
     server.clock.now += server.idle_seconds + 1
     assert server.close_idle() == [projects["alice"].id]
     assert set(server.open_sessions()) == {projects["bob"].id, projects["teacher"].id}
     assert server.session(projects["alice"]) is not alice  # opened again when asked for
     (tmp_path / "open").touch()
-    assert wait_for(lambda: not bob.running, timeout=30)
+    assert wait_for(lambda: not bob.queue.running, timeout=30)
     server.let_go(projects["teacher"].id)
     server.clock.now += server.idle_seconds + 1
     assert set(server.close_idle()) == {projects["alice"].id, projects["bob"].id, projects["teacher"].id}
@@ -208,14 +208,14 @@ def test_idle_projects_close_but_not_while_shown_or_busy(classroom, tmp_path):
 def test_unsaved_changes_survive_a_project_closing(classroom, tmp_path):
     server, users, projects = classroom
     alice = session_of(server, projects, "alice", gate_graph(tmp_path / "open", name="first"))
-    saved = alice.save(projects["alice"].path / "graphs" / "first.json")
-    alice.edit("rename", id="gate", title="changed, not saved")
+    saved = alice.document.save(projects["alice"].path / "graphs" / "first.json")
+    alice.document.edit("rename", id="gate", title="changed, not saved")
     server.clock.now += server.idle_seconds + 1
     assert projects["alice"].id in server.close_idle()
     graph, path, unsaved = latest_graph(projects["alice"].path)
     assert (path, unsaved, graph.node("gate").title) == (saved, True, "changed, not saved")
     again = server.session(projects["alice"])
-    assert again.graph.node("gate").title == "changed, not saved" and again.dirty and again.path == saved
+    assert again.document.graph.node("gate").title == "changed, not saved" and again.document.dirty and again.document.path == saved
 
 
 def test_runs_queued_before_a_restart_run_when_the_server_starts(tmp_path):
@@ -241,9 +241,9 @@ def test_a_jobs_worker_process_ends_with_its_turn(tmp_path):
     server = ClassServer(tmp_path / "root", pack(), accounts, device="cpu", isolate=True)
     try:
         session = server.session(server.projects.create(alice, "p"))
-        session.replace(gate_graph(tmp_path / "none"))
+        session.document.replace(gate_graph(tmp_path / "none"))
         (tmp_path / "none").touch()
-        session.submit()
+        session.queue.submit()
         assert wait_for(lambda: session.runs.get(1)["status"] == "done", timeout=60)
         assert wait_for(lambda: session.worker.pid is None, timeout=10)  # its memory is free for the next job
         assert session.snapshot()["nodes"]["gate"]["state"] in ("done", "cached")
@@ -255,8 +255,8 @@ def test_closing_the_server_while_jobs_wait_is_quick(classroom, tmp_path):
     server, users, projects = classroom
     alice = session_of(server, projects, "alice", gate_graph(tmp_path / "never"))
     bob = session_of(server, projects, "bob", gate_graph(tmp_path / "never"))
-    alice.submit()
-    bob.submit()
+    alice.queue.submit()
+    bob.queue.submit()
     started = time.monotonic()
     server.close()
     assert time.monotonic() - started < 8  # the waiting job stops waiting; the running one stops
@@ -266,9 +266,9 @@ def test_closing_the_server_while_jobs_wait_is_quick(classroom, tmp_path):
 def test_a_removed_users_open_project_is_closed_writing_nothing_where_their_folder_was(classroom, tmp_path):
     server, users, projects = classroom
     alice = session_of(server, projects, "alice", gate_graph(tmp_path / "open"))
-    alice.autosave_delay = 3600.0  # an autosave waits: the unsaved edit below
-    alice.edit("move", id=alice.graph.nodes[0].id, x=5, y=5)
-    assert alice.dirty
+    alice.document.autosave_delay = 3600.0  # an autosave waits: the unsaved edit below
+    alice.document.edit("move", id=alice.document.graph.nodes[0].id, x=5, y=5)
+    assert alice.document.dirty
     folder = server.root / "users" / "alice"
     assert server.accounts.remove("alice") is not None and not folder.exists()
     assert server.drop_removed() == [projects["alice"].id]
@@ -284,7 +284,7 @@ def test_a_path_outside_a_class_project_says_what_the_student_can_do(classroom, 
 
     server, users, projects = classroom
     alice = session_of(server, projects, "alice")
-    alice.edit("add_node", type="test.read_folder", id="r")
+    alice.document.edit("add_node", type="test.read_folder", id="r")
     with pytest.raises(EditError, match="its own folder only: upload the data into it") as refused:
-        alice.edit("set_params", id="r", params={"root": str(tmp_path)})
+        alice.document.edit("set_params", id="r", params={"root": str(tmp_path)})
     assert "--allow-root" not in str(refused.value)  # a flag the student cannot use

@@ -150,22 +150,22 @@ def test_the_editor_session_runs_its_queue_through_the_cluster(registry, tmp_pat
     session.subscribe(lambda e: seen.append((e.kind, e.node_id)))
     try:
         assert session.worker is None
-        session.run()
-        report = session.wait(60)
+        session.queue.run()
+        report = session.queue.wait(60)
         assert report is not None and report.ok, report.to_json() if report else None
         assert {n: r.status for n, r in report.nodes.items()} == {"a": "ran", "b": "ran", "sum": "ran"}
         assert ("progress", "a") in seen and ("progress", "b") in seen
         assert {n: v["state"] for n, v in session.snapshot()["nodes"].items()} == {
             "a": "done", "b": "done", "sum": "done"}
-        assert session.runs.get(session.run_id)["status"] == "done"
+        assert session.runs.get(session.queue.run_id)["status"] == "done"
         assert sorted(runs(run_log)) == ["a", "b", "sum"]
 
         slow = make_graph({"s": ("test.slow", {"steps": 400, "delay": 0.02})}, [])
-        session.replace(slow)
-        session.subscribe(lambda e: session.stop() if e.kind == "progress" and e.node_id == "s" else None)
+        session.document.replace(slow)
+        session.subscribe(lambda e: session.queue.stop() if e.kind == "progress" and e.node_id == "s" else None)
         started = time.perf_counter()
-        session.run()
-        stopped = session.wait(60)
+        session.queue.run()
+        stopped = session.queue.wait(60)
         assert time.perf_counter() - started < 8.0  # 400 steps would take 8 s
         assert stopped.interrupted and stopped.nodes["s"].status == "stopped"
     finally:

@@ -18,19 +18,19 @@ from tests.core.test_classroom_server import pack
 def test_the_one_person_editors_estimates_are_measured_in_a_process_kept_for_the_next(tmp_path):
     session = Session(pack(), tmp_path / "ws", graph=allocate_graph(8 * MiB), device="cpu", isolate=True)
     try:
-        first = session.estimate()["nodes"]["take"]
+        first = session.estimator.estimate()["nodes"]["take"]
         measurer = session.estimator.worker.pid
         assert first["status"] == "stale" and first["pid"] == measurer and measurer != os.getpid()
-        session.replace(allocate_graph(16 * MiB))
-        again = session.estimate()["nodes"]["take"]
+        session.document.replace(allocate_graph(16 * MiB))
+        again = session.estimator.estimate()["nodes"]["take"]
         assert again["bytes"] == 16 * MiB and again["pid"] == measurer  # the same process: no second start
         with pytest.raises(KeyError):
-            session.estimate("nowhere")
+            session.estimator.estimate("nowhere")
         broken = Graph.from_data({"format": "nodeflow.graph", "version": 1, "nodes": [
             {"id": "take", "type": "test.allocate", "params": {"bytes": -1}}], "edges": []})
-        session.replace(broken)
+        session.document.replace(broken)
         with pytest.raises(GraphInvalid):
-            session.estimate()
+            session.estimator.estimate()
     finally:
         session.close()
     assert session.estimator.worker.pid is None
@@ -39,6 +39,6 @@ def test_the_one_person_editors_estimates_are_measured_in_a_process_kept_for_the
 def test_in_process_sessions_still_measure_here(tmp_path):
     session = Session(pack(), tmp_path / "ws", graph=allocate_graph(MiB), device="cpu")
     try:
-        assert session.estimator.worker is None and session.estimate()["nodes"]["take"]["pid"] == os.getpid()
+        assert session.estimator.worker is None and session.estimator.estimate()["nodes"]["take"]["pid"] == os.getpid()
     finally:
         session.close()

@@ -40,10 +40,10 @@ def test_an_unreachable_mlflow_holds_neither_the_run_nor_the_queue(session, monk
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
     session.mlflow_uri = uri = nowhere()
-    first = session.submit()["id"]
-    second = session.submit()["id"]
+    first = session.queue.submit()["id"]
+    second = session.queue.submit()["id"]
     assert wait_for(lambda: session.runs.get(second)["status"] == "done", 60)
-    assert session.runs.get(first)["status"] == "done" and not session.running
+    assert session.runs.get(first)["status"] == "done" and not session.queue.running
     assert wait_for(lambda: session.runs.get(first)["warnings"], 120)
     [warning] = session.runs.get(first)["warnings"]
     assert f"could not log run {first} to MLflow at {uri}" in warning
@@ -56,7 +56,7 @@ def test_mlflow_is_given_up_on_within_bounds_when_the_environment_sets_none(sess
     for name in HTTP_BOUNDS:  # as a user who never heard of these variables
         monkeypatch.setenv(name, "")
         monkeypatch.delenv(name)
-    run = session.submit()["id"]
+    run = session.queue.submit()["id"]
     assert wait_for(lambda: session.runs.get(run)["status"] == "done", 60)
     logger = BackgroundLogger(session.runs, nowhere())
     started = time.monotonic()

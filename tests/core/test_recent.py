@@ -15,7 +15,7 @@ def test_unsaved_edits_are_reopened_with_the_file_they_belong_to(registry, works
     chain.save(path)
     session = Session(registry, workspace, graph=chain, path=path, autosave_delay=60)
     assert reopen(workspace) is None  # nothing noted yet: the editor opens its default
-    session.edit("set_params", id="sum", params={"offset": 4})
+    session.document.edit("set_params", id="sum", params={"offset": 4})
     session.close()  # the pending autosave is written as the editor stops, not lost
 
     found = reopen(workspace)
@@ -25,7 +25,7 @@ def test_unsaved_edits_are_reopened_with_the_file_they_belong_to(registry, works
     assert json.loads(path.read_text())["nodes"][2]["params"] == {}  # the file itself is as it was saved
 
     again = Session(registry, workspace, graph=found.graph, path=found.path)
-    again.save()
+    again.document.save()
     found = reopen(workspace)
     assert found.path == path and not found.dirty and found.graph.node("sum").params == {"offset": 4}
     assert found.message == "Reopened mine.json, as it was when the editor stopped"
@@ -33,8 +33,8 @@ def test_unsaved_edits_are_reopened_with_the_file_they_belong_to(registry, works
 
 def test_an_unsaved_graph_is_reopened_from_its_autosave(registry, workspace, chain):
     session = Session(registry, workspace, graph=chain)
-    session.edit("move", id="a", x=5, y=6)
-    session.autosave()
+    session.document.edit("move", id="a", x=5, y=6)
+    session.document.autosave()
     found = reopen(workspace)
     assert found.path is None and found.graph.node("a").position.x == 5
     assert found.message.startswith("Reopened the unsaved graph 'test' as autosaved from ")
@@ -43,7 +43,7 @@ def test_an_unsaved_graph_is_reopened_from_its_autosave(registry, workspace, cha
 def test_nothing_to_reopen_when_the_files_are_gone_or_damaged(registry, workspace, chain, tmp_path):
     path = tmp_path / "gone.json"
     chain.save(path)
-    Session(registry, workspace, graph=chain, path=path).save()
+    Session(registry, workspace, graph=chain, path=path).document.save()
     path.unlink()
     assert reopen(workspace) is None
     (workspace / "autosave" / "editor.json").write_text("{broken")
@@ -55,7 +55,7 @@ def test_serve_without_a_graph_reopens_and_an_explicit_graph_wins(registry, work
 
     served = []
     monkeypatch.setattr(nodeflow.ui.app, "serve", lambda session, **kw: served.append(
-        (session.graph, session.path, session.dirty, session.notice)))
+        (session.document.graph, session.document.path, session.document.dirty, session.document.notice)))
 
     def serve(*args: str):
         assert main(["--no-plugins", "--nodes", "tests/nodepack.py", "serve", "--workspace", str(workspace),
@@ -67,8 +67,8 @@ def test_serve_without_a_graph_reopens_and_an_explicit_graph_wins(registry, work
     mine = tmp_path / "mine.json"
     chain.save(mine)
     session = Session(registry, workspace, graph=chain, path=mine)
-    session.edit("set_params", id="sum", params={"offset": 4})
-    session.autosave()
+    session.document.edit("set_params", id="sum", params={"offset": 4})
+    session.document.autosave()
     graph, path, dirty, notice = serve()  # ./dev.sh editor again: the graph left, with its edits
     assert path == mine and dirty and graph.node("sum").params == {"offset": 4}
     assert notice.startswith("Reopened mine.json with unsaved edits from ")
@@ -93,9 +93,9 @@ def test_only_graph_files_are_listed_the_newest_first_and_autosaves_apart(regist
     handwritten.write_text('{\n  "nodes": [],\n  "format" : "nodeflow.graph", "version": 1}')
     os.utime(handwritten, (time.time() - 200, time.time() - 200))
     session = Session(registry, workspace, graph=chain)
-    first = session.autosave()
-    session.edit("move", id="a", x=1, y=1)
-    second = session.autosave()
+    first = session.document.autosave()
+    session.document.edit("move", id="a", x=1, y=1)
+    second = session.document.autosave()
     os.utime(first, (time.time() - 50, time.time() - 50))
 
     graphs, autosaves = graph_files(workspace)

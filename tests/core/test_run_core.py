@@ -29,7 +29,7 @@ plain = st.recursive(st.none() | st.booleans() | st.integers(-2**40, 2**40) | st
 
 @st.composite
 def events(draw):
-    cls = draw(st.sampled_from(sorted(EVENT_TYPES.values(), key=lambda c: c.kind.value)))
+    cls = draw(st.sampled_from(sorted(EVENT_TYPES.values(), key=lambda c: c.kind)))
     values = {}
     for f in dataclasses.fields(cls):
         if f.name == "node_id":
@@ -195,27 +195,27 @@ def running_epoch(session: Session) -> int:
 def test_a_stopped_training_says_where_it_stopped_and_its_resumed_curves_start_at_epoch_one(registry, workspace):
     session = Session(registry, workspace, graph=training_graph())
     try:
-        session.run()
+        session.queue.run()
         assert wait_for(lambda: running_epoch(session) >= 3, timeout=60)
         running = session.snapshot()["nodes"]["train"]
         assert running["state"] == "running" and running["words"].startswith("running · epoch ")
-        session.stop()
-        session.wait(30)
+        session.queue.stop()
+        session.queue.wait(30)
         train = session.snapshot()["nodes"]["train"]
         stopped_at = train["epoch"]
         assert train["state"] == "stopped" and stopped_at >= 3 and train["epochs"] == 40
         assert train["words"] == f"stopped at epoch {stopped_at}/40 · resumes from its checkpoint"
         assert session.snapshot()["nodes"]["after"]["state"] == "idle"  # skipped, and it never ran
         assert any(f"stopped by the user at epoch {stopped_at}/40" in e["message"] for e in session.snapshot()["log"])
-        session.edit("set_params", id="train", params={"delay": 0.0})  # the same run, faster: another key
-        session.edit("set_params", id="train", params={"delay": 0.05})  # back: resumes from its checkpoint
-        session.run()
-        report = session.wait(60)
+        session.document.edit("set_params", id="train", params={"delay": 0.0})  # the same run, faster: another key
+        session.document.edit("set_params", id="train", params={"delay": 0.05})  # back: resumes from its checkpoint
+        session.queue.run()
+        report = session.queue.wait(60)
         assert report.ok
         train = session.snapshot()["nodes"]["train"]
         assert train["state"] == "done"
         assert [p["step"] for p in train["series"]["loss"]] == list(range(1, 41))  # the epochs before the stop too
-        run = session.runs.get(session.run_id)
+        run = session.runs.get(session.queue.run_id)
         assert [step for step, _ in run["curves"]["train"]["loss"]] == list(range(1, 41))
     finally:
         session.close()
@@ -227,20 +227,20 @@ def test_after_a_restart_every_node_shows_what_it_showed(registry, workspace):
                         "train": ("test.epochs", {"epochs": 3, "delay": 0.0})},
                        ["a.value->sum.a", "b.value->sum.b", "sum.value->train.value"])
     session = Session(registry, workspace, graph=graph)
-    session.run()
-    session.wait(30)
-    session.edit("set_params", id="b", params={"value": 4})  # b and sum are stale now
+    session.queue.run()
+    session.queue.wait(30)
+    session.document.edit("set_params", id="b", params={"value": 4})  # b and sum are stale now
     before = {n: (v["state"], v.get("error"), v["metrics"], v["series"]) for n, v in session.snapshot()["nodes"].items()}
     assert {n: s for n, (s, *_) in before.items()} == {"a": "done", "b": "stale", "sum": "stale", "bad": "failed",
                                                       "train": "stale"}
-    edited = session.graph
+    edited = session.document.graph
     session.close()
 
     again = Session(registry, workspace, graph=edited)
     try:
         after = {n: (v["state"], v.get("error"), v["metrics"], v["series"]) for n, v in again.snapshot()["nodes"].items()}
         assert after == before
-        again.edit("set_params", id="b", params={"value": 3})  # back to what ran: cached results again
+        again.document.edit("set_params", id="b", params={"value": 3})  # back to what ran: cached results again
         nodes = again.snapshot()["nodes"]
         assert nodes["sum"]["state"] == "done" and nodes["sum"]["metrics"] == {"sum": 5.0}
         assert nodes["train"]["state"] == "done" and [p["step"] for p in nodes["train"]["series"]["loss"]] == [1, 2, 3]
@@ -252,10 +252,10 @@ def test_after_a_restart_every_node_shows_what_it_showed(registry, workspace):
 def test_a_cached_nodes_output_is_its_stored_metrics_and_curves(registry, workspace):
     session = Session(registry, workspace, graph=training_graph(epochs=4, delay=0.0))
     try:
-        session.run()
-        session.wait(30)
-        session.run()  # everything from the cache now
-        session.wait(30)
+        session.queue.run()
+        session.queue.wait(30)
+        session.queue.run()  # everything from the cache now
+        session.queue.wait(30)
         train = session.snapshot()["nodes"]["train"]
         assert train["state"] == "cached" and [p["step"] for p in train["series"]["loss"]] == [1, 2, 3, 4]
         assert train["words"] == "cached" and train["run"]["finished"]
@@ -267,24 +267,24 @@ def test_a_price_comes_from_the_last_run_of_these_params_counts_a_run_ahead_and_
         registry, workspace):
     session = Session(registry, workspace, graph=training_graph(epochs=20, delay=0.02))
     try:
-        assert session.price()["nodes"]["train"]["status"] == "unknown"  # never ran, never profiled
-        session.run()
-        session.wait(60)
+        assert session.estimator.price()["nodes"]["train"]["status"] == "unknown"  # never ran, never profiled
+        session.queue.run()
+        session.queue.wait(60)
         took = session.snapshot()["nodes"]["train"]["seconds"]
-        session.edit("set_params", id="a", params={"value": 2})  # another input: another key, the same params
-        measured = session.price()["nodes"]["train"]
+        session.document.edit("set_params", id="a", params={"value": 2})  # another input: another key, the same params
+        measured = session.estimator.price()["nodes"]["train"]
         assert measured["status"] == "measured" and measured["epochs"] == 20
         assert measured["seconds"] == pytest.approx(took, abs=1e-3)
-        assert session.estimates()["train"] == measured  # the card shows the same number
+        assert session.estimator.prices()["train"] == measured  # the card shows the same number
 
-        session.run()
+        session.queue.run()
         assert wait_for(lambda: running_epoch(session) >= 5, timeout=60)
-        ahead = session.price()["nodes"]["train"]  # the run going now computes it first
+        ahead = session.estimator.price()["nodes"]["train"]  # the run going now computes it first
         assert ahead["status"] == "ahead" and ahead["seconds"] == 0.0
-        session.stop()
-        session.wait(30)
+        session.queue.stop()
+        session.queue.wait(30)
         done = session.snapshot()["nodes"]["train"]["epoch"]
-        left = session.price()["nodes"]["train"]
+        left = session.estimator.price()["nodes"]["train"]
         assert left["epochs"] == 20 - done and left["seconds"] == pytest.approx(took / 20 * (20 - done), abs=1e-3)
         assert left["note"] == f"resumes after epoch {done}: {20 - done} of 20 epochs left"
     finally:
@@ -294,11 +294,11 @@ def test_a_price_comes_from_the_last_run_of_these_params_counts_a_run_ahead_and_
 def test_a_sweep_is_one_job_and_a_branch_from_the_cache_has_curves(registry, workspace):
     session = Session(registry, workspace, graph=training_graph(epochs=3, delay=0.0))
     try:
-        session.run()
-        session.wait(30)  # epochs=3 is cached now
-        found = session.submit_sweep([("train.epochs", [3, 4])])
-        session.wait(60)
-        result = session.sweep(found["id"], curves=True)
+        session.queue.run()
+        session.queue.wait(30)  # epochs=3 is cached now
+        found = session.sweeps.submit([("train.epochs", [3, 4])])
+        session.queue.wait(60)
+        result = session.sweeps.get(found["id"], curves=True)
         assert [b["status"] for b in result["branches"]] == ["done", "done"]
         first, second = (session.runs.get(b["run"]) for b in result["branches"])
         assert first["nodes"]["train"]["status"] == "cached" and second["nodes"]["train"]["status"] == "ran"

@@ -67,8 +67,8 @@ def test_editor_runs_are_logged_when_the_session_has_a_tracking_uri(registry, wo
     session = Session(registry, workspace, graph=graph())
     session.mlflow_uri = uri
     try:
-        session.submit()
-        session.wait(120)
+        session.queue.submit()
+        session.queue.wait(120)
     finally:
         session.close()
     client = MlflowClient(tracking_uri=uri)
@@ -90,8 +90,8 @@ def test_without_a_tracking_uri_nothing_of_mlflow_is_imported(tmp_path):
         registry.add_module(nodepack)
         from nodeflow.graph import Graph
         session = Session(registry, {str(tmp_path / 'ws')!r}, graph=Graph.load({str(path)!r}))
-        session.submit()
-        session.wait(60)
+        session.queue.submit()
+        session.queue.wait(60)
         session.close()
         print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlflow', 'sqlalchemy', 'alembic')))
     """)

@@ -62,7 +62,7 @@ def test_the_doctor_looks_at_a_new_upload_and_names_what_it_finds(classroom):
     assert lines[0] == "class balance: cat 9 (50%), dog 9 (50%)"
     assert any(line.startswith("groups of exact duplicates: 1 (e.g. dog/") for line in lines), lines
     assert "tiny images: 1 (e.g. cat/tiny.jpg)" in lines
-    assert session.graph.nodes == []  # the page's graph and its cards are not the doctor's business
+    assert session.document.graph.nodes == []  # the page's graph and its cards are not the doctor's business
 
 
 def test_a_folder_that_is_no_dataset_is_said_so(classroom):
@@ -92,16 +92,16 @@ def test_every_project_reads_the_shared_pretrained_weights_and_none_can_write_th
         {"id": "input", "type": "model.input", "params": {"height": 32, "width": 32, "channels": 3}},
         {"id": "backbone", "type": "model.backbone", "params": {"arch": "resnet18", "weights": "imagenet"}}],
         "edges": [{"source": "input", "source_port": "model", "target": "backbone", "target_port": "model"}]})
-    session.replace(graph)
-    session.submit("backbone")
-    session.wait(120)
+    session.document.replace(graph)
+    session.queue.submit("backbone")
+    session.queue.wait(120)
     run = session.runs.get(1)
     assert run["status"] == "done", run["nodes"]["backbone"].get("error")
     assert any(f"resnet18 weights from {shared}" in entry["message"] for entry in session.snapshot()["log"])
     assert {p: p.stat().st_mtime_ns for p in hub.rglob("*")} == before  # read, never written
     assert not (session.workspace / "weights").exists()  # nothing downloaded into the project
     with pytest.raises(EditError, match="weights"):  # and a project may not name the folder itself
-        session.edit("set_params", id="backbone", params={"weights": str(shared)})
+        session.document.edit("set_params", id="backbone", params={"weights": str(shared)})
 
 
 def test_a_resnets_weights_load_in_torchvisions_names_and_in_ours(tmp_path):

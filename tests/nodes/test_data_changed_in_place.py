@@ -64,8 +64,8 @@ def dataset_session(registry, tmp_path: Path, name: str) -> tuple[Path, Graph, S
 def test_an_image_rewritten_in_place_makes_the_dataset_and_what_follows_run_again(registry, tmp_path):
     root, graph, session = dataset_session(registry, tmp_path, "in place")
     try:
-        session.submit()
-        session.wait(120)
+        session.queue.submit()
+        session.queue.wait(120)
         assert session.snapshot()["nodes"]["formatter"]["state"] == "done"
         assert session.executor.plan(graph) == {"dataset": "cached", "formatter": "cached"}
 
@@ -75,9 +75,9 @@ def test_an_image_rewritten_in_place_makes_the_dataset_and_what_follows_run_agai
         os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 5_000_000_000))
         assert folders == {str(p): p.stat().st_mtime_ns for p in [root, *root.rglob("*")] if p.is_dir()}
 
-        run = session.submit()
+        run = session.queue.submit()
         assert run["plan"] == {"dataset": "run", "formatter": "run"}
-        session.wait(120)
+        session.queue.wait(120)
         nodes = session.runs.get(run["id"])["nodes"]
         assert nodes["dataset"]["status"] == "ran" and nodes["formatter"]["status"] == "ran"
     finally:
@@ -87,15 +87,15 @@ def test_an_image_rewritten_in_place_makes_the_dataset_and_what_follows_run_agai
 def test_an_image_rewritten_with_its_old_size_and_mtime_put_back_is_read_again(registry, tmp_path):
     root, graph, session = dataset_session(registry, tmp_path, "restored mtime")
     try:
-        session.submit()
-        session.wait(120)
+        session.queue.submit()
+        session.queue.wait(120)
         assert session.executor.plan(graph) == {"dataset": "cached", "formatter": "cached"}
 
         image = next((root / "train" / "circle").glob("*.jpg"))
         rewrite_keeping_size_and_mtime(image, tmp_path)
-        run = session.submit()
+        run = session.queue.submit()
         assert run["plan"] == {"dataset": "run", "formatter": "run"}
-        session.wait(120)
+        session.queue.wait(120)
         nodes = session.runs.get(run["id"])["nodes"]
         assert nodes["dataset"]["status"] == "ran" and nodes["formatter"]["status"] == "ran"
         assert session.executor.plan(graph) == {"dataset": "cached", "formatter": "cached"}  # and kept again

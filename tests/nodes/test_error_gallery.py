@@ -25,15 +25,15 @@ def session(registry, tmp_path_factory):
     base = tmp_path_factory.mktemp("gallery")
     root = make_image_set(base / "images", ("circle", "stripes"), per_class=30, size=SIZE, fmt="png", seed=3)
     session = Session(registry, base / "ws", graph=error_analysis_graph(root, size=SIZE), device="cpu")
-    session.run()
-    report = session.wait(300)
+    session.queue.run()
+    report = session.queue.wait(300)
     assert report is not None and report.ok, report and report.to_json()
     yield session
     session.close()
 
 
 def biggest_cell(session) -> tuple[str, str, int]:
-    tables = session.executor.cache.get(session.executor.keys(session.graph)["errors"],
+    tables = session.executor.cache.get(session.executor.keys(session.document.graph)["errors"],
                                         session.registry.get("eval.errors"))[0]["errors"].tables
     cell = max(tables["confusion_cells"], key=lambda c: c["count"])
     return cell["true"], cell["predicted"], cell["count"]
@@ -50,7 +50,7 @@ def test_a_cell_is_drawn_once_then_read_from_the_overlay_cache(session, monkeypa
     monkeypatch.setattr(explain, "grad_cam", counting)
     true, predicted, count = biggest_cell(session)
     assert count >= 3  # 12 test images in at most four cells
-    first = session.cell_gallery("errors", true, predicted, page=1, per_page=2)
+    first = session.results.cell_gallery("errors", true, predicted, page=1, per_page=2)
     rows = first["rows"]
     assert first["count"] == count and first["pages"] == -(-count // 2) and len(rows) == 2
     assert (first["drawn"], first["from_cache"]) == (2, 0) and calls == [2]
@@ -58,16 +58,16 @@ def test_a_cell_is_drawn_once_then_read_from_the_overlay_cache(session, monkeypa
     assert [r["loss"] for r in rows] == sorted((r["loss"] for r in rows), reverse=True)
     assert [r["rank"] for r in rows] == [1, 2]
     paths = [r["overlay"] for r in rows]
-    assert all(p.startswith(str(session.overlay_folder)) and open(p, "rb").read(4) == b"\x89PNG" for p in paths)
+    assert all(p.startswith(str(session.results.overlay_folder)) and open(p, "rb").read(4) == b"\x89PNG" for p in paths)
     stamps = [Path(p).stat().st_mtime_ns for p in paths]
 
-    again = session.cell_gallery("errors", true, predicted, page=1, per_page=2)
+    again = session.results.cell_gallery("errors", true, predicted, page=1, per_page=2)
     assert (again["drawn"], again["from_cache"]) == (0, 2) and calls == [2]  # nothing recomputed
     assert [r["overlay"] for r in again["rows"]] == paths
     assert [Path(p).stat().st_mtime_ns for p in paths] == stamps
 
     # the next page goes on where the first ended, worst first across the boundary
-    second = session.cell_gallery("errors", true, predicted, page=2, per_page=2)
+    second = session.results.cell_gallery("errors", true, predicted, page=2, per_page=2)
     assert [r["rank"] for r in second["rows"]][:1] == [3]
     assert second["rows"][0]["loss"] <= rows[-1]["loss"] and second["drawn"] == len(second["rows"])
     assert calls == [2, len(second["rows"])]
@@ -89,13 +89,13 @@ def test_overlay_cache_keys_on_model_file_class_and_block(tmp_path):
 def test_unknown_node_class_or_page_and_nodes_without_galleries_are_lookup_errors(session):
     true, predicted, count = biggest_cell(session)
     with pytest.raises(LookupError, match="no node with id 'nope'"):
-        session.cell_gallery("nope", true, predicted)
+        session.results.cell_gallery("nope", true, predicted)
     with pytest.raises(LookupError, match="no class 'zebra'"):
-        session.cell_gallery("errors", "zebra", predicted)
+        session.results.cell_gallery("errors", "zebra", predicted)
     with pytest.raises(LookupError, match="no page 99"):
-        session.cell_gallery("errors", true, predicted, page=99)
+        session.results.cell_gallery("errors", true, predicted, page=99)
     with pytest.raises(LookupError, match="add an Error analysis node"):
-        session.cell_gallery("eval", true, predicted)
+        session.results.cell_gallery("eval", true, predicted)
 
 
 @pytest.mark.slow

@@ -31,8 +31,8 @@ def layout(registry, tmp_path_factory):
     outside.mkdir()
     session = Session(registry, base / "ws", graph=error_analysis_graph(root, size=SIZE), device="cpu",
                       allowed_roots=[root])
-    session.run()
-    report = session.wait(300)
+    session.queue.run()
+    report = session.queue.wait(300)
     assert report is not None and report.ok, report and report.to_json()
     yield session, outside, root
     session.close()
@@ -41,9 +41,9 @@ def layout(registry, tmp_path_factory):
 def a_cell(session) -> tuple[str, str]:
     """The fullest confusion cell of the analysis as the files stand now (an earlier test that swapped
     a file and put it back changed its ctime: the analysis runs again first)."""
-    session.run()
-    assert session.wait(300).ok
-    tables = session.executor.cache.get(session.executor.keys(session.graph)["errors"],
+    session.queue.run()
+    assert session.queue.wait(300).ok
+    tables = session.executor.cache.get(session.executor.keys(session.document.graph)["errors"],
                                         session.registry.get("eval.errors"))[0]["errors"].tables
     cell = max(tables["confusion_cells"], key=lambda c: c["count"])
     return cell["true"], cell["predicted"]
@@ -80,33 +80,33 @@ def swapped_for_a_link(victim: Path, target: Path, keep: Path):
 def test_a_gallery_image_swapped_for_a_link_outside_is_not_drawn_nor_served(layout):
     session, outside, _ = layout
     true, predicted = a_cell(session)
-    first = session.cell_gallery("errors", true, predicted, per_page=2)
+    first = session.results.cell_gallery("errors", true, predicted, per_page=2)
     assert first["drawn"] == 2
     victim = Path(first["rows"][0]["file"])
     before = victim.stat()
     secret = outside / "secret.png"
     secret.write_bytes(look_alike(victim, (200, 0, 0)))
     same_stamp(secret, before)
-    drawn = sorted(session.overlay_folder.glob("*.png"))
+    drawn = sorted(session.results.overlay_folder.glob("*.png"))
     with swapped_for_a_link(victim, secret, outside):
         assert (victim.stat().st_size, victim.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
         with pytest.raises((RuntimeError, LookupError),
                            match="links to outside the folders this editor may use|run it first"):
-            session.cell_gallery("errors", true, predicted, per_page=2)
-        assert sorted(session.overlay_folder.glob("*.png")) == drawn  # nothing drawn from the link
+            session.results.cell_gallery("errors", true, predicted, per_page=2)
+        assert sorted(session.results.overlay_folder.glob("*.png")) == drawn  # nothing drawn from the link
 
 
 def test_an_image_rewritten_with_the_same_size_and_time_is_drawn_again(layout):
     session, _, _ = layout
     true, predicted = a_cell(session)
-    first = session.cell_gallery("errors", true, predicted, page=1, per_page=1)
+    first = session.results.cell_gallery("errors", true, predicted, page=1, per_page=1)
     victim = Path(first["rows"][0]["file"])
     before, original = victim.stat(), victim.read_bytes()
     try:
         victim.write_bytes(look_alike(victim, (0, 0, 200)))
         same_stamp(victim, before)
         try:
-            again = session.cell_gallery("errors", true, predicted, page=1, per_page=1)
+            again = session.results.cell_gallery("errors", true, predicted, page=1, per_page=1)
         except LookupError as exc:  # the data's fingerprint (its ctime) already says so: run it first
             assert "run it first" in str(exc)
         else:
@@ -125,9 +125,9 @@ def test_a_node_reading_a_dataset_image_swapped_for_a_link_outside_is_refused(la
     secret.write_bytes(look_alike(victim, (0, 200, 0)))
     same_stamp(secret, before)
     with swapped_for_a_link(victim, secret, outside):
-        session.edit("set_params", id="errors", params={"top_n": 7})  # the analysis runs again
-        session.run(target="errors")
-        report = session.wait(300)
+        session.document.edit("set_params", id="errors", params={"top_n": 7})  # the analysis runs again
+        session.queue.run(target="errors")
+        report = session.queue.wait(300)
         failed = [n for n, r in report.nodes.items() if r.status == "failed"]
         assert failed and all("links to outside the folders this editor may use" in report.nodes[n].error
                               for n in failed), report.to_json()

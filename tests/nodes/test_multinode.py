@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from nodeflow.cache import Cache
+from nodeflow.events import Log, Metric
 from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.node import Event, Interrupted, ParamProblem, RunContext
@@ -219,16 +220,16 @@ def test_a_stopped_two_machine_run_resumes_from_rank_zeros_checkpoint(tiny, tmp_
 
     second = launch_both(tiny, (workspace, workspace), epochs=EPOCHS, lr=0.05)
     (outputs, events), (nothing, helper_events) = second
-    logs = [e.data["message"] for e in events if e.kind == "log"]
+    logs = [e.message for e in events if isinstance(e, Log)]
     assert any(f"resuming after epoch {saved}" in line for line in logs), logs
     history = outputs["model"].history
     assert [h["epoch"] for h in history] == list(range(1, EPOCHS + 1))
     assert history[-1]["train_loss"] < history[0]["train_loss"] / 2 and history[-1]["val_accuracy"] >= 0.75
-    steps = [e.data["step"] for e in events if e.kind == "metric" and e.data["name"] == "val_loss"]
+    steps = [e.step for e in events if isinstance(e, Metric) and e.name == "val_loss"]
     # rank 0's metrics, through the events file; the resumed run tells the epochs before the stop too
     assert steps == list(range(1, EPOCHS + 1))
-    assert nothing == {} and any("this machine's part of the training is done" in e.data["message"]
-                                 for e in helper_events if e.kind == "log")
+    assert nothing == {} and any("this machine's part of the training is done" in e.message
+                                 for e in helper_events if isinstance(e, Log))
 
 
 def test_a_workspace_the_machines_do_not_share_is_named(tiny, tmp_path, monkeypatch):  # noqa: F811

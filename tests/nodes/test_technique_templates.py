@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from nodeflow.events import Metric
 from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.templates import template_path
@@ -56,8 +57,8 @@ def test_compare_node_draws_both_runs_on_one_chart(registry, shapes, tmp_path):
     assert report.ok, report.to_json()
     series = {}
     for e in events:
-        if e.kind == "metric" and e.node_id == "compare":
-            series.setdefault(e.data["name"], []).append(e.data["step"])
+        if isinstance(e, Metric) and e.node_id == "compare":
+            series.setdefault(e.name, []).append(e.step)
     assert series["scratch_val_accuracy"] == series["finetune_val_accuracy"] == [1, 2]
     from nodeflow.ui.outputs import group_series
 

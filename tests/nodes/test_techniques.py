@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from nodeflow.events import Metric, Preview
 from nodeflow.node import RunContext
 from nodes.engine import augment
 from nodes.engine.images import make_transform
@@ -142,9 +143,9 @@ def test_lr_finder_suggests_a_tenth_of_the_min_loss_lr_and_that_lr_trains(four16
     assert curve["lr"] == sorted(curve["lr"]) and curve["lr"][-1] / curve["lr"][0] > 1e3
     assert (ctx.scratch / "lr_finder.csv").read_text().startswith("lr,loss,smoothed_loss")
     assert Image.open(ctx.scratch / "lr_finder.png").size == (480, 300)
-    points = [e.data for e in events if e.kind == "metric" and e.data["name"] == "lr_finder_loss"]
+    points = [e.data for e in events if isinstance(e, Metric) and e.name == "lr_finder_loss"]
     assert len(points) == len(curve["lr"]) and all("lr" in p for p in points)
-    assert any(e.kind == "preview" and e.data["kind"] == "lr_finder_plot" for e in events)
+    assert any(isinstance(e, Preview) and e.name == "lr_finder_plot" for e in events)
     good = train(tmp_path, ModelValue(spec=MLP), four16, lr=result.values["suggested_lr"], epochs=4)
     assert good.history[-1]["train_loss"] < 0.5 * math.log(4) and good.history[-1]["val_accuracy"] >= 0.5
     hot = train(tmp_path, ModelValue(spec=MLP), four16, lr=result.values["min_loss_lr"] * 10, epochs=4)

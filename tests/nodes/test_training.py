@@ -9,6 +9,7 @@ import onnx
 import pytest
 import torch
 
+from nodeflow.events import Log, Metric, Preview, Progress
 from nodeflow.node import Event, RunContext
 from nodes.engine.images import loader
 from nodes.engine.loop import network, set_mode
@@ -40,11 +41,11 @@ def test_trainer_learns_and_logs_every_epoch(trained):
     assert len(history) == 4
     assert history[-1]["train_loss"] < 0.5 * history[0]["train_loss"]
     assert report.nodes["eval"].metrics["accuracy"] >= 0.8
-    logged = [(e.data["name"], e.data["step"]) for e in events if e.kind == "metric" and e.node_id == "train"]
+    logged = [(e.name, e.step) for e in events if isinstance(e, Metric) and e.node_id == "train"]
     for name in ("train_loss", "val_loss", "val_accuracy"):
         assert [step for n, step in logged if n == name] == [1, 2, 3, 4]
     assert sum(n == "batch_loss" for n, _ in logged) > 4
-    previews = {e.data["kind"] for e in events if e.kind == "preview"}
+    previews = {e.name for e in events if isinstance(e, Preview)}
     assert {"samples", "confusion_matrix", "metrics_table"} <= previews
 
 
@@ -127,13 +128,13 @@ def test_an_interrupted_trainer_resumes_from_its_last_epoch(registry, shapes, tm
 
     graph = classifier_graph(shapes, epochs=3)
     first = Executor(registry, tmp_path / "ws", device="cpu")
-    first.subscribe(lambda e: first.interrupt() if e.kind == "metric" and e.data["name"] == "val_loss"
-                    and e.data["step"] == 2 else None)
+    first.subscribe(lambda e: first.interrupt() if isinstance(e, Metric) and e.name == "val_loss"
+                    and e.step == 2 else None)
     assert first.run(graph, target="train").nodes["train"].status == "stopped"
 
     logs: list[str] = []
     again = Executor(registry, tmp_path / "ws", device="cpu",
-                     listeners=[lambda e: logs.append(e.data["message"]) if e.kind == "log" else None])
+                     listeners=[lambda e: logs.append(e.message) if isinstance(e, Log) else None])
     report = again.run(graph, target="train")
     assert report.nodes["train"].status == "ran"
     assert any("resuming after epoch 2" in line for line in logs)
@@ -154,20 +155,20 @@ def test_a_stopped_trainer_tells_the_epoch_it_reached_and_its_resumed_curves_sta
 
     def listen(event) -> None:  # the stop button, pressed once epoch 2 is complete
         first.append(event)
-        if event.kind == "progress" and event.data["epoch"] == 2:
+        if isinstance(event, Progress) and event.epoch == 2:
             stop.set()
 
     ctx = RunContext("train", tmp_path, device="cpu", emit=listen, stop_flag=stop, key="k")
     with pytest.raises(Interrupted):
         Trainer().run(ctx, params, model=ModelValue(SPEC), data=tiny)
     assert (ctx.epoch, ctx.epochs) == (2, 5)
-    told = [(e.data["epoch"], e.data["epochs"]) for e in first if e.kind == "progress"]
+    told = [(e.epoch, e.epochs) for e in first if isinstance(e, Progress)]
     assert told[0] == (0, 5) and (1, 5) in told and told[-1] == (2, 5)
 
     again: list[Event] = []
     ctx = RunContext("train", tmp_path, device="cpu", emit=again.append, key="k")
     model = Trainer().run(ctx, params, model=ModelValue(SPEC), data=tiny)["model"]
-    assert any("resuming after epoch 2" in e.data["message"] for e in again if e.kind == "log")
+    assert any("resuming after epoch 2" in e.message for e in again if isinstance(e, Log))
     for name in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
-        points = [(e.data["step"], e.data["value"]) for e in again if e.kind == "metric" and e.data["name"] == name]
+        points = [(e.step, e.value) for e in again if isinstance(e, Metric) and e.name == name]
         assert points == [(h["epoch"], pytest.approx(h[name])) for h in model.history], name

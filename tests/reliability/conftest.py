@@ -57,5 +57,5 @@ async def http(workspace: Path, tmp_path: Path):
                       and getattr(r, "include_in_schema", False) for m in r.methods}
             assert {(m.upper(), p) for p, item in schema["paths"].items() for m in item} == routes
             yield Api(client, session, schema, data, graph)
-    session.stop()
-    session.wait(10)
+    session.queue.stop()
+    session.queue.wait(10)

@@ -116,7 +116,7 @@ def encoded(body: Any, raw: bool) -> bytes:
 def state(session: Session) -> tuple:
     cache = session.workspace / "cache"
     files = sorted(str(p.relative_to(cache)) for p in cache.rglob("*")) if cache.exists() else []
-    return session.graph.model_dump(mode="json"), session.version, session.runs.list(limit=10_000), files
+    return session.document.graph.model_dump(mode="json"), session.document.version, session.runs.list(limit=10_000), files
 
 
 def wire(text: str) -> bytes:
@@ -179,6 +179,6 @@ async def test_every_operation_refuses_hostile_input_with_a_documented_4xx_and_c
     response = await request.send(http.client)
     if response.status_code >= 400:
         assert state(session) == before, (request.method, request.url, response.status_code)
-    session.wait(30)  # a run or a sweep this started ends before the next example compares
-    if len(session.graph.nodes) > 20:
-        session.replace(http.graph)
+    session.queue.wait(30)  # a run or a sweep this started ends before the next example compares
+    if len(session.document.graph.nodes) > 20:
+        session.document.replace(http.graph)

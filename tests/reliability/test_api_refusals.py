@@ -31,24 +31,24 @@ SHAPES = [
 
 @pytest.mark.parametrize("path, body, field", SHAPES)
 async def test_text_that_is_not_unicode_is_a_422_naming_the_field_and_changes_nothing(http, path, body, field):
-    before = http.session.graph
+    before = http.session.document.graph
     for content in (body.encode(), body.replace(S, "\ud800").encode("utf-8", "surrogatepass")):  # escaped, raw
         response = await http.client.post(path, content=content, headers=JSON)
         assert response.status_code == 422, response.text
         detail = response.json()["detail"][0]
         assert ".".join(str(p) for p in detail["loc"]) == field and "not valid Unicode" in detail["msg"]
-    assert http.session.graph == before and http.session.runs.list() == []
+    assert http.session.document.graph == before and http.session.runs.list() == []
 
 
 async def test_a_pair_of_escapes_that_makes_one_character_is_unicode(http):
     response = await http.client.post("/api/edit", headers=JSON,
                                       content=b'{"ops": [{"op": "rename", "id": "c1", "title": "\\ud83d\\ude00"}]}')
     assert response.status_code == 200
-    assert http.session.graph.node("c1").title == "\U0001F600"
+    assert http.session.document.graph.node("c1").title == "\U0001F600"
 
 
 async def test_a_chunked_body_over_the_limit_is_413(http):
-    before = http.session.graph
+    before = http.session.document.graph
     chunk = b" " * (1024 * 1024)
 
     async def body():
@@ -59,7 +59,7 @@ async def test_a_chunked_body_over_the_limit_is_413(http):
 
     response = await http.client.post("/api/edit", content=body(), headers=JSON)
     assert response.status_code == 413 and "at most 10 MB" in response.text
-    assert http.session.graph == before
+    assert http.session.document.graph == before
 
 
 async def test_a_request_with_two_origins_is_refused_even_when_the_last_is_ours(http):
@@ -104,6 +104,6 @@ async def test_validate_says_what_the_run_will_say_about_a_folder_swapped_for_a_
     problems = [p for p in (await http.client.get("/api/validate")).json()["problems"] if p["node"] == "r"]
     assert [p["param"] for p in problems] == ["root"] and "outside the folders" in problems[0]["message"]
     assert (await http.client.post("/api/run", json={"target": "r"})).status_code == 200
-    http.session.wait(30)
+    http.session.queue.wait(30)
     run = http.session.runs.list()[0]
     assert run["status"] == "failed" and "outside the folders" in run["nodes"]["r"]["error"]

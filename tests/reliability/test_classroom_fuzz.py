@@ -28,7 +28,7 @@ def everything(site) -> tuple:
     tokens = tuple(tuple(r)[:4] for r in db.query("SELECT id, user, label, digest FROM tokens ORDER BY id"))
     files = tree(site.server.root / "users", skip=("runs.sqlite", "runs.sqlite-wal", "runs.sqlite-shm", "autosave",
                                                     "cache", "jobs"))
-    graphs = {pid: s.graph.model_dump(mode="json") for pid, s in site.server.open_sessions().items()}
+    graphs = {pid: s.document.graph.model_dump(mode="json") for pid, s in site.server.open_sessions().items()}
     return rows, tokens, {k: v and len(v) for k, v in files.items()}, json.dumps(graphs, sort_keys=True)
 
 

@@ -63,9 +63,9 @@ def bobs_state(site, project_id: str) -> str:
     session = server.session(server.projects.get(bob, project_id))
     files = tree(server.projects.get(bob, project_id).path, skip=("runs.sqlite", "runs.sqlite-wal",
                                                                   "runs.sqlite-shm"))
-    return dumps({"project": server.projects.get(bob, project_id), "graph": session.graph.model_dump(mode="json"),
-                  "version": session.version, "runs": [(r["id"], r["status"]) for r in session.runs.list()],
-                  "sweep": session.sweep(1)["branches"], "files": {k: v and len(v) for k, v in files.items()},
+    return dumps({"project": server.projects.get(bob, project_id), "graph": session.document.graph.model_dump(mode="json"),
+                  "version": session.document.version, "runs": [(r["id"], r["status"]) for r in session.runs.list()],
+                  "sweep": session.sweeps.get(1)["branches"], "files": {k: v and len(v) for k, v in files.items()},
                   "tokens": server.accounts.tokens("bob"), "templates": server.projects.templates(),
                   "queue": server.queue(site.users["teacher"])})
 
@@ -83,8 +83,8 @@ async def bobs_things(site) -> dict[str, Any]:
                             files={"files": ("pets.zip", image_zip(), "application/zip")})
     assert upload.status_code == 200, upload.text
     session = site.server.open_sessions()[project]
-    session.overlay_folder.mkdir(parents=True, exist_ok=True)
-    (session.overlay_folder / OVERLAY).write_bytes(b"\x89PNG bob's overlay")
+    session.results.overlay_folder.mkdir(parents=True, exist_ok=True)
+    (session.results.overlay_folder / OVERLAY).write_bytes(b"\x89PNG bob's overlay")
     teacher = site.client("teacher")
     template = (await teacher.post("/api/templates", json={"project": project, "title": "Week 1"})).json()["id"]
     token = site.server.accounts.tokens("bob")[0].id

@@ -82,13 +82,13 @@ def test_edits_apply_whole_or_not_at_all(registry, tmp_path_factory, ops):
                         "text": ("test.describe", {})}, ["a.value->sum.a", "sum.value->text.value"])
     graph = graph.model_copy(update={"groups": [GroupSpec(id="g", members=["text"])]})  # for ungroup, set_group
     session = Session(registry, tmp_path_factory.mktemp("ws"), graph=graph)
-    before = session.graph
+    before = session.document.graph
     try:
-        session.edits(ops)
+        session.document.edits(ops)
     except EditError:
-        assert session.graph == before and not session.can_undo
+        assert session.document.graph == before and not session.document.can_undo
         return
-    Graph.loads(session.graph.dumps())  # whatever was accepted is a valid document
+    Graph.loads(session.document.graph.dumps())  # whatever was accepted is a valid document
     session.validate()
 
 
@@ -109,11 +109,11 @@ def test_a_paste_of_any_clipboard_applies_whole_or_says_why(registry, tmp_path_f
     except NothingToPaste as exc:
         assert "clipboard" in str(exc)
         return
-    ops, ids = paste_ops(fragment, session.graph, at)
+    ops, ids = paste_ops(fragment, session.document.graph, at)
     try:
-        session.edits(ops)
+        session.document.edits(ops)
     except EditError as exc:
-        assert str(exc) and session.graph == graph and not session.can_undo
+        assert str(exc) and session.document.graph == graph and not session.document.can_undo
         return
-    assert {n.id for n in session.graph.nodes} == {"a", "sum", *ids}
-    assert session.undo() and session.graph == graph
+    assert {n.id for n in session.document.graph.nodes} == {"a", "sum", *ids}
+    assert session.document.undo() and session.document.graph == graph

@@ -30,36 +30,36 @@ def session(registry, layout, monkeypatch, tmp_path):
 @pytest.mark.parametrize("value", ["inside", "./inside/../inside", "DATA/cats", "DATA"])
 def test_paths_inside_are_accepted(session, layout, value):
     workspace, data, _ = layout
-    session.edit("set_params", id="r", params={"root": value.replace("DATA", str(data))})
+    session.document.edit("set_params", id="r", params={"root": value.replace("DATA", str(data))})
 
 
 @pytest.mark.parametrize("value", ["..", "../secret", "inside/../../secret", "SECRET", "escape", "escape/x", "/etc"])
 def test_escapes_are_refused_naming_the_param(session, layout, value):
     _, _, secret = layout
-    before = session.graph
+    before = session.document.graph
     with pytest.raises(EditError, match=r"r\.root: .* is outside the folders this editor may use .*; to use another "
                                          r"folder, start the editor with --allow-root FOLDER"):
-        session.edit("set_params", id="r", params={"root": value.replace("SECRET", str(secret))})
-    assert session.graph == before
+        session.document.edit("set_params", id="r", params={"root": value.replace("SECRET", str(secret))})
+    assert session.document.graph == before
 
 
 def test_file_params_keep_their_keywords_and_are_checked(session):
-    session.edit("set_params", id="r", params={"weights": "none"})
+    session.document.edit("set_params", id="r", params={"weights": "none"})
     with pytest.raises(EditError, match=r"r\.weights"):
-        session.edit("set_params", id="r", params={"weights": "/etc/passwd"})
+        session.document.edit("set_params", id="r", params={"weights": "/etc/passwd"})
 
 
 def test_a_whole_document_is_checked_too(session, layout):
     _, _, secret = layout
     bad = make_graph({"r": ("test.read_folder", {"root": str(secret)})}, [])
     with pytest.raises(EditError, match="outside"):
-        session.replace(bad)
+        session.document.replace(bad)
 
 
 def test_unrestricted_without_roots(registry, layout):
     workspace, _, secret = layout
     graph = make_graph({"r": ("test.read_folder", {"root": str(secret)})}, [])
-    Session(registry, workspace, graph=graph).replace(graph)
+    Session(registry, workspace, graph=graph).document.replace(graph)
 
 
 def test_confine_resolves_symlinks(layout):
@@ -93,8 +93,8 @@ def test_paths_are_confined_where_they_are_used_at_run_time(registry, layout, mo
     session = Session(registry, workspace, graph=graph, allowed_roots=[data], isolate=isolate)
     try:
         _swap_for_symlink(data / "cats", secret)
-        session.run("r")
-        report = session.wait(60)
+        session.queue.run("r")
+        report = session.queue.wait(60)
         assert report.nodes["r"].status == "failed"
         assert "parameter 'root'" in report.nodes["r"].error and "outside the folders" in report.nodes["r"].error
         assert session.snapshot()["nodes"]["r"]["state"] == "failed"
@@ -145,16 +145,16 @@ def spelled(value: str, layout) -> str:
 def test_a_path_param_is_taken_inside_or_refused_and_a_refusal_changes_nothing(session, layout, value):
     workspace, data, _ = layout
     value = spelled(value, layout)
-    before, version, notice = session.graph, session.version, session.notice
+    before, version, notice = session.document.graph, session.document.version, session.document.notice
     try:
-        session.edit("set_params", id="r", params={"root": value})
+        session.document.edit("set_params", id="r", params={"root": value})
     except EditError as exc:
         assert "r.root" in str(exc)
-        assert session.graph is before and session.version == version and session.notice == notice
+        assert session.document.graph is before and session.document.version == version and session.document.notice == notice
         with pytest.raises(PathNotAllowed):
             confine(value, [workspace, data], workspace)
         return
-    assert session.graph.node("r").params["root"] == value  # kept as written: resolved where it is used
+    assert session.document.graph.node("r").params["root"] == value  # kept as written: resolved where it is used
     if value:
         confine(value, [workspace, data], workspace)  # it lies inside, links followed, from the workspace
         missing = [p for p in session.validate() if p.node_id == "r" and p.param == "root"]
@@ -218,9 +218,9 @@ def test_a_session_restarted_from_another_folder_reads_the_same_data_and_keeps_i
         monkeypatch.chdir(folder)
         session = Session(catalogue, workspace, graph=Graph.load(path), path=path, allowed_roots=[], device="cpu")
         try:
-            assert session.validate() == [] and session.notice is None
-            plan = session.run()
-            report = session.wait(120)
+            assert session.validate() == [] and session.document.notice is None
+            plan = session.queue.run()
+            report = session.queue.wait(120)
             assert report.ok, report.to_json()
             snapshot = session.snapshot()
             outcomes.append((plan, snapshot["keys"], report.nodes["dataset"].metrics["train_images"],
@@ -247,16 +247,16 @@ def test_an_old_graph_from_the_starting_folder_is_rewritten_once_with_a_notice(r
     session = Session(registry, workspace, graph=Graph.load(path), path=path)
     try:
         wanted = str(project / "data" / "hotdog")
-        assert session.graph.node("r").params["root"] == wanted and session.graph.node("w").params["root"] == "ws"
-        assert session.notice == (f"r.root: 'data/hotdog' was read from the folder nodeflow was started in; relative "
+        assert session.document.graph.node("r").params["root"] == wanted and session.document.graph.node("w").params["root"] == "ws"
+        assert session.document.notice == (f"r.root: 'data/hotdog' was read from the folder nodeflow was started in; relative "
                                   f"paths now start at the workspace ({workspace}), so it was rewritten to '{wanted}'. "
                                   f"{path} was rewritten with this path.")
-        assert Graph.load(path).node("r").params["root"] == wanted and not session.dirty
+        assert Graph.load(path).node("r").params["root"] == wanted and not session.document.dirty
     finally:
         session.close()
     again = Session(registry, workspace, graph=Graph.load(path), path=path)
     try:
-        assert again.notice is None and again.graph == Graph.load(path)
+        assert again.document.notice is None and again.document.graph == Graph.load(path)
     finally:
         again.close()
 
@@ -278,7 +278,7 @@ def test_a_project_served_from_a_new_folder_gets_back_its_own_data(registry, tmp
                                                                          "data/pets")]
     session = Session(registry, workspace, graph=graph, allowed_roots=[])
     try:
-        assert session.graph == settled and "r.root" in session.notice and "secret" not in session.notice
+        assert session.document.graph == settled and "r.root" in session.document.notice and "secret" not in session.document.notice
     finally:
         session.close()
 

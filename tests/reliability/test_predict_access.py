@@ -40,7 +40,7 @@ def png() -> bytes:
 
 
 async def test_a_viewer_is_refused_and_nothing_starts(session):
-    node = session.graph.nodes[0].id
+    node = session.document.graph.nodes[0].id
     async with client(Hub(ReadOnlyView(session, "alice's project, shared with you"))) as viewer:
         answer = await viewer.post(f"/api/models/{node}/predict", files=[("image", ("a.png", png(), "image/png"))])
     assert answer.status_code == 403, answer.text
@@ -49,7 +49,7 @@ async def test_a_viewer_is_refused_and_nothing_starts(session):
 
 
 async def test_the_owner_reaches_the_lookup_and_other_routes_still_want_json(session):
-    node = session.graph.nodes[0].id
+    node = session.document.graph.nodes[0].id
     async with client(Hub(session)) as owner:
         answer = await owner.post(f"/api/models/{node}/predict", files=[("image", ("a.png", png(), "image/png"))])
         assert answer.status_code == 404 and "gives no trained model" in answer.json()["detail"]

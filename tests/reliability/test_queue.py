@@ -22,13 +22,13 @@ def slow_graph(steps=100_000, delay=0.01):
 def test_killed_worker_leaves_the_run_interrupted_and_the_queued_run_behind_it_runs(registry, workspace):
     session = Session(registry, workspace, graph=slow_graph(), isolate=True)
     try:
-        first = session.submit()
+        first = session.queue.submit()
         assert first["status"] == "running" and first["plan"] == {"a": "run", "slow": "run", "after": "run"}
         assert wait_for(lambda: session.snapshot()["nodes"]["slow"]["state"] == "running")
-        session.edit("set_params", id="slow", params={"steps": 3, "delay": 0})
-        second = session.submit(source="api")
+        session.document.edit("set_params", id="slow", params={"steps": 3, "delay": 0})
+        second = session.queue.submit(source="api")
         assert second["status"] == "queued" and second["position"] == 1
-        assert [r["id"] for r in session.queue()] == [second["id"]]
+        assert [r["id"] for r in session.queue.queued()] == [second["id"]]
         os.kill(session.worker.pid, signal.SIGKILL)
         assert wait_for(lambda: session.runs.get(second["id"])["status"] == "done", timeout=60)
         killed = session.runs.get(first["id"])
@@ -45,15 +45,15 @@ def test_killed_worker_leaves_the_run_interrupted_and_the_queued_run_behind_it_r
 def test_queued_runs_can_be_cancelled_and_survive_a_restart(registry, workspace):
     session = Session(registry, workspace, graph=slow_graph())
     try:
-        first = session.submit()
-        second = session.submit()
-        session.edit("set_params", id="a", params={"value": 7})
-        third = session.submit()
+        first = session.queue.submit()
+        second = session.queue.submit()
+        session.document.edit("set_params", id="a", params={"value": 7})
+        third = session.queue.submit()
         assert (second["position"], third["position"]) == (1, 2)
-        assert session.cancel(second["id"]) == "cancelled"
+        assert session.queue.cancel(second["id"]) == "cancelled"
         assert session.runs.get(third["id"])["position"] == 1
         with pytest.raises(KeyError, match="no run 99"):
-            session.cancel(99)
+            session.queue.cancel(99)
     finally:
         session.close()  # stops the running one; the queued one waits for the next start
     assert session.runs.get(first["id"])["status"] == "stopped"  # on request: closing stops it cleanly
@@ -61,8 +61,8 @@ def test_queued_runs_can_be_cancelled_and_survive_a_restart(registry, workspace)
     restarted = Session(registry, workspace, graph=slow_graph(steps=1))
     try:
         assert wait_for(lambda: restarted.runs.get(third["id"])["status"] == "running")
-        assert restarted.cancel(third["id"]) == "cancelling"
-        restarted.wait(30)
+        assert restarted.queue.cancel(third["id"]) == "cancelling"
+        restarted.queue.wait(30)
         assert restarted.runs.get(third["id"])["status"] == "cancelled"
         assert restarted.runs.get(second["id"])["status"] == "cancelled"
         assert [r["status"] for r in restarted.runs.list()] == ["cancelled", "cancelled", "stopped"]

@@ -133,12 +133,12 @@ async def test_the_editors_api_answers_no_5xx_to_what_schemathesis_makes_from_it
     after one run, so the run, its nodes' tables and the comparison have something to find."""
     session = http.session
     assert (await http.client.post("/api/run", json={"target": "desc"})).status_code == 200
-    await asyncio.to_thread(session.wait, 60)
+    await asyncio.to_thread(session.queue.wait, 60)
 
     def after(case: Case) -> None:
-        session.wait(30)  # a run the case started ends before the next case
-        if len(session.graph.nodes) > 20:
-            session.replace(http.graph)
+        session.queue.wait(30)  # a run the case started ends before the next case
+        if len(session.document.graph.nodes) > 20:
+            session.document.replace(http.graph)
 
     async with as_served() as client:
         count = await fuzz(client, http.schema, fill=lambda case: None, after=after)

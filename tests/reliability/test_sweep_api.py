@@ -178,16 +178,16 @@ def test_a_sweep_cannot_point_a_path_param_outside_the_allowed_folders(registry,
                       allowed_roots=[])
     try:
         with pytest.raises(GridError) as caught:
-            session.submit_sweep([("r.root", [str(inside), str(tmp_path.parent)])], "r")
+            session.sweeps.submit([("r.root", [str(inside), str(tmp_path.parent)])], "r")
         assert caught.value.name == "r.root" and "r.root" in str(caught.value)
         # named as the param at fault when another param is swept beside it, and a NUL byte too
         for values in ([str(tmp_path.parent)], [str(inside) + "\0x"]):
             with pytest.raises(GridError) as caught:
-                session.submit_sweep([("r.weights", ["none"]), ("r.root", values)], "r")
+                session.sweeps.submit([("r.weights", ["none"]), ("r.root", values)], "r")
             assert caught.value.name == "r.root", caught.value
         assert "NUL" in str(caught.value)
         with pytest.raises(GridError) as caught:
-            session.submit_sweep([("r.root", [str(inside)])], "nope")
+            session.sweeps.submit([("r.root", [str(inside)])], "nope")
         assert caught.value.name == "target"
         assert session.runs.list() == []
     finally:

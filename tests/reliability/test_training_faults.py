@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import nodes.engine.loop as training_loop
+from nodeflow.events import Progress
 from nodeflow.executor import Executor
 from nodeflow.node import Registry
 from tests.imagegen import make_image_set
@@ -81,8 +82,8 @@ def test_stop_ends_training_at_the_next_batch_and_leaves_the_node_stale(catalogu
     graph = classifier_graph(images, epochs=50, trainer={"batch_size": 8})
     executor = Executor(catalogue, tmp_path, device="cpu")
     in_epoch_two = threading.Event()  # a third of the way into it: past the epoch-1 checkpoint
-    executor.subscribe(lambda e: in_epoch_two.set() if e.kind == "progress" and e.data["epochs"]
-                       and e.data["done"] / e.data["total"] > 1.33 / 50 else None)
+    executor.subscribe(lambda e: in_epoch_two.set() if isinstance(e, Progress) and e.epochs
+                       and e.done / e.total > 1.33 / 50 else None)
     result = {}
     worker = threading.Thread(target=lambda: result.update(report=executor.run(graph, target="train")))
     worker.start()

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from nodeflow.events import Log
 from nodeflow.session import Session
 from tests.core.conftest import make_graph
 from tests.waiting import wait_for
@@ -24,31 +25,31 @@ def session(registry, workspace):
 
 
 def test_kill_9_mid_run_marks_the_node_failed_and_keeps_the_rest(session):
-    session.run()
+    session.queue.run()
     assert wait_for(lambda: session.snapshot()["nodes"]["slow"]["state"] == "running")
     worker_pid = session.worker.pid
     assert worker_pid and worker_pid != os.getpid()
     os.kill(worker_pid, signal.SIGKILL)
-    session.wait(30)
+    session.queue.wait(30)
     snap = session.snapshot()
     assert snap["nodes"]["slow"]["state"] == "failed"
     assert "killed by SIGKILL" in snap["nodes"]["slow"]["error"]
     assert snap["nodes"]["a"]["state"] == "done"  # computed before the kill, and kept
     # the editor's session can run again: a new worker, and 'a' comes from the cache
-    session.edit("set_params", id="slow", params={"steps": 3, "delay": 0})
-    plan = session.run()
+    session.document.edit("set_params", id="slow", params={"steps": 3, "delay": 0})
+    plan = session.queue.run()
     assert plan["a"] == "cached"
-    report = session.wait(60)
+    report = session.queue.wait(60)
     assert report.ok and report.nodes["slow"].status == "ran"
     assert session.worker.pid != worker_pid
 
 
 def test_stop_ends_the_running_node_within_two_seconds(session):
-    session.run()
+    session.queue.run()
     assert wait_for(lambda: session.snapshot()["nodes"]["slow"]["state"] == "running")
     t0 = time.monotonic()
-    session.stop()
-    report = session.wait(10)
+    session.queue.stop()
+    report = session.queue.wait(10)
     assert time.monotonic() - t0 < 2.0
     assert report.interrupted and report.nodes["slow"].status == "stopped"
     snap = session.snapshot()["nodes"]
@@ -59,11 +60,11 @@ def test_in_memory_values_of_the_worker_count_as_cached(registry, workspace):
     graph = make_graph({"h": ("test.handle", {}), "u": ("test.use_handle", {})}, ["h.handle->u.handle"])
     session = Session(registry, workspace, graph=graph, isolate=True)
     try:
-        session.run()
-        assert session.wait(60).ok
+        session.queue.run()
+        assert session.queue.wait(60).ok
         assert session.snapshot()["nodes"]["h"]["state"] == "done"
-        assert session.run() == {"h": "cached", "u": "cached"}  # the worker still holds 'h'
-        session.wait(60)
+        assert session.queue.run() == {"h": "cached", "u": "cached"}  # the worker still holds 'h'
+        session.queue.wait(60)
         assert session.snapshot()["nodes"]["h"]["state"] == "cached"
     finally:
         session.close()
@@ -81,23 +82,23 @@ def test_kill_9_mid_epoch_of_real_training_then_resume(tmp_path):
     graph = classifier_graph(images, epochs=40, trainer={"batch_size": 8})
     session = Session(Registry.discover(plugins=False), tmp_path / "ws", graph=graph, device="cpu", isolate=True)
     try:
-        session.run(target="train")
+        session.queue.run(target="train")
         assert wait_for(lambda: any(p["step"] == 1 for p in session.snapshot()["nodes"]["train"]
                                     .get("series", {}).get("val_loss", [])), timeout=180)
         assert wait_for(lambda: session.snapshot()["nodes"]["train"].get("progress", 0) > 1.2 / 40, timeout=60)
         # the epoch-1 checkpoint is written in the background; what a kill keeps is the last one on disk
         assert wait_for(lambda: any((tmp_path / "ws" / "checkpoints").glob("*/last.safetensors")), timeout=60)
         os.kill(session.worker.pid, signal.SIGKILL)
-        session.wait(60)
+        session.queue.wait(60)
         snap = session.snapshot()["nodes"]
         assert snap["train"]["state"] == "failed" and "SIGKILL" in snap["train"]["error"]
         assert snap["data"]["state"] in ("done", "cached") and snap["fmt"]["state"] in ("done", "cached")
         logs = []
-        session.subscribe(lambda e: logs.append(e.data.get("message", "")) if e.kind == "log" else None)
-        session.run(target="train")
+        session.subscribe(lambda e: logs.append(e.message) if isinstance(e, Log) else None)
+        session.queue.run(target="train")
         assert wait_for(lambda: any("resuming after epoch" in m for m in logs), timeout=120)
-        session.stop()
-        session.wait(60)
+        session.queue.stop()
+        session.queue.wait(60)
     finally:
         session.close()
 
@@ -137,21 +138,21 @@ def test_a_worker_that_dies_just_before_a_task_is_sent_fails_that_node_with_the_
     graph = make_graph({"a": ("test.constant", {"value": 2}), "after": ("test.add", {})}, ["a.value->after.a"])
     session = Session(registry, workspace, graph=graph, isolate=True)
     try:
-        session.run()
-        assert session.wait(60).ok
+        session.queue.run()
+        assert session.queue.wait(60).ok
         worker = session.worker
         os.kill(worker.pid, signal.SIGKILL)
         worker._process.join(10)
         ensure_started = worker._ensure_started
         worker._ensure_started = lambda: None  # as if it had died right after the check
-        session.edit("set_params", id="a", params={"value": 3})
-        session.run()
-        session.wait(60)
+        session.document.edit("set_params", id="a", params={"value": 3})
+        session.queue.run()
+        session.queue.wait(60)
         node = session.snapshot()["nodes"]["a"]
         assert node["state"] == "failed" and "killed by SIGKILL" in node["error"]
         worker._ensure_started = ensure_started
-        session.run()
-        report = session.wait(60)
+        session.queue.run()
+        report = session.queue.wait(60)
         assert report.ok and report.nodes["after"].metrics["sum"] == 3.0
     finally:
         session.close()

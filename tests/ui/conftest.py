@@ -38,8 +38,8 @@ async def editor(workspace: Path, caplog: pytest.LogCaptureFixture):
     async with user_simulation() as user:
         hub = create_app(session)
         yield user, session, hub
-    session.stop()
-    session.wait(5)
+    session.queue.stop()
+    session.queue.wait(5)
     errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
     assert not errors, f"unexpected ERROR logs: {[r.getMessage() for r in errors]}"
 

@@ -66,7 +66,7 @@ def main() -> None:
     session = Session(registry, Path(args.workspace), graph=graph, path=reopened.path if reopened else None,
                       device="cpu", allowed_roots=roots, auto_estimate=not args.builtin)
     if reopened:
-        session.dirty, session.notice = reopened.dirty, reopened.message
+        session.document.dirty, session.document.notice = reopened.dirty, reopened.message
     from nodeflow.ui.app import serve
 
     serve(session, port=args.port, token=args.token)

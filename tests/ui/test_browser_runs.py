@@ -14,15 +14,15 @@ from .conftest import shot
 async def test_a_second_run_from_the_editor_is_queued_and_listed_with_its_position(editor):
     """Simulated user (no browser): Run all while a run goes queues the second run."""
     user, session, _ = editor
-    session.edit("set_params", id="slow", params={"steps": 1000, "delay": 0.01})
-    session.edit("remove_node", id="add2")  # unwired in the demo graph: 'Run all' would refuse it
+    session.document.edit("set_params", id="slow", params={"steps": 1000, "delay": 0.01})
+    session.document.edit("remove_node", id="add2")  # unwired in the demo graph: 'Run all' would refuse it
     await user.open("/")
     user.find("Run all").click()
     for _ in range(100):  # the click's handler runs on the event loop
-        if session.running:
+        if session.queue.running:
             break
         await asyncio.sleep(0.05)
-    assert session.running and session.runs.get(1)["status"] == "running"
+    assert session.queue.running and session.runs.get(1)["status"] == "running"
     user.find("Run all").click()
     await user.should_see("Run 2 queued (#1)")
     assert session.runs.get(2)["status"] == "queued"
@@ -32,9 +32,9 @@ async def test_a_second_run_from_the_editor_is_queued_and_listed_with_its_positi
     table = next(iter(user.find(ui.table).elements))
     assert [(r["id"], r["status"], r["source"]) for r in table.rows] == [(2, "queued #1", "editor"),
                                                                          (1, "running", "editor")]
-    assert session.cancel(2) == "cancelled"
-    session.stop()
-    session.wait(10)
+    assert session.queue.cancel(2) == "cancelled"
+    session.queue.stop()
+    session.queue.wait(10)
     assert [r["status"] for r in session.runs.list()] == ["cancelled", "stopped"]
 
 

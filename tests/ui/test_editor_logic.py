@@ -28,7 +28,7 @@ async def test_page_shows_graph_palette_and_run_bar(editor):
     await user.should_see("test.constant · tests.nodepack")  # where each node type came from
     canvas = editor_element(user)
     ids = [n["id"] for n in canvas.props["graph"]["nodes"]]
-    assert ids == [n.id for n in session.graph.nodes]
+    assert ids == [n.id for n in session.document.graph.nodes]
     assert set(canvas.props["catalogue"]) == {entry["type"] for entry in hub.catalogue_list}
     add = canvas.props["catalogue"]["test.add"]
     assert [p["name"] for p in add["inputs"]] == ["a", "b"] and add["inputs"][0]["color"].startswith("#")
@@ -38,27 +38,27 @@ async def test_canvas_edits_reach_the_session_and_undo(editor):
     user, session, _ = editor
     await user.open("/")
     canvas = editor_element(user)
-    v = session.version
+    v = session.document.version
     user.find(FlowEditor).trigger("edit", {"rid": 1, "kind": "move", "base": v,
                                            "ops": [{"op": "move", "id": "c1", "x": 11, "y": 22}]})
-    assert session.graph.node("c1").position.x == 11 and session.version == v + 1
+    assert session.document.graph.node("c1").position.x == 11 and session.document.version == v + 1
     user.find(FlowEditor).trigger("edit", {"rid": 2, "kind": "connect", "base": v + 1, "ops": [
         {"op": "connect", "source": "c1", "source_port": "value", "target": "add2", "target_port": "a"}]})
-    assert any(e.target == "add2" for e in session.graph.edges)
+    assert any(e.target == "add2" for e in session.document.graph.edges)
     # an incompatible wire is refused by the session too, and changes nothing
-    before = session.graph
+    before = session.document.graph
     user.find(FlowEditor).trigger("edit", {"rid": 3, "kind": "connect", "base": v + 2, "ops": [
         {"op": "connect", "source": "desc", "source_port": "text", "target": "add2", "target_port": "b"}]})
-    assert session.graph is before
+    assert session.document.graph is before
     await user.should_see("Refused")
     # a deleted selection is one undo step
-    user.find(FlowEditor).trigger("edit", {"rid": 4, "kind": "delete", "base": session.version, "ops": [
+    user.find(FlowEditor).trigger("edit", {"rid": 4, "kind": "delete", "base": session.document.version, "ops": [
         {"op": "remove_node", "id": "add"}, {"op": "disconnect", "target": "desc", "target_port": "value"}]})
-    assert not session.graph.has_node("add") and not session.graph.incoming("desc")
+    assert not session.document.graph.has_node("add") and not session.document.graph.incoming("desc")
     user.find(FlowEditor).trigger("command", {"name": "undo"})
-    assert session.graph.has_node("add") and session.graph.incoming("desc")
+    assert session.document.graph.has_node("add") and session.document.graph.incoming("desc")
     user.find(FlowEditor).trigger("command", {"name": "redo"})
-    assert not session.graph.has_node("add")
+    assert not session.document.graph.has_node("add")
     assert canvas is editor_element(user)
 
 
@@ -69,15 +69,15 @@ async def test_selecting_a_node_shows_its_form_and_refuses_bad_values(editor):
     await user.should_see("Steps [1 … 100000]")
     steps = next(iter(user.find(marker="param-steps").elements))
     steps.set_value(5)
-    assert session.graph.node("slow").params["steps"] == 5
+    assert session.document.graph.node("slow").params["steps"] == 5
     steps.set_value(0)  # below the bound
     await user.should_see("Refused")
-    assert session.graph.node("slow").params["steps"] == 5
+    assert session.document.graph.node("slow").params["steps"] == 5
     user.find(FlowEditor).trigger("select", {"ids": ["desc"]})
     select = next(iter(user.find(marker="param-style").elements))
     assert set(select.options) == {"plain", "fancy"}
     select.set_value("fancy")
-    assert session.graph.node("desc").params["style"] == "fancy"
+    assert session.document.graph.node("desc").params["style"] == "fancy"
 
 
 async def test_canvas_commands_copy_paste_duplicate_and_refuse_what_they_cannot_use(editor):
@@ -87,16 +87,16 @@ async def test_canvas_commands_copy_paste_duplicate_and_refuse_what_they_cannot_
     canvas.trigger("command", {"name": "copy", "ids": ["c1", "c2", "add", "ghost"]})
     assert [n["id"] for n in json.loads(hub.clipboard)["nodes"]] == ["c1", "c2", "add"]
     canvas.trigger("command", {"name": "paste", "text": None, "at": {"x": 10, "y": 900}})  # no system clipboard
-    assert [session.graph.node(i).position.y for i in ("c1_2", "c2_2")] == [900, 1060]
+    assert [session.document.graph.node(i).position.y for i in ("c1_2", "c2_2")] == [900, 1060]
     canvas.trigger("command", {"name": "duplicate", "ids": ["slow"]})
-    assert session.graph.node("slow_2").params == session.graph.node("slow").params
-    before, version = session.graph, session.version
+    assert session.document.graph.node("slow_2").params == session.document.graph.node("slow").params
+    before, version = session.document.graph, session.document.version
     for args in ({"name": "paste", "text": "hello"}, {"name": "paste", "text": 5, "at": "here"},
                  {"name": "duplicate", "ids": "slow"}, {"name": "duplicate", "ids": [None, {}]},
                  {"name": "insert_group", "group": "../../etc/passwd", "at": {"x": float("nan"), "y": 0}},
                  {"name": "save_group", "group": "nobody"}, {"name": "copy"}, {"name": "explode"}, {}):
         canvas.trigger("command", args)
-        assert session.graph == before and session.version == version, args
+        assert session.document.graph == before and session.document.version == version, args
     await user.should_see("The clipboard holds no nodeflow nodes (copy some with Ctrl+C first)")
     await user.should_see("no saved group named '../../etc/passwd'")
 
@@ -114,18 +114,18 @@ def test_a_point_from_the_page_is_two_finite_numbers_or_none(value):
 
 async def test_run_to_a_node_updates_badges_and_outputs(editor):
     user, session, hub = editor
-    session.edit("set_params", id="slow", params={"steps": 3, "delay": 0.0})
+    session.document.edit("set_params", id="slow", params={"steps": 3, "delay": 0.0})
     await user.open("/")
     user.find(FlowEditor).trigger("run", {"target": "slow"})
-    session.wait(10)
+    session.queue.wait(10)
     states = hub.status_of(hub.snapshot())
     assert states["slow"]["state"] == "done" and states["add"]["state"] == "done"
     assert states["desc"]["state"] == "idle"
-    session.run("slow")  # everything it needs is cached now
-    session.wait(10)
+    session.queue.run("slow")  # everything it needs is cached now
+    session.queue.wait(10)
     states = hub.status_of(hub.snapshot())
     assert states["slow"]["state"] == "cached" and states["c1"]["state"] == "cached"
-    session.edit("set_params", id="slow", params={"steps": 4})
+    session.document.edit("set_params", id="slow", params={"steps": 4})
     states = hub.status_of(hub.snapshot())
     assert states["slow"]["state"] == "stale" and states["c1"]["state"] == "cached"
 
@@ -138,15 +138,15 @@ async def test_http_api_shares_the_session(editor):
 
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://test") as http:
         graph = (await http.get("/api/graph")).json()
-        assert [n["id"] for n in graph["nodes"]] == [n.id for n in session.graph.nodes]
+        assert [n["id"] for n in graph["nodes"]] == [n.id for n in session.document.graph.nodes]
         graph["nodes"] = [n for n in graph["nodes"] if n["id"] != "add2"]
         assert (await http.put("/api/graph", json=graph)).status_code == 200
-        assert not session.graph.has_node("add2")
+        assert not session.document.graph.has_node("add2")
         nodes = (await http.get("/api/nodes")).json()
         assert any(n["type"] == "test.slow" for n in nodes)
         plan = (await http.post("/api/run", json={"target": "add"})).json()["plan"]
         assert plan == {"c1": "run", "c2": "run", "add": "run"}
-        session.wait(10)
+        session.queue.wait(10)
         status = (await http.get("/api/status")).json()
         assert status["nodes"]["add"]["state"] == "done" and status["nodes"]["add"]["metrics"]["sum"] == 3.0
         bad = await http.put("/api/graph", json={"format": "nope"})
@@ -212,11 +212,12 @@ def test_a_new_run_keeps_the_previous_output_apart(workspace, monkeypatch):
     """While a node runs again, its metrics are only the new run's, and the old curves and numbers
     are kept as ``previous`` until the run ends."""
     from nodeflow.events import Metric, NodeFinished, NodeStarted
+    from nodeflow.runqueue import RunQueue
 
     session = Session(pack_registry(), workspace, graph=demo_graph(), device="cpu")
     hub = Hub(session)
     feed = session._tell  # the path the worker's events take
-    key = session.executor.keys(session.graph)["slow"]
+    key = session.executor.keys(session.document.graph)["slow"]
     feed(NodeStarted(node_id="slow", key=key))
     for epoch in range(3):
         feed(Metric(node_id="slow", name="loss", value=1.0 / (epoch + 1), step=epoch))
@@ -227,7 +228,7 @@ def test_a_new_run_keeps_the_previous_output_apart(workspace, monkeypatch):
 
     feed(NodeStarted(node_id="slow", key=key))
     feed(Metric(node_id="slow", name="trainable_params", value=200))
-    monkeypatch.setattr(Session, "running", property(lambda self: True))  # as while its run thread lives
+    monkeypatch.setattr(RunQueue, "running", property(lambda self: True))  # as while its run thread lives
     live = hub.snapshot()["nodes"]["slow"]
     assert live["state"] == "running"
     assert live["metrics"] == {"trainable_params": 200}  # not the old loss beside it
@@ -276,7 +277,7 @@ def test_a_card_shows_what_a_node_costs_but_not_a_quick_nodes_zero():
 
 def test_a_collapsed_groups_card_shows_the_ports_that_cross_its_edge(workspace):
     session = Session(pack_registry(), workspace, graph=demo_graph())
-    session.edits([{"op": "group", "id": "sum", "members": ["c1", "c2", "add"], "collapsed": True},
+    session.document.edits([{"op": "group", "id": "sum", "members": ["c1", "c2", "add"], "collapsed": True},
                    {"op": "group", "id": "end", "members": ["slow", "desc", "add2"]}])
     groups = {g["id"]: g for g in Hub(session).canvas_graph()["groups"]}
     summed = groups["sum"]
@@ -288,8 +289,8 @@ def test_a_collapsed_groups_card_shows_the_ports_that_cross_its_edge(workspace):
     assert [(p["handle"], p["label"]) for p in end["inputs"]] == [("slow.value", "value"), ("add2.a", "a")]
     # outputs that go nowhere are the group's results; two of one name say whose they are
     assert [(p["handle"], p["label"]) for p in end["outputs"]] == [("desc.text", "text"), ("add2.value", "value")]
-    session.edit("ungroup", id="end")
-    session.edit("group", id="both", members=["slow", "add2"])
+    session.document.edit("ungroup", id="end")
+    session.document.edit("group", id="both", members=["slow", "add2"])
     both = Hub(session).canvas_graph()["groups"][1]
     assert [(p["handle"], p["label"]) for p in both["outputs"]] == [("slow.value", "slow.value"),
                                                                     ("add2.value", "add2.value")]
@@ -327,7 +328,7 @@ async def test_the_folder_picker_stores_a_folder_of_the_workspace_relative_to_th
     user, session, _ = editor
     (workspace / "data" / "hotdog").mkdir(parents=True)
     monkeypatch.chdir(tmp_path)  # the workspace lies below the starting folder, as in `nodeflow serve --workspace ws`
-    session.edit("add_node", type="test.read_folder", id="r", position={"x": 0, "y": 500})
+    session.document.edit("add_node", type="test.read_folder", id="r", position={"x": 0, "y": 500})
     await user.open("/")
     user.find(FlowEditor).trigger("select", {"ids": ["r"]})
     await user.should_see(marker="param-root")
@@ -341,7 +342,7 @@ async def test_the_folder_picker_stores_a_folder_of_the_workspace_relative_to_th
         click(e for e in user.find(kind=ui.item).elements
               if any(isinstance(d, ui.label) and d.text == name for d in e.descendants()))
     user.find("Choose this folder").click()
-    assert session.graph.node("r").params["root"] == "data/hotdog"
+    assert session.document.graph.node("r").params["root"] == "data/hotdog"
 
 
 async def test_a_file_params_picker_lists_files_and_a_click_picks_one(editor, workspace):
@@ -353,7 +354,7 @@ async def test_a_file_params_picker_lists_files_and_a_click_picks_one(editor, wo
     user, session, _ = editor
     (workspace / "weights").mkdir()
     (workspace / "weights" / "resnet18-4-classes.pth").write_bytes(b"not read by the picker")
-    session.edit("add_node", type="test.read_folder", id="r", position={"x": 0, "y": 500})
+    session.document.edit("add_node", type="test.read_folder", id="r", position={"x": 0, "y": 500})
     await user.open("/")
     user.find(FlowEditor).trigger("select", {"ids": ["r"]})
     await user.should_see(marker="param-weights")
@@ -368,4 +369,4 @@ async def test_a_file_params_picker_lists_files_and_a_click_picks_one(editor, wo
           if any(isinstance(d, ui.label) and d.text == "weights" for d in e.descendants()))
     await user.should_see("resnet18-4-classes.pth")
     click(e for e in user.find(kind=ui.item).elements if "nf-file-entry" in e.classes)
-    assert session.graph.node("r").params["weights"] == "weights/resnet18-4-classes.pth"
+    assert session.document.graph.node("r").params["weights"] == "weights/resnet18-4-classes.pth"

@@ -8,7 +8,7 @@ import httpx
 
 async def test_estimate_endpoint_answers_costs_and_refuses_bad_requests(editor):
     user, session, _ = editor
-    session.edits([{"op": "add_node", "type": "test.timed", "id": "timed", "params": {"steps": 20, "delay": 0.05}},
+    session.document.edits([{"op": "add_node", "type": "test.timed", "id": "timed", "params": {"steps": 20, "delay": 0.05}},
                    {"op": "connect", "source": "add", "source_port": "value", "target": "timed", "target_port": "value"}])
     await user.open("/")
     from nicegui import app
@@ -22,8 +22,8 @@ async def test_estimate_endpoint_answers_costs_and_refuses_bad_requests(editor):
         assert timed["status"] == "stale" and timed["seconds"] == 1.0 and timed["epochs"] == 20
         assert body["total_seconds"] >= 1.0
         assert set(body["nodes"]) == {"c1", "c2", "add", "timed"}
-        assert not session.running and session.runs.list() == []  # nothing was run or recorded
-        assert session.estimates()["timed"]["seconds"] == 1.0
+        assert not session.queue.running and session.runs.list() == []  # nothing was run or recorded
+        assert session.estimator.prices()["timed"]["seconds"] == 1.0
 
         missing = await http.get("/api/estimate", params={"target": "nope"})
         assert missing.status_code == 404 and "nope" in missing.json()["detail"]

@@ -142,7 +142,7 @@ async def test_the_dialog_counts_branches_refuses_a_bad_value_and_starts_the_swe
     from nodeflow.ui.flow_editor import FlowEditor
 
     user, session, _ = editor
-    session.edit("remove_node", id="add2")  # unwired in the demo graph: a branch of it could not run
+    session.document.edit("remove_node", id="add2")  # unwired in the demo graph: a branch of it could not run
     await user.open("/")
     user.find(FlowEditor).trigger("select", {"ids": ["c1"]})
     await user.should_see(marker="sweep-value")
@@ -163,10 +163,10 @@ async def test_the_dialog_counts_branches_refuses_a_bad_value_and_starts_the_swe
     user.find("Start sweep").click()
     await user.should_see("Sweep 1")
     for _ in range(200):
-        if session.sweep(1)["status"] == "done":
+        if session.sweeps.get(1)["status"] == "done":
             break
         await asyncio.sleep(0.05)
-    sweep = session.sweep(1)
+    sweep = session.sweeps.get(1)
     assert [b["params"] for b in sweep["branches"]] == [{"c1.value": 1}, {"c1.value": 3}]
     assert sweep["metric"] == "add.sum" and [b["value"] for b in sweep["branches"]] == [2.0, 4.0]
     assert sweep["best"] == 1 and {r["source"] for r in session.runs.list()} == {"sweep:1"}
@@ -179,8 +179,8 @@ async def test_the_dialog_counts_branches_refuses_a_bad_value_and_starts_the_swe
         ("1", "done", "2", ""), ("3", "done", "4", "★ best")]
     user.find("Apply best").click()
     await user.should_see("Applied c1.value=3")
-    assert session.graph.node("c1").params["value"] == 3
-    assert session.undo() and session.graph.node("c1").params["value"] == 2  # one undo step
+    assert session.document.graph.node("c1").params["value"] == 3
+    assert session.document.undo() and session.document.graph.node("c1").params["value"] == 2  # one undo step
 
 
 async def test_a_second_param_makes_a_grid_and_a_choice_is_ticked(editor):
@@ -220,7 +220,7 @@ async def test_cancel_sweep_in_the_results_stops_every_branch(editor):
     from nodeflow.ui.flow_editor import FlowEditor
 
     user, session, _ = editor
-    session.edit("set_params", id="slow", params={"steps": 100_000, "delay": 0.01})
+    session.document.edit("set_params", id="slow", params={"steps": 100_000, "delay": 0.01})
     await user.open("/")
     user.find(FlowEditor).trigger("select", {"ids": ["slow"]})
     await user.should_see(marker="sweep-steps")
@@ -230,17 +230,17 @@ async def test_cancel_sweep_in_the_results_stops_every_branch(editor):
     user.find("Start sweep").click()
     await user.should_see("Sweep 1")
     for _ in range(100):
-        if session.sweep(1)["progress"] == "branch 1 of 2":
+        if session.sweeps.get(1)["progress"] == "branch 1 of 2":
             break
         await asyncio.sleep(0.05)
     await user.should_see("branch 1 of 2 · running")
     user.find("Cancel sweep").click()
     await user.should_see("Sweep 1 cancelled; the running branch stops at its next step")
     for _ in range(200):
-        if session.sweep(1)["status"] == "cancelled":
+        if session.sweeps.get(1)["status"] == "cancelled":
             break
         await asyncio.sleep(0.05)
-    assert [b["status"] for b in session.sweep(1)["branches"]] == ["cancelled", "cancelled"]
+    assert [b["status"] for b in session.sweeps.get(1)["branches"]] == ["cancelled", "cancelled"]
     await user.should_see("2 of 2 branches finished · cancelled", retries=30)
 
 

@@ -22,8 +22,8 @@ def document_routes(app: FastAPI, hub: Hub, guard: Guard) -> None:
     @app.get("/api/graph", tags=["document"], summary="The open graph document")
     def get_graph(request: Request) -> JSONResponse:
         guard(request)
-        return JSONResponse(session.graph.model_dump(mode="json", exclude_none=True),
-                            headers={"X-Nodeflow-Version": str(session.version)})
+        return JSONResponse(session.document.graph.model_dump(mode="json", exclude_none=True),
+                            headers={"X-Nodeflow-Version": str(session.document.version)})
 
     @app.put("/api/graph", tags=["document"], summary="Replace the open graph document (undoable)",
              responses={422: {"description": "not a graph document, or a path outside the allowed folders"}})
@@ -32,10 +32,10 @@ def document_routes(app: FastAPI, hub: Hub, guard: Guard) -> None:
         guard(request)
         try:
             graph = Graph.from_data(data, "request body")
-            session.replace(graph)
+            session.document.replace(graph)
         except (GraphFileError, EditError) as exc:
             raise HTTPException(422, str(exc)) from None
-        return {"version": session.version, "problems": [p.to_json() for p in session.validate()]}
+        return {"version": session.document.version, "problems": [p.to_json() for p in session.validate()]}
 
     @app.post("/api/edit", tags=["document"], summary=f"Apply edit operations as one undo step (at most {MAX_OPS})",
               responses={422: {"description": "a wrong op or argument (named), or an edit the document cannot take; "
@@ -45,10 +45,10 @@ def document_routes(app: FastAPI, hub: Hub, guard: Guard) -> None:
         ``rename``, ``connect``, ``disconnect`` (see the schema for each op's arguments)."""
         guard(request)
         try:
-            session.edits(edit.ops)
+            session.document.edits(edit.ops)
         except EditError as exc:
             raise HTTPException(422, str(exc).strip('"')) from None
-        return {"version": session.version}
+        return {"version": session.document.version}
 
     @app.get("/api/validate", tags=["document"], summary="Problems of the open graph")
     def get_validate(request: Request) -> dict[str, Any]:

@@ -24,7 +24,7 @@ def result_routes(app: FastAPI, hub: Hub, guard: Guard) -> None:
     def get_tables(request: Request, node_id: str) -> dict[str, Any]:
         guard(request)
         try:
-            return {"node": node_id, "tables": session.node_tables(node_id)}
+            return {"node": node_id, "tables": session.results.tables(node_id)}
         except LookupError as exc:
             raise HTTPException(404, str(exc.args[0]) if exc.args else str(exc)) from None
 
@@ -61,12 +61,12 @@ def result_routes(app: FastAPI, hub: Hub, guard: Guard) -> None:
                         "the node as this run had it (a compared run's flipped image)"))] = None) -> Response:
         guard(request)
         try:
-            graph = session.graph if run is None else session.runs.graph_of(run_number(run))[0]
+            graph = session.document.graph if run is None else session.runs.graph_of(run_number(run))[0]
         except KeyError:
             raise HTTPException(404, f"no run '{run[:40]}'") from None
         if not graph.has_node(node_id):
             raise HTTPException(404, f"no node with id '{node_id[:80]}'")
-        png = read_overlay(session.overlay_folder, name) if OVERLAY_NAME.fullmatch(name) else None
+        png = read_overlay(session.results.overlay_folder, name) if OVERLAY_NAME.fullmatch(name) else None
         if png is None:
             raise HTTPException(404, f"no overlay '{name[:80]}'")
         return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})

@@ -27,7 +27,7 @@ def run_routes(app: FastAPI, hub: Hub, guard: Guard) -> None:
     def post_run(request: Request, run: Annotated[RunRequest | None, Body()] = None) -> dict[str, Any]:
         guard(request)
         try:
-            queued = session.submit(run.target if run is not None else None, source="api")
+            queued = session.queue.submit(run.target if run is not None else None, source="api")
         except GraphInvalid as exc:
             raise HTTPException(422, {"message": "the graph is not valid", "problems":
                                       [p.to_json() for p in exc.problems]}) from None
@@ -38,8 +38,8 @@ def run_routes(app: FastAPI, hub: Hub, guard: Guard) -> None:
     @app.post("/api/stop", tags=["runs"], summary="Stop the run at the next batch")
     def post_stop(request: Request) -> dict[str, Any]:
         guard(request)
-        session.stop()
-        return {"running": session.running}
+        session.queue.stop()
+        return {"running": session.queue.running}
 
     @app.get("/api/status", tags=["runs"], summary="Per-node state, metrics, problems and the last error")
     def get_status(request: Request) -> dict[str, Any]:
@@ -54,7 +54,7 @@ def run_routes(app: FastAPI, hub: Hub, guard: Guard) -> None:
     def get_estimate(request: Request, target: str | None = None) -> dict[str, Any]:
         guard(request)  # a plain def: FastAPI runs it in its thread pool, off the event loop
         try:
-            return session.estimate(target or None)
+            return session.estimator.estimate(target or None)
         except GraphInvalid as exc:
             raise HTTPException(422, {"message": "the graph is not valid", "problems":
                                       [p.to_json() for p in exc.problems]}) from None
@@ -93,6 +93,6 @@ def run_routes(app: FastAPI, hub: Hub, guard: Guard) -> None:
         guard(request)
         try:
             number = run_number(run_id)
-            return {"id": number, "status": session.cancel(number)}
+            return {"id": number, "status": session.queue.cancel(number)}
         except KeyError as exc:
             raise HTTPException(404, str(exc)) from None

@@ -42,7 +42,7 @@ def sweep_routes(app: FastAPI, hub: Hub, guard: Guard) -> None:
         queued; the answer is the sweep as ``GET /api/sweeps/{id}`` gives it."""
         guard(request)
         try:
-            return session.submit_sweep(grid_of(body.grid), body.target, body.metric)
+            return session.sweeps.submit(grid_of(body.grid), body.target, body.metric)
         except GridError as exc:
             raise HTTPException(422, {"message": str(exc), "param": exc.name}) from None
         except GraphInvalid as exc:
@@ -55,7 +55,7 @@ def sweep_routes(app: FastAPI, hub: Hub, guard: Guard) -> None:
     def get_sweep(request: Request, sweep_id: str, curves: bool = False) -> dict[str, Any]:
         guard(request)
         try:
-            return session.sweep(sweep_id, curves=curves)
+            return session.sweeps.get(sweep_id, curves=curves)
         except (SweepNotFound, RunNotFound) as exc:  # a branch's run gone from the history too
             raise HTTPException(404, str(exc)) from None
 
@@ -65,6 +65,6 @@ def sweep_routes(app: FastAPI, hub: Hub, guard: Guard) -> None:
     def cancel_sweep(request: Request, sweep_id: str) -> dict[str, Any]:
         guard(request)
         try:
-            return session.cancel_sweep(sweep_id)
+            return session.sweeps.cancel(sweep_id)
         except (SweepNotFound, RunNotFound) as exc:  # a branch's run gone from the history too
             raise HTTPException(404, str(exc)) from None
