@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nodeflow.access import guarded, reads, writes
+from nodeflow.access import guarded, reads, works, writes
 from nodeflow.document import AUTOSAVE_KEEP, Document
 from nodeflow.edits import EditError
 from nodeflow.errors import GraphProblem
