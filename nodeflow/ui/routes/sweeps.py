@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nodeflow.errors import GraphInvalid
 from nodeflow.runs import RunNotFound
-from nodeflow.session import SweepNotFound
+from nodeflow.sweep import SweepNotFound
 from nodeflow.sweep import MAX_BRANCHES, GridError, grid_of
 
 from ..api import Guard
