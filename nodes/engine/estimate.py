@@ -365,6 +365,8 @@ def _estimate_fit(model: ModelValue, data: ImageSet, config: FitConfig, workspac
     epochs = config.epochs
     if config.early_stopping:
         notes.append(f"at most {epochs} epochs (early stopping may end it sooner)")
+    if config.stop_at_accuracy:
+        notes.append(f"at most {epochs} epochs (reaching validation accuracy {config.stop_at_accuracy:g} ends it sooner)")
     seconds = first + (epochs - 1) * per_epoch
     return Estimate(_device_name(device), seconds, epochs, first, per_epoch, peak, method, cache_state,
                     notes, profile.timed, setup)
