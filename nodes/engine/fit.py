@@ -244,7 +244,7 @@ def fit(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks,
         if checkpoint is not None and checkpoint.is_file():
             try:
                 meta = restore_checkpoint(checkpoint, model=net, optimizer=optimizer, scheduler=schedule,
-                                          generator=generator)
+                                          generator=generator, frozen=model.frozen)
             except CheckpointError as exc:
                 hooks.log(f"starting afresh: {exc}")
             else:
@@ -279,7 +279,8 @@ def fit(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks,
                       f"val loss {val_loss:.4f} acc {val_acc:.3f}")
             if checkpoint is not None:
                 save(checkpoint, epoch=epoch, model=net, optimizer=optimizer, scheduler=schedule,
-                     config=config.record(), history=history, generator=generator, extra={"step": step})
+                     config=config.record(), history=history, generator=generator, extra={"step": step},
+                     frozen=model.frozen)
             completed = epoch
             hooks.progress(step, total, epoch=completed, epochs=config.epochs)
             if config.stop_at_accuracy and val_acc >= config.stop_at_accuracy:
