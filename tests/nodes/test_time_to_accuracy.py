@@ -19,7 +19,7 @@ def test_the_quick_time_to_accuracy_run_writes_its_rows_ratio_and_plot(tmp_path)
     out = tmp_path / "tta.json"
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "time_to_accuracy.py"), "--quick",
                              "--cache-dir", str(tmp_path / "cache"), "--json", str(out)], capture_output=True,
-                            text=True, cwd=ROOT, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                            text=True, cwd=ROOT, timeout=1200, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, result.stdout + result.stderr
     found = json.loads(out.read_text())
     assert found["target"] == 0.6
