@@ -230,7 +230,8 @@ IMAGENET_FILES = {
     "vgg11": "vgg11-8a719046.pth", "vgg16": "vgg16-397923af.pth", "vgg19": "vgg19-dcbb9e9d.pth",
     "vgg16_bn": "vgg16_bn-6c64b313.pth", "resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth",
     "resnet50": "resnet50-11ad3fa6.pth", "resnet101": "resnet101-cd907fc2.pth",
-    "efficientnet_b0": "efficientnet_b0_rwightman-7f5810bc.pth", "mobilenet_v3_small": "mobilenet_v3_small-047dcff4.pth",
+    "efficientnet_b0": "efficientnet_b0_rwightman-7f5810bc.pth",
+    "mobilenet_v3_small": "mobilenet_v3_small-047dcff4.pth",
     "mobilenet_v3_large": "mobilenet_v3_large-5c1a4163.pth", "convnext_tiny": "convnext_tiny-983f1562.pth"}
 
 
