@@ -103,6 +103,9 @@ class Estimates:
             return {**base, "status": "ahead", "seconds": 0.0, "note": "computed by a run ahead in the queue"}
         if not node.has_estimate():
             return {**base, "status": "quick", "seconds": None, "note": "quick; not measured"}
+        stopped = self._stopped(node_id, key)
+        if stopped is not None:
+            return {**base, **stopped}
         measured = self._ran_before(node.type, checked.params[node_id].model_dump(mode="json"))
         if measured is not None and measured.get("seconds") is not None:
             return {**base, **self._from_history(node_id, key, measured)}
@@ -132,6 +135,21 @@ class Estimates:
         else:
             entry["seconds"] = round(seconds, 3)
         return entry
+
+    def _stopped(self, node_id: str, key: str) -> dict[str, Any] | None:
+        """A training of this key stopped and resumable: finishing it costs the seconds per epoch it
+        took before the stop times the epochs left (what was just measured, on this machine, with
+        this very config, rather than an older run of the same params or a profile)."""
+        same = self.store.seen({node_id: key})[node_id].same
+        if same is None or same.state != "stopped" or not same.resumable or not same.epoch or not same.epochs \
+                or not same.seconds:
+            return None
+        done, epochs = int(same.epoch), int(same.epochs)
+        rate = float(same.seconds) / done
+        return {"status": "measured", "epochs": epochs - done, "epoch_seconds": round(rate, 4),
+                "seconds": round(rate * (epochs - done), 3),
+                "note": f"resumes after epoch {done}: {epochs - done} of {epochs} epochs left at the "
+                        f"{rate:.2g} s/epoch measured before the stop"}
 
     def _epochs_done(self, node_id: str, key: str) -> int:
         """Epochs a stopped run of this key completed, when it resumes from its checkpoint."""

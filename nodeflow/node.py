@@ -644,7 +644,8 @@ class Registry:
 
     def _add_module_nodes(self, module: ModuleType, source: str | None) -> None:
         for mod in _walk(module):
-            for _, obj in inspect.getmembers(mod, inspect.isclass):
+            # type(obj), not isinstance: a module that loads when first touched stays unloaded
+            for obj in [value for value in vars(mod).values() if issubclass(type(value), type)]:
                 if issubclass(obj, Node) and obj is not Node and obj.type and obj.__module__ == mod.__name__:
                     self.add(obj, source or module.__name__)
 

@@ -65,6 +65,9 @@ class Trainer(Node):
             "Learning-rate multiplier for the layers after the backbone (the new head)"))
         early_stopping: int = Field(0, ge=0, description=(
             "Stop after this many epochs without a lower validation loss and keep the best weights (0: off)"))
+        stop_at_accuracy: float = Field(0.0, ge=0, le=1, description=(
+            "Stop after the first epoch whose validation accuracy reaches this (0: off); the time to a target "
+            "accuracy, as DAWNBench measures it"))
         seed: int = Field(0, ge=0, description="Seed of weight init, data order and dropout")
         mixed_precision: bool = Field(True, description="bf16/fp16 autocast on CUDA (ignored on CPU)")
         workers: int = Field(-1, ge=-1, le=64, description=(
@@ -209,6 +212,11 @@ class Trainer(Node):
                                                           'f"train loss {train_loss:.4f} acc {train_accuracy:.3f},"',
                                                           'f"val loss {val_loss:.4f} acc {val_accuracy:.3f}"'], 8)
                     .splitlines())]
+        if params.stop_at_accuracy:  # as fit does: checked before early stopping's bookkeeping
+            lines += [f"    if val_accuracy >= {c('stop_at_accuracy')}:",
+                      f'        print(f"{node}: reached the target accuracy after epoch {{epoch}}")',
+                      *(["        best = None  # keep the weights that reached it"] if params.early_stopping else []),
+                      "        break"]
         if params.early_stopping:  # keep the weights of the lowest validation loss, as fit does
             lines += ["    if not math.isnan(val_loss) and (best is None or val_loss < best[0]):",
                       "        best, stale = (val_loss, copy.deepcopy(model.state_dict())), 0",

@@ -310,8 +310,9 @@ def estimate_fit(model: ModelValue, data: ImageSet, config: FitConfig, workspace
         return _estimate_fit(model, data, config, Path(workspace), teacher, should_stop, steps, checkpoints)
 
 
-def _checkpoint_seconds(net: nn.Module, optimizer: Any) -> float:
-    """Seconds to write one epoch checkpoint of this network and optimizer (to a temporary folder)."""
+def _checkpoint_seconds(net: nn.Module, optimizer: Any, frozen: tuple[str, ...]) -> float:
+    """Seconds to write one epoch checkpoint of this network (its ``frozen`` blocks left out, as
+    fit leaves them out) and optimizer, to a temporary folder."""
     import tempfile
 
     from nodes.engine.checkpoint import save_checkpoint
@@ -319,7 +320,7 @@ def _checkpoint_seconds(net: nn.Module, optimizer: Any) -> float:
     with tempfile.TemporaryDirectory(prefix="nodeflow-estimate-") as folder:
         started = time.perf_counter()
         save_checkpoint(Path(folder) / "last.safetensors", epoch=1, model=net, optimizer=optimizer, scheduler=None,
-                        config={}, history=[], generator=None, extra={})
+                        config={}, history=[], generator=None, extra={}, frozen=frozen)
         return time.perf_counter() - started
 
 
@@ -352,7 +353,7 @@ def _estimate_fit(model: ModelValue, data: ImageSet, config: FitConfig, workspac
     else:
         cache_state = f"off: {plan.cache.reason}" if plan.cache.cut or plan.cache.reason else ""
     if plan.checkpoints:
-        saving = _checkpoint_seconds(plan.net, profile.optimizer)
+        saving = _checkpoint_seconds(plan.net, profile.optimizer, model.frozen)
         per_epoch += saving
         notes.append(f"an epoch checkpoint takes {saving:.2f} s to write")
     data_bytes = sum(s.images * s.copies * profile.feature_bytes if s.features else _shape_bytes(data, s.name)
@@ -365,6 +366,8 @@ def _estimate_fit(model: ModelValue, data: ImageSet, config: FitConfig, workspac
     epochs = config.epochs
     if config.early_stopping:
         notes.append(f"at most {epochs} epochs (early stopping may end it sooner)")
+    if config.stop_at_accuracy:
+        notes.append(f"at most {epochs} epochs (reaching validation accuracy {config.stop_at_accuracy:g} ends it sooner)")
     seconds = first + (epochs - 1) * per_epoch
     return Estimate(_device_name(device), seconds, epochs, first, per_epoch, peak, method, cache_state,
                     notes, profile.timed, setup)

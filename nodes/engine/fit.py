@@ -2,7 +2,7 @@
 ``train.py``: plan (:func:`plan_fit`: device, network, freezing, what trains, where each split's
 batches come from and what the caches already hold), set up (optimizer, inputs, schedule, loss),
 resume from the last epoch checkpoint if one is there, then per epoch ``train_one_epoch``,
-``evaluate``, record, checkpoint and maybe stop early.
+``evaluate``, record, checkpoint and maybe stop early (or at a target accuracy).
 
 The cost preview (``nodes.engine.estimate``) prices the same :class:`FitPlan` that ``fit``
 executes, so the two cannot disagree about what a training does.
@@ -66,6 +66,7 @@ class FitConfig:
     distill_temperature: float = 4.0
     grad_clip: float = 0.0
     early_stopping: int = 0
+    stop_at_accuracy: float = 0.0
     seed: int = 0
     device: str = "auto"
     mixed_precision: bool = True
@@ -243,7 +244,7 @@ def fit(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks,
         if checkpoint is not None and checkpoint.is_file():
             try:
                 meta = restore_checkpoint(checkpoint, model=net, optimizer=optimizer, scheduler=schedule,
-                                          generator=generator)
+                                          generator=generator, frozen=model.frozen)
             except CheckpointError as exc:
                 hooks.log(f"starting afresh: {exc}")
             else:
@@ -278,9 +279,15 @@ def fit(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks,
                       f"val loss {val_loss:.4f} acc {val_acc:.3f}")
             if checkpoint is not None:
                 save(checkpoint, epoch=epoch, model=net, optimizer=optimizer, scheduler=schedule,
-                     config=config.record(), history=history, generator=generator, extra={"step": step})
+                     config=config.record(), history=history, generator=generator, extra={"step": step},
+                     frozen=model.frozen)
             completed = epoch
             hooks.progress(step, total, epoch=completed, epochs=config.epochs)
+            if config.stop_at_accuracy and val_acc >= config.stop_at_accuracy:
+                hooks.log(f"reached validation accuracy {val_acc:.3f} (target {config.stop_at_accuracy:g}) "
+                          f"after epoch {epoch}")
+                best = None  # the weights that reached it, even under early stopping
+                break
             if config.early_stopping and not math.isnan(val_loss):
                 if best is None or val_loss < best[0]:
                     best = (val_loss, cpu_state(net))

@@ -8,7 +8,9 @@ frozen prefix of a model is simply its first blocks.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import pickle
 import socket
 import threading
@@ -222,10 +224,21 @@ def hub_checkpoints() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
 
 
+#: the file name of each arch's ImageNet weights as torchvision publishes them (tests check it against
+#: torchvision's own table): whether they are here is then known without importing torchvision
+IMAGENET_FILES = {
+    "vgg11": "vgg11-8a719046.pth", "vgg16": "vgg16-397923af.pth", "vgg19": "vgg19-dcbb9e9d.pth",
+    "vgg16_bn": "vgg16_bn-6c64b313.pth", "resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth",
+    "resnet50": "resnet50-11ad3fa6.pth", "resnet101": "resnet101-cd907fc2.pth",
+    "efficientnet_b0": "efficientnet_b0_rwightman-7f5810bc.pth",
+    "mobilenet_v3_small": "mobilenet_v3_small-047dcff4.pth",
+    "mobilenet_v3_large": "mobilenet_v3_large-5c1a4163.pth", "convnext_tiny": "convnext_tiny-983f1562.pth"}
+
+
 def cached_imagenet_weights(arch: str, folder: Path | None) -> Path | None:
     """The ImageNet weights file of ``arch`` if it is already here: in ``folder`` (the workspace's
     weights folder) or in torch's hub cache."""
-    filename = imagenet_url(arch).rsplit("/", 1)[-1]
+    filename = IMAGENET_FILES.get(arch) or imagenet_url(arch).rsplit("/", 1)[-1]
     places = [hub_checkpoints() / filename]
     if folder is not None:
         places.insert(0, Path(folder) / filename)
@@ -399,8 +412,38 @@ def _short(exc: Exception) -> str:
 
 
 def summarize(spec: dict[str, Any]) -> dict[str, Any]:
-    """Output shape and per-block parameter counts of a spec, computed on the meta device."""
-    return json.loads(_summary(json.dumps(spec, sort_keys=True)))
+    """Output shape and per-block parameter counts of a spec, computed on the meta device. A spec
+    with a backbone is also kept on disk (see :func:`_kept_summary`)."""
+    return json.loads(_kept_summary(json.dumps(spec, sort_keys=True)))
+
+
+@lru_cache(maxsize=256)
+def _kept_summary(spec_json: str) -> str:
+    """:func:`_summary`, kept in the user's cache folder per spec and torch/torchvision version when
+    the spec has a backbone: checking a graph then needs no torchvision, whose import (torch._dynamo
+    with it) is most of the seconds a run spends before its first node."""
+    if '"kind": "backbone"' not in spec_json:
+        return _summary(spec_json)
+    from importlib.metadata import PackageNotFoundError, version
+
+    from nodes.engine.files import atomic_write_text
+
+    try:
+        versions = f"torch {version('torch')}, torchvision {version('torchvision')}"
+    except PackageNotFoundError:
+        return _summary(spec_json)
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nodeflow" / "summaries"
+    path = cache / (hashlib.sha256(f"{versions}\n{spec_json}".encode()).hexdigest()[:40] + ".json")
+    try:
+        return path.read_text()
+    except OSError:
+        pass
+    found = _summary(spec_json)
+    try:
+        atomic_write_text(path, found)
+    except OSError:
+        pass  # a read-only home: computed again next time
+    return found
 
 
 @lru_cache(maxsize=256)

@@ -9,16 +9,38 @@ hooks and stop points: a person reads them, in the manner of torchvision's refer
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import random
+import sys
 from collections import OrderedDict
 
 import torch
-import torchvision
 from torch import nn
 from torch.utils.data import DataLoader
-from torchvision.datasets.folder import pil_loader
+
+
+def _imported_when_used(name):
+    """The module ``name``, loaded at its first attribute access (the standard library's
+    LazyLoader): torchvision's import pulls in torch._dynamo, seconds a run that builds no network
+    and reads no image (``nodeflow run --target input``, ``nodeflow nodes``) need not pay."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+torchvision = _imported_when_used("torchvision")
+
+
+def pil_loader(path):
+    """torchvision's ``pil_loader`` (the script imports it from torchvision.datasets.folder)."""
+    return torchvision.datasets.folder.pil_loader(path)
 
 
 def find_images(root, validation_fraction, test_fraction, seed, max_per_class=0, verify=True):

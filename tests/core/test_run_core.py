@@ -283,10 +283,33 @@ def test_a_price_comes_from_the_last_run_of_these_params_counts_a_run_ahead_and_
         assert ahead["status"] == "ahead" and ahead["seconds"] == 0.0
         session.queue.stop()
         session.queue.wait(30)
-        done = session.snapshot()["nodes"]["train"]["epoch"]
+        stopped = session.snapshot()["nodes"]["train"]
+        done = stopped["epoch"]
+        left = session.estimator.price()["nodes"]["train"]  # the pace of the stopped run, the newest measurement
+        assert left["epochs"] == 20 - done
+        assert left["seconds"] == pytest.approx(stopped["seconds"] / done * (20 - done), abs=1e-3)
+        assert left["note"].startswith(f"resumes after epoch {done}: {20 - done} of 20 epochs left")
+    finally:
+        session.close()
+
+
+def test_the_price_of_finishing_a_stopped_training_is_its_measured_pace_times_the_epochs_left(registry, workspace):
+    delay = 0.1
+    session = Session(registry, workspace, graph=training_graph(epochs=40, delay=delay))
+    try:
+        assert session.estimator.price()["nodes"]["train"]["status"] == "unknown"  # never ran, never profiled
+        session.queue.run()
+        assert wait_for(lambda: running_epoch(session) >= 5, timeout=60)
+        session.queue.stop()
+        session.queue.wait(30)
+        stopped = session.snapshot()["nodes"]["train"]
+        done = stopped["epoch"]
+        assert stopped["state"] == "stopped" and done >= 5
         left = session.estimator.price()["nodes"]["train"]
-        assert left["epochs"] == 20 - done and left["seconds"] == pytest.approx(took / 20 * (20 - done), abs=1e-3)
-        assert left["note"] == f"resumes after epoch {done}: {20 - done} of 20 epochs left"
+        assert left["status"] == "measured" and left["epochs"] == 40 - done
+        assert left["seconds"] == pytest.approx(stopped["seconds"] / done * (40 - done), abs=1e-3)
+        assert left["seconds"] == pytest.approx(delay * (40 - done), rel=0.4)  # an epoch takes about its delay
+        assert session.estimator.prices()["train"] == left  # the card shows the same number
     finally:
         session.close()
 

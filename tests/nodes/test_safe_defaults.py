@@ -12,7 +12,7 @@ import sys
 from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.node import card_title
-from nodes.engine.models import can_reach, imagenet_url
+from nodes.engine.models import ARCHS, IMAGENET_FILES, can_reach, imagenet_url
 from nodes.model import Dense
 from tests.nodes.conftest import ROOT, TEMPLATE, small_template, with_params
 
@@ -79,6 +79,11 @@ def test_reachability_is_a_real_bounded_connection_and_is_remembered():
     assert not can_reach(f"http://localhost:{free}/x", timeout=0.5)
     assert can_reach(f"http://127.0.0.1:{port}/other.pth")  # remembered per host: no second connection
     assert imagenet_url("vgg16").endswith("/vgg16-397923af.pth")
+
+
+def test_the_imagenet_file_names_kept_here_are_torchvisions():
+    """Whether ImageNet weights are here is told from these names without importing torchvision."""
+    assert {arch: imagenet_url(arch).rsplit("/", 1)[-1] for arch in ARCHS} == IMAGENET_FILES
 
 
 def test_titles_follow_the_params(registry):
