@@ -19,8 +19,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from nodeflow.checker import Checked
 from nodeflow.errors import GraphInvalid
-from nodeflow.executor import Checked, Executor
+from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.runs import RunStore
 from nodeflow.worker import EstimateFailed, EstimateWorker

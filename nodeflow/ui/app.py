@@ -20,14 +20,15 @@ from nicegui import app, ui
 from nodeflow import fragments
 from nodeflow.access import Refused, allows
 from nodeflow.errors import GraphInvalid
-from nodeflow.executor import estimate_note, format_seconds
 from nodeflow.graph import Graph, GraphFileError
 from nodeflow.node import UnknownNodeType
 from nodeflow.paths import PathNotAllowed, confine
+from nodeflow.planner import estimate_note
 from nodeflow.recent import AUTOSAVE_FOLDER, graph_files
 from nodeflow.script import export_script
 from nodeflow.session import EditError, Session
 from nodeflow.templates import list_templates
+from nodeflow.words import format_seconds
 
 from .api import access_token, cell_gallery_of, install_api, token_ok
 from .flow_editor import BundleMissing, FlowEditor, check_bundle
