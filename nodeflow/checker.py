@@ -43,7 +43,6 @@ class Checked:
     off: set[str] = field(default_factory=set)
 
 
-
 class Checker:
     """Checks graphs against the catalogue (``registry``). ``base``: what relative path params are
     relative to; ``allowed_roots``: folders every path must lie in (None: unrestricted);

@@ -108,7 +108,6 @@ class Executor:
         problems = self.check(graph).problems
         return [p for p in problems if p.blocking] + [p for p in problems if not p.blocking]
 
-
     def check(self, graph: Graph, fresh: bool = False) -> Checked:
         """Every problem of ``graph``, and its cache keys. ``fresh``: for a run being planned, the
         keys reflect every data file as it is now (see :func:`nodeflow.node.fingerprints_fresh`);

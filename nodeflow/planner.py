@@ -72,7 +72,6 @@ class Prepared:
         return report
 
 
-
 class Planner:
     """Plans runs against ``cache``; ``workspace``, ``device``, ``allowed_roots`` and ``limits`` are
     handed to the nodes an estimate measures."""
@@ -246,7 +245,6 @@ def estimate_note(entry: dict[str, Any]) -> str:
         parts.append(entry["note"])
     parts.extend(entry.get("notes") or [])
     return "; ".join(parts)
-
 
 
 __all__ = ["Planner", "Prepared", "Runs", "estimate_note"]

@@ -232,5 +232,4 @@ def node_message(exc: BaseException) -> str:
     return describe_exception(exc)
 
 
-
 __all__ = ["NodeTask", "Outcome", "node_message"]
