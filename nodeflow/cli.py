@@ -872,7 +872,8 @@ def byte_size(text: str) -> int:
 
 def job_memory(text: str) -> int:
     """``--job-memory``: a size (:func:`byte_size`) a worker can start in."""
-    from nodeflow.limits import MIN_JOB_MEMORY, size_words
+    from nodeflow.limits import MIN_JOB_MEMORY
+    from nodeflow.words import size_words
 
     count = byte_size(text)
     if count < MIN_JOB_MEMORY:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
 
+from nodeflow.words import rough_seconds
+
 
 class Kind(StrEnum):
     """The kinds of events; a kind compares equal to its name (``Kind.METRIC == "metric"``)."""
@@ -276,7 +278,7 @@ def describe(state: str, epoch: int | None = None, epochs: int | None = None, re
         else:
             parts.append(f"{progress:.0%}")
         if eta is not None:
-            parts.append(f"{_duration(eta)} left")
+            parts.append(f"{rough_seconds(eta)} left")
         return " · ".join(parts)
     if state == "stopped":
         where = f"stopped at epoch {epoch}/{epochs}" if epoch is not None and epochs else "stopped"
@@ -284,14 +286,6 @@ def describe(state: str, epoch: int | None = None, epochs: int | None = None, re
     if state == "interrupted":
         return "interrupted · the process running it ended"
     return {"idle": "not run", "stale": "stale", "skipped": "skipped"}.get(state, state)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def fold(node: NodeState, event: Event, now: float | None = None) -> NodeState:

@@ -29,4 +29,21 @@ def format_bytes(count: int | None) -> str:
     return f"{count} B"
 
 
-__all__ = ["format_bytes", "format_seconds"]
+def rough_seconds(seconds: float) -> str:
+    """A time left, roughly, as a progress line says it: 42 s, 6 min, 1.2 h."""
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def size_words(count: int) -> str:
+    """A byte count in the largest binary unit that keeps it short: 8 GiB, 1.5 GiB, 512 MiB."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{count} B"
+
+
+__all__ = ["format_bytes", "format_seconds", "rough_seconds", "size_words"]
