@@ -27,7 +27,8 @@ from nodeflow.limits import CLASS_BATCH, CLASS_IMAGE_SIDE, CLASS_OPEN_PROJECTS
 from nodeflow.node import Registry, import_module_or_file
 from nodeflow.paths import path_params, settle_file, settle_graph, started_in
 from nodeflow.recent import reopen
-from nodeflow.runs import Recording, RunStore
+from nodeflow.runner import Job, drive
+from nodeflow.runs import RunStore
 from nodeflow.templates import list_templates
 
 #: what ``nodeflow serve`` opens the first time (later: the graph open when the editor stopped)
@@ -364,7 +365,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _dry_run(args: argparse.Namespace, graph: Graph, executor: Executor) -> int:
     """``run --dry-run``: the cost preview as a table headed "estimate" (and the JSON with
     --report); nothing is trained, cached or recorded."""
-    from nodeflow.executor import estimate_note, format_bytes, format_seconds
+    from nodeflow.planner import estimate_note
+    from nodeflow.words import format_bytes, format_seconds
 
     found = executor.estimate(graph, target=args.target)
     if args.report:
@@ -424,11 +426,13 @@ def _run_and_report(args: argparse.Namespace, graph: Graph, workspace: Path, exe
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        with Recording(RunStore(workspace), executor, graph, args.target, source="cli") as recording:
-            recording.report = report = executor.run(graph, target=args.target, force=args.force)
+        [job] = drive(executor, [Job(graph, args.target, tuple(args.force), source="cli")],
+                      store=RunStore(workspace))
     finally:
         signal.signal(signal.SIGINT, previous)
-    mlflow_export(args, workspace, recording.run_id)
+    report = job.report
+    assert report is not None
+    mlflow_export(args, workspace, job.run_id)
     if args.report:
         atomic_write_text(Path(args.report), json.dumps(report.to_json(), indent=2) + "\n")
     if report.interrupted:
@@ -870,7 +874,8 @@ def byte_size(text: str) -> int:
 
 def job_memory(text: str) -> int:
     """``--job-memory``: a size (:func:`byte_size`) a worker can start in."""
-    from nodeflow.limits import MIN_JOB_MEMORY, size_words
+    from nodeflow.limits import MIN_JOB_MEMORY
+    from nodeflow.words import size_words
 
     count = byte_size(text)
     if count < MIN_JOB_MEMORY:

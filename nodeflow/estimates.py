@@ -22,8 +22,9 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from nodeflow.access import guarded, reads, works, writes
+from nodeflow.checker import Checked
 from nodeflow.errors import GraphInvalid
-from nodeflow.executor import Checked, Executor
+from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.runs import RunStore
 from nodeflow.worker import EstimateFailed, EstimateWorker

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from nodeflow.words import rough_seconds
+
 
 @dataclass(frozen=True, kw_only=True)
 class Event:
@@ -270,7 +272,7 @@ def describe(state: str, epoch: int | None = None, epochs: int | None = None, re
         else:
             parts.append(f"{progress:.0%}")
         if eta is not None:
-            parts.append(f"{_duration(eta)} left")
+            parts.append(f"{rough_seconds(eta)} left")
         return " · ".join(parts)
     if state == "stopped":
         return stopped_words(epoch, epochs, resumable)
@@ -299,14 +301,6 @@ def log_line(event: Event, node: NodeState) -> tuple[str, str] | None:
         case NodeFinished(seconds=seconds):
             return event.kind, f"done in {seconds:.2f}s"
     return None
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{max(1, round(seconds))} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def fold(node: NodeState, event: Event, now: float | None = None) -> NodeState:

@@ -1,7 +1,7 @@
 """The graph document: nodes (type id, params, position), edges and groups, saved as versioned JSON.
 
 The document knows nothing of node types; checks that need the catalogue (unknown types,
-ports, param values, port types) live in :mod:`nodeflow.executor`. Version 2 added groups and
+ports, param values, port types) live in :mod:`nodeflow.checker`. Version 2 added groups and
 the ``disabled`` flag; a version 1 file reads as a version 2 document without them.
 """
 

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from nodeflow.words import size_words
+
 
 class LimitExceeded(ValueError):
     """A setting over one of the server's limits; ``param`` names the node's parameter and ``limit``
@@ -125,14 +127,6 @@ def memory_failure(error: str) -> bool:
     return bool(_MEMORY.search(error)) and "CUDA" not in error
 
 
-def size_words(count: int) -> str:
-    """A byte count in the largest binary unit that keeps it short: 8 GiB, 1.5 GiB, 512 MiB."""
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if count >= size:
-            return f"{count / size:.1f}".removesuffix(".0") + f" {unit}"
-    return f"{count} B"
-
-
 def limit_memory(count: int | None) -> None:
     """Hold this process (and what it starts) to ``count`` bytes of memory, for good: RLIMIT_DATA, the
     heap and every private writable mapping, which is what malloc, numpy and torch's CPU allocator
@@ -201,4 +195,4 @@ def class_limits(device: str = "auto") -> JobLimits:
 
 __all__ = ["CLASS_BATCH", "CLASS_IMAGE_SIDE", "CLASS_OPEN_PROJECTS", "JobLimits", "LimitExceeded", "MIN_JOB_MEMORY",
            "NO_LIMITS", "class_limits", "flag_of", "limit_memory", "machine_devices", "machine_memory",
-           "memory_failure", "size_words"]
+           "memory_failure"]

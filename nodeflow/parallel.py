@@ -39,9 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from nodeflow.events import Event, Log, NodeStarted, Progress, from_json, to_json
-from nodeflow.executor import Executor, Prepared
+from nodeflow.executor import Executor
 from nodeflow.node import Registry, StopFile
-from nodeflow.scheduler import Outcome, Task
+from nodeflow.planner import Prepared
+from nodeflow.scheduler import Task
+from nodeflow.task import Outcome
 
 SCHEDULER_ENV = "NODEFLOW_DASK_SCHEDULER"
 #: events a worker streams while a node runs (where it runs, its progress); the rest come back,

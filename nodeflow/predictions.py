@@ -22,11 +22,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from nodeflow.cache import Cache
 from nodeflow.files import atomic_write_bytes
 
 #: the folder among a node's files that holds one ``SPLIT.npz`` per split
@@ -116,11 +115,18 @@ def file_list(folder: str, digest: str) -> tuple[str, ...]:
     return tuple(files)
 
 
+class KeptFiles(Protocol):
+    """Where results keep their files, by cache key (:class:`nodeflow.cache.Cache`): the folder of a
+    result's files, None when it has none."""
+
+    def files(self, key: str) -> Path | None: ...
+
+
 @guarded
 class PredictionStore:
     """The per-image predictions of results (by cache key) in one workspace."""
 
-    def __init__(self, cache: Cache, workspace: Path) -> None:
+    def __init__(self, cache: KeptFiles, workspace: Path) -> None:
         self.cache = cache
         self.workspace = Path(workspace)
 

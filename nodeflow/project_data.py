@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from nodeflow.access import guarded, reads, works, writes
-from nodeflow.executor import format_bytes
+from nodeflow.words import format_bytes
 from nodeflow.graph import Graph
 from nodeflow.limits import NO_LIMITS, JobLimits
 from nodeflow.node import Registry

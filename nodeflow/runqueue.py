@@ -1,9 +1,9 @@
 """The runs of one workspace, one job after another: the queue lives in the run store (so queued runs
-outlive the process), and each job is one run of the scheduler (:func:`nodeflow.scheduler.execute`)
-on the session's backend. A job is one run, or every branch of a sweep at once, so that ``--jobs N``
+outlive the process), and each job is one call of the run driver (:func:`nodeflow.runner.drive`) on
+the session's backend. A job is one run, or every branch of a sweep at once, so that ``--jobs N``
 trains a sweep's branches side by side.
 
-Every run is recorded with :class:`nodeflow.runs.Recording`, whatever happens; a worker that dies
+Every run is recorded, whatever happens, and the driver sets its final status; a worker that dies
 under a run leaves it ``interrupted`` and the next job starts. A job takes a turn before its runs are
 claimed (:class:`Turns`): a server shared by several people passes its fair queue there, so jobs of
 different people take turns on the machine; alone, the turn is always free.
@@ -11,19 +11,18 @@ different people take turns on the machine; alone, the turn is always free.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from nodeflow.access import guarded, reads, works, writes
-from nodeflow.errors import GraphInvalid, describe_exception
 from nodeflow.events import Event, RunQueued
-from nodeflow.executor import Executor, RunReport
+from nodeflow.executor import Executor
 from nodeflow.graph import Graph
-from nodeflow.runs import Recording, RunStore
-from nodeflow.scheduler import execute
+from nodeflow.reports import RunReport
+from nodeflow.runner import Job, drive
+from nodeflow.runs import RunStore
 
 
 class Turns(Protocol):
@@ -301,35 +300,18 @@ class RunQueue:
 
     def _run(self, run_ids: list[int]) -> None:
         self._stop.clear()
-        deaths = getattr(self.backend, "deaths", 0)
         try:
-            with contextlib.ExitStack() as stack:
-                planned: list[tuple[Recording, Any]] = []
-                for run_id in run_ids:
-                    graph, target = self.store.graph_of(run_id)
-                    recording = stack.enter_context(Recording(self.store, self.executor, graph, target, run_id=run_id,
-                                                                   subscribe=False))
-                    try:
-                        planned.append((recording, self.executor.prepare(graph, target,
-                                                                         listeners=[recording.recorder])))
-                    except (GraphInvalid, KeyError, ValueError) as exc:  # e.g. a data folder gone since it was queued
-                        recording.status, recording.error = "failed", str(exc).strip('"')
-                try:
-                    reports = execute([p for _, p in planned], self.backend, self._stop.is_set) if planned else []
-                except Exception as exc:  # a cluster that cannot run it, or a bug: say so, keep the queue going
-                    self.last_error = describe_exception(exc)
-                    for recording, _ in planned:
-                        recording.status, recording.error = "failed", self.last_error
-                    reports = []
-                died = getattr(self.backend, "deaths", 0) != deaths
-                for (recording, _), report in zip(planned, reports):
-                    recording.report = self.last_report = report
-                    if died:  # the worker process died under the run
-                        failure = report.failure()
-                        recording.status = "interrupted"
-                        recording.error = failure[1].error if failure else "the worker process stopped"
-                    if recording.run_id in self._cancelling:
-                        recording.status = "cancelled"
+            jobs = []
+            for run_id in run_ids:
+                graph, target = self.store.graph_of(run_id)
+                jobs.append(Job(graph, target, run_id=run_id))
+            drive(self.executor, jobs, self.backend, self.store, self._stop.is_set, keep_going=True,
+                  cancelled=lambda run_id: run_id in self._cancelling)
+            for job in jobs:
+                if job.broke is not None:
+                    self.last_error = job.broke
+                if job.report is not None:
+                    self.last_report = job.report
         finally:
             with self._lock:  # the queue goes on first, whatever the hooks then do
                 self._cancelling -= set(run_ids)

@@ -1,6 +1,6 @@
 """One scheduler for every run: which node runs when, and the one place that records what became of it.
 
-A run is one or more planned branches (:class:`~nodeflow.executor.Prepared`: one graph and its plan;
+A run is one or more planned branches (:class:`~nodeflow.planner.Prepared`: one graph and its plan;
 a sweep is many). :class:`RunState` turns them into tasks, one per cache key (so branches that need
 the same result share one computation), hands each task to a backend once the tasks it needs have
 finished, skips what depends on a node that did not finish, and records every node as ran, cached,
@@ -27,9 +27,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from nodeflow.errors import describe_exception
 from nodeflow.events import Event, Log, NodeFailed, NodeFinished, NodeSkipped, NodeStopped
+from nodeflow.reports import NodeReport, RunReport
+from nodeflow.task import Outcome
 
 if TYPE_CHECKING:
-    from nodeflow.executor import NodeReport, Prepared, RunReport
+    from nodeflow.planner import Prepared
 
 #: how long the loop waits for a backend's outcome before it looks at the stop flags again
 POLL_SECONDS = 0.05
@@ -50,43 +52,6 @@ class Task:
     @property
     def run(self) -> str:
         return self.branch.run_token
-
-
-@dataclass
-class Outcome:
-    """What a backend says of a task: ``status`` ran, cached (computed meanwhile by another process
-    holding the key), failed, stopped or elsewhere (a machine after the first of a multi-node
-    training: its part ran, and the machine with node_rank 0 recorded the result under the key).
-    ``inline``: the outcomes of nodes computed inside this task (not persisted, or an unreadable
-    cache entry computed again). ``fatal``: the backend cannot go on (its worker died)."""
-
-    status: str
-    seconds: float = 0.0
-    metrics: dict[str, float] = field(default_factory=dict)
-    tables: dict[str, Any] = field(default_factory=dict)
-    error: str | None = None
-    traceback: str = ""
-    param: str | None = None
-    note: str | None = None
-    epoch: int | None = None
-    epochs: int | None = None
-    resumable: bool = False
-    inline: dict[str, Outcome] = field(default_factory=dict)
-    fatal: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in self.__dict__.items() if k != "inline"}
-        data["inline"] = {n: o.to_json() for n, o in self.inline.items()}
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Outcome:
-        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "inline"}
-        return cls(**fields, inline={n: cls.from_json(o) for n, o in (data.get("inline") or {}).items()})
-
-    @property
-    def ok(self) -> bool:
-        return self.status in ("ran", "cached", "elsewhere")
 
 
 class Backend(Protocol):
@@ -315,8 +280,6 @@ class RunState:
         return slot.status == "done" and slot.outcome is not None and not slot.outcome.ok
 
     def _tell(self, i: int, b: Prepared, node_id: str, how: str, outcome: Outcome | None) -> None:
-        from nodeflow.executor import NodeReport
-
         key = b.checked.keys[node_id]
         rec = self.records[i]
         if how == "skipped":
@@ -337,8 +300,6 @@ class RunState:
         rec[node_id] = self._report(b, node_id, outcome, own)
 
     def _report(self, b: Prepared, node_id: str, outcome: Outcome, own: bool) -> NodeReport:
-        from nodeflow.executor import NodeReport
-
         key = b.checked.keys[node_id]
         if outcome.note:
             b.emit(Log(node_id=node_id, message=outcome.note))
@@ -405,4 +366,4 @@ def execute(branches: list[Prepared], backend: Backend,
     return state.reports()
 
 
-__all__ = ["Backend", "InProcess", "Outcome", "RunState", "Task", "execute"]
+__all__ = ["Backend", "InProcess", "RunState", "Task", "execute"]

@@ -12,7 +12,6 @@ what ``nodeflow run --report`` writes.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import itertools
 import json
@@ -25,10 +24,12 @@ from nodeflow.access import guarded, reads, works
 from nodeflow.compare import (ALPHA, compare_splits, direction, is_count, is_paired_accuracy, mcnemar, metric_splits,
                               readable, split_of, unpairable)
 from nodeflow.errors import GraphInvalid
-from nodeflow.executor import RunReport
 from nodeflow.graph import Graph
 from nodeflow.predictions import SplitPredictions
-from nodeflow.runs import Recording, RunNotFound, RunStore
+from nodeflow.runs import RunNotFound, RunStore
+from nodeflow.reports import RunReport
+from nodeflow.runner import Job, drive
+from nodeflow.scheduler import InProcess
 
 #: the most branches one sweep from the editor or the HTTP API may have: each is a queued run, and a
 #: typo in a count field must not queue thousands of trainings
@@ -170,27 +171,16 @@ def check_metric(graph: Graph, metric: str | None) -> None:
 
 def run_sweep(executor: Any, branches: list[Branch], target: str | None = None, force: tuple[str, ...] = (),
               backend: Any = None, store: RunStore | None = None) -> list[Branch]:
-    """Run every branch as one run of the scheduler (:func:`nodeflow.scheduler.execute`) on ``backend``
+    """Run every branch as one run of the scheduler (:func:`nodeflow.runner.drive`) on ``backend``
     (one node at a time here when None; a Dask backend runs independent branches at once). Each
     branch is recorded in ``store`` when given; a branch that a stop left with nothing done is
     cancelled."""
-    from nodeflow.scheduler import InProcess, execute
-
-    with contextlib.ExitStack() as stack:
-        recordings = [stack.enter_context(Recording(store, executor, b.graph, target, source="sweep",
-                                                          subscribe=False))
-                      for b in branches] if store is not None else []
-        for branch, recording in zip(branches, recordings):
-            branch.run_id = recording.run_id
-        listeners = [[r.recorder] for r in recordings] or [[] for _ in branches]
-        prepared = [executor.prepare(b.graph, target, force, heard) for b, heard in zip(branches, listeners)]
-        reports = execute(prepared, backend if backend is not None else InProcess(executor.stop_flag))
-        for i, (branch, report) in enumerate(zip(branches, reports)):
-            branch.report = report
-            if recordings:
-                recordings[i].report = report
-                if report.interrupted and all(r.status == "skipped" for r in report.nodes.values()):
-                    recordings[i].status = "cancelled"
+    jobs = drive(executor, [Job(b.graph, target, force, source="sweep") for b in branches],
+                 backend if backend is not None else InProcess(executor.stop_flag), store, untouched="cancelled")
+    for branch, job in zip(branches, jobs):
+        branch.report = job.report
+        if store is not None:
+            branch.run_id = job.run_id
     return branches
 
 

@@ -50,7 +50,7 @@ except ImportError:  # python-multipart before 0.0.13 names its module multipart
     from multipart.exceptions import FormParserError
     from multipart.multipart import MultipartParser, parse_options_header
 
-from nodeflow.executor import format_bytes
+from nodeflow.words import format_bytes
 from nodeflow.users.quota import QuotaExceeded, Reservation
 
 #: the suffixes the dataset loader reads (nodes/engine/images.py; a test keeps them equal)

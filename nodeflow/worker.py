@@ -29,7 +29,8 @@ from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.limits import NO_LIMITS, JobLimits, limit_memory
 from nodeflow.node import Registry
-from nodeflow.scheduler import Outcome, Task
+from nodeflow.scheduler import Task
+from nodeflow.task import Outcome
 
 _CONTEXT = mp.get_context("spawn")  # a fresh interpreter: no threads or CUDA state inherited
 

@@ -14,7 +14,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from nicegui import ui
 
-from nodeflow.executor import format_bytes
+from nodeflow.words import format_bytes
 from nodeflow.server import WorkRefused
 from nodeflow.users import AccountError, NotAllowed, Project, ProjectNotFound, User
 

@@ -8,7 +8,8 @@ from typing import Any
 from nicegui import ui
 
 from nodeflow.errors import GraphInvalid
-from nodeflow.executor import estimate_note, format_seconds
+from nodeflow.planner import estimate_note
+from nodeflow.words import format_seconds
 from nodeflow.session import Session
 
 from .page import Page

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from nodeflow.executor import format_bytes
+from nodeflow.words import format_bytes
 from nodeflow.users.accounts import Accounts
 
 #: uploads one person may have arriving at once; one more is refused (HTTP 429)

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from nodeflow.events import (EVENT_TYPES, Board, Memory, Metric, NodeFailed, NodeFinished, NodeStarted, NodeState,
                              NodeStopped, Preview, Progress, RunQueued, Seen, derive, describe, from_json, to_json)
 from nodeflow.executor import Executor
-from nodeflow.scheduler import InProcess, Outcome, execute
+from nodeflow.scheduler import InProcess, execute
 from nodeflow.session import Session
+from nodeflow.task import Outcome
 from tests.waiting import wait_for
 
 from .conftest import make_graph
