@@ -14,7 +14,6 @@ turns its params into the one and its run context into the other.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,54 +33,11 @@ from nodes.engine.loop import (NonFiniteLoss, apply_freezing, cpu_state, evaluat
                                stop_points, train_one_epoch)
 from nodes.engine.optim import layerwise_groups, make_optimizer, make_schedule
 from nodes.engine.pipeline import decodable, decoded_cached, random_reason
+from nodes.engine.settings import FitConfig
 from nodes.engine.values import ImageSet, ModelValue
 
 #: the per-epoch metrics of a training: its curves
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    """Everything ``fit`` needs to know, as plain values (the trainer node's params, translated)."""
-
-    epochs: int = 30
-    batch_size: int = 20
-    optimizer: str = "rmsprop"
-    lr: float = 2e-5
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    final_lr: float = 0.1
-    head_lr_mult: float = 1.0
-    lr_decay: float = 1.0
-    block_lrs: tuple[float, ...] = ()
-    schedule: str = "none"
-    step_size: int = 10
-    gamma: float = 0.1
-    sgdr_cycle: int = 1
-    sgdr_mult: int = 2
-    label_smoothing: float = 0.0
-    batch_augment: str = "none"
-    mix_alpha: float = 0.4
-    distill_alpha: float = 0.5
-    distill_temperature: float = 4.0
-    grad_clip: float = 0.0
-    early_stopping: int = 0
-    seed: int = 0
-    device: str = "auto"
-    mixed_precision: bool = True
-    workers: int = 0
-    feature_cache: str = "auto"
-    augmented_copies: int = 0
-    compile: bool = False
-
-    def record(self) -> dict[str, Any]:
-        """The config as JSON, kept in checkpoints to say what they came from."""
-        return {**dataclasses.asdict(self), "block_lrs": list(self.block_lrs)}
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> FitConfig:
-        """The config that :meth:`record` wrote."""
-        return cls(**{**record, "block_lrs": tuple(record["block_lrs"])})
 
 
 @dataclass
