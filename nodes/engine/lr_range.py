@@ -11,8 +11,7 @@ import numpy as np
 import torch
 
 from nodes.engine.device import seed_everything
-from nodes.engine.feature_cache import prepare_training
-from nodes.engine.fit import plan_fit
+from nodes.engine.fit import plan_fit, prepare_training
 from nodes.engine.hooks import Hooks
 from nodes.engine.loop import forward, set_mode, stop_points
 from nodes.engine.settings import LRRangeConfig
