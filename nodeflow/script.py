@@ -239,7 +239,7 @@ def _import_block(imports: list[str]) -> list[str]:
 
 
 def _defined_name(source: str) -> str:
-    match = re.search(r"^(?:def|class)\s+(\w+)", source, re.MULTILINE)
+    match = re.search(r"^(?:(?:def|class)\s+(\w+)|(\w+)\s*=)", source, re.MULTILINE)  # a function or a constant
     if match is None:
         raise ValueError(f"a script function's source defines nothing: {source[:60]!r}")
-    return match.group(1)
+    return match.group(1) or match.group(2)

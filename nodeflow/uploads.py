@@ -53,12 +53,13 @@ except ImportError:  # python-multipart before 0.0.13 names its module multipart
 from nodeflow.words import format_bytes
 from nodeflow.users.quota import QuotaExceeded, Reservation
 
-#: the suffixes the dataset loader reads (nodes/engine/images.py; a test keeps them equal)
+#: the suffixes the dataset loader reads (nodes/engine/folders.py; a test keeps them equal)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 #: the Pillow formats those files may be in (JPEG opens the MPO variant phone cameras write too)
 IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
 JUNK_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini"}
-#: the split folders the dataset loader knows (nodes/engine/images.py): their sub-folders are the classes
+#: the split folders the dataset loader knows (nodes/engine/folders.py; a test keeps them equal): their
+#: sub-folders are the classes
 SPLIT_NAMES = {"train", "training", "validation", "val", "valid", "test", "testing"}
 JUNK_FOLDERS = {"__MACOSX"}
 STAGING_PREFIX = ".upload-"

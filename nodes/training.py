@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from nodeflow.files import atomic_write_bytes, atomic_write_text
 from nodeflow.limits import NO_LIMITS, JobLimits
@@ -19,18 +19,40 @@ from nodeflow.node import Node, NodeParams, ParamProblem, ParamWarning, Port, Ru
 from nodes.checks import (check_fit, data_facts, engine_errors, hooks, keep_outcome, model_facts,
                           output_activation_warning, output_node, png_preview, settings_named, value_facts)
 from nodes.engine.distributed import current as current_group
-from nodes.engine.fit import FitConfig, NothingToTrain, TeacherMismatch
+from nodes.engine.fit import NothingToTrain, TeacherMismatch
 from nodes.engine.inference import outcome
 from nodes.engine.loop import NonFiniteLoss, resolve_spec
-from nodes.engine.lr_range import LRRangeConfig, lr_range_test
+from nodes.engine.lr_range import lr_range_test
 from nodes.engine.multinode import Launch, Machines, assists, fit_launched, machines
 from nodes.engine.pipeline import resolve_workers
 from nodes.engine.plots import line_plot_png
 from nodes.engine.scripting import DEVICE, FEATURE_CACHE_NOTE, IMPORTS, ScriptData, ScriptModel, call, functions
+from nodes.engine.settings import FitConfig, LRRangeConfig, LRRangeSettings, TrainingSettings
 from nodes.ports import IMAGES, METRICS, MODEL, TRAINED_MODEL, ImageSet, Metrics, ModelValue
 
-#: Trainer params that are not settings of one training (how many processes run it)
-_LAUNCH_PARAMS = {"devices", "strategy", "loss", "workers", "block_lrs"}
+#: where the editor's form shows the trainer's own params among the engine's settings: each of
+#: these after the setting named, the params declared after it with it
+_FORM_PLACES = {"loss": "batch_size", "devices": "augmented_copies"}
+
+
+def _form_order(schema: dict[str, Any], settings: type[BaseModel]) -> None:
+    """Put the params a node adds to ``settings`` where the form has always shown them (pydantic
+    lists a subclass's fields after its base's)."""
+    properties = schema["properties"]
+    groups: dict[str, list[str]] = {}
+    head = None
+    for name in properties:
+        if name not in settings.model_fields:
+            head = name if name in _FORM_PLACES else head
+            groups.setdefault(head, []).append(name)
+    after = {_FORM_PLACES[head]: names for head, names in groups.items()}
+    ordered = {}
+    for name, prop in properties.items():
+        if name in settings.model_fields:
+            ordered[name] = prop
+            ordered.update((own, properties[own]) for own in after.get(name, ()))
+    properties.clear()
+    properties.update(ordered)
 
 
 class Trainer(Node):
@@ -47,38 +69,13 @@ class Trainer(Node):
                    optional=True))
     outputs = (Port("model", TRAINED_MODEL, "The trained model with its history"),)
 
-    class Params(NodeParams):
-        optimizer: Literal["sgd", "adam", "adamw", "rmsprop", "adabound"] = Field(
-            "rmsprop", description="Optimisation algorithm (adabound: Adam that turns into SGD as its bounds tighten)")
-        lr: float = Field(2e-5, gt=0, le=10, description="Learning rate")
-        momentum: float = Field(0.9, ge=0, lt=1, description="Momentum (SGD only)")
-        weight_decay: float = Field(0.0, ge=0, le=1, description="L2 weight decay")
-        epochs: int = Field(30, ge=1, le=10_000, description="Passes over the training split")
-        batch_size: int = Field(20, ge=1, le=4096, description="Images per step")
+    class Params(TrainingSettings, NodeParams):
+        # the engine's training settings (nodes.engine.settings), and how many processes and machines
+        # run the training (no docstring: it would become the form's description)
+
+        model_config = ConfigDict(json_schema_extra=lambda schema: _form_order(schema, TrainingSettings))
+
         loss: Literal["cross_entropy"] = Field("cross_entropy", description="Classification loss")
-        label_smoothing: float = Field(0.0, ge=0, lt=1, description="Label smoothing of the loss")
-        schedule: Literal["none", "cosine", "step", "onecycle", "sgdr"] = Field(
-            "none", description="Learning-rate schedule (sgdr: cosine annealing with warm restarts)")
-        step_size: int = Field(10, ge=1, description="Epochs between LR drops (step schedule)")
-        gamma: float = Field(0.1, gt=0, le=1, description="LR factor at each drop (step schedule)")
-        head_lr_mult: float = Field(1.0, gt=0, le=1000, description=(
-            "Learning-rate multiplier for the layers after the backbone (the new head)"))
-        early_stopping: int = Field(0, ge=0, description=(
-            "Stop after this many epochs without a lower validation loss and keep the best weights (0: off)"))
-        stop_at_accuracy: float = Field(0.0, ge=0, le=1, description=(
-            "Stop after the first epoch whose validation accuracy reaches this (0: off); the time to a target "
-            "accuracy, as DAWNBench measures it"))
-        seed: int = Field(0, ge=0, description="Seed of weight init, data order and dropout")
-        mixed_precision: bool = Field(True, description="bf16/fp16 autocast on CUDA (ignored on CPU)")
-        workers: int = Field(-1, ge=-1, le=64, description=(
-            "Threads that decode images once, or worker processes when images are read every epoch "
-            "(random resized crop); -1: every available core, 0: in the training process"))
-        feature_cache: Literal["auto", "off"] = Field("auto", description=(
-            "auto: compute the frozen leading blocks' outputs once and train the rest on them, when the "
-            "training images are the same every epoch (re-used across runs; validation always)"))
-        augmented_copies: int = Field(0, ge=0, le=100, description=(
-            "With random augmentation: cache this many augmented copies of each image's frozen-block "
-            "outputs and cycle through them by epoch (0: no cache while augmenting)"))
         devices: int = Field(1, ge=1, le=64, description=(
             "Processes to train in, one per GPU (or CPU processes): more than 1 runs DistributedDataParallel; "
             "batch_size stays the total over all devices"))
@@ -94,28 +91,6 @@ class Trainer(Node):
         rdzv_endpoint: str = Field("", max_length=300, exclude=True, description=(
             "host:port where the machines meet (torchrun's c10d rendezvous), reachable from all of them; "
             "empty: NODEFLOW_RDZV_ENDPOINT or, under srun, the job's first host"))
-        compile: bool = Field(False, description="torch.compile the trained part (pays off on long GPU runs)")
-        grad_clip: float = Field(0.0, ge=0, le=1e6, description=(
-            "Clip the gradient norm to this value (0: off); helps when the loss blows up"))
-        lr_decay: float = Field(1.0, gt=0, le=1, description=(
-            "Layer-wise LR decay: the last trainable backbone block trains at lr, each earlier one this many "
-            "times the next (1: all at lr)"))
-        block_lrs: list[float] = Field(default_factory=list, max_length=32, description=(
-            "Discriminative LRs, fastai style, e.g. 1e-5, 1e-4, 1e-2: the last is the head's, the others go to "
-            "consecutive chunks of the trainable backbone blocks, early to late (empty: lr, head_lr_mult, lr_decay)"))
-        batch_augment: Literal["none", "mixup", "cutmix", "ricap"] = Field("none", description=(
-            "Mix images within each batch, labels weighted to match: mixup blends whole images, CutMix pastes "
-            "a box, RICAP tiles four crops"))
-        mix_alpha: float = Field(0.4, gt=0, le=10, description=(
-            "Beta(α, α) of the mixing ratio (mixup, CutMix) or of the patch boundary (RICAP)"))
-        distill_alpha: float = Field(0.5, ge=0, le=1, description=(
-            "With a teacher wired: weight of the true labels' loss; the rest goes to the teacher's soft targets"))
-        distill_temperature: float = Field(4.0, gt=0, le=100, description=(
-            "With a teacher: softmax temperature of the soft targets (higher shares more of the teacher's "
-            "knowledge about wrong classes)"))
-        final_lr: float = Field(0.1, gt=0, le=10, description="AdaBound: the SGD learning rate its bounds converge to")
-        sgdr_cycle: int = Field(1, ge=1, le=10_000, description="SGDR: epochs of the first cosine cycle")
-        sgdr_mult: int = Field(2, ge=1, le=10, description="SGDR: each cycle is this many times longer than the last")
 
     @classmethod
     def infer(cls, params: Params, inputs, node_id: str | None = None):
@@ -149,8 +124,8 @@ class Trainer(Node):
     @staticmethod
     def fit_config(params: Params, device: str) -> FitConfig:
         """The engine's training config from this node's params (launch-only params left out)."""
-        return FitConfig(**params.model_dump(exclude=_LAUNCH_PARAMS), block_lrs=tuple(params.block_lrs),
-                         workers=resolve_workers(params.workers), device=device)
+        return FitConfig(**{**params.model_dump(include=set(TrainingSettings.model_fields)),
+                            "workers": resolve_workers(params.workers), "device": device})
 
     @classmethod
     def script(cls, ctx: ScriptContext, params: Params, model: ScriptModel, data: ScriptData,
@@ -471,20 +446,8 @@ class LRFinder(Node):
               Port("data", IMAGES, "Formatted images (the training split is used)"))
     outputs = (Port("result", METRICS, "suggested_lr, min_loss_lr and the loss-vs-LR curve"),)
 
-    class Params(NodeParams):
-        start_lr: float = Field(1e-7, gt=0, le=1, description="First learning rate tried")
-        end_lr: float = Field(10.0, gt=0, le=1000, description="Last learning rate tried (if the loss has not blown up)")
-        steps: int = Field(100, ge=5, le=10_000, description="Mini-batches in the sweep")
-        diverge: float = Field(4.0, gt=1, le=100, description=(
-            "Stop when the smoothed loss exceeds this many times its minimum"))
-        smoothing: float = Field(0.9, ge=0, lt=1, description="Exponential smoothing of the loss (0: none)")
-        optimizer: Literal["sgd", "adam", "adamw", "rmsprop", "adabound"] = Field(
-            "adam", description="Optimiser to sweep (use the trainer's)")
-        momentum: float = Field(0.9, ge=0, lt=1, description="Momentum (SGD only)")
-        weight_decay: float = Field(0.0, ge=0, le=1, description="L2 weight decay")
-        head_lr_mult: float = Field(1.0, gt=0, le=1000, description="Head LR multiplier, as in the trainer")
-        batch_size: int = Field(20, ge=1, le=4096, description="Images per step")
-        seed: int = Field(0, ge=0, description="Seed of weight init and data order")
+    class Params(LRRangeSettings, NodeParams):
+        pass  # the engine's range-test settings (nodes.engine.settings)
 
     @classmethod
     def infer(cls, params: Params, inputs, node_id: str | None = None):

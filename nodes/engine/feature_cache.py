@@ -21,7 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,12 +31,9 @@ from nodes.engine.augment import uses_random_batch_augment
 from nodes.engine.device import Device
 from nodes.engine.hooks import Hooks, Stopped
 from nodes.engine.loop import frozen_prefix
-from nodes.engine.pipeline import Batches, Shard, default_format, files_digest, image_batches, random_reason
+from nodes.engine.pipeline import Batches, default_format, files_digest, image_batches, random_reason
 from nodes.engine.store import MEMORY, EntryWriter, fits_gpu, memory_budget, nbytes, read_entry
 from nodes.engine.values import ImageSet, ModelValue
-
-if TYPE_CHECKING:  # the plan is fit's; this module only reads it
-    from nodes.engine.fit import FitPlan, SplitPlan
 
 #: bump when what an entry holds changes meaning
 FEATURE_VERSION = 1
@@ -254,93 +251,12 @@ def _compute(net: nn.Sequential, cut: int, data: ImageSet, split: str, path: Pat
             block.train(mode)
 
 
-# -- what the trainer and evaluate use ------------------------------------------------------------
-
-
-class _Empty:
-    """An empty split: evaluation reports NaN as it does for an empty loader."""
-
-    def __iter__(self):
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-    def set_epoch(self, epoch: int) -> None:
-        pass
-
-
-@dataclass
-class TrainInputs:
-    """What the trainer's loop runs: ``body`` on ``train`` batches (``prefix`` leading blocks under
-    no_grad), ``eval_body`` on ``validation`` batches."""
-
-    train: Any
-    validation: Any
-    body: nn.Module
-    eval_body: nn.Module
-    prefix: int
-    info: dict[str, Any]
-
-    def set_epoch(self, epoch: int) -> None:
-        for batches in (self.train, self.validation):
-            if hasattr(batches, "set_epoch"):
-                batches.set_epoch(epoch)
+# -- what evaluate uses (the trainer's inputs: fit.prepare_training) ------------------------------
 
 
 def tail(net: nn.Sequential, cut: int) -> nn.Sequential:
     """The blocks after the cached prefix, sharing their modules (and so their weights) with ``net``."""
     return nn.Sequential(OrderedDict(list(net.named_children())[cut:]))
-
-
-def prepare_training(hooks: Hooks, plan: FitPlan, model: ModelValue, data: ImageSet, *, generator: torch.Generator,
-                     workers: int = 0, shard: Shard | None = None,
-                     main_first: Callable[[Callable[[], Any]], Any] = lambda build: build()) -> TrainInputs:
-    """The trainer's inputs as its plan says: cached prefix features where the freeze boundary and
-    the data allow, decoded-image batches otherwise; say which and why in a log line and a preview."""
-    net, device, decision, batch_size = plan.net, plan.device, plan.cache, plan.batch_size
-    prefix = frozen_prefix(net, model.frozen)
-    eval_shard = Shard(shard.rank, shard.world, shard.seed) if shard else None
-    shape = model.spec["input_shape"]
-
-    def features(split: SplitPlan) -> FeatureSet:
-        return main_first(lambda: features_for(
-            net, decision.cut, plan.digest, data, split.name, shape, device, hooks.workspace, batch_size,
-            augmented=split.train, copies=split.copies, seed=plan.config.seed, workers=workers, log=hooks.log,
-            should_stop=hooks.should_stop))
-
-    info: dict[str, Any] = {"enabled": decision.train, "reason": decision.reason, "blocks": decision.blocks}
-    if plan.train.features:
-        train_set = features(plan.train)
-        train = Batches(len(train_set), train_set.fetch, batch_size, True, generator, shard, on_epoch=train_set.set_epoch)
-        body, body_prefix = tail(net, decision.cut), 0
-        info.update(train=train_set.hit, copies=train_set.copies, feature_shape=list(train_set.features.shape[2:]),
-                    bytes=int(np.prod(train_set.features.shape)) * 2)
-    else:
-        train = main_first(lambda: image_batches(data, "train", batch_size, True, device.torch, hooks.workspace,
-                                                 generator, workers, shard, hooks.log, should_stop=hooks.should_stop))
-        body, body_prefix = net, prefix
-    if plan.validation is None:
-        validation, eval_body = _Empty(), net
-    elif plan.validation.features:
-        val_set = features(plan.validation)
-        validation = Batches(len(val_set), val_set.fetch, batch_size, False, None, eval_shard)
-        eval_body = tail(net, decision.cut)
-        info["validation"] = val_set.hit
-    else:
-        validation = main_first(lambda: image_batches(data, "validation", batch_size, False, device.torch,
-                                                      hooks.workspace, None, workers, eval_shard, hooks.log,
-                                                      should_stop=hooks.should_stop))
-        eval_body = net
-    if plan.train.features:
-        size = info["bytes"] / 2**20
-        hooks.log(f"feature cache on: {', '.join(decision.blocks)} run once ({info['train']}), "
-                  f"{info['copies']}× {len(train_set)} × {info['feature_shape']} fp16 ({size:.1f} MiB); "
-                  f"epochs train {', '.join(n for n, _ in list(net.named_children())[decision.cut:])}")
-    else:
-        hooks.log(f"feature cache off for training: {decision.reason}")
-    hooks.preview("feature_cache", info)
-    return TrainInputs(train, validation, body, eval_body, body_prefix, info)
 
 
 def prepare_evaluation(hooks: Hooks, net: nn.Sequential, model: ModelValue, data: ImageSet, split: str, device: Device,

@@ -14,12 +14,13 @@ turns its params into the one and its run context into the other.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,62 +28,18 @@ from nodes.engine.augment import Objective, uses_random_batch_augment
 from nodes.engine.checkpoint import CheckpointError, pending_checkpoints, restore_checkpoint
 from nodes.engine.device import Device, resolve_device, seed_everything
 from nodes.engine.distributed import current as current_group
-from nodes.engine.feature_cache import (Decision, decide, features_cached, prefix_digest, prepare_training,
-                                        technique_blockers)
+from nodes.engine.feature_cache import (Decision, FeatureSet, decide, features_cached, features_for, prefix_digest,
+                                        tail, technique_blockers)
 from nodes.engine.hooks import Hooks
-from nodes.engine.loop import (NonFiniteLoss, apply_freezing, cpu_state, evaluate, network, resolve_spec, set_mode,
-                               stop_points, train_one_epoch)
+from nodes.engine.loop import (NonFiniteLoss, apply_freezing, cpu_state, evaluate, frozen_prefix, network, resolve_spec,
+                               set_mode, stop_points, train_one_epoch)
 from nodes.engine.optim import layerwise_groups, make_optimizer, make_schedule
-from nodes.engine.pipeline import decodable, decoded_cached, random_reason
+from nodes.engine.pipeline import Batches, Shard, decodable, decoded_cached, image_batches, random_reason
+from nodes.engine.settings import FitConfig
 from nodes.engine.values import ImageSet, ModelValue
 
 #: the per-epoch metrics of a training: its curves
 EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
-
-
-@dataclass(frozen=True)
-class FitConfig:
-    """Everything ``fit`` needs to know, as plain values (the trainer node's params, translated)."""
-
-    epochs: int = 30
-    batch_size: int = 20
-    optimizer: str = "rmsprop"
-    lr: float = 2e-5
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    final_lr: float = 0.1
-    head_lr_mult: float = 1.0
-    lr_decay: float = 1.0
-    block_lrs: tuple[float, ...] = ()
-    schedule: str = "none"
-    step_size: int = 10
-    gamma: float = 0.1
-    sgdr_cycle: int = 1
-    sgdr_mult: int = 2
-    label_smoothing: float = 0.0
-    batch_augment: str = "none"
-    mix_alpha: float = 0.4
-    distill_alpha: float = 0.5
-    distill_temperature: float = 4.0
-    grad_clip: float = 0.0
-    early_stopping: int = 0
-    stop_at_accuracy: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    mixed_precision: bool = True
-    workers: int = 0
-    feature_cache: str = "auto"
-    augmented_copies: int = 0
-    compile: bool = False
-
-    def record(self) -> dict[str, Any]:
-        """The config as JSON, kept in checkpoints to say what they came from."""
-        return {**dataclasses.asdict(self), "block_lrs": list(self.block_lrs)}
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> FitConfig:
-        """The config that :meth:`record` wrote."""
-        return cls(**{**record, "block_lrs": tuple(record["block_lrs"])})
 
 
 @dataclass
@@ -197,6 +154,93 @@ def plan_fit(model: ModelValue, data: ImageSet, config: FitConfig, workspace: Pa
     scored = split("validation", cache.evaluation, False) if validation and data.split("validation") else None
     return FitPlan(config, device, net, groups, cache, digest, train, scored,
                    current_group().per_rank(config.batch_size), checkpoints)
+
+
+# -- the inputs the plan says -----------------------------------------------------------------------
+
+
+class _Empty:
+    """An empty split: evaluation reports NaN as it does for an empty loader."""
+
+    def __iter__(self):
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def set_epoch(self, epoch: int) -> None:
+        pass
+
+
+@dataclass
+class TrainInputs:
+    """What the trainer's loop runs: ``body`` on ``train`` batches (``prefix`` leading blocks under
+    no_grad), ``eval_body`` on ``validation`` batches."""
+
+    train: Any
+    validation: Any
+    body: nn.Module
+    eval_body: nn.Module
+    prefix: int
+    info: dict[str, Any]
+
+    def set_epoch(self, epoch: int) -> None:
+        for batches in (self.train, self.validation):
+            if hasattr(batches, "set_epoch"):
+                batches.set_epoch(epoch)
+
+
+def prepare_training(hooks: Hooks, plan: FitPlan, model: ModelValue, data: ImageSet, *, generator: torch.Generator,
+                     workers: int = 0, shard: Shard | None = None,
+                     main_first: Callable[[Callable[[], Any]], Any] = lambda build: build()) -> TrainInputs:
+    """The trainer's inputs as its plan says: cached prefix features where the freeze boundary and
+    the data allow, decoded-image batches otherwise; say which and why in a log line and a preview."""
+    net, device, decision, batch_size = plan.net, plan.device, plan.cache, plan.batch_size
+    prefix = frozen_prefix(net, model.frozen)
+    eval_shard = Shard(shard.rank, shard.world, shard.seed) if shard else None
+    shape = model.spec["input_shape"]
+
+    def features(split: SplitPlan) -> FeatureSet:
+        return main_first(lambda: features_for(
+            net, decision.cut, plan.digest, data, split.name, shape, device, hooks.workspace, batch_size,
+            augmented=split.train, copies=split.copies, seed=plan.config.seed, workers=workers, log=hooks.log,
+            should_stop=hooks.should_stop))
+
+    info: dict[str, Any] = {"enabled": decision.train, "reason": decision.reason, "blocks": decision.blocks}
+    if plan.train.features:
+        train_set = features(plan.train)
+        train = Batches(len(train_set), train_set.fetch, batch_size, True, generator, shard, on_epoch=train_set.set_epoch)
+        body, body_prefix = tail(net, decision.cut), 0
+        info.update(train=train_set.hit, copies=train_set.copies, feature_shape=list(train_set.features.shape[2:]),
+                    bytes=int(np.prod(train_set.features.shape)) * 2)
+    else:
+        train = main_first(lambda: image_batches(data, "train", batch_size, True, device.torch, hooks.workspace,
+                                                 generator, workers, shard, hooks.log, should_stop=hooks.should_stop))
+        body, body_prefix = net, prefix
+    if plan.validation is None:
+        validation, eval_body = _Empty(), net
+    elif plan.validation.features:
+        val_set = features(plan.validation)
+        validation = Batches(len(val_set), val_set.fetch, batch_size, False, None, eval_shard)
+        eval_body = tail(net, decision.cut)
+        info["validation"] = val_set.hit
+    else:
+        validation = main_first(lambda: image_batches(data, "validation", batch_size, False, device.torch,
+                                                      hooks.workspace, None, workers, eval_shard, hooks.log,
+                                                      should_stop=hooks.should_stop))
+        eval_body = net
+    if plan.train.features:
+        size = info["bytes"] / 2**20
+        hooks.log(f"feature cache on: {', '.join(decision.blocks)} run once ({info['train']}), "
+                  f"{info['copies']}× {len(train_set)} × {info['feature_shape']} fp16 ({size:.1f} MiB); "
+                  f"epochs train {', '.join(n for n, _ in list(net.named_children())[decision.cut:])}")
+    else:
+        hooks.log(f"feature cache off for training: {decision.reason}")
+    hooks.preview("feature_cache", info)
+    return TrainInputs(train, validation, body, eval_body, body_prefix, info)
+
+
+# -- the training ------------------------------------------------------------------------------------
 
 
 def fit(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks,

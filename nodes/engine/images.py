@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from nodes.engine.files import file_stamp
+from nodes.engine.folders import IMAGE_SUFFIXES, SPLIT_ALIASES
 from nodes.engine.values import SPLITS, ImageSet
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-SPLIT_ALIASES = {"train": ("train", "training"), "validation": ("validation", "val", "valid"),
-                 "test": ("test", "testing")}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -11,10 +11,10 @@ import numpy as np
 import torch
 
 from nodes.engine.device import seed_everything
-from nodes.engine.feature_cache import prepare_training
-from nodes.engine.fit import FitConfig, plan_fit
+from nodes.engine.fit import plan_fit, prepare_training
 from nodes.engine.hooks import Hooks
 from nodes.engine.loop import forward, set_mode, stop_points
+from nodes.engine.settings import LRRangeConfig
 from nodes.engine.values import ImageSet, ModelValue
 
 
@@ -39,30 +39,6 @@ def suggest_lr(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float, fl
     minimum's LR: at the minimum the loss is already about to blow up."""
     best = int(np.argmin(np.asarray(losses)))
     return lrs[best] / 10, lrs[best]
-
-
-@dataclass(frozen=True)
-class LRRangeConfig:
-    start_lr: float = 1e-7
-    end_lr: float = 10.0
-    steps: int = 100
-    diverge: float = 4.0
-    smoothing: float = 0.9
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    head_lr_mult: float = 1.0
-    batch_size: int = 20
-    seed: int = 0
-    device: str = "auto"
-    workers: int = 0
-
-    def fit_config(self) -> FitConfig:
-        """The training the test is made of, for ``plan_fit``: a base learning rate of 1 that the
-        sweep scales, in full precision."""
-        return FitConfig(batch_size=self.batch_size, optimizer=self.optimizer, lr=1.0, momentum=self.momentum,
-                         weight_decay=self.weight_decay, head_lr_mult=self.head_lr_mult, seed=self.seed,
-                         device=self.device, mixed_precision=False, workers=self.workers)
 
 
 @dataclass

@@ -35,7 +35,6 @@ same optimisation on one device or several.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import hmac
@@ -721,7 +720,7 @@ def main(job: Path, backend: str, kind: str, wait: float, workspace: Path) -> in
         torch.distributed.init_process_group(backend, init_method="env://")
         use_group(Group(rank, world, local_rank))
         spec = _read_job(job, rank, torch.device(device), wait, workspace)
-        config = dataclasses.replace(FitConfig.from_record(spec["config"]), device=device)
+        config = FitConfig.from_record({**spec["config"], "device": device})
         teacher = load_model(job / "inputs" / "teacher") if spec["teacher"] else None
         with background_checkpoints():
             result = fit(load_model(job / "inputs" / "model"), ImageSet.from_json(spec["data"]), config,

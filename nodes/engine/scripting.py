@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
+import types
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,8 +31,9 @@ WIDTH = 100
 
 
 def functions(*names: str) -> tuple[str, ...]:
-    """The source text of the script's functions ``names`` (see ``nodes.engine.standalone``)."""
-    return tuple(_source(name) for name in names)
+    """The source text of the script's functions ``names`` (see ``nodes.engine.standalone``), each
+    after the constants it reads (``IMAGE_SUFFIXES = {...}``), which the script defines as well."""
+    return tuple(dict.fromkeys(source for name in names for source in _sources(name)))
 
 
 def call(head: str, args: list[str], indent: int = 4) -> str:
@@ -47,8 +50,38 @@ def call(head: str, args: list[str], indent: int = 4) -> str:
 
 
 @functools.cache
-def _source(name: str) -> str:
-    return inspect.getsource(getattr(standalone, name))
+def _sources(name: str) -> tuple[str, ...]:
+    value = getattr(standalone, name)
+    if not inspect.isfunction(value):
+        return (inspect.getsource(value),)
+    constants = [word for word in _names(value.__code__)
+                 if isinstance(getattr(standalone, word, None), (str, int, float, tuple, dict, set, frozenset))]
+    return (*(f"{word} = {_constant(getattr(standalone, word))}\n" for word in constants), inspect.getsource(value))
+
+
+def _names(code: types.CodeType) -> list[str]:
+    """The global names a function's code reads, its inner functions' too, in order."""
+    found = list(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            found += _names(const)
+    return list(dict.fromkeys(found))
+
+
+def _constant(value: Any) -> str:
+    """A constant as script code, strings in double quotes, the same text in every process (a
+    set's own order is not); a dict too long for one line gets a line per entry."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (set, frozenset)):
+        return "{" + ", ".join(_constant(item) for item in sorted(value)) + "}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_constant(item) for item in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, dict):
+        entries = [f"{_constant(key)}: {_constant(item)}" for key, item in value.items()]
+        one_line = "{" + ", ".join(entries) + "}"
+        return one_line if len(one_line) <= WIDTH - 20 else "{\n" + "".join(f"    {e},\n" for e in entries) + "}"
+    return repr(value)
 
 
 @dataclass(frozen=True)

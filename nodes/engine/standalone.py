@@ -2,9 +2,11 @@
 
 Node script parts copy these into the script by their source text, so each may use only what the
 script imports (``os``, ``random``, ``OrderedDict``, ``torch``, ``nn``, ``torchvision``, ``v2``,
-``DataLoader``, ``pil_loader``) and the other functions here. They do what the engine does, step
-for step where numbers depend on it (the split, the order of random draws), without its caches,
-hooks and stop points: a person reads them, in the manner of torchvision's reference ``train.py``.
+``DataLoader``, ``pil_loader``), the other functions here and the constants of ``folders``
+(``scripting.functions`` writes those a function reads into the script before it). They do what
+the engine does, step for step where numbers depend on it (the split, the order of random
+draws), without its caches, hooks and stop points: a person reads them, in the manner of
+torchvision's reference ``train.py``.
 """
 
 from __future__ import annotations
@@ -42,12 +44,13 @@ def pil_loader(path):
     """torchvision's ``pil_loader`` (the script imports it from torchvision.datasets.folder)."""
     return torchvision.datasets.folder.pil_loader(path)
 
+from nodes.engine.folders import IMAGE_SUFFIXES, SPLIT_ALIASES  # the script gets them as constants
+
 
 def find_images(root, validation_fraction, test_fraction, seed, max_per_class=0, verify=True):
     """The class names and the (path, label) pairs of each split under ``root``: train/ validation/
     test/ folders of class folders, or one folder of class folders (Microsoft's PetImages too)
     split at random per class by the fractions. Unreadable files are left out when ``verify``."""
-    suffixes = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
     def folders(path):
         return sorted(name for name in os.listdir(path)
@@ -57,7 +60,8 @@ def find_images(root, validation_fraction, test_fraction, seed, max_per_class=0,
         found = []
         for base, dirs, files in os.walk(path):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            found += [os.path.join(base, f) for f in sorted(files) if os.path.splitext(f)[1].lower() in suffixes]
+            found += [os.path.join(base, f) for f in sorted(files)
+                      if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
         return found
 
     def readable(item):
@@ -75,8 +79,7 @@ def find_images(root, validation_fraction, test_fraction, seed, max_per_class=0,
         root = os.path.join(root, "PetImages")
     names = {name.lower(): name for name in folders(root)}
     split_dirs = {}
-    for split, aliases in {"train": ("train", "training"), "validation": ("validation", "val", "valid"),
-                           "test": ("test", "testing")}.items():
+    for split, aliases in SPLIT_ALIASES.items():
         found = [names[alias] for alias in aliases if alias in names]
         if found:
             split_dirs[split] = os.path.join(root, found[0])

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from nodeflow.uploads import (IMAGE_SUFFIXES, STAGING_PREFIX, MultipartUpload, UploadLimits, UploadRefused,
+from nodeflow.uploads import (IMAGE_SUFFIXES, SPLIT_NAMES, STAGING_PREFIX, MultipartUpload, UploadLimits, UploadRefused,
                               receive_files, receive_zip, remove_leftovers)
 from tests.imagegen import draw
 
@@ -124,12 +124,23 @@ def test_every_format_the_dataset_reads_is_taken(tmp_path, project):
     assert receive_zip(make_zip(tmp_path / "f.zip", entries), project / "data", "formats").images == len(formats)
 
 
-def test_the_suffixes_are_the_ones_the_dataset_loader_reads():
-    """Read from the loader's source (nodeflow cannot import the catalogue, and torch is slow to load)."""
-    source = (Path(__file__).resolve().parents[2] / "nodes" / "engine" / "images.py").read_text()
+def engine_folders_constant(name: str):
+    """A constant of the engine's one declaration of image folders, read from its source (nodeflow
+    cannot import the catalogue)."""
+    source = (Path(__file__).resolve().parents[2] / "nodes" / "engine" / "folders.py").read_text()
     found = [node.value for node in ast.parse(source).body if isinstance(node, ast.Assign)
-             and any(isinstance(t, ast.Name) and t.id == "IMAGE_SUFFIXES" for t in node.targets)]
-    assert len(found) == 1 and ast.literal_eval(found[0]) == IMAGE_SUFFIXES
+             and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)]
+    assert len(found) == 1
+    return ast.literal_eval(found[0])
+
+
+def test_the_suffixes_are_the_ones_the_dataset_loader_reads():
+    assert engine_folders_constant("IMAGE_SUFFIXES") == IMAGE_SUFFIXES
+
+
+def test_the_split_folders_are_the_ones_the_dataset_loader_knows():
+    aliases = engine_folders_constant("SPLIT_ALIASES")
+    assert {alias for names in aliases.values() for alias in names} == SPLIT_NAMES
 
 
 # -- paths that leave the folder, links ------------------------------------------------------------------
