@@ -18,7 +18,8 @@ def test_the_trainers_form_keeps_its_order():
     """The editor shows the trainer's own params where it always has, not after the engine's."""
     shown = list(Trainer.describe()["params_schema"]["properties"])
     assert shown == ["optimizer", "lr", "momentum", "weight_decay", "epochs", "batch_size", "loss", "label_smoothing",
-                     "schedule", "step_size", "gamma", "head_lr_mult", "early_stopping", "seed", "mixed_precision",
+                     "schedule", "step_size", "gamma", "head_lr_mult", "early_stopping",
+                     "stop_at_accuracy", "seed", "mixed_precision",
                      "workers", "feature_cache", "augmented_copies", "devices", "strategy", "num_nodes", "node_rank",
                      "rdzv_endpoint", "compile", "grad_clip", "lr_decay", "block_lrs", "batch_augment", "mix_alpha",
                      "distill_alpha", "distill_temperature", "final_lr", "sgdr_cycle", "sgdr_mult"]
