@@ -514,6 +514,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from nodeflow import predict_command
+    from nodeflow.trying import TryRefused
+
+    if args.top is not None and args.top < 1:
+        raise CliError("--top must be at least 1")
+    try:
+        pictures = predict_command.read_pictures(args.images)
+        graph, registry = graph_and_registry(args)
+        found = predict_command.classify(graph, registry, workspace_of(args), args.device, args.node, pictures,
+                                         args.top)
+    except TryRefused as exc:
+        raise CliError(str(exc)) from None
+    predict_command.print_found(found, args.json)
+    return EXIT_OK
+
+
 def resume_hint(graph: str, assignments: list[str], node_id: str, param: str | None) -> str:
     """The command that resumes from a failed node. The ``--set`` that gave the blamed param its
     failing value is left out, so pasting the hint does not fail the same way again."""
@@ -1084,7 +1101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from nodeflow import predict_command
 
-    predict_command.add_parser(sub, graph_args, runtime_args)
+    predict_command.add_parser(sub, graph_args, runtime_args).set_defaults(func=cmd_predict)
 
     from nodeflow.users import command as users_command
 

@@ -15,7 +15,8 @@ from typing import Any
 from nodeflow.trying import Picture, Tryer, TryRefused
 
 
-def add_parser(sub: Any, graph_args: Any, runtime_args: Any) -> None:
+def add_parser(sub: Any, graph_args: Any, runtime_args: Any) -> argparse.ArgumentParser:
+    """The ``predict`` subcommand's arguments; the CLI sets the function that runs it."""
     p = sub.add_parser("predict", help="classify images with the model a node trained (its cached result)")
     graph_args(p)
     p.add_argument("node", help="the node whose trained model classifies (a Trainer, a Linear classifier)")
@@ -23,43 +24,47 @@ def add_parser(sub: Any, graph_args: Any, runtime_args: Any) -> None:
     runtime_args(p)
     p.add_argument("--top", type=int, default=None, metavar="K", help="with --json: only the K most probable classes")
     p.add_argument("--json", action="store_true", help="print a JSON list of {image, classes}")
-    p.set_defaults(func=cmd_predict)
+    return p
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
-    from nodeflow.cli import EXIT_OK, CliError, graph_and_registry, workspace_of
-    from nodeflow.executor import Executor
-    from nodeflow.runs import STORE_FILE, RunStore
-
-    if args.top is not None and args.top < 1:
-        raise CliError("--top must be at least 1")
+def read_pictures(names: list[str]) -> list[Picture]:
+    """The image files as pictures to classify; a file that cannot be read is a TryRefused naming it."""
     pictures = []
-    for name in args.images:
+    for name in names:
         try:
             pictures.append(Picture(name, Path(name).read_bytes()))
         except OSError as exc:
-            raise CliError(f"cannot read image '{name}': {exc.strerror or exc}") from None
-    graph, registry = graph_and_registry(args)
-    workspace = workspace_of(args)
-    executor = Executor(registry, workspace, device=args.device)
+            raise TryRefused(f"cannot read image '{name}': {exc.strerror or exc}") from None
+    return pictures
+
+
+def classify(graph: Any, registry: Any, workspace: Path, device: str, node: str, pictures: list[Picture],
+             top: int | None) -> dict[str, Any]:
+    """What the node's trained model says of each picture (see :meth:`nodeflow.trying.Tryer.predict`),
+    its model run in a process of its own that ends with this call; raises TryRefused."""
+    from nodeflow.executor import Executor
+    from nodeflow.runs import STORE_FILE, RunStore
+
+    executor = Executor(registry, workspace, device=device)
     runs = RunStore(workspace) if (workspace / STORE_FILE).is_file() else None
     tryer = Tryer(executor, runs)
     try:
-        found = tryer.predict(graph, args.node, pictures, top=args.top)
-    except TryRefused as exc:
-        raise CliError(str(exc)) from None
+        return tryer.predict(graph, node, pictures, top=top)
     finally:
         tryer.close()
         if runs is not None:
             runs.close()
-    if args.json:
-        if found.get("note"):
-            print(f"note: {found['note']}", file=sys.stderr)
+
+
+def print_found(found: dict[str, Any], as_json: bool) -> None:
+    """One line per image (its most probable class and that class's probability), or with
+    ``as_json`` a JSON list of ``{"image", "classes"}``; a stale model's note goes first (to stderr
+    with JSON, so that stdout stays one document)."""
+    if found.get("note"):
+        print(f"note: {found['note']}", file=sys.stderr if as_json else sys.stdout)
+    if as_json:
         print(json.dumps([{"image": r["image"], "classes": r["classes"]} for r in found["results"]]))
-    else:
-        if found.get("note"):
-            print(f"note: {found['note']}")
-        for result in found["results"]:
-            best = result["classes"][0]
-            print(f"{result['image']}: {best['label']} ({best['probability']:.4f})")
-    return EXIT_OK
+        return
+    for result in found["results"]:
+        best = result["classes"][0]
+        print(f"{result['image']}: {best['label']} ({best['probability']:.4f})")
