@@ -1106,7 +1106,7 @@ def build_parser() -> argparse.ArgumentParser:
     from nodeflow.users import command as users_command
 
     users_command.add_parser(sub, default_workspace)
-    from nodeflow.users import assignments_command
+    from nodeflow import assignments_command
 
     assignments_command.add_parser(sub, default_workspace)
     return parser
