@@ -2,7 +2,7 @@
 # One entry point for developers and users of a checkout:
 #   ./dev.sh editor [GRAPH]   set up, then open the editor (default: the graph it had open, else the template)
 #   ./dev.sh test [ARGS]      set up (with the browser for the editor tests), then run every test, one
-#                             worker per core (ARGS go to pytest after that: -n 0 runs in one process)
+#                             worker per core (ARGS go to pytest after that: -n 0 runs in one process, as --pdb needs)
 #   ./dev.sh setup            only set up
 # Set-up is idempotent: it creates .venv and installs the pinned packages when their list changed.
 # The editor's front-end bundle ships built; it is rebuilt only when its sources changed.
