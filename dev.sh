@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for developers and users of a checkout:
 #   ./dev.sh editor [GRAPH]   set up, then open the editor (default: the graph it had open, else the template)
-#   ./dev.sh test [ARGS]      set up (with the browser for the editor tests), then run every test
+#   ./dev.sh test [ARGS]      set up (with the browser for the editor tests), then run every test, one
+#                             worker per core (ARGS go to pytest after that: -n 0 runs in one process, as --pdb needs)
 #   ./dev.sh setup            only set up
 # Set-up is idempotent: it creates .venv and installs the pinned packages when their list changed.
 # The editor's front-end bundle ships built; it is rebuilt only when its sources changed.
@@ -68,7 +69,8 @@ case "$cmd" in
         exec "$VENV/bin/nodeflow" serve "$@" ;;
     test)
         setup_python; setup_frontend; setup_browser
-        exec "$VENV/bin/python" -m pytest "$@" ;;
+        # a test module stays on one worker: its server and browser start once (pytest-xdist)
+        exec "$VENV/bin/python" -m pytest -n "${NODEFLOW_TEST_WORKERS:-auto}" --dist loadfile "$@" ;;
     *)
-        sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+        sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -73,7 +73,9 @@ class Server:
         env["PYTHONUNBUFFERED"] = "1"
         self.proc = subprocess.Popen([*command, "--port", str(self.port), "--workspace", str(workspace), *extra],
                                      cwd=cwd, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT)
-        deadline = time.time() + 60
+        # a server that imports torch on a busy machine, beside another test worker's, may take a minute or
+        # more to answer; one that exits fails at once
+        deadline = time.time() + 180
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"editor server exited: {self.log.read_text()[-3000:]}")
