@@ -215,7 +215,7 @@ def _forget(folder) -> None:
 
 
 class HandInControls:
-    """Under the form of a trained-model node, in the editor of one's own project on a site with open
+    """Above the form of a trained-model node, in the editor of one's own project on a site with open
     assignments: a choice of the open assignment, "Hand in…" and a link to its board. Handing in is
     the API's (:meth:`Handins.hand_in`, with its rules: own project only, the day's limit, the
     deadline, a trained node); a refusal is shown as a notification and changes nothing."""
@@ -243,8 +243,7 @@ class HandInControls:
         options = {a.id: a.title for a in found}
         if self.chosen not in options:
             self.chosen = found[0].id
-        with ui.column().classes("w-full gap-1 q-mt-md nf-handin"):
-            ui.separator()
+        with ui.column().classes("w-full gap-1 q-my-sm nf-handin"):
             ui.label("Hand in this trained model").classes("text-subtitle2")
             with ui.row().classes("w-full items-center no-wrap gap-2"):
                 choice = ui.select(options, value=self.chosen, label="assignment") \
@@ -253,6 +252,7 @@ class HandInControls:
             choice.on_value_change(lambda e: self._choose(e.value, board))
             ui.button("Hand in…", icon="assignment_turned_in", on_click=lambda: self.hand_in(spec.id)) \
                 .props("no-caps color=indigo").classes("nf-handin-button")
+            ui.separator()
 
     def _choose(self, assignment_id: str, board: ui.link) -> None:
         self.chosen = assignment_id
@@ -262,11 +262,10 @@ class HandInControls:
         assignment_id = self.chosen
         if assignment_id is None:
             return
-        try:
-            handin = await anyio.to_thread.run_sync(
-                lambda: _answer(lambda: self.mu.handins.hand_in(self.user, assignment_id, self.project_id, node_id)))
-        except HTTPException as exc:
-            ui.notify(f"Not handed in: {exc.detail}", type="warning", classes="nf-handin-refused")
+        handin = await anyio.to_thread.run_sync(
+            lambda: self.mu.handins.hand_in_or_refusal(self.user, assignment_id, self.project_id, node_id))
+        if isinstance(handin, str):
+            ui.notify(f"Not handed in: {handin}", type="warning", classes="nf-handin-refused")
             return
         title = self.mu.assignments.get(assignment_id).title
         ui.notify(f"Handed in to '{title}' (hand-in #{handin.id}): it is scored on the hidden test set when "

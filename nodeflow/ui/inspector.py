@@ -18,9 +18,9 @@ from .run_controls import RunControls
 
 
 class Inspector:
-    """The Parameters tab (``column``); ``runner`` runs to the shown node. What a site adds under a
+    """The Parameters tab (``column``); ``runner`` runs to the shown node. What a site adds to a
     node's form (e.g. handing a trained model in on a shared server) is a function in ``extras``,
-    called with the node and its catalogue entry each time the form is drawn."""
+    called with the node and its catalogue entry above the form each time it is drawn."""
 
     def __init__(self, page: Page, runner: RunControls) -> None:
         self.page = page
@@ -33,7 +33,7 @@ class Inspector:
         self.extras: list[Callable[[NodeSpec, dict[str, Any]], None]] = []
 
     def add_extra(self, draw: Callable[[NodeSpec, dict[str, Any]], None]) -> None:
-        """Draw ``draw(node, entry)`` under each node's form from now on (the form is drawn again now)."""
+        """Draw ``draw(node, entry)`` above each node's form from now on (the form is drawn again now)."""
         self.extras.append(draw)
         self.form_sig = None
         self.render()
@@ -72,10 +72,10 @@ class Inspector:
                 ui.label(entry["description"].split("\n\n")[0]).classes("text-xs text-grey-8")
             ui.input("Title", value=spec.title or "", on_change=lambda e: self.rename(node_id, e.value)) \
                 .props("dense debounce=500").classes("w-full")
-            ParamForm(self.session, node_id, entry, on_edit=self.after_form_edit,
-                            on_sweep=lambda param: self.page.sweeps.open(node_id, param))
             for draw in self.extras:
                 draw(spec, entry)
+            ParamForm(self.session, node_id, entry, on_edit=self.after_form_edit,
+                            on_sweep=lambda param: self.page.sweeps.open(node_id, param))
 
     def after_form_edit(self, redraw: bool = False) -> None:
         # the form already shows the new value (unless one edit set several fields): only the
