@@ -81,6 +81,14 @@ def train(server, who: str, project: str) -> None:
     assert call(server, who, "GET", f"/api/p/{project}/runs").json()[0]["status"] == "done"
 
 
+def set_assignment(server, title: str, per_day: int) -> str:
+    """The teacher sets an assignment on the hidden set; its id."""
+    made = call(server, "teacher", "POST", "/api/assignments", data={"title": title, "handins_per_day": str(per_day)},
+                files={"test": ("hidden.zip", server.hidden, "application/zip")})
+    assert made.status_code == 200, made.text
+    return made.json()["id"]
+
+
 def train_and_hand_in(server, who: str, assignment: str, lr: float) -> int:
     project = shapes_project(server, who, lr)
     train(server, who, project)
@@ -115,11 +123,7 @@ def signed_in(browser, server, name: str):
 
 def test_two_students_hand_in_and_each_sees_the_board_with_her_own_rows_highlighted(browser, competition):
     server = competition
-    made = call(server, "teacher", "POST", "/api/assignments",
-                data={"title": "Shapes challenge", "handins_per_day": "3"},
-                files={"test": ("hidden.zip", server.hidden, "application/zip")})
-    assert made.status_code == 200, made.text
-    assignment = made.json()["id"]
+    assignment = set_assignment(server, "Shapes challenge", 3)
     handins = {who: train_and_hand_in(server, who, assignment, lr) for who, lr in zip(STUDENTS, (3e-3, 1e-3))}
 
     def scored() -> bool:
@@ -158,11 +162,7 @@ def test_two_students_hand_in_and_each_sees_the_board_with_her_own_rows_highligh
 
 def test_a_student_hands_in_from_the_editor_and_only_the_teacher_sees_each_confusion_matrix(browser, competition):
     server = competition
-    made = call(server, "teacher", "POST", "/api/assignments",
-                data={"title": "Editor hand-in", "handins_per_day": "1"},
-                files={"test": ("hidden.zip", server.hidden, "application/zip")})
-    assert made.status_code == 200, made.text
-    assignment = made.json()["id"]
+    assignment = set_assignment(server, "Editor hand-in", 1)
     project = shapes_project(server, "alice", 3e-3)
 
     context, tab = signed_in(browser, server, "alice")
