@@ -591,8 +591,8 @@ class Assignments:
         return out.getvalue()
 
     def detail(self, handin_id: int | str) -> dict[str, Any]:
-        """The teacher's look at one hand-in: its graph (to read), its confusion matrix on the hidden set
-        and its error if scoring failed."""
+        """The teacher's look at one hand-in: its graph (to read), its confusion matrix on the hidden set,
+        its accuracy on the whole set and on each half, and its error if scoring failed."""
         handin = self.handin(handin_id)
         folder = self.handin_dir(handin.assignment, handin.id)
         graph = json.loads((folder / "graph.json").read_text()) if (folder / "graph.json").is_file() else None
@@ -601,6 +601,11 @@ class Assignments:
         if found is not None:
             shown["confusion"] = {"classes": found["classes"], "matrix": found["confusion"]}
             shown["accuracy"] = float(np.mean(found["correct"])) if found["correct"] else None
+            assignment = self.get(handin.assignment)
+            for which in ("public", "private"):
+                files = self._half(assignment, which)
+                shown[f"{which}_accuracy"] = (sum(bool(found["by_file"].get(f, False)) for f in files) / len(files)
+                                              if files else None)
         return shown
 
     # -- who may do what: the one place ------------------------------------------------------------------

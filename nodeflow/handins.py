@@ -9,8 +9,11 @@ import threading
 from pathlib import Path
 
 from nodeflow.assignments import TRAINED, AssignmentError, Assignments, Handin
-from nodeflow.server import ClassServer
-from nodeflow.users import NotAllowed, User
+from nodeflow.server import ClassServer, WorkRefused
+from nodeflow.users import AccountError, NotAllowed, ProjectNotFound, User
+
+#: what a refused hand-in raises (each with the reason a person reads)
+REFUSALS = (AssignmentError, NotAllowed, ProjectNotFound, AccountError, WorkRefused)
 
 
 class Handins:
@@ -52,6 +55,13 @@ class Handins:
         handin = desk.record(assignment, user.name, project.id, node, key, graph, entry)
         self.submit(handin)
         return handin
+
+    def hand_in_or_refusal(self, user: User, assignment_id: str, project_id: str, node: str) -> Handin | str:
+        """:meth:`hand_in`, or the reason it was refused (nothing recorded then), for a page to show."""
+        try:
+            return self.hand_in(user, assignment_id, project_id, node)
+        except REFUSALS as exc:
+            return str(exc.args[0]) if exc.args else str(exc)
 
     def submit(self, handin: Handin) -> None:
         """Score the hand-in when the machine's fair queue gives it a turn (on a thread of its own)."""

@@ -5,6 +5,8 @@ student's does not: a route reaching for one a desk lacks answers 403)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from html import escape
 from typing import Any
 
@@ -14,7 +16,9 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 from nicegui import app, ui
 from pydantic import BaseModel, ConfigDict, Field
 
-from nodeflow.assignments import HIDDEN, PER_DAY, AssignmentError, Assignments, parse_deadline
+from nodeflow.assignments import (HIDDEN, PER_DAY, TRAINED, Assignment, AssignmentError, Assignments, Handin,
+                                  parse_deadline)
+from nodeflow.graph import NodeSpec
 from nodeflow.handins import Handins
 from nodeflow.uploads import MultipartUpload, UploadRefused
 from nodeflow.users import User
@@ -210,6 +214,64 @@ def _forget(folder) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+class HandInControls:
+    """Above the form of a trained-model node, in the editor of one's own project on a site with open
+    assignments: a choice of the open assignment, "Hand in…" and a link to its board. Handing in is
+    the API's (:meth:`Handins.hand_in`, with its rules: own project only, the day's limit, the
+    deadline, a trained node); a refusal is shown as a notification and changes nothing."""
+
+    def __init__(self, mu: MultiUser, user: User, project_id: str) -> None:
+        self.mu = mu
+        self.user = user
+        self.project_id = project_id
+        self.chosen: str | None = None
+
+    def open_assignments(self) -> list[Assignment]:
+        store: Assignments = self.mu.assignments
+        now = store.clock()
+        return [a for a in store.desk(self.user).list()
+                if not a.closed and (a.deadline is None or now < a.deadline)]
+
+    def draw(self, spec: NodeSpec, entry: dict[str, Any]) -> None:
+        registry = self.mu.server.registry
+        node_type = registry.get(spec.type) if spec.type in registry else None
+        if node_type is None or not any(p.type.name == TRAINED for p in node_type.outputs):
+            return
+        found = self.open_assignments()
+        if not found:
+            return
+        options = {a.id: a.title for a in found}
+        if self.chosen not in options:
+            self.chosen = found[0].id
+        with ui.column().classes("w-full gap-1 q-my-sm nf-handin"):
+            ui.label("Hand in this trained model").classes("text-subtitle2")
+            with ui.row().classes("w-full items-center no-wrap gap-2"):
+                choice = ui.select(options, value=self.chosen, label="assignment") \
+                    .props("dense outlined").classes("grow nf-handin-assignment")
+                board = ui.link("board", f"/assignments/{self.chosen}").classes("text-sm nf-handin-board")
+            choice.on_value_change(lambda e: self._choose(e.value, board))
+            ui.button("Hand in…", icon="assignment_turned_in", on_click=lambda: self.hand_in(spec.id)) \
+                .props("no-caps color=indigo").classes("nf-handin-button")
+            ui.separator()
+
+    def _choose(self, assignment_id: str, board: ui.link) -> None:
+        self.chosen = assignment_id
+        board.props(f'href="/assignments/{assignment_id}"')
+
+    async def hand_in(self, node_id: str) -> None:
+        assignment_id = self.chosen
+        if assignment_id is None:
+            return
+        handin = await anyio.to_thread.run_sync(
+            lambda: self.mu.handins.hand_in_or_refusal(self.user, assignment_id, self.project_id, node_id))
+        if isinstance(handin, str):
+            ui.notify(f"Not handed in: {handin}", type="warning", classes="nf-handin-refused")
+            return
+        title = self.mu.assignments.get(assignment_id).title
+        ui.notify(f"Handed in to '{title}' (hand-in #{handin.id}): it is scored on the hidden test set when "
+                  "its turn comes; see the board", type="positive", classes="nf-handin-done")
+
+
 class LeaderboardPage:
     """One assignment's board: each row's accuracy as a point with its 95% interval, the signed-in
     student's own rows highlighted (for them only), each student's best and latest hand-in."""
@@ -243,6 +305,9 @@ class LeaderboardPage:
                         for text in cells:
                             with ui.element("td").classes("pr-4"):
                                 ui.label(text)
+            detail = getattr(desk, "detail", None)  # the teacher's desk only: a student's has none
+            if detail is not None:
+                TeacherHandins(desk.handins(assignment_id), detail)
 
     def figure(self, board: dict[str, Any]) -> dict[str, Any]:
         rows = board["rows"]
@@ -258,6 +323,66 @@ class LeaderboardPage:
                 "series": [*intervals, {"type": "scatter", "name": "accuracy", "data": points, "symbolSize": 10}]}
 
 
+class TeacherHandins:
+    """The teacher's part of the board: every hand-in (who, when, its status, its accuracy on the
+    public and the private half), each opening to its confusion matrix on the hidden set and its graph
+    as handed in (to read)."""
+
+    def __init__(self, handins: list[Handin], detail: Callable[[int], dict[str, Any]]) -> None:
+        with ui.column().classes("w-full gap-1 q-mt-lg nf-teacher-handins"):
+            ui.label("Every hand-in (only you see this)").classes("text-h6") \
+                .props('role="heading" aria-level="2"')
+            if not handins:
+                ui.label("No hand-ins yet.").classes("text-grey-7")
+            for handin in handins:
+                shown = detail(handin.id)
+                head = (f"#{handin.id} · {handin.user} · {shown['handed_in_at']} · {shown['status']} · "
+                        f"public {_pct(shown.get('public_accuracy'))} · private {_pct(shown.get('private_accuracy'))}")
+                with ui.expansion(head).classes("w-full nf-teacher-handin").props("dense"):
+                    if shown.get("error"):
+                        ui.label(shown["error"]).classes("text-negative text-sm")
+                    if "confusion" in shown:
+                        _confusion(shown["confusion"]["classes"], shown["confusion"]["matrix"])
+                    if shown.get("graph"):
+                        _graph(shown["graph"])
+
+
+def _confusion(classes: list[str], matrix: list[list[int]]) -> None:
+    ui.label("Confusion matrix on the hidden set (rows: true class, columns: predicted)").classes("text-sm")
+    with ui.element("table").classes("nf-confusion").props('aria-label="confusion matrix"'):
+        with ui.element("tr"):
+            with ui.element("th"):
+                ui.label("true \\ predicted")
+            for name in classes:
+                with ui.element("th").props("scope=col").classes("px-2"):
+                    ui.label(name)
+        for name, row in zip(classes, matrix):
+            with ui.element("tr"):
+                with ui.element("th").props("scope=row").classes("text-left pr-2"):
+                    ui.label(name)
+                for i, count in enumerate(row):
+                    diagonal = i == classes.index(name)
+                    with ui.element("td").classes("px-2 text-right nf-confusion-cell") \
+                            .style("background: #c8e6c9" if diagonal and count else ""):
+                        ui.label(str(count))
+
+
+def _graph(graph: dict[str, Any]) -> None:
+    """The handed-in graph, to read: each node with its type and parameters, then the wiring."""
+    ui.label("Graph as handed in").classes("text-sm q-mt-sm")
+    with ui.element("table").classes("nf-handin-graph text-xs").props('aria-label="graph as handed in"'):
+        for node in graph.get("nodes", []):
+            with ui.element("tr"):
+                for text in (str(node.get("id", "")), str(node.get("type", "")),
+                             ", ".join(f"{k}={json.dumps(v)}" for k, v in (node.get("params") or {}).items())):
+                    with ui.element("td").classes("pr-3 align-top"):
+                        ui.label(text)
+    wires = [f"{e.get('source')}.{e.get('source_port')} → {e.get('target')}.{e.get('target_port')}"
+             for e in graph.get("edges", [])]
+    if wires:
+        ui.label("; ".join(wires)).classes("text-xs text-grey-8 nf-handin-wiring")
+
+
 def _pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}%"
 
@@ -266,4 +391,4 @@ def _num(value: float | None) -> float:
     return 0.0 if value is None else round(float(value), 4)
 
 
-__all__ = ["install_assignments", "LeaderboardPage"]
+__all__ = ["HandInControls", "install_assignments", "LeaderboardPage"]

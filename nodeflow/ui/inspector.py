@@ -4,10 +4,12 @@ redrawn only when what it shows changed."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from nicegui import ui
 
+from nodeflow.graph import NodeSpec
 from nodeflow.session import EditError, Session
 
 from .forms import ParamForm
@@ -16,7 +18,9 @@ from .run_controls import RunControls
 
 
 class Inspector:
-    """The Parameters tab (``column``); ``runner`` runs to the shown node."""
+    """The Parameters tab (``column``); ``runner`` runs to the shown node. What a site adds to a
+    node's form (e.g. handing a trained model in on a shared server) is a function in ``extras``,
+    called with the node and its catalogue entry above the form each time it is drawn."""
 
     def __init__(self, page: Page, runner: RunControls) -> None:
         self.page = page
@@ -26,6 +30,13 @@ class Inspector:
         #: what the form shows now (node, type, params, title, wiring): redrawn when it changes
         self.form_sig: Any = None
         self.column = ui.column().classes("w-full gap-1 nf-inspector")
+        self.extras: list[Callable[[NodeSpec, dict[str, Any]], None]] = []
+
+    def add_extra(self, draw: Callable[[NodeSpec, dict[str, Any]], None]) -> None:
+        """Draw ``draw(node, entry)`` above each node's form from now on (the form is drawn again now)."""
+        self.extras.append(draw)
+        self.form_sig = None
+        self.render()
 
     def render(self) -> None:
         node_id = self.page.selected[0] if len(self.page.selected) == 1 else None
@@ -61,6 +72,8 @@ class Inspector:
                 ui.label(entry["description"].split("\n\n")[0]).classes("text-xs text-grey-8")
             ui.input("Title", value=spec.title or "", on_change=lambda e: self.rename(node_id, e.value)) \
                 .props("dense debounce=500").classes("w-full")
+            for draw in self.extras:
+                draw(spec, entry)
             ParamForm(self.session, node_id, entry, on_edit=self.after_form_edit,
                             on_sweep=lambda param: self.page.sweeps.open(node_id, param))
 

@@ -19,6 +19,7 @@ from nodeflow.server import WorkRefused
 from nodeflow.users import AccountError, NotAllowed, Project, ProjectNotFound, User
 
 from .app import EditorPage
+from .assignments_page import HandInControls
 from .multiuser import MultiUser, ProjectView, read_only_reason
 
 
@@ -62,6 +63,8 @@ def add_pages(mu: MultiUser) -> None:
         ui.context.client.on_delete(lambda: server.let_go(project.id))
         page = EditorPage(way.hub, read_only=None if writable else read_only_reason(user, project))
         ProjectHeader(mu, page, view, user, writable)
+        if writable and getattr(mu, "handins", None) is not None:  # a reader sees no hand-in (and may make none)
+            page.inspector.add_extra(HandInControls(mu, user, project.id).draw)
         return None
 
 

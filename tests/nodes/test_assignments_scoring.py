@@ -9,6 +9,8 @@ import zipfile
 
 import pytest
 from argon2 import PasswordHasher
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nodeflow.assignments import AssignmentError, Assignments
 from nodeflow.executor import Executor
@@ -121,3 +123,28 @@ def test_an_untrained_node_is_refused_naming_it(classroom, registry, tmp_path):
     with pytest.raises(AssignmentError, match="'eval' gives no trained model"):
         handins.hand_in(users["alice"], assignment.id, project.id, "eval")
     assert store.handins(assignment.id) == []
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(assignment=st.one_of(st.just("<open>"), st.text(max_size=60)),
+       project=st.one_of(st.sampled_from(["<own>", "<bob's>"]), st.text(max_size=60)),
+       node=st.one_of(st.sampled_from(["train", "eval", "input", ""]), st.text(max_size=60)))
+def test_a_hand_in_from_the_editor_is_refused_with_a_reason_and_records_nothing(classroom, tmp_path, assignment,
+                                                                                project, node):
+    """What the editor's "Hand in…" sends (any assignment, project and node, as a crafted page may):
+    a hand-in or the reason it was refused, never an exception; nothing recorded after a refusal."""
+    server, store, handins, users, clock = classroom
+    if not store.list():
+        store.create_from_zip("Shapes", io.BytesIO(hidden_zip(tmp_path, per_class=2)), None)
+        for who in ("alice", "bob"):
+            made = server.projects.create(users[who], f"{who}'s")
+            (made.path / "graphs").mkdir(exist_ok=True)
+            classifier_graph("data/shapes", epochs=1).save(made.path / "graphs" / "main.json")
+    real = store.list()[0]
+    projects = {"<own>": server.projects.mine(users["alice"])[0].id, "<bob's>": server.projects.mine(users["bob"])[0].id}
+    answer = handins.hand_in_or_refusal(users["alice"], real.id if assignment == "<open>" else assignment,
+                                        projects.get(project, project), node)
+    assert isinstance(answer, str) and answer  # nothing there is trained: always refused, with a reason
+    if (assignment, project, node) == ("<open>", "<own>", "train"):
+        assert "is not trained" in answer
+    assert store.handins(real.id) == []

@@ -61,17 +61,37 @@ def call(server, who: str, method: str, path: str, **kw) -> httpx.Response:
                          headers={"Authorization": f"Bearer {server.tokens[who]}"}, **kw)
 
 
-def train_and_hand_in(server, who: str, assignment: str, lr: float) -> int:
+def shapes_project(server, who: str, lr: float) -> str:
+    """A new project of ``who`` with the training shapes uploaded and a small classifier, not run yet."""
     project = call(server, who, "POST", "/api/projects", json={"title": f"{who}'s shapes"}).json()["id"]
     upload = call(server, who, "POST", f"/api/p/{project}/uploads", params={"name": "shapes"},
                   files={"files": ("shapes.zip", server.training, "application/zip")})
     assert upload.status_code == 200, upload.text
     graph = classifier_graph("data/shapes", epochs=1, lr=lr).model_dump(mode="json")
+    for place, node in enumerate(graph["nodes"]):  # apart on the canvas, each card clickable
+        node["position"] = {"x": 260 * (place % 4), "y": 200 * (place // 4)}
     assert call(server, who, "PUT", f"/api/p/{project}/graph", json=graph).status_code == 200
+    return project
+
+
+def train(server, who: str, project: str) -> None:
     assert call(server, who, "POST", f"/api/p/{project}/run", json={"target": "train"}).status_code == 200
     assert wait_for(lambda: all(r["status"] not in ("queued", "running")
                                 for r in call(server, who, "GET", f"/api/p/{project}/runs").json()), timeout=400)
     assert call(server, who, "GET", f"/api/p/{project}/runs").json()[0]["status"] == "done"
+
+
+def set_assignment(server, title: str, per_day: int) -> str:
+    """The teacher sets an assignment on the hidden set; its id."""
+    made = call(server, "teacher", "POST", "/api/assignments", data={"title": title, "handins_per_day": str(per_day)},
+                files={"test": ("hidden.zip", server.hidden, "application/zip")})
+    assert made.status_code == 200, made.text
+    return made.json()["id"]
+
+
+def train_and_hand_in(server, who: str, assignment: str, lr: float) -> int:
+    project = shapes_project(server, who, lr)
+    train(server, who, project)
     handed = call(server, who, "POST", f"/api/assignments/{assignment}/handins",
                   json={"project": project, "node": "train"})
     assert handed.status_code == 200, handed.text
@@ -103,11 +123,7 @@ def signed_in(browser, server, name: str):
 
 def test_two_students_hand_in_and_each_sees_the_board_with_her_own_rows_highlighted(browser, competition):
     server = competition
-    made = call(server, "teacher", "POST", "/api/assignments",
-                data={"title": "Shapes challenge", "handins_per_day": "3"},
-                files={"test": ("hidden.zip", server.hidden, "application/zip")})
-    assert made.status_code == 200, made.text
-    assignment = made.json()["id"]
+    assignment = set_assignment(server, "Shapes challenge", 3)
     handins = {who: train_and_hand_in(server, who, assignment, lr) for who, lr in zip(STUDENTS, (3e-3, 1e-3))}
 
     def scored() -> bool:
@@ -142,3 +158,66 @@ def test_two_students_hand_in_and_each_sees_the_board_with_her_own_rows_highligh
     assert {r["user"] for r in board["rows"]} == set(STUDENTS)
     for row in board["rows"]:
         assert row["ci_low"] <= row["accuracy"] <= row["ci_high"] and row["handin"] in handins.values()
+
+
+def test_a_student_hands_in_from_the_editor_and_only_the_teacher_sees_each_confusion_matrix(browser, competition):
+    server = competition
+    assignment = set_assignment(server, "Editor hand-in", 1)
+    project = shapes_project(server, "alice", 3e-3)
+
+    context, tab = signed_in(browser, server, "alice")
+    tab.goto(f"{server.url}/p/{project}")
+    tab.locator('.vue-flow__node[data-id="input"] .nf-title').click()
+    expect(tab.locator(".nf-inspector-title")).to_be_visible()
+    expect(tab.locator(".nf-handin")).to_have_count(0)  # not a trained-model node: nothing to hand in
+    tab.locator('.vue-flow__node[data-id="train"] .nf-title').click()
+    expect(tab.locator(".nf-handin-button")).to_be_visible()
+    tab.locator(".nf-handin-assignment").click()
+    tab.get_by_role("option", name="Editor hand-in").click()
+    expect(tab.locator(".nf-handin-board")).to_have_attribute("href", f"/assignments/{assignment}")
+
+    tab.locator(".nf-handin-button").click()  # not trained yet: refused, nothing recorded
+    expect(tab.locator(".nf-handin-refused")).to_contain_text("is not trained: run it, then hand it in")
+    assert call(server, "alice", "GET", f"/api/assignments/{assignment}/handins").json() == []
+
+    train(server, "alice", project)
+    tab.locator(".nf-handin-button").click()
+    expect(tab.locator(".nf-handin-done")).to_contain_text("Handed in to 'Editor hand-in'")
+    tab.locator(".nf-handin-button").click()  # one a day: the second is refused
+    expect(tab.locator(".nf-handin-refused").last).to_contain_text("the most per day")
+    shot(tab, "assignment-hand-in-from-editor")
+    assert len(call(server, "alice", "GET", f"/api/assignments/{assignment}/handins").json()) == 1
+
+    def scored() -> bool:
+        found = call(server, "teacher", "GET", f"/api/assignments/{assignment}/handins").json()
+        return len(found) == 1 and found[0]["status"] in ("scored", "failed")
+    assert wait_for(scored, timeout=400)
+
+    tab.goto(f"{server.url}/assignments/{assignment}")  # the student's board: no one's matrix, no graph
+    expect(tab.locator(".nf-board-row")).to_have_count(1)
+    expect(tab.locator(".nf-teacher-handins")).to_have_count(0)
+    assert "onfusion" not in tab.content() and "train.trainer" not in tab.content()
+    context.close()
+
+    context, tab = signed_in(browser, server, "teacher")
+    tab.goto(f"{server.url}/p/{project}")  # alice's project, read-only to the teacher: no hand-in
+    tab.locator('.vue-flow__node[data-id="train"] .nf-title').click()
+    expect(tab.locator(".nf-inspector-title")).to_be_visible()
+    expect(tab.locator(".nf-read-only")).to_be_visible()
+    expect(tab.locator(".nf-handin")).to_have_count(0)
+    tab.goto(f"{server.url}/assignments/{assignment}")
+    entry = tab.locator(".nf-teacher-handin").filter(has_text="alice")
+    expect(entry).to_contain_text("scored")
+    expect(entry).to_contain_text("public")
+    expect(entry).to_contain_text("private")
+    entry.click()
+    matrix = entry.locator(".nf-confusion")
+    expect(matrix).to_be_visible()
+    expect(matrix).to_contain_text("cat")
+    expect(matrix).to_contain_text("dog")
+    cells = matrix.locator(".nf-confusion-cell")
+    expect(cells).to_have_count(4)
+    assert sum(int(t) for t in cells.all_inner_texts()) == 24  # every hidden image, once
+    expect(entry.locator(".nf-handin-graph")).to_contain_text("train.trainer")
+    shot(tab, "assignment-teacher-handins")
+    context.close()
