@@ -207,7 +207,8 @@ class Trainer(Node):
                                                       "train_accuracy=train_accuracy", "val_loss=val_loss",
                                                       "val_accuracy=val_accuracy"]),
                   f"{trained} = model"]
-        sources = functions("freeze", "param_groups", "loader", "ImageFiles", "autocast_dtype", "train_one_epoch",
+        sources = functions("freeze", "param_groups", "loader", "ImageFiles", "autocast_dtype", "train_mode",
+                            "optimizer_step", "train_one_epoch",
                             "evaluate")
         if model.build is None:
             sources = (_build_function(build, model), *sources)

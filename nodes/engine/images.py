@@ -228,11 +228,11 @@ folder_fingerprint = TreeFingerprints()
 
 
 def load_rgb(path: str):
-    """An image as RGB whatever it was stored as (grayscale, palette, CMYK, RGBA)."""
-    from PIL import Image
+    """An image as RGB whatever it was stored as (grayscale, palette, CMYK, RGBA): torchvision's
+    ``pil_loader``, which the exported script reads its images with too."""
+    from nodes.engine.standalone import pil_loader
 
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    return pil_loader(path)
 
 
 def make_transform(fmt: dict[str, Any] | None, augment: Sequence[dict[str, Any]] = (), train: bool = False):
@@ -287,27 +287,14 @@ def make_transform(fmt: dict[str, Any] | None, augment: Sequence[dict[str, Any]]
     return v2.Compose(ops)
 
 
-class LabelledImages:
-    """A map-style torch dataset over (path, label) pairs."""
-
-    def __init__(self, items: Sequence[tuple[str, int]], transform) -> None:
-        self.items = list(items)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int):
-        path, label = self.items[index]
-        return self.transform(load_rgb(path)), label
-
-
 def loader(data: ImageSet, split: str, batch_size: int, train: bool, generator=None, workers: int = 0,
            pin_memory: bool = False):
     from torch.utils.data import DataLoader
 
+    from nodes.engine.standalone import ImageFiles  # the exported script's dataset
+
     transform = make_transform(data.format, data.augment, train=train)
-    return DataLoader(LabelledImages(data.split(split), transform), batch_size=batch_size, shuffle=train,
+    return DataLoader(ImageFiles(data.split(split), transform), batch_size=batch_size, shuffle=train,
                       generator=generator, num_workers=workers, pin_memory=pin_memory,
                       persistent_workers=False)
 

@@ -6,7 +6,10 @@ script imports (``os``, ``random``, ``OrderedDict``, ``torch``, ``nn``, ``torchv
 (``scripting.functions`` writes those a function reads into the script before it). They do what
 the engine does, step for step where numbers depend on it (the split, the order of random
 draws), without its caches, hooks and stop points: a person reads them, in the manner of
-torchvision's reference ``train.py``.
+torchvision's reference ``train.py``. Where the engine's step is the same, the engine calls
+these very functions (``loop`` its freezing, training mode and optimizer step, ``images`` and
+``pipeline`` the dataset and image reading, ``models`` the feature blocks and weights loading),
+so a change to one of them changes the graph's run and the exported script alike.
 """
 
 from __future__ import annotations
@@ -266,11 +269,9 @@ def autocast_dtype(device, enabled=True):
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def train_one_epoch(model, criterion, optimizer, data_loader, device, frozen=(), freeze_batchnorm=False,
-                    scheduler=None, scaler=None, grad_clip=0.0, dtype=None):
-    """One pass over the training data; the mean loss and accuracy. Frozen blocks (and, with
-    ``freeze_batchnorm``, every batch norm) stay in eval mode, so their statistics and dropout
-    behave as at inference; the scheduler steps after every batch."""
+def train_mode(model, frozen=(), freeze_batchnorm=False):
+    """Training mode, except blocks named in ``frozen`` (and, with ``freeze_batchnorm``, every batch
+    norm), which stay in eval mode, so their statistics and dropout behave as at inference."""
     model.train()
     for name, block in model.named_children():
         if name in frozen:
@@ -279,6 +280,33 @@ def train_one_epoch(model, criterion, optimizer, data_loader, device, frozen=(),
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()
+
+
+def optimizer_step(loss, optimizer, scheduler=None, scaler=None, grad_clip=0.0):
+    """One batch's update from its (finite) loss: gradients (scaled with ``scaler``), clipped to
+    ``grad_clip`` when set, the optimizer's step, then the scheduler's (it steps every batch)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+
+
+def train_one_epoch(model, criterion, optimizer, data_loader, device, frozen=(), freeze_batchnorm=False,
+                    scheduler=None, scaler=None, grad_clip=0.0, dtype=None):
+    """One pass over the training data; the mean loss and accuracy."""
+    train_mode(model, frozen, freeze_batchnorm)
     total_loss, correct, seen = 0.0, 0, 0
     for images, labels in data_loader:
         images, labels = images.to(device), labels.to(device)
@@ -287,21 +315,7 @@ def train_one_epoch(model, criterion, optimizer, data_loader, device, frozen=(),
             loss = criterion(logits.float(), labels)
         if not torch.isfinite(loss):
             raise ArithmeticError(f"the training loss became {loss.item()}: lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if grad_clip:
-            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        optimizer_step(loss, optimizer, scheduler, scaler, grad_clip)
         total_loss += loss.item() * len(labels)
         correct += (logits.argmax(1) == labels).sum().item()
         seen += len(labels)
