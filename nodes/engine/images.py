@@ -90,21 +90,6 @@ def other_files(root: Path) -> int:
     return count
 
 
-def split_by_fraction(items: Sequence[tuple[Path, str]], classes: Sequence[str], validation: float,
-                      test: float, seed: int) -> dict[str, list[tuple[Path, str]]]:
-    """A stratified random split: each class is cut by the same fractions."""
-    rng = random.Random(seed)
-    result: dict[str, list[tuple[Path, str]]] = {s: [] for s in SPLITS}
-    for cls in classes:
-        mine = [item for item in items if item[1] == cls]
-        rng.shuffle(mine)
-        n_val, n_test = round(len(mine) * validation), round(len(mine) * test)
-        result["validation"] += mine[:n_val]
-        result["test"] += mine[n_val:n_val + n_test]
-        result["train"] += mine[n_val + n_test:]
-    return result
-
-
 def readable(path: Path) -> bool:
     """Whether an image decodes (cheaply: JPEGs are decoded at reduced size)."""
     from PIL import Image
@@ -142,18 +127,12 @@ def build_image_set(root: Path, validation: float, test: float, seed: int, max_p
         where = "the train split" if "train" in groups else f"'{root}'"
         raise DatasetLayoutError(f"class folder(s) {empty} have no usable images in {where}; add images or "
                                  "remove the folder(s)")
-    if isinstance(found, list):
-        splits = split_by_fraction(groups["all"], classes, validation, test, seed)
-    else:
-        splits = groups
+    # the exported script's split and sampling (``standalone``): the same images land in the same splits
+    from nodes.engine.standalone import sample_per_class, split_by_class
+
+    splits = split_by_class(groups["all"], classes, validation, test, seed) if isinstance(found, list) else groups
     if max_per_class:
-        rng = random.Random(seed)
-        for name, items in splits.items():
-            limited = []
-            for cls in classes:
-                mine = [i for i in items if i[1] == cls]
-                limited += rng.sample(mine, min(len(mine), max_per_class))
-            splits[name] = limited
+        splits = sample_per_class(splits, classes, max_per_class, seed)
     index = {c: i for i, c in enumerate(classes)}
     return ImageSet(classes=tuple(classes),
                     splits={k: tuple((str(p.resolve()), index[c]) for p, c in v) for k, v in splits.items()},

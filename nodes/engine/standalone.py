@@ -97,25 +97,39 @@ def find_images(root, validation_fraction, test_fraction, seed, max_per_class=0,
         everything = [(path, label) for label in classes for path in images(os.path.join(root, label))]
         if verify:
             everything = list(filter(readable, everything))
-        rng = random.Random(seed)
-        splits = {"train": [], "validation": [], "test": []}
-        for label in classes:
-            mine = [item for item in everything if item[1] == label]
-            rng.shuffle(mine)
-            n_val, n_test = round(len(mine) * validation_fraction), round(len(mine) * test_fraction)
-            splits["validation"] += mine[:n_val]
-            splits["test"] += mine[n_val:n_val + n_test]
-            splits["train"] += mine[n_val + n_test:]
+        splits = split_by_class(everything, classes, validation_fraction, test_fraction, seed)
     if max_per_class:
-        rng = random.Random(seed)
-        for split, items in splits.items():
-            sampled = []
-            for label in classes:
-                mine = [item for item in items if item[1] == label]
-                sampled += rng.sample(mine, min(len(mine), max_per_class))
-            splits[split] = sampled
+        splits = sample_per_class(splits, classes, max_per_class, seed)
     index = {label: i for i, label in enumerate(classes)}
     return classes, {split: [(path, index[label]) for path, label in items] for split, items in splits.items()}
+
+
+def split_by_class(items, classes, validation_fraction, test_fraction, seed):
+    """A stratified random split of (path, label) pairs: each class shuffled by one generator seeded
+    with ``seed``, then cut by the same fractions into validation, test and train."""
+    rng = random.Random(seed)
+    splits = {"train": [], "validation": [], "test": []}
+    for label in classes:
+        mine = [item for item in items if item[1] == label]
+        rng.shuffle(mine)
+        n_val, n_test = round(len(mine) * validation_fraction), round(len(mine) * test_fraction)
+        splits["validation"] += mine[:n_val]
+        splits["test"] += mine[n_val:n_val + n_test]
+        splits["train"] += mine[n_val + n_test:]
+    return splits
+
+
+def sample_per_class(splits, classes, max_per_class, seed):
+    """At most ``max_per_class`` pairs of each class in each split, drawn at random (one generator
+    seeded with ``seed`` for all the splits, in their order)."""
+    rng = random.Random(seed)
+    sampled = {}
+    for split, items in splits.items():
+        sampled[split] = []
+        for label in classes:
+            mine = [item for item in items if item[1] == label]
+            sampled[split] += rng.sample(mine, min(len(mine), max_per_class))
+    return sampled
 
 
 def download_pets(folder):
