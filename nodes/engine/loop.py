@@ -44,9 +44,7 @@ def network(model: ModelValue, num_classes: int) -> nn.Sequential:
     return net
 
 
-def cpu_state(net: nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of the weights on the CPU, detached, that later training steps cannot change."""
-    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+cpu_state = standalone.cpu_state  # the exported script's own: one weights copy for both
 
 
 apply_freezing = standalone.freeze  # the exported script's own: one freezing for both

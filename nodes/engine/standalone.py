@@ -336,6 +336,22 @@ def train_one_epoch(model, criterion, optimizer, data_loader, device, frozen=(),
     return total_loss / max(seen, 1), correct / max(seen, 1)
 
 
+def cpu_state(model):
+    """A copy of the weights on the CPU, detached, that later training steps cannot change."""
+    return {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+
+
+def keep_best(best, stale, val_loss, model):
+    """Early stopping's bookkeeping after an epoch: ``best``, the lowest validation loss so far with
+    a copy of the weights then (or None), and ``stale``, the epochs since it last fell. A NaN loss
+    (no validation images) changes neither."""
+    if math.isnan(val_loss):
+        return best, stale
+    if best is None or val_loss < best[0]:
+        return (val_loss, cpu_state(model)), 0
+    return best, stale + 1
+
+
 @torch.inference_mode()
 def evaluate(model, criterion, data_loader, device, dtype=None):
     """The mean loss and the accuracy of ``model`` on a split (NaN for an empty one)."""
