@@ -33,11 +33,10 @@ def _subdirs(folder: Path) -> list[Path]:
 
 
 def image_files(folder: Path) -> list[Path]:
-    found = []
-    for base, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(base) / f for f in sorted(files) if Path(f).suffix.lower() in IMAGE_SUFFIXES)
-    return found
+    """The image files under ``folder``, as the exported script lists them (``standalone``)."""
+    from nodes.engine import standalone
+
+    return [Path(path) for path in standalone.image_files(folder)]
 
 
 def find_split_dirs(root: Path) -> dict[str, Path]:

@@ -50,6 +50,15 @@ def pil_loader(path):
 from nodes.engine.folders import IMAGE_SUFFIXES, SPLIT_ALIASES  # the script gets them as constants
 
 
+def image_files(folder):
+    """The image files under ``folder`` (by their suffix), hidden folders left out, in name order."""
+    found = []
+    for base, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(base, f) for f in sorted(files) if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
+    return found
+
+
 def find_images(root, validation_fraction, test_fraction, seed, max_per_class=0, verify=True):
     """The class names and the (path, label) pairs of each split under ``root``: train/ validation/
     test/ folders of class folders, or one folder of class folders (Microsoft's PetImages too)
@@ -58,14 +67,6 @@ def find_images(root, validation_fraction, test_fraction, seed, max_per_class=0,
     def folders(path):
         return sorted(name for name in os.listdir(path)
                       if not name.startswith(".") and os.path.isdir(os.path.join(path, name)))
-
-    def images(path):
-        found = []
-        for base, dirs, files in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            found += [os.path.join(base, f) for f in sorted(files)
-                      if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
-        return found
 
     def readable(item):
         try:
@@ -89,12 +90,12 @@ def find_images(root, validation_fraction, test_fraction, seed, max_per_class=0,
     if "train" in split_dirs:  # the splits are given
         classes = folders(split_dirs["train"])
         splits = {split: [(path, label) for label in classes if os.path.isdir(os.path.join(folder, label))
-                          for path in images(os.path.join(folder, label))] for split, folder in split_dirs.items()}
+                          for path in image_files(os.path.join(folder, label))] for split, folder in split_dirs.items()}
         if verify:
             splits = {split: list(filter(readable, items)) for split, items in splits.items()}
     else:  # one folder per class: the same share of each class goes to validation and test
         classes = folders(root)
-        everything = [(path, label) for label in classes for path in images(os.path.join(root, label))]
+        everything = [(path, label) for label in classes for path in image_files(os.path.join(root, label))]
         if verify:
             everything = list(filter(readable, everything))
         splits = split_by_class(everything, classes, validation_fraction, test_fraction, seed)
