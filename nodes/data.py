@@ -84,7 +84,7 @@ def _dataset_script(ctx: ScriptContext, root: str) -> ScriptPart:
         'print("$node:", $classes, results["$node"])').substitute(find=find, node=ctx.node_id, splits=splits,
                                                                    classes=classes)
     return ScriptPart(code=code, outputs={"data": ScriptData(classes, splits)}, imports=IMPORTS,
-                      functions=functions("find_images"))
+                      functions=functions("image_files", "split_by_class", "sample_per_class", "find_images"))
 
 
 class ImageFolderDataset(Node):

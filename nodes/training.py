@@ -193,13 +193,10 @@ class Trainer(Node):
                       *(["        best = None  # keep the weights that reached it"] if params.early_stopping else []),
                       "        break"]
         if params.early_stopping:  # keep the weights of the lowest validation loss, as fit does
-            lines += ["    if not math.isnan(val_loss) and (best is None or val_loss < best[0]):",
-                      "        best, stale = (val_loss, copy.deepcopy(model.state_dict())), 0",
-                      "    elif not math.isnan(val_loss):",
-                      "        stale += 1",
-                      f"        if stale >= {c('early_stopping')}:",
-                      f'            print(f"{node}: early stop after epoch {{epoch}}")',
-                      "            break",
+            lines += ["    best, stale = keep_best(best, stale, val_loss, model)",
+                      f"    if stale >= {c('early_stopping')}:",
+                      f'        print(f"{node}: early stop after epoch {{epoch}}")',
+                      "        break",
                       "if best is not None:",
                       "    model.load_state_dict(best[1])"]
         trained = ctx.name("model")
@@ -207,12 +204,13 @@ class Trainer(Node):
                                                       "train_accuracy=train_accuracy", "val_loss=val_loss",
                                                       "val_accuracy=val_accuracy"]),
                   f"{trained} = model"]
-        sources = functions("freeze", "param_groups", "loader", "ImageFiles", "autocast_dtype", "train_one_epoch",
-                            "evaluate")
+        sources = functions("freeze", "param_groups", "loader", "ImageFiles", "autocast_dtype", "train_mode",
+                            "optimizer_step", "train_one_epoch", "evaluate",
+                            *(("cpu_state", "keep_best") if params.early_stopping else ()))
         if model.build is None:
             sources = (_build_function(build, model), *sources)
         return ScriptPart(code="\n".join(lines), setup=(DEVICE,), functions=sources,
-                          imports=(*IMPORTS, "import copy") if params.early_stopping else IMPORTS,
+                          imports=IMPORTS,
                           notes=_notes(params, ctx, data), outputs={"model": replace(model, build=build, trained=trained)})
 
     @classmethod

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from nodes.engine import standalone
 from nodes.engine.augment import Objective, uses_random_batch_augment
 from nodes.engine.checkpoint import CheckpointError, pending_checkpoints, restore_checkpoint
 from nodes.engine.device import Device, resolve_device, seed_everything
@@ -332,15 +333,11 @@ def fit(model: ModelValue, data: ImageSet, config: FitConfig, hooks: Hooks,
                           f"after epoch {epoch}")
                 best = None  # the weights that reached it, even under early stopping
                 break
-            if config.early_stopping and not math.isnan(val_loss):
-                if best is None or val_loss < best[0]:
-                    best = (val_loss, cpu_state(net))
-                    stale = 0
-                else:
-                    stale += 1
-                    if stale >= config.early_stopping:
-                        hooks.log(f"early stop after epoch {epoch}: no better validation loss for {stale} epochs")
-                        break
+            if config.early_stopping:
+                best, stale = standalone.keep_best(best, stale, val_loss, net)  # the exported script's
+                if stale >= config.early_stopping:
+                    hooks.log(f"early stop after epoch {epoch}: no better validation loss for {stale} epochs")
+                    break
     state = best[1] if best is not None else cpu_state(net)
     if best is not None:
         hooks.log(f"kept the weights with the lowest validation loss ({best[0]:.4f})")

@@ -33,11 +33,10 @@ def _subdirs(folder: Path) -> list[Path]:
 
 
 def image_files(folder: Path) -> list[Path]:
-    found = []
-    for base, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(base) / f for f in sorted(files) if Path(f).suffix.lower() in IMAGE_SUFFIXES)
-    return found
+    """The image files under ``folder``, as the exported script lists them (``standalone``)."""
+    from nodes.engine import standalone
+
+    return [Path(path) for path in standalone.image_files(folder)]
 
 
 def find_split_dirs(root: Path) -> dict[str, Path]:
@@ -90,21 +89,6 @@ def other_files(root: Path) -> int:
     return count
 
 
-def split_by_fraction(items: Sequence[tuple[Path, str]], classes: Sequence[str], validation: float,
-                      test: float, seed: int) -> dict[str, list[tuple[Path, str]]]:
-    """A stratified random split: each class is cut by the same fractions."""
-    rng = random.Random(seed)
-    result: dict[str, list[tuple[Path, str]]] = {s: [] for s in SPLITS}
-    for cls in classes:
-        mine = [item for item in items if item[1] == cls]
-        rng.shuffle(mine)
-        n_val, n_test = round(len(mine) * validation), round(len(mine) * test)
-        result["validation"] += mine[:n_val]
-        result["test"] += mine[n_val:n_val + n_test]
-        result["train"] += mine[n_val + n_test:]
-    return result
-
-
 def readable(path: Path) -> bool:
     """Whether an image decodes (cheaply: JPEGs are decoded at reduced size)."""
     from PIL import Image
@@ -142,18 +126,12 @@ def build_image_set(root: Path, validation: float, test: float, seed: int, max_p
         where = "the train split" if "train" in groups else f"'{root}'"
         raise DatasetLayoutError(f"class folder(s) {empty} have no usable images in {where}; add images or "
                                  "remove the folder(s)")
-    if isinstance(found, list):
-        splits = split_by_fraction(groups["all"], classes, validation, test, seed)
-    else:
-        splits = groups
+    # the exported script's split and sampling (``standalone``): the same images land in the same splits
+    from nodes.engine.standalone import sample_per_class, split_by_class
+
+    splits = split_by_class(groups["all"], classes, validation, test, seed) if isinstance(found, list) else groups
     if max_per_class:
-        rng = random.Random(seed)
-        for name, items in splits.items():
-            limited = []
-            for cls in classes:
-                mine = [i for i in items if i[1] == cls]
-                limited += rng.sample(mine, min(len(mine), max_per_class))
-            splits[name] = limited
+        splits = sample_per_class(splits, classes, max_per_class, seed)
     index = {c: i for i, c in enumerate(classes)}
     return ImageSet(classes=tuple(classes),
                     splits={k: tuple((str(p.resolve()), index[c]) for p, c in v) for k, v in splits.items()},
@@ -228,11 +206,11 @@ folder_fingerprint = TreeFingerprints()
 
 
 def load_rgb(path: str):
-    """An image as RGB whatever it was stored as (grayscale, palette, CMYK, RGBA)."""
-    from PIL import Image
+    """An image as RGB whatever it was stored as (grayscale, palette, CMYK, RGBA): torchvision's
+    ``pil_loader``, which the exported script reads its images with too."""
+    from nodes.engine.standalone import pil_loader
 
-    with Image.open(path) as image:
-        return image.convert("RGB")
+    return pil_loader(path)
 
 
 def make_transform(fmt: dict[str, Any] | None, augment: Sequence[dict[str, Any]] = (), train: bool = False):
@@ -287,27 +265,14 @@ def make_transform(fmt: dict[str, Any] | None, augment: Sequence[dict[str, Any]]
     return v2.Compose(ops)
 
 
-class LabelledImages:
-    """A map-style torch dataset over (path, label) pairs."""
-
-    def __init__(self, items: Sequence[tuple[str, int]], transform) -> None:
-        self.items = list(items)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int):
-        path, label = self.items[index]
-        return self.transform(load_rgb(path)), label
-
-
 def loader(data: ImageSet, split: str, batch_size: int, train: bool, generator=None, workers: int = 0,
            pin_memory: bool = False):
     from torch.utils.data import DataLoader
 
+    from nodes.engine.standalone import ImageFiles  # the exported script's dataset
+
     transform = make_transform(data.format, data.augment, train=train)
-    return DataLoader(LabelledImages(data.split(split), transform), batch_size=batch_size, shuffle=train,
+    return DataLoader(ImageFiles(data.split(split), transform), batch_size=batch_size, shuffle=train,
                       generator=generator, num_workers=workers, pin_memory=pin_memory,
                       persistent_workers=False)
 

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nodes.engine import standalone
 from nodes.engine.device import Device
 from nodes.engine.hooks import Stopped
 from nodes.engine.models import build
@@ -43,15 +44,10 @@ def network(model: ModelValue, num_classes: int) -> nn.Sequential:
     return net
 
 
-def cpu_state(net: nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of the weights on the CPU, detached, that later training steps cannot change."""
-    return {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+cpu_state = standalone.cpu_state  # the exported script's own: one weights copy for both
 
 
-def apply_freezing(net: nn.Sequential, frozen: tuple[str, ...]) -> None:
-    for name, block in net.named_children():
-        for param in block.parameters():
-            param.requires_grad_(name not in frozen)
+apply_freezing = standalone.freeze  # the exported script's own: one freezing for both
 
 
 def frozen_prefix(net: nn.Sequential, frozen: tuple[str, ...]) -> int:
@@ -66,17 +62,12 @@ def frozen_prefix(net: nn.Sequential, frozen: tuple[str, ...]) -> int:
 
 def set_mode(net: nn.Sequential, train: bool, frozen: tuple[str, ...], bn_frozen: bool) -> None:
     """Training mode, except frozen blocks (and, if asked, every batch-norm) which stay in eval mode,
-    so their batch-norm statistics and dropout behave as at inference."""
-    net.train(train)
-    if not train:
-        return
-    for name, block in net.named_children():
-        if name in frozen:
-            block.eval()
-    if bn_frozen:
-        for module in net.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.eval()
+    so their batch-norm statistics and dropout behave as at inference (the exported script's
+    ``train_mode``)."""
+    if train:
+        standalone.train_mode(net, frozen, bn_frozen)
+    else:
+        net.train(False)
 
 
 def forward(net: nn.Sequential, images: torch.Tensor, prefix: int) -> torch.Tensor:
@@ -143,21 +134,7 @@ def train_one_epoch(net: nn.Sequential, loader, optimizer, loss_fn, device: Devi
             raise NonFiniteLoss(loss.item(), batch)
         if should_stop():
             raise Stopped("stopped on request")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            if grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            if grad_clip:
-                nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
-            optimizer.step()
-        if schedule is not None:
-            schedule.step()
+        standalone.optimizer_step(loss, optimizer, schedule, scaler, grad_clip)  # the exported script's step
         total_loss += loss.item() * len(labels)
         correct += (logits.argmax(1) == labels).sum().item()
         seen += len(labels)

@@ -27,7 +27,8 @@ import torch
 
 from nodes.engine.files import file_stamp
 from nodes.engine.hooks import Stopped
-from nodes.engine.images import IMAGENET_MEAN, IMAGENET_STD, LabelledImages, load_rgb, make_transform
+from nodes.engine.images import IMAGENET_MEAN, IMAGENET_STD, load_rgb, make_transform
+from nodes.engine.standalone import ImageFiles
 from nodes.engine.store import MEMORY, EntryWriter, fits_gpu, memory_budget, nbytes, read_entry
 from nodes.engine.values import ImageSet
 
@@ -403,7 +404,7 @@ def file_loader(data: ImageSet, split: str, batch_size: int, train: bool, device
                 shuffle: bool | None = None):
     from torch.utils.data import DataLoader, DistributedSampler
 
-    dataset = LabelledImages(data.split(split), make_transform(data.format, data.augment, train=train))
+    dataset = ImageFiles(data.split(split), make_transform(data.format, data.augment, train=train))
     sampler = None
     shuffle = train if shuffle is None else shuffle
     if shard is not None and shuffle:

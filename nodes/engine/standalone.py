@@ -6,7 +6,10 @@ script imports (``os``, ``random``, ``OrderedDict``, ``torch``, ``nn``, ``torchv
 (``scripting.functions`` writes those a function reads into the script before it). They do what
 the engine does, step for step where numbers depend on it (the split, the order of random
 draws), without its caches, hooks and stop points: a person reads them, in the manner of
-torchvision's reference ``train.py``.
+torchvision's reference ``train.py``. Where the engine's step is the same, the engine calls
+these very functions (``loop`` its freezing, training mode and optimizer step, ``images`` and
+``pipeline`` the dataset and image reading, ``models`` the feature blocks and weights loading),
+so a change to one of them changes the graph's run and the exported script alike.
 """
 
 from __future__ import annotations
@@ -47,6 +50,15 @@ def pil_loader(path):
 from nodes.engine.folders import IMAGE_SUFFIXES, SPLIT_ALIASES  # the script gets them as constants
 
 
+def image_files(folder):
+    """The image files under ``folder`` (by their suffix), hidden folders left out, in name order."""
+    found = []
+    for base, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [os.path.join(base, f) for f in sorted(files) if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
+    return found
+
+
 def find_images(root, validation_fraction, test_fraction, seed, max_per_class=0, verify=True):
     """The class names and the (path, label) pairs of each split under ``root``: train/ validation/
     test/ folders of class folders, or one folder of class folders (Microsoft's PetImages too)
@@ -55,14 +67,6 @@ def find_images(root, validation_fraction, test_fraction, seed, max_per_class=0,
     def folders(path):
         return sorted(name for name in os.listdir(path)
                       if not name.startswith(".") and os.path.isdir(os.path.join(path, name)))
-
-    def images(path):
-        found = []
-        for base, dirs, files in os.walk(path):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            found += [os.path.join(base, f) for f in sorted(files)
-                      if os.path.splitext(f)[1].lower() in IMAGE_SUFFIXES]
-        return found
 
     def readable(item):
         try:
@@ -86,33 +90,47 @@ def find_images(root, validation_fraction, test_fraction, seed, max_per_class=0,
     if "train" in split_dirs:  # the splits are given
         classes = folders(split_dirs["train"])
         splits = {split: [(path, label) for label in classes if os.path.isdir(os.path.join(folder, label))
-                          for path in images(os.path.join(folder, label))] for split, folder in split_dirs.items()}
+                          for path in image_files(os.path.join(folder, label))] for split, folder in split_dirs.items()}
         if verify:
             splits = {split: list(filter(readable, items)) for split, items in splits.items()}
     else:  # one folder per class: the same share of each class goes to validation and test
         classes = folders(root)
-        everything = [(path, label) for label in classes for path in images(os.path.join(root, label))]
+        everything = [(path, label) for label in classes for path in image_files(os.path.join(root, label))]
         if verify:
             everything = list(filter(readable, everything))
-        rng = random.Random(seed)
-        splits = {"train": [], "validation": [], "test": []}
-        for label in classes:
-            mine = [item for item in everything if item[1] == label]
-            rng.shuffle(mine)
-            n_val, n_test = round(len(mine) * validation_fraction), round(len(mine) * test_fraction)
-            splits["validation"] += mine[:n_val]
-            splits["test"] += mine[n_val:n_val + n_test]
-            splits["train"] += mine[n_val + n_test:]
+        splits = split_by_class(everything, classes, validation_fraction, test_fraction, seed)
     if max_per_class:
-        rng = random.Random(seed)
-        for split, items in splits.items():
-            sampled = []
-            for label in classes:
-                mine = [item for item in items if item[1] == label]
-                sampled += rng.sample(mine, min(len(mine), max_per_class))
-            splits[split] = sampled
+        splits = sample_per_class(splits, classes, max_per_class, seed)
     index = {label: i for i, label in enumerate(classes)}
     return classes, {split: [(path, index[label]) for path, label in items] for split, items in splits.items()}
+
+
+def split_by_class(items, classes, validation_fraction, test_fraction, seed):
+    """A stratified random split of (path, label) pairs: each class shuffled by one generator seeded
+    with ``seed``, then cut by the same fractions into validation, test and train."""
+    rng = random.Random(seed)
+    splits = {"train": [], "validation": [], "test": []}
+    for label in classes:
+        mine = [item for item in items if item[1] == label]
+        rng.shuffle(mine)
+        n_val, n_test = round(len(mine) * validation_fraction), round(len(mine) * test_fraction)
+        splits["validation"] += mine[:n_val]
+        splits["test"] += mine[n_val:n_val + n_test]
+        splits["train"] += mine[n_val + n_test:]
+    return splits
+
+
+def sample_per_class(splits, classes, max_per_class, seed):
+    """At most ``max_per_class`` pairs of each class in each split, drawn at random (one generator
+    seeded with ``seed`` for all the splits, in their order)."""
+    rng = random.Random(seed)
+    sampled = {}
+    for split, items in splits.items():
+        sampled[split] = []
+        for label in classes:
+            mine = [item for item in items if item[1] == label]
+            sampled[split] += rng.sample(mine, min(len(mine), max_per_class))
+    return sampled
 
 
 def download_pets(folder):
@@ -266,11 +284,9 @@ def autocast_dtype(device, enabled=True):
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def train_one_epoch(model, criterion, optimizer, data_loader, device, frozen=(), freeze_batchnorm=False,
-                    scheduler=None, scaler=None, grad_clip=0.0, dtype=None):
-    """One pass over the training data; the mean loss and accuracy. Frozen blocks (and, with
-    ``freeze_batchnorm``, every batch norm) stay in eval mode, so their statistics and dropout
-    behave as at inference; the scheduler steps after every batch."""
+def train_mode(model, frozen=(), freeze_batchnorm=False):
+    """Training mode, except blocks named in ``frozen`` (and, with ``freeze_batchnorm``, every batch
+    norm), which stay in eval mode, so their statistics and dropout behave as at inference."""
     model.train()
     for name, block in model.named_children():
         if name in frozen:
@@ -279,6 +295,33 @@ def train_one_epoch(model, criterion, optimizer, data_loader, device, frozen=(),
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.eval()
+
+
+def optimizer_step(loss, optimizer, scheduler=None, scaler=None, grad_clip=0.0):
+    """One batch's update from its (finite) loss: gradients (scaled with ``scaler``), clipped to
+    ``grad_clip`` when set, the optimizer's step, then the scheduler's (it steps every batch)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+
+
+def train_one_epoch(model, criterion, optimizer, data_loader, device, frozen=(), freeze_batchnorm=False,
+                    scheduler=None, scaler=None, grad_clip=0.0, dtype=None):
+    """One pass over the training data; the mean loss and accuracy."""
+    train_mode(model, frozen, freeze_batchnorm)
     total_loss, correct, seen = 0.0, 0, 0
     for images, labels in data_loader:
         images, labels = images.to(device), labels.to(device)
@@ -287,25 +330,27 @@ def train_one_epoch(model, criterion, optimizer, data_loader, device, frozen=(),
             loss = criterion(logits.float(), labels)
         if not torch.isfinite(loss):
             raise ArithmeticError(f"the training loss became {loss.item()}: lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if grad_clip:
-            nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], grad_clip)
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        optimizer_step(loss, optimizer, scheduler, scaler, grad_clip)
         total_loss += loss.item() * len(labels)
         correct += (logits.argmax(1) == labels).sum().item()
         seen += len(labels)
     return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def cpu_state(model):
+    """A copy of the weights on the CPU, detached, that later training steps cannot change."""
+    return {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+
+
+def keep_best(best, stale, val_loss, model):
+    """Early stopping's bookkeeping after an epoch: ``best``, the lowest validation loss so far with
+    a copy of the weights then (or None), and ``stale``, the epochs since it last fell. A NaN loss
+    (no validation images) changes neither."""
+    if math.isnan(val_loss):
+        return best, stale
+    if best is None or val_loss < best[0]:
+        return (val_loss, cpu_state(model)), 0
+    return best, stale + 1
 
 
 @torch.inference_mode()

@@ -108,6 +108,18 @@ def test_the_hotdog_script_gives_the_graphs_numbers_to_the_last_bit(registry, im
     assert {"train_ft.val_loss", "train_sc.train_loss", "evaluate_ft.accuracy", "evaluate_sc.loss"} <= set(compared)
 
 
+@pytest.mark.slow
+def test_early_stopping_keeps_the_same_weights_in_the_script_as_in_the_graph(registry, images, tmp_path):
+    """Early stopping's bookkeeping (the best weights kept, epochs without a better loss) is the
+    script's ``keep_best`` in both, so the kept weights, and every number after them, agree."""
+    values = {**HOTDOG, "dataset.root": str(images), "train_ft.epochs": 3, "train_ft.early_stopping": 1,
+              "train_sc.epochs": 3, "train_sc.early_stopping": 1}
+    graph = template(registry, "hotdog_resnet18_finetune", values)
+    assert "keep_best(best, stale, val_loss, model)" in export_script(graph, registry).text
+    compared = compare(registry, graph, tmp_path, loss_tolerance=1e-6, images_apart=0)
+    assert {"train_ft.val_loss", "evaluate_ft.loss", "evaluate_sc.loss"} <= set(compared)
+
+
 @pytest.mark.parametrize("name", ["cats_vs_dogs_finetune", "hotdog_resnet18_finetune", "cnn_codes_linear"])
 def test_every_template_reads_as_a_standalone_script(registry, images, name):
     graph = template(registry, name, {"dataset.root": str(images)})
