@@ -7,14 +7,11 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from nodeflow.users.command import root_arg
+
 
 def add_parser(sub: argparse._SubParsersAction, default_workspace: Callable[[], Path]) -> None:
     """The ``assignments`` command and its subcommands, on the main parser's ``sub``."""
-
-    def root_arg(p: argparse.ArgumentParser, **kw) -> None:
-        p.add_argument("--workspace", metavar="ROOT", help="the server's folder, as given to "
-                       "'nodeflow serve --users --workspace ROOT' (default: as for run)", **kw)
-
     p = sub.add_parser("assignments", help="class competitions of a multi-user server: add, list, close, remove")
     root_arg(p)
     p.set_defaults(func=cmd_list, default_workspace=default_workspace)

@@ -29,13 +29,14 @@ def read_password(prompt: str = "password") -> str:
     return first
 
 
+def root_arg(p: argparse.ArgumentParser, **kw) -> None:
+    """``--workspace ROOT``: the multi-user server's folder (the commands that manage a server share it)."""
+    p.add_argument("--workspace", metavar="ROOT", help="the server's folder, as given to "
+                   "'nodeflow serve --users --workspace ROOT' (default: as for run)", **kw)
+
+
 def add_parser(sub: argparse._SubParsersAction, default_workspace: Callable[[], Path]) -> None:
     """The ``users`` command and its subcommands, on the main parser's ``sub``."""
-
-    def root_arg(p: argparse.ArgumentParser, **kw) -> None:
-        p.add_argument("--workspace", metavar="ROOT", help="the server's folder, as given to "
-                       "'nodeflow serve --users --workspace ROOT' (default: as for run)", **kw)
-
     p = sub.add_parser("users", help="accounts of a multi-user server (serve --users): add, list, passwd, remove")
     root_arg(p)
     p.set_defaults(func=cmd_list, default_workspace=default_workspace)
