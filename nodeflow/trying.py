@@ -143,8 +143,7 @@ class Tryer:
 
     def model(self, graph: Graph, node_id: str) -> Model:
         """The cached result that answers for ``node_id``; TryRefused when there is none."""
-        if not graph.has_node(node_id):
-            raise TryRefused(f"no node with id '{node_id[:80]}'", 404)
+        check_node(graph, node_id)
         node_type = graph.node(node_id).type
         try:
             node_cls = self.executor.registry.get(node_type)
@@ -330,6 +329,13 @@ def _serve_models(conn, origins, workspace: str, device: str, allowed_roots: lis
                                         "overlay": a.overlay} for a in answers]))
         except Exception as exc:  # no memory left, weights that do not fit, captum missing: say so
             conn.send(("failed", describe_exception(exc), traceback.format_exc()))
+
+
+def check_node(graph: Graph, node_id: str) -> None:
+    """TryRefused (404) when the graph has no such node: asked before a request's body is read, so
+    that another project's node id is simply not there, whatever was sent."""
+    if not graph.has_node(node_id):
+        raise TryRefused(f"no node with id '{node_id[:80]}'", 404)
 
 
 def tryer_of(session: Any) -> Tryer:

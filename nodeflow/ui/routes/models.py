@@ -28,7 +28,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import UploadFile as StarletteUpload
 
-from nodeflow.trying import MAX_PICTURE_BYTES, MAX_PICTURES, Picture, TryRefused, shown_name
+from nodeflow.trying import MAX_PICTURE_BYTES, MAX_PICTURES, Picture, TryRefused, check_node, shown_name
 
 from ..api import API_BASE, OVERLAY_NAME
 
@@ -67,6 +67,10 @@ def model_routes(app: FastAPI, hub: Any, guard: Any) -> None:
                                "keep the K most probable classes (default: all)"))] = None) -> Any:
         guard(request)
         predict = hub.session.predict  # a viewer's read-only view refuses here (403), before the body is read
+        try:
+            check_node(hub.session.document.graph, node_id)
+        except TryRefused as exc:
+            return _refused(exc.status, str(exc))
         form = await request.form()
         try:
             uploads = [value for value in form.getlist("image") if isinstance(value, StarletteUpload)]
