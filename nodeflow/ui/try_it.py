@@ -75,7 +75,10 @@ class TryItPanel:
             self.title.set_text("Select a Trainer or a Linear classifier to try its model on your images.")
             self.upload.set_visibility(False)
             return
-        self.title.set_text(f"Try the model of '{self.node_id}': drop, paste or choose an image.")
+        title = self.session.document.graph.node(self.node_id).title
+        named = f"'{self.node_id}'" + (f" ({title})" if title and title != self.node_id else "")
+        self.title.set_text(f"Try the model of {named}: drop, paste or choose an image. The model it trained "
+                            "answers; a node that has not trained yet asks to be run first.")
         self.upload.set_visibility(True)
 
     async def _received(self, event: Any) -> None:
