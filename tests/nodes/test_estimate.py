@@ -66,7 +66,10 @@ def test_a_cached_prefix_makes_the_estimate_much_smaller_and_weights_stay(data, 
           f"epoch {cold.first_epoch_seconds:.3f} cold, {warm.first_epoch_seconds:.3f} warm (setup "
           f"{warm.setup_seconds:.3f})")
     assert warm.epoch_seconds < off.epoch_seconds / 5
-    assert warm.first_epoch_seconds - warm.setup_seconds < (cold.first_epoch_seconds - cold.setup_seconds) / 5
+    # the warm first epoch builds nothing: past its set-up it is priced as a later epoch, where the cold one
+    # also prices running the prefix over the split (a sum of the same measurements, not two timings compared)
+    assert warm.first_epoch_seconds - warm.setup_seconds == pytest.approx(warm.epoch_seconds)
+    assert cold.first_epoch_seconds - cold.setup_seconds - cold.epoch_seconds > 0
     # the estimate leaves the model's weights as they were
     assert all(torch.equal(before[k], trained.model.state[k]) for k in before)
 

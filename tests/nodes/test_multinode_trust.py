@@ -174,6 +174,8 @@ RANK = textwrap.dedent('''
         print(json.dumps({"kind": "returned", "message": ""}))
     except Exception as exc:
         print(json.dumps({"kind": type(exc).__name__, "message": str(exc)}))
+    finally:  # as the engine's worker does: a group left to the interpreter's exit can abort it in gloo's thread
+        dist.destroy_process_group()
 ''')
 
 
