@@ -367,7 +367,7 @@ class Dense(_LayerNode):
             linear = f'init_linear({linear}, "{params.init}")'
         parts = [linear]
         if params.activation != "none":
-            parts.append(f"nn.{ACTIVATIONS[params.activation].__name__}()")
+            parts.append(f"nn.{ACTIVATIONS[params.activation]}()")
         if params.dropout:
             parts.append(f"nn.Dropout({ctx.const('dropout')})")
         return f"nn.Sequential({', '.join(parts)})", units

@@ -82,8 +82,13 @@ def test_reachability_is_a_real_bounded_connection_and_is_remembered():
 
 
 def test_the_imagenet_file_names_kept_here_are_torchvisions():
-    """Whether ImageNet weights are here is told from these names without importing torchvision."""
-    assert {arch: imagenet_url(arch).rsplit("/", 1)[-1] for arch in ARCHS} == IMAGENET_FILES
+    """Whether ImageNet weights are here, and where they come from, is told from these names
+    without importing torchvision."""
+    import torchvision
+
+    published = {arch: torchvision.models.get_model_weights(arch).DEFAULT.url for arch in ARCHS}
+    assert {arch: url.rsplit("/", 1)[-1] for arch, url in published.items()} == IMAGENET_FILES
+    assert {arch: imagenet_url(arch) for arch in ARCHS} == published
 
 
 def test_titles_follow_the_params(registry):
