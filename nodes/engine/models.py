@@ -233,11 +233,7 @@ def _mismatch_message(arch: str, source: str, naming: str, namings: dict[str, di
 
 
 def imagenet_url(arch: str) -> str:
-    """Where torchvision downloads the ImageNet weights of ``arch`` from: for the archs offered, read
-    from ``IMAGENET_FILES`` (so a graph is checked without importing torchvision), else from
-    torchvision's table."""
-    if arch in IMAGENET_FILES:
-        return IMAGENET_DOWNLOADS + IMAGENET_FILES[arch]
+    """Where torchvision downloads the ImageNet weights of ``arch`` from."""
     import torchvision
 
     return torchvision.models.get_model_weights(arch).DEFAULT.url
@@ -265,6 +261,12 @@ IMAGENET_FILES = {
     "efficientnet_b0": "efficientnet_b0_rwightman-7f5810bc.pth",
     "mobilenet_v3_small": "mobilenet_v3_small-047dcff4.pth",
     "mobilenet_v3_large": "mobilenet_v3_large-5c1a4163.pth", "convnext_tiny": "convnext_tiny-983f1562.pth"}
+
+
+def kept_imagenet_url(arch: str) -> str:
+    """:func:`imagenet_url` as the tables kept here give it (the same for the archs offered), so
+    checking a graph tells where its weights come from without importing torchvision."""
+    return IMAGENET_DOWNLOADS + IMAGENET_FILES[arch] if arch in IMAGENET_FILES else imagenet_url(arch)
 
 
 def cached_imagenet_weights(arch: str, folder: Path | None) -> Path | None:
