@@ -734,10 +734,19 @@ def import_module_or_file(ref: str) -> ModuleType:
     return importlib.import_module(ref)
 
 
+#: a package's list of its subpackages that hold no node classes, which the scan does not import
+NOT_NODES = "nodeflow_not_nodes"
+
+
 def _walk(module: ModuleType) -> Iterable[ModuleType]:
+    """``module`` and, for a package, its modules, leaving out private ones (``_name``) and those
+    under the subpackages it names in ``nodeflow_not_nodes`` (the built-in catalogue's torch engine:
+    reading the catalogue then does not pay for importing torch)."""
     yield module
     if hasattr(module, "__path__"):
+        skipped = tuple(f"{module.__name__}.{name}" for name in getattr(module, NOT_NODES, ()))
         for info in pkgutil.walk_packages(module.__path__, prefix=module.__name__ + "."):
-            if info.name.rsplit(".", 1)[-1].startswith("_"):
+            if info.name.rsplit(".", 1)[-1].startswith("_") or any(
+                    info.name == name or info.name.startswith(name + ".") for name in skipped):
                 continue
             yield importlib.import_module(info.name)

@@ -9,15 +9,19 @@ from __future__ import annotations
 import base64
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nodeflow.node import Interrupted, ParamProblem, ParamWarning, RunContext
-from nodes.engine.device import free_memory, is_out_of_memory
 from nodes.engine.hooks import Hooks, Stopped
-from nodes.engine.inference import Outcome
+from nodes.engine.launch import SettingError
 from nodes.engine.models import SpecError, summarize
-from nodes.engine.multinode import SettingError
 from nodes.engine.values import ImageSet, ModelValue
+
+if TYPE_CHECKING:
+    from nodes.engine.inference import Outcome
+
+# what needs torch (the device) is imported where a run uses it: node files
+# import this module, and reading the catalogue or checking a graph does not import torch
 
 
 def model_facts(model: ModelValue | dict[str, Any], param: str | None = None) -> dict[str, Any]:
@@ -145,6 +149,8 @@ def engine_errors(ctx: RunContext, batch_size: int | None = None) -> Iterator[No
     ``Interrupted``, a setting that cannot work or running out of memory into a ParamProblem that
     names the param (batch_size for memory). A batch over a shared server's limit is refused first,
     before anything is loaded (every node that reads images in batches comes through here)."""
+    from nodes.engine.device import free_memory, is_out_of_memory
+
     if batch_size is not None:
         ctx.limits.check_batch(batch_size)
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Literal
 
-import torch
 from pydantic import Field
 
 from nodeflow.files import atomic_write_text
@@ -58,6 +57,8 @@ class DatasetDoctor(Node):
         from nodes.engine.doctor import (Entry, class_balance, entries, exact_duplicates, file_problems,
                                          label_conflicts, label_suspects, near_duplicates, out_of_fold_probs,
                                          skipped_files)
+        import torch
+
         from nodes.engine.inference import extract_codes
 
         items = entries(data)

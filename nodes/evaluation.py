@@ -9,9 +9,8 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
 from pydantic import Field
 
 from nodeflow.files import atomic_write_bytes, atomic_write_text
@@ -19,11 +18,12 @@ from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext, Scri
 from nodeflow.paths import FolderPath, OutputFolder
 from nodes.checks import check_fit, check_scoring, engine_errors, hooks, keep_outcome, png_preview
 from nodes.engine.images import folder_fingerprint, image_files
-from nodes.engine.inference import predict, score
-from nodes.engine.loop import network
 from nodes.engine.plots import line_plot_png
 from nodes.engine.scripting import DEVICE, FEATURE_CACHE_NOTE, IMPORTS, ScriptData, ScriptModel, call, functions
 from nodes.ports import FILES, IMAGES, METRICS, PREDICTIONS, TRAINED_MODEL, FileList, ImageSet, Metrics, ModelValue
+
+if TYPE_CHECKING:
+    import torch
 
 LABEL_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
 
@@ -73,6 +73,8 @@ class Evaluate(Node):
         return {name: params.split for name in names}
 
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
+        from nodes.engine.inference import score
+
         check_scoring(model, data, params.split)
         with engine_errors(ctx, params.batch_size):
             metrics, found = score(model, data, params.split, params.batch_size, params.beta, params.top_k,
@@ -113,6 +115,10 @@ class Export(Node):
             default_factory=lambda: ["safetensors"], min_length=1, description="Which files to write")
 
     def run(self, ctx: RunContext, params: Params, model: ModelValue) -> dict:
+        import torch
+
+        from nodes.engine.loop import network
+
         folder = ctx.resolve_path(params.folder) if params.folder else ctx.workspace / "exports" / ctx.node_id
         folder.mkdir(parents=True, exist_ok=True)
         files: dict[str, str] = {}
@@ -149,6 +155,8 @@ class Export(Node):
 def onnx_bytes(net: torch.nn.Module, example: torch.Tensor) -> bytes:
     """ONNX through the torch.export-based exporter when onnxscript is installed, else the
     TorchScript-based one (which needs only torch)."""
+    import torch
+
     dynamo = importlib.util.find_spec("onnxscript") is not None
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -182,6 +190,8 @@ class Predict(Node):
         return {}
 
     def run(self, ctx: RunContext, params: Params, model: ModelValue) -> dict:
+        from nodes.engine.inference import predict
+
         folder = ctx.resolve_path(params.folder)
         if not folder.is_dir():
             raise ParamProblem(f"folder '{folder}' does not exist", param="folder")

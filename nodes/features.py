@@ -7,13 +7,10 @@ import math
 import time
 from typing import Any, Literal
 
-import torch.nn.functional as F
 from pydantic import Field
 
 from nodeflow.node import Node, NodeParams, ParamProblem, Port, RunContext
 from nodes.checks import check_fit, check_images, engine_errors, hooks
-from nodes.engine.inference import extract_codes
-from nodes.engine.linear import fit_linear
 from nodes.engine.models import summarize
 from nodes.ports import CODES, IMAGES, MODEL, TRAINED_MODEL, Codes, ImageSet, ModelValue
 
@@ -48,6 +45,8 @@ class CNNCodes(Node):
         return {}
 
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
+        from nodes.engine.inference import extract_codes
+
         check_images(model, data)
         if summarize(model.spec)["output_shape"][0] == "auto":
             raise ParamProblem("the model ends in a dense layer with units 'auto'; feed the feature extractor "
@@ -100,6 +99,10 @@ class LinearClassifier(Node):
         return Predictor(outputs["model"], device)
 
     def run(self, ctx: RunContext, params: Params, codes: Codes) -> dict:
+        import torch.nn.functional as F
+
+        from nodes.engine.linear import fit_linear
+
         if "train" not in codes.splits:
             raise ParamProblem("the codes have no training split", port="codes")
         k = len(codes.classes)

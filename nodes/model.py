@@ -19,8 +19,8 @@ from nodeflow.node import Node, NodeParams, ParamProblem, ParamWarning, Port, Ru
 from nodeflow.paths import path_field
 from nodes.checks import model_facts, output_activation_warning
 from nodes.engine.models import (ACTIVATIONS, ARCHS, WEIGHTS_FILES, SpecError, WeightsUnavailable, backbone_blocks,
-                                 cached_imagenet_weights, can_reach, hub_checkpoints, imagenet_url, imagenet_weights,
-                                 summarize)
+                                 cached_imagenet_weights, can_reach, hub_checkpoints, imagenet_weights,
+                                 kept_imagenet_url, summarize)
 from nodes.engine.download import MIRROR_ENV, DownloadError, source_url
 from nodes.engine.files import file_stamp
 from nodes.engine.scripting import IMPORTS, ScriptModel, functions
@@ -218,7 +218,7 @@ class Backbone(_LayerNode):
         folder = Path(workspace) / "weights" if workspace is not None else None
         if cached_imagenet_weights(params.arch, folder) is not None:
             return []
-        url = imagenet_url(params.arch)
+        url = kept_imagenet_url(params.arch)
         try:
             source = source_url(url)  # the mirror's copy when NODEFLOW_MIRROR_URL is set
         except DownloadError as exc:
@@ -367,7 +367,7 @@ class Dense(_LayerNode):
             linear = f'init_linear({linear}, "{params.init}")'
         parts = [linear]
         if params.activation != "none":
-            parts.append(f"nn.{ACTIVATIONS[params.activation].__name__}()")
+            parts.append(f"nn.{ACTIVATIONS[params.activation]}()")
         if params.dropout:
             parts.append(f"nn.Dropout({ctx.const('dropout')})")
         return f"nn.Sequential({', '.join(parts)})", units

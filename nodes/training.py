@@ -18,13 +18,8 @@ from nodeflow.limits import NO_LIMITS, JobLimits
 from nodeflow.node import Node, NodeParams, ParamProblem, ParamWarning, Port, RunContext, ScriptContext, ScriptPart
 from nodes.checks import (check_fit, data_facts, engine_errors, hooks, keep_outcome, model_facts,
                           output_activation_warning, output_node, png_preview, settings_named, value_facts)
-from nodes.engine.distributed import current as current_group
-from nodes.engine.fit import NothingToTrain, TeacherMismatch
-from nodes.engine.inference import outcome
-from nodes.engine.loop import NonFiniteLoss, resolve_spec
-from nodes.engine.lr_range import lr_range_test
-from nodes.engine.multinode import Launch, Machines, assists, fit_launched, machines
-from nodes.engine.pipeline import resolve_workers
+from nodes.engine.launch import Launch, Machines, assists, machines
+from nodes.engine.models import resolve_spec
 from nodes.engine.plots import line_plot_png
 from nodes.engine.scripting import DEVICE, FEATURE_CACHE_NOTE, IMPORTS, ScriptData, ScriptModel, call, functions
 from nodes.engine.settings import FitConfig, LRRangeConfig, LRRangeSettings, TrainingSettings
@@ -124,6 +119,8 @@ class Trainer(Node):
     @staticmethod
     def fit_config(params: Params, device: str) -> FitConfig:
         """The engine's training config from this node's params (launch-only params left out)."""
+        from nodes.engine.pipeline import resolve_workers
+
         return FitConfig(**{**params.model_dump(include=set(TrainingSettings.model_fields)),
                             "workers": resolve_workers(params.workers), "device": device})
 
@@ -248,6 +245,8 @@ class Trainer(Node):
 
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet,
             teacher: ModelValue | None = None) -> dict:
+        from nodes.engine.distributed import current as current_group
+
         self.within_limits(ctx, params)
         ctx.log_metric("train_images", len(data.split("train")))
         outputs = self.train(ctx, params, model, data, teacher)
@@ -260,6 +259,9 @@ class Trainer(Node):
         """The trained model's per-image outcome on the validation and the test split, kept beside
         its result so runs compare image by image. Test is scored and kept, never logged as a
         metric: choosing by it would spend the held-out split."""
+        from nodes.engine.inference import outcome
+        from nodes.engine.pipeline import resolve_workers
+
         quiet = replace(hooks(ctx), preview=lambda kind, payload: None)  # the card keeps the training's previews
         for split in ("validation", "test"):
             if data.split(split):
@@ -272,6 +274,10 @@ class Trainer(Node):
               teacher: ModelValue | None = None) -> dict:
         """The training itself: here, or under torchrun with several devices or machines (see
         :func:`nodes.engine.multinode.fit_launched`)."""
+        from nodes.engine.fit import NothingToTrain, TeacherMismatch
+        from nodes.engine.loop import NonFiniteLoss
+        from nodes.engine.multinode import fit_launched
+
         check_fit(value_facts(model), data_facts(data))
         self.machines(params, limits=ctx.limits)  # refused before anything is written, started or connected
         config = self.fit_config(params, ctx.device)
@@ -296,6 +302,7 @@ class Trainer(Node):
         """A few profiled batches of the real data (see ``nodes.engine.estimate``); the stand-in is
         the model as training leaves it in cost: same layers, sized for these classes."""
         from nodes.engine.estimate import estimate_fit
+        from nodes.engine.fit import NothingToTrain
 
         self.within_limits(ctx, params)
         check_fit(value_facts(model), data_facts(data))
@@ -455,6 +462,9 @@ class LRFinder(Node):
         return {}
 
     def run(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
+        from nodes.engine.fit import NothingToTrain
+        from nodes.engine.lr_range import lr_range_test
+
         if params.end_lr <= params.start_lr:
             raise ParamProblem("end_lr must be larger than start_lr", param="end_lr")
         ctx.limits.check_batch(params.batch_size)
@@ -480,6 +490,7 @@ class LRFinder(Node):
     def estimate(self, ctx: RunContext, params: Params, model: ModelValue, data: ImageSet) -> dict:
         """``steps`` profiled training steps (at most: the sweep stops when the loss blows up)."""
         from nodes.engine.estimate import estimate_fit
+        from nodes.engine.fit import NothingToTrain
 
         ctx.limits.check_batch(params.batch_size)
         check_fit(value_facts(model), data_facts(data))

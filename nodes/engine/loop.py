@@ -18,14 +18,8 @@ from torch import nn
 from nodes.engine import standalone
 from nodes.engine.device import Device
 from nodes.engine.hooks import Stopped
-from nodes.engine.models import build
+from nodes.engine.models import build, resolve_spec
 from nodes.engine.values import ModelValue
-
-
-def resolve_spec(spec: dict[str, Any], num_classes: int) -> dict[str, Any]:
-    """The spec with dense units 'auto' replaced by the number of classes."""
-    layers = [{**layer, "units": num_classes} if layer.get("units") == "auto" else layer for layer in spec["layers"]]
-    return {**spec, "layers": layers}
 
 
 def network(model: ModelValue, num_classes: int) -> nn.Sequential:

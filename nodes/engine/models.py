@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import pickle
+import sys
 import socket
 import threading
 import time
@@ -20,20 +21,25 @@ from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-
-from nodes.engine import standalone
 from nodes.engine.download import MIRROR_ENV, DownloadError, download, file_name, source_url
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# torch is imported by the functions that build or load a network, not here: the catalogue (the
+# backbone node's choices, checking a graph whose summaries are kept) is read without it, which
+# saves every command and the editor's start the seconds torch's import takes
 
 #: Architectures the backbone node offers; all come from torchvision without their classifier.
 ARCHS = ("vgg11", "vgg16", "vgg19", "vgg16_bn", "resnet18", "resnet34", "resnet50", "resnet101",
          "efficientnet_b0", "mobilenet_v3_small", "mobilenet_v3_large", "convnext_tiny")
 
-ACTIVATIONS = {"none": nn.Identity, "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh,
-               "sigmoid": nn.Sigmoid, "leaky_relu": nn.LeakyReLU}
+#: each activation a dense layer offers -> the name of its ``torch.nn`` module
+ACTIVATIONS = {"none": "Identity", "relu": "ReLU", "gelu": "GELU", "silu": "SiLU", "tanh": "Tanh",
+               "sigmoid": "Sigmoid", "leaky_relu": "LeakyReLU"}
 
 
 class SpecError(ValueError):
@@ -56,6 +62,8 @@ def torchvision_model(arch: str) -> nn.Module:
 def split_blocks(arch: str, model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Cut a torchvision classifier into its named feature blocks (classifier dropped), with the
     functions the exported script cuts it with, so both name the blocks alike."""
+    from nodes.engine import standalone
+
     if arch.startswith("vgg"):
         return list(standalone.vgg_blocks(model).items())
     if arch.startswith("resnet"):
@@ -83,6 +91,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from .safetensors, or from a torch file loaded with weights_only=True: a plain
     state dict or a checkpoint holding one under 'state_dict' or 'model'; the 'module.' and
     'model.' prefixes of a model saved from inside a wrapper are dropped."""
+    import torch
+
     if not path.is_file():
         raise FileNotFoundError(f"weights file '{path}' does not exist")
     if path.suffix == ".safetensors":
@@ -106,6 +116,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _torch_load(path: Path) -> Any:
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
@@ -134,6 +146,8 @@ def key_namings(model: nn.Module, blocks: list[tuple[str, nn.Module]]) -> dict[s
     """For each naming a file may use, its name of every backbone tensor -> ours. torchvision's names
     are read off the torchvision model the blocks were cut from (the same tensor objects), so they
     hold for every architecture without a table; ours are the block names the export node writes."""
+    from torch import nn
+
     ours = nn.Sequential(OrderedDict(blocks)).state_dict(keep_vars=True)
     by_tensor = {id(tensor): key for key, tensor in ours.items()}
     torchvision = {key: by_tensor[id(tensor)] for key, tensor in model.state_dict(keep_vars=True).items()
@@ -146,12 +160,16 @@ Layout = tuple[dict[str, dict[str, str]], dict[str, tuple[int, ...]]]
 
 
 def _layout(model: nn.Module, blocks: list[tuple[str, nn.Module]]) -> Layout:
+    from torch import nn
+
     shapes = {key: tuple(t.shape) for key, t in nn.Sequential(OrderedDict(blocks)).state_dict().items()}
     return key_namings(model, blocks), shapes
 
 
 @lru_cache(maxsize=None)
 def _arch_layout(arch: str) -> Layout:
+    import torch
+
     with torch.device("meta"):  # only names and shapes are needed: no memory, no init
         model = torchvision_model(arch)
         return _layout(model, split_blocks(arch, model))
@@ -183,6 +201,8 @@ def load_backbone_state(arch: str, model: nn.Module, blocks: list[tuple[str, nn.
     ``block1.0.weight``, as the export node writes them) into the blocks; head weights are ignored.
     Refuses, naming the naming it recognised and keys expected and found, unless every backbone
     tensor is there with its shape; the blocks are untouched then."""
+    from nodes.engine import standalone
+
     layout = _layout(model, blocks)
     naming, problems = _match(layout, state)
     if problems:
@@ -220,12 +240,20 @@ def imagenet_url(arch: str) -> str:
 
 
 def hub_checkpoints() -> Path:
-    """torch's own cache of downloaded weights (``$TORCH_HOME/hub/checkpoints``)."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    """torch's own cache of downloaded weights (``$TORCH_HOME/hub/checkpoints``): torch's answer once
+    torch is imported (a program may have moved it with ``torch.hub.set_dir``), else the same
+    default torch.hub.get_dir gives, read from the environment without importing torch."""
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "hub"):
+        return Path(torch.hub.get_dir()) / "checkpoints"
+    home = os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    return Path(os.path.expanduser(home)) / "hub" / "checkpoints"
 
 
-#: the file name of each arch's ImageNet weights as torchvision publishes them (tests check it against
-#: torchvision's own table): whether they are here is then known without importing torchvision
+#: the file name of each arch's ImageNet weights as torchvision publishes them, under IMAGENET_DOWNLOADS
+#: (tests check both against torchvision's own table): whether they are here, and where they come
+#: from, is then known without importing torchvision
+IMAGENET_DOWNLOADS = "https://download.pytorch.org/models/"
 IMAGENET_FILES = {
     "vgg11": "vgg11-8a719046.pth", "vgg16": "vgg16-397923af.pth", "vgg19": "vgg19-dcbb9e9d.pth",
     "vgg16_bn": "vgg16_bn-6c64b313.pth", "resnet18": "resnet18-f37072fd.pth", "resnet34": "resnet34-b627a593.pth",
@@ -233,6 +261,12 @@ IMAGENET_FILES = {
     "efficientnet_b0": "efficientnet_b0_rwightman-7f5810bc.pth",
     "mobilenet_v3_small": "mobilenet_v3_small-047dcff4.pth",
     "mobilenet_v3_large": "mobilenet_v3_large-5c1a4163.pth", "convnext_tiny": "convnext_tiny-983f1562.pth"}
+
+
+def kept_imagenet_url(arch: str) -> str:
+    """:func:`imagenet_url` as the tables kept here give it (the same for the archs offered), so
+    checking a graph tells where its weights come from without importing torchvision."""
+    return IMAGENET_DOWNLOADS + IMAGENET_FILES[arch] if arch in IMAGENET_FILES else imagenet_url(arch)
 
 
 def cached_imagenet_weights(arch: str, folder: Path | None) -> Path | None:
@@ -304,6 +338,8 @@ def imagenet_weights(arch: str, folder: Path, timeout: float = 15.0,
     cached = cached_imagenet_weights(arch, folder)
     if cached is not None:
         return cached
+    import torch
+
     published = torch.hub.HASH_REGEX.search(filename)
     try:
         source = source_url(url)
@@ -326,6 +362,8 @@ class WeightsUnavailable(RuntimeError):
 
 def layer_blocks(layer: dict[str, Any], in_shape: list[int], num_classes: int | None,
                  load_weights: bool) -> list[tuple[str, nn.Module]]:
+    from torch import nn
+
     kind = layer["kind"]
     name = layer["name"]
     if kind == "backbone":
@@ -350,7 +388,7 @@ def layer_blocks(layer: dict[str, Any], in_shape: list[int], num_classes: int | 
             units = num_classes
         linear = nn.Linear(in_shape[0], int(units))
         init_linear(linear, layer.get("init", "default"))
-        parts = [linear, ACTIVATIONS[layer.get("activation", "none")]()]
+        parts = [linear, getattr(nn, ACTIVATIONS[layer.get("activation", "none")])()]
         if layer.get("dropout", 0):
             parts.append(nn.Dropout(layer["dropout"]))
         return [(name, nn.Sequential(*parts))]
@@ -368,6 +406,8 @@ INITS = ("default", "xavier_uniform", "xavier_normal", "kaiming_normal")
 def init_linear(linear: nn.Linear, init: str) -> None:
     """Re-initialise a new layer's weights (bias to zero); 'default' keeps torch's own init.
     Xavier suits a new output layer fed by pooled features (the ResNet-18 hot-dog recipe)."""
+    from torch import nn
+
     if init == "default":
         return
     if init == "xavier_uniform":
@@ -386,9 +426,17 @@ def _need_image(shape: list[int], name: str) -> None:
         raise SpecError(f"'{name}' pools feature maps (C×H×W) but gets shape {shape}", name)
 
 
+def resolve_spec(spec: dict[str, Any], num_classes: int) -> dict[str, Any]:
+    """The spec with dense units 'auto' replaced by the number of classes."""
+    layers = [{**layer, "units": num_classes} if layer.get("units") == "auto" else layer for layer in spec["layers"]]
+    return {**spec, "layers": layers}
+
+
 def build(spec: dict[str, Any], num_classes: int | None = None, load_weights: bool = True) -> nn.Sequential:
     """The network of a spec, freshly initialised from the global torch seed (plus any backbone
     weights file). ``num_classes`` resolves dense layers with units 'auto'."""
+    from torch import nn
+
     blocks: OrderedDict[str, nn.Module] = OrderedDict()
     for layer, shape in zip(spec["layers"], summarize(spec)["layer_inputs"]):
         blocks.update(layer_blocks(layer, shape, num_classes, load_weights))
@@ -398,6 +446,8 @@ def build(spec: dict[str, Any], num_classes: int | None = None, load_weights: bo
 def _out_shape(module: nn.Module, shape: list[int], name: str) -> list[int]:
     """Propagate a shape through a meta-device module, with the batch size 2 that batch-norm
     needs in training mode."""
+    import torch
+
     try:
         out = module(torch.empty(2, *shape, device="meta"))
     except RuntimeError as exc:
@@ -452,6 +502,11 @@ def _summary(spec_json: str) -> str:
     blocks: list[dict[str, Any]] = []
     inputs: list[list[Any]] = []
     shape: list[Any] = list(spec["input_shape"])
+    if not spec["layers"]:  # an input layer alone (what every graph starts with) needs no torch
+        return json.dumps({"blocks": blocks, "output_shape": shape, "layer_inputs": inputs})
+    import torch
+    from torch import nn
+
     with torch.device("meta"):
         for layer in spec["layers"]:
             inputs.append(shape)

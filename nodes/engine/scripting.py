@@ -13,7 +13,6 @@ import types
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nodes.engine import standalone
 from nodes.engine.images import IMAGENET_MEAN, IMAGENET_STD
 
 #: what the script's functions (``nodes.engine.standalone``) and the parts' code use
@@ -51,6 +50,8 @@ def call(head: str, args: list[str], indent: int = 4) -> str:
 
 @functools.cache
 def _sources(name: str) -> tuple[str, ...]:
+    from nodes.engine import standalone  # torch's import waits until a script is written
+
     value = getattr(standalone, name)
     if not inspect.isfunction(value):
         return (inspect.getsource(value),)

@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from nodes.engine.files import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:  # the values are read (ports, checking a graph) without importing torch
+    import torch
 
 SPLITS = ("train", "validation", "test")
 

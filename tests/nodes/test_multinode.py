@@ -21,7 +21,8 @@ from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.node import Event, Interrupted, ParamProblem, RunContext
 from nodes.engine.checkpoint import read_checkpoint
-from nodes.engine.multinode import SECRET_ENV, SECRET_FILE, Machines, WorkspaceNotShared, first_host, free_port
+from nodes.engine.launch import SECRET_ENV, Machines, first_host
+from nodes.engine.multinode import SECRET_FILE, WorkspaceNotShared, free_port
 from nodes.ports import ModelValue
 from nodes.training import Trainer
 from tests.nodes.conftest import ROOT

@@ -24,8 +24,8 @@ from nodeflow.limits import JobLimits
 from nodeflow.node import ParamProblem, RunContext
 from nodeflow.runs import Recording, RunStore
 from nodes.engine.distributed import MalformedExchange, decode_json
-from nodes.engine.multinode import (JOIN_TIMEOUT, JOIN_TIMEOUT_ENV, RESTRICTED_JOIN_TIMEOUT, SECRET_ENV, Launch,
-                                    Machines, SettingError, free_port, join_timeout, machines)
+from nodes.engine.launch import SECRET_ENV, Launch, Machines, SettingError, machines
+from nodes.engine.multinode import JOIN_TIMEOUT, JOIN_TIMEOUT_ENV, RESTRICTED_JOIN_TIMEOUT, free_port, join_timeout
 from nodes.ports import ModelValue
 from nodes.training import Trainer
 from tests.nodes.conftest import ROOT

@@ -12,7 +12,7 @@ import sys
 from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.node import card_title
-from nodes.engine.models import ARCHS, IMAGENET_FILES, can_reach, imagenet_url
+from nodes.engine.models import ARCHS, IMAGENET_FILES, can_reach, imagenet_url, kept_imagenet_url
 from nodes.model import Dense
 from tests.nodes.conftest import ROOT, TEMPLATE, small_template, with_params
 
@@ -82,8 +82,10 @@ def test_reachability_is_a_real_bounded_connection_and_is_remembered():
 
 
 def test_the_imagenet_file_names_kept_here_are_torchvisions():
-    """Whether ImageNet weights are here is told from these names without importing torchvision."""
+    """Whether ImageNet weights are here, and where they come from, is told from these names
+    without importing torchvision."""
     assert {arch: imagenet_url(arch).rsplit("/", 1)[-1] for arch in ARCHS} == IMAGENET_FILES
+    assert {arch: kept_imagenet_url(arch) for arch in ARCHS} == {arch: imagenet_url(arch) for arch in ARCHS}
 
 
 def test_titles_follow_the_params(registry):
