@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -123,19 +121,25 @@ def test_the_hotdog_backbone_takes_a_resnet18_saved_the_torchvision_way(registry
     assert torch.equal(built_stem_weight(report, "resnet18_ft"), model.conv1.weight)
 
 
-def test_a_file_for_another_resnet_is_one_line_naming_node_param_and_the_arch_it_fits(shapes, tmp_path):
+def test_a_file_for_another_resnet_is_one_line_naming_node_param_and_the_arch_it_fits(shapes, tmp_path, monkeypatch,
+                                                                                      capsys):
+    """The CLI's run, in this process (what it prints is the point, not the process)."""
+    from nodeflow.cli import main
+
     torch.save(torchvision.models.resnet34().state_dict(), tmp_path / "r34.pth")
-    cmd = [sys.executable, "-m", "nodeflow.cli", "--no-plugins", "run", "hotdog_resnet18_finetune", "--workspace",
-           str(tmp_path / "ws"), "--device", "cpu", "--quiet", "--target", "resnet18_ft",
-           *(a for k, v in {**TINY_HOTDOG, "dataset.root": shapes, "resnet18_ft.weights": tmp_path / "r34.pth"}.items()
-             for a in ("--set", f"{k}={v}"))]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert done.returncode == 1
-    error = next(line for line in done.stderr.splitlines() if line.startswith("error:"))
+    argv = ["--no-plugins", "run", "hotdog_resnet18_finetune", "--workspace", str(tmp_path / "ws"), "--device", "cpu",
+            "--quiet", "--target", "resnet18_ft",
+            *(a for k, v in {**TINY_HOTDOG, "dataset.root": shapes, "resnet18_ft.weights": tmp_path / "r34.pth"}.items()
+              for a in ("--set", f"{k}={v}"))]
+    monkeypatch.chdir(ROOT)
+    code = main(argv)
+    stderr = capsys.readouterr().err
+    assert code == 1
+    error = next(line for line in stderr.splitlines() if line.startswith("error:"))
     assert error.startswith(f"error: node 'resnet18_ft' failed: parameter 'weights': weights file "
                             f"'{tmp_path / 'r34.pth'}' does not fit resnet18: read with torchvision's key names")
     assert "expects keys such as conv1.weight" in error and "It fits resnet34" in error
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in stderr
 
 
 def test_imagenet_weights_come_from_the_mirror_checked_against_the_hash_in_their_name(

@@ -66,15 +66,33 @@ def their_features(arch: str, model: nn.Module, images: torch.Tensor) -> torch.T
         return create_feature_extractor(model, {last: "out"})(images)["out"]
 
 
+def blank(arch: str) -> nn.Module:
+    """A torchvision model of the architecture with no values of its own: built without its random
+    init (most of a VGG's cost) and filled with NaN, so a tensor that does not load shows."""
+    with torch.device("meta"):
+        model = torchvision.models.get_model(arch, weights=None)
+    model = model.to_empty(device="cpu").eval()
+    with torch.no_grad():
+        for tensor in model.state_dict(keep_vars=True).values():
+            tensor.fill_(float("nan") if tensor.is_floating_point() else -1)
+    return model
+
+
 @pytest.fixture(scope="module", params=[pytest.param(a, marks=pytest.mark.slow) if a in SLOW else a for a in ARCHS])
-def torchvision_files(request, tmp_path_factory):
-    """One seeded model of the architecture saved both ways, and a second torchvision model to
-    load the files into (shared by the two formats' tests)."""
-    arch = request.param
+def seeded(request):
+    """One seeded model per architecture, shared by every test of it (a VGG's init takes seconds)."""
+    return request.param, seeded_torchvision(request.param)
+
+
+@pytest.fixture(scope="module")
+def torchvision_files(seeded, tmp_path_factory):
+    """The seeded model saved both ways, and a second torchvision model to load the files into
+    (shared by the two formats' tests)."""
+    arch, model = seeded
     folder = tmp_path_factory.mktemp(arch)
-    state = seeded_torchvision(arch).state_dict()
+    state = model.state_dict()
     files = {suffix: save(state, folder / f"{arch}{suffix}") for suffix in (".pth", ".safetensors")}
-    return arch, files, torchvision.models.get_model(arch, weights=None).eval()
+    return arch, files, blank(arch)
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
@@ -189,14 +207,13 @@ def test_any_state_dict_loads_only_when_it_fits_and_a_refusal_changes_nothing(re
         net.load_state_dict(before)
 
 
-@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a in SLOW else a for a in ARCHS])
-def test_the_exported_scripts_loader_loads_what_the_graph_loads(arch, tmp_path):
+def test_the_exported_scripts_loader_loads_what_the_graph_loads(seeded, tmp_path):
     """``standalone.backbone`` (the script's) against the graph's loader, from one file per naming:
     torchvision's with its classifier cut to 4 classes (as a fine-tuned model is saved), and the
     blocks' names with a head of their own. Both load every tensor of the blocks, and the same."""
     from nodes.engine import standalone
 
-    model = seeded_torchvision(arch)
+    arch, model = seeded
     blocks = nn.Sequential(OrderedDict(split_blocks(arch, model)))
     kept = {id(t) for t in blocks.state_dict(keep_vars=True).values()}
     head = {k: t[:4].clone() if t.dim() else t for k, t in model.state_dict(keep_vars=True).items()
@@ -204,11 +221,12 @@ def test_the_exported_scripts_loader_loads_what_the_graph_loads(arch, tmp_path):
     assert head, "a classifier to cut"
     theirs = save({k: t for k, t in model.state_dict().items() if k not in head} | head, tmp_path / "theirs.pth")
     ours = save(blocks.state_dict() | {f"head.{k}": t for k, t in head.items()}, tmp_path / "ours.pth")
-    for path in (theirs, ours):
-        script = nn.Sequential(OrderedDict(split_blocks(arch, standalone.backbone(arch, str(path))))).state_dict()
+    for path, into in ((theirs, None), (ours, blank(arch))):  # a new network as the script makes one, or a given one
+        script = nn.Sequential(OrderedDict(split_blocks(arch, standalone.backbone(arch, str(path), into)))).state_dict()
         graph = loaded(arch, path)
         assert script.keys() == graph.keys() == blocks.state_dict().keys()
         for key, tensor in blocks.state_dict().items():
             assert torch.equal(script[key], tensor) and torch.equal(graph[key], tensor), (path.name, key)
     with pytest.raises(ValueError, match=f"does not hold {arch}'s feature blocks: .* is missing"):
-        standalone.backbone(arch, str(save(dict(list(blocks.state_dict().items())[1:]), tmp_path / "part.pth")))
+        standalone.backbone(arch, str(save(dict(list(blocks.state_dict().items())[1:]), tmp_path / "part.pth")),
+                            blank(arch))
