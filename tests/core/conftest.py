@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from nodeflow.graph import Graph
@@ -38,3 +41,24 @@ def chain() -> Graph:
          "c": ("test.constant", {"value": 7})},
         ["a.value->sum.a", "b.value->sum.b", "sum.value->text.value", "text.text->length.text"],
     )
+
+
+# -- the command line in this process (tests whose subject is not a process of its own) -------------------------
+
+PACK = str(Path(__file__).resolve().parents[1] / "nodepack.py")
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch):
+    """``nodeflow --nodes tests/nodepack.py ARGS`` called in this process (``env`` set for the call):
+    a CompletedProcess with the exit code and what it printed, as a finished process gives them."""
+    from nodeflow.cli import main
+
+    def call(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        capsys.readouterr()
+        code = main(["--nodes", PACK, *args])
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out, err)
+    return call

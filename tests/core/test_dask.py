@@ -241,16 +241,21 @@ def test_cli_run_with_jobs_writes_the_same_report(tmp_path):
 def test_an_unreachable_scheduler_is_one_line_naming_the_option(tmp_path):
     graph = make_graph({"a": ("test.constant", {})}, [])
     graph.save(tmp_path / "g.json")
-    result = nodeflow("run", str(tmp_path / "g.json"), "--workspace", str(tmp_path / "ws"),
-                      "--scheduler", "tcp://127.0.0.1:9")
-    assert result.returncode == 1
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: --scheduler tcp://127.0.0.1:9: cannot reach the Dask "
-                                                   "scheduler"), result.stderr
+    run = [sys.executable, "-m", "nodeflow.cli", "--nodes", PACK, "run", str(tmp_path / "g.json"), "--workspace"]
+    # both processes at once: each waits out the client's connect timeout
+    given = subprocess.Popen([*run, str(tmp_path / "ws"), "--scheduler", "tcp://127.0.0.1:9"], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # the same from the environment variable
-    result = nodeflow("run", str(tmp_path / "g.json"), "--workspace", str(tmp_path / "ws"),
-                      env={"NODEFLOW_DASK_SCHEDULER": "tcp://127.0.0.1:9"})
-    assert result.returncode == 1 and "--scheduler tcp://127.0.0.1:9: cannot reach" in result.stderr
+    from_env = subprocess.Popen([*run, str(tmp_path / "ws2")], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "NODEFLOW_DASK_SCHEDULER": "tcp://127.0.0.1:9"})
+    _, err = given.communicate(timeout=120)
+    assert given.returncode == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --scheduler tcp://127.0.0.1:9: cannot reach the Dask "
+                                                   "scheduler"), err
+    _, err = from_env.communicate(timeout=120)
+    assert from_env.returncode == 1 and "--scheduler tcp://127.0.0.1:9: cannot reach" in err
 
 
 @pytest.mark.parametrize("command", ["run", "serve"])
@@ -279,7 +284,7 @@ def test_an_editor_sweep_on_serve_jobs_2_trains_two_branches_at_once(tmp_path):
     from tests.ui.conftest import Server
     from tests.waiting import wait_for
 
-    graph = make_graph({"a": ("test.constant", {"value": 1}), "train": ("test.epochs", {"epochs": 6, "delay": 0.3})},
+    graph = make_graph({"a": ("test.constant", {"value": 1}), "train": ("test.epochs", {"epochs": 3, "delay": 0.3})},
                        ["a.value->train.value"], name="sweep")
     graph_file = tmp_path / "sweep.json"
     graph.save(graph_file)
@@ -288,7 +293,7 @@ def test_an_editor_sweep_on_serve_jobs_2_trains_two_branches_at_once(tmp_path):
     server = Server(workspace, command=(sys.executable, "-m", "nodeflow.cli", "--nodes", PACK, "serve",
                                         str(graph_file), "--jobs", "2"))
     try:
-        started = server.api("POST", "/api/sweep", json={"grid": {"train.epochs": [6, 7, 8, 9]}})
+        started = server.api("POST", "/api/sweep", json={"grid": {"train.epochs": [3, 4, 5, 6]}})
         assert started.status_code == 200, started.text
         sweep = started.json()["id"]
         assert wait_for(lambda: server.api("GET", f"/api/sweeps/{sweep}").json()["status"] == "done", timeout=180)

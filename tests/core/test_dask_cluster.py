@@ -54,13 +54,15 @@ def cluster(tmp_path_factory):
                                       cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
 
     yield address, add_worker, procs
-    for proc in reversed(procs):
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    # the workers first, while the scheduler they say goodbye to is still there, then the scheduler
+    for group in (procs[1:], procs[:1]):
+        for proc in group:
+            proc.terminate()
+        for proc in group:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 def nodeflow(*args, env=None):
@@ -78,7 +80,7 @@ def _wait_workers(address: str, n: int) -> None:
 
 
 @pytest.mark.slow
-def test_scheduler_by_address_and_by_environment_and_what_it_refuses(cluster, tmp_path):
+def test_scheduler_by_address_and_by_environment_and_what_it_refuses(cluster, tmp_path, cli):
     address, add_worker, procs = cluster
     add_worker()
     _wait_workers(address, 1)
@@ -86,19 +88,19 @@ def test_scheduler_by_address_and_by_environment_and_what_it_refuses(cluster, tm
                         "sum": ("test.add", {})}, ["a.value->sum.a", "b.value->sum.b"])
     graph.save(tmp_path / "g.json")
     ws = tmp_path / "ws"
-    result = nodeflow("run", str(tmp_path / "g.json"), "--workspace", str(ws), "--scheduler", address,
-                      "--report", str(tmp_path / "r.json"))
+    result = cli("run", str(tmp_path / "g.json"), "--workspace", str(ws), "--scheduler", address,
+                 "--report", str(tmp_path / "r.json"))
     assert result.returncode == 0, result.stderr
     assert f"the Dask cluster at {address}: 1 worker process(es), 1 thread(s) each" in result.stderr
     assert json.loads((tmp_path / "r.json").read_text())["nodes"]["sum"]["metrics"] == {"sum": 7.0}
-    again = nodeflow("run", str(tmp_path / "g.json"), "--workspace", str(ws), env={"NODEFLOW_DASK_SCHEDULER": address})
+    again = cli("run", str(tmp_path / "g.json"), "--workspace", str(ws), env={"NODEFLOW_DASK_SCHEDULER": address})
     assert again.returncode == 0 and f"the Dask cluster at {address}" in again.stderr and "0 ran, 3 cached" in again.stderr
 
     # a node that asks for a GPU, and no worker offering one: refused before anything runs, naming the way out
     gpu = make_graph({"a": ("test.constant", {"value": 1}), "train": ("test.gpu_add", {})}, ["a.value->train.a"])
     gpu.save(tmp_path / "gpu.json")
-    refused = nodeflow("--nodes", GPU_NODES, "run", str(tmp_path / "gpu.json"), "--workspace", str(ws),
-                       "--scheduler", address)
+    refused = cli("--nodes", GPU_NODES, "run", str(tmp_path / "gpu.json"), "--workspace", str(ws),
+                  "--scheduler", address)
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines()[-1] == (
         f"error: --scheduler {address}: node 'train' needs GPU=1 but no worker offers it; start workers with "
@@ -106,8 +108,8 @@ def test_scheduler_by_address_and_by_environment_and_what_it_refuses(cluster, tm
     # a worker that offers one takes the task, and only it
     add_worker(resources="GPU=1")
     _wait_workers(address, 2)
-    taken = nodeflow("--nodes", GPU_NODES, "run", str(tmp_path / "gpu.json"), "--workspace", str(ws),
-                     "--scheduler", address)
+    taken = cli("--nodes", GPU_NODES, "run", str(tmp_path / "gpu.json"), "--workspace", str(ws),
+                "--scheduler", address)
     assert taken.returncode == 0, taken.stderr
     from distributed import Client
 

@@ -20,9 +20,15 @@ PACK = str(ROOT / "tests" / "nodepack.py")
 
 
 def nodeflow(*args, env=None):
+    """``nodeflow sweep`` as its own process: what starts a local Dask cluster (--jobs) runs this way."""
     cmd = [sys.executable, "-m", "nodeflow.cli", "--nodes", PACK, *args]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})},
                           timeout=180)
+
+
+def sweep(cli, parallel):
+    """A local sweep in this process; a --jobs one in a process of its own."""
+    return nodeflow if parallel else cli
 
 
 @pytest.fixture
@@ -52,11 +58,11 @@ def test_grid_parsing_and_combinations():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("parallel", [[], ["--jobs", "2"]], ids=["local", "dask"])
-def test_sweep_runs_the_shared_head_once_and_records_each_branch(head_graph, tmp_path, parallel):
+def test_sweep_runs_the_shared_head_once_and_records_each_branch(head_graph, tmp_path, parallel, cli):
     log = tmp_path / "runs.log"
     ws = tmp_path / "ws"
     report_file = tmp_path / "sweep.json"
-    result = nodeflow("sweep", str(head_graph), "--grid", "finetune.offset=[1, 2]", "--grid", "scale.value=[10, 20]",
+    result = sweep(cli, parallel)("sweep", str(head_graph), "--grid", "finetune.offset=[1, 2]", "--grid", "scale.value=[10, 20]",
                       "--workspace", str(ws), "--report", str(report_file), *parallel,
                       env={"NODEPACK_RUN_LOG": str(log)})
     assert result.returncode == 0, result.stderr
@@ -89,23 +95,23 @@ def test_sweep_runs_the_shared_head_once_and_records_each_branch(head_graph, tmp
 
 
 @pytest.mark.slow
-def test_a_bad_grid_value_names_node_and_param_in_one_line(head_graph, tmp_path):
-    result = nodeflow("sweep", str(head_graph), "--grid", 'finetune.offset=[1, "x"]', "--workspace", str(tmp_path))
+def test_a_bad_grid_value_names_node_and_param_in_one_line(head_graph, tmp_path, cli):
+    result = cli("sweep", str(head_graph), "--grid", 'finetune.offset=[1, "x"]', "--workspace", str(tmp_path))
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith('error: --grid finetune.offset: value "x": finetune') and "offset" in lines[0]
-    result = nodeflow("sweep", str(head_graph), "--grid", "nope.offset=[1]", "--workspace", str(tmp_path))
+    result = cli("sweep", str(head_graph), "--grid", "nope.offset=[1]", "--workspace", str(tmp_path))
     assert result.returncode == 1 and "no node 'nope'" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_a_branch_that_cannot_run_stops_the_sweep_before_anything_runs(tmp_path):
+def test_a_branch_that_cannot_run_stops_the_sweep_before_anything_runs(tmp_path, cli):
     graph = make_graph({"c": ("test.constant", {"value": 1.0}), "div": ("test.divide", {}),
                         "by": ("test.constant", {"value": 1.0})}, ["c.value->div.a", "by.value->div.b"])
     path = tmp_path / "div.json"
     graph.save(path)
     # a zero divisor is caught before anything runs, as for --set
-    result = nodeflow("sweep", str(path), "--grid", "by.value=[1, 0]", "--workspace", str(tmp_path / "ws"))
+    result = cli("sweep", str(path), "--grid", "by.value=[1, 0]", "--workspace", str(tmp_path / "ws"))
     assert result.returncode == 1
     assert result.stderr.strip() == "error: --grid: the branch by.value=0 is not valid: div:b: the divisor is the constant 0"
     assert not (tmp_path / "ws" / "cache").exists()  # nothing ran
@@ -113,14 +119,14 @@ def test_a_branch_that_cannot_run_stops_the_sweep_before_anything_runs(tmp_path)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("parallel", [[], ["--jobs", "2"]], ids=["local", "dask"])
-def test_a_branch_failing_at_run_time_fails_the_sweep_and_the_others_finish(tmp_path, parallel):
+def test_a_branch_failing_at_run_time_fails_the_sweep_and_the_others_finish(tmp_path, parallel, cli):
     graph = make_graph({"c": ("test.constant", {"value": 6.0}), "one": ("test.constant", {"value": 1.0}),
                         "by": ("test.add", {"offset": 0.0}), "div": ("test.divide", {})},
                        ["one.value->by.a", "c.value->div.a", "by.value->div.b"])
     path = tmp_path / "div.json"
     graph.save(path)
     report_file = tmp_path / "r.json"
-    result = nodeflow("sweep", str(path), "--grid", "by.offset=[1, -1, 2]", "--workspace", str(tmp_path / "ws"),
+    result = sweep(cli, parallel)("sweep", str(path), "--grid", "by.offset=[1, -1, 2]", "--workspace", str(tmp_path / "ws"),
                       "--report", str(report_file), *parallel)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(

@@ -5,32 +5,33 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from nodeflow.cli import main
 from tests.imagegen import make_image_set
 
 pytest.importorskip("distributed")
 pytest.importorskip("torch")
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = {"input.height": 32, "input.width": 32, "formatter.height": 32, "formatter.width": 32,
         "vgg16.weights": "none", "dense.units": 16, "train.epochs": 2, "train.batch_size": 16, "train.lr": 1e-3,
         "train_finetuned.epochs": 1, "train_finetuned.batch_size": 16}
 
 
 @pytest.mark.slow
-def test_template_sweep_trains_the_head_once_for_four_branches(tmp_path):
+def test_template_sweep_trains_the_head_once_for_four_branches(tmp_path, capsys):
     data = make_image_set(tmp_path / "data", ("circle", "stripes"), per_class=16, size=32, class_names=("cat", "dog"))
     sets = [a for k, v in {**TINY, "dataset.root": str(data)}.items()
             for a in ("--set", f"{k}={v if isinstance(v, str) else json.dumps(v)}")]
-    cmd = [sys.executable, "-m", "nodeflow.cli", "--no-plugins", "sweep", "cats_vs_dogs_finetune", *sets,
-           "--grid", 'finetune.unfreeze=[["block5"],["block4","block5"]]', "--grid", "train_finetuned.lr=[1e-5,1e-4]",
-           "--jobs", "2", "--device", "cpu", "--quiet", "--workspace", str(tmp_path / "ws"),
-           "--report", str(tmp_path / "sweep.json")]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    # in this process (the cluster's two workers are processes of their own): ``nodeflow sweep`` as the command runs it
+    args = ["--no-plugins", "sweep", "cats_vs_dogs_finetune", *sets,
+            "--grid", 'finetune.unfreeze=[["block5"],["block4","block5"]]', "--grid", "train_finetuned.lr=[1e-5,1e-4]",
+            "--jobs", "2", "--device", "cpu", "--quiet", "--workspace", str(tmp_path / "ws"),
+            "--report", str(tmp_path / "sweep.json")]
+    capsys.readouterr()
+    code = main(args)
+    done = subprocess.CompletedProcess(args, code, *capsys.readouterr())
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((tmp_path / "sweep.json").read_text())
     assert report["backend"] == "dask" and len(report["branches"]) == 4

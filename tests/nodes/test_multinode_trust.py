@@ -106,12 +106,12 @@ def test_on_a_server_machines_wait_for_each_other_briefly(tiny, tmp_path, monkey
         with pytest.raises(SettingError, match=JOIN_TIMEOUT_ENV):
             join_timeout(restricted, {JOIN_TIMEOUT_ENV: wrong})
     monkeypatch.setenv(SECRET_ENV, SERVER[SECRET_ENV])
-    monkeypatch.setenv(JOIN_TIMEOUT_ENV, "3")
+    monkeypatch.setenv(JOIN_TIMEOUT_ENV, "1")
     endpoint = f"127.0.0.1:{free_port()}"
     ctx = RunContext("train", tmp_path, device="cpu", key="k" * 64, limits=JobLimits(rendezvous_hosts=("127.0.0.1",)))
     with pytest.raises(ParamProblem) as problem:  # node_rank 1 is never started
         Trainer().run(ctx, params(num_nodes=2, rdzv_endpoint=endpoint), model=ModelValue(SPEC), data=tiny)
-    assert problem.value.param == "rdzv_endpoint" and f"did not meet at rdzv_endpoint {endpoint} within 3 s" in \
+    assert problem.value.param == "rdzv_endpoint" and f"did not meet at rdzv_endpoint {endpoint} within 1 s" in \
         str(problem.value)
 
 
@@ -238,7 +238,7 @@ def _rendezvous_alone(registry, folder, workspace: Path, monkeypatch) -> tuple[s
     """Run the graph as the first of two machines whose second never comes, recording it in the run
     store, with torchrun told to log its settings (the rendezvous id among them). Returns the id
     torchrun used, the trainer's key, the node's error and every byte of the run store."""
-    monkeypatch.setattr("nodes.engine.multinode.JOIN_TIMEOUT", 3)
+    monkeypatch.setattr("nodes.engine.multinode.JOIN_TIMEOUT", 1)
     monkeypatch.setenv("LOGLEVEL", "INFO")
     executor = Executor(registry, workspace, device="cpu")
     alone = graph(folder, num_nodes=2, rdzv_endpoint=f"127.0.0.1:{free_port()}")
