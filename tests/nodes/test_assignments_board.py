@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import zipfile
 
 import pytest
@@ -44,11 +45,41 @@ def hidden(tmp_path_factory):
     return zipped(tmp_path_factory.mktemp("zip"))
 
 
+#: the (deadline, per_day) of the assignments the tests score on, each made once per module
+KINDS = {"three days, two a day": (START + 3 * DAY, 2), "open": (None, None), "one day": (START + DAY, None)}
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, registry, hidden):
+    """A root with one assignment of each kind, made from the zip as the command line makes one (the
+    dataset doctor's process looks at each hidden set: seconds apiece, so once per module)."""
+    root = tmp_path_factory.mktemp("prepared") / "root"
+    found = Assignments(root, registry, clock=Clock(START))
+    ids = {}
+    for kind, (deadline, per_day) in KINDS.items():
+        extra = {} if per_day is None else {"per_day": per_day}
+        ids[kind] = found.create_from_zip("Shapes", io.BytesIO(hidden), deadline, **extra).id
+    found.close()
+    return root, ids
+
+
 @pytest.fixture
 def store(tmp_path, registry):
     clock = Clock(START)
     found = Assignments(tmp_path / "root", registry, clock=clock)
     yield found, clock
+    found.close()
+
+
+@pytest.fixture
+def made(tmp_path, registry, prepared):
+    """A fresh copy of the prepared root for each test (nothing one test lays down reaches another):
+    its store, its clock and the assignment of each kind."""
+    source, ids = prepared
+    shutil.copytree(source, tmp_path / "root")
+    clock = Clock(START)
+    found = Assignments(tmp_path / "root", registry, clock=clock)
+    yield found, clock, {kind: found.get(i) for kind, i in ids.items()}
     found.close()
 
 
@@ -65,9 +96,10 @@ def lay_down(store: Assignments, assignment, user: str, right) -> int:
     return handin.id
 
 
-def test_the_day_limit_and_the_deadline_are_named_when_they_refuse(store, hidden):
-    store, clock = store
-    assignment = store.create_from_zip("Shapes", io.BytesIO(hidden), START + 3 * DAY, per_day=2)
+def test_the_day_limit_and_the_deadline_are_named_when_they_refuse(made):
+    store, clock, kinds = made
+    assignment = kinds["three days, two a day"]
+    assert (assignment.deadline, assignment.per_day) == (START + 3 * DAY, 2)
     lay_down(store, assignment, "alice", lambda f: True)
     lay_down(store, assignment, "alice", lambda f: True)
     with pytest.raises(AssignmentError, match=r"handed in 2 times today.*handins_per_day = 2") as refused:
@@ -82,19 +114,20 @@ def test_the_day_limit_and_the_deadline_are_named_when_they_refuse(store, hidden
     assert late.value.status == 409 and len(store.handins(assignment.id)) == 4
 
 
-def test_a_closed_assignment_takes_no_hand_ins(store, hidden):
-    store, clock = store
-    assignment = store.create_from_zip("Shapes", io.BytesIO(hidden), None)
+def test_a_closed_assignment_takes_no_hand_ins(made):
+    store, clock, kinds = made
+    assignment = kinds["open"]
     store.close_assignment(assignment.id)
     with pytest.raises(AssignmentError, match="closed"):
         lay_down(store, assignment, "alice", lambda f: True)
 
 
-def test_the_board_changes_sides_at_the_deadline(store, hidden):
+def test_the_board_changes_sides_at_the_deadline(made):
     """alice is right on the public half only, bob on the private half only: before the deadline
     alice leads alone, after it bob does; nothing but the clock moved."""
-    store, clock = store
-    assignment = store.create_from_zip("Shapes", io.BytesIO(hidden), START + DAY)
+    store, clock, kinds = made
+    assignment = kinds["one day"]
+    assert assignment.deadline == START + DAY
     public = set(store._half(assignment, "public"))
     private = set(store._half(assignment, "private"))
     assert public and private and not public & private and len(public) == len(private) == 10
@@ -115,9 +148,9 @@ def test_the_board_changes_sides_at_the_deadline(store, hidden):
     assert 0.65 < low < 0.75 and high == pytest.approx(1.0)  # Wilson on 10 of 10
 
 
-def test_the_same_answers_tie_and_a_close_one_ties_too(store, hidden):
-    store, clock = store
-    assignment = store.create_from_zip("Shapes", io.BytesIO(hidden), None)
+def test_the_same_answers_tie_and_a_close_one_ties_too(made):
+    store, clock, kinds = made
+    assignment = kinds["open"]
     files = store._hidden_files(assignment.id)
     public = store._half(assignment, "public")
     lay_down(store, assignment, "alice", lambda f: True)
@@ -128,9 +161,9 @@ def test_the_same_answers_tie_and_a_close_one_ties_too(store, hidden):
     assert files  # the hidden set is there, on the server's side
 
 
-def test_each_student_shows_best_and_latest(store, hidden):
-    store, clock = store
-    assignment = store.create_from_zip("Shapes", io.BytesIO(hidden), None)
+def test_each_student_shows_best_and_latest(made):
+    store, clock, kinds = made
+    assignment = kinds["open"]
     good = lay_down(store, assignment, "alice", lambda f: True)
     clock.now += 60
     worse = lay_down(store, assignment, "alice", lambda f: False)
@@ -139,7 +172,7 @@ def test_each_student_shows_best_and_latest(store, hidden):
     assert rows[1]["tied_with_best"] is False
 
 
-def test_a_student_desk_has_no_teacher_operation(store, hidden):
+def test_a_student_desk_has_no_teacher_operation(store):
     store, clock = store
     desk = store.desk(User("alice", False, 0.0))
     assert isinstance(desk, StudentDesk)

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from urllib.parse import quote
 
 import pytest
+import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,9 +47,14 @@ def registry():
     return Registry.discover(plugins=False)
 
 
-@pytest.fixture
-async def site(tmp_path, registry):
-    async with classroom_site(tmp_path / "root", registry=registry) as site:
+#: one site for the module (its start and the hidden set's dataset doctor cost seconds): every test
+#: compares what it may change with the state just before its own requests
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def site(tmp_path_factory, registry):
+    async with classroom_site(tmp_path_factory.mktemp("hidden") / "root", registry=registry) as site:
         teacher, alice = site.client("teacher"), site.client("alice")
         deadline = (datetime.now(timezone.utc) + timedelta(days=7)).isoformat()
         made = await teacher.post("/api/assignments", data={"title": "Shapes", "deadline": deadline,

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from tests.reliability.classroom_site import classroom_site, dumps, image_zip, quick_graph, tree
 
@@ -93,19 +94,35 @@ async def bobs_things(site) -> dict[str, Any]:
             "assignment_id": "none-such", "handin_id": 1}
 
 
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="class", loop_scope="module")
+async def bobs(tmp_path_factory):
+    """One site with bob's things for the tests of a class that only read them or are refused (each
+    compares bob's state with how it was just before its own requests, and leaves it as it found it): the
+    site, bob's ids, and the server folder. Per class: NiceGUI has one app, so the site ends before the
+    next test starts one of its own."""
+    root = tmp_path_factory.mktemp("isolation") / "root"
+    async with classroom_site(root) as site:
+        yield site, await bobs_things(site), root
+
+
 async def send(client, method: str, path: str, ids: dict[str, Any]):
     return await client.request(method, url_for(path, ids), **body_for(method, path, ids))
 
 
-async def test_every_operation_with_alices_credentials_on_bobs_ids_is_403_or_404(tmp_path):
-    async with classroom_site(tmp_path / "root") as site:
-        ids = await bobs_things(site)
+class TestOnBobsThings:
+    """Bob's things made once for these three tests."""
+
+    async def test_every_operation_with_alices_credentials_on_bobs_ids_is_403_or_404(self, bobs):
+        site, ids, root = bobs
         alice = site.client("alice")
         schema = (await alice.get("/api/openapi.json")).json()
         ops = operations(schema)
         assert len(ops) >= 35 and ("POST", "/api/p/{project_id}/uploads") in ops
         before = bobs_state(site, ids["project_id"])
-        outside = tree(tmp_path / "root" / "users" / "bob")
+        outside = tree(root / "users" / "bob")
         for method, path in ops:
             response = await send(alice, method, path, ids)
             if (method, path) in OWN_ONLY:
@@ -117,12 +134,10 @@ async def test_every_operation_with_alices_credentials_on_bobs_ids_is_403_or_404
             assert "Bob's secret work" not in response.text or path == "/api/templates", (method, path)
         await site.wait_idle("bob", ids["project_id"])
         assert bobs_state(site, ids["project_id"]) == before
-        assert tree(tmp_path / "root" / "users" / "bob") == outside  # nothing planted, nothing removed
+        assert tree(root / "users" / "bob") == outside  # nothing planted, nothing removed
 
-
-async def test_bobs_run_sweep_and_file_names_in_alices_own_project_are_not_there(tmp_path):
-    async with classroom_site(tmp_path / "root") as site:
-        ids = await bobs_things(site)
+    async def test_bobs_run_sweep_and_file_names_in_alices_own_project_are_not_there(self, bobs):
+        site, ids, root = bobs
         alice = site.client("alice")
         mine = (await alice.post("/api/projects", json={"title": "mine"})).json()["id"]
         schema = (await alice.get("/api/openapi.json")).json()
@@ -134,28 +149,30 @@ async def test_bobs_run_sweep_and_file_names_in_alices_own_project_are_not_there
             assert response.status_code == 404, (method, path, response.status_code, response.text[:300])
         assert bobs_state(site, ids["project_id"]) == before
 
-
-async def test_a_project_shared_read_only_answers_reads_and_refuses_every_change_with_403(tmp_path):
-    async with classroom_site(tmp_path / "root") as site:
-        ids = await bobs_things(site)
+    async def test_a_project_shared_read_only_answers_reads_and_refuses_every_change_with_403(self, bobs):
+        site, ids, root = bobs
         bob, alice = site.client("bob"), site.client("alice")
         assert (await bob.post(f"/api/projects/{ids['project_id']}/shares", json={"user": "alice"})).status_code == 200
-        schema = (await alice.get("/api/openapi.json")).json()
-        before = bobs_state(site, ids["project_id"])
-        seen = (await alice.get(f"/api/p/{ids['project_id']}/graph")).json()
-        assert [n["id"] for n in seen["nodes"]] == [n.id for n in quick_graph().nodes]  # she sees the graph
-        assert [r["id"] for r in (await alice.get(f"/api/p/{ids['project_id']}/runs")).json()] == [3, 2, 1]
-        for method, path in operations(schema):
-            if not path.startswith("/api/p/"):
-                continue
-            response = await send(alice, method, path, ids)
-            if method == "GET" and path not in WORKING_READS:
-                assert response.status_code in (200, 404, 409, 422), (method, path, response.status_code)
-            else:
-                assert response.status_code == 403, (method, path, response.status_code, response.text[:300])
-                assert "read-only" in response.json()["detail"]
-        await site.wait_idle("bob", ids["project_id"])
-        assert bobs_state(site, ids["project_id"]) == before
+        try:
+            schema = (await alice.get("/api/openapi.json")).json()
+            before = bobs_state(site, ids["project_id"])
+            seen = (await alice.get(f"/api/p/{ids['project_id']}/graph")).json()
+            assert [n["id"] for n in seen["nodes"]] == [n.id for n in quick_graph().nodes]  # she sees the graph
+            assert [r["id"] for r in (await alice.get(f"/api/p/{ids['project_id']}/runs")).json()] == [3, 2, 1]
+            for method, path in operations(schema):
+                if not path.startswith("/api/p/"):
+                    continue
+                response = await send(alice, method, path, ids)
+                if method == "GET" and path not in WORKING_READS:
+                    assert response.status_code in (200, 404, 409, 422), (method, path, response.status_code)
+                else:
+                    assert response.status_code == 403, (method, path, response.status_code, response.text[:300])
+                    assert "read-only" in response.json()["detail"]
+            await site.wait_idle("bob", ids["project_id"])
+            assert bobs_state(site, ids["project_id"]) == before
+        finally:  # bob's project is his alone again, for the other tests on this site
+            unshared = await bob.delete(f"/api/projects/{ids['project_id']}/shares/alice")
+            assert unshared.status_code == 200, unshared.text
 
 
 @pytest.mark.parametrize("who", ["teacher"])

@@ -10,6 +10,7 @@ import stat
 import zipfile
 
 import pytest
+import pytest_asyncio
 
 from nodeflow.uploads import UploadLimits
 from tests.reliability.classroom_site import classroom_site, image_bytes, image_zip, tree
@@ -45,27 +46,52 @@ REFUSED = [
 ]
 
 
-async def open_site(root, limits: UploadLimits):
-    async with classroom_site(root, upload_limits=limits) as found:
-        alice = found.client("alice")
-        found.project = (await alice.post("/api/projects", json={"title": "uploads"})).json()["id"]
-        assert (await alice.get(f"/api/p/{found.project}/status")).status_code == 200  # the project is open
+#: one server for the module (a site's start costs about a second; two at once would share NiceGUI's
+#: one app); each test has a new project of alice's on it (room for all of them open at once: the
+#: open-projects limit is test_classroom_isolation's) and compares the whole server folder with how it
+#: was just before
+OPEN = 32
+SMALL = UploadLimits(max_files=5, max_total_bytes=3 * 2**20, max_pixels=100_000)
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_site(tmp_path_factory):
+    async with classroom_site(tmp_path_factory.mktemp("uploads") / "root", max_open_projects=OPEN) as found:
         yield found
 
 
-@pytest.fixture
-async def site(tmp_path):
-    """Alice's project on a server with the usual upload limits."""
-    async for found in open_site(tmp_path / "root", UploadLimits()):
-        yield found
+async def new_project(found):
+    alice = found.client("alice")
+    made = await alice.post("/api/projects", json={"title": "uploads"})
+    assert made.status_code == 200, made.text
+    found.project = made.json()["id"]
+    found.server.quota.forget("alice")  # her disk use measured afresh, as on a server of the test's own
+    assert (await alice.get(f"/api/p/{found.project}/status")).status_code == 200  # the project is open
+    return found
 
 
-@pytest.fixture
-async def limited(tmp_path):
-    """The same with small limits, to hit each."""
-    async for found in open_site(tmp_path / "root", UploadLimits(max_files=5, max_total_bytes=3 * 2**20,
-                                                                 max_pixels=100_000)):
-        yield found
+@pytest_asyncio.fixture(loop_scope="module")
+async def site(shared_site):
+    """A new project of alice's on a server with the usual upload limits."""
+    assert shared_site.server.upload_limits == UploadLimits()
+    return await new_project(shared_site)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def limited(shared_site):
+    """The same with small limits, to hit each (the server's setting, for the projects opened meanwhile)."""
+    usual = shared_site.server.upload_limits
+    shared_site.server.upload_limits = SMALL
+    try:
+        yield await new_project(shared_site)
+    finally:
+        shared_site.server.upload_limits = usual
+
+
+def everything(site):
+    """Every file of the server's folder (all users, all projects)."""
+    return tree(site.server.root)
 
 
 async def upload(site, files, name="pets", who="alice", **kw):
@@ -74,9 +100,9 @@ async def upload(site, files, name="pets", who="alice", **kw):
 
 
 @pytest.mark.parametrize("what,filename,data,reason", REFUSED, ids=[r[0] for r in REFUSED])
-async def test_a_hostile_upload_is_refused_with_the_reason_and_nothing_is_written(site, tmp_path, what, filename,
-                                                                                   data, reason):
-    before = tree(tmp_path)
+async def test_a_hostile_upload_is_refused_with_the_reason_and_nothing_is_written(site, what, filename, data,
+                                                                                   reason):
+    before = everything(site)
     files = [(filename, data, "application/octet-stream")]
     if not filename.endswith(".zip"):
         files.insert(0, ("cats/fine.png", image_bytes(), "image/png"))  # a good file before the bad one
@@ -84,11 +110,11 @@ async def test_a_hostile_upload_is_refused_with_the_reason_and_nothing_is_writte
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
     assert reason in detail["message"] and detail["message"].endswith("; nothing was saved")
-    assert str(tmp_path) not in response.text  # no path of the server's in what is shown
-    assert tree(tmp_path) == before  # nothing outside the project, nothing half-done inside it
+    assert str(site.server.root.parent) not in response.text  # no path of the server's in what is shown
+    assert everything(site) == before  # nothing outside the project, nothing half-done inside it
 
 
-async def test_a_zip_and_dropped_folders_land_in_the_data_folder_with_their_classes(site, tmp_path):
+async def test_a_zip_and_dropped_folders_land_in_the_data_folder_with_their_classes(site):
     response = await upload(site, [("pets.zip", image_zip(per_class=2), "application/zip")])
     assert response.status_code == 200, response.text
     assert response.json() | {"bytes": 0} == {"folder": "pets", "path": "data/pets", "images": 4, "bytes": 0,
@@ -115,27 +141,31 @@ async def test_a_zip_and_dropped_folders_land_in_the_data_folder_with_their_clas
     ([("c/huge.bmp", b"BM" + b"\0" * (3 * 2**20 + 10), "image/bmp")], 413, "max_total_bytes",
      "larger than max_total_bytes = 3.0 MiB"),
 ])
-async def test_each_limit_is_named_when_hit(limited, tmp_path, files, status, limit, says):
-    before = tree(tmp_path)
+async def test_each_limit_is_named_when_hit(limited, files, status, limit, says):
+    before = everything(limited)
     response = await upload(limited, files)
     assert response.status_code == status, response.text
     assert response.json()["detail"].get("limit") == limit and says in response.json()["detail"]["message"]
-    assert tree(tmp_path) == before
+    assert everything(limited) == before
 
 
-async def test_a_full_disk_quota_refuses_uploads_and_keeps_what_is_stored(site, tmp_path):
+async def test_a_full_disk_quota_refuses_uploads_and_keeps_what_is_stored(site):
     assert (await upload(site, [("pets.zip", image_zip(per_class=1), "application/zip")])).status_code == 200
+    unlimited = site.server.quota.limit
     site.server.quota.limit = 1  # what alice has is over it now
-    before = tree(tmp_path)
-    response = await upload(site, [("more.zip", image_zip(per_class=1), "application/zip")], name="more")
-    assert response.status_code == 507 and "disk quota is full" in response.json()["detail"]["message"]
-    run = await site.client("alice").post(f"/api/p/{site.project}/run", json={})
-    assert run.status_code == 507 and "disk quota is full" in run.json()["detail"]
-    assert tree(tmp_path) == before  # nothing stored was removed either
+    try:
+        before = everything(site)
+        response = await upload(site, [("more.zip", image_zip(per_class=1), "application/zip")], name="more")
+        assert response.status_code == 507 and "disk quota is full" in response.json()["detail"]["message"]
+        run = await site.client("alice").post(f"/api/p/{site.project}/run", json={})
+        assert run.status_code == 507 and "disk quota is full" in run.json()["detail"]
+        assert everything(site) == before  # nothing stored was removed either
+    finally:
+        site.server.quota.limit = unlimited  # the next test's uploads fit again
 
 
-async def test_an_upload_from_another_site_or_not_multipart_is_refused(site, tmp_path):
-    before = tree(tmp_path)
+async def test_an_upload_from_another_site_or_not_multipart_is_refused(site):
+    before = everything(site)
     cross = await site.client("alice").post(f"/api/p/{site.project}/uploads", params={"name": "x"},
                                             files=[("files", ("a.png", image_bytes(), "image/png"))],
                                             headers={"Origin": "http://evil.example"})
@@ -148,7 +178,7 @@ async def test_an_upload_from_another_site_or_not_multipart_is_refused(site, tmp
     assert nothing.status_code in (415, 422)
     bad_name = await upload(site, [("a.png", image_bytes(), "image/png")], name="../../escape")
     assert bad_name.status_code == 422 and "is not allowed" in bad_name.text
-    assert tree(tmp_path) == before
+    assert everything(site) == before
 
 
 async def test_removing_an_upload_frees_its_room(site):

@@ -89,9 +89,18 @@ def set_assignment(server, title: str, per_day: int) -> str:
     return made.json()["id"]
 
 
-def train_and_hand_in(server, who: str, assignment: str, lr: float) -> int:
-    project = shapes_project(server, who, lr)
-    train(server, who, project)
+@pytest.fixture(scope="module")
+def trained(competition) -> dict[str, str]:
+    """Each student's shapes project, trained once for the module (a trained model may be handed in to
+    any number of assignments): alice's at lr 3e-3, bob's at 1e-3."""
+    projects = {}
+    for who, lr in zip(STUDENTS, (3e-3, 1e-3)):
+        projects[who] = shapes_project(competition, who, lr)
+        train(competition, who, projects[who])
+    return projects
+
+
+def hand_in(server, who: str, assignment: str, project: str) -> int:
     handed = call(server, who, "POST", f"/api/assignments/{assignment}/handins",
                   json={"project": project, "node": "train"})
     assert handed.status_code == 200, handed.text
@@ -121,10 +130,10 @@ def signed_in(browser, server, name: str):
     return context, tab
 
 
-def test_two_students_hand_in_and_each_sees_the_board_with_her_own_rows_highlighted(browser, competition):
+def test_two_students_hand_in_and_each_sees_the_board_with_her_own_rows_highlighted(browser, competition, trained):
     server = competition
     assignment = set_assignment(server, "Shapes challenge", 3)
-    handins = {who: train_and_hand_in(server, who, assignment, lr) for who, lr in zip(STUDENTS, (3e-3, 1e-3))}
+    handins = {who: hand_in(server, who, assignment, trained[who]) for who in STUDENTS}
 
     def scored() -> bool:
         found = call(server, "teacher", "GET", f"/api/assignments/{assignment}/handins").json()
@@ -160,12 +169,8 @@ def test_two_students_hand_in_and_each_sees_the_board_with_her_own_rows_highligh
         assert row["ci_low"] <= row["accuracy"] <= row["ci_high"] and row["handin"] in handins.values()
 
 
-def test_a_student_hands_in_from_the_editor_and_only_the_teacher_sees_each_confusion_matrix(browser, competition):
-    server = competition
-    assignment = set_assignment(server, "Editor hand-in", 1)
-    project = shapes_project(server, "alice", 3e-3)
-
-    context, tab = signed_in(browser, server, "alice")
+def pick_assignment(tab, server, project: str, assignment: str, title: str) -> None:
+    """The editor of ``project`` open, its trainer picked and ``title`` chosen in its hand-in box."""
     tab.goto(f"{server.url}/p/{project}")
     tab.locator('.vue-flow__node[data-id="input"] .nf-title').click()
     expect(tab.locator(".nf-inspector-title")).to_be_visible()
@@ -173,14 +178,24 @@ def test_a_student_hands_in_from_the_editor_and_only_the_teacher_sees_each_confu
     tab.locator('.vue-flow__node[data-id="train"] .nf-title').click()
     expect(tab.locator(".nf-handin-button")).to_be_visible()
     tab.locator(".nf-handin-assignment").click()
-    tab.get_by_role("option", name="Editor hand-in").click()
+    tab.get_by_role("option", name=title).click()
     expect(tab.locator(".nf-handin-board")).to_have_attribute("href", f"/assignments/{assignment}")
 
+
+def test_a_student_hands_in_from_the_editor_and_only_the_teacher_sees_each_confusion_matrix(browser, competition,
+                                                                                           trained):
+    server = competition
+    assignment = set_assignment(server, "Editor hand-in", 1)
+    untrained = shapes_project(server, "alice", 3e-3)
+
+    context, tab = signed_in(browser, server, "alice")
+    pick_assignment(tab, server, untrained, assignment, "Editor hand-in")
     tab.locator(".nf-handin-button").click()  # not trained yet: refused, nothing recorded
     expect(tab.locator(".nf-handin-refused")).to_contain_text("is not trained: run it, then hand it in")
     assert call(server, "alice", "GET", f"/api/assignments/{assignment}/handins").json() == []
 
-    train(server, "alice", project)
+    project = trained["alice"]  # the same graph, trained: handed in from its editor
+    pick_assignment(tab, server, project, assignment, "Editor hand-in")
     tab.locator(".nf-handin-button").click()
     expect(tab.locator(".nf-handin-done")).to_contain_text("Handed in to 'Editor hand-in'")
     tab.locator(".nf-handin-button").click()  # one a day: the second is refused

@@ -49,13 +49,13 @@ def classroom(tmp_path_factory):
     for name in STUDENTS:
         accounts.add(name, f"{name}-password")
     accounts.close()
-    images = make_image_set(base / "pets", per_class=20, size=36, vary_size=True, class_names=("cat", "dog"))
+    images = make_image_set(base / "pets", per_class=10, size=36, vary_size=True, class_names=("cat", "dog"))
     archive = base / "pets.zip"
     files = sorted(p for p in images.rglob("*") if p.is_file())
     with zipfile.ZipFile(archive, "w") as packed:  # as a person zips the folder: pets/train/cat/cat.0001.jpg
         for path in files:
             packed.write(path, f"pets/{path.relative_to(images)}")
-    assert len(files) == 40 and sum(p.parent.name == "cat" for p in files) == 20
+    assert len(files) == 20 and sum(p.parent.name == "cat" for p in files) == 10
     server = Server(root, "--builtin", command=(sys.executable, "-m", "tests.ui.classroom_server"))
     server.root, server.archive, server.images = root, archive, images
     yield server
@@ -114,11 +114,11 @@ def open_copy_and_upload(tab, server, folder: bool) -> str:
     chooser.value.set_files(str(server.images if folder else server.archive))
     status = tab.locator(".nf-upload-status")
     expect(tab.locator(".nf-upload-progress")).to_be_visible()
-    expect(status).to_contain_text("Saved data/pets: 40 images", timeout=60_000)
-    expect(status).to_contain_text("in 2 classes: cat 20, dog 20")
+    expect(status).to_contain_text("Saved data/pets: 20 images", timeout=60_000)
+    expect(status).to_contain_text("in 2 classes: cat 10, dog 10")
     expect(tab.locator(".nf-doctor-status")).to_have_text("The dataset doctor found:", timeout=60_000)
     lines = tab.locator(".nf-doctor-line").all_inner_texts()
-    assert lines[0].startswith("class balance: cat 20 (50%), dog 20 (50%)"), lines
+    assert lines[0].startswith("class balance: cat 10 (50%), dog 10 (50%)"), lines
     assert "unreadable files: 0" in lines and "groups of exact duplicates: 0" in lines, lines
     tab.locator(".nf-upload").get_by_role("button", name="Close").click()
     # the new folder, picked at once in the dataset node's folder picker
@@ -225,7 +225,7 @@ def test_a_zip_dropped_anywhere_on_the_editor_is_uploaded_into_that_tabs_project
             return data; }""", packed)
         tab.locator(".vue-flow__pane").dispatch_event("dragover", {"dataTransfer": drop})
         tab.locator(".vue-flow__pane").dispatch_event("drop", {"dataTransfer": drop})
-        expect(tab.locator(".nf-upload-status")).to_contain_text("Saved data/cats and dogs: 40 images", timeout=60_000)
+        expect(tab.locator(".nf-upload-status")).to_contain_text("Saved data/cats and dogs: 20 images", timeout=60_000)
         assert tab.locator(".vue-flow__node").count() == 0  # the canvas took nothing from the drop
         data = [tab.request.get(f"{classroom.url}/api/p/{p}/data").json() for p in projects]
         assert data[0] == [] and [d["name"] for d in data[1]] == ["cats and dogs"]  # this tab's project only
