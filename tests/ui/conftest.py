@@ -205,9 +205,10 @@ def shared_pack_server(tmp_path_factory):
     server.stop()
 
 
-def tiny_template(workspace) -> str:
+def tiny_template(workspace, **changes: dict) -> str:
     """The cats-vs-dogs template as shipped (positions and titles included), shrunk to seconds of
-    training: generated 32-pixel images, VGG16 without downloaded weights, one epoch per trainer."""
+    training: generated 32-pixel images, VGG16 without downloaded weights, one epoch per trainer;
+    ``changes``: node id -> params set over those."""
     import json
 
     from nodeflow.templates import template_path
@@ -219,7 +220,7 @@ def tiny_template(workspace) -> str:
             "input": {"height": 32, "width": 32}, "formatter": {"height": 32, "width": 32},
             "train": {"epochs": 1, "batch_size": 8}, "train_finetuned": {"epochs": 1, "batch_size": 8}}
     for node in graph["nodes"]:
-        node["params"].update(tiny.get(node["id"], {}))
+        node["params"].update({**tiny.get(node["id"], {}), **changes.get(node["id"], {})})
     path = workspace / "tiny_template.json"
     path.write_text(json.dumps(graph))
     return str(path)
