@@ -188,3 +188,60 @@ def wait_until_still(tab, selector: str, frames: int = 6) -> None:
             ? { box, frames: window.__still.frames + 1 } : { box, frames: 0 };
         return window.__still.frames >= frames;
     }""", arg=[selector, frames], polling="raf")
+
+
+# -- servers shared by every module of a test process ------------------------------------------------
+# A server start imports torch and NiceGUI (seconds, more on a busy machine): the modules that reset
+# the graph through the API before each test, and whose tests do not depend on what ran before them,
+# share one server per process instead of starting one per module (``pack_server`` above stays the
+# module's own: tests that say a run leaves a node done, not cached, need one nothing else ran on).
+@pytest.fixture(scope="session")
+def shared_pack_server(tmp_path_factory):
+    """The test pack's editor, one per test process, for the modules whose tests hold whatever other
+    modules ran before (each test puts the graph it starts from; ``page`` the demo graph). Such a
+    module's own ``pack_server`` fixture returns this one."""
+    server = Server(tmp_path_factory.mktemp("shared-pack") / "workspace")
+    yield server
+    server.stop()
+
+
+def tiny_template(workspace, **changes: dict) -> str:
+    """The cats-vs-dogs template as shipped (positions and titles included), shrunk to seconds of
+    training: generated 32-pixel images, VGG16 without downloaded weights, one epoch per trainer;
+    ``changes``: node id -> params set over those."""
+    import json
+
+    from nodeflow.templates import template_path
+    from tests.imagegen import make_image_set
+
+    images = make_image_set(workspace / "images", per_class=8)
+    graph = json.loads(template_path("cats_vs_dogs_finetune").read_text())
+    tiny = {"vgg16": {"weights": "none"}, "dataset": {"root": str(images)},
+            "input": {"height": 32, "width": 32}, "formatter": {"height": 32, "width": 32},
+            "train": {"epochs": 1, "batch_size": 8}, "train_finetuned": {"epochs": 1, "batch_size": 8}}
+    for node in graph["nodes"]:
+        node["params"].update({**tiny.get(node["id"], {}), **changes.get(node["id"], {})})
+    path = workspace / "tiny_template.json"
+    path.write_text(json.dumps(graph))
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_template_server(tmp_path_factory):
+    """The real catalogue on the tiny template, offline, with ``datasets`` (holding ``pets``) an
+    allowed root beside the workspace; ``graph`` is the template as put, for a test to put back first."""
+    import json
+
+    base = tmp_path_factory.mktemp("tiny-template")
+    workspace = base / "workspace"
+    workspace.mkdir()
+    (base / "datasets" / "pets").mkdir(parents=True)
+    # ImageNet weights are neither here (an empty torch cache) nor reachable (a mirror address nothing
+    # answers): a backbone with them warns on its card, as on a machine offline
+    env = {**os.environ, "NODEFLOW_MIRROR_URL": f"http://127.0.0.1:{free_port()}/", "TORCH_HOME": str(base / "torch")}
+    server = Server(workspace, "--builtin", "--graph", tiny_template(workspace), "--allow-root", str(base / "datasets"),
+                    env=env)
+    server.graph = json.loads((workspace / "tiny_template.json").read_text())
+    server.datasets = base / "datasets"
+    yield server
+    server.stop()

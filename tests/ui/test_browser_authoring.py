@@ -141,30 +141,27 @@ def test_duplicate_with_ctrl_d_lands_beside_the_original_and_is_selected(tab, pa
     expect(tab.locator(".nf-inspector-title")).to_have_text("Slow")  # the copy's form is open
 
 
-def test_paste_into_another_graph_in_another_tab(browser, pack_server, tab, tmp_path):
-    other_file = tmp_path / "other.json"
-    other_file.write_text(json.dumps({"format": "nodeflow.graph", "version": 2, "name": "other", "nodes": [
-        {"id": "x", "type": "test.constant", "position": {"x": 0, "y": 0}}]}))
-    other = Server(tmp_path / "other-workspace", "--graph", str(other_file))
-    try:
-        box_select(tab, ["slow", "desc"])
-        tab.keyboard.press("Control+c")
-        expect(tab.locator(".q-notification", has_text="Copied 2 nodes")).to_be_visible()
-        second = tab.context.new_page()  # the same browser, another editor and another graph
-        tab.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=other.url)
-        second.goto(other.url + "/")
-        second.wait_for_selector('.vue-flow__node[data-id="x"]')
-        spot = empty_spot(second)
-        second.mouse.move(spot["x"], spot["y"])
-        second.keyboard.press("Control+v")
-        expect(card(second, "slow")).to_be_visible()
-        expect(card(second, "desc")).to_be_visible()
-        expect(second.locator('.vue-flow__edge[data-id="desc.value"]')).to_be_attached()
-        nodes = {n["id"]: n for n in other.api("GET", "/api/graph").json()["nodes"]}
-        assert set(nodes) == {"x", "slow", "desc"} and nodes["slow"]["params"] == {"steps": 20, "delay": 0.05}
-        second.close()
-    finally:
-        other.stop()
+def test_paste_into_another_graph_in_another_tab(browser, pack_server, tab, shared_pack_server):
+    other = shared_pack_server  # another editor (the process's shared one), on another graph
+    other.api("POST", "/api/stop")
+    assert other.api("PUT", "/api/graph", json={"format": "nodeflow.graph", "version": 2, "name": "other", "nodes": [
+        {"id": "x", "type": "test.constant", "position": {"x": 0, "y": 0}}]}).status_code == 200
+    box_select(tab, ["slow", "desc"])
+    tab.keyboard.press("Control+c")
+    expect(tab.locator(".q-notification", has_text="Copied 2 nodes")).to_be_visible()
+    second = tab.context.new_page()  # the same browser, another editor and another graph
+    tab.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=other.url)
+    second.goto(other.url + "/")
+    second.wait_for_selector('.vue-flow__node[data-id="x"]')
+    spot = empty_spot(second)
+    second.mouse.move(spot["x"], spot["y"])
+    second.keyboard.press("Control+v")
+    expect(card(second, "slow")).to_be_visible()
+    expect(card(second, "desc")).to_be_visible()
+    expect(second.locator('.vue-flow__edge[data-id="desc.value"]')).to_be_attached()
+    nodes = {n["id"]: n for n in other.api("GET", "/api/graph").json()["nodes"]}
+    assert set(nodes) == {"x", "slow", "desc"} and nodes["slow"]["params"] == {"steps": 20, "delay": 0.05}
+    second.close()
 
 
 def test_pasting_plain_text_says_there_is_nothing_to_paste(tab, pack_server):

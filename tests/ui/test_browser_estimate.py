@@ -12,6 +12,12 @@ pytestmark = pytest.mark.browser
 CARD = '.vue-flow__node[data-id="timed"]'
 
 
+@pytest.fixture(scope="module")
+def pack_server(shared_pack_server):
+    """The process's shared test-pack editor: these tests hold whatever other modules ran on it."""
+    return shared_pack_server
+
+
 def test_estimate_on_the_card_and_confirmation_over_the_threshold(page, pack_server):
     added = pack_server.api("POST", "/api/edit", json={"ops": [
         {"op": "add_node", "type": "test.timed", "id": "timed", "params": {"steps": 20, "delay": 0.05},

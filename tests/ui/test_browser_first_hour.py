@@ -8,7 +8,6 @@ Each test asserts what is on screen; the server's document only confirms it."""
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import pytest
@@ -17,12 +16,18 @@ from playwright.sync_api import expect
 from nodeflow.recent import remember
 from nodeflow.templates import template_path
 
-from .conftest import Server, editor_tab, free_port, shot, wait_for_fit
+from .conftest import Server, editor_tab, shot, wait_for_fit
 from .test_browser_authoring import box_select, tab  # noqa: F401 (tab: the authoring tests' fixture)
 from .server import demo_graph
 
 pytestmark = pytest.mark.browser
 SELECTED = re.compile(r"\bselected\b")
+
+
+@pytest.fixture(scope="module")
+def pack_server(shared_pack_server):
+    """The process's shared test-pack editor: these tests hold whatever other modules ran on it."""
+    return shared_pack_server
 
 
 def card(tab, node: str):
@@ -53,17 +58,11 @@ def graph(server) -> dict:
 
 # -- the real catalogue, offline: a backbone with ImageNet weights shows its warning ---------------------
 @pytest.fixture(scope="module")
-def builtin_server(tmp_path_factory):
-    """The built-in catalogue on the cats-vs-dogs template as shipped. ImageNet weights are neither
-    here (an empty torch cache) nor reachable (a mirror address nothing answers), so each backbone
-    with them warns on its card, as on a machine offline."""
-    base = tmp_path_factory.mktemp("first-hour")
-    workspace = base / "workspace"
-    workspace.mkdir()
-    env = {**os.environ, "NODEFLOW_MIRROR_URL": f"http://127.0.0.1:{free_port()}/", "TORCH_HOME": str(base / "torch")}
-    server = Server(workspace, "--builtin", "--graph", str(template_path("cats_vs_dogs_finetune")), env=env)
-    yield server
-    server.stop()
+def builtin_server(tiny_template_server):
+    """The built-in catalogue, offline (conftest's ``tiny_template_server``): ImageNet weights are
+    neither here nor reachable, so each backbone with them warns on its card. Each test puts the
+    template it opens."""
+    return tiny_template_server
 
 
 def open_template(browser, server, name: str, **changes):
@@ -87,7 +86,7 @@ def choose(tab, node: str, param: str, option: str) -> None:
     tab.get_by_role("option", name=option, exact=True).click()
 
 
-def test_a_backbones_title_follows_its_params_and_a_typed_title_stays(browser, builtin_server, tmp_path):
+def test_a_backbones_title_follows_its_params_and_a_typed_title_stays(browser, builtin_server):
     with open_template(browser, builtin_server, "cats_vs_dogs_finetune") as tab:
         expect(title_of(tab, "vgg16")).to_have_text("VGG16 feature extractor")
         choose(tab, "vgg16", "arch", "resnet18")
@@ -103,7 +102,7 @@ def test_a_backbones_title_follows_its_params_and_a_typed_title_stays(browser, b
         assert next(n for n in graph(builtin_server)["nodes"] if n["id"] == "vgg16")["title"] == "My backbone"
 
     # a project made from the templates before titles followed: its title is the one that follows
-    weights = tmp_path / "my-resnet18.pth"
+    weights = builtin_server.datasets / "my-resnet18.pth"  # a file this server may read
     weights.write_bytes(b"weights")
     with open_template(browser, builtin_server, "hotdog_resnet18_finetune",
                        resnet18_ft={"title": "ResNet-18, ImageNet weights"}) as tab:

@@ -23,6 +23,12 @@ LAPTOP = {"width": 1280, "height": 800}
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture(scope="module")
+def pack_server(shared_pack_server):
+    """The process's shared test-pack editor: these tests hold whatever other modules ran on it."""
+    return shared_pack_server
+
+
 def longest_template_title() -> str:
     return max((json.loads(p.read_text())["name"] for p in (ROOT / "templates").glob("*.json")), key=len)
 

@@ -7,6 +7,12 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
+@pytest.fixture(scope="module")
+def pack_server(shared_pack_server):
+    """The process's shared test-pack editor: these tests hold whatever other modules ran on it."""
+    return shared_pack_server
+
+
 SERIES = """() => {
     const el = document.querySelector('.nf-output .nf-chart');
     const chart = el && getElement(el) && getElement(el).chart;

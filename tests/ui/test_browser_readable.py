@@ -8,17 +8,15 @@ clipped, colours that differ."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 
 import pytest
 from playwright.sync_api import expect
 
-from nodeflow.templates import template_path
 from nodeflow.ui.forms import human_count
 
-from .conftest import Server, editor_tab, shot, wait_until_still
+from .conftest import editor_tab, shot, wait_until_still
 
 pytestmark = pytest.mark.browser
 
@@ -28,34 +26,9 @@ TEMPLATE_IDS = {"input", "vgg16", "flatten", "dense", "classifier", "dataset", "
                 "train_finetuned", "evaluate"}
 
 
-def tiny_template(workspace) -> str:
-    """The template as shipped (positions and titles included), shrunk to seconds of training."""
-    from tests.imagegen import make_image_set
-
-    images = make_image_set(workspace / "images", per_class=8)
-    graph = json.loads(template_path("cats_vs_dogs_finetune").read_text())
-    tiny = {"vgg16": {"weights": "none"}, "dataset": {"root": str(images)},
-            "input": {"height": 32, "width": 32}, "formatter": {"height": 32, "width": 32},
-            "train": {"epochs": 1, "batch_size": 8}, "train_finetuned": {"epochs": 1, "batch_size": 8}}
-    for node in graph["nodes"]:
-        node["params"].update(tiny.get(node["id"], {}))
-    path = workspace / "tiny_template.json"
-    path.write_text(json.dumps(graph))
-    return str(path)
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("readable")
-    workspace = base / "workspace"
-    workspace.mkdir()
-    (base / "datasets" / "pets").mkdir(parents=True)
-    server = Server(workspace, "--builtin", "--graph", tiny_template(workspace),
-                    "--allow-root", str(base / "datasets"))
-    server.graph = json.loads((workspace / "tiny_template.json").read_text())
-    server.datasets = base / "datasets"
-    yield server
-    server.stop()
+def server(tiny_template_server):
+    return tiny_template_server
 
 
 @pytest.fixture

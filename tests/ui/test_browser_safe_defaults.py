@@ -11,8 +11,8 @@ import json
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import Server, editor_tab
-from .test_browser_readable import VIEWPORT, select, tiny_template
+from .conftest import Server, editor_tab, tiny_template
+from .test_browser_readable import VIEWPORT, select
 
 pytestmark = pytest.mark.browser
 

@@ -3,14 +3,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
-from nodeflow.templates import template_path
-
-from .conftest import ARTIFACTS, Server, shot, wait_for_fit
+from .conftest import ARTIFACTS, Server, shot, tiny_template, wait_for_fit
 
 pytestmark = pytest.mark.browser
 
@@ -18,27 +15,13 @@ TEMPLATE_IDS = {"input", "vgg16", "flatten", "dense", "classifier", "dataset", "
                 "train_finetuned", "evaluate"}
 
 
-def tiny_template(workspace) -> str:
-    from tests.imagegen import make_image_set
-
-    images = make_image_set(workspace / "images", per_class=8)
-    graph = json.loads(template_path("cats_vs_dogs_finetune").read_text())
-    tiny = {"vgg16": {"weights": "none"}, "dataset": {"root": str(images)},
-            "input": {"height": 32, "width": 32}, "formatter": {"height": 32, "width": 32},
-            "dense": {"units": 8}, "train": {"epochs": 2, "batch_size": 4},
-            "train_finetuned": {"epochs": 2, "batch_size": 4}}
-    for node in graph["nodes"]:
-        node["params"].update(tiny.get(node["id"], {}))
-    path = workspace / "tiny_template.json"
-    path.write_text(json.dumps(graph))
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def template_server(tmp_path_factory):
     workspace = tmp_path_factory.mktemp("template") / "workspace"
     workspace.mkdir()
-    server = Server(workspace, "--builtin", "--graph", tiny_template(workspace))
+    server = Server(workspace, "--builtin", "--graph", tiny_template(
+        workspace, dense={"units": 8}, train={"epochs": 2, "batch_size": 4},
+        train_finetuned={"epochs": 2, "batch_size": 4}))
     yield server
     server.stop()
 
