@@ -10,11 +10,11 @@ import sys
 import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
 from nodeflow.cli import main
+from tests.clirun import nodeflow_here
 
 from .conftest import make_graph
 
@@ -37,10 +37,7 @@ def cli(capsys):
         argv = ["--nodes", PACK, *args]
         if workspace is not None and args and args[0] == "run":
             argv += ["--workspace", str(workspace)]
-        capsys.readouterr()
-        code = main(argv)
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+        return nodeflow_here(capsys, argv)
     return call
 
 
@@ -258,10 +255,7 @@ def cli_in(capsys, monkeypatch):
     """``nodeflow_in(folder, ...)`` in this process, its working folder changed to ``folder`` as the shell's is."""
     def call(folder, *args):
         monkeypatch.chdir(folder)
-        capsys.readouterr()
-        code = main(list(args))
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+        return nodeflow_here(capsys, list(args))
     return call
 
 

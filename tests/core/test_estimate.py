@@ -156,9 +156,8 @@ def test_target_limits_the_estimate_and_bad_requests_raise(executor):
 def test_dry_run_prints_the_estimate_table_and_runs_nothing_heavy(tmp_path, capsys, monkeypatch):
     """``nodeflow run --dry-run`` called in this process (main prints and returns what the command would)."""
     import json
-    from types import SimpleNamespace
 
-    from nodeflow.cli import main
+    from tests.clirun import nodeflow_here
     from tests.core.conftest import make_graph
     from tests.core.test_cli import PACK
 
@@ -170,10 +169,7 @@ def test_dry_run_prints_the_estimate_table_and_runs_nothing_heavy(tmp_path, caps
     monkeypatch.setenv("NODEPACK_RUN_LOG", str(log))
 
     def nodeflow_run(*extra):
-        capsys.readouterr()
-        code = main(["--nodes", PACK, "run", str(path), "--workspace", str(workspace), *extra])
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+        return nodeflow_here(capsys, ["--nodes", PACK, "run", path, "--workspace", workspace, *extra])
 
     def dry_run(*extra):
         return nodeflow_run("--dry-run", *extra)

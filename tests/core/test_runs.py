@@ -10,15 +10,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from pydantic import Field
 
-from nodeflow.cli import main
 from nodeflow.executor import Executor
 from nodeflow.node import Node, NodeParams, Port, PortType, Registry
 from nodeflow.runs import Recording, RunNotFound, RunStore, param_changes
+
+from tests.clirun import nodeflow_here
 
 from .conftest import make_graph
 
@@ -199,12 +199,7 @@ def test_a_running_row_whose_process_is_gone_is_interrupted_on_open(workspace):
 def nodeflow(capsys):
     """``nodeflow ARGS`` in this process (the history is read from the workspace's database, whichever process
     wrote it): the exit code and what it printed."""
-    def call(*args):
-        capsys.readouterr()
-        code = main(["--nodes", PACK, *args])
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
-    return call
+    return lambda *args: nodeflow_here(capsys, ["--nodes", PACK, *args])
 
 
 def test_kill_9_of_the_cli_mid_run_leaves_an_interrupted_run_with_what_it_did(nodeflow, tmp_path, workspace):

@@ -5,13 +5,12 @@ the diff names the param that changed and what it did to validation accuracy."""
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import pytest
 
-from nodeflow.cli import main
 from nodeflow.compare import readable, readable_delta
 from nodeflow.runs import RunStore
+from tests.clirun import nodeflow_here
 
 pytestmark = pytest.mark.slow
 
@@ -19,12 +18,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def cli(capsys):
     """``nodeflow ARGS`` in this process: the exit code and what it printed."""
-    def call(*args):
-        capsys.readouterr()
-        code = main(["--no-plugins", *args])
-        out, err = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
-    return call
+    return lambda *args: nodeflow_here(capsys, ["--no-plugins", *args])
 
 
 def test_two_runs_of_the_template_are_listed_diffed_and_traced(template_twice, cli):

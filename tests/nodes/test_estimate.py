@@ -102,18 +102,16 @@ def test_a_scoring_pass_counts_the_prefix_only_while_uncached(data, tmp_path):
 @pytest.mark.slow
 def test_dry_run_of_the_template_prints_the_estimate_and_trains_nothing(tmp_path, shapes, capsys):
     """``nodeflow run --dry-run`` called in this process (main prints and returns what the command would)."""
-    from nodeflow.cli import main
+    from tests.clirun import nodeflow_here
     from tests.nodes.conftest import small_template
 
     graph = tmp_path / "graph.json"
     small_template(shapes).save(graph)
     workspace = tmp_path / "ws"
-    capsys.readouterr()
-    code = main(["--no-plugins", "run", str(graph), "--workspace", str(workspace), "--device", "cpu", "--dry-run",
-                 "--target", "train"])
-    out, err = capsys.readouterr()
-    assert code == 0, err
-    lines = out.splitlines()
+    done = nodeflow_here(capsys, ["--no-plugins", "run", graph, "--workspace", workspace, "--device", "cpu",
+                                  "--dry-run", "--target", "train"])
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
     assert lines[0] == "estimate for train (nothing was run; cached nodes cost 0 s)"
     train = next(line for line in lines if line.startswith("train "))
     cells = train.split()
