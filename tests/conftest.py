@@ -26,3 +26,40 @@ def workspace(tmp_path: Path) -> Path:
     folder = tmp_path / "workspace"
     folder.mkdir()
     return folder
+
+
+# -- the cats-vs-dogs template run twice through the CLI (tests/core/test_runs_template.py,
+#    tests/nodes/test_template.py): each test reads what it asserts from the one workspace ----------------------
+
+
+@pytest.fixture(scope="session")
+def template_twice(tmp_path_factory):
+    """The shrunk template run once by ``nodeflow run`` in this process, then, in a new process, with two more
+    blocks unfrozen and ``--target train_finetuned``: the workspace, the image folder and both JSON reports."""
+    import json
+    import subprocess
+    from types import SimpleNamespace
+
+    from nodeflow.cli import main
+    from tests.imagegen import make_image_set
+    from tests.nodes.conftest import SMALL, TEMPLATE
+
+    base = tmp_path_factory.mktemp("template-twice")
+    images = make_image_set(base / "images", ("circle", "stripes"), per_class=50, size=36, vary_size=True,
+                            class_names=("cat", "dog"))
+    workspace = base / "ws"
+
+    def sets(**extra):
+        values = {**SMALL, "dataset.root": str(images), **extra}
+        return [arg for key, value in values.items()
+                for arg in ("--set", f"{key}={value if isinstance(value, str) else json.dumps(value)}")]
+
+    run = ["--no-plugins", "run", str(TEMPLATE), "--workspace", str(workspace), "--device", "cpu", "--quiet"]
+    assert main([*run, *sets(), "--report", str(base / "first.json")]) == 0
+    second = subprocess.run([sys.executable, "-m", "nodeflow.cli", *run,
+                             *sets(**{"finetune.unfreeze": ["block4", "block5"]}), "--target", "train_finetuned",
+                             "--report", str(base / "second.json")], capture_output=True, text=True, cwd=ROOT,
+                            timeout=600)
+    assert second.returncode == 0, second.stderr
+    return SimpleNamespace(images=images, workspace=workspace, first=json.loads((base / "first.json").read_text()),
+                           second=json.loads((base / "second.json").read_text()))

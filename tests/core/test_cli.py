@@ -1,4 +1,6 @@
-"""The CLI as a user runs it: a subprocess, exit codes, one-line errors, the JSON report."""
+"""The CLI as a user runs it: exit codes, one-line errors, the JSON report. What is about a separate process
+(its exit status, Ctrl-C, the folder the shell starts it in, a new process finding the last run's results) runs
+``python -m nodeflow.cli``; the rest calls ``main`` in this process, which prints and returns the same."""
 
 import json
 import os
@@ -6,9 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
+
+from nodeflow.cli import main
+from tests.clirun import nodeflow_here
 
 from .conftest import make_graph
 
@@ -25,20 +31,31 @@ def nodeflow(*args, workspace=None, env=None, **kwargs):
 
 
 @pytest.fixture
+def cli(capsys):
+    """``nodeflow(...)`` in this process: the same exit code, stdout and stderr, without a Python start-up."""
+    def call(*args, workspace=None):
+        argv = ["--nodes", PACK, *args]
+        if workspace is not None and args and args[0] == "run":
+            argv += ["--workspace", str(workspace)]
+        return nodeflow_here(capsys, argv)
+    return call
+
+
+@pytest.fixture
 def chain_file(tmp_path, chain):
     path = tmp_path / "chain.json"
     chain.save(path)
     return path
 
 
-def test_validate_names_every_node_in_a_cycle_and_every_mismatch(tmp_path):
+def test_validate_names_every_node_in_a_cycle_and_every_mismatch(cli, tmp_path):
     graph = make_graph({"x": ("test.add", {}), "y": ("test.add", {}), "z": ("test.add", {}),
                         "a": ("test.constant", {}), "l": ("test.length", {}),
                         "l2": ("test.length", {})},
                        ["x.value->y.a", "y.value->z.a", "z.value->x.a", "a.value->l.text", "a.value->l2.text"])
     path = tmp_path / "bad.json"
     graph.save(path)
-    result = nodeflow("validate", str(path))
+    result = cli("validate", str(path))
     assert result.returncode == 1
     lines = result.stdout.strip().splitlines()
     cycle = [line for line in lines if "cycle" in line]
@@ -49,21 +66,21 @@ def test_validate_names_every_node_in_a_cycle_and_every_mismatch(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_validate_ok(chain_file):
-    result = nodeflow("validate", str(chain_file))
+def test_validate_ok(cli, chain_file):
+    result = cli("validate", str(chain_file))
     assert result.returncode == 0 and "valid (6 nodes, 4 edges)" in result.stdout
 
 
 @pytest.mark.slow
-def test_run_set_report_and_rerun_in_new_process(chain_file, workspace, tmp_path):
+def test_run_set_report_and_rerun_in_new_process(cli, chain_file, workspace, tmp_path):
     report = tmp_path / "report.json"
-    first = nodeflow("run", str(chain_file), "--report", str(report), workspace=workspace)
+    first = cli("run", str(chain_file), "--report", str(report), workspace=workspace)
     assert first.returncode == 0, first.stderr
     data = json.loads(report.read_text())
     assert data["ok"] and {n["status"] for n in data["nodes"].values()} == {"ran"}
     assert data["nodes"]["sum"]["metrics"] == {"sum": 5.0}
 
-    second = nodeflow("run", str(chain_file), "--set", "b.value=10", "--target", "length",
+    second = nodeflow("run", str(chain_file), "--set", "b.value=10", "--target", "length",  # a new process
                       "--report", str(report), workspace=workspace)
     assert second.returncode == 0, second.stderr
     data = json.loads(report.read_text())
@@ -79,26 +96,26 @@ def test_run_set_report_and_rerun_in_new_process(chain_file, workspace, tmp_path
     (["--set", "b.colour=red"], "b.colour: unknown parameter"),
     (["--target", "ghost"], "no node with id 'ghost'"),
 ])
-def test_bad_input_is_one_clear_line_and_exit_1(chain_file, workspace, args, message):
-    result = nodeflow("run", str(chain_file), *args, workspace=workspace)
+def test_bad_input_is_one_clear_line_and_exit_1(cli, chain_file, workspace, args, message):
+    result = cli("run", str(chain_file), *args, workspace=workspace)
     assert result.returncode == 1
     assert message in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_failed_node_says_how_to_resume(tmp_path, workspace):
+def test_failed_node_says_how_to_resume(cli, tmp_path, workspace):
     graph = make_graph({"a": ("test.constant", {}), "bad": ("test.fail", {"message": "bad value"})},
                        ["a.value->bad.value"])
     path = tmp_path / "g.json"
     graph.save(path)
-    result = nodeflow("run", str(path), workspace=workspace)
+    result = cli("run", str(path), workspace=workspace)
     assert result.returncode == 1
     assert "node 'bad' failed: parameter 'message': bad value" in result.stderr
     assert f"nodeflow run {path} --target bad" in result.stderr
 
 
-def test_missing_graph_file(workspace):
-    result = nodeflow("run", "no/such/graph.json", workspace=workspace)
+def test_missing_graph_file(cli, workspace):
+    result = cli("run", "no/such/graph.json", workspace=workspace)
     assert result.returncode == 1 and "cannot read" in result.stderr
 
 
@@ -119,8 +136,8 @@ def test_ctrl_c_stops_cleanly_with_130(tmp_path, workspace):
     assert "slow stopped" in err
 
 
-def test_nodes_lists_the_catalogue_as_json():
-    result = nodeflow("nodes", "--json")
+def test_nodes_lists_the_catalogue_as_json(cli):
+    result = cli("nodes", "--json")
     assert result.returncode == 0
     types = {entry["type"]: entry for entry in json.loads(result.stdout)}
     add = types["test.add"]
@@ -153,27 +170,27 @@ def test_relative_paths_typed_in_the_shell_mean_the_shells_folder(tmp_path, work
      "node 'a' field 'type'"),
     ("\"just a string\"", "a graph document is a JSON object"),
 ])
-def test_malformed_graph_files_exit_1_with_one_line(tmp_path, content, message):
+def test_malformed_graph_files_exit_1_with_one_line(cli, tmp_path, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content)
     for command in ("validate", "run"):
-        result = nodeflow(command, str(path), workspace=tmp_path / "ws")
+        result = cli(command, str(path), workspace=tmp_path / "ws")
         assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
 
 
-def test_a_huge_document_is_refused_cleanly(tmp_path):
+def test_a_huge_document_is_refused_cleanly(cli, tmp_path):
     nodes = [{"id": f"n{i}", "type": "test.constant"} for i in range(10_001)]
     path = tmp_path / "huge.json"
     path.write_text(json.dumps({"format": "nodeflow.graph", "version": 1, "nodes": nodes}))
-    result = nodeflow("validate", str(path))
+    result = cli("validate", str(path))
     assert result.returncode == 1 and "at most 10000" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_the_resume_hint_leaves_out_the_value_that_failed(tmp_path, workspace):
+def test_the_resume_hint_leaves_out_the_value_that_failed(cli, tmp_path, workspace):
     graph = make_graph({"a": ("test.constant", {}), "bad": ("test.fail", {"message": "x"})}, ["a.value->bad.value"])
     path = tmp_path / "g.json"
     graph.save(path)
-    result = nodeflow("run", str(path), "--set", "a.value=4", "--set", "bad.message=way too loud",
+    result = cli("run", str(path), "--set", "a.value=4", "--set", "bad.message=way too loud",
                       workspace=workspace)
     assert result.returncode == 1
     hint = result.stderr.strip().splitlines()[-1]
@@ -187,11 +204,9 @@ def test_output_to_a_file_is_plain_lines_without_progress_bars(tmp_path, workspa
     path = tmp_path / "g.json"
     graph.save(path)
     log = tmp_path / "out.log"
-    with log.open("w") as handle:
-        result = subprocess.run([sys.executable, "-m", "nodeflow.cli", "--nodes", PACK, "run", str(path),
-                                 "--workspace", str(workspace)], stdout=handle, stderr=subprocess.STDOUT,
-                                cwd=ROOT, timeout=120)
-    assert result.returncode == 0
+    with log.open("w") as handle, redirect_stdout(handle), redirect_stderr(handle):  # as `> out.log 2>&1` does
+        code = main(["--nodes", PACK, "run", str(path), "--workspace", str(workspace)])
+    assert code == 0
     text = log.read_text()
     assert "\r" not in text and "%|" not in text and "\x1b[" not in text
     lines = text.splitlines()
@@ -200,28 +215,28 @@ def test_output_to_a_file_is_plain_lines_without_progress_bars(tmp_path, workspa
 
 @pytest.mark.parametrize("content", ["[" * 100_000, '{"a":' * 50_000,
                                      '{"format": "nodeflow.graph", "version": 1, "nodes": ' + "[" * 100_000])
-def test_deeply_nested_documents_are_one_line_not_a_traceback(tmp_path, content):
+def test_deeply_nested_documents_are_one_line_not_a_traceback(cli, tmp_path, content):
     path = tmp_path / "deep.json"
     path.write_text(content)
     for command in ("validate", "run"):
-        result = nodeflow(command, str(path), workspace=tmp_path / "ws")
+        result = cli(command, str(path), workspace=tmp_path / "ws")
         assert result.returncode == 1
         assert "Traceback" not in result.stderr and "RecursionError" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1 and "nested too deeply" in result.stderr
 
 
-def test_nan_and_infinity_in_a_file_or_a_set_are_named(tmp_path, workspace):
+def test_nan_and_infinity_in_a_file_or_a_set_are_named(cli, tmp_path, workspace):
     path = tmp_path / "nan.json"
     path.write_text('{"format": "nodeflow.graph", "version": 1, "nodes": [{"id": "t", "type": "test.constant",'
                     ' "params": {"value": NaN}}]}')
-    result = nodeflow("validate", str(path))
+    result = cli("validate", str(path))
     assert result.returncode == 1 and "NaN is not valid JSON" in result.stderr and "got None" not in result.stderr
     graph = make_graph({"t": ("test.constant", {})}, [])
     good = tmp_path / "good.json"
     graph.save(good)
-    result = nodeflow("run", str(good), "--set", "t.value=Infinity", workspace=workspace)
+    result = cli("run", str(good), "--set", "t.value=Infinity", workspace=workspace)
     assert result.returncode == 1 and "param 'value' is inf" in result.stderr and "Traceback" not in result.stderr
-    result = nodeflow("run", str(good), "--set", "t.value=true", workspace=workspace)
+    result = cli("run", str(good), "--set", "t.value=true", workspace=workspace)
     assert result.returncode == 1 and "t.value: Input should be a valid number" in result.stderr
 
 
@@ -233,6 +248,15 @@ def nodeflow_in(folder, *args):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", "nodeflow.cli", *args], capture_output=True, text=True, cwd=folder,
                           env=env, timeout=300)
+
+
+@pytest.fixture
+def cli_in(capsys, monkeypatch):
+    """``nodeflow_in(folder, ...)`` in this process, its working folder changed to ``folder`` as the shell's is."""
+    def call(folder, *args):
+        monkeypatch.chdir(folder)
+        return nodeflow_here(capsys, list(args))
+    return call
 
 
 @pytest.fixture
@@ -251,38 +275,38 @@ def picked(tmp_path):
     return workspace, elsewhere, path
 
 
-def test_a_picked_folder_runs_and_validates_from_any_folder(picked, tmp_path):
+def test_a_picked_folder_runs_and_validates_from_any_folder(cli_in, picked, tmp_path):
     workspace, elsewhere, path = picked
     report = tmp_path / "report.json"
     result = nodeflow_in(elsewhere, "run", str(path), "--workspace", str(workspace), "--report", str(report), "--quiet")
     assert result.returncode == 0, result.stderr
     assert json.loads(report.read_text())["nodes"]["dataset"]["metrics"]["train_images"] == 6
-    again = nodeflow_in(tmp_path, "run", str(path), "--workspace", str(workspace), "--report", str(report), "--quiet")
+    again = cli_in(tmp_path, "run", str(path), "--workspace", str(workspace), "--report", str(report), "--quiet")
     assert again.returncode == 0 and json.loads(report.read_text())["nodes"]["dataset"]["status"] == "cached"
-    checked = nodeflow_in(elsewhere, "validate", str(path), "--workspace", str(workspace))
+    checked = cli_in(elsewhere, "validate", str(path), "--workspace", str(workspace))
     assert checked.returncode == 0 and "valid (1 nodes" in checked.stdout, checked.stdout + checked.stderr
-    swept = nodeflow_in(elsewhere, "sweep", str(path), "--workspace", str(workspace), "--grid", "dataset.seed=[0,1]",
-                        "--report", str(report), "--quiet")
+    swept = cli_in(elsewhere, "sweep", str(path), "--workspace", str(workspace), "--grid", "dataset.seed=[0,1]",
+                   "--report", str(report), "--quiet")
     assert swept.returncode == 0, swept.stderr
     branches = json.loads(report.read_text())["branches"]
     assert [b["nodes"]["dataset"]["status"] for b in branches] == ["cached", "ran"], branches
     assert json.loads(path.read_text())["nodes"][0]["params"]["root"] == "data/hotdog"  # nothing to rewrite
 
 
-def test_validate_names_a_path_that_does_not_exist(picked):
+def test_validate_names_a_path_that_does_not_exist(cli_in, picked):
     workspace, elsewhere, path = picked
-    result = nodeflow_in(elsewhere, "validate", str(path), "--set", "dataset.root=/nonexistent")
+    result = cli_in(elsewhere, "validate", str(path), "--set", "dataset.root=/nonexistent")
     assert result.returncode == 1, result.stdout
     assert f"{path}: invalid (1 error)" in result.stdout
     assert "dataset.root: folder '/nonexistent' does not exist" in result.stdout
-    moved = nodeflow_in(elsewhere, "validate", str(path), "--workspace", str(elsewhere))  # no data/hotdog there
+    moved = cli_in(elsewhere, "validate", str(path), "--workspace", str(elsewhere))  # no data/hotdog there
     assert moved.returncode == 1 and "dataset.root: folder 'data/hotdog' (relative paths start at the workspace: " \
         f"'{elsewhere / 'data' / 'hotdog'}') does not exist" in moved.stdout, moved.stdout
     run = nodeflow_in(elsewhere, "run", str(path), "--workspace", str(elsewhere))
     assert run.returncode == 1 and "dataset.root" in run.stderr and "Traceback" not in run.stderr
 
 
-def test_an_old_graph_with_a_path_from_the_starting_folder_is_rewritten_once_with_a_note(tmp_path):
+def test_an_old_graph_with_a_path_from_the_starting_folder_is_rewritten_once_with_a_note(cli_in, tmp_path):
     """Written when relative paths started at the folder nodeflow was started in (here ``project``,
     whose data/hotdog the workspace lacks): the first command from there rewrites it, saying so."""
     from tests.imagegen import make_image_set
@@ -299,5 +323,5 @@ def test_an_old_graph_with_a_path_from_the_starting_folder_is_rewritten_once_wit
                      f"paths now start at the workspace ({workspace}), so it was rewritten to '{data}'",
                      f"note: {path} was rewritten with this path."]
     assert json.loads(path.read_text())["nodes"][0]["params"]["root"] == str(data)
-    second = nodeflow_in(tmp_path, "run", str(path), "--workspace", str(workspace), "--quiet")
+    second = cli_in(tmp_path, "run", str(path), "--workspace", str(workspace), "--quiet")
     assert second.returncode == 0 and "note:" not in second.stderr, second.stderr

@@ -153,26 +153,26 @@ def test_target_limits_the_estimate_and_bad_requests_raise(executor):
 
 
 @pytest.mark.slow
-def test_dry_run_prints_the_estimate_table_and_runs_nothing_heavy(tmp_path):
+def test_dry_run_prints_the_estimate_table_and_runs_nothing_heavy(tmp_path, capsys, monkeypatch):
+    """``nodeflow run --dry-run`` called in this process (main prints and returns what the command would)."""
     import json
-    import os
-    import subprocess
-    import sys
 
+    from tests.clirun import nodeflow_here
     from tests.core.conftest import make_graph
-    from tests.core.test_cli import PACK, ROOT
+    from tests.core.test_cli import PACK
 
     graph = make_graph({"a": ("test.constant", {"value": 2}), "b": ("test.constant", {}), "sum": ("test.add", {}),
                         "slow": ("test.timed", {"steps": 40, "delay": 0.5}), "text": ("test.describe", {})},
                        ["a.value->sum.a", "b.value->sum.b", "sum.value->slow.value", "slow.value->text.value"])
     path, workspace, report, log = tmp_path / "g.json", tmp_path / "ws", tmp_path / "est.json", tmp_path / "ran.log"
     graph.save(path)
+    monkeypatch.setenv("NODEPACK_RUN_LOG", str(log))
+
+    def nodeflow_run(*extra):
+        return nodeflow_here(capsys, ["--nodes", PACK, "run", path, "--workspace", workspace, *extra])
 
     def dry_run(*extra):
-        cmd = [sys.executable, "-m", "nodeflow.cli", "--nodes", PACK, "run", str(path), "--workspace", str(workspace),
-               "--dry-run", *extra]
-        return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120,
-                              env={**os.environ, "NODEPACK_RUN_LOG": str(log)})
+        return nodeflow_run("--dry-run", *extra)
 
     done = dry_run("--report", str(report))
     assert done.returncode == 0, done.stderr
@@ -190,9 +190,7 @@ def test_dry_run_prints_the_estimate_table_and_runs_nothing_heavy(tmp_path):
     assert saved["nodes"]["slow"]["seconds"] == 20.0 and saved["nodes"]["text"]["status"] == "quick"
 
     # after a real run of the cheap part, those nodes are cached and cost 0 s
-    run = subprocess.run([sys.executable, "-m", "nodeflow.cli", "--nodes", PACK, "run", str(path), "--workspace",
-                          str(workspace), "--target", "sum", "--quiet"], capture_output=True, text=True, cwd=ROOT,
-                         timeout=120)
+    run = nodeflow_run("--target", "sum", "--quiet")
     assert run.returncode == 0, run.stderr
     again = dry_run("--target", "slow")
     assert again.returncode == 0, again.stderr

@@ -18,6 +18,8 @@ from nodeflow.executor import Executor
 from nodeflow.node import Node, NodeParams, Port, PortType, Registry
 from nodeflow.runs import Recording, RunNotFound, RunStore, param_changes
 
+from tests.clirun import nodeflow_here
+
 from .conftest import make_graph
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -193,12 +195,14 @@ def test_a_running_row_whose_process_is_gone_is_interrupted_on_open(workspace):
     assert RunStore(workspace).get(run_id)["status"] == "interrupted"
 
 
-def nodeflow(*args, **kwargs):
-    return subprocess.run([sys.executable, "-m", "nodeflow.cli", "--nodes", PACK, *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=120, **kwargs)
+@pytest.fixture
+def nodeflow(capsys):
+    """``nodeflow ARGS`` in this process (the history is read from the workspace's database, whichever process
+    wrote it): the exit code and what it printed."""
+    return lambda *args: nodeflow_here(capsys, ["--nodes", PACK, *args])
 
 
-def test_kill_9_of_the_cli_mid_run_leaves_an_interrupted_run_with_what_it_did(tmp_path, workspace):
+def test_kill_9_of_the_cli_mid_run_leaves_an_interrupted_run_with_what_it_did(nodeflow, tmp_path, workspace):
     graph = make_graph({"a": ("test.constant", {"value": 2}), "slow": ("test.slow", {"steps": 2000, "delay": 0.01})},
                        ["a.value->slow.value"])
     path = tmp_path / "g.json"
@@ -222,7 +226,7 @@ def test_kill_9_of_the_cli_mid_run_leaves_an_interrupted_run_with_what_it_did(tm
 
 
 @pytest.mark.slow
-def test_cli_lists_shows_diffs_restores_and_traces_runs(tmp_path, workspace):
+def test_cli_lists_shows_diffs_restores_and_traces_runs(nodeflow, tmp_path, workspace):
     graph = make_graph({"a": ("test.constant", {"value": 2}), "b": ("test.constant", {"value": 3}),
                         "sum": ("test.add", {})}, ["a.value->sum.a", "b.value->sum.b"], name="sums")
     path = tmp_path / "g.json"

@@ -13,6 +13,7 @@ import pytest
 
 import nodes.engine.explain as explain
 from nodeflow.session import Session
+from tests.clirun import nodeflow_here
 from tests.imagegen import make_image_set
 from tests.nodes.conftest import ROOT
 from tests.nodes.graphs import error_analysis_graph
@@ -99,16 +100,20 @@ def test_unknown_node_class_or_page_and_nodes_without_galleries_are_lookup_error
 
 
 @pytest.mark.slow
-def test_report_lists_the_top_errors_also_when_the_node_comes_from_the_cache(tmp_path):
+def test_report_lists_the_top_errors_also_when_the_node_comes_from_the_cache(tmp_path, capsys):
     root = make_image_set(tmp_path / "images", ("circle", "stripes"), per_class=20, size=SIZE, fmt="png", seed=4)
     graph_file = tmp_path / "graph.json"
     error_analysis_graph(root, size=SIZE, top_n=3, overlays=2).save(graph_file)
     reports = []
     for attempt in range(2):
         report_file = tmp_path / f"report{attempt}.json"
-        cmd = [sys.executable, "-m", "nodeflow.cli", "--no-plugins", "run", str(graph_file), "--workspace",
-               str(tmp_path / "ws"), "--device", "cpu", "--quiet", "--report", str(report_file)]
-        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+        cmd = ["--no-plugins", "run", str(graph_file), "--workspace", str(tmp_path / "ws"), "--device", "cpu",
+               "--quiet", "--report", str(report_file)]
+        if attempt == 0:  # trains and writes the cache in this process; a new process then finds it
+            done = nodeflow_here(capsys, cmd)
+        else:
+            done = subprocess.run([sys.executable, "-m", "nodeflow.cli", *cmd], capture_output=True, text=True,
+                                  cwd=ROOT, timeout=600)
         assert done.returncode == 0, done.stderr
         reports.append(json.loads(report_file.read_text())["nodes"]["errors"])
     first, second = reports

@@ -100,18 +100,16 @@ def test_a_scoring_pass_counts_the_prefix_only_while_uncached(data, tmp_path):
 
 
 @pytest.mark.slow
-def test_dry_run_of_the_template_prints_the_estimate_and_trains_nothing(tmp_path, shapes):
-    import subprocess
-    import sys
-
-    from tests.nodes.conftest import ROOT, small_template
+def test_dry_run_of_the_template_prints_the_estimate_and_trains_nothing(tmp_path, shapes, capsys):
+    """``nodeflow run --dry-run`` called in this process (main prints and returns what the command would)."""
+    from tests.clirun import nodeflow_here
+    from tests.nodes.conftest import small_template
 
     graph = tmp_path / "graph.json"
     small_template(shapes).save(graph)
     workspace = tmp_path / "ws"
-    done = subprocess.run([sys.executable, "-m", "nodeflow.cli", "--no-plugins", "run", str(graph), "--workspace",
-                           str(workspace), "--device", "cpu", "--dry-run", "--target", "train"],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    done = nodeflow_here(capsys, ["--no-plugins", "run", graph, "--workspace", workspace, "--device", "cpu",
+                                  "--dry-run", "--target", "train"])
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "estimate for train (nothing was run; cached nodes cost 0 s)"

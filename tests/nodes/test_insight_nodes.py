@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from nodeflow.graph import Graph
+from tests.clirun import nodeflow_here
 from tests.imagegen import make_image_set
-from tests.nodes.conftest import ROOT
 from tests.nodes.graphs import classifier_graph
 
 SIZE = 32
@@ -41,7 +39,7 @@ def insight_graph(root) -> Graph:
 
 
 @pytest.mark.slow
-def test_cli_report_shows_planted_errors_and_dataset_faults(tmp_path):
+def test_cli_report_shows_planted_errors_and_dataset_faults(tmp_path, capsys):
     root = make_image_set(tmp_path / "images", ("circle", "stripes"), per_class=60, size=SIZE, fmt="png", seed=5)
     flipped = []
     for i, path in enumerate(sorted((root / "test" / "circle").glob("*.png"))[:3]):
@@ -58,9 +56,8 @@ def test_cli_report_shows_planted_errors_and_dataset_faults(tmp_path):
     graph_file = tmp_path / "graph.json"
     insight_graph(root).save(graph_file)
     report_file = tmp_path / "report.json"
-    cmd = [sys.executable, "-m", "nodeflow.cli", "--no-plugins", "run", str(graph_file), "--workspace",
-           str(tmp_path / "ws"), "--device", "cpu", "--quiet", "--report", str(report_file)]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    done = nodeflow_here(capsys, ["--no-plugins", "run", graph_file, "--workspace", tmp_path / "ws", "--device", "cpu",
+                                  "--quiet", "--report", report_file])  # in this process: about the report
     assert done.returncode == 0, done.stderr
     nodes = json.loads(report_file.read_text())["nodes"]
     # 3 of the 24 test images carry a wrong label, so 0.875 is the best a model can score

@@ -4,8 +4,6 @@ techniques are reachable with --set; the editor's forms offer every technique op
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -13,8 +11,9 @@ from nodeflow.events import Metric
 from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.templates import template_path
+from tests.clirun import nodeflow_here
 from tests.imagegen import make_image_set
-from tests.nodes.conftest import ROOT, run, with_params
+from tests.nodes.conftest import run, with_params
 
 TINY = {"input.height": 32, "input.width": 32, "formatter.height": 32, "formatter.width": 32, "formatter.resize_to": 36}
 HOTDOG = {**TINY, "resnet18_ft.weights": "none", "train_ft.epochs": 2, "train_sc.epochs": 2, "train_ft.batch_size": 16,
@@ -29,13 +28,13 @@ def test_technique_templates_validate_once_the_dataset_is_set(registry, shapes, 
 
 
 @pytest.mark.slow
-def test_hotdog_template_runs_both_twins_with_techniques_set_from_the_cli(shapes, tmp_path):
+def test_hotdog_template_runs_both_twins_with_techniques_set_from_the_cli(shapes, tmp_path, capsys):
     values = {**HOTDOG, "dataset.root": str(shapes), "dataset.max_per_class": 12, "train_ft.batch_augment": "mixup", "train_ft.schedule": "sgdr",
               "train_ft.block_lrs": [1e-3, 1e-2], "train_sc.optimizer": "adabound", "train_sc.label_smoothing": 0.1}
     sets = [a for k, v in values.items() for a in ("--set", f"{k}={v if isinstance(v, str) else json.dumps(v)}")]
-    cmd = [sys.executable, "-m", "nodeflow.cli", "--no-plugins", "run", "hotdog_resnet18_finetune", "--workspace",
-           str(tmp_path / "ws"), "--device", "cpu", "--quiet", "--report", str(tmp_path / "report.json"), *sets]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    cmd = ["--no-plugins", "run", "hotdog_resnet18_finetune", "--workspace", str(tmp_path / "ws"), "--device", "cpu",
+           "--quiet", "--report", str(tmp_path / "report.json"), *sets]
+    done = nodeflow_here(capsys, cmd)  # in this process: about the report, not about a process
     assert done.returncode == 0, done.stderr
     nodes = json.loads((tmp_path / "report.json").read_text())["nodes"]
     statuses = {k: n["status"] for k, n in nodes.items()}
@@ -44,8 +43,7 @@ def test_hotdog_template_runs_both_twins_with_techniques_set_from_the_cli(shapes
     assert statuses["train_ft"] == statuses["train_sc"] == "ran", statuses
     compared = nodes["compare"]["metrics"]
     assert {"scratch_val_accuracy", "finetune_val_accuracy", "scratch_val_loss", "finetune_val_loss"} <= set(compared)
-    wrong = subprocess.run([*cmd[:-len(sets)], *sets, "--set", "train_ft.batch_augment=cutout"],
-                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+    wrong = nodeflow_here(capsys, [*cmd, "--set", "train_ft.batch_augment=cutout"])
     assert wrong.returncode == 1 and "train_ft.batch_augment" in wrong.stderr
 
 

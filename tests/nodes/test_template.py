@@ -3,10 +3,7 @@ another backbone, and its mistakes are named before anything trains."""
 
 from __future__ import annotations
 
-import json
 import socket
-import subprocess
-import sys
 
 import pytest
 
@@ -14,39 +11,23 @@ from nodeflow.errors import GraphInvalid
 from nodeflow.executor import Executor
 from nodes.engine.download import MIRROR_ENV
 from tests.mirror import unreachable_url
-from tests.nodes.conftest import ROOT, SMALL, TEMPLATE, run, small_template
+from tests.nodes.conftest import run, small_template
 
 ALL_NODES = {"input", "vgg16", "flatten", "dense", "classifier", "dataset", "formatter", "train", "finetune",
              "train_finetuned", "evaluate"}
 
 
-def nodeflow_run(workspace, *args):
-    cmd = [sys.executable, "-m", "nodeflow.cli", "--no-plugins", "run", str(TEMPLATE), "--workspace", str(workspace),
-           "--device", "cpu", "--quiet", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300)
-
-
-def sets(root, **extra):
-    values = {**SMALL, "dataset.root": str(root), **extra}
-    return [arg for key, value in values.items()
-            for arg in ("--set", f"{key}={value if isinstance(value, str) else json.dumps(value)}")]
-
-
 @pytest.mark.slow
-def test_cli_runs_all_eleven_nodes_learns_then_reruns_only_the_fine_tuning(shapes, tmp_path):
-    workspace = tmp_path / "ws"
-    first = nodeflow_run(workspace, *sets(shapes), "--report", str(tmp_path / "first.json"))
-    assert first.returncode == 0, first.stderr
-    report = json.loads((tmp_path / "first.json").read_text())
+def test_cli_runs_all_eleven_nodes_learns_then_reruns_only_the_fine_tuning(template_twice):
+    """``template_twice`` (tests/conftest.py): the CLI ran the template, then again in a new process with more
+    blocks unfrozen and ``--target train_finetuned``."""
+    report = template_twice.first
     assert {k for k, v in report["nodes"].items() if v["status"] == "ran"} == ALL_NODES
     nodes = report["nodes"]
     assert nodes["evaluate"]["metrics"]["accuracy"] >= 0.8, nodes  # two classes: chance is 0.5
     assert nodes["train_finetuned"]["metrics"]["val_accuracy"] >= 0.8
 
-    second = nodeflow_run(workspace, *sets(shapes, **{"finetune.unfreeze": ["block4", "block5"]}),
-                          "--target", "train_finetuned", "--report", str(tmp_path / "second.json"))
-    assert second.returncode == 0, second.stderr
-    statuses = {k: v["status"] for k, v in json.loads((tmp_path / "second.json").read_text())["nodes"].items()}
+    statuses = {k: v["status"] for k, v in template_twice.second["nodes"].items()}
     assert {k for k, v in statuses.items() if v == "ran"} == {"finetune", "train_finetuned"}
     assert {k for k, v in statuses.items() if v == "cached"} == ALL_NODES - {"finetune", "train_finetuned", "evaluate"}
 
