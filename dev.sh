@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for developers and users of a checkout:
 #   ./dev.sh editor [GRAPH]   set up, then open the editor (default: the graph it had open, else the template)
-#   ./dev.sh test [ARGS]      set up (with the browser for the editor tests), then run every test in one
-#                             process (NODEFLOW_TEST_WORKERS=auto: a worker per core); ARGS go to pytest
+#   ./dev.sh test [ARGS]      set up (with the browser for the editor tests), then run every test, a worker
+#                             per core (NODEFLOW_TEST_WORKERS=0: in one process); ARGS go to pytest
 #   ./dev.sh setup            only set up
 # Set-up is idempotent: it creates .venv and installs the pinned packages when their list changed.
 # The editor's front-end bundle ships built; it is rebuilt only when its sources changed.
@@ -69,10 +69,8 @@ case "$cmd" in
         exec "$VENV/bin/nodeflow" serve "$@" ;;
     test)
         setup_python; setup_frontend; setup_browser
-        # with workers, a test module stays on one worker: its server and browser start once (pytest-xdist).
-        # One process by default: two timing-sensitive tests (an estimate's cached-prefix ratio, the decode
-        # cache's file) are not yet reliable beside another worker on a two-core machine.
-        exec "$VENV/bin/python" -m pytest -n "${NODEFLOW_TEST_WORKERS:-0}" --dist loadfile "$@" ;;
+        # a worker per core (pytest-xdist); a test module stays on one worker, so its server and browser start once
+        exec "$VENV/bin/python" -m pytest -n "${NODEFLOW_TEST_WORKERS:-auto}" --dist loadfile "$@" ;;
     *)
         sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -52,13 +52,11 @@ PACK = str(Path(__file__).resolve().parents[1] / "nodepack.py")
 def cli(capsys, monkeypatch):
     """``nodeflow --nodes tests/nodepack.py ARGS`` called in this process (``env`` set for the call):
     a CompletedProcess with the exit code and what it printed, as a finished process gives them."""
-    from nodeflow.cli import main
+    from tests.clirun import nodeflow_here
 
     def call(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         for name, value in (env or {}).items():
             monkeypatch.setenv(name, value)
-        capsys.readouterr()
-        code = main(["--nodes", PACK, *args])
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(list(args), code, out, err)
+        done = nodeflow_here(capsys, ["--nodes", PACK, *args])
+        return subprocess.CompletedProcess(list(args), done.returncode, done.stdout, done.stderr)
     return call
