@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import gc
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,3 +75,23 @@ async def _simulated_app(session: Session, graph: Graph, data: Path):
                       and getattr(r, "include_in_schema", False) for m in r.methods}
             assert {(m.upper(), p) for p, item in schema["paths"].items() for m in item} == routes
             yield Api(client, session, schema, data, graph)
+
+
+# -- one kept connection to a server process ---------------------------------------------------------
+
+
+@contextmanager
+def kept_connection(server):
+    """Sends ``server.api`` requests over one kept-alive client instead of a new client per request:
+    building a client loads the CA bundle (~0.1 s), which the many-request property tests paid on
+    every call. No cookies are carried from one request to the next, as before."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        def api(method: str, path: str, **kw):
+            client.cookies.clear()
+            return client.request(method, path, **kw)
+
+        server.api = api
+        try:
+            yield server
+        finally:
+            del server.api

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from nodeflow.edits import MAX_OPS
 from nodeflow.ui.api import MAX_BODY_BYTES
+from tests.reliability.conftest import kept_connection
 from tests.ui.conftest import Server
 from tests.ui.server import demo_graph
 
@@ -39,8 +40,11 @@ def layout(tmp_path_factory):
 def server(layout):
     base, data, _ = layout
     server = Server(base / "workspace", "--allow-root", str(data))
-    yield server
-    server.stop()
+    try:
+        with kept_connection(server):
+            yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -365,11 +369,11 @@ def test_edits_of_any_shape_never_break_the_server_and_refusals_change_nothing(s
                           content=json.dumps(body, allow_nan=True).encode())
     assert response.status_code < 500, response.text
     assert response.status_code in (200, 422), response.text
+    after = server.api("GET", "/api/graph")
     if response.status_code != 200:
-        after = server.api("GET", "/api/graph")
         assert after.json() == before.json()
         assert after.headers["X-Nodeflow-Version"] == before.headers["X-Nodeflow-Version"]
-    graph = server.api("GET", "/api/graph").json()
+    graph = after.json()
     if len(graph["nodes"]) > 30:  # keep the document small between examples
         server.api("PUT", "/api/graph", json=demo_graph().model_dump(mode="json"))
 
