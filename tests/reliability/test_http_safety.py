@@ -16,10 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodeflow.edits import MAX_OPS
+from nodeflow.session import Session
 from nodeflow.ui.api import MAX_BODY_BYTES
 from tests.reliability.conftest import kept_connection
 from tests.ui.conftest import Server
-from tests.ui.server import demo_graph
+from tests.ui.server import demo_graph, pack_registry
 
 JSON = {"Content-Type": "application/json"}
 
@@ -276,14 +277,15 @@ def test_deeply_nested_json_is_a_4xx(api):
 
 def test_a_damaged_cache_entry_is_recomputed_and_the_log_says_so(tmp_path):
     workspace = tmp_path / "workspace"
-    first = Server(workspace)
+    workspace.mkdir()
+    fast = {"ops": [{"op": "set_params", "id": "slow", "params": {"steps": 2, "delay": 0.0}}]}
+    first = Session(pack_registry(), workspace, graph=demo_graph())  # what the server opens with
     try:
-        fast = {"ops": [{"op": "set_params", "id": "slow", "params": {"steps": 2, "delay": 0.0}}]}
-        assert first.api("POST", "/api/edit", json=fast).status_code == 200
-        assert first.api("POST", "/api/run", json={"target": "add"}).status_code == 200
-        assert wait_idle(first)["nodes"]["add"]["state"] == "done"
+        first.document.edit("set_params", id="slow", params={"steps": 2, "delay": 0.0})
+        first.queue.run(target="add")
+        assert first.queue.wait(60).ok and first.snapshot()["nodes"]["add"]["state"] == "done"
     finally:
-        first.stop()
+        first.close()
     entries = list((workspace / "cache").glob("*/*/value/value.json"))
     assert len(entries) == 3  # c1, c2, add
     for entry in entries:
