@@ -23,6 +23,19 @@ def registry() -> Registry:
     return reg
 
 
+@contextmanager
+def heap_frozen():
+    """For a NiceGUI user simulation: it runs a full garbage collection on entry and on exit, and with
+    torch and the app imported that walks millions of long-lived objects (~0.5 s each, most of what an
+    in-process app fixture cost). Freezing what exists now keeps those collections to the objects the
+    test makes; unfreezing afterwards hands the rest back to the collector, so nothing is kept for good."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 @dataclass(repr=False)
 class Api:
     client: httpx.AsyncClient
@@ -46,16 +59,11 @@ async def http(workspace: Path, tmp_path: Path):
     data = tmp_path / "data"
     data.mkdir()
     session = Session(pack_registry(), workspace, graph=graph, device="cpu", allowed_roots=[data])
-    # NiceGUI's simulation runs a full garbage collection on entry and on exit; with torch and the app
-    # imported that walks a heap of millions of long-lived objects (~0.5 s each, most of this fixture's
-    # cost). Freezing what exists now keeps those collections to the objects this test makes; unfreezing
-    # afterwards hands the rest back to the collector, so nothing is kept for good.
-    gc.freeze()
     try:
-        async with _simulated_app(session, graph, data) as api:
-            yield api
+        with heap_frozen():
+            async with _simulated_app(session, graph, data) as api:
+                yield api
     finally:
-        gc.unfreeze()
         session.queue.stop()
         session.queue.wait(10)
 
