@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from nodeflow.cli import main
 from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.node import Registry
@@ -76,10 +77,13 @@ def test_the_command_line_agrees_with_eval_predict(trained):
                            "--device", "cpu", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     agrees(rows, json.loads(done.stdout))
-    plain = subprocess.run([sys.executable, "-m", "nodeflow.cli", "--no-plugins", "predict", str(trained["file"]),
-                            "train", rows[0]["file"], "--workspace", str(trained["workspace"]), "--device", "cpu"],
-                           cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert plain.returncode == 0 and plain.stdout.strip().startswith(f"{rows[0]['file']}: {rows[0]['label']} (")
+
+
+def test_the_command_lines_plain_answer_names_the_label(trained, capsys):
+    rows = trained["rows"]
+    code = main(["--no-plugins", "predict", str(trained["file"]), "train", rows[0]["file"],
+                 "--workspace", str(trained["workspace"]), "--device", "cpu"])
+    assert code == 0 and capsys.readouterr().out.strip().startswith(f"{rows[0]['file']}: {rows[0]['label']} (")
 
 
 def test_the_api_agrees_with_eval_predict(trained):
@@ -102,15 +106,15 @@ def test_the_api_agrees_with_eval_predict(trained):
     (["nope", "IMG"], "no node with id 'nope'"),
     (["train", "GRAPH"], "is not an image"),
 ])
-def test_the_command_line_refuses_in_one_line(trained, bad, message):
+def test_the_command_line_refuses_in_one_line(trained, bad, message, capsys):
     image = trained["rows"][0]["file"]
     args = [str(trained["file"]) if a == "GRAPH" else image if a == "IMG" else a for a in bad]
-    done = subprocess.run([sys.executable, "-m", "nodeflow.cli", "--no-plugins", "predict", str(trained["file"]), *args,
-                           "--workspace", str(trained["workspace"]), "--device", "cpu"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode != 0 and done.stdout == ""
-    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert "Traceback" not in done.stderr
+    code = main(["--no-plugins", "predict", str(trained["file"]), *args,
+                 "--workspace", str(trained["workspace"]), "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert code != 0 and out == ""
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
 
 
 def test_the_model_process_is_let_go_when_idle_and_loads_again_on_the_next_picture(trained):
@@ -118,7 +122,7 @@ def test_the_model_process_is_let_go_when_idle_and_loads_again_on_the_next_pictu
 
     row = trained["rows"][0]
     picture = [Picture(row["file"], Path(row["file"]).read_bytes())]
-    tryer = Tryer(trained["executor"], idle_seconds=1.0)
+    tryer = Tryer(trained["executor"], idle_seconds=0.5)
     try:
         assert tryer.predict(trained["graph"], "train", picture)["loaded"] is True
         first = tryer.process.pid

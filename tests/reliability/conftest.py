@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import gc
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,19 @@ def registry() -> Registry:
     return reg
 
 
+@contextmanager
+def heap_frozen():
+    """For a NiceGUI user simulation: it runs a full garbage collection on entry and on exit, and with
+    torch and the app imported that walks millions of long-lived objects (~0.5 s each, most of what an
+    in-process app fixture cost). Freezing what exists now keeps those collections to the objects the
+    test makes; unfreezing afterwards hands the rest back to the collector, so nothing is kept for good."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 @dataclass(repr=False)
 class Api:
     client: httpx.AsyncClient
@@ -38,17 +53,28 @@ async def http(workspace: Path, tmp_path: Path):
     """The real app (NiceGUI page, API, request guard) on a fresh session of the test pack, through
     an in-process ASGI client; path params may point into the workspace and ``data``."""
     pytest.importorskip("nicegui")
-    from nicegui import app
-    from nicegui.testing.user_simulation import user_simulation
-
-    from nodeflow.ui.app import create_app
-
     graph = demo_graph()
     graph = graph.model_copy(update={"nodes": [n.model_copy(update={"params": {"steps": 2, "delay": 0.0}})
                                                if n.id == "slow" else n for n in graph.nodes]})
     data = tmp_path / "data"
     data.mkdir()
     session = Session(pack_registry(), workspace, graph=graph, device="cpu", allowed_roots=[data])
+    try:
+        with heap_frozen():
+            async with _simulated_app(session, graph, data) as api:
+                yield api
+    finally:
+        session.queue.stop()
+        session.queue.wait(10)
+
+
+@asynccontextmanager
+async def _simulated_app(session: Session, graph: Graph, data: Path):
+    from nicegui import app
+    from nicegui.testing.user_simulation import user_simulation
+
+    from nodeflow.ui.app import create_app
+
     async with user_simulation():
         create_app(session)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://127.0.0.1:8080") as client:
@@ -57,5 +83,23 @@ async def http(workspace: Path, tmp_path: Path):
                       and getattr(r, "include_in_schema", False) for m in r.methods}
             assert {(m.upper(), p) for p, item in schema["paths"].items() for m in item} == routes
             yield Api(client, session, schema, data, graph)
-    session.queue.stop()
-    session.queue.wait(10)
+
+
+# -- one kept connection to a server process ---------------------------------------------------------
+
+
+@contextmanager
+def kept_connection(server):
+    """Sends ``server.api`` requests over one kept-alive client instead of a new client per request:
+    building a client loads the CA bundle (~0.1 s), which the many-request property tests paid on
+    every call. No cookies are carried from one request to the next, as before."""
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        def api(method: str, path: str, **kw):
+            client.cookies.clear()
+            return client.request(method, path, **kw)
+
+        server.api = api
+        try:
+            yield server
+        finally:
+            del server.api

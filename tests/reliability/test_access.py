@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodeflow.ui.api import access_token
+from tests.reliability.conftest import kept_connection
 from tests.ui.conftest import Server, browser  # noqa: F401  (fixture)
 from tests.ui.server import demo_graph
 
@@ -33,8 +34,11 @@ def guarded(tmp_path_factory):
     base = tmp_path_factory.mktemp("guarded")
     (base / "data").mkdir()
     server = Server(base / "workspace", "--token", TOKEN, "--allow-root", str(base / "data"))
-    yield server
-    server.stop()
+    try:
+        with kept_connection(server):  # the property test's 300 requests: one client, not 300
+            yield server
+    finally:
+        server.stop()
 
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -16,9 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nodeflow.edits import MAX_OPS
+from nodeflow.session import Session
 from nodeflow.ui.api import MAX_BODY_BYTES
+from tests.reliability.conftest import kept_connection
 from tests.ui.conftest import Server
-from tests.ui.server import demo_graph
+from tests.ui.server import demo_graph, pack_registry
 
 JSON = {"Content-Type": "application/json"}
 
@@ -39,8 +41,11 @@ def layout(tmp_path_factory):
 def server(layout):
     base, data, _ = layout
     server = Server(base / "workspace", "--allow-root", str(data))
-    yield server
-    server.stop()
+    try:
+        with kept_connection(server):
+            yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture
@@ -272,14 +277,15 @@ def test_deeply_nested_json_is_a_4xx(api):
 
 def test_a_damaged_cache_entry_is_recomputed_and_the_log_says_so(tmp_path):
     workspace = tmp_path / "workspace"
-    first = Server(workspace)
+    workspace.mkdir()
+    fast = {"ops": [{"op": "set_params", "id": "slow", "params": {"steps": 2, "delay": 0.0}}]}
+    first = Session(pack_registry(), workspace, graph=demo_graph())  # what the server opens with
     try:
-        fast = {"ops": [{"op": "set_params", "id": "slow", "params": {"steps": 2, "delay": 0.0}}]}
-        assert first.api("POST", "/api/edit", json=fast).status_code == 200
-        assert first.api("POST", "/api/run", json={"target": "add"}).status_code == 200
-        assert wait_idle(first)["nodes"]["add"]["state"] == "done"
+        first.document.edit("set_params", id="slow", params={"steps": 2, "delay": 0.0})
+        first.queue.run(target="add")
+        assert first.queue.wait(60).ok and first.snapshot()["nodes"]["add"]["state"] == "done"
     finally:
-        first.stop()
+        first.close()
     entries = list((workspace / "cache").glob("*/*/value/value.json"))
     assert len(entries) == 3  # c1, c2, add
     for entry in entries:
@@ -365,11 +371,11 @@ def test_edits_of_any_shape_never_break_the_server_and_refusals_change_nothing(s
                           content=json.dumps(body, allow_nan=True).encode())
     assert response.status_code < 500, response.text
     assert response.status_code in (200, 422), response.text
+    after = server.api("GET", "/api/graph")
     if response.status_code != 200:
-        after = server.api("GET", "/api/graph")
         assert after.json() == before.json()
         assert after.headers["X-Nodeflow-Version"] == before.headers["X-Nodeflow-Version"]
-    graph = server.api("GET", "/api/graph").json()
+    graph = after.json()
     if len(graph["nodes"]) > 30:  # keep the document small between examples
         server.api("PUT", "/api/graph", json=demo_graph().model_dump(mode="json"))
 

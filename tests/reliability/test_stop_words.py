@@ -6,20 +6,21 @@ called "interrupted" reads "stopped"."""
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import sqlite3
-import subprocess
-import sys
+from contextlib import redirect_stderr, redirect_stdout
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nodeflow.cli import main
 from nodeflow.graph import Graph
 from nodeflow.runs import FORMAT, RunStore
 from nodeflow.session import Session
 from tests.ui.conftest import Server
-from tests.ui.server import ROOT, demo_graph, pack_registry
+from tests.ui.server import demo_graph, pack_registry
 from tests.waiting import wait_for
 
 
@@ -32,21 +33,24 @@ def long_graph(path) -> Graph:
     return graph
 
 
+def cli(*args: str) -> str:
+    """What ``nodeflow ARGS`` prints, run in this process (reading the run store is not about a process)."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(list(args))
+    assert code == 0, err.getvalue()
+    return out.getvalue()
+
+
 def runs_listed(workspace) -> list[str]:
     """The STATUS column of ``nodeflow runs``, newest first, as a person reads it."""
-    done = subprocess.run([sys.executable, "-m", "nodeflow.cli", "runs", "--workspace", str(workspace)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert done.returncode == 0, done.stderr
-    header, *rows = done.stdout.splitlines()
+    header, *rows = cli("runs", "--workspace", str(workspace)).splitlines()
     column = header.index("STATUS")
     return [row[column:].split()[0] for row in rows]
 
 
 def run_shown(workspace, run_id: int) -> str:
-    done = subprocess.run([sys.executable, "-m", "nodeflow.cli", "runs", "show", str(run_id), "--workspace",
-                           str(workspace)], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
+    return cli("runs", "show", str(run_id), "--workspace", str(workspace))
 
 
 def start_slow_run(server: Server) -> int:

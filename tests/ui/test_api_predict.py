@@ -21,8 +21,12 @@ from tests.ui.predict_server import CLASSES, start
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     server = start(tmp_path_factory.mktemp("predict-api"))
-    yield server
-    server.stop()
+    try:
+        # one kept client for the module's requests: building one per request loads the CA bundle each time
+        with httpx.Client(base_url=server.url, timeout=300) as server.client:
+            yield server
+    finally:
+        server.stop()
 
 
 def png(size=(40, 40), mode="RGB", colour=None) -> bytes:
@@ -33,7 +37,8 @@ def png(size=(40, 40), mode="RGB", colour=None) -> bytes:
 
 
 def predict(server, files, **params):
-    return httpx.post(server.url + "/api/models/train/predict", files=files, params=params, timeout=300)
+    server.client.cookies.clear()
+    return server.client.post("/api/models/train/predict", files=files, params=params)
 
 
 def workspace_files(server) -> dict[str, int]:
