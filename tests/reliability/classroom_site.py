@@ -25,6 +25,7 @@ from nodeflow.users import Accounts, User
 from nodeflow.users.login import LoginThrottle
 from tests import gatepack, nodepack
 from tests.imagegen import draw
+from tests.simulation import app_simulation
 from tests.ui.server import demo_graph
 
 CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
@@ -100,7 +101,6 @@ async def _pause() -> None:
 @asynccontextmanager
 async def classroom_site(root: Path, registry: Registry | None = None, **server_args: Any):
     from nicegui import app
-    from nicegui.testing.user_simulation import user_simulation
 
     from nodeflow.ui.site import install_multiuser
 
@@ -108,7 +108,7 @@ async def classroom_site(root: Path, registry: Registry | None = None, **server_
     users = {name: accounts.add(name, f"{name}-password", admin=name == "teacher") for name in NAMES}
     tokens = {name: accounts.create_token(name, "tests")[1] for name in NAMES}
     server = ClassServer(root, registry or pack(), accounts, device="cpu", isolate=False, **server_args)
-    async with user_simulation():
+    async with app_simulation():
         mu = install_multiuser(server, throttle=LoginThrottle(per_name_at_address=(1000, 1, 60),
                                                               per_address=(1000, 1, 60)))
         site = Site(server, users, tokens, httpx.ASGITransport(app, client=("127.0.0.1", 40000)), mu=mu)

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import gc
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +12,7 @@ from nodeflow.graph import Graph
 from nodeflow.node import Registry
 from nodeflow.session import Session
 from tests import nodepack
+from tests.simulation import app_simulation
 from tests.ui.server import demo_graph, pack_registry
 
 
@@ -21,19 +21,6 @@ def registry() -> Registry:
     reg = Registry()
     reg.add_module(nodepack, source="test pack")
     return reg
-
-
-@contextmanager
-def heap_frozen():
-    """For a NiceGUI user simulation: it runs a full garbage collection on entry and on exit, and with
-    torch and the app imported that walks millions of long-lived objects (~0.5 s each, most of what an
-    in-process app fixture cost). Freezing what exists now keeps those collections to the objects the
-    test makes; unfreezing afterwards hands the rest back to the collector, so nothing is kept for good."""
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 @dataclass(repr=False)
@@ -60,9 +47,8 @@ async def http(workspace: Path, tmp_path: Path):
     data.mkdir()
     session = Session(pack_registry(), workspace, graph=graph, device="cpu", allowed_roots=[data])
     try:
-        with heap_frozen():
-            async with _simulated_app(session, graph, data) as api:
-                yield api
+        async with _simulated_app(session, graph, data) as api:
+            yield api
     finally:
         session.queue.stop()
         session.queue.wait(10)
@@ -71,11 +57,10 @@ async def http(workspace: Path, tmp_path: Path):
 @asynccontextmanager
 async def _simulated_app(session: Session, graph: Graph, data: Path):
     from nicegui import app
-    from nicegui.testing.user_simulation import user_simulation
 
     from nodeflow.ui.app import create_app
 
-    async with user_simulation():
+    async with app_simulation():
         create_app(session)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://127.0.0.1:8080") as client:
             schema = (await client.get("/api/openapi.json")).json()

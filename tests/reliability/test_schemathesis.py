@@ -28,7 +28,6 @@ from schemathesis import Case, GenerationMode
 from schemathesis.checks import not_a_server_error
 
 from tests.reliability.classroom_site import classroom_site, image_zip, quick_graph
-from tests.reliability.conftest import heap_frozen
 
 BASE = "http://127.0.0.1:8080"
 #: examples per operation: enough to reach each one's refusals, small enough for CI (about 60 operations)
@@ -156,17 +155,16 @@ async def upload_pets(alice: httpx.AsyncClient, project_id: str) -> None:
 async def student(tmp_path):
     """The shared server with alice (a student, no admin) signed in by her API token, her project
     holding the quick demo graph, run once, and an uploaded folder ``data/pets``."""
-    with heap_frozen():
-        async with classroom_site(tmp_path / "root") as site:
-            alice = site.client("alice")
-            site.mine = (await alice.post("/api/projects", json={"title": "mine"})).json()["id"]
-            await upload_pets(alice, site.mine)
-            assert (await alice.put(f"/api/p/{site.mine}/graph", json=quick_graph().model_dump(mode="json"))
-                    ).status_code == 200
-            assert (await alice.post(f"/api/p/{site.mine}/run", json={"target": "desc"})).status_code == 200
-            await site.wait_idle("alice", site.mine)
-            site.schema = (await alice.get("/api/openapi.json")).json()
-            yield site
+    async with classroom_site(tmp_path / "root") as site:
+        alice = site.client("alice")
+        site.mine = (await alice.post("/api/projects", json={"title": "mine"})).json()["id"]
+        await upload_pets(alice, site.mine)
+        assert (await alice.put(f"/api/p/{site.mine}/graph", json=quick_graph().model_dump(mode="json"))
+                ).status_code == 200
+        assert (await alice.post(f"/api/p/{site.mine}/run", json={"target": "desc"})).status_code == 200
+        await site.wait_idle("alice", site.mine)
+        site.schema = (await alice.get("/api/openapi.json")).json()
+        yield site
 
 
 async def test_the_shared_servers_api_answers_no_5xx_to_a_students_requests_made_from_its_schema(student):

@@ -30,12 +30,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 async def editor(workspace: Path, caplog: pytest.LogCaptureFixture):
     """(user, session, hub) with the editor page registered on a fresh NiceGUI app."""
     pytest.importorskip("nicegui")
-    from nicegui.testing.user_simulation import user_simulation
-
     from nodeflow.ui.app import create_app
+    from tests.simulation import app_simulation
 
     session = Session(pack_registry(), workspace, graph=demo_graph(), device="cpu")
-    async with user_simulation() as user:
+    async with app_simulation() as user:
         hub = create_app(session)
         yield user, session, hub
     session.queue.stop()
