@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -98,12 +97,10 @@ def test_random_augmentation_turns_the_cache_off_and_says_why_unless_copies_are_
 
 @pytest.mark.slow
 def test_benchmark_quick_mode_runs(tmp_path):
-    """The benchmark's smoke run, as CI runs it."""
-    start = time.monotonic()
+    """The benchmark's smoke run, as CI runs it (its figures are the benchmark's to print, not a test's to time)."""
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_throughput.py"), "--quick",
                              "--cache-dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=180,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert result.returncode == 0, result.stdout + result.stderr
     for row in ("hand-written", "nodeflow", "head-only", "fine-tune"):
         assert row in result.stdout, result.stdout
-    assert time.monotonic() - start < 120
