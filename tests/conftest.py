@@ -63,3 +63,10 @@ def template_twice(tmp_path_factory):
     assert second.returncode == 0, second.stderr
     return SimpleNamespace(images=images, workspace=workspace, first=json.loads((base / "first.json").read_text()),
                            second=json.loads((base / "second.json").read_text()))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules holding a test marked ``slow`` run first, each module's tests kept together and in order: on
+    several workers the long trainings then start early, instead of ending the run alone on one worker."""
+    slow = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow)
