@@ -116,7 +116,12 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def pack_server(tmp_path_factory):
+def pack_server(request, tmp_path_factory):
+    """The module's own test-pack editor, or, in a module that sets ``SHARES_PACK_SERVER = True`` (its
+    tests hold whatever other modules ran on it), the process's shared one."""
+    if getattr(request.module, "SHARES_PACK_SERVER", False):
+        yield request.getfixturevalue("shared_pack_server")
+        return
     server = Server(tmp_path_factory.mktemp("pack") / "workspace")
     yield server
     server.stop()
@@ -198,7 +203,7 @@ def wait_until_still(tab, selector: str, frames: int = 6) -> None:
 def shared_pack_server(tmp_path_factory):
     """The test pack's editor, one per test process, for the modules whose tests hold whatever other
     modules ran before (each test puts the graph it starts from; ``page`` the demo graph). Such a
-    module's own ``pack_server`` fixture returns this one."""
+    module sets ``SHARES_PACK_SERVER = True`` and its ``pack_server`` is this one."""
     server = Server(tmp_path_factory.mktemp("shared-pack") / "workspace")
     yield server
     server.stop()

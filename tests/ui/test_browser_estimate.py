@@ -12,10 +12,8 @@ pytestmark = pytest.mark.browser
 CARD = '.vue-flow__node[data-id="timed"]'
 
 
-@pytest.fixture(scope="module")
-def pack_server(shared_pack_server):
-    """The process's shared test-pack editor: these tests hold whatever other modules ran on it."""
-    return shared_pack_server
+#: the tests hold whatever other modules ran on the process's shared test-pack editor (conftest's pack_server)
+SHARES_PACK_SERVER = True
 
 
 def test_estimate_on_the_card_and_confirmation_over_the_threshold(page, pack_server):

@@ -24,10 +24,8 @@ pytestmark = pytest.mark.browser
 SELECTED = re.compile(r"\bselected\b")
 
 
-@pytest.fixture(scope="module")
-def pack_server(shared_pack_server):
-    """The process's shared test-pack editor: these tests hold whatever other modules ran on it."""
-    return shared_pack_server
+#: the tests hold whatever other modules ran on the process's shared test-pack editor (conftest's pack_server)
+SHARES_PACK_SERVER = True
 
 
 def card(tab, node: str):

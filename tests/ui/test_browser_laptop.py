@@ -23,10 +23,8 @@ LAPTOP = {"width": 1280, "height": 800}
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def pack_server(shared_pack_server):
-    """The process's shared test-pack editor: these tests hold whatever other modules ran on it."""
-    return shared_pack_server
+#: the tests hold whatever other modules ran on the process's shared test-pack editor (conftest's pack_server)
+SHARES_PACK_SERVER = True
 
 
 def longest_template_title() -> str:

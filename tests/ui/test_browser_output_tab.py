@@ -7,10 +7,8 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-@pytest.fixture(scope="module")
-def pack_server(shared_pack_server):
-    """The process's shared test-pack editor: these tests hold whatever other modules ran on it."""
-    return shared_pack_server
+#: the tests hold whatever other modules ran on the process's shared test-pack editor (conftest's pack_server)
+SHARES_PACK_SERVER = True
 
 
 SERIES = """() => {

@@ -11,10 +11,8 @@ import pytest
 from .conftest import shot
 
 
-@pytest.fixture(scope="module")
-def pack_server(shared_pack_server):
-    """The process's shared test-pack editor: these tests hold whatever other modules ran on it."""
-    return shared_pack_server
+#: the tests hold whatever other modules ran on the process's shared test-pack editor (conftest's pack_server)
+SHARES_PACK_SERVER = True
 
 
 async def test_a_second_run_from_the_editor_is_queued_and_listed_with_its_position(editor):
