@@ -152,7 +152,7 @@ def machines(launch: Launch, environ: Mapping[str, str] | None = None) -> Machin
     if launch.allowed_hosts is not None and (count > 1 or endpoint.strip()):
         _check_allowed(launch.allowed_hosts, count, origin["num_nodes"], endpoint.strip(), origin["rdzv_endpoint"])
         if count > 1 and not env.get(SECRET_ENV, "").strip():
-            raise SettingError(_NO_SERVER_SECRET, "num_nodes")
+            raise SettingError(NO_SERVER_SECRET, "num_nodes")
     if count == 1:
         return Machines()
     if not endpoint:
@@ -166,7 +166,8 @@ def machines(launch: Launch, environ: Mapping[str, str] | None = None) -> Machin
     return Machines(count, rank, endpoint.strip())
 
 
-_NO_SERVER_SECRET = (f"multi-machine training on this server needs its admin to set {SECRET_ENV} (the same secret on "
+#: the refusal of a multi-machine training on a shared server without the rendezvous secret
+NO_SERVER_SECRET = (f"multi-machine training on this server needs its admin to set {SECRET_ENV} (the same secret on "
                      "every machine of a training); until then set num_nodes to 1")
 
 

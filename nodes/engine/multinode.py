@@ -59,7 +59,7 @@ from nodes.engine.checkpoint import background_checkpoints
 from nodes.engine.distributed import Group, all_gather_json, broadcast_json, current, use_group
 from nodes.engine.fit import FitConfig, FitResult, NothingToTrain, TeacherMismatch, fit
 from nodes.engine.hooks import Hooks, Stopped
-from nodes.engine.launch import _NO_SERVER_SECRET, SECRET_ENV, Launch, Machines, SettingError, machines, parse_endpoint
+from nodes.engine.launch import NO_SERVER_SECRET, SECRET_ENV, Launch, Machines, SettingError, machines, parse_endpoint
 from nodes.engine.loop import NonFiniteLoss
 from nodes.engine.pipeline import available_cores
 from nodes.engine.values import ImageSet, ModelValue, load_model, save_model
@@ -114,7 +114,7 @@ def rendezvous_secret(workspace: Path, launch: Launch, rank: int, environ: Mappi
                                "machine", "num_nodes")
         return given
     if launch.restricted:
-        raise SettingError(_NO_SERVER_SECRET, "num_nodes")
+        raise SettingError(NO_SERVER_SECRET, "num_nodes")
     path = workspace / SECRET_FILE
     if rank == 0 and not path.exists():
         workspace.mkdir(parents=True, exist_ok=True)
