@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from nodeflow.ui.state import STATE_STYLE, state_fill
 from tests.core.conftest import make_graph
@@ -67,7 +68,7 @@ def test_a_run_as_a_person_sees_it_through_stop_restart_and_resume(browser, trai
             stopped = STATE_STYLE["stopped"]
             badge = tab.locator(f"{TRAIN} .nf-badge")
             assert badge.inner_text() == "stopped"
-            assert badge.evaluate("e => getComputedStyle(e).backgroundColor") == rgb(stopped["background"])
+            expect(badge).to_have_css("background-color", rgb(stopped["background"]))
             fills = tab.eval_on_selector_all(".vue-flow__minimap-node", "els => els.map(e => e.getAttribute('fill'))")
             assert state_fill("stopped") in fills and state_fill("done") in fills  # train, and a
             assert server.api("GET", "/api/status").json()["nodes"]["train"]["words"] == words
@@ -79,7 +80,8 @@ def test_a_run_as_a_person_sees_it_through_stop_restart_and_resume(browser, trai
             chip = tab.locator('.nf-run-status[data-state="stopped"]').first
             chip.wait_for(timeout=10_000)
             assert chip.inner_text() == "stopped"
-            assert chip.evaluate("e => getComputedStyle(e).backgroundColor") == rgb(stopped["background"])
+            # the runs panel redraws its rows as runs change: read the colour from the row on the page now
+            expect(chip).to_have_css("background-color", rgb(stopped["background"]))
             shot(tab, "run-core-stopped")
     finally:
         server.stop()
