@@ -193,11 +193,14 @@ class RunQueue:
     def cancel(self, *run_ids: int) -> str:
         """Cancel queued runs, or stop the job of a running one (it ends ``cancelled``); what became of
         the last one."""
-        status = ""
+        status, stopping = "", False
         try:
             for run_id in run_ids:
                 status = self._cancel(run_id)
+                stopping = stopping or status == "cancelling"
         finally:
+            if stopping:  # once every run asked for is marked: a job stopped earlier may end before the
+                self.stop()  # rest are, and they would end ``stopped`` (one stop with two names)
             self.jobs_changed()
         return status
 
@@ -209,7 +212,6 @@ class RunQueue:
                 self.keys.pop(run_id, None)
             elif status == "running" and run_id in self.current:
                 self._cancelling.add(run_id)
-                self.stop()
                 return "cancelling"
         return status
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 
 import pytest
 
@@ -69,6 +70,30 @@ def test_queued_runs_can_be_cancelled_and_survive_a_restart(registry, workspace)
     finally:
         restarted.close()
 
+
+
+def test_a_cancelled_sweep_ends_every_running_branch_cancelled_however_slowly_the_store_answers(registry, workspace):
+    """Cancelling a sweep stops its job once every branch of it is marked: a stop sent after the first
+    branch alone let the job end before the second was marked, and that one ended ``stopped``."""
+    session = Session(registry, workspace, graph=slow_graph())
+    ended, asked, store_cancel = threading.Event(), [], session.queue.store.cancel
+
+    def slow_store_cancel(run_id):  # the store answers the second branch only once the job ended,
+        if asked:                   # or after 3 s when nothing ends it before every branch is marked
+            ended.wait(3)
+        asked.append(run_id)
+        return store_cancel(run_id)
+
+    try:
+        sweep = session.sweeps.submit([("slow.steps", [99_999, 100_000])])
+        session.queue.finished_hooks.append(lambda run_id: ended.set())
+        assert wait_for(lambda: session.sweeps.get(sweep["id"])["progress"] == "branch 1 of 2")
+        session.queue.store.cancel = slow_store_cancel
+        session.sweeps.cancel(sweep["id"])
+        session.queue.wait(30)
+        assert [b["status"] for b in session.sweeps.get(sweep["id"])["branches"]] == ["cancelled", "cancelled"]
+    finally:
+        session.close()
 
 def test_server_killed_with_a_queue_resumes_it_on_start(tmp_path):
     """A real server process: two runs asked for over HTTP, the server killed with SIGKILL; the
