@@ -87,6 +87,11 @@ def choose(tab, action: str) -> None:
     tab.locator(".nf-menu").wait_for(state="detached")
 
 
+def copied_text(tab) -> str:
+    """The system clipboard's text once the page's write lands: the notice of a copy may come first."""
+    return tab.wait_for_function("navigator.clipboard.readText().then(text => text || null)").json_value()
+
+
 def empty_spot(tab) -> dict:
     """A point of the canvas with no card under it (below the demo graph's cards)."""
     pane = tab.locator(".vue-flow__pane").bounding_box()
@@ -103,7 +108,7 @@ def test_copy_and_paste_with_keys_keep_the_wires_between_them_as_one_undo_step(t
     box_select(tab, ["c1", "c2", "add"])
     tab.keyboard.press("Control+c")
     expect(tab.locator(".q-notification", has_text="Copied 3 nodes")).to_be_visible()
-    copied = json.loads(tab.evaluate("navigator.clipboard.readText()"))  # the system clipboard holds a graph
+    copied = json.loads(copied_text(tab))  # the system clipboard holds a graph
     assert copied["format"] == "nodeflow.graph" and [n["id"] for n in copied["nodes"]] == ["c1", "c2", "add"]
     assert len(copied["edges"]) == 2  # c1 -> add, c2 -> add; not add -> slow, whose end stays behind
 
@@ -149,6 +154,7 @@ def test_paste_into_another_graph_in_another_tab(browser, pack_server, tab, shar
     box_select(tab, ["slow", "desc"])
     tab.keyboard.press("Control+c")
     expect(tab.locator(".q-notification", has_text="Copied 2 nodes")).to_be_visible()
+    assert '"slow"' in copied_text(tab)
     second = tab.context.new_page()  # the same browser, another editor and another graph
     tab.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=other.url)
     second.goto(other.url + "/")
