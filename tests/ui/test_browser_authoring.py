@@ -89,7 +89,8 @@ def choose(tab, action: str) -> None:
 
 def copied_text(tab) -> str:
     """The system clipboard's text once the page's write lands: the notice of a copy may come first."""
-    return tab.wait_for_function("navigator.clipboard.readText().then(text => text || null)").json_value()
+    assert wait_for(lambda: tab.evaluate("navigator.clipboard.readText()"), timeout=10), "nothing was copied"
+    return tab.evaluate("navigator.clipboard.readText()")
 
 
 def empty_spot(tab) -> dict:
