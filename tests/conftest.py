@@ -9,6 +9,14 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+# Each pytest-xdist worker gets its share of the cores for torch, and so do the processes it starts: two workers
+# that each spread a training over every core mostly wait on each other's threads (README, "Tests"). Set before
+# any test module imports torch; a developer's own OMP_NUM_THREADS wins, a run in one process keeps torch's default.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if _WORKERS > 1:
+    for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_variable, str(max(1, len(os.sched_getaffinity(0)) // _WORKERS)))
+
 # CI runs the property-based tests reproducibly: the same examples on every run and every machine (drawn from
 # each test's name, no example database carried between runs, no time-based deadline or health check that a
 # busy machine trips), and a failure prints the blob that replays it (@reproduce_failure). A developer's run
