@@ -32,6 +32,18 @@ if (!window.nfTryPaste) {
 }
 """
 
+#: the uploader's header: what to do and a button that opens the picker (Quasar's own adds a byte count and a
+#: percentage, "0.0B / 0.00%" before any picture, which say nothing here: a picture is sent whole at once)
+UPLOAD_HEADER = """
+<div class="row no-wrap items-center q-pa-sm q-gutter-xs nf-try-header">
+  <div class="col q-uploader__title">Drop, paste or choose an image</div>
+  <q-btn v-if="props.canAddFiles" type="a" icon="add_photo_alternate" aria-label="Choose an image"
+         @click="props.pickFiles" round dense flat>
+    <q-uploader-add-trigger />
+  </q-btn>
+</div>
+"""
+
 
 def tryable(session: Any, node_id: str | None) -> bool:
     """Whether ``node_id`` is a node of the open graph whose type gives a trained model to try."""
@@ -56,9 +68,9 @@ class TryItPanel:
         with ui.column().classes("w-full gap-2 nf-try") as self.root:
             self.title = ui.label("Select a Trainer or a Linear classifier to try its model on your images.") \
                 .classes("text-sm nf-try-title")
-            self.upload = ui.upload(auto_upload=True, max_file_size=MAX_PICTURE_BYTES, on_upload=self._received,
-                                    label="Drop, paste or choose an image") \
+            self.upload = ui.upload(auto_upload=True, max_file_size=MAX_PICTURE_BYTES, on_upload=self._received) \
                 .props('accept="image/*" flat bordered hide-upload-btn').classes("w-full nf-try-upload")
+            self.upload.add_slot("header", UPLOAD_HEADER)
             self.status = ui.label("").classes("text-xs text-grey-8 nf-try-status")
             self.result = ui.column().classes("w-full gap-1 nf-try-result")
         self.upload.set_visibility(False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 
 import pytest
 from PIL import Image
@@ -55,6 +56,9 @@ def test_dropping_an_image_shows_ranked_classes_and_an_overlay(browser, server):
         open_try_it(tab, "train")
         tab.wait_for_selector(".nf-try-upload", state="visible")
         assert "Try the model of 'train'" in tab.locator(".nf-try-title").inner_text()
+        header = tab.locator(".nf-try-upload .q-uploader__header")  # what to do, no byte count or percentage
+        assert header.locator(".q-uploader__title").inner_text() == "Drop, paste or choose an image"
+        assert not re.search(r"\d+(\.\d+)?\s?B\b|%", header.inner_text()), header.inner_text()
         dragged = tab.evaluate_handle(DRAGGED, picture())
         tab.dispatch_event(".nf-try-upload", "dragover", {"dataTransfer": dragged})
         tab.wait_for_selector(".nf-try-upload .q-uploader__dnd")
@@ -79,3 +83,9 @@ def test_dropping_an_image_shows_ranked_classes_and_an_overlay(browser, server):
         tab.wait_for_function("() => { const s = document.querySelector('.nf-try-status').innerText;"
                               " return s.startsWith('red.png: ') && !s.includes('model loaded'); }")
         tab.wait_for_function(LOADED)
+        # a third, chosen with the header's button (on a phone the picker offers the camera)
+        with tab.expect_file_chooser() as chooser:
+            header.locator('[aria-label="Choose an image"]').click()
+        chooser.value.set_files(files=[{"name": "chosen.png", "mimeType": "image/png",
+                                        "buffer": base64.b64decode(picture())}])
+        tab.wait_for_function("() => document.querySelector('.nf-try-status').innerText.startsWith('chosen.png: ')")
