@@ -71,7 +71,6 @@ def test_queued_runs_can_be_cancelled_and_survive_a_restart(registry, workspace)
         restarted.close()
 
 
-
 def test_a_cancelled_sweep_ends_every_running_branch_cancelled_however_slowly_the_store_answers(registry, workspace):
     """Cancelling a sweep stops its job once every branch of it is marked: a stop sent after the first
     branch alone let the job end before the second was marked, and that one ended ``stopped``."""
@@ -94,6 +93,7 @@ def test_a_cancelled_sweep_ends_every_running_branch_cancelled_however_slowly_th
         assert [b["status"] for b in session.sweeps.get(sweep["id"])["branches"]] == ["cancelled", "cancelled"]
     finally:
         session.close()
+
 
 def test_server_killed_with_a_queue_resumes_it_on_start(tmp_path):
     """A real server process: two runs asked for over HTTP, the server killed with SIGKILL; the
