@@ -461,10 +461,17 @@ def _short(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:200]
 
 
+#: what a backbone layer holds that its shapes and parameter counts do not depend on (a summary loads no weights)
+NOT_SUMMARISED = ("weights", "weights_file")
+
+
 def summarize(spec: dict[str, Any]) -> dict[str, Any]:
     """Output shape and per-block parameter counts of a spec, computed on the meta device. A spec
-    with a backbone is also kept on disk (see :func:`_kept_summary`)."""
-    return json.loads(_kept_summary(json.dumps(spec, sort_keys=True)))
+    with a backbone is also kept on disk (see :func:`_kept_summary`), under its layers without their
+    weights: pointing a backbone at another weights file needs no new summary, so no torch."""
+    layers = [{key: value for key, value in layer.items() if key not in NOT_SUMMARISED}
+              if layer.get("kind") == "backbone" else layer for layer in spec["layers"]]
+    return json.loads(_kept_summary(json.dumps({**spec, "layers": layers}, sort_keys=True)))
 
 
 @lru_cache(maxsize=256)
