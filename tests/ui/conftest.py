@@ -209,10 +209,16 @@ def shared_pack_server(tmp_path_factory):
     server.stop()
 
 
+#: the cats-vs-dogs template's params (node id -> params) shrunk to seconds of training: 32-pixel images,
+#: VGG16 without downloaded weights, one epoch per trainer
+TINY_TEMPLATE = {"vgg16": {"weights": "none"}, "input": {"height": 32, "width": 32},
+                 "formatter": {"height": 32, "width": 32},
+                 "train": {"epochs": 1, "batch_size": 8}, "train_finetuned": {"epochs": 1, "batch_size": 8}}
+
+
 def tiny_template(workspace, **changes: dict) -> str:
-    """The cats-vs-dogs template as shipped (positions and titles included), shrunk to seconds of
-    training: generated 32-pixel images, VGG16 without downloaded weights, one epoch per trainer;
-    ``changes``: node id -> params set over those."""
+    """The cats-vs-dogs template as shipped (positions and titles included) with ``TINY_TEMPLATE``'s params
+    on generated images; ``changes``: node id -> params set over those."""
     import json
 
     from nodeflow.templates import template_path
@@ -220,9 +226,7 @@ def tiny_template(workspace, **changes: dict) -> str:
 
     images = make_image_set(workspace / "images", per_class=8)
     graph = json.loads(template_path("cats_vs_dogs_finetune").read_text())
-    tiny = {"vgg16": {"weights": "none"}, "dataset": {"root": str(images)},
-            "input": {"height": 32, "width": 32}, "formatter": {"height": 32, "width": 32},
-            "train": {"epochs": 1, "batch_size": 8}, "train_finetuned": {"epochs": 1, "batch_size": 8}}
+    tiny = {**TINY_TEMPLATE, "dataset": {"root": str(images)}}
     for node in graph["nodes"]:
         node["params"].update({**tiny.get(node["id"], {}), **changes.get(node["id"], {})})
     path = workspace / "tiny_template.json"

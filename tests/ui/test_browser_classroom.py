@@ -29,15 +29,13 @@ from tests.imagegen import make_image_set
 from tests.ui.classroom_server import CHEAP
 from tests.waiting import wait_for
 
-from .conftest import Server, shot
+from .conftest import TINY_TEMPLATE, Server, shot
 
 pytestmark = pytest.mark.browser
 VIEWPORT = {"width": 1500, "height": 920}
 STUDENTS = ("alice", "bob")
 #: the template at its smallest that still learns: what a class runs on its first day without a GPU
-SMALL = {"vgg16": {"weights": "none"}, "dataset": {"root": ""}, "input": {"height": 32, "width": 32},
-         "formatter": {"height": 32, "width": 32}, "dense": {"units": 8},
-         "train": {"epochs": 1, "batch_size": 8}, "train_finetuned": {"epochs": 1, "batch_size": 8}}
+SMALL = {**TINY_TEMPLATE, "dataset": {"root": ""}, "dense": {"units": 8}}
 
 
 @pytest.fixture(scope="module")
