@@ -54,11 +54,11 @@ class DatasetDoctor(Node):
         return {}
 
     def run(self, ctx: RunContext, params: Params, data: ImageSet, model: ModelValue | None = None) -> dict:
+        import torch
+
         from nodes.engine.doctor import (Entry, class_balance, entries, exact_duplicates, file_problems,
                                          label_conflicts, label_suspects, near_duplicates, out_of_fold_probs,
                                          skipped_files)
-        import torch
-
         from nodes.engine.inference import extract_codes
 
         items = entries(data)

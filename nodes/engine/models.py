@@ -12,8 +12,8 @@ import hashlib
 import json
 import os
 import pickle
-import sys
 import socket
+import sys
 import threading
 import time
 import zipfile
