@@ -11,6 +11,7 @@ with what was recognised, expected and found."""
 from __future__ import annotations
 
 from collections import OrderedDict
+import shutil
 
 import pytest
 import torch
@@ -87,12 +88,14 @@ def seeded(request):
 @pytest.fixture(scope="module")
 def torchvision_files(seeded, tmp_path_factory):
     """The seeded model saved both ways, and a second torchvision model to load the files into
-    (shared by the two formats' tests)."""
+    (shared by the two formats' tests). The files go once the architecture's tests are done: a VGG's
+    two files take 1.1 GB, and the suite should not hold every architecture's at once."""
     arch, model = seeded
     folder = tmp_path_factory.mktemp(arch)
     state = model.state_dict()
     files = {suffix: save(state, folder / f"{arch}{suffix}") for suffix in (".pth", ".safetensors")}
-    return arch, files, blank(arch)
+    yield arch, files, blank(arch)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
