@@ -1,5 +1,7 @@
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,37 @@ settings.register_profile("ci", derandomize=True, database=None, print_blob=True
                           suppress_health_check=[HealthCheck.too_slow])
 if os.environ.get("CI", "").lower() in ("true", "1"):
     settings.load_profile("ci")
+
+
+# The suite's peak on disk (benchmarks/suite_disk.py measures it; README, "Tests")
+PEAK_DISK_GB = 3
+
+
+def pytest_report_header(config):
+    """Where the run's files go and how much room is there: a full disk otherwise shows up as hundreds of
+    unrelated errors half-way through."""
+    folder = Path(tempfile.gettempdir())
+    free = shutil.disk_usage(folder).free / 1e9
+    warning = f"; less than the suite's peak of about {PEAK_DISK_GB} GB: expect 'No space left on device'" \
+        if free < PEAK_DISK_GB else ""
+    return f"temp folder: {folder}, {free:.1f} GB free{warning}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temp_folder_of_the_run(tmp_path_factory):
+    """The system temp folder, for the code under test and the processes it starts, is one inside pytest's own
+    base folder: what a run leaves there goes with the rest of the run's files instead of piling up in /tmp, and
+    nothing is shared with another run through a fixed name such as the default workspace."""
+    folder = tmp_path_factory.mktemp("tmp")
+    before = os.environ.get("TMPDIR")
+    os.environ["TMPDIR"] = str(folder)
+    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
+    yield folder
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
+    tempfile.tempdir = None
 
 
 @pytest.fixture
