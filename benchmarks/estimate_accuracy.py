@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import statistics
+import shutil
 import sys
 import tempfile
 import time
@@ -120,13 +121,16 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
 
-    MEMORY.clear()
-    case("no feature cache", base / "ws-off", template(images, args.size, args.epochs, feature_cache="off"))
-    MEMORY.clear()
-    cached = base / "ws-cache"
-    case("feature cache, cold", cached, template(images, args.size, args.epochs))
-    MEMORY.clear()  # a new process: the entries come from disk
-    case("feature cache, warm", cached, template(images, args.size, args.epochs, lr=3e-5))
+    try:
+        MEMORY.clear()
+        case("no feature cache", base / "ws-off", template(images, args.size, args.epochs, feature_cache="off"))
+        MEMORY.clear()
+        cached = base / "ws-cache"
+        case("feature cache, cold", cached, template(images, args.size, args.epochs))
+        MEMORY.clear()  # a new process: the entries come from disk
+        case("feature cache, warm", cached, template(images, args.size, args.epochs, lr=3e-5))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
     print()
     print(f"{'case':<22} {'epoch':<7} {'estimated s':>12} {'measured s':>11} {'error':>8}  feature cache")

@@ -337,14 +337,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} cores, torch "
           f"{torch.__version__}, device {device}" + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else "")
           + f", load average {os.getloadavg()[0]:.1f} at start", flush=True)
-    work = Path(tempfile.mkdtemp(prefix="nodeflow-tta-"))
     rows = []
-    for key in args.rows:
-        row = ROWS[key](data, weights, setup, target, device) if key == "hand-written" else \
-            ROWS[key](data, weights, setup, target, device, work)
-        rows.append(row)
-        reached = f"{row.seconds_to_target:.1f}s to {target:g}" if row.reached else f"did not reach {target:g}"
-        print(f"  {row.name}: {reached}, test accuracy {row.test_accuracy:.3f}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="nodeflow-tta-") as scratch:  # the runs' workspaces
+        work = Path(scratch)
+        for key in args.rows:
+            row = ROWS[key](data, weights, setup, target, device) if key == "hand-written" else \
+                ROWS[key](data, weights, setup, target, device, work)
+            rows.append(row)
+            reached = f"{row.seconds_to_target:.1f}s to {target:g}" if row.reached else f"did not reach {target:g}"
+            print(f"  {row.name}: {reached}, test accuracy {row.test_accuracy:.3f}", flush=True)
     print()
     print_table(rows, target)
     found = ratio(rows) if args.rows[0] == "hand-written" else None

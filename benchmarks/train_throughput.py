@@ -23,6 +23,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -357,12 +358,15 @@ def main(argv: list[str] | None = None) -> int:
         "fine-tune re-run, cache": lambda: nodeflow("fine-tune re-run, cache", "block5", "auto", "vgg16",
                                                     args.vgg_size, "tune-on", True, lr=2e-3),
     }
-    for name in rows:
-        if name not in plan:
-            parser.error(f"unknown row '{name}'")
-        reset_peak_memory(device)
-        plan[name]()
-        print_row(results[-1])
+    try:
+        for name in rows:
+            if name not in plan:
+                parser.error(f"unknown row '{name}'")
+            reset_peak_memory(device)
+            plan[name]()
+            print_row(results[-1])
+    finally:  # the generated photos stay in a --cache-dir for the next run; the runs' workspaces never do
+        shutil.rmtree(workspaces if args.cache_dir else base, ignore_errors=True)
     print()
     print_table(results, args, device)
     if args.json:
