@@ -46,12 +46,13 @@ def pytest_report_header(config):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def temp_folder_of_the_run(tmp_path_factory):
-    """The system temp folder, for the code under test and the processes it starts, is one inside pytest's own
-    base folder: what a run leaves there goes with the rest of the run's files instead of piling up in /tmp, and
-    nothing is shared with another run through a fixed name such as the default workspace."""
-    folder = tmp_path_factory.mktemp("tmp")
+def temp_folder_of_the_run():
+    """The system temp folder, for the code under test and the processes it starts, is a folder of this worker's
+    own, removed when it ends: what a run leaves there does not pile up in /tmp, and nothing is shared with
+    another run through a fixed name such as the default workspace. It sits right in the system temp folder, not
+    deep in pytest's: Chromium's socket path there has to fit in 107 bytes."""
     before = os.environ.get("TMPDIR")
+    folder = Path(tempfile.mkdtemp(prefix="nodeflow-tests-"))
     os.environ["TMPDIR"] = str(folder)
     tempfile.tempdir = None  # gettempdir() reads TMPDIR again
     yield folder
@@ -60,6 +61,7 @@ def temp_folder_of_the_run(tmp_path_factory):
     else:
         os.environ["TMPDIR"] = before
     tempfile.tempdir = None
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
