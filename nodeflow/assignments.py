@@ -26,7 +26,6 @@ import hashlib
 import io
 import json
 import math
-import multiprocessing as mp
 import secrets
 import shutil
 import threading
@@ -49,6 +48,7 @@ from nodeflow.uploads import UploadLimits
 from nodeflow.users import User
 from nodeflow.users.db import Database
 from nodeflow.users.projects import check_title
+from nodeflow.worker import start_child
 
 #: the folder of a server's assignments, under its root
 FOLDER = "assignments"
@@ -273,13 +273,8 @@ def score_in_process(conn, origins, folder: str, hidden: str, graph_text: str, n
 def score_handin(registry: Registry, folder: Path, hidden: Path, graph_text: str, node: str, key: str,
                  device: str = "cpu", limits: JobLimits = NO_LIMITS) -> dict[str, Any]:
     """Score one hand-in in a process of its own under ``limits``; RuntimeError naming why it failed."""
-    context = mp.get_context("spawn")
-    parent, child = context.Pipe()
-    process = context.Process(target=score_in_process, name="nodeflow-scoring", daemon=True,
-                              args=(child, registry.origins, str(folder), str(hidden), graph_text, node, key, device,
-                                    limits))
-    process.start()
-    child.close()
+    process, parent = start_child(score_in_process, "nodeflow-scoring", registry.origins, str(folder), str(hidden),
+                                  graph_text, node, key, device, limits)
     try:
         while True:
             if parent.poll(0.2):

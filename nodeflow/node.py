@@ -736,6 +736,22 @@ def import_module_or_file(ref: str) -> ModuleType:
 
 #: a package's list of its subpackages that hold no node classes, which the scan does not import
 NOT_NODES = "nodeflow_not_nodes"
+#: a package's list of the modules its nodes import when they run, which the processes that run them load once
+PRELOAD = "nodeflow_preload"
+
+
+def preloaded_modules(group: str = ENTRY_POINT_GROUP) -> list[str]:
+    """The modules the built-in catalogue (the entry points of the nodeflow distribution) names in
+    ``nodeflow_preload``: what every process that runs its nodes imports anyway. A plugin's are left out:
+    a server started without plugins must not import one."""
+    found: list[str] = []
+    for ep in entry_points(group=group):
+        dist = getattr(ep, "dist", None)
+        if dist is None or dist.metadata["Name"] != "nodeflow":
+            continue
+        target = ep.load()
+        found += [name for name in getattr(target, PRELOAD, ()) if name not in found]
+    return found
 
 
 def _walk(module: ModuleType) -> Iterable[ModuleType]:

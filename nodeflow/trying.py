@@ -37,7 +37,7 @@ from nodeflow.executor import Executor
 from nodeflow.graph import Graph
 from nodeflow.limits import NO_LIMITS, JobLimits
 from nodeflow.uploads import IMAGE_FORMATS, UploadLimits
-from nodeflow.worker import _CONTEXT, WorkerDied, _messages, _process_executor, _receive, end_child
+from nodeflow.worker import WorkerDied, _messages, _process_executor, _receive, end_child, start_child
 
 #: pictures one request may send
 MAX_PICTURES = 16
@@ -271,13 +271,8 @@ class ModelProcess:
     def _ensure_started(self) -> None:
         if self._process is not None and self._process.is_alive():
             return
-        parent, child = _CONTEXT.Pipe()
-        self._process = _CONTEXT.Process(target=_serve_models, name="nodeflow-model", daemon=True,
-                                         args=(child, self.origins, self.workspace, self.device, self.allowed_roots,
-                                               self.limits))
-        self._process.start()
-        child.close()
-        self._conn = parent
+        self._process, self._conn = start_child(_serve_models, "nodeflow-model", self.origins, self.workspace,
+                                                self.device, self.allowed_roots, self.limits)
         self._held = None
         reply = _receive(self._process, self._conn, None, self.limits)
         if reply is None or reply[0] != "ready":

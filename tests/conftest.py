@@ -1,3 +1,4 @@
+import multiprocessing.util
 import os
 import shutil
 import sys
@@ -50,7 +51,8 @@ def temp_folder_of_the_run():
     """The system temp folder, for the code under test and the processes it starts, is a folder of this worker's
     own, removed when it ends: what a run leaves there does not pile up in /tmp, and nothing is shared with
     another run through a fixed name such as the default workspace. It sits right in the system temp folder, not
-    deep in pytest's: Chromium's socket path there has to fit in 107 bytes."""
+    deep in pytest's: Chromium's socket path there has to fit in 107 bytes. It goes at the worker's exit, after
+    multiprocessing has removed its own folder there (the fork server's socket; its clean-up runs at -100)."""
     before = os.environ.get("TMPDIR")
     folder = Path(tempfile.mkdtemp(prefix="nodeflow-tests-"))
     os.environ["TMPDIR"] = str(folder)
@@ -61,7 +63,8 @@ def temp_folder_of_the_run():
     else:
         os.environ["TMPDIR"] = before
     tempfile.tempdir = None
-    shutil.rmtree(folder, ignore_errors=True)
+    multiprocessing.util.Finalize(None, shutil.rmtree, args=(folder,), kwargs={"ignore_errors": True},
+                                  exitpriority=-101)
 
 
 @pytest.fixture

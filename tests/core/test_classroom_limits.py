@@ -19,6 +19,10 @@ from tests.core.test_classroom_server import CHEAP, Clock, gate_graph, pack
 from tests.waiting import wait_for
 
 MiB = 2**20
+GiB = 2**30
+#: a job's limit as a real server sets it (at least MIN_JOB_MEMORY): every job process starts from the fork
+#: server with torch already imported, about 0.9 GB of its data segment, so a limit under 1 GiB fits no job
+LIMIT = 2 * GiB
 
 
 def allocate_graph(count: int) -> Graph:
@@ -35,11 +39,11 @@ def class_server(tmp_path, names=("alice", "bob"), **args) -> tuple[ClassServer,
 
 
 def test_a_job_over_the_memory_limit_fails_alone_naming_the_limit(tmp_path):
-    server, users = class_server(tmp_path, isolate=True, limits=JobLimits(memory_bytes=256 * MiB))
+    server, users = class_server(tmp_path, isolate=True, limits=JobLimits(memory_bytes=LIMIT))
     try:
         alice = server.session(server.projects.create(users["alice"], "big"))
         bob = server.session(server.projects.create(users["bob"], "small"))
-        alice.document.replace(allocate_graph(512 * MiB))
+        alice.document.replace(allocate_graph(2 * LIMIT))
         bob.document.replace(allocate_graph(16 * MiB))
         alice.queue.submit()
         bob.queue.submit()
@@ -49,7 +53,7 @@ def test_a_job_over_the_memory_limit_fails_alone_naming_the_limit(tmp_path):
         failed = alice.runs.get(1)
         assert failed["status"] == "failed"
         error = failed["nodes"]["take"]["error"]
-        assert "over this server's memory limit per job, 256 MiB (serve --job-memory)" in error, error
+        assert "over this server's memory limit per job, 2 GiB (serve --job-memory)" in error, error
         assert "MemoryError" in error and "worker process" not in error  # the node failed; its worker did not die
         assert alice.snapshot()["nodes"]["take"]["state"] == "failed"
     finally:
@@ -57,7 +61,7 @@ def test_a_job_over_the_memory_limit_fails_alone_naming_the_limit(tmp_path):
 
 
 def test_an_estimate_on_a_class_server_is_measured_in_a_process_of_its_own(tmp_path):
-    server, users = class_server(tmp_path, isolate=False, limits=JobLimits(memory_bytes=256 * MiB))
+    server, users = class_server(tmp_path, isolate=False, limits=JobLimits(memory_bytes=LIMIT))
     try:
         session = server.session(server.projects.create(users["alice"], "p"))
         session.document.replace(allocate_graph(64 * MiB))
@@ -66,10 +70,10 @@ def test_an_estimate_on_a_class_server_is_measured_in_a_process_of_its_own(tmp_p
         assert entry["status"] == "stale" and entry["bytes"] == 64 * MiB
         assert entry["pid"] != os.getpid()  # the server process allocated nothing of it
         assert session.estimator.worker.pid is None  # and that process has ended, its memory given back
-        session.document.replace(allocate_graph(512 * MiB))
+        session.document.replace(allocate_graph(2 * LIMIT))
         over = session.estimator.estimate()["nodes"]["take"]
         assert over["status"] == "error"
-        assert "over this server's memory limit per job, 256 MiB (serve --job-memory)" in over["error"]
+        assert "over this server's memory limit per job, 2 GiB (serve --job-memory)" in over["error"]
     finally:
         server.close()
 
