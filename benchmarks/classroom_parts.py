@@ -5,7 +5,10 @@
   same call with no gate (in-process over ASGI, so the figures are the gate's own cost);
 - a disk-quota measurement of a user folder of many files (what the quota's cache saves);
 - an upload: a zip of small JPEGs unpacked, each image decoded;
-- the fair queue: 30 users with 10 runs waiting each, positions and pops.
+- the fair queue: 30 users with 10 runs waiting each, positions and pops;
+- a job's process: how long until a new one has torch and the engine ready, and the memory four of them
+  hold together (proportional set size; the fork server's own counted in), started from the fork server (nodeflow.worker.start_child)
+  against a fresh interpreter each (multiprocessing's spawn, how they started before).
 
     python benchmarks/classroom_parts.py [--quick] [--json out.json]
 """
@@ -140,6 +143,58 @@ def queue_cost(users: int, per_user: int) -> dict[str, float]:
             "pop_ms_each": round(1000 * popped / n, 4), "first_three": [w.user for w in snapshot[:3]]}
 
 
+def _ready(conn) -> None:
+    """A job process's start: the imports every run makes, then wait to be let go."""
+    import importlib
+
+    for name in ("torch", "torchvision", "nodes.engine.models", "nodes.engine.fit"):
+        importlib.import_module(name)
+    conn.send("ready")
+    conn.recv()
+
+
+def _pss(pid: int) -> int:
+    """Bytes of the process's proportional set size: pages shared with others counted in part."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def job_process_cost(count: int) -> dict[str, dict[str, float]]:
+    import multiprocessing as mp
+
+    from nodeflow.worker import start_child
+
+    def fresh(target, name):
+        parent, child = mp.get_context("spawn").Pipe()
+        process = mp.get_context("spawn").Process(target=target, name=name, daemon=True, args=(child,))
+        process.start()
+        child.close()
+        return process, parent
+
+    found = {}
+    for way, start in (("spawn", fresh), ("fork server", lambda target, name: start_child(target, name))):
+        seconds, held = [], []
+        for _ in range(count):
+            began = time.perf_counter()
+            process, conn = start(_ready, "nodeflow-bench-job")
+            assert conn.recv() == "ready"
+            seconds.append(time.perf_counter() - began)
+            held.append((process, conn))
+        pids = [process.pid for process, _ in held]
+        if way == "fork server":  # the server holds what its children share: counted too
+            import multiprocessing.forkserver as forkserver
+            pids.append(forkserver._forkserver._forkserver_pid)
+        memory = sum(_pss(pid) for pid in pids)
+        for process, conn in held:
+            conn.send("exit")
+            process.join(10)
+        found[way] = {"first_s": round(seconds[0], 2), "later_median_s": round(statistics.median(seconds[1:]), 2),
+                      "processes": count, "pss_total_mb": round(memory / 2**20)}
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, to check that it runs")
@@ -153,6 +208,7 @@ def main() -> None:
             "quota_measure": quota_cost(root / "quota", 200 if args.quick else 20_000),
             "upload_zip": upload_cost(root / "upload", 20 if args.quick else 1000),
             "fair_queue_30_users": queue_cost(30, 2 if args.quick else 10),
+            "job_process_ready_with_torch": job_process_cost(2 if args.quick else 4),
         }
     print(json.dumps(figures, indent=2))
     if args.json:

@@ -536,3 +536,6 @@ def test_the_classroom_parts_benchmark_runs(tmp_path):
     assert figures["upload_zip"]["images"] == 20 and figures["quota_measure"]["bytes"] == 200 * 100
     assert set(figures["gate_per_request"]) == {"no gate", "cookie", "token"}
     assert figures["fair_queue_30_users"]["runs"] == 60
+    jobs = figures["job_process_ready_with_torch"]
+    assert set(jobs) == {"spawn", "fork server"} and all(way["processes"] == 2 for way in jobs.values())
+    assert all(way["pss_total_mb"] > 100 for way in jobs.values())  # torch really imported in each
