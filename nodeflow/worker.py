@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import hashlib
 import multiprocessing as mp
 import os
@@ -37,21 +38,23 @@ from nodeflow.task import Outcome
 #: where every child that runs a user's work starts from: a fork server, a fresh interpreter of its own (never
 #: this process, so none of the server's state, threads or CUDA context is inherited) that has imported the
 #: built-in catalogue's heavy modules once (torch: about 4 s a process on a small machine), so a run, an
-#: estimate, the doctor or a model's process starts in a fraction of a second instead
-_CONTEXT = mp.get_context("forkserver")
-_PRELOADED = threading.Lock()
-_preload_set = False
+#: estimate, the doctor or a model's process starts in a fraction of a second instead. Where there is no fork
+#: (Windows), each child is a fresh interpreter that imports what it needs itself.
+_CONTEXT = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+
+
+@functools.cache
+def _preloaded() -> None:
+    """Name what the fork server imports when it starts (with the first child): once, before it starts."""
+    if _CONTEXT.get_start_method() == "forkserver":
+        _CONTEXT.set_forkserver_preload([__name__, *preloaded_modules()])
 
 
 def start_child(target: Callable[..., None], name: str, *args: Any) -> tuple[Any, Any]:
     """Start ``target(conn, *args)`` in a child process from the fork server; its process and this end of its
     pipe. The child gets this process's environment and folder as they are now, as a newly started program
     would, not the fork server's from when it started."""
-    global _preload_set
-    with _PRELOADED:
-        if not _preload_set:
-            _CONTEXT.set_forkserver_preload([__name__, *preloaded_modules()])
-            _preload_set = True
+    _preloaded()
     parent, child = _CONTEXT.Pipe()
     try:
         folder = os.getcwd()
@@ -66,6 +69,7 @@ def start_child(target: Callable[..., None], name: str, *args: Any) -> tuple[Any
 
 def _as_started_here(environment: dict[str, str], folder: str | None, target: Callable[..., None],
                      *args: Any) -> None:
+    """In the child: the starting process's environment and folder, then ``target``."""
     os.environ.clear()
     os.environ.update(environment)
     if folder is not None:
