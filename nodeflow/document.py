@@ -153,7 +153,7 @@ class Document:
         if self.autosave_delay is not None:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer = threading.Timer(self.autosave_delay, self.autosave)
+            self._timer = threading.Timer(self.autosave_delay, self._autosave_when_due)
             self._timer.daemon = True
             self._timer.start()
 
@@ -189,6 +189,14 @@ class Document:
         for old in sorted(folder.glob("*.json"))[:-AUTOSAVE_KEEP]:
             old.unlink(missing_ok=True)
         return path
+
+    def _autosave_when_due(self) -> None:
+        """The timer's autosave: a write that fails (the folder gone, the disk full) is said on the page the
+        next time it opens, not raised in a thread that nobody waits on; the next edit tries again."""
+        try:
+            self.autosave()
+        except OSError as exc:
+            self.notice = f"Could not autosave to {self.autosave_folder}: {exc.strerror or exc}"
 
     @writes
     def drop_pending(self) -> None:

@@ -2,6 +2,7 @@ import pytest
 
 from nodeflow.errors import GraphInvalid
 from nodeflow.session import EditError, Session
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -98,6 +99,25 @@ def test_autosave_keeps_the_newest_versions(registry, workspace, chain):
     from nodeflow.graph import Graph
 
     assert Graph.load(saved[0]).node("a").position.x == AUTOSAVE_KEEP + 2
+    session.close()  # the autosave the last edit set off is not left to fire after the test
+
+
+def test_an_autosave_that_cannot_be_written_is_said_not_raised(registry, workspace, chain):
+    import shutil
+    import threading
+
+    raised = []
+    threading.excepthook, before = (lambda args: raised.append(args.exc_value)), threading.excepthook
+    try:
+        session = Session(registry, workspace, graph=chain, autosave_delay=0.01)
+        shutil.rmtree(workspace)
+        workspace.write_text("a file where the workspace folder was")  # nothing can be written under it
+        session.document.edit("move", id="a", x=1, y=0)
+        assert wait_for(lambda: session.document.notice is not None, timeout=10)
+    finally:
+        threading.excepthook = before
+    assert session.document.notice.startswith("Could not autosave to ") and raised == []
+    assert session.document.dirty  # the edit is still there, unsaved
 
 
 def test_nodes_the_latest_run_computed_show_done_until_they_change(session):
