@@ -7,8 +7,9 @@
 - an upload: a zip of small JPEGs unpacked, each image decoded;
 - the fair queue: 30 users with 10 runs waiting each, positions and pops;
 - a job's process: how long until a new one has torch and the engine ready, and the memory four of them
-  hold together (proportional set size; the fork server's own counted in), started from the fork server (nodeflow.worker.start_child)
-  against a fresh interpreter each (multiprocessing's spawn, how they started before).
+  hold together (proportional set size; the fork server's own counted in), started from the fork server
+  (nodeflow.worker.start_child) against a fresh interpreter each (multiprocessing's spawn, how they started
+  before).
 
     python benchmarks/classroom_parts.py [--quick] [--json out.json]
 """
@@ -167,14 +168,15 @@ def job_process_cost(count: int) -> dict[str, dict[str, float]]:
     from nodeflow.worker import start_child
 
     def fresh(target, name):
-        parent, child = mp.get_context("spawn").Pipe()
-        process = mp.get_context("spawn").Process(target=target, name=name, daemon=True, args=(child,))
+        spawn = mp.get_context("spawn")
+        parent, child = spawn.Pipe()
+        process = spawn.Process(target=target, name=name, daemon=True, args=(child,))
         process.start()
         child.close()
         return process, parent
 
     found = {}
-    for way, start in (("spawn", fresh), ("fork server", lambda target, name: start_child(target, name))):
+    for way, start in (("spawn", fresh), ("fork server", start_child)):
         seconds, held = [], []
         for _ in range(count):
             began = time.perf_counter()

@@ -53,16 +53,11 @@ def temp_folder_of_the_run():
     another run through a fixed name such as the default workspace. It sits right in the system temp folder, not
     deep in pytest's: Chromium's socket path there has to fit in 107 bytes. It goes at the worker's exit, after
     multiprocessing has removed its own folder there (the fork server's socket; its clean-up runs at -100)."""
-    before = os.environ.get("TMPDIR")
     folder = Path(tempfile.mkdtemp(prefix="nodeflow-tests-"))
-    os.environ["TMPDIR"] = str(folder)
-    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
-    yield folder
-    if before is None:
-        os.environ.pop("TMPDIR", None)
-    else:
-        os.environ["TMPDIR"] = before
-    tempfile.tempdir = None
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(folder))
+        patch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+        yield folder
     multiprocessing.util.Finalize(None, shutil.rmtree, args=(folder,), kwargs={"ignore_errors": True},
                                   exitpriority=-101)
 
