@@ -192,11 +192,13 @@ class Document:
 
     def _autosave_when_due(self) -> None:
         """The timer's autosave: a write that fails (the folder gone, the disk full) is said on the page the
-        next time it opens, not raised in a thread that nobody waits on; the next edit tries again."""
+        next time it opens, not raised in a thread that nobody waits on; the next edit tries again. The folder
+        is named inside the workspace: on a shared server its full path is the server's, not the person's."""
         try:
             self.autosave()
         except OSError as exc:
-            self.notice = f"Could not autosave to {self.autosave_folder}: {exc.strerror or exc}"
+            folder = self.autosave_folder.relative_to(self.workspace).as_posix()
+            self.notice = f"Could not autosave to {folder} in the workspace: {exc.strerror or type(exc).__name__}"
 
     @writes
     def drop_pending(self) -> None:

@@ -116,7 +116,8 @@ def test_an_autosave_that_cannot_be_written_is_said_not_raised(registry, workspa
         assert wait_for(lambda: session.document.notice is not None, timeout=10)
     finally:
         threading.excepthook = before
-    assert session.document.notice.startswith("Could not autosave to ") and raised == []
+    assert session.document.notice.startswith("Could not autosave to autosave/") and raised == []
+    assert str(workspace) not in session.document.notice  # no path of the server's
     assert session.document.dirty  # the edit is still there, unsaved
 
 
